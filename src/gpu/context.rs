@@ -1,0 +1,152 @@
+//! The GPU context: adapter, device, queue and the compiled kernels, created once and shared
+//! by every model made from it.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::error::{Result, RnnError};
+use crate::gpu::kernels::Kernels;
+
+/// A device, its queue and this crate's compiled pipelines. Cheap to clone (shared inside);
+/// `Send + Sync`, so one context can serve models on many threads.
+#[derive(Clone)]
+pub struct GpuContext {
+    inner: Arc<ContextInner>,
+}
+
+pub(crate) struct ContextInner {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub kernels: Kernels,
+    lost: Arc<Mutex<Option<String>>>,
+    timeout: Mutex<Duration>,
+}
+
+impl std::fmt::Debug for GpuContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuContext")
+            .field("adapter", &self.inner.info.name)
+            .field("backend", &self.inner.info.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GpuContext {
+    /// Opens the default adapter. The choice honours wgpu's environment variables:
+    /// `WGPU_BACKEND` (e.g. `vulkan`, `metal`, `dx12`, `gl`) restricts the backends, and
+    /// `WGPU_ADAPTER_NAME` picks the first adapter whose name contains the given text;
+    /// otherwise the highest-performance adapter is used (`WGPU_POWER_PREF` can change that).
+    pub fn new() -> Result<Self> {
+        pollster::block_on(Self::new_async())
+    }
+
+    /// Async form of [`new`](Self::new).
+    pub async fn new_async() -> Result<Self> {
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = wgpu::util::initialize_adapter_from_env_or_default(&instance, None)
+            .await
+            .map_err(|e| RnnError::NoAdapter(e.to_string()))?;
+        Self::from_adapter(&adapter).await
+    }
+
+    /// Opens a device on a given adapter, requesting every limit the adapter offers (wgpu's
+    /// defaults are lower, e.g. 128 MiB storage bindings).
+    pub async fn from_adapter(adapter: &wgpu::Adapter) -> Result<Self> {
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("wgpu-rnn device"),
+                required_limits: adapter.limits(),
+                ..Default::default()
+            })
+            .await?;
+        Self::from_device(device, queue)
+    }
+
+    /// Wraps a device and queue the caller already has (for instance a renderer's). The crate
+    /// works within whatever limits and features that device was created with.
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Result<Self> {
+        let lost = Arc::new(Mutex::new(None));
+        let flag = Arc::clone(&lost);
+        device.set_device_lost_callback(move |reason, message| {
+            if let Ok(mut lost) = flag.lock() {
+                *lost = Some(format!("{reason:?}: {message}"));
+            }
+        });
+        let kernels = {
+            let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+            let kernels = Kernels::new(&device);
+            if let Some(error) = pollster::block_on(scope.pop()) {
+                return Err(RnnError::Gpu(format!("compiling the kernels: {error}")));
+            }
+            kernels
+        };
+        Ok(GpuContext {
+            inner: Arc::new(ContextInner {
+                info: device.adapter_info(),
+                limits: device.limits(),
+                device,
+                queue,
+                kernels,
+                lost,
+                timeout: Mutex::new(Duration::from_secs(120)),
+            }),
+        })
+    }
+
+    /// The adapter this context runs on: name, backend, driver.
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.inner.info
+    }
+
+    /// One line naming the adapter, e.g. `llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)`.
+    pub fn describe(&self) -> String {
+        let info = &self.inner.info;
+        format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type)
+    }
+
+    /// The device's limits.
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.inner.limits
+    }
+
+    /// The device.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.inner.device
+    }
+
+    /// The queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.inner.queue
+    }
+
+    /// How long a forward call waits for the GPU before giving up with
+    /// [`RnnError::Timeout`] (default 120 s).
+    pub fn set_timeout(&self, timeout: Duration) {
+        if let Ok(mut t) = self.inner.timeout.lock() {
+            *t = timeout;
+        }
+    }
+
+    pub(crate) fn timeout(&self) -> Duration {
+        self.inner
+            .timeout
+            .lock()
+            .map(|t| *t)
+            .unwrap_or(Duration::from_secs(120))
+    }
+
+    pub(crate) fn inner(&self) -> &ContextInner {
+        &self.inner
+    }
+
+    /// `Err(DeviceLost)` once the device has been lost.
+    pub(crate) fn check_alive(&self) -> Result<()> {
+        match self.inner.lost.lock().ok().and_then(|l| l.clone()) {
+            Some(reason) => Err(RnnError::DeviceLost(reason)),
+            None => Ok(()),
+        }
+    }
+}

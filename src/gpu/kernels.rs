@@ -1,0 +1,306 @@
+//! One struct per compute pipeline: its bind group layout, its pipeline, its typed uniform
+//! parameters (mirroring the WGSL structs field for field) and how to dispatch it.
+
+use std::num::NonZeroU64;
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::shaders;
+
+/// Every pipeline the crate uses, compiled once per context.
+pub(crate) struct Kernels {
+    pub projection: ProjectionKernel,
+    pub step: RecurrentStepKernel,
+}
+
+impl Kernels {
+    pub fn new(device: &wgpu::Device) -> Self {
+        Kernels {
+            projection: ProjectionKernel::new(device),
+            step: RecurrentStepKernel::new(device),
+        }
+    }
+}
+
+/// `Params` of `input_projection.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub(crate) struct ProjectionParams {
+    pub rows: u32,
+    pub cols: u32,
+    pub depth: u32,
+    pub batch: u32,
+    pub x_stride_t: u32,
+    pub x_stride_n: u32,
+    pub _pad: [u32; 2],
+}
+
+/// `Layer` of `recurrent_step.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub(crate) struct StepLayerParams {
+    pub seq_len: u32,
+    pub batch: u32,
+    pub hidden: u32,
+    pub directions: u32,
+    pub out_stride_t: u32,
+    pub out_stride_n: u32,
+    pub state_half: u32,
+    pub state_offset: u32,
+    pub activation: u32,
+    pub _pad: [u32; 3],
+}
+
+/// `Step` of `recurrent_step.wgsl`: the step index, read through a dynamic offset.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub(crate) struct StepIndex {
+    pub index: u32,
+    pub _pad: [u32; 3],
+}
+
+fn size_of<T>() -> Option<NonZeroU64> {
+    NonZeroU64::new(std::mem::size_of::<T>() as u64)
+}
+
+fn uniform_entry(
+    binding: u32,
+    min: Option<NonZeroU64>,
+    dynamic: bool,
+) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Uniform,
+            has_dynamic_offset: dynamic,
+            min_binding_size: min,
+        },
+        count: None,
+    }
+}
+
+fn storage_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only },
+            has_dynamic_offset: false,
+            // Every storage array holds at least one f32.
+            min_binding_size: NonZeroU64::new(4),
+        },
+        count: None,
+    }
+}
+
+fn compute_pipeline(
+    device: &wgpu::Device,
+    label: &str,
+    source: &str,
+    layout: &wgpu::BindGroupLayout,
+) -> wgpu::ComputePipeline {
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some(label),
+        source: wgpu::ShaderSource::Wgsl(source.into()),
+    });
+    let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: Some(label),
+        bind_group_layouts: &[Some(layout)],
+        immediate_size: 0,
+    });
+    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(label),
+        layout: Some(&pipeline_layout),
+        module: &module,
+        entry_point: Some("main"),
+        compilation_options: Default::default(),
+        cache: None,
+    })
+}
+
+fn bind_group(
+    device: &wgpu::Device,
+    label: &str,
+    layout: &wgpu::BindGroupLayout,
+    resources: &[wgpu::BindingResource<'_>],
+) -> wgpu::BindGroup {
+    let entries: Vec<_> = resources
+        .iter()
+        .enumerate()
+        .map(|(i, resource)| wgpu::BindGroupEntry {
+            binding: i as u32,
+            resource: resource.clone(),
+        })
+        .collect();
+    device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some(label),
+        layout,
+        entries: &entries,
+    })
+}
+
+/// `input_projection.wgsl`: P = X·Wᵀ + bias over all rows of a layer.
+pub(crate) struct ProjectionKernel {
+    layout: wgpu::BindGroupLayout,
+    pipeline: wgpu::ComputePipeline,
+}
+
+/// Rows and columns of P covered by one workgroup (8×8 invocations × 4×4 outputs each).
+pub(crate) const PROJECTION_TILE: u32 = 32;
+
+/// The buffers one projection dispatch binds.
+pub(crate) struct ProjectionBindings<'a> {
+    pub params: &'a wgpu::Buffer,
+    pub x: &'a wgpu::Buffer,
+    pub weight: &'a wgpu::Buffer,
+    pub bias: &'a wgpu::Buffer,
+    pub p: &'a wgpu::Buffer,
+}
+
+impl ProjectionKernel {
+    fn new(device: &wgpu::Device) -> Self {
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("input_projection"),
+            entries: &[
+                uniform_entry(0, size_of::<ProjectionParams>(), false),
+                storage_entry(1, true),
+                storage_entry(2, true),
+                storage_entry(3, true),
+                storage_entry(4, false),
+            ],
+        });
+        let pipeline = compute_pipeline(
+            device,
+            "input_projection",
+            shaders::INPUT_PROJECTION,
+            &layout,
+        );
+        ProjectionKernel { layout, pipeline }
+    }
+
+    pub fn bind_group(&self, device: &wgpu::Device, b: ProjectionBindings<'_>) -> wgpu::BindGroup {
+        bind_group(
+            device,
+            "input_projection",
+            &self.layout,
+            &[
+                b.params.as_entire_binding(),
+                b.x.as_entire_binding(),
+                b.weight.as_entire_binding(),
+                b.bias.as_entire_binding(),
+                b.p.as_entire_binding(),
+            ],
+        )
+    }
+
+    /// Workgroups for a (rows × cols) output: (column tiles, row tiles).
+    pub fn workgroups(rows: u32, cols: u32) -> (u32, u32) {
+        (
+            cols.div_ceil(PROJECTION_TILE),
+            rows.div_ceil(PROJECTION_TILE),
+        )
+    }
+
+    pub fn encode(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        group: &wgpu::BindGroup,
+        rows: u32,
+        cols: u32,
+    ) {
+        let (x, y) = Self::workgroups(rows, cols);
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, group, &[]);
+        pass.dispatch_workgroups(x, y, 1);
+    }
+}
+
+/// `recurrent_step.wgsl`: one fused timestep of one layer, both directions.
+pub(crate) struct RecurrentStepKernel {
+    layout: wgpu::BindGroupLayout,
+    pipeline: wgpu::ComputePipeline,
+}
+
+/// Invocations per workgroup along the hidden units.
+pub(crate) const STEP_WORKGROUP: u32 = 64;
+
+/// The buffers one layer's step dispatches bind.
+pub(crate) struct StepBindings<'a> {
+    pub layer: &'a wgpu::Buffer,
+    pub steps: &'a wgpu::Buffer,
+    pub w_hh: &'a wgpu::Buffer,
+    pub p: &'a wgpu::Buffer,
+    pub lengths: &'a wgpu::Buffer,
+    pub state: &'a wgpu::Buffer,
+    pub output: &'a wgpu::Buffer,
+}
+
+impl RecurrentStepKernel {
+    fn new(device: &wgpu::Device) -> Self {
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("recurrent_step"),
+            entries: &[
+                uniform_entry(0, size_of::<StepLayerParams>(), false),
+                uniform_entry(1, size_of::<StepIndex>(), true),
+                storage_entry(2, true),
+                storage_entry(3, true),
+                storage_entry(4, true),
+                storage_entry(5, false),
+                storage_entry(6, false),
+            ],
+        });
+        let pipeline = compute_pipeline(device, "recurrent_step", shaders::RECURRENT_STEP, &layout);
+        RecurrentStepKernel { layout, pipeline }
+    }
+
+    pub fn bind_group(&self, device: &wgpu::Device, b: StepBindings<'_>) -> wgpu::BindGroup {
+        bind_group(
+            device,
+            "recurrent_step",
+            &self.layout,
+            &[
+                b.layer.as_entire_binding(),
+                wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: b.steps,
+                    offset: 0,
+                    size: size_of::<StepIndex>(),
+                }),
+                b.w_hh.as_entire_binding(),
+                b.p.as_entire_binding(),
+                b.lengths.as_entire_binding(),
+                b.state.as_entire_binding(),
+                b.output.as_entire_binding(),
+            ],
+        )
+    }
+
+    /// Records steps `steps` of one layer; step s's uniform sits at `s · step_stride` bytes
+    /// of the steps buffer.
+    pub fn encode_steps(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        group: &wgpu::BindGroup,
+        steps: std::ops::Range<u32>,
+        step_stride: u32,
+        grid: StepGrid,
+    ) {
+        pass.set_pipeline(&self.pipeline);
+        for step in steps {
+            pass.set_bind_group(0, group, &[step * step_stride]);
+            pass.dispatch_workgroups(
+                grid.hidden.div_ceil(STEP_WORKGROUP),
+                grid.batch,
+                grid.directions,
+            );
+        }
+    }
+}
+
+/// The extent of one step: every (hidden unit, sequence, direction).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StepGrid {
+    pub hidden: u32,
+    pub batch: u32,
+    pub directions: u32,
+}

@@ -1,0 +1,7 @@
+//! The GPU path: context, kernels, per-shape workspaces, the scheduler and the model.
+
+pub(crate) mod context;
+pub(crate) mod kernels;
+pub(crate) mod model;
+pub(crate) mod scheduler;
+pub(crate) mod workspace;

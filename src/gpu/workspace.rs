@@ -1,0 +1,265 @@
+//! The working buffers of one problem shape (T, N) and the bind groups over them. Made on the
+//! first forward of a shape and reused by every later one, so a repeated forward only writes
+//! its inputs, records and submits.
+
+use wgpu::util::DeviceExt;
+
+use crate::config::{Nonlinearity, RnnConfig};
+use crate::error::{Result, RnnError};
+use crate::gpu::context::GpuContext;
+use crate::gpu::kernels::{
+    ProjectionBindings, ProjectionKernel, ProjectionParams, StepBindings, StepIndex,
+    StepLayerParams,
+};
+use crate::gpu::model::LayerBuffers;
+use crate::layout::ForwardShape;
+
+/// Buffers and bind groups for forwards of one (T, N).
+pub(crate) struct Workspace {
+    pub seq_len: usize,
+    pub batch: usize,
+    /// Layer 0's input, in the caller's layout.
+    pub input: wgpu::Buffer,
+    /// Every layer's output, (T, N, D·H) or the caller's layout for the last layer; a layer's
+    /// projection has consumed it before the layer's steps overwrite it.
+    pub output: wgpu::Buffer,
+    /// Hidden state, [2][L][D][N][H]: two ping-pong halves; `h_n` is half T % 2.
+    pub state: wgpu::Buffer,
+    /// Per-sequence valid lengths (all T for a plain forward).
+    pub lengths: wgpu::Buffer,
+    /// Whether `lengths` currently holds T for every sequence.
+    pub lengths_full: bool,
+    /// Output then h_n, mapped for reading after the submission.
+    pub readback: wgpu::Buffer,
+    pub projection_groups: Vec<wgpu::BindGroup>,
+    pub step_groups: Vec<wgpu::BindGroup>,
+    /// Byte distance between consecutive step uniforms (the device's dynamic offset alignment).
+    pub step_stride: u32,
+    pub output_len: usize,
+    pub state_len: usize,
+}
+
+fn floats(len: usize) -> u64 {
+    // Never a zero-sized buffer: every size here is at least one element anyway.
+    (len.max(1) * 4) as u64
+}
+
+/// Checks a problem against the device's limits before anything is allocated.
+pub(crate) fn check_limits(
+    ctx: &GpuContext,
+    config: &RnnConfig,
+    shape: &ForwardShape,
+) -> Result<()> {
+    let limits = ctx.limits();
+    let rows = shape.seq_len as u64 * shape.batch as u64;
+    let widest = config.input_size.max(config.output_size()) as u64;
+    let state = 2
+        * (config.num_layers * config.num_directions() * config.hidden_size) as u64
+        * shape.batch as u64;
+    let binding = limits
+        .max_storage_buffer_binding_size
+        .min(limits.max_buffer_size);
+    for (what, elements) in [
+        ("the sequence buffer (T·N·features)", rows * widest),
+        ("the hidden-state buffer", state),
+    ] {
+        if elements * 4 > binding {
+            return Err(RnnError::ExceedsLimits {
+                what: format!("{what} in bytes"),
+                needed: elements * 4,
+                limit: binding,
+            });
+        }
+        if elements > u64::from(u32::MAX) {
+            return Err(RnnError::ExceedsLimits {
+                what: format!("{what} in elements"),
+                needed: elements,
+                limit: u64::from(u32::MAX),
+            });
+        }
+    }
+    let max_groups = u64::from(limits.max_compute_workgroups_per_dimension);
+    let (_, row_tiles) = ProjectionKernel::workgroups(rows as u32, 1);
+    for (what, needed) in [
+        ("projection workgroups (T·N / 32)", u64::from(row_tiles)),
+        ("batch size N (step workgroups)", shape.batch as u64),
+    ] {
+        if needed > max_groups {
+            return Err(RnnError::ExceedsLimits {
+                what: what.into(),
+                needed,
+                limit: max_groups,
+            });
+        }
+    }
+    let steps_bytes = shape.seq_len as u64 * u64::from(limits.min_uniform_buffer_offset_alignment);
+    if steps_bytes > limits.max_buffer_size {
+        return Err(RnnError::ExceedsLimits {
+            what: "the step-index buffer in bytes".into(),
+            needed: steps_bytes,
+            limit: limits.max_buffer_size,
+        });
+    }
+    Ok(())
+}
+
+impl Workspace {
+    pub fn new(
+        ctx: &GpuContext,
+        config: &RnnConfig,
+        layers: &[LayerBuffers],
+        shape: &ForwardShape,
+    ) -> Self {
+        let device = ctx.device();
+        let kernels = &ctx.inner().kernels;
+        let (t, n) = (shape.seq_len, shape.batch);
+        let (h, d, l) = (
+            config.hidden_size,
+            config.num_directions(),
+            config.num_layers,
+        );
+        let output_len = t * n * d * h;
+        let state_len = l * d * n * h;
+        let storage = wgpu::BufferUsages::STORAGE;
+        let buffer = |label: &str, len: usize, usage: wgpu::BufferUsages| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: floats(len),
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        let input = buffer(
+            "input",
+            t * n * config.input_size,
+            storage | wgpu::BufferUsages::COPY_DST,
+        );
+        let projections = buffer("projections", output_len, storage);
+        let output = buffer(
+            "layer output",
+            output_len,
+            storage | wgpu::BufferUsages::COPY_SRC,
+        );
+        let state = buffer(
+            "hidden state",
+            2 * state_len,
+            storage | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+        );
+        let readback = buffer(
+            "readback",
+            output_len + state_len,
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        );
+        let full: Vec<u32> = vec![t as u32; n];
+        let lengths = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("lengths"),
+            contents: bytemuck::cast_slice(&full),
+            usage: storage | wgpu::BufferUsages::COPY_DST,
+        });
+
+        let step_stride = ctx.limits().min_uniform_buffer_offset_alignment.max(16);
+        let mut step_bytes = vec![0u8; t * step_stride as usize];
+        for s in 0..t {
+            let index = StepIndex {
+                index: s as u32,
+                _pad: [0; 3],
+            };
+            let at = s * step_stride as usize;
+            step_bytes[at..at + 16].copy_from_slice(bytemuck::bytes_of(&index));
+        }
+        let steps = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("step indices"),
+            contents: &step_bytes,
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+
+        let uniform = |label: &str, bytes: &[u8]| {
+            device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytes,
+                usage: wgpu::BufferUsages::UNIFORM,
+            })
+        };
+        let seq_first = ForwardShape {
+            batch_first: false,
+            ..*shape
+        };
+        let mut projection_groups = Vec::with_capacity(l);
+        let mut step_groups = Vec::with_capacity(l);
+        for (k, weights) in layers.iter().enumerate() {
+            let last = k + 1 == l;
+            // Layer 0 reads the caller's layout; higher layers read the previous layer's
+            // sequence-first output. Only the last layer writes the caller's layout.
+            let x_strides = if k == 0 {
+                shape.frame_strides(config.input_size)
+            } else {
+                seq_first.frame_strides(config.output_size())
+            };
+            let out_strides =
+                if last { *shape } else { seq_first }.frame_strides(config.output_size());
+            let projection = ProjectionParams {
+                rows: (t * n) as u32,
+                cols: (d * h) as u32,
+                depth: config.layer_input_size(k) as u32,
+                batch: n as u32,
+                x_stride_t: x_strides.t as u32,
+                x_stride_n: x_strides.n as u32,
+                _pad: [0; 2],
+            };
+            let step = StepLayerParams {
+                seq_len: t as u32,
+                batch: n as u32,
+                hidden: h as u32,
+                directions: d as u32,
+                out_stride_t: out_strides.t as u32,
+                out_stride_n: out_strides.n as u32,
+                state_half: state_len as u32,
+                state_offset: (k * d * n * h) as u32,
+                activation: match config.nonlinearity {
+                    Nonlinearity::Tanh => 0,
+                    Nonlinearity::Relu => 1,
+                },
+                _pad: [0; 3],
+            };
+            let projection_params = uniform("projection params", bytemuck::bytes_of(&projection));
+            let step_params = uniform("step params", bytemuck::bytes_of(&step));
+            projection_groups.push(kernels.projection.bind_group(
+                device,
+                ProjectionBindings {
+                    params: &projection_params,
+                    x: if k == 0 { &input } else { &output },
+                    weight: &weights.w_ih,
+                    bias: &weights.bias,
+                    p: &projections,
+                },
+            ));
+            step_groups.push(kernels.step.bind_group(
+                device,
+                StepBindings {
+                    layer: &step_params,
+                    steps: &steps,
+                    w_hh: &weights.w_hh,
+                    p: &projections,
+                    lengths: &lengths,
+                    state: &state,
+                    output: &output,
+                },
+            ));
+        }
+        Workspace {
+            seq_len: t,
+            batch: n,
+            input,
+            output,
+            state,
+            lengths,
+            lengths_full: true,
+            readback,
+            projection_groups,
+            step_groups,
+            step_stride,
+            output_len,
+            state_len,
+        }
+    }
+}

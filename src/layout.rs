@@ -1,0 +1,114 @@
+//! How a forward call's tensors are laid out: PyTorch's shape rules for `input`, `h0`,
+//! `output` and `h_n`, resolved once and shared by the CPU and GPU paths.
+
+use crate::config::RnnConfig;
+use crate::error::{Result, RnnError};
+use crate::tensor::Tensor;
+
+/// The resolved shape of one forward call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ForwardShape {
+    /// T: timesteps.
+    pub seq_len: usize,
+    /// N: sequences in the batch (1 for unbatched input).
+    pub batch: usize,
+    /// The input was 2-D (T, I): outputs drop the batch dimension too.
+    pub unbatched: bool,
+    /// Input and output are (N, T, F).
+    pub batch_first: bool,
+}
+
+/// Where frame (t, n) of a (T, N, F) or (N, T, F) tensor starts, in elements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FrameStrides {
+    pub t: usize,
+    pub n: usize,
+}
+
+impl FrameStrides {
+    pub fn offset(self, t: usize, n: usize) -> usize {
+        t * self.t + n * self.n
+    }
+}
+
+impl ForwardShape {
+    /// Checks `input` and `h0` against `config` with PyTorch's rules.
+    pub fn resolve(config: &RnnConfig, input: &Tensor, h0: Option<&Tensor>) -> Result<Self> {
+        let i = config.input_size;
+        let dims = input.shape();
+        let (seq_len, batch, unbatched) = match *dims {
+            [t, f] if f == i => (t, 1, true),
+            [a, b, f] if f == i => {
+                if config.batch_first {
+                    (b, a, false)
+                } else {
+                    (a, b, false)
+                }
+            }
+            _ => {
+                let expected = if config.batch_first {
+                    format!("(N, T, {i}) or (T, {i})")
+                } else {
+                    format!("(T, N, {i}) or (T, {i})")
+                };
+                return Err(RnnError::shape("input", expected, dims));
+            }
+        };
+        if seq_len == 0 {
+            return Err(RnnError::shape("input", "at least one timestep", dims));
+        }
+        if batch == 0 {
+            return Err(RnnError::shape("input", "at least one sequence", dims));
+        }
+        let shape = ForwardShape {
+            seq_len,
+            batch,
+            unbatched,
+            batch_first: config.batch_first && !unbatched,
+        };
+        if let Some(h0) = h0 {
+            let expected = shape.state_shape(config);
+            if h0.shape() != expected.as_slice() {
+                return Err(RnnError::shape("h0", format!("{expected:?}"), h0.shape()));
+            }
+        }
+        Ok(shape)
+    }
+
+    /// Strides of the input and output frames (their feature sizes differ, the frame order not).
+    pub fn frame_strides(&self, features: usize) -> FrameStrides {
+        if self.batch_first {
+            FrameStrides {
+                t: features,
+                n: self.seq_len * features,
+            }
+        } else {
+            FrameStrides {
+                t: self.batch * features,
+                n: features,
+            }
+        }
+    }
+
+    /// PyTorch's shape of `output`.
+    pub fn output_shape(&self, config: &RnnConfig) -> Vec<usize> {
+        let f = config.output_size();
+        if self.unbatched {
+            vec![self.seq_len, f]
+        } else if self.batch_first {
+            vec![self.batch, self.seq_len, f]
+        } else {
+            vec![self.seq_len, self.batch, f]
+        }
+    }
+
+    /// PyTorch's shape of `h0` and `h_n`: (D·L, N, H), or (D·L, H) when unbatched.
+    pub fn state_shape(&self, config: &RnnConfig) -> Vec<usize> {
+        let rows = config.num_directions() * config.num_layers;
+        if self.unbatched {
+            vec![rows, config.hidden_size]
+        } else {
+            vec![rows, self.batch, config.hidden_size]
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! # wgpu-rnn
+//!
+//! PyTorch's `nn.RNN` forward pass on any GPU through wgpu compute shaders (Vulkan, Metal,
+//! DX12, GL, and lavapipe where there is no GPU), with a plain CPU reference path that returns
+//! the same numbers.
+//!
+//! ```no_run
+//! use wgpu_rnn::{GpuContext, GpuRnn, Rnn, RnnConfig, RnnWeights, Tensor};
+//!
+//! # fn main() -> wgpu_rnn::Result<()> {
+//! // torch.nn.RNN(4, 8, num_layers=2), weights from a PyTorch state_dict.
+//! let config = RnnConfig { num_layers: 2, ..RnnConfig::new(4, 8) };
+//! let weights = RnnWeights::load(&config, "rnn.safetensors", "")?;
+//! let ctx = GpuContext::new()?;
+//! let rnn = GpuRnn::new(&ctx, config, &weights)?;
+//! let input = Tensor::zeros(&[5, 3, 4]); // (T, N, I)
+//! let out = rnn.forward(&input, None)?;
+//! assert_eq!(out.output.shape(), &[5, 3, 8]);
+//! assert_eq!(out.h_n.shape(), &[2, 3, 8]);
+//! # Ok(()) }
+//! ```
+//!
+//! ## How the GPU forward works
+//! Per layer, one GEMM projects the input of all timesteps and both directions at once
+//! (`P = X·W_ihᵀ + b_ih + b_hh`, `shaders/input_projection.wgsl`), then one fused dispatch per
+//! timestep computes `h_t = act(P_t + h_{t−1}·W_hhᵀ)` for both directions
+//! (`shaders/recurrent_step.wgsl`). The whole forward, every layer and step, is recorded into
+//! one command encoder and submitted once; output and `h_n` are read back once.
+//!
+//! ## Failure modes
+//! Every entry point returns [`RnnError`]; nothing panics on bad input.
+//! - [`RnnError::NoAdapter`]: no adapter matches (no driver installed, or `WGPU_BACKEND` /
+//!   `WGPU_ADAPTER_NAME` exclude every adapter).
+//! - [`RnnError::RequestDevice`]: the adapter refused to open a device.
+//! - [`RnnError::InvalidConfig`]: a zero size, a dropout outside [0, 1], bad metadata.
+//! - [`RnnError::ShapeMismatch`]: `input` or `h0` do not have PyTorch's shapes for the model.
+//! - [`RnnError::Weights`]: a tensor is missing, mis-shaped or not float32 (named in full).
+//! - [`RnnError::SafeTensors`] / [`RnnError::Io`]: the file is unreadable or not safetensors.
+//! - [`RnnError::ExceedsLimits`]: the problem needs bigger buffers or more workgroups than
+//!   the adapter allows; split the sequence or the batch.
+//! - [`RnnError::Gpu`]: wgpu reported a validation or out-of-memory error.
+//! - [`RnnError::DeviceLost`]: the device is gone; make a new [`GpuContext`].
+//! - [`RnnError::Timeout`]: the GPU did not finish within [`GpuContext::set_timeout`].
+#![deny(missing_docs)]
+
+pub mod compare;
+mod config;
+mod cpu;
+mod error;
+mod gpu;
+mod layout;
+pub mod reference_case;
+mod rnn;
+mod shaders;
+mod tensor;
+#[doc(hidden)]
+pub mod testing;
+mod weights;
+
+pub use config::{Nonlinearity, RnnConfig};
+pub use cpu::CpuRnn;
+pub use error::{Result, RnnError};
+pub use gpu::context::GpuContext;
+pub use gpu::model::GpuRnn;
+pub use rnn::{Rnn, RnnOutput};
+pub use tensor::Tensor;
+pub use weights::{DirectionWeights, RnnWeights};

@@ -1,0 +1,79 @@
+//! Every `nn.RNN` case made by PyTorch (tests/fixtures, see README.torch_rnn.md) must match:
+//! output and h_n within 1e-5 max abs error on the CPU path, 1e-4 on the GPU path.
+
+use std::path::PathBuf;
+
+use wgpu_rnn::reference_case::ReferenceCase;
+use wgpu_rnn::{CpuRnn, GpuRnn, Rnn, testing};
+
+const CPU_TOLERANCE: f64 = 1e-5;
+const GPU_TOLERANCE: f64 = 1e-4;
+
+/// Every `kind = "rnn"` fixture, by file name.
+fn rnn_cases() -> Vec<(String, ReferenceCase)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut cases: Vec<_> = std::fs::read_dir(&dir)
+        .expect("tests/fixtures exists")
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "safetensors"))
+        .map(|path| {
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            (name, ReferenceCase::load(&path).unwrap())
+        })
+        .filter(|(_, case)| case.kind() == "rnn")
+        .collect();
+    cases.sort_by(|a, b| a.0.cmp(&b.0));
+    // The fixture README lists 13 nn.RNN cases; fewer means files went missing.
+    assert!(cases.len() >= 13, "only {} rnn fixtures found", cases.len());
+    cases
+}
+
+/// Runs every case through the model `build` makes and fails listing every case off tolerance.
+fn check_all<M: Rnn>(path: &str, tolerance: f64, build: impl Fn(&ReferenceCase) -> M) {
+    let mut failures = Vec::new();
+    let (mut worst_output, mut worst_h_n) = (0.0f64, 0.0f64);
+    for (name, case) in rnn_cases() {
+        let check = case.check_rnn(&build(&case), tolerance).unwrap();
+        println!(
+            "{path} {name:<28} output {:.2e}  h_n {:.2e}",
+            check.output.max_abs, check.h_n.max_abs
+        );
+        worst_output = worst_output.max(check.output.max_abs);
+        worst_h_n = worst_h_n.max(check.h_n.max_abs);
+        if !check.passed() {
+            failures.push(format!(
+                "{name}: output {}; h_n {}",
+                check.output, check.h_n
+            ));
+        }
+    }
+    println!(
+        "{path} worst: output {worst_output:.2e}, h_n {worst_h_n:.2e} (tolerance {tolerance:e})"
+    );
+    assert!(
+        failures.is_empty(),
+        "{path} cases off tolerance:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn cpu_path_matches_pytorch() {
+    check_all("cpu", CPU_TOLERANCE, |case| {
+        let config = case.rnn_config().unwrap();
+        let weights = case.rnn_weights(&config).unwrap();
+        CpuRnn::new(config, weights).unwrap()
+    });
+}
+
+#[test]
+fn gpu_path_matches_pytorch() {
+    let Some(ctx) = testing::gpu("gpu_path_matches_pytorch") else {
+        return;
+    };
+    check_all("gpu", GPU_TOLERANCE, |case| {
+        let config = case.rnn_config().unwrap();
+        let weights = case.rnn_weights(&config).unwrap();
+        GpuRnn::new(&ctx, config, &weights).unwrap()
+    });
+}
