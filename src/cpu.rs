@@ -1,7 +1,7 @@
 //! The CPU reference path: plain loops in the order PyTorch's formulas are written, with f64
 //! accumulation. Every GPU result in this crate is checked against it.
 
-use crate::config::RnnConfig;
+use crate::config::{Nonlinearity, RnnConfig};
 use crate::error::Result;
 use crate::layout::ForwardShape;
 use crate::rnn::{Rnn, RnnOutput};
@@ -61,6 +61,12 @@ impl CpuRnn {
             let mut layer_output = vec![0.0f32; steps * batch * out_features];
             for direction in 0..directions {
                 let w = self.weights.get(layer, direction, config);
+                let projected = input_projection(
+                    &layer_input,
+                    &w.weight_ih,
+                    &w.combined_bias(hidden),
+                    features,
+                );
                 let unit = layer * directions + direction;
                 let mut state = match h0 {
                     Some(h0) => h0.data()[unit * state_len..(unit + 1) * state_len].to_vec(),
@@ -68,24 +74,17 @@ impl CpuRnn {
                 };
                 for s in 0..steps {
                     let t = if direction == 0 { s } else { steps - 1 - s };
-                    let mut next = state.clone();
-                    for n in (0..batch).filter(|&n| valid(t, n)) {
-                        let x = &layer_input[(t * batch + n) * features..][..features];
-                        let h = &state[n * hidden..][..hidden];
-                        for j in 0..hidden {
-                            let mut acc = 0.0f64;
-                            if let (Some(b_ih), Some(b_hh)) = (&w.bias_ih, &w.bias_hh) {
-                                acc += f64::from(b_ih[j]) + f64::from(b_hh[j]);
-                            }
-                            acc += dot(x, &w.weight_ih[j * features..][..features]);
-                            acc += dot(h, &w.weight_hh[j * hidden..][..hidden]);
-                            let value = config.nonlinearity.apply(acc) as f32;
-                            next[n * hidden + j] = value;
-                            layer_output[(t * batch + n) * out_features + direction * hidden + j] =
-                                value;
+                    let p_t = &projected[t * state_len..(t + 1) * state_len];
+                    state = recurrent_step(p_t, &state, &w.weight_hh, config.nonlinearity, |n| {
+                        valid(t, n)
+                    });
+                    for n in 0..batch {
+                        if valid(t, n) {
+                            let frame = (t * batch + n) * out_features + direction * hidden;
+                            layer_output[frame..frame + hidden]
+                                .copy_from_slice(&state[n * hidden..(n + 1) * hidden]);
                         }
                     }
-                    state = next;
                 }
                 h_n[unit * state_len..(unit + 1) * state_len].copy_from_slice(&state);
             }
@@ -107,6 +106,47 @@ impl CpuRnn {
             h_n: Tensor::new(h_n, &shape.state_shape(config))?,
         })
     }
+}
+
+/// CPU twin of `input_projection.wgsl` for one direction: P = X·Wᵀ + bias, where X is
+/// (rows, depth), W is (cols, depth) and P is (rows, cols), all row-major.
+pub(crate) fn input_projection(x: &[f32], w: &[f32], bias: &[f32], depth: usize) -> Vec<f32> {
+    let cols = bias.len();
+    x.chunks_exact(depth)
+        .flat_map(|row| {
+            (0..cols).map(move |c| {
+                (f64::from(bias[c]) + dot(row, &w[c * depth..(c + 1) * depth])) as f32
+            })
+        })
+        .collect()
+}
+
+/// CPU twin of `recurrent_step.wgsl` for one direction and one step: for every sequence n with
+/// `valid(n)`, `h'[n] = act(p_t[n] + W_hh·h[n])`; other sequences keep their state.
+/// `p_t` and `h` are (N, H), `w_hh` is (H, H).
+pub(crate) fn recurrent_step(
+    p_t: &[f32],
+    h: &[f32],
+    w_hh: &[f32],
+    nonlinearity: Nonlinearity,
+    valid: impl Fn(usize) -> bool,
+) -> Vec<f32> {
+    let hidden = w_hh.len().isqrt();
+    let mut next = h.to_vec();
+    for (n, (h_n, p_n)) in h
+        .chunks_exact(hidden)
+        .zip(p_t.chunks_exact(hidden))
+        .enumerate()
+    {
+        if !valid(n) {
+            continue;
+        }
+        for j in 0..hidden {
+            let acc = f64::from(p_n[j]) + dot(h_n, &w_hh[j * hidden..(j + 1) * hidden]);
+            next[n * hidden + j] = nonlinearity.apply(acc) as f32;
+        }
+    }
+    next
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f64 {

@@ -65,3 +65,8 @@ pub use gpu::model::GpuRnn;
 pub use rnn::{Rnn, RnnOutput};
 pub use tensor::Tensor;
 pub use weights::{DirectionWeights, RnnWeights};
+
+/// The README's examples compile as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -233,8 +233,8 @@ fn decode_f32(bytes: &[u8]) -> Vec<f32> {
         .collect()
 }
 
-/// SplitMix64: a tiny, well-mixed generator; plenty for weight initialisation.
-struct SplitMix64(u64);
+/// SplitMix64: a tiny, well-mixed generator; plenty for weight initialisation and test data.
+pub(crate) struct SplitMix64(pub u64);
 
 impl SplitMix64 {
     fn next_u64(&mut self) -> u64 {
@@ -243,6 +243,14 @@ impl SplitMix64 {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
+    }
+
+    /// Uniform in [lo, hi).
+    #[cfg(test)]
+    pub fn uniform(&mut self, lo: f32, hi: f32, len: usize) -> Vec<f32> {
+        (0..len)
+            .map(|_| lo + (hi - lo) * self.next_unit() as f32)
+            .collect()
     }
 
     /// Uniform in [0, 1).

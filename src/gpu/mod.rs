@@ -1,6 +1,8 @@
 //! The GPU path: context, kernels, per-shape workspaces, the scheduler and the model.
 
 pub(crate) mod context;
+#[cfg(test)]
+mod kernel_tests;
 pub(crate) mod kernels;
 pub(crate) mod model;
 pub(crate) mod scheduler;

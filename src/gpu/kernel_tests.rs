@@ -1,0 +1,211 @@
+//! Each shader against its CPU twin in `cpu.rs`, on sizes that are not multiples of the
+//! workgroup or tile sizes (1, 3, 17, 257) as well as friendly ones.
+
+use wgpu::util::DeviceExt;
+
+use crate::config::Nonlinearity;
+use crate::cpu;
+use crate::gpu::context::GpuContext;
+use crate::gpu::kernels::{
+    ProjectionBindings, ProjectionParams, StepBindings, StepGrid, StepIndex, StepLayerParams,
+};
+use crate::testing;
+use crate::weights::SplitMix64;
+
+const ODD_AND_FRIENDLY: [usize; 6] = [1, 3, 17, 257, 32, 64];
+
+fn upload(ctx: &GpuContext, bytes: &[u8], usage: wgpu::BufferUsages) -> wgpu::Buffer {
+    ctx.device()
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("kernel test"),
+            contents: bytes,
+            usage: usage | wgpu::BufferUsages::COPY_SRC,
+        })
+}
+
+fn storage(ctx: &GpuContext, data: &[f32]) -> wgpu::Buffer {
+    upload(ctx, bytemuck::cast_slice(data), wgpu::BufferUsages::STORAGE)
+}
+
+fn uniform<T: bytemuck::Pod>(ctx: &GpuContext, value: &T) -> wgpu::Buffer {
+    upload(ctx, bytemuck::bytes_of(value), wgpu::BufferUsages::UNIFORM)
+}
+
+fn run(ctx: &GpuContext, record: impl FnOnce(&mut wgpu::ComputePass<'_>)) {
+    let mut encoder = ctx.device().create_command_encoder(&Default::default());
+    {
+        let mut pass = encoder.begin_compute_pass(&Default::default());
+        record(&mut pass);
+    }
+    ctx.queue().submit([encoder.finish()]);
+}
+
+fn read(ctx: &GpuContext, buffer: &wgpu::Buffer) -> Vec<f32> {
+    let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("kernel test readback"),
+        size: buffer.size(),
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut encoder = ctx.device().create_command_encoder(&Default::default());
+    encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, buffer.size());
+    ctx.queue().submit([encoder.finish()]);
+    staging.map_async(wgpu::MapMode::Read, .., |r| r.unwrap());
+    ctx.device()
+        .poll(wgpu::PollType::wait_indefinitely())
+        .unwrap();
+    bytemuck::cast_slice(&staging.get_mapped_range(..).unwrap()).to_vec()
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32]) {
+    let c = crate::compare::compare(got, want, 1e-5);
+    assert!(c.passed(), "{what}: {c}");
+}
+
+#[test]
+fn input_projection_matches_cpu_twin() {
+    let Some(ctx) = testing::gpu("input_projection_matches_cpu_twin") else {
+        return;
+    };
+    let mut rng = SplitMix64(11);
+    for rows in ODD_AND_FRIENDLY {
+        for cols in ODD_AND_FRIENDLY {
+            for depth in [1, 3, 17, 64] {
+                let x = rng.uniform(-1.0, 1.0, rows * depth);
+                let w = rng.uniform(-1.0, 1.0, cols * depth);
+                let bias = rng.uniform(-1.0, 1.0, cols);
+                let want = cpu::input_projection(&x, &w, &bias, depth);
+                let params = ProjectionParams {
+                    rows: rows as u32,
+                    cols: cols as u32,
+                    depth: depth as u32,
+                    // One "sequence" of `rows` timesteps: rows are contiguous.
+                    batch: 1,
+                    x_stride_t: depth as u32,
+                    x_stride_n: 0,
+                    _pad: [0; 2],
+                };
+                let p = storage(&ctx, &vec![f32::NAN; rows * cols]);
+                let kernel = &ctx.inner().kernels.projection;
+                let group = kernel.bind_group(
+                    ctx.device(),
+                    ProjectionBindings {
+                        params: &uniform(&ctx, &params),
+                        x: &storage(&ctx, &x),
+                        weight: &storage(&ctx, &w),
+                        bias: &storage(&ctx, &bias),
+                        p: &p,
+                    },
+                );
+                run(&ctx, |pass| {
+                    kernel.encode(pass, &group, rows as u32, cols as u32)
+                });
+                assert_close(
+                    &format!("projection {rows}x{cols}x{depth}"),
+                    &read(&ctx, &p),
+                    &want,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn recurrent_step_matches_cpu_twin() {
+    let Some(ctx) = testing::gpu("recurrent_step_matches_cpu_twin") else {
+        return;
+    };
+    let mut rng = SplitMix64(12);
+    let (seq_len, batch, directions) = (3usize, 3usize, 2usize);
+    // Sequence 1 is one frame long: masked at t = 1 and 2 in both directions.
+    let lengths = [3u32, 1, 3];
+    for hidden in ODD_AND_FRIENDLY {
+        for nonlinearity in [Nonlinearity::Tanh, Nonlinearity::Relu] {
+            let rows = seq_len * batch;
+            let p = rng.uniform(-1.0, 1.0, rows * directions * hidden);
+            let w_hh = rng.uniform(-0.5, 0.5, directions * hidden * hidden);
+            let unit = batch * hidden;
+            let h = rng.uniform(-1.0, 1.0, directions * unit);
+            // Two halves; the second is poison that step 0 must overwrite.
+            let mut state_init = h.clone();
+            state_init.extend(vec![f32::NAN; directions * unit]);
+            let state = storage(&ctx, &state_init);
+            let output = storage(&ctx, &vec![f32::NAN; rows * directions * hidden]);
+            let layer = StepLayerParams {
+                seq_len: seq_len as u32,
+                batch: batch as u32,
+                hidden: hidden as u32,
+                directions: directions as u32,
+                out_stride_t: (batch * directions * hidden) as u32,
+                out_stride_n: (directions * hidden) as u32,
+                state_half: (directions * unit) as u32,
+                state_offset: 0,
+                activation: (nonlinearity == Nonlinearity::Relu) as u32,
+                _pad: [0; 3],
+            };
+            let step = StepIndex {
+                index: 0,
+                _pad: [0; 3],
+            };
+            let kernel = &ctx.inner().kernels.step;
+            let group = kernel.bind_group(
+                ctx.device(),
+                StepBindings {
+                    layer: &uniform(&ctx, &layer),
+                    steps: &uniform(&ctx, &step),
+                    w_hh: &storage(&ctx, &w_hh),
+                    p: &storage(&ctx, &p),
+                    lengths: &upload(
+                        &ctx,
+                        bytemuck::cast_slice(&lengths),
+                        wgpu::BufferUsages::STORAGE,
+                    ),
+                    state: &state,
+                    output: &output,
+                },
+            );
+            let grid = StepGrid {
+                hidden: hidden as u32,
+                batch: batch as u32,
+                directions: directions as u32,
+            };
+            run(&ctx, |pass| {
+                kernel.encode_steps(pass, &group, 0..1, 0, grid)
+            });
+            let got_state = read(&ctx, &state);
+            let got_output = read(&ctx, &output);
+            for d in 0..directions {
+                // Step 0: forward direction at t = 0, reverse at t = T − 1.
+                let t = if d == 0 { 0 } else { seq_len - 1 };
+                let p_t: Vec<f32> = (0..batch)
+                    .flat_map(|n| {
+                        let row = (t * batch + n) * directions * hidden + d * hidden;
+                        p[row..row + hidden].to_vec()
+                    })
+                    .collect();
+                let w = &w_hh[d * hidden * hidden..(d + 1) * hidden * hidden];
+                let h_d = &h[d * unit..(d + 1) * unit];
+                let want =
+                    cpu::recurrent_step(&p_t, h_d, w, nonlinearity, |n| t < lengths[n] as usize);
+                let what = format!("step H={hidden} {nonlinearity:?} direction {d}");
+                let next = directions * unit + d * unit;
+                assert_close(&what, &got_state[next..next + unit], &want);
+                for n in 0..batch {
+                    let at = t * layer.out_stride_t as usize
+                        + n * layer.out_stride_n as usize
+                        + d * hidden;
+                    let want_out = if t < lengths[n] as usize {
+                        want[n * hidden..(n + 1) * hidden].to_vec()
+                    } else {
+                        vec![0.0; hidden]
+                    };
+                    assert_close(
+                        &format!("{what} output n={n}"),
+                        &got_output[at..at + hidden],
+                        &want_out,
+                    );
+                }
+            }
+        }
+    }
+}

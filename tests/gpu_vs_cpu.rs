@@ -1,0 +1,206 @@
+//! The GPU path against the CPU reference: random configurations (proptest), a pinned table of
+//! edge cases, and workspace reuse across calls.
+
+use proptest::prelude::*;
+use wgpu_rnn::compare::compare;
+use wgpu_rnn::{
+    CpuRnn, GpuContext, GpuRnn, Nonlinearity, Rnn, RnnConfig, RnnWeights, Tensor, testing,
+};
+
+const TOLERANCE: f64 = 1e-4;
+
+/// Deterministic pseudo-random values in [-2, 2).
+fn values(seed: u64, len: usize) -> Vec<f32> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+        })
+        .collect()
+}
+
+#[derive(Clone, Debug)]
+struct Problem {
+    config: RnnConfig,
+    seq_len: usize,
+    batch: usize,
+    unbatched: bool,
+    with_h0: bool,
+    seed: u64,
+}
+
+impl Problem {
+    fn input(&self) -> Tensor {
+        let (t, n, i) = (self.seq_len, self.batch, self.config.input_size);
+        let shape = if self.unbatched {
+            vec![t, i]
+        } else if self.config.batch_first {
+            vec![n, t, i]
+        } else {
+            vec![t, n, i]
+        };
+        Tensor::new(values(self.seed, t * n * i), &shape).unwrap()
+    }
+
+    fn h0(&self) -> Option<Tensor> {
+        let rows = self.config.num_layers * self.config.num_directions();
+        let h = self.config.hidden_size;
+        let shape = if self.unbatched {
+            vec![rows, h]
+        } else {
+            vec![rows, self.batch, h]
+        };
+        self.with_h0
+            .then(|| Tensor::new(values(self.seed + 1, rows * self.batch * h), &shape).unwrap())
+    }
+
+    /// Runs both paths and returns the worst error of output and h_n.
+    fn check(&self, ctx: &GpuContext) -> Result<(), String> {
+        let weights = RnnWeights::init(&self.config, self.seed).unwrap();
+        let cpu = CpuRnn::new(self.config.clone(), weights.clone()).unwrap();
+        let gpu = GpuRnn::new(ctx, self.config.clone(), &weights).unwrap();
+        let (input, h0) = (self.input(), self.h0());
+        let want = cpu.forward(&input, h0.as_ref()).unwrap();
+        let got = gpu.forward(&input, h0.as_ref()).unwrap();
+        assert_eq!(got.output.shape(), want.output.shape());
+        assert_eq!(got.h_n.shape(), want.h_n.shape());
+        let output = compare(got.output.data(), want.output.data(), TOLERANCE);
+        let h_n = compare(got.h_n.data(), want.h_n.data(), TOLERANCE);
+        if output.passed() && h_n.passed() {
+            Ok(())
+        } else {
+            Err(format!("{self:?}: output {output}; h_n {h_n}"))
+        }
+    }
+}
+
+fn problems() -> impl Strategy<Value = Problem> {
+    (
+        (1usize..=300, 1usize..=300, 1usize..=3),
+        (1usize..=64, 1usize..=9),
+        any::<(bool, bool, bool, bool, bool, bool)>(),
+        any::<u64>(),
+    )
+        .prop_map(
+            |((input_size, hidden_size, num_layers), (seq_len, batch), flags, seed)| {
+                let (relu, bias, batch_first, bidirectional, unbatched, with_h0) = flags;
+                Problem {
+                    config: RnnConfig {
+                        num_layers,
+                        nonlinearity: if relu {
+                            Nonlinearity::Relu
+                        } else {
+                            Nonlinearity::Tanh
+                        },
+                        bias,
+                        batch_first,
+                        bidirectional,
+                        ..RnnConfig::new(input_size, hidden_size)
+                    },
+                    seq_len,
+                    batch: if unbatched { 1 } else { batch },
+                    unbatched,
+                    with_h0,
+                    seed,
+                }
+            },
+        )
+}
+
+#[test]
+fn random_configurations_match_cpu() {
+    let Some(ctx) = testing::gpu("random_configurations_match_cpu") else {
+        return;
+    };
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 64,
+        ..ProptestConfig::default()
+    });
+    runner
+        .run(&problems(), |problem| {
+            problem.check(&ctx).map_err(TestCaseError::fail)
+        })
+        .unwrap();
+}
+
+#[test]
+fn edge_cases_match_cpu() {
+    let Some(ctx) = testing::gpu("edge_cases_match_cpu") else {
+        return;
+    };
+    let mut failures = Vec::new();
+    for (k, &(input_size, hidden_size, seq_len, batch)) in [
+        (1, 1, 1, 1),
+        (3, 17, 1, 9),
+        (17, 3, 33, 1),
+        (257, 1, 5, 2),
+        (1, 257, 4, 3),
+        (64, 64, 16, 4),
+        (257, 257, 3, 2),
+    ]
+    .iter()
+    .enumerate()
+    {
+        for bidirectional in [false, true] {
+            let problem = Problem {
+                config: RnnConfig {
+                    num_layers: 1 + k % 3,
+                    bidirectional,
+                    ..RnnConfig::new(input_size, hidden_size)
+                },
+                seq_len,
+                batch,
+                unbatched: false,
+                with_h0: k % 2 == 0,
+                seed: k as u64,
+            };
+            if let Err(e) = problem.check(&ctx) {
+                failures.push(e);
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn workspaces_are_reused_without_stale_state() {
+    let Some(ctx) = testing::gpu("workspaces_are_reused_without_stale_state") else {
+        return;
+    };
+    let config = RnnConfig {
+        num_layers: 2,
+        bidirectional: true,
+        ..RnnConfig::new(5, 19)
+    };
+    let weights = RnnWeights::init(&config, 3).unwrap();
+    let cpu = CpuRnn::new(config.clone(), weights.clone()).unwrap();
+    let gpu = GpuRnn::new(&ctx, config, &weights).unwrap();
+    // Shapes revisit earlier ones (cache hits), and calls with h0 are followed by calls
+    // without, which must start from zeros again, not from what the last call left.
+    let calls = [
+        (7, 3, true),
+        (7, 3, false),
+        (2, 1, true),
+        (7, 3, false),
+        (11, 2, false),
+        (2, 1, false),
+    ];
+    for (i, &(t, n, with_h0)) in calls.iter().enumerate() {
+        let input = Tensor::new(values(100 + i as u64, t * n * 5), &[t, n, 5]).unwrap();
+        let h0 =
+            with_h0.then(|| Tensor::new(values(200 + i as u64, 4 * n * 19), &[4, n, 19]).unwrap());
+        let want = cpu.forward(&input, h0.as_ref()).unwrap();
+        let got = gpu.forward(&input, h0.as_ref()).unwrap();
+        let output = compare(got.output.data(), want.output.data(), TOLERANCE);
+        let h_n = compare(got.h_n.data(), want.h_n.data(), TOLERANCE);
+        assert!(
+            output.passed() && h_n.passed(),
+            "call {i} (T={t}, N={n}, h0={with_h0}): output {output}; h_n {h_n}"
+        );
+    }
+}
