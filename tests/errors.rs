@@ -203,7 +203,7 @@ fn bad_forward_input_is_rejected_on_the_gpu() {
 }
 
 /// A safetensors file holding `tensors` (name, dtype, shape), every byte 0.
-fn file(tensors: &[(String, Dtype, Vec<usize>)]) -> Vec<u8> {
+fn file(tensors: &[Entry]) -> Vec<u8> {
     let buffers: Vec<Vec<u8>> = tensors
         .iter()
         .map(|(_, dtype, shape)| vec![0u8; shape.iter().product::<usize>() * dtype.bitsize() / 8])
@@ -221,7 +221,10 @@ fn file(tensors: &[(String, Dtype, Vec<usize>)]) -> Vec<u8> {
 }
 
 /// The tensors of RNN(3, 4), one layer with bias, under `prefix`, after `edit`.
-fn rnn_3_4(prefix: &str, edit: fn(&mut Vec<(String, Dtype, Vec<usize>)>)) -> Vec<u8> {
+/// A tensor entry of a test file: name, dtype, shape.
+type Entry = (String, Dtype, Vec<usize>);
+
+fn rnn_3_4(prefix: &str, edit: fn(&mut Vec<Entry>)) -> Vec<u8> {
     let mut tensors: Vec<_> = [
         ("weight_ih_l0", vec![4, 3]),
         ("weight_hh_l0", vec![4, 4]),
