@@ -75,14 +75,11 @@ impl GpuContext {
                 *lost = Some(format!("{reason:?}: {message}"));
             }
         });
-        let kernels = {
-            let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-            let kernels = Kernels::new(&device);
-            if let Some(error) = pollster::block_on(scope.pop()) {
-                return Err(RnnError::Gpu(format!("compiling the kernels: {error}")));
-            }
-            kernels
-        };
+        let scopes = ErrorScopes::push(&device);
+        let kernels = Kernels::new(&device);
+        if let Some(error) = scopes.pop() {
+            return Err(RnnError::Gpu(format!("compiling the kernels: {error}")));
+        }
         Ok(GpuContext {
             inner: Arc::new(ContextInner {
                 info: device.adapter_info(),
@@ -142,11 +139,62 @@ impl GpuContext {
         &self.inner
     }
 
+    /// Turns a wgpu error of `doing` into [`RnnError::DeviceLost`] when the device is gone (a
+    /// lost device makes every later call fail with some error), [`RnnError::Gpu`] otherwise.
+    pub(crate) fn classify(&self, doing: &str, error: impl std::fmt::Display) -> RnnError {
+        // Lets wgpu run its device-lost callback if the loss is still pending.
+        let _ = self.inner.device.poll(wgpu::PollType::Poll);
+        match self.check_alive() {
+            Err(lost) => lost,
+            Ok(()) => RnnError::Gpu(format!("{doing}: {error}")),
+        }
+    }
+
+    /// Captures wgpu's errors for the work done until [`ErrorScopes::finish`].
+    pub(crate) fn error_scopes(&self) -> ErrorScopes {
+        ErrorScopes::push(&self.inner.device)
+    }
+
     /// `Err(DeviceLost)` once the device has been lost.
     pub(crate) fn check_alive(&self) -> Result<()> {
         match self.inner.lost.lock().ok().and_then(|l| l.clone()) {
             Some(reason) => Err(RnnError::DeviceLost(reason)),
             None => Ok(()),
+        }
+    }
+}
+
+/// Validation, out-of-memory and internal error scopes around a piece of work, so that wgpu's
+/// errors come back as values instead of reaching the default handler, which panics.
+pub(crate) struct ErrorScopes {
+    // Popped in reverse order of pushing.
+    validation: wgpu::ErrorScopeGuard,
+    out_of_memory: wgpu::ErrorScopeGuard,
+    internal: wgpu::ErrorScopeGuard,
+}
+
+impl ErrorScopes {
+    fn push(device: &wgpu::Device) -> Self {
+        ErrorScopes {
+            validation: device.push_error_scope(wgpu::ErrorFilter::Validation),
+            out_of_memory: device.push_error_scope(wgpu::ErrorFilter::OutOfMemory),
+            internal: device.push_error_scope(wgpu::ErrorFilter::Internal),
+        }
+    }
+
+    /// The first error captured, if any.
+    fn pop(self) -> Option<wgpu::Error> {
+        let internal = pollster::block_on(self.internal.pop());
+        let out_of_memory = pollster::block_on(self.out_of_memory.pop());
+        let validation = pollster::block_on(self.validation.pop());
+        validation.or(out_of_memory).or(internal)
+    }
+
+    /// `Ok` when the work raised no error; otherwise the error, classified by `ctx`.
+    pub fn finish(self, ctx: &GpuContext, doing: &str) -> Result<()> {
+        match self.pop() {
+            None => Ok(()),
+            Some(error) => Err(ctx.classify(doing, error)),
         }
     }
 }

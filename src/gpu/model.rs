@@ -66,7 +66,7 @@ impl GpuRnn {
                 limit: binding,
             });
         }
-        let scope = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let scopes = ctx.error_scopes();
         let upload = |label: &str, data: &[f32]| {
             device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(label),
@@ -89,9 +89,7 @@ impl GpuRnn {
                 }
             })
             .collect();
-        if let Some(error) = pollster::block_on(scope.pop()) {
-            return Err(RnnError::Gpu(format!("uploading the weights: {error}")));
-        }
+        scopes.finish(ctx, "uploading the weights")?;
         Ok(GpuRnn {
             ctx: ctx.clone(),
             config,
@@ -119,14 +117,9 @@ impl GpuRnn {
             Some(i) => cache.remove(i),
             None => {
                 check_limits(&self.ctx, &self.config, shape)?;
-                let scope = self
-                    .ctx
-                    .device()
-                    .push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+                let scopes = self.ctx.error_scopes();
                 let workspace = Workspace::new(&self.ctx, &self.config, &self.layers, shape);
-                if let Some(error) = pollster::block_on(scope.pop()) {
-                    return Err(RnnError::Gpu(format!("allocating the workspace: {error}")));
-                }
+                scopes.finish(&self.ctx, "allocating the workspace")?;
                 Arc::new(Mutex::new(workspace))
             }
         };

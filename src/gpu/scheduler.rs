@@ -24,8 +24,7 @@ pub(crate) fn forward(
 ) -> Result<(Vec<f32>, Vec<f32>)> {
     let (device, queue) = (ctx.device(), ctx.queue());
     let kernels = &ctx.inner().kernels;
-    let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
-    let out_of_memory = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    let scopes = ctx.error_scopes();
 
     queue.write_buffer(&ws.input, 0, bytemuck::cast_slice(input));
     match lengths {
@@ -92,11 +91,7 @@ pub(crate) fn forward(
 
     // Errors of recording and submission are reported synchronously: check them before
     // mapping, so that a failed forward leaves no pending map behind.
-    let oom = pollster::block_on(out_of_memory.pop());
-    let invalid = pollster::block_on(validation.pop());
-    if let Some(error) = invalid.or(oom) {
-        return Err(RnnError::Gpu(error.to_string()));
-    }
+    scopes.finish(ctx, "recording the forward")?;
     let (sender, receiver) = mpsc::channel();
     ws.readback
         .map_async(wgpu::MapMode::Read, .., move |result| {
@@ -104,21 +99,22 @@ pub(crate) fn forward(
         });
     let mapped = wait(ctx, submission).and_then(|()| match receiver.try_recv() {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(error)) => Err(RnnError::Gpu(format!("reading results back: {error}"))),
-        Err(_) => ctx
-            .check_alive()
-            .and(Err(RnnError::Gpu("the readback never completed".into()))),
+        Ok(Err(error)) => Err(ctx.classify("reading results back", error)),
+        Err(_) => Err(ctx.classify("reading results back", "the map never completed")),
     });
     if let Err(error) = mapped {
-        // Cancels the pending map so that the workspace stays usable.
+        // Cancels the pending map so that the workspace stays usable. On a lost device the
+        // buffer is already gone and wgpu objects; that is expected, so its error is dropped.
+        let scopes = ctx.error_scopes();
         ws.readback.unmap();
+        let _ = scopes.finish(ctx, "cancelling the readback");
         return Err(error);
     }
     let result = {
         let view = ws
             .readback
             .get_mapped_range(..)
-            .map_err(|e| RnnError::Gpu(format!("reading results back: {e}")))?;
+            .map_err(|e| ctx.classify("reading results back", e))?;
         let values: &[f32] = bytemuck::cast_slice(&view);
         (
             values[..ws.output_len].to_vec(),
@@ -141,9 +137,6 @@ fn wait(ctx: &GpuContext, submission: wgpu::SubmissionIndex) -> Result<()> {
             ctx.check_alive()?;
             Err(RnnError::Timeout(timeout))
         }
-        Err(error) => {
-            ctx.check_alive()?;
-            Err(RnnError::Gpu(format!("waiting for the GPU: {error}")))
-        }
+        Err(error) => Err(ctx.classify("waiting for the GPU", error)),
     }
 }

@@ -1,0 +1,68 @@
+//! Contexts made from a caller's own device, and what happens when the device goes away.
+
+use wgpu_rnn::compare::compare;
+use wgpu_rnn::{CpuRnn, GpuContext, GpuRnn, Rnn, RnnConfig, RnnError, RnnWeights, Tensor, testing};
+
+/// Opens a device the way an application with its own renderer would.
+fn callers_device() -> Option<(wgpu::Device, wgpu::Queue)> {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster::block_on(wgpu::util::initialize_adapter_from_env_or_default(
+        &instance, None,
+    ))
+    .ok()?;
+    pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).ok()
+}
+
+fn model_and_input() -> (RnnConfig, RnnWeights, Tensor) {
+    let config = RnnConfig {
+        bidirectional: true,
+        ..RnnConfig::new(6, 10)
+    };
+    let weights = RnnWeights::init(&config, 9).unwrap();
+    let input: Vec<f32> = (0..5 * 2 * 6).map(|i| (i as f32 * 0.1).cos()).collect();
+    (config, weights, Tensor::new(input, &[5, 2, 6]).unwrap())
+}
+
+#[test]
+fn runs_on_a_callers_device() {
+    // The shared test context proves an adapter exists (or skips / fails per RNN_REQUIRE_GPU).
+    if testing::gpu("runs_on_a_callers_device").is_none() {
+        return;
+    }
+    let (device, queue) = callers_device().expect("an adapter exists, so a device opens");
+    let ctx = GpuContext::from_device(device, queue).unwrap();
+    let (config, weights, input) = model_and_input();
+    let cpu = CpuRnn::new(config.clone(), weights.clone())
+        .unwrap()
+        .forward(&input, None)
+        .unwrap();
+    let gpu = GpuRnn::new(&ctx, config, &weights)
+        .unwrap()
+        .forward(&input, None)
+        .unwrap();
+    let c = compare(gpu.output.data(), cpu.output.data(), 1e-4);
+    assert!(c.passed(), "{c}");
+}
+
+#[test]
+fn a_destroyed_device_is_reported_as_lost() {
+    if testing::gpu("a_destroyed_device_is_reported_as_lost").is_none() {
+        return;
+    }
+    let (device, queue) = callers_device().expect("an adapter exists, so a device opens");
+    let ctx = GpuContext::from_device(device, queue).unwrap();
+    let (config, weights, input) = model_and_input();
+    let rnn = GpuRnn::new(&ctx, config, &weights).unwrap();
+    rnn.forward(&input, None).unwrap();
+    ctx.device().destroy();
+    let error = rnn.forward(&input, None).unwrap_err();
+    assert!(matches!(error, RnnError::DeviceLost(_)), "{error:?}");
+    // A new context works again.
+    let fresh = testing::gpu("a_destroyed_device_is_reported_as_lost").unwrap();
+    let (config, weights, input) = model_and_input();
+    GpuRnn::new(&fresh, config, &weights)
+        .unwrap()
+        .forward(&input, None)
+        .unwrap();
+}
