@@ -10,7 +10,7 @@
 use std::process::ExitCode;
 
 use wgpu_rnn::reference_case::{CaseCheck, ReferenceCase};
-use wgpu_rnn::{CpuRnn, GpuContext, GpuRnn, Result, RnnConfig};
+use wgpu_rnn::{CpuRnn, GpuContext, GpuRnn, Result, RnnCell, RnnConfig};
 
 const CPU_TOLERANCE: f64 = 1e-5;
 const GPU_TOLERANCE: f64 = 1e-4;
@@ -22,27 +22,30 @@ enum Verdict {
 }
 
 fn describe(config: &RnnConfig, case: &ReferenceCase) -> String {
-    format!(
-        "I={} H={} L={} {:?}{}{}{} T={} N={}{}",
-        config.input_size,
-        config.hidden_size,
-        config.num_layers,
-        config.nonlinearity,
-        if config.bias { "" } else { " nobias" },
-        if config.batch_first {
-            " batch_first"
-        } else {
-            ""
-        },
-        if config.bidirectional { " bidir" } else { "" },
-        case.meta("seq_len").unwrap_or("?"),
-        if case.flag("unbatched").unwrap_or(false) {
-            "-"
-        } else {
-            case.meta("batch").unwrap_or("?")
-        },
-        if case.has("h0") { " h0" } else { "" },
-    )
+    let mut text = format!(
+        "I={} H={} L={} {:?}",
+        config.input_size, config.hidden_size, config.num_layers, config.nonlinearity
+    );
+    for (on, flag) in [
+        (!config.bias, " nobias"),
+        (config.batch_first, " batch_first"),
+        (config.bidirectional, " bidir"),
+        (case.has("h0"), " h0"),
+    ] {
+        if on {
+            text.push_str(flag);
+        }
+    }
+    let batch = if case.flag("unbatched").unwrap_or(false) {
+        "unbatched"
+    } else {
+        case.meta("batch").unwrap_or("?")
+    };
+    text += &format!(" T={} N={batch}", case.meta("seq_len").unwrap_or("?"));
+    if let Ok(Some(lengths)) = case.lengths() {
+        text += &format!(" lengths={lengths:?}");
+    }
+    text
 }
 
 fn errors(check: &CaseCheck) -> String {
@@ -75,22 +78,58 @@ fn run_rnn(case: &ReferenceCase, gpu: Option<&GpuContext>) -> Result<Verdict> {
     })
 }
 
+fn run_cell(case: &ReferenceCase, gpu: Option<&GpuContext>) -> Result<Verdict> {
+    let config = case.rnn_cell_config()?;
+    let weights = case.rnn_cell_weights(&config)?;
+    let what = format!(
+        "RNNCell I={} H={} {:?}{} steps={} N={}{}",
+        config.input_size,
+        config.hidden_size,
+        config.nonlinearity,
+        if config.bias { "" } else { " nobias" },
+        case.meta("steps").unwrap_or("?"),
+        case.meta("batch").unwrap_or("?"),
+        if case.has("h0") { " h0" } else { "" },
+    );
+    let cpu = case.check_rnn_cell(
+        &RnnCell::cpu(config.clone(), weights.clone())?,
+        CPU_TOLERANCE,
+    )?;
+    let Some(ctx) = gpu else {
+        return Ok(Verdict::Fail(format!(
+            "{what} | cpu h {:.1e} | gpu: no adapter",
+            cpu.max_abs
+        )));
+    };
+    let gpu = case.check_rnn_cell(&RnnCell::gpu(ctx, config, weights)?, GPU_TOLERANCE)?;
+    let line = format!(
+        "{what} | cpu h {:.1e} | gpu h {:.1e}",
+        cpu.max_abs, gpu.max_abs
+    );
+    Ok(if cpu.passed() && gpu.passed() {
+        Verdict::Pass(line)
+    } else {
+        Verdict::Fail(line)
+    })
+}
+
 fn run_file(path: &str, gpu: Option<&GpuContext>) -> Verdict {
     let case = match ReferenceCase::load(path) {
         Ok(case) => case,
         Err(e) => return Verdict::Fail(format!("unreadable: {e}")),
     };
     match case.kind() {
-        "rnn" => run_rnn(&case, gpu).unwrap_or_else(|e| Verdict::Fail(e.to_string())),
-        "rnn_cell" => Verdict::Skip("nn.RNNCell cases are not supported yet".into()),
-        "rnn_packed" => {
-            Verdict::Skip("variable-length (packed) cases are not supported yet".into())
-        }
-        "sine_model" => {
-            Verdict::Skip("a trained model with a Linear head, not a parity case".into())
-        }
-        other => Verdict::Skip(format!("kind `{other}` is not supported yet")),
+        "rnn" | "rnn_packed" => run_rnn(&case, gpu),
+        "rnn_cell" => run_cell(&case, gpu),
+        "sine_model" => Ok(Verdict::Skip(
+            "a trained model with a Linear head, not a parity case (see the sine_wave example)"
+                .into(),
+        )),
+        other => Ok(Verdict::Skip(format!(
+            "kind `{other}` is not supported yet"
+        ))),
     }
+    .unwrap_or_else(|e| Verdict::Fail(e.to_string()))
 }
 
 fn main() -> ExitCode {

@@ -30,7 +30,7 @@ impl CpuRnn {
 
     /// The forward pass with optional per-sequence lengths (`PackedSequence` semantics:
     /// frames at or past a sequence's length are skipped, their outputs are zero, and the
-    /// state stays where the sequence ended). Lengths must already be validated.
+    /// state stays where the sequence ended).
     pub(crate) fn forward_masked(
         &self,
         input: &Tensor,
@@ -39,6 +39,9 @@ impl CpuRnn {
     ) -> Result<RnnOutput> {
         let config = &self.config;
         let shape = ForwardShape::resolve(config, input, h0)?;
+        if let Some(lengths) = lengths {
+            shape.check_lengths(lengths)?;
+        }
         let (steps, batch, hidden) = (shape.seq_len, shape.batch, config.hidden_size);
         let directions = config.num_directions();
         let out_features = config.output_size();
@@ -163,5 +166,14 @@ impl Rnn for CpuRnn {
 
     fn forward(&self, input: &Tensor, h0: Option<&Tensor>) -> Result<RnnOutput> {
         self.forward_masked(input, h0, None)
+    }
+
+    fn forward_with_lengths(
+        &self,
+        input: &Tensor,
+        lengths: &[usize],
+        h0: Option<&Tensor>,
+    ) -> Result<RnnOutput> {
+        self.forward_masked(input, h0, Some(lengths))
     }
 }

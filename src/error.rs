@@ -36,6 +36,17 @@ pub enum RnnError {
         got: String,
     },
 
+    /// A sequence length is outside 1..=T.
+    #[error("lengths[{index}] = {length} is outside 1..={seq_len} (the input has T = {seq_len})")]
+    InvalidLength {
+        /// Which sequence.
+        index: usize,
+        /// Its given length.
+        length: usize,
+        /// The input's T.
+        seq_len: usize,
+    },
+
     /// A weight tensor is missing, mis-shaped or of the wrong type.
     #[error("weight `{name}`: {problem}")]
     Weights {

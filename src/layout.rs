@@ -75,6 +75,29 @@ impl ForwardShape {
         Ok(shape)
     }
 
+    /// Checks per-sequence lengths: one per sequence, each in 1..=T.
+    pub fn check_lengths(&self, lengths: &[usize]) -> Result<()> {
+        if lengths.len() != self.batch {
+            return Err(RnnError::ShapeMismatch {
+                what: "lengths",
+                expected: format!("{} lengths, one per sequence", self.batch),
+                got: format!("{}", lengths.len()),
+            });
+        }
+        match lengths
+            .iter()
+            .enumerate()
+            .find(|&(_, &l)| l == 0 || l > self.seq_len)
+        {
+            Some((index, &length)) => Err(RnnError::InvalidLength {
+                index,
+                length,
+                seq_len: self.seq_len,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Strides of the input and output frames (their feature sizes differ, the frame order not).
     pub fn frame_strides(&self, features: usize) -> FrameStrides {
         if self.batch_first {

@@ -43,6 +43,7 @@
 //! - [`RnnError::Timeout`]: the GPU did not finish within [`GpuContext::set_timeout`].
 #![deny(missing_docs)]
 
+mod cell;
 pub mod compare;
 mod config;
 mod cpu;
@@ -57,6 +58,7 @@ mod tensor;
 pub mod testing;
 mod weights;
 
+pub use cell::{RnnCell, RnnCellConfig};
 pub use config::{Nonlinearity, RnnConfig};
 pub use cpu::CpuRnn;
 pub use error::{Result, RnnError};

@@ -9,12 +9,13 @@ use std::path::Path;
 
 use safetensors::SafeTensors;
 
+use crate::cell::{RnnCell, RnnCellConfig};
 use crate::compare::{Comparison, compare};
 use crate::config::RnnConfig;
 use crate::error::{Result, RnnError};
 use crate::rnn::Rnn;
 use crate::tensor::Tensor;
-use crate::weights::{RnnWeights, read_tensor};
+use crate::weights::{DirectionWeights, RnnWeights, read_file, read_tensor};
 
 /// One reference case file, read into memory.
 #[derive(Debug)]
@@ -26,11 +27,7 @@ pub struct ReferenceCase {
 impl ReferenceCase {
     /// Reads and parses a case file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| RnnError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+        let bytes = read_file(path.as_ref())?;
         let (_, header) = SafeTensors::read_metadata(&bytes)?;
         let metadata = header.metadata().clone().unwrap_or_default();
         Ok(ReferenceCase { bytes, metadata })
@@ -93,6 +90,71 @@ impl ReferenceCase {
         read_tensor(&SafeTensors::deserialize(&self.bytes)?, name)
     }
 
+    /// The int32 `lengths` tensor of a variable-length (`*_packed`) case, if the file has one.
+    pub fn lengths(&self) -> Result<Option<Vec<usize>>> {
+        let file = SafeTensors::deserialize(&self.bytes)?;
+        let Ok(view) = file.tensor("lengths") else {
+            return Ok(None);
+        };
+        if view.dtype() != safetensors::Dtype::I32 {
+            return Err(RnnError::weights(
+                "lengths",
+                format!("has dtype {:?}, expected I32", view.dtype()),
+            ));
+        }
+        view.data()
+            .chunks_exact(4)
+            .map(|b| {
+                let value = i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                usize::try_from(value)
+                    .map_err(|_| RnnError::weights("lengths", format!("holds {value}")))
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
+
+    /// The `nn.RNNCell` configuration of a `kind = "rnn_cell"` case.
+    pub fn rnn_cell_config(&self) -> Result<RnnCellConfig> {
+        Ok(RnnCellConfig {
+            input_size: self.number("input_size")?,
+            hidden_size: self.number("hidden_size")?,
+            bias: self.meta("bias").is_none() || self.flag("bias")?,
+            nonlinearity: self.meta("nonlinearity").unwrap_or("tanh").parse()?,
+        })
+    }
+
+    /// The cell's parameters (`weight_ih`, `weight_hh`, `bias_ih`, `bias_hh`).
+    pub fn rnn_cell_weights(&self, config: &RnnCellConfig) -> Result<DirectionWeights> {
+        config.weights_from_safetensors(&self.bytes, "")
+    }
+
+    /// Feeds the case's `inputs` (S, N, I) through `cell` one step at a time from `h0`
+    /// (zeros when absent), carrying h, and compares every step's h with `h_steps`.
+    pub fn check_rnn_cell<M: Rnn>(&self, cell: &RnnCell<M>, tolerance: f64) -> Result<Comparison> {
+        let inputs = self.tensor("inputs")?;
+        let want = self.tensor("h_steps")?;
+        let (steps, frame) = match *inputs.shape() {
+            [s, n, i] => (s, n * i),
+            _ => return Err(RnnError::shape("inputs", "(S, N, I)", inputs.shape())),
+        };
+        let batch = inputs.shape()[1];
+        let mut h = if self.has("h0") {
+            self.tensor("h0")?
+        } else {
+            Tensor::zeros(&[batch, cell.config().hidden_size])
+        };
+        let mut got = Vec::with_capacity(want.data().len());
+        for s in 0..steps {
+            let x = Tensor::new(
+                inputs.data()[s * frame..(s + 1) * frame].to_vec(),
+                &inputs.shape()[1..],
+            )?;
+            h = cell.step(&x, Some(&h))?;
+            got.extend_from_slice(h.data());
+        }
+        Ok(compare(&got, want.data(), tolerance))
+    }
+
     /// Whether the file holds a tensor called `name`.
     pub fn has(&self, name: &str) -> bool {
         SafeTensors::deserialize(&self.bytes).is_ok_and(|f| f.tensor(name).is_ok())
@@ -125,7 +187,10 @@ impl ReferenceCase {
         } else {
             None
         };
-        let result = model.forward(&input, h0.as_ref())?;
+        let result = match self.lengths()? {
+            Some(lengths) => model.forward_with_lengths(&input, &lengths, h0.as_ref())?,
+            None => model.forward(&input, h0.as_ref())?,
+        };
         let want_output = self.tensor("output")?;
         let want_h_n = self.tensor("h_n")?;
         let shape_ok = |got: &Tensor, want: &Tensor| got.shape() == want.shape();

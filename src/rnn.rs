@@ -25,4 +25,17 @@ pub trait Rnn {
     /// `input` is (T, N, I), (N, T, I) with `batch_first`, or (T, I) unbatched; `h0` is
     /// (D·L, N, H) (never batch-first) or (D·L, H) unbatched, zeros when `None`.
     fn forward(&self, input: &Tensor, h0: Option<&Tensor>) -> Result<RnnOutput>;
+
+    /// The forward pass over a batch of sequences of different lengths, with PyTorch's
+    /// `PackedSequence` semantics (`pack_padded_sequence(input, lengths,
+    /// enforce_sorted=False)` through the RNN, then `pad_packed_sequence(total_length=T)`):
+    /// `lengths[n]` (any order, each in 1..=T) frames of sequence n are valid; outputs past a
+    /// sequence's length are zero; `h_n` holds each sequence's state at its own last valid
+    /// frame; the reverse direction starts at each sequence's own last valid frame.
+    fn forward_with_lengths(
+        &self,
+        input: &Tensor,
+        lengths: &[usize],
+        h0: Option<&Tensor>,
+    ) -> Result<RnnOutput>;
 }

@@ -22,6 +22,40 @@ pub struct DirectionWeights {
 }
 
 impl DirectionWeights {
+    /// Reads one direction's four tensors, (hidden, input) sized, named by `name("weight_ih")`
+    /// and so on.
+    pub(crate) fn read(
+        file: &SafeTensors<'_>,
+        name: impl Fn(&str) -> String,
+        (h, i): (usize, usize),
+        bias: bool,
+    ) -> Result<Self> {
+        let weight_ih = read_f32(file, &name("weight_ih"), &[h, i])?;
+        let weight_hh = read_f32(file, &name("weight_hh"), &[h, h])?;
+        let (bias_ih, bias_hh) = if bias {
+            (
+                Some(read_f32(file, &name("bias_ih"), &[h])?),
+                Some(read_f32(file, &name("bias_hh"), &[h])?),
+            )
+        } else {
+            for part in ["bias_ih", "bias_hh"] {
+                if file.tensor(&name(part)).is_ok() {
+                    return Err(RnnError::weights(
+                        name(part),
+                        "present, but the configuration says bias = false",
+                    ));
+                }
+            }
+            (None, None)
+        };
+        Ok(DirectionWeights {
+            weight_ih,
+            weight_hh,
+            bias_ih,
+            bias_hh,
+        })
+    }
+
     /// `b_ih + b_hh` (zeros without bias): what the input projection adds to every row.
     pub fn combined_bias(&self, hidden_size: usize) -> Vec<f32> {
         match (&self.bias_ih, &self.bias_hh) {
@@ -98,12 +132,7 @@ impl RnnWeights {
     /// model.state_dict(), path)`). `prefix` is prepended to every name, e.g. `"rnn."` for an
     /// `nn.RNN` stored as the attribute `rnn` of a larger module; use `""` for none.
     pub fn load(config: &RnnConfig, path: impl AsRef<Path>, prefix: &str) -> Result<Self> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| RnnError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::from_safetensors(config, &bytes, prefix)
+        Self::from_safetensors(config, &read_file(path.as_ref())?, prefix)
     }
 
     /// Like [`load`](Self::load), from the bytes of a safetensors file.
@@ -115,32 +144,12 @@ impl RnnWeights {
         for layer in 0..config.num_layers {
             for direction in 0..config.num_directions() {
                 let s = suffix(layer, direction);
-                let i = config.layer_input_size(layer);
-                let read = |name: &str, shape: &[usize]| {
-                    read_f32(&file, &format!("{prefix}{name}_{s}"), shape)
-                };
-                let weight_ih = read("weight_ih", &[h, i])?;
-                let weight_hh = read("weight_hh", &[h, h])?;
-                let (bias_ih, bias_hh) = if config.bias {
-                    (Some(read("bias_ih", &[h])?), Some(read("bias_hh", &[h])?))
-                } else {
-                    for name in ["bias_ih", "bias_hh"] {
-                        let full = format!("{prefix}{name}_{s}");
-                        if file.tensor(&full).is_ok() {
-                            return Err(RnnError::weights(
-                                full,
-                                "present, but the configuration says bias = false",
-                            ));
-                        }
-                    }
-                    (None, None)
-                };
-                units.push(DirectionWeights {
-                    weight_ih,
-                    weight_hh,
-                    bias_ih,
-                    bias_hh,
-                });
+                units.push(DirectionWeights::read(
+                    &file,
+                    |name| format!("{prefix}{name}_{s}"),
+                    (h, config.layer_input_size(layer)),
+                    config.bias,
+                )?);
             }
         }
         Ok(RnnWeights { units })
@@ -196,6 +205,14 @@ impl RnnWeights {
         }
         Ok(())
     }
+}
+
+/// Reads a whole file, naming it in the error.
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| RnnError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Reads one float32 tensor and checks its shape.

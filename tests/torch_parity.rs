@@ -1,16 +1,17 @@
-//! Every `nn.RNN` case made by PyTorch (tests/fixtures, see README.torch_rnn.md) must match:
-//! output and h_n within 1e-5 max abs error on the CPU path, 1e-4 on the GPU path.
+//! Every `nn.RNN` and `nn.RNNCell` case made by PyTorch (tests/fixtures, see
+//! README.torch_rnn.md), variable-length (packed) ones included, must match: output and h_n
+//! (h after every step for cells) within 1e-5 max abs error on the CPU path, 1e-4 on the GPU.
 
 use std::path::PathBuf;
 
 use wgpu_rnn::reference_case::ReferenceCase;
-use wgpu_rnn::{CpuRnn, GpuRnn, Rnn, testing};
+use wgpu_rnn::{CpuRnn, GpuRnn, Rnn, RnnCell, testing};
 
 const CPU_TOLERANCE: f64 = 1e-5;
 const GPU_TOLERANCE: f64 = 1e-4;
 
-/// Every `kind = "rnn"` fixture, by file name.
-fn rnn_cases() -> Vec<(String, ReferenceCase)> {
+/// Every fixture of one of `kinds`, by file name.
+fn cases(kinds: &[&str]) -> Vec<(String, ReferenceCase)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let mut cases: Vec<_> = std::fs::read_dir(&dir)
         .expect("tests/fixtures exists")
@@ -20,12 +21,17 @@ fn rnn_cases() -> Vec<(String, ReferenceCase)> {
             let name = path.file_stem().unwrap().to_string_lossy().into_owned();
             (name, ReferenceCase::load(&path).unwrap())
         })
-        .filter(|(_, case)| case.kind() == "rnn")
+        .filter(|(_, case)| kinds.contains(&case.kind()))
         .collect();
     cases.sort_by(|a, b| a.0.cmp(&b.0));
-    // The fixture README lists 13 nn.RNN cases; fewer means files went missing.
-    assert!(cases.len() >= 13, "only {} rnn fixtures found", cases.len());
     cases
+}
+
+/// The nn.RNN cases: the fixture README lists 14 plain (one unbatched) and 3 packed ones.
+fn rnn_cases() -> Vec<(String, ReferenceCase)> {
+    let found = cases(&["rnn", "rnn_packed"]);
+    assert_eq!(found.len(), 17, "rnn fixtures went missing");
+    found
 }
 
 /// Runs every case through the model `build` makes and fails listing every case off tolerance.
@@ -76,4 +82,34 @@ fn gpu_path_matches_pytorch() {
         let weights = case.rnn_weights(&config).unwrap();
         GpuRnn::new(&ctx, config, &weights).unwrap()
     });
+}
+
+#[test]
+fn cpu_cell_matches_pytorch() {
+    let cells = cases(&["rnn_cell"]);
+    assert!(!cells.is_empty(), "no rnn_cell fixture");
+    for (name, case) in cells {
+        let config = case.rnn_cell_config().unwrap();
+        let cell = RnnCell::cpu(config.clone(), case.rnn_cell_weights(&config).unwrap()).unwrap();
+        let check = case.check_rnn_cell(&cell, CPU_TOLERANCE).unwrap();
+        println!("cpu {name}: h_steps {check}");
+        assert!(check.passed(), "{name}: {check}");
+    }
+}
+
+#[test]
+fn gpu_cell_matches_pytorch() {
+    let Some(ctx) = testing::gpu("gpu_cell_matches_pytorch") else {
+        return;
+    };
+    let cells = cases(&["rnn_cell"]);
+    assert!(!cells.is_empty(), "no rnn_cell fixture");
+    for (name, case) in cells {
+        let config = case.rnn_cell_config().unwrap();
+        let weights = case.rnn_cell_weights(&config).unwrap();
+        let cell = RnnCell::gpu(&ctx, config, weights).unwrap();
+        let check = case.check_rnn_cell(&cell, GPU_TOLERANCE).unwrap();
+        println!("gpu {name}: h_steps {check}");
+        assert!(check.passed(), "{name}: {check}");
+    }
 }

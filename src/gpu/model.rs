@@ -136,6 +136,9 @@ impl GpuRnn {
     ) -> Result<RnnOutput> {
         self.ctx.check_alive()?;
         let shape = ForwardShape::resolve(&self.config, input, h0)?;
+        if let Some(lengths) = lengths {
+            shape.check_lengths(lengths)?;
+        }
         let workspace = self.workspace(&shape)?;
         let mut workspace = workspace
             .lock()
@@ -162,5 +165,14 @@ impl Rnn for GpuRnn {
 
     fn forward(&self, input: &Tensor, h0: Option<&Tensor>) -> Result<RnnOutput> {
         self.forward_masked(input, h0, None)
+    }
+
+    fn forward_with_lengths(
+        &self,
+        input: &Tensor,
+        lengths: &[usize],
+        h0: Option<&Tensor>,
+    ) -> Result<RnnOutput> {
+        self.forward_masked(input, h0, Some(lengths))
     }
 }
