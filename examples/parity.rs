@@ -6,6 +6,8 @@
 //! One line per file: name, configuration, adapter, max abs error of output and h_n on each
 //! path, and PASS, FAIL or SKIP (a kind this crate does not run yet, with the reason).
 //! Exits 1 if any file fails. Tolerances: 1e-5 on the CPU path, 1e-4 on the GPU path.
+//! `--chunk N` runs the GPU path of each unidirectional case through a stream, N frames per
+//! push, carrying the state on the GPU.
 
 use std::process::ExitCode;
 
@@ -55,10 +57,27 @@ fn errors(check: &CaseCheck) -> String {
     )
 }
 
-fn run_rnn(case: &ReferenceCase, gpu: Option<&GpuContext>) -> Result<Verdict> {
+fn run_rnn(
+    case: &ReferenceCase,
+    gpu: Option<&GpuContext>,
+    chunk: Option<usize>,
+) -> Result<Verdict> {
     let config = case.rnn_config()?;
     let weights = case.rnn_weights(&config)?;
-    let what = describe(&config, case);
+    let mut what = describe(&config, case);
+    if let Some(chunk) = chunk {
+        if config.bidirectional {
+            return Ok(Verdict::Skip(format!(
+                "{what} | bidirectional models cannot stream"
+            )));
+        }
+        if case.lengths()?.is_some() {
+            return Ok(Verdict::Skip(format!(
+                "{what} | streams take full-length frames"
+            )));
+        }
+        what += &format!(" stream chunks of {chunk}");
+    }
     let cpu = case.check_rnn(
         &CpuRnn::new(config.clone(), weights.clone())?,
         CPU_TOLERANCE,
@@ -69,7 +88,11 @@ fn run_rnn(case: &ReferenceCase, gpu: Option<&GpuContext>) -> Result<Verdict> {
             errors(&cpu)
         )));
     };
-    let gpu = case.check_rnn(&GpuRnn::new(ctx, config, &weights)?, GPU_TOLERANCE)?;
+    let model = GpuRnn::new(ctx, config, &weights)?;
+    let gpu = match chunk {
+        Some(chunk) => case.check_rnn_streamed(&model, chunk, GPU_TOLERANCE)?,
+        None => case.check_rnn(&model, GPU_TOLERANCE)?,
+    };
     let line = format!("{what} | cpu {} | gpu {}", errors(&cpu), errors(&gpu));
     Ok(if cpu.passed() && gpu.passed() {
         Verdict::Pass(line)
@@ -113,13 +136,13 @@ fn run_cell(case: &ReferenceCase, gpu: Option<&GpuContext>) -> Result<Verdict> {
     })
 }
 
-fn run_file(path: &str, gpu: Option<&GpuContext>) -> Verdict {
+fn run_file(path: &str, gpu: Option<&GpuContext>, chunk: Option<usize>) -> Verdict {
     let case = match ReferenceCase::load(path) {
         Ok(case) => case,
         Err(e) => return Verdict::Fail(format!("unreadable: {e}")),
     };
     match case.kind() {
-        "rnn" | "rnn_packed" => run_rnn(&case, gpu),
+        "rnn" | "rnn_packed" => run_rnn(&case, gpu, chunk),
         "rnn_cell" => run_cell(&case, gpu),
         "sine_model" => Ok(Verdict::Skip(
             "a trained model with a Linear head, not a parity case (see the sine_wave example)"
@@ -132,13 +155,38 @@ fn run_file(path: &str, gpu: Option<&GpuContext>) -> Verdict {
     .unwrap_or_else(|e| Verdict::Fail(e.to_string()))
 }
 
+fn usage(problem: &str) -> ExitCode {
+    if !problem.is_empty() {
+        eprintln!("parity: {problem}");
+    }
+    eprintln!(
+        "usage: parity [--chunk N] FILE.safetensors...\n\
+         Runs PyTorch reference cases (see tests/fixtures) on the CPU and GPU paths.\n\
+         --chunk N  run the GPU path of unidirectional cases through a stream, N frames a push"
+    );
+    ExitCode::from(2)
+}
+
 fn main() -> ExitCode {
-    let files: Vec<String> = std::env::args().skip(1).collect();
-    if files.is_empty() || files.iter().any(|f| f == "--help" || f == "-h") {
-        eprintln!(
-            "usage: parity FILE.safetensors...  (PyTorch reference cases; see tests/fixtures)"
-        );
-        return ExitCode::from(2);
+    let mut files = Vec::new();
+    let mut chunk = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--chunk" => match args
+                .next()
+                .and_then(|n| n.parse().ok())
+                .filter(|&n: &usize| n > 0)
+            {
+                Some(n) => chunk = Some(n),
+                None => return usage("--chunk takes a number of frames ≥ 1"),
+            },
+            "--help" | "-h" => return usage(""),
+            _ => files.push(arg),
+        }
+    }
+    if files.is_empty() {
+        return usage("no files given");
     }
     let gpu = match GpuContext::new() {
         Ok(ctx) => Some(ctx),
@@ -156,7 +204,7 @@ fn main() -> ExitCode {
         let name = std::path::Path::new(path)
             .file_stem()
             .map_or(path.clone(), |s| s.to_string_lossy().into_owned());
-        let (status, detail) = match run_file(path, gpu.as_ref()) {
+        let (status, detail) = match run_file(path, gpu.as_ref(), chunk) {
             Verdict::Pass(d) => ("PASS", d),
             Verdict::Fail(d) => {
                 failed += 1;

@@ -115,7 +115,11 @@ impl ForwardShape {
 
     /// PyTorch's shape of `output`.
     pub fn output_shape(&self, config: &RnnConfig) -> Vec<usize> {
-        let f = config.output_size();
+        self.frames_shape(config.output_size())
+    }
+
+    /// The shape of a tensor of `f` features per frame in this call's layout.
+    pub fn frames_shape(&self, f: usize) -> Vec<usize> {
         if self.unbatched {
             vec![self.seq_len, f]
         } else if self.batch_first {
@@ -132,6 +136,44 @@ impl ForwardShape {
             vec![rows, config.hidden_size]
         } else {
             vec![rows, self.batch, config.hidden_size]
+        }
+    }
+}
+
+/// Frames [t0, t0 + len) of every sequence of a tensor laid out as `shape` says.
+pub(crate) struct TimeSlice {
+    pub shape: ForwardShape,
+    pub t0: usize,
+    pub len: usize,
+    pub features: usize,
+}
+
+impl TimeSlice {
+    /// (offset in the whole tensor, offset in the slice, elements) of each contiguous run.
+    fn runs(&self) -> Vec<(usize, usize, usize)> {
+        let (steps, batch, f) = (self.shape.seq_len, self.shape.batch, self.features);
+        if self.shape.batch_first {
+            // (N, T, F): one run of len frames per sequence.
+            (0..batch)
+                .map(|n| ((n * steps + self.t0) * f, n * self.len * f, self.len * f))
+                .collect()
+        } else {
+            // (T, N, F): the slice is contiguous.
+            vec![(self.t0 * batch * f, 0, self.len * batch * f)]
+        }
+    }
+
+    pub fn gather(&self, whole: &[f32]) -> Vec<f32> {
+        let mut part = vec![0.0; self.len * self.shape.batch * self.features];
+        for (at, to, n) in self.runs() {
+            part[to..to + n].copy_from_slice(&whole[at..at + n]);
+        }
+        part
+    }
+
+    pub fn scatter(&self, part: &[f32], whole: &mut [f32]) {
+        for (at, from, n) in self.runs() {
+            whole[at..at + n].copy_from_slice(&part[from..from + n]);
         }
     }
 }

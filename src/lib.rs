@@ -64,6 +64,7 @@ pub use cpu::CpuRnn;
 pub use error::{Result, RnnError};
 pub use gpu::context::GpuContext;
 pub use gpu::model::GpuRnn;
+pub use gpu::stream::{RnnStream, StreamOptions};
 pub use rnn::{Rnn, RnnOutput};
 pub use tensor::Tensor;
 pub use weights::{DirectionWeights, RnnWeights};

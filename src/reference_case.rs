@@ -13,6 +13,9 @@ use crate::cell::{RnnCell, RnnCellConfig};
 use crate::compare::{Comparison, compare};
 use crate::config::RnnConfig;
 use crate::error::{Result, RnnError};
+use crate::gpu::model::GpuRnn;
+use crate::gpu::stream::StreamOptions;
+use crate::layout::{ForwardShape, TimeSlice};
 use crate::rnn::Rnn;
 use crate::tensor::Tensor;
 use crate::weights::{DirectionWeights, RnnWeights, read_file, read_tensor};
@@ -178,6 +181,57 @@ impl CaseCheck {
 }
 
 impl ReferenceCase {
+    /// Like [`check_rnn`](Self::check_rnn), but feeds the input through a GPU stream in
+    /// chunks of `chunk` frames (from `h0`, when stored) and compares the concatenated outputs
+    /// and the stream's final state. For unidirectional, full-length cases.
+    pub fn check_rnn_streamed(
+        &self,
+        model: &GpuRnn,
+        chunk: usize,
+        tolerance: f64,
+    ) -> Result<CaseCheck> {
+        let config = model.config();
+        let input = self.tensor("input")?;
+        let shape = ForwardShape::resolve(config, &input, None)?;
+        let mut stream = model.stream(StreamOptions {
+            batch: shape.batch,
+            delay: 0,
+        })?;
+        if self.has("h0") {
+            let h0 = self.tensor("h0")?;
+            let state = [config.num_layers, shape.batch, config.hidden_size];
+            stream.reset_to(&Tensor::new(h0.into_data(), &state)?)?;
+        }
+        let features = config.output_size();
+        let mut output = vec![0.0; shape.seq_len * shape.batch * features];
+        for t0 in (0..shape.seq_len).step_by(chunk.max(1)) {
+            let len = chunk.max(1).min(shape.seq_len - t0);
+            let frames = |features| TimeSlice {
+                shape,
+                t0,
+                len,
+                features,
+            };
+            let part = ForwardShape {
+                seq_len: len,
+                ..shape
+            };
+            let part_input = Tensor::new(
+                frames(config.input_size).gather(input.data()),
+                &part.frames_shape(config.input_size),
+            )?;
+            frames(features).scatter(stream.push(&part_input)?.data(), &mut output);
+        }
+        Ok(CaseCheck {
+            output: compare(&output, self.tensor("output")?.data(), tolerance),
+            h_n: compare(
+                stream.state()?.data(),
+                self.tensor("h_n")?.data(),
+                tolerance,
+            ),
+        })
+    }
+
     /// Runs the case's `input` (and `h0`, when stored) through `model` and compares `output`
     /// and `h_n` with PyTorch's, element by element, at `tolerance` (max abs error).
     pub fn check_rnn(&self, model: &impl Rnn, tolerance: f64) -> Result<CaseCheck> {

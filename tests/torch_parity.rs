@@ -113,3 +113,39 @@ fn gpu_cell_matches_pytorch() {
         assert!(check.passed(), "{name}: {check}");
     }
 }
+
+#[test]
+fn gpu_streams_match_pytorch() {
+    let Some(ctx) = testing::gpu("gpu_streams_match_pytorch") else {
+        return;
+    };
+    let mut streamed = 0;
+    for (name, case) in rnn_cases() {
+        let config = case.rnn_config().unwrap();
+        if config.bidirectional || case.lengths().unwrap().is_some() {
+            continue;
+        }
+        let weights = case.rnn_weights(&config).unwrap();
+        let model = GpuRnn::new(&ctx, config, &weights).unwrap();
+        for chunk in [1, 2, 7] {
+            let check = case
+                .check_rnn_streamed(&model, chunk, GPU_TOLERANCE)
+                .unwrap();
+            println!(
+                "stream {name:<28} chunk {chunk}: output {:.2e}  h_n {:.2e}",
+                check.output.max_abs, check.h_n.max_abs
+            );
+            assert!(
+                check.passed(),
+                "{name}, chunks of {chunk}: output {}; h_n {}",
+                check.output,
+                check.h_n
+            );
+        }
+        streamed += 1;
+    }
+    assert!(
+        streamed >= 10,
+        "only {streamed} unidirectional cases streamed"
+    );
+}

@@ -6,4 +6,5 @@ mod kernel_tests;
 pub(crate) mod kernels;
 pub(crate) mod model;
 pub(crate) mod scheduler;
+pub(crate) mod stream;
 pub(crate) mod workspace;

@@ -1,5 +1,6 @@
 //! `GpuRnn`: a model's weights uploaded once, and its cache of per-shape workspaces.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use wgpu::util::DeviceExt;
@@ -7,9 +8,9 @@ use wgpu::util::DeviceExt;
 use crate::config::RnnConfig;
 use crate::error::{Result, RnnError};
 use crate::gpu::context::GpuContext;
-use crate::gpu::scheduler;
+use crate::gpu::scheduler::{self, InitialState, Run};
 use crate::gpu::workspace::{Workspace, check_limits};
-use crate::layout::ForwardShape;
+use crate::layout::{ForwardShape, TimeSlice};
 use crate::rnn::{Rnn, RnnOutput};
 use crate::tensor::Tensor;
 use crate::weights::RnnWeights;
@@ -35,6 +36,8 @@ pub struct GpuRnn {
     layers: Vec<LayerBuffers>,
     /// Most recently used first.
     workspaces: Mutex<Vec<Arc<Mutex<Workspace>>>>,
+    /// Bytes a forward's workspace may use; `u64::MAX`: no budget beyond the adapter's limits.
+    budget: AtomicU64,
 }
 
 impl std::fmt::Debug for GpuRnn {
@@ -95,6 +98,7 @@ impl GpuRnn {
             config,
             layers,
             workspaces: Mutex::new(Vec::new()),
+            budget: AtomicU64::new(u64::MAX),
         })
     }
 
@@ -128,6 +132,140 @@ impl GpuRnn {
         Ok(workspace)
     }
 
+    /// Caps the GPU memory one forward's working buffers may use, in bytes (`None`: only
+    /// the adapter's limits). Longer sequences then run in time chunks, carrying the state on
+    /// the GPU, with the same results; memory stays proportional to the chunk, not to T.
+    /// Bidirectional models need the whole sequence at once and report
+    /// [`RnnError::ExceedsLimits`] instead.
+    pub fn set_workspace_budget(&self, bytes: Option<u64>) {
+        self.budget
+            .store(bytes.unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// How many timesteps one submission of a forward over (T = `seq_len`, N = `batch`) runs:
+    /// T when the whole sequence fits the adapter's limits and the workspace budget, less
+    /// when it runs in time chunks.
+    pub fn time_chunk(&self, seq_len: usize, batch: usize) -> Result<usize> {
+        let shape = ForwardShape {
+            seq_len,
+            batch,
+            unbatched: false,
+            batch_first: false,
+        };
+        self.chunk_len(&shape)
+    }
+
+    /// Elements of the state (L·D, N, H) for a batch of `batch`.
+    pub(crate) fn state_len(&self, batch: usize) -> usize {
+        self.config.num_layers * self.config.num_directions() * batch * self.config.hidden_size
+    }
+
+    /// The longest time chunk of `shape` that fits the adapter's limits and the budget.
+    pub(crate) fn chunk_len(&self, shape: &ForwardShape) -> Result<usize> {
+        let limits = self.ctx.limits();
+        let config = &self.config;
+        let batch = shape.batch as u64;
+        let floats = |n: usize| n as u64 * 4;
+        let frame = floats(config.input_size.max(config.output_size())) * batch;
+        let binding = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size);
+        let align = u64::from(limits.min_uniform_buffer_offset_alignment.max(16));
+        let mut chunk = (binding / frame)
+            .min(limits.max_buffer_size / align)
+            .min(u64::from(limits.max_compute_workgroups_per_dimension) * 32 / batch);
+        let budget = self.budget.load(Ordering::Relaxed);
+        if budget != u64::MAX {
+            // Per timestep: input, projections, output and its readback, a step uniform.
+            let per_step =
+                (floats(config.input_size) + 3 * floats(config.output_size())) * batch + align;
+            // Per call: two state halves, their readback, the lengths.
+            let fixed = 3 * floats(self.state_len(shape.batch)) + floats(shape.batch);
+            chunk = chunk.min(budget.saturating_sub(fixed) / per_step);
+        }
+        if chunk == 0 {
+            return Err(RnnError::ExceedsLimits {
+                what: "workspace bytes for a single timestep".into(),
+                needed: frame,
+                limit: budget.min(binding),
+            });
+        }
+        let chunk = (chunk as usize).min(shape.seq_len);
+        if chunk < shape.seq_len && config.bidirectional {
+            return Err(RnnError::ExceedsLimits {
+                what: "timesteps of a bidirectional forward (it cannot run in chunks: \
+                       the reverse direction needs the whole sequence)"
+                    .into(),
+                needed: shape.seq_len as u64,
+                limit: chunk as u64,
+            });
+        }
+        Ok(chunk)
+    }
+
+    /// Runs `input` (in `shape`'s layout) in time chunks of `chunk` frames. The state starts
+    /// from `initial`; between chunks it is carried in `carry` on the GPU, where the final
+    /// state is also left. Returns (output in `shape`'s layout, h_n).
+    pub(crate) fn run_chunks(
+        &self,
+        shape: &ForwardShape,
+        input: &[f32],
+        lengths: Option<&[usize]>,
+        initial: InitialState<'_>,
+        carry: Option<&wgpu::Buffer>,
+        chunk: usize,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let (steps, batch) = (shape.seq_len, shape.batch);
+        let (in_features, out_features) = (self.config.input_size, self.config.output_size());
+        if chunk >= steps {
+            let workspace = self.workspace(shape)?;
+            let mut ws = lock(&workspace)?;
+            let run = Run {
+                input,
+                lengths,
+                initial,
+                final_state: carry,
+            };
+            return scheduler::run(&self.ctx, &self.config, &mut ws, run);
+        }
+        let carry =
+            carry.ok_or_else(|| RnnError::Gpu("chunked run without a carry buffer".into()))?;
+        let mut output = vec![0.0f32; steps * batch * out_features];
+        let mut h_n = Vec::new();
+        for t0 in (0..steps).step_by(chunk) {
+            let len = chunk.min(steps - t0);
+            let part = ForwardShape {
+                seq_len: len,
+                ..*shape
+            };
+            let frames = |features: usize| TimeSlice {
+                shape: *shape,
+                t0,
+                len,
+                features,
+            };
+            let chunk_input = frames(in_features).gather(input);
+            let chunk_lengths: Option<Vec<usize>> =
+                lengths.map(|l| l.iter().map(|&l| l.saturating_sub(t0).min(len)).collect());
+            let workspace = self.workspace(&part)?;
+            let mut ws = lock(&workspace)?;
+            let run = Run {
+                input: &chunk_input,
+                lengths: chunk_lengths.as_deref(),
+                initial: if t0 == 0 {
+                    initial
+                } else {
+                    InitialState::Device(carry)
+                },
+                final_state: Some(carry),
+            };
+            let (chunk_output, chunk_h_n) = scheduler::run(&self.ctx, &self.config, &mut ws, run)?;
+            frames(out_features).scatter(&chunk_output, &mut output);
+            h_n = chunk_h_n;
+        }
+        Ok((output, h_n))
+    }
+
     pub(crate) fn forward_masked(
         &self,
         input: &Tensor,
@@ -139,23 +277,39 @@ impl GpuRnn {
         if let Some(lengths) = lengths {
             shape.check_lengths(lengths)?;
         }
-        let workspace = self.workspace(&shape)?;
-        let mut workspace = workspace
-            .lock()
-            .map_err(|_| RnnError::Gpu("a previous forward panicked".into()))?;
-        let (output, h_n) = scheduler::forward(
-            &self.ctx,
-            &self.config,
-            &mut workspace,
+        let chunk = self.chunk_len(&shape)?;
+        let initial = h0.map_or(InitialState::Zeros, |h0| InitialState::Host(h0.data()));
+        // Chunks carry the state between them in a small buffer of this call's.
+        let carry = (chunk < shape.seq_len).then(|| self.state_buffer(shape.batch));
+        let (output, h_n) = self.run_chunks(
+            &shape,
             input.data(),
-            h0.map(Tensor::data),
             lengths,
+            initial,
+            carry.as_ref(),
+            chunk,
         )?;
         Ok(RnnOutput {
             output: Tensor::new(output, &shape.output_shape(&self.config))?,
             h_n: Tensor::new(h_n, &shape.state_shape(&self.config))?,
         })
     }
+
+    /// A GPU buffer holding a state (L·D, N, H), zeroed.
+    pub(crate) fn state_buffer(&self, batch: usize) -> wgpu::Buffer {
+        self.ctx.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("carried state"),
+            size: (self.state_len(batch).max(1) * 4) as u64,
+            usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+}
+
+fn lock(workspace: &Mutex<Workspace>) -> Result<std::sync::MutexGuard<'_, Workspace>> {
+    workspace
+        .lock()
+        .map_err(|_| RnnError::Gpu("a previous forward panicked".into()))
 }
 
 impl Rnn for GpuRnn {

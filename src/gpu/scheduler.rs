@@ -3,31 +3,51 @@
 //!
 //! Per layer: one projection dispatch over all T·N rows, then T step dispatches in the same
 //! compute pass. Layer k+1's projection reads layer k's output where it lies on the GPU;
-//! nothing returns to the host between layers or steps.
+//! nothing returns to the host between layers or steps. The initial state can come from the
+//! host, from zeros, or from a GPU buffer (a stream's state, the previous time chunk's), and
+//! the final state can be left in a GPU buffer for the next run.
 
 use std::sync::mpsc;
 
 use crate::config::RnnConfig;
-use crate::error::{Result, RnnError};
+use crate::error::Result;
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernels::StepGrid;
 use crate::gpu::workspace::Workspace;
 
-/// Runs one forward in `workspace`; returns (output in the caller's layout, h_n).
-pub(crate) fn forward(
+/// Where a run's initial hidden state (L·D, N, H) comes from.
+#[derive(Clone, Copy)]
+pub(crate) enum InitialState<'a> {
+    Zeros,
+    Host(&'a [f32]),
+    Device(&'a wgpu::Buffer),
+}
+
+/// One submission: a (chunk of a) sequence through every layer.
+pub(crate) struct Run<'a> {
+    /// The input frames, in the workspace's layout.
+    pub input: &'a [f32],
+    /// Valid frames per sequence, each in 0..=T (0: a sequence that ended before this chunk);
+    /// `None`: all T.
+    pub lengths: Option<&'a [usize]>,
+    pub initial: InitialState<'a>,
+    /// Receives the final state (L·D, N, H), on the GPU.
+    pub final_state: Option<&'a wgpu::Buffer>,
+}
+
+/// Records, submits and reads back one run; returns (output in the workspace's layout, h_n).
+pub(crate) fn run(
     ctx: &GpuContext,
     config: &RnnConfig,
     ws: &mut Workspace,
-    input: &[f32],
-    h0: Option<&[f32]>,
-    lengths: Option<&[usize]>,
+    run: Run<'_>,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
     let (device, queue) = (ctx.device(), ctx.queue());
     let kernels = &ctx.inner().kernels;
     let scopes = ctx.error_scopes();
 
-    queue.write_buffer(&ws.input, 0, bytemuck::cast_slice(input));
-    match lengths {
+    queue.write_buffer(&ws.input, 0, bytemuck::cast_slice(run.input));
+    match run.lengths {
         Some(lengths) => {
             let lengths: Vec<u32> = lengths.iter().map(|&l| l as u32).collect();
             queue.write_buffer(&ws.lengths, 0, bytemuck::cast_slice(&lengths));
@@ -45,10 +65,12 @@ pub(crate) fn forward(
     let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
         label: Some("rnn forward"),
     });
-    match h0 {
-        // h0 is (L·D, N, H): exactly the layout of the state buffer's first half.
-        Some(h0) => queue.write_buffer(&ws.state, 0, bytemuck::cast_slice(h0)),
-        None => encoder.clear_buffer(&ws.state, 0, Some(state_bytes)),
+    // The initial state goes into the first half of the state buffer, whose layout
+    // [L][D][N][H] is exactly h0's (L·D, N, H).
+    match run.initial {
+        InitialState::Zeros => encoder.clear_buffer(&ws.state, 0, Some(state_bytes)),
+        InitialState::Host(h0) => queue.write_buffer(&ws.state, 0, bytemuck::cast_slice(h0)),
+        InitialState::Device(h0) => encoder.copy_buffer_to_buffer(h0, 0, &ws.state, 0, state_bytes),
     }
     {
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -78,6 +100,7 @@ pub(crate) fn forward(
         }
     }
     let output_bytes = (ws.output_len * 4) as u64;
+    // After T steps the state is in half T % 2.
     let final_half = (ws.seq_len % 2) as u64 * state_bytes;
     encoder.copy_buffer_to_buffer(&ws.output, 0, &ws.readback, 0, output_bytes);
     encoder.copy_buffer_to_buffer(
@@ -87,41 +110,71 @@ pub(crate) fn forward(
         output_bytes,
         state_bytes,
     );
+    if let Some(keep) = run.final_state {
+        encoder.copy_buffer_to_buffer(&ws.state, final_half, keep, 0, state_bytes);
+    }
     let submission = queue.submit([encoder.finish()]);
-
     // Errors of recording and submission are reported synchronously: check them before
     // mapping, so that a failed forward leaves no pending map behind.
     scopes.finish(ctx, "recording the forward")?;
+
+    let (output_len, state_len) = (ws.output_len, ws.state_len);
+    map_and_read(ctx, &ws.readback, submission, |values| {
+        (
+            values[..output_len].to_vec(),
+            values[output_len..output_len + state_len].to_vec(),
+        )
+    })
+}
+
+/// Copies `len` floats of `buffer` to the host (a small, one-off readback: a stream's state).
+pub(crate) fn read_buffer(ctx: &GpuContext, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
+    let scopes = ctx.error_scopes();
+    let bytes = (len * 4) as u64;
+    let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("state readback"),
+        size: bytes,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut encoder = ctx.device().create_command_encoder(&Default::default());
+    encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes);
+    let submission = ctx.queue().submit([encoder.finish()]);
+    scopes.finish(ctx, "reading the state")?;
+    map_and_read(ctx, &staging, submission, <[f32]>::to_vec)
+}
+
+/// Maps `buffer` once `submission` is done, hands its floats to `read`, and unmaps it.
+fn map_and_read<T>(
+    ctx: &GpuContext,
+    buffer: &wgpu::Buffer,
+    submission: wgpu::SubmissionIndex,
+    read: impl FnOnce(&[f32]) -> T,
+) -> Result<T> {
     let (sender, receiver) = mpsc::channel();
-    ws.readback
-        .map_async(wgpu::MapMode::Read, .., move |result| {
-            let _ = sender.send(result);
-        });
+    buffer.map_async(wgpu::MapMode::Read, .., move |result| {
+        let _ = sender.send(result);
+    });
     let mapped = wait(ctx, submission).and_then(|()| match receiver.try_recv() {
         Ok(Ok(())) => Ok(()),
         Ok(Err(error)) => Err(ctx.classify("reading results back", error)),
         Err(_) => Err(ctx.classify("reading results back", "the map never completed")),
     });
     if let Err(error) = mapped {
-        // Cancels the pending map so that the workspace stays usable. On a lost device the
+        // Cancels the pending map so that the buffer stays usable. On a lost device the
         // buffer is already gone and wgpu objects; that is expected, so its error is dropped.
         let scopes = ctx.error_scopes();
-        ws.readback.unmap();
+        buffer.unmap();
         let _ = scopes.finish(ctx, "cancelling the readback");
         return Err(error);
     }
     let result = {
-        let view = ws
-            .readback
+        let view = buffer
             .get_mapped_range(..)
             .map_err(|e| ctx.classify("reading results back", e))?;
-        let values: &[f32] = bytemuck::cast_slice(&view);
-        (
-            values[..ws.output_len].to_vec(),
-            values[ws.output_len..ws.output_len + ws.state_len].to_vec(),
-        )
+        read(bytemuck::cast_slice(&view))
     };
-    ws.readback.unmap();
+    buffer.unmap();
     Ok(result)
 }
 
@@ -135,7 +188,7 @@ fn wait(ctx: &GpuContext, submission: wgpu::SubmissionIndex) -> Result<()> {
         Ok(_) => Ok(()),
         Err(wgpu::PollError::Timeout) => {
             ctx.check_alive()?;
-            Err(RnnError::Timeout(timeout))
+            Err(crate::error::RnnError::Timeout(timeout))
         }
         Err(error) => Err(ctx.classify("waiting for the GPU", error)),
     }

@@ -1,0 +1,188 @@
+//! Streams: a unidirectional model run over a live sequence chunk by chunk, its hidden state
+//! (every layer's) kept on the GPU between calls.
+
+use crate::error::{Result, RnnError};
+use crate::gpu::model::GpuRnn;
+use crate::gpu::scheduler::{self, InitialState};
+use crate::layout::{ForwardShape, TimeSlice};
+use crate::rnn::Rnn;
+use crate::tensor::Tensor;
+
+/// How a stream is set up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamOptions {
+    /// Sequences processed side by side (N); default 1.
+    pub batch: usize,
+    /// For models trained to predict frame t at step t + k: the first `delay` outputs are
+    /// held back so that the i-th returned output belongs to input frame i, and
+    /// [`RnnStream::finish`] flushes the last `delay` by feeding zero frames. Default 0.
+    pub delay: usize,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        StreamOptions { batch: 1, delay: 0 }
+    }
+}
+
+/// A live sequence through a [`GpuRnn`]: `push` chunks of any length, get their outputs;
+/// pushing a sequence in chunks gives the same outputs and state as one forward over it.
+pub struct RnnStream<'m> {
+    model: &'m GpuRnn,
+    options: StreamOptions,
+    /// (L, N, H): every layer's state, on the GPU.
+    state: wgpu::Buffer,
+    /// Outputs still to hold back before the first one is returned.
+    to_skip: usize,
+}
+
+impl std::fmt::Debug for RnnStream<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RnnStream")
+            .field("options", &self.options)
+            .field("to_skip", &self.to_skip)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GpuRnn {
+    /// Starts a stream from a zero state. Fails for a bidirectional model, whose reverse
+    /// direction needs the whole sequence before it can produce anything.
+    pub fn stream(&self, options: StreamOptions) -> Result<RnnStream<'_>> {
+        if self.config().bidirectional {
+            return Err(RnnError::InvalidConfig(
+                "a bidirectional model cannot stream: its reverse direction needs the whole \
+                 sequence; use forward() instead"
+                    .into(),
+            ));
+        }
+        if options.batch == 0 {
+            return Err(RnnError::InvalidConfig("a stream needs batch ≥ 1".into()));
+        }
+        let state = self.state_buffer(options.batch);
+        let mut stream = RnnStream {
+            model: self,
+            options,
+            state,
+            to_skip: options.delay,
+        };
+        stream.reset();
+        Ok(stream)
+    }
+}
+
+impl RnnStream<'_> {
+    /// The options the stream was made with.
+    pub fn options(&self) -> StreamOptions {
+        self.options
+    }
+
+    fn state_shape(&self) -> Vec<usize> {
+        let config = self.model.config();
+        vec![config.num_layers, self.options.batch, config.hidden_size]
+    }
+
+    /// Runs the next frames: `chunk` is (T_c, N, I), (N, T_c, I) with `batch_first`, or
+    /// (T_c, I) when N = 1, with any T_c ≥ 1. Returns their outputs in the same layout
+    /// ((T_c, N, H), ...), less the ones still held back by the delay (so possibly 0 frames).
+    pub fn push(&mut self, chunk: &Tensor) -> Result<Tensor> {
+        let model = self.model;
+        model.context().check_alive()?;
+        let shape = ForwardShape::resolve(model.config(), chunk, None)?;
+        if shape.batch != self.options.batch {
+            return Err(RnnError::shape(
+                "input",
+                format!(
+                    "a chunk of {} sequences, as the stream was made for",
+                    self.options.batch
+                ),
+                chunk.shape(),
+            ));
+        }
+        let len = model.chunk_len(&shape)?;
+        let (output, _) = model.run_chunks(
+            &shape,
+            chunk.data(),
+            None,
+            InitialState::Device(&self.state),
+            Some(&self.state),
+            len,
+        )?;
+        let skip = self.to_skip.min(shape.seq_len);
+        self.to_skip -= skip;
+        let out_shape = shape.output_shape(model.config());
+        if skip == 0 {
+            return Tensor::new(output, &out_shape);
+        }
+        let features = model.config().output_size();
+        let kept = TimeSlice {
+            shape,
+            t0: skip,
+            len: shape.seq_len - skip,
+            features,
+        };
+        let frames = ForwardShape {
+            seq_len: kept.len,
+            ..shape
+        };
+        Tensor::new(kept.gather(&output), &frames.output_shape(model.config()))
+    }
+
+    /// Ends the sequence: feeds `delay` zero frames, returns the outputs still held back
+    /// (the last `delay` input frames'), and resets the stream to a zero state for the next
+    /// sequence. Without a delay it returns no frames and only resets.
+    pub fn finish(&mut self) -> Result<Tensor> {
+        let config = self.model.config();
+        let (n, i, delay) = (self.options.batch, config.input_size, self.options.delay);
+        let out = if delay == 0 {
+            let shape = if config.batch_first {
+                [n, 0, config.output_size()]
+            } else {
+                [0, n, config.output_size()]
+            };
+            Tensor::zeros(&shape)
+        } else {
+            let shape = if config.batch_first {
+                [n, delay, i]
+            } else {
+                [delay, n, i]
+            };
+            self.push(&Tensor::zeros(&shape))?
+        };
+        self.reset();
+        self.to_skip = delay;
+        Ok(out)
+    }
+
+    /// Reads every layer's state back: (L, N, H).
+    pub fn state(&self) -> Result<Tensor> {
+        let shape = self.state_shape();
+        let values =
+            scheduler::read_buffer(self.model.context(), &self.state, shape.iter().product())?;
+        Tensor::new(values, &shape)
+    }
+
+    /// Sets the state to zeros (and restarts the delay).
+    pub fn reset(&mut self) {
+        let zeros = vec![0.0f32; self.state_shape().iter().product()];
+        self.model
+            .context()
+            .queue()
+            .write_buffer(&self.state, 0, bytemuck::cast_slice(&zeros));
+        self.to_skip = self.options.delay;
+    }
+
+    /// Sets the state to `h0`, (L, N, H) (and restarts the delay).
+    pub fn reset_to(&mut self, h0: &Tensor) -> Result<()> {
+        let shape = self.state_shape();
+        if h0.shape() != shape.as_slice() {
+            return Err(RnnError::shape("h0", format!("{shape:?}"), h0.shape()));
+        }
+        self.model
+            .context()
+            .queue()
+            .write_buffer(&self.state, 0, bytemuck::cast_slice(h0.data()));
+        self.to_skip = self.options.delay;
+        Ok(())
+    }
+}
