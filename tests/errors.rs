@@ -186,15 +186,28 @@ fn bad_forward_input_is_rejected_on_the_gpu() {
         },
         |e| matches!(e, RnnError::ExceedsLimits { .. }),
     ));
+    let bidirectional = RnnConfig {
+        bidirectional: true,
+        ..RnnConfig::new(1, 1024)
+    };
+    let weights = RnnWeights::init(&bidirectional, 1).unwrap();
+    let big = Arc::new(GpuRnn::new(&ctx, bidirectional, &weights).unwrap());
+    // One frame of output is 2·1024 floats: the binding limit holds `frames` of them.
+    let frames = (ctx.limits().max_storage_buffer_binding_size / 4 / 2048) as usize;
+    let big_seq = Arc::clone(&big);
     cases.push(case(
-        "sequence beyond the storage binding limit",
+        "bidirectional sequence beyond the storage binding limit (cannot be chunked)",
         move || {
-            let config = RnnConfig::new(1, 1024);
-            let big = GpuRnn::new(&ctx, config.clone(), &RnnWeights::init(&config, 1)?)?;
-            // T·N·H floats of output: 2^17 · 1024 · 4 bytes = 512 MiB, past lavapipe's 128 MiB and
-            // most discrete GPUs' limits; the input itself is small.
-            let steps = (ctx.limits().max_storage_buffer_binding_size / 4 / 1024 + 1) as usize;
-            big.forward(&Tensor::zeros(&[steps, 1, 1]), None)
+            big_seq
+                .forward(&Tensor::zeros(&[frames + 1, 1, 1]), None)
+                .map(|_| ())
+        },
+        |e| matches!(e, RnnError::ExceedsLimits { .. }),
+    ));
+    cases.push(case(
+        "one timestep beyond the storage binding limit",
+        move || {
+            big.forward(&Tensor::zeros(&[1, frames + 1, 1]), None)
                 .map(|_| ())
         },
         |e| matches!(e, RnnError::ExceedsLimits { .. }),
