@@ -8,9 +8,10 @@
 //! the final state can be left in a GPU buffer for the next run.
 
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use crate::config::RnnConfig;
-use crate::error::Result;
+use crate::error::{Result, RnnError};
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernels::StepGrid;
 use crate::gpu::workspace::Workspace;
@@ -155,11 +156,7 @@ fn map_and_read<T>(
     buffer.map_async(wgpu::MapMode::Read, .., move |result| {
         let _ = sender.send(result);
     });
-    let mapped = wait(ctx, submission).and_then(|()| match receiver.try_recv() {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(error)) => Err(ctx.classify("reading results back", error)),
-        Err(_) => Err(ctx.classify("reading results back", "the map never completed")),
-    });
+    let mapped = wait(ctx, submission).and_then(|()| map_result(ctx, &receiver));
     if let Err(error) = mapped {
         // Cancels the pending map so that the buffer stays usable. On a lost device the
         // buffer is already gone and wgpu objects; that is expected, so its error is dropped.
@@ -178,6 +175,32 @@ fn map_and_read<T>(
     Ok(result)
 }
 
+/// The outcome of a `map_async` whose submission is done. Its callback runs inside some
+/// thread's `poll`: when another thread is polling the same device it may fire there a moment
+/// after our own wait returned, so wait for it (polling too) instead of expecting it already.
+fn map_result(
+    ctx: &GpuContext,
+    receiver: &mpsc::Receiver<Result<(), wgpu::BufferAsyncError>>,
+) -> Result<()> {
+    let deadline = Instant::now() + ctx.timeout();
+    loop {
+        match receiver.recv_timeout(Duration::from_millis(1)) {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(error)) => return Err(ctx.classify("reading results back", error)),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(ctx.classify("reading results back", "the map was dropped"));
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() > deadline => {
+                ctx.check_alive()?;
+                return Err(RnnError::Timeout(ctx.timeout()));
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let _ = ctx.device().poll(wgpu::PollType::Poll);
+            }
+        }
+    }
+}
+
 /// Waits for `submission` within the context's timeout.
 fn wait(ctx: &GpuContext, submission: wgpu::SubmissionIndex) -> Result<()> {
     let timeout = ctx.timeout();
@@ -188,7 +211,7 @@ fn wait(ctx: &GpuContext, submission: wgpu::SubmissionIndex) -> Result<()> {
         Ok(_) => Ok(()),
         Err(wgpu::PollError::Timeout) => {
             ctx.check_alive()?;
-            Err(crate::error::RnnError::Timeout(timeout))
+            Err(RnnError::Timeout(timeout))
         }
         Err(error) => Err(ctx.classify("waiting for the GPU", error)),
     }
