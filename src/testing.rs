@@ -30,3 +30,10 @@ pub fn gpu(test: &str) -> Option<GpuContext> {
 pub fn gpu_required() -> bool {
     std::env::var("RNN_REQUIRE_GPU").is_ok_and(|v| !v.is_empty() && v != "0")
 }
+
+/// Every WGSL source the library can hand to wgpu, by name: the fixed shaders and each
+/// specialisation the scheduler generates for a representative set of shapes and features.
+/// The portability test translates each one for every backend.
+pub fn shader_sources() -> Vec<(String, String)> {
+    crate::shaders::all_sources()
+}
