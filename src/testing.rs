@@ -37,3 +37,69 @@ pub fn gpu_required() -> bool {
 pub fn shader_sources() -> Vec<(String, String)> {
     crate::shaders::all_sources()
 }
+
+/// Times the input projection kernel alone on a (rows × depth) · (cols × depth)ᵀ problem:
+/// `repeats` dispatches recorded in one pass, one submission, after one warm-up submission.
+/// Returns the wall-clock time per dispatch (submit and wait included, spread over the
+/// repeats). Used by the scaling report's `--gemm` measurement.
+pub fn time_input_projection(
+    ctx: &GpuContext,
+    rows: usize,
+    depth: usize,
+    cols: usize,
+    repeats: u32,
+) -> crate::Result<std::time::Duration> {
+    use crate::gpu::kernels::{ProjectionBindings, ProjectionParams};
+    use wgpu::util::DeviceExt;
+
+    let device = ctx.device();
+    let storage = |label: &str, len: usize| {
+        let data: Vec<f32> = (0..len).map(|i| ((i % 97) as f32 - 48.0) / 97.0).collect();
+        device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytemuck::cast_slice(&data),
+            usage: wgpu::BufferUsages::STORAGE,
+        })
+    };
+    let params = ProjectionParams {
+        rows: rows as u32,
+        cols: cols as u32,
+        depth: depth as u32,
+        batch: 1,
+        x_stride_t: depth as u32,
+        x_stride_n: 0,
+        _pad: [0; 2],
+    };
+    let kernel = &ctx.inner().kernels.projection;
+    let group = kernel.bind_group(
+        device,
+        ProjectionBindings {
+            params: &device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("projection params"),
+                contents: bytemuck::bytes_of(&params),
+                usage: wgpu::BufferUsages::UNIFORM,
+            }),
+            x: &storage("x", rows * depth),
+            weight: &storage("w", cols * depth),
+            bias: &storage("bias", cols),
+            p: &storage("p", rows * cols),
+        },
+    );
+    let submit = |count: u32| -> crate::Result<std::time::Duration> {
+        let start = std::time::Instant::now();
+        let mut encoder = device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            for _ in 0..count {
+                kernel.encode(&mut pass, &group, rows as u32, cols as u32);
+            }
+        }
+        ctx.queue().submit([encoder.finish()]);
+        device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| ctx.classify("timing the projection", e))?;
+        Ok(start.elapsed())
+    };
+    submit(1)?;
+    Ok(submit(repeats.max(1))? / repeats.max(1))
+}

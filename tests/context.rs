@@ -66,3 +66,35 @@ fn a_destroyed_device_is_reported_as_lost() {
         .forward(&input, None)
         .unwrap();
 }
+
+#[test]
+fn profiling_reports_gpu_time_where_the_adapter_can() {
+    let Some(ctx) = testing::gpu("profiling_reports_gpu_time_where_the_adapter_can") else {
+        return;
+    };
+    let (config, weights, input) = model_and_input();
+    let rnn = GpuRnn::new(&ctx, config, &weights).unwrap();
+    rnn.forward(&input, None).unwrap();
+    assert_eq!(rnn.last_gpu_time(), None, "profiling is off by default");
+    rnn.set_profiling(true);
+    let start = std::time::Instant::now();
+    rnn.forward(&input, None).unwrap();
+    let wall = start.elapsed();
+    let timed = ctx
+        .device()
+        .features()
+        .contains(wgpu::Features::TIMESTAMP_QUERY);
+    match rnn.last_gpu_time() {
+        Some(gpu) => {
+            println!("gpu {gpu:?} of wall {wall:?}");
+            assert!(
+                timed && gpu > std::time::Duration::ZERO && gpu <= wall,
+                "{gpu:?} vs {wall:?}"
+            );
+        }
+        None => assert!(
+            !timed,
+            "the adapter has timestamp queries but no time was measured"
+        ),
+    }
+}

@@ -1,14 +1,15 @@
 //! `GpuRnn`: a model's weights uploaded once, and its cache of per-shape workspaces.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use wgpu::util::DeviceExt;
 
 use crate::config::RnnConfig;
 use crate::error::{Result, RnnError};
 use crate::gpu::context::GpuContext;
-use crate::gpu::scheduler::{self, InitialState, Run};
+use crate::gpu::scheduler::{self, InitialState, Run, RunResult};
 use crate::gpu::workspace::{Workspace, check_limits};
 use crate::layout::{ForwardShape, TimeSlice};
 use crate::rnn::{Rnn, RnnOutput};
@@ -38,6 +39,8 @@ pub struct GpuRnn {
     workspaces: Mutex<Vec<Arc<Mutex<Workspace>>>>,
     /// Bytes a forward's workspace may use; `u64::MAX`: no budget beyond the adapter's limits.
     budget: AtomicU64,
+    profiling: AtomicBool,
+    last_gpu_time: Mutex<Option<Duration>>,
 }
 
 impl std::fmt::Debug for GpuRnn {
@@ -99,6 +102,8 @@ impl GpuRnn {
             layers,
             workspaces: Mutex::new(Vec::new()),
             budget: AtomicU64::new(u64::MAX),
+            profiling: AtomicBool::new(false),
+            last_gpu_time: Mutex::new(None),
         })
     }
 
@@ -153,6 +158,25 @@ impl GpuRnn {
             batch_first: false,
         };
         self.chunk_len(&shape)
+    }
+
+    /// Turns GPU timing on or off (off by default). While on, every forward measures the GPU
+    /// execution time of its compute work with timestamp queries, on adapters that have them
+    /// (`Features::TIMESTAMP_QUERY`); read it with [`last_gpu_time`](Self::last_gpu_time).
+    pub fn set_profiling(&self, on: bool) {
+        self.profiling.store(on, Ordering::Relaxed);
+    }
+
+    /// The GPU execution time of the last forward (summed over its time chunks), when
+    /// profiling is on and the adapter has timestamp queries; `None` otherwise.
+    pub fn last_gpu_time(&self) -> Option<Duration> {
+        self.last_gpu_time.lock().ok().and_then(|t| *t)
+    }
+
+    fn set_last_gpu_time(&self, time: Option<Duration>) {
+        if let Ok(mut last) = self.last_gpu_time.lock() {
+            *last = time;
+        }
     }
 
     /// Elements of the state (L·D, N, H) for a batch of `batch`.
@@ -215,6 +239,13 @@ impl GpuRnn {
         carry: Option<&wgpu::Buffer>,
         chunk: usize,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let profile = self.profiling.load(Ordering::Relaxed);
+        // The GPU time of every chunk's submission, summed; `None` if any could not be timed.
+        let mut gpu_time = profile.then_some(Duration::ZERO);
+        let mut record = |result: RunResult| {
+            gpu_time = gpu_time.zip(result.gpu_time).map(|(sum, t)| sum + t);
+            (result.output, result.h_n)
+        };
         let (steps, batch) = (shape.seq_len, shape.batch);
         let (in_features, out_features) = (self.config.input_size, self.config.output_size());
         if chunk >= steps {
@@ -225,8 +256,11 @@ impl GpuRnn {
                 lengths,
                 initial,
                 final_state: carry,
+                profile,
             };
-            return scheduler::run(&self.ctx, &self.config, &mut ws, run);
+            let result = record(scheduler::run(&self.ctx, &self.config, &mut ws, run)?);
+            self.set_last_gpu_time(gpu_time);
+            return Ok(result);
         }
         let carry =
             carry.ok_or_else(|| RnnError::Gpu("chunked run without a carry buffer".into()))?;
@@ -258,11 +292,14 @@ impl GpuRnn {
                     InitialState::Device(carry)
                 },
                 final_state: Some(carry),
+                profile,
             };
-            let (chunk_output, chunk_h_n) = scheduler::run(&self.ctx, &self.config, &mut ws, run)?;
+            let (chunk_output, chunk_h_n) =
+                record(scheduler::run(&self.ctx, &self.config, &mut ws, run)?);
             frames(out_features).scatter(&chunk_output, &mut output);
             h_n = chunk_h_n;
         }
+        self.set_last_gpu_time(gpu_time);
         Ok((output, h_n))
     }
 

@@ -34,15 +34,27 @@ pub(crate) struct Run<'a> {
     pub initial: InitialState<'a>,
     /// Receives the final state (L·D, N, H), on the GPU.
     pub final_state: Option<&'a wgpu::Buffer>,
+    /// Time the compute pass with timestamp queries (where the adapter has them).
+    pub profile: bool,
 }
 
-/// Records, submits and reads back one run; returns (output in the workspace's layout, h_n).
+/// What one run returns.
+pub(crate) struct RunResult {
+    /// The output frames, in the workspace's layout.
+    pub output: Vec<f32>,
+    /// The final state (L·D, N, H).
+    pub h_n: Vec<f32>,
+    /// GPU execution time of the compute pass, when profiled on an adapter that can.
+    pub gpu_time: Option<Duration>,
+}
+
+/// Records, submits and reads back one run.
 pub(crate) fn run(
     ctx: &GpuContext,
     config: &RnnConfig,
     ws: &mut Workspace,
     run: Run<'_>,
-) -> Result<(Vec<f32>, Vec<f32>)> {
+) -> Result<RunResult> {
     let (device, queue) = (ctx.device(), ctx.queue());
     let kernels = &ctx.inner().kernels;
     let scopes = ctx.error_scopes();
@@ -73,10 +85,15 @@ pub(crate) fn run(
         InitialState::Host(h0) => queue.write_buffer(&ws.state, 0, bytemuck::cast_slice(h0)),
         InitialState::Device(h0) => encoder.copy_buffer_to_buffer(h0, 0, &ws.state, 0, state_bytes),
     }
+    let timestamps = ws.timestamps.as_ref().filter(|_| run.profile);
     {
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("rnn layers"),
-            timestamp_writes: None,
+            timestamp_writes: timestamps.map(|t| wgpu::ComputePassTimestampWrites {
+                query_set: &t.queries,
+                beginning_of_pass_write_index: Some(0),
+                end_of_pass_write_index: Some(1),
+            }),
         });
         let rows = (ws.seq_len * ws.batch) as u32;
         let grid = StepGrid {
@@ -114,17 +131,37 @@ pub(crate) fn run(
     if let Some(keep) = run.final_state {
         encoder.copy_buffer_to_buffer(&ws.state, final_half, keep, 0, state_bytes);
     }
+    if let Some(t) = timestamps {
+        encoder.resolve_query_set(&t.queries, 0..2, &t.resolved, 0);
+        encoder.copy_buffer_to_buffer(&t.resolved, 0, &t.readback, 0, 16);
+    }
     let submission = queue.submit([encoder.finish()]);
     // Errors of recording and submission are reported synchronously: check them before
     // mapping, so that a failed forward leaves no pending map behind.
     scopes.finish(ctx, "recording the forward")?;
 
     let (output_len, state_len) = (ws.output_len, ws.state_len);
-    map_and_read(ctx, &ws.readback, submission, |values| {
+    let (output, h_n) = map_and_read(ctx, &ws.readback, submission.clone(), |values| {
         (
             values[..output_len].to_vec(),
             values[output_len..output_len + state_len].to_vec(),
         )
+    })?;
+    let gpu_time = match timestamps {
+        Some(t) => {
+            let ticks = map_and_read(ctx, &t.readback, submission, |values| {
+                let ticks: &[u64] = bytemuck::cast_slice(values);
+                ticks[1].saturating_sub(ticks[0])
+            })?;
+            let nanos = ticks as f64 * f64::from(ctx.queue().get_timestamp_period());
+            Some(Duration::from_nanos(nanos as u64))
+        }
+        None => None,
+    };
+    Ok(RunResult {
+        output,
+        h_n,
+        gpu_time,
     })
 }
 

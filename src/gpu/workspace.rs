@@ -37,6 +37,43 @@ pub(crate) struct Workspace {
     pub step_stride: u32,
     pub output_len: usize,
     pub state_len: usize,
+    /// Where the compute pass's start and end times go, on adapters with timestamp queries.
+    pub timestamps: Option<Timestamps>,
+}
+
+/// A two-entry timestamp query set and the buffers its values travel through.
+pub(crate) struct Timestamps {
+    pub queries: wgpu::QuerySet,
+    pub resolved: wgpu::Buffer,
+    pub readback: wgpu::Buffer,
+}
+
+impl Timestamps {
+    fn new(device: &wgpu::Device) -> Self {
+        let buffer = |label, usage| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: 16,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        Timestamps {
+            queries: device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("pass timestamps"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2,
+            }),
+            resolved: buffer(
+                "timestamps",
+                wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            ),
+            readback: buffer(
+                "timestamps readback",
+                wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            ),
+        }
+    }
 }
 
 fn floats(len: usize) -> u64 {
@@ -260,6 +297,10 @@ impl Workspace {
             step_stride,
             output_len,
             state_len,
+            timestamps: device
+                .features()
+                .contains(wgpu::Features::TIMESTAMP_QUERY)
+                .then(|| Timestamps::new(device)),
         }
     }
 }
