@@ -4,8 +4,9 @@
 //
 // r = t·N + n runs over every (timestep, sequence) row, c = d·H + j over both directions'
 // hidden units (W is W_ih of every direction stacked, (D·H, K) row-major; bias = b_ih + b_hh).
-// X is read through strides so that seq-first, batch-first and a layer's own output all work
-// without a copy. P is (T·N, D·H), row-major.
+// X and P are addressed through (t, n) strides, so that seq-first, batch-first and a layer's
+// own output all work without a copy. The same kernel applies a Linear head to the last
+// layer's output (W = the head's weight, P = the head's output in the caller's layout).
 //
 // Each invocation computes a 4×4 block of P in registers: every loaded value feeds four
 // multiply-adds, and no workgroup memory or barrier is needed (barriers are what make
@@ -18,8 +19,8 @@ struct Params {
     batch: u32,        // N, to split r into (t, n)
     x_stride_t: u32,   // elements between timesteps in X
     x_stride_n: u32,   // elements between sequences in X
-    _pad0: u32,
-    _pad1: u32,
+    p_stride_t: u32,   // elements between timesteps in P
+    p_stride_n: u32,   // elements between sequences in P
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -45,7 +46,7 @@ fn store_row(r: u32, c0: u32, values: vec4<f32>) {
     if r >= params.rows {
         return;
     }
-    let base = r * params.cols;
+    let base = (r / params.batch) * params.p_stride_t + (r % params.batch) * params.p_stride_n;
     for (var i = 0u; i < BLOCK; i++) {
         let c = c0 + i;
         if c < params.cols {

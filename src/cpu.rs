@@ -3,6 +3,7 @@
 
 use crate::config::{Nonlinearity, RnnConfig};
 use crate::error::Result;
+use crate::head::Linear;
 use crate::layout::ForwardShape;
 use crate::rnn::{Rnn, RnnOutput};
 use crate::tensor::Tensor;
@@ -13,6 +14,7 @@ use crate::weights::RnnWeights;
 pub struct CpuRnn {
     config: RnnConfig,
     weights: RnnWeights,
+    head: Option<Linear>,
 }
 
 impl CpuRnn {
@@ -20,7 +22,25 @@ impl CpuRnn {
     pub fn new(config: RnnConfig, weights: RnnWeights) -> Result<Self> {
         config.validate()?;
         weights.check(&config)?;
-        Ok(CpuRnn { config, weights })
+        Ok(CpuRnn {
+            config,
+            weights,
+            head: None,
+        })
+    }
+
+    /// Adds a Linear head: every output frame becomes `h_t·Wᵀ + b`, (…, out_features).
+    pub fn with_head(mut self, head: Linear) -> Result<Self> {
+        head.check(self.config.output_size())?;
+        self.head = Some(head);
+        Ok(self)
+    }
+
+    /// Features of each output frame: the head's `out_features`, or D·H without a head.
+    pub fn output_features(&self) -> usize {
+        self.head
+            .as_ref()
+            .map_or(self.config.output_size(), |head| head.out_features)
     }
 
     /// The model's weights.
@@ -94,6 +114,15 @@ impl CpuRnn {
             layer_input = layer_output;
         }
 
+        if let Some(head) = &self.head {
+            layer_input = input_projection(
+                &layer_input,
+                &head.weight,
+                &head.bias_or_zeros(),
+                out_features,
+            );
+        }
+        let out_features = self.output_features();
         // Scatter the sequence-first result into the caller's layout.
         let out_strides = shape.frame_strides(out_features);
         let mut output = vec![0.0f32; steps * batch * out_features];
@@ -105,7 +134,7 @@ impl CpuRnn {
             }
         }
         Ok(RnnOutput {
-            output: Tensor::new(output, &shape.output_shape(config))?,
+            output: Tensor::new(output, &shape.frames_shape(out_features))?,
             h_n: Tensor::new(h_n, &shape.state_shape(config))?,
         })
     }

@@ -113,11 +113,6 @@ impl ForwardShape {
         }
     }
 
-    /// PyTorch's shape of `output`.
-    pub fn output_shape(&self, config: &RnnConfig) -> Vec<usize> {
-        self.frames_shape(config.output_size())
-    }
-
     /// The shape of a tensor of `f` features per frame in this call's layout.
     pub fn frames_shape(&self, f: usize) -> Vec<usize> {
         if self.unbatched {

@@ -202,7 +202,7 @@ impl ReferenceCase {
             let state = [config.num_layers, shape.batch, config.hidden_size];
             stream.reset_to(&Tensor::new(h0.into_data(), &state)?)?;
         }
-        let features = config.output_size();
+        let features = model.output_features();
         let mut output = vec![0.0; shape.seq_len * shape.batch * features];
         for t0 in (0..shape.seq_len).step_by(chunk.max(1)) {
             let len = chunk.max(1).min(shape.seq_len - t0);

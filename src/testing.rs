@@ -68,7 +68,8 @@ pub fn time_input_projection(
         batch: 1,
         x_stride_t: depth as u32,
         x_stride_n: 0,
-        _pad: [0; 2],
+        p_stride_t: cols as u32,
+        p_stride_n: 0,
     };
     let kernel = &ctx.inner().kernels.projection;
     let group = kernel.bind_group(

@@ -83,7 +83,8 @@ fn input_projection_matches_cpu_twin() {
                     batch: 1,
                     x_stride_t: depth as u32,
                     x_stride_n: 0,
-                    _pad: [0; 2],
+                    p_stride_t: cols as u32,
+                    p_stride_n: 0,
                 };
                 let p = storage(&ctx, &vec![f32::NAN; rows * cols]);
                 let kernel = &ctx.inner().kernels.projection;

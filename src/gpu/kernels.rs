@@ -32,7 +32,8 @@ pub(crate) struct ProjectionParams {
     pub batch: u32,
     pub x_stride_t: u32,
     pub x_stride_n: u32,
-    pub _pad: [u32; 2],
+    pub p_stride_t: u32,
+    pub p_stride_n: u32,
 }
 
 /// `Layer` of `recurrent_step.wgsl`.

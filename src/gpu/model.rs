@@ -11,6 +11,7 @@ use crate::error::{Result, RnnError};
 use crate::gpu::context::GpuContext;
 use crate::gpu::scheduler::{self, InitialState, Run, RunResult};
 use crate::gpu::workspace::{Workspace, check_limits};
+use crate::head::Linear;
 use crate::layout::{ForwardShape, TimeSlice};
 use crate::rnn::{Rnn, RnnOutput};
 use crate::tensor::Tensor;
@@ -26,6 +27,15 @@ pub(crate) struct LayerBuffers {
     pub w_hh: wgpu::Buffer,
 }
 
+/// A Linear head on the GPU.
+pub(crate) struct HeadBuffers {
+    /// (out_features, D·H) row-major.
+    pub weight: wgpu::Buffer,
+    /// (out_features); zeros without bias.
+    pub bias: wgpu::Buffer,
+    pub out_features: usize,
+}
+
 /// How many problem shapes keep their workspace; the least recently used one goes first.
 const CACHED_SHAPES: usize = 4;
 
@@ -35,6 +45,7 @@ pub struct GpuRnn {
     ctx: GpuContext,
     config: RnnConfig,
     layers: Vec<LayerBuffers>,
+    head: Option<HeadBuffers>,
     /// Most recently used first.
     workspaces: Mutex<Vec<Arc<Mutex<Workspace>>>>,
     /// Bytes a forward's workspace may use; `u64::MAX`: no budget beyond the adapter's limits.
@@ -100,11 +111,45 @@ impl GpuRnn {
             ctx: ctx.clone(),
             config,
             layers,
+            head: None,
             workspaces: Mutex::new(Vec::new()),
             budget: AtomicU64::new(u64::MAX),
             profiling: AtomicBool::new(false),
             last_gpu_time: Mutex::new(None),
         })
+    }
+
+    /// Adds a Linear head, uploaded once: every output frame becomes `h_t·Wᵀ + b`,
+    /// computed on the GPU right after the last layer, (…, out_features).
+    pub fn with_head(mut self, head: &Linear) -> Result<Self> {
+        head.check(self.config.output_size())?;
+        let scopes = self.ctx.error_scopes();
+        let upload = |label: &str, data: &[f32]| {
+            self.ctx
+                .device()
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(label),
+                    contents: bytemuck::cast_slice(data),
+                    usage: wgpu::BufferUsages::STORAGE,
+                })
+        };
+        let buffers = HeadBuffers {
+            weight: upload("head weight", &head.weight),
+            bias: upload("head bias", &head.bias_or_zeros()),
+            out_features: head.out_features,
+        };
+        scopes.finish(&self.ctx, "uploading the head")?;
+        self.head = Some(buffers);
+        // Workspaces made so far have no head.
+        self.workspaces = Mutex::new(Vec::new());
+        Ok(self)
+    }
+
+    /// Features of each output frame: the head's `out_features`, or D·H without a head.
+    pub fn output_features(&self) -> usize {
+        self.head
+            .as_ref()
+            .map_or(self.config.output_size(), |head| head.out_features)
     }
 
     /// The context this model runs on.
@@ -127,7 +172,13 @@ impl GpuRnn {
             None => {
                 check_limits(&self.ctx, &self.config, shape)?;
                 let scopes = self.ctx.error_scopes();
-                let workspace = Workspace::new(&self.ctx, &self.config, &self.layers, shape);
+                let workspace = Workspace::new(
+                    &self.ctx,
+                    &self.config,
+                    &self.layers,
+                    self.head.as_ref(),
+                    shape,
+                );
                 scopes.finish(&self.ctx, "allocating the workspace")?;
                 Arc::new(Mutex::new(workspace))
             }
@@ -190,7 +241,11 @@ impl GpuRnn {
         let config = &self.config;
         let batch = shape.batch as u64;
         let floats = |n: usize| n as u64 * 4;
-        let frame = floats(config.input_size.max(config.output_size())) * batch;
+        let widest = config
+            .input_size
+            .max(config.output_size())
+            .max(self.output_features());
+        let frame = floats(widest) * batch;
         let binding = limits
             .max_storage_buffer_binding_size
             .min(limits.max_buffer_size);
@@ -200,9 +255,11 @@ impl GpuRnn {
             .min(u64::from(limits.max_compute_workgroups_per_dimension) * 32 / batch);
         let budget = self.budget.load(Ordering::Relaxed);
         if budget != u64::MAX {
-            // Per timestep: input, projections, output and its readback, a step uniform.
-            let per_step =
-                (floats(config.input_size) + 3 * floats(config.output_size())) * batch + align;
+            // Per timestep: input, projections, layer output, the result (head output) and its
+            // readback, a step uniform.
+            let per_step = (floats(config.input_size) + 3 * floats(config.output_size())) * batch
+                + 2 * floats(self.output_features()) * batch
+                + align;
             // Per call: two state halves, their readback, the lengths.
             let fixed = 3 * floats(self.state_len(shape.batch)) + floats(shape.batch);
             chunk = chunk.min(budget.saturating_sub(fixed) / per_step);
@@ -247,7 +304,7 @@ impl GpuRnn {
             (result.output, result.h_n)
         };
         let (steps, batch) = (shape.seq_len, shape.batch);
-        let (in_features, out_features) = (self.config.input_size, self.config.output_size());
+        let (in_features, out_features) = (self.config.input_size, self.output_features());
         if chunk >= steps {
             let workspace = self.workspace(shape)?;
             let mut ws = lock(&workspace)?;
@@ -327,7 +384,7 @@ impl GpuRnn {
             chunk,
         )?;
         Ok(RnnOutput {
-            output: Tensor::new(output, &shape.output_shape(&self.config))?,
+            output: Tensor::new(output, &shape.frames_shape(self.output_features()))?,
             h_n: Tensor::new(h_n, &shape.state_shape(&self.config))?,
         })
     }

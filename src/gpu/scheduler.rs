@@ -116,11 +116,17 @@ pub(crate) fn run(
                 grid,
             );
         }
+        if let Some((group, _, features)) = &ws.head {
+            kernels
+                .projection
+                .encode(&mut pass, group, rows, *features as u32);
+        }
     }
     let output_bytes = (ws.output_len * 4) as u64;
     // After T steps the state is in half T % 2.
     let final_half = (ws.seq_len % 2) as u64 * state_bytes;
-    encoder.copy_buffer_to_buffer(&ws.output, 0, &ws.readback, 0, output_bytes);
+    let result = ws.head.as_ref().map_or(&ws.output, |(_, output, _)| output);
+    encoder.copy_buffer_to_buffer(result, 0, &ws.readback, 0, output_bytes);
     encoder.copy_buffer_to_buffer(
         &ws.state,
         final_half,

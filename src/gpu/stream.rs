@@ -110,11 +110,11 @@ impl RnnStream<'_> {
         )?;
         let skip = self.to_skip.min(shape.seq_len);
         self.to_skip -= skip;
-        let out_shape = shape.output_shape(model.config());
+        let features = model.output_features();
+        let out_shape = shape.frames_shape(features);
         if skip == 0 {
             return Tensor::new(output, &out_shape);
         }
-        let features = model.config().output_size();
         let kept = TimeSlice {
             shape,
             t0: skip,
@@ -125,7 +125,7 @@ impl RnnStream<'_> {
             seq_len: kept.len,
             ..shape
         };
-        Tensor::new(kept.gather(&output), &frames.output_shape(model.config()))
+        Tensor::new(kept.gather(&output), &frames.frames_shape(features))
     }
 
     /// Ends the sequence: feeds `delay` zero frames, returns the outputs still held back
@@ -135,10 +135,11 @@ impl RnnStream<'_> {
         let config = self.model.config();
         let (n, i, delay) = (self.options.batch, config.input_size, self.options.delay);
         let out = if delay == 0 {
+            let f = self.model.output_features();
             let shape = if config.batch_first {
-                [n, 0, config.output_size()]
+                [n, 0, f]
             } else {
-                [0, n, config.output_size()]
+                [0, n, f]
             };
             Tensor::zeros(&shape)
         } else {

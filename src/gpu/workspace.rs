@@ -11,7 +11,7 @@ use crate::gpu::kernels::{
     ProjectionBindings, ProjectionKernel, ProjectionParams, StepBindings, StepIndex,
     StepLayerParams,
 };
-use crate::gpu::model::LayerBuffers;
+use crate::gpu::model::{HeadBuffers, LayerBuffers};
 use crate::layout::ForwardShape;
 
 /// Buffers and bind groups for forwards of one (T, N).
@@ -33,8 +33,11 @@ pub(crate) struct Workspace {
     pub readback: wgpu::Buffer,
     pub projection_groups: Vec<wgpu::BindGroup>,
     pub step_groups: Vec<wgpu::BindGroup>,
+    /// The head's projection, its output buffer (the result) and its output features.
+    pub head: Option<(wgpu::BindGroup, wgpu::Buffer, usize)>,
     /// Byte distance between consecutive step uniforms (the device's dynamic offset alignment).
     pub step_stride: u32,
+    /// Elements of the result: T·N·(head features, or D·H).
     pub output_len: usize,
     pub state_len: usize,
     /// Where the compute pass's start and end times go, on adapters with timestamp queries.
@@ -145,6 +148,7 @@ impl Workspace {
         ctx: &GpuContext,
         config: &RnnConfig,
         layers: &[LayerBuffers],
+        head: Option<&HeadBuffers>,
         shape: &ForwardShape,
     ) -> Self {
         let device = ctx.device();
@@ -155,7 +159,9 @@ impl Workspace {
             config.num_directions(),
             config.num_layers,
         );
-        let output_len = t * n * d * h;
+        let layer_output_len = t * n * d * h;
+        let output_features = head.map_or(d * h, |head| head.out_features);
+        let output_len = t * n * output_features;
         let state_len = l * d * n * h;
         let storage = wgpu::BufferUsages::STORAGE;
         let buffer = |label: &str, len: usize, usage: wgpu::BufferUsages| {
@@ -171,10 +177,10 @@ impl Workspace {
             t * n * config.input_size,
             storage | wgpu::BufferUsages::COPY_DST,
         );
-        let projections = buffer("projections", output_len, storage);
+        let projections = buffer("projections", layer_output_len, storage);
         let output = buffer(
             "layer output",
-            output_len,
+            layer_output_len,
             storage | wgpu::BufferUsages::COPY_SRC,
         );
         let state = buffer(
@@ -226,14 +232,16 @@ impl Workspace {
         for (k, weights) in layers.iter().enumerate() {
             let last = k + 1 == l;
             // Layer 0 reads the caller's layout; higher layers read the previous layer's
-            // sequence-first output. Only the last layer writes the caller's layout.
+            // sequence-first output. Only the last layer writes the caller's layout, unless a
+            // head follows: then the head does.
             let x_strides = if k == 0 {
                 shape.frame_strides(config.input_size)
             } else {
                 seq_first.frame_strides(config.output_size())
             };
+            let writes_result = last && head.is_none();
             let out_strides =
-                if last { *shape } else { seq_first }.frame_strides(config.output_size());
+                if writes_result { *shape } else { seq_first }.frame_strides(config.output_size());
             let projection = ProjectionParams {
                 rows: (t * n) as u32,
                 cols: (d * h) as u32,
@@ -241,7 +249,8 @@ impl Workspace {
                 batch: n as u32,
                 x_stride_t: x_strides.t as u32,
                 x_stride_n: x_strides.n as u32,
-                _pad: [0; 2],
+                p_stride_t: (n * d * h) as u32,
+                p_stride_n: (d * h) as u32,
             };
             let step = StepLayerParams {
                 seq_len: t as u32,
@@ -283,6 +292,36 @@ impl Workspace {
                 },
             ));
         }
+        // The head: one more projection, from the last layer's output to the caller's layout.
+        let head = head.map(|head| {
+            let strides = shape.frame_strides(head.out_features);
+            let params = ProjectionParams {
+                rows: (t * n) as u32,
+                cols: head.out_features as u32,
+                depth: (d * h) as u32,
+                batch: n as u32,
+                x_stride_t: (n * d * h) as u32,
+                x_stride_n: (d * h) as u32,
+                p_stride_t: strides.t as u32,
+                p_stride_n: strides.n as u32,
+            };
+            let head_output = buffer(
+                "head output",
+                output_len,
+                storage | wgpu::BufferUsages::COPY_SRC,
+            );
+            let group = kernels.projection.bind_group(
+                device,
+                ProjectionBindings {
+                    params: &uniform("head params", bytemuck::bytes_of(&params)),
+                    x: &output,
+                    weight: &head.weight,
+                    bias: &head.bias,
+                    p: &head_output,
+                },
+            );
+            (group, head_output, head.out_features)
+        });
         Workspace {
             seq_len: t,
             batch: n,
@@ -294,6 +333,7 @@ impl Workspace {
             readback,
             projection_groups,
             step_groups,
+            head,
             step_stride,
             output_len,
             state_len,
