@@ -64,7 +64,7 @@ pub use config::{Nonlinearity, RnnConfig};
 pub use cpu::CpuRnn;
 pub use error::{Result, RnnError};
 pub use gpu::context::GpuContext;
-pub use gpu::model::GpuRnn;
+pub use gpu::model::{GpuOptions, GpuRnn, Recurrence};
 pub use gpu::stream::{RnnStream, StreamOptions};
 pub use head::Linear;
 pub use rnn::{Rnn, RnnOutput};

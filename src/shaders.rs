@@ -6,10 +6,24 @@ pub(crate) const INPUT_PROJECTION: &str = include_str!("../shaders/input_project
 /// `shaders/recurrent_step.wgsl`: one fused recurrent timestep.
 pub(crate) const RECURRENT_STEP: &str = include_str!("../shaders/recurrent_step.wgsl");
 
+/// `shaders/persistent_recurrence.wgsl`: the template of the persistent recurrence kernel,
+/// filled in per hidden size by `gpu::persistent`.
+pub(crate) const PERSISTENT_RECURRENCE: &str =
+    include_str!("../shaders/persistent_recurrence.wgsl");
+
 /// Every shader source, by name (see `testing::shader_sources`).
 pub(crate) fn all_sources() -> Vec<(String, String)> {
-    vec![
+    use crate::gpu::persistent::PersistentSpec;
+    let mut sources = vec![
         ("input_projection".into(), INPUT_PROJECTION.into()),
         ("recurrent_step".into(), RECURRENT_STEP.into()),
-    ]
+    ];
+    // The persistent kernel for representative hidden sizes, with and without subgroups.
+    for hidden in [1, 3, 17, 64, 100, 256] {
+        for subgroup in [None, Some(8), Some(32)] {
+            let spec = PersistentSpec::for_hidden(hidden, subgroup);
+            sources.push((format!("persistent_recurrence {spec:?}"), spec.wgsl()));
+        }
+    }
+    sources
 }

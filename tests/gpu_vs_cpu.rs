@@ -4,7 +4,8 @@
 use proptest::prelude::*;
 use wgpu_rnn::compare::compare;
 use wgpu_rnn::{
-    CpuRnn, GpuContext, GpuRnn, Nonlinearity, Rnn, RnnConfig, RnnWeights, Tensor, testing,
+    CpuRnn, GpuContext, GpuOptions, GpuRnn, Nonlinearity, Recurrence, Rnn, RnnConfig, RnnWeights,
+    Tensor, testing,
 };
 
 const TOLERANCE: f64 = 1e-4;
@@ -32,6 +33,7 @@ struct Problem {
     unbatched: bool,
     with_h0: bool,
     seed: u64,
+    recurrence: Recurrence,
 }
 
 impl Problem {
@@ -63,7 +65,8 @@ impl Problem {
     fn check(&self, ctx: &GpuContext) -> Result<(), String> {
         let weights = RnnWeights::init(&self.config, self.seed).unwrap();
         let cpu = CpuRnn::new(self.config.clone(), weights.clone()).unwrap();
-        let gpu = GpuRnn::new(ctx, self.config.clone(), &weights).unwrap();
+        let options = GpuOptions::recurrence(self.recurrence);
+        let gpu = GpuRnn::with_options(ctx, self.config.clone(), &weights, options).unwrap();
         let (input, h0) = (self.input(), self.h0());
         let want = cpu.forward(&input, h0.as_ref()).unwrap();
         let got = gpu.forward(&input, h0.as_ref()).unwrap();
@@ -79,15 +82,19 @@ impl Problem {
     }
 }
 
-fn problems() -> impl Strategy<Value = Problem> {
+/// Random problems; hidden sizes from `hidden`.
+fn problems(
+    hidden: impl Strategy<Value = usize>,
+    recurrence: Recurrence,
+) -> impl Strategy<Value = Problem> {
     (
-        (1usize..=300, 1usize..=300, 1usize..=3),
+        (1usize..=300, hidden, 1usize..=3),
         (1usize..=64, 1usize..=9),
         any::<(bool, bool, bool, bool, bool, bool)>(),
         any::<u64>(),
     )
         .prop_map(
-            |((input_size, hidden_size, num_layers), (seq_len, batch), flags, seed)| {
+            move |((input_size, hidden_size, num_layers), (seq_len, batch), flags, seed)| {
                 let (relu, bias, batch_first, bidirectional, unbatched, with_h0) = flags;
                 Problem {
                     config: RnnConfig {
@@ -107,25 +114,64 @@ fn problems() -> impl Strategy<Value = Problem> {
                     unbatched,
                     with_h0,
                     seed,
+                    recurrence,
                 }
             },
         )
 }
 
-#[test]
-fn random_configurations_match_cpu() {
-    let Some(ctx) = testing::gpu("random_configurations_match_cpu") else {
-        return;
-    };
+fn run_random(ctx: &GpuContext, cases: u32, strategy: impl Strategy<Value = Problem>) {
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
-        cases: 64,
+        cases,
         ..ProptestConfig::default()
     });
     runner
-        .run(&problems(), |problem| {
-            problem.check(&ctx).map_err(TestCaseError::fail)
+        .run(&strategy, |problem| {
+            problem.check(ctx).map_err(TestCaseError::fail)
         })
         .unwrap();
+}
+
+#[test]
+fn random_configurations_match_cpu_per_step() {
+    let Some(ctx) = testing::gpu("random_configurations_match_cpu_per_step") else {
+        return;
+    };
+    run_random(&ctx, 64, problems(1usize..=300, Recurrence::PerStep));
+}
+
+/// The persistent kernel is generated per hidden size and its first dispatch compiles it
+/// (seconds on llvmpipe for wide states), so its random problems draw from a set of sizes,
+/// odd ones included, instead of any size.
+#[test]
+fn random_configurations_match_cpu_persistent() {
+    let Some(ctx) = testing::gpu("random_configurations_match_cpu_persistent") else {
+        return;
+    };
+    let sizes = prop::sample::select(vec![1usize, 3, 8, 17, 64, 100, 257]);
+    run_random(&ctx, 48, problems(sizes, Recurrence::Persistent));
+}
+
+#[test]
+fn persistent_kernel_crosses_dispatch_boundaries() {
+    let Some(ctx) = testing::gpu("persistent_kernel_crosses_dispatch_boundaries") else {
+        return;
+    };
+    // One persistent dispatch runs at most 8192 steps: 9000 takes two, the second starting
+    // from the state the first left behind, in both directions.
+    let problem = Problem {
+        config: RnnConfig {
+            bidirectional: true,
+            ..RnnConfig::new(3, 17)
+        },
+        seq_len: 9000,
+        batch: 2,
+        unbatched: false,
+        with_h0: true,
+        seed: 5,
+        recurrence: Recurrence::Persistent,
+    };
+    problem.check(&ctx).unwrap();
 }
 
 #[test]
@@ -158,6 +204,7 @@ fn edge_cases_match_cpu() {
                 unbatched: false,
                 with_h0: k % 2 == 0,
                 seed: k as u64,
+                recurrence: Recurrence::Auto,
             };
             if let Err(e) = problem.check(&ctx) {
                 failures.push(e);

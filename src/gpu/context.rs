@@ -1,11 +1,13 @@
 //! The GPU context: adapter, device, queue and the compiled kernels, created once and shared
 //! by every model made from it.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::{Result, RnnError};
 use crate::gpu::kernels::Kernels;
+use crate::gpu::persistent::PersistentSpec;
 
 /// A device, its queue and this crate's compiled pipelines. Cheap to clone (shared inside);
 /// `Send + Sync`, so one context can serve models on many threads.
@@ -22,6 +24,8 @@ pub(crate) struct ContextInner {
     pub kernels: Kernels,
     lost: Arc<Mutex<Option<String>>>,
     timeout: Mutex<Duration>,
+    /// Persistent kernels compiled so far, by specialisation.
+    persistent: Mutex<HashMap<PersistentSpec, Arc<wgpu::ComputePipeline>>>,
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -58,8 +62,12 @@ impl GpuContext {
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("wgpu-rnn device"),
-                // Timestamp queries split GPU time from host overhead when profiling.
-                required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
+                // Timestamp queries split GPU time from host overhead when profiling;
+                // subgroups make the persistent kernel's barriers cheap where they exist.
+                required_features: adapter.features()
+                    & (wgpu::Features::TIMESTAMP_QUERY
+                        | wgpu::Features::SUBGROUP
+                        | wgpu::Features::SUBGROUP_BARRIER),
                 required_limits: adapter.limits(),
                 ..Default::default()
             })
@@ -91,6 +99,7 @@ impl GpuContext {
                 kernels,
                 lost,
                 timeout: Mutex::new(Duration::from_secs(120)),
+                persistent: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -157,6 +166,50 @@ impl GpuContext {
         ErrorScopes::push(&self.inner.device)
     }
 
+    /// The subgroup size a persistent workgroup may be made of so that `subgroupBarrier`
+    /// synchronises it: only on CPU-backed adapters (lavapipe, whose workgroup of one subgroup
+    /// runs as one SIMD thread), whose subgroup size is fixed, with the feature enabled.
+    /// `subgroupBarrier` orders subgroup memory, not workgroup memory, so on real GPUs the
+    /// kernel keeps `workgroupBarrier`, which is cheap there.
+    pub(crate) fn barrier_subgroup(&self) -> Option<usize> {
+        let info = &self.inner.info;
+        let fixed = info.subgroup_min_size == info.subgroup_max_size;
+        (self
+            .inner
+            .device
+            .features()
+            .contains(wgpu::Features::SUBGROUP)
+            && info.device_type == wgpu::DeviceType::Cpu
+            && fixed
+            && info.subgroup_min_size >= 4)
+            .then_some(info.subgroup_min_size as usize)
+    }
+
+    /// The persistent kernel `spec`, compiled on first use and cached for the context.
+    pub(crate) fn persistent_pipeline(
+        &self,
+        spec: &PersistentSpec,
+    ) -> Result<Arc<wgpu::ComputePipeline>> {
+        let mut cache = self
+            .inner
+            .persistent
+            .lock()
+            .map_err(|_| RnnError::Gpu("a previous compilation panicked".into()))?;
+        if let Some(pipeline) = cache.get(spec) {
+            return Ok(Arc::clone(pipeline));
+        }
+        let scopes = self.error_scopes();
+        let pipeline = self
+            .inner
+            .kernels
+            .step
+            .persistent_pipeline(&self.inner.device, spec);
+        scopes.finish(self, "compiling the persistent kernel")?;
+        let pipeline = Arc::new(pipeline);
+        cache.insert(*spec, Arc::clone(&pipeline));
+        Ok(pipeline)
+    }
+
     /// `Err(DeviceLost)` once the device has been lost.
     pub(crate) fn check_alive(&self) -> Result<()> {
         match self.inner.lost.lock().ok().and_then(|l| l.clone()) {
@@ -169,18 +222,22 @@ impl GpuContext {
 /// Validation, out-of-memory and internal error scopes around a piece of work, so that wgpu's
 /// errors come back as values instead of reaching the default handler, which panics.
 pub(crate) struct ErrorScopes {
-    // Popped in reverse order of pushing.
-    validation: wgpu::ErrorScopeGuard,
-    out_of_memory: wgpu::ErrorScopeGuard,
+    // Scopes must be popped in reverse order of pushing, and a dropped guard pops its scope:
+    // fields drop in declaration order, so the last pushed comes first.
     internal: wgpu::ErrorScopeGuard,
+    out_of_memory: wgpu::ErrorScopeGuard,
+    validation: wgpu::ErrorScopeGuard,
 }
 
 impl ErrorScopes {
     fn push(device: &wgpu::Device) -> Self {
+        let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let out_of_memory = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let internal = device.push_error_scope(wgpu::ErrorFilter::Internal);
         ErrorScopes {
-            validation: device.push_error_scope(wgpu::ErrorFilter::Validation),
-            out_of_memory: device.push_error_scope(wgpu::ErrorFilter::OutOfMemory),
-            internal: device.push_error_scope(wgpu::ErrorFilter::Internal),
+            internal,
+            out_of_memory,
+            validation,
         }
     }
 

@@ -142,7 +142,8 @@ fn recurrent_step_matches_cpu_twin() {
                 state_half: (directions * unit) as u32,
                 state_offset: 0,
                 activation: (nonlinearity == Nonlinearity::Relu) as u32,
-                _pad: [0; 3],
+                steps_per_dispatch: 0,
+                _pad: [0; 2],
             };
             let step = StepIndex {
                 index: 0,

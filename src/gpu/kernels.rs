@@ -5,6 +5,7 @@ use std::num::NonZeroU64;
 
 use bytemuck::{Pod, Zeroable};
 
+use crate::gpu::persistent::{PersistentSpec, STEPS_PER_DISPATCH};
 use crate::shaders;
 
 /// Every pipeline the crate uses, compiled once per context.
@@ -49,7 +50,9 @@ pub(crate) struct StepLayerParams {
     pub state_half: u32,
     pub state_offset: u32,
     pub activation: u32,
-    pub _pad: [u32; 3],
+    /// Timesteps one persistent dispatch runs (unused by the per-step kernel).
+    pub steps_per_dispatch: u32,
+    pub _pad: [u32; 2],
 }
 
 /// `Step` of `recurrent_step.wgsl`: the step index, read through a dynamic offset.
@@ -78,6 +81,18 @@ fn uniform_entry(
             min_binding_size: min,
         },
         count: None,
+    }
+}
+
+/// A storage binding whose minimum size is left to pipeline validation.
+fn storage_entry_unsized(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        ..storage_entry(binding, read_only)
     }
 }
 
@@ -217,7 +232,8 @@ impl ProjectionKernel {
     }
 }
 
-/// `recurrent_step.wgsl`: one fused timestep of one layer, both directions.
+/// `recurrent_step.wgsl`: one fused timestep of one layer, both directions. Its bind group
+/// layout is shared by the persistent kernels, which bind the same buffers.
 pub(crate) struct RecurrentStepKernel {
     layout: wgpu::BindGroupLayout,
     pipeline: wgpu::ComputePipeline,
@@ -244,7 +260,9 @@ impl RecurrentStepKernel {
             entries: &[
                 uniform_entry(0, size_of::<StepLayerParams>(), false),
                 uniform_entry(1, size_of::<StepIndex>(), true),
-                storage_entry(2, true),
+                // W_hh: f32s for the per-step kernel, vec4s for the persistent one, so its
+                // minimum size is checked when a pipeline uses it rather than here.
+                storage_entry_unsized(2, true),
                 storage_entry(3, true),
                 storage_entry(4, true),
                 storage_entry(5, false),
@@ -253,6 +271,33 @@ impl RecurrentStepKernel {
         });
         let pipeline = compute_pipeline(device, "recurrent_step", shaders::RECURRENT_STEP, &layout);
         RecurrentStepKernel { layout, pipeline }
+    }
+
+    /// Compiles the persistent kernel `spec` against this kernel's bind group layout.
+    pub fn persistent_pipeline(
+        &self,
+        device: &wgpu::Device,
+        spec: &PersistentSpec,
+    ) -> wgpu::ComputePipeline {
+        compute_pipeline(device, "persistent_recurrence", &spec.wgsl(), &self.layout)
+    }
+
+    /// Records steps `first..end` of one layer with a persistent kernel: one dispatch per
+    /// `STEPS_PER_DISPATCH` steps, each starting where the previous left the state.
+    pub fn encode_persistent(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        pipeline: &wgpu::ComputePipeline,
+        group: &wgpu::BindGroup,
+        steps: std::ops::Range<u32>,
+        step_stride: u32,
+        grid: StepGrid,
+    ) {
+        pass.set_pipeline(pipeline);
+        for first in steps.step_by(STEPS_PER_DISPATCH as usize) {
+            pass.set_bind_group(0, group, &[first * step_stride]);
+            pass.dispatch_workgroups(grid.batch, grid.directions, 1);
+        }
     }
 
     pub fn bind_group(&self, device: &wgpu::Device, b: StepBindings<'_>) -> wgpu::BindGroup {

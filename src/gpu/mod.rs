@@ -5,6 +5,7 @@ pub(crate) mod context;
 mod kernel_tests;
 pub(crate) mod kernels;
 pub(crate) mod model;
+pub(crate) mod persistent;
 pub(crate) mod scheduler;
 pub(crate) mod stream;
 pub(crate) mod workspace;

@@ -108,13 +108,20 @@ pub(crate) fn run(
                 rows,
                 config.output_size() as u32,
             );
-            kernels.step.encode_steps(
-                &mut pass,
-                &ws.step_groups[layer],
-                0..ws.seq_len as u32,
-                ws.step_stride,
-                grid,
-            );
+            let (group, steps) = (&ws.step_groups[layer], 0..ws.seq_len as u32);
+            match &ws.persistent {
+                Some(pipeline) => kernels.step.encode_persistent(
+                    &mut pass,
+                    pipeline,
+                    group,
+                    steps,
+                    ws.step_stride,
+                    grid,
+                ),
+                None => kernels
+                    .step
+                    .encode_steps(&mut pass, group, steps, ws.step_stride, grid),
+            }
         }
         if let Some((group, _, features)) = &ws.head {
             kernels
@@ -123,8 +130,11 @@ pub(crate) fn run(
         }
     }
     let output_bytes = (ws.output_len * 4) as u64;
-    // After T steps the state is in half T % 2.
-    let final_half = (ws.seq_len % 2) as u64 * state_bytes;
+    // The per-step kernel leaves the state in half T % 2; the persistent one in place.
+    let final_half = match ws.persistent {
+        Some(_) => 0,
+        None => (ws.seq_len % 2) as u64 * state_bytes,
+    };
     let result = ws.head.as_ref().map_or(&ws.output, |(_, output, _)| output);
     encoder.copy_buffer_to_buffer(result, 0, &ws.readback, 0, output_bytes);
     encoder.copy_buffer_to_buffer(

@@ -2,6 +2,8 @@
 //! first forward of a shape and reused by every later one, so a repeated forward only writes
 //! its inputs, records and submits.
 
+use std::sync::Arc;
+
 use wgpu::util::DeviceExt;
 
 use crate::config::{Nonlinearity, RnnConfig};
@@ -12,6 +14,7 @@ use crate::gpu::kernels::{
     StepLayerParams,
 };
 use crate::gpu::model::{HeadBuffers, LayerBuffers};
+use crate::gpu::persistent::STEPS_PER_DISPATCH;
 use crate::layout::ForwardShape;
 
 /// Buffers and bind groups for forwards of one (T, N).
@@ -23,7 +26,8 @@ pub(crate) struct Workspace {
     /// Every layer's output, (T, N, D·H) or the caller's layout for the last layer; a layer's
     /// projection has consumed it before the layer's steps overwrite it.
     pub output: wgpu::Buffer,
-    /// Hidden state, [2][L][D][N][H]: two ping-pong halves; `h_n` is half T % 2.
+    /// Hidden state, [2][L][D][N][H]: two ping-pong halves for the per-step kernel (`h_n` is
+    /// half T % 2); the persistent kernel keeps it in place in half 0.
     pub state: wgpu::Buffer,
     /// Per-sequence valid lengths (all T for a plain forward).
     pub lengths: wgpu::Buffer,
@@ -33,6 +37,9 @@ pub(crate) struct Workspace {
     pub readback: wgpu::Buffer,
     pub projection_groups: Vec<wgpu::BindGroup>,
     pub step_groups: Vec<wgpu::BindGroup>,
+    /// The persistent kernel, when the model runs one (its groups are `step_groups`); else
+    /// the per-step kernel.
+    pub persistent: Option<Arc<wgpu::ComputePipeline>>,
     /// The head's projection, its output buffer (the result) and its output features.
     pub head: Option<(wgpu::BindGroup, wgpu::Buffer, usize)>,
     /// Byte distance between consecutive step uniforms (the device's dynamic offset alignment).
@@ -149,6 +156,7 @@ impl Workspace {
         config: &RnnConfig,
         layers: &[LayerBuffers],
         head: Option<&HeadBuffers>,
+        persistent: Option<Arc<wgpu::ComputePipeline>>,
         shape: &ForwardShape,
     ) -> Self {
         let device = ctx.device();
@@ -265,7 +273,8 @@ impl Workspace {
                     Nonlinearity::Tanh => 0,
                     Nonlinearity::Relu => 1,
                 },
-                _pad: [0; 3],
+                steps_per_dispatch: STEPS_PER_DISPATCH,
+                _pad: [0; 2],
             };
             let projection_params = uniform("projection params", bytemuck::bytes_of(&projection));
             let step_params = uniform("step params", bytemuck::bytes_of(&step));
@@ -333,6 +342,7 @@ impl Workspace {
             readback,
             projection_groups,
             step_groups,
+            persistent,
             head,
             step_stride,
             output_len,

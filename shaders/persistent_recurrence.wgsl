@@ -1,0 +1,146 @@
+// Persistent recurrence: one dispatch runs up to `steps_per_dispatch` timesteps of one layer,
+//
+//     h_t = act(P_t + h_{t-1}·W_hhᵀ)
+//
+// One workgroup per (sequence n, direction d): sequences never interact, so the only
+// synchronisation needed is inside the workgroup, never across it. Each lane owns ROWS
+// consecutive hidden units: their rows of W_hh live in private values for the whole sequence,
+// h_{t-1} in workgroup memory, with one barrier after everyone has read it and one after the
+// new h is written. The reverse direction walks time backwards; sequences shorter than T
+// (PackedSequence semantics) keep their state and output zeros past their length.
+//
+// This file is a template: src/gpu/persistent.rs fills in the {{...}} parts for one hidden
+// size, writing every loop over weights out in full so that the private array is addressed by
+// constant indices only (that is what keeps it in registers, on llvmpipe too).
+
+struct Layer {
+    seq_len: u32,
+    batch: u32,
+    hidden: u32,
+    directions: u32,
+    out_stride_t: u32,
+    out_stride_n: u32,
+    state_half: u32,
+    state_offset: u32,
+    activation: u32,          // 0: tanh, 1: relu
+    steps_per_dispatch: u32,  // bounds the loop: llvmpipe silently stops long ones
+    _pad0: u32,
+    _pad1: u32,
+}
+
+struct Step {
+    index: u32,               // the first timestep of this dispatch
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> layer: Layer;
+@group(0) @binding(1) var<uniform> step: Step;
+@group(0) @binding(2) var<storage, read> w_hh: array<vec4<f32>>;  // (D, HIDDEN_PAD, VEC4S), zero padded
+@group(0) @binding(3) var<storage, read> p: array<f32>;           // (T·N, D·H)
+@group(0) @binding(4) var<storage, read> lengths: array<u32>;     // (N)
+@group(0) @binding(5) var<storage, read_write> state: array<f32>; // [L][D][N][H], read and left in place
+@group(0) @binding(6) var<storage, read_write> output: array<f32>;
+
+const HIDDEN: u32 = {{HIDDEN}}u;
+const HIDDEN_PAD: u32 = {{HIDDEN_PAD}}u;
+const VEC4S: u32 = {{VEC4S}}u;
+const ROWS: u32 = {{ROWS}}u;
+
+var<workgroup> h: array<vec4<f32>, {{VEC4S}}>;
+
+fn activate(v: f32) -> f32 {
+    if layer.activation == 1u {
+        return select(v, 0.0, v < 0.0);
+    }
+    return tanh(v);
+}
+
+// h of unit row `j`, zero for padding rows.
+fn state_at(unit_row: u32, j: u32) -> f32 {
+    if j < HIDDEN {
+        return state[unit_row + j];
+    }
+    return 0.0;
+}
+
+fn activate4(a: vec4<f32>, row: u32) -> vec4<f32> {
+    let v = vec4<f32>(activate(a.x), activate(a.y), activate(a.z), activate(a.w));
+    // Padding rows stay exactly zero.
+    let real = vec4<u32>(row, row + 1u, row + 2u, row + 3u) < vec4<u32>(HIDDEN);
+    return select(vec4<f32>(0.0), v, real);
+}
+
+fn p_at(base: u32, row: u32) -> vec4<f32> {
+    let last = HIDDEN - 1u;
+    return vec4<f32>(
+        p[base + min(row, last)],
+        p[base + min(row + 1u, last)],
+        p[base + min(row + 2u, last)],
+        p[base + min(row + 3u, last)],
+    );
+}
+
+// Written out rather than looped: every loop iteration counts towards llvmpipe's limit.
+fn store_output(base: u32, row: u32, v: vec4<f32>) {
+    if row < HIDDEN {
+        output[base + row] = v.x;
+    }
+    if row + 1u < HIDDEN {
+        output[base + row + 1u] = v.y;
+    }
+    if row + 2u < HIDDEN {
+        output[base + row + 2u] = v.z;
+    }
+    if row + 3u < HIDDEN {
+        output[base + row + 3u] = v.w;
+    }
+}
+
+fn store_state(base: u32, row: u32, v: vec4<f32>) {
+    if row < HIDDEN {
+        state[base + row] = v.x;
+    }
+    if row + 1u < HIDDEN {
+        state[base + row + 1u] = v.y;
+    }
+    if row + 2u < HIDDEN {
+        state[base + row + 2u] = v.z;
+    }
+    if row + 3u < HIDDEN {
+        state[base + row + 3u] = v.w;
+    }
+}
+
+@compute @workgroup_size({{LANES}}, 1, 1)
+fn main(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) group: vec3<u32>) {
+    let n = group.x;
+    let d = group.y;
+    let row0 = lane * ROWS;
+    let unit_row = layer.state_offset + (d * layer.batch + n) * HIDDEN;
+
+    // This lane's ROWS rows of W_hh, VEC4S vec4s each.
+    var w: array<vec4<f32>, {{WEIGHTS}}>;
+    let w_base = (d * HIDDEN_PAD + row0) * VEC4S;
+{{LOAD_WEIGHTS}}
+    // The state (h0, or where the previous dispatch stopped) into workgroup memory.
+{{LOAD_STATE}}
+    {{BARRIER}};
+
+    let first = step.index;
+    let count = min(layer.steps_per_dispatch, layer.seq_len - first);
+    let len = lengths[n];
+    for (var i = 0u; i < count; i++) {
+        let s = first + i;
+        let t = select(s, layer.seq_len - 1u - s, d == 1u);
+        let live = t < len;
+        let p_base = (t * layer.batch + n) * layer.directions * HIDDEN + d * HIDDEN;
+{{ACCUMULATE}}
+        {{BARRIER}};
+        let out_base = t * layer.out_stride_t + n * layer.out_stride_n + d * HIDDEN;
+{{UPDATE}}
+        {{BARRIER}};
+    }
+{{SAVE_STATE}}
+}

@@ -1,0 +1,231 @@
+//! The persistent recurrence kernel: WGSL generated per hidden size from
+//! `shaders/persistent_recurrence.wgsl`, and the rule that picks it over the per-step kernel.
+//!
+//! One dispatch runs many timesteps, one workgroup per (sequence, direction), each lane
+//! holding its rows of W_hh in private values for the whole sequence. Per-step dispatches cost
+//! tens of microseconds each on CPU-backed adapters (and several on discrete GPUs); this
+//! kernel pays that once per `STEPS_PER_DISPATCH` steps instead of once per step.
+
+use std::fmt::Write;
+
+use crate::shaders;
+
+/// Timesteps one persistent dispatch runs at most. llvmpipe silently stops any invocation
+/// after 65,535 loop iterations in total; the generated kernel has one loop iteration per step
+/// (everything else is written out), so this leaves a wide margin.
+pub(crate) const STEPS_PER_DISPATCH: u32 = 8192;
+
+/// The widest hidden state the persistent kernel is used for by default (see
+/// [`Recurrence::Auto`](crate::Recurrence::Auto)).
+pub(crate) const PERSISTENT_MAX_HIDDEN: usize = 256;
+
+/// One specialisation of the persistent kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct PersistentSpec {
+    pub hidden: usize,
+    /// Hidden units per lane: a multiple of 4 (they are handled as vec4s).
+    pub rows: usize,
+    /// Lanes per workgroup.
+    pub lanes: usize,
+    /// Synchronise with `subgroupBarrier` (the workgroup is exactly one subgroup).
+    pub subgroup_barrier: bool,
+}
+
+impl PersistentSpec {
+    /// The layout for `hidden` units. `subgroup` is the adapter's fixed subgroup size when
+    /// a workgroup of one subgroup may use `subgroupBarrier` (see `GpuContext`).
+    pub fn for_hidden(hidden: usize, subgroup: Option<usize>) -> Self {
+        // Four rows (one vec4) per lane: more rows per lane reuse each loaded h more often
+        // but grow the unrolled code, and llvmpipe's compile time with it (measured at
+        // H = 256: eight rows per lane 17 s to compile at the first dispatch, four 4 s).
+        let rows = 4;
+        let lanes = hidden.div_ceil(rows);
+        match subgroup {
+            // Spread small states over exactly one subgroup: barriers become nearly free.
+            Some(size) if lanes <= size => PersistentSpec {
+                hidden,
+                rows: hidden.div_ceil(size).next_multiple_of(4),
+                lanes: size,
+                subgroup_barrier: true,
+            },
+            _ => PersistentSpec {
+                hidden,
+                rows,
+                lanes,
+                subgroup_barrier: false,
+            },
+        }
+    }
+
+    /// Hidden units including padding: lanes × rows.
+    pub fn hidden_pad(&self) -> usize {
+        self.lanes * self.rows
+    }
+
+    fn vec4s(&self) -> usize {
+        self.hidden_pad() / 4
+    }
+
+    /// W_hh of every direction, (D, H, H), as the kernel reads it: (D, H_pad, H_pad/4) vec4s,
+    /// zero padded.
+    pub fn pad_weights(&self, w_hh: &[f32], directions: usize) -> Vec<f32> {
+        let (h, pad) = (self.hidden, self.hidden_pad());
+        let mut padded = vec![0.0; directions * pad * pad];
+        for d in 0..directions {
+            for j in 0..h {
+                let src = (d * h + j) * h;
+                let dst = (d * pad + j) * pad;
+                padded[dst..dst + h].copy_from_slice(&w_hh[src..src + h]);
+            }
+        }
+        padded
+    }
+
+    /// The kernel's WGSL.
+    pub fn wgsl(&self) -> String {
+        let (rows, vec4s, groups) = (self.rows, self.vec4s(), self.rows / 4);
+        let mut load_weights = String::new();
+        for i in 0..rows * vec4s {
+            let _ = writeln!(load_weights, "    w[{i}] = w_hh[w_base + {i}u];");
+        }
+        let mut load_state = String::new();
+        for q in 0..groups {
+            let r = 4 * q;
+            let _ = writeln!(
+                load_state,
+                "    h[row0 / 4u + {q}u] = vec4<f32>(state_at(unit_row, row0 + {r}u), \
+                 state_at(unit_row, row0 + {}u), state_at(unit_row, row0 + {}u), \
+                 state_at(unit_row, row0 + {}u));",
+                r + 1,
+                r + 2,
+                r + 3
+            );
+        }
+        // Every h vec4 is loaded from workgroup memory once per step and feeds all rows.
+        let mut accumulate = String::new();
+        for k in 0..vec4s {
+            let _ = writeln!(accumulate, "        let h{k} = h[{k}u];");
+        }
+        for q in 0..groups {
+            let _ = writeln!(accumulate, "        let old{q} = h[row0 / 4u + {q}u];");
+            let _ = writeln!(
+                accumulate,
+                "        var a{q} = p_at(p_base, row0 + {}u);",
+                4 * q
+            );
+            // Per row, a vec4 of partial sums built with fused multiply-adds, reduced once:
+            // half the operations of a dot product per term.
+            for (c, component) in ["x", "y", "z", "w"].iter().enumerate() {
+                let row = 4 * q + c;
+                let _ = writeln!(accumulate, "        var r{row} = w[{}] * h0;", row * vec4s);
+                for k in 1..vec4s {
+                    let _ = writeln!(
+                        accumulate,
+                        "        r{row} = fma(w[{}], h{k}, r{row});",
+                        row * vec4s + k
+                    );
+                }
+                let _ = writeln!(
+                    accumulate,
+                    "        a{q}.{component} += (r{row}.x + r{row}.y) + (r{row}.z + r{row}.w);"
+                );
+            }
+        }
+        let mut update = String::new();
+        for q in 0..groups {
+            let r = 4 * q;
+            let _ = writeln!(
+                update,
+                "        let v{q} = select(old{q}, activate4(a{q}, row0 + {r}u), live);"
+            );
+            let _ = writeln!(update, "        h[row0 / 4u + {q}u] = v{q};");
+            let _ = writeln!(
+                update,
+                "        store_output(out_base, row0 + {r}u, select(vec4<f32>(0.0), v{q}, live));"
+            );
+        }
+        let mut save_state = String::new();
+        for q in 0..groups {
+            let _ = writeln!(
+                save_state,
+                "    store_state(unit_row, row0 + {}u, h[row0 / 4u + {q}u]);",
+                4 * q
+            );
+        }
+        let barrier = if self.subgroup_barrier {
+            "subgroupBarrier()"
+        } else {
+            "workgroupBarrier()"
+        };
+        shaders::PERSISTENT_RECURRENCE
+            .replace("{{HIDDEN}}", &self.hidden.to_string())
+            .replace("{{HIDDEN_PAD}}", &self.hidden_pad().to_string())
+            .replace("{{VEC4S}}", &vec4s.to_string())
+            .replace("{{ROWS}}", &rows.to_string())
+            .replace("{{LANES}}", &self.lanes.to_string())
+            .replace("{{WEIGHTS}}", &(rows * vec4s).to_string())
+            .replace("{{LOAD_WEIGHTS}}", &load_weights)
+            .replace("{{LOAD_STATE}}", &load_state)
+            .replace("{{ACCUMULATE}}", &accumulate)
+            .replace("{{UPDATE}}", &update)
+            .replace("{{SAVE_STATE}}", &save_state)
+            .replace("{{BARRIER}}", barrier)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PersistentSpec;
+
+    #[test]
+    fn layouts_cover_every_unit_with_vec4_rows() {
+        for hidden in 1..=300 {
+            for subgroup in [None, Some(8), Some(32)] {
+                let spec = PersistentSpec::for_hidden(hidden, subgroup);
+                assert!(
+                    spec.hidden_pad() >= hidden && spec.rows % 4 == 0,
+                    "{spec:?}"
+                );
+                // Padding is less than one vec4 per lane.
+                assert!(spec.hidden_pad() - hidden < 4 * spec.lanes, "{spec:?}");
+                assert_eq!(
+                    spec.subgroup_barrier,
+                    subgroup.is_some_and(|s| spec.lanes == s),
+                    "{spec:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn padded_weights_keep_rows_and_zero_the_rest() {
+        let spec = PersistentSpec::for_hidden(3, None);
+        let w: Vec<f32> = (1..=18).map(|v| v as f32).collect(); // two directions of 3×3
+        let padded = spec.pad_weights(&w, 2);
+        let pad = spec.hidden_pad();
+        assert_eq!(padded.len(), 2 * pad * pad);
+        assert_eq!(&padded[pad..pad + 4], &[4.0, 5.0, 6.0, 0.0]); // direction 0, row 1
+        assert_eq!(
+            &padded[pad * pad + 2 * pad..pad * pad + 2 * pad + 3],
+            &[16.0, 17.0, 18.0]
+        );
+        assert_eq!(padded.iter().filter(|&&v| v != 0.0).count(), 18);
+    }
+
+    #[test]
+    fn generated_wgsl_validates() {
+        for hidden in [1, 3, 17, 64, 257] {
+            for subgroup in [None, Some(8)] {
+                let spec = PersistentSpec::for_hidden(hidden, subgroup);
+                let module = naga::front::wgsl::parse_str(&spec.wgsl())
+                    .unwrap_or_else(|e| panic!("{spec:?}: {}", e.emit_to_string(&spec.wgsl())));
+                naga::valid::Validator::new(
+                    naga::valid::ValidationFlags::all(),
+                    naga::valid::Capabilities::all(),
+                )
+                .validate(&module)
+                .unwrap_or_else(|e| panic!("{spec:?}: {e:?}"));
+            }
+        }
+    }
+}
