@@ -6,6 +6,10 @@ pub(crate) const INPUT_PROJECTION: &str = include_str!("../shaders/input_project
 /// `shaders/recurrent_step.wgsl`: one fused recurrent timestep.
 pub(crate) const RECURRENT_STEP: &str = include_str!("../shaders/recurrent_step.wgsl");
 
+/// `shaders/projection_subgroup.wgsl`: the template of the subgroup projection, filled in per
+/// subgroup size by `gpu::projection`.
+pub(crate) const PROJECTION_SUBGROUP: &str = include_str!("../shaders/projection_subgroup.wgsl");
+
 /// `shaders/persistent_recurrence.wgsl`: the template of the persistent recurrence kernel,
 /// filled in per hidden size by `gpu::persistent`.
 pub(crate) const PERSISTENT_RECURRENCE: &str =
@@ -18,6 +22,15 @@ pub(crate) fn all_sources() -> Vec<(String, String)> {
         ("input_projection".into(), INPUT_PROJECTION.into()),
         ("recurrent_step".into(), RECURRENT_STEP.into()),
     ];
+    for size in [8, 16, 32, 64] {
+        for vec4_k in [false, true] {
+            if let Some(spec) =
+                crate::gpu::projection::SubgroupProjection::for_subgroup(size, vec4_k)
+            {
+                sources.push((format!("projection_subgroup {spec:?}"), spec.wgsl()));
+            }
+        }
+    }
     // The persistent kernel for representative hidden sizes, with and without subgroups.
     for hidden in [1, 3, 17, 64, 100, 256] {
         for subgroup in [None, Some(8), Some(32)] {

@@ -92,7 +92,7 @@ pub fn time_input_projection(
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
             for _ in 0..count {
-                kernel.encode(&mut pass, &group, rows as u32, cols as u32);
+                kernel.encode(&mut pass, &group, &params);
             }
         }
         ctx.queue().submit([encoder.finish()]);

@@ -86,7 +86,7 @@ impl GpuContext {
             }
         });
         let scopes = ErrorScopes::push(&device);
-        let kernels = Kernels::new(&device);
+        let kernels = Kernels::new(&device, cpu_subgroup_size(&device));
         if let Some(error) = scopes.pop() {
             return Err(RnnError::Gpu(format!("compiling the kernels: {error}")));
         }
@@ -217,6 +217,18 @@ impl GpuContext {
             None => Ok(()),
         }
     }
+}
+
+/// The fixed subgroup size of a CPU-backed adapter (lavapipe) with subgroups enabled. The
+/// subgroup kernels were measured there; on other adapters the portable kernels run until they
+/// are measured too.
+fn cpu_subgroup_size(device: &wgpu::Device) -> Option<usize> {
+    let info = device.adapter_info();
+    (device.features().contains(wgpu::Features::SUBGROUP)
+        && info.device_type == wgpu::DeviceType::Cpu
+        && info.subgroup_min_size == info.subgroup_max_size
+        && info.subgroup_min_size >= 4)
+        .then_some(info.subgroup_min_size as usize)
 }
 
 /// Validation, out-of-memory and internal error scopes around a piece of work, so that wgpu's

@@ -70,7 +70,8 @@ fn input_projection_matches_cpu_twin() {
     let mut rng = SplitMix64(11);
     for rows in ODD_AND_FRIENDLY {
         for cols in ODD_AND_FRIENDLY {
-            for depth in [1, 3, 17, 64] {
+            // Depths that are multiples of 4 take the subgroup form's vec4 path.
+            for depth in [1, 3, 17, 20, 64] {
                 let x = rng.uniform(-1.0, 1.0, rows * depth);
                 let w = rng.uniform(-1.0, 1.0, cols * depth);
                 let bias = rng.uniform(-1.0, 1.0, cols);
@@ -86,26 +87,28 @@ fn input_projection_matches_cpu_twin() {
                     p_stride_t: cols as u32,
                     p_stride_n: 0,
                 };
-                let p = storage(&ctx, &vec![f32::NAN; rows * cols]);
                 let kernel = &ctx.inner().kernels.projection;
-                let group = kernel.bind_group(
-                    ctx.device(),
-                    ProjectionBindings {
-                        params: &uniform(&ctx, &params),
-                        x: &storage(&ctx, &x),
-                        weight: &storage(&ctx, &w),
-                        bias: &storage(&ctx, &bias),
-                        p: &p,
-                    },
-                );
-                run(&ctx, |pass| {
-                    kernel.encode(pass, &group, rows as u32, cols as u32)
-                });
-                assert_close(
-                    &format!("projection {rows}x{cols}x{depth}"),
-                    &read(&ctx, &p),
-                    &want,
-                );
+                for use_subgroup in [false, kernel.has_subgroup_form()] {
+                    let p = storage(&ctx, &vec![f32::NAN; rows * cols]);
+                    let group = kernel.bind_group(
+                        ctx.device(),
+                        ProjectionBindings {
+                            params: &uniform(&ctx, &params),
+                            x: &storage(&ctx, &x),
+                            weight: &storage(&ctx, &w),
+                            bias: &storage(&ctx, &bias),
+                            p: &p,
+                        },
+                    );
+                    run(&ctx, |pass| {
+                        kernel.encode_with(pass, &group, &params, use_subgroup)
+                    });
+                    assert_close(
+                        &format!("projection {rows}x{cols}x{depth} subgroup={use_subgroup}"),
+                        &read(&ctx, &p),
+                        &want,
+                    );
+                }
             }
         }
     }

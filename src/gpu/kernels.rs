@@ -6,6 +6,7 @@ use std::num::NonZeroU64;
 use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::persistent::{PersistentSpec, STEPS_PER_DISPATCH};
+use crate::gpu::projection::SubgroupProjection;
 use crate::shaders;
 
 /// Every pipeline the crate uses, compiled once per context.
@@ -15,9 +16,10 @@ pub(crate) struct Kernels {
 }
 
 impl Kernels {
-    pub fn new(device: &wgpu::Device) -> Self {
+    /// `subgroup`: the fixed subgroup size when the subgroup projection may be used.
+    pub fn new(device: &wgpu::Device, subgroup: Option<usize>) -> Self {
         Kernels {
-            projection: ProjectionKernel::new(device),
+            projection: ProjectionKernel::new(device, subgroup),
             step: RecurrentStepKernel::new(device),
         }
     }
@@ -35,6 +37,14 @@ pub(crate) struct ProjectionParams {
     pub x_stride_n: u32,
     pub p_stride_t: u32,
     pub p_stride_n: u32,
+}
+
+impl ProjectionParams {
+    /// Whether X and W can be read as vec4s along K: K and X's row strides are multiples of
+    /// four (row starts are then 16-byte aligned, buffers start aligned).
+    pub fn vec4_aligned(&self) -> bool {
+        self.depth % 4 == 0 && self.x_stride_t % 4 == 0 && self.x_stride_n % 4 == 0
+    }
 }
 
 /// `Layer` of `recurrent_step.wgsl`.
@@ -156,10 +166,21 @@ fn bind_group(
     })
 }
 
-/// `input_projection.wgsl`: P = X·Wᵀ + bias over all rows of a layer.
+/// `input_projection.wgsl`: P = X·Wᵀ + bias over all rows of a layer; on adapters with a
+/// fixed subgroup size, its subgroup form (`projection_subgroup.wgsl`) with the same bindings.
 pub(crate) struct ProjectionKernel {
     layout: wgpu::BindGroupLayout,
     pipeline: wgpu::ComputePipeline,
+    /// The subgroup form, when the adapter allows it.
+    subgroup: Option<SubgroupForms>,
+}
+
+/// The subgroup projection reading scalars, and reading vec4s along K.
+struct SubgroupForms {
+    scalar: wgpu::ComputePipeline,
+    vec4: wgpu::ComputePipeline,
+    /// (columns, rows) of P per workgroup.
+    tile: (u32, u32),
 }
 
 /// Rows and columns of P covered by one workgroup (8×8 invocations × 4×4 outputs each).
@@ -175,13 +196,15 @@ pub(crate) struct ProjectionBindings<'a> {
 }
 
 impl ProjectionKernel {
-    fn new(device: &wgpu::Device) -> Self {
+    fn new(device: &wgpu::Device, subgroup: Option<usize>) -> Self {
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("input_projection"),
             entries: &[
                 uniform_entry(0, size_of::<ProjectionParams>(), false),
-                storage_entry(1, true),
-                storage_entry(2, true),
+                // X and W: f32s, or vec4s for the subgroup form when K allows; sizes are
+                // checked against the pipeline that binds them.
+                storage_entry_unsized(1, true),
+                storage_entry_unsized(2, true),
                 storage_entry(3, true),
                 storage_entry(4, false),
             ],
@@ -192,7 +215,24 @@ impl ProjectionKernel {
             shaders::INPUT_PROJECTION,
             &layout,
         );
-        ProjectionKernel { layout, pipeline }
+        let subgroup = subgroup.and_then(|size| {
+            let form = |vec4_k| {
+                SubgroupProjection::for_subgroup(size, vec4_k).map(|spec| {
+                    let source = spec.wgsl();
+                    (
+                        compute_pipeline(device, "projection_subgroup", &source, &layout),
+                        spec.tile(),
+                    )
+                })
+            };
+            let ((scalar, tile), (vec4, _)) = (form(false)?, form(true)?);
+            Some(SubgroupForms { scalar, vec4, tile })
+        });
+        ProjectionKernel {
+            layout,
+            pipeline,
+            subgroup,
+        }
     }
 
     pub fn bind_group(&self, device: &wgpu::Device, b: ProjectionBindings<'_>) -> wgpu::BindGroup {
@@ -210,7 +250,8 @@ impl ProjectionKernel {
         )
     }
 
-    /// Workgroups for a (rows × cols) output: (column tiles, row tiles).
+    /// Workgroups of the portable kernel for a (rows × cols) output: (column tiles, row
+    /// tiles). The subgroup form's tiles are larger, so this bounds both.
     pub fn workgroups(rows: u32, cols: u32) -> (u32, u32) {
         (
             cols.div_ceil(PROJECTION_TILE),
@@ -218,17 +259,50 @@ impl ProjectionKernel {
         )
     }
 
+    /// Records the projection `params` describes, in its fastest form on this device.
     pub fn encode(
         &self,
         pass: &mut wgpu::ComputePass<'_>,
         group: &wgpu::BindGroup,
-        rows: u32,
-        cols: u32,
+        params: &ProjectionParams,
     ) {
-        let (x, y) = Self::workgroups(rows, cols);
-        pass.set_pipeline(&self.pipeline);
+        self.encode_with(pass, group, params, self.subgroup.is_some());
+    }
+
+    /// Records the projection in the subgroup form (when the adapter has it and
+    /// `use_subgroup`) or the portable one; tests run both.
+    pub fn encode_with(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        group: &wgpu::BindGroup,
+        params: &ProjectionParams,
+        use_subgroup: bool,
+    ) {
+        let (rows, cols) = (params.rows, params.cols);
+        let (pipeline, (x, y)) = match &self.subgroup {
+            Some(forms) if use_subgroup => {
+                let pipeline = if params.vec4_aligned() {
+                    &forms.vec4
+                } else {
+                    &forms.scalar
+                };
+                let (tile_cols, tile_rows) = forms.tile;
+                (
+                    pipeline,
+                    (cols.div_ceil(tile_cols), rows.div_ceil(tile_rows)),
+                )
+            }
+            _ => (&self.pipeline, Self::workgroups(rows, cols)),
+        };
+        pass.set_pipeline(pipeline);
         pass.set_bind_group(0, group, &[]);
         pass.dispatch_workgroups(x, y, 1);
+    }
+
+    /// Whether the subgroup form is available on this device.
+    #[cfg(test)]
+    pub fn has_subgroup_form(&self) -> bool {
+        self.subgroup.is_some()
     }
 }
 

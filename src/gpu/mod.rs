@@ -6,6 +6,7 @@ mod kernel_tests;
 pub(crate) mod kernels;
 pub(crate) mod model;
 pub(crate) mod persistent;
+pub(crate) mod projection;
 pub(crate) mod scheduler;
 pub(crate) mod stream;
 pub(crate) mod workspace;

@@ -95,7 +95,6 @@ pub(crate) fn run(
                 end_of_pass_write_index: Some(1),
             }),
         });
-        let rows = (ws.seq_len * ws.batch) as u32;
         let grid = StepGrid {
             hidden: config.hidden_size as u32,
             batch: ws.batch as u32,
@@ -105,8 +104,7 @@ pub(crate) fn run(
             kernels.projection.encode(
                 &mut pass,
                 &ws.projection_groups[layer],
-                rows,
-                config.output_size() as u32,
+                &ws.projections[layer],
             );
             let (group, steps) = (&ws.step_groups[layer], 0..ws.seq_len as u32);
             match &ws.persistent {
@@ -123,10 +121,10 @@ pub(crate) fn run(
                     .encode_steps(&mut pass, group, steps, ws.step_stride, grid),
             }
         }
-        if let Some((group, _, features)) = &ws.head {
+        if let Some(head) = &ws.head {
             kernels
                 .projection
-                .encode(&mut pass, group, rows, *features as u32);
+                .encode(&mut pass, &head.group, &head.params);
         }
     }
     let output_bytes = (ws.output_len * 4) as u64;
@@ -135,7 +133,7 @@ pub(crate) fn run(
         Some(_) => 0,
         None => (ws.seq_len % 2) as u64 * state_bytes,
     };
-    let result = ws.head.as_ref().map_or(&ws.output, |(_, output, _)| output);
+    let result = ws.head.as_ref().map_or(&ws.output, |head| &head.output);
     encoder.copy_buffer_to_buffer(result, 0, &ws.readback, 0, output_bytes);
     encoder.copy_buffer_to_buffer(
         &ws.state,

@@ -36,12 +36,14 @@ pub(crate) struct Workspace {
     /// Output then h_n, mapped for reading after the submission.
     pub readback: wgpu::Buffer,
     pub projection_groups: Vec<wgpu::BindGroup>,
+    /// Each layer's projection parameters (they pick the projection's form).
+    pub projections: Vec<ProjectionParams>,
     pub step_groups: Vec<wgpu::BindGroup>,
     /// The persistent kernel, when the model runs one (its groups are `step_groups`); else
     /// the per-step kernel.
     pub persistent: Option<Arc<wgpu::ComputePipeline>>,
-    /// The head's projection, its output buffer (the result) and its output features.
-    pub head: Option<(wgpu::BindGroup, wgpu::Buffer, usize)>,
+    /// The head's projection, when the model has a head.
+    pub head: Option<HeadPass>,
     /// Byte distance between consecutive step uniforms (the device's dynamic offset alignment).
     pub step_stride: u32,
     /// Elements of the result: T·N·(head features, or D·H).
@@ -49,6 +51,13 @@ pub(crate) struct Workspace {
     pub state_len: usize,
     /// Where the compute pass's start and end times go, on adapters with timestamp queries.
     pub timestamps: Option<Timestamps>,
+}
+
+/// The head's projection over the last layer's output, and its result.
+pub(crate) struct HeadPass {
+    pub group: wgpu::BindGroup,
+    pub params: ProjectionParams,
+    pub output: wgpu::Buffer,
 }
 
 /// A two-entry timestamp query set and the buffers its values travel through.
@@ -236,6 +245,7 @@ impl Workspace {
             ..*shape
         };
         let mut projection_groups = Vec::with_capacity(l);
+        let mut projection_params = Vec::with_capacity(l);
         let mut step_groups = Vec::with_capacity(l);
         for (k, weights) in layers.iter().enumerate() {
             let last = k + 1 == l;
@@ -276,12 +286,13 @@ impl Workspace {
                 steps_per_dispatch: STEPS_PER_DISPATCH,
                 _pad: [0; 2],
             };
-            let projection_params = uniform("projection params", bytemuck::bytes_of(&projection));
+            projection_params.push(projection);
+            let projection_uniform = uniform("projection params", bytemuck::bytes_of(&projection));
             let step_params = uniform("step params", bytemuck::bytes_of(&step));
             projection_groups.push(kernels.projection.bind_group(
                 device,
                 ProjectionBindings {
-                    params: &projection_params,
+                    params: &projection_uniform,
                     x: if k == 0 { &input } else { &output },
                     weight: &weights.w_ih,
                     bias: &weights.bias,
@@ -329,7 +340,11 @@ impl Workspace {
                     p: &head_output,
                 },
             );
-            (group, head_output, head.out_features)
+            HeadPass {
+                group,
+                params,
+                output: head_output,
+            }
         });
         Workspace {
             seq_len: t,
@@ -341,6 +356,7 @@ impl Workspace {
             lengths_full: true,
             readback,
             projection_groups,
+            projections: projection_params,
             step_groups,
             persistent,
             head,

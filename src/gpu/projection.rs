@@ -1,0 +1,92 @@
+//! The subgroup form of the input projection, generated from
+//! `shaders/projection_subgroup.wgsl` for one subgroup size.
+
+use std::fmt::Write;
+
+use crate::shaders;
+
+/// Rows of P one workgroup of the subgroup projection computes.
+const TILE_ROWS: usize = 64;
+
+/// The subgroup projection for workgroups of exactly `lanes` lanes (one subgroup).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct SubgroupProjection {
+    pub lanes: usize,
+    /// Read X and W as vec4s along K (K and the row strides must be multiples of 4).
+    pub vec4_k: bool,
+}
+
+impl SubgroupProjection {
+    /// The kernel for a fixed subgroup size, if the tile divides over it.
+    pub fn for_subgroup(size: usize, vec4_k: bool) -> Option<Self> {
+        ((4..=TILE_ROWS).contains(&size) && TILE_ROWS % size == 0).then_some(SubgroupProjection {
+            lanes: size,
+            vec4_k,
+        })
+    }
+
+    /// (columns, rows) of P per workgroup.
+    pub fn tile(&self) -> (u32, u32) {
+        ((4 * self.lanes) as u32, TILE_ROWS as u32)
+    }
+
+    fn rows_per_lane(&self) -> usize {
+        TILE_ROWS / self.lanes
+    }
+
+    pub fn wgsl(&self) -> String {
+        let per_lane = self.rows_per_lane();
+        let mut x_starts = String::new();
+        let mut loads = String::new();
+        for i in 0..per_lane {
+            let _ = writeln!(x_starts, "    let x{i} = x_row_start(mine + {i}u);");
+            let _ = writeln!(loads, "        let xv{i} = x[x{i} + k];");
+        }
+        let mut accumulators = String::new();
+        let mut fmas = String::new();
+        let mut stores = String::new();
+        let width = if self.vec4_k { 4 } else { 1 };
+        for m in 0..TILE_ROWS {
+            let _ = writeln!(accumulators, "    var acc{m} = vec4<f32>(0.0);");
+            let _ = writeln!(stores, "    store_row(r0 + {m}u, c0, acc{m});");
+        }
+        // Each of the `width` k of this iteration: the four columns' weights, then every row.
+        for j in 0..width {
+            let pick = |v: &str| {
+                if self.vec4_k {
+                    format!("{v}[{j}]")
+                } else {
+                    v.to_string()
+                }
+            };
+            let _ = writeln!(
+                fmas,
+                "        let wk{j} = vec4<f32>({}, {}, {}, {});",
+                pick("wa"),
+                pick("wb"),
+                pick("wc"),
+                pick("wd")
+            );
+            for m in 0..TILE_ROWS {
+                // Tile row m was loaded by lane m / per_lane as its value m % per_lane.
+                let (lane, value) = (m / per_lane, m % per_lane);
+                let _ = writeln!(
+                    fmas,
+                    "        acc{m} = fma(vec4<f32>(subgroupBroadcast({}, {lane}u)), wk{j}, acc{m});",
+                    pick(&format!("xv{value}"))
+                );
+            }
+        }
+        shaders::PROJECTION_SUBGROUP
+            .replace("{{ELEMENT}}", if self.vec4_k { "vec4<f32>" } else { "f32" })
+            .replace("{{WIDTH}}", &width.to_string())
+            .replace("{{LANES}}", &self.lanes.to_string())
+            .replace("{{ROWS}}", &TILE_ROWS.to_string())
+            .replace("{{ROWS_PER_LANE}}", &per_lane.to_string())
+            .replace("{{X_STARTS}}", &x_starts)
+            .replace("{{ACCUMULATORS}}", &accumulators)
+            .replace("{{LOADS}}", &loads)
+            .replace("{{FMAS}}", &fmas)
+            .replace("{{STORES}}", &stores)
+    }
+}
