@@ -7,6 +7,8 @@
 //! policy that generates the most code (`ReadZeroSkipWrite`, which also needs buffer sizes on
 //! Metal), so that a translation wgpu could attempt on some machine is attempted here.
 
+mod support;
+
 use naga::back::{glsl, hlsl, msl, spv};
 use naga::proc::{BoundsCheckPolicies, BoundsCheckPolicy};
 use naga::valid::{Capabilities, ModuleInfo, ValidationFlags, Validator};
@@ -252,10 +254,8 @@ fn translation_failures(sources: &[(String, String)]) -> (usize, Vec<String>) {
             for (backend, translate) in BACKENDS {
                 // A panicking backend writer is a failure of this shader on that backend,
                 // not the end of the test.
-                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    translate(&shader, entry_point)
-                }))
-                .unwrap_or_else(|_| Err("the naga backend panicked".into()));
+                let outcome = support::no_panic(|| translate(&shader, entry_point))
+                    .unwrap_or_else(|panic| Err(format!("the naga backend {panic}")));
                 match outcome {
                     Ok(()) => translations += 1,
                     Err(e) => failures.push(format!(
@@ -292,7 +292,7 @@ fn the_translation_check_catches_broken_shaders() {
     let cases = [
         // Not WGSL at all.
         broken("syntax", "fn main( {"),
-        // Valid WGSL that no backend may accept: an unbound storage buffer.
+        // WGSL that does not type-check.
         broken(
             "type error",
             "@group(0) @binding(0) var<storage, read_write> x: array<f32>;\n\
@@ -423,4 +423,58 @@ fn every_shader_fits_wgpus_downlevel_limits() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The limits check can fail: a kernel beyond the downlevel limits is flagged.
+#[test]
+fn the_limits_check_catches_an_oversized_kernel() {
+    let wgsl = "@group(0) @binding(0) var<storage, read_write> a: array<f32>;\n\
+                @group(0) @binding(1) var<storage, read_write> b: array<f32>;\n\
+                @group(0) @binding(2) var<storage, read_write> c: array<f32>;\n\
+                @group(0) @binding(3) var<storage, read_write> d: array<f32>;\n\
+                @group(0) @binding(4) var<storage, read_write> e: array<f32>;\n\
+                var<workgroup> tile: array<f32, 8192>;\n\
+                @compute @workgroup_size(1024) fn main(@builtin(local_invocation_index) i: u32) {\n\
+                    tile[i] = a[i] + b[i] + c[i] + d[i];\n\
+                    workgroupBarrier();\n\
+                    e[i] = tile[1023u - i];\n\
+                }";
+    let shader = front_end("oversized", wgsl).unwrap();
+    let u = usage(&shader, 0);
+    let problems = exceeded(&u, &wgpu::Limits::downlevel_defaults());
+    println!("{problems:#?}");
+    for what in [
+        "storage buffers",
+        "workgroup size x",
+        "invocations",
+        "workgroup storage",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.starts_with(what)),
+            "`{what}` not flagged in {problems:?}"
+        );
+    }
+}
+
+/// What the downlevel check means in practice: a device opened with wgpu's downlevel limits
+/// (as a portable renderer opens its device) must run the crate through
+/// `GpuContext::from_device`, which the README offers for exactly that case.
+#[test]
+fn a_device_with_downlevel_limits_runs_the_kernels() {
+    if wgpu_rnn::testing::gpu("a_device_with_downlevel_limits_runs_the_kernels").is_none() {
+        return;
+    }
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster::block_on(wgpu::util::initialize_adapter_from_env_or_default(
+        &instance, None,
+    ))
+    .expect("an adapter exists");
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        required_limits: wgpu::Limits::downlevel_defaults(),
+        ..Default::default()
+    }))
+    .expect("every adapter meets the downlevel limits");
+    let ctx = wgpu_rnn::GpuContext::from_device(device, queue);
+    assert!(ctx.is_ok(), "{:?}", ctx.err());
 }
