@@ -291,6 +291,13 @@ fn nan_and_inf_in_h0() {
     assert!(out.output.data().iter().all(|v| v.is_finite()));
 }
 
+/// A weight edit, and the expected output at (step, unit): `None` finite, else that value.
+type WeightCase = (
+    &'static str,
+    fn(&mut DirectionWeights),
+    fn(usize, usize) -> Option<f32>,
+);
+
 /// A NaN or infinity in the weights, by hand: a NaN in W_ih row j or in bias j poisons unit j
 /// at the first step and every unit after (through W_hh); inf in W_hh meets h0 = 0 and
 /// makes NaN at once (inf · 0); −inf in W_ih saturates its unit to ∓1 and stays finite.
@@ -313,11 +320,7 @@ fn nan_and_inf_in_weights() {
             .collect::<Vec<_>>(),
         &[3, 2, 3],
     );
-    let cases: [(
-        &str,
-        fn(&mut DirectionWeights),
-        fn(usize, usize) -> Option<f32>,
-    ); 4] = [
+    let cases: [WeightCase; 4] = [
         (
             "NaN in W_ih[1][0]",
             |w| w.weight_ih[3] = NAN,
