@@ -1968,3 +1968,46 @@ fn pinned_small_buffer_forward_chunks() {
         ),
     }
 }
+
+/// A zero timeout makes a forward's wait fail with `Timeout` (stream pushes and state
+/// readbacks too, unless already done), and the model is fine afterwards: the abandoned
+/// readback map was cancelled and the next forward, with a sane timeout, is right. A context
+/// of its own: the timeout is context-wide and the shared test context serves other tests.
+#[test]
+fn a_timeout_leaves_the_model_usable() {
+    if testing::gpu("a_timeout_leaves_the_model_usable").is_none() {
+        return;
+    }
+    let ctx = GpuContext::new().unwrap();
+    let config = RnnConfig {
+        num_layers: 2,
+        ..RnnConfig::new(16, 64)
+    };
+    let weights = RnnWeights::init(&config, 1).unwrap();
+    let cpu = CpuRnn::new(config.clone(), weights.clone()).unwrap();
+    let gpu = GpuRnn::new(&ctx, config, &weights).unwrap();
+    let input = Rng(1).tensor(&[200, 8, 16]);
+    let want = cpu.forward(&input, None).unwrap();
+    for round in 0..3 {
+        ctx.set_timeout(Duration::ZERO);
+        let forward = no_panic(|| gpu.forward(&input, None).map(|_| ()));
+        let mut stream = gpu.stream(StreamOptions::default()).unwrap();
+        let push = no_panic(|| stream.push(&Rng(2).tensor(&[50, 1, 16])).map(|_| ()));
+        let state = no_panic(|| stream.state().map(|_| ()));
+        // 400 dispatches cannot be done the instant they are submitted; a short push or a
+        // state readback might be, on a fast device, so those may also succeed.
+        assert!(
+            matches!(forward, Ok(Err(RnnError::Timeout(_)))),
+            "round {round}, forward with a zero timeout: {forward:?}"
+        );
+        for (what, outcome) in [("push", push), ("state", state)] {
+            assert!(
+                matches!(outcome, Ok(Ok(()) | Err(RnnError::Timeout(_)))),
+                "round {round}, {what} with a zero timeout: {outcome:?}"
+            );
+        }
+        ctx.set_timeout(Duration::from_secs(60));
+        let got = gpu.forward(&input, None).unwrap();
+        check_output(&got, &want).unwrap_or_else(|e| panic!("round {round}, after: {e}"));
+    }
+}
