@@ -539,7 +539,7 @@ enum Mutation {
     HeaderLength(u64),
     Header(Header),
     /// The base file's tensors with these metadata entries set.
-    Metadata(Vec<(String, String)>),
+    Metadata(Vec<(&'static str, String)>),
 }
 
 #[derive(Clone, Debug)]
@@ -575,7 +575,7 @@ impl FileCase {
                 let mut metadata = base.metadata.clone();
                 for (key, value) in entries {
                     metadata.retain(|(k, _)| k != key);
-                    metadata.push((Box::leak(key.clone().into_boxed_str()), value.clone()));
+                    metadata.push((key, value.clone()));
                 }
                 serialize(&base.tensors, &metadata)
             }
@@ -703,7 +703,7 @@ fn file_cases() -> impl Strategy<Value = FileCase> {
         .prop_map(Mutation::HeaderLength),
         4 => header_strategy().prop_map(Mutation::Header),
         3 => proptest::collection::vec(
-            (select(META_KEYS), select(META_VALUES)).prop_map(|(k, v)| (k.into(), v.into())),
+            (select(META_KEYS), select(META_VALUES)).prop_map(|(k, v)| (k, v.to_string())),
             1..4
         )
         .prop_map(Mutation::Metadata),
