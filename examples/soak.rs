@@ -1,0 +1,200 @@
+//! Soak test: many forwards of varying shape on one `GpuRnn`, watching resident memory.
+//!
+//!     cargo run --release --example soak                       # 10,000 forwards
+//!     cargo run --release --example soak -- --iterations 50000 --max-growth-mib 20
+//!
+//! T and N change on every call (more shapes than the model's workspace cache holds, so
+//! workspaces are made and dropped all the time), some calls pass h0 or per-sequence lengths,
+//! and every 500th result is checked against the CPU path. Resident memory (from
+//! `/proc/self/statm`) is printed after a warm-up of 200 forwards and every 1,000 after; the
+//! process exits with status 1 if it grew by more than `--max-growth-mib` (default 20) since
+//! the warm-up, or if any forward failed.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use wgpu_rnn::compare::compare;
+use wgpu_rnn::{CpuRnn, GpuContext, GpuRnn, Rnn, RnnConfig, RnnWeights, Tensor};
+
+const WARM_UP: usize = 200;
+
+struct Options {
+    iterations: usize,
+    max_growth_mib: f64,
+}
+
+fn options() -> Result<Options, String> {
+    let mut options = Options {
+        iterations: 10_000,
+        max_growth_mib: 20.0,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--iterations" => {
+                options.iterations = value()?.parse().map_err(|e| format!("--iterations: {e}"))?;
+            }
+            "--max-growth-mib" => {
+                options.max_growth_mib = value()?
+                    .parse()
+                    .map_err(|e| format!("--max-growth-mib: {e}"))?;
+            }
+            other => {
+                return Err(format!(
+                    "unknown argument `{other}` (use --iterations N, --max-growth-mib M)"
+                ));
+            }
+        }
+    }
+    Ok(options)
+}
+
+/// The page size, from the auxiliary vector the kernel hands every process (AT_PAGESZ = 6);
+/// std has no portable way to ask, and this avoids a libc dependency.
+fn page_size() -> u64 {
+    let auxv = std::fs::read("/proc/self/auxv").unwrap_or_default();
+    auxv.chunks_exact(16)
+        .map(|pair| {
+            let word = |b: &[u8]| u64::from_ne_bytes(b.try_into().unwrap());
+            (word(&pair[..8]), word(&pair[8..]))
+        })
+        .find(|&(key, _)| key == 6)
+        .map_or(4096, |(_, value)| value)
+}
+
+/// Resident set size in bytes: the second field of /proc/self/statm, in pages.
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * page_size())
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// Deterministic values in [-1, 1).
+fn values(seed: u64, len: usize) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+fn main() -> ExitCode {
+    let options = match options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(start_rss) = resident_bytes() else {
+        eprintln!("cannot read /proc/self/statm (this soak test needs Linux)");
+        return ExitCode::from(2);
+    };
+    let config = RnnConfig {
+        num_layers: 2,
+        ..RnnConfig::new(16, 32)
+    };
+    let weights = RnnWeights::init(&config, 1).expect("valid configuration");
+    let cpu = CpuRnn::new(config.clone(), weights.clone()).expect("valid weights");
+    let ctx = match GpuContext::new() {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let gpu = GpuRnn::new(&ctx, config.clone(), &weights).expect("the model fits the adapter");
+    println!("adapter: {}", ctx.describe());
+    println!(
+        "model: RNN(16, 32, num_layers=2); {} forwards, T in 1..=64, N in 1..=8; RSS at start {:.1} MiB",
+        options.iterations,
+        mib(start_rss)
+    );
+
+    let started = Instant::now();
+    let mut baseline = None;
+    let mut failures = 0;
+    for i in 0..options.iterations {
+        // Steps through many (T, N) pairs in an order that rarely repeats soon.
+        let seq_len = 1 + (i * 37) % 64;
+        let batch = 1 + (i * 5) % 8;
+        let input = Tensor::new(
+            values(i as u64, seq_len * batch * config.input_size),
+            &[seq_len, batch, config.input_size],
+        )
+        .expect("shape matches data");
+        let h0 = (i % 3 == 0).then(|| {
+            let shape = [config.num_layers, batch, config.hidden_size];
+            Tensor::new(values(!(i as u64), shape.iter().product()), &shape).unwrap()
+        });
+        let lengths: Option<Vec<usize>> =
+            (i % 4 == 0).then(|| (0..batch).map(|n| 1 + (n * 7 + i) % seq_len).collect());
+        let run = |model: &dyn Rnn| match &lengths {
+            Some(l) => model.forward_with_lengths(&input, l, h0.as_ref()),
+            None => model.forward(&input, h0.as_ref()),
+        };
+        match run(&gpu) {
+            Ok(out) if i % 500 == 0 => {
+                let want = run(&cpu).expect("the CPU path accepts what the GPU path did");
+                let c = compare(out.output.data(), want.output.data(), 1e-4);
+                if !c.passed() {
+                    eprintln!("forward {i} (T {seq_len}, N {batch}): differs from the CPU: {c}");
+                    failures += 1;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("forward {i} (T {seq_len}, N {batch}): {e}");
+                failures += 1;
+            }
+        }
+        let done = i + 1;
+        if done == WARM_UP.min(options.iterations) {
+            let rss = resident_bytes().unwrap_or(0);
+            println!(
+                "after {done:>6} forwards (warm-up): RSS {:8.1} MiB",
+                mib(rss)
+            );
+            baseline = Some(rss);
+        } else if done % 1000 == 0 || done == options.iterations {
+            let rss = resident_bytes().unwrap_or(0);
+            println!(
+                "after {done:>6} forwards: RSS {:8.1} MiB ({:+.1} MiB since warm-up), {:.1?}",
+                mib(rss),
+                mib(rss) - baseline.map_or(0.0, mib),
+                started.elapsed()
+            );
+        }
+    }
+    let end = resident_bytes().unwrap_or(0);
+    let growth = mib(end) - baseline.map_or(mib(end), mib);
+    println!(
+        "end: RSS {:.1} MiB, growth since warm-up {growth:+.1} MiB (limit {} MiB), {} forwards in {:.1?}, {failures} failed",
+        mib(end),
+        options.max_growth_mib,
+        options.iterations,
+        started.elapsed()
+    );
+    if failures > 0 {
+        eprintln!("FAIL: {failures} forwards failed");
+        return ExitCode::from(1);
+    }
+    if growth > options.max_growth_mib {
+        eprintln!(
+            "FAIL: resident memory grew {growth:.1} MiB after the warm-up (limit {} MiB)",
+            options.max_growth_mib
+        );
+        return ExitCode::from(1);
+    }
+    println!("PASS");
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,497 @@
+//! NaN and ±Inf in inputs, h0 and weights propagate exactly as PyTorch propagates them:
+//! tanh(±inf) = ±1, tanh(NaN) = NaN, relu(NaN) = NaN, relu(−inf) = 0, inf · 0 = NaN, and a NaN
+//! anywhere in a unit's dot product makes that unit NaN. Every case runs on the GPU and the
+//! CPU, compared element by element (`compare` counts NaN = NaN and equal infinities as
+//! equal); most are also checked against values worked out by hand.
+
+mod support;
+
+use support::{Rng, TOLERANCE, check_output, input_shape, state_shape};
+use wgpu_rnn::compare::compare;
+use wgpu_rnn::{
+    CpuRnn, DirectionWeights, GpuContext, GpuRnn, Nonlinearity, Rnn, RnnConfig, RnnOutput,
+    RnnWeights, StreamOptions, Tensor, testing,
+};
+
+const NAN: f32 = f32::NAN;
+const INF: f32 = f32::INFINITY;
+
+/// One model on both paths.
+struct Both {
+    cpu: CpuRnn,
+    gpu: GpuRnn,
+}
+
+impl Both {
+    fn new(ctx: &GpuContext, config: RnnConfig, weights: RnnWeights) -> Self {
+        Both {
+            cpu: CpuRnn::new(config.clone(), weights.clone()).unwrap(),
+            gpu: GpuRnn::new(ctx, config, &weights).unwrap(),
+        }
+    }
+
+    fn random(ctx: &GpuContext, config: RnnConfig, seed: u64) -> Self {
+        let weights = RnnWeights::init(&config, seed).unwrap();
+        Self::new(ctx, config, weights)
+    }
+
+    /// Runs both paths; fails unless they agree element by element (NaN where NaN, the same
+    /// infinities, finite values within the usual tolerance). Returns the GPU's result.
+    fn run(&self, input: &Tensor, h0: Option<&Tensor>, lengths: Option<&[usize]>) -> RnnOutput {
+        let go = |m: &dyn Rnn| match lengths {
+            Some(l) => m.forward_with_lengths(input, l, h0),
+            None => m.forward(input, h0),
+        };
+        let want = go(&self.cpu).unwrap();
+        let got = go(&self.gpu).unwrap();
+        if let Err(e) = check_output(&got, &want) {
+            panic!(
+                "GPU and CPU disagree: {e}\n GPU output {:?}\n CPU output {:?}\n GPU h_n {:?}\n CPU h_n {:?}",
+                got.output.data(),
+                want.output.data(),
+                got.h_n.data(),
+                want.h_n.data()
+            );
+        }
+        got
+    }
+}
+
+/// A one-direction unit from row-major parts; `bias` is (b_ih, b_hh).
+fn unit(weight_ih: &[f32], weight_hh: &[f32], bias: Option<(&[f32], &[f32])>) -> DirectionWeights {
+    DirectionWeights {
+        weight_ih: weight_ih.to_vec(),
+        weight_hh: weight_hh.to_vec(),
+        bias_ih: bias.map(|b| b.0.to_vec()),
+        bias_hh: bias.map(|b| b.1.to_vec()),
+    }
+}
+
+/// `got` equals `want` element by element: NaN where NaN, the same infinities, finite values
+/// within 1e-6 (these are single tanh or relu evaluations).
+fn assert_values(what: &str, got: &[f32], want: &[f32]) {
+    let c = compare(got, want, 1e-6);
+    assert!(c.passed(), "{what}: {c}\n got  {got:?}\n want {want:?}");
+}
+
+/// Which elements are NaN.
+fn nan_mask(values: &[f32]) -> Vec<bool> {
+    values.iter().map(|v| v.is_nan()).collect()
+}
+
+fn t(values: &[f32], shape: &[usize]) -> Tensor {
+    Tensor::new(values.to_vec(), shape).unwrap()
+}
+
+/// RNN(2, 3) without recurrence (W_hh = 0, no bias): unit 0 sees +x₀, unit 1 sees −x₀, unit 2
+/// sees x₁. A step's pre-activation is then exactly [x₀, −x₀, x₁] plus W_hh·h = 0·h, which is
+/// NaN when h holds a NaN or an infinity (0 · inf = NaN).
+fn probe(ctx: &GpuContext, nonlinearity: Nonlinearity) -> Both {
+    let config = RnnConfig {
+        bias: false,
+        nonlinearity,
+        ..RnnConfig::new(2, 3)
+    };
+    let w = unit(&[1.0, 0.0, -1.0, 0.0, 0.0, 1.0], &[0.0; 9], None);
+    Both::new(
+        ctx,
+        config.clone(),
+        RnnWeights::new(&config, vec![w]).unwrap(),
+    )
+}
+
+/// Input (T = 2, N = 6, I = 2): step 0 is hostile, step 1 is the ordinary [0.5, 0.25].
+fn probe_input() -> Tensor {
+    let step0 = [
+        [INF, 0.0],   // n = 0
+        [-INF, 0.0],  // n = 1
+        [0.0, NAN],   // n = 2
+        [1.0, -INF],  // n = 3
+        [-1e30, 0.0], // n = 4: saturates, but stays finite
+        [1.0, 0.0],   // n = 5
+    ];
+    let mut data: Vec<f32> = step0.iter().flatten().copied().collect();
+    for _ in 0..6 {
+        data.extend_from_slice(&[0.5, 0.25]);
+    }
+    t(&data, &[2, 6, 2])
+}
+
+/// Step 1 of the probe: sequences 0–3 carry a NaN or an infinity in h, and 0·h poisons every
+/// unit; 4 and 5 carry finite states (±1 included), and 0·h = 0.
+fn probe_step1(act: impl Fn(f32) -> f32) -> Vec<f32> {
+    let mut step1 = vec![NAN; 4 * 3];
+    for _ in 0..2 {
+        step1.extend_from_slice(&[act(0.5), act(-0.5), act(0.25)]);
+    }
+    step1
+}
+
+#[test]
+fn tanh_of_inf_and_nan_by_hand() {
+    let Some(ctx) = testing::gpu("tanh_of_inf_and_nan_by_hand") else {
+        return;
+    };
+    let out = probe(&ctx, Nonlinearity::Tanh).run(&probe_input(), None, None);
+    let th = |x: f32| x.tanh();
+    #[rustfmt::skip]
+    let step0 = [
+        1.0, -1.0, NAN,          // tanh(inf), tanh(-inf), tanh(inf·0 = NaN)
+        -1.0, 1.0, NAN,          // tanh(-inf), tanh(inf), tanh(-inf·0)
+        NAN, NAN, NAN,           // NaN·w is NaN for every w, 0 included
+        NAN, NAN, -1.0,          // -inf·0 = NaN in units 0 and 1, tanh(-inf) in unit 2
+        -1.0, 1.0, 0.0,          // tanh(∓1e30) = ∓1
+        th(1.0), th(-1.0), 0.0,
+    ];
+    assert_values("step 0", &out.output.data()[..18], &step0);
+    assert_values("step 1", &out.output.data()[18..], &probe_step1(th));
+    assert_values("h_n", out.h_n.data(), &probe_step1(th));
+}
+
+#[test]
+fn relu_of_inf_and_nan_by_hand() {
+    let Some(ctx) = testing::gpu("relu_of_inf_and_nan_by_hand") else {
+        return;
+    };
+    let out = probe(&ctx, Nonlinearity::Relu).run(&probe_input(), None, None);
+    let relu = |x: f32| x.max(0.0);
+    #[rustfmt::skip]
+    let step0 = [
+        INF, 0.0, NAN,           // relu(inf), relu(-inf) = 0, relu(NaN) = NaN
+        0.0, INF, NAN,
+        NAN, NAN, NAN,
+        NAN, NAN, 0.0,           // relu(-inf) = 0 in unit 2
+        0.0, 1e30, 0.0,
+        1.0, 0.0, 0.0,
+    ];
+    assert_values("step 0", &out.output.data()[..18], &step0);
+    assert_values("step 1", &out.output.data()[18..], &probe_step1(relu));
+    assert_values("h_n", out.h_n.data(), &probe_step1(relu));
+}
+
+/// Pre-activations beyond f32's range: the GPU sums in f32 and overflows to inf, the CPU sums
+/// in f64 and rounds to inf: both then agree with PyTorch's f32 (tanh → 1, relu → inf).
+#[test]
+fn overflow_to_inf_by_hand() {
+    let Some(ctx) = testing::gpu("overflow_to_inf_by_hand") else {
+        return;
+    };
+    for (nonlinearity, want) in [
+        (Nonlinearity::Tanh, [1.0, -1.0]),
+        (Nonlinearity::Relu, [INF, 0.0]),
+    ] {
+        let config = RnnConfig {
+            bias: false,
+            nonlinearity,
+            ..RnnConfig::new(2, 2)
+        };
+        let w = unit(&[1.0, 1.0, -1.0, -1.0], &[0.0; 4], None);
+        let both = Both::new(
+            &ctx,
+            config.clone(),
+            RnnWeights::new(&config, vec![w]).unwrap(),
+        );
+        let out = both.run(&t(&[3e38, 3e38], &[1, 2]), None, None);
+        assert_values(&format!("{nonlinearity:?}"), out.output.data(), &want);
+    }
+}
+
+/// One NaN input value poisons its own sequence from its frame on (forward direction) or up
+/// to it (reverse direction), and nothing else.
+#[test]
+fn a_nan_input_poisons_only_its_sequence_and_direction() {
+    let Some(ctx) = testing::gpu("a_nan_input_poisons_only_its_sequence_and_direction") else {
+        return;
+    };
+    let (steps, batch, hidden, nan_t, nan_n) = (6, 3, 5, 2, 1);
+    for bidirectional in [false, true] {
+        let config = RnnConfig {
+            bidirectional,
+            ..RnnConfig::new(3, hidden)
+        };
+        let both = Both::random(&ctx, config.clone(), 7);
+        let mut x = Rng(1).values(steps * batch * 3);
+        x[(nan_t * batch + nan_n) * 3] = NAN;
+        let out = both.run(&t(&x, &[steps, batch, 3]), None, None);
+
+        let features = config.output_size();
+        let mut want = Vec::new();
+        for s in 0..steps {
+            for n in 0..batch {
+                for f in 0..features {
+                    let reverse = f >= hidden;
+                    let poisoned = if reverse { s <= nan_t } else { s >= nan_t };
+                    want.push(n == nan_n && poisoned);
+                }
+            }
+        }
+        assert_eq!(
+            nan_mask(out.output.data()),
+            want,
+            "bidirectional = {bidirectional}"
+        );
+        // h_n: the forward direction ends after the NaN, the reverse direction ends at t = 0,
+        // which is before it in its own order (it starts at T-1): poisoned too.
+        let h_n_want: Vec<bool> = (0..config.num_directions())
+            .flat_map(|_| (0..batch).flat_map(|n| std::iter::repeat_n(n == nan_n, hidden)))
+            .collect();
+        assert_eq!(
+            nan_mask(out.h_n.data()),
+            h_n_want,
+            "bidirectional = {bidirectional}"
+        );
+    }
+}
+
+/// NaN in one layer's h0 poisons that layer and the ones above it, for that sequence only;
+/// +inf in h0 saturates every unit of the first step to ±1 (the sign of its weight).
+#[test]
+fn nan_and_inf_in_h0() {
+    let Some(ctx) = testing::gpu("nan_and_inf_in_h0") else {
+        return;
+    };
+    let config = RnnConfig {
+        num_layers: 2,
+        ..RnnConfig::new(2, 4)
+    };
+    let weights = RnnWeights::init(&config, 3).unwrap();
+    let both = Both::new(&ctx, config.clone(), weights.clone());
+    let input = Rng(2).tensor(&[3, 2, 2]);
+
+    // Layer 0 of sequence 0, and layer 1 of sequence 1.
+    let mut h0 = vec![0.1; 2 * 2 * 4];
+    h0[2] = NAN; // [layer 0][n 0][unit 2]
+    h0[(2 + 1) * 4 + 1] = NAN; // [layer 1][n 1][unit 1]
+    let out = both.run(&input, Some(&t(&h0, &[2, 2, 4])), None);
+    // The output is layer 1's: NaN for both sequences (n 0 through layer 0, n 1 directly).
+    assert!(out.output.data().iter().all(|v| v.is_nan()));
+    #[rustfmt::skip]
+    let h_n: Vec<bool> = [
+        [true, false],  // layer 0: only n 0
+        [true, true],   // layer 1: n 0 from below, n 1 from its own h0
+    ].iter().flatten().flat_map(|&nan| [nan; 4]).collect();
+    assert_eq!(nan_mask(out.h_n.data()), h_n);
+
+    // +inf in unit 1 of layer 0's h0 for sequence 0: the first step's pre-activations are
+    // ±inf, so its outputs are the signs of W_hh's column 1; later steps are finite.
+    let mut h0 = vec![0.0; 2 * 2 * 4];
+    h0[1] = INF;
+    let out = both.run(&input, Some(&t(&h0, &[2, 2, 4])), None);
+    // Layer 0 alone, on both paths, shows the first step by hand.
+    let one = RnnConfig::new(2, 4);
+    let w = weights.get(0, 0, &config).clone();
+    let layer0 = Both::new(
+        &ctx,
+        one.clone(),
+        RnnWeights::new(&one, vec![w.clone()]).unwrap(),
+    )
+    .run(&input, Some(&t(&h0[..8], &[1, 2, 4])), None);
+    let signs: Vec<f32> = (0..4).map(|j| w.weight_hh[j * 4 + 1].signum()).collect();
+    assert_values("layer 0, step 0, n 0", &layer0.output.data()[..4], &signs);
+    assert!(out.output.data().iter().all(|v| v.is_finite()));
+}
+
+/// A weight edit, and the expected output at (step, unit): `None` finite, else that value.
+type WeightCase = (
+    &'static str,
+    fn(&mut DirectionWeights),
+    fn(usize, usize) -> Option<f32>,
+);
+
+/// A NaN or infinity in the weights, by hand: a NaN in W_ih row j or in bias j poisons unit j
+/// at the first step and every unit after (through W_hh); inf in W_hh meets h0 = 0 and
+/// makes NaN at once (inf · 0); −inf in W_ih saturates its unit to ∓1 and stays finite.
+#[test]
+fn nan_and_inf_in_weights() {
+    let Some(ctx) = testing::gpu("nan_and_inf_in_weights") else {
+        return;
+    };
+    let config = RnnConfig::new(3, 4);
+    let base = RnnWeights::init(&config, 5)
+        .unwrap()
+        .get(0, 0, &config)
+        .clone();
+    // Strictly positive inputs, so that −inf · x is −inf and never NaN.
+    let input = t(
+        &Rng(4)
+            .values(3 * 2 * 3)
+            .iter()
+            .map(|v| v.abs() + 0.1)
+            .collect::<Vec<_>>(),
+        &[3, 2, 3],
+    );
+    let cases: [WeightCase; 4] = [
+        (
+            "NaN in W_ih[1][0]",
+            |w| w.weight_ih[3] = NAN,
+            |step, j| (step > 0 || j == 1).then_some(NAN),
+        ),
+        (
+            "NaN in b_hh[2]",
+            |w| w.bias_hh.as_mut().unwrap()[2] = NAN,
+            |step, j| (step > 0 || j == 2).then_some(NAN),
+        ),
+        (
+            "inf in W_hh[0][1] (h0 = 0)",
+            |w| w.weight_hh[1] = INF,
+            |step, j| (step > 0 || j == 0).then_some(NAN),
+        ),
+        (
+            "-inf in W_ih[3][0]",
+            |w| w.weight_ih[9] = -INF,
+            |_, j| (j == 3).then_some(-1.0),
+        ),
+    ];
+    for (name, edit, expect) in cases {
+        let mut w = base.clone();
+        edit(&mut w);
+        let both = Both::new(
+            &ctx,
+            config.clone(),
+            RnnWeights::new(&config, vec![w]).unwrap(),
+        );
+        let out = both.run(&input, None, None);
+        for (k, &v) in out.output.data().iter().enumerate() {
+            let (step, j) = (k / 8, k % 4);
+            match expect(step, j) {
+                Some(e) if e.is_nan() => assert!(v.is_nan(), "{name}: [{step}, {j}] = {v}"),
+                Some(e) => assert_eq!(v, e, "{name}: [{step}, {j}]"),
+                None => assert!(v.is_finite(), "{name}: [{step}, {j}] = {v}"),
+            }
+        }
+    }
+}
+
+/// Frames past a sequence's length are padding that PyTorch never reads: NaN and inf there
+/// must not reach any output or h_n, in either direction, and padded outputs stay 0.
+#[test]
+fn nan_in_padding_never_leaks() {
+    let Some(ctx) = testing::gpu("nan_in_padding_never_leaks") else {
+        return;
+    };
+    let (steps, batch) = (7, 4);
+    let lengths = [7, 3, 1, 5];
+    for (bidirectional, batch_first) in [(false, false), (true, false), (true, true)] {
+        let config = RnnConfig {
+            num_layers: 2,
+            bidirectional,
+            batch_first,
+            ..RnnConfig::new(3, 6)
+        };
+        let both = Both::random(&ctx, config.clone(), 8);
+        let mut rng = Rng(9);
+        let (t_stride, n_stride) = if batch_first {
+            (3, steps * 3)
+        } else {
+            (batch * 3, 3)
+        };
+        let mut x = rng.values(steps * batch * 3);
+        for (n, &len) in lengths.iter().enumerate() {
+            for s in len..steps {
+                let at = s * t_stride + n * n_stride;
+                x[at..at + 3].copy_from_slice(&[NAN, INF, -INF]);
+            }
+        }
+        let input = t(&x, &input_shape(&config, steps, batch));
+        let h0 = rng.tensor(&state_shape(&config, batch));
+        let out = both.run(&input, Some(&h0), Some(&lengths[..]));
+        let what = format!("bidirectional = {bidirectional}, batch_first = {batch_first}");
+        assert!(
+            out.output.data().iter().all(|v| v.is_finite()),
+            "{what}: output"
+        );
+        assert!(out.h_n.data().iter().all(|v| v.is_finite()), "{what}: h_n");
+        let features = config.output_size();
+        let (ot, on) = if batch_first {
+            (features, steps * features)
+        } else {
+            (batch * features, features)
+        };
+        for (n, &len) in lengths.iter().enumerate() {
+            for s in len..steps {
+                let at = s * ot + n * on;
+                assert!(
+                    out.output.data()[at..at + features]
+                        .iter()
+                        .all(|&v| v == 0.0),
+                    "{what}: padded output (t {s}, n {n}) is not zero"
+                );
+            }
+        }
+    }
+}
+
+/// NaN is the result of one call, not a state of the model: a clean call after a poisoned
+/// one (same shape, so the same cached workspace, lengths and ping-pong buffers) is clean,
+/// and a stream is clean again after `reset` / `reset_to`. Within one call, NaN survives the
+/// chunk boundaries of a time-chunked forward, as it must.
+#[test]
+fn nan_does_not_outlive_its_call_but_survives_chunks() {
+    let Some(ctx) = testing::gpu("nan_does_not_outlive_its_call_but_survives_chunks") else {
+        return;
+    };
+    let config = RnnConfig {
+        num_layers: 2,
+        ..RnnConfig::new(3, 6)
+    };
+    let both = Both::random(&ctx, config.clone(), 10);
+    let mut rng = Rng(11);
+    let clean = rng.tensor(&[9, 2, 3]);
+    let mut poisoned = clean.clone().into_data();
+    poisoned[3 * 2 * 3] = NAN; // t = 3, n = 0
+    let poisoned = t(&poisoned, &[9, 2, 3]);
+    let h0 = rng.tensor(&state_shape(&config, 2));
+
+    for round in 0..2 {
+        let bad = both.run(&poisoned, Some(&h0), Some(&[9, 9][..]));
+        assert!(bad.output.data().iter().any(|v| v.is_nan()));
+        let good = both.run(&clean, None, None);
+        assert!(
+            good.output.data().iter().all(|v| v.is_finite()),
+            "round {round}"
+        );
+        let good = both.run(&clean, Some(&h0), Some(&[9, 4][..]));
+        assert!(
+            good.output.data().iter().all(|v| v.is_finite()),
+            "round {round}"
+        );
+    }
+
+    // Chunks of 2 frames: the NaN enters in chunk 1 and must be carried into chunks 2–4.
+    // Per step (I + 3·H floats per sequence, and a 32-byte uniform) 200 bytes, fixed 296.
+    both.gpu.set_workspace_budget(Some(700));
+    let chunk = both.gpu.time_chunk(9, 2).unwrap();
+    assert_eq!(chunk, 2, "the budget should make chunks of 2 frames");
+    let chunked = both.run(&poisoned, Some(&h0), None);
+    both.gpu.set_workspace_budget(None);
+    let frame = 2 * 6;
+    for s in 0..9 {
+        let nan = chunked.output.data()[s * frame..s * frame + 6]
+            .iter()
+            .all(|v| v.is_nan());
+        assert_eq!(nan, s >= 3, "chunk {chunk}: sequence 0, t {s}");
+    }
+
+    // Streams: NaN in, reset, clean in: the same as a fresh CPU forward.
+    let mut stream = both
+        .gpu
+        .stream(StreamOptions { batch: 2, delay: 0 })
+        .unwrap();
+    stream.push(&poisoned).unwrap();
+    assert!(stream.state().unwrap().data().iter().any(|v| v.is_nan()));
+    for reset_to_h0 in [false, true] {
+        if reset_to_h0 {
+            stream.reset_to(&h0).unwrap();
+        } else {
+            stream.reset();
+        }
+        let got = stream.push(&clean).unwrap();
+        let want = both
+            .cpu
+            .forward(&clean, reset_to_h0.then_some(&h0))
+            .unwrap();
+        let c = compare(got.data(), want.output.data(), TOLERANCE);
+        assert!(c.passed(), "after reset (to h0: {reset_to_h0}): {c}");
+        stream.push(&poisoned).unwrap();
+    }
+}

@@ -1,0 +1,145 @@
+//! Helpers shared by the reliability tests (`concurrency`, `hostile_input`, `nan_inf`). Each
+//! test binary compiles its own copy and uses only part of it.
+#![allow(dead_code)]
+
+use wgpu_rnn::compare::{Comparison, compare};
+use wgpu_rnn::{RnnConfig, RnnOutput, Tensor};
+
+/// GPU results must match the CPU reference to this (max abs), as everywhere in the crate.
+pub const TOLERANCE: f64 = 1e-4;
+
+/// SplitMix64: small, well mixed and deterministic, so that every failure names a seed that
+/// reproduces it.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + (self.next_u64() % (hi - lo + 1) as u64) as usize
+    }
+
+    /// True with probability 1/`one_in`.
+    pub fn chance(&mut self, one_in: u64) -> bool {
+        self.next_u64() % one_in == 0
+    }
+
+    /// Uniform in [-2, 2).
+    pub fn value(&mut self) -> f32 {
+        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+    }
+
+    pub fn values(&mut self, len: usize) -> Vec<f32> {
+        (0..len).map(|_| self.value()).collect()
+    }
+
+    pub fn tensor(&mut self, shape: &[usize]) -> Tensor {
+        Tensor::new(self.values(shape.iter().product()), shape).unwrap()
+    }
+}
+
+/// The input shape PyTorch expects for (T, N) under `config`.
+pub fn input_shape(config: &RnnConfig, seq_len: usize, batch: usize) -> [usize; 3] {
+    if config.batch_first {
+        [batch, seq_len, config.input_size]
+    } else {
+        [seq_len, batch, config.input_size]
+    }
+}
+
+/// The shape of `h0` / `h_n` for a batch of `batch`: (D·L, N, H).
+pub fn state_shape(config: &RnnConfig, batch: usize) -> [usize; 3] {
+    [
+        config.num_layers * config.num_directions(),
+        batch,
+        config.hidden_size,
+    ]
+}
+
+/// Output and h_n of `got` against `want`: shapes equal, values within `TOLERANCE` (NaN
+/// matching NaN). `Err` says which part differs and how.
+pub fn check_output(got: &RnnOutput, want: &RnnOutput) -> Result<(), String> {
+    for (what, g, w) in [
+        ("output", &got.output, &want.output),
+        ("h_n", &got.h_n, &want.h_n),
+    ] {
+        if g.shape() != w.shape() {
+            return Err(format!(
+                "{what} has shape {:?}, expected {:?}",
+                g.shape(),
+                w.shape()
+            ));
+        }
+        let c = compare(g.data(), w.data(), TOLERANCE);
+        if !c.passed() {
+            return Err(format!("{what}: {c}"));
+        }
+    }
+    Ok(())
+}
+
+/// `compare` at `TOLERANCE`, as a `Result` naming `what`.
+pub fn check_values(what: &str, got: &Tensor, want: &Tensor) -> Result<Comparison, String> {
+    if got.shape() != want.shape() {
+        return Err(format!(
+            "{what} has shape {:?}, expected {:?}",
+            got.shape(),
+            want.shape()
+        ));
+    }
+    let c = compare(got.data(), want.data(), TOLERANCE);
+    if c.passed() {
+        Ok(c)
+    } else {
+        Err(format!("{what}: {c}"))
+    }
+}
+
+thread_local! {
+    /// Set while `no_panic` runs on this thread: its panics are reported, not printed.
+    static CATCHING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Where the last panic caught by `no_panic` on this thread happened.
+    static PANIC_AT: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Chains a panic hook that records where a panic happened (the payload does not say) and
+/// keeps panics caught by `no_panic` out of the output: a fuzz run may catch hundreds.
+fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if CATCHING.with(|c| c.get()) {
+                let at = info.location().map(|l| l.to_string()).unwrap_or_default();
+                PANIC_AT.with(|p| *p.borrow_mut() = at);
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Runs `f`, turning a panic into `Err("<message> at <file:line>")`, so that a fuzz case can
+/// report the input that made the library panic instead of ending the whole test.
+pub fn no_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    install_panic_hook();
+    let was = CATCHING.with(|c| c.replace(true));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    CATCHING.with(|c| c.set(was));
+    outcome.map_err(|payload| {
+        let message = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "a panic with a non-string payload".into());
+        let at = PANIC_AT.with(|p| std::mem::take(&mut *p.borrow_mut()));
+        format!("panicked: {} at {at}", message.trim_end())
+    })
+}
