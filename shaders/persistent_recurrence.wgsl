@@ -24,8 +24,8 @@ struct Layer {
     state_offset: u32,
     activation: u32,          // 0: tanh, 1: relu
     steps_per_dispatch: u32,  // bounds the loop: llvmpipe silently stops long ones
+    lengths_offset: u32,      // where the lengths start in `state`
     _pad0: u32,
-    _pad1: u32,
 }
 
 struct Step {
@@ -39,9 +39,10 @@ struct Step {
 @group(0) @binding(1) var<uniform> step: Step;
 @group(0) @binding(2) var<storage, read> w_hh: array<vec4<f32>>;  // (D, HIDDEN_PAD, VEC4S), zero padded
 @group(0) @binding(3) var<storage, read> p: array<f32>;           // (T·N, D·H)
-@group(0) @binding(4) var<storage, read> lengths: array<u32>;     // (N)
-@group(0) @binding(5) var<storage, read_write> state: array<f32>; // [L][D][N][H], read and left in place
-@group(0) @binding(6) var<storage, read_write> output: array<f32>;
+// [L][D][N][H], read and left in place in half 0; after both halves, the N sequence lengths
+// as u32 bit patterns (packed there to stay within four storage buffers).
+@group(0) @binding(4) var<storage, read_write> state: array<f32>;
+@group(0) @binding(5) var<storage, read_write> output: array<f32>;
 
 const HIDDEN: u32 = {{HIDDEN}}u;
 const HIDDEN_PAD: u32 = {{HIDDEN_PAD}}u;
@@ -130,7 +131,7 @@ fn main(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) group
 
     let first = step.index;
     let count = min(layer.steps_per_dispatch, layer.seq_len - first);
-    let len = lengths[n];
+    let len = bitcast<u32>(state[layer.lengths_offset + n]);
     for (var i = 0u; i < count; i++) {
         let s = first + i;
         let t = select(s, layer.seq_len - 1u - s, d == 1u);

@@ -25,9 +25,9 @@ struct Layer {
     state_half: u32,    // elements in one half of the hidden-state buffer (L·D·N·H)
     state_offset: u32,  // where this layer's (D, N, H) block starts inside a half
     activation: u32,    // 0: tanh, 1: relu
+    steps_per_dispatch: u32, // (the persistent kernel's; unused here)
+    lengths_offset: u32,     // where the lengths start in `state`
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 struct Step {
@@ -41,9 +41,10 @@ struct Step {
 @group(0) @binding(1) var<uniform> step: Step;
 @group(0) @binding(2) var<storage, read> w_hh: array<f32>;      // (D, H, H)
 @group(0) @binding(3) var<storage, read> p: array<f32>;         // (T·N, D·H)
-@group(0) @binding(4) var<storage, read> lengths: array<u32>;   // (N)
-@group(0) @binding(5) var<storage, read_write> state: array<f32>;
-@group(0) @binding(6) var<storage, read_write> output: array<f32>;
+// The hidden state's two halves, then the N sequence lengths as u32 bit patterns: packing the
+// lengths here keeps the kernel within four storage buffers (wgpu's downlevel limit).
+@group(0) @binding(4) var<storage, read_write> state: array<f32>;
+@group(0) @binding(5) var<storage, read_write> output: array<f32>;
 
 fn activate(v: f32) -> f32 {
     if layer.activation == 1u {
@@ -70,7 +71,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 
     var h = state[prev + j];
     var out = 0.0;
-    if t < lengths[n] {
+    if t < bitcast<u32>(state[layer.lengths_offset + n]) {
         var acc = p[(t * layer.batch + n) * layer.directions * hidden + d * hidden + j];
         let w_row = (d * hidden + j) * hidden;
         for (var k = 0u; k < hidden; k++) {

@@ -5,8 +5,6 @@
 
 use std::path::Path;
 
-use safetensors::SafeTensors;
-
 use crate::config::{Nonlinearity, RnnConfig};
 use crate::cpu::CpuRnn;
 use crate::error::{Result, RnnError};
@@ -14,7 +12,7 @@ use crate::gpu::context::GpuContext;
 use crate::gpu::model::GpuRnn;
 use crate::rnn::Rnn;
 use crate::tensor::Tensor;
-use crate::weights::{DirectionWeights, RnnWeights, read_file};
+use crate::weights::{DirectionWeights, RnnWeights, parse_safetensors, read_file};
 
 /// The configuration of a `torch.nn.RNNCell(input_size, hidden_size, bias, nonlinearity)`.
 #[derive(Clone, Debug, PartialEq)]
@@ -58,7 +56,7 @@ impl RnnCellConfig {
     /// Like [`load_weights`](Self::load_weights), from the bytes of a safetensors file.
     pub fn weights_from_safetensors(&self, bytes: &[u8], prefix: &str) -> Result<DirectionWeights> {
         self.as_rnn().validate()?;
-        let file = SafeTensors::deserialize(bytes)?;
+        let file = parse_safetensors(bytes)?;
         DirectionWeights::read(
             &file,
             |name| format!("{prefix}{name}"),

@@ -4,10 +4,8 @@
 
 use std::path::Path;
 
-use safetensors::SafeTensors;
-
 use crate::error::{Result, RnnError};
-use crate::weights::{read_f32, read_file};
+use crate::weights::{parse_safetensors, read_f32, read_file};
 
 /// The parameters of an `nn.Linear(in_features, out_features, bias)`.
 #[derive(Clone, Debug, PartialEq)]
@@ -46,7 +44,7 @@ impl Linear {
         in_features: usize,
         out_features: usize,
     ) -> Result<Self> {
-        let file = SafeTensors::deserialize(bytes)?;
+        let file = parse_safetensors(bytes)?;
         let weight = read_f32(
             &file,
             &format!("{prefix}weight"),

@@ -18,7 +18,7 @@ use crate::gpu::stream::StreamOptions;
 use crate::layout::{ForwardShape, TimeSlice};
 use crate::rnn::Rnn;
 use crate::tensor::Tensor;
-use crate::weights::{DirectionWeights, RnnWeights, read_file, read_tensor};
+use crate::weights::{DirectionWeights, RnnWeights, parse_safetensors, read_file, read_tensor};
 
 /// One reference case file, read into memory.
 #[derive(Debug)]
@@ -31,6 +31,8 @@ impl ReferenceCase {
     /// Reads and parses a case file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let bytes = read_file(path.as_ref())?;
+        // Parsing it whole first checks every tensor's offsets, hostile headers included.
+        parse_safetensors(&bytes)?;
         let (_, header) = SafeTensors::read_metadata(&bytes)?;
         let metadata = header.metadata().clone().unwrap_or_default();
         Ok(ReferenceCase { bytes, metadata })
@@ -90,12 +92,12 @@ impl ReferenceCase {
 
     /// Any float32 tensor of the file, with its stored shape.
     pub fn tensor(&self, name: &str) -> Result<Tensor> {
-        read_tensor(&SafeTensors::deserialize(&self.bytes)?, name)
+        read_tensor(&parse_safetensors(&self.bytes)?, name)
     }
 
     /// The int32 `lengths` tensor of a variable-length (`*_packed`) case, if the file has one.
     pub fn lengths(&self) -> Result<Option<Vec<usize>>> {
-        let file = SafeTensors::deserialize(&self.bytes)?;
+        let file = parse_safetensors(&self.bytes)?;
         let Ok(view) = file.tensor("lengths") else {
             return Ok(None);
         };
@@ -160,7 +162,7 @@ impl ReferenceCase {
 
     /// Whether the file holds a tensor called `name`.
     pub fn has(&self, name: &str) -> bool {
-        SafeTensors::deserialize(&self.bytes).is_ok_and(|f| f.tensor(name).is_ok())
+        parse_safetensors(&self.bytes).is_ok_and(|f| f.tensor(name).is_ok())
     }
 }
 

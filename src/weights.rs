@@ -138,7 +138,7 @@ impl RnnWeights {
     /// Like [`load`](Self::load), from the bytes of a safetensors file.
     pub fn from_safetensors(config: &RnnConfig, bytes: &[u8], prefix: &str) -> Result<Self> {
         config.validate()?;
-        let file = SafeTensors::deserialize(bytes)?;
+        let file = parse_safetensors(bytes)?;
         let h = config.hidden_size;
         let mut units = Vec::new();
         for layer in 0..config.num_layers {
@@ -204,6 +204,19 @@ impl RnnWeights {
             }
         }
         Ok(())
+    }
+}
+
+/// Parses a safetensors container. safetensors 0.6 can overflow an addition on some hostile
+/// headers (a panic in debug builds, an error in release ones), so a panic while parsing is
+/// turned into an error too: untrusted files must never take the process down.
+pub(crate) fn parse_safetensors(bytes: &[u8]) -> Result<SafeTensors<'_>> {
+    match std::panic::catch_unwind(|| SafeTensors::deserialize(bytes)) {
+        Ok(parsed) => Ok(parsed?),
+        Err(_) => Err(RnnError::weights(
+            "(safetensors header)",
+            "corrupt: its offsets overflow",
+        )),
     }
 }
 

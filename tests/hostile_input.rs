@@ -1506,8 +1506,11 @@ fn check_stream(
     let (l, h, i) = (config.num_layers, config.hidden_size, config.input_size);
     let options = StreamOptions { batch, delay };
     let made = call("GpuRnn::stream", || models.gpu[model].stream(options))?;
-    // A stream of more sequences than fit in one buffer cannot exist on any adapter.
-    let absurd = batch > 1 << 30;
+    // A stream of more sequences than fit in one buffer cannot exist on any adapter, and a
+    // delay whose final flush (delay zero frames) needs more than 2^28 floats is refused.
+    let features = i.max(config.output_size());
+    let long_delay = delay.saturating_mul(batch).saturating_mul(features) > 1 << 28;
+    let absurd = batch > 1 << 30 || long_delay;
     let mut stream = match made {
         Ok(_) if config.bidirectional || batch == 0 || absurd => {
             return Err(fail("GpuRnn::stream: accepted invalid options", ""));

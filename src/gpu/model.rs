@@ -310,33 +310,70 @@ impl GpuRnn {
         self.config.num_layers * self.config.num_directions() * batch * self.config.hidden_size
     }
 
+    /// Checks that a state (L·D, N, H) for `batch` sequences fits one buffer of the device
+    /// (so that `state_len` cannot overflow either).
+    fn check_state_fits(&self, batch: usize) -> Result<()> {
+        let limits = self.ctx.limits();
+        let binding = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size);
+        let per_sequence = (self.state_len(1) * 4) as u64;
+        // Two halves of it live in one storage buffer.
+        let needed = (batch as u64)
+            .saturating_mul(per_sequence)
+            .saturating_mul(2);
+        if batch == 0 || needed > binding {
+            return Err(RnnError::ExceedsLimits {
+                what: format!("the hidden state of {batch} sequences, in bytes (both halves)"),
+                needed,
+                limit: binding,
+            });
+        }
+        Ok(())
+    }
+
     /// The longest time chunk of `shape` that fits the adapter's limits and the budget.
     pub(crate) fn chunk_len(&self, shape: &ForwardShape) -> Result<usize> {
+        if shape.seq_len == 0 || shape.batch == 0 {
+            return Err(RnnError::shape(
+                "input",
+                "at least one timestep and one sequence",
+                &[shape.seq_len, shape.batch],
+            ));
+        }
+        self.check_state_fits(shape.batch)?;
         let limits = self.ctx.limits();
         let config = &self.config;
         let batch = shape.batch as u64;
-        let floats = |n: usize| n as u64 * 4;
+        // Saturating: absurd shapes must come out as "too large", not as an overflow.
+        let floats = |n: usize| (n as u64).saturating_mul(4);
         let widest = config
             .input_size
             .max(config.output_size())
             .max(self.output_features());
-        let frame = floats(widest) * batch;
+        let frame = floats(widest).saturating_mul(batch);
         let binding = limits
             .max_storage_buffer_binding_size
             .min(limits.max_buffer_size);
         let align = u64::from(limits.min_uniform_buffer_offset_alignment.max(16));
+        let state_bytes = floats(self.state_len(shape.batch));
+        // The readback buffer holds a chunk's result and the final state together.
+        let result_frame = floats(self.output_features()).saturating_mul(batch);
+        let readback_room = limits.max_buffer_size.saturating_sub(state_bytes);
         let mut chunk = (binding / frame)
+            .min(readback_room / result_frame)
             .min(limits.max_buffer_size / align)
             .min(u64::from(limits.max_compute_workgroups_per_dimension) * 32 / batch);
         let budget = self.budget.load(Ordering::Relaxed);
         if budget != u64::MAX {
             // Per timestep: input, projections, layer output, the result (head output) and its
             // readback, a step uniform.
-            let per_step = (floats(config.input_size) + 3 * floats(config.output_size())) * batch
-                + 2 * floats(self.output_features()) * batch
-                + align;
+            let per_step = (floats(config.input_size) + 3 * floats(config.output_size()))
+                .saturating_mul(batch)
+                .saturating_add(2 * result_frame)
+                .saturating_add(align);
             // Per call: two state halves, their readback, the lengths.
-            let fixed = 3 * floats(self.state_len(shape.batch)) + floats(shape.batch);
+            let fixed = 3 * state_bytes + floats(shape.batch);
             chunk = chunk.min(budget.saturating_sub(fixed) / per_step);
         }
         if chunk == 0 {
@@ -346,7 +383,7 @@ impl GpuRnn {
                 limit: budget.min(binding),
             });
         }
-        let chunk = (chunk as usize).min(shape.seq_len);
+        let chunk = chunk.min(shape.seq_len as u64) as usize;
         if chunk < shape.seq_len && config.bidirectional {
             return Err(RnnError::ExceedsLimits {
                 what: "timesteps of a bidirectional forward (it cannot run in chunks: \
@@ -449,7 +486,9 @@ impl GpuRnn {
         let chunk = self.chunk_len(&shape)?;
         let initial = h0.map_or(InitialState::Zeros, |h0| InitialState::Host(h0.data()));
         // Chunks carry the state between them in a small buffer of this call's.
-        let carry = (chunk < shape.seq_len).then(|| self.state_buffer(shape.batch));
+        let carry = (chunk < shape.seq_len)
+            .then(|| self.state_buffer(shape.batch))
+            .transpose()?;
         let (output, h_n) = self.run_chunks(
             &shape,
             input.data(),
@@ -465,13 +504,17 @@ impl GpuRnn {
     }
 
     /// A GPU buffer holding a state (L·D, N, H), zeroed.
-    pub(crate) fn state_buffer(&self, batch: usize) -> wgpu::Buffer {
-        self.ctx.device().create_buffer(&wgpu::BufferDescriptor {
+    pub(crate) fn state_buffer(&self, batch: usize) -> Result<wgpu::Buffer> {
+        self.check_state_fits(batch)?;
+        let scopes = self.ctx.error_scopes();
+        let buffer = self.ctx.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some("carried state"),
             size: (self.state_len(batch).max(1) * 4) as u64,
             usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
-        })
+        });
+        scopes.finish(&self.ctx, "allocating the carried state")?;
+        Ok(buffer)
     }
 }
 

@@ -14,7 +14,7 @@ use crate::config::RnnConfig;
 use crate::error::{Result, RnnError};
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernels::StepGrid;
-use crate::gpu::workspace::Workspace;
+use crate::gpu::workspace::{Workspace, lengths_offset};
 
 /// Where a run's initial hidden state (L·D, N, H) comes from.
 #[derive(Clone, Copy)]
@@ -63,12 +63,14 @@ pub(crate) fn run(
     match run.lengths {
         Some(lengths) => {
             let lengths: Vec<u32> = lengths.iter().map(|&l| l as u32).collect();
-            queue.write_buffer(&ws.lengths, 0, bytemuck::cast_slice(&lengths));
+            let at = lengths_offset(ws.state_len);
+            queue.write_buffer(&ws.state, at, bytemuck::cast_slice(&lengths));
             ws.lengths_full = false;
         }
         None if !ws.lengths_full => {
             let full = vec![ws.seq_len as u32; ws.batch];
-            queue.write_buffer(&ws.lengths, 0, bytemuck::cast_slice(&full));
+            let at = lengths_offset(ws.state_len);
+            queue.write_buffer(&ws.state, at, bytemuck::cast_slice(&full));
             ws.lengths_full = true;
         }
         None => {}

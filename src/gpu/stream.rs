@@ -45,6 +45,10 @@ impl std::fmt::Debug for RnnStream<'_> {
     }
 }
 
+/// The most floats a stream's final flush (`delay` zero frames and their outputs) may take:
+/// 1 GiB.
+const MAX_FLUSH_FLOATS: usize = 1 << 28;
+
 impl GpuRnn {
     /// Starts a stream from a zero state. Fails for a bidirectional model, whose reverse
     /// direction needs the whole sequence before it can produce anything.
@@ -59,7 +63,19 @@ impl GpuRnn {
         if options.batch == 0 {
             return Err(RnnError::InvalidConfig("a stream needs batch ≥ 1".into()));
         }
-        let state = self.state_buffer(options.batch);
+        // finish() feeds `delay` zero frames: keep that a sane amount of memory.
+        let flush = options
+            .delay
+            .checked_mul(options.batch)
+            .and_then(|f| f.checked_mul(self.config().input_size.max(self.output_features())));
+        if flush.is_none_or(|floats| floats > MAX_FLUSH_FLOATS) {
+            return Err(RnnError::InvalidConfig(format!(
+                "a delay of {} frames for {} sequences needs more than {MAX_FLUSH_FLOATS} \
+                 floats to flush",
+                options.delay, options.batch
+            )));
+        }
+        let state = self.state_buffer(options.batch)?;
         let mut stream = RnnStream {
             model: self,
             options,
@@ -165,11 +181,13 @@ impl RnnStream<'_> {
 
     /// Sets the state to zeros (and restarts the delay).
     pub fn reset(&mut self) {
-        let zeros = vec![0.0f32; self.state_shape().iter().product()];
-        self.model
-            .context()
-            .queue()
-            .write_buffer(&self.state, 0, bytemuck::cast_slice(&zeros));
+        let ctx = self.model.context();
+        let scopes = ctx.error_scopes();
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        encoder.clear_buffer(&self.state, 0, None);
+        ctx.queue().submit([encoder.finish()]);
+        // Only a lost device can fail here, and the next push or read reports that.
+        let _ = scopes.finish(ctx, "resetting the stream");
         self.to_skip = self.options.delay;
     }
 

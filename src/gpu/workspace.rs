@@ -26,12 +26,10 @@ pub(crate) struct Workspace {
     /// Every layer's output, (T, N, D·H) or the caller's layout for the last layer; a layer's
     /// projection has consumed it before the layer's steps overwrite it.
     pub output: wgpu::Buffer,
-    /// Hidden state, [2][L][D][N][H]: two ping-pong halves for the per-step kernel (`h_n` is
+    /// Hidden state, [2][L][D][N][H], then the N lengths: two ping-pong halves for the per-step kernel (`h_n` is
     /// half T % 2); the persistent kernel keeps it in place in half 0.
     pub state: wgpu::Buffer,
-    /// Per-sequence valid lengths (all T for a plain forward).
-    pub lengths: wgpu::Buffer,
-    /// Whether `lengths` currently holds T for every sequence.
+    /// Whether the lengths (after the state halves) currently hold T for every sequence.
     pub lengths_full: bool,
     /// Output then h_n, mapped for reading after the submission.
     pub readback: wgpu::Buffer,
@@ -93,6 +91,11 @@ impl Timestamps {
             ),
         }
     }
+}
+
+/// Byte offset of the sequence lengths in the state buffer: after both halves.
+pub(crate) fn lengths_offset(state_len: usize) -> u64 {
+    (2 * state_len * 4) as u64
 }
 
 fn floats(len: usize) -> u64 {
@@ -200,9 +203,10 @@ impl Workspace {
             layer_output_len,
             storage | wgpu::BufferUsages::COPY_SRC,
         );
+        // Two state halves, then the lengths (see recurrent_step.wgsl).
         let state = buffer(
             "hidden state",
-            2 * state_len,
+            2 * state_len + n,
             storage | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
         );
         let readback = buffer(
@@ -211,11 +215,11 @@ impl Workspace {
             wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
         );
         let full: Vec<u32> = vec![t as u32; n];
-        let lengths = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("lengths"),
-            contents: bytemuck::cast_slice(&full),
-            usage: storage | wgpu::BufferUsages::COPY_DST,
-        });
+        ctx.queue().write_buffer(
+            &state,
+            lengths_offset(state_len),
+            bytemuck::cast_slice(&full),
+        );
 
         let step_stride = ctx.limits().min_uniform_buffer_offset_alignment.max(16);
         let mut step_bytes = vec![0u8; t * step_stride as usize];
@@ -284,7 +288,8 @@ impl Workspace {
                     Nonlinearity::Relu => 1,
                 },
                 steps_per_dispatch: STEPS_PER_DISPATCH,
-                _pad: [0; 2],
+                lengths_offset: (2 * state_len) as u32,
+                _pad: 0,
             };
             projection_params.push(projection);
             let projection_uniform = uniform("projection params", bytemuck::bytes_of(&projection));
@@ -306,7 +311,6 @@ impl Workspace {
                     steps: &steps,
                     w_hh: &weights.w_hh,
                     p: &projections,
-                    lengths: &lengths,
                     state: &state,
                     output: &output,
                 },
@@ -352,7 +356,6 @@ impl Workspace {
             input,
             output,
             state,
-            lengths,
             lengths_full: true,
             readback,
             projection_groups,
