@@ -146,10 +146,19 @@ fn run_report(options: &Options) -> Result<(), Error> {
 
     let fits = fit_all(&options.configs, &rows);
     println!("Least-squares fit per configuration and path: time = overhead + T × (µs/step)");
+    println!("(ordinary least squares, so the longest sequences dominate: an overhead below");
+    println!("zero only means the fixed cost is smaller than the noise of the longest runs)");
     println!("{}", table::format_fits(&fits));
     write_outputs(&options.out_dir, &ctx, &rows, &fits)?;
     println!("total time {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// One configuration's models; `cpu` is `None` with `--gpu-only`, `gpu` when the adapter
+/// could not take the model.
+struct Models {
+    gpu: Option<GpuRnn>,
+    cpu: Option<CpuRnn>,
 }
 
 /// What the measurements of one report share.
@@ -161,6 +170,8 @@ struct Session<'a> {
     predictor: Predictor,
     /// Configurations and paths past their time budget: their longer lengths are skipped too.
     over_budget: Vec<(Shape, Path)>,
+    /// Configurations already noted as running in time chunks.
+    chunked: Vec<Shape>,
     progress: Progress,
     notes: Vec<String>,
 }
@@ -175,6 +186,7 @@ impl<'a> Session<'a> {
             baselines: Baselines::load(),
             predictor: Predictor::new(),
             over_budget: Vec::new(),
+            chunked: Vec::new(),
             progress: Progress::new(options.configs.len() * options.lengths.len() * paths),
             notes: Vec::new(),
         }
@@ -182,6 +194,21 @@ impl<'a> Session<'a> {
 
     /// Every length of one configuration, each row printed as soon as it is measured.
     fn measure_config(&mut self, shape: Shape) -> Result<Vec<Row>, Error> {
+        let models = self.models(shape)?;
+        let options = self.options;
+        let mut rows = Vec::new();
+        for &seq_len in &options.lengths {
+            let row = self.measure_length(shape, seq_len, &models);
+            self.progress.clear();
+            println!("{}", table::format_row(&row));
+            rows.push(row);
+        }
+        Ok(rows)
+    }
+
+    /// The configuration's models, from the same weights. A GPU model the adapter cannot hold
+    /// becomes a note; the CPU path still runs.
+    fn models(&mut self, shape: Shape) -> Result<Models, Error> {
         let config = shape.config();
         let weights = RnnWeights::init(&config, SEED)?;
         let gpu = GpuRnn::new(&self.ctx, config.clone(), &weights)
@@ -194,42 +221,35 @@ impl<'a> Session<'a> {
             true => None,
             false => Some(CpuRnn::new(config, weights)?),
         };
+        Ok(Models { gpu, cpu })
+    }
+
+    fn measure_length(&mut self, shape: Shape, seq_len: usize, models: &Models) -> Row {
         let sampling = self.sampling;
-        let mut chunking_noted = false;
-        let mut rows = Vec::new();
-        for &seq_len in &self.options.lengths {
-            // Made only if a path runs: the largest inputs are a GiB.
-            let input = OnceCell::new();
-            let input = || input.get_or_init(|| shape.make_input(seq_len));
-            let gpu_timing = gpu.as_ref().and_then(|model| {
-                self.measure(Path::Gpu, shape, seq_len, || {
-                    measure::time_gpu(model, input(), sampling)
-                })
-            });
-            if let Some(model) = gpu.as_ref().filter(|_| gpu_timing.is_some())
-                && !chunking_noted
-            {
-                chunking_noted = self.note_time_chunks(model, shape, seq_len);
-            }
-            let cpu_timing = cpu.as_ref().and_then(|model| {
-                self.measure(Path::Cpu, shape, seq_len, || {
-                    measure::time_cpu(model, input(), sampling)
-                })
-            });
-            let row = Row {
-                shape,
-                seq_len,
-                gpu: gpu_timing,
-                cpu: cpu_timing,
-                baseline: self
-                    .baselines
-                    .lookup(shape.hidden, shape.input(), shape.batch, seq_len),
-            };
-            self.progress.clear();
-            println!("{}", table::format_row(&row));
-            rows.push(row);
+        // Made only if a path runs: the largest inputs are a GiB.
+        let input = OnceCell::new();
+        let input = || input.get_or_init(|| shape.make_input(seq_len));
+        let gpu = models.gpu.as_ref().and_then(|model| {
+            let timing = self.measure(Path::Gpu, shape, seq_len, || {
+                measure::time_gpu(model, input(), sampling)
+            })?;
+            self.note_time_chunks(model, shape, seq_len);
+            Some(timing)
+        });
+        let cpu = models.cpu.as_ref().and_then(|model| {
+            self.measure(Path::Cpu, shape, seq_len, || {
+                measure::time_cpu(model, input(), sampling)
+            })
+        });
+        Row {
+            shape,
+            seq_len,
+            gpu,
+            cpu,
+            baseline: self
+                .baselines
+                .lookup(shape.hidden, shape.input(), shape.batch, seq_len),
         }
-        Ok(rows)
     }
 
     /// Runs one measurement under the progress bar unless it is predicted to exceed its path's
@@ -286,19 +306,21 @@ impl<'a> Session<'a> {
         true
     }
 
-    /// Notes when a forward of this length runs in time chunks (the adapter's buffer limits),
-    /// which adds a submission and a readback per chunk. Returns whether it did.
-    fn note_time_chunks(&mut self, model: &GpuRnn, shape: Shape, seq_len: usize) -> bool {
-        match model.time_chunk(seq_len, shape.batch) {
-            Ok(chunk) if chunk < seq_len => {
-                self.notes.push(format!(
-                    "{} gpu: from T={seq_len} on, a forward runs in time chunks of {chunk} \
-                     steps (the adapter's buffer limits), one submission each",
-                    shape.label()
-                ));
-                true
-            }
-            _ => false,
+    /// Notes, once per configuration, from which measured length on a forward runs in time
+    /// chunks (the adapter's buffer limits): one submission and readback per chunk.
+    fn note_time_chunks(&mut self, model: &GpuRnn, shape: Shape, seq_len: usize) {
+        if self.chunked.contains(&shape) {
+            return;
+        }
+        if let Ok(chunk) = model.time_chunk(seq_len, shape.batch)
+            && chunk < seq_len
+        {
+            self.chunked.push(shape);
+            self.notes.push(format!(
+                "{} gpu: from T={seq_len} on, a forward runs in time chunks of {chunk} steps \
+                 (the adapter's buffer limits), one submission each",
+                shape.label()
+            ));
         }
     }
 }
@@ -363,11 +385,17 @@ fn chart(ctx: &GpuContext, rows: &[Row]) -> svg::Chart {
             });
         }
     }
+    let has_cpu = series.iter().any(|s| s.dashed && !s.points.is_empty());
     svg::Chart {
         title: "nn.RNN forward: time against sequence length".into(),
         subtitle: format!(
-            "{}; nn.RNN(H, H), 1 layer, tanh; gpu solid, cpu reference dashed",
-            ctx.describe()
+            "{}; nn.RNN(H, H), 1 layer, tanh{}",
+            ctx.describe(),
+            if has_cpu {
+                "; gpu solid, cpu reference path dashed"
+            } else {
+                ""
+            }
         ),
         x_label: "sequence length T (log scale)".into(),
         y_label: "median time per forward, ms (log scale)".into(),

@@ -34,10 +34,10 @@ pub struct FitRow {
 }
 
 pub const LEGEND: &str = "\
-Times in ms. gpu ms: median wall time of a GPU forward (upload, GPU work, readback); gpu exec: the GPU's
-own time from timestamp queries; overhead = gpu ms - gpu exec (host and submit); GFLOP/s of
-the GPU forward; cpu ms: the CPU reference path (plain f64-accumulating loops, not a tuned
-CPU implementation); speedup = cpu ms / gpu ms; torch, ort: baselines, see below.";
+Times in ms. gpu ms: median wall time of a GPU forward (upload, GPU work, readback);
+gpu exec: the GPU's own time (timestamp queries); overhead = gpu ms - gpu exec (host and
+submit); GFLOP/s of the GPU forward; cpu ms: the CPU reference path (plain f64-accumulating
+loops, not a tuned CPU implementation); speedup = cpu ms / gpu ms; torch, ort: see below.";
 
 const COLUMNS: [(&str, usize); 11] = [
     ("config", 14),
