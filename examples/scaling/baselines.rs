@@ -3,9 +3,10 @@
 //! put them next to the GPU's numbers on any machine.
 
 /// Where and how the baselines were measured, printed with them.
-pub const PROVENANCE: &str = "torch / ort: PyTorch 2.15 and onnxruntime 1.32 on the CPU, \
-    2 threads, measured in an earlier run on a 2-vCPU AMD EPYC (Zen 4) KVM machine of the \
-    type this crate is developed on; not measured by this program";
+pub const PROVENANCE: &str = "\
+torch / ort: PyTorch 2.15 and onnxruntime 1.32 nn.RNN on the CPU, 2 threads, from
+benches/baselines/: measured in an earlier run on a 2-vCPU AMD EPYC (Zen 4) KVM machine of
+the type this crate is developed on, not by this program (and not on your machine).";
 
 const TORCH_CSV: &str = include_str!("../../benches/baselines/torch_cpu_rnn.csv");
 const ORT_CSV: &str = include_str!("../../benches/baselines/onnxruntime_cpu_rnn.csv");
