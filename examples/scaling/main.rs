@@ -1,0 +1,404 @@
+//! The sequence-length scaling report: how the time of an `nn.RNN` forward grows with the
+//! sequence length T on your GPU, next to the CPU reference path and to PyTorch and
+//! onnxruntime CPU baselines.
+//!
+//!     cargo run --release --example scaling -- [--quick] [--configs 64x1,256x16] [...]
+//!
+//! For each configuration (hidden size H = input size, batch N) and each T it prints a row:
+//! median wall time over several forwards after a warm-up, µs per step, GFLOP/s, the GPU's own
+//! execution time (timestamp queries) and so the host overhead, the CPU path's time and the
+//! speedup, and the baselines where they have a row. Then a least-squares line per
+//! configuration and path, time = overhead + T · (time per step). Files in `--out`
+//! (default `target/scaling/`): `scaling.csv`, `fit.csv`, `scaling.svg`. `--help` lists every
+//! flag; `--gemm` measures only the input-projection GEMM.
+
+mod baselines;
+mod fit;
+mod measure;
+mod options;
+mod progress;
+mod shape;
+mod svg;
+mod table;
+
+use std::cell::OnceCell;
+use std::path::Path as FilePath;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use wgpu_rnn::{CpuRnn, GpuContext, GpuRnn, RnnWeights};
+
+use baselines::Baselines;
+use measure::{Path, Predictor, Sampling, Timing};
+use options::{Command, Options};
+use progress::Progress;
+use shape::Shape;
+use table::{FitRow, Row};
+
+type Error = Box<dyn std::error::Error>;
+
+/// The seed of every model's weights (PyTorch's initialisation, U(−1/√H, 1/√H)).
+const SEED: u64 = 7;
+
+/// Long forwards on software adapters run for minutes; the library's default is 2 minutes.
+const GPU_TIMEOUT: Duration = Duration::from_secs(3600);
+
+fn main() -> ExitCode {
+    let command = match options::parse(std::env::args().skip(1)) {
+        Ok(command) => command,
+        Err(message) => {
+            eprintln!("error: {message}\nrun with --help to see the flags");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match command {
+        Command::Help => {
+            println!("{}", options::HELP);
+            Ok(())
+        }
+        Command::Gemm => run_gemm(),
+        Command::Report(options) => run_report(&options),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn open_gpu() -> Result<GpuContext, Error> {
+    let ctx = GpuContext::new()?;
+    ctx.set_timeout(GPU_TIMEOUT);
+    let info = ctx.adapter_info();
+    println!(
+        "adapter: {} | backend {:?} | type {:?} | driver {} {}",
+        info.name, info.backend, info.device_type, info.driver, info.driver_info
+    );
+    Ok(ctx)
+}
+
+// ---------------------------------------------------------------------------------------------
+// --gemm
+
+/// The projection GEMM of the README's question: T·N = 4096 rows, I = H = 256.
+const GEMM_ROWS: usize = 4096;
+const GEMM_DEPTH: usize = 256;
+const GEMM_COLS: usize = 256;
+/// Each timed submission runs at least this long, so that submit and wait are a small share.
+const GEMM_SUBMISSION: Duration = Duration::from_millis(200);
+const GEMM_ROUNDS: usize = 5;
+
+fn run_gemm() -> Result<(), Error> {
+    let ctx = open_gpu()?;
+    let time = |repeats| {
+        wgpu_rnn::testing::time_input_projection(&ctx, GEMM_ROWS, GEMM_DEPTH, GEMM_COLS, repeats)
+    };
+    let once = time(1)?;
+    let repeats = (GEMM_SUBMISSION.as_secs_f64() / once.as_secs_f64()).clamp(1.0, 1000.0) as u32;
+    let mut rounds = (0..GEMM_ROUNDS)
+        .map(|_| time(repeats))
+        .collect::<Result<Vec<_>, _>>()?;
+    rounds.sort_unstable();
+    let per_dispatch = rounds[GEMM_ROUNDS / 2];
+    let flops = 2.0 * (GEMM_ROWS * GEMM_DEPTH * GEMM_COLS) as f64;
+    let gflops = flops / per_dispatch.as_secs_f64() / 1e9;
+    println!(
+        "input projection GEMM P = X·Wᵀ + b: X {GEMM_ROWS}×{GEMM_DEPTH}, W {GEMM_COLS}×{GEMM_DEPTH}; \
+         {repeats} dispatch(es) per submission, median of {GEMM_ROUNDS} submissions"
+    );
+    println!(
+        "{:.3} ms per dispatch, {gflops:.1} GFLOP/s",
+        table::millis(per_dispatch)
+    );
+    println!("gemm_gflops={gflops:.2}");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The report
+
+fn run_report(options: &Options) -> Result<(), Error> {
+    let started = Instant::now();
+    let ctx = open_gpu()?;
+    println!(
+        "nn.RNN(H, H), 1 layer, tanh, unidirectional; input (T, N, H); {}\n",
+        if options.quick {
+            "--quick: one warm-up forward, then the median of 3 to 20"
+        } else {
+            "each point: one warm-up forward, then the median of 3 to 50"
+        }
+    );
+    println!("{}\n", table::LEGEND);
+    let mut session = Session::new(ctx.clone(), options);
+    println!("{}", table::header());
+    let mut rows = Vec::new();
+    for &shape in &options.configs {
+        rows.extend(session.measure_config(shape)?);
+    }
+    session.progress.clear();
+    println!();
+    for note in &session.notes {
+        println!("note: {note}");
+    }
+    println!("{}\n", baselines::PROVENANCE);
+
+    let fits = fit_all(&options.configs, &rows);
+    println!("Least-squares fit per configuration and path: time = overhead + T × (µs/step)");
+    println!("(ordinary least squares, so the longest sequences dominate: an overhead below");
+    println!("zero only means the fixed cost is smaller than the noise of the longest runs)");
+    println!("{}", table::format_fits(&fits));
+    write_outputs(&options.out_dir, &ctx, &rows, &fits)?;
+    println!("total time {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// One configuration's models; `cpu` is `None` with `--gpu-only`, `gpu` when the adapter
+/// could not take the model.
+struct Models {
+    gpu: Option<GpuRnn>,
+    cpu: Option<CpuRnn>,
+}
+
+/// What the measurements of one report share.
+struct Session<'a> {
+    ctx: GpuContext,
+    options: &'a Options,
+    sampling: Sampling,
+    baselines: Baselines,
+    predictor: Predictor,
+    /// Configurations and paths past their time budget: their longer lengths are skipped too.
+    over_budget: Vec<(Shape, Path)>,
+    /// Configurations already noted as running in time chunks.
+    chunked: Vec<Shape>,
+    progress: Progress,
+    notes: Vec<String>,
+}
+
+impl<'a> Session<'a> {
+    fn new(ctx: GpuContext, options: &'a Options) -> Self {
+        let paths = if options.gpu_only { 1 } else { 2 };
+        Session {
+            ctx,
+            options,
+            sampling: Sampling::new(options.quick),
+            baselines: Baselines::load(),
+            predictor: Predictor::new(),
+            over_budget: Vec::new(),
+            chunked: Vec::new(),
+            progress: Progress::new(options.configs.len() * options.lengths.len() * paths),
+            notes: Vec::new(),
+        }
+    }
+
+    /// Every length of one configuration, each row printed as soon as it is measured.
+    fn measure_config(&mut self, shape: Shape) -> Result<Vec<Row>, Error> {
+        let models = self.models(shape)?;
+        let options = self.options;
+        let mut rows = Vec::new();
+        for &seq_len in &options.lengths {
+            let row = self.measure_length(shape, seq_len, &models);
+            self.progress.clear();
+            println!("{}", table::format_row(&row));
+            rows.push(row);
+        }
+        Ok(rows)
+    }
+
+    /// The configuration's models, from the same weights. A GPU model the adapter cannot hold
+    /// becomes a note; the CPU path still runs.
+    fn models(&mut self, shape: Shape) -> Result<Models, Error> {
+        let config = shape.config();
+        let weights = RnnWeights::init(&config, SEED)?;
+        let gpu = GpuRnn::new(&self.ctx, config.clone(), &weights)
+            .map_err(|error| {
+                self.notes
+                    .push(format!("{}: no GPU model: {error}", shape.label()))
+            })
+            .ok();
+        let cpu = match self.options.gpu_only {
+            true => None,
+            false => Some(CpuRnn::new(config, weights)?),
+        };
+        Ok(Models { gpu, cpu })
+    }
+
+    fn measure_length(&mut self, shape: Shape, seq_len: usize, models: &Models) -> Row {
+        let sampling = self.sampling;
+        // Made only if a path runs: the largest inputs are a GiB.
+        let input = OnceCell::new();
+        let input = || input.get_or_init(|| shape.make_input(seq_len));
+        let gpu = models.gpu.as_ref().and_then(|model| {
+            let timing = self.measure(Path::Gpu, shape, seq_len, || {
+                measure::time_gpu(model, input(), sampling)
+            })?;
+            self.note_time_chunks(model, shape, seq_len);
+            Some(timing)
+        });
+        let cpu = models.cpu.as_ref().and_then(|model| {
+            self.measure(Path::Cpu, shape, seq_len, || {
+                measure::time_cpu(model, input(), sampling)
+            })
+        });
+        Row {
+            shape,
+            seq_len,
+            gpu,
+            cpu,
+            baseline: self
+                .baselines
+                .lookup(shape.hidden, shape.input(), shape.batch, seq_len),
+        }
+    }
+
+    /// Runs one measurement under the progress bar unless it is predicted to exceed its path's
+    /// budget. A failure becomes a note.
+    fn measure(
+        &mut self,
+        path: Path,
+        shape: Shape,
+        seq_len: usize,
+        run: impl FnOnce() -> wgpu_rnn::Result<Timing>,
+    ) -> Option<Timing> {
+        let what = format!("{} T={seq_len} {}", shape.label(), path.name());
+        if self.over_budget(path, shape, seq_len) {
+            self.progress.advance();
+            return None;
+        }
+        self.progress.working_on(&what);
+        let result = run();
+        self.progress.advance();
+        match result {
+            Ok(timing) => {
+                self.predictor.record(path, shape, seq_len, &timing);
+                Some(timing)
+            }
+            Err(error) => {
+                self.notes.push(format!("{what}: failed: {error}"));
+                None
+            }
+        }
+    }
+
+    /// Whether a forward would take longer than the path's budget; noted once per
+    /// configuration and path, whose longer sequences are then skipped too.
+    fn over_budget(&mut self, path: Path, shape: Shape, seq_len: usize) -> bool {
+        if self.over_budget.contains(&(shape, path)) {
+            return true;
+        }
+        let (budget, flag) = match path {
+            Path::Gpu => (self.options.gpu_budget, "--gpu-budget"),
+            Path::Cpu => (self.options.cpu_budget, "--cpu-budget"),
+        };
+        let predicted = self.predictor.predict(path, shape, seq_len);
+        let Some((budget, predicted)) = budget.zip(predicted).filter(|(b, p)| p > b) else {
+            return false;
+        };
+        self.over_budget.push((shape, path));
+        self.notes.push(format!(
+            "{} {}: skipped from T={seq_len} on, predicted {} s per forward ({flag} {} s)",
+            shape.label(),
+            path.name(),
+            table::significant(predicted.as_secs_f64()),
+            budget.as_secs_f64()
+        ));
+        true
+    }
+
+    /// Notes, once per configuration, from which measured length on a forward runs in time
+    /// chunks (the adapter's buffer limits): one submission and readback per chunk.
+    fn note_time_chunks(&mut self, model: &GpuRnn, shape: Shape, seq_len: usize) {
+        if self.chunked.contains(&shape) {
+            return;
+        }
+        if let Ok(chunk) = model.time_chunk(seq_len, shape.batch)
+            && chunk < seq_len
+        {
+            self.chunked.push(shape);
+            self.notes.push(format!(
+                "{} gpu: from T={seq_len} on, a forward runs in time chunks of {chunk} steps \
+                 (the adapter's buffer limits), one submission each",
+                shape.label()
+            ));
+        }
+    }
+}
+
+fn fit_all(configs: &[Shape], rows: &[Row]) -> Vec<FitRow> {
+    let mut fits = Vec::new();
+    for &shape in configs {
+        for path in [Path::Gpu, Path::Cpu] {
+            let points: Vec<(f64, f64)> = rows
+                .iter()
+                .filter(|row| row.shape == shape)
+                .filter_map(|row| {
+                    let ms = table::millis(row.timing(path)?.median);
+                    Some((row.seq_len as f64, ms))
+                })
+                .collect();
+            if let Some(fit) = fit::least_squares(&points) {
+                fits.push(FitRow { shape, path, fit });
+            }
+        }
+    }
+    fits
+}
+
+fn write_outputs(
+    dir: &FilePath,
+    ctx: &GpuContext,
+    rows: &[Row],
+    fits: &[FitRow],
+) -> Result<(), Error> {
+    std::fs::create_dir_all(dir)?;
+    table::write_scaling_csv(&dir.join("scaling.csv"), rows)?;
+    table::write_fit_csv(&dir.join("fit.csv"), fits)?;
+    std::fs::write(dir.join("scaling.svg"), svg::render(&chart(ctx, rows)))?;
+    println!(
+        "wrote {}, fit.csv and scaling.svg",
+        dir.join("scaling.csv").display()
+    );
+    Ok(())
+}
+
+/// Time against T, one line per configuration (a colour each) and path (GPU solid, CPU
+/// dashed).
+fn chart(ctx: &GpuContext, rows: &[Row]) -> svg::Chart {
+    let mut shapes: Vec<Shape> = rows.iter().map(|row| row.shape).collect();
+    shapes.dedup();
+    let mut series = Vec::new();
+    for (i, &shape) in shapes.iter().enumerate() {
+        for path in [Path::Gpu, Path::Cpu] {
+            series.push(svg::Series {
+                label: format!("{} {}", path.name(), shape.label()),
+                color: svg::PALETTE[i % svg::PALETTE.len()],
+                dashed: path == Path::Cpu,
+                points: rows
+                    .iter()
+                    .filter(|row| row.shape == shape)
+                    .filter_map(|row| {
+                        let ms = table::millis(row.timing(path)?.median);
+                        Some((row.seq_len as f64, ms))
+                    })
+                    .collect(),
+            });
+        }
+    }
+    let has_cpu = series.iter().any(|s| s.dashed && !s.points.is_empty());
+    svg::Chart {
+        title: "nn.RNN forward: time against sequence length".into(),
+        subtitle: format!(
+            "{}; nn.RNN(H, H), 1 layer, tanh{}",
+            ctx.describe(),
+            if has_cpu {
+                "; gpu solid, cpu reference path dashed"
+            } else {
+                ""
+            }
+        ),
+        x_label: "sequence length T (log scale)".into(),
+        y_label: "median time per forward, ms (log scale)".into(),
+        series,
+    }
+}

@@ -1,0 +1,184 @@
+//! Timing forwards: a warm-up, then repeated runs until there are enough for a median; and the
+//! prediction that keeps the slow CPU reference path within its time budget.
+
+use std::time::{Duration, Instant};
+
+use wgpu_rnn::{CpuRnn, GpuRnn, Rnn, Tensor};
+
+use crate::shape::Shape;
+
+/// Which implementation a measurement is of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    Gpu,
+    Cpu,
+}
+
+impl Path {
+    pub fn name(self) -> &'static str {
+        match self {
+            Path::Gpu => "gpu",
+            Path::Cpu => "cpu",
+        }
+    }
+}
+
+/// How many forwards a measurement runs after its warm-up.
+#[derive(Clone, Copy, Debug)]
+pub struct Sampling {
+    /// Runs at least this many...
+    pub min_runs: usize,
+    /// ...and goes on until this much time has passed...
+    pub target: Duration,
+    /// ...but never beyond this many.
+    pub max_runs: usize,
+}
+
+impl Sampling {
+    pub fn new(quick: bool) -> Self {
+        if quick {
+            Sampling {
+                min_runs: 3,
+                target: Duration::from_millis(300),
+                max_runs: 20,
+            }
+        } else {
+            Sampling {
+                min_runs: 5,
+                target: Duration::from_secs(1),
+                max_runs: 50,
+            }
+        }
+    }
+}
+
+/// Forwards that take this long in total may stop after three runs, whatever `min_runs` says:
+/// the long ones are steady, and five of them would cost minutes.
+const LONG_ENOUGH: Duration = Duration::from_secs(3);
+
+/// The result of one measurement.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// Median wall-clock time of a forward.
+    pub median: Duration,
+    /// Median GPU execution time (timestamp queries), where the adapter has them.
+    pub gpu: Option<Duration>,
+    pub runs: usize,
+}
+
+/// Times `forward`, which returns the GPU execution time of the run where it knows it.
+fn time_runs(
+    sampling: Sampling,
+    mut forward: impl FnMut() -> wgpu_rnn::Result<Option<Duration>>,
+) -> wgpu_rnn::Result<Timing> {
+    forward()?; // warm-up: allocates the GPU workspace, faults the CPU path's pages in
+    let started = Instant::now();
+    let mut walls = Vec::new();
+    let mut gpus = Vec::new();
+    loop {
+        let start = Instant::now();
+        let gpu = forward()?;
+        walls.push(start.elapsed());
+        gpus.extend(gpu);
+        let (runs, elapsed) = (walls.len(), started.elapsed());
+        let enough = runs >= sampling.max_runs
+            || (runs >= sampling.min_runs && elapsed >= sampling.target)
+            || (runs >= 3 && elapsed >= LONG_ENOUGH);
+        if enough {
+            break;
+        }
+    }
+    Ok(Timing {
+        median: median(&mut walls).expect("at least one run"),
+        // Only when every run was timed on the GPU, so that both medians cover the same runs.
+        gpu: (gpus.len() == walls.len())
+            .then(|| median(&mut gpus))
+            .flatten(),
+        runs: walls.len(),
+    })
+}
+
+pub fn time_gpu(model: &GpuRnn, input: &Tensor, sampling: Sampling) -> wgpu_rnn::Result<Timing> {
+    model.set_profiling(true);
+    time_runs(sampling, || {
+        model.forward(input, None)?;
+        Ok(model.last_gpu_time())
+    })
+}
+
+pub fn time_cpu(model: &CpuRnn, input: &Tensor, sampling: Sampling) -> wgpu_rnn::Result<Timing> {
+    time_runs(sampling, || model.forward(input, None).map(|_| None))
+}
+
+fn median(values: &mut [Duration]) -> Option<Duration> {
+    values.sort_unstable();
+    let mid = values.len() / 2;
+    match values.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(values[mid]),
+        _ => Some((values[mid - 1] + values[mid]) / 2),
+    }
+}
+
+/// Predicts how long a forward will take from what was measured before, so that lengths that
+/// would blow a time budget can be skipped. Both paths' times grow about linearly with T for a
+/// given configuration; extrapolating from the origin ignores the fixed overhead, which errs
+/// on the side of skipping.
+pub struct Predictor {
+    /// The latest measurement of each configuration and path: (shape, path, T, median).
+    latest: Vec<(Shape, Path, usize, Duration)>,
+    /// FLOP/s of the latest CPU measurement, of any configuration.
+    cpu_rate: Option<f64>,
+}
+
+/// Before the CPU path has been measured at all: the low end of its 1–2 GFLOP/s.
+const ASSUMED_CPU_FLOPS_PER_SECOND: f64 = 1e9;
+
+impl Predictor {
+    pub fn new() -> Self {
+        Predictor {
+            latest: Vec::new(),
+            cpu_rate: None,
+        }
+    }
+
+    /// The predicted time of one forward; `None` for a configuration's first GPU measurement
+    /// (GPUs differ too much to guess).
+    pub fn predict(&self, path: Path, shape: Shape, seq_len: usize) -> Option<Duration> {
+        let same = self
+            .latest
+            .iter()
+            .rev()
+            .find(|(s, p, _, _)| (*s, *p) == (shape, path));
+        if let Some(&(_, _, measured_len, median)) = same {
+            return Some(median.mul_f64(seq_len as f64 / measured_len as f64));
+        }
+        (path == Path::Cpu).then(|| {
+            let rate = self.cpu_rate.unwrap_or(ASSUMED_CPU_FLOPS_PER_SECOND);
+            Duration::from_secs_f64(shape.flops(seq_len) / rate)
+        })
+    }
+
+    pub fn record(&mut self, path: Path, shape: Shape, seq_len: usize, timing: &Timing) {
+        self.latest.push((shape, path, seq_len, timing.median));
+        if path == Path::Cpu {
+            self.cpu_rate = Some(shape.flops(seq_len) / timing.median.as_secs_f64());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians() {
+        let ms = Duration::from_millis;
+        assert_eq!(median(&mut [ms(3), ms(1), ms(2)]), Some(ms(2)));
+        assert_eq!(
+            median(&mut [ms(4), ms(1), ms(2), ms(3)]),
+            Some(Duration::from_micros(2500))
+        );
+        assert_eq!(median(&mut []), None);
+    }
+}
