@@ -32,12 +32,17 @@
 //! - [`RnnError::NoAdapter`]: no adapter matches (no driver installed, or `WGPU_BACKEND` /
 //!   `WGPU_ADAPTER_NAME` exclude every adapter).
 //! - [`RnnError::RequestDevice`]: the adapter refused to open a device.
-//! - [`RnnError::InvalidConfig`]: a zero size, a dropout outside [0, 1], bad metadata.
-//! - [`RnnError::ShapeMismatch`]: `input` or `h0` do not have PyTorch's shapes for the model.
-//! - [`RnnError::Weights`]: a tensor is missing, mis-shaped or not float32 (named in full).
+//! - [`RnnError::InvalidConfig`]: a zero size, a dropout outside [0, 1], bad metadata, a
+//!   Linear head that does not fit, a stream of a bidirectional model or with an absurd delay.
+//! - [`RnnError::ShapeMismatch`]: `input`, `h0`, `lengths` or a stream chunk do not have
+//!   PyTorch's shapes for the model.
+//! - [`RnnError::InvalidLength`]: a sequence length outside 1..=T.
+//! - [`RnnError::Weights`]: a tensor is missing, mis-shaped or not float32 (named in full), or
+//!   the file's header is corrupt.
 //! - [`RnnError::SafeTensors`] / [`RnnError::Io`]: the file is unreadable or not safetensors.
-//! - [`RnnError::ExceedsLimits`]: the problem needs bigger buffers or more workgroups than
-//!   the adapter allows; split the sequence or the batch.
+//! - [`RnnError::ExceedsLimits`]: even one timestep, or the state of the batch, needs bigger
+//!   buffers or more workgroups than the adapter allows (longer unidirectional sequences run in
+//!   time chunks instead; bidirectional ones cannot and report this).
 //! - [`RnnError::Gpu`]: wgpu reported a validation or out-of-memory error.
 //! - [`RnnError::DeviceLost`]: the device is gone; make a new [`GpuContext`].
 //! - [`RnnError::Timeout`]: the GPU did not finish within [`GpuContext::set_timeout`].

@@ -61,16 +61,7 @@ pub fn time_input_projection(
             usage: wgpu::BufferUsages::STORAGE,
         })
     };
-    let params = ProjectionParams {
-        rows: rows as u32,
-        cols: cols as u32,
-        depth: depth as u32,
-        batch: 1,
-        x_stride_t: depth as u32,
-        x_stride_n: 0,
-        p_stride_t: cols as u32,
-        p_stride_n: 0,
-    };
+    let params = ProjectionParams::contiguous(rows, cols, depth);
     let kernel = &ctx.inner().kernels.projection;
     let group = kernel.bind_group(
         device,

@@ -76,17 +76,7 @@ fn input_projection_matches_cpu_twin() {
                 let w = rng.uniform(-1.0, 1.0, cols * depth);
                 let bias = rng.uniform(-1.0, 1.0, cols);
                 let want = cpu::input_projection(&x, &w, &bias, depth);
-                let params = ProjectionParams {
-                    rows: rows as u32,
-                    cols: cols as u32,
-                    depth: depth as u32,
-                    // One "sequence" of `rows` timesteps: rows are contiguous.
-                    batch: 1,
-                    x_stride_t: depth as u32,
-                    x_stride_n: 0,
-                    p_stride_t: cols as u32,
-                    p_stride_n: 0,
-                };
+                let params = ProjectionParams::contiguous(rows, cols, depth);
                 let kernel = &ctx.inner().kernels.projection;
                 for use_subgroup in [false, kernel.has_subgroup_form()] {
                     let p = storage(&ctx, &vec![f32::NAN; rows * cols]);

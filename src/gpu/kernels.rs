@@ -40,6 +40,21 @@ pub(crate) struct ProjectionParams {
 }
 
 impl ProjectionParams {
+    /// A plain (rows × depth) · (cols × depth)ᵀ product with contiguous rows: one "sequence"
+    /// of `rows` timesteps.
+    pub fn contiguous(rows: usize, cols: usize, depth: usize) -> Self {
+        ProjectionParams {
+            rows: rows as u32,
+            cols: cols as u32,
+            depth: depth as u32,
+            batch: 1,
+            x_stride_t: depth as u32,
+            x_stride_n: 0,
+            p_stride_t: cols as u32,
+            p_stride_n: 0,
+        }
+    }
+
     /// Whether X and W can be read as vec4s along K: K and X's row strides are multiples of
     /// four (row starts are then 16-byte aligned, buffers start aligned).
     pub fn vec4_aligned(&self) -> bool {
