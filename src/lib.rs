@@ -41,8 +41,9 @@
 //!   the file's header is corrupt.
 //! - [`RnnError::SafeTensors`] / [`RnnError::Io`]: the file is unreadable or not safetensors.
 //! - [`RnnError::ExceedsLimits`]: even one timestep, or the state of the batch, needs bigger
-//!   buffers or more workgroups than the adapter allows (longer unidirectional sequences run in
-//!   time chunks instead; bidirectional ones cannot and report this).
+//!   buffers or more workgroups than the adapter allows (longer sequences run in time chunks
+//!   instead), or a bidirectional model with a Linear head gets a sequence too long for one
+//!   submission.
 //! - [`RnnError::Gpu`]: wgpu reported a validation or out-of-memory error.
 //! - [`RnnError::DeviceLost`]: the device is gone; make a new [`GpuContext`].
 //! - [`RnnError::Timeout`]: the GPU did not finish within [`GpuContext::set_timeout`].

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 use wgpu_rnn::{
-    CpuRnn, DirectionWeights, GpuRnn, Rnn, RnnConfig, RnnError, RnnWeights, Tensor, testing,
+    CpuRnn, DirectionWeights, GpuRnn, Linear, Rnn, RnnConfig, RnnError, RnnWeights, Tensor, testing,
 };
 
 type Outcome = wgpu_rnn::Result<()>;
@@ -194,11 +194,22 @@ fn bad_forward_input_is_rejected_on_the_gpu() {
     let big = Arc::new(GpuRnn::new(&ctx, bidirectional, &weights).unwrap());
     // One frame of output is 2·1024 floats: the binding limit holds `frames` of them.
     let frames = (ctx.limits().max_storage_buffer_binding_size / 4 / 2048) as usize;
-    let big_seq = Arc::clone(&big);
+    // With a Linear head a bidirectional forward cannot fall back to one layer and direction
+    // at a time either.
+    let head = Linear {
+        in_features: 2048,
+        out_features: 1,
+        weight: vec![0.0; 2048],
+        bias: None,
+    };
+    let headed = GpuRnn::new(&ctx, big.config().clone(), &weights)
+        .unwrap()
+        .with_head(&head)
+        .unwrap();
     cases.push(case(
-        "bidirectional sequence beyond the storage binding limit (cannot be chunked)",
+        "bidirectional sequence with a head beyond the storage binding limit",
         move || {
-            big_seq
+            headed
                 .forward(&Tensor::zeros(&[frames + 1, 1, 1]), None)
                 .map(|_| ())
         },

@@ -314,15 +314,42 @@ fn a_small_budget_runs_in_chunks_with_identical_results() {
             compare(chunked_packed.h_n.data(), whole_packed.h_n.data(), 1e-6),
         );
     }
-    // A bidirectional model cannot be chunked: a clear error instead.
-    let bidir = RnnConfig {
-        bidirectional: true,
-        ..RnnConfig::new(5, 24)
-    };
-    let rnn = model(&ctx, &bidir);
-    rnn.set_workspace_budget(Some(20_000));
-    let error = rnn.forward(&Tensor::zeros(&[300, 4, 5]), None).unwrap_err();
-    assert!(matches!(error, RnnError::ExceedsLimits { .. }), "{error:?}");
+    // A bidirectional model runs one layer and direction at a time, each in chunks: the
+    // same numbers again, variable lengths and batch-first included.
+    for batch_first in [false, true] {
+        let bidir = RnnConfig {
+            bidirectional: true,
+            num_layers: 2,
+            batch_first,
+            ..RnnConfig::new(5, 24)
+        };
+        let rnn = model(&ctx, &bidir);
+        let (steps, n) = (150, 3);
+        let shape = if batch_first {
+            [n, steps, 5]
+        } else {
+            [steps, n, 5]
+        };
+        let input = Tensor::new(values(9, steps * n * 5), &shape).unwrap();
+        let h0 = Tensor::new(values(10, 4 * n * 24), &[4, n, 24]).unwrap();
+        let lengths = [150, 7, 88];
+        let whole = rnn
+            .forward_with_lengths(&input, &lengths, Some(&h0))
+            .unwrap();
+        let whole_full = rnn.forward(&input, Some(&h0)).unwrap();
+        rnn.set_workspace_budget(Some(20_000));
+        assert!(rnn.time_chunk(steps, n).unwrap() < steps);
+        let chunked = rnn
+            .forward_with_lengths(&input, &lengths, Some(&h0))
+            .unwrap();
+        let chunked_full = rnn.forward(&input, Some(&h0)).unwrap();
+        let what = format!("bidirectional, batch_first={batch_first}");
+        for (got, want) in [(&chunked, &whole), (&chunked_full, &whole_full)] {
+            assert_eq!(got.output.shape(), want.output.shape());
+            assert_close(&what, compare(got.output.data(), want.output.data(), 1e-5));
+            assert_close(&what, compare(got.h_n.data(), want.h_n.data(), 1e-5));
+        }
+    }
 }
 
 #[test]

@@ -8,6 +8,7 @@ use wgpu::util::DeviceExt;
 
 use crate::config::RnnConfig;
 use crate::error::{Result, RnnError};
+use crate::gpu::bidirectional::direction_models;
 use crate::gpu::context::GpuContext;
 use crate::gpu::persistent::{PERSISTENT_MAX_HIDDEN, PersistentSpec};
 use crate::gpu::scheduler::{self, InitialState, Run, RunResult};
@@ -87,6 +88,11 @@ pub struct GpuRnn {
     budget: AtomicU64,
     profiling: AtomicBool,
     last_gpu_time: Mutex<Option<Duration>>,
+    options: GpuOptions,
+    /// Bidirectional models keep their weights on the host to build, when a sequence is too
+    /// long for one submission, a unidirectional model per (layer, direction).
+    host_weights: Option<RnnWeights>,
+    direction_models: Mutex<Option<Arc<Vec<GpuRnn>>>>,
 }
 
 impl std::fmt::Debug for GpuRnn {
@@ -172,7 +178,6 @@ impl GpuRnn {
         scopes.finish(ctx, "uploading the weights")?;
         Ok(GpuRnn {
             ctx: ctx.clone(),
-            config,
             layers,
             persistent: pipeline,
             head: None,
@@ -180,6 +185,10 @@ impl GpuRnn {
             budget: AtomicU64::new(u64::MAX),
             profiling: AtomicBool::new(false),
             last_gpu_time: Mutex::new(None),
+            options,
+            host_weights: config.bidirectional.then(|| weights.clone()),
+            direction_models: Mutex::new(None),
+            config,
         })
     }
 
@@ -266,8 +275,9 @@ impl GpuRnn {
     /// Caps the GPU memory one forward's working buffers may use, in bytes (`None`: only
     /// the adapter's limits). Longer sequences then run in time chunks, carrying the state on
     /// the GPU, with the same results; memory stays proportional to the chunk, not to T.
-    /// Bidirectional models need the whole sequence at once and report
-    /// [`RnnError::ExceedsLimits`] instead.
+    /// Bidirectional models, whose reverse direction needs the whole sequence, then run one
+    /// layer and direction at a time (each chunked), passing each layer's output through host
+    /// memory; with a Linear head they report [`RnnError::ExceedsLimits`] instead.
     pub fn set_workspace_budget(&self, bytes: Option<u64>) {
         self.budget
             .store(bytes.unwrap_or(u64::MAX), Ordering::Relaxed);
@@ -384,15 +394,6 @@ impl GpuRnn {
             });
         }
         let chunk = chunk.min(shape.seq_len as u64) as usize;
-        if chunk < shape.seq_len && config.bidirectional {
-            return Err(RnnError::ExceedsLimits {
-                what: "timesteps of a bidirectional forward (it cannot run in chunks: \
-                       the reverse direction needs the whole sequence)"
-                    .into(),
-                needed: shape.seq_len as u64,
-                limit: chunk as u64,
-            });
-        }
         Ok(chunk)
     }
 
@@ -484,6 +485,10 @@ impl GpuRnn {
             shape.check_lengths(lengths)?;
         }
         let chunk = self.chunk_len(&shape)?;
+        if chunk < shape.seq_len && self.config.bidirectional {
+            let parts = self.direction_models()?;
+            return self.forward_bidirectional_by_layers(parts, input, h0, lengths, &shape);
+        }
         let initial = h0.map_or(InitialState::Zeros, |h0| InitialState::Host(h0.data()));
         // Chunks carry the state between them in a small buffer of this call's.
         let carry = (chunk < shape.seq_len)
@@ -501,6 +506,34 @@ impl GpuRnn {
             output: Tensor::new(output, &shape.frames_shape(self.output_features()))?,
             h_n: Tensor::new(h_n, &shape.state_shape(&self.config))?,
         })
+    }
+
+    /// The options the model was made with.
+    pub(crate) fn options(&self) -> GpuOptions {
+        self.options
+    }
+
+    /// The workspace budget (`None`: none).
+    pub(crate) fn workspace_budget(&self) -> Option<u64> {
+        Some(self.budget.load(Ordering::Relaxed)).filter(|&b| b != u64::MAX)
+    }
+
+    /// The unidirectional models of a bidirectional one, made on first need.
+    fn direction_models(&self) -> Result<Arc<Vec<GpuRnn>>> {
+        let mut made = self
+            .direction_models
+            .lock()
+            .map_err(|_| RnnError::Gpu("a previous forward panicked".into()))?;
+        if let Some(parts) = made.as_ref() {
+            return Ok(Arc::clone(parts));
+        }
+        let weights = self
+            .host_weights
+            .as_ref()
+            .ok_or_else(|| RnnError::InvalidConfig("not a bidirectional model".into()))?;
+        let parts = Arc::new(direction_models(self, &self.config, weights)?);
+        *made = Some(Arc::clone(&parts));
+        Ok(parts)
     }
 
     /// A GPU buffer holding a state (L·D, N, H), zeroed.
