@@ -69,7 +69,7 @@ pub use cell::{RnnCell, RnnCellConfig};
 pub use config::{Nonlinearity, RnnConfig};
 pub use cpu::CpuRnn;
 pub use error::{Result, RnnError};
-pub use gpu::context::GpuContext;
+pub use gpu::context::{GpuContext, ResourceCounts};
 pub use gpu::model::{GpuOptions, GpuRnn, Recurrence};
 pub use gpu::stream::{RnnStream, StreamOptions};
 pub use head::Linear;

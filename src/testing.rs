@@ -50,12 +50,11 @@ pub fn time_input_projection(
     repeats: u32,
 ) -> crate::Result<std::time::Duration> {
     use crate::gpu::kernels::{ProjectionBindings, ProjectionParams};
-    use wgpu::util::DeviceExt;
 
     let device = ctx.device();
     let storage = |label: &str, len: usize| {
         let data: Vec<f32> = (0..len).map(|i| ((i % 97) as f32 - 48.0) / 97.0).collect();
-        device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(label),
             contents: bytemuck::cast_slice(&data),
             usage: wgpu::BufferUsages::STORAGE,
@@ -64,9 +63,9 @@ pub fn time_input_projection(
     let params = ProjectionParams::contiguous(rows, cols, depth);
     let kernel = &ctx.inner().kernels.projection;
     let group = kernel.bind_group(
-        device,
+        ctx,
         ProjectionBindings {
-            params: &device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            params: &ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some("projection params"),
                 contents: bytemuck::bytes_of(&params),
                 usage: wgpu::BufferUsages::UNIFORM,

@@ -98,3 +98,48 @@ fn profiling_reports_gpu_time_where_the_adapter_can() {
         ),
     }
 }
+
+#[test]
+fn repeated_forwards_create_no_gpu_resources() {
+    if testing::gpu("repeated_forwards_create_no_gpu_resources").is_none() {
+        return;
+    }
+    // A context of its own: the shared one is busy with other tests' resources.
+    let ctx = GpuContext::new().unwrap();
+    let config = RnnConfig {
+        num_layers: 2,
+        ..RnnConfig::new(6, 10)
+    };
+    let weights = RnnWeights::init(&config, 9).unwrap();
+    let rnn = GpuRnn::new(&ctx, config, &weights).unwrap();
+    let input = Tensor::new(
+        (0..7 * 3 * 6).map(|i| (i as f32).sin()).collect(),
+        &[7, 3, 6],
+    )
+    .unwrap();
+    let h0 = Tensor::zeros(&[2, 3, 10]);
+    rnn.forward(&input, None).unwrap();
+    let warm = ctx.resource_counts();
+    assert!(
+        warm.buffers > 0 && warm.bind_groups > 0 && warm.pipelines > 0,
+        "{warm:?}"
+    );
+    for _ in 0..3 {
+        rnn.forward(&input, None).unwrap();
+        rnn.forward(&input, Some(&h0)).unwrap();
+        rnn.forward_with_lengths(&input, &[7, 2, 5], None).unwrap();
+    }
+    assert_eq!(
+        ctx.resource_counts(),
+        warm,
+        "forwards of a known shape allocated"
+    );
+    // A new shape makes its workspace once, then nothing again.
+    let other = Tensor::zeros(&[4, 1, 6]);
+    rnn.forward(&other, None).unwrap();
+    let second = ctx.resource_counts();
+    assert!(second.buffers > warm.buffers, "{second:?}");
+    rnn.forward(&other, None).unwrap();
+    rnn.forward(&input, None).unwrap();
+    assert_eq!(ctx.resource_counts(), second);
+}

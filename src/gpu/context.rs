@@ -2,8 +2,11 @@
 //! by every model made from it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
 use std::time::Duration;
+use wgpu::util::DeviceExt;
 
 use crate::error::{Result, RnnError};
 use crate::gpu::kernels::Kernels;
@@ -24,6 +27,7 @@ pub(crate) struct ContextInner {
     pub kernels: Kernels,
     lost: Arc<Mutex<Option<String>>>,
     timeout: Mutex<Duration>,
+    pub counters: Arc<Counters>,
     /// Persistent kernels compiled so far, by specialisation.
     persistent: Mutex<HashMap<PersistentSpec, Arc<wgpu::ComputePipeline>>>,
 }
@@ -85,8 +89,9 @@ impl GpuContext {
                 *lost = Some(format!("{reason:?}: {message}"));
             }
         });
+        let counters = Arc::new(Counters::default());
         let scopes = ErrorScopes::push(&device);
-        let kernels = Kernels::new(&device, cpu_subgroup_size(&device));
+        let kernels = Kernels::new(&device, &counters, cpu_subgroup_size(&device));
         if let Some(error) = scopes.pop() {
             return Err(RnnError::Gpu(format!("compiling the kernels: {error}")));
         }
@@ -100,6 +105,7 @@ impl GpuContext {
                 lost,
                 timeout: Mutex::new(Duration::from_secs(120)),
                 persistent: Mutex::new(HashMap::new()),
+                counters,
             }),
         })
     }
@@ -199,15 +205,37 @@ impl GpuContext {
             return Ok(Arc::clone(pipeline));
         }
         let scopes = self.error_scopes();
-        let pipeline = self
-            .inner
-            .kernels
-            .step
-            .persistent_pipeline(&self.inner.device, spec);
+        let pipeline = self.inner.kernels.step.persistent_pipeline(
+            &self.inner.device,
+            &self.inner.counters,
+            spec,
+        );
         scopes.finish(self, "compiling the persistent kernel")?;
         let pipeline = Arc::new(pipeline);
         cache.insert(*spec, Arc::clone(&pipeline));
         Ok(pipeline)
+    }
+
+    /// How many buffers, bind groups and pipelines this crate has created on the context's
+    /// device so far. After the first forward of a shape, later forwards of that shape create
+    /// none: they only write inputs, record and submit.
+    pub fn resource_counts(&self) -> ResourceCounts {
+        self.inner.counters.snapshot()
+    }
+
+    /// A buffer, counted.
+    pub(crate) fn create_buffer(&self, desc: &wgpu::BufferDescriptor<'_>) -> wgpu::Buffer {
+        self.inner.counters.buffers.fetch_add(1, Ordering::Relaxed);
+        self.inner.device.create_buffer(desc)
+    }
+
+    /// A buffer with contents, counted.
+    pub(crate) fn create_buffer_init(
+        &self,
+        desc: &wgpu::util::BufferInitDescriptor<'_>,
+    ) -> wgpu::Buffer {
+        self.inner.counters.buffers.fetch_add(1, Ordering::Relaxed);
+        self.inner.device.create_buffer_init(desc)
     }
 
     /// `Err(DeviceLost)` once the device has been lost.
@@ -215,6 +243,37 @@ impl GpuContext {
         match self.inner.lost.lock().ok().and_then(|l| l.clone()) {
             Some(reason) => Err(RnnError::DeviceLost(reason)),
             None => Ok(()),
+        }
+    }
+}
+
+/// The GPU resources this crate has created on a device (see
+/// [`GpuContext::resource_counts`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResourceCounts {
+    /// Buffers (weights, workspaces, staging).
+    pub buffers: u64,
+    /// Bind groups.
+    pub bind_groups: u64,
+    /// Compute pipelines.
+    pub pipelines: u64,
+}
+
+/// Live counters behind [`ResourceCounts`]. Every creation site in the crate goes through
+/// them, so a test can assert that repeated forwards allocate nothing.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub buffers: AtomicU64,
+    pub bind_groups: AtomicU64,
+    pub pipelines: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> ResourceCounts {
+        ResourceCounts {
+            buffers: self.buffers.load(Ordering::Relaxed),
+            bind_groups: self.bind_groups.load(Ordering::Relaxed),
+            pipelines: self.pipelines.load(Ordering::Relaxed),
         }
     }
 }

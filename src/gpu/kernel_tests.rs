@@ -81,7 +81,7 @@ fn input_projection_matches_cpu_twin() {
                 for use_subgroup in [false, kernel.has_subgroup_form()] {
                     let p = storage(&ctx, &vec![f32::NAN; rows * cols]);
                     let group = kernel.bind_group(
-                        ctx.device(),
+                        &ctx,
                         ProjectionBindings {
                             params: &uniform(&ctx, &params),
                             x: &storage(&ctx, &x),
@@ -146,7 +146,7 @@ fn recurrent_step_matches_cpu_twin() {
             };
             let kernel = &ctx.inner().kernels.step;
             let group = kernel.bind_group(
-                ctx.device(),
+                &ctx,
                 StepBindings {
                     layer: &uniform(&ctx, &layer),
                     steps: &uniform(&ctx, &step),

@@ -5,6 +5,9 @@ use std::num::NonZeroU64;
 
 use bytemuck::{Pod, Zeroable};
 
+use std::sync::atomic::Ordering;
+
+use crate::gpu::context::{Counters, GpuContext};
 use crate::gpu::persistent::{PersistentSpec, STEPS_PER_DISPATCH};
 use crate::gpu::projection::SubgroupProjection;
 use crate::shaders;
@@ -17,10 +20,10 @@ pub(crate) struct Kernels {
 
 impl Kernels {
     /// `subgroup`: the fixed subgroup size when the subgroup projection may be used.
-    pub fn new(device: &wgpu::Device, subgroup: Option<usize>) -> Self {
+    pub fn new(device: &wgpu::Device, counters: &Counters, subgroup: Option<usize>) -> Self {
         Kernels {
-            projection: ProjectionKernel::new(device, subgroup),
-            step: RecurrentStepKernel::new(device),
+            projection: ProjectionKernel::new(device, counters, subgroup),
+            step: RecurrentStepKernel::new(device, counters),
         }
     }
 }
@@ -139,10 +142,12 @@ fn storage_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
 
 fn compute_pipeline(
     device: &wgpu::Device,
+    counters: &Counters,
     label: &str,
     source: &str,
     layout: &wgpu::BindGroupLayout,
 ) -> wgpu::ComputePipeline {
+    counters.pipelines.fetch_add(1, Ordering::Relaxed);
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some(label),
         source: wgpu::ShaderSource::Wgsl(source.into()),
@@ -163,7 +168,7 @@ fn compute_pipeline(
 }
 
 fn bind_group(
-    device: &wgpu::Device,
+    ctx: &GpuContext,
     label: &str,
     layout: &wgpu::BindGroupLayout,
     resources: &[wgpu::BindingResource<'_>],
@@ -176,7 +181,11 @@ fn bind_group(
             resource: resource.clone(),
         })
         .collect();
-    device.create_bind_group(&wgpu::BindGroupDescriptor {
+    ctx.inner()
+        .counters
+        .bind_groups
+        .fetch_add(1, Ordering::Relaxed);
+    ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
         label: Some(label),
         layout,
         entries: &entries,
@@ -213,7 +222,7 @@ pub(crate) struct ProjectionBindings<'a> {
 }
 
 impl ProjectionKernel {
-    fn new(device: &wgpu::Device, subgroup: Option<usize>) -> Self {
+    fn new(device: &wgpu::Device, counters: &Counters, subgroup: Option<usize>) -> Self {
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("input_projection"),
             entries: &[
@@ -228,6 +237,7 @@ impl ProjectionKernel {
         });
         let pipeline = compute_pipeline(
             device,
+            counters,
             "input_projection",
             shaders::INPUT_PROJECTION,
             &layout,
@@ -237,7 +247,7 @@ impl ProjectionKernel {
                 SubgroupProjection::for_subgroup(size, vec4_k).map(|spec| {
                     let source = spec.wgsl();
                     (
-                        compute_pipeline(device, "projection_subgroup", &source, &layout),
+                        compute_pipeline(device, counters, "projection_subgroup", &source, &layout),
                         spec.tile(),
                     )
                 })
@@ -252,9 +262,9 @@ impl ProjectionKernel {
         }
     }
 
-    pub fn bind_group(&self, device: &wgpu::Device, b: ProjectionBindings<'_>) -> wgpu::BindGroup {
+    pub fn bind_group(&self, ctx: &GpuContext, b: ProjectionBindings<'_>) -> wgpu::BindGroup {
         bind_group(
-            device,
+            ctx,
             "input_projection",
             &self.layout,
             &[
@@ -345,7 +355,7 @@ pub(crate) struct StepBindings<'a> {
 }
 
 impl RecurrentStepKernel {
-    fn new(device: &wgpu::Device) -> Self {
+    fn new(device: &wgpu::Device, counters: &Counters) -> Self {
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("recurrent_step"),
             entries: &[
@@ -359,7 +369,13 @@ impl RecurrentStepKernel {
                 storage_entry(5, false),
             ],
         });
-        let pipeline = compute_pipeline(device, "recurrent_step", shaders::RECURRENT_STEP, &layout);
+        let pipeline = compute_pipeline(
+            device,
+            counters,
+            "recurrent_step",
+            shaders::RECURRENT_STEP,
+            &layout,
+        );
         RecurrentStepKernel { layout, pipeline }
     }
 
@@ -367,9 +383,16 @@ impl RecurrentStepKernel {
     pub fn persistent_pipeline(
         &self,
         device: &wgpu::Device,
+        counters: &Counters,
         spec: &PersistentSpec,
     ) -> wgpu::ComputePipeline {
-        compute_pipeline(device, "persistent_recurrence", &spec.wgsl(), &self.layout)
+        compute_pipeline(
+            device,
+            counters,
+            "persistent_recurrence",
+            &spec.wgsl(),
+            &self.layout,
+        )
     }
 
     /// Records steps `first..end` of one layer with a persistent kernel: one dispatch per
@@ -390,9 +413,9 @@ impl RecurrentStepKernel {
         }
     }
 
-    pub fn bind_group(&self, device: &wgpu::Device, b: StepBindings<'_>) -> wgpu::BindGroup {
+    pub fn bind_group(&self, ctx: &GpuContext, b: StepBindings<'_>) -> wgpu::BindGroup {
         bind_group(
-            device,
+            ctx,
             "recurrent_step",
             &self.layout,
             &[

@@ -4,8 +4,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use wgpu::util::DeviceExt;
-
 use crate::config::RnnConfig;
 use crate::error::{Result, RnnError};
 use crate::gpu::bidirectional::direction_models;
@@ -121,7 +119,6 @@ impl GpuRnn {
         config.validate()?;
         weights.check(&config)?;
         ctx.check_alive()?;
-        let device = ctx.device();
         let limits = ctx.limits();
         let h = config.hidden_size;
         let widest = (config.num_directions() * h * config.input_size.max(h)) as u64 * 4;
@@ -137,7 +134,7 @@ impl GpuRnn {
         }
         let scopes = ctx.error_scopes();
         let upload = |label: &str, data: &[f32]| {
-            device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(label),
                 contents: bytemuck::cast_slice(data),
                 usage: wgpu::BufferUsages::STORAGE,
@@ -199,7 +196,6 @@ impl GpuRnn {
         let scopes = self.ctx.error_scopes();
         let upload = |label: &str, data: &[f32]| {
             self.ctx
-                .device()
                 .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                     label: Some(label),
                     contents: bytemuck::cast_slice(data),
@@ -540,7 +536,7 @@ impl GpuRnn {
     pub(crate) fn state_buffer(&self, batch: usize) -> Result<wgpu::Buffer> {
         self.check_state_fits(batch)?;
         let scopes = self.ctx.error_scopes();
-        let buffer = self.ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        let buffer = self.ctx.create_buffer(&wgpu::BufferDescriptor {
             label: Some("carried state"),
             size: (self.state_len(batch).max(1) * 4) as u64,
             usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,

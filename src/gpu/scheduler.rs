@@ -185,7 +185,7 @@ pub(crate) fn run(
 pub(crate) fn read_buffer(ctx: &GpuContext, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
     let scopes = ctx.error_scopes();
     let bytes = (len * 4) as u64;
-    let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+    let staging = ctx.create_buffer(&wgpu::BufferDescriptor {
         label: Some("state readback"),
         size: bytes,
         usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,

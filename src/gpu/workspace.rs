@@ -4,8 +4,6 @@
 
 use std::sync::Arc;
 
-use wgpu::util::DeviceExt;
-
 use crate::config::{Nonlinearity, RnnConfig};
 use crate::error::{Result, RnnError};
 use crate::gpu::context::GpuContext;
@@ -66,9 +64,10 @@ pub(crate) struct Timestamps {
 }
 
 impl Timestamps {
-    fn new(device: &wgpu::Device) -> Self {
+    fn new(ctx: &GpuContext) -> Self {
+        let device = ctx.device();
         let buffer = |label, usage| {
-            device.create_buffer(&wgpu::BufferDescriptor {
+            ctx.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
                 size: 16,
                 usage,
@@ -185,7 +184,7 @@ impl Workspace {
         let state_len = l * d * n * h;
         let storage = wgpu::BufferUsages::STORAGE;
         let buffer = |label: &str, len: usize, usage: wgpu::BufferUsages| {
-            device.create_buffer(&wgpu::BufferDescriptor {
+            ctx.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
                 size: floats(len),
                 usage,
@@ -231,14 +230,14 @@ impl Workspace {
             let at = s * step_stride as usize;
             step_bytes[at..at + 16].copy_from_slice(bytemuck::bytes_of(&index));
         }
-        let steps = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        let steps = ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("step indices"),
             contents: &step_bytes,
             usage: wgpu::BufferUsages::UNIFORM,
         });
 
         let uniform = |label: &str, bytes: &[u8]| {
-            device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(label),
                 contents: bytes,
                 usage: wgpu::BufferUsages::UNIFORM,
@@ -295,7 +294,7 @@ impl Workspace {
             let projection_uniform = uniform("projection params", bytemuck::bytes_of(&projection));
             let step_params = uniform("step params", bytemuck::bytes_of(&step));
             projection_groups.push(kernels.projection.bind_group(
-                device,
+                ctx,
                 ProjectionBindings {
                     params: &projection_uniform,
                     x: if k == 0 { &input } else { &output },
@@ -305,7 +304,7 @@ impl Workspace {
                 },
             ));
             step_groups.push(kernels.step.bind_group(
-                device,
+                ctx,
                 StepBindings {
                     layer: &step_params,
                     steps: &steps,
@@ -335,7 +334,7 @@ impl Workspace {
                 storage | wgpu::BufferUsages::COPY_SRC,
             );
             let group = kernels.projection.bind_group(
-                device,
+                ctx,
                 ProjectionBindings {
                     params: &uniform("head params", bytemuck::bytes_of(&params)),
                     x: &output,
@@ -369,7 +368,7 @@ impl Workspace {
             timestamps: device
                 .features()
                 .contains(wgpu::Features::TIMESTAMP_QUERY)
-                .then(|| Timestamps::new(device)),
+                .then(|| Timestamps::new(ctx)),
         }
     }
 }
