@@ -6,7 +6,9 @@
 // synchronisation needed is inside the workgroup, never across it. Each lane owns ROWS
 // consecutive hidden units: their rows of W_hh live in private values for the whole sequence,
 // h_{t-1} in workgroup memory, with one barrier after everyone has read it and one after the
-// new h is written. The reverse direction walks time backwards; sequences shorter than T
+// new h is written. When the workgroup is exactly one subgroup, h stays in the lanes' own
+// registers instead and is shared with subgroupBroadcast: no workgroup memory, no barrier
+// (the generated code then leaves an empty statement where the barriers were). The reverse direction walks time backwards; sequences shorter than T
 // (PackedSequence semantics) keep their state and output zeros past their length.
 //
 // This file is a template: src/gpu/persistent.rs fills in the {{...}} parts for one hidden

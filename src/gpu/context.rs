@@ -67,11 +67,9 @@ impl GpuContext {
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("wgpu-rnn device"),
                 // Timestamp queries split GPU time from host overhead when profiling;
-                // subgroups make the persistent kernel's barriers cheap where they exist.
+                // subgroups let small persistent workgroups share h without barriers.
                 required_features: adapter.features()
-                    & (wgpu::Features::TIMESTAMP_QUERY
-                        | wgpu::Features::SUBGROUP
-                        | wgpu::Features::SUBGROUP_BARRIER),
+                    & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP),
                 required_limits: adapter.limits(),
                 ..Default::default()
             })
@@ -172,23 +170,11 @@ impl GpuContext {
         ErrorScopes::push(&self.inner.device)
     }
 
-    /// The subgroup size a persistent workgroup may be made of so that `subgroupBarrier`
-    /// synchronises it: only on CPU-backed adapters (lavapipe, whose workgroup of one subgroup
-    /// runs as one SIMD thread), whose subgroup size is fixed, with the feature enabled.
-    /// `subgroupBarrier` orders subgroup memory, not workgroup memory, so on real GPUs the
-    /// kernel keeps `workgroupBarrier`, which is cheap there.
-    pub(crate) fn barrier_subgroup(&self) -> Option<usize> {
-        let info = &self.inner.info;
-        let fixed = info.subgroup_min_size == info.subgroup_max_size;
-        (self
-            .inner
-            .device
-            .features()
-            .contains(wgpu::Features::SUBGROUP)
-            && info.device_type == wgpu::DeviceType::Cpu
-            && fixed
-            && info.subgroup_min_size >= 4)
-            .then_some(info.subgroup_min_size as usize)
+    /// The subgroup size a persistent workgroup may be made of, sharing h between its lanes
+    /// with `subgroupBroadcast`: measured on CPU-backed adapters (lavapipe) with a fixed
+    /// subgroup size; elsewhere the kernel keeps h in workgroup memory until measured there.
+    pub(crate) fn persistent_subgroup(&self) -> Option<usize> {
+        cpu_subgroup_size(&self.inner.device)
     }
 
     /// The persistent kernel `spec`, compiled on first use and cached for the context.

@@ -145,7 +145,7 @@ impl GpuRnn {
             Recurrence::Persistent => Some(h),
             Recurrence::Auto => (h <= PERSISTENT_MAX_HIDDEN).then_some(h),
         }
-        .map(|h| PersistentSpec::for_hidden(h, ctx.barrier_subgroup()));
+        .map(|h| PersistentSpec::for_hidden(h, ctx.persistent_subgroup()));
         let pipeline = persistent
             .map(|spec| ctx.persistent_pipeline(&spec))
             .transpose()?;

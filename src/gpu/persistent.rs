@@ -27,8 +27,9 @@ pub(crate) struct PersistentSpec {
     pub rows: usize,
     /// Lanes per workgroup.
     pub lanes: usize,
-    /// Synchronise with `subgroupBarrier` (the workgroup is exactly one subgroup).
-    pub subgroup_barrier: bool,
+    /// The workgroup is exactly one subgroup: h stays in registers and is shared with
+    /// `subgroupBroadcast`, without workgroup memory or barriers.
+    pub one_subgroup: bool,
 }
 
 impl PersistentSpec {
@@ -47,13 +48,13 @@ impl PersistentSpec {
                 hidden,
                 rows: hidden.div_ceil(size).next_multiple_of(4),
                 lanes: size,
-                subgroup_barrier: true,
+                one_subgroup: true,
             },
             _ => PersistentSpec {
                 hidden,
                 rows,
                 lanes,
-                subgroup_barrier: false,
+                one_subgroup: false,
             },
         }
     }
@@ -89,26 +90,50 @@ impl PersistentSpec {
         for i in 0..rows * vec4s {
             let _ = writeln!(load_weights, "    w[{i}] = w_hh[w_base + {i}u];");
         }
+        // Where h_{t-1} lives: in workgroup memory, shared through barriers; or, when the
+        // workgroup is one subgroup, in each lane's registers (its own rows, `s{q}`), shared
+        // through subgroupBroadcast from constant lanes, with no barrier at all.
+        let shared = !self.one_subgroup;
+        let mine = |q: usize| {
+            if shared {
+                format!("h[row0 / 4u + {q}u]")
+            } else {
+                format!("s{q}")
+            }
+        };
         let mut load_state = String::new();
         for q in 0..groups {
             let r = 4 * q;
-            let _ = writeln!(
-                load_state,
-                "    h[row0 / 4u + {q}u] = vec4<f32>(state_at(unit_row, row0 + {r}u), \
-                 state_at(unit_row, row0 + {}u), state_at(unit_row, row0 + {}u), \
-                 state_at(unit_row, row0 + {}u));",
+            let value = format!(
+                "vec4<f32>(state_at(unit_row, row0 + {r}u), state_at(unit_row, row0 + {}u), \
+                 state_at(unit_row, row0 + {}u), state_at(unit_row, row0 + {}u))",
                 r + 1,
                 r + 2,
                 r + 3
             );
+            if shared {
+                let _ = writeln!(load_state, "    {} = {value};", mine(q));
+            } else {
+                let _ = writeln!(load_state, "    var s{q} = {value};");
+            }
         }
-        // Every h vec4 is loaded from workgroup memory once per step and feeds all rows.
+        // Every h vec4 is fetched once per step and feeds all of this lane's rows.
         let mut accumulate = String::new();
         for k in 0..vec4s {
-            let _ = writeln!(accumulate, "        let h{k} = h[{k}u];");
+            if shared {
+                let _ = writeln!(accumulate, "        let h{k} = h[{k}u];");
+            } else {
+                // vec4 k of h is lane k / groups's value k % groups.
+                let _ = writeln!(
+                    accumulate,
+                    "        let h{k} = subgroupBroadcast(s{}, {}u);",
+                    k % groups,
+                    k / groups
+                );
+            }
         }
         for q in 0..groups {
-            let _ = writeln!(accumulate, "        let old{q} = h[row0 / 4u + {q}u];");
+            let _ = writeln!(accumulate, "        let old{q} = {};", mine(q));
             let _ = writeln!(
                 accumulate,
                 "        var a{q} = p_at(p_base, row0 + {}u);",
@@ -139,7 +164,7 @@ impl PersistentSpec {
                 update,
                 "        let v{q} = select(old{q}, activate4(a{q}, row0 + {r}u), live);"
             );
-            let _ = writeln!(update, "        h[row0 / 4u + {q}u] = v{q};");
+            let _ = writeln!(update, "        {} = v{q};", mine(q));
             let _ = writeln!(
                 update,
                 "        store_output(out_base, row0 + {r}u, select(vec4<f32>(0.0), v{q}, live));"
@@ -149,15 +174,13 @@ impl PersistentSpec {
         for q in 0..groups {
             let _ = writeln!(
                 save_state,
-                "    store_state(unit_row, row0 + {}u, h[row0 / 4u + {q}u]);",
-                4 * q
+                "    store_state(unit_row, row0 + {}u, {});",
+                4 * q,
+                mine(q)
             );
         }
-        let barrier = if self.subgroup_barrier {
-            "subgroupBarrier()"
-        } else {
-            "workgroupBarrier()"
-        };
+        // An empty statement where no barrier is needed.
+        let barrier = if shared { "workgroupBarrier()" } else { "" };
         shaders::PERSISTENT_RECURRENCE
             .replace("{{HIDDEN}}", &self.hidden.to_string())
             .replace("{{HIDDEN_PAD}}", &self.hidden_pad().to_string())
@@ -191,7 +214,7 @@ mod tests {
                 assert!(spec.hidden_pad() - hidden < 4 * spec.lanes, "{spec:?}");
                 // One subgroup of up to eight rows a lane where the adapter allows it.
                 let one_subgroup = subgroup.is_some_and(|s| hidden <= 8 * s);
-                assert_eq!(spec.subgroup_barrier, one_subgroup, "{spec:?}");
+                assert_eq!(spec.one_subgroup, one_subgroup, "{spec:?}");
                 assert!(!one_subgroup || Some(spec.lanes) == subgroup, "{spec:?}");
             }
         }
