@@ -1,6 +1,7 @@
 //! The GPU path: context, kernels, per-shape workspaces, the scheduler and the model.
 
 pub(crate) mod bidirectional;
+pub(crate) mod chunking;
 pub(crate) mod context;
 #[cfg(test)]
 mod kernel_tests;

@@ -9,10 +9,10 @@ use crate::error::{Result, RnnError};
 use crate::gpu::bidirectional::direction_models;
 use crate::gpu::context::GpuContext;
 use crate::gpu::persistent::{PERSISTENT_MAX_HIDDEN, PersistentSpec};
-use crate::gpu::scheduler::{self, InitialState, Run, RunResult};
+use crate::gpu::scheduler::InitialState;
 use crate::gpu::workspace::{Workspace, check_limits};
 use crate::head::Linear;
-use crate::layout::{ForwardShape, TimeSlice};
+use crate::layout::ForwardShape;
 use crate::rnn::{Rnn, RnnOutput};
 use crate::tensor::Tensor;
 use crate::weights::RnnWeights;
@@ -74,23 +74,23 @@ const CACHED_SHAPES: usize = 4;
 /// An `nn.RNN` on a GPU. Weights are uploaded once; the working buffers of each (T, N) are
 /// made on its first forward and reused. `Send + Sync`: share it between threads freely.
 pub struct GpuRnn {
-    ctx: GpuContext,
-    config: RnnConfig,
-    layers: Vec<LayerBuffers>,
+    pub(crate) ctx: GpuContext,
+    pub(crate) config: RnnConfig,
+    pub(crate) layers: Vec<LayerBuffers>,
     /// The persistent kernel, when this model runs it.
-    persistent: Option<Arc<wgpu::ComputePipeline>>,
-    head: Option<HeadBuffers>,
+    pub(crate) persistent: Option<Arc<wgpu::ComputePipeline>>,
+    pub(crate) head: Option<HeadBuffers>,
     /// Most recently used first.
-    workspaces: Mutex<Vec<Arc<Mutex<Workspace>>>>,
+    pub(crate) workspaces: Mutex<Vec<Arc<Mutex<Workspace>>>>,
     /// Bytes a forward's workspace may use; `u64::MAX`: no budget beyond the adapter's limits.
-    budget: AtomicU64,
-    profiling: AtomicBool,
-    last_gpu_time: Mutex<Option<Duration>>,
-    options: GpuOptions,
+    pub(crate) budget: AtomicU64,
+    pub(crate) profiling: AtomicBool,
+    pub(crate) last_gpu_time: Mutex<Option<Duration>>,
+    pub(crate) options: GpuOptions,
     /// Bidirectional models keep their weights on the host to build, when a sequence is too
     /// long for one submission, a unidirectional model per (layer, direction).
-    host_weights: Option<RnnWeights>,
-    direction_models: Mutex<Option<Arc<Vec<GpuRnn>>>>,
+    pub(crate) host_weights: Option<RnnWeights>,
+    pub(crate) direction_models: Mutex<Option<Arc<Vec<GpuRnn>>>>,
 }
 
 impl std::fmt::Debug for GpuRnn {
@@ -237,7 +237,7 @@ impl GpuRnn {
     }
 
     /// The workspace for `shape`, made on first use; most recently used first.
-    fn workspace(&self, shape: &ForwardShape) -> Result<Arc<Mutex<Workspace>>> {
+    pub(crate) fn workspace(&self, shape: &ForwardShape) -> Result<Arc<Mutex<Workspace>>> {
         let mut cache = self
             .workspaces
             .lock()
@@ -305,168 +305,10 @@ impl GpuRnn {
         self.last_gpu_time.lock().ok().and_then(|t| *t)
     }
 
-    fn set_last_gpu_time(&self, time: Option<Duration>) {
+    pub(crate) fn set_last_gpu_time(&self, time: Option<Duration>) {
         if let Ok(mut last) = self.last_gpu_time.lock() {
             *last = time;
         }
-    }
-
-    /// Elements of the state (L·D, N, H) for a batch of `batch`.
-    pub(crate) fn state_len(&self, batch: usize) -> usize {
-        self.config.num_layers * self.config.num_directions() * batch * self.config.hidden_size
-    }
-
-    /// Checks that a state (L·D, N, H) for `batch` sequences fits one buffer of the device
-    /// (so that `state_len` cannot overflow either).
-    fn check_state_fits(&self, batch: usize) -> Result<()> {
-        let limits = self.ctx.limits();
-        let binding = limits
-            .max_storage_buffer_binding_size
-            .min(limits.max_buffer_size);
-        let per_sequence = (self.state_len(1) * 4) as u64;
-        // Two halves of it live in one storage buffer.
-        let needed = (batch as u64)
-            .saturating_mul(per_sequence)
-            .saturating_mul(2);
-        if batch == 0 || needed > binding {
-            return Err(RnnError::ExceedsLimits {
-                what: format!("the hidden state of {batch} sequences, in bytes (both halves)"),
-                needed,
-                limit: binding,
-            });
-        }
-        Ok(())
-    }
-
-    /// The longest time chunk of `shape` that fits the adapter's limits and the budget.
-    pub(crate) fn chunk_len(&self, shape: &ForwardShape) -> Result<usize> {
-        if shape.seq_len == 0 || shape.batch == 0 {
-            return Err(RnnError::shape(
-                "input",
-                "at least one timestep and one sequence",
-                &[shape.seq_len, shape.batch],
-            ));
-        }
-        self.check_state_fits(shape.batch)?;
-        let limits = self.ctx.limits();
-        let config = &self.config;
-        let batch = shape.batch as u64;
-        // Saturating: absurd shapes must come out as "too large", not as an overflow.
-        let floats = |n: usize| (n as u64).saturating_mul(4);
-        let widest = config
-            .input_size
-            .max(config.output_size())
-            .max(self.output_features());
-        let frame = floats(widest).saturating_mul(batch);
-        let binding = limits
-            .max_storage_buffer_binding_size
-            .min(limits.max_buffer_size);
-        let align = u64::from(limits.min_uniform_buffer_offset_alignment.max(16));
-        let state_bytes = floats(self.state_len(shape.batch));
-        // The readback buffer holds a chunk's result and the final state together.
-        let result_frame = floats(self.output_features()).saturating_mul(batch);
-        let readback_room = limits.max_buffer_size.saturating_sub(state_bytes);
-        let mut chunk = (binding / frame)
-            .min(readback_room / result_frame)
-            .min(limits.max_buffer_size / align)
-            .min(u64::from(limits.max_compute_workgroups_per_dimension) * 32 / batch);
-        let budget = self.budget.load(Ordering::Relaxed);
-        if budget != u64::MAX {
-            // Per timestep: input, projections, layer output, the result (head output) and its
-            // readback, a step uniform.
-            let per_step = (floats(config.input_size) + 3 * floats(config.output_size()))
-                .saturating_mul(batch)
-                .saturating_add(2 * result_frame)
-                .saturating_add(align);
-            // Per call: two state halves, their readback, the lengths.
-            let fixed = 3 * state_bytes + floats(shape.batch);
-            chunk = chunk.min(budget.saturating_sub(fixed) / per_step);
-        }
-        if chunk == 0 {
-            return Err(RnnError::ExceedsLimits {
-                what: "workspace bytes for a single timestep".into(),
-                needed: frame,
-                limit: budget.min(binding),
-            });
-        }
-        let chunk = chunk.min(shape.seq_len as u64) as usize;
-        Ok(chunk)
-    }
-
-    /// Runs `input` (in `shape`'s layout) in time chunks of `chunk` frames. The state starts
-    /// from `initial`; between chunks it is carried in `carry` on the GPU, where the final
-    /// state is also left. Returns (output in `shape`'s layout, h_n).
-    pub(crate) fn run_chunks(
-        &self,
-        shape: &ForwardShape,
-        input: &[f32],
-        lengths: Option<&[usize]>,
-        initial: InitialState<'_>,
-        carry: Option<&wgpu::Buffer>,
-        chunk: usize,
-    ) -> Result<(Vec<f32>, Vec<f32>)> {
-        let profile = self.profiling.load(Ordering::Relaxed);
-        // The GPU time of every chunk's submission, summed; `None` if any could not be timed.
-        let mut gpu_time = profile.then_some(Duration::ZERO);
-        let mut record = |result: RunResult| {
-            gpu_time = gpu_time.zip(result.gpu_time).map(|(sum, t)| sum + t);
-            (result.output, result.h_n)
-        };
-        let (steps, batch) = (shape.seq_len, shape.batch);
-        let (in_features, out_features) = (self.config.input_size, self.output_features());
-        if chunk >= steps {
-            let workspace = self.workspace(shape)?;
-            let mut ws = lock(&workspace)?;
-            let run = Run {
-                input,
-                lengths,
-                initial,
-                final_state: carry,
-                profile,
-            };
-            let result = record(scheduler::run(&self.ctx, &self.config, &mut ws, run)?);
-            self.set_last_gpu_time(gpu_time);
-            return Ok(result);
-        }
-        let carry =
-            carry.ok_or_else(|| RnnError::Gpu("chunked run without a carry buffer".into()))?;
-        let mut output = vec![0.0f32; steps * batch * out_features];
-        let mut h_n = Vec::new();
-        for t0 in (0..steps).step_by(chunk) {
-            let len = chunk.min(steps - t0);
-            let part = ForwardShape {
-                seq_len: len,
-                ..*shape
-            };
-            let frames = |features: usize| TimeSlice {
-                shape: *shape,
-                t0,
-                len,
-                features,
-            };
-            let chunk_input = frames(in_features).gather(input);
-            let chunk_lengths: Option<Vec<usize>> =
-                lengths.map(|l| l.iter().map(|&l| l.saturating_sub(t0).min(len)).collect());
-            let workspace = self.workspace(&part)?;
-            let mut ws = lock(&workspace)?;
-            let run = Run {
-                input: &chunk_input,
-                lengths: chunk_lengths.as_deref(),
-                initial: if t0 == 0 {
-                    initial
-                } else {
-                    InitialState::Device(carry)
-                },
-                final_state: Some(carry),
-                profile,
-            };
-            let (chunk_output, chunk_h_n) =
-                record(scheduler::run(&self.ctx, &self.config, &mut ws, run)?);
-            frames(out_features).scatter(&chunk_output, &mut output);
-            h_n = chunk_h_n;
-        }
-        self.set_last_gpu_time(gpu_time);
-        Ok((output, h_n))
     }
 
     pub(crate) fn forward_masked(
@@ -531,26 +373,6 @@ impl GpuRnn {
         *made = Some(Arc::clone(&parts));
         Ok(parts)
     }
-
-    /// A GPU buffer holding a state (L·D, N, H), zeroed.
-    pub(crate) fn state_buffer(&self, batch: usize) -> Result<wgpu::Buffer> {
-        self.check_state_fits(batch)?;
-        let scopes = self.ctx.error_scopes();
-        let buffer = self.ctx.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("carried state"),
-            size: (self.state_len(batch).max(1) * 4) as u64,
-            usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        scopes.finish(&self.ctx, "allocating the carried state")?;
-        Ok(buffer)
-    }
-}
-
-fn lock(workspace: &Mutex<Workspace>) -> Result<std::sync::MutexGuard<'_, Workspace>> {
-    workspace
-        .lock()
-        .map_err(|_| RnnError::Gpu("a previous forward panicked".into()))
 }
 
 impl Rnn for GpuRnn {
