@@ -2,8 +2,9 @@
 //
 //     h_t = act(P_t + h_{t-1}·W_hhᵀ)
 //
-// One workgroup per (sequence n, direction d): sequences never interact, so the only
-// synchronisation needed is inside the workgroup, never across it. Each lane owns ROWS
+// One workgroup per (tile of BATCH_TILE sequences, direction d): sequences never interact, so
+// the only synchronisation needed is inside the workgroup, never across it. A tile of several
+// sequences uses each weight it holds once per step for all of them. Each lane owns ROWS
 // consecutive hidden units: their rows of W_hh live in private values for the whole sequence,
 // h_{t-1} in workgroup memory, with one barrier after everyone has read it and one after the
 // new h is written. When the workgroup is exactly one subgroup, h stays in the lanes' own
@@ -50,8 +51,11 @@ const HIDDEN: u32 = {{HIDDEN}}u;
 const HIDDEN_PAD: u32 = {{HIDDEN_PAD}}u;
 const VEC4S: u32 = {{VEC4S}}u;
 const ROWS: u32 = {{ROWS}}u;
+const BATCH_TILE: u32 = {{BATCH_TILE}}u;
 
-var<workgroup> h: array<vec4<f32>, {{VEC4S}}>;
+// h_{t-1} of each sequence of the tile, VEC4S vec4s each (unused when the workgroup is one
+// subgroup and h lives in registers).
+var<workgroup> h: array<vec4<f32>, {{SHARED_VEC4S}}>;
 
 fn activate(v: f32) -> f32 {
     if layer.activation == 1u {
@@ -118,30 +122,26 @@ fn store_state(base: u32, row: u32, v: vec4<f32>) {
 
 @compute @workgroup_size({{LANES}}, 1, 1)
 fn main(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) group: vec3<u32>) {
-    let n = group.x;
     let d = group.y;
     let row0 = lane * ROWS;
-    let unit_row = layer.state_offset + (d * layer.batch + n) * HIDDEN;
-
+    // The tile's sequences: n{b}, clamped into range for loads; real{b} is false for the
+    // padding of the last tile, whose results are never stored.
+{{SEQUENCES}}
     // This lane's ROWS rows of W_hh, VEC4S vec4s each.
     var w: array<vec4<f32>, {{WEIGHTS}}>;
     let w_base = (d * HIDDEN_PAD + row0) * VEC4S;
 {{LOAD_WEIGHTS}}
-    // The state (h0, or where the previous dispatch stopped) into workgroup memory.
+    // The state (h0, or where the previous dispatch stopped).
 {{LOAD_STATE}}
     {{BARRIER}};
 
     let first = step.index;
     let count = min(layer.steps_per_dispatch, layer.seq_len - first);
-    let len = bitcast<u32>(state[layer.lengths_offset + n]);
     for (var i = 0u; i < count; i++) {
         let s = first + i;
         let t = select(s, layer.seq_len - 1u - s, d == 1u);
-        let live = t < len;
-        let p_base = (t * layer.batch + n) * layer.directions * HIDDEN + d * HIDDEN;
 {{ACCUMULATE}}
         {{BARRIER}};
-        let out_base = t * layer.out_stride_t + n * layer.out_stride_n + d * HIDDEN;
 {{UPDATE}}
         {{BARRIER}};
     }

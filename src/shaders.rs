@@ -34,11 +34,15 @@ pub(crate) fn all_sources() -> Vec<(String, String)> {
     // The persistent kernel for representative hidden sizes, with and without subgroups.
     for hidden in [1, 3, 17, 64, 100, 256] {
         for subgroup in [None, Some(8), Some(32)] {
-            let spec = PersistentSpec::for_hidden(hidden, subgroup);
-            let name = format!("persistent_recurrence {spec:?}");
-            // Wide states make the same kernel whatever the subgroup size.
-            if !sources.iter().any(|(n, _)| *n == name) {
-                sources.push((name, spec.wgsl()));
+            let base = PersistentSpec::for_hidden(hidden, subgroup);
+            // One sequence per workgroup, and the batch tile a batched forward uses.
+            for tile in [1, base.batch_tile_for(16)] {
+                let spec = base.with_batch_tile(tile);
+                let name = format!("persistent_recurrence {spec:?}");
+                // Wide states make the same kernel whatever the subgroup size.
+                if !sources.iter().any(|(n, _)| *n == name) {
+                    sources.push((name, spec.wgsl()));
+                }
             }
         }
     }

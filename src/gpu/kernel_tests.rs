@@ -160,6 +160,7 @@ fn recurrent_step_matches_cpu_twin() {
                 hidden: hidden as u32,
                 batch: batch as u32,
                 directions: directions as u32,
+                batch_tile: 1,
             };
             run(&ctx, |pass| {
                 kernel.encode_steps(pass, &group, 0..1, 0, grid)

@@ -409,7 +409,7 @@ impl RecurrentStepKernel {
         pass.set_pipeline(pipeline);
         for first in steps.step_by(STEPS_PER_DISPATCH as usize) {
             pass.set_bind_group(0, group, &[first * step_stride]);
-            pass.dispatch_workgroups(grid.batch, grid.directions, 1);
+            pass.dispatch_workgroups(grid.batch.div_ceil(grid.batch_tile), grid.directions, 1);
         }
     }
 
@@ -461,4 +461,6 @@ pub(crate) struct StepGrid {
     pub hidden: u32,
     pub batch: u32,
     pub directions: u32,
+    /// Sequences per persistent workgroup.
+    pub batch_tile: u32,
 }

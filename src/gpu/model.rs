@@ -77,8 +77,9 @@ pub struct GpuRnn {
     pub(crate) ctx: GpuContext,
     pub(crate) config: RnnConfig,
     pub(crate) layers: Vec<LayerBuffers>,
-    /// The persistent kernel, when this model runs it.
-    pub(crate) persistent: Option<Arc<wgpu::ComputePipeline>>,
+    /// The persistent kernel's layout, when this model runs it (its pipelines are cached by
+    /// the context, one per batch tile).
+    pub(crate) persistent: Option<PersistentSpec>,
     pub(crate) head: Option<HeadBuffers>,
     /// Most recently used first.
     pub(crate) workspaces: Mutex<Vec<Arc<Mutex<Workspace>>>>,
@@ -146,7 +147,8 @@ impl GpuRnn {
             Recurrence::Auto => (h <= PERSISTENT_MAX_HIDDEN).then_some(h),
         }
         .map(|h| PersistentSpec::for_hidden(h, ctx.persistent_subgroup()));
-        let pipeline = persistent
+        // Compiled now, so that making the model pays for it rather than its first forward.
+        persistent
             .map(|spec| ctx.persistent_pipeline(&spec))
             .transpose()?;
         let layers = (0..config.num_layers)
@@ -176,7 +178,7 @@ impl GpuRnn {
         Ok(GpuRnn {
             ctx: ctx.clone(),
             layers,
-            persistent: pipeline,
+            persistent,
             head: None,
             workspaces: Mutex::new(Vec::new()),
             budget: AtomicU64::new(u64::MAX),
@@ -250,13 +252,21 @@ impl GpuRnn {
             Some(i) => cache.remove(i),
             None => {
                 check_limits(&self.ctx, &self.config, shape)?;
+                let persistent = match self.persistent {
+                    Some(spec) => {
+                        let tile = spec.batch_tile_for(shape.batch);
+                        let pipeline = self.ctx.persistent_pipeline(&spec.with_batch_tile(tile))?;
+                        Some((pipeline, tile as u32))
+                    }
+                    None => None,
+                };
                 let scopes = self.ctx.error_scopes();
                 let workspace = Workspace::new(
                     &self.ctx,
                     &self.config,
                     &self.layers,
                     self.head.as_ref(),
-                    self.persistent.clone(),
+                    persistent,
                     shape,
                 );
                 scopes.finish(&self.ctx, "allocating the workspace")?;

@@ -15,6 +15,9 @@ use crate::shaders;
 /// (everything else is written out), so this leaves a wide margin.
 pub(crate) const STEPS_PER_DISPATCH: u32 = 8192;
 
+/// Sequences per workgroup for batched forwards of one-subgroup kernels.
+const BATCH_TILE: usize = 4;
+
 /// The widest hidden state the persistent kernel is used for by default (see
 /// [`Recurrence::Auto`](crate::Recurrence::Auto)).
 pub(crate) const PERSISTENT_MAX_HIDDEN: usize = 256;
@@ -30,6 +33,8 @@ pub(crate) struct PersistentSpec {
     /// The workgroup is exactly one subgroup: h stays in registers and is shared with
     /// `subgroupBroadcast`, without workgroup memory or barriers.
     pub one_subgroup: bool,
+    /// Sequences one workgroup runs side by side, sharing the weights it holds.
+    pub batch_tile: usize,
 }
 
 impl PersistentSpec {
@@ -49,13 +54,34 @@ impl PersistentSpec {
                 rows: hidden.div_ceil(size).next_multiple_of(4),
                 lanes: size,
                 one_subgroup: true,
+                batch_tile: 1,
             },
             _ => PersistentSpec {
                 hidden,
                 rows,
                 lanes,
                 one_subgroup: false,
+                batch_tile: 1,
             },
+        }
+    }
+
+    /// The same kernel running `tile` sequences per workgroup.
+    pub fn with_batch_tile(self, tile: usize) -> Self {
+        PersistentSpec {
+            batch_tile: tile.max(1),
+            ..self
+        }
+    }
+
+    /// The batch tile for a forward of `batch` sequences: a few sequences per workgroup when
+    /// the workgroup is one subgroup (small states, where reloading the weights is what a
+    /// step costs), one otherwise (the unrolled code, and its compile time, grow with it).
+    pub fn batch_tile_for(&self, batch: usize) -> usize {
+        if self.one_subgroup && batch >= BATCH_TILE {
+            BATCH_TILE
+        } else {
+            1
         }
     }
 
@@ -85,99 +111,138 @@ impl PersistentSpec {
 
     /// The kernel's WGSL.
     pub fn wgsl(&self) -> String {
-        let (rows, vec4s, groups) = (self.rows, self.vec4s(), self.rows / 4);
+        let (rows, vec4s, groups, tile) = (self.rows, self.vec4s(), self.rows / 4, self.batch_tile);
+        // Where h_{t-1} lives: in workgroup memory, shared through barriers; or, when the
+        // workgroup is one subgroup, in each lane's registers (its own rows, `s{b}_{q}`),
+        // shared through subgroupBroadcast from constant lanes, with no barrier at all.
+        let shared = !self.one_subgroup;
+        let mine = |b: usize, q: usize| {
+            if shared {
+                format!("h[{}u + row0 / 4u + {q}u]", b * vec4s)
+            } else {
+                format!("s{b}_{q}")
+            }
+        };
+        let mut sequences = String::new();
+        for b in 0..tile {
+            let _ = writeln!(sequences, "    let at{b} = group.x * BATCH_TILE + {b}u;");
+            let _ = writeln!(sequences, "    let real{b} = at{b} < layer.batch;");
+            let _ = writeln!(sequences, "    let n{b} = min(at{b}, layer.batch - 1u);");
+            let _ = writeln!(
+                sequences,
+                "    let unit{b} = layer.state_offset + (d * layer.batch + n{b}) * HIDDEN;"
+            );
+            let _ = writeln!(
+                sequences,
+                "    let len{b} = select(0u, bitcast<u32>(state[layer.lengths_offset + n{b}]), real{b});"
+            );
+        }
         let mut load_weights = String::new();
         for i in 0..rows * vec4s {
             let _ = writeln!(load_weights, "    w[{i}] = w_hh[w_base + {i}u];");
         }
-        // Where h_{t-1} lives: in workgroup memory, shared through barriers; or, when the
-        // workgroup is one subgroup, in each lane's registers (its own rows, `s{q}`), shared
-        // through subgroupBroadcast from constant lanes, with no barrier at all.
-        let shared = !self.one_subgroup;
-        let mine = |q: usize| {
-            if shared {
-                format!("h[row0 / 4u + {q}u]")
-            } else {
-                format!("s{q}")
-            }
-        };
         let mut load_state = String::new();
-        for q in 0..groups {
-            let r = 4 * q;
-            let value = format!(
-                "vec4<f32>(state_at(unit_row, row0 + {r}u), state_at(unit_row, row0 + {}u), \
-                 state_at(unit_row, row0 + {}u), state_at(unit_row, row0 + {}u))",
-                r + 1,
-                r + 2,
-                r + 3
-            );
-            if shared {
-                let _ = writeln!(load_state, "    {} = {value};", mine(q));
-            } else {
-                let _ = writeln!(load_state, "    var s{q} = {value};");
+        for b in 0..tile {
+            for q in 0..groups {
+                let r = 4 * q;
+                let value = format!(
+                    "vec4<f32>(state_at(unit{b}, row0 + {r}u), state_at(unit{b}, row0 + {}u), \
+                     state_at(unit{b}, row0 + {}u), state_at(unit{b}, row0 + {}u))",
+                    r + 1,
+                    r + 2,
+                    r + 3
+                );
+                let target = if shared {
+                    mine(b, q)
+                } else {
+                    format!("var s{b}_{q}")
+                };
+                let _ = writeln!(load_state, "    {target} = {value};");
             }
         }
-        // Every h vec4 is fetched once per step and feeds all of this lane's rows.
         let mut accumulate = String::new();
-        for k in 0..vec4s {
-            if shared {
-                let _ = writeln!(accumulate, "        let h{k} = h[{k}u];");
-            } else {
-                // vec4 k of h is lane k / groups's value k % groups.
+        for b in 0..tile {
+            let _ = writeln!(accumulate, "        let live{b} = t < len{b};");
+            let _ = writeln!(
+                accumulate,
+                "        let p_base{b} = (t * layer.batch + n{b}) * layer.directions * HIDDEN + d * HIDDEN;"
+            );
+            // Every h vec4 is fetched once per step and feeds all of this lane's rows.
+            for k in 0..vec4s {
+                let fetch = if shared {
+                    format!("h[{}u]", b * vec4s + k)
+                } else {
+                    // vec4 k of h is lane k / groups's value k % groups.
+                    format!("subgroupBroadcast(s{b}_{}, {}u)", k % groups, k / groups)
+                };
+                let _ = writeln!(accumulate, "        let h{b}_{k} = {fetch};");
+            }
+            for q in 0..groups {
+                let _ = writeln!(accumulate, "        let old{b}_{q} = {};", mine(b, q));
                 let _ = writeln!(
                     accumulate,
-                    "        let h{k} = subgroupBroadcast(s{}, {}u);",
-                    k % groups,
-                    k / groups
+                    "        var a{b}_{q} = p_at(p_base{b}, row0 + {}u);",
+                    4 * q
                 );
             }
         }
-        for q in 0..groups {
-            let _ = writeln!(accumulate, "        let old{q} = {};", mine(q));
-            let _ = writeln!(
-                accumulate,
-                "        var a{q} = p_at(p_base, row0 + {}u);",
-                4 * q
-            );
-            // Per row, a vec4 of partial sums built with fused multiply-adds, reduced once:
-            // half the operations of a dot product per term.
-            for (c, component) in ["x", "y", "z", "w"].iter().enumerate() {
-                let row = 4 * q + c;
-                let _ = writeln!(accumulate, "        var r{row} = w[{}] * h0;", row * vec4s);
-                for k in 1..vec4s {
+        // Per row and sequence, a vec4 of partial sums built with fused multiply-adds and
+        // reduced once (half the operations of a dot product per term); each weight is used
+        // for every sequence of the tile while it is at hand.
+        for row in 0..rows {
+            let (q, component) = (row / 4, ["x", "y", "z", "w"][row % 4]);
+            for b in 0..tile {
+                let _ = writeln!(
+                    accumulate,
+                    "        var r{b}_{row} = w[{}] * h{b}_0;",
+                    row * vec4s
+                );
+            }
+            for k in 1..vec4s {
+                for b in 0..tile {
                     let _ = writeln!(
                         accumulate,
-                        "        r{row} = fma(w[{}], h{k}, r{row});",
+                        "        r{b}_{row} = fma(w[{}], h{b}_{k}, r{b}_{row});",
                         row * vec4s + k
                     );
                 }
+            }
+            for b in 0..tile {
                 let _ = writeln!(
                     accumulate,
-                    "        a{q}.{component} += (r{row}.x + r{row}.y) + (r{row}.z + r{row}.w);"
+                    "        a{b}_{q}.{component} += (r{b}_{row}.x + r{b}_{row}.y) + (r{b}_{row}.z + r{b}_{row}.w);"
                 );
             }
         }
         let mut update = String::new();
-        for q in 0..groups {
-            let r = 4 * q;
+        for b in 0..tile {
             let _ = writeln!(
                 update,
-                "        let v{q} = select(old{q}, activate4(a{q}, row0 + {r}u), live);"
+                "        let out_base{b} = t * layer.out_stride_t + n{b} * layer.out_stride_n + d * HIDDEN;"
             );
-            let _ = writeln!(update, "        {} = v{q};", mine(q));
-            let _ = writeln!(
-                update,
-                "        store_output(out_base, row0 + {r}u, select(vec4<f32>(0.0), v{q}, live));"
-            );
+            for q in 0..groups {
+                let r = 4 * q;
+                let _ = writeln!(
+                    update,
+                    "        let v{b}_{q} = select(old{b}_{q}, activate4(a{b}_{q}, row0 + {r}u), live{b});"
+                );
+                let _ = writeln!(update, "        {} = v{b}_{q};", mine(b, q));
+                let _ = writeln!(
+                    update,
+                    "        if real{b} {{ store_output(out_base{b}, row0 + {r}u, select(vec4<f32>(0.0), v{b}_{q}, live{b})); }}"
+                );
+            }
         }
         let mut save_state = String::new();
-        for q in 0..groups {
-            let _ = writeln!(
-                save_state,
-                "    store_state(unit_row, row0 + {}u, {});",
-                4 * q,
-                mine(q)
-            );
+        for b in 0..tile {
+            for q in 0..groups {
+                let _ = writeln!(
+                    save_state,
+                    "    if real{b} {{ store_state(unit{b}, row0 + {}u, {}); }}",
+                    4 * q,
+                    mine(b, q)
+                );
+            }
         }
         // An empty statement where no barrier is needed.
         let barrier = if shared { "workgroupBarrier()" } else { "" };
@@ -185,9 +250,12 @@ impl PersistentSpec {
             .replace("{{HIDDEN}}", &self.hidden.to_string())
             .replace("{{HIDDEN_PAD}}", &self.hidden_pad().to_string())
             .replace("{{VEC4S}}", &vec4s.to_string())
+            .replace("{{SHARED_VEC4S}}", &(vec4s * tile).to_string())
             .replace("{{ROWS}}", &rows.to_string())
+            .replace("{{BATCH_TILE}}", &tile.to_string())
             .replace("{{LANES}}", &self.lanes.to_string())
             .replace("{{WEIGHTS}}", &(rows * vec4s).to_string())
+            .replace("{{SEQUENCES}}", &sequences)
             .replace("{{LOAD_WEIGHTS}}", &load_weights)
             .replace("{{LOAD_STATE}}", &load_state)
             .replace("{{ACCUMULATE}}", &accumulate)
@@ -238,8 +306,8 @@ mod tests {
     #[test]
     fn generated_wgsl_validates() {
         for hidden in [1, 3, 17, 64, 257] {
-            for subgroup in [None, Some(8)] {
-                let spec = PersistentSpec::for_hidden(hidden, subgroup);
+            for (subgroup, tile) in [(None, 1), (Some(8), 1), (Some(8), 4), (None, 3)] {
+                let spec = PersistentSpec::for_hidden(hidden, subgroup).with_batch_tile(tile);
                 let module = naga::front::wgsl::parse_str(&spec.wgsl())
                     .unwrap_or_else(|e| panic!("{spec:?}: {}", e.emit_to_string(&spec.wgsl())));
                 naga::valid::Validator::new(

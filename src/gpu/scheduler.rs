@@ -101,6 +101,7 @@ pub(crate) fn run(
             hidden: config.hidden_size as u32,
             batch: ws.batch as u32,
             directions: config.num_directions() as u32,
+            batch_tile: ws.persistent.as_ref().map_or(1, |(_, tile)| *tile),
         };
         for layer in 0..config.num_layers {
             kernels.projection.encode(
@@ -110,7 +111,7 @@ pub(crate) fn run(
             );
             let (group, steps) = (&ws.step_groups[layer], 0..ws.seq_len as u32);
             match &ws.persistent {
-                Some(pipeline) => kernels.step.encode_persistent(
+                Some((pipeline, _)) => kernels.step.encode_persistent(
                     &mut pass,
                     pipeline,
                     group,

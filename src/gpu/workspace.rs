@@ -35,9 +35,9 @@ pub(crate) struct Workspace {
     /// Each layer's projection parameters (they pick the projection's form).
     pub projections: Vec<ProjectionParams>,
     pub step_groups: Vec<wgpu::BindGroup>,
-    /// The persistent kernel, when the model runs one (its groups are `step_groups`); else
-    /// the per-step kernel.
-    pub persistent: Option<Arc<wgpu::ComputePipeline>>,
+    /// The persistent kernel and its batch tile, when the model runs one (its groups are
+    /// `step_groups`); else the per-step kernel.
+    pub persistent: Option<(Arc<wgpu::ComputePipeline>, u32)>,
     /// The head's projection, when the model has a head.
     pub head: Option<HeadPass>,
     /// Byte distance between consecutive step uniforms (the device's dynamic offset alignment).
@@ -167,7 +167,7 @@ impl Workspace {
         config: &RnnConfig,
         layers: &[LayerBuffers],
         head: Option<&HeadBuffers>,
-        persistent: Option<Arc<wgpu::ComputePipeline>>,
+        persistent: Option<(Arc<wgpu::ComputePipeline>, u32)>,
         shape: &ForwardShape,
     ) -> Self {
         let device = ctx.device();
