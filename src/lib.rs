@@ -54,6 +54,7 @@ pub mod compare;
 mod config;
 mod cpu;
 mod error;
+mod gated;
 mod gpu;
 mod head;
 mod layout;
@@ -69,6 +70,9 @@ pub use cell::{RnnCell, RnnCellConfig};
 pub use config::{Nonlinearity, RnnConfig};
 pub use cpu::CpuRnn;
 pub use error::{Result, RnnError};
+pub use gated::{
+    CpuGatedRnn, GateKind, GatedConfig, GatedDirectionWeights, GatedOutput, GatedRnn, GatedWeights,
+};
 pub use gpu::context::{GpuContext, ResourceCounts};
 pub use gpu::model::{GpuOptions, GpuRnn, Recurrence};
 pub use gpu::stream::{RnnStream, StreamOptions};
