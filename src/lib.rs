@@ -71,7 +71,8 @@ pub use config::{Nonlinearity, RnnConfig};
 pub use cpu::CpuRnn;
 pub use error::{Result, RnnError};
 pub use gated::{
-    CpuGatedRnn, GateKind, GatedConfig, GatedDirectionWeights, GatedOutput, GatedRnn, GatedWeights,
+    CpuGatedRnn, GateKind, GatedCellConfig, GatedConfig, GatedDirectionWeights, GatedOutput,
+    GatedRnn, GatedWeights, GruCell, LstmCell,
 };
 pub use gpu::context::{GpuContext, ResourceCounts};
 pub use gpu::model::{GpuOptions, GpuRnn, Recurrence};

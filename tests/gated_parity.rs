@@ -10,8 +10,8 @@ use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 use wgpu_rnn::reference_case::ReferenceCase;
 use wgpu_rnn::{
-    CpuGatedRnn, GateKind, GatedConfig, GatedDirectionWeights, GatedOutput, GatedRnn, GatedWeights,
-    RnnError, Tensor,
+    CpuGatedRnn, GateKind, GatedCellConfig, GatedConfig, GatedDirectionWeights, GatedOutput,
+    GatedRnn, GatedWeights, GruCell, LstmCell, RnnError, Tensor,
 };
 
 const CPU_TOLERANCE: f64 = 1e-5;
@@ -645,4 +645,95 @@ fn batch_first_unbatched_and_packed_agree_with_separate_runs() {
         let packed_c = state(packed.c_n.as_ref().unwrap(), seq, 6);
         assert!(max_abs_diff(&packed_c, alone.c_n.as_ref().unwrap().data()) < 1e-6);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cells: nn.LSTMCell and nn.GRUCell.
+
+/// A one-layer unidirectional case's weights as the cell's (`weight_ih`, ... without suffix).
+fn cell_from_case(name: &str) -> (ReferenceCase, GatedCellConfig, GatedDirectionWeights) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("tests/fixtures/torch_gated/{name}.safetensors"));
+    let case = ReferenceCase::load(path).unwrap();
+    let config = case.gated_config().unwrap();
+    assert_eq!((config.num_layers, config.num_directions()), (1, 1));
+    let weights = case.gated_weights(&config).unwrap();
+    // Through a cell state_dict, to exercise the cell's loader and its names.
+    let entries = state_dict(&config, &weights, "cell.")
+        .into_iter()
+        .map(|(name, dtype, shape, data)| (name.replace("_l0", ""), dtype, shape, data))
+        .collect::<Vec<_>>();
+    let cell_config = GatedCellConfig {
+        kind: config.kind,
+        input_size: config.input_size,
+        hidden_size: config.hidden_size,
+        bias: config.bias,
+    };
+    let cell_weights = cell_config
+        .weights_from_safetensors(&serialize(&entries), "cell.")
+        .unwrap();
+    assert_eq!(&cell_weights, &weights.units()[0]);
+    (case, cell_config, cell_weights)
+}
+
+/// Frame t of a (T, N, F) tensor as an (N, F) tensor.
+fn frame(tensor: &Tensor, t: usize) -> Tensor {
+    let (n, f) = (tensor.shape()[1], tensor.shape()[2]);
+    Tensor::new(tensor.data()[t * n * f..(t + 1) * n * f].to_vec(), &[n, f]).unwrap()
+}
+
+#[test]
+fn cells_stepped_through_a_sequence_match_pytorch() {
+    let (case, config, weights) = cell_from_case("lstm_l1");
+    let cell = LstmCell::cpu(config, weights).unwrap();
+    let (input, output) = (
+        case.tensor("input").unwrap(),
+        case.tensor("output").unwrap(),
+    );
+    let mut state: Option<(Tensor, Tensor)> = None;
+    for t in 0..input.shape()[0] {
+        let hx = state.as_ref().map(|(h, c)| (h, c));
+        let (h, c) = cell.step(&frame(&input, t), hx).unwrap();
+        let error = max_abs_diff(h.data(), frame(&output, t).data());
+        assert!(error <= 1e-5, "LSTMCell step {t}: {error:e}");
+        state = Some((h, c));
+    }
+    let c_n = case.tensor("c_n").unwrap();
+    assert!(max_abs_diff(state.unwrap().1.data(), c_n.data()) <= 1e-5);
+
+    let (case, config, weights) = cell_from_case("gru_l1");
+    let cell = GruCell::cpu(config.clone(), weights.clone()).unwrap();
+    let (input, output) = (
+        case.tensor("input").unwrap(),
+        case.tensor("output").unwrap(),
+    );
+    let mut h: Option<Tensor> = None;
+    for t in 0..input.shape()[0] {
+        let next = cell.step(&frame(&input, t), h.as_ref()).unwrap();
+        let error = max_abs_diff(next.data(), frame(&output, t).data());
+        assert!(error <= 1e-5, "GRUCell step {t}: {error:e}");
+        h = Some(next);
+    }
+
+    // Unbatched input gives an unbatched state; bad shapes and the wrong kind are errors.
+    let x = Tensor::zeros(&[config.input_size]);
+    assert_eq!(cell.step(&x, None).unwrap().shape(), &[config.hidden_size]);
+    let batched_h = Tensor::zeros(&[1, config.hidden_size]);
+    expect_errors(vec![
+        (
+            "GRUCell hx batched for an unbatched input",
+            cell.step(&x, Some(&batched_h)).map(|_| ()),
+            &shape_of("hx"),
+        ),
+        (
+            "GRUCell input of wrong features",
+            cell.step(&Tensor::zeros(&[2, 1]), None).map(|_| ()),
+            &shape_of("input"),
+        ),
+        (
+            "LSTMCell from a GRU configuration",
+            LstmCell::cpu(config, weights).map(|_| ()),
+            &|e| matches!(e, RnnError::InvalidConfig(_)),
+        ),
+    ]);
 }

@@ -13,10 +13,12 @@
 //! GRU (gates r, z, n):
 //! `r, z = σ(·)`, `n = tanh(W_in x + b_in + r∘(W_hn h + b_hn))`, `h' = (1 − z)∘n + z∘h`.
 
+mod cell;
 mod config;
 mod cpu;
 mod weights;
 
+pub use cell::{GatedCellConfig, GruCell, LstmCell};
 pub use config::{GateKind, GatedConfig};
 pub use cpu::CpuGatedRnn;
 pub use weights::{GatedDirectionWeights, GatedWeights};
