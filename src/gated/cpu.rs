@@ -297,3 +297,62 @@ impl GatedRnn for CpuGatedRnn {
         self.forward_masked(input, h0, c0, Some(lengths))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(
+        weight_hh: Vec<f32>,
+        bias_hh: Vec<f32>,
+        weight_hr: Option<Vec<f32>>,
+    ) -> GatedDirectionWeights {
+        GatedDirectionWeights {
+            weight_ih: Vec::new(),
+            weight_hh,
+            bias_ih: None,
+            bias_hh: Some(bias_hh),
+            weight_hr,
+        }
+    }
+
+    fn sig(x: f64) -> f64 {
+        1.0 / (1.0 + (-x).exp())
+    }
+
+    #[test]
+    fn lstm_step_reads_gates_in_pytorch_order_and_projects() {
+        // H = 1, P = 1: rows i, f, g, o of W_hh (4, 1) and b_hh (4), then h' = W_hr·h'.
+        let w = unit(
+            vec![0.1, 0.2, 0.3, 0.4],
+            vec![0.5, -0.5, 0.25, 1.0],
+            Some(vec![2.0]),
+        );
+        let (p, h, c) = ([0.3f32, -0.2, 0.7, 0.1], [0.6f32], [-0.4f32]);
+        let (h_next, c_next) = lstm_step(&p, &h, &c, &w, 1, |_| true);
+        let gate = |k: usize| {
+            f64::from(p[k])
+                + f64::from(w.weight_hh[k]) * 0.6
+                + f64::from(w.bias_hh.as_ref().unwrap()[k])
+        };
+        let cell = sig(gate(1)) * -0.4 + sig(gate(0)) * gate(2).tanh();
+        let hidden = sig(gate(3)) * f64::from(cell as f32).tanh();
+        assert!((f64::from(c_next[0]) - cell).abs() < 1e-7);
+        assert!((f64::from(h_next[0]) - 2.0 * f64::from(hidden as f32)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn gru_step_reads_gates_in_pytorch_order_and_masks() {
+        // H = 1, two sequences; the second is past its length and keeps its state.
+        let w = unit(vec![0.1, 0.2, 0.3], vec![0.5, -0.5, 0.25], None);
+        let p = [0.3f32, -0.2, 0.7, 9.0, 9.0, 9.0];
+        let h = [0.6f32, -0.8];
+        let next = gru_step(&p, &h, &w, 1, |n| n == 0);
+        let reset = sig(0.3 + 0.1 * 0.6 + 0.5);
+        let update = sig(-0.2 + 0.2 * 0.6 - 0.5);
+        let candidate = (0.7 + reset * (0.3 * 0.6 + 0.25)).tanh();
+        let want = (1.0 - update) * candidate + update * 0.6;
+        assert!((f64::from(next[0]) - want).abs() < 1e-7);
+        assert_eq!(next[1], -0.8);
+    }
+}
