@@ -92,7 +92,7 @@ impl ForwardShape {
         rows: usize,
         features: usize,
     ) -> Result<()> {
-        let expected = self.states_shape(rows, features);
+        let expected = self.stacked_state_shape(rows, features);
         if state.shape() == expected.as_slice() {
             Ok(())
         } else {
@@ -184,7 +184,7 @@ impl ForwardShape {
 
     /// PyTorch's shape of `h0` and `h_n`: (D·L, N, H), or (D·L, H) when unbatched.
     pub fn state_shape(&self, config: &RnnConfig) -> Vec<usize> {
-        self.states_shape(
+        self.stacked_state_shape(
             config.num_directions() * config.num_layers,
             config.hidden_size,
         )
@@ -192,7 +192,7 @@ impl ForwardShape {
 
     /// The shape of `rows` stacked states of `features` each: (rows, N, features), or
     /// (rows, features) when unbatched (PyTorch's layout of `h0`, `h_n`, `c0`, `c_n`).
-    pub fn states_shape(&self, rows: usize, features: usize) -> Vec<usize> {
+    pub fn stacked_state_shape(&self, rows: usize, features: usize) -> Vec<usize> {
         if self.unbatched {
             vec![rows, features]
         } else {

@@ -103,7 +103,8 @@ impl GatedConfig {
         self.kind.gates() * self.hidden_size
     }
 
-    /// Features of h (PyTorch's `H_out`): `proj_size` when it is set, `hidden_size` otherwise.
+    /// Features of h (PyTorch's `H_out`, its `real_hidden_size`): `proj_size` when it is set,
+    /// `hidden_size` otherwise.
     pub fn state_size(&self) -> usize {
         if self.proj_size > 0 {
             self.proj_size

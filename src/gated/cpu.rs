@@ -54,7 +54,7 @@ impl CpuGatedRnn {
                 ));
             }
             (GateKind::Lstm, true, None) => {
-                let expected = shape.states_shape(rows, config.hidden_size);
+                let expected = shape.stacked_state_shape(rows, config.hidden_size);
                 return Err(RnnError::ShapeMismatch {
                     what: "c0",
                     expected: format!("{expected:?}, given with h0 (PyTorch's hx = (h0, c0))"),
@@ -62,7 +62,7 @@ impl CpuGatedRnn {
                 });
             }
             (GateKind::Lstm, false, Some(_)) => {
-                let expected = shape.states_shape(rows, config.state_size());
+                let expected = shape.stacked_state_shape(rows, config.state_size());
                 return Err(RnnError::ShapeMismatch {
                     what: "h0",
                     expected: format!("{expected:?}, given with c0 (PyTorch's hx = (h0, c0))"),
@@ -143,9 +143,9 @@ impl CpuGatedRnn {
         let rows = config.state_rows();
         Ok(GatedOutput {
             output: Tensor::new(output, &shape.frames_shape(out_features))?,
-            h_n: Tensor::new(h_n, &shape.states_shape(rows, state_size))?,
+            h_n: Tensor::new(h_n, &shape.stacked_state_shape(rows, state_size))?,
             c_n: match config.kind {
-                GateKind::Lstm => Some(Tensor::new(c_n, &shape.states_shape(rows, hidden))?),
+                GateKind::Lstm => Some(Tensor::new(c_n, &shape.stacked_state_shape(rows, hidden))?),
                 GateKind::Gru => None,
             },
         })
