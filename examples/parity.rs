@@ -5,6 +5,8 @@
 //!
 //! One line per file: name, configuration, adapter, max abs error of output and h_n on each
 //! path, and PASS, FAIL or SKIP (a kind this crate does not run yet, with the reason).
+//! LSTM and GRU cases (tests/fixtures/torch_gated) run on the CPU path only for now: their
+//! GPU column reads "not yet" and PASS means the CPU path passed.
 //! Exits 1 if any file fails. Tolerances: 1e-5 on the CPU path, 1e-4 on the GPU path.
 //! `--chunk N` runs the GPU path of each unidirectional case through a stream, N frames per
 //! push, carrying the state on the GPU.
@@ -12,7 +14,7 @@
 use std::process::ExitCode;
 
 use wgpu_rnn::reference_case::{CaseCheck, ReferenceCase};
-use wgpu_rnn::{CpuRnn, GpuContext, GpuRnn, Result, RnnCell, RnnConfig};
+use wgpu_rnn::{CpuGatedRnn, CpuRnn, GpuContext, GpuRnn, Result, RnnCell, RnnConfig};
 
 const CPU_TOLERANCE: f64 = 1e-5;
 const GPU_TOLERANCE: f64 = 1e-4;
@@ -136,6 +138,53 @@ fn run_cell(case: &ReferenceCase, gpu: Option<&GpuContext>) -> Result<Verdict> {
     })
 }
 
+/// An `nn.LSTM` / `nn.GRU` case: the CPU path only, until the GPU path has gated kernels.
+fn run_gated(case: &ReferenceCase) -> Result<Verdict> {
+    let config = case.gated_config()?;
+    let weights = case.gated_weights(&config)?;
+    let mut what = format!(
+        "{} I={} H={} L={}",
+        config.kind.torch_name(),
+        config.input_size,
+        config.hidden_size,
+        config.num_layers
+    );
+    for (on, flag) in [
+        (!config.bias, " nobias"),
+        (config.batch_first, " batch_first"),
+        (config.bidirectional, " bidir"),
+        (case.has("h0"), " h0"),
+    ] {
+        if on {
+            what.push_str(flag);
+        }
+    }
+    if config.proj_size > 0 {
+        what += &format!(" proj={}", config.proj_size);
+    }
+    what += &format!(
+        " T={} N={}",
+        case.meta("seq_len").unwrap_or("?"),
+        case.meta("batch").unwrap_or("?")
+    );
+    if let Some(lengths) = case.lengths()? {
+        what += &format!(" lengths={lengths:?}");
+    }
+    let cpu = case.check_gated(&CpuGatedRnn::new(config, weights)?, CPU_TOLERANCE)?;
+    let c_n = cpu
+        .c_n
+        .map_or(String::new(), |c| format!(" c_n {:.1e}", c.max_abs));
+    let line = format!(
+        "{what} | cpu out {:.1e} h_n {:.1e}{c_n} | gpu not yet",
+        cpu.output.max_abs, cpu.h_n.max_abs
+    );
+    Ok(if cpu.passed() {
+        Verdict::Pass(line)
+    } else {
+        Verdict::Fail(line)
+    })
+}
+
 fn run_file(path: &str, gpu: Option<&GpuContext>, chunk: Option<usize>) -> Verdict {
     let case = match ReferenceCase::load(path) {
         Ok(case) => case,
@@ -144,6 +193,7 @@ fn run_file(path: &str, gpu: Option<&GpuContext>, chunk: Option<usize>) -> Verdi
     match case.kind() {
         "rnn" | "rnn_packed" => run_rnn(&case, gpu, chunk),
         "rnn_cell" => run_cell(&case, gpu),
+        "lstm" | "lstm_packed" | "gru" | "gru_packed" => run_gated(&case),
         "sine_model" => Ok(Verdict::Skip(
             "a trained model with a Linear head, not a parity case (see the sine_wave example)"
                 .into(),

@@ -34,19 +34,34 @@ impl FrameStrides {
 impl ForwardShape {
     /// Checks `input` and `h0` against `config` with PyTorch's rules.
     pub fn resolve(config: &RnnConfig, input: &Tensor, h0: Option<&Tensor>) -> Result<Self> {
-        let i = config.input_size;
+        let shape = Self::resolve_input(config.input_size, config.batch_first, input)?;
+        if let Some(h0) = h0 {
+            shape.check_state(
+                "h0",
+                h0,
+                config.num_directions() * config.num_layers,
+                config.hidden_size,
+            )?;
+        }
+        Ok(shape)
+    }
+
+    /// Checks `input` alone with PyTorch's rules: (T, N, I), (N, T, I) when `batch_first`, or
+    /// unbatched (T, I), with T and N at least 1. Shared by every recurrent model kind.
+    pub fn resolve_input(input_size: usize, batch_first: bool, input: &Tensor) -> Result<Self> {
+        let i = input_size;
         let dims = input.shape();
         let (seq_len, batch, unbatched) = match *dims {
             [t, f] if f == i => (t, 1, true),
             [a, b, f] if f == i => {
-                if config.batch_first {
+                if batch_first {
                     (b, a, false)
                 } else {
                     (a, b, false)
                 }
             }
             _ => {
-                let expected = if config.batch_first {
+                let expected = if batch_first {
                     format!("(N, T, {i}) or (T, {i})")
                 } else {
                     format!("(T, N, {i}) or (T, {i})")
@@ -60,19 +75,62 @@ impl ForwardShape {
         if batch == 0 {
             return Err(RnnError::shape("input", "at least one sequence", dims));
         }
-        let shape = ForwardShape {
+        Ok(ForwardShape {
             seq_len,
             batch,
             unbatched,
-            batch_first: config.batch_first && !unbatched,
-        };
-        if let Some(h0) = h0 {
-            let expected = shape.state_shape(config);
-            if h0.shape() != expected.as_slice() {
-                return Err(RnnError::shape("h0", format!("{expected:?}"), h0.shape()));
+            batch_first: batch_first && !unbatched,
+        })
+    }
+
+    /// Checks an initial state (`h0`, `c0`, ...) of `rows` (D·L) rows of `features` each against
+    /// this call: (rows, N, features), or (rows, features) when unbatched.
+    pub fn check_state(
+        &self,
+        what: &'static str,
+        state: &Tensor,
+        rows: usize,
+        features: usize,
+    ) -> Result<()> {
+        let expected = self.stacked_state_shape(rows, features);
+        if state.shape() == expected.as_slice() {
+            Ok(())
+        } else {
+            Err(RnnError::shape(
+                what,
+                format!("{expected:?}"),
+                state.shape(),
+            ))
+        }
+    }
+
+    /// Copies a tensor of `features` per frame from this call's layout into sequence-first
+    /// (T, N, F) order, the order the reference loops work in.
+    pub fn gather_sequence_first(&self, data: &[f32], features: usize) -> Vec<f32> {
+        let strides = self.frame_strides(features);
+        let mut out = Vec::with_capacity(self.seq_len * self.batch * features);
+        for t in 0..self.seq_len {
+            for n in 0..self.batch {
+                let start = strides.offset(t, n);
+                out.extend_from_slice(&data[start..start + features]);
             }
         }
-        Ok(shape)
+        out
+    }
+
+    /// The inverse of [`gather_sequence_first`](Self::gather_sequence_first): (T, N, F) frames into
+    /// this call's layout.
+    pub fn scatter_sequence_first(&self, data: &[f32], features: usize) -> Vec<f32> {
+        let strides = self.frame_strides(features);
+        let mut out = vec![0.0; self.seq_len * self.batch * features];
+        for t in 0..self.seq_len {
+            for n in 0..self.batch {
+                let src = &data[(t * self.batch + n) * features..][..features];
+                let dst = strides.offset(t, n);
+                out[dst..dst + features].copy_from_slice(src);
+            }
+        }
+        out
     }
 
     /// Checks per-sequence lengths: one per sequence, each in 1..=T.
@@ -126,11 +184,19 @@ impl ForwardShape {
 
     /// PyTorch's shape of `h0` and `h_n`: (D·L, N, H), or (D·L, H) when unbatched.
     pub fn state_shape(&self, config: &RnnConfig) -> Vec<usize> {
-        let rows = config.num_directions() * config.num_layers;
+        self.stacked_state_shape(
+            config.num_directions() * config.num_layers,
+            config.hidden_size,
+        )
+    }
+
+    /// The shape of `rows` stacked states of `features` each: (rows, N, features), or
+    /// (rows, features) when unbatched (PyTorch's layout of `h0`, `h_n`, `c0`, `c_n`).
+    pub fn stacked_state_shape(&self, rows: usize, features: usize) -> Vec<usize> {
         if self.unbatched {
-            vec![rows, config.hidden_size]
+            vec![rows, features]
         } else {
-            vec![rows, self.batch, config.hidden_size]
+            vec![rows, self.batch, features]
         }
     }
 }

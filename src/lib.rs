@@ -4,6 +4,10 @@
 //! DX12, GL, and lavapipe where there is no GPU), with a plain CPU reference path that returns
 //! the same numbers.
 //!
+//! `nn.LSTM` and `nn.GRU` ([`GatedConfig`], [`GatedWeights`], [`CpuGatedRnn`], [`LstmCell`],
+//! [`GruCell`]) run on the CPU reference path so far, behind the [`GatedRnn`] trait a GPU
+//! backend will implement.
+//!
 //! ```no_run
 //! use wgpu_rnn::{GpuContext, GpuRnn, Rnn, RnnConfig, RnnWeights, Tensor};
 //!
@@ -34,7 +38,7 @@
 //! - [`RnnError::RequestDevice`]: the adapter refused to open a device.
 //! - [`RnnError::InvalidConfig`]: a zero size, a dropout outside [0, 1], bad metadata, a
 //!   Linear head that does not fit, a stream of a bidirectional model or with an absurd delay.
-//! - [`RnnError::ShapeMismatch`]: `input`, `h0`, `lengths` or a stream chunk do not have
+//! - [`RnnError::ShapeMismatch`]: `input`, `h0`, `c0`, `lengths` or a stream chunk do not have
 //!   PyTorch's shapes for the model.
 //! - [`RnnError::InvalidLength`]: a sequence length outside 1..=T.
 //! - [`RnnError::Weights`]: a tensor is missing, mis-shaped or not float32 (named in full), or
@@ -54,6 +58,7 @@ pub mod compare;
 mod config;
 mod cpu;
 mod error;
+mod gated;
 mod gpu;
 mod head;
 mod layout;
@@ -69,6 +74,10 @@ pub use cell::{RnnCell, RnnCellConfig};
 pub use config::{Nonlinearity, RnnConfig};
 pub use cpu::CpuRnn;
 pub use error::{Result, RnnError};
+pub use gated::{
+    CpuGatedRnn, GateKind, GatedCellConfig, GatedConfig, GatedDirectionWeights, GatedOutput,
+    GatedRnn, GatedWeights, GruCell, LstmCell,
+};
 pub use gpu::context::{GpuContext, ResourceCounts};
 pub use gpu::model::{GpuOptions, GpuRnn, Recurrence};
 pub use gpu::stream::{RnnStream, StreamOptions};

@@ -13,6 +13,7 @@ use crate::cell::{RnnCell, RnnCellConfig};
 use crate::compare::{Comparison, compare};
 use crate::config::RnnConfig;
 use crate::error::{Result, RnnError};
+use crate::gated::{GateKind, GatedConfig, GatedRnn, GatedWeights};
 use crate::gpu::model::GpuRnn;
 use crate::gpu::stream::StreamOptions;
 use crate::layout::{ForwardShape, TimeSlice};
@@ -267,6 +268,100 @@ impl ReferenceCase {
         Ok(CaseCheck {
             output: compare(result.output.data(), want_output.data(), tolerance),
             h_n: compare(result.h_n.data(), want_h_n.data(), tolerance),
+        })
+    }
+}
+
+/// How a gated model's forward compared with PyTorch's stored results for one case.
+#[derive(Clone, Copy, Debug)]
+pub struct GatedCaseCheck {
+    /// `output` against the stored `output`.
+    pub output: Comparison,
+    /// `h_n` against the stored `h_n`.
+    pub h_n: Comparison,
+    /// `c_n` against the stored `c_n` (LSTM cases only).
+    pub c_n: Option<Comparison>,
+}
+
+impl GatedCaseCheck {
+    /// True when every compared tensor is within the tolerance.
+    pub fn passed(&self) -> bool {
+        self.output.passed() && self.h_n.passed() && self.c_n.is_none_or(|c| c.passed())
+    }
+}
+
+impl ReferenceCase {
+    /// The `nn.LSTM` / `nn.GRU` configuration of a `kind` = `lstm`, `lstm_packed`, `gru` or
+    /// `gru_packed` case (tests/fixtures/torch_gated/README.md).
+    pub fn gated_config(&self) -> Result<GatedConfig> {
+        let kind = match self.kind() {
+            "lstm" | "lstm_packed" => GateKind::Lstm,
+            "gru" | "gru_packed" => GateKind::Gru,
+            other => {
+                return Err(RnnError::InvalidConfig(format!(
+                    "case kind `{other}` is not an LSTM or GRU case"
+                )));
+            }
+        };
+        Ok(GatedConfig {
+            kind,
+            input_size: self.number("input_size")?,
+            hidden_size: self.number("hidden_size")?,
+            num_layers: self.number("num_layers")?,
+            bias: self.meta("bias").is_none() || self.flag("bias")?,
+            batch_first: self.flag("batch_first")?,
+            dropout: 0.0,
+            bidirectional: self.flag("bidirectional")?,
+            proj_size: match self.meta("proj_size") {
+                None => 0,
+                Some(_) => self.number("proj_size")?,
+            },
+        })
+    }
+
+    /// The gated model's parameters (names without prefix, as the fixtures store them).
+    pub fn gated_weights(&self, config: &GatedConfig) -> Result<GatedWeights> {
+        GatedWeights::from_safetensors(config, &self.bytes, "")
+    }
+
+    /// Runs the case's `input` (with `h0` and, for an LSTM, `c0` when stored, and `lengths`
+    /// for packed cases) through `model` and compares `output`, `h_n` and, for an LSTM, `c_n`
+    /// with PyTorch's, element by element, at `tolerance` (max abs error).
+    pub fn check_gated(&self, model: &impl GatedRnn, tolerance: f64) -> Result<GatedCaseCheck> {
+        let input = self.tensor("input")?;
+        let optional = |name: &str| -> Result<Option<Tensor>> {
+            if self.has(name) {
+                self.tensor(name).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let (h0, c0) = (optional("h0")?, optional("c0")?);
+        let result = match self.lengths()? {
+            Some(lengths) => {
+                model.forward_with_lengths(&input, &lengths, h0.as_ref(), c0.as_ref())?
+            }
+            None => model.forward(&input, h0.as_ref(), c0.as_ref())?,
+        };
+        let checked = |what: &'static str, got: &Tensor| -> Result<Comparison> {
+            let want = self.tensor(what)?;
+            if got.shape() != want.shape() {
+                return Err(RnnError::shape(
+                    what,
+                    format!("{:?}", want.shape()),
+                    got.shape(),
+                ));
+            }
+            Ok(compare(got.data(), want.data(), tolerance))
+        };
+        let c_n = match (&result.c_n, model.config().kind) {
+            (Some(c_n), GateKind::Lstm) => Some(checked("c_n", c_n)?),
+            _ => None,
+        };
+        Ok(GatedCaseCheck {
+            output: checked("output", &result.output)?,
+            h_n: checked("h_n", &result.h_n)?,
+            c_n,
         })
     }
 }

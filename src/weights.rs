@@ -30,12 +30,24 @@ impl DirectionWeights {
         (h, i): (usize, usize),
         bias: bool,
     ) -> Result<Self> {
-        let weight_ih = read_f32(file, &name("weight_ih"), &[h, i])?;
-        let weight_hh = read_f32(file, &name("weight_hh"), &[h, h])?;
+        Self::read_shaped(file, name, (h, i, h), bias)
+    }
+
+    /// Like [`read`](Self::read) for any row count: `weight_ih` (rows, input), `weight_hh`
+    /// (rows, recurrent), biases (rows). Gated models stack their gates in the rows (4H for an
+    /// LSTM, 3H for a GRU) and an LSTM with a projection has P recurrent columns.
+    pub(crate) fn read_shaped(
+        file: &SafeTensors<'_>,
+        name: impl Fn(&str) -> String,
+        (rows, input, recurrent): (usize, usize, usize),
+        bias: bool,
+    ) -> Result<Self> {
+        let weight_ih = read_f32(file, &name("weight_ih"), &[rows, input])?;
+        let weight_hh = read_f32(file, &name("weight_hh"), &[rows, recurrent])?;
         let (bias_ih, bias_hh) = if bias {
             (
-                Some(read_f32(file, &name("bias_ih"), &[h])?),
-                Some(read_f32(file, &name("bias_hh"), &[h])?),
+                Some(read_f32(file, &name("bias_ih"), &[rows])?),
+                Some(read_f32(file, &name("bias_hh"), &[rows])?),
             )
         } else {
             for part in ["bias_ih", "bias_hh"] {
@@ -284,7 +296,7 @@ impl SplitMix64 {
     }
 
     /// Uniform in [0, 1).
-    fn next_unit(&mut self) -> f64 {
+    pub(crate) fn next_unit(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
