@@ -83,7 +83,7 @@ impl CpuRnn {
             let features = config.layer_input_size(layer);
             let mut layer_output = vec![0.0f32; steps * batch * out_features];
             for direction in 0..directions {
-                let w = self.weights.get(layer, direction, config);
+                let w = self.weights.unit(layer, direction, config);
                 let projected = input_projection(
                     &layer_input,
                     &w.weight_ih,

@@ -102,8 +102,28 @@ impl RnnWeights {
         Ok(weights)
     }
 
-    /// The parameters of `layer`, `direction` (0 forward, 1 reverse).
-    pub fn get(&self, layer: usize, direction: usize, config: &RnnConfig) -> &DirectionWeights {
+    /// The parameters of `layer`, `direction` (0 forward, 1 reverse) of a model with
+    /// `config`; `None` when the model has no such layer or direction.
+    pub fn get(
+        &self,
+        layer: usize,
+        direction: usize,
+        config: &RnnConfig,
+    ) -> Option<&DirectionWeights> {
+        let directions = config.num_directions();
+        if layer >= config.num_layers || direction >= directions {
+            return None;
+        }
+        self.units.get(layer * directions + direction)
+    }
+
+    /// `get` for indices the caller has already bounded by a checked configuration.
+    pub(crate) fn unit(
+        &self,
+        layer: usize,
+        direction: usize,
+        config: &RnnConfig,
+    ) -> &DirectionWeights {
         &self.units[layer * config.num_directions() + direction]
     }
 
@@ -315,7 +335,8 @@ mod tests {
         let w = RnnWeights::init(&config, 7).unwrap();
         w.check(&config).unwrap();
         let bound = 0.25f32; // 1/sqrt(16)
-        let top = w.get(1, 1, &config);
+        let top = w.get(1, 1, &config).unwrap();
+        assert!(w.get(2, 0, &config).is_none() && w.get(0, 2, &config).is_none());
         assert_eq!(top.weight_ih.len(), 16 * 32);
         assert!(top.weight_hh.iter().all(|v| v.abs() <= bound));
         let spread = top.weight_hh.iter().fold(0f32, |m, v| m.max(v.abs()));

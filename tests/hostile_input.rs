@@ -273,7 +273,7 @@ fn weight_tensors(config: &RnnConfig, weights: &RnnWeights, prefix: &str) -> Vec
     let h = config.hidden_size;
     let mut tensors = Vec::new();
     for layer in 0..config.num_layers {
-        let w = weights.get(layer, 0, config);
+        let w = weights.get(layer, 0, config).expect("layer in range");
         let i = config.layer_input_size(layer);
         tensors.push(f32_tensor(
             &format!("{prefix}weight_ih_l{layer}"),
@@ -356,7 +356,7 @@ fn base_file(base: Base) -> BaseFile {
         }
         Base::CellCase => {
             let cell_config = RnnCellConfig::new(3, 4);
-            let w = weights.get(0, 0, &config).clone();
+            let w = weights.get(0, 0, &config).expect("layer 0").clone();
             let cell = RnnCell::cpu(cell_config, w.clone()).unwrap();
             let inputs = rng.tensor(&[3, 2, 3]);
             let mut h = rng.tensor(&[2, 4]);
@@ -1344,6 +1344,7 @@ impl Models {
         let cell_weights = RnnWeights::init(&RnnConfig::new(CELL_INPUT, CELL_HIDDEN), 9)
             .unwrap()
             .get(0, 0, &RnnConfig::new(CELL_INPUT, CELL_HIDDEN))
+            .expect("layer 0")
             .clone();
         Models {
             cpu: configs

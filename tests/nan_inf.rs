@@ -279,7 +279,7 @@ fn nan_and_inf_in_h0() {
     let out = both.run(&input, Some(&t(&h0, &[2, 2, 4])), None);
     // Layer 0 alone, on both paths, shows the first step by hand.
     let one = RnnConfig::new(2, 4);
-    let w = weights.get(0, 0, &config).clone();
+    let w = weights.get(0, 0, &config).expect("layer 0").clone();
     let layer0 = Both::new(
         &ctx,
         one.clone(),
@@ -310,6 +310,7 @@ fn nan_and_inf_in_weights() {
     let base = RnnWeights::init(&config, 5)
         .unwrap()
         .get(0, 0, &config)
+        .expect("layer 0")
         .clone();
     // Strictly positive inputs, so that −inf · x is −inf and never NaN.
     let input = t(

@@ -32,7 +32,7 @@ pub(crate) fn direction_models(
                 bidirectional: false,
                 ..config.clone()
             };
-            let unit = weights.get(layer, direction, config).clone();
+            let unit = weights.unit(layer, direction, config).clone();
             let part_weights = RnnWeights::new(&part_config, vec![unit])?;
             parts.push(GpuRnn::with_options(
                 model.context(),

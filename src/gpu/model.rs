@@ -154,7 +154,7 @@ impl GpuRnn {
         let layers = (0..config.num_layers)
             .map(|layer| {
                 let units: Vec<_> = (0..config.num_directions())
-                    .map(|d| weights.get(layer, d, &config))
+                    .map(|d| weights.unit(layer, d, &config))
                     .collect();
                 let stack = |part: &dyn Fn(usize) -> Vec<f32>| -> Vec<f32> {
                     (0..units.len()).flat_map(part).collect()
