@@ -113,24 +113,42 @@ impl RnnConfig {
 
     /// Checks the configuration the way PyTorch's constructor does.
     pub fn validate(&self) -> Result<()> {
-        let invalid = |msg: String| Err(RnnError::InvalidConfig(msg));
-        if self.input_size == 0 {
-            return invalid("input_size must be at least 1".into());
-        }
-        if self.hidden_size == 0 {
-            return invalid("hidden_size must be at least 1".into());
-        }
-        if self.num_layers == 0 {
-            return invalid("num_layers must be at least 1".into());
-        }
-        if !(0.0..=1.0).contains(&self.dropout) {
-            return invalid(format!("dropout must be in [0, 1], got {}", self.dropout));
-        }
-        // Sizes are stored as u32 on the GPU; anything near that is far beyond any real model.
-        let limit = u32::MAX as usize / 4;
-        if self.input_size > limit || self.hidden_size > limit || self.num_layers > limit {
-            return invalid("sizes must fit in 32 bits".into());
-        }
-        Ok(())
+        validate_sizes(
+            self.input_size,
+            self.hidden_size,
+            self.num_layers,
+            self.dropout,
+            1,
+        )
     }
+}
+
+/// The checks every recurrent module's constructor makes: non-zero sizes, dropout in [0, 1],
+/// and sizes that stay within 32 bits on the GPU once `gates` gate blocks are stacked (far
+/// beyond any real model).
+pub(crate) fn validate_sizes(
+    input_size: usize,
+    hidden_size: usize,
+    num_layers: usize,
+    dropout: f32,
+    gates: usize,
+) -> Result<()> {
+    let invalid = |msg: String| Err(RnnError::InvalidConfig(msg));
+    if input_size == 0 {
+        return invalid("input_size must be at least 1".into());
+    }
+    if hidden_size == 0 {
+        return invalid("hidden_size must be at least 1".into());
+    }
+    if num_layers == 0 {
+        return invalid("num_layers must be at least 1".into());
+    }
+    if !(0.0..=1.0).contains(&dropout) {
+        return invalid(format!("dropout must be in [0, 1], got {dropout}"));
+    }
+    let limit = u32::MAX as usize / (4 * gates);
+    if input_size > limit || hidden_size > limit || num_layers > limit {
+        return invalid("sizes must fit in 32 bits".into());
+    }
+    Ok(())
 }

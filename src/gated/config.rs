@@ -1,5 +1,6 @@
 //! Configuration of gated models, mirroring the `torch.nn.LSTM` and `torch.nn.GRU` constructors.
 
+use crate::config::validate_sizes;
 use crate::error::{Result, RnnError};
 
 /// Which gated recurrence a model runs.
@@ -134,19 +135,14 @@ impl GatedConfig {
 
     /// Checks the configuration the way PyTorch's constructor does.
     pub fn validate(&self) -> Result<()> {
+        validate_sizes(
+            self.input_size,
+            self.hidden_size,
+            self.num_layers,
+            self.dropout,
+            self.kind.gates(),
+        )?;
         let invalid = |msg: String| Err(RnnError::InvalidConfig(msg));
-        if self.input_size == 0 {
-            return invalid("input_size must be at least 1".into());
-        }
-        if self.hidden_size == 0 {
-            return invalid("hidden_size must be at least 1".into());
-        }
-        if self.num_layers == 0 {
-            return invalid("num_layers must be at least 1".into());
-        }
-        if !(0.0..=1.0).contains(&self.dropout) {
-            return invalid(format!("dropout must be in [0, 1], got {}", self.dropout));
-        }
         if self.proj_size > 0 && self.kind != GateKind::Lstm {
             // PyTorch: "proj_size argument is only supported for LSTM, not RNN or GRU".
             return invalid(format!(
@@ -161,12 +157,6 @@ impl GatedConfig {
                 "proj_size = {} has to be smaller than hidden_size = {}",
                 self.proj_size, self.hidden_size
             ));
-        }
-        // Sizes are stored as u32 on the GPU, with the gates stacked: keep gate_size within
-        // that, far beyond any real model.
-        let limit = u32::MAX as usize / 8;
-        if self.input_size > limit || self.hidden_size > limit || self.num_layers > limit {
-            return invalid("sizes must fit in 32 bits".into());
         }
         Ok(())
     }
