@@ -51,6 +51,7 @@ pub fn time_input_projection(
 ) -> crate::Result<std::time::Duration> {
     use crate::gpu::kernels::{ProjectionBindings, ProjectionParams};
 
+    let _gl = ctx.gl_guard();
     let device = ctx.device();
     let storage = |label: &str, len: usize| {
         let data: Vec<f32> = (0..len).map(|i| ((i % 97) as f32 - 48.0) / 97.0).collect();

@@ -34,7 +34,8 @@ pub(crate) fn direction_models(
             };
             let unit = weights.unit(layer, direction, config).clone();
             let part_weights = RnnWeights::new(&part_config, vec![unit])?;
-            parts.push(GpuRnn::with_options(
+            // The caller's forward holds the GL guard already.
+            parts.push(GpuRnn::build(
                 model.context(),
                 part_config,
                 &part_weights,

@@ -28,6 +28,8 @@ pub(crate) struct ContextInner {
     lost: Arc<Mutex<Option<String>>>,
     timeout: Mutex<Duration>,
     pub counters: Arc<Counters>,
+    /// Taken around every piece of GPU work on wgpu's GL backend (see `gl_guard`).
+    gl_serial: Mutex<()>,
     /// Persistent kernels compiled so far, by specialisation.
     persistent: Mutex<HashMap<PersistentSpec, Arc<wgpu::ComputePipeline>>>,
 }
@@ -103,6 +105,7 @@ impl GpuContext {
                 lost,
                 timeout: Mutex::new(Duration::from_secs(120)),
                 persistent: Mutex::new(HashMap::new()),
+                gl_serial: Mutex::new(()),
                 counters,
             }),
         })
@@ -200,6 +203,23 @@ impl GpuContext {
         let pipeline = Arc::new(pipeline);
         cache.insert(*spec, Arc::clone(&pipeline));
         Ok(pipeline)
+    }
+
+    /// On wgpu's GL backend, serialises this crate's GPU work across threads. GL has one
+    /// context per device, and wgpu panics when a thread waits more than 6 s for it (which a
+    /// long forward on a software GL driver can make another thread do); waiting on this lock
+    /// instead has no such limit. Other backends run threads concurrently: `None`.
+    pub(crate) fn gl_guard(&self) -> Option<std::sync::MutexGuard<'_, ()>> {
+        if self.inner.info.backend != wgpu::Backend::Gl {
+            return None;
+        }
+        // A panic elsewhere while holding it leaves nothing half-done that matters here.
+        Some(
+            self.inner
+                .gl_serial
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     /// How many buffers, bind groups and pipelines this crate has created on the context's

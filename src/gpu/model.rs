@@ -117,6 +117,17 @@ impl GpuRnn {
         weights: &RnnWeights,
         options: GpuOptions,
     ) -> Result<Self> {
+        let _gl = ctx.gl_guard();
+        Self::build(ctx, config, weights, options)
+    }
+
+    /// [`with_options`](Self::with_options) for callers that already hold the GL guard.
+    pub(crate) fn build(
+        ctx: &GpuContext,
+        config: RnnConfig,
+        weights: &RnnWeights,
+        options: GpuOptions,
+    ) -> Result<Self> {
         config.validate()?;
         weights.check(&config)?;
         ctx.check_alive()?;
@@ -195,6 +206,8 @@ impl GpuRnn {
     /// computed on the GPU right after the last layer, (…, out_features).
     pub fn with_head(mut self, head: &Linear) -> Result<Self> {
         head.check(self.config.output_size())?;
+        let ctx = self.ctx.clone();
+        let _gl = ctx.gl_guard();
         let scopes = self.ctx.error_scopes();
         let upload = |label: &str, data: &[f32]| {
             self.ctx
@@ -391,6 +404,7 @@ impl Rnn for GpuRnn {
     }
 
     fn forward(&self, input: &Tensor, h0: Option<&Tensor>) -> Result<RnnOutput> {
+        let _gl = self.ctx.gl_guard();
         self.forward_masked(input, h0, None)
     }
 
@@ -400,6 +414,7 @@ impl Rnn for GpuRnn {
         lengths: &[usize],
         h0: Option<&Tensor>,
     ) -> Result<RnnOutput> {
+        let _gl = self.ctx.gl_guard();
         self.forward_masked(input, h0, Some(lengths))
     }
 }

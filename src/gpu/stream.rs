@@ -75,6 +75,7 @@ impl GpuRnn {
                 options.delay, options.batch
             )));
         }
+        let _gl = self.context().gl_guard();
         let state = self.state_buffer(options.batch)?;
         let mut stream = RnnStream {
             model: self,
@@ -82,7 +83,7 @@ impl GpuRnn {
             state,
             to_skip: options.delay,
         };
-        stream.reset();
+        stream.clear();
         Ok(stream)
     }
 }
@@ -103,6 +104,7 @@ impl RnnStream<'_> {
     /// ((T_c, N, H), ...), less the ones still held back by the delay (so possibly 0 frames).
     pub fn push(&mut self, chunk: &Tensor) -> Result<Tensor> {
         let model = self.model;
+        let _gl = model.context().gl_guard();
         model.context().check_alive()?;
         let shape = ForwardShape::resolve(model.config(), chunk, None)?;
         if shape.batch != self.options.batch {
@@ -173,6 +175,7 @@ impl RnnStream<'_> {
 
     /// Reads every layer's state back: (L, N, H).
     pub fn state(&self) -> Result<Tensor> {
+        let _gl = self.model.context().gl_guard();
         let shape = self.state_shape();
         let values =
             scheduler::read_buffer(self.model.context(), &self.state, shape.iter().product())?;
@@ -181,6 +184,12 @@ impl RnnStream<'_> {
 
     /// Sets the state to zeros (and restarts the delay).
     pub fn reset(&mut self) {
+        let _gl = self.model.context().gl_guard();
+        self.clear();
+    }
+
+    /// `reset` for callers that hold the GL guard already.
+    fn clear(&mut self) {
         let ctx = self.model.context();
         let scopes = ctx.error_scopes();
         let mut encoder = ctx.device().create_command_encoder(&Default::default());
@@ -197,6 +206,7 @@ impl RnnStream<'_> {
         if h0.shape() != shape.as_slice() {
             return Err(RnnError::shape("h0", format!("{shape:?}"), h0.shape()));
         }
+        let _gl = self.model.context().gl_guard();
         self.model
             .context()
             .queue()
