@@ -68,14 +68,7 @@ impl CpuRnn {
         let valid = |t: usize, n: usize| lengths.is_none_or(|l| t < l[n]);
 
         // Layer inputs are kept sequence-first, (T, N, F), whatever the caller's layout.
-        let in_strides = shape.frame_strides(config.input_size);
-        let mut layer_input = Vec::with_capacity(steps * batch * config.input_size);
-        for t in 0..steps {
-            for n in 0..batch {
-                let start = in_strides.offset(t, n);
-                layer_input.extend_from_slice(&input.data()[start..start + config.input_size]);
-            }
-        }
+        let mut layer_input = shape.gather_sequence_first(input.data(), config.input_size);
 
         let state_len = batch * hidden;
         let mut h_n = vec![0.0f32; config.num_layers * directions * state_len];
@@ -123,16 +116,7 @@ impl CpuRnn {
             );
         }
         let out_features = self.output_features();
-        // Scatter the sequence-first result into the caller's layout.
-        let out_strides = shape.frame_strides(out_features);
-        let mut output = vec![0.0f32; steps * batch * out_features];
-        for t in 0..steps {
-            for n in 0..batch {
-                let src = &layer_input[(t * batch + n) * out_features..][..out_features];
-                let dst = out_strides.offset(t, n);
-                output[dst..dst + out_features].copy_from_slice(src);
-            }
-        }
+        let output = shape.scatter_sequence_first(&layer_input, out_features);
         Ok(RnnOutput {
             output: Tensor::new(output, &shape.frames_shape(out_features))?,
             h_n: Tensor::new(h_n, &shape.state_shape(config))?,

@@ -90,15 +90,7 @@ impl GpuRnn {
             });
         }
         let (steps, batch, hidden) = (shape.seq_len, shape.batch, config.hidden_size);
-        // The input, sequence-first.
-        let strides = shape.frame_strides(config.input_size);
-        let mut x = Vec::with_capacity(steps * batch * config.input_size);
-        for t in 0..steps {
-            for n in 0..batch {
-                let at = strides.offset(t, n);
-                x.extend_from_slice(&input.data()[at..at + config.input_size]);
-            }
-        }
+        let mut x = shape.gather_sequence_first(input.data(), config.input_size);
         let state = batch * hidden;
         let mut h_n = vec![0.0f32; 2 * config.num_layers * state];
         for layer in 0..config.num_layers {
@@ -134,17 +126,8 @@ impl GpuRnn {
             }
             x = output;
         }
-        // Into the caller's layout.
         let features = config.output_size();
-        let strides = shape.frame_strides(features);
-        let mut output = vec![0.0f32; steps * batch * features];
-        for t in 0..steps {
-            for n in 0..batch {
-                let at = strides.offset(t, n);
-                let from = (t * batch + n) * features;
-                output[at..at + features].copy_from_slice(&x[from..from + features]);
-            }
-        }
+        let output = shape.scatter_sequence_first(&x, features);
         Ok(RnnOutput {
             output: Tensor::new(output, &shape.frames_shape(features))?,
             h_n: Tensor::new(h_n, &shape.state_shape(config))?,
