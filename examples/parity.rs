@@ -26,20 +26,33 @@ enum Verdict {
 }
 
 fn describe(config: &RnnConfig, case: &ReferenceCase) -> String {
-    let mut text = format!(
+    let head = format!(
         "I={} H={} L={} {:?}",
         config.input_size, config.hidden_size, config.num_layers, config.nonlinearity
     );
+    let flags = [config.bias, config.batch_first, config.bidirectional];
+    head + &case_details(case, flags, "")
+}
+
+/// What every case line shows after the model's sizes: the flags that are set (`[bias,
+/// batch_first, bidirectional]`), `extra`, h0, T, N and the lengths when the case has them.
+fn case_details(
+    case: &ReferenceCase,
+    [bias, batch_first, bidirectional]: [bool; 3],
+    extra: &str,
+) -> String {
+    let mut text = String::new();
     for (on, flag) in [
-        (!config.bias, " nobias"),
-        (config.batch_first, " batch_first"),
-        (config.bidirectional, " bidir"),
+        (!bias, " nobias"),
+        (batch_first, " batch_first"),
+        (bidirectional, " bidir"),
         (case.has("h0"), " h0"),
     ] {
         if on {
             text.push_str(flag);
         }
     }
+    text += extra;
     let batch = if case.flag("unbatched").unwrap_or(false) {
         "unbatched"
     } else {
@@ -142,34 +155,22 @@ fn run_cell(case: &ReferenceCase, gpu: Option<&GpuContext>) -> Result<Verdict> {
 fn run_gated(case: &ReferenceCase) -> Result<Verdict> {
     let config = case.gated_config()?;
     let weights = case.gated_weights(&config)?;
-    let mut what = format!(
+    let projection = if config.proj_size > 0 {
+        format!(" proj={}", config.proj_size)
+    } else {
+        String::new()
+    };
+    let what = format!(
         "{} I={} H={} L={}",
         config.kind.torch_name(),
         config.input_size,
         config.hidden_size,
         config.num_layers
+    ) + &case_details(
+        case,
+        [config.bias, config.batch_first, config.bidirectional],
+        &projection,
     );
-    for (on, flag) in [
-        (!config.bias, " nobias"),
-        (config.batch_first, " batch_first"),
-        (config.bidirectional, " bidir"),
-        (case.has("h0"), " h0"),
-    ] {
-        if on {
-            what.push_str(flag);
-        }
-    }
-    if config.proj_size > 0 {
-        what += &format!(" proj={}", config.proj_size);
-    }
-    what += &format!(
-        " T={} N={}",
-        case.meta("seq_len").unwrap_or("?"),
-        case.meta("batch").unwrap_or("?")
-    );
-    if let Some(lengths) = case.lengths()? {
-        what += &format!(" lengths={lengths:?}");
-    }
     let cpu = case.check_gated(&CpuGatedRnn::new(config, weights)?, CPU_TOLERANCE)?;
     let c_n = cpu
         .c_n
