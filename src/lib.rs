@@ -76,10 +76,11 @@ pub use cpu::CpuRnn;
 pub use error::{Result, RnnError};
 pub use gated::{
     CpuGatedRnn, GateKind, GatedCellConfig, GatedConfig, GatedDirectionWeights, GatedOutput,
-    GatedRnn, GatedWeights, GruCell, LstmCell,
+    GatedRnn, GatedWeights, GpuGatedRnn, GruCell, LstmCell,
 };
 pub use gpu::context::{GpuContext, ResourceCounts};
-pub use gpu::model::{GpuOptions, GpuRnn, Recurrence};
+pub use gpu::engine::{GpuOptions, Recurrence};
+pub use gpu::model::GpuRnn;
 pub use gpu::stream::{RnnStream, StreamOptions};
 pub use head::Linear;
 pub use rnn::{Rnn, RnnOutput};

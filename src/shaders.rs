@@ -6,6 +6,9 @@ pub(crate) const INPUT_PROJECTION: &str = include_str!("../shaders/input_project
 /// `shaders/recurrent_step.wgsl`: one fused recurrent timestep.
 pub(crate) const RECURRENT_STEP: &str = include_str!("../shaders/recurrent_step.wgsl");
 
+/// `shaders/gated_step.wgsl`: one fused LSTM or GRU timestep, and an LSTM's projection of h.
+pub(crate) const GATED_STEP: &str = include_str!("../shaders/gated_step.wgsl");
+
 /// `shaders/projection_subgroup.wgsl`: the template of the subgroup projection, filled in per
 /// subgroup size by `gpu::projection`.
 pub(crate) const PROJECTION_SUBGROUP: &str = include_str!("../shaders/projection_subgroup.wgsl");
@@ -21,6 +24,7 @@ pub(crate) fn all_sources() -> Vec<(String, String)> {
     let mut sources = vec![
         ("input_projection".into(), INPUT_PROJECTION.into()),
         ("recurrent_step".into(), RECURRENT_STEP.into()),
+        ("gated_step".into(), GATED_STEP.into()),
     ];
     for size in [8, 16, 32, 64] {
         for vec4_k in [false, true] {

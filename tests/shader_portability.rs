@@ -124,7 +124,7 @@ fn metal(shader: &Shader<'_>, entry_point: &str, version: (u8, u8)) -> Result<()
     };
     let (source, _) = msl::write_string(&shader.module, &shader.info, &options, &pipeline)
         .map_err(|e| format!("{e:?}"))?;
-    expect_text(&source, "kernel")
+    expect_text(&source, "kernel", entry_point)
 }
 
 fn hlsl_for(
@@ -145,7 +145,7 @@ fn hlsl_for(
     hlsl::Writer::new(&mut source, &options, &pipeline)
         .write(&shader.module, &shader.info, None)
         .map_err(|e| format!("{e:?}"))?;
-    expect_text(&source, "numthreads")
+    expect_text(&source, "numthreads", entry_point)
 }
 
 fn glsl_for(shader: &Shader<'_>, entry_point: &str, version: glsl::Version) -> Result<(), String> {
@@ -185,12 +185,14 @@ fn glsl_for(shader: &Shader<'_>, entry_point: &str, version: glsl::Version) -> R
     )
     .and_then(|mut w| w.write())
     .map_err(|e| format!("{e:?}"))?;
-    expect_text(&source, "local_size_x")
+    // GLSL names the entry point `main` whatever it was called.
+    expect_text(&source, "local_size_x", "main")
 }
 
-/// A translation that "succeeds" with an empty or truncated text is no success.
-fn expect_text(source: &str, marker: &str) -> Result<(), String> {
-    if source.contains(marker) && source.contains("main") {
+/// A translation that "succeeds" with an empty or truncated text is no success: it must hold
+/// the stage's `marker` and the entry point's name.
+fn expect_text(source: &str, marker: &str, entry_point: &str) -> Result<(), String> {
+    if source.contains(marker) && source.contains(entry_point) {
         Ok(())
     } else {
         Err(format!(

@@ -2,6 +2,8 @@
 
 use crate::config::validate_sizes;
 use crate::error::{Result, RnnError};
+use crate::layout::ForwardShape;
+use crate::tensor::Tensor;
 
 /// Which gated recurrence a model runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -159,5 +161,54 @@ impl GatedConfig {
             ));
         }
         Ok(())
+    }
+
+    /// Checks `input`, `h0`, `c0` and `lengths` against the model with PyTorch's rules.
+    pub(crate) fn resolve(
+        &self,
+        input: &Tensor,
+        h0: Option<&Tensor>,
+        c0: Option<&Tensor>,
+        lengths: Option<&[usize]>,
+    ) -> Result<ForwardShape> {
+        let config = self;
+        let shape = ForwardShape::resolve_input(config.input_size, config.batch_first, input)?;
+        let rows = config.state_rows();
+        if let Some(h0) = h0 {
+            shape.check_state("h0", h0, rows, config.state_size())?;
+        }
+        match (config.kind, h0.is_some(), c0) {
+            (GateKind::Gru, _, Some(c0)) => {
+                return Err(RnnError::shape(
+                    "c0",
+                    "none: nn.GRU has no cell state",
+                    c0.shape(),
+                ));
+            }
+            (GateKind::Lstm, true, None) => {
+                let expected = shape.stacked_state_shape(rows, config.hidden_size);
+                return Err(RnnError::ShapeMismatch {
+                    what: "c0",
+                    expected: format!("{expected:?}, given with h0 (PyTorch's hx = (h0, c0))"),
+                    got: "none".into(),
+                });
+            }
+            (GateKind::Lstm, false, Some(_)) => {
+                let expected = shape.stacked_state_shape(rows, config.state_size());
+                return Err(RnnError::ShapeMismatch {
+                    what: "h0",
+                    expected: format!("{expected:?}, given with c0 (PyTorch's hx = (h0, c0))"),
+                    got: "none".into(),
+                });
+            }
+            (GateKind::Lstm, true, Some(c0)) => {
+                shape.check_state("c0", c0, rows, config.hidden_size)?
+            }
+            _ => {}
+        }
+        if let Some(lengths) = lengths {
+            shape.check_lengths(lengths)?;
+        }
+        Ok(shape)
     }
 }

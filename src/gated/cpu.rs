@@ -6,8 +6,7 @@ use super::config::{GateKind, GatedConfig};
 use super::weights::{GatedDirectionWeights, GatedWeights};
 use super::{GatedOutput, GatedRnn};
 use crate::cpu::input_projection;
-use crate::error::{Result, RnnError};
-use crate::layout::ForwardShape;
+use crate::error::Result;
 use crate::tensor::Tensor;
 
 /// An `nn.LSTM` or `nn.GRU` evaluated on the CPU: the reference the GPU path is checked
@@ -31,55 +30,6 @@ impl CpuGatedRnn {
         &self.weights
     }
 
-    /// Checks `input`, `h0`, `c0` and `lengths` against the model with PyTorch's rules.
-    fn resolve(
-        &self,
-        input: &Tensor,
-        h0: Option<&Tensor>,
-        c0: Option<&Tensor>,
-        lengths: Option<&[usize]>,
-    ) -> Result<ForwardShape> {
-        let config = &self.config;
-        let shape = ForwardShape::resolve_input(config.input_size, config.batch_first, input)?;
-        let rows = config.state_rows();
-        if let Some(h0) = h0 {
-            shape.check_state("h0", h0, rows, config.state_size())?;
-        }
-        match (config.kind, h0.is_some(), c0) {
-            (GateKind::Gru, _, Some(c0)) => {
-                return Err(RnnError::shape(
-                    "c0",
-                    "none: nn.GRU has no cell state",
-                    c0.shape(),
-                ));
-            }
-            (GateKind::Lstm, true, None) => {
-                let expected = shape.stacked_state_shape(rows, config.hidden_size);
-                return Err(RnnError::ShapeMismatch {
-                    what: "c0",
-                    expected: format!("{expected:?}, given with h0 (PyTorch's hx = (h0, c0))"),
-                    got: "none".into(),
-                });
-            }
-            (GateKind::Lstm, false, Some(_)) => {
-                let expected = shape.stacked_state_shape(rows, config.state_size());
-                return Err(RnnError::ShapeMismatch {
-                    what: "h0",
-                    expected: format!("{expected:?}, given with c0 (PyTorch's hx = (h0, c0))"),
-                    got: "none".into(),
-                });
-            }
-            (GateKind::Lstm, true, Some(c0)) => {
-                shape.check_state("c0", c0, rows, config.hidden_size)?
-            }
-            _ => {}
-        }
-        if let Some(lengths) = lengths {
-            shape.check_lengths(lengths)?;
-        }
-        Ok(shape)
-    }
-
     /// The forward pass with optional per-sequence lengths (`PackedSequence` semantics:
     /// frames at or past a sequence's length are skipped, their outputs are zero, and the
     /// state stays where the sequence ended).
@@ -91,7 +41,7 @@ impl CpuGatedRnn {
         lengths: Option<&[usize]>,
     ) -> Result<GatedOutput> {
         let config = &self.config;
-        let shape = self.resolve(input, h0, c0, lengths)?;
+        let shape = config.resolve(input, h0, c0, lengths)?;
         let (steps, batch) = (shape.seq_len, shape.batch);
         let (hidden, state_size) = (config.hidden_size, config.state_size());
         let (directions, out_features) = (config.num_directions(), config.output_size());

@@ -4,7 +4,7 @@
 //! The CPU reference ([`CpuGatedRnn`]) is structured as the GPU path will be: per layer and
 //! direction, one projection of every timestep's input (`P = X·W_ihᵀ + b_ih`, all gates at
 //! once), then one fused update per timestep that adds `W_hh·h + b_hh` and applies the gates.
-//! A GPU backend implements the same [`GatedRnn`] trait.
+//! [`GpuGatedRnn`] implements the same [`GatedRnn`] trait on the GPU engine.
 //!
 //! LSTM (gates i, f, g, o):
 //! `i, f, o = σ(·)`, `g = tanh(·)`, `c' = f∘c + i∘g`, `h' = o∘tanh(c')`, then
@@ -15,12 +15,14 @@
 
 mod cell;
 mod config;
-mod cpu;
+pub(crate) mod cpu;
+mod gpu;
 mod weights;
 
 pub use cell::{GatedCellConfig, GruCell, LstmCell};
 pub use config::{GateKind, GatedConfig};
 pub use cpu::CpuGatedRnn;
+pub use gpu::GpuGatedRnn;
 pub use weights::{GatedDirectionWeights, GatedWeights};
 
 use crate::error::Result;
@@ -39,7 +41,8 @@ pub struct GatedOutput {
     pub c_n: Option<Tensor>,
 }
 
-/// An `nn.LSTM` or `nn.GRU` forward pass, on the CPU ([`CpuGatedRnn`]) or, later, a GPU.
+/// An `nn.LSTM` or `nn.GRU` forward pass, on the CPU ([`CpuGatedRnn`]) or a GPU
+/// ([`GpuGatedRnn`]).
 pub trait GatedRnn {
     /// The model's configuration.
     fn config(&self) -> &GatedConfig;

@@ -6,45 +6,9 @@
 //! layer's output comes back to the host between layers, so GPU memory stays proportional to
 //! the chunk while host memory holds the sequence.
 
-use std::sync::Arc;
-
-use crate::config::RnnConfig;
 use crate::error::{Result, RnnError};
-use crate::gpu::model::GpuRnn;
+use crate::gpu::engine::Engine;
 use crate::layout::ForwardShape;
-use crate::rnn::{Rnn, RnnOutput};
-use crate::tensor::Tensor;
-use crate::weights::RnnWeights;
-
-/// One unidirectional, one-layer model per (layer, direction) of a bidirectional model.
-pub(crate) fn direction_models(
-    model: &GpuRnn,
-    config: &RnnConfig,
-    weights: &RnnWeights,
-) -> Result<Vec<GpuRnn>> {
-    let mut parts = Vec::with_capacity(2 * config.num_layers);
-    for layer in 0..config.num_layers {
-        for direction in 0..2 {
-            let part_config = RnnConfig {
-                input_size: config.layer_input_size(layer),
-                num_layers: 1,
-                batch_first: false,
-                bidirectional: false,
-                ..config.clone()
-            };
-            let unit = weights.unit(layer, direction, config).clone();
-            let part_weights = RnnWeights::new(&part_config, vec![unit])?;
-            // The caller's forward holds the GL guard already.
-            parts.push(GpuRnn::build(
-                model.context(),
-                part_config,
-                &part_weights,
-                model.options(),
-            )?);
-        }
-    }
-    Ok(parts)
-}
 
 /// Reverses each sequence's first `lengths[n]` frames of a (T, N, F) tensor in place (all T
 /// without lengths); frames past a sequence's length stay where they are.
@@ -69,33 +33,37 @@ fn reverse_in_time(
     }
 }
 
-impl GpuRnn {
-    /// The layer-by-layer forward of a bidirectional model (see the module docs).
+impl Engine {
+    /// The layer-by-layer forward of a bidirectional model (see the module docs); `parts`
+    /// holds one engine per (layer, direction). States as in [`Engine::forward`].
     pub(crate) fn forward_bidirectional_by_layers(
         &self,
-        parts: Arc<Vec<GpuRnn>>,
-        input: &Tensor,
-        h0: Option<&Tensor>,
-        lengths: Option<&[usize]>,
+        parts: &[Engine],
         shape: &ForwardShape,
-    ) -> Result<RnnOutput> {
-        let config = self.config();
-        if self.output_features() != config.output_size() {
+        input: &[f32],
+        initial: Option<&[f32]>,
+        lengths: Option<&[usize]>,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let arch = self.arch;
+        if self.output_features() != arch.output_size() {
             return Err(RnnError::ExceedsLimits {
-                what: "timesteps of a bidirectional forward with a Linear head (it cannot run \\
+                what: "timesteps of a bidirectional forward with a Linear head (it cannot run \
                        in chunks)"
                     .into(),
                 needed: shape.seq_len as u64,
                 limit: self.chunk_len(shape)? as u64,
             });
         }
-        let (steps, batch, hidden) = (shape.seq_len, shape.batch, config.hidden_size);
-        let mut x = shape.gather_sequence_first(input.data(), config.input_size);
-        let state = batch * hidden;
-        let mut h_n = vec![0.0f32; 2 * config.num_layers * state];
-        for layer in 0..config.num_layers {
-            let features = config.layer_input_size(layer);
-            let mut output = vec![0.0f32; steps * batch * 2 * hidden];
+        let (steps, batch) = (shape.seq_len, shape.batch);
+        let (features_out, cell) = (arch.state_size, arch.cell_size());
+        // Per (layer, direction): its h (N, H_out) in the h block, its c (N, H) in the c block.
+        let (h_part, c_part) = (batch * features_out, batch * cell);
+        let h_block = arch.h_len(batch);
+        let mut x = shape.gather_sequence_first(input, arch.input_size);
+        let mut state = vec![0.0f32; arch.state_len(batch)];
+        for layer in 0..arch.num_layers {
+            let features = arch.layer_input_size(layer);
+            let mut output = vec![0.0f32; steps * batch * 2 * features_out];
             for direction in 0..2 {
                 let unit = 2 * layer + direction;
                 let part = &parts[unit];
@@ -104,33 +72,29 @@ impl GpuRnn {
                 if direction == 1 {
                     reverse_in_time(&mut frames, steps, batch, features, lengths);
                 }
-                let part_h0 = h0
-                    .map(|h0| {
-                        Tensor::new(
-                            h0.data()[unit * state..(unit + 1) * state].to_vec(),
-                            &[1, batch, hidden],
-                        )
-                    })
-                    .transpose()?;
-                let frames = Tensor::new(frames, &[steps, batch, features])?;
-                let out = part.forward_masked(&frames, part_h0.as_ref(), lengths)?;
-                let mut y = out.output.into_data();
+                let h_range = unit * h_part..(unit + 1) * h_part;
+                let c_range = h_block + unit * c_part..h_block + (unit + 1) * c_part;
+                let part_initial =
+                    initial.map(|all| [&all[h_range.clone()], &all[c_range.clone()]].concat());
+                let part_shape = ForwardShape {
+                    batch_first: false,
+                    unbatched: false,
+                    ..*shape
+                };
+                let (mut y, part_state) =
+                    part.forward(&part_shape, &frames, part_initial.as_deref(), lengths)?;
                 if direction == 1 {
-                    reverse_in_time(&mut y, steps, batch, hidden, lengths);
+                    reverse_in_time(&mut y, steps, batch, features_out, lengths);
                 }
-                for (row, frame) in y.chunks_exact(hidden).enumerate() {
-                    let at = row * 2 * hidden + direction * hidden;
-                    output[at..at + hidden].copy_from_slice(frame);
+                for (row, frame) in y.chunks_exact(features_out).enumerate() {
+                    let at = row * 2 * features_out + direction * features_out;
+                    output[at..at + features_out].copy_from_slice(frame);
                 }
-                h_n[unit * state..(unit + 1) * state].copy_from_slice(out.h_n.data());
+                state[h_range].copy_from_slice(&part_state[..h_part]);
+                state[c_range].copy_from_slice(&part_state[h_part..]);
             }
             x = output;
         }
-        let features = config.output_size();
-        let output = shape.scatter_sequence_first(&x, features);
-        Ok(RnnOutput {
-            output: Tensor::new(output, &shape.frames_shape(features))?,
-            h_n: Tensor::new(h_n, &shape.state_shape(config))?,
-        })
+        Ok((shape.scatter_sequence_first(&x, arch.output_size()), state))
     }
 }

@@ -6,18 +6,33 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::error::{Result, RnnError};
-use crate::gpu::model::GpuRnn;
+use crate::gpu::engine::Engine;
 use crate::gpu::scheduler::{self, InitialState, Run, RunResult};
 use crate::gpu::workspace::Workspace;
 use crate::layout::{ForwardShape, TimeSlice};
 
-impl GpuRnn {
-    /// Elements of the state (L·D, N, H) for a batch of `batch`.
+impl Engine {
+    /// Elements of the state (h, and an LSTM's c) for a batch of `batch`.
     pub(crate) fn state_len(&self, batch: usize) -> usize {
-        self.config.num_layers * self.config.num_directions() * batch * self.config.hidden_size
+        self.arch.state_len(batch)
     }
 
-    /// Checks that a state (L·D, N, H) for `batch` sequences fits one buffer of the device
+    /// See [`GpuRnn::time_chunk`](crate::GpuRnn::time_chunk).
+    pub(crate) fn time_chunk(&self, seq_len: usize, batch: usize) -> Result<usize> {
+        let shape = ForwardShape {
+            seq_len,
+            batch,
+            unbatched: false,
+            batch_first: false,
+        };
+        self.chunk_len(&shape)
+    }
+
+    pub(crate) fn set_profiling(&self, on: bool) {
+        self.profiling.store(on, Ordering::Relaxed);
+    }
+
+    /// Checks that a state for `batch` sequences fits one buffer of the device
     /// (so that `state_len` cannot overflow either).
     fn check_state_fits(&self, batch: usize) -> Result<()> {
         let limits = self.ctx.limits();
@@ -50,13 +65,13 @@ impl GpuRnn {
         }
         self.check_state_fits(shape.batch)?;
         let limits = self.ctx.limits();
-        let config = &self.config;
+        let arch = &self.arch;
         let batch = shape.batch as u64;
         // Saturating: absurd shapes must come out as "too large", not as an overflow.
         let floats = |n: usize| (n as u64).saturating_mul(4);
-        let widest = config
+        let widest = arch
             .input_size
-            .max(config.output_size())
+            .max(arch.projection_cols())
             .max(self.output_features());
         let frame = floats(widest).saturating_mul(batch);
         let binding = limits
@@ -75,12 +90,16 @@ impl GpuRnn {
         if budget != u64::MAX {
             // Per timestep: input, projections, layer output, the result (head output) and its
             // readback, a step uniform.
-            let per_step = (floats(config.input_size) + 3 * floats(config.output_size()))
-                .saturating_mul(batch)
-                .saturating_add(2 * result_frame)
-                .saturating_add(align);
-            // Per call: two state halves, their readback, the lengths.
-            let fixed = 3 * state_bytes + floats(shape.batch);
+            let per_step = (floats(arch.input_size)
+                + floats(arch.projection_cols())
+                + 2 * floats(arch.output_size()))
+            .saturating_mul(batch)
+            .saturating_add(2 * result_frame)
+            .saturating_add(align);
+            // Per call: two state halves, their readback, the lengths, a projected LSTM's
+            // scratch.
+            let scratch = floats(arch.directions * arch.hidden_size).saturating_mul(batch);
+            let fixed = 3 * state_bytes + floats(shape.batch) + scratch;
             chunk = chunk.min(budget.saturating_sub(fixed) / per_step);
         }
         if chunk == 0 {
@@ -96,7 +115,7 @@ impl GpuRnn {
 
     /// Runs `input` (in `shape`'s layout) in time chunks of `chunk` frames. The state starts
     /// from `initial`; between chunks it is carried in `carry` on the GPU, where the final
-    /// state is also left. Returns (output in `shape`'s layout, h_n).
+    /// state is also left. Returns (output in `shape`'s layout, final state).
     pub(crate) fn run_chunks(
         &self,
         shape: &ForwardShape,
@@ -111,10 +130,10 @@ impl GpuRnn {
         let mut gpu_time = profile.then_some(Duration::ZERO);
         let mut record = |result: RunResult| {
             gpu_time = gpu_time.zip(result.gpu_time).map(|(sum, t)| sum + t);
-            (result.output, result.h_n)
+            (result.output, result.state)
         };
         let (steps, batch) = (shape.seq_len, shape.batch);
-        let (in_features, out_features) = (self.config.input_size, self.output_features());
+        let (in_features, out_features) = (self.arch.input_size, self.output_features());
         if chunk >= steps {
             let workspace = self.workspace(shape)?;
             let mut ws = lock(&workspace)?;
@@ -125,14 +144,14 @@ impl GpuRnn {
                 final_state: carry,
                 profile,
             };
-            let result = record(scheduler::run(&self.ctx, &self.config, &mut ws, run)?);
+            let result = record(scheduler::run(&self.ctx, &self.arch, &mut ws, run)?);
             self.set_last_gpu_time(gpu_time);
             return Ok(result);
         }
         let carry =
             carry.ok_or_else(|| RnnError::Gpu("chunked run without a carry buffer".into()))?;
         let mut output = vec![0.0f32; steps * batch * out_features];
-        let mut h_n = Vec::new();
+        let mut state = Vec::new();
         for t0 in (0..steps).step_by(chunk) {
             let len = chunk.min(steps - t0);
             let part = ForwardShape {
@@ -161,16 +180,16 @@ impl GpuRnn {
                 final_state: Some(carry),
                 profile,
             };
-            let (chunk_output, chunk_h_n) =
-                record(scheduler::run(&self.ctx, &self.config, &mut ws, run)?);
+            let (chunk_output, chunk_state) =
+                record(scheduler::run(&self.ctx, &self.arch, &mut ws, run)?);
             frames(out_features).scatter(&chunk_output, &mut output);
-            h_n = chunk_h_n;
+            state = chunk_state;
         }
         self.set_last_gpu_time(gpu_time);
-        Ok((output, h_n))
+        Ok((output, state))
     }
 
-    /// A GPU buffer holding a state (L·D, N, H), zeroed.
+    /// A GPU buffer holding a state (h, and an LSTM's c), zeroed.
     pub(crate) fn state_buffer(&self, batch: usize) -> Result<wgpu::Buffer> {
         self.check_state_fits(batch)?;
         let scopes = self.ctx.error_scopes();

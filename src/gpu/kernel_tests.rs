@@ -138,7 +138,8 @@ fn recurrent_step_matches_cpu_twin() {
                 activation: (nonlinearity == Nonlinearity::Relu) as u32,
                 steps_per_dispatch: 0,
                 lengths_offset: (2 * directions * unit) as u32,
-                _pad: 0,
+                state_size: hidden as u32,
+                ..bytemuck::Zeroable::zeroed()
             };
             let step = StepIndex {
                 index: 0,
@@ -150,7 +151,7 @@ fn recurrent_step_matches_cpu_twin() {
                 StepBindings {
                     layer: &uniform(&ctx, &layer),
                     steps: &uniform(&ctx, &step),
-                    w_hh: &storage(&ctx, &w_hh),
+                    recurrent: &storage(&ctx, &w_hh),
                     p: &storage(&ctx, &p),
                     state: &state,
                     output: &output,
@@ -195,6 +196,179 @@ fn recurrent_step_matches_cpu_twin() {
                     assert_close(
                         &format!("{what} output n={n}"),
                         &got_output[at..at + hidden],
+                        &want_out,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Which gated step a twin test runs: LSTM (with `proj` features of h, or none), or GRU.
+#[derive(Clone, Copy, Debug)]
+enum GatedCase {
+    Lstm { proj: Option<usize> },
+    Gru,
+}
+
+#[test]
+fn gated_step_matches_cpu_twins() {
+    use crate::gated::GatedDirectionWeights;
+    use crate::gated::cpu::{gru_step, lstm_step};
+    let Some(ctx) = testing::gpu("gated_step_matches_cpu_twins") else {
+        return;
+    };
+    let mut rng = SplitMix64(13);
+    let (seq_len, batch, directions) = (3usize, 3usize, 2usize);
+    let lengths = [3u32, 1, 3];
+    for hidden in ODD_AND_FRIENDLY {
+        let mut cases = vec![GatedCase::Lstm { proj: None }, GatedCase::Gru];
+        if hidden > 1 {
+            // proj_size < hidden: a small one and the largest.
+            cases.push(GatedCase::Lstm { proj: Some(1) });
+            cases.push(GatedCase::Lstm {
+                proj: Some(hidden - 1),
+            });
+        }
+        for case in cases {
+            let (gates, size, cell) = match case {
+                GatedCase::Lstm { proj } => (4, proj.unwrap_or(hidden), hidden),
+                GatedCase::Gru => (3, hidden, 0),
+            };
+            let g_h = gates * hidden;
+            // The kernel expects b_hh folded into P except the GRU's b_hn: the twins' weights
+            // carry exactly that b_hh (none, or zeros but b_hn).
+            let units: Vec<GatedDirectionWeights> = (0..directions)
+                .map(|_| GatedDirectionWeights {
+                    weight_ih: Vec::new(),
+                    weight_hh: rng.uniform(-0.5, 0.5, g_h * size),
+                    bias_ih: None,
+                    bias_hh: match case {
+                        GatedCase::Gru => {
+                            let mut b = vec![0.0; 2 * hidden];
+                            b.extend(rng.uniform(-0.5, 0.5, hidden));
+                            Some(b)
+                        }
+                        GatedCase::Lstm { .. } => None,
+                    },
+                    weight_hr: (size != hidden).then(|| rng.uniform(-0.5, 0.5, size * hidden)),
+                })
+                .collect();
+            let mut recurrent: Vec<f32> = units.iter().flat_map(|u| u.weight_hh.clone()).collect();
+            let step_bias_offset = recurrent.len();
+            if let GatedCase::Gru = case {
+                recurrent.extend(
+                    units
+                        .iter()
+                        .flat_map(|u| u.bias_hh.clone().unwrap()[2 * hidden..].to_vec()),
+                );
+            }
+            let hr_offset = recurrent.len();
+            recurrent.extend(
+                units
+                    .iter()
+                    .flat_map(|u| u.weight_hr.clone().unwrap_or_default()),
+            );
+
+            let rows = seq_len * batch;
+            let p = rng.uniform(-1.0, 1.0, rows * directions * g_h);
+            let (h_unit, c_unit) = (batch * size, batch * cell);
+            let h = rng.uniform(-1.0, 1.0, directions * h_unit);
+            let c = rng.uniform(-1.0, 1.0, directions * c_unit);
+            let half = directions * (h_unit + c_unit);
+            // Half 0 = h ‖ c; half 1 is poison that step 0 must overwrite; the lengths; the
+            // scratch, poisoned too.
+            let mut state_init = [h.clone(), c.clone()].concat();
+            state_init.extend(vec![f32::NAN; half]);
+            state_init.extend(lengths.iter().map(|&l| f32::from_bits(l)));
+            state_init.extend(vec![f32::NAN; directions * batch * hidden]);
+            let state = storage(&ctx, &state_init);
+            let output = storage(&ctx, &vec![f32::NAN; rows * directions * size]);
+            let layer = StepLayerParams {
+                seq_len: seq_len as u32,
+                batch: batch as u32,
+                hidden: hidden as u32,
+                directions: directions as u32,
+                out_stride_t: (batch * directions * size) as u32,
+                out_stride_n: (directions * size) as u32,
+                state_half: half as u32,
+                lengths_offset: (2 * half) as u32,
+                state_size: size as u32,
+                cell_offset: (directions * h_unit) as u32,
+                step_bias_offset: step_bias_offset as u32,
+                hr_offset: hr_offset as u32,
+                scratch_offset: (2 * half + batch) as u32,
+                cell: matches!(case, GatedCase::Gru) as u32,
+                ..bytemuck::Zeroable::zeroed()
+            };
+            let step = StepIndex {
+                index: 0,
+                _pad: [0; 3],
+            };
+            let kernels = &ctx.inner().kernels;
+            let group = kernels.step.bind_group(
+                &ctx,
+                StepBindings {
+                    layer: &uniform(&ctx, &layer),
+                    steps: &uniform(&ctx, &step),
+                    recurrent: &storage(&ctx, &recurrent),
+                    p: &storage(&ctx, &p),
+                    state: &state,
+                    output: &output,
+                },
+            );
+            let grid = StepGrid {
+                hidden: hidden as u32,
+                batch: batch as u32,
+                directions: directions as u32,
+                batch_tile: 1,
+            };
+            let projected = (size != hidden).then_some(size as u32);
+            run(&ctx, |pass| {
+                kernels
+                    .gated
+                    .encode_steps(pass, &group, 0..1, 0, grid, projected)
+            });
+            let got_state = read(&ctx, &state);
+            let got_output = read(&ctx, &output);
+            for d in 0..directions {
+                let t = if d == 0 { 0 } else { seq_len - 1 };
+                let p_t: Vec<f32> = (0..batch)
+                    .flat_map(|n| {
+                        let row = (t * batch + n) * directions * g_h + d * g_h;
+                        p[row..row + g_h].to_vec()
+                    })
+                    .collect();
+                let h_d = &h[d * h_unit..(d + 1) * h_unit];
+                let valid = |n: usize| t < lengths[n] as usize;
+                let (want_h, want_c) = match case {
+                    GatedCase::Lstm { .. } => {
+                        let c_d = &c[d * c_unit..(d + 1) * c_unit];
+                        lstm_step(&p_t, h_d, c_d, &units[d], hidden, valid)
+                    }
+                    GatedCase::Gru => (gru_step(&p_t, h_d, &units[d], hidden, valid), vec![]),
+                };
+                let what = format!("{case:?} H={hidden} direction {d}");
+                let next_h = half + d * h_unit;
+                assert_close(&what, &got_state[next_h..next_h + h_unit], &want_h);
+                let next_c = half + directions * h_unit + d * c_unit;
+                assert_close(
+                    &format!("{what} c"),
+                    &got_state[next_c..next_c + c_unit],
+                    &want_c,
+                );
+                for n in 0..batch {
+                    let at = t * layer.out_stride_t as usize
+                        + n * layer.out_stride_n as usize
+                        + d * size;
+                    let want_out = if valid(n) {
+                        want_h[n * size..(n + 1) * size].to_vec()
+                    } else {
+                        vec![0.0; size]
+                    };
+                    assert_close(
+                        &format!("{what} output n={n}"),
+                        &got_output[at..at + size],
                         &want_out,
                     );
                 }

@@ -16,14 +16,17 @@ use crate::shaders;
 pub(crate) struct Kernels {
     pub projection: ProjectionKernel,
     pub step: RecurrentStepKernel,
+    pub gated: GatedStepKernel,
 }
 
 impl Kernels {
     /// `subgroup`: the fixed subgroup size when the subgroup projection may be used.
     pub fn new(device: &wgpu::Device, counters: &Counters, subgroup: Option<usize>) -> Self {
+        let step = RecurrentStepKernel::new(device, counters);
         Kernels {
             projection: ProjectionKernel::new(device, counters, subgroup),
-            step: RecurrentStepKernel::new(device, counters),
+            gated: GatedStepKernel::new(device, counters, &step.layout),
+            step,
         }
     }
 }
@@ -65,7 +68,8 @@ impl ProjectionParams {
     }
 }
 
-/// `Layer` of `recurrent_step.wgsl`.
+/// `Layer` of `recurrent_step.wgsl` and `gated_step.wgsl` (the Elman RNN kernels declare the
+/// first twelve fields only: the gated ones follow).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub(crate) struct StepLayerParams {
@@ -83,6 +87,18 @@ pub(crate) struct StepLayerParams {
     /// Where the sequence lengths start in the state buffer (after both halves).
     pub lengths_offset: u32,
     pub _pad: u32,
+    /// Features of h (H_out; `hidden` is the gates' H).
+    pub state_size: u32,
+    /// Where this layer's c block starts inside a state half.
+    pub cell_offset: u32,
+    /// Where b_hn (GRU) and W_hr (projected LSTM) start in the recurrent-weights buffer.
+    pub step_bias_offset: u32,
+    pub hr_offset: u32,
+    /// Where a projected LSTM's unprojected h ([D][N][H]) lives in the state buffer.
+    pub scratch_offset: u32,
+    /// 0: LSTM, 1: GRU (gated kernels only).
+    pub cell: u32,
+    pub _pad2: [u32; 2],
 }
 
 /// `Step` of `recurrent_step.wgsl`: the step index, read through a dynamic offset.
@@ -147,11 +163,23 @@ fn compute_pipeline(
     source: &str,
     layout: &wgpu::BindGroupLayout,
 ) -> wgpu::ComputePipeline {
-    counters.pipelines.fetch_add(1, Ordering::Relaxed);
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some(label),
         source: wgpu::ShaderSource::Wgsl(source.into()),
     });
+    entry_pipeline(device, counters, label, &module, "main", layout)
+}
+
+/// The pipeline of `entry` in `module`.
+fn entry_pipeline(
+    device: &wgpu::Device,
+    counters: &Counters,
+    label: &str,
+    module: &wgpu::ShaderModule,
+    entry: &str,
+    layout: &wgpu::BindGroupLayout,
+) -> wgpu::ComputePipeline {
+    counters.pipelines.fetch_add(1, Ordering::Relaxed);
     let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
         label: Some(label),
         bind_group_layouts: &[Some(layout)],
@@ -160,8 +188,8 @@ fn compute_pipeline(
     device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
         label: Some(label),
         layout: Some(&pipeline_layout),
-        module: &module,
-        entry_point: Some("main"),
+        module,
+        entry_point: Some(entry),
         compilation_options: Default::default(),
         cache: None,
     })
@@ -336,7 +364,7 @@ impl ProjectionKernel {
 /// `recurrent_step.wgsl`: one fused timestep of one layer, both directions. Its bind group
 /// layout is shared by the persistent kernels, which bind the same buffers.
 pub(crate) struct RecurrentStepKernel {
-    layout: wgpu::BindGroupLayout,
+    pub(crate) layout: wgpu::BindGroupLayout,
     pipeline: wgpu::ComputePipeline,
 }
 
@@ -347,7 +375,8 @@ pub(crate) const STEP_WORKGROUP: u32 = 64;
 pub(crate) struct StepBindings<'a> {
     pub layer: &'a wgpu::Buffer,
     pub steps: &'a wgpu::Buffer,
-    pub w_hh: &'a wgpu::Buffer,
+    /// W_hh (and a gated cell's b_hn or W_hr after it).
+    pub recurrent: &'a wgpu::Buffer,
     pub p: &'a wgpu::Buffer,
     /// Both state halves, then the lengths.
     pub state: &'a wgpu::Buffer,
@@ -425,7 +454,7 @@ impl RecurrentStepKernel {
                     offset: 0,
                     size: size_of::<StepIndex>(),
                 }),
-                b.w_hh.as_entire_binding(),
+                b.recurrent.as_entire_binding(),
                 b.p.as_entire_binding(),
                 b.state.as_entire_binding(),
                 b.output.as_entire_binding(),
@@ -451,6 +480,57 @@ impl RecurrentStepKernel {
                 grid.batch,
                 grid.directions,
             );
+        }
+    }
+}
+
+/// `gated_step.wgsl`: one fused LSTM or GRU timestep of one layer, both directions (entry
+/// `gates`), and for a projected LSTM the projection of h that follows it (entry `project`).
+/// Same bind group layout as [`RecurrentStepKernel`].
+pub(crate) struct GatedStepKernel {
+    gates: wgpu::ComputePipeline,
+    project: wgpu::ComputePipeline,
+}
+
+impl GatedStepKernel {
+    fn new(device: &wgpu::Device, counters: &Counters, layout: &wgpu::BindGroupLayout) -> Self {
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("gated_step"),
+            source: wgpu::ShaderSource::Wgsl(shaders::GATED_STEP.into()),
+        });
+        GatedStepKernel {
+            gates: entry_pipeline(device, counters, "gated_step", &module, "gates", layout),
+            project: entry_pipeline(device, counters, "lstm_project", &module, "project", layout),
+        }
+    }
+
+    /// Records steps `steps` of one layer (bind groups of [`RecurrentStepKernel`]); with
+    /// `projected`, each step's gates are followed by the projection of h.
+    pub fn encode_steps(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        group: &wgpu::BindGroup,
+        steps: std::ops::Range<u32>,
+        step_stride: u32,
+        grid: StepGrid,
+        projected: Option<u32>,
+    ) {
+        for step in steps {
+            pass.set_bind_group(0, group, &[step * step_stride]);
+            pass.set_pipeline(&self.gates);
+            pass.dispatch_workgroups(
+                grid.hidden.div_ceil(STEP_WORKGROUP),
+                grid.batch,
+                grid.directions,
+            );
+            if let Some(state_size) = projected {
+                pass.set_pipeline(&self.project);
+                pass.dispatch_workgroups(
+                    state_size.div_ceil(STEP_WORKGROUP),
+                    grid.batch,
+                    grid.directions,
+                );
+            }
         }
     }
 }

@@ -1,8 +1,11 @@
-//! The GPU path: context, kernels, per-shape workspaces, the scheduler and the model.
+//! The GPU path: context, kernels, per-shape workspaces, the scheduler, the engine and the
+//! typed models over it.
 
+pub(crate) mod architecture;
 pub(crate) mod bidirectional;
 pub(crate) mod chunking;
 pub(crate) mod context;
+pub(crate) mod engine;
 #[cfg(test)]
 mod kernel_tests;
 pub(crate) mod kernels;

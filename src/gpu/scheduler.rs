@@ -10,13 +10,14 @@
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::config::RnnConfig;
 use crate::error::{Result, RnnError};
+use crate::gpu::architecture::{Architecture, Cell};
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernels::StepGrid;
 use crate::gpu::workspace::{Workspace, lengths_offset};
 
-/// Where a run's initial hidden state (L·D, N, H) comes from.
+/// Where a run's initial state (the h block (L·D, N, H_out), then an LSTM's c block
+/// (L·D, N, H)) comes from.
 #[derive(Clone, Copy)]
 pub(crate) enum InitialState<'a> {
     Zeros,
@@ -32,7 +33,7 @@ pub(crate) struct Run<'a> {
     /// `None`: all T.
     pub lengths: Option<&'a [usize]>,
     pub initial: InitialState<'a>,
-    /// Receives the final state (L·D, N, H), on the GPU.
+    /// Receives the final state, on the GPU.
     pub final_state: Option<&'a wgpu::Buffer>,
     /// Time the compute pass with timestamp queries (where the adapter has them).
     pub profile: bool,
@@ -42,8 +43,8 @@ pub(crate) struct Run<'a> {
 pub(crate) struct RunResult {
     /// The output frames, in the workspace's layout.
     pub output: Vec<f32>,
-    /// The final state (L·D, N, H).
-    pub h_n: Vec<f32>,
+    /// The final state, laid out as the initial one.
+    pub state: Vec<f32>,
     /// GPU execution time of the compute pass, when profiled on an adapter that can.
     pub gpu_time: Option<Duration>,
 }
@@ -51,7 +52,7 @@ pub(crate) struct RunResult {
 /// Records, submits and reads back one run.
 pub(crate) fn run(
     ctx: &GpuContext,
-    config: &RnnConfig,
+    arch: &Architecture,
     ws: &mut Workspace,
     run: Run<'_>,
 ) -> Result<RunResult> {
@@ -80,8 +81,8 @@ pub(crate) fn run(
     let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
         label: Some("rnn forward"),
     });
-    // The initial state goes into the first half of the state buffer, whose layout
-    // [L][D][N][H] is exactly h0's (L·D, N, H).
+    // The initial state goes into the first half of the state buffer, whose layout is
+    // exactly the initial state's.
     match run.initial {
         InitialState::Zeros => encoder.clear_buffer(&ws.state, 0, Some(state_bytes)),
         InitialState::Host(h0) => queue.write_buffer(&ws.state, 0, bytemuck::cast_slice(h0)),
@@ -98,12 +99,13 @@ pub(crate) fn run(
             }),
         });
         let grid = StepGrid {
-            hidden: config.hidden_size as u32,
+            hidden: arch.hidden_size as u32,
             batch: ws.batch as u32,
-            directions: config.num_directions() as u32,
+            directions: arch.directions as u32,
             batch_tile: ws.persistent.as_ref().map_or(1, |(_, tile)| *tile),
         };
-        for layer in 0..config.num_layers {
+        let projected = ws.projected.then_some(arch.state_size as u32);
+        for layer in 0..arch.num_layers {
             kernels.projection.encode(
                 &mut pass,
                 &ws.projection_groups[layer],
@@ -111,6 +113,14 @@ pub(crate) fn run(
             );
             let (group, steps) = (&ws.step_groups[layer], 0..ws.seq_len as u32);
             match &ws.persistent {
+                _ if matches!(ws.cell, Cell::Lstm | Cell::Gru) => kernels.gated.encode_steps(
+                    &mut pass,
+                    group,
+                    steps,
+                    ws.step_stride,
+                    grid,
+                    projected,
+                ),
                 Some((pipeline, _)) => kernels.step.encode_persistent(
                     &mut pass,
                     pipeline,
@@ -158,7 +168,7 @@ pub(crate) fn run(
     scopes.finish(ctx, "recording the forward")?;
 
     let (output_len, state_len) = (ws.output_len, ws.state_len);
-    let (output, h_n) = map_and_read(ctx, &ws.readback, submission.clone(), |values| {
+    let (output, state) = map_and_read(ctx, &ws.readback, submission.clone(), |values| {
         (
             values[..output_len].to_vec(),
             values[output_len..output_len + state_len].to_vec(),
@@ -177,7 +187,7 @@ pub(crate) fn run(
     };
     Ok(RunResult {
         output,
-        h_n,
+        state,
         gpu_time,
     })
 }

@@ -2,10 +2,11 @@
 //! (every layer's) kept on the GPU between calls.
 
 use crate::error::{Result, RnnError};
+use crate::gpu::architecture::Cell;
+use crate::gpu::engine::Engine;
 use crate::gpu::model::GpuRnn;
 use crate::gpu::scheduler::{self, InitialState};
 use crate::layout::{ForwardShape, TimeSlice};
-use crate::rnn::Rnn;
 use crate::tensor::Tensor;
 
 /// How a stream is set up.
@@ -25,12 +26,14 @@ impl Default for StreamOptions {
     }
 }
 
-/// A live sequence through a [`GpuRnn`]: `push` chunks of any length, get their outputs;
+/// A live sequence through a [`GpuRnn`] or a
+/// [`GpuGatedRnn`](crate::GpuGatedRnn): `push` chunks of any length, get their outputs;
 /// pushing a sequence in chunks gives the same outputs and state as one forward over it.
 pub struct RnnStream<'m> {
-    model: &'m GpuRnn,
+    model: &'m Engine,
+    batch_first: bool,
     options: StreamOptions,
-    /// (L, N, H): every layer's state, on the GPU.
+    /// Every layer's h (L, N, H_out), then for an LSTM every layer's c (L, N, H), on the GPU.
     state: wgpu::Buffer,
     /// Outputs still to hold back before the first one is returned.
     to_skip: usize,
@@ -53,7 +56,18 @@ impl GpuRnn {
     /// Starts a stream from a zero state. Fails for a bidirectional model, whose reverse
     /// direction needs the whole sequence before it can produce anything.
     pub fn stream(&self, options: StreamOptions) -> Result<RnnStream<'_>> {
-        if self.config().bidirectional {
+        self.engine.stream(self.config.batch_first, options)
+    }
+}
+
+impl Engine {
+    /// A stream over this engine; `batch_first` is the model's input layout.
+    pub(crate) fn stream(
+        &self,
+        batch_first: bool,
+        options: StreamOptions,
+    ) -> Result<RnnStream<'_>> {
+        if self.arch.directions == 2 {
             return Err(RnnError::InvalidConfig(
                 "a bidirectional model cannot stream: its reverse direction needs the whole \
                  sequence; use forward() instead"
@@ -67,7 +81,7 @@ impl GpuRnn {
         let flush = options
             .delay
             .checked_mul(options.batch)
-            .and_then(|f| f.checked_mul(self.config().input_size.max(self.output_features())));
+            .and_then(|f| f.checked_mul(self.arch.input_size.max(self.output_features())));
         if flush.is_none_or(|floats| floats > MAX_FLUSH_FLOATS) {
             return Err(RnnError::InvalidConfig(format!(
                 "a delay of {} frames for {} sequences needs more than {MAX_FLUSH_FLOATS} \
@@ -75,10 +89,11 @@ impl GpuRnn {
                 options.delay, options.batch
             )));
         }
-        let _gl = self.context().gl_guard();
+        let _gl = self.ctx.gl_guard();
         let state = self.state_buffer(options.batch)?;
         let mut stream = RnnStream {
             model: self,
+            batch_first,
             options,
             state,
             to_skip: options.delay,
@@ -94,9 +109,17 @@ impl RnnStream<'_> {
         self.options
     }
 
-    fn state_shape(&self) -> Vec<usize> {
-        let config = self.model.config();
-        vec![config.num_layers, self.options.batch, config.hidden_size]
+    /// (L, N, `features`): one state block.
+    fn block_shape(&self, features: usize) -> Vec<usize> {
+        vec![self.model.arch.num_layers, self.options.batch, features]
+    }
+
+    fn h_shape(&self) -> Vec<usize> {
+        self.block_shape(self.model.arch.state_size)
+    }
+
+    fn is_lstm(&self) -> bool {
+        self.model.arch.cell == Cell::Lstm
     }
 
     /// Runs the next frames: `chunk` is (T_c, N, I), (N, T_c, I) with `batch_first`, or
@@ -104,9 +127,9 @@ impl RnnStream<'_> {
     /// ((T_c, N, H), ...), less the ones still held back by the delay (so possibly 0 frames).
     pub fn push(&mut self, chunk: &Tensor) -> Result<Tensor> {
         let model = self.model;
-        let _gl = model.context().gl_guard();
-        model.context().check_alive()?;
-        let shape = ForwardShape::resolve(model.config(), chunk, None)?;
+        let _gl = model.ctx.gl_guard();
+        model.ctx.check_alive()?;
+        let shape = ForwardShape::resolve_input(model.arch.input_size, self.batch_first, chunk)?;
         if shape.batch != self.options.batch {
             return Err(RnnError::shape(
                 "input",
@@ -150,18 +173,21 @@ impl RnnStream<'_> {
     /// (the last `delay` input frames'), and resets the stream to a zero state for the next
     /// sequence. Without a delay it returns no frames and only resets.
     pub fn finish(&mut self) -> Result<Tensor> {
-        let config = self.model.config();
-        let (n, i, delay) = (self.options.batch, config.input_size, self.options.delay);
+        let (n, i, delay) = (
+            self.options.batch,
+            self.model.arch.input_size,
+            self.options.delay,
+        );
         let out = if delay == 0 {
             let f = self.model.output_features();
-            let shape = if config.batch_first {
+            let shape = if self.batch_first {
                 [n, 0, f]
             } else {
                 [0, n, f]
             };
             Tensor::zeros(&shape)
         } else {
-            let shape = if config.batch_first {
+            let shape = if self.batch_first {
                 [n, delay, i]
             } else {
                 [delay, n, i]
@@ -173,24 +199,39 @@ impl RnnStream<'_> {
         Ok(out)
     }
 
-    /// Reads every layer's state back: (L, N, H).
+    /// Reads every layer's h back: (L, N, H_out).
     pub fn state(&self) -> Result<Tensor> {
-        let _gl = self.model.context().gl_guard();
-        let shape = self.state_shape();
-        let values =
-            scheduler::read_buffer(self.model.context(), &self.state, shape.iter().product())?;
+        let _gl = self.model.ctx.gl_guard();
+        let shape = self.h_shape();
+        let values = scheduler::read_buffer(&self.model.ctx, &self.state, shape.iter().product())?;
         Tensor::new(values, &shape)
+    }
+
+    /// An LSTM stream's cell state c, (L, N, H); `None` for other cells.
+    pub fn cell_state(&self) -> Result<Option<Tensor>> {
+        if !self.is_lstm() {
+            return Ok(None);
+        }
+        let _gl = self.model.ctx.gl_guard();
+        let h_len: usize = self.h_shape().iter().product();
+        let values = scheduler::read_buffer(
+            &self.model.ctx,
+            &self.state,
+            self.model.state_len(self.options.batch),
+        )?;
+        let shape = self.block_shape(self.model.arch.hidden_size);
+        Tensor::new(values[h_len..].to_vec(), &shape).map(Some)
     }
 
     /// Sets the state to zeros (and restarts the delay).
     pub fn reset(&mut self) {
-        let _gl = self.model.context().gl_guard();
+        let _gl = self.model.ctx.gl_guard();
         self.clear();
     }
 
     /// `reset` for callers that hold the GL guard already.
     fn clear(&mut self) {
-        let ctx = self.model.context();
+        let ctx = &self.model.ctx;
         let scopes = ctx.error_scopes();
         let mut encoder = ctx.device().create_command_encoder(&Default::default());
         encoder.clear_buffer(&self.state, 0, None);
@@ -200,17 +241,46 @@ impl RnnStream<'_> {
         self.to_skip = self.options.delay;
     }
 
-    /// Sets the state to `h0`, (L, N, H) (and restarts the delay).
+    /// Sets the state to `h0`, (L, N, H_out) (and restarts the delay). An LSTM stream also
+    /// needs c: use [`reset_to_lstm_state`](Self::reset_to_lstm_state).
     pub fn reset_to(&mut self, h0: &Tensor) -> Result<()> {
-        let shape = self.state_shape();
-        if h0.shape() != shape.as_slice() {
-            return Err(RnnError::shape("h0", format!("{shape:?}"), h0.shape()));
+        if self.is_lstm() {
+            return Err(RnnError::InvalidConfig(
+                "an LSTM stream's state is (h, c): use reset_to_lstm_state(h0, c0)".into(),
+            ));
         }
-        let _gl = self.model.context().gl_guard();
-        self.model
-            .context()
-            .queue()
-            .write_buffer(&self.state, 0, bytemuck::cast_slice(h0.data()));
+        self.write_state(&[("h0", h0, self.h_shape())])
+    }
+
+    /// Sets an LSTM stream's state to `h0`, (L, N, H_out), and `c0`, (L, N, H) (and restarts
+    /// the delay).
+    pub fn reset_to_lstm_state(&mut self, h0: &Tensor, c0: &Tensor) -> Result<()> {
+        if !self.is_lstm() {
+            return Err(RnnError::InvalidConfig(
+                "only an LSTM stream has a cell state: use reset_to(h0)".into(),
+            ));
+        }
+        let c_shape = self.block_shape(self.model.arch.hidden_size);
+        self.write_state(&[("h0", h0, self.h_shape()), ("c0", c0, c_shape)])
+    }
+
+    /// Checks each (name, tensor, expected shape) and writes them one after the other.
+    fn write_state(&mut self, blocks: &[(&'static str, &Tensor, Vec<usize>)]) -> Result<()> {
+        for (what, tensor, shape) in blocks {
+            if tensor.shape() != shape.as_slice() {
+                return Err(RnnError::shape(what, format!("{shape:?}"), tensor.shape()));
+            }
+        }
+        let _gl = self.model.ctx.gl_guard();
+        let mut at = 0;
+        for (_, tensor, _) in blocks {
+            self.model.ctx.queue().write_buffer(
+                &self.state,
+                at,
+                bytemuck::cast_slice(tensor.data()),
+            );
+            at += (tensor.data().len() * 4) as u64;
+        }
         self.to_skip = self.options.delay;
         Ok(())
     }

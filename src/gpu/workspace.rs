@@ -4,14 +4,15 @@
 
 use std::sync::Arc;
 
-use crate::config::{Nonlinearity, RnnConfig};
+use crate::config::Nonlinearity;
 use crate::error::{Result, RnnError};
+use crate::gpu::architecture::{Architecture, Cell};
 use crate::gpu::context::GpuContext;
+use crate::gpu::engine::{HeadBuffers, LayerBuffers};
 use crate::gpu::kernels::{
     ProjectionBindings, ProjectionKernel, ProjectionParams, StepBindings, StepIndex,
     StepLayerParams,
 };
-use crate::gpu::model::{HeadBuffers, LayerBuffers};
 use crate::gpu::persistent::STEPS_PER_DISPATCH;
 use crate::layout::ForwardShape;
 
@@ -24,8 +25,10 @@ pub(crate) struct Workspace {
     /// Every layer's output, (T, N, D·H) or the caller's layout for the last layer; a layer's
     /// projection has consumed it before the layer's steps overwrite it.
     pub output: wgpu::Buffer,
-    /// Hidden state, [2][L][D][N][H], then the N lengths: two ping-pong halves for the per-step kernel (`h_n` is
-    /// half T % 2); the persistent kernel keeps it in place in half 0.
+    /// The state in two ping-pong halves for the per-step kernels (the final state is half
+    /// T % 2; the persistent kernel keeps it in place in half 0). Each half is the h block
+    /// [L][D][N][H_out], then for an LSTM the c block [L][D][N][H]. After both halves: the N
+    /// lengths, then a projected LSTM's scratch [D][N][H] of unprojected h.
     pub state: wgpu::Buffer,
     /// Whether the lengths (after the state halves) currently hold T for every sequence.
     pub lengths_full: bool,
@@ -42,9 +45,13 @@ pub(crate) struct Workspace {
     pub head: Option<HeadPass>,
     /// Byte distance between consecutive step uniforms (the device's dynamic offset alignment).
     pub step_stride: u32,
-    /// Elements of the result: T·N·(head features, or D·H).
+    /// Elements of the result: T·N·(head features, or D·H_out).
     pub output_len: usize,
+    /// Elements of one state half.
     pub state_len: usize,
+    /// The cell, and whether an LSTM's h is projected (a second dispatch per step).
+    pub cell: Cell,
+    pub projected: bool,
     /// Where the compute pass's start and end times go, on adapters with timestamp queries.
     pub timestamps: Option<Timestamps>,
 }
@@ -105,15 +112,14 @@ fn floats(len: usize) -> u64 {
 /// Checks a problem against the device's limits before anything is allocated.
 pub(crate) fn check_limits(
     ctx: &GpuContext,
-    config: &RnnConfig,
+    arch: &Architecture,
     shape: &ForwardShape,
 ) -> Result<()> {
     let limits = ctx.limits();
     let rows = shape.seq_len as u64 * shape.batch as u64;
-    let widest = config.input_size.max(config.output_size()) as u64;
-    let state = 2
-        * (config.num_layers * config.num_directions() * config.hidden_size) as u64
-        * shape.batch as u64;
+    let widest = arch.input_size.max(arch.projection_cols()) as u64;
+    let state = 2 * arch.state_len(1) as u64 * shape.batch as u64
+        + (arch.directions * arch.hidden_size + 1) as u64 * shape.batch as u64;
     let binding = limits
         .max_storage_buffer_binding_size
         .min(limits.max_buffer_size);
@@ -141,6 +147,10 @@ pub(crate) fn check_limits(
     for (what, needed) in [
         ("projection workgroups (T·N / 32)", u64::from(row_tiles)),
         ("batch size N (step workgroups)", shape.batch as u64),
+        (
+            "hidden units (step workgroups)",
+            u64::from(arch.hidden_size.div_ceil(64) as u32),
+        ),
     ] {
         if needed > max_groups {
             return Err(RnnError::ExceedsLimits {
@@ -164,7 +174,7 @@ pub(crate) fn check_limits(
 impl Workspace {
     pub fn new(
         ctx: &GpuContext,
-        config: &RnnConfig,
+        arch: &Architecture,
         layers: &[LayerBuffers],
         head: Option<&HeadBuffers>,
         persistent: Option<(Arc<wgpu::ComputePipeline>, u32)>,
@@ -173,15 +183,18 @@ impl Workspace {
         let device = ctx.device();
         let kernels = &ctx.inner().kernels;
         let (t, n) = (shape.seq_len, shape.batch);
-        let (h, d, l) = (
-            config.hidden_size,
-            config.num_directions(),
-            config.num_layers,
+        let (h, s, d, l) = (
+            arch.hidden_size,
+            arch.state_size,
+            arch.directions,
+            arch.num_layers,
         );
-        let layer_output_len = t * n * d * h;
-        let output_features = head.map_or(d * h, |head| head.out_features);
+        let layer_output_len = t * n * arch.output_size();
+        let output_features = head.map_or(arch.output_size(), |head| head.out_features);
         let output_len = t * n * output_features;
-        let state_len = l * d * n * h;
+        let state_len = arch.state_len(n);
+        let h_block = arch.h_len(n);
+        let scratch_len = if arch.projected() { d * n * h } else { 0 };
         let storage = wgpu::BufferUsages::STORAGE;
         let buffer = |label: &str, len: usize, usage: wgpu::BufferUsages| {
             ctx.create_buffer(&wgpu::BufferDescriptor {
@@ -193,19 +206,19 @@ impl Workspace {
         };
         let input = buffer(
             "input",
-            t * n * config.input_size,
+            t * n * arch.input_size,
             storage | wgpu::BufferUsages::COPY_DST,
         );
-        let projections = buffer("projections", layer_output_len, storage);
+        let projections = buffer("projections", t * n * arch.projection_cols(), storage);
         let output = buffer(
             "layer output",
             layer_output_len,
             storage | wgpu::BufferUsages::COPY_SRC,
         );
-        // Two state halves, then the lengths (see recurrent_step.wgsl).
+        // Two state halves, the lengths, the scratch (see the field's comment).
         let state = buffer(
             "hidden state",
-            2 * state_len + n,
+            2 * state_len + n + scratch_len,
             storage | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
         );
         let readback = buffer(
@@ -256,22 +269,23 @@ impl Workspace {
             // sequence-first output. Only the last layer writes the caller's layout, unless a
             // head follows: then the head does.
             let x_strides = if k == 0 {
-                shape.frame_strides(config.input_size)
+                shape.frame_strides(arch.input_size)
             } else {
-                seq_first.frame_strides(config.output_size())
+                seq_first.frame_strides(arch.output_size())
             };
             let writes_result = last && head.is_none();
             let out_strides =
-                if writes_result { *shape } else { seq_first }.frame_strides(config.output_size());
+                if writes_result { *shape } else { seq_first }.frame_strides(arch.output_size());
+            let cols = arch.projection_cols();
             let projection = ProjectionParams {
                 rows: (t * n) as u32,
-                cols: (d * h) as u32,
-                depth: config.layer_input_size(k) as u32,
+                cols: cols as u32,
+                depth: arch.layer_input_size(k) as u32,
                 batch: n as u32,
                 x_stride_t: x_strides.t as u32,
                 x_stride_n: x_strides.n as u32,
-                p_stride_t: (n * d * h) as u32,
-                p_stride_n: (d * h) as u32,
+                p_stride_t: (n * cols) as u32,
+                p_stride_n: cols as u32,
             };
             let step = StepLayerParams {
                 seq_len: t as u32,
@@ -281,14 +295,24 @@ impl Workspace {
                 out_stride_t: out_strides.t as u32,
                 out_stride_n: out_strides.n as u32,
                 state_half: state_len as u32,
-                state_offset: (k * d * n * h) as u32,
-                activation: match config.nonlinearity {
-                    Nonlinearity::Tanh => 0,
-                    Nonlinearity::Relu => 1,
+                state_offset: (k * d * n * s) as u32,
+                activation: match arch.cell {
+                    Cell::Rnn(Nonlinearity::Relu) => 1,
+                    _ => 0,
                 },
                 steps_per_dispatch: STEPS_PER_DISPATCH,
                 lengths_offset: (2 * state_len) as u32,
                 _pad: 0,
+                state_size: s as u32,
+                cell_offset: (h_block + k * d * n * arch.cell_size()) as u32,
+                step_bias_offset: weights.step_bias_offset as u32,
+                hr_offset: weights.hr_offset as u32,
+                scratch_offset: (2 * state_len + n) as u32,
+                cell: match arch.cell {
+                    Cell::Gru => 1,
+                    _ => 0,
+                },
+                _pad2: [0; 2],
             };
             projection_params.push(projection);
             let projection_uniform = uniform("projection params", bytemuck::bytes_of(&projection));
@@ -308,7 +332,7 @@ impl Workspace {
                 StepBindings {
                     layer: &step_params,
                     steps: &steps,
-                    w_hh: &weights.w_hh,
+                    recurrent: &weights.recurrent,
                     p: &projections,
                     state: &state,
                     output: &output,
@@ -321,10 +345,10 @@ impl Workspace {
             let params = ProjectionParams {
                 rows: (t * n) as u32,
                 cols: head.out_features as u32,
-                depth: (d * h) as u32,
+                depth: arch.output_size() as u32,
                 batch: n as u32,
-                x_stride_t: (n * d * h) as u32,
-                x_stride_n: (d * h) as u32,
+                x_stride_t: (n * arch.output_size()) as u32,
+                x_stride_n: arch.output_size() as u32,
                 p_stride_t: strides.t as u32,
                 p_stride_n: strides.n as u32,
             };
@@ -365,6 +389,8 @@ impl Workspace {
             step_stride,
             output_len,
             state_len,
+            cell: arch.cell,
+            projected: arch.projected(),
             timestamps: device
                 .features()
                 .contains(wgpu::Features::TIMESTAMP_QUERY)

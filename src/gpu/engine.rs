@@ -1,0 +1,349 @@
+//! The engine behind every GPU model: weights uploaded once, a cache of per-shape
+//! workspaces, and the forward over a resolved shape. `GpuRnn` and `GpuGatedRnn` are thin
+//! typed fronts over it; the cell (RNN, LSTM, GRU) is data ([`Architecture`]), not a type.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::error::{Result, RnnError};
+use crate::gpu::architecture::{Architecture, Cell, UnitWeights};
+use crate::gpu::context::GpuContext;
+use crate::gpu::persistent::{PERSISTENT_MAX_HIDDEN, PersistentSpec};
+use crate::gpu::scheduler::InitialState;
+use crate::gpu::workspace::{Workspace, check_limits};
+use crate::head::Linear;
+use crate::layout::ForwardShape;
+
+/// One layer's weights on the GPU, both directions stacked.
+pub(crate) struct LayerBuffers {
+    /// W_ih of every direction, (D·G·H, I_k) row-major.
+    pub w_ih: wgpu::Buffer,
+    /// The projection's bias of every direction, (D·G·H); zeros without bias.
+    pub bias: wgpu::Buffer,
+    /// What the step kernels read besides the state: W_hh of every direction, (D, G·H, H_out)
+    /// (for the persistent kernel padded to (D, H_pad, H_pad)); then, for a GRU, b_hn (D, H);
+    /// then, for a projected LSTM, W_hr (D, H_out, H). One buffer keeps the kernels within
+    /// four storage bindings.
+    pub recurrent: wgpu::Buffer,
+    /// Where b_hn and W_hr start in `recurrent`, in elements.
+    pub step_bias_offset: usize,
+    pub hr_offset: usize,
+}
+
+/// A Linear head on the GPU.
+pub(crate) struct HeadBuffers {
+    /// (out_features, D·H_out) row-major.
+    pub weight: wgpu::Buffer,
+    /// (out_features); zeros without bias.
+    pub bias: wgpu::Buffer,
+    pub out_features: usize,
+}
+
+/// Which recurrent kernel a GPU model runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Recurrence {
+    /// For an Elman RNN: the persistent kernel for hidden sizes up to 256, the per-step
+    /// kernel above. Measured on lavapipe, the persistent kernel is ~100× faster at H = 64
+    /// (one dispatch runs the whole sequence instead of one per step); on many-core GPUs a
+    /// wide H spreads better over the per-step kernel's many workgroups. LSTMs and GRUs run
+    /// the per-step kernels.
+    #[default]
+    Auto,
+    /// One dispatch per timestep (two for a projected LSTM), one invocation per (hidden
+    /// unit, sequence, direction).
+    PerStep,
+    /// Elman RNN only: one dispatch runs up to 8192 timesteps; one workgroup per (sequence,
+    /// direction) keeps its rows of W_hh in registers. Any hidden size works; wide ones
+    /// compile slowly.
+    Persistent,
+}
+
+/// Options of a GPU model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GpuOptions {
+    /// The recurrent kernel (default: [`Recurrence::Auto`]).
+    pub recurrence: Recurrence,
+}
+
+impl GpuOptions {
+    /// The default options with `recurrence`.
+    pub fn recurrence(recurrence: Recurrence) -> Self {
+        GpuOptions { recurrence }
+    }
+}
+
+/// How many problem shapes keep their workspace; the least recently used one goes first.
+const CACHED_SHAPES: usize = 4;
+
+/// A model on a GPU, any cell. `Send + Sync`.
+pub(crate) struct Engine {
+    pub(crate) ctx: GpuContext,
+    pub(crate) arch: Architecture,
+    pub(crate) layers: Vec<LayerBuffers>,
+    /// The persistent kernel's layout, when this model runs it (its pipelines are cached by
+    /// the context, one per batch tile).
+    pub(crate) persistent: Option<PersistentSpec>,
+    pub(crate) head: Option<HeadBuffers>,
+    /// Most recently used first.
+    pub(crate) workspaces: Mutex<Vec<Arc<Mutex<Workspace>>>>,
+    /// Bytes a forward's workspace may use; `u64::MAX`: no budget beyond the adapter's limits.
+    pub(crate) budget: AtomicU64,
+    pub(crate) profiling: AtomicBool,
+    pub(crate) last_gpu_time: Mutex<Option<Duration>>,
+    pub(crate) options: GpuOptions,
+    /// Bidirectional models keep their weights on the host to build, when a sequence is too
+    /// long for one submission, a unidirectional engine per (layer, direction).
+    pub(crate) host_units: Option<Vec<UnitWeights>>,
+    pub(crate) direction_engines: Mutex<Option<Arc<Vec<Engine>>>>,
+}
+
+impl Engine {
+    /// Uploads `units` (ordered `layer · D + direction`) for `arch`. The caller has checked
+    /// them against its configuration and holds the GL guard. Compiles the persistent kernel
+    /// for this hidden size when it is chosen (once per context and size).
+    pub(crate) fn build(
+        ctx: &GpuContext,
+        arch: Architecture,
+        units: &[UnitWeights],
+        options: GpuOptions,
+    ) -> Result<Self> {
+        ctx.check_alive()?;
+        let limits = ctx.limits();
+        let (h, gates) = (arch.hidden_size, arch.cell.gates());
+        let widest_input = arch.input_size.max(arch.output_size());
+        let widest = (arch.directions * gates * h * widest_input) as u64 * 4;
+        let binding = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size);
+        if widest > binding {
+            return Err(RnnError::ExceedsLimits {
+                what: "a layer's stacked weights in bytes".into(),
+                needed: widest,
+                limit: binding,
+            });
+        }
+        let persistent = match (arch.cell, options.recurrence) {
+            (Cell::Rnn(_), Recurrence::Persistent) => Some(h),
+            (Cell::Rnn(_), Recurrence::Auto) => (h <= PERSISTENT_MAX_HIDDEN).then_some(h),
+            (_, Recurrence::Persistent) => {
+                return Err(RnnError::InvalidConfig(
+                    "Recurrence::Persistent runs Elman RNNs only; LSTMs and GRUs run the \
+                     per-step kernels (Recurrence::Auto or PerStep)"
+                        .into(),
+                ));
+            }
+            _ => None,
+        }
+        .map(|h| PersistentSpec::for_hidden(h, ctx.persistent_subgroup()));
+        let scopes = ctx.error_scopes();
+        // Compiled now, so that making the model pays for it rather than its first forward.
+        persistent
+            .map(|spec| ctx.persistent_pipeline(&spec))
+            .transpose()?;
+        let upload = |label: &str, data: &[f32]| {
+            ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytemuck::cast_slice(data),
+                usage: wgpu::BufferUsages::STORAGE,
+            })
+        };
+        let d = arch.directions;
+        let layers = units
+            .chunks(d)
+            .map(|layer| {
+                let stack = |part: &dyn Fn(&UnitWeights) -> Vec<f32>| -> Vec<f32> {
+                    layer.iter().flat_map(part).collect()
+                };
+                let mut recurrent = stack(&|u| u.weight_hh.clone());
+                if let Some(spec) = &persistent {
+                    recurrent = spec.pad_weights(&recurrent, d);
+                }
+                let step_bias_offset = recurrent.len();
+                recurrent.extend(stack(&|u| u.step_bias.clone().unwrap_or_default()));
+                let hr_offset = recurrent.len();
+                recurrent.extend(stack(&|u| u.weight_hr.clone().unwrap_or_default()));
+                LayerBuffers {
+                    w_ih: upload("weight_ih", &stack(&|u| u.weight_ih.clone())),
+                    bias: upload("projection bias", &stack(&|u| u.projection_bias.clone())),
+                    recurrent: upload("recurrent weights", &recurrent),
+                    step_bias_offset,
+                    hr_offset,
+                }
+            })
+            .collect();
+        scopes.finish(ctx, "uploading the weights")?;
+        Ok(Engine {
+            ctx: ctx.clone(),
+            arch,
+            layers,
+            persistent,
+            head: None,
+            workspaces: Mutex::new(Vec::new()),
+            budget: AtomicU64::new(u64::MAX),
+            profiling: AtomicBool::new(false),
+            last_gpu_time: Mutex::new(None),
+            options,
+            host_units: (d == 2).then(|| units.to_vec()),
+            direction_engines: Mutex::new(None),
+        })
+    }
+
+    /// Adds a Linear head, uploaded once: every output frame becomes `h_t·Wᵀ + b`, computed
+    /// on the GPU right after the last layer.
+    pub(crate) fn set_head(&mut self, head: &Linear) -> Result<()> {
+        head.check(self.arch.output_size())?;
+        let ctx = self.ctx.clone();
+        let _gl = ctx.gl_guard();
+        let scopes = ctx.error_scopes();
+        let upload = |label: &str, data: &[f32]| {
+            ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytemuck::cast_slice(data),
+                usage: wgpu::BufferUsages::STORAGE,
+            })
+        };
+        let buffers = HeadBuffers {
+            weight: upload("head weight", &head.weight),
+            bias: upload("head bias", &head.bias_or_zeros()),
+            out_features: head.out_features,
+        };
+        scopes.finish(&ctx, "uploading the head")?;
+        self.head = Some(buffers);
+        // Workspaces made so far have no head.
+        self.workspaces = Mutex::new(Vec::new());
+        Ok(())
+    }
+
+    /// The recurrent kernel this model runs: [`Recurrence::PerStep`] or
+    /// [`Recurrence::Persistent`].
+    pub(crate) fn recurrence(&self) -> Recurrence {
+        if self.persistent.is_some() {
+            Recurrence::Persistent
+        } else {
+            Recurrence::PerStep
+        }
+    }
+
+    /// Features of each output frame: the head's `out_features`, or D·H_out without a head.
+    pub(crate) fn output_features(&self) -> usize {
+        self.head
+            .as_ref()
+            .map_or(self.arch.output_size(), |head| head.out_features)
+    }
+
+    /// The workspace for `shape`, made on first use; most recently used first.
+    pub(crate) fn workspace(&self, shape: &ForwardShape) -> Result<Arc<Mutex<Workspace>>> {
+        let mut cache = self
+            .workspaces
+            .lock()
+            .map_err(|_| RnnError::Gpu("a previous forward panicked".into()))?;
+        let found = cache.iter().position(|w| {
+            w.lock()
+                .is_ok_and(|w| w.seq_len == shape.seq_len && w.batch == shape.batch)
+        });
+        let workspace = match found {
+            Some(i) => cache.remove(i),
+            None => {
+                check_limits(&self.ctx, &self.arch, shape)?;
+                let persistent = match self.persistent {
+                    Some(spec) => {
+                        let tile = spec.batch_tile_for(shape.batch);
+                        let pipeline = self.ctx.persistent_pipeline(&spec.with_batch_tile(tile))?;
+                        Some((pipeline, tile as u32))
+                    }
+                    None => None,
+                };
+                let scopes = self.ctx.error_scopes();
+                let workspace = Workspace::new(
+                    &self.ctx,
+                    &self.arch,
+                    &self.layers,
+                    self.head.as_ref(),
+                    persistent,
+                    shape,
+                );
+                scopes.finish(&self.ctx, "allocating the workspace")?;
+                Arc::new(Mutex::new(workspace))
+            }
+        };
+        cache.insert(0, Arc::clone(&workspace));
+        cache.truncate(CACHED_SHAPES);
+        Ok(workspace)
+    }
+
+    pub(crate) fn set_workspace_budget(&self, bytes: Option<u64>) {
+        self.budget
+            .store(bytes.unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// The workspace budget (`None`: none).
+    pub(crate) fn workspace_budget(&self) -> Option<u64> {
+        Some(self.budget.load(Ordering::Relaxed)).filter(|&b| b != u64::MAX)
+    }
+
+    pub(crate) fn set_last_gpu_time(&self, time: Option<Duration>) {
+        if let Ok(mut last) = self.last_gpu_time.lock() {
+            *last = time;
+        }
+    }
+
+    pub(crate) fn last_gpu_time(&self) -> Option<Duration> {
+        self.last_gpu_time.lock().ok().and_then(|t| *t)
+    }
+
+    /// The forward over a resolved `shape`: `input` in the caller's layout, `initial` the
+    /// whole state (the h block (L·D, N, H_out), then for an LSTM the c block (L·D, N, H);
+    /// zeros when `None`). Returns (output in the caller's layout, final state laid out as
+    /// `initial`). The caller holds the GL guard.
+    pub(crate) fn forward(
+        &self,
+        shape: &ForwardShape,
+        input: &[f32],
+        initial: Option<&[f32]>,
+        lengths: Option<&[usize]>,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        self.ctx.check_alive()?;
+        if let Some(lengths) = lengths {
+            shape.check_lengths(lengths)?;
+        }
+        let chunk = self.chunk_len(shape)?;
+        if chunk < shape.seq_len && self.arch.directions == 2 {
+            let parts = self.direction_engines()?;
+            return self.forward_bidirectional_by_layers(&parts, shape, input, initial, lengths);
+        }
+        let initial = initial.map_or(InitialState::Zeros, InitialState::Host);
+        // Chunks carry the state between them in a small buffer of this call's.
+        let carry = (chunk < shape.seq_len)
+            .then(|| self.state_buffer(shape.batch))
+            .transpose()?;
+        self.run_chunks(shape, input, lengths, initial, carry.as_ref(), chunk)
+    }
+
+    /// The unidirectional engines of a bidirectional one, made on first need.
+    fn direction_engines(&self) -> Result<Arc<Vec<Engine>>> {
+        let mut made = self
+            .direction_engines
+            .lock()
+            .map_err(|_| RnnError::Gpu("a previous forward panicked".into()))?;
+        if let Some(parts) = made.as_ref() {
+            return Ok(Arc::clone(parts));
+        }
+        let units = self
+            .host_units
+            .as_ref()
+            .ok_or_else(|| RnnError::InvalidConfig("not a bidirectional model".into()))?;
+        let parts = units
+            .iter()
+            .enumerate()
+            .map(|(unit, weights)| {
+                let arch = self.arch.single(self.arch.layer_input_size(unit / 2));
+                Engine::build(&self.ctx, arch, std::slice::from_ref(weights), self.options)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let parts = Arc::new(parts);
+        *made = Some(Arc::clone(&parts));
+        Ok(parts)
+    }
+}

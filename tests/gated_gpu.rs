@@ -1,0 +1,447 @@
+//! `nn.LSTM` and `nn.GRU` on the GPU: every PyTorch case of tests/fixtures/torch_gated within
+//! 1e-4 (whole sequences and forced time chunks), random configurations against the CPU
+//! reference (proptest), streams with delay, long sequences, and the allocation-free repeat
+//! forward.
+
+use std::path::PathBuf;
+
+use proptest::prelude::*;
+use wgpu_rnn::compare::compare;
+use wgpu_rnn::reference_case::ReferenceCase;
+use wgpu_rnn::{
+    CpuGatedRnn, GateKind, GatedConfig, GatedOutput, GatedRnn, GatedWeights, GpuContext,
+    GpuGatedRnn, GpuOptions, Recurrence, RnnError, StreamOptions, Tensor, testing,
+};
+
+const TOLERANCE: f64 = 1e-4;
+
+fn gated_cases() -> Vec<(String, ReferenceCase)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch_gated");
+    let mut cases: Vec<_> = std::fs::read_dir(&dir)
+        .expect("tests/fixtures/torch_gated exists")
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "safetensors"))
+        .map(|path| {
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            (name, ReferenceCase::load(&path).unwrap())
+        })
+        .collect();
+    cases.sort_by(|a, b| a.0.cmp(&b.0));
+    cases
+}
+
+/// Every fixture on the GPU, whole and (with a budget that forces chunks of a few steps) in
+/// time chunks, which bidirectional cases run layer by layer.
+#[test]
+fn gpu_path_matches_pytorch() {
+    let Some(ctx) = testing::gpu("gpu_path_matches_pytorch") else {
+        return;
+    };
+    let cases = gated_cases();
+    assert_eq!(cases.len(), 11, "gated fixtures went missing");
+    let mut failures = Vec::new();
+    let mut worst = 0.0f64;
+    for (name, case) in &cases {
+        let config = case.gated_config().unwrap();
+        let weights = case.gated_weights(&config).unwrap();
+        let model = GpuGatedRnn::new(&ctx, config, &weights).unwrap();
+        for chunked in [false, true] {
+            let budget = chunked.then(|| chunk_budget(&model, case));
+            model.set_workspace_budget(budget);
+            let check = case
+                .check_gated(&model, TOLERANCE)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let c_n = check
+                .c_n
+                .map_or("-".to_string(), |c| format!("{:.2e}", c.max_abs));
+            println!(
+                "gpu {name:<20} chunked={chunked} output {:.2e}  h_n {:.2e}  c_n {c_n}",
+                check.output.max_abs, check.h_n.max_abs
+            );
+            worst = worst
+                .max(check.output.max_abs)
+                .max(check.h_n.max_abs)
+                .max(check.c_n.map_or(0.0, |c| c.max_abs));
+            if !check.passed() {
+                failures.push(format!(
+                    "{name} (chunked: {chunked}): output {}; h_n {}; c_n {:?}",
+                    check.output, check.h_n, check.c_n
+                ));
+            }
+        }
+    }
+    println!("gpu worst: {worst:.2e} (tolerance {TOLERANCE:e})");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A workspace budget under which `case` runs in chunks of about two timesteps.
+fn chunk_budget(model: &GpuGatedRnn, case: &ReferenceCase) -> u64 {
+    let input = case.tensor("input").unwrap();
+    let config = model.config();
+    let (t, n) = match (input.shape(), config.batch_first) {
+        (&[t, _], _) => (t, 1),
+        (&[n, t, _], true) => (t, n),
+        (&[t, n, _], false) => (t, n),
+        (shape, _) => panic!("input of shape {shape:?}"),
+    };
+    // Grow the budget until a chunk holds two steps (or the whole sequence).
+    let mut budget = 1024u64;
+    loop {
+        model.set_workspace_budget(Some(budget));
+        if let Ok(chunk) = model.time_chunk(t, n) {
+            if chunk >= 2.min(t) {
+                assert!(t < 3 || chunk < t, "the budget must force chunks");
+                return budget;
+            }
+        }
+        budget += 256;
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Problem {
+    config: GatedConfig,
+    seq_len: usize,
+    batch: usize,
+    unbatched: bool,
+    with_state: bool,
+    lengths: Option<Vec<usize>>,
+    seed: u64,
+}
+
+fn values(seed: u64, len: usize) -> Vec<f32> {
+    let mut rng = testing_rng(seed);
+    (0..len).map(|_| rng()).collect()
+}
+
+/// Uniform values in [-2, 2) from `seed`.
+fn testing_rng(seed: u64) -> impl FnMut() -> f32 {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+    }
+}
+
+impl Problem {
+    fn input(&self) -> Tensor {
+        let (t, n, i) = (self.seq_len, self.batch, self.config.input_size);
+        let shape = if self.unbatched {
+            vec![t, i]
+        } else if self.config.batch_first {
+            vec![n, t, i]
+        } else {
+            vec![t, n, i]
+        };
+        Tensor::new(values(self.seed, t * n * i), &shape).unwrap()
+    }
+
+    fn state(&self, features: usize, seed: u64) -> Tensor {
+        let rows = self.config.state_rows();
+        let shape = if self.unbatched {
+            vec![rows, features]
+        } else {
+            vec![rows, self.batch, features]
+        };
+        Tensor::new(values(seed, rows * self.batch * features), &shape).unwrap()
+    }
+
+    fn run(&self, model: &impl GatedRnn) -> GatedOutput {
+        let input = self.input();
+        let h0 = self
+            .with_state
+            .then(|| self.state(self.config.state_size(), self.seed + 1));
+        let c0 = (self.with_state && self.config.kind == GateKind::Lstm)
+            .then(|| self.state(self.config.hidden_size, self.seed + 2));
+        match &self.lengths {
+            Some(lengths) => model.forward_with_lengths(&input, lengths, h0.as_ref(), c0.as_ref()),
+            None => model.forward(&input, h0.as_ref(), c0.as_ref()),
+        }
+        .unwrap()
+    }
+
+    fn check(&self, ctx: &GpuContext) -> Result<(), String> {
+        let weights = GatedWeights::init(&self.config, self.seed).unwrap();
+        let cpu = CpuGatedRnn::new(self.config.clone(), weights.clone()).unwrap();
+        let gpu = GpuGatedRnn::new(ctx, self.config.clone(), &weights).unwrap();
+        check_same(&self.run(&gpu), &self.run(&cpu)).map_err(|e| format!("{self:?}: {e}"))
+    }
+}
+
+/// Shapes equal and values within the tolerance, for output, h_n and c_n.
+fn check_same(got: &GatedOutput, want: &GatedOutput) -> Result<(), String> {
+    let parts = [
+        ("output", Some(&got.output), Some(&want.output)),
+        ("h_n", Some(&got.h_n), Some(&want.h_n)),
+        ("c_n", got.c_n.as_ref(), want.c_n.as_ref()),
+    ];
+    for (what, g, w) in parts {
+        match (g, w) {
+            (Some(g), Some(w)) => {
+                if g.shape() != w.shape() {
+                    return Err(format!("{what}: shape {:?} != {:?}", g.shape(), w.shape()));
+                }
+                let c = compare(g.data(), w.data(), TOLERANCE);
+                if !c.passed() {
+                    return Err(format!("{what}: {c}"));
+                }
+            }
+            (None, None) => {}
+            _ => return Err(format!("{what}: present on one side only")),
+        }
+    }
+    Ok(())
+}
+
+fn problem() -> impl Strategy<Value = Problem> {
+    let sizes = prop::sample::select(vec![1usize, 3, 8, 17, 64, 70]);
+    (
+        (
+            any::<bool>(),
+            sizes.clone(),
+            sizes,
+            1usize..=2,
+            any::<bool>(),
+        ),
+        (any::<bool>(), any::<bool>(), 0usize..=2),
+        (1usize..=9, 1usize..=4, any::<bool>(), any::<bool>()),
+        (any::<bool>(), any::<u64>()),
+    )
+        .prop_map(
+            |(
+                (lstm, input_size, hidden_size, num_layers, bidirectional),
+                (bias, batch_first, proj_pick),
+                (seq_len, batch, unbatched, with_state),
+                (packed, seed),
+            )| {
+                let kind = if lstm { GateKind::Lstm } else { GateKind::Gru };
+                // proj_size: none, 1, or hidden − 1 (LSTM with hidden > 1 only).
+                let proj_size = match proj_pick {
+                    1 if lstm && hidden_size > 1 => 1,
+                    2 if lstm && hidden_size > 1 => hidden_size - 1,
+                    _ => 0,
+                };
+                let config = GatedConfig {
+                    num_layers,
+                    bias,
+                    batch_first,
+                    bidirectional,
+                    proj_size,
+                    ..GatedConfig::with_defaults(kind, input_size, hidden_size)
+                };
+                let batch = if unbatched { 1 } else { batch };
+                let lengths = (packed && !unbatched).then(|| {
+                    let mut rng = testing_rng(seed ^ 7);
+                    (0..batch)
+                        .map(|_| 1 + ((rng() + 2.0) / 4.0 * seq_len as f32) as usize % seq_len)
+                        .collect()
+                });
+                Problem {
+                    config,
+                    seq_len,
+                    batch,
+                    unbatched,
+                    with_state,
+                    lengths,
+                    seed,
+                }
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #[test]
+    fn gpu_matches_cpu_on_random_configurations(problem in problem()) {
+        if let Some(ctx) = testing::gpu("gpu_matches_cpu_on_random_configurations") {
+            if let Err(e) = problem.check(&ctx) {
+                prop_assert!(false, "{}", e);
+            }
+        }
+    }
+}
+
+/// Sizes that are not multiples of the 64-invocation workgroup, and one above it, for each
+/// kernel (gates, projection of h), with every option that changes addressing.
+#[test]
+fn odd_sizes_match_cpu() {
+    let Some(ctx) = testing::gpu("odd_sizes_match_cpu") else {
+        return;
+    };
+    for (kind, hidden, proj_size) in [
+        (GateKind::Lstm, 257, 0),
+        (GateKind::Lstm, 257, 65),
+        (GateKind::Gru, 257, 0),
+        (GateKind::Lstm, 1, 0),
+        (GateKind::Gru, 1, 0),
+    ] {
+        let problem = Problem {
+            config: GatedConfig {
+                bidirectional: true,
+                num_layers: 2,
+                proj_size,
+                ..GatedConfig::with_defaults(kind, 3, hidden)
+            },
+            seq_len: 5,
+            batch: 3,
+            unbatched: false,
+            with_state: true,
+            lengths: Some(vec![5, 2, 4]),
+            seed: hidden as u64,
+        };
+        problem.check(&ctx).unwrap();
+    }
+}
+
+/// A long sequence (T = 1500 at H = 64, and T = 1000 at H = 256) against the CPU: the state
+/// must not drift or stop updating.
+#[test]
+fn long_sequences_match_cpu() {
+    let Some(ctx) = testing::gpu("long_sequences_match_cpu") else {
+        return;
+    };
+    for (kind, hidden, seq_len) in [(GateKind::Lstm, 64, 1500), (GateKind::Gru, 256, 1000)] {
+        let problem = Problem {
+            config: GatedConfig::with_defaults(kind, 4, hidden),
+            seq_len,
+            batch: 2,
+            unbatched: false,
+            with_state: false,
+            lengths: None,
+            seed: 3,
+        };
+        problem.check(&ctx).unwrap();
+    }
+}
+
+/// Pushing a sequence in chunks (with a delay) gives the outputs and final state (h and c)
+/// of one forward over it.
+#[test]
+fn streams_match_one_forward() {
+    let Some(ctx) = testing::gpu("streams_match_one_forward") else {
+        return;
+    };
+    for (kind, proj_size) in [(GateKind::Lstm, 0), (GateKind::Lstm, 3), (GateKind::Gru, 0)] {
+        let config = GatedConfig {
+            num_layers: 2,
+            proj_size,
+            ..GatedConfig::with_defaults(kind, 3, 7)
+        };
+        let weights = GatedWeights::init(&config, 9).unwrap();
+        let gpu = GpuGatedRnn::new(&ctx, config.clone(), &weights).unwrap();
+        let cpu = CpuGatedRnn::new(config.clone(), weights).unwrap();
+        let (steps, batch, delay) = (11, 2, 2);
+        let input = Tensor::new(values(5, steps * batch * 3), &[steps, batch, 3]).unwrap();
+        let want = cpu.forward(&input, None, None).unwrap();
+        let mut stream = gpu.stream(StreamOptions { batch, delay }).unwrap();
+        let mut outputs = Vec::new();
+        for (t0, len) in [(0, 1), (1, 4), (5, 6)] {
+            let chunk = Tensor::new(
+                input.data()[t0 * batch * 3..(t0 + len) * batch * 3].to_vec(),
+                &[len, batch, 3],
+            )
+            .unwrap();
+            outputs.extend_from_slice(stream.push(&chunk).unwrap().data());
+        }
+        // The state after the last real frame, before finish() feeds the delay's zeros.
+        let h = stream.state().unwrap();
+        let c = stream.cell_state().unwrap();
+        outputs.extend_from_slice(stream.finish().unwrap().data());
+        let features = config.output_size();
+        // With a delay, output i of the stream is the model's output for frame i + delay.
+        let expected = &want.output.data()[delay * batch * features..];
+        let got = &outputs[..expected.len()];
+        let c_out = compare(got, expected, TOLERANCE);
+        assert!(c_out.passed(), "{kind:?} proj {proj_size}: output {c_out}");
+        assert_eq!(outputs.len(), steps * batch * features);
+        let c_h = compare(h.data(), want.h_n.data(), TOLERANCE);
+        assert!(c_h.passed(), "{kind:?}: h {c_h}");
+        match (c, &want.c_n) {
+            (Some(c), Some(want_c)) => {
+                let c_c = compare(c.data(), want_c.data(), TOLERANCE);
+                assert!(c_c.passed(), "{kind:?}: c {c_c}");
+            }
+            (None, None) => {}
+            _ => panic!("{kind:?}: cell state on one side only"),
+        }
+    }
+}
+
+/// A stream reset to a given (h, c) continues from it exactly as a forward from (h0, c0).
+#[test]
+fn lstm_stream_resets_to_a_given_state() {
+    let Some(ctx) = testing::gpu("lstm_stream_resets_to_a_given_state") else {
+        return;
+    };
+    let config = GatedConfig::lstm(2, 5);
+    let weights = GatedWeights::init(&config, 4).unwrap();
+    let gpu = GpuGatedRnn::new(&ctx, config.clone(), &weights).unwrap();
+    let input = Tensor::new(values(8, 6 * 2), &[6, 1, 2]).unwrap();
+    let h0 = Tensor::new(values(9, 5), &[1, 1, 5]).unwrap();
+    let c0 = Tensor::new(values(10, 5), &[1, 1, 5]).unwrap();
+    let want = gpu.forward(&input, Some(&h0), Some(&c0)).unwrap();
+    let mut stream = gpu.stream(StreamOptions::default()).unwrap();
+    assert!(matches!(
+        stream.reset_to(&h0),
+        Err(RnnError::InvalidConfig(_))
+    ));
+    stream.reset_to_lstm_state(&h0, &c0).unwrap();
+    let got = stream.push(&input).unwrap();
+    assert!(compare(got.data(), want.output.data(), TOLERANCE).passed());
+    let wrong = Tensor::zeros(&[1, 1, 4]);
+    assert!(matches!(
+        stream.reset_to_lstm_state(&h0, &wrong),
+        Err(RnnError::ShapeMismatch { what: "c0", .. })
+    ));
+}
+
+/// After the first forward of a shape, a forward makes no buffer, bind group or pipeline.
+#[test]
+fn repeated_forwards_allocate_nothing() {
+    let Some(ctx) = testing::gpu("gated repeated_forwards_allocate_nothing") else {
+        return;
+    };
+    // A context of its own, so that other tests' allocations do not count.
+    let ctx = GpuContext::from_device(ctx.device().clone(), ctx.queue().clone()).unwrap();
+    let config = GatedConfig {
+        proj_size: 2,
+        bidirectional: true,
+        ..GatedConfig::lstm(3, 6)
+    };
+    let weights = GatedWeights::init(&config, 1).unwrap();
+    let gpu = GpuGatedRnn::new(&ctx, config, &weights).unwrap();
+    let input = Tensor::new(values(2, 4 * 2 * 3), &[4, 2, 3]).unwrap();
+    let first = gpu.forward(&input, None, None).unwrap();
+    let before = ctx.resource_counts();
+    for _ in 0..3 {
+        let again = gpu.forward(&input, None, None).unwrap();
+        assert_eq!(again, first, "a repeated forward gives the same result");
+    }
+    assert_eq!(ctx.resource_counts(), before);
+}
+
+/// The persistent kernel runs Elman RNNs only: asking for it is a typed error.
+#[test]
+fn persistent_recurrence_is_refused_for_gated_cells() {
+    let Some(ctx) = testing::gpu("persistent_recurrence_is_refused_for_gated_cells") else {
+        return;
+    };
+    let config = GatedConfig::gru(2, 4);
+    let weights = GatedWeights::init(&config, 1).unwrap();
+    let options = GpuOptions::recurrence(Recurrence::Persistent);
+    assert!(matches!(
+        GpuGatedRnn::with_options(&ctx, config.clone(), &weights, options),
+        Err(RnnError::InvalidConfig(_))
+    ));
+    let gpu = GpuGatedRnn::new(&ctx, config, &weights).unwrap();
+    assert_eq!(gpu.recurrence(), Recurrence::PerStep);
+    // A GRU has no c0; an LSTM needs both: the same rules as the CPU path.
+    let input = Tensor::zeros(&[2, 1, 2]);
+    let state = Tensor::zeros(&[1, 1, 4]);
+    assert!(matches!(
+        gpu.forward(&input, Some(&state), Some(&state)),
+        Err(RnnError::ShapeMismatch { what: "c0", .. })
+    ));
+}
