@@ -5,16 +5,16 @@
 //!
 //! One line per file: name, configuration, adapter, max abs error of output and h_n on each
 //! path, and PASS, FAIL or SKIP (a kind this crate does not run yet, with the reason).
-//! LSTM and GRU cases (tests/fixtures/torch_gated) run on the CPU path only for now: their
-//! GPU column reads "not yet" and PASS means the CPU path passed.
+//! LSTM and GRU cases (tests/fixtures/torch_gated, `lstm*` and `gru*`) also report c_n.
 //! Exits 1 if any file fails. Tolerances: 1e-5 on the CPU path, 1e-4 on the GPU path.
 //! `--chunk N` runs the GPU path of each unidirectional case through a stream, N frames per
 //! push, carrying the state on the GPU.
 
 use std::process::ExitCode;
 
+use wgpu_rnn::reference_case::GatedCaseCheck;
 use wgpu_rnn::reference_case::{CaseCheck, ReferenceCase};
-use wgpu_rnn::{CpuGatedRnn, CpuRnn, GpuContext, GpuRnn, Result, RnnCell, RnnConfig};
+use wgpu_rnn::{CpuGatedRnn, CpuRnn, GpuContext, GpuGatedRnn, GpuRnn, Result, RnnCell, RnnConfig};
 
 const CPU_TOLERANCE: f64 = 1e-5;
 const GPU_TOLERANCE: f64 = 1e-4;
@@ -81,15 +81,8 @@ fn run_rnn(
     let weights = case.rnn_weights(&config)?;
     let mut what = describe(&config, case);
     if let Some(chunk) = chunk {
-        if config.bidirectional {
-            return Ok(Verdict::Skip(format!(
-                "{what} | bidirectional models cannot stream"
-            )));
-        }
-        if case.lengths()?.is_some() {
-            return Ok(Verdict::Skip(format!(
-                "{what} | streams take full-length frames"
-            )));
+        if let Some(reason) = unstreamable(config.bidirectional, case)? {
+            return Ok(Verdict::Skip(format!("{what} | {reason}")));
         }
         what += &format!(" stream chunks of {chunk}");
     }
@@ -151,8 +144,22 @@ fn run_cell(case: &ReferenceCase, gpu: Option<&GpuContext>) -> Result<Verdict> {
     })
 }
 
-/// An `nn.LSTM` / `nn.GRU` case: the CPU path only, until the GPU path has gated kernels.
-fn run_gated(case: &ReferenceCase) -> Result<Verdict> {
+fn gated_errors(check: &GatedCaseCheck) -> String {
+    let c_n = check
+        .c_n
+        .map_or(String::new(), |c| format!(" c_n {:.1e}", c.max_abs));
+    format!(
+        "out {:.1e} h_n {:.1e}{c_n}",
+        check.output.max_abs, check.h_n.max_abs
+    )
+}
+
+/// An `nn.LSTM` / `nn.GRU` case on both paths.
+fn run_gated(
+    case: &ReferenceCase,
+    gpu: Option<&GpuContext>,
+    chunk: Option<usize>,
+) -> Result<Verdict> {
     let config = case.gated_config()?;
     let weights = case.gated_weights(&config)?;
     let projection = if config.proj_size > 0 {
@@ -160,7 +167,7 @@ fn run_gated(case: &ReferenceCase) -> Result<Verdict> {
     } else {
         String::new()
     };
-    let what = format!(
+    let mut what = format!(
         "{} I={} H={} L={}",
         config.kind.torch_name(),
         config.input_size,
@@ -171,18 +178,47 @@ fn run_gated(case: &ReferenceCase) -> Result<Verdict> {
         [config.bias, config.batch_first, config.bidirectional],
         &projection,
     );
-    let cpu = case.check_gated(&CpuGatedRnn::new(config, weights)?, CPU_TOLERANCE)?;
-    let c_n = cpu
-        .c_n
-        .map_or(String::new(), |c| format!(" c_n {:.1e}", c.max_abs));
+    if let Some(chunk) = chunk {
+        if let Some(reason) = unstreamable(config.bidirectional, case)? {
+            return Ok(Verdict::Skip(format!("{what} | {reason}")));
+        }
+        what += &format!(" stream chunks of {chunk}");
+    }
+    let cpu = case.check_gated(
+        &CpuGatedRnn::new(config.clone(), weights.clone())?,
+        CPU_TOLERANCE,
+    )?;
+    let Some(ctx) = gpu else {
+        return Ok(Verdict::Fail(format!(
+            "{what} | cpu {} | gpu: no adapter",
+            gated_errors(&cpu)
+        )));
+    };
+    let model = GpuGatedRnn::new(ctx, config, &weights)?;
+    let gpu = match chunk {
+        Some(chunk) => case.check_gated_streamed(&model, chunk, GPU_TOLERANCE)?,
+        None => case.check_gated(&model, GPU_TOLERANCE)?,
+    };
     let line = format!(
-        "{what} | cpu out {:.1e} h_n {:.1e}{c_n} | gpu not yet",
-        cpu.output.max_abs, cpu.h_n.max_abs
+        "{what} | cpu {} | gpu {}",
+        gated_errors(&cpu),
+        gated_errors(&gpu)
     );
-    Ok(if cpu.passed() {
+    Ok(if cpu.passed() && gpu.passed() {
         Verdict::Pass(line)
     } else {
         Verdict::Fail(line)
+    })
+}
+
+/// Why a case cannot run through a stream, if it cannot.
+fn unstreamable(bidirectional: bool, case: &ReferenceCase) -> Result<Option<&'static str>> {
+    Ok(if bidirectional {
+        Some("bidirectional models cannot stream")
+    } else if case.lengths()?.is_some() {
+        Some("streams take full-length frames")
+    } else {
+        None
     })
 }
 
@@ -194,7 +230,7 @@ fn run_file(path: &str, gpu: Option<&GpuContext>, chunk: Option<usize>) -> Verdi
     match case.kind() {
         "rnn" | "rnn_packed" => run_rnn(&case, gpu, chunk),
         "rnn_cell" => run_cell(&case, gpu),
-        "lstm" | "lstm_packed" | "gru" | "gru_packed" => run_gated(&case),
+        "lstm" | "lstm_packed" | "gru" | "gru_packed" => run_gated(&case, gpu, chunk),
         "sine_model" => Ok(Verdict::Skip(
             "a trained model with a Linear head, not a parity case (see the sine_wave example)"
                 .into(),
@@ -213,7 +249,8 @@ fn usage(problem: &str) -> ExitCode {
     eprintln!(
         "usage: parity [--chunk N] FILE.safetensors...\n\
          Runs PyTorch reference cases (see tests/fixtures) on the CPU and GPU paths.\n\
-         --chunk N  run the GPU path of unidirectional cases through a stream, N frames a push"
+         --chunk N  run the GPU path of unidirectional cases (RNN, LSTM, GRU) through a stream,
+                    N frames a push"
     );
     ExitCode::from(2)
 }

@@ -13,9 +13,9 @@ use crate::cell::{RnnCell, RnnCellConfig};
 use crate::compare::{Comparison, compare};
 use crate::config::RnnConfig;
 use crate::error::{Result, RnnError};
-use crate::gated::{GateKind, GatedConfig, GatedRnn, GatedWeights};
+use crate::gated::{GateKind, GatedConfig, GatedRnn, GatedWeights, GpuGatedRnn};
 use crate::gpu::model::GpuRnn;
-use crate::gpu::stream::StreamOptions;
+use crate::gpu::stream::{RnnStream, StreamOptions};
 use crate::layout::{ForwardShape, TimeSlice};
 use crate::rnn::Rnn;
 use crate::tensor::Tensor;
@@ -205,26 +205,7 @@ impl ReferenceCase {
             let state = [config.num_layers, shape.batch, config.hidden_size];
             stream.reset_to(&Tensor::new(h0.into_data(), &state)?)?;
         }
-        let features = model.output_features();
-        let mut output = vec![0.0; shape.seq_len * shape.batch * features];
-        for t0 in (0..shape.seq_len).step_by(chunk.max(1)) {
-            let len = chunk.max(1).min(shape.seq_len - t0);
-            let frames = |features| TimeSlice {
-                shape,
-                t0,
-                len,
-                features,
-            };
-            let part = ForwardShape {
-                seq_len: len,
-                ..shape
-            };
-            let part_input = Tensor::new(
-                frames(config.input_size).gather(input.data()),
-                &part.frames_shape(config.input_size),
-            )?;
-            frames(features).scatter(stream.push(&part_input)?.data(), &mut output);
-        }
+        let output = push_in_chunks(&mut stream, &input, shape, config.input_size, chunk)?;
         Ok(CaseCheck {
             output: compare(&output, self.tensor("output")?.data(), tolerance),
             h_n: compare(
@@ -232,6 +213,50 @@ impl ReferenceCase {
                 self.tensor("h_n")?.data(),
                 tolerance,
             ),
+        })
+    }
+
+    /// [`check_rnn_streamed`](Self::check_rnn_streamed) for an LSTM or GRU: the stream
+    /// starts from `h0` (and `c0`) when stored; its final h and c are compared with `h_n` and
+    /// `c_n`.
+    pub fn check_gated_streamed(
+        &self,
+        model: &GpuGatedRnn,
+        chunk: usize,
+        tolerance: f64,
+    ) -> Result<GatedCaseCheck> {
+        let config = model.config();
+        let input = self.tensor("input")?;
+        let shape = ForwardShape::resolve_input(config.input_size, config.batch_first, &input)?;
+        let mut stream = model.stream(StreamOptions {
+            batch: shape.batch,
+            delay: 0,
+        })?;
+        if self.has("h0") {
+            let layers = |features| [config.num_layers, shape.batch, features];
+            let h0 = Tensor::new(self.tensor("h0")?.into_data(), &layers(config.state_size()))?;
+            match config.kind {
+                GateKind::Lstm => {
+                    let c0 = self.tensor("c0")?.into_data();
+                    let c0 = Tensor::new(c0, &layers(config.hidden_size))?;
+                    stream.reset_to_lstm_state(&h0, &c0)?;
+                }
+                GateKind::Gru => stream.reset_to(&h0)?,
+            }
+        }
+        let output = push_in_chunks(&mut stream, &input, shape, config.input_size, chunk)?;
+        let c_n = match stream.cell_state()? {
+            Some(c) => Some(compare(c.data(), self.tensor("c_n")?.data(), tolerance)),
+            None => None,
+        };
+        Ok(GatedCaseCheck {
+            output: compare(&output, self.tensor("output")?.data(), tolerance),
+            h_n: compare(
+                stream.state()?.data(),
+                self.tensor("h_n")?.data(),
+                tolerance,
+            ),
+            c_n,
         })
     }
 
@@ -270,6 +295,42 @@ impl ReferenceCase {
             h_n: compare(result.h_n.data(), want_h_n.data(), tolerance),
         })
     }
+}
+
+/// Pushes `input` (laid out as `shape` says, `input_size` features a frame) through `stream`
+/// `chunk` frames at a time; returns the outputs reassembled in the same layout.
+fn push_in_chunks(
+    stream: &mut RnnStream<'_>,
+    input: &Tensor,
+    shape: ForwardShape,
+    input_size: usize,
+    chunk: usize,
+) -> Result<Vec<f32>> {
+    let mut output = Vec::new();
+    for t0 in (0..shape.seq_len).step_by(chunk.max(1)) {
+        let len = chunk.max(1).min(shape.seq_len - t0);
+        let frames = |features| TimeSlice {
+            shape,
+            t0,
+            len,
+            features,
+        };
+        let part = ForwardShape {
+            seq_len: len,
+            ..shape
+        };
+        let part_input = Tensor::new(
+            frames(input_size).gather(input.data()),
+            &part.frames_shape(input_size),
+        )?;
+        let part_output = stream.push(&part_input)?;
+        let features = part_output.data().len() / (len * shape.batch);
+        if output.is_empty() {
+            output = vec![0.0; shape.seq_len * shape.batch * features];
+        }
+        frames(features).scatter(part_output.data(), &mut output);
+    }
+    Ok(output)
 }
 
 /// How a gated model's forward compared with PyTorch's stored results for one case.

@@ -9,8 +9,9 @@ use proptest::prelude::*;
 use wgpu_rnn::compare::compare;
 use wgpu_rnn::reference_case::ReferenceCase;
 use wgpu_rnn::{
-    CpuGatedRnn, GateKind, GatedConfig, GatedOutput, GatedRnn, GatedWeights, GpuContext,
-    GpuGatedRnn, GpuOptions, Recurrence, RnnError, StreamOptions, Tensor, testing,
+    CpuGatedRnn, GateKind, GatedCellConfig, GatedConfig, GatedOutput, GatedRnn, GatedWeights,
+    GpuContext, GpuGatedRnn, GpuOptions, GruCell, LstmCell, Recurrence, RnnError, StreamOptions,
+    Tensor, testing,
 };
 
 const TOLERANCE: f64 = 1e-4;
@@ -444,4 +445,69 @@ fn persistent_recurrence_is_refused_for_gated_cells() {
         gpu.forward(&input, Some(&state), Some(&state)),
         Err(RnnError::ShapeMismatch { what: "c0", .. })
     ));
+}
+
+/// `LSTMCell` and `GRUCell` on the GPU, stepped through PyTorch's one-layer sequences: every
+/// step's h (and the final c) within the tolerance.
+#[test]
+fn gpu_cells_stepped_through_a_sequence_match_pytorch() {
+    let Some(ctx) = testing::gpu("gpu_cells_stepped_through_a_sequence_match_pytorch") else {
+        return;
+    };
+    let load = |name: &str| {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("tests/fixtures/torch_gated/{name}.safetensors"));
+        let case = ReferenceCase::load(path).unwrap();
+        let config = case.gated_config().unwrap();
+        let weights = case.gated_weights(&config).unwrap().units()[0].clone();
+        let cell = GatedCellConfig {
+            kind: config.kind,
+            input_size: config.input_size,
+            hidden_size: config.hidden_size,
+            bias: config.bias,
+        };
+        (case, cell, weights)
+    };
+    let frame = |tensor: &Tensor, t: usize| {
+        let (n, f) = (tensor.shape()[1], tensor.shape()[2]);
+        Tensor::new(tensor.data()[t * n * f..(t + 1) * n * f].to_vec(), &[n, f]).unwrap()
+    };
+    let close = |what: String, got: &Tensor, want: &Tensor| {
+        let c = compare(got.data(), want.data(), TOLERANCE);
+        assert!(c.passed(), "{what}: {c}");
+    };
+
+    let (case, config, weights) = load("lstm_l1");
+    let cell = LstmCell::gpu(&ctx, config, weights).unwrap();
+    let (input, output) = (
+        case.tensor("input").unwrap(),
+        case.tensor("output").unwrap(),
+    );
+    let mut state: Option<(Tensor, Tensor)> = None;
+    for t in 0..input.shape()[0] {
+        let hx = state.as_ref().map(|(h, c)| (h, c));
+        let (h, c) = cell.step(&frame(&input, t), hx).unwrap();
+        close(format!("LSTMCell step {t}"), &h, &frame(&output, t));
+        state = Some((h, c));
+    }
+    let c_n = case.tensor("c_n").unwrap();
+    let last_c = state.unwrap().1;
+    close(
+        "LSTMCell c".into(),
+        &last_c,
+        &Tensor::new(c_n.into_data(), last_c.shape()).unwrap(),
+    );
+
+    let (case, config, weights) = load("gru_l1");
+    let cell = GruCell::gpu(&ctx, config, weights).unwrap();
+    let (input, output) = (
+        case.tensor("input").unwrap(),
+        case.tensor("output").unwrap(),
+    );
+    let mut h: Option<Tensor> = None;
+    for t in 0..input.shape()[0] {
+        let next = cell.step(&frame(&input, t), h.as_ref()).unwrap();
+        close(format!("GRUCell step {t}"), &next, &frame(&output, t));
+        h = Some(next);
+    }
 }

@@ -1,13 +1,16 @@
-//! `nn.LSTMCell` and `nn.GRUCell`: one step of one layer, on the same engine as the full
-//! models (a cell is a one-layer, one-step model), so a GPU backend gets cells for free.
+//! `nn.LSTMCell` and `nn.GRUCell`: one step of one layer, on the same engines as the full
+//! models (a cell is a one-layer, one-step model): `LstmCell::cpu` / `GruCell::cpu` on the CPU
+//! reference, `LstmCell::gpu` / `GruCell::gpu` on the GPU.
 
 use std::path::Path;
 
 use super::config::{GateKind, GatedConfig};
 use super::cpu::CpuGatedRnn;
+use super::gpu::GpuGatedRnn;
 use super::weights::{GatedDirectionWeights, GatedWeights};
 use super::{GatedOutput, GatedRnn};
 use crate::error::{Result, RnnError};
+use crate::gpu::context::GpuContext;
 use crate::tensor::Tensor;
 use crate::weights::{parse_safetensors, read_file};
 
@@ -80,7 +83,11 @@ impl GatedCellConfig {
     }
 
     /// The one-layer model of a cell of `kind`, with its weights checked.
-    fn model(&self, kind: GateKind, weights: GatedDirectionWeights) -> Result<CpuGatedRnn> {
+    fn model(
+        &self,
+        kind: GateKind,
+        weights: GatedDirectionWeights,
+    ) -> Result<(GatedConfig, GatedWeights)> {
         if self.kind != kind {
             return Err(RnnError::InvalidConfig(format!(
                 "a {} cell needs a {} configuration",
@@ -90,7 +97,7 @@ impl GatedCellConfig {
         }
         let config = self.as_model();
         let weights = GatedWeights::new(&config, vec![weights])?;
-        CpuGatedRnn::new(config, weights)
+        Ok((config, weights))
     }
 
     /// Checks a cell input, (N, I) or (I), and returns the shape of the states that go with
@@ -138,21 +145,38 @@ fn check_state(what: &'static str, state: Option<&Tensor>, expected: &[usize]) -
     }
 }
 
-/// An `nn.LSTMCell`, evaluated by the CPU reference path.
+/// An `nn.LSTMCell` on the CPU reference path (`LstmCell<CpuGatedRnn>`, the default) or a
+/// GPU (`LstmCell<GpuGatedRnn>`).
 #[derive(Clone, Debug)]
-pub struct LstmCell {
+pub struct LstmCell<M = CpuGatedRnn> {
     config: GatedCellConfig,
-    model: CpuGatedRnn,
+    model: M,
 }
 
-impl LstmCell {
+impl LstmCell<CpuGatedRnn> {
     /// A cell from its configuration (`kind` must be LSTM) and weights (`weight_ih` (4H, I),
     /// `weight_hh` (4H, H), biases (4H), no `weight_hr`).
     pub fn cpu(config: GatedCellConfig, weights: GatedDirectionWeights) -> Result<Self> {
-        let model = config.model(GateKind::Lstm, weights)?;
+        let (model_config, weights) = config.model(GateKind::Lstm, weights)?;
+        let model = CpuGatedRnn::new(model_config, weights)?;
         Ok(LstmCell { config, model })
     }
+}
 
+impl LstmCell<GpuGatedRnn> {
+    /// The same cell on the GPU of `ctx`: each step is one projection and one fused step.
+    pub fn gpu(
+        ctx: &GpuContext,
+        config: GatedCellConfig,
+        weights: GatedDirectionWeights,
+    ) -> Result<Self> {
+        let (model_config, weights) = config.model(GateKind::Lstm, weights)?;
+        let model = GpuGatedRnn::new(ctx, model_config, &weights)?;
+        Ok(LstmCell { config, model })
+    }
+}
+
+impl<M: GatedRnn> LstmCell<M> {
     /// The cell's configuration.
     pub fn config(&self) -> &GatedCellConfig {
         &self.config
@@ -175,21 +199,38 @@ impl LstmCell {
     }
 }
 
-/// An `nn.GRUCell`, evaluated by the CPU reference path.
+/// An `nn.GRUCell` on the CPU reference path (`GruCell<CpuGatedRnn>`, the default) or a GPU
+/// (`GruCell<GpuGatedRnn>`).
 #[derive(Clone, Debug)]
-pub struct GruCell {
+pub struct GruCell<M = CpuGatedRnn> {
     config: GatedCellConfig,
-    model: CpuGatedRnn,
+    model: M,
 }
 
-impl GruCell {
+impl GruCell<CpuGatedRnn> {
     /// A cell from its configuration (`kind` must be GRU) and weights (`weight_ih` (3H, I),
     /// `weight_hh` (3H, H), biases (3H)).
     pub fn cpu(config: GatedCellConfig, weights: GatedDirectionWeights) -> Result<Self> {
-        let model = config.model(GateKind::Gru, weights)?;
+        let (model_config, weights) = config.model(GateKind::Gru, weights)?;
+        let model = CpuGatedRnn::new(model_config, weights)?;
         Ok(GruCell { config, model })
     }
+}
 
+impl GruCell<GpuGatedRnn> {
+    /// The same cell on the GPU of `ctx`.
+    pub fn gpu(
+        ctx: &GpuContext,
+        config: GatedCellConfig,
+        weights: GatedDirectionWeights,
+    ) -> Result<Self> {
+        let (model_config, weights) = config.model(GateKind::Gru, weights)?;
+        let model = GpuGatedRnn::new(ctx, model_config, &weights)?;
+        Ok(GruCell { config, model })
+    }
+}
+
+impl<M: GatedRnn> GruCell<M> {
     /// The cell's configuration.
     pub fn config(&self) -> &GatedCellConfig {
         &self.config
