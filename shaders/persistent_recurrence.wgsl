@@ -6,11 +6,14 @@
 // the only synchronisation needed is inside the workgroup, never across it. A tile of several
 // sequences uses each weight it holds once per step for all of them. Each lane owns ROWS
 // consecutive hidden units: their rows of W_hh live in private values for the whole sequence,
-// h_{t-1} in workgroup memory, with one barrier after everyone has read it and one after the
-// new h is written. When the workgroup is exactly one subgroup, h stays in the lanes' own
-// registers instead and is shared with subgroupBroadcast: no workgroup memory, no barrier
-// (the generated code then leaves an empty statement where the barriers were). The reverse direction walks time backwards; sequences shorter than T
-// (PackedSequence semantics) keep their state and output zeros past their length.
+// and their part of h_{t-1} in the lane's registers. The other lanes' parts come either from
+// workgroup memory, written twice-buffered (step i reads half i % 2, writes the other) so that
+// one barrier per step suffices, optionally loaded in slices of one vec4 per lane and shared
+// within each subgroup with subgroupBroadcast; or, when the workgroup is exactly one subgroup,
+// from the lanes' registers through subgroupBroadcast: no workgroup memory, no barrier (the
+// generated code then leaves an empty statement where the barrier was). The reverse direction
+// walks time backwards; sequences shorter than T (PackedSequence semantics) keep their state
+// and output zeros past their length.
 //
 // This file is a template: src/gpu/persistent.rs fills in the {{...}} parts for one hidden
 // size, writing every loop over weights out in full so that the private array is addressed by
@@ -53,9 +56,10 @@ const VEC4S: u32 = {{VEC4S}}u;
 const ROWS: u32 = {{ROWS}}u;
 const BATCH_TILE: u32 = {{BATCH_TILE}}u;
 
-// h_{t-1} of each sequence of the tile, VEC4S vec4s each (unused when the workgroup is one
-// subgroup and h lives in registers).
-var<workgroup> h: array<vec4<f32>, {{SHARED_VEC4S}}>;
+// h_{t-1} of each sequence of the tile, VEC4S vec4s each, twice: step i reads half i % 2 and
+// writes the other (unused when h is shared with subgroupBroadcast).
+const SHARED_VEC4S: u32 = {{SHARED_VEC4S}}u;
+var<workgroup> h: array<vec4<f32>, {{H_SIZE}}>;
 
 fn activate(v: f32) -> f32 {
     if layer.activation == 1u {
@@ -121,7 +125,7 @@ fn store_state(base: u32, row: u32, v: vec4<f32>) {
 }
 
 @compute @workgroup_size({{LANES}}, 1, 1)
-fn main(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) group: vec3<u32>) {
+fn main(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) group: vec3<u32>{{SUBGROUP_LANE}}) {
     let d = group.y;
     let row0 = lane * ROWS;
     // The tile's sequences: n{b}, clamped into range for loads; real{b} is false for the
@@ -140,8 +144,9 @@ fn main(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) group
     for (var i = 0u; i < count; i++) {
         let s = first + i;
         let t = select(s, layer.seq_len - 1u - s, d == 1u);
+        let cur = (i & 1u) * SHARED_VEC4S;
+        let next = SHARED_VEC4S - cur;
 {{ACCUMULATE}}
-        {{BARRIER}};
 {{UPDATE}}
         {{BARRIER}};
     }

@@ -22,6 +22,22 @@ const BATCH_TILE: usize = 4;
 /// [`Recurrence::Auto`](crate::Recurrence::Auto)).
 pub(crate) const PERSISTENT_MAX_HIDDEN: usize = 256;
 
+/// How the lanes of a workgroup see each other's rows of h_{t-1}.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Sharing {
+    /// The workgroup is exactly one subgroup; each lane's rows stay in its registers and the
+    /// others read them with `subgroupBroadcast`: no workgroup memory, no barrier.
+    Broadcast,
+    /// Any workgroup: h goes through workgroup memory, synchronised with `workgroupBarrier`.
+    WorkgroupMemory,
+    /// A workgroup of whole subgroups of this size: h goes through workgroup memory,
+    /// synchronised with `workgroupBarrier`, but each lane loads only every `size`-th vec4 of
+    /// it and gets the others from its subgroup with `subgroupBroadcast`. llvmpipe executes
+    /// a subgroup's loads lane by lane and its broadcasts as vector operations: at H = 256
+    /// this took a forward at T = 1024 from about 25 ms to 16 ms.
+    SubgroupSlices(usize),
+}
+
 /// One specialisation of the persistent kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct PersistentSpec {
@@ -30,40 +46,53 @@ pub(crate) struct PersistentSpec {
     pub rows: usize,
     /// Lanes per workgroup.
     pub lanes: usize,
-    /// The workgroup is exactly one subgroup: h stays in registers and is shared with
-    /// `subgroupBroadcast`, without workgroup memory or barriers.
-    pub one_subgroup: bool,
+    pub sharing: Sharing,
     /// Sequences one workgroup runs side by side, sharing the weights it holds.
     pub batch_tile: usize,
 }
 
 impl PersistentSpec {
     /// The layout for `hidden` units. `subgroup` is the adapter's fixed subgroup size when
-    /// a workgroup of one subgroup may use `subgroupBarrier` (see `GpuContext`).
+    /// subgroup operations may be used (see `GpuContext::persistent_subgroup`).
     pub fn for_hidden(hidden: usize, subgroup: Option<usize>) -> Self {
         // Four rows (one vec4) per lane: more rows per lane reuse each loaded h more often
-        // but grow the unrolled code, and llvmpipe's compile time with it (measured at
-        // H = 256: eight rows per lane 17 s to compile at the first dispatch, four 4 s).
+        // but grow the unrolled code, and llvmpipe's compile time with it. Measured at
+        // H = 256 on lavapipe (first forward, shader cache off): eight rows per lane 15 s,
+        // sixteen 57 s, four under 5 s; with h shared by subgroup slices, eight and sixteen
+        // rows were no faster than four.
         let rows = 4;
-        let lanes = hidden.div_ceil(rows);
         match subgroup {
-            // Spread small states over exactly one subgroup, up to eight rows a lane: its
-            // barriers are then nearly free.
+            // Spread small states over exactly one subgroup, up to eight rows a lane: h then
+            // stays in registers, without barriers.
             Some(size) if hidden.div_ceil(size) <= 8 => PersistentSpec {
                 hidden,
                 rows: hidden.div_ceil(size).next_multiple_of(4),
                 lanes: size,
-                one_subgroup: true,
+                sharing: Sharing::Broadcast,
                 batch_tile: 1,
             },
-            _ => PersistentSpec {
+            // Whole subgroups (the last one padded; a partial subgroup costs as much on
+            // llvmpipe), loading h in slices.
+            Some(size) => PersistentSpec {
                 hidden,
                 rows,
-                lanes,
-                one_subgroup: false,
+                lanes: hidden.div_ceil(rows).next_multiple_of(size),
+                sharing: Sharing::SubgroupSlices(size),
+                batch_tile: 1,
+            },
+            None => PersistentSpec {
+                hidden,
+                rows,
+                lanes: hidden.div_ceil(rows),
+                sharing: Sharing::WorkgroupMemory,
                 batch_tile: 1,
             },
         }
+    }
+
+    /// The workgroup is exactly one subgroup.
+    pub fn one_subgroup(&self) -> bool {
+        self.sharing == Sharing::Broadcast
     }
 
     /// The same kernel running `tile` sequences per workgroup.
@@ -78,7 +107,7 @@ impl PersistentSpec {
     /// the workgroup is one subgroup (small states, where reloading the weights is what a
     /// step costs), one otherwise (the unrolled code, and its compile time, grow with it).
     pub fn batch_tile_for(&self, batch: usize) -> usize {
-        if self.one_subgroup && batch >= BATCH_TILE {
+        if self.one_subgroup() && batch >= BATCH_TILE {
             BATCH_TILE
         } else {
             1
@@ -112,17 +141,18 @@ impl PersistentSpec {
     /// The kernel's WGSL.
     pub fn wgsl(&self) -> String {
         let (rows, vec4s, groups, tile) = (self.rows, self.vec4s(), self.rows / 4, self.batch_tile);
-        // Where h_{t-1} lives: in workgroup memory, shared through barriers; or, when the
-        // workgroup is one subgroup, in each lane's registers (its own rows, `s{b}_{q}`),
-        // shared through subgroupBroadcast from constant lanes, with no barrier at all.
-        let shared = !self.one_subgroup;
-        let mine = |b: usize, q: usize| {
-            if shared {
-                format!("h[{}u + row0 / 4u + {q}u]", b * vec4s)
-            } else {
-                format!("s{b}_{q}")
-            }
+        // Every lane keeps its own rows of h_{t-1} in registers (`s{b}_{q}`). The other lanes'
+        // rows come from workgroup memory (two buffers, alternating by step, so that one
+        // barrier per step suffices), or, with `Sharing::Broadcast`, from subgroupBroadcast
+        // of constant lanes, with no memory and no barrier at all.
+        let memory = self.sharing != Sharing::Broadcast;
+        let slices = match self.sharing {
+            Sharing::SubgroupSlices(size) => Some(size),
+            _ => None,
         };
+        // Each sequence's h in workgroup memory, padded to whole slices.
+        let stride = slices.map_or(vec4s, |size| vec4s.next_multiple_of(size));
+        let shared_vec4s = stride * tile;
         let mut sequences = String::new();
         for b in 0..tile {
             let _ = writeln!(sequences, "    let at{b} = group.x * BATCH_TILE + {b}u;");
@@ -145,21 +175,34 @@ impl PersistentSpec {
         for b in 0..tile {
             for q in 0..groups {
                 let r = 4 * q;
-                let value = format!(
-                    "vec4<f32>(state_at(unit{b}, row0 + {r}u), state_at(unit{b}, row0 + {}u), \
-                     state_at(unit{b}, row0 + {}u), state_at(unit{b}, row0 + {}u))",
+                let _ = writeln!(
+                    load_state,
+                    "    var s{b}_{q} = vec4<f32>(state_at(unit{b}, row0 + {r}u), state_at(unit{b}, row0 + {}u), \
+                     state_at(unit{b}, row0 + {}u), state_at(unit{b}, row0 + {}u));",
                     r + 1,
                     r + 2,
                     r + 3
                 );
-                let target = if shared {
-                    mine(b, q)
-                } else {
-                    format!("var s{b}_{q}")
-                };
-                let _ = writeln!(load_state, "    {target} = {value};");
+                if memory {
+                    let _ = writeln!(
+                        load_state,
+                        "    h[{}u + row0 / 4u + {q}u] = s{b}_{q};",
+                        b * stride
+                    );
+                }
             }
         }
+        let fetch = |b: usize, k: usize| -> String {
+            let value = if let Some(size) = slices {
+                format!("subgroupBroadcast(slice{b}_{}, {}u)", k / size, k % size)
+            } else if memory {
+                format!("h[cur + {}u]", b * stride + k)
+            } else {
+                // vec4 k of h is lane k / groups's value k % groups.
+                format!("subgroupBroadcast(s{b}_{}, {}u)", k % groups, k / groups)
+            };
+            format!("        let h{b}_{k} = {value};\n")
+        };
         let mut accumulate = String::new();
         for b in 0..tile {
             let _ = writeln!(accumulate, "        let live{b} = t < len{b};");
@@ -168,17 +211,19 @@ impl PersistentSpec {
                 "        let p_base{b} = (t * layer.batch + n{b}) * layer.directions * HIDDEN + d * HIDDEN;"
             );
             // Every h vec4 is fetched once per step and feeds all of this lane's rows.
+            if let Some(size) = slices {
+                for j in 0..stride / size {
+                    let _ = writeln!(
+                        accumulate,
+                        "        let slice{b}_{j} = h[cur + {}u + sub];",
+                        b * stride + j * size
+                    );
+                }
+            }
             for k in 0..vec4s {
-                let fetch = if shared {
-                    format!("h[{}u]", b * vec4s + k)
-                } else {
-                    // vec4 k of h is lane k / groups's value k % groups.
-                    format!("subgroupBroadcast(s{b}_{}, {}u)", k % groups, k / groups)
-                };
-                let _ = writeln!(accumulate, "        let h{b}_{k} = {fetch};");
+                accumulate.push_str(&fetch(b, k));
             }
             for q in 0..groups {
-                let _ = writeln!(accumulate, "        let old{b}_{q} = {};", mine(b, q));
                 let _ = writeln!(
                     accumulate,
                     "        var a{b}_{q} = p_at(p_base{b}, row0 + {}u);",
@@ -224,12 +269,18 @@ impl PersistentSpec {
                 let r = 4 * q;
                 let _ = writeln!(
                     update,
-                    "        let v{b}_{q} = select(old{b}_{q}, activate4(a{b}_{q}, row0 + {r}u), live{b});"
+                    "        s{b}_{q} = select(s{b}_{q}, activate4(a{b}_{q}, row0 + {r}u), live{b});"
                 );
-                let _ = writeln!(update, "        {} = v{b}_{q};", mine(b, q));
+                if memory {
+                    let _ = writeln!(
+                        update,
+                        "        h[next + {}u + row0 / 4u + {q}u] = s{b}_{q};",
+                        b * stride
+                    );
+                }
                 let _ = writeln!(
                     update,
-                    "        if real{b} {{ store_output(out_base{b}, row0 + {r}u, select(vec4<f32>(0.0), v{b}_{q}, live{b})); }}"
+                    "        if real{b} {{ store_output(out_base{b}, row0 + {r}u, select(vec4<f32>(0.0), s{b}_{q}, live{b})); }}"
                 );
             }
         }
@@ -238,19 +289,31 @@ impl PersistentSpec {
             for q in 0..groups {
                 let _ = writeln!(
                     save_state,
-                    "    if real{b} {{ store_state(unit{b}, row0 + {}u, {}); }}",
-                    4 * q,
-                    mine(b, q)
+                    "    if real{b} {{ store_state(unit{b}, row0 + {}u, s{b}_{q}); }}",
+                    4 * q
                 );
             }
         }
         // An empty statement where no barrier is needed.
-        let barrier = if shared { "workgroupBarrier()" } else { "" };
+        let barrier = match self.sharing {
+            Sharing::Broadcast => "",
+            Sharing::WorkgroupMemory | Sharing::SubgroupSlices(_) => "workgroupBarrier()",
+        };
+        // The lane's index in its subgroup, where it loads slices.
+        let sub_builtin = if slices.is_some() {
+            ", @builtin(subgroup_invocation_id) sub: u32"
+        } else {
+            ""
+        };
         shaders::PERSISTENT_RECURRENCE
             .replace("{{HIDDEN}}", &self.hidden.to_string())
             .replace("{{HIDDEN_PAD}}", &self.hidden_pad().to_string())
             .replace("{{VEC4S}}", &vec4s.to_string())
-            .replace("{{SHARED_VEC4S}}", &(vec4s * tile).to_string())
+            .replace("{{SHARED_VEC4S}}", &shared_vec4s.to_string())
+            .replace(
+                "{{H_SIZE}}",
+                &(if memory { 2 * shared_vec4s } else { 1 }).to_string(),
+            )
             .replace("{{ROWS}}", &rows.to_string())
             .replace("{{BATCH_TILE}}", &tile.to_string())
             .replace("{{LANES}}", &self.lanes.to_string())
@@ -262,12 +325,13 @@ impl PersistentSpec {
             .replace("{{UPDATE}}", &update)
             .replace("{{SAVE_STATE}}", &save_state)
             .replace("{{BARRIER}}", barrier)
+            .replace("{{SUBGROUP_LANE}}", sub_builtin)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::PersistentSpec;
+    use super::{PersistentSpec, Sharing};
 
     #[test]
     fn layouts_cover_every_unit_with_vec4_rows() {
@@ -282,8 +346,13 @@ mod tests {
                 assert!(spec.hidden_pad() - hidden < 4 * spec.lanes, "{spec:?}");
                 // One subgroup of up to eight rows a lane where the adapter allows it.
                 let one_subgroup = subgroup.is_some_and(|s| hidden <= 8 * s);
-                assert_eq!(spec.one_subgroup, one_subgroup, "{spec:?}");
+                assert_eq!(spec.one_subgroup(), one_subgroup, "{spec:?}");
                 assert!(!one_subgroup || Some(spec.lanes) == subgroup, "{spec:?}");
+                // Wider states on subgroups: whole subgroups sharing h in slices.
+                if let (Some(size), false) = (subgroup, one_subgroup) {
+                    assert_eq!(spec.sharing, Sharing::SubgroupSlices(size), "{spec:?}");
+                    assert_eq!(spec.lanes % size, 0, "{spec:?}");
+                }
             }
         }
     }
