@@ -9,6 +9,10 @@ pub(crate) const RECURRENT_STEP: &str = include_str!("../shaders/recurrent_step.
 /// `shaders/gated_step.wgsl`: one fused LSTM or GRU timestep, and an LSTM's projection of h.
 pub(crate) const GATED_STEP: &str = include_str!("../shaders/gated_step.wgsl");
 
+/// `shaders/gated_persistent.wgsl`: the template of the persistent LSTM / GRU kernel, filled
+/// in per (cell, sizes, lanes) by `gpu::gated_persistent`.
+pub(crate) const GATED_PERSISTENT: &str = include_str!("../shaders/gated_persistent.wgsl");
+
 /// `shaders/projection_subgroup.wgsl`: the template of the subgroup projection, filled in per
 /// subgroup size by `gpu::projection`.
 pub(crate) const PROJECTION_SUBGROUP: &str = include_str!("../shaders/projection_subgroup.wgsl");
@@ -20,6 +24,8 @@ pub(crate) const PERSISTENT_RECURRENCE: &str =
 
 /// Every shader source, by name (see `testing::shader_sources`).
 pub(crate) fn all_sources() -> Vec<(String, String)> {
+    use crate::gpu::architecture::{Architecture, Cell};
+    use crate::gpu::gated_persistent::GatedPersistentSpec;
     use crate::gpu::persistent::PersistentSpec;
     let mut sources = vec![
         ("input_projection".into(), INPUT_PROJECTION.into()),
@@ -46,6 +52,27 @@ pub(crate) fn all_sources() -> Vec<(String, String)> {
                 // Wide states make the same kernel whatever the subgroup size.
                 if !sources.iter().any(|(n, _)| *n == name) {
                     sources.push((name, spec.wgsl()));
+                }
+            }
+        }
+    }
+    // The persistent gated kernel: LSTM and GRU, one subgroup or workgroup memory.
+    for hidden in [1usize, 17, 64, 100] {
+        for subgroup in [None, Some(8), Some(32)] {
+            for cell in [Cell::Lstm, Cell::Gru] {
+                let arch = Architecture {
+                    cell,
+                    input_size: 1,
+                    hidden_size: hidden,
+                    state_size: hidden,
+                    num_layers: 1,
+                    directions: 1,
+                };
+                if let Some(spec) = GatedPersistentSpec::for_arch(&arch, subgroup) {
+                    let name = format!("gated_persistent {spec:?}");
+                    if !sources.iter().any(|(n, _)| *n == name) {
+                        sources.push((name, spec.wgsl()));
+                    }
                 }
             }
         }

@@ -102,6 +102,7 @@ fn chunk_budget(model: &GpuGatedRnn, case: &ReferenceCase) -> u64 {
 #[derive(Clone, Debug)]
 struct Problem {
     config: GatedConfig,
+    recurrence: Recurrence,
     seq_len: usize,
     batch: usize,
     unbatched: bool,
@@ -166,7 +167,8 @@ impl Problem {
     fn check(&self, ctx: &GpuContext) -> Result<(), String> {
         let weights = GatedWeights::init(&self.config, self.seed).unwrap();
         let cpu = CpuGatedRnn::new(self.config.clone(), weights.clone()).unwrap();
-        let gpu = GpuGatedRnn::new(ctx, self.config.clone(), &weights).unwrap();
+        let options = GpuOptions::recurrence(self.recurrence);
+        let gpu = GpuGatedRnn::with_options(ctx, self.config.clone(), &weights, options).unwrap();
         check_same(&self.run(&gpu), &self.run(&cpu)).map_err(|e| format!("{self:?}: {e}"))
     }
 }
@@ -208,14 +210,14 @@ fn problem() -> impl Strategy<Value = Problem> {
         ),
         (any::<bool>(), any::<bool>(), 0usize..=2),
         (1usize..=9, 1usize..=4, any::<bool>(), any::<bool>()),
-        (any::<bool>(), any::<u64>()),
+        (any::<bool>(), any::<u64>(), any::<bool>()),
     )
         .prop_map(
             |(
                 (lstm, input_size, hidden_size, num_layers, bidirectional),
                 (bias, batch_first, proj_pick),
                 (seq_len, batch, unbatched, with_state),
-                (packed, seed),
+                (packed, seed, per_step),
             )| {
                 let kind = if lstm { GateKind::Lstm } else { GateKind::Gru };
                 // proj_size: none, 1, or hidden − 1 (LSTM with hidden > 1 only).
@@ -239,8 +241,15 @@ fn problem() -> impl Strategy<Value = Problem> {
                         .map(|_| 1 + ((rng() + 2.0) / 4.0 * seq_len as f32) as usize % seq_len)
                         .collect()
                 });
+                // Auto runs the persistent kernel where it fits: both kernels get covered.
+                let recurrence = if per_step {
+                    Recurrence::PerStep
+                } else {
+                    Recurrence::Auto
+                };
                 Problem {
                     config,
+                    recurrence,
                     seq_len,
                     batch,
                     unbatched,
@@ -279,6 +288,7 @@ fn odd_sizes_match_cpu() {
         (GateKind::Gru, 1, 0),
     ] {
         let problem = Problem {
+            recurrence: Recurrence::Auto,
             config: GatedConfig {
                 bidirectional: true,
                 num_layers: 2,
@@ -296,15 +306,20 @@ fn odd_sizes_match_cpu() {
     }
 }
 
-/// A long sequence (T = 1500 at H = 64, and T = 1000 at H = 256) against the CPU: the state
-/// must not drift or stop updating.
+/// Long sequences against the CPU, on both kernels: the state must not drift or stop
+/// updating, and the persistent kernel must carry it across its dispatches of 8192 steps.
 #[test]
 fn long_sequences_match_cpu() {
     let Some(ctx) = testing::gpu("long_sequences_match_cpu") else {
         return;
     };
-    for (kind, hidden, seq_len) in [(GateKind::Lstm, 64, 1500), (GateKind::Gru, 256, 1000)] {
+    for (kind, hidden, seq_len, recurrence) in [
+        (GateKind::Lstm, 64, 1500, Recurrence::Persistent),
+        (GateKind::Gru, 256, 1000, Recurrence::PerStep),
+        (GateKind::Gru, 17, 9000, Recurrence::Persistent),
+    ] {
         let problem = Problem {
+            recurrence,
             config: GatedConfig::with_defaults(kind, 4, hidden),
             seq_len,
             batch: 2,
@@ -423,26 +438,52 @@ fn repeated_forwards_allocate_nothing() {
     assert_eq!(ctx.resource_counts(), before);
 }
 
-/// The persistent kernel runs Elman RNNs only: asking for it is a typed error.
+/// The rule that picks the kernel: the persistent one for small LSTMs and GRUs, the per-step
+/// ones for wide or projected ones; asking a projected LSTM for the persistent kernel is a
+/// typed error.
 #[test]
-fn persistent_recurrence_is_refused_for_gated_cells() {
-    let Some(ctx) = testing::gpu("persistent_recurrence_is_refused_for_gated_cells") else {
+fn recurrence_follows_the_documented_rule() {
+    let Some(ctx) = testing::gpu("recurrence_follows_the_documented_rule") else {
         return;
     };
-    let config = GatedConfig::gru(2, 4);
-    let weights = GatedWeights::init(&config, 1).unwrap();
-    let options = GpuOptions::recurrence(Recurrence::Persistent);
+    let model = |config: GatedConfig, recurrence| {
+        let weights = GatedWeights::init(&config, 1).unwrap();
+        GpuGatedRnn::with_options(&ctx, config, &weights, GpuOptions::recurrence(recurrence))
+    };
+    for (config, auto) in [
+        (GatedConfig::lstm(2, 64), Recurrence::Persistent),
+        (GatedConfig::lstm(2, 65), Recurrence::PerStep),
+        (GatedConfig::gru(2, 84), Recurrence::Persistent),
+        (GatedConfig::gru(2, 85), Recurrence::PerStep),
+        (
+            GatedConfig {
+                proj_size: 2,
+                ..GatedConfig::lstm(2, 4)
+            },
+            Recurrence::PerStep,
+        ),
+    ] {
+        let got = model(config.clone(), Recurrence::Auto)
+            .unwrap()
+            .recurrence();
+        assert_eq!(got, auto, "{config:?}");
+        let per_step = model(config.clone(), Recurrence::PerStep).unwrap();
+        assert_eq!(per_step.recurrence(), Recurrence::PerStep);
+    }
+    let projected = GatedConfig {
+        proj_size: 2,
+        ..GatedConfig::lstm(2, 4)
+    };
     assert!(matches!(
-        GpuGatedRnn::with_options(&ctx, config.clone(), &weights, options),
+        model(projected, Recurrence::Persistent),
         Err(RnnError::InvalidConfig(_))
     ));
-    let gpu = GpuGatedRnn::new(&ctx, config, &weights).unwrap();
-    assert_eq!(gpu.recurrence(), Recurrence::PerStep);
     // A GRU has no c0; an LSTM needs both: the same rules as the CPU path.
+    let gru = model(GatedConfig::gru(2, 4), Recurrence::Auto).unwrap();
     let input = Tensor::zeros(&[2, 1, 2]);
     let state = Tensor::zeros(&[1, 1, 4]);
     assert!(matches!(
-        gpu.forward(&input, Some(&state), Some(&state)),
+        gru.forward(&input, Some(&state), Some(&state)),
         Err(RnnError::ShapeMismatch { what: "c0", .. })
     ));
 }

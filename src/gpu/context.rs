@@ -9,6 +9,7 @@ use std::time::Duration;
 use wgpu::util::DeviceExt;
 
 use crate::error::{Result, RnnError};
+use crate::gpu::gated_persistent::GatedPersistentSpec;
 use crate::gpu::kernels::Kernels;
 use crate::gpu::persistent::PersistentSpec;
 
@@ -32,6 +33,8 @@ pub(crate) struct ContextInner {
     gl_serial: Mutex<()>,
     /// Persistent kernels compiled so far, by specialisation.
     persistent: Mutex<HashMap<PersistentSpec, Arc<wgpu::ComputePipeline>>>,
+    /// Persistent LSTM / GRU kernels compiled so far.
+    gated_persistent: Mutex<HashMap<GatedPersistentSpec, Arc<wgpu::ComputePipeline>>>,
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -105,6 +108,7 @@ impl GpuContext {
                 lost,
                 timeout: Mutex::new(Duration::from_secs(120)),
                 persistent: Mutex::new(HashMap::new()),
+                gated_persistent: Mutex::new(HashMap::new()),
                 gl_serial: Mutex::new(()),
                 counters,
             }),
@@ -200,6 +204,32 @@ impl GpuContext {
             spec,
         );
         scopes.finish(self, "compiling the persistent kernel")?;
+        let pipeline = Arc::new(pipeline);
+        cache.insert(*spec, Arc::clone(&pipeline));
+        Ok(pipeline)
+    }
+
+    /// The persistent LSTM / GRU kernel `spec`, compiled on first use and cached.
+    pub(crate) fn gated_persistent_pipeline(
+        &self,
+        spec: &GatedPersistentSpec,
+    ) -> Result<Arc<wgpu::ComputePipeline>> {
+        let mut cache = self
+            .inner
+            .gated_persistent
+            .lock()
+            .map_err(|_| RnnError::Gpu("a previous compilation panicked".into()))?;
+        if let Some(pipeline) = cache.get(spec) {
+            return Ok(Arc::clone(pipeline));
+        }
+        let scopes = self.error_scopes();
+        let pipeline = self.inner.kernels.step.compile_with_layout(
+            &self.inner.device,
+            &self.inner.counters,
+            "gated_persistent",
+            &spec.wgsl(),
+        );
+        scopes.finish(self, "compiling the persistent gated kernel")?;
         let pipeline = Arc::new(pipeline);
         cache.insert(*spec, Arc::clone(&pipeline));
         Ok(pipeline)

@@ -9,9 +9,10 @@ use std::time::Duration;
 use crate::error::{Result, RnnError};
 use crate::gpu::architecture::{Architecture, Cell, UnitWeights};
 use crate::gpu::context::GpuContext;
-use crate::gpu::persistent::{PERSISTENT_MAX_HIDDEN, PersistentSpec};
+use crate::gpu::gated_persistent::GatedPersistentSpec;
+use crate::gpu::persistent::{PERSISTENT_MAX_HIDDEN, PersistentSpec, STEPS_PER_DISPATCH};
 use crate::gpu::scheduler::InitialState;
-use crate::gpu::workspace::{Workspace, check_limits};
+use crate::gpu::workspace::{PersistentKernel, Workspace, check_limits};
 use crate::head::Linear;
 use crate::layout::ForwardShape;
 
@@ -43,19 +44,20 @@ pub(crate) struct HeadBuffers {
 /// Which recurrent kernel a GPU model runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Recurrence {
-    /// For an Elman RNN: the persistent kernel for hidden sizes up to 256, the per-step
-    /// kernel above. Measured on lavapipe, the persistent kernel is ~100× faster at H = 64
-    /// (one dispatch runs the whole sequence instead of one per step); on many-core GPUs a
-    /// wide H spreads better over the per-step kernel's many workgroups. LSTMs and GRUs run
-    /// the per-step kernels.
+    /// The persistent kernel where it fits, the per-step kernels elsewhere. For an Elman
+    /// RNN it fits up to H = 256; for an LSTM up to H = 64 and a GRU up to H = 84 (without
+    /// `proj_size`), where its generated code compiles within a few seconds on lavapipe.
+    /// Measured on lavapipe at T = 1024, the persistent kernels are 10–100× faster (one
+    /// dispatch runs the whole sequence instead of one per step); on many-core GPUs a wide H
+    /// spreads better over the per-step kernels' many workgroups.
     #[default]
     Auto,
     /// One dispatch per timestep (two for a projected LSTM), one invocation per (hidden
     /// unit, sequence, direction).
     PerStep,
-    /// Elman RNN only: one dispatch runs up to 8192 timesteps; one workgroup per (sequence,
-    /// direction) keeps its rows of W_hh in registers. Any hidden size works; wide ones
-    /// compile slowly.
+    /// One dispatch runs up to 8192 timesteps; one workgroup per (sequence, direction) keeps
+    /// its rows of W_hh in registers. Any hidden size works; wide ones compile slowly. Not for
+    /// an LSTM with `proj_size` (a typed error).
     Persistent,
 }
 
@@ -85,6 +87,8 @@ pub(crate) struct Engine {
     /// The persistent kernel's layout, when this model runs it (its pipelines are cached by
     /// the context, one per batch tile).
     pub(crate) persistent: Option<PersistentSpec>,
+    /// The persistent gated kernel, when this LSTM or GRU runs it.
+    pub(crate) gated_persistent: Option<GatedPersistentSpec>,
     pub(crate) head: Option<HeadBuffers>,
     /// Most recently used first.
     pub(crate) workspaces: Mutex<Vec<Arc<Mutex<Workspace>>>>,
@@ -127,20 +131,32 @@ impl Engine {
         let persistent = match (arch.cell, options.recurrence) {
             (Cell::Rnn(_), Recurrence::Persistent) => Some(h),
             (Cell::Rnn(_), Recurrence::Auto) => (h <= PERSISTENT_MAX_HIDDEN).then_some(h),
-            (_, Recurrence::Persistent) => {
-                return Err(RnnError::InvalidConfig(
-                    "Recurrence::Persistent runs Elman RNNs only; LSTMs and GRUs run the \
-                     per-step kernels (Recurrence::Auto or PerStep)"
-                        .into(),
-                ));
-            }
             _ => None,
         }
         .map(|h| PersistentSpec::for_hidden(h, ctx.persistent_subgroup()));
+        let gated_persistent = match options.recurrence {
+            Recurrence::PerStep => None,
+            Recurrence::Auto => GatedPersistentSpec::for_arch(&arch, ctx.persistent_subgroup())
+                .filter(GatedPersistentSpec::fits),
+            Recurrence::Persistent => {
+                let spec = GatedPersistentSpec::for_arch(&arch, ctx.persistent_subgroup());
+                if spec.is_none() && arch.cell == Cell::Lstm {
+                    return Err(RnnError::InvalidConfig(
+                        "an LSTM with proj_size runs the per-step kernels only \
+                         (Recurrence::Auto or PerStep)"
+                            .into(),
+                    ));
+                }
+                spec
+            }
+        };
         let scopes = ctx.error_scopes();
         // Compiled now, so that making the model pays for it rather than its first forward.
         persistent
             .map(|spec| ctx.persistent_pipeline(&spec))
+            .transpose()?;
+        gated_persistent
+            .map(|spec| ctx.gated_persistent_pipeline(&spec))
             .transpose()?;
         let upload = |label: &str, data: &[f32]| {
             ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -157,11 +173,17 @@ impl Engine {
                     layer.iter().flat_map(part).collect()
                 };
                 let mut recurrent = stack(&|u| u.weight_hh.clone());
-                if let Some(spec) = &persistent {
-                    recurrent = spec.pad_weights(&recurrent, d);
+                let step_bias = stack(&|u| u.step_bias.clone().unwrap_or_default());
+                let step_bias_offset;
+                if let Some(spec) = &gated_persistent {
+                    (recurrent, step_bias_offset) = spec.pad_weights(&recurrent, &step_bias, d);
+                } else {
+                    if let Some(spec) = &persistent {
+                        recurrent = spec.pad_weights(&recurrent, d);
+                    }
+                    step_bias_offset = recurrent.len();
+                    recurrent.extend(step_bias);
                 }
-                let step_bias_offset = recurrent.len();
-                recurrent.extend(stack(&|u| u.step_bias.clone().unwrap_or_default()));
                 let hr_offset = recurrent.len();
                 recurrent.extend(stack(&|u| u.weight_hr.clone().unwrap_or_default()));
                 LayerBuffers {
@@ -179,6 +201,7 @@ impl Engine {
             arch,
             layers,
             persistent,
+            gated_persistent,
             head: None,
             workspaces: Mutex::new(Vec::new()),
             budget: AtomicU64::new(u64::MAX),
@@ -219,7 +242,7 @@ impl Engine {
     /// The recurrent kernel this model runs: [`Recurrence::PerStep`] or
     /// [`Recurrence::Persistent`].
     pub(crate) fn recurrence(&self) -> Recurrence {
-        if self.persistent.is_some() {
+        if self.persistent.is_some() || self.gated_persistent.is_some() {
             Recurrence::Persistent
         } else {
             Recurrence::PerStep
@@ -247,13 +270,21 @@ impl Engine {
             Some(i) => cache.remove(i),
             None => {
                 check_limits(&self.ctx, &self.arch, shape)?;
-                let persistent = match self.persistent {
-                    Some(spec) => {
+                let persistent = match (self.persistent, self.gated_persistent) {
+                    (Some(spec), _) => {
                         let tile = spec.batch_tile_for(shape.batch);
-                        let pipeline = self.ctx.persistent_pipeline(&spec.with_batch_tile(tile))?;
-                        Some((pipeline, tile as u32))
+                        Some(PersistentKernel {
+                            pipeline: self.ctx.persistent_pipeline(&spec.with_batch_tile(tile))?,
+                            batch_tile: tile as u32,
+                            steps_per_dispatch: STEPS_PER_DISPATCH,
+                        })
                     }
-                    None => None,
+                    (None, Some(spec)) => Some(PersistentKernel {
+                        pipeline: self.ctx.gated_persistent_pipeline(&spec)?,
+                        batch_tile: 1,
+                        steps_per_dispatch: STEPS_PER_DISPATCH,
+                    }),
+                    (None, None) => None,
                 };
                 let scopes = self.ctx.error_scopes();
                 let workspace = Workspace::new(

@@ -8,7 +8,7 @@ use bytemuck::{Pod, Zeroable};
 use std::sync::atomic::Ordering;
 
 use crate::gpu::context::{Counters, GpuContext};
-use crate::gpu::persistent::{PersistentSpec, STEPS_PER_DISPATCH};
+use crate::gpu::persistent::PersistentSpec;
 use crate::gpu::projection::SubgroupProjection;
 use crate::shaders;
 
@@ -424,19 +424,32 @@ impl RecurrentStepKernel {
         )
     }
 
+    /// Compiles another kernel with this kernel's bindings (the persistent gated kernel).
+    pub fn compile_with_layout(
+        &self,
+        device: &wgpu::Device,
+        counters: &Counters,
+        label: &str,
+        source: &str,
+    ) -> wgpu::ComputePipeline {
+        compute_pipeline(device, counters, label, source, &self.layout)
+    }
+
     /// Records steps `first..end` of one layer with a persistent kernel: one dispatch per
-    /// `STEPS_PER_DISPATCH` steps, each starting where the previous left the state.
+    /// `steps_per_dispatch` steps, each starting where the previous left the state.
+    #[allow(clippy::too_many_arguments)]
     pub fn encode_persistent(
         &self,
         pass: &mut wgpu::ComputePass<'_>,
         pipeline: &wgpu::ComputePipeline,
         group: &wgpu::BindGroup,
         steps: std::ops::Range<u32>,
+        steps_per_dispatch: u32,
         step_stride: u32,
         grid: StepGrid,
     ) {
         pass.set_pipeline(pipeline);
-        for first in steps.step_by(STEPS_PER_DISPATCH as usize) {
+        for first in steps.step_by(steps_per_dispatch as usize) {
             pass.set_bind_group(0, group, &[first * step_stride]);
             pass.dispatch_workgroups(grid.batch.div_ceil(grid.batch_tile), grid.directions, 1);
         }

@@ -102,7 +102,7 @@ pub(crate) fn run(
             hidden: arch.hidden_size as u32,
             batch: ws.batch as u32,
             directions: arch.directions as u32,
-            batch_tile: ws.persistent.as_ref().map_or(1, |(_, tile)| *tile),
+            batch_tile: ws.persistent.as_ref().map_or(1, |p| p.batch_tile),
         };
         let projected = ws.projected.then_some(arch.state_size as u32);
         for layer in 0..arch.num_layers {
@@ -113,21 +113,22 @@ pub(crate) fn run(
             );
             let (group, steps) = (&ws.step_groups[layer], 0..ws.seq_len as u32);
             match &ws.persistent {
-                _ if matches!(ws.cell, Cell::Lstm | Cell::Gru) => kernels.gated.encode_steps(
+                Some(persistent) => kernels.step.encode_persistent(
+                    &mut pass,
+                    &persistent.pipeline,
+                    group,
+                    steps,
+                    persistent.steps_per_dispatch,
+                    ws.step_stride,
+                    grid,
+                ),
+                None if matches!(ws.cell, Cell::Lstm | Cell::Gru) => kernels.gated.encode_steps(
                     &mut pass,
                     group,
                     steps,
                     ws.step_stride,
                     grid,
                     projected,
-                ),
-                Some((pipeline, _)) => kernels.step.encode_persistent(
-                    &mut pass,
-                    pipeline,
-                    group,
-                    steps,
-                    ws.step_stride,
-                    grid,
                 ),
                 None => kernels
                     .step

@@ -13,7 +13,6 @@ use crate::gpu::kernels::{
     ProjectionBindings, ProjectionKernel, ProjectionParams, StepBindings, StepIndex,
     StepLayerParams,
 };
-use crate::gpu::persistent::STEPS_PER_DISPATCH;
 use crate::layout::ForwardShape;
 
 /// Buffers and bind groups for forwards of one (T, N).
@@ -38,9 +37,9 @@ pub(crate) struct Workspace {
     /// Each layer's projection parameters (they pick the projection's form).
     pub projections: Vec<ProjectionParams>,
     pub step_groups: Vec<wgpu::BindGroup>,
-    /// The persistent kernel and its batch tile, when the model runs one (its groups are
-    /// `step_groups`); else the per-step kernel.
-    pub persistent: Option<(Arc<wgpu::ComputePipeline>, u32)>,
+    /// The persistent kernel, when the model runs one (its groups are `step_groups`); else
+    /// the per-step kernels.
+    pub persistent: Option<PersistentKernel>,
     /// The head's projection, when the model has a head.
     pub head: Option<HeadPass>,
     /// Byte distance between consecutive step uniforms (the device's dynamic offset alignment).
@@ -54,6 +53,15 @@ pub(crate) struct Workspace {
     pub projected: bool,
     /// Where the compute pass's start and end times go, on adapters with timestamp queries.
     pub timestamps: Option<Timestamps>,
+}
+
+/// A persistent kernel as one workspace runs it.
+pub(crate) struct PersistentKernel {
+    pub pipeline: Arc<wgpu::ComputePipeline>,
+    /// Sequences per workgroup.
+    pub batch_tile: u32,
+    /// Timesteps per dispatch (llvmpipe's loop limit).
+    pub steps_per_dispatch: u32,
 }
 
 /// The head's projection over the last layer's output, and its result.
@@ -177,7 +185,7 @@ impl Workspace {
         arch: &Architecture,
         layers: &[LayerBuffers],
         head: Option<&HeadBuffers>,
-        persistent: Option<(Arc<wgpu::ComputePipeline>, u32)>,
+        persistent: Option<PersistentKernel>,
         shape: &ForwardShape,
     ) -> Self {
         let device = ctx.device();
@@ -300,7 +308,7 @@ impl Workspace {
                     Cell::Rnn(Nonlinearity::Relu) => 1,
                     _ => 0,
                 },
-                steps_per_dispatch: STEPS_PER_DISPATCH,
+                steps_per_dispatch: persistent.as_ref().map_or(0, |p| p.steps_per_dispatch),
                 lengths_offset: (2 * state_len) as u32,
                 _pad: 0,
                 state_size: s as u32,

@@ -1,0 +1,164 @@
+// Persistent LSTM / GRU recurrence: one dispatch runs up to `steps_per_dispatch` timesteps of
+// one layer, with the formulas, bindings, state layout and masking of gated_step.wgsl.
+//
+// One workgroup per (sequence n, direction d): sequences never interact, so the only
+// synchronisation is inside the workgroup. Lane l owns the UNITS consecutive hidden units
+// from l·UNITS: the G gate rows of W_hh of each live in private values for the whole
+// dispatch, and their h and c in registers. h_{t−1} reaches the other lanes through workgroup
+// memory (double buffered by step parity, one barrier per step) or, when the workgroup is one
+// subgroup, through subgroupBroadcast from constant lanes, with no barrier at all.
+//
+// This file is a template: src/gpu/gated_persistent.rs fills in the {{...}} parts for one
+// (cell, H, lanes), writing every loop over weights out in full, so that the private values
+// are addressed by constant indices only (that is what keeps them in registers on llvmpipe,
+// and keeps the loop count, which llvmpipe limits, at one iteration per step).
+
+struct Layer {
+    seq_len: u32,
+    batch: u32,
+    hidden: u32,
+    directions: u32,
+    out_stride_t: u32,
+    out_stride_n: u32,
+    state_half: u32,
+    state_offset: u32,
+    activation: u32,
+    steps_per_dispatch: u32,
+    lengths_offset: u32,
+    _pad0: u32,
+    state_size: u32,
+    cell_offset: u32,
+    step_bias_offset: u32,  // b_hn (GRU), in floats: a multiple of 4 here
+    hr_offset: u32,
+    scratch_offset: u32,
+    cell: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+struct Step {
+    index: u32,               // the first timestep of this dispatch
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> layer: Layer;
+@group(0) @binding(1) var<uniform> step: Step;
+// W_hh as (D, G, HIDDEN_PAD, VEC4S) vec4s, zero padded; for a GRU then b_hn as (D, HIDDEN_PAD).
+@group(0) @binding(2) var<storage, read> recurrent: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> p: array<f32>;           // (T·N, D·G·H)
+// The state is read from half 0 and left there; after both halves come the lengths.
+@group(0) @binding(4) var<storage, read_write> state: array<f32>;
+@group(0) @binding(5) var<storage, read_write> output: array<f32>;
+
+const HIDDEN: u32 = {{HIDDEN}}u;
+const HIDDEN_PAD: u32 = {{HIDDEN_PAD}}u;
+const VEC4S: u32 = {{VEC4S}}u;
+const UNITS: u32 = {{UNITS}}u;
+const GATES: u32 = {{GATES}}u;
+
+// h_{t−1} and h_t, VEC4S vec4s each, by step parity (unused with subgroupBroadcast).
+var<workgroup> h: array<vec4<f32>, {{H_SIZE}}>;
+
+fn sigmoid4(v: vec4<f32>) -> vec4<f32> {
+    // exp(−x) overflows to +inf for x < −88, giving exactly 0; NaN propagates.
+    return 1.0 / (1.0 + exp(-v));
+}
+
+// Which of the four units from `row` are real (padding units must stay exactly zero).
+fn real4(row: u32) -> vec4<bool> {
+    return vec4<u32>(row, row + 1u, row + 2u, row + 3u) < vec4<u32>(HIDDEN);
+}
+
+fn state_at(base: u32, j: u32) -> f32 {
+    if j < HIDDEN {
+        return state[base + j];
+    }
+    return 0.0;
+}
+
+fn state4(base: u32, row: u32) -> vec4<f32> {
+    return vec4<f32>(
+        state_at(base, row),
+        state_at(base, row + 1u),
+        state_at(base, row + 2u),
+        state_at(base, row + 3u),
+    );
+}
+
+// Units row..row+3 of one gate's P, clamped into range for padding units.
+fn p_at(base: u32, row: u32) -> vec4<f32> {
+    let last = HIDDEN - 1u;
+    return vec4<f32>(
+        p[base + min(row, last)],
+        p[base + min(row + 1u, last)],
+        p[base + min(row + 2u, last)],
+        p[base + min(row + 3u, last)],
+    );
+}
+
+// Written out rather than looped: every loop iteration counts towards llvmpipe's limit.
+fn store_output(base: u32, row: u32, v: vec4<f32>) {
+    if row < HIDDEN {
+        output[base + row] = v.x;
+    }
+    if row + 1u < HIDDEN {
+        output[base + row + 1u] = v.y;
+    }
+    if row + 2u < HIDDEN {
+        output[base + row + 2u] = v.z;
+    }
+    if row + 3u < HIDDEN {
+        output[base + row + 3u] = v.w;
+    }
+}
+
+fn store_state(base: u32, row: u32, v: vec4<f32>) {
+    if row < HIDDEN {
+        state[base + row] = v.x;
+    }
+    if row + 1u < HIDDEN {
+        state[base + row + 1u] = v.y;
+    }
+    if row + 2u < HIDDEN {
+        state[base + row + 2u] = v.z;
+    }
+    if row + 3u < HIDDEN {
+        state[base + row + 3u] = v.w;
+    }
+}
+
+@compute @workgroup_size({{LANES}}, 1, 1)
+fn main(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) group: vec3<u32>) {
+    let n = group.x;
+    let d = group.y;
+    let row0 = lane * UNITS;
+    let sequence = d * layer.batch + n;
+    let h_at = layer.state_offset + sequence * HIDDEN;
+    let c_at = layer.cell_offset + sequence * HIDDEN;
+    let length = bitcast<u32>(state[layer.lengths_offset + n]);
+    // This lane's rows of W_hh: w[(g·UNITS + r)·VEC4S + k] is vec4 k of gate g's row
+    // row0 + r.
+    var w: array<vec4<f32>, {{WEIGHTS}}>;
+{{LOAD_WEIGHTS}}
+    // The state (h0 and c0, or where the previous dispatch stopped).
+{{LOAD_STATE}}
+    {{BARRIER}};
+
+    let first = step.index;
+    let count = min(layer.steps_per_dispatch, layer.seq_len - first);
+    for (var i = 0u; i < count; i++) {
+        let s = first + i;
+        let t = select(s, layer.seq_len - 1u - s, d == 1u);
+        let live = t < length;
+        let cur = (i & 1u) * VEC4S;
+        let next = VEC4S - cur;
+        let p_base = ((t * layer.batch + n) * layer.directions + d) * GATES * HIDDEN;
+        let out_base = t * layer.out_stride_t + n * layer.out_stride_n + d * HIDDEN;
+{{ACCUMULATE}}
+{{UPDATE}}
+        {{BARRIER}};
+    }
+{{SAVE_STATE}}
+}

@@ -1,0 +1,322 @@
+//! The persistent LSTM / GRU kernel: WGSL generated per (cell, hidden size, lanes) from
+//! `shaders/gated_persistent.wgsl`, and the rule that picks it over the per-step kernels.
+//!
+//! The same design as the Elman kernel (`persistent.rs`): one workgroup per (sequence,
+//! direction); each lane keeps its units' rows of W_hh in private values addressed by
+//! constant indices, with every loop over them written out. A gated unit has G rows (4 for an
+//! LSTM, 3 for a GRU), so a lane holds G times the Elman kernel's weights for the same units,
+//! and the generated code, and llvmpipe's compile time, grows with it: a lane holds four units
+//! and the default rule keeps its weights within [`MAX_AUTO_WEIGHTS`].
+
+use std::fmt::Write;
+
+use crate::gpu::architecture::{Architecture, Cell};
+use crate::shaders;
+
+/// A lane's weight vec4s (rows × vec4s per row) up to which [`Recurrence::Auto`] runs this
+/// kernel: an LSTM up to H = 64, a GRU up to H = 84. Compile time grows faster than the code:
+/// measured on lavapipe (model creation and first forward, shader cache off, machine busy),
+/// 256 weight vec4s (LSTM, H = 64, 16 lanes × 4 units) took 3.6 s, 512 (LSTM, H = 128) 14 s,
+/// and 512 as one subgroup of 8 units a lane (LSTM, H = 64) 22 s, against the 5 s a model's
+/// creation may cost. So a lane holds four units, and a workgroup is one subgroup only
+/// when four units a lane cover H.
+///
+/// [`Recurrence::Auto`]: crate::Recurrence::Auto
+pub(crate) const MAX_AUTO_WEIGHTS: usize = 256;
+
+/// One specialisation of the persistent gated kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct GatedPersistentSpec {
+    pub lstm: bool,
+    pub hidden: usize,
+    /// Hidden units per lane: a multiple of 4 (they are handled as vec4s).
+    pub units: usize,
+    pub lanes: usize,
+    /// The workgroup is exactly one subgroup: h stays in registers and is shared with
+    /// `subgroupBroadcast`, without workgroup memory or barriers.
+    pub broadcast: bool,
+}
+
+impl GatedPersistentSpec {
+    /// The layout for `arch`'s cell: four units a lane (see [`MAX_AUTO_WEIGHTS`]), h shared
+    /// through workgroup memory, or with `subgroupBroadcast` when one subgroup covers H.
+    /// `subgroup` is the adapter's fixed subgroup size when subgroup operations may be used
+    /// (see `GpuContext::persistent_subgroup`). `None` for an Elman RNN or a projected LSTM
+    /// (which run other kernels).
+    pub fn for_arch(arch: &Architecture, subgroup: Option<usize>) -> Option<Self> {
+        let lstm = match arch.cell {
+            Cell::Lstm if !arch.projected() => true,
+            Cell::Gru => false,
+            _ => return None,
+        };
+        let hidden = arch.hidden_size;
+        Some(match subgroup {
+            Some(size) if hidden <= 4 * size => GatedPersistentSpec {
+                lstm,
+                hidden,
+                units: 4,
+                lanes: size,
+                broadcast: true,
+            },
+            _ => GatedPersistentSpec {
+                lstm,
+                hidden,
+                units: 4,
+                lanes: hidden.div_ceil(4),
+                broadcast: false,
+            },
+        })
+    }
+
+    fn gates(&self) -> usize {
+        if self.lstm { 4 } else { 3 }
+    }
+
+    /// Hidden units including padding: lanes × units.
+    pub fn hidden_pad(&self) -> usize {
+        self.lanes * self.units
+    }
+
+    fn vec4s(&self) -> usize {
+        self.hidden_pad() / 4
+    }
+
+    /// Weight vec4s one lane holds.
+    pub fn lane_weights(&self) -> usize {
+        self.gates() * self.units * self.vec4s()
+    }
+
+    /// Whether [`Recurrence::Auto`](crate::Recurrence::Auto) runs this kernel.
+    pub fn fits(&self) -> bool {
+        self.lane_weights() <= MAX_AUTO_WEIGHTS
+    }
+
+    /// The recurrent weights as the kernel reads them: W_hh of every direction, (D·G·H, H),
+    /// as (D, G, H_pad, H_pad) zero padded; then for a GRU b_hn, (D·H), as (D, H_pad). Returns
+    /// them and where b_hn starts.
+    pub fn pad_weights(&self, w_hh: &[f32], b_hn: &[f32], directions: usize) -> (Vec<f32>, usize) {
+        let (h, pad, gates) = (self.hidden, self.hidden_pad(), self.gates());
+        let mut padded = vec![0.0; directions * gates * pad * pad];
+        for row in 0..directions * gates {
+            for j in 0..h {
+                let src = (row * h + j) * h;
+                let dst = (row * pad + j) * pad;
+                padded[dst..dst + h].copy_from_slice(&w_hh[src..src + h]);
+            }
+        }
+        let bias_offset = padded.len();
+        padded.resize(bias_offset + b_hn.len() / h.max(1) * pad, 0.0);
+        for (d, bias) in b_hn.chunks(h).enumerate() {
+            let at = bias_offset + d * pad;
+            padded[at..at + h].copy_from_slice(bias);
+        }
+        (padded, bias_offset)
+    }
+
+    /// The kernel's WGSL.
+    pub fn wgsl(&self) -> String {
+        let (units, vec4s, groups, gates) =
+            (self.units, self.vec4s(), self.units / 4, self.gates());
+        let memory = !self.broadcast;
+        let mut load_weights = String::new();
+        for g in 0..gates {
+            for r in 0..units {
+                for k in 0..vec4s {
+                    let _ = writeln!(
+                        load_weights,
+                        "    w[{}] = recurrent[((d * GATES + {g}u) * HIDDEN_PAD + row0 + {r}u) * VEC4S + {k}u];",
+                        (g * units + r) * vec4s + k
+                    );
+                }
+            }
+        }
+        let mut load_state = String::new();
+        for q in 0..groups {
+            let row = format!("row0 + {}u", 4 * q);
+            let _ = writeln!(load_state, "    var s{q} = state4(h_at, {row});");
+            if self.lstm {
+                let _ = writeln!(load_state, "    var c{q} = state4(c_at, {row});");
+            } else {
+                let _ = writeln!(
+                    load_state,
+                    "    let b_hn{q} = recurrent[layer.step_bias_offset / 4u + (d * HIDDEN_PAD + {row}) / 4u];"
+                );
+            }
+            if memory {
+                let _ = writeln!(load_state, "    h[row0 / 4u + {q}u] = s{q};");
+            }
+        }
+        let mut accumulate = String::new();
+        for k in 0..vec4s {
+            let value = if memory {
+                format!("h[cur + {k}u]")
+            } else {
+                // vec4 k of h is lane k / groups's value k % groups.
+                format!("subgroupBroadcast(s{}, {}u)", k % groups, k / groups)
+            };
+            let _ = writeln!(accumulate, "        let h{k} = {value};");
+        }
+        // The gates' sums start from their input part, except the GRU's n gate, whose
+        // recurrent part is multiplied by r before the input part is added.
+        for g in 0..gates {
+            for q in 0..groups {
+                let start = if !self.lstm && g == 2 {
+                    "vec4<f32>(0.0)".to_string()
+                } else {
+                    format!("p_at(p_base + {g}u * HIDDEN, row0 + {}u)", 4 * q)
+                };
+                let _ = writeln!(accumulate, "        var a{g}_{q} = {start};");
+            }
+        }
+        // Per row, a vec4 of partial sums built with fused multiply-adds and reduced once.
+        for g in 0..gates {
+            for r in 0..units {
+                let (q, component) = (r / 4, ["x", "y", "z", "w"][r % 4]);
+                let base = (g * units + r) * vec4s;
+                let sum = format!("r{g}_{r}");
+                let _ = writeln!(accumulate, "        var {sum} = w[{base}] * h0;");
+                for k in 1..vec4s {
+                    let _ = writeln!(
+                        accumulate,
+                        "        {sum} = fma(w[{}], h{k}, {sum});",
+                        base + k
+                    );
+                }
+                let _ = writeln!(
+                    accumulate,
+                    "        a{g}_{q}.{component} += ({sum}.x + {sum}.y) + ({sum}.z + {sum}.w);"
+                );
+            }
+        }
+        let mut update = String::new();
+        for q in 0..groups {
+            let row = format!("row0 + {}u", 4 * q);
+            if self.lstm {
+                let _ = writeln!(
+                    update,
+                    "        let cell{q} = sigmoid4(a1_{q}) * c{q} + sigmoid4(a0_{q}) * tanh(a2_{q});"
+                );
+                let _ = writeln!(
+                    update,
+                    "        let new{q} = select(vec4<f32>(0.0), sigmoid4(a3_{q}) * tanh(cell{q}), real4({row}));"
+                );
+                let _ = writeln!(
+                    update,
+                    "        c{q} = select(c{q}, select(vec4<f32>(0.0), cell{q}, real4({row})), live);"
+                );
+            } else {
+                let _ = writeln!(update, "        let update{q} = sigmoid4(a1_{q});");
+                let _ = writeln!(
+                    update,
+                    "        let candidate{q} = tanh(p_at(p_base + 2u * HIDDEN, {row}) + sigmoid4(a0_{q}) * (a2_{q} + b_hn{q}));"
+                );
+                let _ = writeln!(
+                    update,
+                    "        let new{q} = select(vec4<f32>(0.0), (1.0 - update{q}) * candidate{q} + update{q} * s{q}, real4({row}));"
+                );
+            }
+            let _ = writeln!(update, "        s{q} = select(s{q}, new{q}, live);");
+            if memory {
+                let _ = writeln!(update, "        h[next + row0 / 4u + {q}u] = s{q};");
+            }
+            let _ = writeln!(
+                update,
+                "        store_output(out_base, {row}, select(vec4<f32>(0.0), s{q}, live));"
+            );
+        }
+        let mut save_state = String::new();
+        for q in 0..groups {
+            let row = format!("row0 + {}u", 4 * q);
+            let _ = writeln!(save_state, "    store_state(h_at, {row}, s{q});");
+            if self.lstm {
+                let _ = writeln!(save_state, "    store_state(c_at, {row}, c{q});");
+            }
+        }
+        let barrier = if memory { "workgroupBarrier()" } else { "" };
+        shaders::GATED_PERSISTENT
+            .replace("{{HIDDEN}}", &self.hidden.to_string())
+            .replace("{{HIDDEN_PAD}}", &self.hidden_pad().to_string())
+            .replace("{{VEC4S}}", &vec4s.to_string())
+            .replace("{{UNITS}}", &units.to_string())
+            .replace("{{GATES}}", &gates.to_string())
+            .replace("{{LANES}}", &self.lanes.to_string())
+            .replace(
+                "{{H_SIZE}}",
+                &(if memory { 2 * vec4s } else { 1 }).to_string(),
+            )
+            .replace("{{WEIGHTS}}", &self.lane_weights().to_string())
+            .replace("{{LOAD_WEIGHTS}}", &load_weights)
+            .replace("{{LOAD_STATE}}", &load_state)
+            .replace("{{ACCUMULATE}}", &accumulate)
+            .replace("{{UPDATE}}", &update)
+            .replace("{{SAVE_STATE}}", &save_state)
+            .replace("{{BARRIER}}", barrier)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GatedPersistentSpec;
+    use crate::gpu::architecture::{Architecture, Cell};
+
+    fn arch(cell: Cell, hidden: usize) -> Architecture {
+        Architecture {
+            cell,
+            input_size: 3,
+            hidden_size: hidden,
+            state_size: hidden,
+            num_layers: 1,
+            directions: 1,
+        }
+    }
+
+    #[test]
+    fn generated_wgsl_validates() {
+        for hidden in [1, 3, 17, 64, 100] {
+            for cell in [Cell::Lstm, Cell::Gru] {
+                for subgroup in [None, Some(8)] {
+                    let spec =
+                        GatedPersistentSpec::for_arch(&arch(cell, hidden), subgroup).unwrap();
+                    let source = spec.wgsl();
+                    let module = naga::front::wgsl::parse_str(&source)
+                        .unwrap_or_else(|e| panic!("{spec:?}: {}", e.emit_to_string(&source)));
+                    naga::valid::Validator::new(
+                        naga::valid::ValidationFlags::all(),
+                        naga::valid::Capabilities::all(),
+                    )
+                    .validate(&module)
+                    .unwrap_or_else(|e| panic!("{spec:?}: {}", e.emit_to_string(&source)));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn padded_weights_keep_rows_and_bias() {
+        let spec = GatedPersistentSpec::for_arch(&arch(Cell::Gru, 3), None).unwrap();
+        let pad = spec.hidden_pad();
+        assert_eq!(pad, 4);
+        // One direction: 3 gates × 3 rows of 3, and b_hn of 3.
+        let w: Vec<f32> = (1..=27).map(|v| v as f32).collect();
+        let (padded, bias_at) = spec.pad_weights(&w, &[100.0, 101.0, 102.0], 1);
+        assert_eq!(bias_at, 3 * pad * pad);
+        // Gate 1 (z), row 2: the 6th row of W_hh.
+        let at = (pad + 2) * pad;
+        assert_eq!(&padded[at..at + 4], &[16.0, 17.0, 18.0, 0.0]);
+        assert_eq!(&padded[bias_at..], &[100.0, 101.0, 102.0, 0.0]);
+        assert_eq!(padded.iter().filter(|&&v| v != 0.0).count(), 30);
+    }
+
+    #[test]
+    fn elman_and_projected_cells_have_no_gated_kernel() {
+        assert!(
+            GatedPersistentSpec::for_arch(&arch(Cell::Rnn(crate::Nonlinearity::Tanh), 8), None)
+                .is_none()
+        );
+        let projected = Architecture {
+            state_size: 4,
+            ..arch(Cell::Lstm, 8)
+        };
+        assert!(GatedPersistentSpec::for_arch(&projected, Some(8)).is_none());
+    }
+}
