@@ -1,12 +1,13 @@
 //! # wgpu-rnn
 //!
-//! PyTorch's `nn.RNN` forward pass on any GPU through wgpu compute shaders (Vulkan, Metal,
-//! DX12, GL, and lavapipe where there is no GPU), with a plain CPU reference path that returns
-//! the same numbers.
+//! PyTorch's `nn.RNN`, `nn.LSTM` and `nn.GRU` forward passes on any GPU through wgpu compute
+//! shaders (Vulkan, Metal, DX12, GL, and lavapipe where there is no GPU), with a plain CPU
+//! reference path that returns the same numbers.
 //!
-//! `nn.LSTM` and `nn.GRU` ([`GatedConfig`], [`GatedWeights`], [`CpuGatedRnn`], [`LstmCell`],
-//! [`GruCell`]) run on the CPU reference path so far, behind the [`GatedRnn`] trait a GPU
-//! backend will implement.
+//! The Elman RNN: [`RnnConfig`], [`RnnWeights`], [`GpuRnn`] / [`CpuRnn`] behind the [`Rnn`]
+//! trait, [`RnnCell`]. LSTM and GRU: [`GatedConfig`], [`GatedWeights`], [`GpuGatedRnn`] /
+//! [`CpuGatedRnn`] behind the [`GatedRnn`] trait, [`LstmCell`], [`GruCell`]. Both run on one
+//! GPU engine: the same scheduler, streams ([`RnnStream`]), time chunks and head.
 //!
 //! ```no_run
 //! use wgpu_rnn::{GpuContext, GpuRnn, Rnn, RnnConfig, RnnWeights, Tensor};
@@ -26,18 +27,22 @@
 //!
 //! ## How the GPU forward works
 //! Per layer, one GEMM projects the input of all timesteps and both directions at once
-//! (`P = X·W_ihᵀ + b_ih + b_hh`, `shaders/input_projection.wgsl`), then one fused dispatch per
-//! timestep computes `h_t = act(P_t + h_{t−1}·W_hhᵀ)` for both directions
-//! (`shaders/recurrent_step.wgsl`). The whole forward, every layer and step, is recorded into
-//! one command encoder and submitted once; output and `h_n` are read back once.
+//! (`P = X·W_ihᵀ + b_ih + b_hh`, every gate's columns for an LSTM or GRU,
+//! `shaders/input_projection.wgsl`), then the recurrence runs either as one fused dispatch per
+//! timestep (`shaders/recurrent_step.wgsl`, `shaders/gated_step.wgsl`) or as a persistent
+//! kernel that runs thousands of steps per dispatch with W_hh held in registers
+//! (`shaders/persistent_recurrence.wgsl`, `shaders/gated_persistent.wgsl`; see [`Recurrence`]).
+//! The whole forward, every layer and step, is recorded into one command encoder and submitted
+//! once; output and `h_n` (and `c_n`) are read back once.
 //!
 //! ## Failure modes
 //! Every entry point returns [`RnnError`]; nothing panics on bad input.
 //! - [`RnnError::NoAdapter`]: no adapter matches (no driver installed, or `WGPU_BACKEND` /
 //!   `WGPU_ADAPTER_NAME` exclude every adapter).
 //! - [`RnnError::RequestDevice`]: the adapter refused to open a device.
-//! - [`RnnError::InvalidConfig`]: a zero size, a dropout outside [0, 1], bad metadata, a
-//!   Linear head that does not fit, a stream of a bidirectional model or with an absurd delay.
+//! - [`RnnError::InvalidConfig`]: a zero size, a dropout outside [0, 1], a `proj_size` PyTorch
+//!   refuses, bad metadata, a Linear head that does not fit, a stream of a bidirectional model
+//!   or with an absurd delay, the persistent kernel asked of a projected LSTM.
 //! - [`RnnError::ShapeMismatch`]: `input`, `h0`, `c0`, `lengths` or a stream chunk do not have
 //!   PyTorch's shapes for the model.
 //! - [`RnnError::InvalidLength`]: a sequence length outside 1..=T.
