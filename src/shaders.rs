@@ -6,6 +6,9 @@ pub(crate) const INPUT_PROJECTION: &str = include_str!("../shaders/input_project
 /// `shaders/recurrent_step.wgsl`: one fused recurrent timestep.
 pub(crate) const RECURRENT_STEP: &str = include_str!("../shaders/recurrent_step.wgsl");
 
+/// `shaders/recurrent_block.wgsl`: the same timestep in 4 × 4 blocks, for H a multiple of 4.
+pub(crate) const RECURRENT_BLOCK: &str = include_str!("../shaders/recurrent_block.wgsl");
+
 /// `shaders/gated_step.wgsl`: one fused LSTM or GRU timestep, and an LSTM's projection of h.
 pub(crate) const GATED_STEP: &str = include_str!("../shaders/gated_step.wgsl");
 
@@ -30,6 +33,7 @@ pub(crate) fn all_sources() -> Vec<(String, String)> {
     let mut sources = vec![
         ("input_projection".into(), INPUT_PROJECTION.into()),
         ("recurrent_step".into(), RECURRENT_STEP.into()),
+        ("recurrent_block".into(), RECURRENT_BLOCK.into()),
         ("gated_step".into(), GATED_STEP.into()),
     ];
     for size in [8, 16, 32, 64] {

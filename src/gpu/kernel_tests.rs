@@ -124,8 +124,6 @@ fn recurrent_step_matches_cpu_twin() {
             let mut state_init = h.clone();
             state_init.extend(vec![f32::NAN; directions * unit]);
             state_init.extend(lengths.iter().map(|&l| f32::from_bits(l)));
-            let state = storage(&ctx, &state_init);
-            let output = storage(&ctx, &vec![f32::NAN; rows * directions * hidden]);
             let layer = StepLayerParams {
                 seq_len: seq_len as u32,
                 batch: batch as u32,
@@ -146,58 +144,65 @@ fn recurrent_step_matches_cpu_twin() {
                 _pad: [0; 3],
             };
             let kernel = &ctx.inner().kernels.step;
-            let group = kernel.bind_group(
-                &ctx,
-                StepBindings {
-                    layer: &uniform(&ctx, &layer),
-                    steps: &uniform(&ctx, &step),
-                    recurrent: &storage(&ctx, &w_hh),
-                    p: &storage(&ctx, &p),
-                    state: &state,
-                    output: &output,
-                },
-            );
-            let grid = StepGrid {
-                hidden: hidden as u32,
-                batch: batch as u32,
-                directions: directions as u32,
-                batch_tile: 1,
-            };
-            run(&ctx, |pass| {
-                kernel.encode_steps(pass, &group, 0..1, 0, grid)
-            });
-            let got_state = read(&ctx, &state);
-            let got_output = read(&ctx, &output);
-            for d in 0..directions {
-                // Step 0: forward direction at t = 0, reverse at t = T − 1.
-                let t = if d == 0 { 0 } else { seq_len - 1 };
-                let p_t: Vec<f32> = (0..batch)
-                    .flat_map(|n| {
-                        let row = (t * batch + n) * directions * hidden + d * hidden;
-                        p[row..row + hidden].to_vec()
-                    })
-                    .collect();
-                let w = &w_hh[d * hidden * hidden..(d + 1) * hidden * hidden];
-                let h_d = &h[d * unit..(d + 1) * unit];
-                let want =
-                    cpu::recurrent_step(&p_t, h_d, w, nonlinearity, |n| t < lengths[n] as usize);
-                let what = format!("step H={hidden} {nonlinearity:?} direction {d}");
-                let next = directions * unit + d * unit;
-                assert_close(&what, &got_state[next..next + unit], &want);
-                for n in 0..batch {
-                    let at = t * layer.out_stride_t as usize
-                        + n * layer.out_stride_n as usize
-                        + d * hidden;
-                    let want_out = if t < lengths[n] as usize {
-                        want[n * hidden..(n + 1) * hidden].to_vec()
-                    } else {
-                        vec![0.0; hidden]
-                    };
-                    assert_close(
-                        &format!("{what} output n={n}"),
-                        &got_output[at..at + hidden],
-                        &want_out,
-                    );
+            // Both forms: one unit an invocation, and 4 × 4 blocks where H allows.
+            for blocks in [false, hidden % 4 == 0] {
+                let state = storage(&ctx, &state_init);
+                let output = storage(&ctx, &vec![f32::NAN; rows * directions * hidden]);
+                let group = kernel.bind_group(
+                    &ctx,
+                    StepBindings {
+                        layer: &uniform(&ctx, &layer),
+                        steps: &uniform(&ctx, &step),
+                        recurrent: &storage(&ctx, &w_hh),
+                        p: &storage(&ctx, &p),
+                        state: &state,
+                        output: &output,
+                    },
+                );
+                let grid = StepGrid {
+                    hidden: hidden as u32,
+                    batch: batch as u32,
+                    directions: directions as u32,
+                    batch_tile: 1,
+                };
+                run(&ctx, |pass| {
+                    kernel.encode_steps_with(pass, &group, 0..1, 0, grid, blocks)
+                });
+                let got_state = read(&ctx, &state);
+                let got_output = read(&ctx, &output);
+                for d in 0..directions {
+                    // Step 0: forward direction at t = 0, reverse at t = T − 1.
+                    let t = if d == 0 { 0 } else { seq_len - 1 };
+                    let p_t: Vec<f32> = (0..batch)
+                        .flat_map(|n| {
+                            let row = (t * batch + n) * directions * hidden + d * hidden;
+                            p[row..row + hidden].to_vec()
+                        })
+                        .collect();
+                    let w = &w_hh[d * hidden * hidden..(d + 1) * hidden * hidden];
+                    let h_d = &h[d * unit..(d + 1) * unit];
+                    let want = cpu::recurrent_step(&p_t, h_d, w, nonlinearity, |n| {
+                        t < lengths[n] as usize
+                    });
+                    let what =
+                        format!("step H={hidden} {nonlinearity:?} blocks={blocks} direction {d}");
+                    let next = directions * unit + d * unit;
+                    assert_close(&what, &got_state[next..next + unit], &want);
+                    for n in 0..batch {
+                        let at = t * layer.out_stride_t as usize
+                            + n * layer.out_stride_n as usize
+                            + d * hidden;
+                        let want_out = if t < lengths[n] as usize {
+                            want[n * hidden..(n + 1) * hidden].to_vec()
+                        } else {
+                            vec![0.0; hidden]
+                        };
+                        assert_close(
+                            &format!("{what} output n={n}"),
+                            &got_output[at..at + hidden],
+                            &want_out,
+                        );
+                    }
                 }
             }
         }

@@ -1,0 +1,157 @@
+// One timestep of one layer, both directions, for hidden sizes that are multiples of four:
+//
+//     h_t[d, n, j] = act(P[t, n, d·H + j] + sum_k h_{t-1}[d, n, k] * W_hh[d, j, k])
+//
+// The same step as recurrent_step.wgsl (same bindings, state halves, lengths and output
+// strides), computed in blocks: each invocation owns 4 hidden units × 4 sequences and walks K
+// in vec4s, so every loaded vec4 of W_hh feeds four sequences and every vec4 of h four units
+// (recurrent_step.wgsl loads two scalars per multiply-add). That is what a wide state needs:
+// at H = 1024, N = 64 one step is 67 million multiply-adds. Sixteen vec4 partial sums are
+// reduced once, after the loop.
+
+struct Layer {
+    seq_len: u32,
+    batch: u32,
+    hidden: u32,
+    directions: u32,
+    out_stride_t: u32,
+    out_stride_n: u32,
+    state_half: u32,
+    state_offset: u32,
+    activation: u32,         // 0: tanh, 1: relu
+    steps_per_dispatch: u32, // (unused here)
+    lengths_offset: u32,
+    _pad0: u32,
+}
+
+struct Step {
+    index: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> layer: Layer;
+@group(0) @binding(1) var<uniform> step: Step;
+@group(0) @binding(2) var<storage, read> w_hh: array<vec4<f32>>;  // (D, H, H/4)
+@group(0) @binding(3) var<storage, read> p: array<f32>;           // (T·N, D·H)
+// The state halves and the lengths (u32 bits), read as vec4s: with H a multiple of four every
+// row of h, every half and the lengths start on a vec4.
+@group(0) @binding(4) var<storage, read_write> state: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> output: array<f32>;
+
+fn activate4(v: vec4<f32>) -> vec4<f32> {
+    if layer.activation == 1u {
+        // `v < 0` is false for NaN, so NaN propagates as in PyTorch.
+        return select(v, vec4<f32>(0.0), v < vec4<f32>(0.0));
+    }
+    return tanh(v);
+}
+
+fn reduce(v: vec4<f32>) -> f32 {
+    return (v.x + v.y) + (v.z + v.w);
+}
+
+fn length_of(n: u32) -> u32 {
+    let at = layer.lengths_offset + n;
+    return bitcast<u32>(state[at / 4u][at % 4u]);
+}
+
+// Finishes sequence n's four units from j0: activation, masking, state and output.
+fn finish(n: u32, j0: u32, t: u32, d: u32, prev: u32, next: u32, sums: vec4<f32>) {
+    let hidden = layer.hidden;
+    let p_at = (t * layer.batch + n) * layer.directions * hidden + d * hidden + j0;
+    let pre = vec4<f32>(p[p_at], p[p_at + 1u], p[p_at + 2u], p[p_at + 3u]) + sums;
+    let live = t < length_of(n);
+    let row = n * (hidden / 4u) + j0 / 4u;
+    let value = activate4(pre);
+    state[next + row] = select(state[prev + row], value, live);
+    let out = select(vec4<f32>(0.0), value, live);
+    let at = t * layer.out_stride_t + n * layer.out_stride_n + d * hidden + j0;
+    output[at] = out.x;
+    output[at + 1u] = out.y;
+    output[at + 2u] = out.z;
+    output[at + 3u] = out.w;
+}
+
+@compute @workgroup_size(8, 8, 1)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let j0 = gid.x * 4u;
+    let n0 = gid.y * 4u;
+    let d = gid.z;
+    let hidden = layer.hidden;
+    let batch = layer.batch;
+    if j0 >= hidden || n0 >= batch || d >= layer.directions {
+        return;
+    }
+    let s = step.index;
+    let t = select(s, layer.seq_len - 1u - s, d == 1u);
+    let row = hidden / 4u; // vec4s per row of h and of W_hh
+    // Direction d's (N, H) block of h in each half, in vec4s.
+    let block = layer.state_offset / 4u + d * batch * row;
+    let prev = (s & 1u) * (layer.state_half / 4u) + block;
+    let next = ((s + 1u) & 1u) * (layer.state_half / 4u) + block;
+    // Sequences past the batch read the last one's h; their sums are never stored.
+    let last = batch - 1u;
+    let h0 = prev + min(n0, last) * row;
+    let h1 = prev + min(n0 + 1u, last) * row;
+    let h2 = prev + min(n0 + 2u, last) * row;
+    let h3 = prev + min(n0 + 3u, last) * row;
+    let w0 = (d * hidden + j0) * row;
+    let w1 = w0 + row;
+    let w2 = w1 + row;
+    let w3 = w2 + row;
+    // s{i}{u}: sequence n0 + i, unit j0 + u.
+    var s00 = vec4<f32>(0.0);
+    var s01 = vec4<f32>(0.0);
+    var s02 = vec4<f32>(0.0);
+    var s03 = vec4<f32>(0.0);
+    var s10 = vec4<f32>(0.0);
+    var s11 = vec4<f32>(0.0);
+    var s12 = vec4<f32>(0.0);
+    var s13 = vec4<f32>(0.0);
+    var s20 = vec4<f32>(0.0);
+    var s21 = vec4<f32>(0.0);
+    var s22 = vec4<f32>(0.0);
+    var s23 = vec4<f32>(0.0);
+    var s30 = vec4<f32>(0.0);
+    var s31 = vec4<f32>(0.0);
+    var s32 = vec4<f32>(0.0);
+    var s33 = vec4<f32>(0.0);
+    for (var k = 0u; k < row; k++) {
+        let wa = w_hh[w0 + k];
+        let wb = w_hh[w1 + k];
+        let wc = w_hh[w2 + k];
+        let wd = w_hh[w3 + k];
+        let ha = state[h0 + k];
+        let hb = state[h1 + k];
+        let hc = state[h2 + k];
+        let hd = state[h3 + k];
+        s00 = fma(wa, ha, s00);
+        s01 = fma(wb, ha, s01);
+        s02 = fma(wc, ha, s02);
+        s03 = fma(wd, ha, s03);
+        s10 = fma(wa, hb, s10);
+        s11 = fma(wb, hb, s11);
+        s12 = fma(wc, hb, s12);
+        s13 = fma(wd, hb, s13);
+        s20 = fma(wa, hc, s20);
+        s21 = fma(wb, hc, s21);
+        s22 = fma(wc, hc, s22);
+        s23 = fma(wd, hc, s23);
+        s30 = fma(wa, hd, s30);
+        s31 = fma(wb, hd, s31);
+        s32 = fma(wc, hd, s32);
+        s33 = fma(wd, hd, s33);
+    }
+    finish(n0, j0, t, d, prev, next, vec4<f32>(reduce(s00), reduce(s01), reduce(s02), reduce(s03)));
+    if n0 + 1u < batch {
+        finish(n0 + 1u, j0, t, d, prev, next, vec4<f32>(reduce(s10), reduce(s11), reduce(s12), reduce(s13)));
+    }
+    if n0 + 2u < batch {
+        finish(n0 + 2u, j0, t, d, prev, next, vec4<f32>(reduce(s20), reduce(s21), reduce(s22), reduce(s23)));
+    }
+    if n0 + 3u < batch {
+        finish(n0 + 3u, j0, t, d, prev, next, vec4<f32>(reduce(s30), reduce(s31), reduce(s32), reduce(s33)));
+    }
+}
