@@ -9,6 +9,9 @@ pub(crate) const RECURRENT_STEP: &str = include_str!("../shaders/recurrent_step.
 /// `shaders/recurrent_block.wgsl`: the same timestep in 4 × 4 blocks, for H a multiple of 4.
 pub(crate) const RECURRENT_BLOCK: &str = include_str!("../shaders/recurrent_block.wgsl");
 
+/// `shaders/gated_block.wgsl`: the gated timestep for four sequences an invocation.
+pub(crate) const GATED_BLOCK: &str = include_str!("../shaders/gated_block.wgsl");
+
 /// `shaders/gated_step.wgsl`: one fused LSTM or GRU timestep, and an LSTM's projection of h.
 pub(crate) const GATED_STEP: &str = include_str!("../shaders/gated_step.wgsl");
 
@@ -35,6 +38,7 @@ pub(crate) fn all_sources() -> Vec<(String, String)> {
         ("recurrent_step".into(), RECURRENT_STEP.into()),
         ("recurrent_block".into(), RECURRENT_BLOCK.into()),
         ("gated_step".into(), GATED_STEP.into()),
+        ("gated_block".into(), GATED_BLOCK.into()),
     ];
     for size in [8, 16, 32, 64] {
         for vec4_k in [false, true] {

@@ -7,7 +7,8 @@ use crate::config::Nonlinearity;
 use crate::cpu;
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernels::{
-    ProjectionBindings, ProjectionParams, StepBindings, StepGrid, StepIndex, StepLayerParams,
+    GatedStepKernel, ProjectionBindings, ProjectionParams, StepBindings, StepGrid, StepIndex,
+    StepLayerParams,
 };
 use crate::testing;
 use crate::weights::SplitMix64;
@@ -287,8 +288,6 @@ fn gated_step_matches_cpu_twins() {
             state_init.extend(vec![f32::NAN; half]);
             state_init.extend(lengths.iter().map(|&l| f32::from_bits(l)));
             state_init.extend(vec![f32::NAN; directions * batch * hidden]);
-            let state = storage(&ctx, &state_init);
-            let output = storage(&ctx, &vec![f32::NAN; rows * directions * size]);
             let layer = StepLayerParams {
                 seq_len: seq_len as u32,
                 batch: batch as u32,
@@ -311,71 +310,78 @@ fn gated_step_matches_cpu_twins() {
                 _pad: [0; 3],
             };
             let kernels = &ctx.inner().kernels;
-            let group = kernels.step.bind_group(
-                &ctx,
-                StepBindings {
-                    layer: &uniform(&ctx, &layer),
-                    steps: &uniform(&ctx, &step),
-                    recurrent: &storage(&ctx, &recurrent),
-                    p: &storage(&ctx, &p),
-                    state: &state,
-                    output: &output,
-                },
-            );
-            let grid = StepGrid {
-                hidden: hidden as u32,
-                batch: batch as u32,
-                directions: directions as u32,
-                batch_tile: 1,
-            };
-            let projected = (size != hidden).then_some(size as u32);
-            run(&ctx, |pass| {
-                kernels
-                    .gated
-                    .encode_steps(pass, &group, 0..1, 0, grid, projected)
-            });
-            let got_state = read(&ctx, &state);
-            let got_output = read(&ctx, &output);
-            for d in 0..directions {
-                let t = if d == 0 { 0 } else { seq_len - 1 };
-                let p_t: Vec<f32> = (0..batch)
-                    .flat_map(|n| {
-                        let row = (t * batch + n) * directions * g_h + d * g_h;
-                        p[row..row + g_h].to_vec()
-                    })
-                    .collect();
-                let h_d = &h[d * h_unit..(d + 1) * h_unit];
-                let valid = |n: usize| t < lengths[n] as usize;
-                let (want_h, want_c) = match case {
-                    GatedCase::Lstm { .. } => {
-                        let c_d = &c[d * c_unit..(d + 1) * c_unit];
-                        lstm_step(&p_t, h_d, c_d, &units[d], hidden, valid)
-                    }
-                    GatedCase::Gru => (gru_step(&p_t, h_d, &units[d], hidden, valid), vec![]),
-                };
-                let what = format!("{case:?} H={hidden} direction {d}");
-                let next_h = half + d * h_unit;
-                assert_close(&what, &got_state[next_h..next_h + h_unit], &want_h);
-                let next_c = half + directions * h_unit + d * c_unit;
-                assert_close(
-                    &format!("{what} c"),
-                    &got_state[next_c..next_c + c_unit],
-                    &want_c,
+            // Both forms: one unit an invocation, and four sequences an invocation where the
+            // sizes allow.
+            let fits = GatedStepKernel::blocks_fit(hidden as u32, size as u32);
+            for blocks in [false, fits] {
+                let state = storage(&ctx, &state_init);
+                let output = storage(&ctx, &vec![f32::NAN; rows * directions * size]);
+                let group = kernels.step.bind_group(
+                    &ctx,
+                    StepBindings {
+                        layer: &uniform(&ctx, &layer),
+                        steps: &uniform(&ctx, &step),
+                        recurrent: &storage(&ctx, &recurrent),
+                        p: &storage(&ctx, &p),
+                        state: &state,
+                        output: &output,
+                    },
                 );
-                for n in 0..batch {
-                    let at = t * layer.out_stride_t as usize
-                        + n * layer.out_stride_n as usize
-                        + d * size;
-                    let want_out = if valid(n) {
-                        want_h[n * size..(n + 1) * size].to_vec()
-                    } else {
-                        vec![0.0; size]
+                let grid = StepGrid {
+                    hidden: hidden as u32,
+                    batch: batch as u32,
+                    directions: directions as u32,
+                    batch_tile: 1,
+                };
+                let projected = (size != hidden).then_some(size as u32);
+                run(&ctx, |pass| {
+                    kernels
+                        .gated
+                        .encode_steps(pass, &group, 0..1, 0, grid, projected, blocks)
+                });
+                let got_state = read(&ctx, &state);
+                let got_output = read(&ctx, &output);
+                for d in 0..directions {
+                    let t = if d == 0 { 0 } else { seq_len - 1 };
+                    let p_t: Vec<f32> = (0..batch)
+                        .flat_map(|n| {
+                            let row = (t * batch + n) * directions * g_h + d * g_h;
+                            p[row..row + g_h].to_vec()
+                        })
+                        .collect();
+                    let h_d = &h[d * h_unit..(d + 1) * h_unit];
+                    let valid = |n: usize| t < lengths[n] as usize;
+                    let (want_h, want_c) = match case {
+                        GatedCase::Lstm { .. } => {
+                            let c_d = &c[d * c_unit..(d + 1) * c_unit];
+                            lstm_step(&p_t, h_d, c_d, &units[d], hidden, valid)
+                        }
+                        GatedCase::Gru => (gru_step(&p_t, h_d, &units[d], hidden, valid), vec![]),
                     };
+                    let what = format!("{case:?} H={hidden} blocks={blocks} direction {d}");
+                    let next_h = half + d * h_unit;
+                    assert_close(&what, &got_state[next_h..next_h + h_unit], &want_h);
+                    let next_c = half + directions * h_unit + d * c_unit;
                     assert_close(
-                        &format!("{what} output n={n}"),
-                        &got_output[at..at + size],
-                        &want_out,
+                        &format!("{what} c"),
+                        &got_state[next_c..next_c + c_unit],
+                        &want_c,
                     );
+                    for n in 0..batch {
+                        let at = t * layer.out_stride_t as usize
+                            + n * layer.out_stride_n as usize
+                            + d * size;
+                        let want_out = if valid(n) {
+                            want_h[n * size..(n + 1) * size].to_vec()
+                        } else {
+                            vec![0.0; size]
+                        };
+                        assert_close(
+                            &format!("{what} output n={n}"),
+                            &got_output[at..at + size],
+                            &want_out,
+                        );
+                    }
                 }
             }
         }

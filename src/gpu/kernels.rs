@@ -541,10 +541,12 @@ impl RecurrentStepKernel {
 }
 
 /// `gated_step.wgsl`: one fused LSTM or GRU timestep of one layer, both directions (entry
-/// `gates`), and for a projected LSTM the projection of h that follows it (entry `project`).
-/// Same bind group layout as [`RecurrentStepKernel`].
+/// `gates`), and for a projected LSTM the projection of h that follows it (entry `project`);
+/// `gated_block.wgsl`, the `gates` step for four sequences an invocation. Same bind group
+/// layout as [`RecurrentStepKernel`].
 pub(crate) struct GatedStepKernel {
     gates: wgpu::ComputePipeline,
+    block: wgpu::ComputePipeline,
     project: wgpu::ComputePipeline,
 }
 
@@ -556,12 +558,27 @@ impl GatedStepKernel {
         });
         GatedStepKernel {
             gates: entry_pipeline(device, counters, "gated_step", &module, "gates", layout),
+            block: compute_pipeline(
+                device,
+                counters,
+                "gated_block",
+                shaders::GATED_BLOCK,
+                layout,
+            ),
             project: entry_pipeline(device, counters, "lstm_project", &module, "project", layout),
         }
     }
 
-    /// Records steps `steps` of one layer (bind groups of [`RecurrentStepKernel`]); with
-    /// `projected`, each step's gates are followed by the projection of h.
+    /// Whether the block kernel can run a layer of `hidden` units and `state_size` features
+    /// of h: both multiples of four (its vec4 reads of W_hh and of what follows it).
+    pub fn blocks_fit(hidden: u32, state_size: u32) -> bool {
+        hidden % 4 == 0 && state_size % 4 == 0
+    }
+
+    /// Records steps `steps` of one layer (bind groups of [`RecurrentStepKernel`]), in blocks
+    /// when `blocks` (see [`blocks_fit`](Self::blocks_fit)); with `projected` (H_out), each
+    /// step's gates are followed by the projection of h.
+    #[allow(clippy::too_many_arguments)]
     pub fn encode_steps(
         &self,
         pass: &mut wgpu::ComputePass<'_>,
@@ -570,15 +587,17 @@ impl GatedStepKernel {
         step_stride: u32,
         grid: StepGrid,
         projected: Option<u32>,
+        blocks: bool,
     ) {
+        let (gates, rows) = if blocks {
+            (&self.block, grid.batch.div_ceil(4))
+        } else {
+            (&self.gates, grid.batch)
+        };
         for step in steps {
             pass.set_bind_group(0, group, &[step * step_stride]);
-            pass.set_pipeline(&self.gates);
-            pass.dispatch_workgroups(
-                grid.hidden.div_ceil(STEP_WORKGROUP),
-                grid.batch,
-                grid.directions,
-            );
+            pass.set_pipeline(gates);
+            pass.dispatch_workgroups(grid.hidden.div_ceil(STEP_WORKGROUP), rows, grid.directions);
             if let Some(state_size) = projected {
                 pass.set_pipeline(&self.project);
                 pass.dispatch_workgroups(

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Result, RnnError};
 use crate::gpu::architecture::{Architecture, Cell};
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernels::StepGrid;
+use crate::gpu::kernels::{GatedStepKernel, StepGrid};
 use crate::gpu::workspace::{Workspace, lengths_offset};
 
 /// Where a run's initial state (the h block (L·D, N, H_out), then an LSTM's c block
@@ -105,6 +105,7 @@ pub(crate) fn run(
             batch_tile: ws.persistent.as_ref().map_or(1, |p| p.batch_tile),
         };
         let projected = ws.projected.then_some(arch.state_size as u32);
+        let gated_blocks = GatedStepKernel::blocks_fit(grid.hidden, arch.state_size as u32);
         for layer in 0..arch.num_layers {
             kernels.projection.encode(
                 &mut pass,
@@ -129,6 +130,7 @@ pub(crate) fn run(
                     ws.step_stride,
                     grid,
                     projected,
+                    gated_blocks,
                 ),
                 None => kernels
                     .step

@@ -1,0 +1,207 @@
+// One LSTM or GRU timestep of one layer, both directions, in blocks: the same step as the
+// `gates` entry of gated_step.wgsl (same bindings, state layout, masking and formulas), with
+// each invocation computing one hidden unit for four sequences. It walks K four at a time:
+// every loaded vec4 of W_hh feeds four sequences and every four values of h the unit's G gate
+// rows (gated_step.wgsl loads two scalars per multiply-add). For H_out a multiple of four.
+//
+// LSTM: i, f, o = σ(P + W_hh·h), g = tanh(P + W_hh·h), c' = f∘c + i∘g, h' = o∘tanh(c')
+// (a projected LSTM's h' goes to the scratch for `project`, as in gated_step.wgsl).
+// GRU: r, z = σ(P + W_hh·h), n = tanh(P_n + r∘(W_hn·h + b_hn)), h' = (1 − z)∘n + z∘h.
+
+struct Layer {
+    seq_len: u32,
+    batch: u32,
+    hidden: u32,
+    directions: u32,
+    out_stride_t: u32,
+    out_stride_n: u32,
+    state_half: u32,
+    state_offset: u32,
+    activation: u32,
+    steps_per_dispatch: u32,
+    lengths_offset: u32,
+    _pad0: u32,
+    state_size: u32,
+    cell_offset: u32,
+    step_bias_offset: u32,
+    hr_offset: u32,
+    scratch_offset: u32,
+    cell: u32,              // 0: LSTM, 1: GRU
+    _pad1: u32,
+    _pad2: u32,
+}
+
+struct Step {
+    index: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> layer: Layer;
+@group(0) @binding(1) var<uniform> step: Step;
+// W_hh (D·G·H, H_out) as vec4s; then b_hn (GRU) or W_hr (projected LSTM), read as scalars
+// through `scalar`.
+@group(0) @binding(2) var<storage, read> recurrent: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> p: array<f32>;
+// The state halves, the lengths (u32 bits) and the scratch. Scalars, not vec4s: invocations
+// write single elements, and WGSL lets a write to one component of a vector touch all four.
+@group(0) @binding(4) var<storage, read_write> state: array<f32>;
+@group(0) @binding(5) var<storage, read_write> output: array<f32>;
+
+fn sigmoid(x: f32) -> f32 {
+    return 1.0 / (1.0 + exp(-x));
+}
+
+fn state_scalar(at: u32) -> f32 {
+    return state[at];
+}
+
+fn set_state(at: u32, value: f32) {
+    state[at] = value;
+}
+
+fn state4(at: u32) -> vec4<f32> {
+    return vec4<f32>(state[at], state[at + 1u], state[at + 2u], state[at + 3u]);
+}
+
+fn recurrent_scalar(at: u32) -> f32 {
+    return recurrent[at / 4u][at % 4u];
+}
+
+fn reduce(v: vec4<f32>) -> f32 {
+    return (v.x + v.y) + (v.z + v.w);
+}
+
+// Finishes unit j of sequence n from its gates' recurrent sums g (LSTM: i, f, g, o; GRU:
+// r, z, n in x, y, z).
+fn finish(n: u32, j: u32, t: u32, d: u32, prev: u32, next: u32, g: vec4<f32>) {
+    let hidden = layer.hidden;
+    let size = layer.state_size;
+    let lstm = layer.cell == 0u;
+    let gates = select(3u, 4u, lstm);
+    let sequence = d * layer.batch + n;
+    let p_row = (t * layer.batch + n) * layer.directions * gates * hidden + d * gates * hidden;
+    let live = t < bitcast<u32>(state_scalar(layer.lengths_offset + n));
+    let h_prev = prev + layer.state_offset + sequence * size;
+    let h_next = next + layer.state_offset + sequence * size;
+    let out_at = t * layer.out_stride_t + n * layer.out_stride_n + d * size + j;
+    if lstm {
+        let c_at = layer.cell_offset + sequence * hidden + j;
+        var c = state_scalar(prev + c_at);
+        var h = 0.0;
+        if live {
+            let i_gate = sigmoid(p[p_row + j] + g.x);
+            let f_gate = sigmoid(p[p_row + hidden + j] + g.y);
+            let g_gate = tanh(p[p_row + 2u * hidden + j] + g.z);
+            let o_gate = sigmoid(p[p_row + 3u * hidden + j] + g.w);
+            c = f_gate * c + i_gate * g_gate;
+            h = o_gate * tanh(c);
+        }
+        set_state(next + c_at, c);
+        if size != hidden {
+            set_state(layer.scratch_offset + sequence * hidden + j, h);
+            return;
+        }
+        let kept = select(state_scalar(h_prev + j), h, live);
+        set_state(h_next + j, kept);
+        output[out_at] = select(0.0, h, live);
+        return;
+    }
+    let old = state_scalar(h_prev + j);
+    var h = old;
+    if live {
+        let reset = sigmoid(p[p_row + j] + g.x);
+        let update = sigmoid(p[p_row + hidden + j] + g.y);
+        let b_hn = recurrent_scalar(layer.step_bias_offset + d * hidden + j);
+        let candidate = tanh(p[p_row + 2u * hidden + j] + reset * (g.z + b_hn));
+        h = (1.0 - update) * candidate + update * old;
+    }
+    set_state(h_next + j, h);
+    output[out_at] = select(0.0, h, live);
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let j = gid.x;
+    let n0 = gid.y * 4u;
+    let d = gid.z;
+    let hidden = layer.hidden;
+    let batch = layer.batch;
+    if j >= hidden || n0 >= batch || d >= layer.directions {
+        return;
+    }
+    let s = step.index;
+    let t = select(s, layer.seq_len - 1u - s, d == 1u);
+    let prev = (s & 1u) * layer.state_half;
+    let next = ((s + 1u) & 1u) * layer.state_half;
+    let lstm = layer.cell == 0u;
+    let gates = select(3u, 4u, lstm);
+    let row = layer.state_size / 4u; // vec4s per row of h and of W_hh
+    // Sequences past the batch read the last one's h; their sums are never stored.
+    let last = batch - 1u;
+    let size = layer.state_size;
+    let h_block = prev + layer.state_offset + d * batch * size;
+    let h0 = h_block + min(n0, last) * size;
+    let h1 = h_block + min(n0 + 1u, last) * size;
+    let h2 = h_block + min(n0 + 2u, last) * size;
+    let h3 = h_block + min(n0 + 3u, last) * size;
+    // Gate rows of unit j; a GRU's fourth row is its third again (its sums are unused).
+    let w0 = ((d * gates) * hidden + j) * row;
+    let w1 = w0 + hidden * row;
+    let w2 = w1 + hidden * row;
+    let w3 = select(w2, w2 + hidden * row, lstm);
+    // s{i}{g}: sequence n0 + i, gate g.
+    var s00 = vec4<f32>(0.0);
+    var s01 = vec4<f32>(0.0);
+    var s02 = vec4<f32>(0.0);
+    var s03 = vec4<f32>(0.0);
+    var s10 = vec4<f32>(0.0);
+    var s11 = vec4<f32>(0.0);
+    var s12 = vec4<f32>(0.0);
+    var s13 = vec4<f32>(0.0);
+    var s20 = vec4<f32>(0.0);
+    var s21 = vec4<f32>(0.0);
+    var s22 = vec4<f32>(0.0);
+    var s23 = vec4<f32>(0.0);
+    var s30 = vec4<f32>(0.0);
+    var s31 = vec4<f32>(0.0);
+    var s32 = vec4<f32>(0.0);
+    var s33 = vec4<f32>(0.0);
+    for (var k = 0u; k < row; k++) {
+        let wa = recurrent[w0 + k];
+        let wb = recurrent[w1 + k];
+        let wc = recurrent[w2 + k];
+        let wd = recurrent[w3 + k];
+        let ha = state4(h0 + 4u * k);
+        let hb = state4(h1 + 4u * k);
+        let hc = state4(h2 + 4u * k);
+        let hd = state4(h3 + 4u * k);
+        s00 = fma(wa, ha, s00);
+        s01 = fma(wb, ha, s01);
+        s02 = fma(wc, ha, s02);
+        s03 = fma(wd, ha, s03);
+        s10 = fma(wa, hb, s10);
+        s11 = fma(wb, hb, s11);
+        s12 = fma(wc, hb, s12);
+        s13 = fma(wd, hb, s13);
+        s20 = fma(wa, hc, s20);
+        s21 = fma(wb, hc, s21);
+        s22 = fma(wc, hc, s22);
+        s23 = fma(wd, hc, s23);
+        s30 = fma(wa, hd, s30);
+        s31 = fma(wb, hd, s31);
+        s32 = fma(wc, hd, s32);
+        s33 = fma(wd, hd, s33);
+    }
+    finish(n0, j, t, d, prev, next, vec4<f32>(reduce(s00), reduce(s01), reduce(s02), reduce(s03)));
+    if n0 + 1u < batch {
+        finish(n0 + 1u, j, t, d, prev, next, vec4<f32>(reduce(s10), reduce(s11), reduce(s12), reduce(s13)));
+    }
+    if n0 + 2u < batch {
+        finish(n0 + 2u, j, t, d, prev, next, vec4<f32>(reduce(s20), reduce(s21), reduce(s22), reduce(s23)));
+    }
+    if n0 + 3u < batch {
+        finish(n0 + 3u, j, t, d, prev, next, vec4<f32>(reduce(s30), reduce(s31), reduce(s32), reduce(s33)));
+    }
+}
