@@ -10,8 +10,8 @@ use wgpu_rnn::compare::compare;
 use wgpu_rnn::reference_case::ReferenceCase;
 use wgpu_rnn::{
     CpuGatedRnn, GateKind, GatedCellConfig, GatedConfig, GatedOutput, GatedRnn, GatedWeights,
-    GpuContext, GpuGatedRnn, GpuOptions, GruCell, LstmCell, Recurrence, RnnError, StreamOptions,
-    Tensor, testing,
+    GpuContext, GpuGatedRnn, GpuOptions, GruCell, Linear, LstmCell, Recurrence, RnnError,
+    StreamOptions, Tensor, testing,
 };
 
 const TOLERANCE: f64 = 1e-4;
@@ -550,5 +550,95 @@ fn gpu_cells_stepped_through_a_sequence_match_pytorch() {
         let next = cell.step(&frame(&input, t), h.as_ref()).unwrap();
         close(format!("GRUCell step {t}"), &next, &frame(&output, t));
         h = Some(next);
+    }
+}
+
+/// A Linear head on an LSTM runs on the GPU after the last layer: the same numbers as the
+/// head applied to the CPU model's output.
+#[test]
+fn a_linear_head_follows_the_last_layer() {
+    let Some(ctx) = testing::gpu("gated a_linear_head_follows_the_last_layer") else {
+        return;
+    };
+    let config = GatedConfig {
+        num_layers: 2,
+        bidirectional: true,
+        ..GatedConfig::lstm(3, 5)
+    };
+    let weights = GatedWeights::init(&config, 6).unwrap();
+    let head = Linear {
+        in_features: 10,
+        out_features: 2,
+        weight: values(7, 2 * 10),
+        bias: Some(values(8, 2)),
+    };
+    let gpu = GpuGatedRnn::new(&ctx, config.clone(), &weights)
+        .unwrap()
+        .with_head(&head)
+        .unwrap();
+    assert_eq!(gpu.output_features(), 2);
+    let input = Tensor::new(values(9, 4 * 3 * 3), &[4, 3, 3]).unwrap();
+    let got = gpu.forward(&input, None, None).unwrap();
+    let frames = CpuGatedRnn::new(config, weights)
+        .unwrap()
+        .forward(&input, None, None)
+        .unwrap()
+        .output;
+    let head = &head;
+    let want: Vec<f32> = frames
+        .data()
+        .chunks(10)
+        .flat_map(|frame| {
+            (0..2).map(move |o| {
+                let row = &head.weight[o * 10..(o + 1) * 10];
+                let dot: f32 = row.iter().zip(frame).map(|(w, x)| w * x).sum();
+                dot + head.bias.as_ref().unwrap()[o]
+            })
+        })
+        .collect();
+    assert_eq!(got.output.shape(), &[4, 3, 2]);
+    let c = compare(got.output.data(), &want, TOLERANCE);
+    assert!(c.passed(), "{c}");
+}
+
+/// NaN and ±Inf in the input and in h0/c0 propagate as on the CPU path (NaN where NaN, the
+/// same infinities), through both kernels: σ(±inf) = 1 or 0, tanh(±inf) = ±1.
+#[test]
+fn nan_and_inf_propagate_as_on_the_cpu() {
+    let Some(ctx) = testing::gpu("gated nan_and_inf_propagate_as_on_the_cpu") else {
+        return;
+    };
+    for (kind, recurrence) in [
+        (GateKind::Lstm, Recurrence::Auto),
+        (GateKind::Lstm, Recurrence::PerStep),
+        (GateKind::Gru, Recurrence::Auto),
+        (GateKind::Gru, Recurrence::PerStep),
+    ] {
+        let config = GatedConfig::with_defaults(kind, 2, 4);
+        let weights = GatedWeights::init(&config, 3).unwrap();
+        let cpu = CpuGatedRnn::new(config.clone(), weights.clone()).unwrap();
+        let options = GpuOptions::recurrence(recurrence);
+        let gpu = GpuGatedRnn::with_options(&ctx, config.clone(), &weights, options).unwrap();
+        // Sequence 0 sees +inf then a finite frame, sequence 1 NaN, sequence 2 −inf and a
+        // huge value; sequence 3 stays finite and must stay so.
+        let (inf, nan) = (f32::INFINITY, f32::NAN);
+        #[rustfmt::skip]
+        let input = Tensor::new(vec![
+            inf, 0.5,   nan, 0.1,   -inf, 1e30,   0.3, -0.2,
+            0.1, 0.2,   0.1, 0.2,   0.1, 0.2,     0.1, 0.2,
+        ], &[2, 4, 2]).unwrap();
+        // h0: +inf in sequence 0; c0: −inf in sequence 2.
+        let mut h0 = vec![0.1; 16];
+        h0[1] = inf;
+        let mut c0 = vec![0.2; 16];
+        c0[2 * 4] = -inf;
+        let h0 = Tensor::new(h0, &[1, 4, 4]).unwrap();
+        let c0 = Tensor::new(c0, &[1, 4, 4]).unwrap();
+        let c0 = (kind == GateKind::Lstm).then_some(&c0);
+        let want = cpu.forward(&input, Some(&h0), c0).unwrap();
+        let got = gpu.forward(&input, Some(&h0), c0).unwrap();
+        check_same(&got, &want).unwrap_or_else(|e| panic!("{kind:?} {recurrence:?}: {e}"));
+        let last = &got.output.data()[(4 + 3) * 4..];
+        assert!(last.iter().all(|v| v.is_finite()), "{kind:?}: {last:?}");
     }
 }
