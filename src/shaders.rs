@@ -9,6 +9,9 @@ pub(crate) const RECURRENT_STEP: &str = include_str!("../shaders/recurrent_step.
 /// `shaders/recurrent_block.wgsl`: the same timestep in 4 × 4 blocks, for H a multiple of 4.
 pub(crate) const RECURRENT_BLOCK: &str = include_str!("../shaders/recurrent_block.wgsl");
 
+/// `shaders/wavefront_block.wgsl`: every layer of a stacked RNN advancing in one dispatch.
+pub(crate) const WAVEFRONT_BLOCK: &str = include_str!("../shaders/wavefront_block.wgsl");
+
 /// `shaders/gated_block.wgsl`: the gated timestep for four sequences an invocation.
 pub(crate) const GATED_BLOCK: &str = include_str!("../shaders/gated_block.wgsl");
 
@@ -37,6 +40,7 @@ pub(crate) fn all_sources() -> Vec<(String, String)> {
         ("input_projection".into(), INPUT_PROJECTION.into()),
         ("recurrent_step".into(), RECURRENT_STEP.into()),
         ("recurrent_block".into(), RECURRENT_BLOCK.into()),
+        ("wavefront_block".into(), WAVEFRONT_BLOCK.into()),
         ("gated_step".into(), GATED_STEP.into()),
         ("gated_block".into(), GATED_BLOCK.into()),
     ];

@@ -4,8 +4,8 @@
 use proptest::prelude::*;
 use wgpu_rnn::compare::compare;
 use wgpu_rnn::{
-    CpuRnn, GpuContext, GpuOptions, GpuRnn, Nonlinearity, Recurrence, Rnn, RnnConfig, RnnWeights,
-    Tensor, testing,
+    CpuRnn, GpuContext, GpuOptions, GpuRnn, Linear, Nonlinearity, Recurrence, Rnn, RnnConfig,
+    RnnWeights, Tensor, testing,
 };
 
 const TOLERANCE: f64 = 1e-4;
@@ -249,5 +249,85 @@ fn workspaces_are_reused_without_stale_state() {
             output.passed() && h_n.passed(),
             "call {i} (T={t}, N={n}, h0={with_h0}): output {output}; h_n {h_n}"
         );
+    }
+}
+
+/// Stacked unidirectional models on the per-step path run as a wavefront where it pays (every
+/// layer advancing in one dispatch per wave, N ≥ 4 and small steps): against the CPU with
+/// lengths, h0, batch-first input, ReLU, no bias, and with a Linear head reading the last
+/// layer's output.
+#[test]
+fn wavefront_matches_cpu() {
+    let Some(ctx) = testing::gpu("wavefront_matches_cpu") else {
+        return;
+    };
+    let cases = [
+        RnnConfig {
+            num_layers: 3,
+            batch_first: true,
+            ..RnnConfig::new(5, 64)
+        },
+        RnnConfig {
+            num_layers: 2,
+            nonlinearity: Nonlinearity::Relu,
+            bias: false,
+            ..RnnConfig::new(3, 16)
+        },
+    ];
+    for (k, config) in cases.into_iter().enumerate() {
+        let (steps, batch) = (9, 5);
+        let weights = RnnWeights::init(&config, 40 + k as u64).unwrap();
+        let cpu = CpuRnn::new(config.clone(), weights.clone()).unwrap();
+        let options = GpuOptions::recurrence(Recurrence::PerStep);
+        let gpu = GpuRnn::with_options(&ctx, config.clone(), &weights, options).unwrap();
+        let shape = if config.batch_first {
+            [batch, steps, config.input_size]
+        } else {
+            [steps, batch, config.input_size]
+        };
+        let input = Tensor::new(values(7, shape.iter().product()), &shape).unwrap();
+        let (l, h) = (config.num_layers, config.hidden_size);
+        let h0 = Tensor::new(values(8, l * batch * h), &[l, batch, h]).unwrap();
+        let lengths = [9, 1, 4, 9, 6];
+        let want = cpu
+            .forward_with_lengths(&input, &lengths, Some(&h0))
+            .unwrap();
+        let got = gpu
+            .forward_with_lengths(&input, &lengths, Some(&h0))
+            .unwrap();
+        let output = compare(got.output.data(), want.output.data(), TOLERANCE);
+        let h_n = compare(got.h_n.data(), want.h_n.data(), TOLERANCE);
+        assert!(
+            output.passed() && h_n.passed(),
+            "{config:?}: {output}; {h_n}"
+        );
+
+        // The same model with a head: the last layer writes sequence-first for the head.
+        let head = Linear {
+            in_features: h,
+            out_features: 2,
+            weight: values(9, 2 * h),
+            bias: Some(vec![0.5, -0.5]),
+        };
+        let headed = GpuRnn::with_options(&ctx, config.clone(), &weights, options)
+            .unwrap()
+            .with_head(&head)
+            .unwrap();
+        let got = headed.forward(&input, None).unwrap();
+        let frames = cpu.forward(&input, None).unwrap().output;
+        let want: Vec<f32> = frames
+            .data()
+            .chunks(h)
+            .flat_map(|frame| {
+                let head = &head;
+                (0..2).map(move |o| {
+                    let row = &head.weight[o * h..(o + 1) * h];
+                    let dot: f32 = row.iter().zip(frame).map(|(w, x)| w * x).sum();
+                    dot + head.bias.as_ref().unwrap()[o]
+                })
+            })
+            .collect();
+        let c = compare(got.output.data(), &want, TOLERANCE);
+        assert!(c.passed(), "{config:?} with a head: {c}");
     }
 }

@@ -98,7 +98,9 @@ pub(crate) struct StepLayerParams {
     pub scratch_offset: u32,
     /// 0: LSTM, 1: GRU (gated kernels only).
     pub cell: u32,
-    pub _pad2: [u32; 2],
+    /// Layers of a wavefront (`wavefront_block.wgsl` only).
+    pub layers: u32,
+    pub _pad2: u32,
 }
 
 /// `Step` of `recurrent_step.wgsl`: the step index, read through a dynamic offset.
@@ -369,6 +371,8 @@ pub(crate) struct RecurrentStepKernel {
     pub(crate) layout: wgpu::BindGroupLayout,
     pipeline: wgpu::ComputePipeline,
     block: wgpu::ComputePipeline,
+    /// `wavefront_block.wgsl`: every layer of a stacked unidirectional RNN in one dispatch.
+    wavefront: wgpu::ComputePipeline,
 }
 
 /// Invocations per workgroup along the hidden units.
@@ -419,10 +423,18 @@ impl RecurrentStepKernel {
             shaders::RECURRENT_BLOCK,
             &layout,
         );
+        let wavefront = compute_pipeline(
+            device,
+            counters,
+            "wavefront_block",
+            shaders::WAVEFRONT_BLOCK,
+            &layout,
+        );
         RecurrentStepKernel {
             layout,
             pipeline,
             block,
+            wavefront,
         }
     }
 
@@ -536,6 +548,28 @@ impl RecurrentStepKernel {
         for step in steps {
             pass.set_bind_group(0, group, &[step * step_stride]);
             pass.dispatch_workgroups(workgroups.0, workgroups.1, grid.directions);
+        }
+    }
+}
+
+impl RecurrentStepKernel {
+    /// Records waves `waves` of a stacked unidirectional RNN of `layers` layers: wave w runs
+    /// step w − k of every layer k (the bind group of `wavefront_block.wgsl`).
+    pub fn encode_waves(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        group: &wgpu::BindGroup,
+        waves: std::ops::Range<u32>,
+        step_stride: u32,
+        grid: StepGrid,
+        layers: u32,
+    ) {
+        pass.set_pipeline(&self.wavefront);
+        let x = grid.hidden.div_ceil(4 * BLOCK_WORKGROUP);
+        let y = grid.batch.div_ceil(4 * BLOCK_WORKGROUP);
+        for wave in waves {
+            pass.set_bind_group(0, group, &[wave * step_stride]);
+            pass.dispatch_workgroups(x, y, layers);
         }
     }
 }

@@ -106,35 +106,55 @@ pub(crate) fn run(
         };
         let projected = ws.projected.then_some(arch.state_size as u32);
         let gated_blocks = GatedStepKernel::blocks_fit(grid.hidden, arch.state_size as u32);
-        for layer in 0..arch.num_layers {
-            kernels.projection.encode(
+        if let Some(waves) = &ws.wave_group {
+            // Layer 0's projection, then every layer advancing together.
+            kernels
+                .projection
+                .encode(&mut pass, &ws.projection_groups[0], &ws.projections[0]);
+            let count = (ws.seq_len + arch.num_layers - 1) as u32;
+            kernels.step.encode_waves(
                 &mut pass,
-                &ws.projection_groups[layer],
-                &ws.projections[layer],
+                waves,
+                0..count,
+                ws.step_stride,
+                grid,
+                arch.num_layers as u32,
             );
-            let (group, steps) = (&ws.step_groups[layer], 0..ws.seq_len as u32);
-            match &ws.persistent {
-                Some(persistent) => kernels.step.encode_persistent(
+        } else {
+            for layer in 0..arch.num_layers {
+                kernels.projection.encode(
                     &mut pass,
-                    &persistent.pipeline,
-                    group,
-                    steps,
-                    persistent.steps_per_dispatch,
-                    ws.step_stride,
-                    grid,
-                ),
-                None if matches!(ws.cell, Cell::Lstm | Cell::Gru) => kernels.gated.encode_steps(
-                    &mut pass,
-                    group,
-                    steps,
-                    ws.step_stride,
-                    grid,
-                    projected,
-                    gated_blocks,
-                ),
-                None => kernels
-                    .step
-                    .encode_steps(&mut pass, group, steps, ws.step_stride, grid),
+                    &ws.projection_groups[layer],
+                    &ws.projections[layer],
+                );
+                let (group, steps) = (&ws.step_groups[layer], 0..ws.seq_len as u32);
+                match &ws.persistent {
+                    Some(persistent) => kernels.step.encode_persistent(
+                        &mut pass,
+                        &persistent.pipeline,
+                        group,
+                        steps,
+                        persistent.steps_per_dispatch,
+                        ws.step_stride,
+                        grid,
+                    ),
+                    None if matches!(ws.cell, Cell::Lstm | Cell::Gru) => {
+                        kernels.gated.encode_steps(
+                            &mut pass,
+                            group,
+                            steps,
+                            ws.step_stride,
+                            grid,
+                            projected,
+                            gated_blocks,
+                        )
+                    }
+                    None => {
+                        kernels
+                            .step
+                            .encode_steps(&mut pass, group, steps, ws.step_stride, grid)
+                    }
+                }
             }
         }
         if let Some(head) = &ws.head {
@@ -144,10 +164,15 @@ pub(crate) fn run(
         }
     }
     let output_bytes = (ws.output_len * 4) as u64;
-    // The per-step kernel leaves the state in half T % 2; the persistent one in place.
+    // The per-step kernels leave the state in half T % 2 (a wavefront in half
+    // (T + L − 1) % 2); the persistent ones in place.
+    let dispatches = match ws.wave_group {
+        Some(_) => ws.seq_len + arch.num_layers - 1,
+        None => ws.seq_len,
+    };
     let final_half = match ws.persistent {
         Some(_) => 0,
-        None => (ws.seq_len % 2) as u64 * state_bytes,
+        None => (dispatches % 2) as u64 * state_bytes,
     };
     let result = ws.head.as_ref().map_or(&ws.output, |head| &head.output);
     encoder.copy_buffer_to_buffer(result, 0, &ws.readback, 0, output_bytes);

@@ -40,6 +40,9 @@ pub(crate) struct Workspace {
     /// The persistent kernel, when the model runs one (its groups are `step_groups`); else
     /// the per-step kernels.
     pub persistent: Option<PersistentKernel>,
+    /// The wavefront's bind group, when every layer advances in one dispatch per wave (then
+    /// `step_groups` are unused beyond layer 0's projection).
+    pub wave_group: Option<wgpu::BindGroup>,
     /// The head's projection, when the model has a head.
     pub head: Option<HeadPass>,
     /// Byte distance between consecutive step uniforms (the device's dynamic offset alignment).
@@ -186,6 +189,7 @@ impl Workspace {
         layers: &[LayerBuffers],
         head: Option<&HeadBuffers>,
         persistent: Option<PersistentKernel>,
+        wavefront: Option<&wgpu::Buffer>,
         shape: &ForwardShape,
     ) -> Self {
         let device = ctx.device();
@@ -242,8 +246,10 @@ impl Workspace {
         );
 
         let step_stride = ctx.limits().min_uniform_buffer_offset_alignment.max(16);
-        let mut step_bytes = vec![0u8; t * step_stride as usize];
-        for s in 0..t {
+        // One uniform per step, or per wave: T + L − 1 of them.
+        let steps_count = t + if wavefront.is_some() { l - 1 } else { 0 };
+        let mut step_bytes = vec![0u8; steps_count * step_stride as usize];
+        for s in 0..steps_count {
             let index = StepIndex {
                 index: s as u32,
                 _pad: [0; 3],
@@ -320,7 +326,8 @@ impl Workspace {
                     Cell::Gru => 1,
                     _ => 0,
                 },
-                _pad2: [0; 2],
+                layers: 0,
+                _pad2: 0,
             };
             projection_params.push(projection);
             let projection_uniform = uniform("projection params", bytemuck::bytes_of(&projection));
@@ -347,6 +354,39 @@ impl Workspace {
                 },
             ));
         }
+        // The wavefront: one bind group for every layer, reading layer 0's projection and
+        // writing the last layer's output in the layout the result needs.
+        let wave_group = wavefront.map(|weights| {
+            let out_strides = if head.is_none() { *shape } else { seq_first }.frame_strides(h);
+            let params = StepLayerParams {
+                seq_len: t as u32,
+                batch: n as u32,
+                hidden: h as u32,
+                directions: 1,
+                out_stride_t: out_strides.t as u32,
+                out_stride_n: out_strides.n as u32,
+                state_half: state_len as u32,
+                activation: match arch.cell {
+                    Cell::Rnn(Nonlinearity::Relu) => 1,
+                    _ => 0,
+                },
+                lengths_offset: (2 * state_len) as u32,
+                state_size: h as u32,
+                layers: l as u32,
+                ..bytemuck::Zeroable::zeroed()
+            };
+            kernels.step.bind_group(
+                ctx,
+                StepBindings {
+                    layer: &uniform("wave params", bytemuck::bytes_of(&params)),
+                    steps: &steps,
+                    recurrent: weights,
+                    p: &projections,
+                    state: &state,
+                    output: &output,
+                },
+            )
+        });
         // The head: one more projection, from the last layer's output to the caller's layout.
         let head = head.map(|head| {
             let strides = shape.frame_strides(head.out_features);
@@ -393,6 +433,7 @@ impl Workspace {
             projections: projection_params,
             step_groups,
             persistent,
+            wave_group,
             head,
             step_stride,
             output_len,
