@@ -8,6 +8,13 @@ use crate::shaders;
 /// Rows of P one workgroup of the subgroup projection computes. Measured on lavapipe at
 /// 4096×256·256×256 (`scaling --gemm`, best of three): 64 rows 22 GFLOP/s (the accumulators
 /// spill), 32 rows 36, 16 rows 31.
+///
+/// The 64-row slowdown comes from the FMA order below (each k of a vec4 over every row), which
+/// touches each accumulator four times per iteration, far apart; ordering the FMAs row by row
+/// brings 64 rows back to the speed of 32, but no faster (re-measured with 96 and 128 rows,
+/// 8 columns per lane and 8 k per iteration: all within noise of 32 rows). What bounds it is
+/// the loads: Mesa 22.3 runs every storage load lane by lane with a branch per component, and
+/// with the X and W loads replaced by constants the same kernel runs ~85 GFLOP/s instead of ~35.
 const TILE_ROWS: usize = 32;
 
 /// The subgroup projection for workgroups of exactly `lanes` lanes (one subgroup).
