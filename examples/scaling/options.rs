@@ -31,7 +31,8 @@ FLAGS:
     --torch PYTHON        also time PyTorch's CPU forward of the same model at every point,
                           right after ours, by running benches/baselines/time_torch.py with
                           this interpreter (which needs torch; onnxruntime and onnx too for
-                          the ort column): 2 threads, eval, no_grad, float32, zero state.
+                          the ort column): --torch-threads threads, eval, no_grad, float32,
+                          zero state.
                           Adds the columns torch/gpu and ort/gpu (their time over ours: above
                           1 means the GPU path is faster). Without it, the torch and ort
                           columns come from the CSVs in benches/baselines/ (nn.RNN only,
@@ -51,8 +52,9 @@ includes the upload, the GPU work and the readback.
 What is timed: rnn: GpuRnn (the persistent recurrence kernel, one dispatch for the whole
 sequence, for H <= 256; one dispatch per step above) and CpuRnn. lstm, gru: GpuGatedRnn
 (one projection GEMM, then one fused gate kernel per timestep: no persistent kernel yet, so
-about 50 µs per step on lavapipe whatever H) and CpuGatedRnn. --quick with lstm or gru also
-stops at T=1024 and leaves out H=1024 unless --configs names it.
+50-75 µs per step on lavapipe at H=64, 9-14 ms at H=256 N=16) and CpuGatedRnn. --quick with
+lstm or gru leaves out 1024x64 (64 times the work per step of 256x16) unless --configs names
+it.
 The GPU adapter follows WGPU_BACKEND and WGPU_ADAPTER_NAME.";
 
 /// What the user asked for.
