@@ -2,11 +2,22 @@
 //! reference machine (see `benches/baselines/`), built into the program so that the report can
 //! put them next to the GPU's numbers on any machine.
 
+use crate::shape::Cell;
+
 /// Where and how the baselines were measured, printed with them.
 pub const PROVENANCE: &str = "\
 torch / ort: PyTorch 2.15 and onnxruntime 1.32 nn.RNN on the CPU, 2 threads, from
 benches/baselines/: measured in an earlier run on a 2-vCPU AMD EPYC (Zen 4) KVM machine of
 the type this crate is developed on, not by this program (and not on your machine).";
+
+/// Printed instead of [`PROVENANCE`] for the cells the stored files have no rows for.
+pub fn missing(cell: Cell) -> String {
+    format!(
+        "torch / ort: benches/baselines/ holds nn.RNN timings only, none for {}: \
+         --torch PYTHON times PyTorch in this run.",
+        cell.torch_name()
+    )
+}
 
 const TORCH_CSV: &str = include_str!("../../benches/baselines/torch_cpu_rnn.csv");
 const ORT_CSV: &str = include_str!("../../benches/baselines/onnxruntime_cpu_rnn.csv");
@@ -46,13 +57,18 @@ impl Baselines {
         }
     }
 
+    /// The stored times of one point; none for LSTM and GRU (the files are nn.RNN's).
     pub fn lookup(
         &self,
+        cell: Cell,
         hidden: usize,
         input: usize,
         batch: usize,
         seq_len: usize,
     ) -> BaselineTimes {
+        if cell != Cell::Rnn {
+            return BaselineTimes::default();
+        }
         let find = |rows: &[Row]| {
             rows.iter()
                 .find(|r| {
@@ -107,14 +123,19 @@ mod tests {
 
     #[test]
     fn finds_two_thread_rows() {
-        let times = Baselines::load().lookup(256, 256, 16, 1024);
+        let times = Baselines::load().lookup(Cell::Rnn, 256, 256, 16, 1024);
         assert_eq!(times.torch_ms, Some(56.9866));
         assert_eq!(times.ort_ms, Some(93.8926));
         assert!(
             Baselines::load()
-                .lookup(256, 256, 16, 4096)
+                .lookup(Cell::Rnn, 256, 256, 16, 4096)
                 .torch_ms
                 .is_none()
         );
+        // The stored rows are nn.RNN's: an LSTM or GRU of the same sizes has none.
+        for cell in [Cell::Lstm, Cell::Gru] {
+            let times = Baselines::load().lookup(cell, 256, 256, 16, 1024);
+            assert_eq!((times.torch_ms, times.ort_ms), (None, None));
+        }
     }
 }

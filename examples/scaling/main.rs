@@ -1,8 +1,9 @@
-//! The sequence-length scaling report: how the time of an `nn.RNN` forward grows with the
-//! sequence length T on your GPU, next to the CPU reference path and to PyTorch and
-//! onnxruntime CPU baselines.
+//! The sequence-length scaling report: how the time of an `nn.RNN`, `nn.LSTM` or `nn.GRU`
+//! forward (`--cell`) grows with the sequence length T on your GPU, next to the CPU reference
+//! path and to PyTorch and onnxruntime CPU baselines: stored ones, or (`--torch PYTHON`)
+//! timed in the same run.
 //!
-//!     cargo run --release --example scaling -- [--quick] [--configs 64x1,256x16] [...]
+//!     cargo run --release --example scaling -- [--quick] [--cell lstm] [--torch PYTHON] [...]
 //!
 //! For each configuration (hidden size H = input size, batch N) and each T it prints a row:
 //! median wall time over several forwards after a warm-up, µs per step, GFLOP/s, the GPU's own
@@ -15,30 +16,34 @@
 mod baselines;
 mod fit;
 mod measure;
+mod model;
 mod options;
 mod progress;
 mod shape;
 mod svg;
 mod table;
+mod torch;
 
 use std::cell::OnceCell;
 use std::path::Path as FilePath;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use wgpu_rnn::{CpuRnn, GpuContext, GpuRnn, RnnWeights};
+use wgpu_rnn::GpuContext;
 
 use baselines::Baselines;
 use measure::{Path, Predictor, Sampling, Timing};
+use model::{CpuModel, GpuModel};
 use options::{Command, Options};
 use progress::Progress;
-use shape::Shape;
+use shape::{Cell, Shape};
 use table::{FitRow, Row};
+use torch::TorchTimer;
 
 type Error = Box<dyn std::error::Error>;
 
-/// The seed of every model's weights (PyTorch's initialisation, U(−1/√H, 1/√H)).
-const SEED: u64 = 7;
+/// onnxruntime's output may differ from PyTorch's by rounding only; more is noted.
+const ORT_TOLERANCE: f64 = 1e-4;
 
 /// Long forwards on software adapters run for minutes; the library's default is 2 minutes.
 const GPU_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -122,43 +127,100 @@ fn run_gemm() -> Result<(), Error> {
 fn run_report(options: &Options) -> Result<(), Error> {
     let started = Instant::now();
     let ctx = open_gpu()?;
+    let torch = match &options.torch {
+        Some(python) => Some(start_torch(python, options.torch_threads)?),
+        None => None,
+    };
     println!(
-        "nn.RNN(H, H), 1 layer, tanh, unidirectional; input (T, N, H); {}\n",
+        "{}; input (T, N, H); {}\n",
+        model_description(options.cell),
         if options.quick {
             "--quick: one warm-up forward, then the median of 3 to 20"
         } else {
             "each point: one warm-up forward, then the median of 3 to 50"
         }
     );
-    println!("{}\n", table::LEGEND);
-    let mut session = Session::new(ctx.clone(), options);
-    println!("{}", table::header());
+    println!("{}", table::LEGEND);
+    if torch.is_some() {
+        println!("{}", table::LIVE_LEGEND);
+    }
+    println!();
+    let provenance = match &torch {
+        Some(torch) => live_provenance(options, torch),
+        None if options.cell == Cell::Rnn => baselines::PROVENANCE.to_string(),
+        None => baselines::missing(options.cell),
+    };
+    let mut session = Session::new(ctx.clone(), options, torch);
+    println!("{}", table::header(session.live()));
     let mut rows = Vec::new();
     for &shape in &options.configs {
         rows.extend(session.measure_config(shape)?);
     }
     session.progress.clear();
     println!();
+    if let Some(diff) = session.ort_diff {
+        session.notes.push(format!(
+            "onnxruntime's outputs match PyTorch's to {diff:.1e} (largest difference)"
+        ));
+    }
     for note in &session.notes {
         println!("note: {note}");
     }
-    println!("{}\n", baselines::PROVENANCE);
+    println!("{provenance}\n");
 
     let fits = fit_all(&options.configs, &rows);
     println!("Least-squares fit per configuration and path: time = overhead + T × (µs/step)");
     println!("(ordinary least squares, so the longest sequences dominate: an overhead below");
     println!("zero only means the fixed cost is smaller than the noise of the longest runs)");
     println!("{}", table::format_fits(&fits));
-    write_outputs(&options.out_dir, &ctx, &rows, &fits)?;
+    let live = session.live();
+    drop(session); // ends the PyTorch process before the files are written
+    write_outputs(options, &ctx, &rows, &fits, live)?;
     println!("total time {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// `nn.RNN(H, H), 1 layer, tanh, unidirectional`, and the same for the other cells.
+fn model_description(cell: Cell) -> String {
+    let tanh = if cell == Cell::Rnn { ", tanh" } else { "" };
+    format!("{}(H, H), 1 layer{tanh}, unidirectional", cell.torch_name())
+}
+
+fn start_torch(python: &str, threads: usize) -> Result<TorchTimer, Error> {
+    println!("starting PyTorch ({python} -c benches/baselines/time_torch.py) ...");
+    let torch = TorchTimer::start(python, threads)?;
+    let versions = &torch.versions;
+    println!(
+        "torch {} | onnxruntime {} | {} threads",
+        versions.torch,
+        versions.ort.as_deref().unwrap_or("not installed there"),
+        versions.threads
+    );
+    Ok(torch)
+}
+
+fn live_provenance(options: &Options, torch: &TorchTimer) -> String {
+    let versions = &torch.versions;
+    let ort = match &versions.ort {
+        Some(version) => format!(" and onnxruntime {version}"),
+        None => String::new(),
+    };
+    format!(
+        "torch / ort: PyTorch {}{ort} {} on the CPU, {} threads (eval, no_grad, float32,\n\
+         zero state), timed in this run by benches/baselines/time_torch.py under {}, right\n\
+         after the GPU and CPU paths at each point, with the same warm-up and number of runs.",
+        versions.torch,
+        options.cell.torch_name(),
+        versions.threads,
+        options.torch.as_deref().unwrap_or_default()
+    )
 }
 
 /// One configuration's models; `cpu` is `None` with `--gpu-only`, `gpu` when the adapter
 /// could not take the model.
 struct Models {
-    gpu: Option<GpuRnn>,
-    cpu: Option<CpuRnn>,
+    gpu: Option<GpuModel>,
+    cpu: Option<CpuModel>,
 }
 
 /// What the measurements of one report share.
@@ -174,11 +236,15 @@ struct Session<'a> {
     chunked: Vec<Shape>,
     progress: Progress,
     notes: Vec<String>,
+    /// `--torch`: the PyTorch process.
+    torch: Option<TorchTimer>,
+    /// The largest difference between onnxruntime's and PyTorch's outputs so far.
+    ort_diff: Option<f64>,
 }
 
 impl<'a> Session<'a> {
-    fn new(ctx: GpuContext, options: &'a Options) -> Self {
-        let paths = if options.gpu_only { 1 } else { 2 };
+    fn new(ctx: GpuContext, options: &'a Options, torch: Option<TorchTimer>) -> Self {
+        let paths = if options.gpu_only { 1 } else { 2 } + usize::from(torch.is_some());
         Session {
             ctx,
             options,
@@ -189,7 +255,14 @@ impl<'a> Session<'a> {
             chunked: Vec::new(),
             progress: Progress::new(options.configs.len() * options.lengths.len() * paths),
             notes: Vec::new(),
+            torch,
+            ort_diff: None,
         }
+    }
+
+    /// Whether the torch and ort columns are this run's (`--torch`).
+    fn live(&self) -> bool {
+        self.torch.is_some()
     }
 
     /// Every length of one configuration, each row printed as soon as it is measured.
@@ -200,7 +273,7 @@ impl<'a> Session<'a> {
         for &seq_len in &options.lengths {
             let row = self.measure_length(shape, seq_len, &models);
             self.progress.clear();
-            println!("{}", table::format_row(&row));
+            println!("{}", table::format_row(&row, self.live()));
             rows.push(row);
         }
         Ok(rows)
@@ -209,18 +282,13 @@ impl<'a> Session<'a> {
     /// The configuration's models, from the same weights. A GPU model the adapter cannot hold
     /// becomes a note; the CPU path still runs.
     fn models(&mut self, shape: Shape) -> Result<Models, Error> {
-        let config = shape.config();
-        let weights = RnnWeights::init(&config, SEED)?;
-        let gpu = GpuRnn::new(&self.ctx, config.clone(), &weights)
+        let (gpu, cpu) = model::build(&self.ctx, shape, self.options.gpu_only)?;
+        let gpu = gpu
             .map_err(|error| {
                 self.notes
                     .push(format!("{}: no GPU model: {error}", shape.label()))
             })
             .ok();
-        let cpu = match self.options.gpu_only {
-            true => None,
-            false => Some(CpuRnn::new(config, weights)?),
-        };
         Ok(Models { gpu, cpu })
     }
 
@@ -241,14 +309,57 @@ impl<'a> Session<'a> {
                 measure::time_cpu(model, input(), sampling)
             })
         });
+        let (torch, ort) = self.measure_torch(shape, seq_len);
         Row {
             shape,
             seq_len,
             gpu,
             cpu,
-            baseline: self
-                .baselines
-                .lookup(shape.hidden, shape.input(), shape.batch, seq_len),
+            torch,
+            ort,
+            baseline: self.baselines.lookup(
+                shape.cell,
+                shape.hidden,
+                shape.input(),
+                shape.batch,
+                seq_len,
+            ),
+        }
+    }
+
+    /// With `--torch`: PyTorch's and onnxruntime's times of the same point, unless PyTorch is
+    /// predicted to exceed `--gpu-budget` or its process has failed.
+    fn measure_torch(&mut self, shape: Shape, seq_len: usize) -> (Option<Timing>, Option<Timing>) {
+        if !self.torch.as_ref().is_some_and(TorchTimer::is_alive) {
+            return (None, None);
+        }
+        if self.over_budget(Path::Torch, shape, seq_len) {
+            self.progress.advance();
+            return (None, None);
+        }
+        let what = format!("{} T={seq_len} torch", shape.label());
+        self.progress.working_on(&what);
+        let torch = self.torch.as_mut().expect("checked above");
+        let result = torch.measure(shape, seq_len, self.sampling);
+        self.progress.advance();
+        match result {
+            Ok(measured) => {
+                self.predictor
+                    .record(Path::Torch, shape, seq_len, &measured.torch);
+                if let Some(diff) = measured.ort_diff {
+                    self.ort_diff = Some(self.ort_diff.map_or(diff, |d| d.max(diff)));
+                    if diff > ORT_TOLERANCE {
+                        self.notes.push(format!(
+                            "{what}: onnxruntime's output differs from PyTorch's by {diff:.1e}"
+                        ));
+                    }
+                }
+                (Some(measured.torch), measured.ort)
+            }
+            Err(error) => {
+                self.notes.push(format!("{what}: failed: {error}"));
+                (None, None)
+            }
         }
     }
 
@@ -288,7 +399,7 @@ impl<'a> Session<'a> {
             return true;
         }
         let (budget, flag) = match path {
-            Path::Gpu => (self.options.gpu_budget, "--gpu-budget"),
+            Path::Gpu | Path::Torch | Path::Ort => (self.options.gpu_budget, "--gpu-budget"),
             Path::Cpu => (self.options.cpu_budget, "--cpu-budget"),
         };
         let predicted = self.predictor.predict(path, shape, seq_len);
@@ -308,7 +419,7 @@ impl<'a> Session<'a> {
 
     /// Notes, once per configuration, from which measured length on a forward runs in time
     /// chunks (the adapter's buffer limits): one submission and readback per chunk.
-    fn note_time_chunks(&mut self, model: &GpuRnn, shape: Shape, seq_len: usize) {
+    fn note_time_chunks(&mut self, model: &GpuModel, shape: Shape, seq_len: usize) {
         if self.chunked.contains(&shape) {
             return;
         }
@@ -328,7 +439,7 @@ impl<'a> Session<'a> {
 fn fit_all(configs: &[Shape], rows: &[Row]) -> Vec<FitRow> {
     let mut fits = Vec::new();
     for &shape in configs {
-        for path in [Path::Gpu, Path::Cpu] {
+        for path in Path::ALL {
             let points: Vec<(f64, f64)> = rows
                 .iter()
                 .filter(|row| row.shape == shape)
@@ -346,15 +457,20 @@ fn fit_all(configs: &[Shape], rows: &[Row]) -> Vec<FitRow> {
 }
 
 fn write_outputs(
-    dir: &FilePath,
+    options: &Options,
     ctx: &GpuContext,
     rows: &[Row],
     fits: &[FitRow],
+    live: bool,
 ) -> Result<(), Error> {
+    let dir: &FilePath = &options.out_dir;
     std::fs::create_dir_all(dir)?;
-    table::write_scaling_csv(&dir.join("scaling.csv"), rows)?;
+    table::write_scaling_csv(&dir.join("scaling.csv"), rows, live)?;
     table::write_fit_csv(&dir.join("fit.csv"), fits)?;
-    std::fs::write(dir.join("scaling.svg"), svg::render(&chart(ctx, rows)))?;
+    std::fs::write(
+        dir.join("scaling.svg"),
+        svg::render(&chart(ctx, options.cell, rows)),
+    )?;
     println!(
         "wrote {}, fit.csv and scaling.svg",
         dir.join("scaling.csv").display()
@@ -362,18 +478,23 @@ fn write_outputs(
     Ok(())
 }
 
-/// Time against T, one line per configuration (a colour each) and path (GPU solid, CPU
-/// dashed).
-fn chart(ctx: &GpuContext, rows: &[Row]) -> svg::Chart {
+/// Time against T, one line per configuration (a colour each) and path: GPU solid, CPU
+/// dashed, PyTorch dotted and onnxruntime dash-dotted (these two with `--torch`).
+fn chart(ctx: &GpuContext, cell: Cell, rows: &[Row]) -> svg::Chart {
     let mut shapes: Vec<Shape> = rows.iter().map(|row| row.shape).collect();
     shapes.dedup();
     let mut series = Vec::new();
     for (i, &shape) in shapes.iter().enumerate() {
-        for path in [Path::Gpu, Path::Cpu] {
+        for path in Path::ALL {
             series.push(svg::Series {
                 label: format!("{} {}", path.name(), shape.label()),
                 color: svg::PALETTE[i % svg::PALETTE.len()],
-                dashed: path == Path::Cpu,
+                dash: match path {
+                    Path::Gpu => None,
+                    Path::Cpu => Some("7 5"),
+                    Path::Torch => Some("2 4"),
+                    Path::Ort => Some("9 3 2 3"),
+                },
                 points: rows
                     .iter()
                     .filter(|row| row.shape == shape)
@@ -385,18 +506,30 @@ fn chart(ctx: &GpuContext, rows: &[Row]) -> svg::Chart {
             });
         }
     }
-    let has_cpu = series.iter().any(|s| s.dashed && !s.points.is_empty());
+    let drawn = |path: Path| {
+        series
+            .iter()
+            .any(|s| s.label.starts_with(&format!("{} ", path.name())) && !s.points.is_empty())
+    };
+    let styles: Vec<&str> = [
+        (Path::Cpu, "cpu reference path dashed"),
+        (Path::Torch, "torch dotted"),
+        (Path::Ort, "ort dash-dotted"),
+    ]
+    .into_iter()
+    .filter(|&(path, _)| drawn(path))
+    .map(|(_, style)| style)
+    .collect();
+    let styles = match styles.is_empty() {
+        true => String::new(),
+        false => format!("; gpu solid, {}", styles.join(", ")),
+    };
     svg::Chart {
-        title: "nn.RNN forward: time against sequence length".into(),
-        subtitle: format!(
-            "{}; nn.RNN(H, H), 1 layer, tanh{}",
-            ctx.describe(),
-            if has_cpu {
-                "; gpu solid, cpu reference path dashed"
-            } else {
-                ""
-            }
+        title: format!(
+            "{} forward: time against sequence length",
+            cell.torch_name()
         ),
+        subtitle: format!("{}; {}{styles}", ctx.describe(), model_description(cell)),
         x_label: "sequence length T (log scale)".into(),
         y_label: "median time per forward, ms (log scale)".into(),
         series,

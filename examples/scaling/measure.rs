@@ -1,10 +1,11 @@
 //! Timing forwards: a warm-up, then repeated runs until there are enough for a median; and the
-//! prediction that keeps the slow CPU reference path within its time budget.
+//! prediction that keeps the slow paths within their time budgets.
 
 use std::time::{Duration, Instant};
 
-use wgpu_rnn::{CpuRnn, GpuRnn, Rnn, Tensor};
+use wgpu_rnn::Tensor;
 
+use crate::model::{CpuModel, GpuModel};
 use crate::shape::Shape;
 
 /// Which implementation a measurement is of.
@@ -12,13 +13,21 @@ use crate::shape::Shape;
 pub enum Path {
     Gpu,
     Cpu,
+    /// PyTorch on the CPU, timed in this run by `time_torch.py` (`--torch`).
+    Torch,
+    /// onnxruntime on the CPU, timed in this run by `time_torch.py` (`--torch`).
+    Ort,
 }
 
 impl Path {
+    pub const ALL: [Path; 4] = [Path::Gpu, Path::Cpu, Path::Torch, Path::Ort];
+
     pub fn name(self) -> &'static str {
         match self {
             Path::Gpu => "gpu",
             Path::Cpu => "cpu",
+            Path::Torch => "torch",
+            Path::Ort => "ort",
         }
     }
 }
@@ -98,16 +107,16 @@ fn time_runs(
     })
 }
 
-pub fn time_gpu(model: &GpuRnn, input: &Tensor, sampling: Sampling) -> wgpu_rnn::Result<Timing> {
+pub fn time_gpu(model: &GpuModel, input: &Tensor, sampling: Sampling) -> wgpu_rnn::Result<Timing> {
     model.set_profiling(true);
     time_runs(sampling, || {
-        model.forward(input, None)?;
+        model.forward(input)?;
         Ok(model.last_gpu_time())
     })
 }
 
-pub fn time_cpu(model: &CpuRnn, input: &Tensor, sampling: Sampling) -> wgpu_rnn::Result<Timing> {
-    time_runs(sampling, || model.forward(input, None).map(|_| None))
+pub fn time_cpu(model: &CpuModel, input: &Tensor, sampling: Sampling) -> wgpu_rnn::Result<Timing> {
+    time_runs(sampling, || model.forward(input).map(|_| None))
 }
 
 fn median(values: &mut [Duration]) -> Option<Duration> {
@@ -142,8 +151,8 @@ impl Predictor {
         }
     }
 
-    /// The predicted time of one forward; `None` for a configuration's first GPU measurement
-    /// (GPUs differ too much to guess).
+    /// The predicted time of one forward; `None` for a configuration's first measurement on
+    /// the GPU (GPUs differ too much to guess), PyTorch or onnxruntime (fast enough to try).
     pub fn predict(&self, path: Path, shape: Shape, seq_len: usize) -> Option<Duration> {
         let same = self
             .latest

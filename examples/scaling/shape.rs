@@ -1,31 +1,96 @@
-//! The measured models: `nn.RNN(H, H)`, one layer, tanh, run on batches of N sequences.
+//! The measured models: `nn.RNN(H, H)` (tanh), `nn.LSTM(H, H)` or `nn.GRU(H, H)`, one layer,
+//! run on batches of N sequences.
 
-use wgpu_rnn::{RnnConfig, Tensor};
+use wgpu_rnn::{GatedConfig, RnnConfig, Tensor};
 
-/// A configuration of the report: hidden size H (= input size I) and batch N.
+/// The recurrent cell the report measures (`--cell`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Cell {
+    /// `nn.RNN`, tanh: `GpuRnn` / `CpuRnn`.
+    #[default]
+    Rnn,
+    /// `nn.LSTM`: `GpuGatedRnn` / `CpuGatedRnn`.
+    Lstm,
+    /// `nn.GRU`: `GpuGatedRnn` / `CpuGatedRnn`.
+    Gru,
+}
+
+impl Cell {
+    pub const ALL: [Cell; 3] = [Cell::Rnn, Cell::Lstm, Cell::Gru];
+
+    /// The `--cell` value, also what `time_torch.py` calls it: `rnn`, `lstm`, `gru`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cell::Rnn => "rnn",
+            Cell::Lstm => "lstm",
+            Cell::Gru => "gru",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Cell> {
+        Cell::ALL
+            .into_iter()
+            .find(|cell| cell.name() == text.trim())
+    }
+
+    /// PyTorch's module: `nn.RNN`, `nn.LSTM`, `nn.GRU`.
+    pub fn torch_name(self) -> &'static str {
+        match self {
+            Cell::Rnn => "nn.RNN",
+            Cell::Lstm => "nn.LSTM",
+            Cell::Gru => "nn.GRU",
+        }
+    }
+
+    /// Gates stacked in each weight matrix: the FLOPs of a step are this many times an
+    /// Elman RNN's.
+    pub fn gates(self) -> usize {
+        match self {
+            Cell::Rnn => 1,
+            Cell::Lstm => 4,
+            Cell::Gru => 3,
+        }
+    }
+}
+
+/// A configuration of the report: the cell, hidden size H (= input size I) and batch N.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Shape {
+    pub cell: Cell,
     pub hidden: usize,
     pub batch: usize,
 }
 
 impl Shape {
-    pub fn config(self) -> RnnConfig {
+    /// The `nn.RNN(H, H)` of an `rnn` shape.
+    pub fn rnn_config(self) -> RnnConfig {
         RnnConfig::new(self.input(), self.hidden)
+    }
+
+    /// The `nn.LSTM(H, H)` or `nn.GRU(H, H)` of a gated shape; `None` for `rnn`.
+    pub fn gated_config(self) -> Option<GatedConfig> {
+        match self.cell {
+            Cell::Rnn => None,
+            Cell::Lstm => Some(GatedConfig::lstm(self.input(), self.hidden)),
+            Cell::Gru => Some(GatedConfig::gru(self.input(), self.hidden)),
+        }
     }
 
     pub fn input(self) -> usize {
         self.hidden
     }
 
-    /// FLOPs of one forward, 2·T·N·D·H·(I + H) per layer (one layer, D = 1): the
-    /// multiply-adds of the input projection and the recurrence.
+    /// Every model of the report has one layer and one direction.
+    pub const LAYERS: usize = 1;
+    pub const DIRECTIONS: usize = 1;
+
+    /// FLOPs of one forward, 2·G·T·N·H·(I + H) for one layer and direction with G gates: the
+    /// multiply-adds of the input projection and the recurrence (the gates' elementwise work
+    /// is not counted).
     pub fn flops(self, seq_len: usize) -> f64 {
-        let config = self.config();
-        let per_layer = 2.0
-            * (seq_len * self.batch * config.num_directions() * self.hidden) as f64
-            * (self.input() + self.hidden) as f64;
-        per_layer * config.num_layers as f64
+        2.0 * (self.cell.gates() * seq_len * self.batch * self.hidden) as f64
+            * (self.input() + self.hidden) as f64
+            * (Self::LAYERS * Self::DIRECTIONS) as f64
     }
 
     /// A deterministic (T, N, I) input with values in [-1, 1].
@@ -35,8 +100,34 @@ impl Shape {
         Tensor::new(data, &[seq_len, self.batch, self.input()]).expect("matching shape")
     }
 
-    /// `H=256 N=16`.
+    /// `H=256 N=16` (the cell is the same for the whole report and said in its heading).
     pub fn label(self) -> String {
         format!("H={} N={}", self.hidden, self.batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_and_flops() {
+        for cell in Cell::ALL {
+            assert_eq!(Cell::parse(cell.name()), Some(cell));
+        }
+        assert_eq!(Cell::parse("LSTM"), None);
+        let rnn = Shape {
+            cell: Cell::Rnn,
+            hidden: 64,
+            batch: 2,
+        };
+        assert_eq!(rnn.flops(10), 2.0 * 10.0 * 2.0 * 64.0 * 128.0);
+        let lstm = Shape {
+            cell: Cell::Lstm,
+            ..rnn
+        };
+        assert_eq!(lstm.flops(10), 4.0 * rnn.flops(10));
+        assert_eq!(lstm.gated_config().map(|c| c.gate_size()), Some(256));
+        assert!(rnn.gated_config().is_none());
     }
 }

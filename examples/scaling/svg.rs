@@ -6,7 +6,9 @@ use std::fmt::Write;
 pub struct Series {
     pub label: String,
     pub color: &'static str,
-    pub dashed: bool,
+    /// `stroke-dasharray` of the line (e.g. `"7 5"`); `None`: solid. Dashed series get
+    /// hollow markers.
+    pub dash: Option<&'static str>,
     /// (x, y), both positive (log axes); others are left out.
     pub points: Vec<(f64, f64)>,
 }
@@ -185,11 +187,7 @@ fn draw_series(svg: &mut String, series: &Series, x_axis: LogAxis, y_axis: LogAx
         .filter(|&&(x, y)| x > 0.0 && y > 0.0)
         .map(|&(x, y)| (x_axis.pixel(x), y_axis.pixel(y)))
         .collect();
-    let dash = if series.dashed {
-        r#" stroke-dasharray="7 5""#
-    } else {
-        ""
-    };
+    let dash = dash_attribute(series);
     let path: Vec<String> = pixels
         .iter()
         .map(|(x, y)| format!("{x:.1},{y:.1}"))
@@ -201,7 +199,11 @@ fn draw_series(svg: &mut String, series: &Series, x_axis: LogAxis, y_axis: LogAx
         series.color
     );
     // Hollow markers for dashed series, so they stay apart where the lines cross.
-    let fill = if series.dashed { "white" } else { series.color };
+    let fill = if series.dash.is_some() {
+        "white"
+    } else {
+        series.color
+    };
     for ((px, py), (x, y)) in pixels.iter().zip(&series.points) {
         let _ = writeln!(
             svg,
@@ -218,18 +220,18 @@ fn draw_legend(svg: &mut String, series: &[Series]) {
     let x = RIGHT + 25.0;
     for (i, series) in series.iter().filter(|s| !s.points.is_empty()).enumerate() {
         let y = TOP + 10.0 + 24.0 * i as f64;
-        let dash = if series.dashed {
-            r#" stroke-dasharray="7 5""#
-        } else {
-            ""
-        };
+        let dash = dash_attribute(series);
         let _ = writeln!(
             svg,
             r#"<line x1="{x}" y1="{y}" x2="{}" y2="{y}" stroke="{}" stroke-width="2"{dash}/>"#,
             x + 36.0,
             series.color
         );
-        let fill = if series.dashed { "white" } else { series.color };
+        let fill = if series.dash.is_some() {
+            "white"
+        } else {
+            series.color
+        };
         let _ = writeln!(
             svg,
             r#"<circle cx="{}" cy="{y}" r="4" fill="{fill}" stroke="{}" stroke-width="1.5"/>"#,
@@ -238,6 +240,12 @@ fn draw_legend(svg: &mut String, series: &[Series]) {
         );
         text(svg, x + 46.0, y + 4.0, 13, "start", &series.label, "");
     }
+}
+
+fn dash_attribute(series: &Series) -> String {
+    series.dash.map_or(String::new(), |dash| {
+        format!(r#" stroke-dasharray="{dash}""#)
+    })
 }
 
 fn line(svg: &mut String, x1: f64, y1: f64, x2: f64, y2: f64, color: &str, width: f64) {

@@ -14,6 +14,10 @@ pub struct Row {
     pub seq_len: usize,
     pub gpu: Option<Timing>,
     pub cpu: Option<Timing>,
+    /// PyTorch and onnxruntime timed in this run (`--torch`).
+    pub torch: Option<Timing>,
+    pub ort: Option<Timing>,
+    /// The stored baselines (`benches/baselines/`), used without `--torch`.
     pub baseline: BaselineTimes,
 }
 
@@ -22,6 +26,23 @@ impl Row {
         match path {
             Path::Gpu => self.gpu.as_ref(),
             Path::Cpu => self.cpu.as_ref(),
+            Path::Torch => self.torch.as_ref(),
+            Path::Ort => self.ort.as_ref(),
+        }
+    }
+
+    /// PyTorch's time: this run's with `--torch`, the stored baseline's otherwise.
+    fn torch_ms(&self, live: bool) -> Option<f64> {
+        match live {
+            true => self.torch.map(|t| millis(t.median)),
+            false => self.baseline.torch_ms,
+        }
+    }
+
+    fn ort_ms(&self, live: bool) -> Option<f64> {
+        match live {
+            true => self.ort.map(|t| millis(t.median)),
+            false => self.baseline.ort_ms,
         }
     }
 }
@@ -39,7 +60,11 @@ gpu exec: the GPU's own time (timestamp queries); overhead = gpu ms - gpu exec (
 submit); GFLOP/s of the GPU forward; cpu ms: the CPU reference path (plain f64-accumulating
 loops, not a tuned CPU implementation); speedup = cpu ms / gpu ms; torch, ort: see below.";
 
-const COLUMNS: [(&str, usize); 11] = [
+/// Added to the legend with `--torch`.
+pub const LIVE_LEGEND: &str = "\
+torch/gpu, ort/gpu = torch ms / gpu ms and ort ms / gpu ms: above 1×, the GPU path is faster.";
+
+const COLUMNS: [(&str, usize); 13] = [
     ("config", 14),
     ("T", 6),
     ("gpu ms", 10),
@@ -51,17 +76,26 @@ const COLUMNS: [(&str, usize); 11] = [
     ("speedup", 9),
     ("torch ms", 10),
     ("ort ms", 9),
+    // Only with `--torch` (`live`).
+    ("torch/gpu", 10),
+    ("ort/gpu", 9),
 ];
 
-pub fn header() -> String {
+/// The columns shown: the ratios only with `--torch`.
+fn columns(live: bool) -> &'static [(&'static str, usize)] {
+    &COLUMNS[..if live { 13 } else { 11 }]
+}
+
+pub fn header(live: bool) -> String {
     let mut line = String::new();
-    for (i, (name, width)) in COLUMNS.iter().enumerate() {
+    for (i, (name, width)) in columns(live).iter().enumerate() {
         push_cell(&mut line, i, name, *width);
     }
     line
 }
 
-pub fn format_row(row: &Row) -> String {
+/// One row of the table; `live`: the torch and ort columns are this run's (`--torch`).
+pub fn format_row(row: &Row, live: bool) -> String {
     let gpu_ms = row.gpu.map(|t| millis(t.median));
     let exec_ms = row.gpu.and_then(|t| t.gpu).map(millis);
     let cpu_ms = row.cpu.map(|t| millis(t.median));
@@ -74,17 +108,24 @@ pub fn format_row(row: &Row) -> String {
         optional(exec_ms),
         optional(gpu_ms.zip(exec_ms).map(|(wall, exec)| wall - exec)),
         optional(cpu_ms),
-        cpu_ms.zip(gpu_ms).map_or("-".into(), |(cpu, gpu)| {
-            format!("{}×", significant(cpu / gpu))
-        }),
-        optional(row.baseline.torch_ms),
-        optional(row.baseline.ort_ms),
+        ratio(cpu_ms, gpu_ms),
+        optional(row.torch_ms(live)),
+        optional(row.ort_ms(live)),
+        ratio(row.torch_ms(live), gpu_ms),
+        ratio(row.ort_ms(live), gpu_ms),
     ];
     let mut line = String::new();
-    for (i, (cell, (_, width))) in cells.iter().zip(COLUMNS).enumerate() {
-        push_cell(&mut line, i, cell, width);
+    for (i, (cell, (_, width))) in cells.iter().zip(columns(live)).enumerate() {
+        push_cell(&mut line, i, cell, *width);
     }
     line
+}
+
+/// `3.92×`: how many times longer `other` takes than the GPU path.
+fn ratio(other_ms: Option<f64>, gpu_ms: Option<f64>) -> String {
+    other_ms.zip(gpu_ms).map_or("-".into(), |(other, gpu)| {
+        format!("{}×", significant(other / gpu))
+    })
 }
 
 /// The first column is left-aligned, the numbers right-aligned.
@@ -116,50 +157,55 @@ pub fn format_fits(fits: &[FitRow]) -> String {
     text
 }
 
-pub fn write_scaling_csv(file: &FilePath, rows: &[Row]) -> std::io::Result<()> {
+/// One line per configuration, length and path measured (gpu, cpu, and torch and ort with
+/// `--torch`). `torch_ms` and `ort_ms` repeat the baselines on every line: this run's with
+/// `--torch` (`baselines` = `this run`), else the stored ones (`stored`).
+pub fn write_scaling_csv(file: &FilePath, rows: &[Row], live: bool) -> std::io::Result<()> {
     let mut csv = String::from(
         "path,hidden,input,batch,layers,directions,seq_len,median_ms,us_per_step,gflops,\
-         gpu_ms,runs,torch_ms,ort_ms\n",
+         gpu_ms,runs,torch_ms,ort_ms,cell,baselines\n",
     );
     for row in rows {
-        for path in [Path::Gpu, Path::Cpu] {
+        for path in Path::ALL {
             if let Some(timing) = row.timing(path) {
-                push_csv_row(&mut csv, row, path, timing);
+                push_csv_row(&mut csv, row, path, timing, live);
             }
         }
     }
     std::fs::write(file, csv)
 }
 
-fn push_csv_row(csv: &mut String, row: &Row, path: Path, timing: &Timing) {
-    let config = row.shape.config();
+fn push_csv_row(csv: &mut String, row: &Row, path: Path, timing: &Timing, live: bool) {
+    let shape = row.shape;
     let ms = millis(timing.median);
     let cell = |value: Option<f64>| value.map_or(String::new(), |v| format!("{v:.6}"));
     let _ = writeln!(
         csv,
-        "{},{},{},{},{},{},{},{ms:.6},{:.4},{:.4},{},{},{},{}",
+        "{},{},{},{},{},{},{},{ms:.6},{:.4},{:.4},{},{},{},{},{},{}",
         path.name(),
-        config.hidden_size,
-        config.input_size,
-        row.shape.batch,
-        config.num_layers,
-        config.num_directions(),
+        shape.hidden,
+        shape.input(),
+        shape.batch,
+        Shape::LAYERS,
+        Shape::DIRECTIONS,
         row.seq_len,
         ms * 1e3 / row.seq_len as f64,
-        gflops(row.shape, row.seq_len, ms),
+        gflops(shape, row.seq_len, ms),
         cell(timing.gpu.map(millis)),
         timing.runs,
-        cell(row.baseline.torch_ms),
-        cell(row.baseline.ort_ms),
+        cell(row.torch_ms(live)),
+        cell(row.ort_ms(live)),
+        shape.cell.name(),
+        if live { "this run" } else { "stored" },
     );
 }
 
 pub fn write_fit_csv(file: &FilePath, fits: &[FitRow]) -> std::io::Result<()> {
-    let mut csv = String::from("path,hidden,batch,us_per_step,overhead_ms,r2,points\n");
+    let mut csv = String::from("path,hidden,batch,us_per_step,overhead_ms,r2,points,cell\n");
     for row in fits {
         let _ = writeln!(
             csv,
-            "{},{},{},{:.4},{:.6},{},{}",
+            "{},{},{},{:.4},{:.6},{},{},{}",
             row.path.name(),
             row.shape.hidden,
             row.shape.batch,
@@ -167,6 +213,7 @@ pub fn write_fit_csv(file: &FilePath, fits: &[FitRow]) -> std::io::Result<()> {
             row.fit.intercept,
             row.fit.r2.map_or(String::new(), |r2| format!("{r2:.6}")),
             row.fit.points,
+            row.shape.cell.name(),
         );
     }
     std::fs::write(file, csv)
