@@ -5,8 +5,9 @@
 // synchronisation is inside the workgroup. Lane l owns the UNITS consecutive hidden units
 // from l·UNITS: the G gate rows of W_hh of each live in private values for the whole
 // dispatch, and their h and c in registers. h_{t−1} reaches the other lanes through workgroup
-// memory (double buffered by step parity, one barrier per step) or, when the workgroup is one
-// subgroup, through subgroupBroadcast from constant lanes, with no barrier at all.
+// memory (double buffered by step parity, one barrier per step; on subgroup adapters each
+// lane loads one vec4 in `size` and shares it with subgroupBroadcast) or, when the workgroup
+// is one subgroup, through subgroupBroadcast from constant lanes, with no barrier at all.
 //
 // This file is a template: src/gpu/gated_persistent.rs fills in the {{...}} parts for one
 // (cell, H, lanes), writing every loop over weights out in full, so that the private values
@@ -47,10 +48,12 @@ struct Step {
 @group(0) @binding(1) var<uniform> step: Step;
 // W_hh as (D, G, HIDDEN_PAD, VEC4S) vec4s, zero padded; for a GRU then b_hn as (D, HIDDEN_PAD).
 @group(0) @binding(2) var<storage, read> recurrent: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> p: array<f32>;           // (T·N, D·G·H)
+// P (T·N, D·G·H) and the output: f32s, or vec4s when H is a multiple of four (every lane's
+// four units are then one aligned vec4 of each gate's P and of the output frame).
+@group(0) @binding(3) var<storage, read> p: array<{{IO_ELEMENT}}>;
 // The state is read from half 0 and left there; after both halves come the lengths.
 @group(0) @binding(4) var<storage, read_write> state: array<f32>;
-@group(0) @binding(5) var<storage, read_write> output: array<f32>;
+@group(0) @binding(5) var<storage, read_write> output: array<{{IO_ELEMENT}}>;
 
 const HIDDEN: u32 = {{HIDDEN}}u;
 const HIDDEN_PAD: u32 = {{HIDDEN_PAD}}u;
@@ -87,33 +90,7 @@ fn state4(base: u32, row: u32) -> vec4<f32> {
     );
 }
 
-// Units row..row+3 of one gate's P, clamped into range for padding units.
-fn p_at(base: u32, row: u32) -> vec4<f32> {
-    let last = HIDDEN - 1u;
-    return vec4<f32>(
-        p[base + min(row, last)],
-        p[base + min(row + 1u, last)],
-        p[base + min(row + 2u, last)],
-        p[base + min(row + 3u, last)],
-    );
-}
-
-// Written out rather than looped: every loop iteration counts towards llvmpipe's limit.
-fn store_output(base: u32, row: u32, v: vec4<f32>) {
-    if row < HIDDEN {
-        output[base + row] = v.x;
-    }
-    if row + 1u < HIDDEN {
-        output[base + row + 1u] = v.y;
-    }
-    if row + 2u < HIDDEN {
-        output[base + row + 2u] = v.z;
-    }
-    if row + 3u < HIDDEN {
-        output[base + row + 3u] = v.w;
-    }
-}
-
+{{IO_FUNCTIONS}}
 fn store_state(base: u32, row: u32, v: vec4<f32>) {
     if row < HIDDEN {
         state[base + row] = v.x;
@@ -130,7 +107,7 @@ fn store_state(base: u32, row: u32, v: vec4<f32>) {
 }
 
 @compute @workgroup_size({{LANES}}, 1, 1)
-fn main(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) group: vec3<u32>) {
+fn main(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) group: vec3<u32>{{SUBGROUP_LANE}}) {
     let n = group.x;
     let d = group.y;
     let row0 = lane * UNITS;

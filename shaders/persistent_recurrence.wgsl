@@ -44,11 +44,13 @@ struct Step {
 @group(0) @binding(0) var<uniform> layer: Layer;
 @group(0) @binding(1) var<uniform> step: Step;
 @group(0) @binding(2) var<storage, read> w_hh: array<vec4<f32>>;  // (D, HIDDEN_PAD, VEC4S), zero padded
-@group(0) @binding(3) var<storage, read> p: array<f32>;           // (T·N, D·H)
+// P (T·N, D·H) and the output: f32s, or vec4s when H is a multiple of four (every lane's rows
+// are then whole aligned vec4s of both).
+@group(0) @binding(3) var<storage, read> p: array<{{IO_ELEMENT}}>;
 // [L][D][N][H], read and left in place in half 0; after both halves, the N sequence lengths
 // as u32 bit patterns (packed there to stay within four storage buffers).
 @group(0) @binding(4) var<storage, read_write> state: array<f32>;
-@group(0) @binding(5) var<storage, read_write> output: array<f32>;
+@group(0) @binding(5) var<storage, read_write> output: array<{{IO_ELEMENT}}>;
 
 const HIDDEN: u32 = {{HIDDEN}}u;
 const HIDDEN_PAD: u32 = {{HIDDEN_PAD}}u;
@@ -83,32 +85,7 @@ fn activate4(a: vec4<f32>, row: u32) -> vec4<f32> {
     return select(vec4<f32>(0.0), v, real);
 }
 
-fn p_at(base: u32, row: u32) -> vec4<f32> {
-    let last = HIDDEN - 1u;
-    return vec4<f32>(
-        p[base + min(row, last)],
-        p[base + min(row + 1u, last)],
-        p[base + min(row + 2u, last)],
-        p[base + min(row + 3u, last)],
-    );
-}
-
-// Written out rather than looped: every loop iteration counts towards llvmpipe's limit.
-fn store_output(base: u32, row: u32, v: vec4<f32>) {
-    if row < HIDDEN {
-        output[base + row] = v.x;
-    }
-    if row + 1u < HIDDEN {
-        output[base + row + 1u] = v.y;
-    }
-    if row + 2u < HIDDEN {
-        output[base + row + 2u] = v.z;
-    }
-    if row + 3u < HIDDEN {
-        output[base + row + 3u] = v.w;
-    }
-}
-
+{{IO_FUNCTIONS}}
 fn store_state(base: u32, row: u32, v: vec4<f32>) {
     if row < HIDDEN {
         state[base + row] = v.x;

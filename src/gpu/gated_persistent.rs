@@ -35,6 +35,11 @@ pub(crate) struct GatedPersistentSpec {
     /// The workgroup is exactly one subgroup: h stays in registers and is shared with
     /// `subgroupBroadcast`, without workgroup memory or barriers.
     pub broadcast: bool,
+    /// Otherwise, on adapters with this fixed subgroup size: h goes through workgroup
+    /// memory, but each lane loads only every `size`-th vec4 of it and gets the others from
+    /// its subgroup with `subgroupBroadcast` (llvmpipe executes loads lane by lane and
+    /// broadcasts as vector operations). The lanes are then whole subgroups.
+    pub slices: Option<usize>,
 }
 
 impl GatedPersistentSpec {
@@ -57,13 +62,23 @@ impl GatedPersistentSpec {
                 units: 4,
                 lanes: size,
                 broadcast: true,
+                slices: None,
             },
-            _ => GatedPersistentSpec {
+            Some(size) => GatedPersistentSpec {
+                lstm,
+                hidden,
+                units: 4,
+                lanes: hidden.div_ceil(4).next_multiple_of(size),
+                broadcast: false,
+                slices: Some(size),
+            },
+            None => GatedPersistentSpec {
                 lstm,
                 hidden,
                 units: 4,
                 lanes: hidden.div_ceil(4),
                 broadcast: false,
+                slices: None,
             },
         })
     }
@@ -86,9 +101,10 @@ impl GatedPersistentSpec {
         self.gates() * self.units * self.vec4s()
     }
 
-    /// Whether [`Recurrence::Auto`](crate::Recurrence::Auto) runs this kernel.
+    /// Whether [`Recurrence::Auto`](crate::Recurrence::Auto) runs this kernel: a lane's
+    /// weights, before padding the lanes to whole subgroups, within [`MAX_AUTO_WEIGHTS`].
     pub fn fits(&self) -> bool {
-        self.lane_weights() <= MAX_AUTO_WEIGHTS
+        self.gates() * self.units * self.hidden.div_ceil(4) <= MAX_AUTO_WEIGHTS
     }
 
     /// The recurrent weights as the kernel reads them: W_hh of every direction, (D·G·H, H),
@@ -147,12 +163,22 @@ impl GatedPersistentSpec {
             }
         }
         let mut accumulate = String::new();
+        if let Some(size) = self.slices {
+            // Slice j holds vec4s j·size .. (j+1)·size, one per lane of the subgroup.
+            for j in 0..vec4s / size {
+                let _ = writeln!(
+                    accumulate,
+                    "        let slice{j} = h[cur + {}u + sub];",
+                    j * size
+                );
+            }
+        }
         for k in 0..vec4s {
-            let value = if memory {
-                format!("h[cur + {k}u]")
-            } else {
+            let value = match self.slices {
+                Some(size) => format!("subgroupBroadcast(slice{}, {}u)", k / size, k % size),
+                None if memory => format!("h[cur + {k}u]"),
                 // vec4 k of h is lane k / groups's value k % groups.
-                format!("subgroupBroadcast(s{}, {}u)", k % groups, k / groups)
+                None => format!("subgroupBroadcast(s{}, {}u)", k % groups, k / groups),
             };
             let _ = writeln!(accumulate, "        let h{k} = {value};");
         }
@@ -233,6 +259,14 @@ impl GatedPersistentSpec {
             }
         }
         let barrier = if memory { "workgroupBarrier()" } else { "" };
+        // P and the output as vec4s where H allows: one load per gate and one store per step
+        // instead of four (llvmpipe runs every load and store lane by lane).
+        let aligned = self.hidden % 4 == 0;
+        let (io_element, io_functions) = if aligned {
+            ("vec4<f32>", IO_VEC4)
+        } else {
+            ("f32", IO_SCALAR)
+        };
         shaders::GATED_PERSISTENT
             .replace("{{HIDDEN}}", &self.hidden.to_string())
             .replace("{{HIDDEN_PAD}}", &self.hidden_pad().to_string())
@@ -251,8 +285,65 @@ impl GatedPersistentSpec {
             .replace("{{UPDATE}}", &update)
             .replace("{{SAVE_STATE}}", &save_state)
             .replace("{{BARRIER}}", barrier)
+            .replace("{{IO_ELEMENT}}", io_element)
+            .replace("{{IO_FUNCTIONS}}", io_functions)
+            .replace(
+                "{{SUBGROUP_LANE}}",
+                if self.slices.is_some() {
+                    ", @builtin(subgroup_invocation_id) sub: u32"
+                } else {
+                    ""
+                },
+            )
     }
 }
+
+/// `p_at` and `store_output` over f32 views of P and the output, for any H: units past H
+/// read a clamped P and store nothing. Shared with the Elman kernel, whose P rows are one
+/// gate wide.
+pub(crate) const IO_SCALAR: &str =
+    "// Units row..row+3 of one gate's P, clamped into range for padding units.
+fn p_at(base: u32, row: u32) -> vec4<f32> {
+    let last = HIDDEN - 1u;
+    return vec4<f32>(
+        p[base + min(row, last)],
+        p[base + min(row + 1u, last)],
+        p[base + min(row + 2u, last)],
+        p[base + min(row + 3u, last)],
+    );
+}
+
+// Written out rather than looped: every loop iteration counts towards llvmpipe's limit.
+fn store_output(base: u32, row: u32, v: vec4<f32>) {
+    if row < HIDDEN {
+        output[base + row] = v.x;
+    }
+    if row + 1u < HIDDEN {
+        output[base + row + 1u] = v.y;
+    }
+    if row + 2u < HIDDEN {
+        output[base + row + 2u] = v.z;
+    }
+    if row + 3u < HIDDEN {
+        output[base + row + 3u] = v.w;
+    }
+}
+";
+
+/// The same over vec4 views, for H a multiple of four: `base` and `row` are then multiples of
+/// four (P's rows are G·H long, output frames D·H, the strides multiples of them). Padding
+/// lanes (`row` ≥ H) read whatever lies there (their results are masked) and store nothing.
+pub(crate) const IO_VEC4: &str = "// Units row..row+3 of one gate's P.
+fn p_at(base: u32, row: u32) -> vec4<f32> {
+    return p[(base + row) / 4u];
+}
+
+fn store_output(base: u32, row: u32, v: vec4<f32>) {
+    if row < HIDDEN {
+        output[(base + row) / 4u] = v;
+    }
+}
+";
 
 #[cfg(test)]
 mod tests {

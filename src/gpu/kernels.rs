@@ -403,10 +403,11 @@ impl RecurrentStepKernel {
                 // W_hh: f32s for the per-step kernel, vec4s for the persistent one, so its
                 // minimum size is checked when a pipeline uses it rather than here.
                 storage_entry_unsized(2, true),
-                storage_entry(3, true),
-                // The state: f32s, or vec4s for the block kernel.
+                // P, the state and the output: f32s, or vec4s for the kernels that read
+                // them so.
+                storage_entry_unsized(3, true),
                 storage_entry_unsized(4, false),
-                storage_entry(5, false),
+                storage_entry_unsized(5, false),
             ],
         });
         let pipeline = compute_pipeline(
