@@ -602,12 +602,19 @@ fn a_linear_head_follows_the_last_layer() {
 }
 
 /// NaN and ±Inf in the input and in h0/c0 propagate as on the CPU path (NaN where NaN, the
-/// same infinities), through both kernels: σ(±inf) = 1 or 0, tanh(±inf) = ±1.
+/// same infinities), through both kernels: σ(±inf) = 1 or 0, tanh(±inf) = ±1. Not on wgpu's
+/// GL backend, whose shading language leaves NaN handling to the driver.
 #[test]
 fn nan_and_inf_propagate_as_on_the_cpu() {
     let Some(ctx) = testing::gpu("gated nan_and_inf_propagate_as_on_the_cpu") else {
         return;
     };
+    if ctx.adapter_info().backend == wgpu::Backend::Gl {
+        // GLSL leaves NaN and infinity handling to the implementation (llvmpipe's GL gives
+        // σ(NaN)·tanh(−inf) = −1 here); wgpu's other backends are IEEE.
+        println!("skipped on the GL backend: GLSL does not guarantee IEEE NaN propagation");
+        return;
+    }
     for (kind, recurrence) in [
         (GateKind::Lstm, Recurrence::Auto),
         (GateKind::Lstm, Recurrence::PerStep),
