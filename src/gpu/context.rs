@@ -177,9 +177,10 @@ impl GpuContext {
         ErrorScopes::push(&self.inner.device)
     }
 
-    /// The subgroup size a persistent workgroup may be made of, sharing h between its lanes
-    /// with `subgroupBroadcast`: measured on CPU-backed adapters (lavapipe) with a fixed
-    /// subgroup size; elsewhere the kernel keeps h in workgroup memory until measured there.
+    /// The fixed subgroup size the persistent kernels may build on: workgroups of exactly
+    /// one subgroup sharing h with `subgroupBroadcast`, or of whole subgroups loading h in
+    /// slices and broadcasting them. Measured on CPU-backed adapters (lavapipe) with a fixed
+    /// subgroup size; elsewhere the kernels keep h in workgroup memory until measured there.
     pub(crate) fn persistent_subgroup(&self) -> Option<usize> {
         cpu_subgroup_size(&self.inner.device)
     }
