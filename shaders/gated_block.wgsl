@@ -8,6 +8,10 @@
 // (a projected LSTM's h' goes to the scratch for `project`, as in gated_step.wgsl).
 // GRU: r, z = σ(P + W_hh·h), n = tanh(P_n + r∘(W_hn·h + b_hn)), h' = (1 − z)∘n + z∘h.
 
+// The element type weights are stored in: f32, or f16 where the model asked for it and the
+// adapter has `SHADER_F16` (src/shaders.rs rewrites this line). Sums are always f32.
+alias weight_t = f32;
+
 struct Layer {
     seq_len: u32,
     batch: u32,
@@ -42,7 +46,7 @@ struct Step {
 @group(0) @binding(1) var<uniform> step: Step;
 // W_hh (D·G·H, H_out) as vec4s; then b_hn (GRU) or W_hr (projected LSTM), read as scalars
 // through `scalar`.
-@group(0) @binding(2) var<storage, read> recurrent: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> recurrent: array<vec4<weight_t>>;
 @group(0) @binding(3) var<storage, read> p: array<f32>;
 // The state halves, the lengths (u32 bits) and the scratch. Scalars, not vec4s: invocations
 // write single elements, and WGSL lets a write to one component of a vector touch all four.
@@ -66,7 +70,7 @@ fn state4(at: u32) -> vec4<f32> {
 }
 
 fn recurrent_scalar(at: u32) -> f32 {
-    return recurrent[at / 4u][at % 4u];
+    return f32(recurrent[at / 4u][at % 4u]);
 }
 
 fn reduce(v: vec4<f32>) -> f32 {
@@ -169,10 +173,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     var s32 = vec4<f32>(0.0);
     var s33 = vec4<f32>(0.0);
     for (var k = 0u; k < row; k++) {
-        let wa = recurrent[w0 + k];
-        let wb = recurrent[w1 + k];
-        let wc = recurrent[w2 + k];
-        let wd = recurrent[w3 + k];
+        let wa = vec4<f32>(recurrent[w0 + k]);
+        let wb = vec4<f32>(recurrent[w1 + k]);
+        let wc = vec4<f32>(recurrent[w2 + k]);
+        let wd = vec4<f32>(recurrent[w3 + k]);
         let ha = state4(h0 + 4u * k);
         let hb = state4(h1 + 4u * k);
         let hc = state4(h2 + 4u * k);

@@ -14,6 +14,10 @@
 // are addressed by constant indices only (that is what keeps them in registers on llvmpipe,
 // and keeps the loop count, which llvmpipe limits, at one iteration per step).
 
+// The element type weights are stored in: f32, or f16 where the model asked for it and the
+// adapter has `SHADER_F16` (src/shaders.rs rewrites this line). Sums are always f32.
+alias weight_t = f32;
+
 struct Layer {
     seq_len: u32,
     batch: u32,
@@ -47,7 +51,7 @@ struct Step {
 @group(0) @binding(0) var<uniform> layer: Layer;
 @group(0) @binding(1) var<uniform> step: Step;
 // W_hh as (D, G, HIDDEN_PAD, VEC4S) vec4s, zero padded; for a GRU then b_hn as (D, HIDDEN_PAD).
-@group(0) @binding(2) var<storage, read> recurrent: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> recurrent: array<vec4<weight_t>>;
 // P (T·N, D·G·H) and the output: f32s, or vec4s when H is a multiple of four (every lane's
 // four units are then one aligned vec4 of each gate's P and of the output frame).
 @group(0) @binding(3) var<storage, read> p: array<{{IO_ELEMENT}}>;

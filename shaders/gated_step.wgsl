@@ -14,6 +14,10 @@
 // followed by the c block [L][D][N][H]. At t ≥ lengths[n] the state is carried and the
 // output is zero (PackedSequence semantics).
 
+// The element type weights are stored in: f32, or f16 where the model asked for it and the
+// adapter has `SHADER_F16` (src/shaders.rs rewrites this line). Sums are always f32.
+alias weight_t = f32;
+
 struct Layer {
     seq_len: u32,
     batch: u32,
@@ -48,7 +52,7 @@ struct Step {
 @group(0) @binding(1) var<uniform> step: Step;
 // W_hh (D, G·H, H_out); then b_hn (D, H) for a GRU; then W_hr (D, H_out, H) for a projected
 // LSTM.
-@group(0) @binding(2) var<storage, read> recurrent: array<f32>;
+@group(0) @binding(2) var<storage, read> recurrent: array<weight_t>;
 @group(0) @binding(3) var<storage, read> p: array<f32>;         // (T·N, D·G·H)
 @group(0) @binding(4) var<storage, read_write> state: array<f32>;
 @group(0) @binding(5) var<storage, read_write> output: array<f32>;
@@ -64,7 +68,7 @@ fn recurrent_dot(row: u32, h_at: u32) -> f32 {
     let w = row * size;
     var acc = 0.0;
     for (var k = 0u; k < size; k++) {
-        acc += state[h_at + k] * recurrent[w + k];
+        acc += state[h_at + k] * f32(recurrent[w + k]);
     }
     return acc;
 }
@@ -131,7 +135,7 @@ fn gates(@builtin(global_invocation_id) gid: vec3<u32>) {
         let reset = sigmoid(p[p_row + j] + recurrent_dot(d_rows + j, h_prev));
         let update = sigmoid(p[p_row + hidden + j]
             + recurrent_dot(d_rows + hidden + j, h_prev));
-        let b_hn = recurrent[layer.step_bias_offset + d * hidden + j];
+        let b_hn = f32(recurrent[layer.step_bias_offset + d * hidden + j]);
         let candidate = tanh(p[p_row + 2u * hidden + j]
             + reset * (recurrent_dot(d_rows + 2u * hidden + j, h_prev) + b_hn));
         h = (1.0 - update) * candidate + update * old;
@@ -165,7 +169,7 @@ fn project(@builtin(global_invocation_id) gid: vec3<u32>) {
         let unprojected = layer.scratch_offset + sequence * hidden;
         var acc = 0.0;
         for (var k = 0u; k < hidden; k++) {
-            acc += state[unprojected + k] * recurrent[w + k];
+            acc += state[unprojected + k] * f32(recurrent[w + k]);
         }
         h = acc;
     }

@@ -12,6 +12,10 @@
 // multiply-adds, and no workgroup memory or barrier is needed (barriers are what make
 // shared-memory tiling slow on CPU-backed adapters such as lavapipe).
 
+// The element type weights are stored in: f32, or f16 where the model asked for it and the
+// adapter has `SHADER_F16` (src/shaders.rs rewrites this line). Sums are always f32.
+alias weight_t = f32;
+
 struct Params {
     rows: u32,         // T·N
     cols: u32,         // D·H
@@ -25,7 +29,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<weight_t>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> p: array<f32>;
 
@@ -76,7 +80,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
     for (var k = 0u; k < params.depth; k++) {
-        let wk = vec4<f32>(w[w0 + k], w[w1 + k], w[w2 + k], w[w3 + k]);
+        let wk = vec4<f32>(f32(w[w0 + k]), f32(w[w1 + k]), f32(w[w2 + k]), f32(w[w3 + k]));
         acc0 += x[x0 + k] * wk;
         acc1 += x[x1 + k] * wk;
         acc2 += x[x2 + k] * wk;

@@ -19,6 +19,10 @@
 // size, writing every loop over weights out in full so that the private array is addressed by
 // constant indices only (that is what keeps it in registers, on llvmpipe too).
 
+// The element type weights are stored in: f32, or f16 where the model asked for it and the
+// adapter has `SHADER_F16` (src/shaders.rs rewrites this line). Sums are always f32.
+alias weight_t = f32;
+
 struct Layer {
     seq_len: u32,
     batch: u32,
@@ -43,7 +47,7 @@ struct Step {
 
 @group(0) @binding(0) var<uniform> layer: Layer;
 @group(0) @binding(1) var<uniform> step: Step;
-@group(0) @binding(2) var<storage, read> w_hh: array<vec4<f32>>;  // (D, HIDDEN_PAD, VEC4S), zero padded
+@group(0) @binding(2) var<storage, read> w_hh: array<vec4<weight_t>>;  // (D, HIDDEN_PAD, VEC4S), zero padded
 // P (T·N, D·H) and the output: f32s, or vec4s when H is a multiple of four (every lane's rows
 // are then whole aligned vec4s of both).
 @group(0) @binding(3) var<storage, read> p: array<{{IO_ELEMENT}}>;

@@ -13,6 +13,10 @@
 // A template: src/gpu/projection.rs fills in the {{...}} parts, writing the per-row work out
 // in full so that the accumulators are addressed by constant indices only.
 
+// The element type weights are stored in: f32, or f16 where the model asked for it and the
+// adapter has `SHADER_F16` (src/shaders.rs rewrites this line). Sums are always f32.
+alias weight_t = f32;
+
 struct Params {
     rows: u32,
     cols: u32,
@@ -26,7 +30,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> x: array<{{ELEMENT}}>;
-@group(0) @binding(2) var<storage, read> w: array<{{ELEMENT}}>;
+@group(0) @binding(2) var<storage, read> w: array<{{W_ELEMENT}}>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> p: array<f32>;
 
@@ -80,10 +84,10 @@ fn main(
     let w3 = w_row_start(c0 + 3u);
 {{ACCUMULATORS}}
     for (var k = 0u; k < params.depth / {{WIDTH}}u; k++) {
-        let wa = w[w0 + k];
-        let wb = w[w1 + k];
-        let wc = w[w2 + k];
-        let wd = w[w3 + k];
+        let wa = {{ELEMENT}}(w[w0 + k]);
+        let wb = {{ELEMENT}}(w[w1 + k]);
+        let wc = {{ELEMENT}}(w[w2 + k]);
+        let wd = {{ELEMENT}}(w[w3 + k]);
 {{LOADS}}
 {{FMAS}}
     }

@@ -9,6 +9,10 @@
 // at H = 1024, N = 64 one step is 67 million multiply-adds. Sixteen vec4 partial sums are
 // reduced once, after the loop.
 
+// The element type weights are stored in: f32, or f16 where the model asked for it and the
+// adapter has `SHADER_F16` (src/shaders.rs rewrites this line). Sums are always f32.
+alias weight_t = f32;
+
 struct Layer {
     seq_len: u32,
     batch: u32,
@@ -33,7 +37,7 @@ struct Step {
 
 @group(0) @binding(0) var<uniform> layer: Layer;
 @group(0) @binding(1) var<uniform> step: Step;
-@group(0) @binding(2) var<storage, read> w_hh: array<vec4<f32>>;  // (D, H, H/4)
+@group(0) @binding(2) var<storage, read> w_hh: array<vec4<weight_t>>;  // (D, H, H/4)
 @group(0) @binding(3) var<storage, read> p: array<f32>;           // (T·N, D·H)
 // The state halves and the lengths (u32 bits), read as vec4s: with H a multiple of four every
 // row of h, every half and the lengths start on a vec4.
@@ -119,10 +123,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     var s32 = vec4<f32>(0.0);
     var s33 = vec4<f32>(0.0);
     for (var k = 0u; k < row; k++) {
-        let wa = w_hh[w0 + k];
-        let wb = w_hh[w1 + k];
-        let wc = w_hh[w2 + k];
-        let wd = w_hh[w3 + k];
+        let wa = vec4<f32>(w_hh[w0 + k]);
+        let wb = vec4<f32>(w_hh[w1 + k]);
+        let wc = vec4<f32>(w_hh[w2 + k]);
+        let wd = vec4<f32>(w_hh[w3 + k]);
         let ha = state[h0 + k];
         let hb = state[h1 + k];
         let hc = state[h2 + k];

@@ -15,6 +15,10 @@
 // One invocation per (j, n, d); the step index comes from a dynamically offset uniform, so a
 // whole sequence is recorded with one bind group per layer.
 
+// The element type weights are stored in: f32, or f16 where the model asked for it and the
+// adapter has `SHADER_F16` (src/shaders.rs rewrites this line). Sums are always f32.
+alias weight_t = f32;
+
 struct Layer {
     seq_len: u32,       // T
     batch: u32,         // N
@@ -39,7 +43,7 @@ struct Step {
 
 @group(0) @binding(0) var<uniform> layer: Layer;
 @group(0) @binding(1) var<uniform> step: Step;
-@group(0) @binding(2) var<storage, read> w_hh: array<f32>;      // (D, H, H)
+@group(0) @binding(2) var<storage, read> w_hh: array<weight_t>;      // (D, H, H)
 @group(0) @binding(3) var<storage, read> p: array<f32>;         // (T·N, D·H)
 // The hidden state's two halves, then the N sequence lengths as u32 bit patterns: packing the
 // lengths here keeps the kernel within four storage buffers (wgpu's downlevel limit).
@@ -75,7 +79,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         var acc = p[(t * layer.batch + n) * layer.directions * hidden + d * hidden + j];
         let w_row = (d * hidden + j) * hidden;
         for (var k = 0u; k < hidden; k++) {
-            acc += state[prev + k] * w_hh[w_row + k];
+            acc += state[prev + k] * f32(w_hh[w_row + k]);
         }
         h = activate(acc);
         out = h;

@@ -10,6 +10,10 @@
 // writes the output (zeros past a sequence's length). Blocks of 4 units × 4 sequences an
 // invocation with vec4 loads, as in recurrent_block.wgsl; H must be a multiple of four.
 
+// The element type weights are stored in: f32, or f16 where the model asked for it and the
+// adapter has `SHADER_F16` (src/shaders.rs rewrites this line). Sums are always f32.
+alias weight_t = f32;
+
 struct Layer {
     seq_len: u32,
     batch: u32,
@@ -44,7 +48,7 @@ struct Step {
 @group(0) @binding(1) var<uniform> step: Step;
 // W_hh^0 (H, H/4); then for each k ≥ 1: W_ih^k (H, H/4), W_hh^k (H, H/4), b^k (H/4), where
 // b^k = b_ih^k + b_hh^k.
-@group(0) @binding(2) var<storage, read> weights: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> weights: array<vec4<weight_t>>;
 @group(0) @binding(3) var<storage, read> p: array<f32>;           // (T·N, H), layer 0
 @group(0) @binding(4) var<storage, read_write> state: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> output: array<f32>;
@@ -130,10 +134,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         let matrix = base + select(0u, select(hidden * row, 0u, first), k > 0u) + j0 * row;
         let h_at = prev + select(block, below, first) + rows;
         for (var c = 0u; c < row; c++) {
-            let w0 = weights[matrix + c];
-            let w1 = weights[matrix + row + c];
-            let w2 = weights[matrix + 2u * row + c];
-            let w3 = weights[matrix + 3u * row + c];
+            let w0 = vec4<f32>(weights[matrix + c]);
+            let w1 = vec4<f32>(weights[matrix + row + c]);
+            let w2 = vec4<f32>(weights[matrix + 2u * row + c]);
+            let w3 = vec4<f32>(weights[matrix + 3u * row + c]);
             let h0 = state[h_at.x + c];
             let h1 = state[h_at.y + c];
             let h2 = state[h_at.z + c];
@@ -174,7 +178,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             let at = (t * batch + n) * hidden + j0;
             pre += vec4<f32>(p[at], p[at + 1u], p[at + 2u], p[at + 3u]);
         } else {
-            pre += weights[base + 2u * hidden * row + unit];
+            pre += vec4<f32>(weights[base + 2u * hidden * row + unit]);
         }
         let live = t < length_of(n);
         let value = activate4(pre);

@@ -1,5 +1,7 @@
 //! Where WGSL enters the crate: one constant per file in `shaders/`.
 
+pub(crate) use crate::precision::WeightPrecision;
+
 /// `shaders/input_projection.wgsl`: the batched input projection GEMM.
 pub(crate) const INPUT_PROJECTION: &str = include_str!("../shaders/input_projection.wgsl");
 
@@ -30,6 +32,23 @@ pub(crate) const PROJECTION_SUBGROUP: &str = include_str!("../shaders/projection
 /// filled in per hidden size by `gpu::persistent`.
 pub(crate) const PERSISTENT_RECURRENCE: &str =
     include_str!("../shaders/persistent_recurrence.wgsl");
+
+/// The line every weight-reading shader declares its weights' element type with.
+const F32_WEIGHTS: &str = "alias weight_t = f32;";
+
+/// `source` with its weights stored as `precision`: f16 enables the extension and changes the
+/// element type, nothing else (each read converts to f32).
+pub(crate) fn with_weights(source: &str, precision: WeightPrecision) -> std::borrow::Cow<'_, str> {
+    match precision {
+        WeightPrecision::F32 => source.into(),
+        WeightPrecision::F16 => {
+            // `enable` must precede every declaration: the alias is the first one.
+            source
+                .replace(F32_WEIGHTS, "enable f16;\nalias weight_t = f16;")
+                .into()
+        }
+    }
+}
 
 /// Every shader source, by name (see `testing::shader_sources`).
 pub(crate) fn all_sources() -> Vec<(String, String)> {

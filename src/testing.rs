@@ -38,6 +38,19 @@ pub fn shader_sources() -> Vec<(String, String)> {
     crate::shaders::all_sources()
 }
 
+/// The sources of [`shader_sources`] that read weights, as compiled for models that store
+/// their weights as f16 (`WeightPrecision::F16`).
+pub fn shader_sources_f16() -> Vec<(String, String)> {
+    crate::shaders::all_sources()
+        .into_iter()
+        .filter(|(_, source)| source.contains("alias weight_t = f32;"))
+        .map(|(name, source)| {
+            let f16 = crate::shaders::with_weights(&source, crate::WeightPrecision::F16);
+            (format!("{name} (f16 weights)"), f16.into_owned())
+        })
+        .collect()
+}
+
 /// Times the input projection kernel alone on a (rows × depth) · (cols × depth)ᵀ problem:
 /// `repeats` dispatches recorded in one pass, one submission, after one warm-up submission.
 /// Returns the wall-clock time per dispatch (submit and wait included, spread over the

@@ -102,6 +102,12 @@ impl RnnWeights {
         Ok(weights)
     }
 
+    /// Every (layer, direction)'s parameters, ordered `layer · D + direction` (as
+    /// [`new`](Self::new) takes them).
+    pub fn units(&self) -> &[DirectionWeights] {
+        &self.units
+    }
+
     /// The parameters of `layer`, `direction` (0 forward, 1 reverse) of a model with
     /// `config`; `None` when the model has no such layer or direction.
     pub fn get(

@@ -287,6 +287,42 @@ fn every_shader_translates_for_every_backend() {
     );
 }
 
+/// The kernels compiled for f16 weights (`enable f16;`, weights read as `f16`) translate for
+/// the backends that have 16-bit floats: Vulkan, Metal and DX12 with shader model 6.2 (wgpu
+/// only offers `SHADER_F16` there; GL has none).
+#[test]
+fn f16_weight_variants_translate_where_f16_exists() {
+    let sources = wgpu_rnn::testing::shader_sources_f16();
+    // The 9 shader files that read weights, several specialisations of the generated ones.
+    assert!(sources.len() >= 9, "{} f16 sources", sources.len());
+    let mut failures = Vec::new();
+    for (name, source) in &sources {
+        let shader = match front_end(name, source) {
+            Ok(shader) => shader,
+            Err(e) => {
+                failures.push(e);
+                continue;
+            }
+        };
+        for entry in &shader.entry_points {
+            for (backend, outcome) in [
+                ("SPIR-V", spirv(&shader, entry)),
+                ("MSL 2.1", metal(&shader, entry, (2, 1))),
+                (
+                    "HLSL SM 6.2",
+                    hlsl_for(&shader, entry, hlsl::ShaderModel::V6_2),
+                ),
+            ] {
+                if let Err(e) = outcome {
+                    failures.push(format!("{name} (entry point `{entry}`) × {backend}: {e}"));
+                }
+            }
+        }
+    }
+    println!("{} f16 sources translated", sources.len());
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// The check above can fail: shaders that are broken in each way it looks for are caught.
 #[test]
 fn the_translation_check_catches_broken_shaders() {

@@ -12,6 +12,7 @@ use crate::error::{Result, RnnError};
 use crate::gpu::gated_persistent::GatedPersistentSpec;
 use crate::gpu::kernels::Kernels;
 use crate::gpu::persistent::PersistentSpec;
+use crate::shaders::{self, WeightPrecision};
 
 /// A device, its queue and this crate's compiled pipelines. Cheap to clone (shared inside);
 /// `Send + Sync`, so one context can serve models on many threads.
@@ -26,6 +27,8 @@ pub(crate) struct ContextInner {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub kernels: Kernels,
+    /// The kernels reading f16 weights, compiled for the first model that asks for them.
+    kernels_f16: std::sync::OnceLock<Kernels>,
     lost: Arc<Mutex<Option<String>>>,
     timeout: Mutex<Duration>,
     pub counters: Arc<Counters>,
@@ -73,8 +76,11 @@ impl GpuContext {
                 label: Some("wgpu-rnn device"),
                 // Timestamp queries split GPU time from host overhead when profiling;
                 // subgroups let small persistent workgroups share h without barriers.
+                // SHADER_F16 lets models store their weights as f16.
                 required_features: adapter.features()
-                    & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP),
+                    & (wgpu::Features::TIMESTAMP_QUERY
+                        | wgpu::Features::SUBGROUP
+                        | wgpu::Features::SHADER_F16),
                 required_limits: adapter.limits(),
                 ..Default::default()
             })
@@ -94,7 +100,12 @@ impl GpuContext {
         });
         let counters = Arc::new(Counters::default());
         let scopes = ErrorScopes::push(&device);
-        let kernels = Kernels::new(&device, &counters, cpu_subgroup_size(&device));
+        let kernels = Kernels::new(
+            &device,
+            &counters,
+            cpu_subgroup_size(&device),
+            WeightPrecision::F32,
+        );
         if let Some(error) = scopes.pop() {
             return Err(RnnError::Gpu(format!("compiling the kernels: {error}")));
         }
@@ -105,6 +116,7 @@ impl GpuContext {
                 device,
                 queue,
                 kernels,
+                kernels_f16: std::sync::OnceLock::new(),
                 lost,
                 timeout: Mutex::new(Duration::from_secs(120)),
                 persistent: Mutex::new(HashMap::new()),
@@ -210,6 +222,40 @@ impl GpuContext {
         Ok(pipeline)
     }
 
+    /// The kernels that read weights stored as `precision`: f16 ones are compiled on first
+    /// use, and only where the device has `SHADER_F16`.
+    pub(crate) fn kernels(&self, precision: WeightPrecision) -> Result<&Kernels> {
+        match precision {
+            WeightPrecision::F32 => Ok(&self.inner.kernels),
+            WeightPrecision::F16 => {
+                if !self
+                    .inner
+                    .device
+                    .features()
+                    .contains(wgpu::Features::SHADER_F16)
+                {
+                    return Err(RnnError::InvalidConfig(format!(
+                        "f16 weights need wgpu::Features::SHADER_F16, which {} does not have \
+                         (or the device was opened without it)",
+                        self.describe()
+                    )));
+                }
+                if let Some(kernels) = self.inner.kernels_f16.get() {
+                    return Ok(kernels);
+                }
+                let scopes = self.error_scopes();
+                let kernels = Kernels::new(
+                    &self.inner.device,
+                    &self.inner.counters,
+                    cpu_subgroup_size(&self.inner.device),
+                    WeightPrecision::F16,
+                );
+                scopes.finish(self, "compiling the f16 kernels")?;
+                Ok(self.inner.kernels_f16.get_or_init(|| kernels))
+            }
+        }
+    }
+
     /// The persistent LSTM / GRU kernel `spec`, compiled on first use and cached.
     pub(crate) fn gated_persistent_pipeline(
         &self,
@@ -228,7 +274,7 @@ impl GpuContext {
             &self.inner.device,
             &self.inner.counters,
             "gated_persistent",
-            &spec.wgsl(),
+            &shaders::with_weights(&spec.wgsl(), spec.weights),
         );
         scopes.finish(self, "compiling the persistent gated kernel")?;
         let pipeline = Arc::new(pipeline);

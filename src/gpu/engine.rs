@@ -15,6 +15,7 @@ use crate::gpu::scheduler::InitialState;
 use crate::gpu::workspace::{PersistentKernel, Workspace, check_limits};
 use crate::head::Linear;
 use crate::layout::ForwardShape;
+use crate::precision::WeightPrecision;
 
 /// One layer's weights on the GPU, both directions stacked.
 pub(crate) struct LayerBuffers {
@@ -67,12 +68,31 @@ pub enum Recurrence {
 pub struct GpuOptions {
     /// The recurrent kernel (default: [`Recurrence::Auto`]).
     pub recurrence: Recurrence,
+    /// How the weights are stored on the GPU (default: [`WeightPrecision::F32`]). With
+    /// [`WeightPrecision::F16`], W_ih, W_hh (and b_hn, W_hr) take half the memory and are read
+    /// back as f32; sums, states and activations stay f32, and the projection's bias and a
+    /// Linear head stay f32. Results then match the CPU reference run on f16-rounded weights
+    /// (see [`WeightPrecision::round`]) to the usual 1e-4, and the f32 model to within what
+    /// rounding the weights costs: in `tests/f16_weights.rs` (PyTorch-initialised weights,
+    /// H ≤ 64, T ≤ 12) at most 1.6e-4 on outputs of order 1, and the tests allow 5e-3; it
+    /// grows with H and with how much the model amplifies small changes. Needs
+    /// `wgpu::Features::SHADER_F16` (Vulkan, Metal, DX12; not GL): elsewhere model creation
+    /// reports [`RnnError::InvalidConfig`].
+    pub weights: WeightPrecision,
 }
 
 impl GpuOptions {
     /// The default options with `recurrence`.
     pub fn recurrence(recurrence: Recurrence) -> Self {
-        GpuOptions { recurrence }
+        GpuOptions {
+            recurrence,
+            ..GpuOptions::default()
+        }
+    }
+
+    /// These options with the weights stored as `weights`.
+    pub fn with_weights(self, weights: WeightPrecision) -> Self {
+        GpuOptions { weights, ..self }
     }
 }
 
@@ -117,6 +137,9 @@ impl Engine {
         options: GpuOptions,
     ) -> Result<Self> {
         ctx.check_alive()?;
+        let precision = options.weights;
+        // Compiles the f16 kernels on first use, or says the device cannot.
+        ctx.kernels(precision)?;
         let limits = ctx.limits();
         let (h, gates) = (arch.hidden_size, arch.cell.gates());
         let widest_input = arch.input_size.max(arch.output_size());
@@ -136,13 +159,15 @@ impl Engine {
             (Cell::Rnn(_), Recurrence::Auto) => (h <= PERSISTENT_MAX_HIDDEN).then_some(h),
             _ => None,
         }
-        .map(|h| PersistentSpec::for_hidden(h, ctx.persistent_subgroup()));
+        .map(|h| PersistentSpec::for_hidden(h, ctx.persistent_subgroup()).with_weights(precision));
         let gated_persistent = match options.recurrence {
             Recurrence::PerStep => None,
             Recurrence::Auto => GatedPersistentSpec::for_arch(&arch, ctx.persistent_subgroup())
-                .filter(GatedPersistentSpec::fits),
+                .filter(GatedPersistentSpec::fits)
+                .map(|spec| spec.with_weights(precision)),
             Recurrence::Persistent => {
-                let spec = GatedPersistentSpec::for_arch(&arch, ctx.persistent_subgroup());
+                let spec = GatedPersistentSpec::for_arch(&arch, ctx.persistent_subgroup())
+                    .map(|spec| spec.with_weights(precision));
                 if spec.is_none() && arch.cell == Cell::Lstm {
                     return Err(RnnError::InvalidConfig(
                         "an LSTM with proj_size runs the per-step kernels only \
@@ -161,13 +186,16 @@ impl Engine {
         gated_persistent
             .map(|spec| ctx.gated_persistent_pipeline(&spec))
             .transpose()?;
-        let upload = |label: &str, data: &[f32]| {
+        let upload = |label: &str, data: &[u8]| {
             ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(label),
-                contents: bytemuck::cast_slice(data),
+                contents: data,
                 usage: wgpu::BufferUsages::STORAGE,
             })
         };
+        // Weights in the model's precision; biases the projection adds stay f32.
+        let weights = |label: &str, data: &[f32]| upload(label, &precision.encode(data));
+        let f32s = |label: &str, data: &[f32]| upload(label, bytemuck::cast_slice(data));
         let d = arch.directions;
         let layers = units
             .chunks(d)
@@ -190,9 +218,9 @@ impl Engine {
                 let hr_offset = recurrent.len();
                 recurrent.extend(stack(&|u| u.weight_hr.clone().unwrap_or_default()));
                 LayerBuffers {
-                    w_ih: upload("weight_ih", &stack(&|u| u.weight_ih.clone())),
-                    bias: upload("projection bias", &stack(&|u| u.projection_bias.clone())),
-                    recurrent: upload("recurrent weights", &recurrent),
+                    w_ih: weights("weight_ih", &stack(&|u| u.weight_ih.clone())),
+                    bias: f32s("projection bias", &stack(&|u| u.projection_bias.clone())),
+                    recurrent: weights("recurrent weights", &recurrent),
                     step_bias_offset,
                     hr_offset,
                 }
@@ -207,7 +235,7 @@ impl Engine {
             && arch.num_layers > 1
             && h % 4 == 0
             && (1..=WAVEFRONT_MAX_BATCH).any(|n| wavefront_pays(h, n)))
-        .then(|| upload("wavefront weights", &wavefront_weights(units)));
+        .then(|| weights("wavefront weights", &wavefront_weights(units)));
         scopes.finish(ctx, "uploading the weights")?;
         Ok(Engine {
             ctx: ctx.clone(),
@@ -301,17 +329,7 @@ impl Engine {
                     (None, None) => None,
                 };
                 let scopes = self.ctx.error_scopes();
-                let workspace = Workspace::new(
-                    &self.ctx,
-                    &self.arch,
-                    &self.layers,
-                    self.head.as_ref(),
-                    persistent,
-                    self.wavefront
-                        .as_ref()
-                        .filter(|_| wavefront_pays(self.arch.hidden_size, shape.batch)),
-                    shape,
-                );
+                let workspace = Workspace::new(self, persistent, shape);
                 scopes.finish(&self.ctx, "allocating the workspace")?;
                 Arc::new(Mutex::new(workspace))
             }
@@ -407,7 +425,7 @@ const WAVEFRONT_MAX_BATCH: usize = 1 << 16;
 /// wavefront vs layer by layer: H = 64, N = 8, L = 3: 83 vs 148 ms; H = 128, N = 4, L = 2:
 /// 97 vs 124 ms; but H = 256, N = 16, L = 3: 363 vs 261 ms; H = 512, N = 4, L = 2: 118 vs
 /// 79 ms; H = 64, N = 1, L = 4: 96 vs 64 ms.
-fn wavefront_pays(hidden: usize, batch: usize) -> bool {
+pub(crate) fn wavefront_pays(hidden: usize, batch: usize) -> bool {
     batch >= 4 && hidden * hidden * batch <= 1 << 18
 }
 

@@ -11,7 +11,7 @@
 use std::fmt::Write;
 
 use crate::gpu::architecture::{Architecture, Cell};
-use crate::shaders;
+use crate::shaders::{self, WeightPrecision};
 
 /// A lane's weight vec4s (rows × vec4s per row) up to which [`Recurrence::Auto`] runs this
 /// kernel: an LSTM up to H = 64, a GRU up to H = 84. Compile time grows faster than the code:
@@ -40,6 +40,8 @@ pub(crate) struct GatedPersistentSpec {
     /// its subgroup with `subgroupBroadcast` (llvmpipe executes loads lane by lane and
     /// broadcasts as vector operations). The lanes are then whole subgroups.
     pub slices: Option<usize>,
+    /// How W_hh and b_hn are stored (converted to f32 as they are loaded).
+    pub weights: WeightPrecision,
 }
 
 impl GatedPersistentSpec {
@@ -63,6 +65,7 @@ impl GatedPersistentSpec {
                 lanes: size,
                 broadcast: true,
                 slices: None,
+                weights: WeightPrecision::F32,
             },
             Some(size) => GatedPersistentSpec {
                 lstm,
@@ -71,6 +74,7 @@ impl GatedPersistentSpec {
                 lanes: hidden.div_ceil(4).next_multiple_of(size),
                 broadcast: false,
                 slices: Some(size),
+                weights: WeightPrecision::F32,
             },
             None => GatedPersistentSpec {
                 lstm,
@@ -79,8 +83,14 @@ impl GatedPersistentSpec {
                 lanes: hidden.div_ceil(4),
                 broadcast: false,
                 slices: None,
+                weights: WeightPrecision::F32,
             },
         })
+    }
+
+    /// The same kernel reading weights stored as `weights`.
+    pub fn with_weights(self, weights: WeightPrecision) -> Self {
+        GatedPersistentSpec { weights, ..self }
     }
 
     fn gates(&self) -> usize {
@@ -140,7 +150,7 @@ impl GatedPersistentSpec {
                 for k in 0..vec4s {
                     let _ = writeln!(
                         load_weights,
-                        "    w[{}] = recurrent[((d * GATES + {g}u) * HIDDEN_PAD + row0 + {r}u) * VEC4S + {k}u];",
+                        "    w[{}] = vec4<f32>(recurrent[((d * GATES + {g}u) * HIDDEN_PAD + row0 + {r}u) * VEC4S + {k}u]);",
                         (g * units + r) * vec4s + k
                     );
                 }
@@ -155,7 +165,7 @@ impl GatedPersistentSpec {
             } else {
                 let _ = writeln!(
                     load_state,
-                    "    let b_hn{q} = recurrent[layer.step_bias_offset / 4u + (d * HIDDEN_PAD + {row}) / 4u];"
+                    "    let b_hn{q} = vec4<f32>(recurrent[layer.step_bias_offset / 4u + (d * HIDDEN_PAD + {row}) / 4u]);"
                 );
             }
             if memory {

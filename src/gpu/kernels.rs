@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use crate::gpu::context::{Counters, GpuContext};
 use crate::gpu::persistent::PersistentSpec;
 use crate::gpu::projection::SubgroupProjection;
-use crate::shaders;
+use crate::shaders::{self, WeightPrecision};
 
 /// Every pipeline the crate uses, compiled once per context.
 pub(crate) struct Kernels {
@@ -20,12 +20,19 @@ pub(crate) struct Kernels {
 }
 
 impl Kernels {
-    /// `subgroup`: the fixed subgroup size when the subgroup projection may be used.
-    pub fn new(device: &wgpu::Device, counters: &Counters, subgroup: Option<usize>) -> Self {
-        let step = RecurrentStepKernel::new(device, counters);
+    /// `subgroup`: the fixed subgroup size when the subgroup projection may be used;
+    /// `weights`: how the kernels read the weights they bind (a Linear head always binds
+    /// f32 weights, to the f32 kernels).
+    pub fn new(
+        device: &wgpu::Device,
+        counters: &Counters,
+        subgroup: Option<usize>,
+        weights: WeightPrecision,
+    ) -> Self {
+        let step = RecurrentStepKernel::new(device, counters, weights);
         Kernels {
-            projection: ProjectionKernel::new(device, counters, subgroup),
-            gated: GatedStepKernel::new(device, counters, &step.layout),
+            projection: ProjectionKernel::new(device, counters, subgroup, weights),
+            gated: GatedStepKernel::new(device, counters, &step.layout, weights),
             step,
         }
     }
@@ -252,7 +259,12 @@ pub(crate) struct ProjectionBindings<'a> {
 }
 
 impl ProjectionKernel {
-    fn new(device: &wgpu::Device, counters: &Counters, subgroup: Option<usize>) -> Self {
+    fn new(
+        device: &wgpu::Device,
+        counters: &Counters,
+        subgroup: Option<usize>,
+        weights: WeightPrecision,
+    ) -> Self {
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("input_projection"),
             entries: &[
@@ -269,13 +281,13 @@ impl ProjectionKernel {
             device,
             counters,
             "input_projection",
-            shaders::INPUT_PROJECTION,
+            &shaders::with_weights(shaders::INPUT_PROJECTION, weights),
             &layout,
         );
         let subgroup = subgroup.and_then(|size| {
             let form = |vec4_k| {
                 SubgroupProjection::for_subgroup(size, vec4_k).map(|spec| {
-                    let source = spec.wgsl();
+                    let source = shaders::with_weights(&spec.wgsl(), weights).into_owned();
                     (
                         compute_pipeline(device, counters, "projection_subgroup", &source, &layout),
                         spec.tile(),
@@ -394,7 +406,7 @@ pub(crate) struct StepBindings<'a> {
 }
 
 impl RecurrentStepKernel {
-    fn new(device: &wgpu::Device, counters: &Counters) -> Self {
+    fn new(device: &wgpu::Device, counters: &Counters, weights: WeightPrecision) -> Self {
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("recurrent_step"),
             entries: &[
@@ -414,21 +426,21 @@ impl RecurrentStepKernel {
             device,
             counters,
             "recurrent_step",
-            shaders::RECURRENT_STEP,
+            &shaders::with_weights(shaders::RECURRENT_STEP, weights),
             &layout,
         );
         let block = compute_pipeline(
             device,
             counters,
             "recurrent_block",
-            shaders::RECURRENT_BLOCK,
+            &shaders::with_weights(shaders::RECURRENT_BLOCK, weights),
             &layout,
         );
         let wavefront = compute_pipeline(
             device,
             counters,
             "wavefront_block",
-            shaders::WAVEFRONT_BLOCK,
+            &shaders::with_weights(shaders::WAVEFRONT_BLOCK, weights),
             &layout,
         );
         RecurrentStepKernel {
@@ -450,7 +462,7 @@ impl RecurrentStepKernel {
             device,
             counters,
             "persistent_recurrence",
-            &spec.wgsl(),
+            &shaders::with_weights(&spec.wgsl(), spec.weights),
             &self.layout,
         )
     }
@@ -586,10 +598,15 @@ pub(crate) struct GatedStepKernel {
 }
 
 impl GatedStepKernel {
-    fn new(device: &wgpu::Device, counters: &Counters, layout: &wgpu::BindGroupLayout) -> Self {
+    fn new(
+        device: &wgpu::Device,
+        counters: &Counters,
+        layout: &wgpu::BindGroupLayout,
+        weights: WeightPrecision,
+    ) -> Self {
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("gated_step"),
-            source: wgpu::ShaderSource::Wgsl(shaders::GATED_STEP.into()),
+            source: wgpu::ShaderSource::Wgsl(shaders::with_weights(shaders::GATED_STEP, weights)),
         });
         GatedStepKernel {
             gates: entry_pipeline(device, counters, "gated_step", &module, "gates", layout),
@@ -597,7 +614,7 @@ impl GatedStepKernel {
                 device,
                 counters,
                 "gated_block",
-                shaders::GATED_BLOCK,
+                &shaders::with_weights(shaders::GATED_BLOCK, weights),
                 layout,
             ),
             project: entry_pipeline(device, counters, "lstm_project", &module, "project", layout),

@@ -9,7 +9,7 @@
 use std::fmt::Write;
 
 use crate::gpu::gated_persistent;
-use crate::shaders;
+use crate::shaders::{self, WeightPrecision};
 
 /// Timesteps one persistent dispatch runs at most. llvmpipe silently stops any invocation
 /// after 65,535 loop iterations in total; the generated kernel has one loop iteration per step
@@ -50,6 +50,8 @@ pub(crate) struct PersistentSpec {
     pub sharing: Sharing,
     /// Sequences one workgroup runs side by side, sharing the weights it holds.
     pub batch_tile: usize,
+    /// How W_hh is stored (it is converted to f32 as it is loaded into registers).
+    pub weights: WeightPrecision,
 }
 
 impl PersistentSpec {
@@ -71,6 +73,7 @@ impl PersistentSpec {
                 lanes: size,
                 sharing: Sharing::Broadcast,
                 batch_tile: 1,
+                weights: WeightPrecision::F32,
             },
             // Whole subgroups (the last one padded; a partial subgroup costs as much on
             // llvmpipe), loading h in slices.
@@ -80,6 +83,7 @@ impl PersistentSpec {
                 lanes: hidden.div_ceil(rows).next_multiple_of(size),
                 sharing: Sharing::SubgroupSlices(size),
                 batch_tile: 1,
+                weights: WeightPrecision::F32,
             },
             None => PersistentSpec {
                 hidden,
@@ -87,6 +91,7 @@ impl PersistentSpec {
                 lanes: hidden.div_ceil(rows),
                 sharing: Sharing::WorkgroupMemory,
                 batch_tile: 1,
+                weights: WeightPrecision::F32,
             },
         }
     }
@@ -94,6 +99,11 @@ impl PersistentSpec {
     /// The workgroup is exactly one subgroup.
     pub fn one_subgroup(&self) -> bool {
         self.sharing == Sharing::Broadcast
+    }
+
+    /// The same kernel reading W_hh stored as `weights`.
+    pub fn with_weights(self, weights: WeightPrecision) -> Self {
+        PersistentSpec { weights, ..self }
     }
 
     /// The same kernel running `tile` sequences per workgroup.
@@ -170,7 +180,7 @@ impl PersistentSpec {
         }
         let mut load_weights = String::new();
         for i in 0..rows * vec4s {
-            let _ = writeln!(load_weights, "    w[{i}] = w_hh[w_base + {i}u];");
+            let _ = writeln!(load_weights, "    w[{i}] = vec4<f32>(w_hh[w_base + {i}u]);");
         }
         let mut load_state = String::new();
         for b in 0..tile {

@@ -87,6 +87,14 @@ impl SubgroupProjection {
             }
         }
         shaders::PROJECTION_SUBGROUP
+            .replace(
+                "{{W_ELEMENT}}",
+                if self.vec4_k {
+                    "vec4<weight_t>"
+                } else {
+                    "weight_t"
+                },
+            )
             .replace("{{ELEMENT}}", if self.vec4_k { "vec4<f32>" } else { "f32" })
             .replace("{{WIDTH}}", &width.to_string())
             .replace("{{LANES}}", &self.lanes.to_string())

@@ -57,7 +57,9 @@ pub(crate) fn run(
     run: Run<'_>,
 ) -> Result<RunResult> {
     let (device, queue) = (ctx.device(), ctx.queue());
-    let kernels = &ctx.inner().kernels;
+    // The layers' kernels read the model's weights in its precision; a head's are f32.
+    let kernels = ctx.kernels(ws.weights)?;
+    let head_kernels = &ctx.inner().kernels;
     let scopes = ctx.error_scopes();
 
     queue.write_buffer(&ws.input, 0, bytemuck::cast_slice(run.input));
@@ -158,7 +160,7 @@ pub(crate) fn run(
             }
         }
         if let Some(head) = &ws.head {
-            kernels
+            head_kernels
                 .projection
                 .encode(&mut pass, &head.group, &head.params);
         }

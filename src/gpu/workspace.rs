@@ -8,12 +8,13 @@ use crate::config::Nonlinearity;
 use crate::error::{Result, RnnError};
 use crate::gpu::architecture::{Architecture, Cell};
 use crate::gpu::context::GpuContext;
-use crate::gpu::engine::{HeadBuffers, LayerBuffers};
+use crate::gpu::engine::{Engine, wavefront_pays};
 use crate::gpu::kernels::{
     ProjectionBindings, ProjectionKernel, ProjectionParams, StepBindings, StepIndex,
     StepLayerParams,
 };
 use crate::layout::ForwardShape;
+use crate::precision::WeightPrecision;
 
 /// Buffers and bind groups for forwards of one (T, N).
 pub(crate) struct Workspace {
@@ -40,6 +41,8 @@ pub(crate) struct Workspace {
     /// The persistent kernel, when the model runs one (its groups are `step_groups`); else
     /// the per-step kernels.
     pub persistent: Option<PersistentKernel>,
+    /// How the model's weights are stored: which kernels read them.
+    pub weights: WeightPrecision,
     /// The wavefront's bind group, when every layer advances in one dispatch per wave (then
     /// `step_groups` are unused beyond layer 0's projection).
     pub wave_group: Option<wgpu::BindGroup>,
@@ -183,15 +186,19 @@ pub(crate) fn check_limits(
 }
 
 impl Workspace {
+    /// The buffers and bind groups of `engine`'s forwards over `shape`, running `persistent`
+    /// (or the per-step kernels).
     pub fn new(
-        ctx: &GpuContext,
-        arch: &Architecture,
-        layers: &[LayerBuffers],
-        head: Option<&HeadBuffers>,
+        engine: &Engine,
         persistent: Option<PersistentKernel>,
-        wavefront: Option<&wgpu::Buffer>,
         shape: &ForwardShape,
     ) -> Self {
+        let (ctx, arch, layers) = (&engine.ctx, &engine.arch, &engine.layers);
+        let (head, weights) = (engine.head.as_ref(), engine.options.weights);
+        let wavefront = engine
+            .wavefront
+            .as_ref()
+            .filter(|_| wavefront_pays(arch.hidden_size, shape.batch));
         let device = ctx.device();
         let kernels = &ctx.inner().kernels;
         let (t, n) = (shape.seq_len, shape.batch);
@@ -433,6 +440,7 @@ impl Workspace {
             projections: projection_params,
             step_groups,
             persistent,
+            weights,
             wave_group,
             head,
             step_stride,

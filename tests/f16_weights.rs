@@ -1,0 +1,208 @@
+//! Weights stored as f16 (`GpuOptions::with_weights(WeightPrecision::F16)`): on adapters with
+//! `SHADER_F16`, every kernel (projection, per-step, block, wavefront, persistent, gated), given
+//! the f32 weights, gives the CPU reference's results for those weights rounded to f16 as the
+//! GPU stores them (W_ih, W_hh, W_hr, a GRU's b_hn; the projection's biases stay f32) within
+//! the usual 1e-4, which shows the GPU really read f16, and the f32 model's within the stated
+//! f16 tolerance; elsewhere asking for f16 is a typed error.
+
+use wgpu_rnn::compare::compare;
+use wgpu_rnn::{
+    CpuGatedRnn, CpuRnn, DirectionWeights, GateKind, GatedConfig, GatedDirectionWeights, GatedRnn,
+    GatedWeights, GpuContext, GpuGatedRnn, GpuOptions, GpuRnn, Recurrence, Rnn, RnnConfig,
+    RnnError, RnnWeights, Tensor, WeightPrecision, testing,
+};
+
+const TOLERANCE: f64 = 1e-4;
+/// What storing PyTorch-initialised weights as f16 may cost against the f32 model (the
+/// README's figure): weights lose about 2^−11 of their size each.
+const F16_VS_F32: f64 = 5e-3;
+
+fn values(seed: u64, len: usize) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn round(values: &[f32]) -> Vec<f32> {
+    values
+        .iter()
+        .map(|&v| WeightPrecision::F16.round(v))
+        .collect()
+}
+
+/// The context, if it can store f16 weights; otherwise checks that asking for them is a
+/// typed error and returns `None`.
+fn f16_context(test: &str) -> Option<GpuContext> {
+    let ctx = testing::gpu(test)?;
+    if ctx.device().features().contains(wgpu::Features::SHADER_F16) {
+        return Some(ctx);
+    }
+    let config = RnnConfig::new(2, 3);
+    let weights = RnnWeights::init(&config, 1).unwrap();
+    let options = GpuOptions::default().with_weights(WeightPrecision::F16);
+    let refused = GpuRnn::with_options(&ctx, config, &weights, options);
+    assert!(
+        matches!(refused, Err(RnnError::InvalidConfig(_))),
+        "{refused:?}"
+    );
+    println!("{test}: the adapter has no SHADER_F16: f16 weights refused with a typed error");
+    None
+}
+
+/// Compares `got` with `want` at `tolerance`; returns the worst error.
+fn check(what: &str, got: &[f32], want: &[f32], tolerance: f64) -> f64 {
+    let c = compare(got, want, tolerance);
+    assert!(c.passed(), "{what}: {c}");
+    c.max_abs
+}
+
+/// The GPU must sit much closer to the rounded model than to the f32 one: proof that it read
+/// f16 weights rather than f32 ones (its f32 results differ from the CPU by ~1e-7).
+fn assert_stored_as_f16(what: &str, vs_rounded: f64, vs_f32: f64) {
+    assert!(
+        vs_rounded * 10.0 < vs_f32,
+        "{what}: {vs_rounded:.2e} from the f16-rounded model, {vs_f32:.2e} from the f32 one"
+    );
+}
+
+#[test]
+fn rnn_kernels_read_f16_weights() {
+    let Some(ctx) = f16_context("rnn_kernels_read_f16_weights") else {
+        return;
+    };
+    let mut worst_vs_f32 = 0.0f64;
+    // Persistent (H ≤ 256), per-step unit and block kernels, and a wavefront (L = 2, N ≥ 4,
+    // no bias: the wavefront stores b_ih + b_hh as one f16).
+    for (config, recurrence, batch) in [
+        (RnnConfig::new(5, 64), Recurrence::Auto, 3),
+        (
+            RnnConfig {
+                bidirectional: true,
+                ..RnnConfig::new(3, 17)
+            },
+            Recurrence::Auto,
+            2,
+        ),
+        (RnnConfig::new(4, 64), Recurrence::PerStep, 1),
+        (RnnConfig::new(4, 20), Recurrence::PerStep, 8),
+        (
+            RnnConfig {
+                num_layers: 2,
+                bias: false,
+                ..RnnConfig::new(4, 32)
+            },
+            Recurrence::PerStep,
+            4,
+        ),
+    ] {
+        let weights = RnnWeights::init(&config, 3).unwrap();
+        let rounded: Vec<DirectionWeights> = weights
+            .units()
+            .iter()
+            .map(|u| DirectionWeights {
+                weight_ih: round(&u.weight_ih),
+                weight_hh: round(&u.weight_hh),
+                ..u.clone()
+            })
+            .collect();
+        let rounded = RnnWeights::new(&config, rounded).unwrap();
+        let options = GpuOptions::recurrence(recurrence).with_weights(WeightPrecision::F16);
+        let gpu = GpuRnn::with_options(&ctx, config.clone(), &weights, options).unwrap();
+        let steps = 12;
+        let input = Tensor::new(
+            values(4, steps * batch * config.input_size),
+            &[steps, batch, config.input_size],
+        )
+        .unwrap();
+        let got = gpu.forward(&input, None).unwrap();
+        let want = CpuRnn::new(config.clone(), rounded)
+            .unwrap()
+            .forward(&input, None)
+            .unwrap();
+        let what = format!("{config:?} {recurrence:?} N={batch}");
+        let vs_rounded = check(&what, got.output.data(), want.output.data(), TOLERANCE);
+        check(&what, got.h_n.data(), want.h_n.data(), TOLERANCE);
+        // Against the f32 weights the rounding shows, within the stated tolerance.
+        let exact = CpuRnn::new(config.clone(), weights)
+            .unwrap()
+            .forward(&input, None)
+            .unwrap();
+        let vs_f32 = check(&what, got.output.data(), exact.output.data(), F16_VS_F32);
+        assert_stored_as_f16(&what, vs_rounded, vs_f32);
+        worst_vs_f32 = worst_vs_f32.max(vs_f32);
+    }
+    println!("RNN, f16 weights against the f32 model: worst {worst_vs_f32:.2e}");
+}
+
+#[test]
+fn gated_kernels_read_f16_weights() {
+    let Some(ctx) = f16_context("gated_kernels_read_f16_weights") else {
+        return;
+    };
+    let mut worst_vs_f32 = 0.0f64;
+    // Persistent (small H), per-step unit and block kernels, and the projection of h.
+    for (config, recurrence) in [
+        (GatedConfig::lstm(3, 16), Recurrence::Auto),
+        (GatedConfig::gru(3, 40), Recurrence::Auto),
+        (GatedConfig::lstm(3, 17), Recurrence::PerStep),
+        (GatedConfig::gru(3, 32), Recurrence::PerStep),
+        (
+            GatedConfig {
+                proj_size: 5,
+                bidirectional: true,
+                ..GatedConfig::lstm(3, 12)
+            },
+            Recurrence::Auto,
+        ),
+    ] {
+        let weights = GatedWeights::init(&config, 5).unwrap();
+        let h = config.hidden_size;
+        let rounded: Vec<GatedDirectionWeights> = weights
+            .units()
+            .iter()
+            .map(|u| GatedDirectionWeights {
+                weight_ih: round(&u.weight_ih),
+                weight_hh: round(&u.weight_hh),
+                weight_hr: u.weight_hr.as_ref().map(|w| round(w)),
+                // A GRU's b_hn sits beside W_hh; every other bias stays f32.
+                bias_hh: u.bias_hh.as_ref().map(|b| match config.kind {
+                    GateKind::Gru => [&b[..2 * h], &round(&b[2 * h..])].concat(),
+                    GateKind::Lstm => b.clone(),
+                }),
+                ..u.clone()
+            })
+            .collect();
+        let rounded = GatedWeights::new(&config, rounded).unwrap();
+        let options = GpuOptions::recurrence(recurrence).with_weights(WeightPrecision::F16);
+        let gpu = GpuGatedRnn::with_options(&ctx, config.clone(), &weights, options).unwrap();
+        let (steps, batch) = (10, 5);
+        let input = Tensor::new(
+            values(6, steps * batch * config.input_size),
+            &[steps, batch, config.input_size],
+        )
+        .unwrap();
+        let got = gpu.forward(&input, None, None).unwrap();
+        let cpu = CpuGatedRnn::new(config.clone(), rounded).unwrap();
+        let want = cpu.forward(&input, None, None).unwrap();
+        let what = format!("{config:?} {recurrence:?}");
+        let vs_rounded = check(&what, got.output.data(), want.output.data(), TOLERANCE);
+        check(&what, got.h_n.data(), want.h_n.data(), TOLERANCE);
+        if let (Some(g), Some(w)) = (&got.c_n, &want.c_n) {
+            check(&what, g.data(), w.data(), TOLERANCE);
+        }
+        let exact = CpuGatedRnn::new(config.clone(), weights)
+            .unwrap()
+            .forward(&input, None, None)
+            .unwrap();
+        let vs_f32 = check(&what, got.output.data(), exact.output.data(), F16_VS_F32);
+        assert_stored_as_f16(&what, vs_rounded, vs_f32);
+        worst_vs_f32 = worst_vs_f32.max(vs_f32);
+    }
+    println!("LSTM/GRU, f16 weights against the f32 model: worst {worst_vs_f32:.2e}");
+}
