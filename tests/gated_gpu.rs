@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
 use wgpu_rnn::compare::compare;
 use wgpu_rnn::reference_case::ReferenceCase;
 use wgpu_rnn::{
@@ -648,4 +649,103 @@ fn nan_and_inf_propagate_as_on_the_cpu() {
         let last = &got.output.data()[(4 + 3) * 4..];
         assert!(last.iter().all(|v| v.is_finite()), "{kind:?}: {last:?}");
     }
+}
+
+/// Arbitrary input, h0, c0 and lengths shapes (most of them wrong): the GPU path answers
+/// exactly as the CPU path does, the same numbers or the same kind of typed error, and never
+/// panics.
+#[test]
+fn bad_arguments_get_the_cpu_paths_typed_errors() {
+    let Some(ctx) = testing::gpu("bad_arguments_get_the_cpu_paths_typed_errors") else {
+        return;
+    };
+    let models: Vec<(CpuGatedRnn, GpuGatedRnn)> = [
+        GatedConfig::lstm(3, 4),
+        GatedConfig {
+            batch_first: true,
+            proj_size: 2,
+            num_layers: 2,
+            ..GatedConfig::lstm(2, 5)
+        },
+        GatedConfig {
+            bidirectional: true,
+            ..GatedConfig::gru(3, 6)
+        },
+    ]
+    .into_iter()
+    .map(|config| {
+        let weights = GatedWeights::init(&config, 2).unwrap();
+        (
+            CpuGatedRnn::new(config.clone(), weights.clone()).unwrap(),
+            GpuGatedRnn::new(&ctx, config, &weights).unwrap(),
+        )
+    })
+    .collect();
+    // Any shape, or one of the (rows, N, features) shapes that come close to valid ones.
+    let any_dims = prop::collection::vec(0usize..=6, 1..=4);
+    let near = |lead: std::ops::RangeInclusive<usize>, last: std::ops::RangeInclusive<usize>| {
+        (lead, 0usize..=4, last).prop_map(|(a, b, c)| vec![a, b, c])
+    };
+    let input = prop_oneof![any_dims.clone(), near(0..=5, 2..=3)];
+    let state = prop_oneof![any_dims, near(1..=4, 2..=6)];
+    let strategy = (
+        0..models.len(),
+        input,
+        prop::option::of(state.clone()),
+        prop::option::of(state),
+        prop::option::of(prop::collection::vec(0usize..=7, 0..=5)),
+    );
+    // How many cases ran (not just errors): the strategy must reach valid calls too.
+    let matched = std::cell::Cell::new(0);
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 2000,
+        ..ProptestConfig::default()
+    });
+    runner
+        .run(&strategy, |(m, input, h0, c0, lengths)| {
+            let tensor = |shape: &[usize]| Tensor::new(values(1, shape.iter().product()), shape);
+            let (Ok(input), Ok(h0), Ok(c0)) = (
+                tensor(&input),
+                h0.map(|s| tensor(&s)).transpose(),
+                c0.map(|s| tensor(&s)).transpose(),
+            ) else {
+                return Ok(());
+            };
+            let run = |model: &dyn GatedRnn| match &lengths {
+                Some(l) => model.forward_with_lengths(&input, l, h0.as_ref(), c0.as_ref()),
+                None => model.forward(&input, h0.as_ref(), c0.as_ref()),
+            };
+            let (cpu, gpu) = &models[m];
+            let want = run(cpu);
+            let got = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(gpu))) {
+                Ok(got) => got,
+                Err(_) => return Err(TestCaseError::fail("the GPU path panicked")),
+            };
+            match (got, want) {
+                (Ok(got), Ok(want)) => {
+                    check_same(&got, &want).map_err(TestCaseError::fail)?;
+                    matched.set(matched.get() + 1);
+                }
+                (Err(got), Err(want)) => {
+                    prop_assert_eq!(
+                        std::mem::discriminant(&got),
+                        std::mem::discriminant(&want),
+                        "GPU: {}; CPU: {}",
+                        got,
+                        want
+                    );
+                }
+                (got, want) => {
+                    return Err(TestCaseError::fail(format!(
+                        "GPU {:?} but CPU {:?}",
+                        got.map(|_| "ok"),
+                        want.map(|_| "ok")
+                    )));
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+    println!("{} of 2000 calls ran on both paths", matched.get());
+    assert!(matched.get() >= 25, "only {} valid calls", matched.get());
 }
