@@ -32,7 +32,8 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<{{ELEMENT}}>;
 @group(0) @binding(2) var<storage, read> w: array<{{W_ELEMENT}}>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> p: array<f32>;
+// P: f32s, or vec4s where its columns and strides are multiples of four.
+@group(0) @binding(4) var<storage, read_write> p: array<{{P_ELEMENT}}>;
 
 const LANES: u32 = {{LANES}}u;
 const ROWS: u32 = {{ROWS}}u;
@@ -50,24 +51,26 @@ fn w_row_start(c: u32) -> u32 {
     return min(c, params.cols - 1u) * params.depth / {{WIDTH}}u;
 }
 
-fn store_row(r: u32, c0: u32, values: vec4<f32>) {
-    if r >= params.rows {
-        return;
-    }
-    let base = (r / params.batch) * params.p_stride_t + (r % params.batch) * params.p_stride_n;
+// The bias of columns c0..c0+3 (zero past the last column), loaded once per lane rather than
+// once per row: loads are what costs on llvmpipe, and at small K the stores dominate.
+fn bias4(c0: u32) -> vec4<f32> {
+    var b = vec4<f32>(0.0);
     if c0 < params.cols {
-        p[base + c0] = values.x + bias[c0];
+        b.x = bias[c0];
     }
     if c0 + 1u < params.cols {
-        p[base + c0 + 1u] = values.y + bias[c0 + 1u];
+        b.y = bias[c0 + 1u];
     }
     if c0 + 2u < params.cols {
-        p[base + c0 + 2u] = values.z + bias[c0 + 2u];
+        b.z = bias[c0 + 2u];
     }
     if c0 + 3u < params.cols {
-        p[base + c0 + 3u] = values.w + bias[c0 + 3u];
+        b.w = bias[c0 + 3u];
     }
+    return b;
 }
+
+{{STORE_ROW}}
 
 @compute @workgroup_size({{LANES}}, 1, 1)
 fn main(
@@ -91,5 +94,6 @@ fn main(
 {{LOADS}}
 {{FMAS}}
     }
+    let b = bias4(c0);
 {{STORES}}
 }

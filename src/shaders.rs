@@ -64,9 +64,9 @@ pub(crate) fn all_sources() -> Vec<(String, String)> {
         ("gated_block".into(), GATED_BLOCK.into()),
     ];
     for size in [8, 16, 32, 64] {
-        for vec4_k in [false, true] {
+        for (vec4_k, vec4_p) in [(false, false), (false, true), (true, false), (true, true)] {
             if let Some(spec) =
-                crate::gpu::projection::SubgroupProjection::for_subgroup(size, vec4_k)
+                crate::gpu::projection::SubgroupProjection::for_subgroup(size, vec4_k, vec4_p)
             {
                 sources.push((format!("projection_subgroup {spec:?}"), spec.wgsl()));
             }

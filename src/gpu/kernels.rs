@@ -73,6 +73,11 @@ impl ProjectionParams {
     pub fn vec4_aligned(&self) -> bool {
         self.depth % 4 == 0 && self.x_stride_t % 4 == 0 && self.x_stride_n % 4 == 0
     }
+
+    /// Whether P can be stored as vec4s: its columns and row strides are multiples of four.
+    pub fn p_vec4_aligned(&self) -> bool {
+        self.cols % 4 == 0 && self.p_stride_t % 4 == 0 && self.p_stride_n % 4 == 0
+    }
 }
 
 /// `Layer` of `recurrent_step.wgsl` and `gated_step.wgsl` (the Elman RNN kernels declare the
@@ -238,10 +243,9 @@ pub(crate) struct ProjectionKernel {
     subgroup: Option<SubgroupForms>,
 }
 
-/// The subgroup projection reading scalars, and reading vec4s along K.
+/// The subgroup projection, by [reads vec4s along K][stores vec4s of P].
 struct SubgroupForms {
-    scalar: wgpu::ComputePipeline,
-    vec4: wgpu::ComputePipeline,
+    forms: [[wgpu::ComputePipeline; 2]; 2],
     /// (columns, rows) of P per workgroup.
     tile: (u32, u32),
 }
@@ -274,7 +278,8 @@ impl ProjectionKernel {
                 storage_entry_unsized(1, true),
                 storage_entry_unsized(2, true),
                 storage_entry(3, true),
-                storage_entry(4, false),
+                // P: f32s, or vec4s for the subgroup form where its layout allows.
+                storage_entry_unsized(4, false),
             ],
         });
         let pipeline = compute_pipeline(
@@ -285,8 +290,8 @@ impl ProjectionKernel {
             &layout,
         );
         let subgroup = subgroup.and_then(|size| {
-            let form = |vec4_k| {
-                SubgroupProjection::for_subgroup(size, vec4_k).map(|spec| {
+            let form = |vec4_k, vec4_p| {
+                SubgroupProjection::for_subgroup(size, vec4_k, vec4_p).map(|spec| {
                     let source = shaders::with_weights(&spec.wgsl(), weights).into_owned();
                     (
                         compute_pipeline(device, counters, "projection_subgroup", &source, &layout),
@@ -294,8 +299,12 @@ impl ProjectionKernel {
                     )
                 })
             };
-            let ((scalar, tile), (vec4, _)) = (form(false)?, form(true)?);
-            Some(SubgroupForms { scalar, vec4, tile })
+            let (scalar, tile) = form(false, false)?;
+            let forms = [
+                [scalar, form(false, true)?.0],
+                [form(true, false)?.0, form(true, true)?.0],
+            ];
+            Some(SubgroupForms { forms, tile })
         });
         ProjectionKernel {
             layout,
@@ -350,11 +359,9 @@ impl ProjectionKernel {
         let (rows, cols) = (params.rows, params.cols);
         let (pipeline, (x, y)) = match &self.subgroup {
             Some(forms) if use_subgroup => {
-                let pipeline = if params.vec4_aligned() {
-                    &forms.vec4
-                } else {
-                    &forms.scalar
-                };
+                let k = usize::from(params.vec4_aligned());
+                let p = usize::from(params.p_vec4_aligned());
+                let pipeline = &forms.forms[k][p];
                 let (tile_cols, tile_rows) = forms.tile;
                 (
                     pipeline,

@@ -17,20 +17,54 @@ use crate::shaders;
 /// with the X and W loads replaced by constants the same kernel runs ~85 GFLOP/s instead of ~35.
 const TILE_ROWS: usize = 32;
 
+/// Stores row r's columns c0..c0+3 (those that exist), bias included in `values`.
+const STORE_ROW_SCALAR: &str = "fn store_row(r: u32, c0: u32, values: vec4<f32>) {
+    if r >= params.rows {
+        return;
+    }
+    let base = (r / params.batch) * params.p_stride_t + (r % params.batch) * params.p_stride_n;
+    if c0 < params.cols {
+        p[base + c0] = values.x;
+    }
+    if c0 + 1u < params.cols {
+        p[base + c0 + 1u] = values.y;
+    }
+    if c0 + 2u < params.cols {
+        p[base + c0 + 2u] = values.z;
+    }
+    if c0 + 3u < params.cols {
+        p[base + c0 + 3u] = values.w;
+    }
+}";
+
+/// The same as one vec4 store: the columns and P's strides are multiples of four, so the
+/// four columns exist together and start on a vec4.
+const STORE_ROW_VEC4: &str = "fn store_row(r: u32, c0: u32, values: vec4<f32>) {
+    if r >= params.rows || c0 >= params.cols {
+        return;
+    }
+    let base = (r / params.batch) * params.p_stride_t + (r % params.batch) * params.p_stride_n;
+    p[(base + c0) / 4u] = values;
+}";
+
 /// The subgroup projection for workgroups of exactly `lanes` lanes (one subgroup).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct SubgroupProjection {
     pub lanes: usize,
     /// Read X and W as vec4s along K (K and the row strides must be multiples of 4).
     pub vec4_k: bool,
+    /// Store P as vec4s (the columns and P's strides must be multiples of 4): a quarter of
+    /// the stores, which at small K cost as much as the products.
+    pub vec4_p: bool,
 }
 
 impl SubgroupProjection {
     /// The kernel for a fixed subgroup size, if the tile divides over it.
-    pub fn for_subgroup(size: usize, vec4_k: bool) -> Option<Self> {
+    pub fn for_subgroup(size: usize, vec4_k: bool, vec4_p: bool) -> Option<Self> {
         ((4..=TILE_ROWS).contains(&size) && TILE_ROWS % size == 0).then_some(SubgroupProjection {
             lanes: size,
             vec4_k,
+            vec4_p,
         })
     }
 
@@ -57,7 +91,7 @@ impl SubgroupProjection {
         let width = if self.vec4_k { 4 } else { 1 };
         for m in 0..TILE_ROWS {
             let _ = writeln!(accumulators, "    var acc{m} = vec4<f32>(0.0);");
-            let _ = writeln!(stores, "    store_row(r0 + {m}u, c0, acc{m});");
+            let _ = writeln!(stores, "    store_row(r0 + {m}u, c0, acc{m} + b);");
         }
         // Each of the `width` k of this iteration: the four columns' weights, then every row.
         for j in 0..width {
@@ -96,6 +130,18 @@ impl SubgroupProjection {
                 },
             )
             .replace("{{ELEMENT}}", if self.vec4_k { "vec4<f32>" } else { "f32" })
+            .replace(
+                "{{P_ELEMENT}}",
+                if self.vec4_p { "vec4<f32>" } else { "f32" },
+            )
+            .replace(
+                "{{STORE_ROW}}",
+                if self.vec4_p {
+                    STORE_ROW_VEC4
+                } else {
+                    STORE_ROW_SCALAR
+                },
+            )
             .replace("{{WIDTH}}", &width.to_string())
             .replace("{{LANES}}", &self.lanes.to_string())
             .replace("{{ROWS}}", &TILE_ROWS.to_string())
