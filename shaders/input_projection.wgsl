@@ -46,6 +46,7 @@ fn w_row_start(c: u32) -> u32 {
     return min(c, params.cols - 1u) * params.depth;
 }
 
+// Stores row r's columns c0..c0+3 (those that exist); `values` include the bias.
 fn store_row(r: u32, c0: u32, values: vec4<f32>) {
     if r >= params.rows {
         return;
@@ -54,9 +55,20 @@ fn store_row(r: u32, c0: u32, values: vec4<f32>) {
     for (var i = 0u; i < BLOCK; i++) {
         let c = c0 + i;
         if c < params.cols {
-            p[base + c] = values[i] + bias[c];
+            p[base + c] = values[i];
         }
     }
+}
+
+// The bias of columns c0..c0+3, zero past the last column: loaded once, not once per row.
+fn bias4(c0: u32) -> vec4<f32> {
+    var b = vec4<f32>(0.0);
+    for (var i = 0u; i < BLOCK; i++) {
+        if c0 + i < params.cols {
+            b[i] = bias[c0 + i];
+        }
+    }
+    return b;
 }
 
 @compute @workgroup_size(8, 8, 1)
@@ -86,8 +98,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         acc2 += x[x2 + k] * wk;
         acc3 += x[x3 + k] * wk;
     }
-    store_row(r0, c0, acc0);
-    store_row(r0 + 1u, c0, acc1);
-    store_row(r0 + 2u, c0, acc2);
-    store_row(r0 + 3u, c0, acc3);
+    let b = bias4(c0);
+    store_row(r0, c0, acc0 + b);
+    store_row(r0 + 1u, c0, acc1 + b);
+    store_row(r0 + 2u, c0, acc2 + b);
+    store_row(r0 + 3u, c0, acc3 + b);
 }
