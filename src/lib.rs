@@ -42,7 +42,8 @@
 //! - [`RnnError::RequestDevice`]: the adapter refused to open a device.
 //! - [`RnnError::InvalidConfig`]: a zero size, a dropout outside [0, 1], a `proj_size` PyTorch
 //!   refuses, bad metadata, a Linear head that does not fit, a stream of a bidirectional model
-//!   or with an absurd delay, the persistent kernel asked of a projected LSTM.
+//!   or with an absurd delay, the persistent kernel asked of a projected LSTM, f16 weights on
+//!   an adapter without `SHADER_F16`.
 //! - [`RnnError::ShapeMismatch`]: `input`, `h0`, `c0`, `lengths` or a stream chunk do not have
 //!   PyTorch's shapes for the model.
 //! - [`RnnError::InvalidLength`]: a sequence length outside 1..=T.

@@ -48,6 +48,17 @@ const ORT_TOLERANCE: f64 = 1e-4;
 /// Long forwards on software adapters run for minutes; the library's default is 2 minutes.
 const GPU_TIMEOUT: Duration = Duration::from_secs(3600);
 
+/// `println!` that ends the program quietly when stdout has been closed (the report piped into
+/// `head`, say) instead of panicking as `println!` does.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        if writeln!(std::io::stdout(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 fn main() -> ExitCode {
     let command = match options::parse(std::env::args().skip(1)) {
         Ok(command) => command,
@@ -58,7 +69,7 @@ fn main() -> ExitCode {
     };
     let result = match command {
         Command::Help => {
-            println!("{}", options::HELP);
+            out!("{}", options::HELP);
             Ok(())
         }
         Command::Gemm => run_gemm(),
@@ -77,9 +88,13 @@ fn open_gpu() -> Result<GpuContext, Error> {
     let ctx = GpuContext::new()?;
     ctx.set_timeout(GPU_TIMEOUT);
     let info = ctx.adapter_info();
-    println!(
+    out!(
         "adapter: {} | backend {:?} | type {:?} | driver {} {}",
-        info.name, info.backend, info.device_type, info.driver, info.driver_info
+        info.name,
+        info.backend,
+        info.device_type,
+        info.driver,
+        info.driver_info
     );
     Ok(ctx)
 }
@@ -109,15 +124,15 @@ fn run_gemm() -> Result<(), Error> {
     let per_dispatch = rounds[GEMM_ROUNDS / 2];
     let flops = 2.0 * (GEMM_ROWS * GEMM_DEPTH * GEMM_COLS) as f64;
     let gflops = flops / per_dispatch.as_secs_f64() / 1e9;
-    println!(
+    out!(
         "input projection GEMM P = X·Wᵀ + b: X {GEMM_ROWS}×{GEMM_DEPTH}, W {GEMM_COLS}×{GEMM_DEPTH}; \
          {repeats} dispatch(es) per submission, median of {GEMM_ROUNDS} submissions"
     );
-    println!(
+    out!(
         "{:.3} ms per dispatch, {gflops:.1} GFLOP/s",
         table::millis(per_dispatch)
     );
-    println!("gemm_gflops={gflops:.2}");
+    out!("gemm_gflops={gflops:.2}");
     Ok(())
 }
 
@@ -131,7 +146,7 @@ fn run_report(options: &Options) -> Result<(), Error> {
         Some(python) => Some(start_torch(python, options.torch_threads)?),
         None => None,
     };
-    println!(
+    out!(
         "{}; input (T, N, H); {}\n",
         model_description(options.cell),
         if options.quick {
@@ -140,43 +155,43 @@ fn run_report(options: &Options) -> Result<(), Error> {
             "each point: one warm-up forward, then the median of 3 to 50"
         }
     );
-    println!("{}", table::LEGEND);
+    out!("{}", table::LEGEND);
     if torch.is_some() {
-        println!("{}", table::LIVE_LEGEND);
+        out!("{}", table::LIVE_LEGEND);
     }
-    println!();
+    out!();
     let provenance = match &torch {
         Some(torch) => live_provenance(options, torch),
         None if options.cell == Cell::Rnn => baselines::PROVENANCE.to_string(),
         None => baselines::missing(options.cell),
     };
     let mut session = Session::new(ctx.clone(), options, torch);
-    println!("{}", table::header(session.live()));
+    out!("{}", table::header(session.live()));
     let mut rows = Vec::new();
     for &shape in &options.configs {
         rows.extend(session.measure_config(shape)?);
     }
     session.progress.clear();
-    println!();
+    out!();
     if let Some(diff) = session.ort_diff {
         session.notes.push(format!(
             "onnxruntime's outputs match PyTorch's to {diff:.1e} (largest difference)"
         ));
     }
     for note in &session.notes {
-        println!("note: {note}");
+        out!("note: {note}");
     }
-    println!("{provenance}\n");
+    out!("{provenance}\n");
 
     let fits = fit_all(&options.configs, &rows);
-    println!("Least-squares fit per configuration and path: time = overhead + T × (µs/step)");
-    println!("(ordinary least squares, so the longest sequences dominate: an overhead below");
-    println!("zero only means the fixed cost is smaller than the noise of the longest runs)");
-    println!("{}", table::format_fits(&fits));
+    out!("Least-squares fit per configuration and path: time = overhead + T × (µs/step)");
+    out!("(ordinary least squares, so the longest sequences dominate: an overhead below");
+    out!("zero only means the fixed cost is smaller than the noise of the longest runs)");
+    out!("{}", table::format_fits(&fits));
     let live = session.live();
     drop(session); // ends the PyTorch process before the files are written
     write_outputs(options, &ctx, &rows, &fits, live)?;
-    println!("total time {:.0} s", started.elapsed().as_secs_f64());
+    out!("total time {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
 }
 
@@ -187,10 +202,10 @@ fn model_description(cell: Cell) -> String {
 }
 
 fn start_torch(python: &str, threads: usize) -> Result<TorchTimer, Error> {
-    println!("starting PyTorch ({python} -c benches/baselines/time_torch.py) ...");
+    out!("starting PyTorch ({python} -c benches/baselines/time_torch.py) ...");
     let torch = TorchTimer::start(python, threads)?;
     let versions = &torch.versions;
-    println!(
+    out!(
         "torch {} | onnxruntime {} | {} threads",
         versions.torch,
         versions.ort.as_deref().unwrap_or("not installed there"),
@@ -273,7 +288,7 @@ impl<'a> Session<'a> {
         for &seq_len in &options.lengths {
             let row = self.measure_length(shape, seq_len, &models);
             self.progress.clear();
-            println!("{}", table::format_row(&row, self.live()));
+            out!("{}", table::format_row(&row, self.live()));
             rows.push(row);
         }
         Ok(rows)
@@ -471,7 +486,7 @@ fn write_outputs(
         dir.join("scaling.svg"),
         svg::render(&chart(ctx, options.cell, rows)),
     )?;
-    println!(
+    out!(
         "wrote {}, fit.csv and scaling.svg",
         dir.join("scaling.csv").display()
     );
