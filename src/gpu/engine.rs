@@ -234,7 +234,8 @@ impl Engine {
             && d == 1
             && arch.num_layers > 1
             && h % 4 == 0
-            && (1..=WAVEFRONT_MAX_BATCH).any(|n| wavefront_pays(h, n)))
+            // Whether it pays for some batch: the smallest one it accepts is the likeliest.
+            && wavefront_pays(h, WAVEFRONT_MIN_BATCH))
         .then(|| weights("wavefront weights", &wavefront_weights(units)));
         scopes.finish(ctx, "uploading the weights")?;
         Ok(Engine {
@@ -414,8 +415,8 @@ impl Engine {
     }
 }
 
-/// The largest batch [`wavefront_pays`] can accept.
-const WAVEFRONT_MAX_BATCH: usize = 1 << 16;
+/// The smallest batch [`wavefront_pays`] accepts.
+const WAVEFRONT_MIN_BATCH: usize = 4;
 
 /// Whether a wavefront beats layer-by-layer steps for `hidden` units and `batch` sequences.
 /// It saves dispatches but computes the input projection of layers above the first inside
@@ -426,7 +427,7 @@ const WAVEFRONT_MAX_BATCH: usize = 1 << 16;
 /// 97 vs 124 ms; but H = 256, N = 16, L = 3: 363 vs 261 ms; H = 512, N = 4, L = 2: 118 vs
 /// 79 ms; H = 64, N = 1, L = 4: 96 vs 64 ms.
 pub(crate) fn wavefront_pays(hidden: usize, batch: usize) -> bool {
-    batch >= 4 && hidden * hidden * batch <= 1 << 18
+    batch >= WAVEFRONT_MIN_BATCH && hidden * hidden * batch <= 1 << 18
 }
 
 /// The weights of a stacked unidirectional RNN as `wavefront_block.wgsl` reads them: W_hh of
