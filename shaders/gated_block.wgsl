@@ -4,6 +4,11 @@
 // every loaded vec4 of W_hh feeds four sequences and every four values of h the unit's G gate
 // rows (gated_step.wgsl loads two scalars per multiply-add). For H_out a multiple of four.
 //
+// On adapters with a fixed subgroup size (CPU ones) the workgroup is one subgroup and each
+// lane loads one vec4 in `size` of every sequence's h, sharing it with subgroupBroadcast:
+// llvmpipe runs loads lane by lane but broadcasts as vector operations. This file is a
+// template: src/gpu/kernels.rs fills in the loop for either form.
+//
 // LSTM: i, f, o = σ(P + W_hh·h), g = tanh(P + W_hh·h), c' = f∘c + i∘g, h' = o∘tanh(c')
 // (a projected LSTM's h' goes to the scratch for `project`, as in gated_step.wgsl).
 // GRU: r, z = σ(P + W_hh·h), n = tanh(P_n + r∘(W_hn·h + b_hn)), h' = (1 − z)∘n + z∘h.
@@ -125,16 +130,19 @@ fn finish(n: u32, j: u32, t: u32, d: u32, prev: u32, next: u32, g: vec4<f32>) {
     output[out_at] = select(0.0, h, live);
 }
 
-@compute @workgroup_size(64, 1, 1)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let j = gid.x;
+@compute @workgroup_size({{LANES}}, 1, 1)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>{{SUBGROUP_LANE}}) {
     let n0 = gid.y * 4u;
     let d = gid.z;
     let hidden = layer.hidden;
     let batch = layer.batch;
-    if j >= hidden || n0 >= batch || d >= layer.directions {
+    if n0 >= batch || d >= layer.directions {
         return;
     }
+    // Lanes past the last unit compute unit H − 1 again (subgroup operations need every lane
+    // of the subgroup) and store nothing.
+    let unit = gid.x;
+    let j = min(unit, hidden - 1u);
     let s = step.index;
     let t = select(s, layer.seq_len - 1u - s, d == 1u);
     let prev = (s & 1u) * layer.state_half;
@@ -172,31 +180,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     var s31 = vec4<f32>(0.0);
     var s32 = vec4<f32>(0.0);
     var s33 = vec4<f32>(0.0);
-    for (var k = 0u; k < row; k++) {
-        let wa = vec4<f32>(recurrent[w0 + k]);
-        let wb = vec4<f32>(recurrent[w1 + k]);
-        let wc = vec4<f32>(recurrent[w2 + k]);
-        let wd = vec4<f32>(recurrent[w3 + k]);
-        let ha = state4(h0 + 4u * k);
-        let hb = state4(h1 + 4u * k);
-        let hc = state4(h2 + 4u * k);
-        let hd = state4(h3 + 4u * k);
-        s00 = fma(wa, ha, s00);
-        s01 = fma(wb, ha, s01);
-        s02 = fma(wc, ha, s02);
-        s03 = fma(wd, ha, s03);
-        s10 = fma(wa, hb, s10);
-        s11 = fma(wb, hb, s11);
-        s12 = fma(wc, hb, s12);
-        s13 = fma(wd, hb, s13);
-        s20 = fma(wa, hc, s20);
-        s21 = fma(wb, hc, s21);
-        s22 = fma(wc, hc, s22);
-        s23 = fma(wd, hc, s23);
-        s30 = fma(wa, hd, s30);
-        s31 = fma(wb, hd, s31);
-        s32 = fma(wc, hd, s32);
-        s33 = fma(wd, hd, s33);
+{{LOOP}}
+    if unit >= hidden {
+        return;
     }
     finish(n0, j, t, d, prev, next, vec4<f32>(reduce(s00), reduce(s01), reduce(s02), reduce(s03)));
     if n0 + 1u < batch {

@@ -14,7 +14,8 @@ pub(crate) const RECURRENT_BLOCK: &str = include_str!("../shaders/recurrent_bloc
 /// `shaders/wavefront_block.wgsl`: every layer of a stacked RNN advancing in one dispatch.
 pub(crate) const WAVEFRONT_BLOCK: &str = include_str!("../shaders/wavefront_block.wgsl");
 
-/// `shaders/gated_block.wgsl`: the gated timestep for four sequences an invocation.
+/// `shaders/gated_block.wgsl`: the template of the gated timestep for four sequences an
+/// invocation, filled in by `gpu::gated_block`.
 pub(crate) const GATED_BLOCK: &str = include_str!("../shaders/gated_block.wgsl");
 
 /// `shaders/gated_step.wgsl`: one fused LSTM or GRU timestep, and an LSTM's projection of h.
@@ -61,7 +62,11 @@ pub(crate) fn all_sources() -> Vec<(String, String)> {
         ("recurrent_block".into(), RECURRENT_BLOCK.into()),
         ("wavefront_block".into(), WAVEFRONT_BLOCK.into()),
         ("gated_step".into(), GATED_STEP.into()),
-        ("gated_block".into(), GATED_BLOCK.into()),
+        ("gated_block".into(), crate::gpu::gated_block::wgsl(None)),
+        (
+            "gated_block subgroup 8".into(),
+            crate::gpu::gated_block::wgsl(Some(8)),
+        ),
     ];
     for size in [8, 16, 32, 64] {
         for (vec4_k, vec4_p) in [(false, false), (false, true), (true, false), (true, true)] {

@@ -8,6 +8,7 @@ use bytemuck::{Pod, Zeroable};
 use std::sync::atomic::Ordering;
 
 use crate::gpu::context::{Counters, GpuContext};
+use crate::gpu::gated_block;
 use crate::gpu::persistent::PersistentSpec;
 use crate::gpu::projection::SubgroupProjection;
 use crate::shaders::{self, WeightPrecision};
@@ -32,7 +33,7 @@ impl Kernels {
         let step = RecurrentStepKernel::new(device, counters, weights);
         Kernels {
             projection: ProjectionKernel::new(device, counters, subgroup, weights),
-            gated: GatedStepKernel::new(device, counters, &step.layout, weights),
+            gated: GatedStepKernel::new(device, counters, &step.layout, weights, subgroup),
             step,
         }
     }
@@ -601,6 +602,9 @@ impl RecurrentStepKernel {
 pub(crate) struct GatedStepKernel {
     gates: wgpu::ComputePipeline,
     block: wgpu::ComputePipeline,
+    /// The block kernel as one subgroup sharing h by broadcast, and the subgroup size, on
+    /// adapters with a fixed one.
+    block_subgroup: Option<(wgpu::ComputePipeline, usize)>,
     project: wgpu::ComputePipeline,
 }
 
@@ -610,6 +614,7 @@ impl GatedStepKernel {
         counters: &Counters,
         layout: &wgpu::BindGroupLayout,
         weights: WeightPrecision,
+        subgroup: Option<usize>,
     ) -> Self {
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("gated_step"),
@@ -621,9 +626,16 @@ impl GatedStepKernel {
                 device,
                 counters,
                 "gated_block",
-                &shaders::with_weights(shaders::GATED_BLOCK, weights),
+                &shaders::with_weights(&gated_block::wgsl(None), weights),
                 layout,
             ),
+            block_subgroup: subgroup.map(|size| {
+                let template = gated_block::wgsl(Some(size));
+                let source = shaders::with_weights(&template, weights);
+                let pipeline =
+                    compute_pipeline(device, counters, "gated_block_subgroup", &source, layout);
+                (pipeline, size)
+            }),
             project: entry_pipeline(device, counters, "lstm_project", &module, "project", layout),
         }
     }
@@ -648,15 +660,23 @@ impl GatedStepKernel {
         projected: Option<u32>,
         blocks: bool,
     ) {
-        let (gates, rows) = if blocks {
-            (&self.block, grid.batch.div_ceil(4))
-        } else {
-            (&self.gates, grid.batch)
+        // The subgroup form where the adapter has it and h's rows tile into its chunks.
+        let subgroup = self.block_subgroup.as_ref().filter(|(_, size)| {
+            gated_block::subgroup_fits(*size, projected.unwrap_or(grid.hidden) as usize)
+        });
+        let (gates, lanes, rows) = match subgroup {
+            Some((pipeline, size)) if blocks => (pipeline, *size as u32, grid.batch.div_ceil(4)),
+            _ if blocks => (
+                &self.block,
+                gated_block::PORTABLE_LANES,
+                grid.batch.div_ceil(4),
+            ),
+            _ => (&self.gates, STEP_WORKGROUP, grid.batch),
         };
         for step in steps {
             pass.set_bind_group(0, group, &[step * step_stride]);
             pass.set_pipeline(gates);
-            pass.dispatch_workgroups(grid.hidden.div_ceil(STEP_WORKGROUP), rows, grid.directions);
+            pass.dispatch_workgroups(grid.hidden.div_ceil(lanes), rows, grid.directions);
             if let Some(state_size) = projected {
                 pass.set_pipeline(&self.project);
                 pass.dispatch_workgroups(

@@ -6,6 +6,7 @@ pub(crate) mod bidirectional;
 pub(crate) mod chunking;
 pub(crate) mod context;
 pub(crate) mod engine;
+pub(crate) mod gated_block;
 pub(crate) mod gated_persistent;
 #[cfg(test)]
 mod kernel_tests;
