@@ -7,7 +7,9 @@
 // in vec4s, so every loaded vec4 of W_hh feeds four sequences and every vec4 of h four units
 // (recurrent_step.wgsl loads two scalars per multiply-add). That is what a wide state needs:
 // at H = 1024, N = 64 one step is 67 million multiply-adds. Sixteen vec4 partial sums are
-// reduced once, after the loop.
+// reduced once, after the loop. On adapters with a fixed subgroup size the workgroup is one
+// subgroup whose lanes each load one vec4 in `size` of h and share it with subgroupBroadcast.
+// This file is a template: src/gpu/block_loop.rs fills in the loop for either form.
 
 // The element type weights are stored in: f32, or f16 where the model asked for it and the
 // adapter has `SHADER_F16` (src/shaders.rs rewrites this line). Sums are always f32.
@@ -78,16 +80,19 @@ fn finish(n: u32, j0: u32, t: u32, d: u32, prev: u32, next: u32, sums: vec4<f32>
     output[at + 3u] = out.w;
 }
 
-@compute @workgroup_size(8, 8, 1)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let j0 = gid.x * 4u;
+@compute @workgroup_size({{WORKGROUP}})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>{{SUBGROUP_LANE}}) {
     let n0 = gid.y * 4u;
     let d = gid.z;
     let hidden = layer.hidden;
     let batch = layer.batch;
-    if j0 >= hidden || n0 >= batch || d >= layer.directions {
+    if n0 >= batch || d >= layer.directions {
         return;
     }
+    // Invocations past the last units compute the last four again (subgroup operations need
+    // every lane of the subgroup) and store nothing.
+    let unit0 = gid.x * 4u;
+    let j0 = min(unit0, hidden - 4u);
     let s = step.index;
     let t = select(s, layer.seq_len - 1u - s, d == 1u);
     let row = hidden / 4u; // vec4s per row of h and of W_hh
@@ -122,31 +127,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     var s31 = vec4<f32>(0.0);
     var s32 = vec4<f32>(0.0);
     var s33 = vec4<f32>(0.0);
-    for (var k = 0u; k < row; k++) {
-        let wa = vec4<f32>(w_hh[w0 + k]);
-        let wb = vec4<f32>(w_hh[w1 + k]);
-        let wc = vec4<f32>(w_hh[w2 + k]);
-        let wd = vec4<f32>(w_hh[w3 + k]);
-        let ha = state[h0 + k];
-        let hb = state[h1 + k];
-        let hc = state[h2 + k];
-        let hd = state[h3 + k];
-        s00 = fma(wa, ha, s00);
-        s01 = fma(wb, ha, s01);
-        s02 = fma(wc, ha, s02);
-        s03 = fma(wd, ha, s03);
-        s10 = fma(wa, hb, s10);
-        s11 = fma(wb, hb, s11);
-        s12 = fma(wc, hb, s12);
-        s13 = fma(wd, hb, s13);
-        s20 = fma(wa, hc, s20);
-        s21 = fma(wb, hc, s21);
-        s22 = fma(wc, hc, s22);
-        s23 = fma(wd, hc, s23);
-        s30 = fma(wa, hd, s30);
-        s31 = fma(wb, hd, s31);
-        s32 = fma(wc, hd, s32);
-        s33 = fma(wd, hd, s33);
+{{LOOP}}
+    if unit0 >= hidden {
+        return;
     }
     finish(n0, j0, t, d, prev, next, vec4<f32>(reduce(s00), reduce(s01), reduce(s02), reduce(s03)));
     if n0 + 1u < batch {

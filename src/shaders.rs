@@ -8,14 +8,15 @@ pub(crate) const INPUT_PROJECTION: &str = include_str!("../shaders/input_project
 /// `shaders/recurrent_step.wgsl`: one fused recurrent timestep.
 pub(crate) const RECURRENT_STEP: &str = include_str!("../shaders/recurrent_step.wgsl");
 
-/// `shaders/recurrent_block.wgsl`: the same timestep in 4 × 4 blocks, for H a multiple of 4.
+/// `shaders/recurrent_block.wgsl`: the template of the same timestep in 4 × 4 blocks, for H a
+/// multiple of 4, filled in by `gpu::block_loop`.
 pub(crate) const RECURRENT_BLOCK: &str = include_str!("../shaders/recurrent_block.wgsl");
 
 /// `shaders/wavefront_block.wgsl`: every layer of a stacked RNN advancing in one dispatch.
 pub(crate) const WAVEFRONT_BLOCK: &str = include_str!("../shaders/wavefront_block.wgsl");
 
 /// `shaders/gated_block.wgsl`: the template of the gated timestep for four sequences an
-/// invocation, filled in by `gpu::gated_block`.
+/// invocation, filled in by `gpu::block_loop`.
 pub(crate) const GATED_BLOCK: &str = include_str!("../shaders/gated_block.wgsl");
 
 /// `shaders/gated_step.wgsl`: one fused LSTM or GRU timestep, and an LSTM's projection of h.
@@ -59,13 +60,23 @@ pub(crate) fn all_sources() -> Vec<(String, String)> {
     let mut sources = vec![
         ("input_projection".into(), INPUT_PROJECTION.into()),
         ("recurrent_step".into(), RECURRENT_STEP.into()),
-        ("recurrent_block".into(), RECURRENT_BLOCK.into()),
         ("wavefront_block".into(), WAVEFRONT_BLOCK.into()),
         ("gated_step".into(), GATED_STEP.into()),
-        ("gated_block".into(), crate::gpu::gated_block::wgsl(None)),
+        (
+            "gated_block".into(),
+            crate::gpu::block_loop::gated_wgsl(None),
+        ),
         (
             "gated_block subgroup 8".into(),
-            crate::gpu::gated_block::wgsl(Some(8)),
+            crate::gpu::block_loop::gated_wgsl(Some(8)),
+        ),
+        (
+            "recurrent_block".into(),
+            crate::gpu::block_loop::elman_wgsl(None),
+        ),
+        (
+            "recurrent_block subgroup 8".into(),
+            crate::gpu::block_loop::elman_wgsl(Some(8)),
         ),
     ];
     for size in [8, 16, 32, 64] {

@@ -7,8 +7,8 @@ use bytemuck::{Pod, Zeroable};
 
 use std::sync::atomic::Ordering;
 
+use crate::gpu::block_loop;
 use crate::gpu::context::{Counters, GpuContext};
-use crate::gpu::gated_block;
 use crate::gpu::persistent::PersistentSpec;
 use crate::gpu::projection::SubgroupProjection;
 use crate::shaders::{self, WeightPrecision};
@@ -30,7 +30,7 @@ impl Kernels {
         subgroup: Option<usize>,
         weights: WeightPrecision,
     ) -> Self {
-        let step = RecurrentStepKernel::new(device, counters, weights);
+        let step = RecurrentStepKernel::new(device, counters, weights, subgroup);
         Kernels {
             projection: ProjectionKernel::new(device, counters, subgroup, weights),
             gated: GatedStepKernel::new(device, counters, &step.layout, weights, subgroup),
@@ -391,6 +391,9 @@ pub(crate) struct RecurrentStepKernel {
     pub(crate) layout: wgpu::BindGroupLayout,
     pipeline: wgpu::ComputePipeline,
     block: wgpu::ComputePipeline,
+    /// The block kernel as one subgroup sharing h by broadcast, and the subgroup size, on
+    /// adapters with a fixed one.
+    block_subgroup: Option<(wgpu::ComputePipeline, usize)>,
     /// `wavefront_block.wgsl`: every layer of a stacked unidirectional RNN in one dispatch.
     wavefront: wgpu::ComputePipeline,
 }
@@ -414,7 +417,12 @@ pub(crate) struct StepBindings<'a> {
 }
 
 impl RecurrentStepKernel {
-    fn new(device: &wgpu::Device, counters: &Counters, weights: WeightPrecision) -> Self {
+    fn new(
+        device: &wgpu::Device,
+        counters: &Counters,
+        weights: WeightPrecision,
+        subgroup: Option<usize>,
+    ) -> Self {
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("recurrent_step"),
             entries: &[
@@ -441,7 +449,7 @@ impl RecurrentStepKernel {
             device,
             counters,
             "recurrent_block",
-            &shaders::with_weights(shaders::RECURRENT_BLOCK, weights),
+            &shaders::with_weights(&block_loop::elman_wgsl(None), weights),
             &layout,
         );
         let wavefront = compute_pipeline(
@@ -451,10 +459,23 @@ impl RecurrentStepKernel {
             &shaders::with_weights(shaders::WAVEFRONT_BLOCK, weights),
             &layout,
         );
+        let block_subgroup = subgroup.map(|size| {
+            let template = block_loop::elman_wgsl(Some(size));
+            let source = shaders::with_weights(&template, weights);
+            let pipeline = compute_pipeline(
+                device,
+                counters,
+                "recurrent_block_subgroup",
+                &source,
+                &layout,
+            );
+            (pipeline, size)
+        });
         RecurrentStepKernel {
             layout,
             pipeline,
             block,
+            block_subgroup,
             wavefront,
         }
     }
@@ -555,7 +576,15 @@ impl RecurrentStepKernel {
         grid: StepGrid,
         blocks: bool,
     ) {
-        let (pipeline, workgroups) = if blocks {
+        let subgroup = self
+            .block_subgroup
+            .as_ref()
+            .filter(|(_, size)| block_loop::subgroup_fits(*size, grid.hidden as usize));
+        let (pipeline, workgroups) = if let (true, Some((pipeline, size))) = (blocks, subgroup) {
+            // One subgroup of invocations of 4 units × 4 sequences along the units.
+            let x = grid.hidden.div_ceil(4 * *size as u32);
+            (pipeline, (x, grid.batch.div_ceil(4)))
+        } else if blocks {
             // 8 × 8 invocations of 4 units × 4 sequences.
             let x = grid.hidden.div_ceil(4 * BLOCK_WORKGROUP);
             (&self.block, (x, grid.batch.div_ceil(4 * BLOCK_WORKGROUP)))
@@ -626,11 +655,11 @@ impl GatedStepKernel {
                 device,
                 counters,
                 "gated_block",
-                &shaders::with_weights(&gated_block::wgsl(None), weights),
+                &shaders::with_weights(&block_loop::gated_wgsl(None), weights),
                 layout,
             ),
             block_subgroup: subgroup.map(|size| {
-                let template = gated_block::wgsl(Some(size));
+                let template = block_loop::gated_wgsl(Some(size));
                 let source = shaders::with_weights(&template, weights);
                 let pipeline =
                     compute_pipeline(device, counters, "gated_block_subgroup", &source, layout);
@@ -662,13 +691,13 @@ impl GatedStepKernel {
     ) {
         // The subgroup form where the adapter has it and h's rows tile into its chunks.
         let subgroup = self.block_subgroup.as_ref().filter(|(_, size)| {
-            gated_block::subgroup_fits(*size, projected.unwrap_or(grid.hidden) as usize)
+            block_loop::subgroup_fits(*size, projected.unwrap_or(grid.hidden) as usize)
         });
         let (gates, lanes, rows) = match subgroup {
             Some((pipeline, size)) if blocks => (pipeline, *size as u32, grid.batch.div_ceil(4)),
             _ if blocks => (
                 &self.block,
-                gated_block::PORTABLE_LANES,
+                block_loop::GATED_PORTABLE_LANES,
                 grid.batch.div_ceil(4),
             ),
             _ => (&self.gates, STEP_WORKGROUP, grid.batch),

@@ -3,10 +3,10 @@
 
 pub(crate) mod architecture;
 pub(crate) mod bidirectional;
+pub(crate) mod block_loop;
 pub(crate) mod chunking;
 pub(crate) mod context;
 pub(crate) mod engine;
-pub(crate) mod gated_block;
 pub(crate) mod gated_persistent;
 #[cfg(test)]
 mod kernel_tests;
