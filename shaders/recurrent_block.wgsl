@@ -110,35 +110,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>{{SUBGROUP_LANE}}) {
     let w1 = w0 + row;
     let w2 = w1 + row;
     let w3 = w2 + row;
-    // s{i}{u}: sequence n0 + i, unit j0 + u.
-    var s00 = vec4<f32>(0.0);
-    var s01 = vec4<f32>(0.0);
-    var s02 = vec4<f32>(0.0);
-    var s03 = vec4<f32>(0.0);
-    var s10 = vec4<f32>(0.0);
-    var s11 = vec4<f32>(0.0);
-    var s12 = vec4<f32>(0.0);
-    var s13 = vec4<f32>(0.0);
-    var s20 = vec4<f32>(0.0);
-    var s21 = vec4<f32>(0.0);
-    var s22 = vec4<f32>(0.0);
-    var s23 = vec4<f32>(0.0);
-    var s30 = vec4<f32>(0.0);
-    var s31 = vec4<f32>(0.0);
-    var s32 = vec4<f32>(0.0);
-    var s33 = vec4<f32>(0.0);
 {{LOOP}}
     if unit0 >= hidden {
         return;
     }
-    finish(n0, j0, t, d, prev, next, vec4<f32>(reduce(s00), reduce(s01), reduce(s02), reduce(s03)));
-    if n0 + 1u < batch {
-        finish(n0 + 1u, j0, t, d, prev, next, vec4<f32>(reduce(s10), reduce(s11), reduce(s12), reduce(s13)));
-    }
-    if n0 + 2u < batch {
-        finish(n0 + 2u, j0, t, d, prev, next, vec4<f32>(reduce(s20), reduce(s21), reduce(s22), reduce(s23)));
-    }
-    if n0 + 3u < batch {
-        finish(n0 + 3u, j0, t, d, prev, next, vec4<f32>(reduce(s30), reduce(s31), reduce(s32), reduce(s33)));
-    }
+{{FINISH}}
 }

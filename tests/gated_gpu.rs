@@ -3,6 +3,8 @@
 //! reference (proptest), streams with delay, long sequences, and the allocation-free repeat
 //! forward.
 
+mod support;
+
 use std::path::PathBuf;
 
 use proptest::prelude::*;
@@ -17,21 +19,6 @@ use wgpu_rnn::{
 
 const TOLERANCE: f64 = 1e-4;
 
-fn gated_cases() -> Vec<(String, ReferenceCase)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch_gated");
-    let mut cases: Vec<_> = std::fs::read_dir(&dir)
-        .expect("tests/fixtures/torch_gated exists")
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|e| e == "safetensors"))
-        .map(|path| {
-            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
-            (name, ReferenceCase::load(&path).unwrap())
-        })
-        .collect();
-    cases.sort_by(|a, b| a.0.cmp(&b.0));
-    cases
-}
-
 /// Every fixture on the GPU, whole and (with a budget that forces chunks of a few steps) in
 /// time chunks, which bidirectional cases run layer by layer.
 #[test]
@@ -39,7 +26,7 @@ fn gpu_path_matches_pytorch() {
     let Some(ctx) = testing::gpu("gpu_path_matches_pytorch") else {
         return;
     };
-    let cases = gated_cases();
+    let cases = support::gated_cases();
     assert_eq!(cases.len(), 11, "gated fixtures went missing");
     let mut failures = Vec::new();
     let mut worst = 0.0f64;

@@ -4,6 +4,8 @@
 //! PyTorch's configuration rules, typed errors for bad forward arguments, values checkable by
 //! hand, and the layouts (batch-first, unbatched, packed) agreeing with each other.
 
+mod support;
+
 use std::path::PathBuf;
 
 use safetensors::Dtype;
@@ -16,25 +18,9 @@ use wgpu_rnn::{
 
 const CPU_TOLERANCE: f64 = 1e-5;
 
-/// Every fixture in tests/fixtures/torch_gated, by file name.
-fn gated_cases() -> Vec<(String, ReferenceCase)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch_gated");
-    let mut cases: Vec<_> = std::fs::read_dir(&dir)
-        .expect("tests/fixtures/torch_gated exists")
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|e| e == "safetensors"))
-        .map(|path| {
-            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
-            (name, ReferenceCase::load(&path).unwrap())
-        })
-        .collect();
-    cases.sort_by(|a, b| a.0.cmp(&b.0));
-    cases
-}
-
 #[test]
 fn cpu_path_matches_pytorch() {
-    let cases = gated_cases();
+    let cases = support::gated_cases();
     // The fixture README lists 6 LSTM cases (one packed, one projected) and 5 GRU cases (one
     // packed): a missing file must fail, not shrink the test.
     assert_eq!(cases.len(), 11, "gated fixtures went missing");

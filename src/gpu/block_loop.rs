@@ -20,9 +20,15 @@ struct Operands {
     h: fn(usize, &str) -> String,
 }
 
-/// The accumulation loop over K (`row` vec4s), in the portable or the subgroup form.
+/// The sixteen partial sums, s{i}{g} for sequence n0 + i and weight row g, then the
+/// accumulation loop over K (`row` vec4s), in the portable or the subgroup form.
 fn block_loop(subgroup: Option<usize>, operands: &Operands) -> String {
-    let mut body = String::new();
+    let mut body = String::from("    // s{i}{g}: sequence n0 + i, row g of the weights.\n");
+    for i in 0..4 {
+        for g in 0..4 {
+            let _ = writeln!(body, "    var s{i}{g} = vec4<f32>(0.0);");
+        }
+    }
     let step = |body: &mut String, indent: &str, k: &str, h: &dyn Fn(usize) -> String| {
         for g in 0..4 {
             let _ = writeln!(
@@ -73,6 +79,25 @@ fn block_loop(subgroup: Option<usize>, operands: &Operands) -> String {
     body
 }
 
+/// The four sequences' `finish(n, unit, t, d, prev, next, sums)` calls, each with its four
+/// reduced sums; sequences past the batch are skipped.
+fn finish_calls(unit: &str) -> String {
+    let mut calls = String::new();
+    for i in 0..4 {
+        let sums = (0..4)
+            .map(|g| format!("reduce(s{i}{g})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let call = format!("finish(n0 + {i}u, {unit}, t, d, prev, next, vec4<f32>({sums}));");
+        if i == 0 {
+            let _ = writeln!(calls, "    {call}");
+        } else {
+            let _ = writeln!(calls, "    if n0 + {i}u < batch {{\n        {call}\n    }}");
+        }
+    }
+    calls.trim_end().to_string()
+}
+
 fn subgroup_lane(subgroup: Option<usize>) -> &'static str {
     match subgroup {
         Some(_) => ", @builtin(subgroup_invocation_id) sub: u32",
@@ -92,6 +117,7 @@ pub(crate) fn gated_wgsl(subgroup: Option<usize>) -> String {
         .replace("{{LANES}}", &lanes.to_string())
         .replace("{{SUBGROUP_LANE}}", subgroup_lane(subgroup))
         .replace("{{LOOP}}", &block_loop(subgroup, &operands))
+        .replace("{{FINISH}}", &finish_calls("j"))
 }
 
 /// `recurrent_block.wgsl`, in the same two forms.
@@ -108,6 +134,7 @@ pub(crate) fn elman_wgsl(subgroup: Option<usize>) -> String {
         .replace("{{WORKGROUP}}", &workgroup)
         .replace("{{SUBGROUP_LANE}}", subgroup_lane(subgroup))
         .replace("{{LOOP}}", &block_loop(subgroup, &operands))
+        .replace("{{FINISH}}", &finish_calls("j0"))
 }
 
 /// Whether the subgroup form of `size` lanes can run rows of h of `features`: its chunks of

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use wgpu_rnn::compare::{Comparison, compare};
+use wgpu_rnn::reference_case::ReferenceCase;
 use wgpu_rnn::{RnnConfig, RnnOutput, Tensor};
 
 /// GPU results must match the CPU reference to this (max abs), as everywhere in the crate.
@@ -142,4 +143,21 @@ pub fn no_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
         let at = PANIC_AT.with(|p| std::mem::take(&mut *p.borrow_mut()));
         format!("panicked: {} at {at}", message.trim_end())
     })
+}
+
+/// Every LSTM/GRU fixture in tests/fixtures/torch_gated, by file name, sorted.
+pub fn gated_cases() -> Vec<(String, ReferenceCase)> {
+    let dir =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch_gated");
+    let mut cases: Vec<_> = std::fs::read_dir(&dir)
+        .expect("tests/fixtures/torch_gated exists")
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "safetensors"))
+        .map(|path| {
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            (name, ReferenceCase::load(&path).unwrap())
+        })
+        .collect();
+    cases.sort_by(|a, b| a.0.cmp(&b.0));
+    cases
 }
