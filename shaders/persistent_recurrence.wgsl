@@ -90,20 +90,6 @@ fn activate4(a: vec4<f32>, row: u32) -> vec4<f32> {
 }
 
 {{IO_FUNCTIONS}}
-fn store_state(base: u32, row: u32, v: vec4<f32>) {
-    if row < HIDDEN {
-        state[base + row] = v.x;
-    }
-    if row + 1u < HIDDEN {
-        state[base + row + 1u] = v.y;
-    }
-    if row + 2u < HIDDEN {
-        state[base + row + 2u] = v.z;
-    }
-    if row + 3u < HIDDEN {
-        state[base + row + 3u] = v.w;
-    }
-}
 
 @compute @workgroup_size({{LANES}}, 1, 1)
 fn main(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) group: vec3<u32>{{SUBGROUP_LANE}}) {

@@ -269,14 +269,7 @@ impl GatedPersistentSpec {
             }
         }
         let barrier = if memory { "workgroupBarrier()" } else { "" };
-        // P and the output as vec4s where H allows: one load per gate and one store per step
-        // instead of four (llvmpipe runs every load and store lane by lane).
-        let aligned = self.hidden % 4 == 0;
-        let (io_element, io_functions) = if aligned {
-            ("vec4<f32>", IO_VEC4)
-        } else {
-            ("f32", IO_SCALAR)
-        };
+        let (io_element, io_functions) = io_functions(self.hidden);
         shaders::GATED_PERSISTENT
             .replace("{{HIDDEN}}", &self.hidden.to_string())
             .replace("{{HIDDEN_PAD}}", &self.hidden_pad().to_string())
@@ -296,7 +289,7 @@ impl GatedPersistentSpec {
             .replace("{{SAVE_STATE}}", &save_state)
             .replace("{{BARRIER}}", barrier)
             .replace("{{IO_ELEMENT}}", io_element)
-            .replace("{{IO_FUNCTIONS}}", io_functions)
+            .replace("{{IO_FUNCTIONS}}", &io_functions)
             .replace(
                 "{{SUBGROUP_LANE}}",
                 if self.slices.is_some() {
@@ -308,11 +301,40 @@ impl GatedPersistentSpec {
     }
 }
 
+/// The element type of P and the output, and the functions both persistent kernels (Elman and
+/// gated) read P and write the output and the state with, for a hidden size: P and the output
+/// as vec4s where H allows, one load or store per four units instead of four (llvmpipe runs
+/// every load and store lane by lane). The state stays f32s (a dispatch's end writes it).
+pub(crate) fn io_functions(hidden: usize) -> (&'static str, String) {
+    let (element, io) = if hidden % 4 == 0 {
+        ("vec4<f32>", IO_VEC4)
+    } else {
+        ("f32", IO_SCALAR)
+    };
+    (element, format!("{io}\n{STORE_STATE}"))
+}
+
+/// Stores units row..row+3 of the state (those that exist) at `base`.
+const STORE_STATE: &str = "fn store_state(base: u32, row: u32, v: vec4<f32>) {
+    if row < HIDDEN {
+        state[base + row] = v.x;
+    }
+    if row + 1u < HIDDEN {
+        state[base + row + 1u] = v.y;
+    }
+    if row + 2u < HIDDEN {
+        state[base + row + 2u] = v.z;
+    }
+    if row + 3u < HIDDEN {
+        state[base + row + 3u] = v.w;
+    }
+}
+";
+
 /// `p_at` and `store_output` over f32 views of P and the output, for any H: units past H
 /// read a clamped P and store nothing. Shared with the Elman kernel, whose P rows are one
 /// gate wide.
-pub(crate) const IO_SCALAR: &str =
-    "// Units row..row+3 of one gate's P, clamped into range for padding units.
+const IO_SCALAR: &str = "// Units row..row+3 of one gate's P, clamped into range for padding units.
 fn p_at(base: u32, row: u32) -> vec4<f32> {
     let last = HIDDEN - 1u;
     return vec4<f32>(
@@ -343,7 +365,7 @@ fn store_output(base: u32, row: u32, v: vec4<f32>) {
 /// The same over vec4 views, for H a multiple of four: `base` and `row` are then multiples of
 /// four (P's rows are G·H long, output frames D·H, the strides multiples of them). Padding
 /// lanes (`row` ≥ H) read whatever lies there (their results are masked) and store nothing.
-pub(crate) const IO_VEC4: &str = "// Units row..row+3 of one gate's P.
+const IO_VEC4: &str = "// Units row..row+3 of one gate's P.
 fn p_at(base: u32, row: u32) -> vec4<f32> {
     return p[(base + row) / 4u];
 }

@@ -316,16 +316,10 @@ impl PersistentSpec {
         } else {
             ""
         };
-        // P and the output as vec4s where H allows (see gated_persistent.rs): one load and
-        // one store per vec4 of rows a step instead of four.
-        let (io_element, io_functions) = if self.hidden % 4 == 0 {
-            ("vec4<f32>", gated_persistent::IO_VEC4)
-        } else {
-            ("f32", gated_persistent::IO_SCALAR)
-        };
+        let (io_element, io_functions) = gated_persistent::io_functions(self.hidden);
         shaders::PERSISTENT_RECURRENCE
             .replace("{{IO_ELEMENT}}", io_element)
-            .replace("{{IO_FUNCTIONS}}", io_functions)
+            .replace("{{IO_FUNCTIONS}}", &io_functions)
             .replace("{{HIDDEN}}", &self.hidden.to_string())
             .replace("{{HIDDEN_PAD}}", &self.hidden_pad().to_string())
             .replace("{{VEC4S}}", &vec4s.to_string())
