@@ -56,8 +56,8 @@ pub struct FitRow {
 
 pub const LEGEND: &str = "\
 Times in ms. gpu ms: median wall time of a GPU forward (upload, GPU work, readback);
-gpu exec: the GPU's own time (timestamp queries); overhead = gpu ms - gpu exec (host and
-submit); GFLOP/s of the GPU forward; cpu ms: the CPU reference path (plain f64-accumulating
+gpu exec: the GPU's own time, from timestamp queries in profiled forwards run alternately
+with the timed ones; overhead = gpu ms - gpu exec (host and submit); GFLOP/s of the GPU forward; cpu ms: the CPU reference path (plain f64-accumulating
 loops, not a tuned CPU implementation); speedup = cpu ms / gpu ms; torch, ort: see below.";
 
 /// Added to the legend with `--torch`.

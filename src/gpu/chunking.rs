@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::error::{Result, RnnError};
 use crate::gpu::engine::Engine;
 use crate::gpu::scheduler::{self, InitialState, Run, RunResult};
-use crate::gpu::workspace::Workspace;
+use crate::gpu::workspace::{TIMESTAMP_BYTES, Workspace};
 use crate::layout::{ForwardShape, TimeSlice};
 
 impl Engine {
@@ -79,9 +79,11 @@ impl Engine {
             .min(limits.max_buffer_size);
         let align = u64::from(limits.min_uniform_buffer_offset_alignment.max(16));
         let state_bytes = floats(self.state_len(shape.batch));
-        // The readback buffer holds a chunk's result and the final state together.
+        // The readback buffer holds a chunk's result, the final state and the timestamps.
         let result_frame = floats(self.output_features()).saturating_mul(batch);
-        let readback_room = limits.max_buffer_size.saturating_sub(state_bytes);
+        let readback_room = limits
+            .max_buffer_size
+            .saturating_sub(state_bytes + TIMESTAMP_BYTES);
         let mut chunk = (binding / frame)
             .min(readback_room / result_frame)
             .min(limits.max_buffer_size / align)

@@ -14,7 +14,7 @@ use crate::error::{Result, RnnError};
 use crate::gpu::architecture::{Architecture, Cell};
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernels::{GatedStepKernel, StepGrid};
-use crate::gpu::workspace::{Workspace, lengths_offset};
+use crate::gpu::workspace::{TIMESTAMP_BYTES, Workspace, lengths_offset};
 
 /// Where a run's initial state (the h block (L·D, N, H_out), then an LSTM's c block
 /// (L·D, N, H)) comes from.
@@ -190,7 +190,8 @@ pub(crate) fn run(
     }
     if let Some(t) = timestamps {
         encoder.resolve_query_set(&t.queries, 0..2, &t.resolved, 0);
-        encoder.copy_buffer_to_buffer(&t.resolved, 0, &t.readback, 0, 16);
+        let after = output_bytes + state_bytes;
+        encoder.copy_buffer_to_buffer(&t.resolved, 0, &ws.readback, after, TIMESTAMP_BYTES);
     }
     let submission = queue.submit([encoder.finish()]);
     // Errors of recording and submission are reported synchronously: check them before
@@ -198,23 +199,29 @@ pub(crate) fn run(
     scopes.finish(ctx, "recording the forward")?;
 
     let (output_len, state_len) = (ws.output_len, ws.state_len);
-    let (output, state) = map_and_read(ctx, &ws.readback, submission.clone(), |values| {
+    let profiled = timestamps.is_some();
+    let (output, state, ticks) = map_and_read(ctx, &ws.readback, submission, |values| {
+        let end = output_len + state_len;
+        // The two u64 timestamps, as the four f32 slots they were copied into.
+        let ticks = profiled.then(|| {
+            let raw: &[u8] = bytemuck::cast_slice(&values[end..end + 4]);
+            let tick = |i: usize| {
+                let mut bytes = [0u8; 8];
+                bytes.copy_from_slice(&raw[8 * i..8 * i + 8]);
+                u64::from_ne_bytes(bytes)
+            };
+            tick(1).saturating_sub(tick(0))
+        });
         (
             values[..output_len].to_vec(),
-            values[output_len..output_len + state_len].to_vec(),
+            values[output_len..end].to_vec(),
+            ticks,
         )
     })?;
-    let gpu_time = match timestamps {
-        Some(t) => {
-            let ticks = map_and_read(ctx, &t.readback, submission, |values| {
-                let ticks: &[u64] = bytemuck::cast_slice(values);
-                ticks[1].saturating_sub(ticks[0])
-            })?;
-            let nanos = ticks as f64 * f64::from(ctx.queue().get_timestamp_period());
-            Some(Duration::from_nanos(nanos as u64))
-        }
-        None => None,
-    };
+    let gpu_time = ticks.map(|ticks| {
+        let nanos = ticks as f64 * f64::from(ctx.queue().get_timestamp_period());
+        Duration::from_nanos(nanos as u64)
+    });
     Ok(RunResult {
         output,
         state,

@@ -32,7 +32,7 @@ pub(crate) struct Workspace {
     pub state: wgpu::Buffer,
     /// Whether the lengths (after the state halves) currently hold T for every sequence.
     pub lengths_full: bool,
-    /// Output then h_n, mapped for reading after the submission.
+    /// Output, then h_n, then (when profiled) the pass's two timestamps: one map per forward.
     pub readback: wgpu::Buffer,
     pub projection_groups: Vec<wgpu::BindGroup>,
     /// Each layer's projection parameters (they pick the projection's form).
@@ -77,38 +77,31 @@ pub(crate) struct HeadPass {
     pub output: wgpu::Buffer,
 }
 
-/// A two-entry timestamp query set and the buffers its values travel through.
+/// Bytes at the end of the readback buffer for the pass's two timestamps.
+pub(crate) const TIMESTAMP_BYTES: u64 = 16;
+
+/// A two-entry timestamp query set and the buffer it resolves into (the values travel on to
+/// the end of the workspace's readback buffer, so that a profiled forward still maps once).
 pub(crate) struct Timestamps {
     pub queries: wgpu::QuerySet,
     pub resolved: wgpu::Buffer,
-    pub readback: wgpu::Buffer,
 }
 
 impl Timestamps {
     fn new(ctx: &GpuContext) -> Self {
         let device = ctx.device();
-        let buffer = |label, usage| {
-            ctx.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size: 16,
-                usage,
-                mapped_at_creation: false,
-            })
-        };
         Timestamps {
             queries: device.create_query_set(&wgpu::QuerySetDescriptor {
                 label: Some("pass timestamps"),
                 ty: wgpu::QueryType::Timestamp,
                 count: 2,
             }),
-            resolved: buffer(
-                "timestamps",
-                wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-            ),
-            readback: buffer(
-                "timestamps readback",
-                wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            ),
+            resolved: ctx.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("timestamps"),
+                size: TIMESTAMP_BYTES,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            }),
         }
     }
 }
@@ -242,7 +235,7 @@ impl Workspace {
         );
         let readback = buffer(
             "readback",
-            output_len + state_len,
+            output_len + state_len + TIMESTAMP_BYTES as usize / 4,
             wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
         );
         let full: Vec<u32> = vec![t as u32; n];
