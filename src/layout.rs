@@ -226,10 +226,18 @@ impl TimeSlice {
 
     pub fn gather(&self, whole: &[f32]) -> Vec<f32> {
         let mut part = vec![0.0; self.len * self.shape.batch * self.features];
-        for (at, to, n) in self.runs() {
-            part[to..to + n].copy_from_slice(&whole[at..at + n]);
-        }
+        self.gather_with(whole, |to, frames| {
+            part[to..to + frames.len()].copy_from_slice(frames)
+        });
         part
+    }
+
+    /// Hands each contiguous run of the slice's frames of `whole` to `put`, with its offset
+    /// in the gathered slice.
+    pub fn gather_with(&self, whole: &[f32], mut put: impl FnMut(usize, &[f32])) {
+        for (at, to, n) in self.runs() {
+            put(to, &whole[at..at + n]);
+        }
     }
 
     pub fn scatter(&self, part: &[f32], whole: &mut [f32]) {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::error::{Result, RnnError};
 use crate::gpu::engine::Engine;
-use crate::gpu::scheduler::{self, InitialState, Run, RunResult};
+use crate::gpu::scheduler::{self, InitialState, Run};
 use crate::gpu::workspace::{TIMESTAMP_BYTES, Workspace};
 use crate::layout::{ForwardShape, TimeSlice};
 
@@ -90,9 +90,9 @@ impl Engine {
             .min(u64::from(limits.max_compute_workgroups_per_dimension) * 32 / batch);
         let budget = self.budget.load(Ordering::Relaxed);
         if budget != u64::MAX {
-            // Per timestep: input, projections, layer output, the result (head output) and its
-            // readback, a step uniform.
-            let per_step = (floats(arch.input_size)
+            // Per timestep: input and its upload, projections, layer output, the result (head
+            // output) and its readback, a step uniform.
+            let per_step = (2 * floats(arch.input_size)
                 + floats(arch.projection_cols())
                 + 2 * floats(arch.output_size()))
             .saturating_mul(batch)
@@ -130,9 +130,8 @@ impl Engine {
         let profile = self.profiling.load(Ordering::Relaxed);
         // The GPU time of every chunk's submission, summed; `None` if any could not be timed.
         let mut gpu_time = profile.then_some(Duration::ZERO);
-        let mut record = |result: RunResult| {
-            gpu_time = gpu_time.zip(result.gpu_time).map(|(sum, t)| sum + t);
-            (result.output, result.state)
+        let mut add_time = |time: Option<Duration>| {
+            gpu_time = gpu_time.zip(time).map(|(sum, t)| sum + t);
         };
         let (steps, batch) = (shape.seq_len, shape.batch);
         let (in_features, out_features) = (self.arch.input_size, self.output_features());
@@ -140,15 +139,16 @@ impl Engine {
             let workspace = self.workspace(shape)?;
             let mut ws = lock(&workspace)?;
             let run = Run {
-                input,
+                write_input: &|put| put(0, input),
                 lengths,
                 initial,
                 final_state: carry,
                 profile,
             };
-            let result = record(scheduler::run(&self.ctx, &self.arch, &mut ws, run)?);
+            let result = scheduler::run(&self.ctx, &self.arch, &mut ws, run, <[f32]>::to_vec)?;
+            add_time(result.gpu_time);
             self.set_last_gpu_time(gpu_time);
-            return Ok(result);
+            return Ok((result.output, result.state));
         }
         let carry =
             carry.ok_or_else(|| RnnError::Gpu("chunked run without a carry buffer".into()))?;
@@ -166,13 +166,14 @@ impl Engine {
                 len,
                 features,
             };
-            let chunk_input = frames(in_features).gather(input);
             let chunk_lengths: Option<Vec<usize>> =
                 lengths.map(|l| l.iter().map(|&l| l.saturating_sub(t0).min(len)).collect());
             let workspace = self.workspace(&part)?;
             let mut ws = lock(&workspace)?;
+            // Each chunk's frames go straight from the caller's input into the mapped upload
+            // buffer, and from the mapped readback into the output: no copies in between.
             let run = Run {
-                input: &chunk_input,
+                write_input: &|put| frames(in_features).gather_with(input, put),
                 lengths: chunk_lengths.as_deref(),
                 initial: if t0 == 0 {
                     initial
@@ -182,10 +183,10 @@ impl Engine {
                 final_state: Some(carry),
                 profile,
             };
-            let (chunk_output, chunk_state) =
-                record(scheduler::run(&self.ctx, &self.arch, &mut ws, run)?);
-            frames(out_features).scatter(&chunk_output, &mut output);
-            state = chunk_state;
+            let scatter = |part: &[f32]| frames(out_features).scatter(part, &mut output);
+            let result = scheduler::run(&self.ctx, &self.arch, &mut ws, run, scatter)?;
+            add_time(result.gpu_time);
+            state = result.state;
         }
         self.set_last_gpu_time(gpu_time);
         Ok((output, state))

@@ -14,7 +14,7 @@ use crate::error::{Result, RnnError};
 use crate::gpu::architecture::{Architecture, Cell};
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernels::{GatedStepKernel, StepGrid};
-use crate::gpu::workspace::{TIMESTAMP_BYTES, Workspace, lengths_offset};
+use crate::gpu::workspace::{TIMESTAMP_BYTES, UploadMap, Workspace, lengths_offset};
 
 /// Where a run's initial state (the h block (L·D, N, H_out), then an LSTM's c block
 /// (L·D, N, H)) comes from.
@@ -25,10 +25,15 @@ pub(crate) enum InitialState<'a> {
     Device(&'a wgpu::Buffer),
 }
 
+/// Writes a run's input frames by calling the function it is given with (offset in floats,
+/// frames) for each contiguous run of them.
+pub(crate) type InputWriter<'a> = &'a dyn Fn(&mut dyn FnMut(usize, &[f32]));
+
 /// One submission: a (chunk of a) sequence through every layer.
 pub(crate) struct Run<'a> {
-    /// The input frames, in the workspace's layout.
-    pub input: &'a [f32],
+    /// Writes the input frames, in the workspace's layout: they go straight into the mapped
+    /// upload buffer.
+    pub write_input: InputWriter<'a>,
     /// Valid frames per sequence, each in 0..=T (0: a sequence that ended before this chunk);
     /// `None`: all T.
     pub lengths: Option<&'a [usize]>,
@@ -40,29 +45,31 @@ pub(crate) struct Run<'a> {
 }
 
 /// What one run returns.
-pub(crate) struct RunResult {
-    /// The output frames, in the workspace's layout.
-    pub output: Vec<f32>,
+pub(crate) struct RunResult<T> {
+    /// What `read_output` made of the output frames (in the workspace's layout).
+    pub output: T,
     /// The final state, laid out as the initial one.
     pub state: Vec<f32>,
     /// GPU execution time of the compute pass, when profiled on an adapter that can.
     pub gpu_time: Option<Duration>,
 }
 
-/// Records, submits and reads back one run.
-pub(crate) fn run(
+/// Records, submits and reads back one run; `read_output` receives the output frames while
+/// they are mapped (to copy them where they belong without an intermediate vector).
+pub(crate) fn run<T>(
     ctx: &GpuContext,
     arch: &Architecture,
     ws: &mut Workspace,
     run: Run<'_>,
-) -> Result<RunResult> {
+    read_output: impl FnOnce(&[f32]) -> T,
+) -> Result<RunResult<T>> {
     let (device, queue) = (ctx.device(), ctx.queue());
     // The layers' kernels read the model's weights in its precision; a head's are f32.
     let kernels = ctx.kernels(ws.weights)?;
     let head_kernels = &ctx.inner().kernels;
     let scopes = ctx.error_scopes();
 
-    queue.write_buffer(&ws.input, 0, bytemuck::cast_slice(run.input));
+    write_upload(ctx, ws, run.write_input)?;
     match run.lengths {
         Some(lengths) => {
             let lengths: Vec<u32> = lengths.iter().map(|&l| l as u32).collect();
@@ -83,6 +90,7 @@ pub(crate) fn run(
     let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
         label: Some("rnn forward"),
     });
+    encoder.copy_buffer_to_buffer(&ws.upload, 0, &ws.input, 0, ws.input.size());
     // The initial state goes into the first half of the state buffer, whose layout is
     // exactly the initial state's.
     match run.initial {
@@ -197,10 +205,13 @@ pub(crate) fn run(
     // Errors of recording and submission are reported synchronously: check them before
     // mapping, so that a failed forward leaves no pending map behind.
     scopes.finish(ctx, "recording the forward")?;
+    // The upload buffer is mapped again for the next forward once this one is done (the
+    // readback's wait below resolves it).
+    ws.upload_map = UploadMap::Pending(request_map(&ws.upload, wgpu::MapMode::Write));
 
     let (output_len, state_len) = (ws.output_len, ws.state_len);
     let profiled = timestamps.is_some();
-    let (output, state, ticks) = map_and_read(ctx, &ws.readback, submission, |values| {
+    let (output, state, ticks) = map_and_read(ctx, &ws.readback, submission, move |values| {
         let end = output_len + state_len;
         // The two u64 timestamps, as the four f32 slots they were copied into.
         let ticks = profiled.then(|| {
@@ -213,7 +224,7 @@ pub(crate) fn run(
             tick(1).saturating_sub(tick(0))
         });
         (
-            values[..output_len].to_vec(),
+            read_output(&values[..output_len]),
             values[output_len..end].to_vec(),
             ticks,
         )
@@ -227,6 +238,52 @@ pub(crate) fn run(
         state,
         gpu_time,
     })
+}
+
+/// Hands the mapped upload buffer to `write`, then unmaps it for the copy into `ws.input`.
+/// It is normally mapped already, by the end of the previous forward.
+fn write_upload(
+    ctx: &GpuContext,
+    ws: &mut Workspace,
+    write: InputWriter<'_>,
+) -> Result<()> {
+    loop {
+        match std::mem::replace(&mut ws.upload_map, UploadMap::Unmapped) {
+            UploadMap::Mapped => break,
+            // On failure it stays Unmapped, and the next forward asks again.
+            UploadMap::Pending(receiver) => {
+                map_result(ctx, &receiver, "mapping the input upload")?;
+                break;
+            }
+            UploadMap::Unmapped => {
+                ws.upload_map = UploadMap::Pending(request_map(&ws.upload, wgpu::MapMode::Write));
+            }
+        }
+    }
+    {
+        let mut view = ws
+            .upload
+            .get_mapped_range_mut(..)
+            .map_err(|e| ctx.classify("writing the input", e))?;
+        write(&mut |at, frames| {
+            view.slice(at * 4..(at + frames.len()) * 4)
+                .copy_from_slice(bytemuck::cast_slice(frames))
+        });
+    }
+    ws.upload.unmap();
+    Ok(())
+}
+
+/// Asks for `buffer` to be mapped; the receiver gets the outcome at a later poll.
+fn request_map(
+    buffer: &wgpu::Buffer,
+    mode: wgpu::MapMode,
+) -> mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>> {
+    let (sender, receiver) = mpsc::channel();
+    buffer.map_async(mode, .., move |result| {
+        let _ = sender.send(result);
+    });
+    receiver
 }
 
 /// Copies `len` floats of `buffer` to the host (a small, one-off readback: a stream's state).
@@ -253,11 +310,9 @@ fn map_and_read<T>(
     submission: wgpu::SubmissionIndex,
     read: impl FnOnce(&[f32]) -> T,
 ) -> Result<T> {
-    let (sender, receiver) = mpsc::channel();
-    buffer.map_async(wgpu::MapMode::Read, .., move |result| {
-        let _ = sender.send(result);
-    });
-    let mapped = wait(ctx, submission).and_then(|()| map_result(ctx, &receiver));
+    let receiver = request_map(buffer, wgpu::MapMode::Read);
+    let mapped =
+        wait(ctx, submission).and_then(|()| map_result(ctx, &receiver, "reading results back"));
     if let Err(error) = mapped {
         // Cancels the pending map so that the buffer stays usable. On a lost device the
         // buffer is already gone and wgpu objects; that is expected, so its error is dropped.
@@ -282,22 +337,30 @@ fn map_and_read<T>(
 fn map_result(
     ctx: &GpuContext,
     receiver: &mpsc::Receiver<Result<(), wgpu::BufferAsyncError>>,
+    what: &str,
 ) -> Result<()> {
     let deadline = Instant::now() + ctx.timeout();
     loop {
-        match receiver.recv_timeout(Duration::from_millis(1)) {
+        let outcome = match receiver.try_recv() {
+            Ok(result) => Ok(result),
+            Err(mpsc::TryRecvError::Disconnected) => Err(mpsc::RecvTimeoutError::Disconnected),
+            // Not yet: poll (the callback may be due), then wait a little for it.
+            Err(mpsc::TryRecvError::Empty) => {
+                let _ = ctx.device().poll(wgpu::PollType::Poll);
+                receiver.recv_timeout(Duration::from_millis(1))
+            }
+        };
+        match outcome {
             Ok(Ok(())) => return Ok(()),
-            Ok(Err(error)) => return Err(ctx.classify("reading results back", error)),
+            Ok(Err(error)) => return Err(ctx.classify(what, error)),
             Err(mpsc::RecvTimeoutError::Disconnected) => {
-                return Err(ctx.classify("reading results back", "the map was dropped"));
+                return Err(ctx.classify(what, "the map was dropped"));
             }
             Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() > deadline => {
                 ctx.check_alive()?;
                 return Err(RnnError::Timeout(ctx.timeout()));
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                let _ = ctx.device().poll(wgpu::PollType::Poll);
-            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
     }
 }

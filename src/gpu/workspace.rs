@@ -2,7 +2,7 @@
 //! first forward of a shape and reused by every later one, so a repeated forward only writes
 //! its inputs, records and submits.
 
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 
 use crate::config::Nonlinearity;
 use crate::error::{Result, RnnError};
@@ -22,6 +22,12 @@ pub(crate) struct Workspace {
     pub batch: usize,
     /// Layer 0's input, in the caller's layout.
     pub input: wgpu::Buffer,
+    /// Where a forward writes its input on the host (mapped), to be copied into `input`:
+    /// kept from forward to forward, unlike `Queue::write_buffer`'s staging memory, which is
+    /// allocated afresh per call (for inputs of megabytes its page faults cost as much as
+    /// the copy, growing faster than the input on lavapipe).
+    pub upload: wgpu::Buffer,
+    pub upload_map: UploadMap,
     /// Every layer's output, (T, N, D·H) or the caller's layout for the last layer; a layer's
     /// projection has consumed it before the layer's steps overwrite it.
     pub output: wgpu::Buffer,
@@ -59,6 +65,16 @@ pub(crate) struct Workspace {
     pub projected: bool,
     /// Where the compute pass's start and end times go, on adapters with timestamp queries.
     pub timestamps: Option<Timestamps>,
+}
+
+/// Where the upload buffer's mapping stands between forwards.
+pub(crate) enum UploadMap {
+    /// Mapped: ready to be written.
+    Mapped,
+    /// Requested after the last submission; it resolves once that is done.
+    Pending(mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>),
+    /// Not mapped (a map failed, or a forward failed before requesting it).
+    Unmapped,
 }
 
 /// A persistent kernel as one workspace runs it.
@@ -221,6 +237,12 @@ impl Workspace {
             t * n * arch.input_size,
             storage | wgpu::BufferUsages::COPY_DST,
         );
+        let upload = ctx.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("input upload"),
+            size: floats(t * n * arch.input_size),
+            usage: wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: true,
+        });
         let projections = buffer("projections", t * n * arch.projection_cols(), storage);
         let output = buffer(
             "layer output",
@@ -425,6 +447,8 @@ impl Workspace {
             seq_len: t,
             batch: n,
             input,
+            upload,
+            upload_map: UploadMap::Mapped,
             output,
             state,
             lengths_full: true,
