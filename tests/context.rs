@@ -46,6 +46,35 @@ fn runs_on_a_callers_device() {
 }
 
 #[test]
+fn memory_is_used_in_place_where_the_host_owns_it() {
+    let Some(ctx) = testing::gpu("memory_is_used_in_place_where_the_host_owns_it") else {
+        return;
+    };
+    let info = ctx.adapter_info();
+    println!("{}", ctx.describe());
+    // wgpu's Vulkan backend always offers mappable storage buffers: a CPU adapter (lavapipe)
+    // or an integrated GPU must then read and write them in place; a discrete GPU never.
+    let host_memory = matches!(
+        info.device_type,
+        wgpu::DeviceType::Cpu | wgpu::DeviceType::IntegratedGpu
+    );
+    if info.backend == wgpu::Backend::Vulkan {
+        assert_eq!(ctx.unified_memory(), host_memory, "{info:?}");
+    }
+    if !host_memory {
+        assert!(!ctx.unified_memory(), "{info:?}");
+    }
+    // A caller's device made without the feature stages its copies (that path is checked
+    // against the CPU in `runs_on_a_callers_device`).
+    let (device, queue) = callers_device().expect("an adapter exists, so a device opens");
+    assert!(
+        !GpuContext::from_device(device, queue)
+            .unwrap()
+            .unified_memory()
+    );
+}
+
+#[test]
 fn a_destroyed_device_is_reported_as_lost() {
     if testing::gpu("a_destroyed_device_is_reported_as_lost").is_none() {
         return;

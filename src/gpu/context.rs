@@ -26,6 +26,8 @@ pub(crate) struct ContextInner {
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
+    /// See [`GpuContext::unified_memory`].
+    unified_memory: bool,
     pub kernels: Kernels,
     /// The kernels reading f16 weights, compiled for the first model that asks for them.
     kernels_f16: std::sync::OnceLock<Kernels>,
@@ -76,11 +78,13 @@ impl GpuContext {
                 label: Some("wgpu-rnn device"),
                 // Timestamp queries split GPU time from host overhead when profiling;
                 // subgroups let small persistent workgroups share h without barriers.
-                // SHADER_F16 lets models store their weights as f16.
+                // SHADER_F16 lets models store their weights as f16. Where the adapter's
+                // memory is the host's, mappable storage buffers save a copy each way.
                 required_features: adapter.features()
                     & (wgpu::Features::TIMESTAMP_QUERY
                         | wgpu::Features::SUBGROUP
-                        | wgpu::Features::SHADER_F16),
+                        | wgpu::Features::SHADER_F16
+                        | unified_features(adapter.get_info().device_type)),
                 required_limits: adapter.limits(),
                 ..Default::default()
             })
@@ -109,9 +113,15 @@ impl GpuContext {
         if let Some(error) = scopes.pop() {
             return Err(RnnError::Gpu(format!("compiling the kernels: {error}")));
         }
+        let info = device.adapter_info();
+        let unified_memory = !unified_features(info.device_type).is_empty()
+            && device
+                .features()
+                .contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS);
         Ok(GpuContext {
             inner: Arc::new(ContextInner {
-                info: device.adapter_info(),
+                unified_memory,
+                info,
                 limits: device.limits(),
                 device,
                 queue,
@@ -127,6 +137,15 @@ impl GpuContext {
         })
     }
 
+    /// Whether forwards read their input and write their output in place, through storage
+    /// buffers that are also mapped (`Features::MAPPABLE_PRIMARY_BUFFERS`), rather than
+    /// through staging buffers and a copy each way. Only where the device's memory is the
+    /// host's, a CPU adapter or an integrated GPU: on a discrete GPU mapped storage would
+    /// live in host memory and every kernel would read it across the bus.
+    pub fn unified_memory(&self) -> bool {
+        self.inner.unified_memory
+    }
+
     /// The adapter this context runs on: name, backend, driver.
     pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
         &self.inner.info
@@ -135,7 +154,15 @@ impl GpuContext {
     /// One line naming the adapter, e.g. `llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)`.
     pub fn describe(&self) -> String {
         let info = &self.inner.info;
-        format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type)
+        let memory = if self.unified_memory() {
+            ", unified memory"
+        } else {
+            ""
+        };
+        format!(
+            "{} ({:?}, {:?}{memory})",
+            info.name, info.backend, info.device_type
+        )
     }
 
     /// The device's limits.
@@ -409,5 +436,16 @@ impl ErrorScopes {
             None => Ok(()),
             Some(error) => Err(ctx.classify(doing, error)),
         }
+    }
+}
+
+/// The features worth asking for on adapters of `device_type` to use its memory in place:
+/// mappable storage buffers on CPU adapters and integrated GPUs, nothing elsewhere.
+fn unified_features(device_type: wgpu::DeviceType) -> wgpu::Features {
+    match device_type {
+        wgpu::DeviceType::Cpu | wgpu::DeviceType::IntegratedGpu => {
+            wgpu::Features::MAPPABLE_PRIMARY_BUFFERS
+        }
+        _ => wgpu::Features::empty(),
     }
 }

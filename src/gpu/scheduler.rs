@@ -90,7 +90,9 @@ pub(crate) fn run<T>(
     let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
         label: Some("rnn forward"),
     });
-    encoder.copy_buffer_to_buffer(&ws.upload, 0, &ws.input, 0, ws.input.size());
+    if let Some(upload) = &ws.upload {
+        encoder.copy_buffer_to_buffer(upload, 0, &ws.input, 0, ws.input.size());
+    }
     // The initial state goes into the first half of the state buffer, whose layout is
     // exactly the initial state's.
     match run.initial {
@@ -185,37 +187,39 @@ pub(crate) fn run<T>(
         None => (dispatches % 2) as u64 * state_bytes,
     };
     let result = ws.head.as_ref().map_or(&ws.output, |head| &head.output);
-    encoder.copy_buffer_to_buffer(result, 0, &ws.readback, 0, output_bytes);
-    encoder.copy_buffer_to_buffer(
-        &ws.state,
-        final_half,
-        &ws.readback,
-        output_bytes,
-        state_bytes,
-    );
+    // The readback holds [output (unless read in place)][final state][timestamps].
+    let state_at = if ws.unified { 0 } else { output_bytes };
+    if !ws.unified {
+        encoder.copy_buffer_to_buffer(result, 0, &ws.readback, 0, output_bytes);
+    }
+    encoder.copy_buffer_to_buffer(&ws.state, final_half, &ws.readback, state_at, state_bytes);
     if let Some(keep) = run.final_state {
         encoder.copy_buffer_to_buffer(&ws.state, final_half, keep, 0, state_bytes);
     }
     if let Some(t) = timestamps {
         encoder.resolve_query_set(&t.queries, 0..2, &t.resolved, 0);
-        let after = output_bytes + state_bytes;
+        let after = state_at + state_bytes;
         encoder.copy_buffer_to_buffer(&t.resolved, 0, &ws.readback, after, TIMESTAMP_BYTES);
     }
     let submission = queue.submit([encoder.finish()]);
     // Errors of recording and submission are reported synchronously: check them before
     // mapping, so that a failed forward leaves no pending map behind.
     scopes.finish(ctx, "recording the forward")?;
-    // The upload buffer is mapped again for the next forward once this one is done (the
+    // The input's buffer is mapped again for the next forward once this one is done (the
     // readback's wait below resolves it).
-    ws.upload_map = UploadMap::Pending(request_map(&ws.upload, wgpu::MapMode::Write));
+    ws.upload_map = UploadMap::Pending(request_map(ws.input_target(), wgpu::MapMode::Write));
 
-    let (output_len, state_len) = (ws.output_len, ws.state_len);
+    let output_len = ws.output_len;
+    let (from, to) = (
+        (state_at / 4) as usize,
+        (state_at / 4) as usize + ws.state_len,
+    );
     let profiled = timestamps.is_some();
-    let (output, state, ticks) = map_and_read(ctx, &ws.readback, submission, move |values| {
-        let end = output_len + state_len;
-        // The two u64 timestamps, as the four f32 slots they were copied into.
+    // The final state, and the two u64 timestamps as the four f32 slots they were copied
+    // into, from the mapped readback.
+    let read_state = |values: &[f32]| {
         let ticks = profiled.then(|| {
-            let raw: &[u8] = bytemuck::cast_slice(&values[end..end + 4]);
+            let raw: &[u8] = bytemuck::cast_slice(&values[to..to + 4]);
             let tick = |i: usize| {
                 let mut bytes = [0u8; 8];
                 bytes.copy_from_slice(&raw[8 * i..8 * i + 8]);
@@ -223,12 +227,21 @@ pub(crate) fn run<T>(
             };
             tick(1).saturating_sub(tick(0))
         });
-        (
-            read_output(&values[..output_len]),
-            values[output_len..end].to_vec(),
-            ticks,
-        )
-    })?;
+        (values[from..to].to_vec(), ticks)
+    };
+    let (output, state, ticks) = if ws.unified {
+        let (state, ticks) = map_and_read(ctx, &ws.readback, submission.clone(), read_state)?;
+        // Read where the kernels wrote it (the submission is done: this map is immediate).
+        let output = map_and_read(ctx, result, submission, |values| {
+            read_output(&values[..output_len])
+        })?;
+        (output, state, ticks)
+    } else {
+        map_and_read(ctx, &ws.readback, submission, |values| {
+            let (state, ticks) = read_state(values);
+            (read_output(&values[..output_len]), state, ticks)
+        })?
+    };
     let gpu_time = ticks.map(|ticks| {
         let nanos = ticks as f64 * f64::from(ctx.queue().get_timestamp_period());
         Duration::from_nanos(nanos as u64)
@@ -240,13 +253,10 @@ pub(crate) fn run<T>(
     })
 }
 
-/// Hands the mapped upload buffer to `write`, then unmaps it for the copy into `ws.input`.
-/// It is normally mapped already, by the end of the previous forward.
-fn write_upload(
-    ctx: &GpuContext,
-    ws: &mut Workspace,
-    write: InputWriter<'_>,
-) -> Result<()> {
+/// Hands the mapped buffer the input goes into (see `Workspace::input_target`) to `write`,
+/// then unmaps it for the GPU. It is normally mapped already, by the end of the previous
+/// forward.
+fn write_upload(ctx: &GpuContext, ws: &mut Workspace, write: InputWriter<'_>) -> Result<()> {
     loop {
         match std::mem::replace(&mut ws.upload_map, UploadMap::Unmapped) {
             UploadMap::Mapped => break,
@@ -256,13 +266,14 @@ fn write_upload(
                 break;
             }
             UploadMap::Unmapped => {
-                ws.upload_map = UploadMap::Pending(request_map(&ws.upload, wgpu::MapMode::Write));
+                let target = ws.input_target();
+                ws.upload_map = UploadMap::Pending(request_map(target, wgpu::MapMode::Write));
             }
         }
     }
     {
         let mut view = ws
-            .upload
+            .input_target()
             .get_mapped_range_mut(..)
             .map_err(|e| ctx.classify("writing the input", e))?;
         write(&mut |at, frames| {
@@ -270,7 +281,7 @@ fn write_upload(
                 .copy_from_slice(bytemuck::cast_slice(frames))
         });
     }
-    ws.upload.unmap();
+    ws.input_target().unmap();
     Ok(())
 }
 

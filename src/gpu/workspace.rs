@@ -25,9 +25,14 @@ pub(crate) struct Workspace {
     /// Where a forward writes its input on the host (mapped), to be copied into `input`:
     /// kept from forward to forward, unlike `Queue::write_buffer`'s staging memory, which is
     /// allocated afresh per call (for inputs of megabytes its page faults cost as much as
-    /// the copy, growing faster than the input on lavapipe).
-    pub upload: wgpu::Buffer,
+    /// the copy, growing faster than the input on lavapipe). `None` with unified memory
+    /// (see `GpuContext::unified_memory`): `input` itself is mapped and written.
+    pub upload: Option<wgpu::Buffer>,
+    /// Where the mapping of the buffer the input is written into stands.
     pub upload_map: UploadMap,
+    /// With unified memory, the result (`output`, or the head's) is read where it lies;
+    /// otherwise it is copied to the start of `readback`.
+    pub unified: bool,
     /// Every layer's output, (T, N, D·H) or the caller's layout for the last layer; a layer's
     /// projection has consumed it before the layer's steps overwrite it.
     pub output: wgpu::Buffer,
@@ -38,7 +43,8 @@ pub(crate) struct Workspace {
     pub state: wgpu::Buffer,
     /// Whether the lengths (after the state halves) currently hold T for every sequence.
     pub lengths_full: bool,
-    /// Output, then h_n, then (when profiled) the pass's two timestamps: one map per forward.
+    /// The output (unless `unified`), then h_n, then (when profiled) the pass's two
+    /// timestamps, mapped once per forward.
     pub readback: wgpu::Buffer,
     pub projection_groups: Vec<wgpu::BindGroup>,
     /// Each layer's projection parameters (they pick the projection's form).
@@ -119,6 +125,14 @@ impl Timestamps {
                 mapped_at_creation: false,
             }),
         }
+    }
+}
+
+impl Workspace {
+    /// The buffer the host writes the input into: the upload buffer, or with unified memory
+    /// the input buffer itself.
+    pub fn input_target(&self) -> &wgpu::Buffer {
+        self.upload.as_ref().unwrap_or(&self.input)
     }
 }
 
@@ -232,22 +246,44 @@ impl Workspace {
                 mapped_at_creation: false,
             })
         };
-        let input = buffer(
-            "input",
-            t * n * arch.input_size,
-            storage | wgpu::BufferUsages::COPY_DST,
-        );
-        let upload = ctx.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("input upload"),
-            size: floats(t * n * arch.input_size),
-            usage: wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: true,
-        });
+        let unified = ctx.unified_memory();
+        // The buffer the host writes the input into is created mapped (and mapped again
+        // after every forward that used it).
+        let mapped_input = |label: &str, usage: wgpu::BufferUsages| {
+            ctx.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: floats(t * n * arch.input_size),
+                usage: usage | wgpu::BufferUsages::MAP_WRITE,
+                mapped_at_creation: true,
+            })
+        };
+        let (input, upload) = if unified {
+            (mapped_input("input", storage), None)
+        } else {
+            let input = buffer(
+                "input",
+                t * n * arch.input_size,
+                storage | wgpu::BufferUsages::COPY_DST,
+            );
+            let upload = mapped_input("input upload", wgpu::BufferUsages::COPY_SRC);
+            (input, Some(upload))
+        };
+        // The result's usage: read in place with unified memory, else copied to `readback`.
+        let result_usage = storage
+            | if unified {
+                wgpu::BufferUsages::MAP_READ
+            } else {
+                wgpu::BufferUsages::COPY_SRC
+            };
         let projections = buffer("projections", t * n * arch.projection_cols(), storage);
         let output = buffer(
             "layer output",
             layer_output_len,
-            storage | wgpu::BufferUsages::COPY_SRC,
+            if head.is_none() {
+                result_usage
+            } else {
+                storage
+            },
         );
         // Two state halves, the lengths, the scratch (see the field's comment).
         let state = buffer(
@@ -257,7 +293,7 @@ impl Workspace {
         );
         let readback = buffer(
             "readback",
-            output_len + state_len + TIMESTAMP_BYTES as usize / 4,
+            if unified { 0 } else { output_len } + state_len + TIMESTAMP_BYTES as usize / 4,
             wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
         );
         let full: Vec<u32> = vec![t as u32; n];
@@ -422,11 +458,7 @@ impl Workspace {
                 p_stride_t: strides.t as u32,
                 p_stride_n: strides.n as u32,
             };
-            let head_output = buffer(
-                "head output",
-                output_len,
-                storage | wgpu::BufferUsages::COPY_SRC,
-            );
+            let head_output = buffer("head output", output_len, result_usage);
             let group = kernels.projection.bind_group(
                 ctx,
                 ProjectionBindings {
@@ -449,6 +481,7 @@ impl Workspace {
             input,
             upload,
             upload_map: UploadMap::Mapped,
+            unified,
             output,
             state,
             lengths_full: true,
