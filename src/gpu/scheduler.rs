@@ -260,9 +260,15 @@ fn write_upload(ctx: &GpuContext, ws: &mut Workspace, write: InputWriter<'_>) ->
     loop {
         match std::mem::replace(&mut ws.upload_map, UploadMap::Unmapped) {
             UploadMap::Mapped => break,
-            // On failure it stays Unmapped, and the next forward asks again.
             UploadMap::Pending(receiver) => {
-                map_result(ctx, &receiver, "mapping the input upload")?;
+                if let Err(error) = map_result(ctx, &receiver, "mapping the input upload") {
+                    // Cancels the map if it is still pending: the buffer is then Unmapped,
+                    // and the next forward asks again.
+                    let scopes = ctx.error_scopes();
+                    ws.input_target().unmap();
+                    let _ = scopes.finish(ctx, "cancelling the input's map");
+                    return Err(error);
+                }
                 break;
             }
             UploadMap::Unmapped => {
