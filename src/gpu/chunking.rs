@@ -79,11 +79,10 @@ impl Engine {
             .min(limits.max_buffer_size);
         let align = u64::from(limits.min_uniform_buffer_offset_alignment.max(16));
         let state_bytes = floats(self.state_len(shape.batch));
-        // The readback buffer holds a chunk's result, the final state and the timestamps.
+        // The readback holds a chunk's result, the final state and the timestamps; with
+        // unified memory it is the result's storage buffer itself, so it must fit a binding.
         let result_frame = floats(self.output_features()).saturating_mul(batch);
-        let readback_room = limits
-            .max_buffer_size
-            .saturating_sub(state_bytes + TIMESTAMP_BYTES);
+        let readback_room = binding.saturating_sub(state_bytes + TIMESTAMP_BYTES);
         let mut chunk = (binding / frame)
             .min(readback_room / result_frame)
             .min(limits.max_buffer_size / align)

@@ -186,20 +186,20 @@ pub(crate) fn run<T>(
         Some(_) => 0,
         None => (dispatches % 2) as u64 * state_bytes,
     };
-    let result = ws.head.as_ref().map_or(&ws.output, |head| &head.output);
-    // The readback holds [output (unless read in place)][final state][timestamps].
-    let state_at = if ws.unified { 0 } else { output_bytes };
-    if !ws.unified {
-        encoder.copy_buffer_to_buffer(result, 0, &ws.readback, 0, output_bytes);
+    // The readback holds [output][final state][timestamps]; with unified memory it is the
+    // result buffer itself, and the output is already in place.
+    let readback = ws.readback();
+    if let Some(staging) = &ws.readback {
+        encoder.copy_buffer_to_buffer(ws.result(), 0, staging, 0, output_bytes);
     }
-    encoder.copy_buffer_to_buffer(&ws.state, final_half, &ws.readback, state_at, state_bytes);
+    encoder.copy_buffer_to_buffer(&ws.state, final_half, readback, output_bytes, state_bytes);
     if let Some(keep) = run.final_state {
         encoder.copy_buffer_to_buffer(&ws.state, final_half, keep, 0, state_bytes);
     }
     if let Some(t) = timestamps {
         encoder.resolve_query_set(&t.queries, 0..2, &t.resolved, 0);
-        let after = state_at + state_bytes;
-        encoder.copy_buffer_to_buffer(&t.resolved, 0, &ws.readback, after, TIMESTAMP_BYTES);
+        let after = output_bytes + state_bytes;
+        encoder.copy_buffer_to_buffer(&t.resolved, 0, readback, after, TIMESTAMP_BYTES);
     }
     let submission = queue.submit([encoder.finish()]);
     // Errors of recording and submission are reported synchronously: check them before
@@ -209,17 +209,13 @@ pub(crate) fn run<T>(
     // readback's wait below resolves it).
     ws.upload_map = UploadMap::Pending(request_map(ws.input_target(), wgpu::MapMode::Write));
 
-    let output_len = ws.output_len;
-    let (from, to) = (
-        (state_at / 4) as usize,
-        (state_at / 4) as usize + ws.state_len,
-    );
+    let (output_len, state_len) = (ws.output_len, ws.state_len);
     let profiled = timestamps.is_some();
-    // The final state, and the two u64 timestamps as the four f32 slots they were copied
-    // into, from the mapped readback.
-    let read_state = |values: &[f32]| {
+    let (output, state, ticks) = map_and_read(ctx, ws.readback(), submission, |values| {
+        let end = output_len + state_len;
+        // The two u64 timestamps, as the four f32 slots they were copied into.
         let ticks = profiled.then(|| {
-            let raw: &[u8] = bytemuck::cast_slice(&values[to..to + 4]);
+            let raw: &[u8] = bytemuck::cast_slice(&values[end..end + 4]);
             let tick = |i: usize| {
                 let mut bytes = [0u8; 8];
                 bytes.copy_from_slice(&raw[8 * i..8 * i + 8]);
@@ -227,21 +223,12 @@ pub(crate) fn run<T>(
             };
             tick(1).saturating_sub(tick(0))
         });
-        (values[from..to].to_vec(), ticks)
-    };
-    let (output, state, ticks) = if ws.unified {
-        let (state, ticks) = map_and_read(ctx, &ws.readback, submission.clone(), read_state)?;
-        // Read where the kernels wrote it (the submission is done: this map is immediate).
-        let output = map_and_read(ctx, result, submission, |values| {
-            read_output(&values[..output_len])
-        })?;
-        (output, state, ticks)
-    } else {
-        map_and_read(ctx, &ws.readback, submission, |values| {
-            let (state, ticks) = read_state(values);
-            (read_output(&values[..output_len]), state, ticks)
-        })?
-    };
+        (
+            read_output(&values[..output_len]),
+            values[output_len..end].to_vec(),
+            ticks,
+        )
+    })?;
     let gpu_time = ticks.map(|ticks| {
         let nanos = ticks as f64 * f64::from(ctx.queue().get_timestamp_period());
         Duration::from_nanos(nanos as u64)

@@ -30,9 +30,6 @@ pub(crate) struct Workspace {
     pub upload: Option<wgpu::Buffer>,
     /// Where the mapping of the buffer the input is written into stands.
     pub upload_map: UploadMap,
-    /// With unified memory, the result (`output`, or the head's) is read where it lies;
-    /// otherwise it is copied to the start of `readback`.
-    pub unified: bool,
     /// Every layer's output, (T, N, D·H) or the caller's layout for the last layer; a layer's
     /// projection has consumed it before the layer's steps overwrite it.
     pub output: wgpu::Buffer,
@@ -43,9 +40,10 @@ pub(crate) struct Workspace {
     pub state: wgpu::Buffer,
     /// Whether the lengths (after the state halves) currently hold T for every sequence.
     pub lengths_full: bool,
-    /// The output (unless `unified`), then h_n, then (when profiled) the pass's two
-    /// timestamps, mapped once per forward.
-    pub readback: wgpu::Buffer,
+    /// The output, then the final state, then (when profiled) the pass's two timestamps,
+    /// mapped once per forward; `None` with unified memory, where the result buffer has that
+    /// layout itself (see [`Workspace::readback`]).
+    pub readback: Option<wgpu::Buffer>,
     pub projection_groups: Vec<wgpu::BindGroup>,
     /// Each layer's projection parameters (they pick the projection's form).
     pub projections: Vec<ProjectionParams>,
@@ -99,7 +97,7 @@ pub(crate) struct HeadPass {
     pub output: wgpu::Buffer,
 }
 
-/// Bytes at the end of the readback buffer for the pass's two timestamps.
+/// Bytes after the final state in the readback for the pass's two timestamps.
 pub(crate) const TIMESTAMP_BYTES: u64 = 16;
 
 /// A two-entry timestamp query set and the buffer it resolves into (the values travel on to
@@ -133,6 +131,17 @@ impl Workspace {
     /// the input buffer itself.
     pub fn input_target(&self) -> &wgpu::Buffer {
         self.upload.as_ref().unwrap_or(&self.input)
+    }
+
+    /// The buffer the kernels' result is written to: the head's output, or the last layer's.
+    pub fn result(&self) -> &wgpu::Buffer {
+        self.head.as_ref().map_or(&self.output, |head| &head.output)
+    }
+
+    /// The buffer read back after a forward, laid out as [output][final state][timestamps]:
+    /// `readback`, or with unified memory the result buffer itself.
+    pub fn readback(&self) -> &wgpu::Buffer {
+        self.readback.as_ref().unwrap_or(self.result())
     }
 }
 
@@ -268,34 +277,37 @@ impl Workspace {
             let upload = mapped_input("input upload", wgpu::BufferUsages::COPY_SRC);
             (input, Some(upload))
         };
-        // The result's usage: read in place with unified memory, else copied to `readback`.
-        let result_usage = storage
-            | if unified {
-                wgpu::BufferUsages::MAP_READ
+        // What follows the output in the readback: the final state, the timestamps.
+        let tail = state_len + TIMESTAMP_BYTES as usize / 4;
+        // The buffer the result is written to (length, usage): with unified memory it is the
+        // readback, else it is copied to one.
+        let result_buffer = |len: usize| {
+            if unified {
+                let usage = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
+                (len + tail, storage | usage)
             } else {
-                wgpu::BufferUsages::COPY_SRC
-            };
+                (len, storage | wgpu::BufferUsages::COPY_SRC)
+            }
+        };
         let projections = buffer("projections", t * n * arch.projection_cols(), storage);
-        let output = buffer(
-            "layer output",
-            layer_output_len,
-            if head.is_none() {
-                result_usage
-            } else {
-                storage
-            },
-        );
+        let (output_size, output_usage) = match head {
+            None => result_buffer(layer_output_len),
+            Some(_) => (layer_output_len, storage),
+        };
+        let output = buffer("layer output", output_size, output_usage);
         // Two state halves, the lengths, the scratch (see the field's comment).
         let state = buffer(
             "hidden state",
             2 * state_len + n + scratch_len,
             storage | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
         );
-        let readback = buffer(
-            "readback",
-            if unified { 0 } else { output_len } + state_len + TIMESTAMP_BYTES as usize / 4,
-            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        );
+        let readback = (!unified).then(|| {
+            buffer(
+                "readback",
+                output_len + tail,
+                wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            )
+        });
         let full: Vec<u32> = vec![t as u32; n];
         ctx.queue().write_buffer(
             &state,
@@ -458,7 +470,8 @@ impl Workspace {
                 p_stride_t: strides.t as u32,
                 p_stride_n: strides.n as u32,
             };
-            let head_output = buffer("head output", output_len, result_usage);
+            let (size, usage) = result_buffer(output_len);
+            let head_output = buffer("head output", size, usage);
             let group = kernels.projection.bind_group(
                 ctx,
                 ProjectionBindings {
@@ -481,7 +494,6 @@ impl Workspace {
             input,
             upload,
             upload_map: UploadMap::Mapped,
-            unified,
             output,
             state,
             lengths_full: true,
