@@ -7,7 +7,8 @@
 // On adapters with a fixed subgroup size (CPU ones) the workgroup is one subgroup and each
 // lane loads one vec4 in `size` of every sequence's h, sharing it with subgroupBroadcast:
 // llvmpipe runs loads lane by lane but broadcasts as vector operations. This file is a
-// template: src/gpu/kernels.rs fills in the loop for either form.
+// template: src/gpu/block_loop.rs fills in `reduce`, and the sums, the loop and the finish
+// calls for either form.
 //
 // LSTM: i, f, o = σ(P + W_hh·h), g = tanh(P + W_hh·h), c' = f∘c + i∘g, h' = o∘tanh(c')
 // (a projected LSTM's h' goes to the scratch for `project`, as in gated_step.wgsl).
@@ -78,9 +79,7 @@ fn recurrent_scalar(at: u32) -> f32 {
     return f32(recurrent[at / 4u][at % 4u]);
 }
 
-fn reduce(v: vec4<f32>) -> f32 {
-    return (v.x + v.y) + (v.z + v.w);
-}
+{{REDUCE}}
 
 // Finishes unit j of sequence n from its gates' recurrent sums g (LSTM: i, f, g, o; GRU:
 // r, z, n in x, y, z).
@@ -163,6 +162,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>{{SUBGROUP_LANE}}) {
     let w1 = w0 + hidden * row;
     let w2 = w1 + hidden * row;
     let w3 = select(w2, w2 + hidden * row, lstm);
+{{SUMS}}
 {{LOOP}}
     if unit >= hidden {
         return;

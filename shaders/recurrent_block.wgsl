@@ -9,7 +9,8 @@
 // at H = 1024, N = 64 one step is 67 million multiply-adds. Sixteen vec4 partial sums are
 // reduced once, after the loop. On adapters with a fixed subgroup size the workgroup is one
 // subgroup whose lanes each load one vec4 in `size` of h and share it with subgroupBroadcast.
-// This file is a template: src/gpu/block_loop.rs fills in the loop for either form.
+// This file is a template: src/gpu/block_loop.rs fills in the functions shared with
+// wavefront_block.wgsl, and the sums, the loop and the finish calls for either form.
 
 // The element type weights are stored in: f32, or f16 where the model asked for it and the
 // adapter has `SHADER_F16` (src/shaders.rs rewrites this line). Sums are always f32.
@@ -46,22 +47,9 @@ struct Step {
 @group(0) @binding(4) var<storage, read_write> state: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> output: array<f32>;
 
-fn activate4(v: vec4<f32>) -> vec4<f32> {
-    if layer.activation == 1u {
-        // `v < 0` is false for NaN, so NaN propagates as in PyTorch.
-        return select(v, vec4<f32>(0.0), v < vec4<f32>(0.0));
-    }
-    return tanh(v);
-}
+{{ELMAN_FUNCTIONS}}
 
-fn reduce(v: vec4<f32>) -> f32 {
-    return (v.x + v.y) + (v.z + v.w);
-}
-
-fn length_of(n: u32) -> u32 {
-    let at = layer.lengths_offset + n;
-    return bitcast<u32>(state[at / 4u][at % 4u]);
-}
+{{REDUCE}}
 
 // Finishes sequence n's four units from j0: activation, masking, state and output.
 fn finish(n: u32, j0: u32, t: u32, d: u32, prev: u32, next: u32, sums: vec4<f32>) {
@@ -110,6 +98,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>{{SUBGROUP_LANE}}) {
     let w1 = w0 + row;
     let w2 = w1 + row;
     let w3 = w2 + row;
+{{SUMS}}
 {{LOOP}}
     if unit0 >= hidden {
         return;

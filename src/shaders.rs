@@ -12,7 +12,8 @@ pub(crate) const RECURRENT_STEP: &str = include_str!("../shaders/recurrent_step.
 /// multiple of 4, filled in by `gpu::block_loop`.
 pub(crate) const RECURRENT_BLOCK: &str = include_str!("../shaders/recurrent_block.wgsl");
 
-/// `shaders/wavefront_block.wgsl`: every layer of a stacked RNN advancing in one dispatch.
+/// `shaders/wavefront_block.wgsl`: the template of every layer of a stacked RNN advancing in
+/// one dispatch, filled in by `gpu::block_loop`.
 pub(crate) const WAVEFRONT_BLOCK: &str = include_str!("../shaders/wavefront_block.wgsl");
 
 /// `shaders/gated_block.wgsl`: the template of the gated timestep for four sequences an
@@ -60,7 +61,10 @@ pub(crate) fn all_sources() -> Vec<(String, String)> {
     let mut sources = vec![
         ("input_projection".into(), INPUT_PROJECTION.into()),
         ("recurrent_step".into(), RECURRENT_STEP.into()),
-        ("wavefront_block".into(), WAVEFRONT_BLOCK.into()),
+        (
+            "wavefront_block".into(),
+            crate::gpu::block_loop::wavefront_wgsl(),
+        ),
         ("gated_step".into(), GATED_STEP.into()),
         (
             "gated_block".into(),

@@ -1,8 +1,11 @@
-//! The block kernels (`shaders/recurrent_block.wgsl`, `shaders/gated_block.wgsl`) in their two
-//! forms: portable (each invocation loads the four sequences' h itself) and, on adapters with
-//! a fixed subgroup size, one subgroup whose lanes each load one vec4 in `size` of h and share
-//! it with `subgroupBroadcast` (llvmpipe runs loads lane by lane but broadcasts as vector
-//! operations). Both kernels accumulate s{i}{g} += W row g · h of sequence i over K in vec4s.
+//! The block kernels, 4 units × 4 sequences an invocation: `shaders/recurrent_block.wgsl` and
+//! `shaders/gated_block.wgsl` in their two forms, portable (each invocation loads the four
+//! sequences' h itself) and, on adapters with a fixed subgroup size, one subgroup whose lanes
+//! each load one vec4 in `size` of h and share it with `subgroupBroadcast` (llvmpipe runs loads
+//! lane by lane but broadcasts as vector operations); and `shaders/wavefront_block.wgsl` in the
+//! portable form. Every one accumulates s{i}{g} += W row g · h of sequence i over K in vec4s
+//! and hands sequence i's four reduced sums to its template's `finish`; the two Elman kernels
+//! also share their activation and length functions.
 
 use std::fmt::Write;
 
@@ -20,15 +23,41 @@ struct Operands {
     h: fn(usize, &str) -> String,
 }
 
-/// The sixteen partial sums, s{i}{g} for sequence n0 + i and weight row g, then the
-/// accumulation loop over K (`row` vec4s), in the portable or the subgroup form.
-fn block_loop(subgroup: Option<usize>, operands: &Operands) -> String {
-    let mut body = String::from("    // s{i}{g}: sequence n0 + i, row g of the weights.\n");
+/// `reduce`, which the finish calls apply to each partial sum.
+const REDUCE: &str = "fn reduce(v: vec4<f32>) -> f32 {
+    return (v.x + v.y) + (v.z + v.w);
+}";
+
+/// The Elman kernels' activation (`layer.activation`) and sequence lengths, read from the
+/// state as vec4s.
+const ELMAN_FUNCTIONS: &str = "fn activate4(v: vec4<f32>) -> vec4<f32> {
+    if layer.activation == 1u {
+        // `v < 0` is false for NaN, so NaN propagates as in PyTorch.
+        return select(v, vec4<f32>(0.0), v < vec4<f32>(0.0));
+    }
+    return tanh(v);
+}
+
+fn length_of(n: u32) -> u32 {
+    let at = layer.lengths_offset + n;
+    return bitcast<u32>(state[at / 4u][at % 4u]);
+}";
+
+/// The sixteen partial sums, s{i}{g} for sequence n0 + i and weight row g.
+fn partial_sums() -> String {
+    let mut sums = String::from("    // s{i}{g}: sequence n0 + i, row g of the weights.");
     for i in 0..4 {
         for g in 0..4 {
-            let _ = writeln!(body, "    var s{i}{g} = vec4<f32>(0.0);");
+            let _ = write!(sums, "\n    var s{i}{g} = vec4<f32>(0.0);");
         }
     }
+    sums
+}
+
+/// The accumulation loop over K (`row` vec4s) into the partial sums, in the portable or the
+/// subgroup form.
+fn accumulation_loop(subgroup: Option<usize>, operands: &Operands) -> String {
+    let mut body = String::new();
     let step = |body: &mut String, indent: &str, k: &str, h: &dyn Fn(usize) -> String| {
         for g in 0..4 {
             let _ = writeln!(
@@ -79,16 +108,16 @@ fn block_loop(subgroup: Option<usize>, operands: &Operands) -> String {
     body
 }
 
-/// The four sequences' `finish(n, unit, t, d, prev, next, sums)` calls, each with its four
-/// reduced sums; sequences past the batch are skipped.
-fn finish_calls(unit: &str) -> String {
+/// The four sequences' `finish(n, {arguments}, sums)` calls, each with its four reduced sums;
+/// sequences past the batch are skipped.
+fn finish_calls(arguments: &str) -> String {
     let mut calls = String::new();
     for i in 0..4 {
         let sums = (0..4)
             .map(|g| format!("reduce(s{i}{g})"))
             .collect::<Vec<_>>()
             .join(", ");
-        let call = format!("finish(n0 + {i}u, {unit}, t, d, prev, next, vec4<f32>({sums}));");
+        let call = format!("finish(n0 + {i}u, {arguments}, vec4<f32>({sums}));");
         if i == 0 {
             let _ = writeln!(calls, "    {call}");
         } else {
@@ -105,6 +134,22 @@ fn subgroup_lane(subgroup: Option<usize>) -> &'static str {
     }
 }
 
+/// `template` with what every block kernel shares filled in: `reduce`, the partial sums, the
+/// loop over K and the finish calls, whose arguments after n are `finish_arguments`.
+fn fill_block(
+    template: &str,
+    subgroup: Option<usize>,
+    operands: &Operands,
+    finish_arguments: &str,
+) -> String {
+    template
+        .replace("{{SUBGROUP_LANE}}", subgroup_lane(subgroup))
+        .replace("{{REDUCE}}", REDUCE)
+        .replace("{{SUMS}}", &partial_sums())
+        .replace("{{LOOP}}", &accumulation_loop(subgroup, operands))
+        .replace("{{FINISH}}", &finish_calls(finish_arguments))
+}
+
 /// `gated_block.wgsl`: `subgroup` is the fixed subgroup size of the subgroup form, `None` for
 /// the portable one (see [`subgroup_fits`]).
 pub(crate) fn gated_wgsl(subgroup: Option<usize>) -> String {
@@ -113,11 +158,8 @@ pub(crate) fn gated_wgsl(subgroup: Option<usize>) -> String {
         h: |i, k| format!("state4(h{i} + 4u * ({k}))"),
     };
     let lanes = subgroup.map_or(GATED_PORTABLE_LANES as usize, |size| size);
-    shaders::GATED_BLOCK
-        .replace("{{LANES}}", &lanes.to_string())
-        .replace("{{SUBGROUP_LANE}}", subgroup_lane(subgroup))
-        .replace("{{LOOP}}", &block_loop(subgroup, &operands))
-        .replace("{{FINISH}}", &finish_calls("j"))
+    let template = shaders::GATED_BLOCK.replace("{{LANES}}", &lanes.to_string());
+    fill_block(&template, subgroup, &operands, "j, t, d, prev, next")
 }
 
 /// `recurrent_block.wgsl`, in the same two forms.
@@ -130,11 +172,21 @@ pub(crate) fn elman_wgsl(subgroup: Option<usize>) -> String {
         Some(size) => format!("{size}, 1, 1"),
         None => format!("{ELMAN_PORTABLE_SIDE}, {ELMAN_PORTABLE_SIDE}, 1"),
     };
-    shaders::RECURRENT_BLOCK
+    let template = shaders::RECURRENT_BLOCK
         .replace("{{WORKGROUP}}", &workgroup)
-        .replace("{{SUBGROUP_LANE}}", subgroup_lane(subgroup))
-        .replace("{{LOOP}}", &block_loop(subgroup, &operands))
-        .replace("{{FINISH}}", &finish_calls("j0"))
+        .replace("{{ELMAN_FUNCTIONS}}", ELMAN_FUNCTIONS);
+    fill_block(&template, subgroup, &operands, "j0, t, d, prev, next")
+}
+
+/// `wavefront_block.wgsl`, in the portable form: one pass over K per weight matrix, layers
+/// above the first adding W_ih·h of the layer below to the sums of W_hh·h.
+pub(crate) fn wavefront_wgsl() -> String {
+    let operands = Operands {
+        weights: "weights",
+        h: |i, k| format!("state[h_at.{} + {k}]", ["x", "y", "z", "w"][i]),
+    };
+    let template = shaders::WAVEFRONT_BLOCK.replace("{{ELMAN_FUNCTIONS}}", ELMAN_FUNCTIONS);
+    fill_block(&template, None, &operands, "j0, t, layer_k, prev, next")
 }
 
 /// Whether the subgroup form of `size` lanes can run rows of h of `features`: its chunks of
@@ -145,19 +197,33 @@ pub(crate) fn subgroup_fits(size: usize, features: usize) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use crate::shaders::{self, WeightPrecision};
+
+    fn validate(name: &str, source: &str) {
+        let module = naga::front::wgsl::parse_str(source)
+            .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));
+        naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::all(),
+        )
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));
+    }
+
     #[test]
     fn every_form_validates() {
         for subgroup in [None, Some(8), Some(32)] {
-            for source in [super::gated_wgsl(subgroup), super::elman_wgsl(subgroup)] {
-                let module = naga::front::wgsl::parse_str(&source)
-                    .unwrap_or_else(|e| panic!("{subgroup:?}: {}", e.emit_to_string(&source)));
-                naga::valid::Validator::new(
-                    naga::valid::ValidationFlags::all(),
-                    naga::valid::Capabilities::all(),
-                )
-                .validate(&module)
-                .unwrap_or_else(|e| panic!("{subgroup:?}: {}", e.emit_to_string(&source)));
-            }
+            validate(&format!("gated {subgroup:?}"), &super::gated_wgsl(subgroup));
+            validate(&format!("elman {subgroup:?}"), &super::elman_wgsl(subgroup));
+        }
+    }
+
+    #[test]
+    fn wavefront_validates() {
+        let wavefront = super::wavefront_wgsl();
+        for weights in [WeightPrecision::F32, WeightPrecision::F16] {
+            let source = shaders::with_weights(&wavefront, weights);
+            validate(&format!("wavefront {weights:?}"), &source);
         }
     }
 }

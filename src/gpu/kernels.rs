@@ -456,7 +456,7 @@ impl RecurrentStepKernel {
             device,
             counters,
             "wavefront_block",
-            &shaders::with_weights(shaders::WAVEFRONT_BLOCK, weights),
+            &shaders::with_weights(&block_loop::wavefront_wgsl(), weights),
             &layout,
         );
         let block_subgroup = subgroup.map(|size| {
