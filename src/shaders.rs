@@ -31,6 +31,10 @@ pub(crate) const GATED_PERSISTENT: &str = include_str!("../shaders/gated_persist
 /// subgroup size by `gpu::projection`.
 pub(crate) const PROJECTION_SUBGROUP: &str = include_str!("../shaders/projection_subgroup.wgsl");
 
+/// `shaders/projection_tile.wgsl`: one subgroup's tile of the projection, the library both the
+/// subgroup projection and the persistent recurrence (projecting ahead) include.
+pub(crate) const PROJECTION_TILE: &str = include_str!("../shaders/projection_tile.wgsl");
+
 /// `shaders/persistent_recurrence.wgsl`: the template of the persistent recurrence kernel,
 /// filled in per hidden size by `gpu::persistent`.
 pub(crate) const PERSISTENT_RECURRENCE: &str =

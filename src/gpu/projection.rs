@@ -77,7 +77,45 @@ impl SubgroupProjection {
         TILE_ROWS / self.lanes
     }
 
+    /// The subgroup projection as a kernel of its own.
     pub fn wgsl(&self) -> String {
+        shaders::PROJECTION_SUBGROUP
+            .replace("{{BINDINGS}}", &self.bindings(0))
+            .replace("{{P_ELEMENT}}", self.p_element())
+            .replace("{{PROJECTION_TILE}}", &self.tile_library())
+            .replace("{{LANES}}", &self.lanes.to_string())
+    }
+
+    /// Declarations of the bindings `project_tile` reads, `params`, `x`, `w` and `bias`, as
+    /// bindings `first..first + 4` of group 0 (the includer declares `p`).
+    pub fn bindings(&self, first: u32) -> String {
+        let (x, w) = if self.vec4_k {
+            ("vec4<f32>", "vec4<weight_t>")
+        } else {
+            ("f32", "weight_t")
+        };
+        format!(
+            "@group(0) @binding({}) var<uniform> params: ProjectionParams;
+// X and W: f32s, or vec4s along K where K and X's row strides allow.
+@group(0) @binding({}) var<storage, read> x: array<{x}>;
+@group(0) @binding({}) var<storage, read> w: array<{w}>;
+@group(0) @binding({}) var<storage, read> bias: array<f32>;
+",
+            first,
+            first + 1,
+            first + 2,
+            first + 3
+        )
+    }
+
+    /// The element type of P this form stores.
+    pub fn p_element(&self) -> &'static str {
+        if self.vec4_p { "vec4<f32>" } else { "f32" }
+    }
+
+    /// `shaders/projection_tile.wgsl` filled in: `ProjectionParams` and
+    /// `project_tile(c0, r0, lane)`.
+    pub fn tile_library(&self) -> String {
         let per_lane = self.rows_per_lane();
         let mut x_starts = String::new();
         let mut loads = String::new();
@@ -120,20 +158,8 @@ impl SubgroupProjection {
                 );
             }
         }
-        shaders::PROJECTION_SUBGROUP
-            .replace(
-                "{{W_ELEMENT}}",
-                if self.vec4_k {
-                    "vec4<weight_t>"
-                } else {
-                    "weight_t"
-                },
-            )
+        shaders::PROJECTION_TILE
             .replace("{{ELEMENT}}", if self.vec4_k { "vec4<f32>" } else { "f32" })
-            .replace(
-                "{{P_ELEMENT}}",
-                if self.vec4_p { "vec4<f32>" } else { "f32" },
-            )
             .replace(
                 "{{STORE_ROW}}",
                 if self.vec4_p {
@@ -143,7 +169,6 @@ impl SubgroupProjection {
                 },
             )
             .replace("{{WIDTH}}", &width.to_string())
-            .replace("{{LANES}}", &self.lanes.to_string())
             .replace("{{ROWS}}", &TILE_ROWS.to_string())
             .replace("{{ROWS_PER_LANE}}", &per_lane.to_string())
             .replace("{{X_STARTS}}", &x_starts)
