@@ -15,6 +15,12 @@
 // walks time backwards; sequences shorter than T (PackedSequence semantics) keep their state
 // and output zeros past their length.
 //
+// A unidirectional layer whose recurrence fills one workgroup (one core of a CPU adapter) can
+// also project ahead: the workgroups after the recurrence's compute the input projection of
+// the timesteps the next dispatch runs, with the subgroup projection's tile
+// (projection_tile.wgsl), while the recurrence runs. The layer's dispatches then cover its
+// timesteps in chunks, the first chunk projected by a projection dispatch before them.
+//
 // This file is a template: src/gpu/persistent.rs fills in the {{...}} parts for one hidden
 // size, writing every loop over weights out in full so that the private array is addressed by
 // constant indices only (that is what keeps it in registers, on llvmpipe too).
@@ -50,12 +56,13 @@ struct Step {
 @group(0) @binding(2) var<storage, read> w_hh: array<vec4<weight_t>>;  // (D, HIDDEN_PAD, VEC4S), zero padded
 // P (T·N, D·H) and the output: f32s, or vec4s when H is a multiple of four (every lane's rows
 // are then whole aligned vec4s of both).
-@group(0) @binding(3) var<storage, read> p: array<{{IO_ELEMENT}}>;
+// Read-write where this kernel also projects ahead (see main).
+@group(0) @binding(3) var<storage, {{P_ACCESS}}> p: array<{{IO_ELEMENT}}>;
 // [L][D][N][H], read and left in place in half 0; after both halves, the N sequence lengths
 // as u32 bit patterns (packed there to stay within four storage buffers).
 @group(0) @binding(4) var<storage, read_write> state: array<f32>;
 @group(0) @binding(5) var<storage, read_write> output: array<{{IO_ELEMENT}}>;
-
+{{PROJECTION_BINDINGS}}
 const HIDDEN: u32 = {{HIDDEN}}u;
 const HIDDEN_PAD: u32 = {{HIDDEN_PAD}}u;
 const VEC4S: u32 = {{VEC4S}}u;
@@ -90,9 +97,10 @@ fn activate4(a: vec4<f32>, row: u32) -> vec4<f32> {
 }
 
 {{IO_FUNCTIONS}}
-
+{{PROJECTION_TILE}}
 @compute @workgroup_size({{LANES}}, 1, 1)
 fn main(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) group: vec3<u32>{{SUBGROUP_LANE}}) {
+{{PROJECT_AHEAD}}
     let d = group.y;
     let row0 = lane * ROWS;
     // The tile's sequences: n{b}, clamped into range for loads; real{b} is false for the

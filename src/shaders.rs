@@ -57,6 +57,29 @@ pub(crate) fn with_weights(source: &str, precision: WeightPrecision) -> std::bor
     }
 }
 
+/// The persistent kernel projecting ahead, for representative sizes: it needs 7 storage
+/// buffers per stage, beyond wgpu's downlevel limits, and is compiled only where the device
+/// allows them (see `gpu::kernels::AHEAD_STORAGE_BUFFERS`).
+pub(crate) fn beyond_downlevel_sources() -> Vec<(String, String)> {
+    use crate::gpu::persistent::PersistentSpec;
+    use crate::gpu::projection::SubgroupProjection;
+    let mut sources = Vec::new();
+    for hidden in [17, 64, 256] {
+        for vec4_k in [false, true] {
+            let base = PersistentSpec::for_hidden(hidden, Some(8));
+            let Some(projection) = SubgroupProjection::for_subgroup(8, vec4_k, hidden % 4 == 0)
+            else {
+                continue;
+            };
+            let spec = base
+                .with_batch_tile(base.batch_tile_for(4))
+                .projecting_ahead(projection);
+            sources.push((format!("persistent_recurrence {spec:?}"), spec.wgsl()));
+        }
+    }
+    sources
+}
+
 /// Every shader source, by name (see `testing::shader_sources`).
 pub(crate) fn all_sources() -> Vec<(String, String)> {
     use crate::gpu::architecture::{Architecture, Cell};

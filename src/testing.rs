@@ -35,13 +35,25 @@ pub fn gpu_required() -> bool {
 /// specialisation the scheduler generates for a representative set of shapes and features.
 /// The portability test translates each one for every backend.
 pub fn shader_sources() -> Vec<(String, String)> {
-    crate::shaders::all_sources()
+    let mut sources = crate::shaders::all_sources();
+    sources.extend(crate::shaders::beyond_downlevel_sources());
+    sources
+}
+
+/// The names of the sources of [`shader_sources`] that need more than wgpu's downlevel limits
+/// (`wgpu::Limits::downlevel_defaults()`): the library compiles them only on devices whose
+/// limits allow them, and runs other kernels elsewhere.
+pub fn beyond_downlevel_names() -> Vec<String> {
+    crate::shaders::beyond_downlevel_sources()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect()
 }
 
 /// The sources of [`shader_sources`] that read weights, as compiled for models that store
 /// their weights as f16 (`WeightPrecision::F16`).
 pub fn shader_sources_f16() -> Vec<(String, String)> {
-    crate::shaders::all_sources()
+    shader_sources()
         .into_iter()
         .filter(|(_, source)| source.contains("alias weight_t = f32;"))
         .map(|(name, source)| {

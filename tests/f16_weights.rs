@@ -77,10 +77,12 @@ fn rnn_kernels_read_f16_weights() {
         return;
     };
     let mut worst_vs_f32 = 0.0f64;
-    // Persistent (H ≤ 256), per-step unit and block kernels, and a wavefront (L = 2, N ≥ 4,
-    // no bias: the wavefront stores b_ih + b_hh as one f16).
-    for (config, recurrence, batch) in [
-        (RnnConfig::new(5, 64), Recurrence::Auto, 3),
+    // Persistent (H ≤ 256; projecting ahead where I·H ≥ 128² and T spans chunks), per-step
+    // unit and block kernels, and a wavefront (L = 2, N ≥ 4, no bias: the wavefront stores
+    // b_ih + b_hh as one f16).
+    for (config, recurrence, batch, steps) in [
+        (RnnConfig::new(5, 64), Recurrence::Auto, 3, 12),
+        (RnnConfig::new(128, 128), Recurrence::Auto, 1, 200),
         (
             RnnConfig {
                 bidirectional: true,
@@ -88,9 +90,10 @@ fn rnn_kernels_read_f16_weights() {
             },
             Recurrence::Auto,
             2,
+            12,
         ),
-        (RnnConfig::new(4, 64), Recurrence::PerStep, 1),
-        (RnnConfig::new(4, 20), Recurrence::PerStep, 8),
+        (RnnConfig::new(4, 64), Recurrence::PerStep, 1, 12),
+        (RnnConfig::new(4, 20), Recurrence::PerStep, 8, 12),
         (
             RnnConfig {
                 num_layers: 2,
@@ -99,6 +102,7 @@ fn rnn_kernels_read_f16_weights() {
             },
             Recurrence::PerStep,
             4,
+            12,
         ),
     ] {
         let weights = RnnWeights::init(&config, 3).unwrap();
@@ -114,7 +118,6 @@ fn rnn_kernels_read_f16_weights() {
         let rounded = RnnWeights::new(&config, rounded).unwrap();
         let options = GpuOptions::recurrence(recurrence).with_weights(WeightPrecision::F16);
         let gpu = GpuRnn::with_options(&ctx, config.clone(), &weights, options).unwrap();
-        let steps = 12;
         let input = Tensor::new(
             values(4, steps * batch * config.input_size),
             &[steps, batch, config.input_size],
@@ -125,7 +128,9 @@ fn rnn_kernels_read_f16_weights() {
             .unwrap()
             .forward(&input, None)
             .unwrap();
-        let what = format!("{config:?} {recurrence:?} N={batch}");
+        let ahead = gpu.layers_projecting_ahead(steps, batch).unwrap();
+        let what = format!("{config:?} {recurrence:?} N={batch} T={steps}");
+        println!("{what}: {ahead} layer(s) projecting ahead");
         let vs_rounded = check(&what, got.output.data(), want.output.data(), TOLERANCE);
         check(&what, got.h_n.data(), want.h_n.data(), TOLERANCE);
         // Against the f32 weights the rounding shows, within the stated tolerance.

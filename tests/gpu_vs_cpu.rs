@@ -331,3 +331,70 @@ fn wavefront_matches_cpu() {
         assert!(c.passed(), "{config:?} with a head: {c}");
     }
 }
+
+#[test]
+fn projecting_ahead_matches_cpu() {
+    let Some(ctx) = testing::gpu("projecting_ahead_matches_cpu") else {
+        return;
+    };
+    // On CPU adapters with subgroups (lavapipe), a unidirectional layer whose recurrence is
+    // one workgroup (one sequence, or four where H ≤ 64) and whose projection is large
+    // (I·H ≥ 128²) projects each chunk of timesteps (a quarter of T) while the recurrence
+    // runs the chunk before. Odd and friendly sizes (scalar and vec4 loads of X and P),
+    // ragged last chunks, stacked layers in both layouts (above the first only where a layer
+    // writes its output where it reads its input), h0 or not; and shapes that must not
+    // project ahead (two workgroups, a small projection), checked against the CPU alike.
+    let info = ctx.adapter_info();
+    let has_subgroups = ctx.device().features().contains(wgpu::Features::SUBGROUP);
+    let expected = has_subgroups && info.device_type == wgpu::DeviceType::Cpu;
+    let mut failures = Vec::new();
+    for (k, &(input_size, hidden_size, seq_len, batch, num_layers, batch_first, layers_ahead)) in [
+        (128, 128, 1000, 1, 2, false, 2),
+        (257, 64, 300, 4, 1, true, 1),
+        (130, 130, 257, 1, 3, true, 3),
+        (256, 256, 1100, 1, 1, false, 1),
+        (66, 250, 129, 1, 2, false, 2),
+        // Two sequences of H = 100: two workgroups.
+        (300, 100, 2000, 2, 3, true, 0),
+        // Above the first layer, I·H = 100² is too small.
+        (300, 100, 700, 1, 3, true, 1),
+        (64, 64, 1000, 1, 1, false, 0),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let problem = Problem {
+            config: RnnConfig {
+                num_layers,
+                batch_first,
+                nonlinearity: if k % 3 == 2 {
+                    Nonlinearity::Relu
+                } else {
+                    Nonlinearity::Tanh
+                },
+                ..RnnConfig::new(input_size, hidden_size)
+            },
+            seq_len,
+            batch,
+            unbatched: false,
+            with_h0: k % 2 == 1,
+            seed: 40 + k as u64,
+            recurrence: Recurrence::Auto,
+        };
+        let weights = RnnWeights::init(&problem.config, problem.seed).unwrap();
+        let gpu = GpuRnn::new(&ctx, problem.config.clone(), &weights).unwrap();
+        let ahead = gpu.layers_projecting_ahead(seq_len, batch).unwrap();
+        println!(
+            "{input_size}x{hidden_size} T={seq_len} N={batch} L={num_layers}: {ahead} layer(s) projecting ahead"
+        );
+        if expected {
+            assert_eq!(ahead, layers_ahead, "{problem:?} on {info:?}");
+        } else {
+            assert_eq!(ahead, 0, "{problem:?} on {info:?}");
+        }
+        if let Err(e) = problem.check(&ctx) {
+            failures.push(e);
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

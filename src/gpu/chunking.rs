@@ -28,6 +28,20 @@ impl Engine {
         self.chunk_len(&shape)
     }
 
+    /// How many layers project their input ahead (see [`GpuRnn::layers_projecting_ahead`])
+    /// in a forward over `shape`, in its first time chunk.
+    ///
+    /// [`GpuRnn::layers_projecting_ahead`]: crate::GpuRnn::layers_projecting_ahead
+    pub(crate) fn layers_projecting_ahead(&self, shape: &ForwardShape) -> Result<usize> {
+        let part = ForwardShape {
+            seq_len: self.chunk_len(shape)?.min(shape.seq_len),
+            ..*shape
+        };
+        let workspace = self.workspace(&part)?;
+        let ws = lock(&workspace)?;
+        Ok(ws.ahead.iter().flatten().count())
+    }
+
     pub(crate) fn set_profiling(&self, on: bool) {
         self.profiling.store(on, Ordering::Relaxed);
     }

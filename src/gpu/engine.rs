@@ -315,23 +315,26 @@ impl Engine {
                 check_limits(&self.ctx, &self.arch, shape)?;
                 let persistent = match (self.persistent, self.gated_persistent) {
                     (Some(spec), _) => {
-                        let tile = spec.batch_tile_for(shape.batch);
+                        let spec = spec.with_batch_tile(spec.batch_tile_for(shape.batch));
                         Some(PersistentKernel {
-                            pipeline: self.ctx.persistent_pipeline(&spec.with_batch_tile(tile))?,
-                            batch_tile: tile as u32,
+                            pipeline: self.ctx.persistent_pipeline(&spec)?,
+                            batch_tile: spec.batch_tile as u32,
                             steps_per_dispatch: STEPS_PER_DISPATCH,
+                            spec: Some(spec),
                         })
                     }
                     (None, Some(spec)) => Some(PersistentKernel {
                         pipeline: self.ctx.gated_persistent_pipeline(&spec)?,
                         batch_tile: 1,
                         steps_per_dispatch: STEPS_PER_DISPATCH,
+                        spec: None,
                     }),
                     (None, None) => None,
                 };
                 let scopes = self.ctx.error_scopes();
                 let workspace = Workspace::new(self, persistent, shape);
                 scopes.finish(&self.ctx, "allocating the workspace")?;
+                let workspace = workspace?;
                 Arc::new(Mutex::new(workspace))
             }
         };

@@ -348,6 +348,22 @@ impl ProjectionKernel {
         self.encode_with(pass, group, params, self.subgroup.is_some());
     }
 
+    /// Records the projection of the first `rows` rows only.
+    pub fn encode_rows(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        group: &wgpu::BindGroup,
+        params: &ProjectionParams,
+        rows: u32,
+    ) {
+        // The grid follows the rows; the kernel still sees them all (strides, bounds).
+        let first = ProjectionParams {
+            rows: rows.min(params.rows),
+            ..*params
+        };
+        self.encode_with(pass, group, &first, self.subgroup.is_some());
+    }
+
     /// Records the projection in the subgroup form (when the adapter has it and
     /// `use_subgroup`) or the portable one; tests run both.
     pub fn encode_with(
@@ -389,6 +405,10 @@ impl ProjectionKernel {
 /// the gated and persistent kernels, which bind the same buffers.
 pub(crate) struct RecurrentStepKernel {
     pub(crate) layout: wgpu::BindGroupLayout,
+    /// The layout of persistent kernels that project ahead: these bindings with P writable,
+    /// then the projection's params, X, W_ih and bias (6..9); only on devices that allow
+    /// its [`AHEAD_STORAGE_BUFFERS`] storage buffers (wgpu's downlevel limits allow 4).
+    ahead_layout: Option<wgpu::BindGroupLayout>,
     pipeline: wgpu::ComputePipeline,
     block: wgpu::ComputePipeline,
     /// The block kernel as one subgroup sharing h by broadcast, and the subgroup size, on
@@ -401,10 +421,15 @@ pub(crate) struct RecurrentStepKernel {
 /// Invocations per workgroup along the hidden units.
 pub(crate) const STEP_WORKGROUP: u32 = 64;
 
+/// Storage buffers of the persistent kernel that projects ahead: W_hh, P, the state, the
+/// output, X, W_ih and the bias.
+pub(crate) const AHEAD_STORAGE_BUFFERS: u32 = 7;
+
 /// Invocations of the block kernel along units and along sequences (8 × 8 a workgroup).
 const BLOCK_WORKGROUP: u32 = 8;
 
 /// The buffers one layer's step dispatches bind.
+#[derive(Clone, Copy)]
 pub(crate) struct StepBindings<'a> {
     pub layer: &'a wgpu::Buffer,
     pub steps: &'a wgpu::Buffer,
@@ -437,6 +462,25 @@ impl RecurrentStepKernel {
                 storage_entry_unsized(4, false),
                 storage_entry_unsized(5, false),
             ],
+        });
+        let storage_buffers = device.limits().max_storage_buffers_per_shader_stage;
+        let ahead_layout = (storage_buffers >= AHEAD_STORAGE_BUFFERS).then(|| {
+            device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some("persistent_recurrence projecting ahead"),
+                entries: &[
+                    uniform_entry(0, size_of::<StepLayerParams>(), false),
+                    uniform_entry(1, size_of::<StepIndex>(), true),
+                    storage_entry_unsized(2, true),
+                    storage_entry_unsized(3, false),
+                    storage_entry_unsized(4, false),
+                    storage_entry_unsized(5, false),
+                    uniform_entry(6, size_of::<ProjectionParams>(), false),
+                    // X: writable, as above the first layer it is the output buffer (binding 5).
+                    storage_entry_unsized(7, false),
+                    storage_entry_unsized(8, true),
+                    storage_entry(9, true),
+                ],
+            })
         });
         let pipeline = compute_pipeline(
             device,
@@ -473,6 +517,7 @@ impl RecurrentStepKernel {
         });
         RecurrentStepKernel {
             layout,
+            ahead_layout,
             pipeline,
             block,
             block_subgroup,
@@ -480,20 +525,88 @@ impl RecurrentStepKernel {
         }
     }
 
-    /// Compiles the persistent kernel `spec` against this kernel's bind group layout.
+    /// Compiles the persistent kernel `spec` against this kernel's bind group layout (or,
+    /// projecting ahead, the layout that adds the projection's bindings).
     pub fn persistent_pipeline(
         &self,
         device: &wgpu::Device,
         counters: &Counters,
         spec: &PersistentSpec,
     ) -> wgpu::ComputePipeline {
+        // Specs that project ahead come only where the layout exists (`can_project_ahead`);
+        // elsewhere wgpu's validation would report the mismatch as an error.
+        let layout = match (spec.projects_ahead, &self.ahead_layout) {
+            (Some(_), Some(ahead)) => ahead,
+            _ => &self.layout,
+        };
         compute_pipeline(
             device,
             counters,
             "persistent_recurrence",
             &shaders::with_weights(&spec.wgsl(), spec.weights),
-            &self.layout,
+            layout,
         )
+    }
+
+    /// Whether the device allows the persistent kernel that projects ahead.
+    pub fn can_project_ahead(&self) -> bool {
+        self.ahead_layout.is_some()
+    }
+
+    /// The bind group of a persistent kernel projecting ahead: the step's buffers, then the
+    /// projection's (whose P must be the step's).
+    pub fn ahead_bind_group(
+        &self,
+        ctx: &GpuContext,
+        step: StepBindings<'_>,
+        projection: ProjectionBindings<'_>,
+    ) -> wgpu::BindGroup {
+        debug_assert_eq!(step.p, projection.p);
+        bind_group(
+            ctx,
+            "persistent_recurrence projecting ahead",
+            self.ahead_layout.as_ref().unwrap_or(&self.layout),
+            &[
+                step.layer.as_entire_binding(),
+                wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: step.steps,
+                    offset: 0,
+                    size: size_of::<StepIndex>(),
+                }),
+                step.recurrent.as_entire_binding(),
+                step.p.as_entire_binding(),
+                step.state.as_entire_binding(),
+                step.output.as_entire_binding(),
+                projection.params.as_entire_binding(),
+                projection.x.as_entire_binding(),
+                projection.weight.as_entire_binding(),
+                projection.bias.as_entire_binding(),
+            ],
+        )
+    }
+
+    /// Records one layer of `steps` timesteps with a persistent kernel that projects ahead
+    /// (its P for the first `chunk` steps already recorded): one dispatch per `chunk` steps,
+    /// each adding `workers` workgroups after the recurrence's to project the next chunk.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode_projecting_ahead(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        pipeline: &wgpu::ComputePipeline,
+        group: &wgpu::BindGroup,
+        steps: u32,
+        chunk: u32,
+        workers: u32,
+        step_stride: u32,
+        grid: StepGrid,
+    ) {
+        pass.set_pipeline(pipeline);
+        let recurrence = grid.batch.div_ceil(grid.batch_tile);
+        for first in (0..steps).step_by(chunk as usize) {
+            let last = first + chunk >= steps;
+            pass.set_bind_group(0, group, &[first * step_stride]);
+            pass.dispatch_workgroups(recurrence + if last { 0 } else { workers }, 1, 1);
+        }
     }
 
     /// Compiles another kernel with this kernel's bindings (the persistent gated kernel).

@@ -92,6 +92,23 @@ impl GpuRnn {
         self.engine.time_chunk(seq_len, batch)
     }
 
+    /// How many of the model's layers, in a forward over (T = `seq_len`, N = `batch`), run
+    /// the persistent kernel projecting ahead: one workgroup of the recurrence's dispatch
+    /// computes the input projection of the timesteps its next dispatch runs, on a core the
+    /// recurrence leaves idle. Used on CPU adapters with subgroups, for unidirectional layers
+    /// whose recurrence is one workgroup (N ≤ 4) and whose projection is large enough
+    /// (I·H ≥ 128²); the others project all timesteps first. Makes the workspace of that
+    /// shape, as its first forward would.
+    pub fn layers_projecting_ahead(&self, seq_len: usize, batch: usize) -> Result<usize> {
+        let shape = ForwardShape {
+            seq_len,
+            batch,
+            unbatched: false,
+            batch_first: self.config.batch_first,
+        };
+        self.engine.layers_projecting_ahead(&shape)
+    }
+
     /// Turns GPU timing on or off (off by default). While on, every forward measures the GPU
     /// execution time of its compute work with timestamp queries, on adapters that have them
     /// (`Features::TIMESTAMP_QUERY`); read it with [`last_gpu_time`](Self::last_gpu_time).

@@ -9,12 +9,17 @@
 use std::fmt::Write;
 
 use crate::gpu::gated_persistent;
+use crate::gpu::kernels::ProjectionParams;
+use crate::gpu::projection::SubgroupProjection;
 use crate::shaders::{self, WeightPrecision};
 
 /// Timesteps one persistent dispatch runs at most. llvmpipe silently stops any invocation
 /// after 65,535 loop iterations in total; the generated kernel has one loop iteration per step
 /// (everything else is written out), so this leaves a wide margin.
 pub(crate) const STEPS_PER_DISPATCH: u32 = 8192;
+
+/// The fewest timesteps per dispatch when projecting ahead.
+const MIN_AHEAD_CHUNK: usize = 64;
 
 /// Sequences per workgroup for batched forwards of one-subgroup kernels.
 const BATCH_TILE: usize = 4;
@@ -52,6 +57,10 @@ pub(crate) struct PersistentSpec {
     pub batch_tile: usize,
     /// How W_hh is stored (it is converted to f32 as it is loaded into registers).
     pub weights: WeightPrecision,
+    /// Projects ahead with this form of the subgroup projection (see
+    /// `shaders/persistent_recurrence.wgsl`): unidirectional layers whose recurrence is one
+    /// workgroup, on adapters with a fixed subgroup size.
+    pub projects_ahead: Option<SubgroupProjection>,
 }
 
 impl PersistentSpec {
@@ -74,6 +83,7 @@ impl PersistentSpec {
                 sharing: Sharing::Broadcast,
                 batch_tile: 1,
                 weights: WeightPrecision::F32,
+                projects_ahead: None,
             },
             // Whole subgroups (the last one padded; a partial subgroup costs as much on
             // llvmpipe), loading h in slices.
@@ -84,6 +94,7 @@ impl PersistentSpec {
                 sharing: Sharing::SubgroupSlices(size),
                 batch_tile: 1,
                 weights: WeightPrecision::F32,
+                projects_ahead: None,
             },
             None => PersistentSpec {
                 hidden,
@@ -92,6 +103,7 @@ impl PersistentSpec {
                 sharing: Sharing::WorkgroupMemory,
                 batch_tile: 1,
                 weights: WeightPrecision::F32,
+                projects_ahead: None,
             },
         }
     }
@@ -104,6 +116,30 @@ impl PersistentSpec {
     /// The same kernel reading W_hh stored as `weights`.
     pub fn with_weights(self, weights: WeightPrecision) -> Self {
         PersistentSpec { weights, ..self }
+    }
+
+    /// The subgroup size of the kernel's sharing of h, where it uses subgroups.
+    pub fn subgroup(&self) -> Option<usize> {
+        match self.sharing {
+            Sharing::Broadcast => Some(self.lanes),
+            Sharing::SubgroupSlices(size) => Some(size),
+            Sharing::WorkgroupMemory => None,
+        }
+    }
+
+    /// The same kernel, also projecting ahead with `projection` (whose subgroup size must be
+    /// the kernel's).
+    pub fn projecting_ahead(self, projection: SubgroupProjection) -> Self {
+        debug_assert_eq!(self.subgroup(), Some(projection.lanes));
+        PersistentSpec {
+            projects_ahead: Some(projection),
+            ..self
+        }
+    }
+
+    /// Columns of P one workgroup projects ahead: four per lane.
+    pub fn projection_columns(&self) -> usize {
+        4 * self.lanes
     }
 
     /// The same kernel running `tile` sequences per workgroup.
@@ -310,14 +346,33 @@ impl PersistentSpec {
             Sharing::Broadcast => "",
             Sharing::WorkgroupMemory | Sharing::SubgroupSlices(_) => "workgroupBarrier()",
         };
-        // The lane's index in its subgroup, where it loads slices.
-        let sub_builtin = if slices.is_some() {
-            ", @builtin(subgroup_invocation_id) sub: u32"
-        } else {
-            ""
+        // The lane's index in its subgroup, where it loads slices or projects; the grid,
+        // where it projects.
+        let sub_builtin = match (slices.is_some(), self.projects_ahead.is_some()) {
+            (_, true) => {
+                ", @builtin(subgroup_invocation_id) sub: u32, \
+                 @builtin(num_workgroups) groups: vec3<u32>"
+            }
+            (true, false) => ", @builtin(subgroup_invocation_id) sub: u32",
+            (false, false) => "",
         };
         let (io_element, io_functions) = gated_persistent::io_functions(self.hidden);
+        let (p_access, projection_bindings, projection_tile, project_ahead) =
+            match &self.projects_ahead {
+                Some(projection) => (
+                    "read_write",
+                    // Above the first layer X is the output buffer this kernel writes.
+                    projection.bindings(6, "read_write"),
+                    projection.tile_library(),
+                    self.project_ahead_role(),
+                ),
+                None => ("read", String::new(), String::new(), String::new()),
+            };
         shaders::PERSISTENT_RECURRENCE
+            .replace("{{P_ACCESS}}", p_access)
+            .replace("{{PROJECTION_BINDINGS}}", &projection_bindings)
+            .replace("{{PROJECTION_TILE}}", &projection_tile)
+            .replace("{{PROJECT_AHEAD}}", &project_ahead)
             .replace("{{IO_ELEMENT}}", io_element)
             .replace("{{IO_FUNCTIONS}}", &io_functions)
             .replace("{{HIDDEN}}", &self.hidden.to_string())
@@ -343,9 +398,93 @@ impl PersistentSpec {
     }
 }
 
+impl PersistentSpec {
+    /// The start of `main` in a kernel that projects ahead: workgroups past the recurrence's
+    /// project rows of P, tiles of (TILE_ROWS rows × 4 columns a lane), starting at the
+    /// first timestep of the next dispatch.
+    fn project_ahead_role(&self) -> String {
+        let columns = self.projection_columns();
+        format!(
+            "    // Workgroups after the recurrence's project the timesteps of the next dispatch,
+    // sharing its tiles between them.
+    let recurrence_groups = (layer.batch + BATCH_TILE - 1u) / BATCH_TILE;
+    if group.x >= recurrence_groups {{
+        let workers = groups.x - recurrence_groups;
+        let column_tiles = (params.cols + {columns}u - 1u) / {columns}u;
+        let next_row = min((step.index + layer.steps_per_dispatch) * layer.batch, params.rows);
+        let end_row = min(next_row + layer.steps_per_dispatch * layer.batch, params.rows);
+        let tiles = (end_row - next_row + TILE_ROWS - 1u) / TILE_ROWS * column_tiles;
+        for (var tile = group.x - recurrence_groups; tile < tiles; tile += workers) {{
+            let r0 = next_row + (tile / column_tiles) * TILE_ROWS;
+            project_tile(((tile % column_tiles) * {lanes}u + lane) * 4u, r0, sub);
+        }}
+        return;
+    }}",
+            lanes = self.lanes
+        )
+    }
+}
+
+/// The smallest projection, in multiply-adds per row of P (I·H), worth projecting ahead.
+/// Measured on lavapipe (2 cores), one layer, N = 1, T = 1024, median forward, base → ahead:
+/// I = H = 256: 11.7 / 12.3 → 8.6 / 10.4 ms; I = H = 128: 3.2 / 3.0 → 2.4 / 2.4 ms; but
+/// I = H = 64: 0.75 → 0.87 ms, where the three more dispatches (about 50 µs each) cost more
+/// than the 0.17 ms projection they hide.
+const MIN_AHEAD_PRODUCT: usize = 128 * 128;
+
+/// Loop iterations a projecting workgroup may run per dispatch: llvmpipe silently stops an
+/// invocation's loops after 65,535 in total.
+const MAX_AHEAD_ITERATIONS: usize = 60_000;
+
+/// The kernel a layer runs projecting ahead, and its timesteps per dispatch, where that pays:
+/// the layer is unidirectional (`directions`) and its recurrence is one workgroup (the other
+/// cores of a CPU adapter would idle), its projection is large enough
+/// ([`MIN_AHEAD_PRODUCT`]), the kernel shares h through subgroups of the size the subgroup
+/// projection tiles, and the sequence spans at least two chunks. `spec` is the model's kernel
+/// with its batch tile; `projection` the layer's projection parameters.
+///
+/// A chunk is a quarter of the sequence (at least 64 steps; fewer, and more dispatches, cost
+/// more than they hide): the first chunk's projection runs before the recurrence starts, on
+/// every core, and each later one during the chunk before it, by one workgroup beside the
+/// recurrence's. (lavapipe hands each thread an equal share of a dispatch's workgroups in
+/// order, so one projecting workgroup per recurrence workgroup keeps them on two cores.)
+pub(crate) fn projecting_ahead(
+    spec: PersistentSpec,
+    projection: &ProjectionParams,
+    directions: usize,
+    seq_len: usize,
+) -> Option<(PersistentSpec, usize)> {
+    let (batch, cols, depth) = (
+        projection.batch as usize,
+        projection.cols as usize,
+        projection.depth as usize,
+    );
+    let one_workgroup = batch.div_ceil(spec.batch_tile) == 1;
+    if directions != 1 || !one_workgroup || cols * depth < MIN_AHEAD_PRODUCT {
+        return None;
+    }
+    let form = SubgroupProjection::for_subgroup(
+        spec.subgroup()?,
+        projection.vec4_aligned(),
+        projection.p_vec4_aligned(),
+    )?;
+    // The projecting workgroup's loop iterations per chunk step: its tiles' loops over K.
+    let (_, tile_rows) = form.tile();
+    let column_tiles = cols.div_ceil(spec.projection_columns());
+    let per_tile = depth.div_ceil(if form.vec4_k { 4 } else { 1 }) + 2;
+    let per_step = (batch * column_tiles * per_tile).div_ceil(tile_rows as usize);
+    let chunk = seq_len
+        .div_ceil(4)
+        .max(MIN_AHEAD_CHUNK)
+        .min(STEPS_PER_DISPATCH as usize)
+        .min(MAX_AHEAD_ITERATIONS / per_step.max(1));
+    (chunk >= MIN_AHEAD_CHUNK && seq_len > chunk).then(|| (spec.projecting_ahead(form), chunk))
+}
+
 #[cfg(test)]
 mod tests {
     use super::{PersistentSpec, Sharing};
+    use crate::gpu::projection::SubgroupProjection;
 
     #[test]
     fn layouts_cover_every_unit_with_vec4_rows() {
@@ -390,16 +529,32 @@ mod tests {
     fn generated_wgsl_validates() {
         for hidden in [1, 3, 17, 64, 257] {
             for (subgroup, tile) in [(None, 1), (Some(8), 1), (Some(8), 4), (None, 3)] {
-                let spec = PersistentSpec::for_hidden(hidden, subgroup).with_batch_tile(tile);
-                let module = naga::front::wgsl::parse_str(&spec.wgsl())
-                    .unwrap_or_else(|e| panic!("{spec:?}: {}", e.emit_to_string(&spec.wgsl())));
-                naga::valid::Validator::new(
-                    naga::valid::ValidationFlags::all(),
-                    naga::valid::Capabilities::all(),
-                )
-                .validate(&module)
-                .unwrap_or_else(|e| panic!("{spec:?}: {e:?}"));
+                let mut specs = vec![PersistentSpec::for_hidden(hidden, subgroup)];
+                // With subgroups, also projecting ahead (both forms of the projection).
+                if let Some(size) = subgroup {
+                    for vec4_k in [false, true] {
+                        let projection =
+                            SubgroupProjection::for_subgroup(size, vec4_k, hidden % 4 == 0)
+                                .expect("8 lanes tile the projection");
+                        specs.push(specs[0].projecting_ahead(projection));
+                    }
+                }
+                for spec in specs {
+                    validate(&spec.with_batch_tile(tile));
+                }
             }
         }
+    }
+
+    fn validate(spec: &PersistentSpec) {
+        let source = spec.wgsl();
+        let module = naga::front::wgsl::parse_str(&source)
+            .unwrap_or_else(|e| panic!("{spec:?}: {}", e.emit_to_string(&source)));
+        naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::all(),
+        )
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{spec:?}: {}", e.emit_to_string(&source)));
     }
 }

@@ -15,7 +15,7 @@ use crate::shaders;
 /// 8 columns per lane and 8 k per iteration: all within noise of 32 rows). What bounds it is
 /// the loads: Mesa 22.3 runs every storage load lane by lane with a branch per component, and
 /// with the X and W loads replaced by constants the same kernel runs ~85 GFLOP/s instead of ~35.
-const TILE_ROWS: usize = 32;
+pub(crate) const TILE_ROWS: usize = 32;
 
 /// Stores row r's columns c0..c0+3 (those that exist), bias included in `values`.
 const STORE_ROW_SCALAR: &str = "fn store_row(r: u32, c0: u32, values: vec4<f32>) {
@@ -80,15 +80,16 @@ impl SubgroupProjection {
     /// The subgroup projection as a kernel of its own.
     pub fn wgsl(&self) -> String {
         shaders::PROJECTION_SUBGROUP
-            .replace("{{BINDINGS}}", &self.bindings(0))
+            .replace("{{BINDINGS}}", &self.bindings(0, "read"))
             .replace("{{P_ELEMENT}}", self.p_element())
             .replace("{{PROJECTION_TILE}}", &self.tile_library())
             .replace("{{LANES}}", &self.lanes.to_string())
     }
 
     /// Declarations of the bindings `project_tile` reads, `params`, `x`, `w` and `bias`, as
-    /// bindings `first..first + 4` of group 0 (the includer declares `p`).
-    pub fn bindings(&self, first: u32) -> String {
+    /// bindings `first..first + 4` of group 0 (the includer declares `p`); `x_access` is X's
+    /// (`read`, or `read_write` where the includer also writes that buffer).
+    pub fn bindings(&self, first: u32, x_access: &str) -> String {
         let (x, w) = if self.vec4_k {
             ("vec4<f32>", "vec4<weight_t>")
         } else {
@@ -97,7 +98,7 @@ impl SubgroupProjection {
         format!(
             "@group(0) @binding({}) var<uniform> params: ProjectionParams;
 // X and W: f32s, or vec4s along K where K and X's row strides allow.
-@group(0) @binding({}) var<storage, read> x: array<{x}>;
+@group(0) @binding({}) var<storage, {x_access}> x: array<{x}>;
 @group(0) @binding({}) var<storage, read> w: array<{w}>;
 @group(0) @binding({}) var<storage, read> bias: array<f32>;
 ",

@@ -134,6 +134,27 @@ pub(crate) fn run<T>(
             );
         } else {
             for layer in 0..arch.num_layers {
+                if let Some(ahead) = ws.ahead.get(layer).and_then(Option::as_ref) {
+                    // The first chunk's projection, then the recurrence projecting the rest
+                    // a chunk ahead.
+                    let params = &ws.projections[layer];
+                    let first_rows = ahead.chunk * params.batch;
+                    let group = &ws.projection_groups[layer];
+                    kernels
+                        .projection
+                        .encode_rows(&mut pass, group, params, first_rows);
+                    kernels.step.encode_projecting_ahead(
+                        &mut pass,
+                        &ahead.pipeline,
+                        &ahead.group,
+                        ws.seq_len as u32,
+                        ahead.chunk,
+                        ahead.workers,
+                        ws.step_stride,
+                        grid,
+                    );
+                    continue;
+                }
                 kernels.projection.encode(
                     &mut pass,
                     &ws.projection_groups[layer],

@@ -13,6 +13,7 @@ use crate::gpu::kernels::{
     ProjectionBindings, ProjectionKernel, ProjectionParams, StepBindings, StepIndex,
     StepLayerParams,
 };
+use crate::gpu::persistent::{self, PersistentSpec};
 use crate::layout::ForwardShape;
 use crate::precision::WeightPrecision;
 
@@ -51,6 +52,8 @@ pub(crate) struct Workspace {
     /// The persistent kernel, when the model runs one (its groups are `step_groups`); else
     /// the per-step kernels.
     pub persistent: Option<PersistentKernel>,
+    /// Per layer, where it projects ahead instead (its own kernel and bind group).
+    pub ahead: Vec<Option<ProjectingAhead>>,
     /// How the model's weights are stored: which kernels read them.
     pub weights: WeightPrecision,
     /// The wavefront's bind group, when every layer advances in one dispatch per wave (then
@@ -88,6 +91,20 @@ pub(crate) struct PersistentKernel {
     pub batch_tile: u32,
     /// Timesteps per dispatch (llvmpipe's loop limit).
     pub steps_per_dispatch: u32,
+    /// The Elman kernel's specialisation (with `batch_tile`), from which the layers that
+    /// project ahead derive theirs; `None` for the gated kernels.
+    pub spec: Option<PersistentSpec>,
+}
+
+/// A layer that runs the persistent kernel projecting ahead (see
+/// `shaders/persistent_recurrence.wgsl` and [`persistent::ahead_chunk`]).
+pub(crate) struct ProjectingAhead {
+    pub pipeline: Arc<wgpu::ComputePipeline>,
+    pub group: wgpu::BindGroup,
+    /// Timesteps per dispatch; the first chunk is projected on its own before them.
+    pub chunk: u32,
+    /// Workgroups projecting beside the recurrence.
+    pub workers: u32,
 }
 
 /// The head's projection over the last layer's output, and its result.
@@ -224,7 +241,7 @@ impl Workspace {
         engine: &Engine,
         persistent: Option<PersistentKernel>,
         shape: &ForwardShape,
-    ) -> Self {
+    ) -> Result<Self> {
         let (ctx, arch, layers) = (&engine.ctx, &engine.arch, &engine.layers);
         let (head, weights) = (engine.head.as_ref(), engine.options.weights);
         let wavefront = engine
@@ -347,6 +364,7 @@ impl Workspace {
         let mut projection_groups = Vec::with_capacity(l);
         let mut projection_params = Vec::with_capacity(l);
         let mut step_groups = Vec::with_capacity(l);
+        let mut ahead = Vec::with_capacity(l);
         for (k, weights) in layers.iter().enumerate() {
             let last = k + 1 == l;
             // Layer 0 reads the caller's layout; higher layers read the previous layer's
@@ -371,7 +389,17 @@ impl Workspace {
                 p_stride_t: (n * cols) as u32,
                 p_stride_n: cols as u32,
             };
-            let step = StepLayerParams {
+            // Layers above the first read the output buffer they write: projecting ahead,
+            // a layer writes timestep t while projecting later ones, so it must write them
+            // where it reads them.
+            let in_place = k == 0
+                || (x_strides.t == out_strides.t && (n == 1 || x_strides.n == out_strides.n));
+            let ahead_spec = persistent
+                .as_ref()
+                .and_then(|p| p.spec)
+                .filter(|_| in_place && kernels.step.can_project_ahead())
+                .and_then(|spec| persistent::projecting_ahead(spec, &projection, d, t));
+            let mut step = StepLayerParams {
                 seq_len: t as u32,
                 batch: n as u32,
                 hidden: h as u32,
@@ -384,7 +412,7 @@ impl Workspace {
                     Cell::Rnn(Nonlinearity::Relu) => 1,
                     _ => 0,
                 },
-                steps_per_dispatch: persistent.as_ref().map_or(0, |p| p.steps_per_dispatch),
+                steps_per_dispatch: 0, // set below
                 lengths_offset: (2 * state_len) as u32,
                 _pad: 0,
                 state_size: s as u32,
@@ -399,6 +427,13 @@ impl Workspace {
                 layers: 0,
                 _pad2: 0,
             };
+            // Projecting ahead, the layer's dispatches run its chunks (the kernel finds the
+            // next chunk's first timestep from it).
+            step.steps_per_dispatch = match (&ahead_spec, &persistent) {
+                (Some((_, chunk)), _) => *chunk as u32,
+                (None, Some(persistent)) => persistent.steps_per_dispatch,
+                (None, None) => 0,
+            };
             projection_params.push(projection);
             let projection_uniform = uniform("projection params", bytemuck::bytes_of(&projection));
             let step_params = uniform("step params", bytemuck::bytes_of(&step));
@@ -412,17 +447,34 @@ impl Workspace {
                     p: &projections,
                 },
             ));
-            step_groups.push(kernels.step.bind_group(
-                ctx,
-                StepBindings {
-                    layer: &step_params,
-                    steps: &steps,
-                    recurrent: &weights.recurrent,
-                    p: &projections,
-                    state: &state,
-                    output: &output,
-                },
-            ));
+            let step_bindings = StepBindings {
+                layer: &step_params,
+                steps: &steps,
+                recurrent: &weights.recurrent,
+                p: &projections,
+                state: &state,
+                output: &output,
+            };
+            step_groups.push(kernels.step.bind_group(ctx, step_bindings));
+            ahead.push(match ahead_spec {
+                Some((spec, chunk)) => Some(ProjectingAhead {
+                    pipeline: ctx.persistent_pipeline(&spec)?,
+                    group: kernels.step.ahead_bind_group(
+                        ctx,
+                        step_bindings,
+                        ProjectionBindings {
+                            params: &projection_uniform,
+                            x: if k == 0 { &input } else { &output },
+                            weight: &weights.w_ih,
+                            bias: &weights.bias,
+                            p: &projections,
+                        },
+                    ),
+                    chunk: chunk as u32,
+                    workers: 1,
+                }),
+                None => None,
+            });
         }
         // The wavefront: one bind group for every layer, reading layer 0's projection and
         // writing the last layer's output in the layout the result needs.
@@ -488,7 +540,7 @@ impl Workspace {
                 output: head_output,
             }
         });
-        Workspace {
+        Ok(Workspace {
             seq_len: t,
             batch: n,
             input,
@@ -502,6 +554,7 @@ impl Workspace {
             projections: projection_params,
             step_groups,
             persistent,
+            ahead,
             weights,
             wave_group,
             head,
@@ -514,6 +567,6 @@ impl Workspace {
                 .features()
                 .contains(wgpu::Features::TIMESTAMP_QUERY)
                 .then(|| Timestamps::new(ctx)),
-        }
+        })
     }
 }
