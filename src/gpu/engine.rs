@@ -316,15 +316,16 @@ impl Engine {
                 let persistent = match (self.persistent, self.gated_persistent) {
                     (Some(spec), _) => {
                         let spec = spec.with_batch_tile(spec.batch_tile_for(shape.batch));
+                        // Compiled by the workspace, for the layers that need it.
                         Some(PersistentKernel {
-                            pipeline: self.ctx.persistent_pipeline(&spec)?,
+                            pipeline: None,
                             batch_tile: spec.batch_tile as u32,
                             steps_per_dispatch: STEPS_PER_DISPATCH,
                             spec: Some(spec),
                         })
                     }
                     (None, Some(spec)) => Some(PersistentKernel {
-                        pipeline: self.ctx.gated_persistent_pipeline(&spec)?,
+                        pipeline: Some(self.ctx.gated_persistent_pipeline(&spec)?),
                         batch_tile: 1,
                         steps_per_dispatch: STEPS_PER_DISPATCH,
                         spec: None,

@@ -164,7 +164,9 @@ pub(crate) fn run<T>(
                 match &ws.persistent {
                     Some(persistent) => kernels.step.encode_persistent(
                         &mut pass,
-                        &persistent.pipeline,
+                        persistent.pipeline.as_ref().ok_or_else(|| {
+                            RnnError::Gpu("the persistent kernel was not compiled".into())
+                        })?,
                         group,
                         steps,
                         persistent.steps_per_dispatch,

@@ -86,7 +86,10 @@ pub(crate) enum UploadMap {
 
 /// A persistent kernel as one workspace runs it.
 pub(crate) struct PersistentKernel {
-    pub pipeline: Arc<wgpu::ComputePipeline>,
+    /// The kernel of the layers that do not project ahead: compiled by the workspace for the
+    /// Elman kernel, only if such a layer exists (where every layer projects ahead, this
+    /// pipeline would be compiled, seconds at H = 256 on lavapipe, and never run).
+    pub pipeline: Option<Arc<wgpu::ComputePipeline>>,
     /// Sequences per workgroup.
     pub batch_tile: u32,
     /// Timesteps per dispatch (llvmpipe's loop limit).
@@ -239,7 +242,7 @@ impl Workspace {
     /// (or the per-step kernels).
     pub fn new(
         engine: &Engine,
-        persistent: Option<PersistentKernel>,
+        mut persistent: Option<PersistentKernel>,
         shape: &ForwardShape,
     ) -> Result<Self> {
         let (ctx, arch, layers) = (&engine.ctx, &engine.arch, &engine.layers);
@@ -475,6 +478,13 @@ impl Workspace {
                 }),
                 None => None,
             });
+        }
+        if let Some(persistent) = persistent.as_mut() {
+            if let (None, Some(spec)) = (&persistent.pipeline, &persistent.spec) {
+                if ahead.iter().any(Option::is_none) {
+                    persistent.pipeline = Some(ctx.persistent_pipeline(spec)?);
+                }
+            }
         }
         // The wavefront: one bind group for every layer, reading layer 0's projection and
         // writing the last layer's output in the layout the result needs.
