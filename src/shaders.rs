@@ -157,3 +157,17 @@ pub(crate) fn all_sources() -> Vec<(String, String)> {
     }
     sources
 }
+
+/// Parses and validates `source` with naga, panicking with the error shown in the source: the
+/// generators' unit tests.
+#[cfg(test)]
+pub(crate) fn assert_valid(name: &str, source: &str) {
+    let module = naga::front::wgsl::parse_str(source)
+        .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));
+    naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::all(),
+    )
+    .validate(&module)
+    .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));
+}

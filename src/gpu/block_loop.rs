@@ -197,18 +197,7 @@ pub(crate) fn subgroup_fits(size: usize, features: usize) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use crate::shaders::{self, WeightPrecision};
-
-    fn validate(name: &str, source: &str) {
-        let module = naga::front::wgsl::parse_str(source)
-            .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));
-        naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::all(),
-        )
-        .validate(&module)
-        .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));
-    }
+    use crate::shaders::{self, WeightPrecision, assert_valid as validate};
 
     #[test]
     fn every_form_validates() {

@@ -400,15 +400,7 @@ mod tests {
                 for subgroup in [None, Some(8)] {
                     let spec =
                         GatedPersistentSpec::for_arch(&arch(cell, hidden), subgroup).unwrap();
-                    let source = spec.wgsl();
-                    let module = naga::front::wgsl::parse_str(&source)
-                        .unwrap_or_else(|e| panic!("{spec:?}: {}", e.emit_to_string(&source)));
-                    naga::valid::Validator::new(
-                        naga::valid::ValidationFlags::all(),
-                        naga::valid::Capabilities::all(),
-                    )
-                    .validate(&module)
-                    .unwrap_or_else(|e| panic!("{spec:?}: {}", e.emit_to_string(&source)));
+                    crate::shaders::assert_valid(&format!("{spec:?}"), &spec.wgsl());
                 }
             }
         }

@@ -255,6 +255,7 @@ struct SubgroupForms {
 pub(crate) const PROJECTION_TILE: u32 = 32;
 
 /// The buffers one projection dispatch binds.
+#[derive(Clone, Copy)]
 pub(crate) struct ProjectionBindings<'a> {
     pub params: &'a wgpu::Buffer,
     pub x: &'a wgpu::Buffer,
@@ -441,6 +442,25 @@ pub(crate) struct StepBindings<'a> {
     pub output: &'a wgpu::Buffer,
 }
 
+impl<'a> StepBindings<'a> {
+    /// The resources of bindings 0..6, in order (the step uniform through its dynamic
+    /// offset, one `StepIndex` wide).
+    fn resources(&self) -> [wgpu::BindingResource<'a>; 6] {
+        [
+            self.layer.as_entire_binding(),
+            wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: self.steps,
+                offset: 0,
+                size: size_of::<StepIndex>(),
+            }),
+            self.recurrent.as_entire_binding(),
+            self.p.as_entire_binding(),
+            self.state.as_entire_binding(),
+            self.output.as_entire_binding(),
+        ]
+    }
+}
+
 impl RecurrentStepKernel {
     fn new(
         device: &wgpu::Device,
@@ -448,9 +468,9 @@ impl RecurrentStepKernel {
         weights: WeightPrecision,
         subgroup: Option<usize>,
     ) -> Self {
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("recurrent_step"),
-            entries: &[
+        // Bindings 0..6; P (3) is written only by kernels that project ahead.
+        let step_entries = |p_read_only: bool| {
+            [
                 uniform_entry(0, size_of::<StepLayerParams>(), false),
                 uniform_entry(1, size_of::<StepIndex>(), true),
                 // W_hh: f32s for the per-step kernel, vec4s for the persistent one, so its
@@ -458,28 +478,28 @@ impl RecurrentStepKernel {
                 storage_entry_unsized(2, true),
                 // P, the state and the output: f32s, or vec4s for the kernels that read
                 // them so.
-                storage_entry_unsized(3, true),
+                storage_entry_unsized(3, p_read_only),
                 storage_entry_unsized(4, false),
                 storage_entry_unsized(5, false),
-            ],
+            ]
+        };
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("recurrent_step"),
+            entries: &step_entries(true),
         });
         let storage_buffers = device.limits().max_storage_buffers_per_shader_stage;
         let ahead_layout = (storage_buffers >= AHEAD_STORAGE_BUFFERS).then(|| {
+            let mut entries = step_entries(false).to_vec();
+            entries.extend([
+                uniform_entry(6, size_of::<ProjectionParams>(), false),
+                // X: writable, as above the first layer it is the output buffer (binding 5).
+                storage_entry_unsized(7, false),
+                storage_entry_unsized(8, true),
+                storage_entry(9, true),
+            ]);
             device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
                 label: Some("persistent_recurrence projecting ahead"),
-                entries: &[
-                    uniform_entry(0, size_of::<StepLayerParams>(), false),
-                    uniform_entry(1, size_of::<StepIndex>(), true),
-                    storage_entry_unsized(2, true),
-                    storage_entry_unsized(3, false),
-                    storage_entry_unsized(4, false),
-                    storage_entry_unsized(5, false),
-                    uniform_entry(6, size_of::<ProjectionParams>(), false),
-                    // X: writable, as above the first layer it is the output buffer (binding 5).
-                    storage_entry_unsized(7, false),
-                    storage_entry_unsized(8, true),
-                    storage_entry(9, true),
-                ],
+                entries: &entries,
             })
         });
         let pipeline = compute_pipeline(
@@ -562,26 +582,18 @@ impl RecurrentStepKernel {
         projection: ProjectionBindings<'_>,
     ) -> wgpu::BindGroup {
         debug_assert_eq!(step.p, projection.p);
+        let mut resources = step.resources().to_vec();
+        resources.extend([
+            projection.params.as_entire_binding(),
+            projection.x.as_entire_binding(),
+            projection.weight.as_entire_binding(),
+            projection.bias.as_entire_binding(),
+        ]);
         bind_group(
             ctx,
             "persistent_recurrence projecting ahead",
             self.ahead_layout.as_ref().unwrap_or(&self.layout),
-            &[
-                step.layer.as_entire_binding(),
-                wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: step.steps,
-                    offset: 0,
-                    size: size_of::<StepIndex>(),
-                }),
-                step.recurrent.as_entire_binding(),
-                step.p.as_entire_binding(),
-                step.state.as_entire_binding(),
-                step.output.as_entire_binding(),
-                projection.params.as_entire_binding(),
-                projection.x.as_entire_binding(),
-                projection.weight.as_entire_binding(),
-                projection.bias.as_entire_binding(),
-            ],
+            &resources,
         )
     }
 
@@ -641,23 +653,7 @@ impl RecurrentStepKernel {
     }
 
     pub fn bind_group(&self, ctx: &GpuContext, b: StepBindings<'_>) -> wgpu::BindGroup {
-        bind_group(
-            ctx,
-            "recurrent_step",
-            &self.layout,
-            &[
-                b.layer.as_entire_binding(),
-                wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: b.steps,
-                    offset: 0,
-                    size: size_of::<StepIndex>(),
-                }),
-                b.recurrent.as_entire_binding(),
-                b.p.as_entire_binding(),
-                b.state.as_entire_binding(),
-                b.output.as_entire_binding(),
-            ],
-        )
+        bind_group(ctx, "recurrent_step", &self.layout, &b.resources())
     }
 
     /// Records steps `steps` of one layer; step s's uniform sits at `s · step_stride` bytes

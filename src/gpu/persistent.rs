@@ -485,6 +485,7 @@ pub(crate) fn projecting_ahead(
 mod tests {
     use super::{PersistentSpec, Sharing};
     use crate::gpu::projection::SubgroupProjection;
+    use crate::shaders::assert_valid;
 
     #[test]
     fn layouts_cover_every_unit_with_vec4_rows() {
@@ -540,21 +541,10 @@ mod tests {
                     }
                 }
                 for spec in specs {
-                    validate(&spec.with_batch_tile(tile));
+                    let spec = spec.with_batch_tile(tile);
+                    assert_valid(&format!("{spec:?}"), &spec.wgsl());
                 }
             }
         }
-    }
-
-    fn validate(spec: &PersistentSpec) {
-        let source = spec.wgsl();
-        let module = naga::front::wgsl::parse_str(&source)
-            .unwrap_or_else(|e| panic!("{spec:?}: {}", e.emit_to_string(&source)));
-        naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::all(),
-        )
-        .validate(&module)
-        .unwrap_or_else(|e| panic!("{spec:?}: {}", e.emit_to_string(&source)));
     }
 }

@@ -440,16 +440,14 @@ impl Workspace {
             projection_params.push(projection);
             let projection_uniform = uniform("projection params", bytemuck::bytes_of(&projection));
             let step_params = uniform("step params", bytemuck::bytes_of(&step));
-            projection_groups.push(kernels.projection.bind_group(
-                ctx,
-                ProjectionBindings {
-                    params: &projection_uniform,
-                    x: if k == 0 { &input } else { &output },
-                    weight: &weights.w_ih,
-                    bias: &weights.bias,
-                    p: &projections,
-                },
-            ));
+            let projection_bindings = ProjectionBindings {
+                params: &projection_uniform,
+                x: if k == 0 { &input } else { &output },
+                weight: &weights.w_ih,
+                bias: &weights.bias,
+                p: &projections,
+            };
+            projection_groups.push(kernels.projection.bind_group(ctx, projection_bindings));
             let step_bindings = StepBindings {
                 layer: &step_params,
                 steps: &steps,
@@ -462,17 +460,9 @@ impl Workspace {
             ahead.push(match ahead_spec {
                 Some((spec, chunk)) => Some(ProjectingAhead {
                     pipeline: ctx.persistent_pipeline(&spec)?,
-                    group: kernels.step.ahead_bind_group(
-                        ctx,
-                        step_bindings,
-                        ProjectionBindings {
-                            params: &projection_uniform,
-                            x: if k == 0 { &input } else { &output },
-                            weight: &weights.w_ih,
-                            bias: &weights.bias,
-                            p: &projections,
-                        },
-                    ),
+                    group: kernels
+                        .step
+                        .ahead_bind_group(ctx, step_bindings, projection_bindings),
                     chunk: chunk as u32,
                     workers: 1,
                 }),
