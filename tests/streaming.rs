@@ -375,3 +375,64 @@ fn long_sequences_with_wide_state_match_cpu() {
     );
     assert_close("T=1200 h_n", compare(got.h_n.data(), want.h_n.data(), 1e-4));
 }
+
+#[test]
+fn streams_and_lengths_project_ahead_alike() {
+    let Some(ctx) = testing::gpu("streams_and_lengths_project_ahead_alike") else {
+        return;
+    };
+    // Shapes whose persistent layers project their inputs ahead on CPU adapters (one
+    // workgroup, I·H ≥ 128²): a stream in chunks long enough to project ahead too, and
+    // variable lengths (with a batch tile of four sequences), against the CPU.
+    let config = RnnConfig {
+        num_layers: 2,
+        ..RnnConfig::new(128, 128)
+    };
+    let weights = RnnWeights::init(&config, 8).unwrap();
+    let rnn = GpuRnn::new(&ctx, config.clone(), &weights).unwrap();
+    let cpu = CpuRnn::new(config.clone(), weights).unwrap();
+    let steps = 600;
+    let input = Tensor::new(values(2, steps * 128), &[steps, 1, 128]).unwrap();
+    let want = cpu.forward(&input, None).unwrap();
+    println!(
+        "stream chunks of 250: {} layer(s) projecting ahead",
+        rnn.layers_projecting_ahead(250, 1).unwrap()
+    );
+    let mut stream = rnn.stream(StreamOptions::default()).unwrap();
+    let outputs: Vec<Tensor> = (0..steps)
+        .step_by(250)
+        .map(|t0| {
+            stream
+                .push(&frames(&input, false, t0, (t0 + 250).min(steps)))
+                .unwrap()
+        })
+        .collect();
+    let streamed = concat(&outputs, false);
+    assert_close("stream", compare(streamed.data(), want.output.data(), 1e-4));
+    assert_close(
+        "stream state",
+        compare(stream.state().unwrap().data(), want.h_n.data(), 1e-4),
+    );
+
+    let config = RnnConfig::new(256, 64);
+    let weights = RnnWeights::init(&config, 9).unwrap();
+    let rnn = GpuRnn::new(&ctx, config.clone(), &weights).unwrap();
+    let cpu = CpuRnn::new(config, weights).unwrap();
+    let (steps, n) = (300, 4);
+    let lengths = [300, 17, 150, 1];
+    println!(
+        "lengths: {} layer(s) projecting ahead",
+        rnn.layers_projecting_ahead(steps, n).unwrap()
+    );
+    let input = Tensor::new(values(3, steps * n * 256), &[steps, n, 256]).unwrap();
+    let got = rnn.forward_with_lengths(&input, &lengths, None).unwrap();
+    let want = cpu.forward_with_lengths(&input, &lengths, None).unwrap();
+    assert_close(
+        "lengths",
+        compare(got.output.data(), want.output.data(), 1e-4),
+    );
+    assert_close(
+        "lengths h_n",
+        compare(got.h_n.data(), want.h_n.data(), 1e-4),
+    );
+}
