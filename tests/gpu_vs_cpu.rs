@@ -359,6 +359,8 @@ fn projecting_ahead_matches_cpu() {
         // Above the first layer, I·H = 100² is too small.
         (300, 100, 700, 1, 3, true, 1),
         (64, 64, 1000, 1, 1, false, 0),
+        // A wide input: chunks bounded by llvmpipe's loop limit, not by T / 4.
+        (3277, 64, 2048, 1, 1, false, 1),
     ]
     .iter()
     .enumerate()
@@ -397,4 +399,46 @@ fn projecting_ahead_matches_cpu() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // With a Linear head after the last layer, whole and in time chunks (each chunk projects
+    // ahead in its own workspace).
+    let config = RnnConfig {
+        num_layers: 2,
+        ..RnnConfig::new(128, 128)
+    };
+    let weights = RnnWeights::init(&config, 7).unwrap();
+    let linear = Linear {
+        weight: values(8, 3 * 128),
+        bias: Some(values(9, 3)),
+        in_features: 128,
+        out_features: 3,
+    };
+    let cpu = CpuRnn::new(config.clone(), weights.clone())
+        .unwrap()
+        .with_head(linear.clone())
+        .unwrap();
+    let gpu = GpuRnn::new(&ctx, config, &weights)
+        .unwrap()
+        .with_head(&linear)
+        .unwrap();
+    let (steps, n) = (700, 1);
+    let input = Tensor::new(values(10, steps * n * 128), &[steps, n, 128]).unwrap();
+    let want = cpu.forward(&input, None).unwrap();
+    for budget in [None, Some(600_000)] {
+        gpu.set_workspace_budget(budget);
+        let chunk = gpu.time_chunk(steps, n).unwrap();
+        let ahead = gpu.layers_projecting_ahead(steps, n).unwrap();
+        println!("head, budget {budget:?}: chunks of {chunk}, {ahead} layer(s) projecting ahead");
+        assert_eq!(chunk < steps, budget.is_some());
+        if expected {
+            assert_eq!(ahead, 2, "head, budget {budget:?}");
+        }
+        let got = gpu.forward(&input, None).unwrap();
+        let output = compare(got.output.data(), want.output.data(), TOLERANCE);
+        let h_n = compare(got.h_n.data(), want.h_n.data(), TOLERANCE);
+        assert!(
+            output.passed() && h_n.passed(),
+            "head, budget {budget:?}: output {output}; h_n {h_n}"
+        );
+    }
 }

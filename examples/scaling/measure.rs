@@ -77,8 +77,8 @@ pub struct Timing {
 
 /// Times `forward(profiled)`, which returns the GPU execution time of the run where it was
 /// asked to profile and knows it. With `profile`, runs alternate: wall-clock times come from
-/// the unprofiled runs only (reading timestamps back costs a second map and wait, about
-/// 0.1 ms on lavapipe, which a user's forward does not pay) and GPU times from the profiled
+/// the unprofiled runs only (writing, resolving and copying the timestamps costs a profiled
+/// forward 0.1–0.15 ms on lavapipe, which a user's forward does not pay) and GPU times from the profiled
 /// runs in between, so that both medians cover the same stretch of time.
 fn time_runs(
     sampling: Sampling,

@@ -139,9 +139,11 @@ impl GpuContext {
 
     /// Whether forwards read their input and write their output in place, through storage
     /// buffers that are also mapped (`Features::MAPPABLE_PRIMARY_BUFFERS`), rather than
-    /// through staging buffers and a copy each way. Only where the device's memory is the
-    /// host's, a CPU adapter or an integrated GPU: on a discrete GPU mapped storage would
-    /// live in host memory and every kernel would read it across the bus.
+    /// through staging buffers and a copy each way. Only on CPU adapters, whose memory is the
+    /// host's (measured there: 7–13 % faster forwards at H = 64, N = 1, T = 1024 on lavapipe,
+    /// and no copies of megabytes on the queue thread for long sequences); on a discrete GPU
+    /// mapped storage would live in host memory and every kernel would read it across the
+    /// bus. Integrated GPUs share the host's memory too but are left staged until measured.
     pub fn unified_memory(&self) -> bool {
         self.inner.unified_memory
     }
@@ -440,12 +442,10 @@ impl ErrorScopes {
 }
 
 /// The features worth asking for on adapters of `device_type` to use its memory in place:
-/// mappable storage buffers on CPU adapters and integrated GPUs, nothing elsewhere.
+/// mappable storage buffers on CPU adapters, nothing elsewhere (see `unified_memory`).
 fn unified_features(device_type: wgpu::DeviceType) -> wgpu::Features {
     match device_type {
-        wgpu::DeviceType::Cpu | wgpu::DeviceType::IntegratedGpu => {
-            wgpu::Features::MAPPABLE_PRIMARY_BUFFERS
-        }
+        wgpu::DeviceType::Cpu => wgpu::Features::MAPPABLE_PRIMARY_BUFFERS,
         _ => wgpu::Features::empty(),
     }
 }

@@ -492,7 +492,11 @@ impl RecurrentStepKernel {
             let mut entries = step_entries(false).to_vec();
             entries.extend([
                 uniform_entry(6, size_of::<ProjectionParams>(), false),
-                // X: writable, as above the first layer it is the output buffer (binding 5).
+                // X: writable, as above the first layer it is the output buffer (binding 5):
+                // wgpu forbids binding a buffer read-only and writable in one dispatch. (The
+                // WebGPU specification also forbids two writable bindings of one buffer, which
+                // wgpu does not check; in a browser, layers above the first would have to read
+                // X through binding 5.) The rows the two touch in a dispatch never overlap.
                 storage_entry_unsized(7, false),
                 storage_entry_unsized(8, true),
                 storage_entry(9, true),

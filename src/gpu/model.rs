@@ -96,9 +96,9 @@ impl GpuRnn {
     /// the persistent kernel projecting ahead: one workgroup of the recurrence's dispatch
     /// computes the input projection of the timesteps its next dispatch runs, on a core the
     /// recurrence leaves idle. Used on CPU adapters with subgroups, for unidirectional layers
-    /// whose recurrence is one workgroup (N ≤ 4) and whose projection is large enough
-    /// (I·H ≥ 128²); the others project all timesteps first. Makes the workspace of that
-    /// shape, as its first forward would.
+    /// whose recurrence is one workgroup (N = 1, or N = 4 with H ≤ 64) and whose projection
+    /// is large enough (I·H ≥ 128²); the others project all timesteps first. Makes the
+    /// workspace of that shape, as its first forward would.
     pub fn layers_projecting_ahead(&self, seq_len: usize, batch: usize) -> Result<usize> {
         let shape = ForwardShape {
             seq_len,

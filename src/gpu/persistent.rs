@@ -468,16 +468,18 @@ pub(crate) fn projecting_ahead(
         projection.vec4_aligned(),
         projection.p_vec4_aligned(),
     )?;
-    // The projecting workgroup's loop iterations per chunk step: its tiles' loops over K.
+    // The projecting workgroup runs whole tiles (TILE_ROWS rows × the columns a workgroup
+    // covers), each a loop over K plus one iteration of the loop over tiles: as many whole
+    // row tiles as stay within the loop limit bound the chunk.
     let (_, tile_rows) = form.tile();
-    let column_tiles = cols.div_ceil(spec.projection_columns());
-    let per_tile = depth.div_ceil(if form.vec4_k { 4 } else { 1 }) + 2;
-    let per_step = (batch * column_tiles * per_tile).div_ceil(tile_rows as usize);
+    let per_row_tile =
+        cols.div_ceil(spec.projection_columns()) * (depth.div_ceil(form.width()) + 1);
+    let row_tiles = MAX_AHEAD_ITERATIONS / per_row_tile;
     let chunk = seq_len
         .div_ceil(4)
         .max(MIN_AHEAD_CHUNK)
         .min(STEPS_PER_DISPATCH as usize)
-        .min(MAX_AHEAD_ITERATIONS / per_step.max(1));
+        .min(row_tiles * tile_rows as usize / batch);
     (chunk >= MIN_AHEAD_CHUNK && seq_len > chunk).then(|| (spec.projecting_ahead(form), chunk))
 }
 
@@ -509,6 +511,51 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn projecting_ahead_stays_within_llvmpipes_loop_limit() {
+        use super::{MAX_AHEAD_ITERATIONS, projecting_ahead};
+        use crate::gpu::kernels::ProjectionParams;
+        let mut ahead = 0;
+        for hidden in [4, 17, 64, 100, 256] {
+            for input in [1, 3, 64, 257, 3277, 9000, 40_000] {
+                for batch in [1, 4] {
+                    for seq_len in [65, 1000, 2048, 100_000] {
+                        let spec = PersistentSpec::for_hidden(hidden, Some(8));
+                        let spec = spec.with_batch_tile(spec.batch_tile_for(batch));
+                        let projection = ProjectionParams {
+                            rows: (seq_len * batch) as u32,
+                            cols: hidden as u32,
+                            depth: input as u32,
+                            batch: batch as u32,
+                            x_stride_t: (batch * input) as u32,
+                            x_stride_n: input as u32,
+                            p_stride_t: (batch * hidden) as u32,
+                            p_stride_n: hidden as u32,
+                        };
+                        let Some((spec, chunk)) = projecting_ahead(spec, &projection, 1, seq_len)
+                        else {
+                            continue;
+                        };
+                        ahead += 1;
+                        // What the projecting workgroup runs for a whole chunk: every tile's
+                        // loop over K, plus the loop over tiles.
+                        let form = spec.projects_ahead.unwrap();
+                        let (_, tile_rows) = form.tile();
+                        let tiles = (chunk * batch).div_ceil(tile_rows as usize)
+                            * hidden.div_ceil(spec.projection_columns());
+                        let iterations = tiles * (input.div_ceil(form.width()) + 1);
+                        assert!(
+                            iterations <= MAX_AHEAD_ITERATIONS && chunk < seq_len,
+                            "H={hidden} I={input} N={batch} T={seq_len}: chunk {chunk}, \
+                             {iterations} iterations"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(ahead > 20, "only {ahead} shapes project ahead");
     }
 
     #[test]

@@ -68,6 +68,11 @@ impl SubgroupProjection {
         })
     }
 
+    /// K values each iteration of the loop over K covers: 4 with vec4 loads, else 1.
+    pub fn width(&self) -> usize {
+        if self.vec4_k { 4 } else { 1 }
+    }
+
     /// (columns, rows) of P per workgroup.
     pub fn tile(&self) -> (u32, u32) {
         ((4 * self.lanes) as u32, TILE_ROWS as u32)
@@ -127,7 +132,7 @@ impl SubgroupProjection {
         let mut accumulators = String::new();
         let mut fmas = String::new();
         let mut stores = String::new();
-        let width = if self.vec4_k { 4 } else { 1 };
+        let width = self.width();
         for m in 0..TILE_ROWS {
             let _ = writeln!(accumulators, "    var acc{m} = vec4<f32>(0.0);");
             let _ = writeln!(stores, "    store_row(r0 + {m}u, c0, acc{m} + b);");

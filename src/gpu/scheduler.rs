@@ -287,18 +287,19 @@ fn write_upload(ctx: &GpuContext, ws: &mut Workspace, write: InputWriter<'_>) ->
             }
         }
     }
-    {
-        let mut view = ws
-            .input_target()
-            .get_mapped_range_mut(..)
-            .map_err(|e| ctx.classify("writing the input", e))?;
-        write(&mut |at, frames| {
-            view.slice(at * 4..(at + frames.len()) * 4)
-                .copy_from_slice(bytemuck::cast_slice(frames))
-        });
-    }
+    // Unmapped whatever happens: the state says so from here on.
+    let written = ws
+        .input_target()
+        .get_mapped_range_mut(..)
+        .map(|mut view| {
+            write(&mut |at, frames| {
+                view.slice(at * 4..(at + frames.len()) * 4)
+                    .copy_from_slice(bytemuck::cast_slice(frames))
+            })
+        })
+        .map_err(|e| ctx.classify("writing the input", e));
     ws.input_target().unmap();
-    Ok(())
+    written
 }
 
 /// Asks for `buffer` to be mapped; the receiver gets the outcome at a later poll.
