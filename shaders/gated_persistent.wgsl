@@ -54,11 +54,12 @@ struct Step {
 @group(0) @binding(2) var<storage, read> recurrent: array<vec4<weight_t>>;
 // P (T·N, D·G·H) and the output: f32s, or vec4s when H is a multiple of four (every lane's
 // four units are then one aligned vec4 of each gate's P and of the output frame).
-@group(0) @binding(3) var<storage, read> p: array<{{IO_ELEMENT}}>;
+// Read-write where this kernel also projects ahead (see src/gpu/ahead.rs).
+@group(0) @binding(3) var<storage, {{P_ACCESS}}> p: array<{{IO_ELEMENT}}>;
 // The state is read from half 0 and left there; after both halves come the lengths.
 @group(0) @binding(4) var<storage, read_write> state: array<f32>;
 @group(0) @binding(5) var<storage, read_write> output: array<{{IO_ELEMENT}}>;
-
+{{PROJECTION_BINDINGS}}
 const HIDDEN: u32 = {{HIDDEN}}u;
 const HIDDEN_PAD: u32 = {{HIDDEN_PAD}}u;
 const VEC4S: u32 = {{VEC4S}}u;
@@ -95,9 +96,10 @@ fn state4(base: u32, row: u32) -> vec4<f32> {
 }
 
 {{IO_FUNCTIONS}}
-
+{{PROJECTION_TILE}}
 @compute @workgroup_size({{LANES}}, 1, 1)
 fn main(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) group: vec3<u32>{{SUBGROUP_LANE}}) {
+{{PROJECT_AHEAD}}
     let n = group.x;
     let d = group.y;
     let row0 = lane * UNITS;

@@ -57,13 +57,33 @@ pub(crate) fn with_weights(source: &str, precision: WeightPrecision) -> std::bor
     }
 }
 
-/// The persistent kernel projecting ahead, for representative sizes: it needs 7 storage
-/// buffers per stage, beyond wgpu's downlevel limits, and is compiled only where the device
+/// The persistent kernels projecting ahead, for representative sizes: they need 7 storage
+/// buffers per stage, beyond wgpu's downlevel limits, and are compiled only where the device
 /// allows them (see `gpu::kernels::AHEAD_STORAGE_BUFFERS`).
 pub(crate) fn beyond_downlevel_sources() -> Vec<(String, String)> {
+    use crate::gpu::architecture::{Architecture, Cell};
+    use crate::gpu::gated_persistent::GatedPersistentSpec;
     use crate::gpu::persistent::PersistentSpec;
     use crate::gpu::projection::SubgroupProjection;
     let mut sources = Vec::new();
+    for (cell, hidden) in [(Cell::Lstm, 64), (Cell::Gru, 17), (Cell::Gru, 84)] {
+        let arch = Architecture {
+            cell,
+            input_size: hidden,
+            hidden_size: hidden,
+            state_size: hidden,
+            num_layers: 1,
+            directions: 1,
+        };
+        let (Some(spec), Some(projection)) = (
+            GatedPersistentSpec::for_arch(&arch, Some(8)),
+            SubgroupProjection::for_subgroup(8, hidden % 4 == 0, hidden % 4 == 0),
+        ) else {
+            continue;
+        };
+        let spec = spec.projecting_ahead(projection);
+        sources.push((format!("gated_persistent {spec:?}"), spec.wgsl()));
+    }
     for hidden in [17, 64, 256] {
         for vec4_k in [false, true] {
             let base = PersistentSpec::for_hidden(hidden, Some(8));

@@ -320,6 +320,52 @@ fn long_sequences_match_cpu() {
     }
 }
 
+#[test]
+fn projecting_ahead_matches_cpu() {
+    let Some(ctx) = testing::gpu("projecting_ahead_matches_cpu") else {
+        return;
+    };
+    // The persistent gated kernels project the next chunk of inputs while the recurrence
+    // runs where a layer's recurrence is one workgroup and its projection (I·G·H ≥ 128²,
+    // I ≤ H) pays (see `GpuGatedRnn::layers_projecting_ahead`): h0 and c0, lengths, stacked
+    // layers, odd sizes, against the CPU.
+    let info = ctx.adapter_info();
+    let expected = ctx.device().features().contains(wgpu::Features::SUBGROUP)
+        && info.device_type == wgpu::DeviceType::Cpu;
+    for (kind, input, hidden, layers, seq_len, lengths, layers_ahead) in [
+        (GateKind::Lstm, 64, 64, 2, 700, None, 2),
+        (GateKind::Gru, 84, 84, 1, 300, Some(vec![211]), 1),
+        // I·4H = 16380, just short of 128².
+        (GateKind::Lstm, 63, 65, 1, 257, None, 0),
+        (GateKind::Gru, 77, 77, 1, 257, None, 1),
+        (GateKind::Gru, 76, 76, 2, 129, None, 2),
+    ] {
+        let problem = Problem {
+            recurrence: Recurrence::Auto,
+            config: GatedConfig {
+                num_layers: layers,
+                ..GatedConfig::with_defaults(kind, input, hidden)
+            },
+            seq_len,
+            batch: 1,
+            unbatched: false,
+            with_state: true,
+            lengths,
+            seed: 11,
+        };
+        let weights = GatedWeights::init(&problem.config, problem.seed).unwrap();
+        let gpu = GpuGatedRnn::new(&ctx, problem.config.clone(), &weights).unwrap();
+        let ahead = gpu.layers_projecting_ahead(seq_len, 1).unwrap();
+        println!("{problem:?}: {ahead} layer(s) projecting ahead");
+        assert_eq!(
+            ahead,
+            if expected { layers_ahead } else { 0 },
+            "{problem:?}"
+        );
+        problem.check(&ctx).unwrap();
+    }
+}
+
 /// Pushing a sequence in chunks (with a delay) gives the outputs and final state (h and c)
 /// of one forward over it.
 #[test]

@@ -84,6 +84,13 @@ impl GpuGatedRnn {
         self.engine.time_chunk(seq_len, batch)
     }
 
+    /// As [`GpuRnn::layers_projecting_ahead`](crate::GpuRnn::layers_projecting_ahead), where
+    /// the projection's width counts every gate (I·G·H ≥ 128², I ≤ H).
+    pub fn layers_projecting_ahead(&self, seq_len: usize, batch: usize) -> Result<usize> {
+        self.engine
+            .layers_projecting_ahead(seq_len, batch, self.config.batch_first)
+    }
+
     /// As [`GpuRnn::set_profiling`](crate::GpuRnn::set_profiling).
     pub fn set_profiling(&self, on: bool) {
         self.engine.set_profiling(on);

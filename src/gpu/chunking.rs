@@ -29,13 +29,25 @@ impl Engine {
     }
 
     /// How many layers project their input ahead (see [`GpuRnn::layers_projecting_ahead`])
-    /// in a forward over `shape`, in its first time chunk.
+    /// in a forward over (T = `seq_len`, N = `batch`) in the model's layout, in its first
+    /// time chunk.
     ///
     /// [`GpuRnn::layers_projecting_ahead`]: crate::GpuRnn::layers_projecting_ahead
-    pub(crate) fn layers_projecting_ahead(&self, shape: &ForwardShape) -> Result<usize> {
+    pub(crate) fn layers_projecting_ahead(
+        &self,
+        seq_len: usize,
+        batch: usize,
+        batch_first: bool,
+    ) -> Result<usize> {
+        let shape = ForwardShape {
+            seq_len,
+            batch,
+            unbatched: false,
+            batch_first,
+        };
         let part = ForwardShape {
-            seq_len: self.chunk_len(shape)?.min(shape.seq_len),
-            ..*shape
+            seq_len: self.chunk_len(&shape)?.min(seq_len),
+            ..shape
         };
         let workspace = self.workspace(&part)?;
         let ws = lock(&workspace)?;

@@ -240,10 +240,12 @@ impl GpuContext {
             return Ok(Arc::clone(pipeline));
         }
         let scopes = self.error_scopes();
-        let pipeline = self.inner.kernels.step.persistent_pipeline(
+        let pipeline = self.inner.kernels.step.compile_persistent(
             &self.inner.device,
             &self.inner.counters,
-            spec,
+            "persistent_recurrence",
+            &shaders::with_weights(&spec.wgsl(), spec.weights),
+            spec.projects_ahead.is_some(),
         );
         scopes.finish(self, "compiling the persistent kernel")?;
         let pipeline = Arc::new(pipeline);
@@ -299,11 +301,12 @@ impl GpuContext {
             return Ok(Arc::clone(pipeline));
         }
         let scopes = self.error_scopes();
-        let pipeline = self.inner.kernels.step.compile_with_layout(
+        let pipeline = self.inner.kernels.step.compile_persistent(
             &self.inner.device,
             &self.inner.counters,
             "gated_persistent",
             &shaders::with_weights(&spec.wgsl(), spec.weights),
+            spec.projects_ahead.is_some(),
         );
         scopes.finish(self, "compiling the persistent gated kernel")?;
         let pipeline = Arc::new(pipeline);

@@ -12,7 +12,7 @@ use crate::gpu::context::GpuContext;
 use crate::gpu::gated_persistent::GatedPersistentSpec;
 use crate::gpu::persistent::{PERSISTENT_MAX_HIDDEN, PersistentSpec, STEPS_PER_DISPATCH};
 use crate::gpu::scheduler::InitialState;
-use crate::gpu::workspace::{PersistentKernel, Workspace, check_limits};
+use crate::gpu::workspace::{PersistentKernel, PersistentSpecs, Workspace, check_limits};
 use crate::head::Linear;
 use crate::layout::ForwardShape;
 use crate::precision::WeightPrecision;
@@ -321,14 +321,14 @@ impl Engine {
                             pipeline: None,
                             batch_tile: spec.batch_tile as u32,
                             steps_per_dispatch: STEPS_PER_DISPATCH,
-                            spec: Some(spec),
+                            spec: PersistentSpecs::Elman(spec),
                         })
                     }
                     (None, Some(spec)) => Some(PersistentKernel {
-                        pipeline: Some(self.ctx.gated_persistent_pipeline(&spec)?),
+                        pipeline: None,
                         batch_tile: 1,
                         steps_per_dispatch: STEPS_PER_DISPATCH,
-                        spec: None,
+                        spec: PersistentSpecs::Gated(spec),
                     }),
                     (None, None) => None,
                 };

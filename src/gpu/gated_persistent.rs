@@ -10,7 +10,9 @@
 
 use std::fmt::Write;
 
+use crate::gpu::ahead;
 use crate::gpu::architecture::{Architecture, Cell};
+use crate::gpu::projection::SubgroupProjection;
 use crate::shaders::{self, WeightPrecision};
 
 /// A lane's weight vec4s (rows × vec4s per row) up to which [`Recurrence::Auto`] runs this
@@ -42,6 +44,8 @@ pub(crate) struct GatedPersistentSpec {
     pub slices: Option<usize>,
     /// How W_hh and b_hn are stored (converted to f32 as they are loaded).
     pub weights: WeightPrecision,
+    /// Projects ahead with this form of the subgroup projection (see `gpu::ahead`).
+    pub projects_ahead: Option<SubgroupProjection>,
 }
 
 impl GatedPersistentSpec {
@@ -66,6 +70,7 @@ impl GatedPersistentSpec {
                 broadcast: true,
                 slices: None,
                 weights: WeightPrecision::F32,
+                projects_ahead: None,
             },
             Some(size) => GatedPersistentSpec {
                 lstm,
@@ -75,6 +80,7 @@ impl GatedPersistentSpec {
                 broadcast: false,
                 slices: Some(size),
                 weights: WeightPrecision::F32,
+                projects_ahead: None,
             },
             None => GatedPersistentSpec {
                 lstm,
@@ -84,6 +90,7 @@ impl GatedPersistentSpec {
                 broadcast: false,
                 slices: None,
                 weights: WeightPrecision::F32,
+                projects_ahead: None,
             },
         })
     }
@@ -91,6 +98,30 @@ impl GatedPersistentSpec {
     /// The same kernel reading weights stored as `weights`.
     pub fn with_weights(self, weights: WeightPrecision) -> Self {
         GatedPersistentSpec { weights, ..self }
+    }
+
+    /// What projecting ahead needs to know of this kernel (one sequence a workgroup).
+    pub fn ahead_shape(&self) -> ahead::KernelShape {
+        ahead::KernelShape {
+            lanes: self.lanes,
+            subgroup: if self.broadcast {
+                Some(self.lanes)
+            } else {
+                self.slices
+            },
+            batch_tile: 1,
+            hidden: self.hidden,
+        }
+    }
+
+    /// The same kernel, also projecting ahead with `projection` (whose subgroup size must be
+    /// the kernel's).
+    pub fn projecting_ahead(self, projection: SubgroupProjection) -> Self {
+        debug_assert_eq!(self.ahead_shape().subgroup, Some(projection.lanes));
+        GatedPersistentSpec {
+            projects_ahead: Some(projection),
+            ..self
+        }
     }
 
     fn gates(&self) -> usize {
@@ -270,7 +301,9 @@ impl GatedPersistentSpec {
         }
         let barrier = if memory { "workgroupBarrier()" } else { "" };
         let (io_element, io_functions) = io_functions(self.hidden);
-        shaders::GATED_PERSISTENT
+        let ahead = ahead::WgslParts::new(self.projects_ahead.as_ref(), self.lanes, "layer.batch");
+        ahead
+            .fill(shaders::GATED_PERSISTENT)
             .replace("{{HIDDEN}}", &self.hidden.to_string())
             .replace("{{HIDDEN_PAD}}", &self.hidden_pad().to_string())
             .replace("{{VEC4S}}", &vec4s.to_string())
@@ -292,11 +325,7 @@ impl GatedPersistentSpec {
             .replace("{{IO_FUNCTIONS}}", &io_functions)
             .replace(
                 "{{SUBGROUP_LANE}}",
-                if self.slices.is_some() {
-                    ", @builtin(subgroup_invocation_id) sub: u32"
-                } else {
-                    ""
-                },
+                ahead::builtins(self.slices.is_some(), self.projects_ahead.is_some()),
             )
     }
 }

@@ -9,7 +9,6 @@ use std::sync::atomic::Ordering;
 
 use crate::gpu::block_loop;
 use crate::gpu::context::{Counters, GpuContext};
-use crate::gpu::persistent::PersistentSpec;
 use crate::gpu::projection::SubgroupProjection;
 use crate::shaders::{self, WeightPrecision};
 
@@ -549,27 +548,23 @@ impl RecurrentStepKernel {
         }
     }
 
-    /// Compiles the persistent kernel `spec` against this kernel's bind group layout (or,
-    /// projecting ahead, the layout that adds the projection's bindings).
-    pub fn persistent_pipeline(
+    /// Compiles a persistent kernel (Elman or gated) against this kernel's bind group layout
+    /// or, `projecting_ahead`, the layout that adds the projection's bindings.
+    pub fn compile_persistent(
         &self,
         device: &wgpu::Device,
         counters: &Counters,
-        spec: &PersistentSpec,
+        label: &str,
+        source: &str,
+        projecting_ahead: bool,
     ) -> wgpu::ComputePipeline {
-        // Specs that project ahead come only where the layout exists (`can_project_ahead`);
+        // Kernels that project ahead come only where the layout exists (`can_project_ahead`);
         // elsewhere wgpu's validation would report the mismatch as an error.
-        let layout = match (spec.projects_ahead, &self.ahead_layout) {
-            (Some(_), Some(ahead)) => ahead,
+        let layout = match (projecting_ahead, &self.ahead_layout) {
+            (true, Some(ahead)) => ahead,
             _ => &self.layout,
         };
-        compute_pipeline(
-            device,
-            counters,
-            "persistent_recurrence",
-            &shaders::with_weights(&spec.wgsl(), spec.weights),
-            layout,
-        )
+        compute_pipeline(device, counters, label, source, layout)
     }
 
     /// Whether the device allows the persistent kernel that projects ahead.
@@ -623,17 +618,6 @@ impl RecurrentStepKernel {
             pass.set_bind_group(0, group, &[first * step_stride]);
             pass.dispatch_workgroups(recurrence + if last { 0 } else { workers }, 1, 1);
         }
-    }
-
-    /// Compiles another kernel with this kernel's bindings (the persistent gated kernel).
-    pub fn compile_with_layout(
-        &self,
-        device: &wgpu::Device,
-        counters: &Counters,
-        label: &str,
-        source: &str,
-    ) -> wgpu::ComputePipeline {
-        compute_pipeline(device, counters, label, source, &self.layout)
     }
 
     /// Records steps `first..end` of one layer with a persistent kernel: one dispatch per

@@ -1,6 +1,7 @@
 //! The GPU path: context, kernels, per-shape workspaces, the scheduler, the engine and the
 //! typed models over it.
 
+pub(crate) mod ahead;
 pub(crate) mod architecture;
 pub(crate) mod bidirectional;
 pub(crate) mod block_loop;

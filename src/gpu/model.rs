@@ -97,16 +97,12 @@ impl GpuRnn {
     /// computes the input projection of the timesteps its next dispatch runs, on a core the
     /// recurrence leaves idle. Used on CPU adapters with subgroups, for unidirectional layers
     /// whose recurrence is one workgroup (N = 1, or N = 4 with H ≤ 64) and whose projection
-    /// is large enough (I·H ≥ 128²); the others project all timesteps first. Makes the
-    /// workspace of that shape, as its first forward would.
+    /// is large enough (I·H ≥ 128²) but no wider than the recurrence (I ≤ H); the others
+    /// project all timesteps first. Makes the workspace of that shape, as its first forward
+    /// would.
     pub fn layers_projecting_ahead(&self, seq_len: usize, batch: usize) -> Result<usize> {
-        let shape = ForwardShape {
-            seq_len,
-            batch,
-            unbatched: false,
-            batch_first: self.config.batch_first,
-        };
-        self.engine.layers_projecting_ahead(&shape)
+        self.engine
+            .layers_projecting_ahead(seq_len, batch, self.config.batch_first)
     }
 
     /// Turns GPU timing on or off (off by default). While on, every forward measures the GPU

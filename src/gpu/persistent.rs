@@ -8,8 +8,8 @@
 
 use std::fmt::Write;
 
+use crate::gpu::ahead;
 use crate::gpu::gated_persistent;
-use crate::gpu::kernels::ProjectionParams;
 use crate::gpu::projection::SubgroupProjection;
 use crate::shaders::{self, WeightPrecision};
 
@@ -17,9 +17,6 @@ use crate::shaders::{self, WeightPrecision};
 /// after 65,535 loop iterations in total; the generated kernel has one loop iteration per step
 /// (everything else is written out), so this leaves a wide margin.
 pub(crate) const STEPS_PER_DISPATCH: u32 = 8192;
-
-/// The fewest timesteps per dispatch when projecting ahead.
-const MIN_AHEAD_CHUNK: usize = 64;
 
 /// Sequences per workgroup for batched forwards of one-subgroup kernels.
 const BATCH_TILE: usize = 4;
@@ -118,6 +115,16 @@ impl PersistentSpec {
         PersistentSpec { weights, ..self }
     }
 
+    /// What projecting ahead needs to know of this kernel.
+    pub fn ahead_shape(&self) -> ahead::KernelShape {
+        ahead::KernelShape {
+            lanes: self.lanes,
+            subgroup: self.subgroup(),
+            batch_tile: self.batch_tile,
+            hidden: self.hidden,
+        }
+    }
+
     /// The subgroup size of the kernel's sharing of h, where it uses subgroups.
     pub fn subgroup(&self) -> Option<usize> {
         match self.sharing {
@@ -135,11 +142,6 @@ impl PersistentSpec {
             projects_ahead: Some(projection),
             ..self
         }
-    }
-
-    /// Columns of P one workgroup projects ahead: four per lane.
-    pub fn projection_columns(&self) -> usize {
-        4 * self.lanes
     }
 
     /// The same kernel running `tile` sequences per workgroup.
@@ -346,33 +348,15 @@ impl PersistentSpec {
             Sharing::Broadcast => "",
             Sharing::WorkgroupMemory | Sharing::SubgroupSlices(_) => "workgroupBarrier()",
         };
-        // The lane's index in its subgroup, where it loads slices or projects; the grid,
-        // where it projects.
-        let sub_builtin = match (slices.is_some(), self.projects_ahead.is_some()) {
-            (_, true) => {
-                ", @builtin(subgroup_invocation_id) sub: u32, \
-                 @builtin(num_workgroups) groups: vec3<u32>"
-            }
-            (true, false) => ", @builtin(subgroup_invocation_id) sub: u32",
-            (false, false) => "",
-        };
+        let sub_builtin = ahead::builtins(slices.is_some(), self.projects_ahead.is_some());
         let (io_element, io_functions) = gated_persistent::io_functions(self.hidden);
-        let (p_access, projection_bindings, projection_tile, project_ahead) =
-            match &self.projects_ahead {
-                Some(projection) => (
-                    "read_write",
-                    // Above the first layer X is the output buffer this kernel writes.
-                    projection.bindings(6, "read_write"),
-                    projection.tile_library(),
-                    self.project_ahead_role(),
-                ),
-                None => ("read", String::new(), String::new(), String::new()),
-            };
-        shaders::PERSISTENT_RECURRENCE
-            .replace("{{P_ACCESS}}", p_access)
-            .replace("{{PROJECTION_BINDINGS}}", &projection_bindings)
-            .replace("{{PROJECTION_TILE}}", &projection_tile)
-            .replace("{{PROJECT_AHEAD}}", &project_ahead)
+        let ahead = ahead::WgslParts::new(
+            self.projects_ahead.as_ref(),
+            self.lanes,
+            "(layer.batch + BATCH_TILE - 1u) / BATCH_TILE",
+        );
+        ahead
+            .fill(shaders::PERSISTENT_RECURRENCE)
             .replace("{{IO_ELEMENT}}", io_element)
             .replace("{{IO_FUNCTIONS}}", &io_functions)
             .replace("{{HIDDEN}}", &self.hidden.to_string())
@@ -396,91 +380,6 @@ impl PersistentSpec {
             .replace("{{BARRIER}}", barrier)
             .replace("{{SUBGROUP_LANE}}", sub_builtin)
     }
-}
-
-impl PersistentSpec {
-    /// The start of `main` in a kernel that projects ahead: workgroups past the recurrence's
-    /// project rows of P, tiles of (TILE_ROWS rows × 4 columns a lane), starting at the
-    /// first timestep of the next dispatch.
-    fn project_ahead_role(&self) -> String {
-        let columns = self.projection_columns();
-        format!(
-            "    // Workgroups after the recurrence's project the timesteps of the next dispatch,
-    // sharing its tiles between them.
-    let recurrence_groups = (layer.batch + BATCH_TILE - 1u) / BATCH_TILE;
-    if group.x >= recurrence_groups {{
-        let workers = groups.x - recurrence_groups;
-        let column_tiles = (params.cols + {columns}u - 1u) / {columns}u;
-        let next_row = min((step.index + layer.steps_per_dispatch) * layer.batch, params.rows);
-        let end_row = min(next_row + layer.steps_per_dispatch * layer.batch, params.rows);
-        let tiles = (end_row - next_row + TILE_ROWS - 1u) / TILE_ROWS * column_tiles;
-        for (var tile = group.x - recurrence_groups; tile < tiles; tile += workers) {{
-            let r0 = next_row + (tile / column_tiles) * TILE_ROWS;
-            project_tile(((tile % column_tiles) * {lanes}u + lane) * 4u, r0, sub);
-        }}
-        return;
-    }}",
-            lanes = self.lanes
-        )
-    }
-}
-
-/// The smallest projection, in multiply-adds per row of P (I·H), worth projecting ahead.
-/// Measured on lavapipe (2 cores), one layer, N = 1, T = 1024, median forward, base → ahead:
-/// I = H = 256: 11.7 / 12.3 → 8.6 / 10.4 ms; I = H = 128: 3.2 / 3.0 → 2.4 / 2.4 ms; but
-/// I = H = 64: 0.75 → 0.87 ms, where the three more dispatches (about 50 µs each) cost more
-/// than the 0.17 ms projection they hide.
-const MIN_AHEAD_PRODUCT: usize = 128 * 128;
-
-/// Loop iterations a projecting workgroup may run per dispatch: llvmpipe silently stops an
-/// invocation's loops after 65,535 in total.
-const MAX_AHEAD_ITERATIONS: usize = 60_000;
-
-/// The kernel a layer runs projecting ahead, and its timesteps per dispatch, where that pays:
-/// the layer is unidirectional (`directions`) and its recurrence is one workgroup (the other
-/// cores of a CPU adapter would idle), its projection is large enough
-/// ([`MIN_AHEAD_PRODUCT`]), the kernel shares h through subgroups of the size the subgroup
-/// projection tiles, and the sequence spans at least two chunks. `spec` is the model's kernel
-/// with its batch tile; `projection` the layer's projection parameters.
-///
-/// A chunk is a quarter of the sequence (at least 64 steps; fewer, and more dispatches, cost
-/// more than they hide): the first chunk's projection runs before the recurrence starts, on
-/// every core, and each later one during the chunk before it, by one workgroup beside the
-/// recurrence's. (lavapipe hands each thread an equal share of a dispatch's workgroups in
-/// order, so one projecting workgroup per recurrence workgroup keeps them on two cores.)
-pub(crate) fn projecting_ahead(
-    spec: PersistentSpec,
-    projection: &ProjectionParams,
-    directions: usize,
-    seq_len: usize,
-) -> Option<(PersistentSpec, usize)> {
-    let (batch, cols, depth) = (
-        projection.batch as usize,
-        projection.cols as usize,
-        projection.depth as usize,
-    );
-    let one_workgroup = batch.div_ceil(spec.batch_tile) == 1;
-    if directions != 1 || !one_workgroup || cols * depth < MIN_AHEAD_PRODUCT {
-        return None;
-    }
-    let form = SubgroupProjection::for_subgroup(
-        spec.subgroup()?,
-        projection.vec4_aligned(),
-        projection.p_vec4_aligned(),
-    )?;
-    // The projecting workgroup runs whole tiles (TILE_ROWS rows × the columns a workgroup
-    // covers), each a loop over K plus one iteration of the loop over tiles: as many whole
-    // row tiles as stay within the loop limit bound the chunk.
-    let (_, tile_rows) = form.tile();
-    let per_row_tile =
-        cols.div_ceil(spec.projection_columns()) * (depth.div_ceil(form.width()) + 1);
-    let row_tiles = MAX_AHEAD_ITERATIONS / per_row_tile;
-    let chunk = seq_len
-        .div_ceil(4)
-        .max(MIN_AHEAD_CHUNK)
-        .min(STEPS_PER_DISPATCH as usize)
-        .min(row_tiles * tile_rows as usize / batch);
-    (chunk >= MIN_AHEAD_CHUNK && seq_len > chunk).then(|| (spec.projecting_ahead(form), chunk))
 }
 
 #[cfg(test)]
@@ -511,51 +410,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn projecting_ahead_stays_within_llvmpipes_loop_limit() {
-        use super::{MAX_AHEAD_ITERATIONS, projecting_ahead};
-        use crate::gpu::kernels::ProjectionParams;
-        let mut ahead = 0;
-        for hidden in [4, 17, 64, 100, 256] {
-            for input in [1, 3, 64, 257, 3277, 9000, 40_000] {
-                for batch in [1, 4] {
-                    for seq_len in [65, 1000, 2048, 100_000] {
-                        let spec = PersistentSpec::for_hidden(hidden, Some(8));
-                        let spec = spec.with_batch_tile(spec.batch_tile_for(batch));
-                        let projection = ProjectionParams {
-                            rows: (seq_len * batch) as u32,
-                            cols: hidden as u32,
-                            depth: input as u32,
-                            batch: batch as u32,
-                            x_stride_t: (batch * input) as u32,
-                            x_stride_n: input as u32,
-                            p_stride_t: (batch * hidden) as u32,
-                            p_stride_n: hidden as u32,
-                        };
-                        let Some((spec, chunk)) = projecting_ahead(spec, &projection, 1, seq_len)
-                        else {
-                            continue;
-                        };
-                        ahead += 1;
-                        // What the projecting workgroup runs for a whole chunk: every tile's
-                        // loop over K, plus the loop over tiles.
-                        let form = spec.projects_ahead.unwrap();
-                        let (_, tile_rows) = form.tile();
-                        let tiles = (chunk * batch).div_ceil(tile_rows as usize)
-                            * hidden.div_ceil(spec.projection_columns());
-                        let iterations = tiles * (input.div_ceil(form.width()) + 1);
-                        assert!(
-                            iterations <= MAX_AHEAD_ITERATIONS && chunk < seq_len,
-                            "H={hidden} I={input} N={batch} T={seq_len}: chunk {chunk}, \
-                             {iterations} iterations"
-                        );
-                    }
-                }
-            }
-        }
-        assert!(ahead > 20, "only {ahead} shapes project ahead");
     }
 
     #[test]

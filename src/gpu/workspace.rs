@@ -6,14 +6,16 @@ use std::sync::{Arc, mpsc};
 
 use crate::config::Nonlinearity;
 use crate::error::{Result, RnnError};
+use crate::gpu::ahead;
 use crate::gpu::architecture::{Architecture, Cell};
 use crate::gpu::context::GpuContext;
 use crate::gpu::engine::{Engine, wavefront_pays};
+use crate::gpu::gated_persistent::GatedPersistentSpec;
 use crate::gpu::kernels::{
     ProjectionBindings, ProjectionKernel, ProjectionParams, StepBindings, StepIndex,
     StepLayerParams,
 };
-use crate::gpu::persistent::{self, PersistentSpec};
+use crate::gpu::persistent::PersistentSpec;
 use crate::layout::ForwardShape;
 use crate::precision::WeightPrecision;
 
@@ -86,17 +88,53 @@ pub(crate) enum UploadMap {
 
 /// A persistent kernel as one workspace runs it.
 pub(crate) struct PersistentKernel {
-    /// The kernel of the layers that do not project ahead: compiled by the workspace for the
-    /// Elman kernel, only if such a layer exists (where every layer projects ahead, this
-    /// pipeline would be compiled, seconds at H = 256 on lavapipe, and never run).
+    /// The kernel of the layers that do not project ahead: compiled by the workspace, only
+    /// if such a layer exists (where every layer projects ahead it would never run).
     pub pipeline: Option<Arc<wgpu::ComputePipeline>>,
     /// Sequences per workgroup.
     pub batch_tile: u32,
     /// Timesteps per dispatch (llvmpipe's loop limit).
     pub steps_per_dispatch: u32,
-    /// The Elman kernel's specialisation (with `batch_tile`), from which the layers that
-    /// project ahead derive theirs; `None` for the gated kernels.
-    pub spec: Option<PersistentSpec>,
+    /// The kernel's specialisation (with `batch_tile`), from which the layers that project
+    /// ahead derive theirs.
+    pub spec: PersistentSpecs,
+}
+
+/// A persistent kernel's specialisation: the Elman or the gated kernel.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum PersistentSpecs {
+    Elman(PersistentSpec),
+    Gated(GatedPersistentSpec),
+}
+
+impl PersistentSpecs {
+    /// The kernel and the timesteps per dispatch of a layer that projects ahead, where that
+    /// pays (see [`ahead::plan`]).
+    fn projecting_ahead(
+        self,
+        projection: &ProjectionParams,
+        directions: usize,
+        seq_len: usize,
+    ) -> Option<(Self, usize)> {
+        let shape = match self {
+            PersistentSpecs::Elman(spec) => spec.ahead_shape(),
+            PersistentSpecs::Gated(spec) => spec.ahead_shape(),
+        };
+        let (form, chunk) = ahead::plan(shape, projection, directions, seq_len)?;
+        let spec = match self {
+            PersistentSpecs::Elman(spec) => PersistentSpecs::Elman(spec.projecting_ahead(form)),
+            PersistentSpecs::Gated(spec) => PersistentSpecs::Gated(spec.projecting_ahead(form)),
+        };
+        Some((spec, chunk))
+    }
+
+    /// The kernel's pipeline, compiled on first use and cached by the context.
+    fn pipeline(&self, ctx: &GpuContext) -> Result<Arc<wgpu::ComputePipeline>> {
+        match self {
+            PersistentSpecs::Elman(spec) => ctx.persistent_pipeline(spec),
+            PersistentSpecs::Gated(spec) => ctx.gated_persistent_pipeline(spec),
+        }
+    }
 }
 
 /// A layer that runs the persistent kernel projecting ahead (see
@@ -399,9 +437,8 @@ impl Workspace {
                 || (x_strides.t == out_strides.t && (n == 1 || x_strides.n == out_strides.n));
             let ahead_spec = persistent
                 .as_ref()
-                .and_then(|p| p.spec)
                 .filter(|_| in_place && kernels.step.can_project_ahead())
-                .and_then(|spec| persistent::projecting_ahead(spec, &projection, d, t));
+                .and_then(|p| p.spec.projecting_ahead(&projection, d, t));
             let mut step = StepLayerParams {
                 seq_len: t as u32,
                 batch: n as u32,
@@ -459,7 +496,7 @@ impl Workspace {
             step_groups.push(kernels.step.bind_group(ctx, step_bindings));
             ahead.push(match ahead_spec {
                 Some((spec, chunk)) => Some(ProjectingAhead {
-                    pipeline: ctx.persistent_pipeline(&spec)?,
+                    pipeline: spec.pipeline(ctx)?,
                     group: kernels
                         .step
                         .ahead_bind_group(ctx, step_bindings, projection_bindings),
@@ -470,10 +507,8 @@ impl Workspace {
             });
         }
         if let Some(persistent) = persistent.as_mut() {
-            if let (None, Some(spec)) = (&persistent.pipeline, &persistent.spec) {
-                if ahead.iter().any(Option::is_none) {
-                    persistent.pipeline = Some(ctx.persistent_pipeline(spec)?);
-                }
+            if ahead.iter().any(Option::is_none) {
+                persistent.pipeline = Some(persistent.spec.pipeline(ctx)?);
             }
         }
         // The wavefront: one bind group for every layer, reading layer 0's projection and

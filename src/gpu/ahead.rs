@@ -1,0 +1,235 @@
+//! Projecting ahead: a persistent kernel (Elman or gated) whose recurrence is one workgroup
+//! runs a layer's timesteps in chunks, and each of its dispatches adds one workgroup that
+//! computes the input projection of the next chunk, with the subgroup projection's tile
+//! (`shaders/projection_tile.wgsl`), on a core the recurrence leaves idle. The first chunk is
+//! projected by the ordinary projection dispatch, with a grid of its rows only.
+//!
+//! This module owns when that pays ([`plan`]) and the WGSL a kernel adds for it
+//! ([`WgslParts`]); the kernels' generators fill their templates' placeholders with it.
+
+use crate::gpu::kernels::ProjectionParams;
+use crate::gpu::persistent::STEPS_PER_DISPATCH;
+use crate::gpu::projection::SubgroupProjection;
+
+/// The fewest timesteps per dispatch: fewer, and the extra dispatches cost more than the
+/// projection they hide.
+const MIN_CHUNK: usize = 64;
+
+/// The smallest projection, in multiply-adds per row of P (I · the columns of P: H, or G·H
+/// for a gated cell), worth projecting ahead. Measured on lavapipe (2 cores), one layer,
+/// N = 1, T = 1024, median forward, plain → ahead: `nn.RNN` I = H = 256: 11.7 / 12.3 →
+/// 8.6 / 10.4 ms; I = H = 128: 3.2 / 3.0 → 2.4 / 2.4 ms; but I = H = 64: 0.75 → 0.87 ms,
+/// where the three more dispatches (about 50 µs each) cost more than the 0.17 ms projection
+/// they hide.
+const MIN_PRODUCT: usize = 128 * 128;
+
+/// Loop iterations the projecting workgroup may run per dispatch: llvmpipe silently stops an
+/// invocation's loops after 65,535 in total.
+pub(crate) const MAX_ITERATIONS: usize = 60_000;
+
+/// What [`plan`] needs to know of a persistent kernel.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KernelShape {
+    /// Lanes of a workgroup.
+    pub lanes: usize,
+    /// The subgroup size the kernel shares h through, if it uses subgroups.
+    pub subgroup: Option<usize>,
+    /// Sequences per workgroup.
+    pub batch_tile: usize,
+    /// Hidden units: P and the output are vec4s where they are a multiple of four.
+    pub hidden: usize,
+}
+
+impl KernelShape {
+    /// Columns of P one projecting workgroup covers: four per lane.
+    pub fn columns(&self) -> usize {
+        4 * self.lanes
+    }
+}
+
+/// The projection form and the timesteps per dispatch of a layer that projects ahead, where
+/// that pays: the layer is unidirectional (`directions`) and its recurrence is one workgroup
+/// (the other cores of a CPU adapter would idle), its projection is large enough
+/// ([`MIN_PRODUCT`]) but no wider along K than the recurrence (I ≤ H: on one core the
+/// projection of a chunk must not outlast the recurrence of the chunk before; measured on
+/// lavapipe, N = 1, T = 1024, plain → ahead: `nn.RNN` I = 256, H = 64 1.30 → 1.87 ms;
+/// I = 512, H = 128 5.15 → 6.22 ms; `nn.LSTM` I = 256, H = 64 4.94 → 6.4 ms; `nn.GRU`
+/// I = 128, H = 64 2.6 → 2.95 ms; `nn.LSTM` I = H = 64 2.72 → 2.63 ms), the kernel shares h
+/// through subgroups of the size the subgroup projection tiles, and the sequence spans at
+/// least two chunks.
+///
+/// A chunk is a quarter of the sequence (at least [`MIN_CHUNK`] steps; T/2 and T/8 measured
+/// no better): the first chunk's projection runs before the recurrence starts, on every core,
+/// and each later one during the chunk before it, by one workgroup beside the recurrence's.
+/// (lavapipe hands each thread an equal share of a dispatch's workgroups in order: more
+/// projecting workgroups would put some on the recurrence's core.)
+pub(crate) fn plan(
+    kernel: KernelShape,
+    projection: &ProjectionParams,
+    directions: usize,
+    seq_len: usize,
+) -> Option<(SubgroupProjection, usize)> {
+    let (batch, cols, depth) = (
+        projection.batch as usize,
+        projection.cols as usize,
+        projection.depth as usize,
+    );
+    let one_workgroup = batch.div_ceil(kernel.batch_tile) == 1;
+    let worth_it = cols * depth >= MIN_PRODUCT && depth <= kernel.hidden;
+    if directions != 1 || !one_workgroup || !worth_it {
+        return None;
+    }
+    // P is stored in the kernel's element type: vec4s where H is a multiple of four (then
+    // the columns and strides of P are too).
+    let form = SubgroupProjection::for_subgroup(
+        kernel.subgroup?,
+        projection.vec4_aligned(),
+        kernel.hidden % 4 == 0,
+    )?;
+    // The projecting workgroup runs whole tiles (TILE_ROWS rows × the columns a workgroup
+    // covers), each a loop over K plus one iteration of the loop over tiles: as many whole
+    // row tiles as stay within the loop limit bound the chunk.
+    let (_, tile_rows) = form.tile();
+    let per_row_tile = cols.div_ceil(kernel.columns()) * (depth.div_ceil(form.width()) + 1);
+    let row_tiles = MAX_ITERATIONS / per_row_tile;
+    let chunk = seq_len
+        .div_ceil(4)
+        .max(MIN_CHUNK)
+        .min(STEPS_PER_DISPATCH as usize)
+        .min(row_tiles * tile_rows as usize / batch);
+    (chunk >= MIN_CHUNK && seq_len > chunk).then_some((form, chunk))
+}
+
+/// The main function's extra builtins: the lane's index in its subgroup where the kernel
+/// loads h in slices or projects ahead; the grid where it projects ahead.
+pub(crate) fn builtins(slices: bool, projects_ahead: bool) -> &'static str {
+    match (slices, projects_ahead) {
+        (_, true) => {
+            ", @builtin(subgroup_invocation_id) sub: u32, \
+             @builtin(num_workgroups) groups: vec3<u32>"
+        }
+        (true, false) => ", @builtin(subgroup_invocation_id) sub: u32",
+        (false, false) => "",
+    }
+}
+
+/// What a persistent kernel's template gets for projecting ahead (or not): P's access, the
+/// projection's bindings (6..9) and tile library, and the role at the start of `main`.
+pub(crate) struct WgslParts {
+    p_access: &'static str,
+    bindings: String,
+    library: String,
+    role: String,
+}
+
+impl WgslParts {
+    /// The parts for a kernel of `lanes` lanes projecting ahead with `projection` (`None`:
+    /// not projecting, P read-only); `recurrence_groups` is the WGSL expression of the
+    /// recurrence's workgroup count along x.
+    pub fn new(
+        projection: Option<&SubgroupProjection>,
+        lanes: usize,
+        recurrence_groups: &str,
+    ) -> Self {
+        let Some(projection) = projection else {
+            return WgslParts {
+                p_access: "read",
+                bindings: String::new(),
+                library: String::new(),
+                role: String::new(),
+            };
+        };
+        let columns = 4 * lanes;
+        let role = format!(
+            "    // Workgroups after the recurrence's project the timesteps of the next dispatch,
+    // sharing its tiles between them.
+    let recurrence_groups = {recurrence_groups};
+    if group.x >= recurrence_groups {{
+        let workers = groups.x - recurrence_groups;
+        let column_tiles = (params.cols + {columns}u - 1u) / {columns}u;
+        let next_row = min((step.index + layer.steps_per_dispatch) * layer.batch, params.rows);
+        let end_row = min(next_row + layer.steps_per_dispatch * layer.batch, params.rows);
+        let tiles = (end_row - next_row + TILE_ROWS - 1u) / TILE_ROWS * column_tiles;
+        for (var tile = group.x - recurrence_groups; tile < tiles; tile += workers) {{
+            let r0 = next_row + (tile / column_tiles) * TILE_ROWS;
+            project_tile(((tile % column_tiles) * {lanes}u + lane) * 4u, r0, sub);
+        }}
+        return;
+    }}"
+        );
+        WgslParts {
+            p_access: "read_write",
+            // Above the first layer X is the output buffer the kernel writes.
+            bindings: projection.bindings(6, "read_write"),
+            library: projection.tile_library(),
+            role,
+        }
+    }
+
+    /// `template` with `{{P_ACCESS}}`, `{{PROJECTION_BINDINGS}}`, `{{PROJECTION_TILE}}` and
+    /// `{{PROJECT_AHEAD}}` filled in.
+    pub fn fill(&self, template: &str) -> String {
+        template
+            .replace("{{P_ACCESS}}", self.p_access)
+            .replace("{{PROJECTION_BINDINGS}}", &self.bindings)
+            .replace("{{PROJECTION_TILE}}", &self.library)
+            .replace("{{PROJECT_AHEAD}}", &self.role)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{KernelShape, MAX_ITERATIONS, plan};
+    use crate::gpu::kernels::ProjectionParams;
+
+    #[test]
+    fn plans_stay_within_llvmpipes_loop_limit() {
+        let mut ahead = 0;
+        // (lanes, H, columns of P): Elman kernels, an LSTM (4H) and a GRU (3H).
+        for (lanes, hidden, cols) in [(8, 64, 64), (25, 100, 100), (32, 128, 128)]
+            .into_iter()
+            .chain([(64, 256, 256), (16, 64, 256), (24, 84, 252), (40, 160, 160)])
+        {
+            for input in [1, 3, 64, 100, 127, 128, 200, 255, 256, 257, 3277] {
+                for batch in [1, 4] {
+                    for seq_len in [65, 1000, 2048, 100_000] {
+                        let kernel = KernelShape {
+                            lanes,
+                            subgroup: Some(8),
+                            batch_tile: if lanes == 8 { 4 } else { 1 },
+                            hidden,
+                        };
+                        let projection = ProjectionParams {
+                            rows: (seq_len * batch) as u32,
+                            cols: cols as u32,
+                            depth: input as u32,
+                            batch: batch as u32,
+                            x_stride_t: (batch * input) as u32,
+                            x_stride_n: input as u32,
+                            p_stride_t: (batch * cols) as u32,
+                            p_stride_n: cols as u32,
+                        };
+                        let Some((form, chunk)) = plan(kernel, &projection, 1, seq_len) else {
+                            continue;
+                        };
+                        ahead += 1;
+                        // What the projecting workgroup runs for a whole chunk: every tile's
+                        // loop over K, plus the loop over tiles.
+                        let (_, tile_rows) = form.tile();
+                        let tiles = (chunk * batch).div_ceil(tile_rows as usize)
+                            * cols.div_ceil(kernel.columns());
+                        let iterations = tiles * (input.div_ceil(form.width()) + 1);
+                        assert!(
+                            iterations <= MAX_ITERATIONS && chunk < seq_len,
+                            "{kernel:?} I={input} cols={cols} N={batch} T={seq_len}: chunk \
+                             {chunk}, {iterations} iterations"
+                        );
+                        assert_eq!(form.vec4_p, hidden % 4 == 0);
+                        assert!(input <= hidden && input * cols >= 128 * 128);
+                    }
+                }
+            }
+        }
+        assert!(ahead > 30, "only {ahead} shapes project ahead");
+    }
+}
