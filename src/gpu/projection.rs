@@ -7,7 +7,10 @@ use crate::shaders;
 
 /// Rows of P one workgroup of the subgroup projection computes. Measured on lavapipe at
 /// 4096×256·256×256 (`scaling --gemm`, best of three): 64 rows 22 GFLOP/s (the accumulators
-/// spill), 32 rows 36, 16 rows 31.
+/// spill), 32 rows 36, 16 rows 31; later, alternating binaries, medians of eight runs: 40
+/// rows 42.0, 32 rows 39.3 (24 rows 38.5, 48 rows 39.6, three runs each). Forwards were no
+/// slower with 40 (`nn.RNN` H=64 N=1 T=1024 0.741–0.744 vs 0.748 ms; H=256 N=16 T=256 within
+/// noise).
 ///
 /// The 64-row slowdown comes from the FMA order below (each k of a vec4 over every row), which
 /// touches each accumulator four times per iteration, far apart; ordering the FMAs row by row
@@ -15,7 +18,7 @@ use crate::shaders;
 /// 8 columns per lane and 8 k per iteration: all within noise of 32 rows). What bounds it is
 /// the loads: Mesa 22.3 runs every storage load lane by lane with a branch per component, and
 /// with the X and W loads replaced by constants the same kernel runs ~85 GFLOP/s instead of ~35.
-pub(crate) const TILE_ROWS: usize = 32;
+pub(crate) const TILE_ROWS: usize = 40;
 
 /// Stores row r's columns c0..c0+3 (those that exist), bias included in `values`.
 const STORE_ROW_SCALAR: &str = "fn store_row(r: u32, c0: u32, values: vec4<f32>) {
