@@ -8,6 +8,7 @@
 // memory (double buffered by step parity, one barrier per step; on subgroup adapters each
 // lane loads one vec4 in `size` and shares it with subgroupBroadcast) or, when the workgroup
 // is one subgroup, through subgroupBroadcast from constant lanes, with no barrier at all.
+// Like the Elman kernel it can project ahead (persistent_recurrence.wgsl, src/gpu/ahead.rs).
 //
 // This file is a template: src/gpu/gated_persistent.rs fills in the {{...}} parts for one
 // (cell, H, lanes), writing every loop over weights out in full, so that the private values

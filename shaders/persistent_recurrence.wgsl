@@ -16,10 +16,11 @@
 // and output zeros past their length.
 //
 // A unidirectional layer whose recurrence fills one workgroup (one core of a CPU adapter) can
-// also project ahead: the workgroups after the recurrence's compute the input projection of
-// the timesteps the next dispatch runs, with the subgroup projection's tile
-// (projection_tile.wgsl), while the recurrence runs. The layer's dispatches then cover its
-// timesteps in chunks, the first chunk projected by a projection dispatch before them.
+// also project ahead: a workgroup after the recurrence's computes the input projection of the
+// timesteps the next dispatch runs, with the subgroup projection's tile (projection_tile.wgsl),
+// while the recurrence runs (src/gpu/ahead.rs fills in those parts). The layer's dispatches
+// then cover its timesteps in chunks, the first chunk projected by a projection dispatch
+// before them.
 //
 // This file is a template: src/gpu/persistent.rs fills in the {{...}} parts for one hidden
 // size, writing every loop over weights out in full so that the private array is addressed by

@@ -54,9 +54,7 @@ pub(crate) struct PersistentSpec {
     pub batch_tile: usize,
     /// How W_hh is stored (it is converted to f32 as it is loaded into registers).
     pub weights: WeightPrecision,
-    /// Projects ahead with this form of the subgroup projection (see
-    /// `shaders/persistent_recurrence.wgsl`): unidirectional layers whose recurrence is one
-    /// workgroup, on adapters with a fixed subgroup size.
+    /// Projects ahead with this form of the subgroup projection (see `gpu::ahead`).
     pub projects_ahead: Option<SubgroupProjection>,
 }
 
