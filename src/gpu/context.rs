@@ -9,10 +9,9 @@ use std::time::Duration;
 use wgpu::util::DeviceExt;
 
 use crate::error::{Result, RnnError};
-use crate::gpu::gated_persistent::GatedPersistentSpec;
 use crate::gpu::kernels::Kernels;
-use crate::gpu::persistent::PersistentSpec;
-use crate::shaders::{self, WeightPrecision};
+use crate::gpu::persistent::PersistentSpecs;
+use crate::shaders::WeightPrecision;
 
 /// A device, its queue and this crate's compiled pipelines. Cheap to clone (shared inside);
 /// `Send + Sync`, so one context can serve models on many threads.
@@ -37,9 +36,7 @@ pub(crate) struct ContextInner {
     /// Taken around every piece of GPU work on wgpu's GL backend (see `gl_guard`).
     gl_serial: Mutex<()>,
     /// Persistent kernels compiled so far, by specialisation.
-    persistent: Mutex<HashMap<PersistentSpec, Arc<wgpu::ComputePipeline>>>,
-    /// Persistent LSTM / GRU kernels compiled so far.
-    gated_persistent: Mutex<HashMap<GatedPersistentSpec, Arc<wgpu::ComputePipeline>>>,
+    persistent: Mutex<HashMap<PersistentSpecs, Arc<wgpu::ComputePipeline>>>,
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -130,7 +127,6 @@ impl GpuContext {
                 lost,
                 timeout: Mutex::new(Duration::from_secs(120)),
                 persistent: Mutex::new(HashMap::new()),
-                gated_persistent: Mutex::new(HashMap::new()),
                 gl_serial: Mutex::new(()),
                 counters,
             }),
@@ -226,10 +222,11 @@ impl GpuContext {
         cpu_subgroup_size(&self.inner.device)
     }
 
-    /// The persistent kernel `spec`, compiled on first use and cached for the context.
+    /// The persistent kernel (Elman or gated) `spec`, compiled on first use and cached for
+    /// the context.
     pub(crate) fn persistent_pipeline(
         &self,
-        spec: &PersistentSpec,
+        spec: &PersistentSpecs,
     ) -> Result<Arc<wgpu::ComputePipeline>> {
         let mut cache = self
             .inner
@@ -239,15 +236,16 @@ impl GpuContext {
         if let Some(pipeline) = cache.get(spec) {
             return Ok(Arc::clone(pipeline));
         }
+        let (label, source, projects_ahead) = spec.compile_inputs();
         let scopes = self.error_scopes();
         let pipeline = self.inner.kernels.step.compile_persistent(
             &self.inner.device,
             &self.inner.counters,
-            "persistent_recurrence",
-            &shaders::with_weights(&spec.wgsl(), spec.weights),
-            spec.projects_ahead.is_some(),
+            label,
+            &source,
+            projects_ahead,
         );
-        scopes.finish(self, "compiling the persistent kernel")?;
+        scopes.finish(self, &format!("compiling the {label} kernel"))?;
         let pipeline = Arc::new(pipeline);
         cache.insert(*spec, Arc::clone(&pipeline));
         Ok(pipeline)
@@ -285,33 +283,6 @@ impl GpuContext {
                 Ok(self.inner.kernels_f16.get_or_init(|| kernels))
             }
         }
-    }
-
-    /// The persistent LSTM / GRU kernel `spec`, compiled on first use and cached.
-    pub(crate) fn gated_persistent_pipeline(
-        &self,
-        spec: &GatedPersistentSpec,
-    ) -> Result<Arc<wgpu::ComputePipeline>> {
-        let mut cache = self
-            .inner
-            .gated_persistent
-            .lock()
-            .map_err(|_| RnnError::Gpu("a previous compilation panicked".into()))?;
-        if let Some(pipeline) = cache.get(spec) {
-            return Ok(Arc::clone(pipeline));
-        }
-        let scopes = self.error_scopes();
-        let pipeline = self.inner.kernels.step.compile_persistent(
-            &self.inner.device,
-            &self.inner.counters,
-            "gated_persistent",
-            &shaders::with_weights(&spec.wgsl(), spec.weights),
-            spec.projects_ahead.is_some(),
-        );
-        scopes.finish(self, "compiling the persistent gated kernel")?;
-        let pipeline = Arc::new(pipeline);
-        cache.insert(*spec, Arc::clone(&pipeline));
-        Ok(pipeline)
     }
 
     /// On wgpu's GL backend, serialises this crate's GPU work across threads. GL has one

@@ -10,9 +10,11 @@ use crate::error::{Result, RnnError};
 use crate::gpu::architecture::{Architecture, Cell, UnitWeights};
 use crate::gpu::context::GpuContext;
 use crate::gpu::gated_persistent::GatedPersistentSpec;
-use crate::gpu::persistent::{PERSISTENT_MAX_HIDDEN, PersistentSpec, STEPS_PER_DISPATCH};
+use crate::gpu::persistent::{
+    PERSISTENT_MAX_HIDDEN, PersistentSpec, PersistentSpecs, STEPS_PER_DISPATCH,
+};
 use crate::gpu::scheduler::InitialState;
-use crate::gpu::workspace::{PersistentKernel, PersistentSpecs, Workspace, check_limits};
+use crate::gpu::workspace::{PersistentKernel, Workspace, check_limits};
 use crate::head::Linear;
 use crate::layout::ForwardShape;
 use crate::precision::WeightPrecision;
@@ -181,10 +183,10 @@ impl Engine {
         let scopes = ctx.error_scopes();
         // Compiled now, so that making the model pays for it rather than its first forward.
         persistent
-            .map(|spec| ctx.persistent_pipeline(&spec))
+            .map(|spec| ctx.persistent_pipeline(&PersistentSpecs::Elman(spec)))
             .transpose()?;
         gated_persistent
-            .map(|spec| ctx.gated_persistent_pipeline(&spec))
+            .map(|spec| ctx.persistent_pipeline(&PersistentSpecs::Gated(spec)))
             .transpose()?;
         let upload = |label: &str, data: &[u8]| {
             ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {

@@ -9,7 +9,8 @@
 use std::fmt::Write;
 
 use crate::gpu::ahead;
-use crate::gpu::gated_persistent;
+use crate::gpu::gated_persistent::{self, GatedPersistentSpec};
+use crate::gpu::kernels::ProjectionParams;
 use crate::gpu::projection::SubgroupProjection;
 use crate::shaders::{self, WeightPrecision};
 
@@ -377,6 +378,53 @@ impl PersistentSpec {
             .replace("{{SAVE_STATE}}", &save_state)
             .replace("{{BARRIER}}", barrier)
             .replace("{{SUBGROUP_LANE}}", sub_builtin)
+    }
+}
+
+/// A persistent kernel's specialisation: the Elman or the gated kernel. The context caches
+/// their pipelines by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum PersistentSpecs {
+    Elman(PersistentSpec),
+    Gated(GatedPersistentSpec),
+}
+
+impl PersistentSpecs {
+    /// The kernel and the timesteps per dispatch of a layer that projects ahead, where that
+    /// pays (see [`ahead::plan`]).
+    pub fn projecting_ahead(
+        self,
+        projection: &ProjectionParams,
+        directions: usize,
+        seq_len: usize,
+    ) -> Option<(Self, usize)> {
+        let shape = match self {
+            PersistentSpecs::Elman(spec) => spec.ahead_shape(),
+            PersistentSpecs::Gated(spec) => spec.ahead_shape(),
+        };
+        let (form, chunk) = ahead::plan(shape, projection, directions, seq_len)?;
+        let spec = match self {
+            PersistentSpecs::Elman(spec) => PersistentSpecs::Elman(spec.projecting_ahead(form)),
+            PersistentSpecs::Gated(spec) => PersistentSpecs::Gated(spec.projecting_ahead(form)),
+        };
+        Some((spec, chunk))
+    }
+
+    /// What compiling the kernel takes: its label, its WGSL for its weights' precision, and
+    /// whether it projects ahead (its bind group layout).
+    pub fn compile_inputs(&self) -> (&'static str, String, bool) {
+        match self {
+            PersistentSpecs::Elman(spec) => (
+                "persistent_recurrence",
+                shaders::with_weights(&spec.wgsl(), spec.weights).into_owned(),
+                spec.projects_ahead.is_some(),
+            ),
+            PersistentSpecs::Gated(spec) => (
+                "gated_persistent",
+                shaders::with_weights(&spec.wgsl(), spec.weights).into_owned(),
+                spec.projects_ahead.is_some(),
+            ),
+        }
     }
 }
 

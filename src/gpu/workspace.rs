@@ -6,16 +6,14 @@ use std::sync::{Arc, mpsc};
 
 use crate::config::Nonlinearity;
 use crate::error::{Result, RnnError};
-use crate::gpu::ahead;
 use crate::gpu::architecture::{Architecture, Cell};
 use crate::gpu::context::GpuContext;
 use crate::gpu::engine::{Engine, wavefront_pays};
-use crate::gpu::gated_persistent::GatedPersistentSpec;
 use crate::gpu::kernels::{
     ProjectionBindings, ProjectionKernel, ProjectionParams, StepBindings, StepIndex,
     StepLayerParams,
 };
-use crate::gpu::persistent::PersistentSpec;
+use crate::gpu::persistent::PersistentSpecs;
 use crate::layout::ForwardShape;
 use crate::precision::WeightPrecision;
 
@@ -98,43 +96,6 @@ pub(crate) struct PersistentKernel {
     /// The kernel's specialisation (with `batch_tile`), from which the layers that project
     /// ahead derive theirs.
     pub spec: PersistentSpecs,
-}
-
-/// A persistent kernel's specialisation: the Elman or the gated kernel.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum PersistentSpecs {
-    Elman(PersistentSpec),
-    Gated(GatedPersistentSpec),
-}
-
-impl PersistentSpecs {
-    /// The kernel and the timesteps per dispatch of a layer that projects ahead, where that
-    /// pays (see [`ahead::plan`]).
-    fn projecting_ahead(
-        self,
-        projection: &ProjectionParams,
-        directions: usize,
-        seq_len: usize,
-    ) -> Option<(Self, usize)> {
-        let shape = match self {
-            PersistentSpecs::Elman(spec) => spec.ahead_shape(),
-            PersistentSpecs::Gated(spec) => spec.ahead_shape(),
-        };
-        let (form, chunk) = ahead::plan(shape, projection, directions, seq_len)?;
-        let spec = match self {
-            PersistentSpecs::Elman(spec) => PersistentSpecs::Elman(spec.projecting_ahead(form)),
-            PersistentSpecs::Gated(spec) => PersistentSpecs::Gated(spec.projecting_ahead(form)),
-        };
-        Some((spec, chunk))
-    }
-
-    /// The kernel's pipeline, compiled on first use and cached by the context.
-    fn pipeline(&self, ctx: &GpuContext) -> Result<Arc<wgpu::ComputePipeline>> {
-        match self {
-            PersistentSpecs::Elman(spec) => ctx.persistent_pipeline(spec),
-            PersistentSpecs::Gated(spec) => ctx.gated_persistent_pipeline(spec),
-        }
-    }
 }
 
 /// A layer that runs the persistent kernel projecting ahead (see
@@ -496,7 +457,7 @@ impl Workspace {
             step_groups.push(kernels.step.bind_group(ctx, step_bindings));
             ahead.push(match ahead_spec {
                 Some((spec, chunk)) => Some(ProjectingAhead {
-                    pipeline: spec.pipeline(ctx)?,
+                    pipeline: ctx.persistent_pipeline(&spec)?,
                     group: kernels
                         .step
                         .ahead_bind_group(ctx, step_bindings, projection_bindings),
@@ -508,7 +469,7 @@ impl Workspace {
         }
         if let Some(persistent) = persistent.as_mut() {
             if ahead.iter().any(Option::is_none) {
-                persistent.pipeline = Some(persistent.spec.pipeline(ctx)?);
+                persistent.pipeline = Some(ctx.persistent_pipeline(&persistent.spec)?);
             }
         }
         // The wavefront: one bind group for every layer, reading layer 0's projection and
