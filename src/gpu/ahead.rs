@@ -123,12 +123,12 @@ pub(crate) struct WgslParts {
 }
 
 impl WgslParts {
-    /// The parts for a kernel of `lanes` lanes projecting ahead with `projection` (`None`:
-    /// not projecting, P read-only); `recurrence_groups` is the WGSL expression of the
-    /// recurrence's workgroup count along x.
+    /// The parts for `kernel` projecting ahead with `projection` (`None`: not projecting, P
+    /// read-only); `recurrence_groups` is the WGSL expression of the recurrence's workgroup
+    /// count along x.
     pub fn new(
         projection: Option<&SubgroupProjection>,
-        lanes: usize,
+        kernel: KernelShape,
         recurrence_groups: &str,
     ) -> Self {
         let Some(projection) = projection else {
@@ -139,7 +139,7 @@ impl WgslParts {
                 role: String::new(),
             };
         };
-        let columns = 4 * lanes;
+        let (columns, lanes) = (kernel.columns(), kernel.lanes);
         let role = format!(
             "    // Workgroups after the recurrence's project the timesteps of the next dispatch,
     // sharing its tiles between them.

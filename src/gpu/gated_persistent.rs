@@ -301,7 +301,11 @@ impl GatedPersistentSpec {
         }
         let barrier = if memory { "workgroupBarrier()" } else { "" };
         let (io_element, io_functions) = io_functions(self.hidden);
-        let ahead = ahead::WgslParts::new(self.projects_ahead.as_ref(), self.lanes, "layer.batch");
+        let ahead = ahead::WgslParts::new(
+            self.projects_ahead.as_ref(),
+            self.ahead_shape(),
+            "layer.batch",
+        );
         ahead
             .fill(shaders::GATED_PERSISTENT)
             .replace("{{HIDDEN}}", &self.hidden.to_string())

@@ -351,7 +351,7 @@ impl PersistentSpec {
         let (io_element, io_functions) = gated_persistent::io_functions(self.hidden);
         let ahead = ahead::WgslParts::new(
             self.projects_ahead.as_ref(),
-            self.lanes,
+            self.ahead_shape(),
             "(layer.batch + BATCH_TILE - 1u) / BATCH_TILE",
         );
         ahead
