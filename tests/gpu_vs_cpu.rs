@@ -333,6 +333,83 @@ fn wavefront_matches_cpu() {
 }
 
 #[test]
+fn fused_input_matches_cpu() {
+    let Some(ctx) = testing::gpu("fused_input_matches_cpu") else {
+        return;
+    };
+    // On CPU adapters with subgroups (lavapipe), a layer whose recurrence is one subgroup
+    // (H ≤ 64 there) computes x_t·W_ihᵀ + b in each step instead of reading a projection,
+    // where its input is a multiple of four no wider than the padded state, and, above the
+    // first layer, the layer is unidirectional and writes its output where it reads its
+    // input. Odd and friendly sizes, padded batch tiles (N = 5: tiles of four), both
+    // directions of a first layer, reverse time, long sequences, h0 or not, no bias; and
+    // shapes that must not fuse, checked against the CPU alike.
+    let info = ctx.adapter_info();
+    let has_subgroups = ctx.device().features().contains(wgpu::Features::SUBGROUP);
+    let expected = has_subgroups && info.device_type == wgpu::DeviceType::Cpu;
+    let mut failures = Vec::new();
+    for (
+        k,
+        &(input_size, hidden_size, seq_len, batch, num_layers, batch_first, bidirectional, fused),
+    ) in [
+        (64, 64, 1000, 1, 1, false, false, 1),
+        // Layer 1's input (17) is not a multiple of four.
+        (16, 17, 257, 5, 2, false, false, 1),
+        (32, 64, 300, 4, 3, false, false, 3),
+        (4, 1, 3, 1, 1, true, false, 1),
+        // Layer 1 reads the first layer's two directions: it may not fuse.
+        (64, 48, 129, 2, 2, false, true, 1),
+        (12, 20, 17, 3, 2, true, true, 1),
+        // Layer 1 writes the caller's batch-first layout, not where it reads.
+        (8, 8, 100, 3, 2, true, false, 1),
+        // Wider than the padded state (64), or not a multiple of four.
+        (128, 64, 50, 1, 1, false, false, 0),
+        (3, 8, 40, 2, 1, false, false, 0),
+        // H = 100 takes more than one subgroup.
+        (100, 100, 64, 1, 1, false, false, 0),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let problem = Problem {
+            config: RnnConfig {
+                num_layers,
+                batch_first,
+                bidirectional,
+                bias: k % 4 != 3,
+                nonlinearity: if k % 3 == 2 {
+                    Nonlinearity::Relu
+                } else {
+                    Nonlinearity::Tanh
+                },
+                ..RnnConfig::new(input_size, hidden_size)
+            },
+            seq_len,
+            batch,
+            unbatched: false,
+            with_h0: k % 2 == 1,
+            seed: 60 + k as u64,
+            recurrence: Recurrence::Auto,
+        };
+        let weights = RnnWeights::init(&problem.config, problem.seed).unwrap();
+        let gpu = GpuRnn::new(&ctx, problem.config.clone(), &weights).unwrap();
+        let layers = gpu.layers_fusing_input(seq_len, batch).unwrap();
+        println!(
+            "{input_size}x{hidden_size} T={seq_len} N={batch} L={num_layers}: {layers} layer(s) fusing the input"
+        );
+        if expected {
+            assert_eq!(layers, fused, "{problem:?} on {info:?}");
+        } else {
+            assert_eq!(layers, 0, "{problem:?} on {info:?}");
+        }
+        if let Err(e) = problem.check(&ctx) {
+            failures.push(e);
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
 fn projecting_ahead_matches_cpu() {
     let Some(ctx) = testing::gpu("projecting_ahead_matches_cpu") else {
         return;

@@ -436,3 +436,57 @@ fn streams_and_lengths_project_ahead_alike() {
         compare(got.h_n.data(), want.h_n.data(), 1e-4),
     );
 }
+
+#[test]
+fn streams_and_lengths_fuse_the_input_alike() {
+    let Some(ctx) = testing::gpu("streams_and_lengths_fuse_the_input_alike") else {
+        return;
+    };
+    // Layers that compute their input projection in each step on CPU adapters with
+    // subgroups (one-subgroup recurrence, I a multiple of four ≤ the padded state): a stream
+    // in uneven chunks, and sequences of several lengths in padded batch tiles, against the
+    // CPU.
+    let config = RnnConfig {
+        num_layers: 2,
+        ..RnnConfig::new(40, 64)
+    };
+    let weights = RnnWeights::init(&config, 10).unwrap();
+    let rnn = GpuRnn::new(&ctx, config.clone(), &weights).unwrap();
+    let cpu = CpuRnn::new(config.clone(), weights).unwrap();
+    let (steps, n) = (300, 6);
+    println!(
+        "{} layer(s) fusing the input",
+        rnn.layers_fusing_input(steps, n).unwrap()
+    );
+    let input = Tensor::new(values(4, steps * n * 40), &[steps, n, 40]).unwrap();
+    let want = cpu.forward(&input, None).unwrap();
+    let mut stream = rnn
+        .stream(StreamOptions {
+            batch: n,
+            ..StreamOptions::default()
+        })
+        .unwrap();
+    let bounds = [0, 1, 97, 250, steps];
+    let outputs: Vec<Tensor> = bounds
+        .windows(2)
+        .map(|w| stream.push(&frames(&input, false, w[0], w[1])).unwrap())
+        .collect();
+    let streamed = concat(&outputs, false);
+    assert_close("stream", compare(streamed.data(), want.output.data(), 1e-4));
+    assert_close(
+        "stream state",
+        compare(stream.state().unwrap().data(), want.h_n.data(), 1e-4),
+    );
+
+    let lengths = [300, 1, 217, 64, 299, 5];
+    let got = rnn.forward_with_lengths(&input, &lengths, None).unwrap();
+    let want = cpu.forward_with_lengths(&input, &lengths, None).unwrap();
+    assert_close(
+        "lengths",
+        compare(got.output.data(), want.output.data(), 1e-4),
+    );
+    assert_close(
+        "lengths h_n",
+        compare(got.h_n.data(), want.h_n.data(), 1e-4),
+    );
+}

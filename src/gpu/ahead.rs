@@ -9,7 +9,7 @@
 
 use crate::gpu::kernels::ProjectionParams;
 use crate::gpu::persistent::STEPS_PER_DISPATCH;
-use crate::gpu::projection::SubgroupProjection;
+use crate::gpu::projection::{SubgroupProjection, projection_bindings};
 
 /// The fewest timesteps per dispatch: fewer, and the extra dispatches cost more than the
 /// projection they hide.
@@ -163,6 +163,48 @@ impl WgslParts {
             bindings: projection.bindings(6, "read_write"),
             library: projection.tile_library(),
             role,
+        }
+    }
+
+    /// The parts for a kernel that computes its input projection itself, for `input`
+    /// features (see `PersistentSpec::fusing_input`): the projection's inputs bound as when
+    /// projecting ahead (the same bind group layout; P is bound but not read), read with the
+    /// functions `w_ih_at` (main's private `w` hides the binding) and `bias_at`; no tile
+    /// library, no projecting workgroups.
+    pub fn fused_input(input: usize) -> Self {
+        let library = format!(
+            "const INPUT_VEC4S: u32 = {}u;
+
+// W_ih's vec4 `i`, (D·H, I) row-major, as f32s.
+fn w_ih_at(i: u32) -> vec4<f32> {{
+    return vec4<f32>(w[i]);
+}}
+
+// The bias (b_ih + b_hh) of direction d's units row..row+3, zero past the last.
+fn bias_at(d: u32, row: u32) -> vec4<f32> {{
+    var b = vec4<f32>(0.0);
+    if row < HIDDEN {{
+        b.x = bias[d * HIDDEN + row];
+    }}
+    if row + 1u < HIDDEN {{
+        b.y = bias[d * HIDDEN + row + 1u];
+    }}
+    if row + 2u < HIDDEN {{
+        b.z = bias[d * HIDDEN + row + 2u];
+    }}
+    if row + 3u < HIDDEN {{
+        b.w = bias[d * HIDDEN + row + 3u];
+    }}
+    return b;
+}}
+",
+            input / 4
+        );
+        WgslParts {
+            p_access: "read_write",
+            bindings: projection_bindings(6, "read_write", true),
+            library,
+            role: String::new(),
         }
     }
 

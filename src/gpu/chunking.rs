@@ -39,6 +39,35 @@ impl Engine {
         batch: usize,
         batch_first: bool,
     ) -> Result<usize> {
+        self.count_layers(seq_len, batch, batch_first, |ws| {
+            ws.ahead.iter().flatten().count()
+        })
+    }
+
+    /// How many layers compute their input projection in each step (see
+    /// [`GpuRnn::layers_fusing_input`]), counted as [`Self::layers_projecting_ahead`].
+    ///
+    /// [`GpuRnn::layers_fusing_input`]: crate::GpuRnn::layers_fusing_input
+    pub(crate) fn layers_fusing_input(
+        &self,
+        seq_len: usize,
+        batch: usize,
+        batch_first: bool,
+    ) -> Result<usize> {
+        self.count_layers(seq_len, batch, batch_first, |ws| {
+            ws.fused.iter().flatten().count()
+        })
+    }
+
+    /// `count` of the workspace of the first time chunk of a forward over (T = `seq_len`,
+    /// N = `batch`), made as that forward would make it.
+    fn count_layers(
+        &self,
+        seq_len: usize,
+        batch: usize,
+        batch_first: bool,
+        count: impl Fn(&Workspace) -> usize,
+    ) -> Result<usize> {
         let shape = ForwardShape {
             seq_len,
             batch,
@@ -51,7 +80,7 @@ impl Engine {
         };
         let workspace = self.workspace(&part)?;
         let ws = lock(&workspace)?;
-        Ok(ws.ahead.iter().flatten().count())
+        Ok(count(&ws))
     }
 
     pub(crate) fn set_profiling(&self, on: bool) {

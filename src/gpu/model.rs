@@ -105,6 +105,18 @@ impl GpuRnn {
             .layers_projecting_ahead(seq_len, batch, self.config.batch_first)
     }
 
+    /// How many of the model's layers, in a forward over (T = `seq_len`, N = `batch`), run
+    /// the persistent kernel computing their input projection themselves, x_t·W_ihᵀ + b in
+    /// each step, instead of one projection GEMM over all timesteps before it. Used on CPU
+    /// adapters with subgroups where the recurrence is one subgroup (H ≤ 64 on lavapipe), the
+    /// input no wider than the padded state and a multiple of four, and (above the first
+    /// layer) the layer unidirectional and writing its output where it reads its input.
+    /// Makes the workspace of that shape, as its first forward would.
+    pub fn layers_fusing_input(&self, seq_len: usize, batch: usize) -> Result<usize> {
+        self.engine
+            .layers_fusing_input(seq_len, batch, self.config.batch_first)
+    }
+
     /// Turns GPU timing on or off (off by default). While on, every forward measures the GPU
     /// execution time of its compute work with timestamp queries, on adapters that have them
     /// (`Features::TIMESTAMP_QUERY`); read it with [`last_gpu_time`](Self::last_gpu_time).

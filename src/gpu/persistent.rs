@@ -57,6 +57,9 @@ pub(crate) struct PersistentSpec {
     pub weights: WeightPrecision,
     /// Projects ahead with this form of the subgroup projection (see `gpu::ahead`).
     pub projects_ahead: Option<SubgroupProjection>,
+    /// Computes its own input projection, x_t·W_ihᵀ + b, in each step, for inputs of this
+    /// many features, instead of reading P (see [`PersistentSpecs::fusing_input`]).
+    pub fused_input: Option<usize>,
 }
 
 impl PersistentSpec {
@@ -80,6 +83,7 @@ impl PersistentSpec {
                 batch_tile: 1,
                 weights: WeightPrecision::F32,
                 projects_ahead: None,
+                fused_input: None,
             },
             // Whole subgroups (the last one padded; a partial subgroup costs as much on
             // llvmpipe), loading h in slices.
@@ -91,6 +95,7 @@ impl PersistentSpec {
                 batch_tile: 1,
                 weights: WeightPrecision::F32,
                 projects_ahead: None,
+                fused_input: None,
             },
             None => PersistentSpec {
                 hidden,
@@ -100,6 +105,7 @@ impl PersistentSpec {
                 batch_tile: 1,
                 weights: WeightPrecision::F32,
                 projects_ahead: None,
+                fused_input: None,
             },
         }
     }
@@ -139,6 +145,17 @@ impl PersistentSpec {
         debug_assert_eq!(self.subgroup(), Some(projection.lanes));
         PersistentSpec {
             projects_ahead: Some(projection),
+            ..self
+        }
+    }
+
+    /// The same kernel, computing its input projection itself for `input` features (a
+    /// multiple of four: x is read as vec4s).
+    pub fn fusing_input(self, input: usize) -> Self {
+        debug_assert!(self.one_subgroup() && input % 4 == 0);
+        PersistentSpec {
+            fused_input: Some(input),
+            projects_ahead: None,
             ..self
         }
     }
@@ -219,6 +236,36 @@ impl PersistentSpec {
         for i in 0..rows * vec4s {
             let _ = writeln!(load_weights, "    w[{i}] = vec4<f32>(w_hh[w_base + {i}u]);");
         }
+        // The fused input projection: this lane's rows of W_ih, zero for padding rows, and
+        // of the bias, loaded once like W_hh; each step then adds x_t·W_ihᵀ to the sums.
+        let input_vec4s = self.fused_input.map_or(0, |input| input / 4);
+        if self.fused_input.is_some() {
+            let _ = writeln!(
+                load_weights,
+                "    var wi: array<vec4<f32>, {}>;",
+                rows * input_vec4s
+            );
+            for r in 0..rows {
+                let _ = writeln!(
+                    load_weights,
+                    "    let wi_row{r} = (d * HIDDEN + min(row0 + {r}u, HIDDEN - 1u)) * INPUT_VEC4S;"
+                );
+                for k in 0..input_vec4s {
+                    let _ = writeln!(
+                        load_weights,
+                        "    wi[{}] = select(vec4<f32>(0.0), w_ih_at(wi_row{r} + {k}u), row0 + {r}u < HIDDEN);",
+                        r * input_vec4s + k
+                    );
+                }
+            }
+            for q in 0..groups {
+                let _ = writeln!(
+                    load_weights,
+                    "    let bias{q} = bias_at(d, row0 + {}u);",
+                    4 * q
+                );
+            }
+        }
         let mut load_state = String::new();
         for b in 0..tile {
             for q in 0..groups {
@@ -254,10 +301,33 @@ impl PersistentSpec {
         let mut accumulate = String::new();
         for b in 0..tile {
             let _ = writeln!(accumulate, "        let live{b} = t < len{b};");
-            let _ = writeln!(
-                accumulate,
-                "        let p_base{b} = (t * layer.batch + n{b}) * layer.directions * HIDDEN + d * HIDDEN;"
-            );
+            if self.fused_input.is_some() {
+                // x_t in slices of one vec4 per lane, shared within the subgroup like h.
+                let _ = writeln!(
+                    accumulate,
+                    "        let x_base{b} = (t * params.x_stride_t + n{b} * params.x_stride_n) / 4u;"
+                );
+                for j in 0..input_vec4s.div_ceil(self.lanes) {
+                    let _ = writeln!(
+                        accumulate,
+                        "        let xs{b}_{j} = x[x_base{b} + min({}u + lane, INPUT_VEC4S - 1u)];",
+                        j * self.lanes
+                    );
+                }
+                for k in 0..input_vec4s {
+                    let _ = writeln!(
+                        accumulate,
+                        "        let x{b}_{k} = subgroupBroadcast(xs{b}_{}, {}u);",
+                        k / self.lanes,
+                        k % self.lanes
+                    );
+                }
+            } else {
+                let _ = writeln!(
+                    accumulate,
+                    "        let p_base{b} = (t * layer.batch + n{b}) * layer.directions * HIDDEN + d * HIDDEN;"
+                );
+            }
             // Every h vec4 is fetched once per step and feeds all of this lane's rows.
             if let Some(size) = slices {
                 for j in 0..stride / size {
@@ -272,11 +342,12 @@ impl PersistentSpec {
                 accumulate.push_str(&fetch(b, k));
             }
             for q in 0..groups {
-                let _ = writeln!(
-                    accumulate,
-                    "        var a{b}_{q} = p_at(p_base{b}, row0 + {}u);",
-                    4 * q
-                );
+                let start = if self.fused_input.is_some() {
+                    format!("bias{q}")
+                } else {
+                    format!("p_at(p_base{b}, row0 + {}u)", 4 * q)
+                };
+                let _ = writeln!(accumulate, "        var a{b}_{q} = {start};");
             }
         }
         // Per row and sequence, a vec4 of partial sums built with fused multiply-adds and
@@ -297,6 +368,15 @@ impl PersistentSpec {
                         accumulate,
                         "        r{b}_{row} = fma(w[{}], h{b}_{k}, r{b}_{row});",
                         row * vec4s + k
+                    );
+                }
+            }
+            for k in 0..input_vec4s {
+                for b in 0..tile {
+                    let _ = writeln!(
+                        accumulate,
+                        "        r{b}_{row} = fma(wi[{}], x{b}_{k}, r{b}_{row});",
+                        row * input_vec4s + k
                     );
                 }
             }
@@ -349,11 +429,14 @@ impl PersistentSpec {
         };
         let sub_builtin = ahead::builtins(slices.is_some(), self.projects_ahead.is_some());
         let (io_element, io_functions) = gated_persistent::io_functions(self.hidden);
-        let ahead = ahead::WgslParts::new(
-            self.projects_ahead.as_ref(),
-            self.ahead_shape(),
-            "(layer.batch + BATCH_TILE - 1u) / BATCH_TILE",
-        );
+        let ahead = match self.fused_input {
+            Some(input) => ahead::WgslParts::fused_input(input),
+            None => ahead::WgslParts::new(
+                self.projects_ahead.as_ref(),
+                self.ahead_shape(),
+                "(layer.batch + BATCH_TILE - 1u) / BATCH_TILE",
+            ),
+        };
         ahead
             .fill(shaders::PERSISTENT_RECURRENCE)
             .replace("{{IO_ELEMENT}}", io_element)
@@ -410,6 +493,22 @@ impl PersistentSpecs {
         Some((spec, chunk))
     }
 
+    /// The kernel computing the layer's input projection itself, in each step, where that
+    /// pays: an Elman kernel that is one subgroup (small states: x_t then costs what h_{t-1}
+    /// costs, a slice per lane shared by subgroupBroadcast), reading x as vec4s, with an
+    /// input no wider than the padded state (W_ih then stays in private values beside
+    /// W_hh). Each step then does twice the multiply-adds but nothing is projected before the
+    /// recurrence starts: on llvmpipe the projection GEMM runs its loads lane by lane with a
+    /// branch per component, while this kernel loads W_ih once per dispatch.
+    pub fn fusing_input(self, projection: &ProjectionParams) -> Option<Self> {
+        let PersistentSpecs::Elman(spec) = self else {
+            return None;
+        };
+        let input = projection.depth as usize;
+        (spec.one_subgroup() && projection.vec4_aligned() && input <= spec.hidden_pad())
+            .then(|| PersistentSpecs::Elman(spec.fusing_input(input)))
+    }
+
     /// What compiling the kernel takes: its label, its WGSL for its weights' precision, and
     /// whether it projects ahead (its bind group layout).
     pub fn compile_inputs(&self) -> (&'static str, String, bool) {
@@ -417,7 +516,7 @@ impl PersistentSpecs {
             PersistentSpecs::Elman(spec) => (
                 "persistent_recurrence",
                 shaders::with_weights(&spec.wgsl(), spec.weights).into_owned(),
-                spec.projects_ahead.is_some(),
+                spec.projects_ahead.is_some() || spec.fused_input.is_some(),
             ),
             PersistentSpecs::Gated(spec) => (
                 "gated_persistent",
@@ -485,6 +584,12 @@ mod tests {
                             SubgroupProjection::for_subgroup(size, vec4_k, hidden % 4 == 0)
                                 .expect("8 lanes tile the projection");
                         specs.push(specs[0].projecting_ahead(projection));
+                    }
+                }
+                // Computing the input projection in each step, where one subgroup holds h.
+                if specs[0].one_subgroup() {
+                    for input in [4, 16, 64] {
+                        specs.push(specs[0].fusing_input(input));
                     }
                 }
                 for spec in specs {

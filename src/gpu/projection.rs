@@ -50,6 +50,41 @@ const STORE_ROW_VEC4: &str = "fn store_row(r: u32, c0: u32, values: vec4<f32>) {
     p[(base + c0) / 4u] = values;
 }";
 
+/// `ProjectionParams` and the projection's inputs `params`, `x`, `w` and `bias`, as bindings
+/// `first..first + 4` of group 0 (the includer declares `p`, if it writes P); `x_access` is
+/// X's (`read`, or `read_write` where the includer also writes that buffer); X and W are
+/// vec4s along K where `vec4_k`, else scalars.
+pub(crate) fn projection_bindings(first: u32, x_access: &str, vec4_k: bool) -> String {
+    let (x, w) = if vec4_k {
+        ("vec4<f32>", "vec4<weight_t>")
+    } else {
+        ("f32", "weight_t")
+    };
+    format!(
+        "struct ProjectionParams {{
+    rows: u32,
+    cols: u32,
+    depth: u32,
+    batch: u32,
+    x_stride_t: u32,
+    x_stride_n: u32,
+    p_stride_t: u32,
+    p_stride_n: u32,
+}}
+
+@group(0) @binding({}) var<uniform> params: ProjectionParams;
+// X and W: f32s, or vec4s along K where K and X's row strides allow.
+@group(0) @binding({}) var<storage, {x_access}> x: array<{x}>;
+@group(0) @binding({}) var<storage, read> w: array<{w}>;
+@group(0) @binding({}) var<storage, read> bias: array<f32>;
+",
+        first,
+        first + 1,
+        first + 2,
+        first + 3
+    )
+}
+
 /// The subgroup projection for workgroups of exactly `lanes` lanes (one subgroup).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct SubgroupProjection {
@@ -94,27 +129,9 @@ impl SubgroupProjection {
             .replace("{{LANES}}", &self.lanes.to_string())
     }
 
-    /// Declarations of the bindings `project_tile` reads, `params`, `x`, `w` and `bias`, as
-    /// bindings `first..first + 4` of group 0 (the includer declares `p`); `x_access` is X's
-    /// (`read`, or `read_write` where the includer also writes that buffer).
+    /// Declarations of the bindings `project_tile` reads (see [`projection_bindings`]).
     pub fn bindings(&self, first: u32, x_access: &str) -> String {
-        let (x, w) = if self.vec4_k {
-            ("vec4<f32>", "vec4<weight_t>")
-        } else {
-            ("f32", "weight_t")
-        };
-        format!(
-            "@group(0) @binding({}) var<uniform> params: ProjectionParams;
-// X and W: f32s, or vec4s along K where K and X's row strides allow.
-@group(0) @binding({}) var<storage, {x_access}> x: array<{x}>;
-@group(0) @binding({}) var<storage, read> w: array<{w}>;
-@group(0) @binding({}) var<storage, read> bias: array<f32>;
-",
-            first,
-            first + 1,
-            first + 2,
-            first + 3
-        )
+        projection_bindings(first, x_access, self.vec4_k)
     }
 
     /// The element type of P this form stores.

@@ -134,6 +134,19 @@ pub(crate) fn run<T>(
             );
         } else {
             for layer in 0..arch.num_layers {
+                if let (Some(fused), Some(persistent)) = (&ws.fused[layer], &ws.persistent) {
+                    // No projection: the kernel computes x_t·W_ihᵀ + b in each step.
+                    kernels.step.encode_persistent(
+                        &mut pass,
+                        &fused.pipeline,
+                        &fused.group,
+                        0..ws.seq_len as u32,
+                        persistent.steps_per_dispatch,
+                        ws.step_stride,
+                        grid,
+                    );
+                    continue;
+                }
                 if let Some(ahead) = ws.ahead.get(layer).and_then(Option::as_ref) {
                     // The first chunk's projection, then the recurrence projecting the rest
                     // a chunk ahead.

@@ -54,6 +54,8 @@ pub(crate) struct Workspace {
     pub persistent: Option<PersistentKernel>,
     /// Per layer, where it projects ahead instead (its own kernel and bind group).
     pub ahead: Vec<Option<ProjectingAhead>>,
+    /// Per layer, where its kernel computes its input projection itself instead.
+    pub fused: Vec<Option<FusedInput>>,
     /// How the model's weights are stored: which kernels read them.
     pub weights: WeightPrecision,
     /// The wavefront's bind group, when every layer advances in one dispatch per wave (then
@@ -107,6 +109,14 @@ pub(crate) struct ProjectingAhead {
     pub chunk: u32,
     /// Workgroups projecting beside the recurrence.
     pub workers: u32,
+}
+
+/// A layer whose persistent kernel computes its input projection itself, step by step (see
+/// [`PersistentSpecs::fusing_input`]): no projection dispatch before it.
+pub(crate) struct FusedInput {
+    pub pipeline: Arc<wgpu::ComputePipeline>,
+    /// The step's buffers and the projection's inputs, laid out as when projecting ahead.
+    pub group: wgpu::BindGroup,
 }
 
 /// The head's projection over the last layer's output, and its result.
@@ -367,6 +377,7 @@ impl Workspace {
         let mut projection_params = Vec::with_capacity(l);
         let mut step_groups = Vec::with_capacity(l);
         let mut ahead = Vec::with_capacity(l);
+        let mut fused = Vec::with_capacity(l);
         for (k, weights) in layers.iter().enumerate() {
             let last = k + 1 == l;
             // Layer 0 reads the caller's layout; higher layers read the previous layer's
@@ -396,9 +407,18 @@ impl Workspace {
             // where it reads them.
             let in_place = k == 0
                 || (x_strides.t == out_strides.t && (n == 1 || x_strides.n == out_strides.n));
-            let ahead_spec = persistent
+            // Both read X through the projection's bindings, beside the step's.
+            let own_input = persistent
                 .as_ref()
-                .filter(|_| in_place && kernels.step.can_project_ahead())
+                .filter(|_| in_place && kernels.step.can_project_ahead());
+            // Fused, a layer reads x_t just before writing its output at t: above the first
+            // layer, where that is the same place, a second direction would overwrite the
+            // frames the other still has to read.
+            let fused_spec = own_input
+                .filter(|_| k == 0 || d == 1)
+                .and_then(|p| p.spec.fusing_input(&projection));
+            let ahead_spec = own_input
+                .filter(|_| fused_spec.is_none())
                 .and_then(|p| p.spec.projecting_ahead(&projection, d, t));
             let mut step = StepLayerParams {
                 seq_len: t as u32,
@@ -466,9 +486,19 @@ impl Workspace {
                 }),
                 None => None,
             });
+            fused.push(match fused_spec {
+                Some(spec) => Some(FusedInput {
+                    pipeline: ctx.persistent_pipeline(&spec)?,
+                    group: kernels
+                        .step
+                        .ahead_bind_group(ctx, step_bindings, projection_bindings),
+                }),
+                None => None,
+            });
         }
         if let Some(persistent) = persistent.as_mut() {
-            if ahead.iter().any(Option::is_none) {
+            let plain = (0..l).any(|k| ahead[k].is_none() && fused[k].is_none());
+            if plain {
                 persistent.pipeline = Some(ctx.persistent_pipeline(&persistent.spec)?);
             }
         }
@@ -551,6 +581,7 @@ impl Workspace {
             step_groups,
             persistent,
             ahead,
+            fused,
             weights,
             wave_group,
             head,
