@@ -268,7 +268,9 @@ impl<'a> Session<'a> {
             predictor: Predictor::new(),
             over_budget: Vec::new(),
             chunked: Vec::new(),
-            progress: Progress::new(options.configs.len() * options.lengths.len() * paths),
+            progress: Progress::new(
+                options.configs.len() * options.lengths.len() * paths * options.rounds,
+            ),
             notes: Vec::new(),
             torch,
             ort_diff: None,
@@ -307,24 +309,32 @@ impl<'a> Session<'a> {
         Ok(Models { gpu, cpu })
     }
 
+    /// One point: every path `--rounds` times, alternating, each keeping its median round.
     fn measure_length(&mut self, shape: Shape, seq_len: usize, models: &Models) -> Row {
         let sampling = self.sampling;
         // Made only if a path runs: the largest inputs are a GiB.
         let input = OnceCell::new();
         let input = || input.get_or_init(|| shape.make_input(seq_len));
-        let gpu = models.gpu.as_ref().and_then(|model| {
-            let timing = self.measure(Path::Gpu, shape, seq_len, || {
-                measure::time_gpu(model, input(), sampling)
-            })?;
-            self.note_time_chunks(model, shape, seq_len);
-            Some(timing)
-        });
-        let cpu = models.cpu.as_ref().and_then(|model| {
-            self.measure(Path::Cpu, shape, seq_len, || {
-                measure::time_cpu(model, input(), sampling)
-            })
-        });
-        let (torch, ort) = self.measure_torch(shape, seq_len);
+        let mut rounds: [Vec<Timing>; 4] = Default::default();
+        for _ in 0..self.options.rounds {
+            let gpu = models.gpu.as_ref().and_then(|model| {
+                let timing = self.measure(Path::Gpu, shape, seq_len, || {
+                    measure::time_gpu(model, input(), sampling)
+                })?;
+                self.note_time_chunks(model, shape, seq_len);
+                Some(timing)
+            });
+            let cpu = models.cpu.as_ref().and_then(|model| {
+                self.measure(Path::Cpu, shape, seq_len, || {
+                    measure::time_cpu(model, input(), sampling)
+                })
+            });
+            let (torch, ort) = self.measure_torch(shape, seq_len);
+            for (kept, timing) in rounds.iter_mut().zip([gpu, cpu, torch, ort]) {
+                kept.extend(timing);
+            }
+        }
+        let [gpu, cpu, torch, ort] = rounds.map(median_round);
         Row {
             shape,
             seq_len,
@@ -548,5 +558,42 @@ fn chart(ctx: &GpuContext, cell: Cell, rows: &[Row]) -> svg::Chart {
         x_label: "sequence length T (log scale)".into(),
         y_label: "median time per forward, ms (log scale)".into(),
         series,
+    }
+}
+
+/// The round whose median time is the median of the rounds' (the lower middle one of an even
+/// count), or `None` where the path did not run.
+fn median_round(mut rounds: Vec<Timing>) -> Option<Timing> {
+    rounds.sort_by_key(|timing| timing.median);
+    let middle = rounds.len().checked_sub(1)? / 2;
+    Some(rounds.swap_remove(middle))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::median_round;
+    use crate::measure::Timing;
+
+    fn timing(ms: u64) -> Timing {
+        Timing {
+            median: Duration::from_millis(ms),
+            gpu: None,
+            runs: 3,
+        }
+    }
+
+    #[test]
+    fn the_median_round_is_kept() {
+        assert!(median_round(Vec::new()).is_none());
+        let kept = |ms: &[u64]| median_round(ms.iter().map(|&ms| timing(ms)).collect());
+        assert_eq!(kept(&[7]).unwrap().median, Duration::from_millis(7));
+        assert_eq!(kept(&[9, 2, 5]).unwrap().median, Duration::from_millis(5));
+        // An even count keeps the lower middle round.
+        assert_eq!(
+            kept(&[9, 2, 5, 4]).unwrap().median,
+            Duration::from_millis(4)
+        );
     }
 }

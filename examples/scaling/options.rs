@@ -40,6 +40,10 @@ FLAGS:
     --torch-threads N     torch.set_num_threads and onnxruntime's intra-op threads for
                           --torch [default: 2, the baseline the targets are stated against;
                           1 shows what a busy second core costs PyTorch's OpenMP threads]
+    --rounds N            measure each point N times, our paths and PyTorch alternating
+                          round by round, and keep each path's median round: on a shared,
+                          noisy machine one slow stretch then cannot decide a ratio
+                          [default: 1]
     --out DIR             where scaling.csv, fit.csv and scaling.svg go
                           [default: target/scaling]
     --gemm                measure only the input-projection GEMM (rows = T·N = 4096,
@@ -83,6 +87,8 @@ pub struct Options {
     pub torch: Option<String>,
     /// `--torch-threads`.
     pub torch_threads: usize,
+    /// `--rounds`: each point is measured this many times, the paths alternating.
+    pub rounds: usize,
 }
 
 const DEFAULT_CONFIGS: &str = "64x1,256x16,1024x64";
@@ -108,6 +114,7 @@ struct Flags {
     gpu_budget: Option<Option<Duration>>,
     out_dir: Option<PathBuf>,
     cell: Option<Cell>,
+    rounds: Option<usize>,
     torch: Option<String>,
     torch_threads: Option<usize>,
 }
@@ -164,6 +171,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             .unwrap_or_else(|| PathBuf::from("target/scaling")),
         torch: flags.torch,
         torch_threads: flags.torch_threads.unwrap_or(DEFAULT_TORCH_THREADS),
+        rounds: flags.rounds.unwrap_or(1),
     }))
 }
 
@@ -195,6 +203,7 @@ fn read_flags(args: impl IntoIterator<Item = String>) -> Result<Flags, String> {
             "--cell" => flags.cell = Some(parse_cell(&value()?)?),
             "--torch" => flags.torch = Some(parse_python(&value()?)?),
             "--torch-threads" => flags.torch_threads = Some(positive(&name, &value()?)?),
+            "--rounds" => flags.rounds = Some(positive(&name, &value()?)?),
             _ => return Err(format!("unknown argument `{arg}`")),
         }
         let takes_value = [
@@ -206,6 +215,7 @@ fn read_flags(args: impl IntoIterator<Item = String>) -> Result<Flags, String> {
             "--cell",
             "--torch",
             "--torch-threads",
+            "--rounds",
         ];
         if inline.is_some() && !takes_value.contains(&name.as_str()) {
             return Err(format!("{name} takes no value"));
@@ -411,5 +421,20 @@ mod tests {
         };
         assert_eq!(options.torch_threads, 1);
         assert!(parse_args(&["--torch-threads", "0"]).is_err());
+    }
+
+    #[test]
+    fn rounds() {
+        let rounds = |args: &[&str]| match parse_args(args) {
+            Ok(Command::Report(options)) => Ok(options.rounds),
+            Ok(_) => panic!("{args:?}: not a report"),
+            Err(error) => Err(error),
+        };
+        assert_eq!(rounds(&[]), Ok(1));
+        assert_eq!(rounds(&["--rounds", "5"]), Ok(5));
+        assert_eq!(rounds(&["--rounds=3", "--quick"]), Ok(3));
+        for bad in [&["--rounds", "0"][..], &["--rounds"], &["--rounds", "two"]] {
+            assert!(rounds(bad).is_err(), "{bad:?}");
+        }
     }
 }
