@@ -332,45 +332,33 @@ fn wavefront_matches_cpu() {
     }
 }
 
-#[test]
-fn fused_input_matches_cpu() {
-    let Some(ctx) = testing::gpu("fused_input_matches_cpu") else {
-        return;
-    };
-    // On CPU adapters with subgroups (lavapipe), a layer whose recurrence is one subgroup
-    // (H ≤ 64 there) computes x_t·W_ihᵀ + b in each step instead of reading a projection,
-    // where its input is a multiple of four no wider than the padded state, and, above the
-    // first layer, the layer is unidirectional and writes its output where it reads its
-    // input. Odd and friendly sizes, padded batch tiles (N = 5: tiles of four), both
-    // directions of a first layer, reverse time, long sequences, h0 or not, no bias; and
-    // shapes that must not fuse, checked against the CPU alike.
-    let info = ctx.adapter_info();
+/// A shape for [`check_layer_plans`]: (I, H, T, N, layers, batch_first, bidirectional, the
+/// layers expected to take the plan on CPU adapters with subgroups).
+type PlanCase = (usize, usize, usize, usize, usize, bool, bool, usize);
+
+/// Whether the layer plans (fused input, projecting ahead) apply on `ctx`'s adapter: a CPU
+/// adapter with subgroups.
+fn plans_apply(ctx: &GpuContext) -> bool {
     let has_subgroups = ctx.device().features().contains(wgpu::Features::SUBGROUP);
-    let expected = has_subgroups && info.device_type == wgpu::DeviceType::Cpu;
+    has_subgroups && ctx.adapter_info().device_type == wgpu::DeviceType::Cpu
+}
+
+/// Runs every case against the CPU, after checking that `layers` (how many of a model's
+/// layers take some plan for (T, N)) counts the expected layers on CPU adapters with
+/// subgroups, where the plans apply, and none elsewhere.
+fn check_layer_plans(
+    ctx: &GpuContext,
+    plan: &str,
+    cases: &[PlanCase],
+    seed: u64,
+    layers: impl Fn(&GpuRnn, usize, usize) -> usize,
+) {
+    let info = ctx.adapter_info();
+    let expected = plans_apply(ctx);
     let mut failures = Vec::new();
-    for (
-        k,
-        &(input_size, hidden_size, seq_len, batch, num_layers, batch_first, bidirectional, fused),
-    ) in [
-        (64, 64, 1000, 1, 1, false, false, 1),
-        // Layer 1's input (17) is not a multiple of four.
-        (16, 17, 257, 5, 2, false, false, 1),
-        (32, 64, 300, 4, 3, false, false, 3),
-        (4, 1, 3, 1, 1, true, false, 1),
-        // Layer 1 reads the first layer's two directions: it may not fuse.
-        (64, 48, 129, 2, 2, false, true, 1),
-        (12, 20, 17, 3, 2, true, true, 1),
-        // Layer 1 writes the caller's batch-first layout, not where it reads.
-        (8, 8, 100, 3, 2, true, false, 1),
-        // Wider than the padded state (64), or not a multiple of four.
-        (128, 64, 50, 1, 1, false, false, 0),
-        (3, 8, 40, 2, 1, false, false, 0),
-        // H = 100 takes more than one subgroup.
-        (100, 100, 64, 1, 1, false, false, 0),
-    ]
-    .iter()
-    .enumerate()
-    {
+    for (k, &case) in cases.iter().enumerate() {
+        let (input_size, hidden_size, seq_len, batch, num_layers, batch_first, bidirectional, want) =
+            case;
         let problem = Problem {
             config: RnnConfig {
                 num_layers,
@@ -388,25 +376,59 @@ fn fused_input_matches_cpu() {
             batch,
             unbatched: false,
             with_h0: k % 2 == 1,
-            seed: 60 + k as u64,
+            seed: seed + k as u64,
             recurrence: Recurrence::Auto,
         };
         let weights = RnnWeights::init(&problem.config, problem.seed).unwrap();
-        let gpu = GpuRnn::new(&ctx, problem.config.clone(), &weights).unwrap();
-        let layers = gpu.layers_fusing_input(seq_len, batch).unwrap();
+        let gpu = GpuRnn::new(ctx, problem.config.clone(), &weights).unwrap();
+        let got = layers(&gpu, seq_len, batch);
         println!(
-            "{input_size}x{hidden_size} T={seq_len} N={batch} L={num_layers}: {layers} layer(s) fusing the input"
+            "{input_size}x{hidden_size} T={seq_len} N={batch} L={num_layers}: {got} layer(s) {plan}"
         );
-        if expected {
-            assert_eq!(layers, fused, "{problem:?} on {info:?}");
-        } else {
-            assert_eq!(layers, 0, "{problem:?} on {info:?}");
-        }
-        if let Err(e) = problem.check(&ctx) {
+        assert_eq!(
+            got,
+            if expected { want } else { 0 },
+            "{problem:?} on {info:?}"
+        );
+        if let Err(e) = problem.check(ctx) {
             failures.push(e);
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn fused_input_matches_cpu() {
+    let Some(ctx) = testing::gpu("fused_input_matches_cpu") else {
+        return;
+    };
+    // On CPU adapters with subgroups (lavapipe), a layer whose recurrence is one subgroup
+    // (H ≤ 64 there) computes x_t·W_ihᵀ + b in each step instead of reading a projection,
+    // where its input is a multiple of four no wider than the padded state, and, above the
+    // first layer, the layer is unidirectional and writes its output where it reads its
+    // input. Odd and friendly sizes, padded batch tiles (N = 5: tiles of four), both
+    // directions of a first layer, reverse time, long sequences, h0 or not, no bias; and
+    // shapes that must not fuse, checked against the CPU alike.
+    let cases = [
+        (64, 64, 1000, 1, 1, false, false, 1),
+        // Layer 1's input (17) is not a multiple of four.
+        (16, 17, 257, 5, 2, false, false, 1),
+        (32, 64, 300, 4, 3, false, false, 3),
+        (4, 1, 3, 1, 1, true, false, 1),
+        // Layer 1 reads the first layer's two directions: it may not fuse.
+        (64, 48, 129, 2, 2, false, true, 1),
+        (12, 20, 17, 3, 2, true, true, 1),
+        // Layer 1 writes the caller's batch-first layout, not where it reads.
+        (8, 8, 100, 3, 2, true, false, 1),
+        // Wider than the padded state (64), or not a multiple of four.
+        (128, 64, 50, 1, 1, false, false, 0),
+        (3, 8, 40, 2, 1, false, false, 0),
+        // H = 100 takes more than one subgroup.
+        (100, 100, 64, 1, 1, false, false, 0),
+    ];
+    check_layer_plans(&ctx, "fusing the input", &cases, 60, |gpu, t, n| {
+        gpu.layers_fusing_input(t, n).unwrap()
+    });
 }
 
 #[test]
@@ -420,60 +442,23 @@ fn projecting_ahead_matches_cpu() {
     // recurrence runs the chunk before. Odd and friendly sizes (scalar and vec4 loads of X and P),
     // ragged last chunks, stacked layers in both layouts (above the first only where a layer
     // writes its output where it reads its input), h0 or not; and shapes that must not
-    // project ahead (two workgroups, a small projection), checked against the CPU alike.
-    let info = ctx.adapter_info();
-    let has_subgroups = ctx.device().features().contains(wgpu::Features::SUBGROUP);
-    let expected = has_subgroups && info.device_type == wgpu::DeviceType::Cpu;
-    let mut failures = Vec::new();
-    for (k, &(input_size, hidden_size, seq_len, batch, num_layers, batch_first, layers_ahead)) in [
-        (128, 128, 1000, 1, 2, false, 2),
+    // project ahead (two workgroups, a small projection: H = 64 fuses its input instead),
+    // checked against the CPU alike.
+    let cases = [
+        (128, 128, 1000, 1, 2, false, false, 2),
         // I > H: projecting a chunk on one core would outlast the recurrence.
-        (257, 64, 300, 4, 1, true, 0),
-        (130, 130, 257, 1, 3, true, 3),
-        (256, 256, 1100, 1, 1, false, 1),
-        (66, 250, 129, 1, 2, false, 2),
+        (257, 64, 300, 4, 1, true, false, 0),
+        (130, 130, 257, 1, 3, true, false, 3),
+        (256, 256, 1100, 1, 1, false, false, 1),
+        (66, 250, 129, 1, 2, false, false, 2),
         // Two sequences of H = 100: two workgroups.
-        (300, 100, 2000, 2, 3, true, 0),
-        (120, 140, 700, 1, 3, true, 3),
-        (64, 64, 1000, 1, 1, false, 0),
-    ]
-    .iter()
-    .enumerate()
-    {
-        let problem = Problem {
-            config: RnnConfig {
-                num_layers,
-                batch_first,
-                nonlinearity: if k % 3 == 2 {
-                    Nonlinearity::Relu
-                } else {
-                    Nonlinearity::Tanh
-                },
-                ..RnnConfig::new(input_size, hidden_size)
-            },
-            seq_len,
-            batch,
-            unbatched: false,
-            with_h0: k % 2 == 1,
-            seed: 40 + k as u64,
-            recurrence: Recurrence::Auto,
-        };
-        let weights = RnnWeights::init(&problem.config, problem.seed).unwrap();
-        let gpu = GpuRnn::new(&ctx, problem.config.clone(), &weights).unwrap();
-        let ahead = gpu.layers_projecting_ahead(seq_len, batch).unwrap();
-        println!(
-            "{input_size}x{hidden_size} T={seq_len} N={batch} L={num_layers}: {ahead} layer(s) projecting ahead"
-        );
-        if expected {
-            assert_eq!(ahead, layers_ahead, "{problem:?} on {info:?}");
-        } else {
-            assert_eq!(ahead, 0, "{problem:?} on {info:?}");
-        }
-        if let Err(e) = problem.check(&ctx) {
-            failures.push(e);
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+        (300, 100, 2000, 2, 3, true, false, 0),
+        (120, 140, 700, 1, 3, true, false, 3),
+        (64, 64, 1000, 1, 1, false, false, 0),
+    ];
+    check_layer_plans(&ctx, "projecting ahead", &cases, 40, |gpu, t, n| {
+        gpu.layers_projecting_ahead(t, n).unwrap()
+    });
 
     // With a Linear head after the last layer, whole and in time chunks (each chunk projects
     // ahead in its own workspace).
@@ -505,7 +490,7 @@ fn projecting_ahead_matches_cpu() {
         let ahead = gpu.layers_projecting_ahead(steps, n).unwrap();
         println!("head, budget {budget:?}: chunks of {chunk}, {ahead} layer(s) projecting ahead");
         assert_eq!(chunk < steps, budget.is_some());
-        if expected {
+        if plans_apply(&ctx) {
             assert_eq!(ahead, 2, "head, budget {budget:?}");
         }
         let got = gpu.forward(&input, None).unwrap();

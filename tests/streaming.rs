@@ -3,8 +3,8 @@
 
 use wgpu_rnn::compare::{Comparison, compare};
 use wgpu_rnn::{
-    CpuRnn, GpuContext, GpuRnn, Nonlinearity, Rnn, RnnConfig, RnnError, RnnWeights, StreamOptions,
-    Tensor, testing,
+    CpuRnn, GpuContext, GpuRnn, Nonlinearity, Rnn, RnnConfig, RnnError, RnnOutput, RnnWeights,
+    StreamOptions, Tensor, testing,
 };
 
 fn values(seed: u64, len: usize) -> Vec<f32> {
@@ -376,6 +376,33 @@ fn long_sequences_with_wide_state_match_cpu() {
     assert_close("T=1200 h_n", compare(got.h_n.data(), want.h_n.data(), 1e-4));
 }
 
+/// Pushes the sequence-first `input` (N = `batch`) through a stream of `rnn` in the chunks
+/// between consecutive `bounds`, and checks its outputs and final state against `want`.
+fn assert_streams_alike(
+    rnn: &GpuRnn,
+    input: &Tensor,
+    batch: usize,
+    bounds: &[usize],
+    want: &RnnOutput,
+) {
+    let mut stream = rnn
+        .stream(StreamOptions {
+            batch,
+            ..StreamOptions::default()
+        })
+        .unwrap();
+    let outputs: Vec<Tensor> = bounds
+        .windows(2)
+        .map(|w| stream.push(&frames(input, false, w[0], w[1])).unwrap())
+        .collect();
+    let streamed = concat(&outputs, false);
+    assert_close("stream", compare(streamed.data(), want.output.data(), 1e-4));
+    assert_close(
+        "stream state",
+        compare(stream.state().unwrap().data(), want.h_n.data(), 1e-4),
+    );
+}
+
 #[test]
 fn streams_and_lengths_project_ahead_alike() {
     let Some(ctx) = testing::gpu("streams_and_lengths_project_ahead_alike") else {
@@ -398,21 +425,7 @@ fn streams_and_lengths_project_ahead_alike() {
         "stream chunks of 250: {} layer(s) projecting ahead",
         rnn.layers_projecting_ahead(250, 1).unwrap()
     );
-    let mut stream = rnn.stream(StreamOptions::default()).unwrap();
-    let outputs: Vec<Tensor> = (0..steps)
-        .step_by(250)
-        .map(|t0| {
-            stream
-                .push(&frames(&input, false, t0, (t0 + 250).min(steps)))
-                .unwrap()
-        })
-        .collect();
-    let streamed = concat(&outputs, false);
-    assert_close("stream", compare(streamed.data(), want.output.data(), 1e-4));
-    assert_close(
-        "stream state",
-        compare(stream.state().unwrap().data(), want.h_n.data(), 1e-4),
-    );
+    assert_streams_alike(&rnn, &input, 1, &[0, 250, 500, steps], &want);
 
     let config = RnnConfig::new(128, 130);
     let weights = RnnWeights::init(&config, 9).unwrap();
@@ -460,23 +473,7 @@ fn streams_and_lengths_fuse_the_input_alike() {
     );
     let input = Tensor::new(values(4, steps * n * 40), &[steps, n, 40]).unwrap();
     let want = cpu.forward(&input, None).unwrap();
-    let mut stream = rnn
-        .stream(StreamOptions {
-            batch: n,
-            ..StreamOptions::default()
-        })
-        .unwrap();
-    let bounds = [0, 1, 97, 250, steps];
-    let outputs: Vec<Tensor> = bounds
-        .windows(2)
-        .map(|w| stream.push(&frames(&input, false, w[0], w[1])).unwrap())
-        .collect();
-    let streamed = concat(&outputs, false);
-    assert_close("stream", compare(streamed.data(), want.output.data(), 1e-4));
-    assert_close(
-        "stream state",
-        compare(stream.state().unwrap().data(), want.h_n.data(), 1e-4),
-    );
+    assert_streams_alike(&rnn, &input, n, &[0, 1, 97, 250, steps], &want);
 
     let lengths = [300, 1, 217, 64, 299, 5];
     let got = rnn.forward_with_lengths(&input, &lengths, None).unwrap();

@@ -362,22 +362,18 @@ impl PersistentSpec {
                     row * vec4s
                 );
             }
-            for k in 1..vec4s {
-                for b in 0..tile {
-                    let _ = writeln!(
-                        accumulate,
-                        "        r{b}_{row} = fma(w[{}], h{b}_{k}, r{b}_{row});",
-                        row * vec4s + k
-                    );
-                }
-            }
-            for k in 0..input_vec4s {
-                for b in 0..tile {
-                    let _ = writeln!(
-                        accumulate,
-                        "        r{b}_{row} = fma(wi[{}], x{b}_{k}, r{b}_{row});",
-                        row * input_vec4s + k
-                    );
+            // The terms of h_{t-1} (the first one started the sums), then those of x_t where
+            // the input is fused.
+            let terms = [("w", "h", vec4s, 1), ("wi", "x", input_vec4s, 0)];
+            for (weights, values, width, first) in terms {
+                for k in first..width {
+                    for b in 0..tile {
+                        let _ = writeln!(
+                            accumulate,
+                            "        r{b}_{row} = fma({weights}[{}], {values}{b}_{k}, r{b}_{row});",
+                            row * width + k
+                        );
+                    }
                 }
             }
             for b in 0..tile {
