@@ -77,11 +77,14 @@ fn rnn_kernels_read_f16_weights() {
         return;
     };
     let mut worst_vs_f32 = 0.0f64;
-    // Persistent (H ≤ 256; projecting ahead where I·H ≥ 128² and T spans chunks), per-step
+    // Persistent (H ≤ 256; projecting ahead where I·H ≥ 128² and T spans chunks, fusing the
+    // input at H ≤ 64), per-step
     // unit and block kernels, and a wavefront (L = 2, N ≥ 4, no bias: the wavefront stores
     // b_ih + b_hh as one f16).
     for (config, recurrence, batch, steps) in [
         (RnnConfig::new(5, 64), Recurrence::Auto, 3, 12),
+        // Fusing its input on CPU adapters with subgroups (I a multiple of four ≤ H).
+        (RnnConfig::new(8, 64), Recurrence::Auto, 3, 12),
         (RnnConfig::new(128, 128), Recurrence::Auto, 1, 200),
         (
             RnnConfig {
@@ -129,8 +132,9 @@ fn rnn_kernels_read_f16_weights() {
             .forward(&input, None)
             .unwrap();
         let ahead = gpu.layers_projecting_ahead(steps, batch).unwrap();
+        let fused = gpu.layers_fusing_input(steps, batch).unwrap();
         let what = format!("{config:?} {recurrence:?} N={batch} T={steps}");
-        println!("{what}: {ahead} layer(s) projecting ahead");
+        println!("{what}: {ahead} layer(s) projecting ahead, {fused} fusing the input");
         let vs_rounded = check(&what, got.output.data(), want.output.data(), TOLERANCE);
         check(&what, got.h_n.data(), want.h_n.data(), TOLERANCE);
         // Against the f32 weights the rounding shows, within the stated tolerance.
