@@ -172,4 +172,31 @@ fn repeated_forwards_create_no_gpu_resources() {
     rnn.forward(&other, None).unwrap();
     rnn.forward(&input, None).unwrap();
     assert_eq!(ctx.resource_counts(), second);
+
+    // A model whose layers compute their input projection in the step, on CPU adapters
+    // with subgroups (their own pipeline and bind group): likewise.
+    let config = RnnConfig {
+        num_layers: 2,
+        ..RnnConfig::new(8, 16)
+    };
+    let weights = RnnWeights::init(&config, 10).unwrap();
+    let fused = GpuRnn::new(&ctx, config, &weights).unwrap();
+    let input = Tensor::new(
+        (0..7 * 3 * 8).map(|i| (i as f32).cos()).collect(),
+        &[7, 3, 8],
+    )
+    .unwrap();
+    println!(
+        "{} layer(s) fusing the input",
+        fused.layers_fusing_input(7, 3).unwrap()
+    );
+    fused.forward(&input, None).unwrap();
+    let warm = ctx.resource_counts();
+    for _ in 0..3 {
+        fused.forward(&input, None).unwrap();
+        fused
+            .forward_with_lengths(&input, &[7, 2, 5], None)
+            .unwrap();
+    }
+    assert_eq!(ctx.resource_counts(), warm, "fused forwards allocated");
 }
