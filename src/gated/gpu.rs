@@ -87,8 +87,10 @@ impl GpuGatedRnn {
     /// As [`GpuRnn::layers_projecting_ahead`](crate::GpuRnn::layers_projecting_ahead), where
     /// the projection's width counts every gate (I·G·H ≥ 128², I ≤ H).
     pub fn layers_projecting_ahead(&self, seq_len: usize, batch: usize) -> Result<usize> {
-        self.engine
-            .layers_projecting_ahead(seq_len, batch, self.config.batch_first)
+        let (ahead, _) = self
+            .engine
+            .layer_plans(seq_len, batch, self.config.batch_first)?;
+        Ok(ahead)
     }
 
     /// As [`GpuRnn::set_profiling`](crate::GpuRnn::set_profiling).

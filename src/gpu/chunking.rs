@@ -28,46 +28,19 @@ impl Engine {
         self.chunk_len(&shape)
     }
 
-    /// How many layers project their input ahead (see [`GpuRnn::layers_projecting_ahead`])
-    /// in a forward over (T = `seq_len`, N = `batch`) in the model's layout, in its first
-    /// time chunk.
+    /// How many layers own their input projection in a forward over (T = `seq_len`,
+    /// N = `batch`) in the model's layout, in its first time chunk: (projecting ahead, fusing
+    /// the input); see [`GpuRnn::layers_projecting_ahead`] and [`GpuRnn::layers_fusing_input`].
+    /// Makes that chunk's workspace as the forward would.
     ///
     /// [`GpuRnn::layers_projecting_ahead`]: crate::GpuRnn::layers_projecting_ahead
-    pub(crate) fn layers_projecting_ahead(
-        &self,
-        seq_len: usize,
-        batch: usize,
-        batch_first: bool,
-    ) -> Result<usize> {
-        self.count_layers(seq_len, batch, batch_first, |ws| {
-            ws.ahead.iter().flatten().count()
-        })
-    }
-
-    /// How many layers compute their input projection in each step (see
-    /// [`GpuRnn::layers_fusing_input`]), counted as [`Self::layers_projecting_ahead`].
-    ///
     /// [`GpuRnn::layers_fusing_input`]: crate::GpuRnn::layers_fusing_input
-    pub(crate) fn layers_fusing_input(
+    pub(crate) fn layer_plans(
         &self,
         seq_len: usize,
         batch: usize,
         batch_first: bool,
-    ) -> Result<usize> {
-        self.count_layers(seq_len, batch, batch_first, |ws| {
-            ws.fused.iter().flatten().count()
-        })
-    }
-
-    /// `count` of the workspace of the first time chunk of a forward over (T = `seq_len`,
-    /// N = `batch`), made as that forward would make it.
-    fn count_layers(
-        &self,
-        seq_len: usize,
-        batch: usize,
-        batch_first: bool,
-        count: impl Fn(&Workspace) -> usize,
-    ) -> Result<usize> {
+    ) -> Result<(usize, usize)> {
         let shape = ForwardShape {
             seq_len,
             batch,
@@ -80,7 +53,10 @@ impl Engine {
         };
         let workspace = self.workspace(&part)?;
         let ws = lock(&workspace)?;
-        Ok(count(&ws))
+        Ok((
+            ws.ahead.iter().flatten().count(),
+            ws.fused.iter().flatten().count(),
+        ))
     }
 
     pub(crate) fn set_profiling(&self, on: bool) {

@@ -101,8 +101,10 @@ impl GpuRnn {
     /// project all timesteps first. Makes the workspace of that shape, as its first forward
     /// would.
     pub fn layers_projecting_ahead(&self, seq_len: usize, batch: usize) -> Result<usize> {
-        self.engine
-            .layers_projecting_ahead(seq_len, batch, self.config.batch_first)
+        let (ahead, _) = self
+            .engine
+            .layer_plans(seq_len, batch, self.config.batch_first)?;
+        Ok(ahead)
     }
 
     /// How many of the model's layers, in a forward over (T = `seq_len`, N = `batch`), run
@@ -113,8 +115,10 @@ impl GpuRnn {
     /// layer) the layer unidirectional and writing its output where it reads its input.
     /// Makes the workspace of that shape, as its first forward would.
     pub fn layers_fusing_input(&self, seq_len: usize, batch: usize) -> Result<usize> {
-        self.engine
-            .layers_fusing_input(seq_len, batch, self.config.batch_first)
+        let (_, fused) = self
+            .engine
+            .layer_plans(seq_len, batch, self.config.batch_first)?;
+        Ok(fused)
     }
 
     /// Turns GPU timing on or off (off by default). While on, every forward measures the GPU
