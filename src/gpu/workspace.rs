@@ -101,7 +101,7 @@ pub(crate) struct PersistentKernel {
 }
 
 /// A layer that runs the persistent kernel projecting ahead (see
-/// `shaders/persistent_recurrence.wgsl` and [`persistent::projecting_ahead`]).
+/// `shaders/persistent_recurrence.wgsl` and [`PersistentSpecs::projecting_ahead`]).
 pub(crate) struct ProjectingAhead {
     pub pipeline: Arc<wgpu::ComputePipeline>,
     pub group: wgpu::BindGroup,
