@@ -5,7 +5,9 @@
 //! projected by the ordinary projection dispatch, with a grid of its rows only.
 //!
 //! This module owns when that pays ([`plan`]) and the WGSL a kernel adds for it
-//! ([`WgslParts`]); the kernels' generators fill their templates' placeholders with it.
+//! ([`WgslParts`]); the kernels' generators fill their templates' placeholders with it. The
+//! same placeholders take the parts of a kernel that fuses its input instead
+//! ([`WgslParts::fused_input`]): it binds the projection's inputs the same way.
 
 use crate::gpu::kernels::ProjectionParams;
 use crate::gpu::persistent::STEPS_PER_DISPATCH;

@@ -405,8 +405,9 @@ impl ProjectionKernel {
 /// the gated and persistent kernels, which bind the same buffers.
 pub(crate) struct RecurrentStepKernel {
     pub(crate) layout: wgpu::BindGroupLayout,
-    /// The layout of persistent kernels that project ahead: these bindings with P writable,
-    /// then the projection's params, X, W_ih and bias (6..9); only on devices that allow
+    /// The layout of persistent kernels that read X themselves (projecting ahead, or fusing
+    /// their input): these bindings with P writable, then the projection's params, X, W_ih
+    /// and bias (6..9); only on devices that allow
     /// its [`AHEAD_STORAGE_BUFFERS`] storage buffers (wgpu's downlevel limits allow 4).
     ahead_layout: Option<wgpu::BindGroupLayout>,
     pipeline: wgpu::ComputePipeline,
@@ -421,8 +422,8 @@ pub(crate) struct RecurrentStepKernel {
 /// Invocations per workgroup along the hidden units.
 pub(crate) const STEP_WORKGROUP: u32 = 64;
 
-/// Storage buffers of the persistent kernel that projects ahead: W_hh, P, the state, the
-/// output, X, W_ih and the bias.
+/// Storage buffers of the persistent kernels that read X themselves (projecting ahead or
+/// fusing their input): W_hh, P, the state, the output, X, W_ih and the bias.
 pub(crate) const AHEAD_STORAGE_BUFFERS: u32 = 7;
 
 /// Invocations of the block kernel along units and along sequences (8 × 8 a workgroup).
@@ -549,7 +550,8 @@ impl RecurrentStepKernel {
     }
 
     /// Compiles a persistent kernel (Elman or gated) against this kernel's bind group layout
-    /// or, `projecting_ahead`, the layout that adds the projection's bindings.
+    /// or, `projecting_ahead` (also set for a kernel fusing its input), the layout that adds
+    /// the projection's bindings.
     pub fn compile_persistent(
         &self,
         device: &wgpu::Device,
@@ -567,13 +569,14 @@ impl RecurrentStepKernel {
         compute_pipeline(device, counters, label, source, layout)
     }
 
-    /// Whether the device allows the persistent kernel that projects ahead.
+    /// Whether the device allows the persistent kernels that read X themselves (projecting
+    /// ahead, fusing their input): their layout's seven storage buffers.
     pub fn can_project_ahead(&self) -> bool {
         self.ahead_layout.is_some()
     }
 
-    /// The bind group of a persistent kernel projecting ahead: the step's buffers, then the
-    /// projection's (whose P must be the step's).
+    /// The bind group of a persistent kernel projecting ahead or fusing its input: the
+    /// step's buffers, then the projection's (whose P must be the step's).
     pub fn ahead_bind_group(
         &self,
         ctx: &GpuContext,

@@ -506,7 +506,8 @@ impl PersistentSpecs {
     }
 
     /// What compiling the kernel takes: its label, its WGSL for its weights' precision, and
-    /// whether it projects ahead (its bind group layout).
+    /// whether it reads the projection's bindings (projecting ahead or fusing its input: the
+    /// bind group layout it needs).
     pub fn compile_inputs(&self) -> (&'static str, String, bool) {
         match self {
             PersistentSpecs::Elman(spec) => (
