@@ -59,7 +59,7 @@ pub(crate) fn with_weights(source: &str, precision: WeightPrecision) -> std::bor
 
 /// The persistent kernels projecting ahead, for representative sizes: they need 7 storage
 /// buffers per stage, beyond wgpu's downlevel limits, and are compiled only where the device
-/// allows them (see `gpu::kernels::AHEAD_STORAGE_BUFFERS`).
+/// allows them (see `gpu::kernels::OWN_INPUT_STORAGE_BUFFERS`).
 pub(crate) fn beyond_downlevel_sources() -> Vec<(String, String)> {
     use crate::gpu::architecture::{Architecture, Cell};
     use crate::gpu::gated_persistent::GatedPersistentSpec;

@@ -1,7 +1,10 @@
 //! Contexts made from a caller's own device, and what happens when the device goes away.
 
 use wgpu_rnn::compare::compare;
-use wgpu_rnn::{CpuRnn, GpuContext, GpuRnn, Rnn, RnnConfig, RnnError, RnnWeights, Tensor, testing};
+use wgpu_rnn::{
+    CpuRnn, GpuContext, GpuOptions, GpuRnn, Recurrence, Rnn, RnnConfig, RnnError, RnnWeights,
+    Tensor, testing,
+};
 
 /// Opens a device the way an application with its own renderer would.
 fn callers_device() -> Option<(wgpu::Device, wgpu::Queue)> {
@@ -199,4 +202,81 @@ fn repeated_forwards_create_no_gpu_resources() {
             .unwrap();
     }
     assert_eq!(ctx.resource_counts(), warm, "fused forwards allocated");
+}
+
+#[test]
+fn layers_fusing_their_input_allocate_no_projections() {
+    if testing::gpu("layers_fusing_their_input_allocate_no_projections").is_none() {
+        return;
+    }
+    // Two stacked unidirectional layers whose inputs are multiples of four: both fuse on
+    // CPU adapters with subgroups; elsewhere neither does.
+    let ctx = GpuContext::new().unwrap();
+    let config = RnnConfig {
+        num_layers: 2,
+        ..RnnConfig::new(12, 16)
+    };
+    let weights = RnnWeights::init(&config, 11).unwrap();
+    let auto = GpuRnn::with_options(
+        &ctx,
+        config.clone(),
+        &weights,
+        GpuOptions::recurrence(Recurrence::Auto),
+    )
+    .unwrap();
+    let per_step = GpuRnn::with_options(
+        &ctx,
+        config,
+        &weights,
+        GpuOptions::recurrence(Recurrence::PerStep),
+    )
+    .unwrap();
+    let (steps, batch) = (300, 3);
+    let input = Tensor::new(
+        (0..steps * batch * 12)
+            .map(|i| (i as f32 * 0.3).sin())
+            .collect(),
+        &[steps, batch, 12],
+    )
+    .unwrap();
+    let allocated = |model: &GpuRnn| {
+        let before = ctx.resource_counts().buffer_bytes;
+        model.forward(&input, None).unwrap();
+        ctx.resource_counts().buffer_bytes - before
+    };
+    // The two paths make the same buffers but for P, the projections: T·N·H floats,
+    // against the 16 bytes a fused forward keeps bound.
+    let (fused_bytes, per_step_bytes) = (allocated(&auto), allocated(&per_step));
+    let fused = auto.layers_fusing_input(steps, batch).unwrap();
+    println!("{fused} of 2 layers fuse their input");
+    assert_eq!(per_step.layers_fusing_input(steps, batch).unwrap(), 0);
+    let projections = (steps * batch * 16 * 4) as u64;
+    println!("workspace bytes: {fused_bytes} fused, {per_step_bytes} per step");
+    if fused == 2 {
+        assert_eq!(per_step_bytes - fused_bytes, projections - 16);
+    } else {
+        assert_eq!(per_step_bytes, fused_bytes);
+    }
+
+    // The time-chunking budget counts P only where it is allocated: the smallest budget
+    // that holds the whole sequence at once is smaller by it.
+    let smallest_whole = |model: &GpuRnn| {
+        let (mut low, mut high) = (1u64, 1u64 << 32);
+        while low < high {
+            let mid = (low + high) / 2;
+            model.set_workspace_budget(Some(mid));
+            match model.time_chunk(steps, batch) {
+                Ok(chunk) if chunk == steps => high = mid,
+                _ => low = mid + 1,
+            }
+        }
+        low
+    };
+    let (fused_budget, per_step_budget) = (smallest_whole(&auto), smallest_whole(&per_step));
+    println!("smallest budget for T = {steps}: {fused_budget} fused, {per_step_budget} per step");
+    if fused == 2 {
+        assert_eq!(per_step_budget - fused_budget, projections);
+    } else {
+        assert_eq!(per_step_budget, fused_budget);
+    }
 }

@@ -1881,6 +1881,17 @@ fn pinned_crashing_calls_get_typed_errors() {
             }),
         ),
         (
+            // Under a budget, sizing the chunk asks which layers fuse their input: of a shape
+            // within the limits, not of T = usize::MAX, whose frame offsets overflow.
+            "time_chunk(usize::MAX, 2) under a budget of 0",
+            Box::new(|| {
+                model.set_workspace_budget(Some(0));
+                let chunk = model.time_chunk(usize::MAX, 2);
+                model.set_workspace_budget(None);
+                chunk.map(|_| ())
+            }),
+        ),
+        (
             // The state's element count overflows usize.
             "stream(batch: usize::MAX / 2)",
             Box::new(|| {

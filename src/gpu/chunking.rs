@@ -120,14 +120,26 @@ impl Engine {
             .min(u64::from(limits.max_compute_workgroups_per_dimension) * 32 / batch);
         let budget = self.budget.load(Ordering::Relaxed);
         if budget != u64::MAX {
-            // Per timestep: input and its upload, projections, layer output, the result (head
-            // output) and its readback, a step uniform.
-            let per_step = (2 * floats(arch.input_size)
-                + floats(arch.projection_cols())
-                + 2 * floats(arch.output_size()))
-            .saturating_mul(batch)
-            .saturating_add(2 * result_frame)
-            .saturating_add(align);
+            // Which layers fuse their input does not depend on T: ask of a chunk within the
+            // limits (a frame of the widest features fits a binding), whose sizes cannot
+            // overflow.
+            let within_limits = ForwardShape {
+                seq_len: chunk.min(shape.seq_len as u64) as usize,
+                ..*shape
+            };
+            // Per timestep: input and its upload, projections (none where every layer
+            // computes its own), layer output, the result (head output) and its readback, a
+            // step uniform.
+            let projections = if chunk > 0 && self.fuses_every_layer(&within_limits) {
+                0
+            } else {
+                floats(arch.projection_cols())
+            };
+            let per_step =
+                (2 * floats(arch.input_size) + projections + 2 * floats(arch.output_size()))
+                    .saturating_mul(batch)
+                    .saturating_add(2 * result_frame)
+                    .saturating_add(align);
             // Per call: two state halves, their readback, the lengths, a projected LSTM's
             // scratch.
             let scratch = floats(arch.directions * arch.hidden_size).saturating_mul(batch);

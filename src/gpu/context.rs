@@ -236,14 +236,14 @@ impl GpuContext {
         if let Some(pipeline) = cache.get(spec) {
             return Ok(Arc::clone(pipeline));
         }
-        let (label, source, projects_ahead) = spec.compile_inputs();
+        let (label, source, owns_input) = spec.compile_inputs();
         let scopes = self.error_scopes();
         let pipeline = self.inner.kernels.step.compile_persistent(
             &self.inner.device,
             &self.inner.counters,
             label,
             &source,
-            projects_ahead,
+            owns_input,
         );
         scopes.finish(self, &format!("compiling the {label} kernel"))?;
         let pipeline = Arc::new(pipeline);
@@ -311,7 +311,11 @@ impl GpuContext {
 
     /// A buffer, counted.
     pub(crate) fn create_buffer(&self, desc: &wgpu::BufferDescriptor<'_>) -> wgpu::Buffer {
-        self.inner.counters.buffers.fetch_add(1, Ordering::Relaxed);
+        let counters = &self.inner.counters;
+        counters.buffers.fetch_add(1, Ordering::Relaxed);
+        counters
+            .buffer_bytes
+            .fetch_add(desc.size, Ordering::Relaxed);
         self.inner.device.create_buffer(desc)
     }
 
@@ -320,7 +324,10 @@ impl GpuContext {
         &self,
         desc: &wgpu::util::BufferInitDescriptor<'_>,
     ) -> wgpu::Buffer {
-        self.inner.counters.buffers.fetch_add(1, Ordering::Relaxed);
+        let counters = &self.inner.counters;
+        counters.buffers.fetch_add(1, Ordering::Relaxed);
+        let bytes = desc.contents.len() as u64;
+        counters.buffer_bytes.fetch_add(bytes, Ordering::Relaxed);
         self.inner.device.create_buffer_init(desc)
     }
 
@@ -339,6 +346,9 @@ impl GpuContext {
 pub struct ResourceCounts {
     /// Buffers (weights, workspaces, staging).
     pub buffers: u64,
+    /// The bytes of those buffers (created so far, like the counts: a dropped workspace's
+    /// buffers still count).
+    pub buffer_bytes: u64,
     /// Bind groups.
     pub bind_groups: u64,
     /// Compute pipelines.
@@ -350,6 +360,7 @@ pub struct ResourceCounts {
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub buffers: AtomicU64,
+    pub buffer_bytes: AtomicU64,
     pub bind_groups: AtomicU64,
     pub pipelines: AtomicU64,
 }
@@ -358,6 +369,7 @@ impl Counters {
     fn snapshot(&self) -> ResourceCounts {
         ResourceCounts {
             buffers: self.buffers.load(Ordering::Relaxed),
+            buffer_bytes: self.buffer_bytes.load(Ordering::Relaxed),
             bind_groups: self.bind_groups.load(Ordering::Relaxed),
             pipelines: self.pipelines.load(Ordering::Relaxed),
         }

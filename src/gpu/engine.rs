@@ -14,7 +14,9 @@ use crate::gpu::persistent::{
     PERSISTENT_MAX_HIDDEN, PersistentSpec, PersistentSpecs, STEPS_PER_DISPATCH,
 };
 use crate::gpu::scheduler::InitialState;
-use crate::gpu::workspace::{PersistentKernel, Workspace, check_limits};
+use crate::gpu::workspace::{
+    LayerFrames, PersistentKernel, Workspace, check_limits, fused_input_spec,
+};
 use crate::head::Linear;
 use crate::layout::ForwardShape;
 use crate::precision::WeightPrecision;
@@ -315,25 +317,7 @@ impl Engine {
             Some(i) => cache.remove(i),
             None => {
                 check_limits(&self.ctx, &self.arch, shape)?;
-                let persistent = match (self.persistent, self.gated_persistent) {
-                    (Some(spec), _) => {
-                        let spec = spec.with_batch_tile(spec.batch_tile_for(shape.batch));
-                        // Compiled by the workspace, for the layers that need it.
-                        Some(PersistentKernel {
-                            pipeline: None,
-                            batch_tile: spec.batch_tile as u32,
-                            steps_per_dispatch: STEPS_PER_DISPATCH,
-                            spec: PersistentSpecs::Elman(spec),
-                        })
-                    }
-                    (None, Some(spec)) => Some(PersistentKernel {
-                        pipeline: None,
-                        batch_tile: 1,
-                        steps_per_dispatch: STEPS_PER_DISPATCH,
-                        spec: PersistentSpecs::Gated(spec),
-                    }),
-                    (None, None) => None,
-                };
+                let persistent = self.persistent_kernel(shape.batch);
                 let scopes = self.ctx.error_scopes();
                 let workspace = Workspace::new(self, persistent, shape);
                 scopes.finish(&self.ctx, "allocating the workspace")?;
@@ -344,6 +328,40 @@ impl Engine {
         cache.insert(0, Arc::clone(&workspace));
         cache.truncate(CACHED_SHAPES);
         Ok(workspace)
+    }
+
+    /// The persistent kernel a forward of `batch` sequences runs, if any (the workspace
+    /// compiles it, for the layers that need it).
+    fn persistent_kernel(&self, batch: usize) -> Option<PersistentKernel> {
+        match (self.persistent, self.gated_persistent) {
+            (Some(spec), _) => {
+                let spec = spec.with_batch_tile(spec.batch_tile_for(batch));
+                Some(PersistentKernel {
+                    pipeline: None,
+                    batch_tile: spec.batch_tile as u32,
+                    steps_per_dispatch: STEPS_PER_DISPATCH,
+                    spec: PersistentSpecs::Elman(spec),
+                })
+            }
+            (None, Some(spec)) => Some(PersistentKernel {
+                pipeline: None,
+                batch_tile: 1,
+                steps_per_dispatch: STEPS_PER_DISPATCH,
+                spec: PersistentSpecs::Gated(spec),
+            }),
+            (None, None) => None,
+        }
+    }
+
+    /// Whether every layer of a forward over `shape` computes its input projection itself
+    /// (see [`PersistentSpecs::fusing_input`]): its workspace then has no projections.
+    pub(crate) fn fuses_every_layer(&self, shape: &ForwardShape) -> bool {
+        let persistent = self.persistent_kernel(shape.batch);
+        let has_head = self.head.is_some();
+        (0..self.arch.num_layers).all(|k| {
+            let frames = LayerFrames::new(&self.arch, has_head, shape, k);
+            fused_input_spec(&self.ctx, &self.arch, persistent.as_ref(), &frames).is_some()
+        })
     }
 
     pub(crate) fn set_workspace_budget(&self, bytes: Option<u64>) {

@@ -408,8 +408,8 @@ pub(crate) struct RecurrentStepKernel {
     /// The layout of persistent kernels that read X themselves (projecting ahead, or fusing
     /// their input): these bindings with P writable, then the projection's params, X, W_ih
     /// and bias (6..9); only on devices that allow
-    /// its [`AHEAD_STORAGE_BUFFERS`] storage buffers (wgpu's downlevel limits allow 4).
-    ahead_layout: Option<wgpu::BindGroupLayout>,
+    /// its [`OWN_INPUT_STORAGE_BUFFERS`] storage buffers (wgpu's downlevel limits allow 4).
+    own_input_layout: Option<wgpu::BindGroupLayout>,
     pipeline: wgpu::ComputePipeline,
     block: wgpu::ComputePipeline,
     /// The block kernel as one subgroup sharing h by broadcast, and the subgroup size, on
@@ -424,7 +424,7 @@ pub(crate) const STEP_WORKGROUP: u32 = 64;
 
 /// Storage buffers of the persistent kernels that read X themselves (projecting ahead or
 /// fusing their input): W_hh, P, the state, the output, X, W_ih and the bias.
-pub(crate) const AHEAD_STORAGE_BUFFERS: u32 = 7;
+pub(crate) const OWN_INPUT_STORAGE_BUFFERS: u32 = 7;
 
 /// Invocations of the block kernel along units and along sequences (8 × 8 a workgroup).
 const BLOCK_WORKGROUP: u32 = 8;
@@ -488,7 +488,7 @@ impl RecurrentStepKernel {
             entries: &step_entries(true),
         });
         let storage_buffers = device.limits().max_storage_buffers_per_shader_stage;
-        let ahead_layout = (storage_buffers >= AHEAD_STORAGE_BUFFERS).then(|| {
+        let own_input_layout = (storage_buffers >= OWN_INPUT_STORAGE_BUFFERS).then(|| {
             let mut entries = step_entries(false).to_vec();
             entries.extend([
                 uniform_entry(6, size_of::<ProjectionParams>(), false),
@@ -502,7 +502,7 @@ impl RecurrentStepKernel {
                 storage_entry(9, true),
             ]);
             device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: Some("persistent_recurrence projecting ahead"),
+                label: Some("persistent kernel reading its input"),
                 entries: &entries,
             })
         });
@@ -541,7 +541,7 @@ impl RecurrentStepKernel {
         });
         RecurrentStepKernel {
             layout,
-            ahead_layout,
+            own_input_layout,
             pipeline,
             block,
             block_subgroup,
@@ -558,12 +558,12 @@ impl RecurrentStepKernel {
         counters: &Counters,
         label: &str,
         source: &str,
-        projecting_ahead: bool,
+        owns_input: bool,
     ) -> wgpu::ComputePipeline {
-        // Kernels that project ahead come only where the layout exists (`can_project_ahead`);
-        // elsewhere wgpu's validation would report the mismatch as an error.
-        let layout = match (projecting_ahead, &self.ahead_layout) {
-            (true, Some(ahead)) => ahead,
+        // Kernels that read X themselves come only where their layout exists
+        // (`can_own_input`); elsewhere wgpu's validation would report the mismatch as an error.
+        let layout = match (owns_input, &self.own_input_layout) {
+            (true, Some(own_input)) => own_input,
             _ => &self.layout,
         };
         compute_pipeline(device, counters, label, source, layout)
@@ -571,13 +571,13 @@ impl RecurrentStepKernel {
 
     /// Whether the device allows the persistent kernels that read X themselves (projecting
     /// ahead, fusing their input): their layout's seven storage buffers.
-    pub fn can_project_ahead(&self) -> bool {
-        self.ahead_layout.is_some()
+    pub fn can_own_input(&self) -> bool {
+        self.own_input_layout.is_some()
     }
 
     /// The bind group of a persistent kernel projecting ahead or fusing its input: the
     /// step's buffers, then the projection's (whose P must be the step's).
-    pub fn ahead_bind_group(
+    pub fn own_input_bind_group(
         &self,
         ctx: &GpuContext,
         step: StepBindings<'_>,
@@ -593,8 +593,8 @@ impl RecurrentStepKernel {
         ]);
         bind_group(
             ctx,
-            "persistent_recurrence projecting ahead",
-            self.ahead_layout.as_ref().unwrap_or(&self.layout),
+            "persistent kernel reading its input",
+            self.own_input_layout.as_ref().unwrap_or(&self.layout),
             &resources,
         )
     }

@@ -14,7 +14,7 @@ use crate::gpu::kernels::{
     StepLayerParams,
 };
 use crate::gpu::persistent::PersistentSpecs;
-use crate::layout::ForwardShape;
+use crate::layout::{ForwardShape, FrameStrides};
 use crate::precision::WeightPrecision;
 
 /// Buffers and bind groups for forwards of one (T, N).
@@ -179,6 +179,84 @@ pub(crate) fn lengths_offset(state_len: usize) -> u64 {
     (2 * state_len * 4) as u64
 }
 
+/// How layer `k` of a forward reads its input frames and writes its output frames.
+#[derive(Clone, Copy)]
+pub(crate) struct LayerFrames {
+    /// Its input projection, X·W_ihᵀ + b over the input frames.
+    pub projection: ProjectionParams,
+    pub out_strides: FrameStrides,
+    /// The first layer, reading the caller's input.
+    pub first: bool,
+    /// It writes its output where it reads its input. Layers above the first read the
+    /// output buffer they write: projecting ahead, a layer writes timestep t while projecting
+    /// later ones, so it must write them where it reads them.
+    pub in_place: bool,
+}
+
+impl LayerFrames {
+    /// Layer `k` of a forward over `shape`, followed by a head or not. Layer 0 reads the
+    /// caller's layout; higher layers read the previous layer's sequence-first output. Only
+    /// the last layer writes the caller's layout, unless a head follows: then the head does.
+    pub fn new(arch: &Architecture, head: bool, shape: &ForwardShape, k: usize) -> Self {
+        let (t, n) = (shape.seq_len, shape.batch);
+        let seq_first = ForwardShape {
+            batch_first: false,
+            ..*shape
+        };
+        let x_strides = if k == 0 {
+            shape.frame_strides(arch.input_size)
+        } else {
+            seq_first.frame_strides(arch.output_size())
+        };
+        let writes_result = k + 1 == arch.num_layers && !head;
+        let out_strides =
+            if writes_result { *shape } else { seq_first }.frame_strides(arch.output_size());
+        let cols = arch.projection_cols();
+        LayerFrames {
+            projection: ProjectionParams {
+                rows: (t * n) as u32,
+                cols: cols as u32,
+                depth: arch.layer_input_size(k) as u32,
+                batch: n as u32,
+                x_stride_t: x_strides.t as u32,
+                x_stride_n: x_strides.n as u32,
+                p_stride_t: (n * cols) as u32,
+                p_stride_n: cols as u32,
+            },
+            out_strides,
+            first: k == 0,
+            in_place: k == 0
+                || (x_strides.t == out_strides.t && (n == 1 || x_strides.n == out_strides.n)),
+        }
+    }
+}
+
+/// The persistent kernel a layer with `frames` runs where it reads its input itself
+/// (projecting ahead or fusing it): both read X through the projection's bindings, beside
+/// the step's.
+fn owns_input<'a>(
+    ctx: &GpuContext,
+    persistent: Option<&'a PersistentKernel>,
+    frames: &LayerFrames,
+) -> Option<&'a PersistentKernel> {
+    persistent.filter(|_| frames.in_place && ctx.inner().kernels.step.can_own_input())
+}
+
+/// The kernel of a layer with `frames` that computes its input projection itself, where one
+/// does (see [`PersistentSpecs::fusing_input`]). Fused, a layer reads x_t just before
+/// writing its output at t: above the first layer, where that is the same place, a second
+/// direction would overwrite the frames the other still has to read.
+pub(crate) fn fused_input_spec(
+    ctx: &GpuContext,
+    arch: &Architecture,
+    persistent: Option<&PersistentKernel>,
+    frames: &LayerFrames,
+) -> Option<PersistentSpecs> {
+    owns_input(ctx, persistent, frames)
+        .filter(|_| frames.first || arch.directions == 1)
+        .and_then(|p| p.spec.fusing_input(&frames.projection))
+}
+
 fn floats(len: usize) -> u64 {
     // Never a zero-sized buffer: every size here is at least one element anyway.
     (len.max(1) * 4) as u64
@@ -318,7 +396,22 @@ impl Workspace {
                 (len, storage | wgpu::BufferUsages::COPY_SRC)
             }
         };
-        let projections = buffer("projections", t * n * arch.projection_cols(), storage);
+        // Each layer's frames, and which layers compute their input projection themselves:
+        // where every layer does, nothing reads P (it keeps four floats, one vec4: the
+        // kernels still bind it, and wgpu checks a binding holds one element).
+        let frames: Vec<LayerFrames> = (0..l)
+            .map(|k| LayerFrames::new(arch, head.is_some(), shape, k))
+            .collect();
+        let fused_specs: Vec<Option<PersistentSpecs>> = frames
+            .iter()
+            .map(|frames| fused_input_spec(ctx, arch, persistent.as_ref(), frames))
+            .collect();
+        let projections_len = if fused_specs.iter().all(Option::is_some) {
+            4
+        } else {
+            t * n * arch.projection_cols()
+        };
+        let projections = buffer("projections", projections_len, storage);
         let (output_size, output_usage) = match head {
             None => result_buffer(layer_output_len),
             Some(_) => (layer_output_len, storage),
@@ -379,44 +472,13 @@ impl Workspace {
         let mut ahead = Vec::with_capacity(l);
         let mut fused = Vec::with_capacity(l);
         for (k, weights) in layers.iter().enumerate() {
-            let last = k + 1 == l;
-            // Layer 0 reads the caller's layout; higher layers read the previous layer's
-            // sequence-first output. Only the last layer writes the caller's layout, unless a
-            // head follows: then the head does.
-            let x_strides = if k == 0 {
-                shape.frame_strides(arch.input_size)
-            } else {
-                seq_first.frame_strides(arch.output_size())
-            };
-            let writes_result = last && head.is_none();
-            let out_strides =
-                if writes_result { *shape } else { seq_first }.frame_strides(arch.output_size());
-            let cols = arch.projection_cols();
-            let projection = ProjectionParams {
-                rows: (t * n) as u32,
-                cols: cols as u32,
-                depth: arch.layer_input_size(k) as u32,
-                batch: n as u32,
-                x_stride_t: x_strides.t as u32,
-                x_stride_n: x_strides.n as u32,
-                p_stride_t: (n * cols) as u32,
-                p_stride_n: cols as u32,
-            };
-            // Layers above the first read the output buffer they write: projecting ahead,
-            // a layer writes timestep t while projecting later ones, so it must write them
-            // where it reads them.
-            let in_place = k == 0
-                || (x_strides.t == out_strides.t && (n == 1 || x_strides.n == out_strides.n));
-            // Both read X through the projection's bindings, beside the step's.
-            let own_input = persistent
-                .as_ref()
-                .filter(|_| in_place && kernels.step.can_project_ahead());
-            // Fused, a layer reads x_t just before writing its output at t: above the first
-            // layer, where that is the same place, a second direction would overwrite the
-            // frames the other still has to read.
-            let fused_spec = own_input
-                .filter(|_| k == 0 || d == 1)
-                .and_then(|p| p.spec.fusing_input(&projection));
+            let LayerFrames {
+                projection,
+                out_strides,
+                ..
+            } = frames[k];
+            let fused_spec = fused_specs[k];
+            let own_input = owns_input(ctx, persistent.as_ref(), &frames[k]);
             let ahead_spec = own_input
                 .filter(|_| fused_spec.is_none())
                 .and_then(|p| p.spec.projecting_ahead(&projection, d, t));
@@ -478,9 +540,11 @@ impl Workspace {
             ahead.push(match ahead_spec {
                 Some((spec, chunk)) => Some(ProjectingAhead {
                     pipeline: ctx.persistent_pipeline(&spec)?,
-                    group: kernels
-                        .step
-                        .ahead_bind_group(ctx, step_bindings, projection_bindings),
+                    group: kernels.step.own_input_bind_group(
+                        ctx,
+                        step_bindings,
+                        projection_bindings,
+                    ),
                     chunk: chunk as u32,
                     workers: 1,
                 }),
@@ -489,9 +553,11 @@ impl Workspace {
             fused.push(match fused_spec {
                 Some(spec) => Some(FusedInput {
                     pipeline: ctx.persistent_pipeline(&spec)?,
-                    group: kernels
-                        .step
-                        .ahead_bind_group(ctx, step_bindings, projection_bindings),
+                    group: kernels.step.own_input_bind_group(
+                        ctx,
+                        step_bindings,
+                        projection_bindings,
+                    ),
                 }),
                 None => None,
             });
