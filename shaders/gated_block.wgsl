@@ -1,14 +1,15 @@
 // One LSTM or GRU timestep of one layer, both directions, in blocks: the same step as the
 // `gates` entry of gated_step.wgsl (same bindings, state layout, masking and formulas), with
-// each invocation computing one hidden unit for four sequences. It walks K four at a time:
-// every loaded vec4 of W_hh feeds four sequences and every four values of h the unit's G gate
-// rows (gated_step.wgsl loads two scalars per multiply-add). For H_out a multiple of four.
+// each invocation computing one hidden unit for SEQUENCES sequences (four; sixteen in the wide
+// subgroup form, for larger batches). It walks K four at a time: every loaded vec4 of W_hh
+// feeds each sequence and every four values of h the unit's G gate rows (gated_step.wgsl
+// loads two scalars per multiply-add). For H_out a multiple of four.
 //
 // On adapters with a fixed subgroup size (CPU ones) the workgroup is one subgroup and each
 // lane loads one vec4 in `size` of every sequence's h, sharing it with subgroupBroadcast:
 // llvmpipe runs loads lane by lane but broadcasts as vector operations. This file is a
-// template: src/gpu/block_loop.rs fills in `reduce`, and the sums, the loop and the finish
-// calls for either form.
+// template: src/gpu/block_loop.rs fills in `reduce`, each sequence's row of h, the sums, the
+// loop and the finish calls for either form.
 //
 // LSTM: i, f, o = σ(P + W_hh·h), g = tanh(P + W_hh·h), c' = f∘c + i∘g, h' = o∘tanh(c')
 // (a projected LSTM's h' goes to the scratch for `project`, as in gated_step.wgsl).
@@ -131,7 +132,7 @@ fn finish(n: u32, j: u32, t: u32, d: u32, prev: u32, next: u32, g: vec4<f32>) {
 
 @compute @workgroup_size({{LANES}}, 1, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>{{SUBGROUP_LANE}}) {
-    let n0 = gid.y * 4u;
+    let n0 = gid.y * {{SEQUENCES}}u;
     let d = gid.z;
     let hidden = layer.hidden;
     let batch = layer.batch;
@@ -153,11 +154,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>{{SUBGROUP_LANE}}) {
     let last = batch - 1u;
     let size = layer.state_size;
     let h_block = prev + layer.state_offset + d * batch * size;
-    let h0 = h_block + min(n0, last) * size;
-    let h1 = h_block + min(n0 + 1u, last) * size;
-    let h2 = h_block + min(n0 + 2u, last) * size;
-    let h3 = h_block + min(n0 + 3u, last) * size;
-    // Gate rows of unit j; a GRU's fourth row is its third again (its sums are unused).
+{{H_STARTS}}    // Gate rows of unit j; a GRU's fourth row is its third again (its sums are unused).
     let w0 = ((d * gates) * hidden + j) * row;
     let w1 = w0 + hidden * row;
     let w2 = w1 + hidden * row;

@@ -115,11 +115,18 @@ pub(crate) fn all_sources() -> Vec<(String, String)> {
         ("gated_step".into(), GATED_STEP.into()),
         (
             "gated_block".into(),
-            crate::gpu::block_loop::gated_wgsl(None),
+            crate::gpu::block_loop::gated_wgsl(None, 4),
         ),
         (
             "gated_block subgroup 8".into(),
-            crate::gpu::block_loop::gated_wgsl(Some(8)),
+            crate::gpu::block_loop::gated_wgsl(Some(8), 4),
+        ),
+        (
+            "gated_block subgroup 8, wide".into(),
+            crate::gpu::block_loop::gated_wgsl(
+                Some(8),
+                crate::gpu::block_loop::GATED_WIDE_SEQUENCES,
+            ),
         ),
         (
             "recurrent_block".into(),

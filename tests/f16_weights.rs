@@ -155,12 +155,14 @@ fn gated_kernels_read_f16_weights() {
         return;
     };
     let mut worst_vs_f32 = 0.0f64;
-    // Persistent (small H), per-step unit and block kernels, and the projection of h.
-    for (config, recurrence) in [
-        (GatedConfig::lstm(3, 16), Recurrence::Auto),
-        (GatedConfig::gru(3, 40), Recurrence::Auto),
-        (GatedConfig::lstm(3, 17), Recurrence::PerStep),
-        (GatedConfig::gru(3, 32), Recurrence::PerStep),
+    // Persistent (small H), per-step unit and block kernels (the wide form above eight
+    // sequences), and the projection of h.
+    for (config, recurrence, batch) in [
+        (GatedConfig::lstm(3, 16), Recurrence::Auto, 5),
+        (GatedConfig::gru(3, 40), Recurrence::Auto, 5),
+        (GatedConfig::lstm(3, 17), Recurrence::PerStep, 5),
+        (GatedConfig::gru(3, 32), Recurrence::PerStep, 5),
+        (GatedConfig::lstm(3, 64), Recurrence::PerStep, 12),
         (
             GatedConfig {
                 proj_size: 5,
@@ -168,6 +170,7 @@ fn gated_kernels_read_f16_weights() {
                 ..GatedConfig::lstm(3, 12)
             },
             Recurrence::Auto,
+            5,
         ),
     ] {
         let weights = GatedWeights::init(&config, 5).unwrap();
@@ -190,7 +193,7 @@ fn gated_kernels_read_f16_weights() {
         let rounded = GatedWeights::new(&config, rounded).unwrap();
         let options = GpuOptions::recurrence(recurrence).with_weights(WeightPrecision::F16);
         let gpu = GpuGatedRnn::with_options(&ctx, config.clone(), &weights, options).unwrap();
-        let (steps, batch) = (10, 5);
+        let steps = 10;
         let input = Tensor::new(
             values(6, steps * batch * config.input_size),
             &[steps, batch, config.input_size],
@@ -199,7 +202,7 @@ fn gated_kernels_read_f16_weights() {
         let got = gpu.forward(&input, None, None).unwrap();
         let cpu = CpuGatedRnn::new(config.clone(), rounded).unwrap();
         let want = cpu.forward(&input, None, None).unwrap();
-        let what = format!("{config:?} {recurrence:?}");
+        let what = format!("{config:?} {recurrence:?} N={batch}");
         let vs_rounded = check(&what, got.output.data(), want.output.data(), TOLERANCE);
         check(&what, got.h_n.data(), want.h_n.data(), TOLERANCE);
         if let (Some(g), Some(w)) = (&got.c_n, &want.c_n) {

@@ -294,6 +294,49 @@ fn odd_sizes_match_cpu() {
     }
 }
 
+/// Batches of more than eight sequences on the per-step path: on CPU adapters with subgroups,
+/// hidden sizes that are multiples of 32 run the wide block kernel (sixteen sequences an
+/// invocation); batches that are not multiples of sixteen leave lanes past the batch. Every
+/// option that changes its addressing: both directions, two layers, lengths, h0 and c0, a
+/// projected LSTM, batch-first input.
+#[test]
+fn wide_batches_match_cpu() {
+    let Some(ctx) = testing::gpu("wide_batches_match_cpu") else {
+        return;
+    };
+    let cases = [
+        (GateKind::Lstm, 32, 0, 9, true),
+        (GateKind::Lstm, 64, 0, 16, false),
+        (GateKind::Lstm, 64, 32, 17, true),
+        (GateKind::Gru, 32, 0, 33, false),
+        (GateKind::Gru, 96, 0, 12, true),
+    ];
+    for (k, (kind, hidden, proj_size, batch, bidirectional)) in cases.into_iter().enumerate() {
+        let seq_len = 6;
+        let mut rng = testing_rng(k as u64);
+        let lengths = (0..batch)
+            .map(|_| 1 + ((rng() + 2.0) / 4.0 * seq_len as f32) as usize % seq_len)
+            .collect();
+        let problem = Problem {
+            recurrence: Recurrence::PerStep,
+            config: GatedConfig {
+                bidirectional,
+                num_layers: 2,
+                proj_size,
+                batch_first: k % 2 == 1,
+                ..GatedConfig::with_defaults(kind, 5 + k, hidden)
+            },
+            seq_len,
+            batch,
+            unbatched: false,
+            with_state: k != 1,
+            lengths: (k % 3 != 1).then_some(lengths),
+            seed: 40 + k as u64,
+        };
+        problem.check(&ctx).unwrap();
+    }
+}
+
 /// Long sequences against the CPU, on both kernels: the state must not drift or stop
 /// updating, and the persistent kernel must carry it across its dispatches of 8192 steps.
 #[test]

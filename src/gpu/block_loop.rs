@@ -43,10 +43,10 @@ fn length_of(n: u32) -> u32 {
     return bitcast<u32>(state[at / 4u][at % 4u]);
 }";
 
-/// The sixteen partial sums, s{i}{g} for sequence n0 + i and weight row g.
-fn partial_sums() -> String {
+/// The partial sums, s{i}{g} for sequence n0 + i of `sequences` and weight row g of four.
+fn partial_sums(sequences: usize) -> String {
     let mut sums = String::from("    // s{i}{g}: sequence n0 + i, row g of the weights.");
-    for i in 0..4 {
+    for i in 0..sequences {
         for g in 0..4 {
             let _ = write!(sums, "\n    var s{i}{g} = vec4<f32>(0.0);");
         }
@@ -54,9 +54,9 @@ fn partial_sums() -> String {
     sums
 }
 
-/// The accumulation loop over K (`row` vec4s) into the partial sums, in the portable or the
-/// subgroup form.
-fn accumulation_loop(subgroup: Option<usize>, operands: &Operands) -> String {
+/// The accumulation loop over K (`row` vec4s) into the partial sums of `sequences`, in the
+/// portable or the subgroup form.
+fn accumulation_loop(subgroup: Option<usize>, operands: &Operands, sequences: usize) -> String {
     let mut body = String::new();
     let step = |body: &mut String, indent: &str, k: &str, h: &dyn Fn(usize) -> String| {
         for g in 0..4 {
@@ -66,10 +66,10 @@ fn accumulation_loop(subgroup: Option<usize>, operands: &Operands) -> String {
                 operands.weights
             );
         }
-        for i in 0..4 {
+        for i in 0..sequences {
             let _ = writeln!(body, "{indent}let h{i}v = {};", h(i));
         }
-        for i in 0..4 {
+        for i in 0..sequences {
             for g in 0..4 {
                 let _ = writeln!(body, "{indent}s{i}{g} = fma(w{g}v, h{i}v, s{i}{g});");
             }
@@ -87,7 +87,7 @@ fn accumulation_loop(subgroup: Option<usize>, operands: &Operands) -> String {
                 "    for (var chunk = 0u; chunk < row; chunk += {size}u) {{"
             );
             body += "        // This lane's vec4 of the chunk, for each sequence.\n";
-            for i in 0..4 {
+            for i in 0..sequences {
                 let _ = writeln!(
                     body,
                     "        let m{i} = {};",
@@ -108,11 +108,11 @@ fn accumulation_loop(subgroup: Option<usize>, operands: &Operands) -> String {
     body
 }
 
-/// The four sequences' `finish(n, {arguments}, sums)` calls, each with its four reduced sums;
-/// sequences past the batch are skipped.
-fn finish_calls(arguments: &str) -> String {
+/// The `sequences` sequences' `finish(n, {arguments}, sums)` calls, each with its four
+/// reduced sums; sequences past the batch are skipped.
+fn finish_calls(arguments: &str, sequences: usize) -> String {
     let mut calls = String::new();
-    for i in 0..4 {
+    for i in 0..sequences {
         let sums = (0..4)
             .map(|g| format!("reduce(s{i}{g})"))
             .collect::<Vec<_>>()
@@ -135,31 +135,62 @@ fn subgroup_lane(subgroup: Option<usize>) -> &'static str {
 }
 
 /// `template` with what every block kernel shares filled in: `reduce`, the partial sums, the
-/// loop over K and the finish calls, whose arguments after n are `finish_arguments`.
+/// loop over K and the finish calls, whose arguments after n are `finish_arguments`, for
+/// `sequences` sequences an invocation.
 fn fill_block(
     template: &str,
     subgroup: Option<usize>,
     operands: &Operands,
     finish_arguments: &str,
+    sequences: usize,
 ) -> String {
     template
         .replace("{{SUBGROUP_LANE}}", subgroup_lane(subgroup))
         .replace("{{REDUCE}}", REDUCE)
-        .replace("{{SUMS}}", &partial_sums())
-        .replace("{{LOOP}}", &accumulation_loop(subgroup, operands))
-        .replace("{{FINISH}}", &finish_calls(finish_arguments))
+        .replace("{{SUMS}}", &partial_sums(sequences))
+        .replace(
+            "{{LOOP}}",
+            &accumulation_loop(subgroup, operands, sequences),
+        )
+        .replace("{{FINISH}}", &finish_calls(finish_arguments, sequences))
 }
 
-/// `gated_block.wgsl`: `subgroup` is the fixed subgroup size of the subgroup form, `None` for
-/// the portable one (see [`subgroup_fits`]).
-pub(crate) fn gated_wgsl(subgroup: Option<usize>) -> String {
+/// Sequences per invocation of the wide subgroup form of `gated_block.wgsl`, for batches of
+/// more than [`GATED_NARROW_MAX_BATCH`]: each loaded vec4 of W_hh then feeds sixteen
+/// sequences instead of four (llvmpipe runs those loads lane by lane; they were what a step
+/// cost).
+pub(crate) const GATED_WIDE_SEQUENCES: usize = 16;
+
+/// The largest batch the four-sequence form runs where the wide form exists.
+pub(crate) const GATED_NARROW_MAX_BATCH: u32 = 8;
+
+/// `gated_block.wgsl` for `sequences` sequences an invocation (four, or in the subgroup form
+/// [`GATED_WIDE_SEQUENCES`]): `subgroup` is the fixed subgroup size of the subgroup form,
+/// `None` for the portable one (see [`subgroup_fits`]).
+pub(crate) fn gated_wgsl(subgroup: Option<usize>, sequences: usize) -> String {
     let operands = Operands {
         weights: "recurrent",
         h: |i, k| format!("state4(h{i} + 4u * ({k}))"),
     };
     let lanes = subgroup.map_or(GATED_PORTABLE_LANES as usize, |size| size);
-    let template = shaders::GATED_BLOCK.replace("{{LANES}}", &lanes.to_string());
-    fill_block(&template, subgroup, &operands, "j, t, d, prev, next")
+    let mut starts = String::new();
+    for i in 0..sequences {
+        let _ = writeln!(
+            starts,
+            "    let h{i} = h_block + min(n0 + {i}u, last) * size;"
+        );
+    }
+    let template = shaders::GATED_BLOCK
+        .replace("{{LANES}}", &lanes.to_string())
+        .replace("{{SEQUENCES}}", &sequences.to_string())
+        .replace("{{H_STARTS}}", &starts);
+    fill_block(
+        &template,
+        subgroup,
+        &operands,
+        "j, t, d, prev, next",
+        sequences,
+    )
 }
 
 /// `recurrent_block.wgsl`, in the same two forms.
@@ -175,7 +206,7 @@ pub(crate) fn elman_wgsl(subgroup: Option<usize>) -> String {
     let template = shaders::RECURRENT_BLOCK
         .replace("{{WORKGROUP}}", &workgroup)
         .replace("{{ELMAN_FUNCTIONS}}", ELMAN_FUNCTIONS);
-    fill_block(&template, subgroup, &operands, "j0, t, d, prev, next")
+    fill_block(&template, subgroup, &operands, "j0, t, d, prev, next", 4)
 }
 
 /// `wavefront_block.wgsl`, in the portable form: one pass over K per weight matrix, layers
@@ -186,7 +217,7 @@ pub(crate) fn wavefront_wgsl() -> String {
         h: |i, k| format!("state[h_at.{} + {k}]", ["x", "y", "z", "w"][i]),
     };
     let template = shaders::WAVEFRONT_BLOCK.replace("{{ELMAN_FUNCTIONS}}", ELMAN_FUNCTIONS);
-    fill_block(&template, None, &operands, "j0, t, layer_k, prev, next")
+    fill_block(&template, None, &operands, "j0, t, layer_k, prev, next", 4)
 }
 
 /// Whether the subgroup form of `size` lanes can run rows of h of `features`: its chunks of
@@ -202,7 +233,12 @@ mod tests {
     #[test]
     fn every_form_validates() {
         for subgroup in [None, Some(8), Some(32)] {
-            validate(&format!("gated {subgroup:?}"), &super::gated_wgsl(subgroup));
+            validate(
+                &format!("gated {subgroup:?}"),
+                &super::gated_wgsl(subgroup, 4),
+            );
+            let wide = super::gated_wgsl(subgroup, super::GATED_WIDE_SEQUENCES);
+            validate(&format!("gated {subgroup:?} wide"), &wide);
             validate(&format!("elman {subgroup:?}"), &super::elman_wgsl(subgroup));
         }
     }

@@ -732,8 +732,9 @@ pub(crate) struct GatedStepKernel {
     gates: wgpu::ComputePipeline,
     block: wgpu::ComputePipeline,
     /// The block kernel as one subgroup sharing h by broadcast, and the subgroup size, on
-    /// adapters with a fixed one.
+    /// adapters with a fixed one; and its wide form (sixteen sequences an invocation).
     block_subgroup: Option<(wgpu::ComputePipeline, usize)>,
+    block_subgroup_wide: Option<wgpu::ComputePipeline>,
     project: wgpu::ComputePipeline,
 }
 
@@ -755,15 +756,26 @@ impl GatedStepKernel {
                 device,
                 counters,
                 "gated_block",
-                &shaders::with_weights(&block_loop::gated_wgsl(None), weights),
+                &shaders::with_weights(&block_loop::gated_wgsl(None, 4), weights),
                 layout,
             ),
             block_subgroup: subgroup.map(|size| {
-                let template = block_loop::gated_wgsl(Some(size));
+                let template = block_loop::gated_wgsl(Some(size), 4);
                 let source = shaders::with_weights(&template, weights);
                 let pipeline =
                     compute_pipeline(device, counters, "gated_block_subgroup", &source, layout);
                 (pipeline, size)
+            }),
+            block_subgroup_wide: subgroup.map(|size| {
+                let template = block_loop::gated_wgsl(Some(size), block_loop::GATED_WIDE_SEQUENCES);
+                let source = shaders::with_weights(&template, weights);
+                compute_pipeline(
+                    device,
+                    counters,
+                    "gated_block_subgroup_wide",
+                    &source,
+                    layout,
+                )
             }),
             project: entry_pipeline(device, counters, "lstm_project", &module, "project", layout),
         }
@@ -793,8 +805,19 @@ impl GatedStepKernel {
         let subgroup = self.block_subgroup.as_ref().filter(|(_, size)| {
             block_loop::subgroup_fits(*size, projected.unwrap_or(grid.hidden) as usize)
         });
-        let (gates, lanes, rows) = match subgroup {
-            Some((pipeline, size)) if blocks => (pipeline, *size as u32, grid.batch.div_ceil(4)),
+        let wide = self
+            .block_subgroup_wide
+            .as_ref()
+            .filter(|_| grid.batch > block_loop::GATED_NARROW_MAX_BATCH);
+        let (gates, lanes, rows) = match (subgroup, wide) {
+            (Some((_, size)), Some(pipeline)) if blocks => (
+                pipeline,
+                *size as u32,
+                grid.batch.div_ceil(block_loop::GATED_WIDE_SEQUENCES as u32),
+            ),
+            (Some((pipeline, size)), _) if blocks => {
+                (pipeline, *size as u32, grid.batch.div_ceil(4))
+            }
             _ if blocks => (
                 &self.block,
                 block_loop::GATED_PORTABLE_LANES,
