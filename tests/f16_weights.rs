@@ -155,7 +155,7 @@ fn gated_kernels_read_f16_weights() {
         return;
     };
     let mut worst_vs_f32 = 0.0f64;
-    // Persistent (small H), per-step unit and block kernels (the wide form above eight
+    // Persistent (small H), per-step unit and block kernels (the wide form above four
     // sequences), and the projection of h.
     for (config, recurrence, batch) in [
         (GatedConfig::lstm(3, 16), Recurrence::Auto, 5),

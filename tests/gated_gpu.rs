@@ -294,7 +294,7 @@ fn odd_sizes_match_cpu() {
     }
 }
 
-/// Batches of more than eight sequences on the per-step path: on CPU adapters with subgroups,
+/// Batches of more than four sequences on the per-step path: on CPU adapters with subgroups,
 /// hidden sizes that are multiples of 32 run the wide block kernel (sixteen sequences an
 /// invocation); batches that are not multiples of sixteen leave lanes past the batch. Every
 /// option that changes its addressing: both directions, two layers, lengths, h0 and c0, a
@@ -310,6 +310,7 @@ fn wide_batches_match_cpu() {
         (GateKind::Lstm, 64, 32, 17, true),
         (GateKind::Gru, 32, 0, 33, false),
         (GateKind::Gru, 96, 0, 12, true),
+        (GateKind::Lstm, 32, 0, 5, false),
     ];
     for (k, (kind, hidden, proj_size, batch, bidirectional)) in cases.into_iter().enumerate() {
         let seq_len = 6;

@@ -161,8 +161,11 @@ fn fill_block(
 /// cost).
 pub(crate) const GATED_WIDE_SEQUENCES: usize = 16;
 
-/// The largest batch the four-sequence form runs where the wide form exists.
-pub(crate) const GATED_NARROW_MAX_BATCH: u32 = 8;
+/// The largest batch the four-sequence form runs where the wide form exists. Measured with
+/// `callgrind` on lavapipe, `nn.LSTM` I = H = 256, T = 16, instructions per forward (four
+/// sequences an invocation / sixteen): N = 1 108M / 187M, N = 4 126M / 206M, N = 5 218M /
+/// 206M, N = 8 252M / 240M, N = 9 343M / 241M, N = 16 488M / 295M.
+pub(crate) const GATED_NARROW_MAX_BATCH: u32 = 4;
 
 /// `gated_block.wgsl` for `sequences` sequences an invocation (four, or in the subgroup form
 /// [`GATED_WIDE_SEQUENCES`]): `subgroup` is the fixed subgroup size of the subgroup form,
