@@ -118,15 +118,16 @@ pub(crate) fn all_sources() -> Vec<(String, String)> {
             crate::gpu::block_loop::gated_wgsl(None, 4),
         ),
         (
-            "gated_block subgroup 8".into(),
+            "gated_block subgroup 8, 1 sequence".into(),
+            crate::gpu::block_loop::gated_wgsl(Some(8), 1),
+        ),
+        (
+            "gated_block subgroup 8, 4 sequences".into(),
             crate::gpu::block_loop::gated_wgsl(Some(8), 4),
         ),
         (
-            "gated_block subgroup 8, wide".into(),
-            crate::gpu::block_loop::gated_wgsl(
-                Some(8),
-                crate::gpu::block_loop::GATED_WIDE_SEQUENCES,
-            ),
+            "gated_block subgroup 8, 16 sequences".into(),
+            crate::gpu::block_loop::gated_wgsl(Some(8), 16),
         ),
         (
             "recurrent_block".into(),

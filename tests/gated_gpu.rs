@@ -294,14 +294,14 @@ fn odd_sizes_match_cpu() {
     }
 }
 
-/// Batches of more than four sequences on the per-step path: on CPU adapters with subgroups,
-/// hidden sizes that are multiples of 32 run the wide block kernel (sixteen sequences an
-/// invocation); batches that are not multiples of sixteen leave lanes past the batch. Every
-/// option that changes its addressing: both directions, two layers, lengths, h0 and c0, a
-/// projected LSTM, batch-first input.
+/// The per-step path's block kernel in each of its subgroup forms: on CPU adapters with
+/// subgroups, hidden sizes that are multiples of 32 run one sequence an invocation for a
+/// batch of one, four up to four, sixteen above; batches that are not multiples of the form's
+/// sequences leave lanes past the batch. Every option that changes its addressing: both
+/// directions, two layers, lengths, h0 and c0, a projected LSTM, batch-first input.
 #[test]
-fn wide_batches_match_cpu() {
-    let Some(ctx) = testing::gpu("wide_batches_match_cpu") else {
+fn every_subgroup_block_form_matches_cpu() {
+    let Some(ctx) = testing::gpu("every_subgroup_block_form_matches_cpu") else {
         return;
     };
     let cases = [
@@ -311,6 +311,9 @@ fn wide_batches_match_cpu() {
         (GateKind::Gru, 32, 0, 33, false),
         (GateKind::Gru, 96, 0, 12, true),
         (GateKind::Lstm, 32, 0, 5, false),
+        (GateKind::Gru, 64, 0, 1, true),
+        (GateKind::Lstm, 64, 32, 1, false),
+        (GateKind::Lstm, 32, 0, 3, true),
     ];
     for (k, (kind, hidden, proj_size, batch, bidirectional)) in cases.into_iter().enumerate() {
         let seq_len = 6;

@@ -155,21 +155,28 @@ fn fill_block(
         .replace("{{FINISH}}", &finish_calls(finish_arguments, sequences))
 }
 
-/// Sequences per invocation of the wide subgroup form of `gated_block.wgsl`, for batches of
-/// more than [`GATED_NARROW_MAX_BATCH`]: each loaded vec4 of W_hh then feeds sixteen
-/// sequences instead of four (llvmpipe runs those loads lane by lane; they were what a step
-/// cost).
-pub(crate) const GATED_WIDE_SEQUENCES: usize = 16;
+/// The numbers of sequences an invocation of the subgroup form of `gated_block.wgsl` comes
+/// in (the portable form runs four).
+pub(crate) const GATED_SUBGROUP_SEQUENCES: [usize; 3] = [1, 4, 16];
 
-/// The largest batch the four-sequence form runs where the wide form exists. Measured with
-/// `callgrind` on lavapipe, `nn.LSTM` I = H = 256, T = 16, instructions per forward (four
-/// sequences an invocation / sixteen): N = 1 108M / 187M, N = 4 126M / 206M, N = 5 218M /
-/// 206M, N = 8 252M / 240M, N = 9 343M / 241M, N = 16 488M / 295M.
-pub(crate) const GATED_NARROW_MAX_BATCH: u32 = 4;
+/// Sequences an invocation of the subgroup form of `gated_block.wgsl` runs for `batch`
+/// sequences. Every loaded vec4 of W_hh feeds that many (llvmpipe runs those loads lane by
+/// lane: they are what a step costs), while sequences past the batch cost as much as real
+/// ones. Measured with `callgrind` on lavapipe, `nn.LSTM` I = H = 256, T = 16, instructions
+/// per forward (one sequence an invocation / four / sixteen): N = 1 88M / 108M / 187M, N = 2
+/// 160M / 109M, N = 3 248M / 125M, N = 4 126M / 206M (four / sixteen), N = 5 218M / 206M,
+/// N = 8 252M / 240M, N = 9 343M / 241M, N = 16 488M / 295M.
+pub(crate) fn gated_sequences(batch: u32) -> usize {
+    match batch {
+        0..=1 => 1,
+        2..=4 => 4,
+        _ => 16,
+    }
+}
 
 /// `gated_block.wgsl` for `sequences` sequences an invocation (four, or in the subgroup form
-/// [`GATED_WIDE_SEQUENCES`]): `subgroup` is the fixed subgroup size of the subgroup form,
-/// `None` for the portable one (see [`subgroup_fits`]).
+/// one of [`GATED_SUBGROUP_SEQUENCES`]): `subgroup` is the fixed subgroup size of the
+/// subgroup form, `None` for the portable one (see [`subgroup_fits`]).
 pub(crate) fn gated_wgsl(subgroup: Option<usize>, sequences: usize) -> String {
     let operands = Operands {
         weights: "recurrent",
@@ -240,8 +247,10 @@ mod tests {
                 &format!("gated {subgroup:?}"),
                 &super::gated_wgsl(subgroup, 4),
             );
-            let wide = super::gated_wgsl(subgroup, super::GATED_WIDE_SEQUENCES);
-            validate(&format!("gated {subgroup:?} wide"), &wide);
+            for sequences in super::GATED_SUBGROUP_SEQUENCES {
+                let source = super::gated_wgsl(subgroup, sequences);
+                validate(&format!("gated {subgroup:?} × {sequences}"), &source);
+            }
             validate(&format!("elman {subgroup:?}"), &super::elman_wgsl(subgroup));
         }
     }

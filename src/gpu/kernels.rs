@@ -731,10 +731,10 @@ impl RecurrentStepKernel {
 pub(crate) struct GatedStepKernel {
     gates: wgpu::ComputePipeline,
     block: wgpu::ComputePipeline,
-    /// The block kernel as one subgroup sharing h by broadcast, and the subgroup size, on
-    /// adapters with a fixed one; and its wide form (sixteen sequences an invocation).
-    block_subgroup: Option<(wgpu::ComputePipeline, usize)>,
-    block_subgroup_wide: Option<wgpu::ComputePipeline>,
+    /// The block kernel as one subgroup sharing h by broadcast, on adapters with a fixed
+    /// subgroup size: that size, and the kernel for each number of sequences an invocation
+    /// (see [`block_loop::gated_sequences`]).
+    block_subgroup: Option<(usize, Vec<(usize, wgpu::ComputePipeline)>)>,
     project: wgpu::ComputePipeline,
 }
 
@@ -760,22 +760,14 @@ impl GatedStepKernel {
                 layout,
             ),
             block_subgroup: subgroup.map(|size| {
-                let template = block_loop::gated_wgsl(Some(size), 4);
-                let source = shaders::with_weights(&template, weights);
-                let pipeline =
-                    compute_pipeline(device, counters, "gated_block_subgroup", &source, layout);
-                (pipeline, size)
-            }),
-            block_subgroup_wide: subgroup.map(|size| {
-                let template = block_loop::gated_wgsl(Some(size), block_loop::GATED_WIDE_SEQUENCES);
-                let source = shaders::with_weights(&template, weights);
-                compute_pipeline(
-                    device,
-                    counters,
-                    "gated_block_subgroup_wide",
-                    &source,
-                    layout,
-                )
+                let forms = block_loop::GATED_SUBGROUP_SEQUENCES.map(|sequences| {
+                    let template = block_loop::gated_wgsl(Some(size), sequences);
+                    let source = shaders::with_weights(&template, weights);
+                    let label = format!("gated_block_subgroup_{sequences}");
+                    let pipeline = compute_pipeline(device, counters, &label, &source, layout);
+                    (sequences, pipeline)
+                });
+                (size, forms.into())
             }),
             project: entry_pipeline(device, counters, "lstm_project", &module, "project", layout),
         }
@@ -801,22 +793,19 @@ impl GatedStepKernel {
         projected: Option<u32>,
         blocks: bool,
     ) {
-        // The subgroup form where the adapter has it and h's rows tile into its chunks.
-        let subgroup = self.block_subgroup.as_ref().filter(|(_, size)| {
+        // The subgroup form where the adapter has it and h's rows tile into its chunks, for
+        // as many sequences an invocation as suit the batch.
+        let subgroup = self.block_subgroup.as_ref().filter(|(size, _)| {
             block_loop::subgroup_fits(*size, projected.unwrap_or(grid.hidden) as usize)
         });
-        let wide = self
-            .block_subgroup_wide
-            .as_ref()
-            .filter(|_| grid.batch > block_loop::GATED_NARROW_MAX_BATCH);
-        let (gates, lanes, rows) = match (subgroup, wide) {
-            (Some((_, size)), Some(pipeline)) if blocks => (
-                pipeline,
-                *size as u32,
-                grid.batch.div_ceil(block_loop::GATED_WIDE_SEQUENCES as u32),
-            ),
-            (Some((pipeline, size)), _) if blocks => {
-                (pipeline, *size as u32, grid.batch.div_ceil(4))
+        let sequences = block_loop::gated_sequences(grid.batch);
+        let subgroup = subgroup.and_then(|(size, forms)| {
+            let (_, pipeline) = forms.iter().find(|(s, _)| *s == sequences)?;
+            Some((pipeline, *size as u32))
+        });
+        let (gates, lanes, rows) = match subgroup {
+            Some((pipeline, size)) if blocks => {
+                (pipeline, size, grid.batch.div_ceil(sequences as u32))
             }
             _ if blocks => (
                 &self.block,
