@@ -3,10 +3,11 @@
 //     h_t[d, n, j] = act(P[t, n, d·H + j] + sum_k h_{t-1}[d, n, k] * W_hh[d, j, k])
 //
 // The same step as recurrent_step.wgsl (same bindings, state halves, lengths and output
-// strides), computed in blocks: each invocation owns 4 hidden units × 4 sequences and walks K
-// in vec4s, so every loaded vec4 of W_hh feeds four sequences and every vec4 of h four units
+// strides), computed in blocks: each invocation owns 4 hidden units × SEQUENCES sequences (four;
+// one, four or sixteen in the subgroup form, by batch) and walks K in vec4s, so every loaded
+// vec4 of W_hh feeds each sequence and every vec4 of h four units
 // (recurrent_step.wgsl loads two scalars per multiply-add). That is what a wide state needs:
-// at H = 1024, N = 64 one step is 67 million multiply-adds. Sixteen vec4 partial sums are
+// at H = 1024, N = 64 one step is 67 million multiply-adds. The vec4 partial sums are
 // reduced once, after the loop. On adapters with a fixed subgroup size the workgroup is one
 // subgroup whose lanes each load one vec4 in `size` of h and share it with subgroupBroadcast.
 // This file is a template: src/gpu/block_loop.rs fills in the functions shared with
@@ -70,7 +71,7 @@ fn finish(n: u32, j0: u32, t: u32, d: u32, prev: u32, next: u32, sums: vec4<f32>
 
 @compute @workgroup_size({{WORKGROUP}})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>{{SUBGROUP_LANE}}) {
-    let n0 = gid.y * 4u;
+    let n0 = gid.y * {{SEQUENCES}}u;
     let d = gid.z;
     let hidden = layer.hidden;
     let batch = layer.batch;
@@ -90,11 +91,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>{{SUBGROUP_LANE}}) {
     let next = ((s + 1u) & 1u) * (layer.state_half / 4u) + block;
     // Sequences past the batch read the last one's h; their sums are never stored.
     let last = batch - 1u;
-    let h0 = prev + min(n0, last) * row;
-    let h1 = prev + min(n0 + 1u, last) * row;
-    let h2 = prev + min(n0 + 2u, last) * row;
-    let h3 = prev + min(n0 + 3u, last) * row;
-    let w0 = (d * hidden + j0) * row;
+{{H_STARTS}}    let w0 = (d * hidden + j0) * row;
     let w1 = w0 + row;
     let w2 = w1 + row;
     let w3 = w2 + row;

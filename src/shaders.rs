@@ -131,11 +131,19 @@ pub(crate) fn all_sources() -> Vec<(String, String)> {
         ),
         (
             "recurrent_block".into(),
-            crate::gpu::block_loop::elman_wgsl(None),
+            crate::gpu::block_loop::elman_wgsl(None, 4),
         ),
         (
-            "recurrent_block subgroup 8".into(),
-            crate::gpu::block_loop::elman_wgsl(Some(8)),
+            "recurrent_block subgroup 8, 1 sequence".into(),
+            crate::gpu::block_loop::elman_wgsl(Some(8), 1),
+        ),
+        (
+            "recurrent_block subgroup 8, 4 sequences".into(),
+            crate::gpu::block_loop::elman_wgsl(Some(8), 4),
+        ),
+        (
+            "recurrent_block subgroup 8, 16 sequences".into(),
+            crate::gpu::block_loop::elman_wgsl(Some(8), 16),
         ),
     ];
     for size in [8, 16, 32, 64] {

@@ -1,11 +1,12 @@
-//! The block kernels, 4 units × 4 sequences an invocation: `shaders/recurrent_block.wgsl` and
-//! `shaders/gated_block.wgsl` in their two forms, portable (each invocation loads the four
+//! The block kernels, 4 weight rows × 4 sequences an invocation: `shaders/recurrent_block.wgsl`
+//! and `shaders/gated_block.wgsl` in their two forms, portable (each invocation loads the four
 //! sequences' h itself) and, on adapters with a fixed subgroup size, one subgroup whose lanes
 //! each load one vec4 in `size` of h and share it with `subgroupBroadcast` (llvmpipe runs loads
-//! lane by lane but broadcasts as vector operations); and `shaders/wavefront_block.wgsl` in the
-//! portable form. Every one accumulates s{i}{g} += W row g · h of sequence i over K in vec4s
-//! and hands sequence i's four reduced sums to its template's `finish`; the two Elman kernels
-//! also share their activation and length functions.
+//! lane by lane but broadcasts as vector operations), for one, four or sixteen sequences an
+//! invocation (see [`block_sequences`]); and `shaders/wavefront_block.wgsl` in the portable
+//! form. Every one accumulates s{i}{g} += W row g · h of sequence i over K in vec4s and hands
+//! sequence i's four reduced sums to its template's `finish`; the two Elman kernels also share
+//! their activation and length functions.
 
 use std::fmt::Write;
 
@@ -155,18 +156,27 @@ fn fill_block(
         .replace("{{FINISH}}", &finish_calls(finish_arguments, sequences))
 }
 
-/// The numbers of sequences an invocation of the subgroup form of `gated_block.wgsl` comes
-/// in (the portable form runs four).
-pub(crate) const GATED_SUBGROUP_SEQUENCES: [usize; 3] = [1, 4, 16];
+/// The numbers of sequences an invocation of the subgroup forms of `gated_block.wgsl` and
+/// `recurrent_block.wgsl` come in (the portable forms run four).
+pub(crate) const SUBGROUP_BLOCK_SEQUENCES: [usize; 3] = [1, 4, 16];
 
-/// Sequences an invocation of the subgroup form of `gated_block.wgsl` runs for `batch`
+/// Sequences an invocation of the subgroup forms of the block kernels runs for `batch`
 /// sequences. Every loaded vec4 of W_hh feeds that many (llvmpipe runs those loads lane by
 /// lane: they are what a step costs), while sequences past the batch cost as much as real
-/// ones. Measured with `callgrind` on lavapipe, `nn.LSTM` I = H = 256, T = 16, instructions
-/// per forward (one sequence an invocation / four / sixteen): N = 1 88M / 108M / 187M, N = 2
-/// 160M / 109M, N = 3 248M / 125M, N = 4 126M / 206M (four / sixteen), N = 5 218M / 206M,
-/// N = 8 252M / 240M, N = 9 343M / 241M, N = 16 488M / 295M.
-pub(crate) fn gated_sequences(batch: u32) -> usize {
+/// ones. Measured with `callgrind` on lavapipe, T = 16, per-step path, instructions per
+/// forward (one sequence an invocation / four / sixteen):
+///
+/// | batch | `nn.LSTM` I = H = 256 | `nn.RNN` I = H = 512 |
+/// |---:|---|---|
+/// | 1 | 88M / 108M / 187M | 84M / 98M / 154M |
+/// | 2 | 160M / 109M / – | 154M / 99M / 155M |
+/// | 3 | 248M / 125M / – | |
+/// | 4 | – / 126M / 206M | 307M / 116M / 172M |
+/// | 5 | – / 218M / 206M | 376M / 199M / 173M |
+/// | 8 | – / 252M / 240M | |
+/// | 9 | – / 343M / 241M | |
+/// | 16 | – / 488M / 295M | 1210M / 447M / 257M |
+pub(crate) fn block_sequences(batch: u32) -> usize {
     match batch {
         0..=1 => 1,
         2..=4 => 4,
@@ -175,7 +185,7 @@ pub(crate) fn gated_sequences(batch: u32) -> usize {
 }
 
 /// `gated_block.wgsl` for `sequences` sequences an invocation (four, or in the subgroup form
-/// one of [`GATED_SUBGROUP_SEQUENCES`]): `subgroup` is the fixed subgroup size of the
+/// one of [`SUBGROUP_BLOCK_SEQUENCES`]): `subgroup` is the fixed subgroup size of the
 /// subgroup form, `None` for the portable one (see [`subgroup_fits`]).
 pub(crate) fn gated_wgsl(subgroup: Option<usize>, sequences: usize) -> String {
     let operands = Operands {
@@ -203,20 +213,32 @@ pub(crate) fn gated_wgsl(subgroup: Option<usize>, sequences: usize) -> String {
     )
 }
 
-/// `recurrent_block.wgsl`, in the same two forms.
-pub(crate) fn elman_wgsl(subgroup: Option<usize>) -> String {
+/// `recurrent_block.wgsl`, in the same two forms and numbers of sequences.
+pub(crate) fn elman_wgsl(subgroup: Option<usize>, sequences: usize) -> String {
     let operands = Operands {
         weights: "w_hh",
         h: |i, k| format!("state[h{i} + {k}]"),
     };
+    let mut starts = String::new();
+    for i in 0..sequences {
+        let _ = writeln!(starts, "    let h{i} = prev + min(n0 + {i}u, last) * row;");
+    }
     let workgroup = match subgroup {
         Some(size) => format!("{size}, 1, 1"),
         None => format!("{ELMAN_PORTABLE_SIDE}, {ELMAN_PORTABLE_SIDE}, 1"),
     };
     let template = shaders::RECURRENT_BLOCK
         .replace("{{WORKGROUP}}", &workgroup)
-        .replace("{{ELMAN_FUNCTIONS}}", ELMAN_FUNCTIONS);
-    fill_block(&template, subgroup, &operands, "j0, t, d, prev, next", 4)
+        .replace("{{ELMAN_FUNCTIONS}}", ELMAN_FUNCTIONS)
+        .replace("{{SEQUENCES}}", &sequences.to_string())
+        .replace("{{H_STARTS}}", &starts);
+    fill_block(
+        &template,
+        subgroup,
+        &operands,
+        "j0, t, d, prev, next",
+        sequences,
+    )
 }
 
 /// `wavefront_block.wgsl`, in the portable form: one pass over K per weight matrix, layers
@@ -247,11 +269,16 @@ mod tests {
                 &format!("gated {subgroup:?}"),
                 &super::gated_wgsl(subgroup, 4),
             );
-            for sequences in super::GATED_SUBGROUP_SEQUENCES {
+            validate(
+                &format!("elman {subgroup:?}"),
+                &super::elman_wgsl(subgroup, 4),
+            );
+            for sequences in super::SUBGROUP_BLOCK_SEQUENCES {
                 let source = super::gated_wgsl(subgroup, sequences);
                 validate(&format!("gated {subgroup:?} × {sequences}"), &source);
+                let source = super::elman_wgsl(subgroup, sequences);
+                validate(&format!("elman {subgroup:?} × {sequences}"), &source);
             }
-            validate(&format!("elman {subgroup:?}"), &super::elman_wgsl(subgroup));
         }
     }
 

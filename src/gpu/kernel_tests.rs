@@ -105,104 +105,118 @@ fn input_projection_matches_cpu_twin() {
     }
 }
 
+/// The sequence lengths (T = 3) of the step twins' batches: one, three and seventeen
+/// sequences, so that the subgroup block kernels run each of their forms (one, four and
+/// sixteen sequences an invocation) and padding lanes past the batch. Sequences of one frame
+/// are masked at t = 1 and 2 in both directions, of two at t = 2.
+fn batches_of_lengths() -> [Vec<u32>; 3] {
+    [
+        vec![1],
+        vec![3, 1, 3],
+        (0..17).map(|n| [3, 1, 2][n % 3]).collect(),
+    ]
+}
+
 #[test]
 fn recurrent_step_matches_cpu_twin() {
     let Some(ctx) = testing::gpu("recurrent_step_matches_cpu_twin") else {
         return;
     };
     let mut rng = SplitMix64(12);
-    let (seq_len, batch, directions) = (3usize, 3usize, 2usize);
-    // Sequence 1 is one frame long: masked at t = 1 and 2 in both directions.
-    let lengths = [3u32, 1, 3];
-    for hidden in ODD_AND_FRIENDLY {
-        for nonlinearity in [Nonlinearity::Tanh, Nonlinearity::Relu] {
-            let rows = seq_len * batch;
-            let p = rng.uniform(-1.0, 1.0, rows * directions * hidden);
-            let w_hh = rng.uniform(-0.5, 0.5, directions * hidden * hidden);
-            let unit = batch * hidden;
-            let h = rng.uniform(-1.0, 1.0, directions * unit);
-            // Two halves (the second is poison that step 0 must overwrite), then the lengths.
-            let mut state_init = h.clone();
-            state_init.extend(vec![f32::NAN; directions * unit]);
-            state_init.extend(lengths.iter().map(|&l| f32::from_bits(l)));
-            let layer = StepLayerParams {
-                seq_len: seq_len as u32,
-                batch: batch as u32,
-                hidden: hidden as u32,
-                directions: directions as u32,
-                out_stride_t: (batch * directions * hidden) as u32,
-                out_stride_n: (directions * hidden) as u32,
-                state_half: (directions * unit) as u32,
-                state_offset: 0,
-                activation: (nonlinearity == Nonlinearity::Relu) as u32,
-                steps_per_dispatch: 0,
-                lengths_offset: (2 * directions * unit) as u32,
-                state_size: hidden as u32,
-                ..bytemuck::Zeroable::zeroed()
-            };
-            let step = StepIndex {
-                index: 0,
-                _pad: [0; 3],
-            };
-            let kernel = &ctx.inner().kernels.step;
-            // Both forms: one unit an invocation, and 4 × 4 blocks where H allows.
-            for blocks in [false, hidden % 4 == 0] {
-                let state = storage(&ctx, &state_init);
-                let output = storage(&ctx, &vec![f32::NAN; rows * directions * hidden]);
-                let group = kernel.bind_group(
-                    &ctx,
-                    StepBindings {
-                        layer: &uniform(&ctx, &layer),
-                        steps: &uniform(&ctx, &step),
-                        recurrent: &storage(&ctx, &w_hh),
-                        p: &storage(&ctx, &p),
-                        state: &state,
-                        output: &output,
-                    },
-                );
-                let grid = StepGrid {
-                    hidden: hidden as u32,
+    let (seq_len, directions) = (3usize, 2usize);
+    for lengths in batches_of_lengths() {
+        let batch = lengths.len();
+        for hidden in ODD_AND_FRIENDLY {
+            for nonlinearity in [Nonlinearity::Tanh, Nonlinearity::Relu] {
+                let rows = seq_len * batch;
+                let p = rng.uniform(-1.0, 1.0, rows * directions * hidden);
+                let w_hh = rng.uniform(-0.5, 0.5, directions * hidden * hidden);
+                let unit = batch * hidden;
+                let h = rng.uniform(-1.0, 1.0, directions * unit);
+                // Two halves (the second is poison that step 0 must overwrite), then the lengths.
+                let mut state_init = h.clone();
+                state_init.extend(vec![f32::NAN; directions * unit]);
+                state_init.extend(lengths.iter().map(|&l| f32::from_bits(l)));
+                let layer = StepLayerParams {
+                    seq_len: seq_len as u32,
                     batch: batch as u32,
+                    hidden: hidden as u32,
                     directions: directions as u32,
-                    batch_tile: 1,
+                    out_stride_t: (batch * directions * hidden) as u32,
+                    out_stride_n: (directions * hidden) as u32,
+                    state_half: (directions * unit) as u32,
+                    state_offset: 0,
+                    activation: (nonlinearity == Nonlinearity::Relu) as u32,
+                    steps_per_dispatch: 0,
+                    lengths_offset: (2 * directions * unit) as u32,
+                    state_size: hidden as u32,
+                    ..bytemuck::Zeroable::zeroed()
                 };
-                run(&ctx, |pass| {
-                    kernel.encode_steps_with(pass, &group, 0..1, 0, grid, blocks)
-                });
-                let got_state = read(&ctx, &state);
-                let got_output = read(&ctx, &output);
-                for d in 0..directions {
-                    // Step 0: forward direction at t = 0, reverse at t = T − 1.
-                    let t = if d == 0 { 0 } else { seq_len - 1 };
-                    let p_t: Vec<f32> = (0..batch)
-                        .flat_map(|n| {
-                            let row = (t * batch + n) * directions * hidden + d * hidden;
-                            p[row..row + hidden].to_vec()
-                        })
-                        .collect();
-                    let w = &w_hh[d * hidden * hidden..(d + 1) * hidden * hidden];
-                    let h_d = &h[d * unit..(d + 1) * unit];
-                    let want = cpu::recurrent_step(&p_t, h_d, w, nonlinearity, |n| {
-                        t < lengths[n] as usize
+                let step = StepIndex {
+                    index: 0,
+                    _pad: [0; 3],
+                };
+                let kernel = &ctx.inner().kernels.step;
+                // Both forms: one unit an invocation, and 4 × 4 blocks where H allows.
+                for blocks in [false, hidden % 4 == 0] {
+                    let state = storage(&ctx, &state_init);
+                    let output = storage(&ctx, &vec![f32::NAN; rows * directions * hidden]);
+                    let group = kernel.bind_group(
+                        &ctx,
+                        StepBindings {
+                            layer: &uniform(&ctx, &layer),
+                            steps: &uniform(&ctx, &step),
+                            recurrent: &storage(&ctx, &w_hh),
+                            p: &storage(&ctx, &p),
+                            state: &state,
+                            output: &output,
+                        },
+                    );
+                    let grid = StepGrid {
+                        hidden: hidden as u32,
+                        batch: batch as u32,
+                        directions: directions as u32,
+                        batch_tile: 1,
+                    };
+                    run(&ctx, |pass| {
+                        kernel.encode_steps_with(pass, &group, 0..1, 0, grid, blocks)
                     });
-                    let what =
-                        format!("step H={hidden} {nonlinearity:?} blocks={blocks} direction {d}");
-                    let next = directions * unit + d * unit;
-                    assert_close(&what, &got_state[next..next + unit], &want);
-                    for n in 0..batch {
-                        let at = t * layer.out_stride_t as usize
-                            + n * layer.out_stride_n as usize
-                            + d * hidden;
-                        let want_out = if t < lengths[n] as usize {
-                            want[n * hidden..(n + 1) * hidden].to_vec()
-                        } else {
-                            vec![0.0; hidden]
-                        };
-                        assert_close(
-                            &format!("{what} output n={n}"),
-                            &got_output[at..at + hidden],
-                            &want_out,
+                    let got_state = read(&ctx, &state);
+                    let got_output = read(&ctx, &output);
+                    for d in 0..directions {
+                        // Step 0: forward direction at t = 0, reverse at t = T − 1.
+                        let t = if d == 0 { 0 } else { seq_len - 1 };
+                        let p_t: Vec<f32> = (0..batch)
+                            .flat_map(|n| {
+                                let row = (t * batch + n) * directions * hidden + d * hidden;
+                                p[row..row + hidden].to_vec()
+                            })
+                            .collect();
+                        let w = &w_hh[d * hidden * hidden..(d + 1) * hidden * hidden];
+                        let h_d = &h[d * unit..(d + 1) * unit];
+                        let want = cpu::recurrent_step(&p_t, h_d, w, nonlinearity, |n| {
+                            t < lengths[n] as usize
+                        });
+                        let what = format!(
+                            "step H={hidden} N={batch} {nonlinearity:?} blocks={blocks} direction {d}"
                         );
+                        let next = directions * unit + d * unit;
+                        assert_close(&what, &got_state[next..next + unit], &want);
+                        for n in 0..batch {
+                            let at = t * layer.out_stride_t as usize
+                                + n * layer.out_stride_n as usize
+                                + d * hidden;
+                            let want_out = if t < lengths[n] as usize {
+                                want[n * hidden..(n + 1) * hidden].to_vec()
+                            } else {
+                                vec![0.0; hidden]
+                            };
+                            assert_close(
+                                &format!("{what} output n={n}"),
+                                &got_output[at..at + hidden],
+                                &want_out,
+                            );
+                        }
                     }
                 }
             }
@@ -225,162 +239,168 @@ fn gated_step_matches_cpu_twins() {
         return;
     };
     let mut rng = SplitMix64(13);
-    let (seq_len, batch, directions) = (3usize, 3usize, 2usize);
-    let lengths = [3u32, 1, 3];
-    for hidden in ODD_AND_FRIENDLY {
-        let mut cases = vec![GatedCase::Lstm { proj: None }, GatedCase::Gru];
-        if hidden > 1 {
-            // proj_size < hidden: a small one and the largest.
-            cases.push(GatedCase::Lstm { proj: Some(1) });
-            cases.push(GatedCase::Lstm {
-                proj: Some(hidden - 1),
-            });
-        }
-        for case in cases {
-            let (gates, size, cell) = match case {
-                GatedCase::Lstm { proj } => (4, proj.unwrap_or(hidden), hidden),
-                GatedCase::Gru => (3, hidden, 0),
-            };
-            let g_h = gates * hidden;
-            // The kernel expects b_hh folded into P except the GRU's b_hn: the twins' weights
-            // carry exactly that b_hh (none, or zeros but b_hn).
-            let units: Vec<GatedDirectionWeights> = (0..directions)
-                .map(|_| GatedDirectionWeights {
-                    weight_ih: Vec::new(),
-                    weight_hh: rng.uniform(-0.5, 0.5, g_h * size),
-                    bias_ih: None,
-                    bias_hh: match case {
-                        GatedCase::Gru => {
-                            let mut b = vec![0.0; 2 * hidden];
-                            b.extend(rng.uniform(-0.5, 0.5, hidden));
-                            Some(b)
-                        }
-                        GatedCase::Lstm { .. } => None,
-                    },
-                    weight_hr: (size != hidden).then(|| rng.uniform(-0.5, 0.5, size * hidden)),
-                })
-                .collect();
-            let mut recurrent: Vec<f32> = units.iter().flat_map(|u| u.weight_hh.clone()).collect();
-            let step_bias_offset = recurrent.len();
-            if let GatedCase::Gru = case {
+    let (seq_len, directions) = (3usize, 2usize);
+    for lengths in batches_of_lengths() {
+        let batch = lengths.len();
+        for hidden in ODD_AND_FRIENDLY {
+            let mut cases = vec![GatedCase::Lstm { proj: None }, GatedCase::Gru];
+            if hidden > 1 {
+                // proj_size < hidden: a small one and the largest.
+                cases.push(GatedCase::Lstm { proj: Some(1) });
+                cases.push(GatedCase::Lstm {
+                    proj: Some(hidden - 1),
+                });
+            }
+            for case in cases {
+                let (gates, size, cell) = match case {
+                    GatedCase::Lstm { proj } => (4, proj.unwrap_or(hidden), hidden),
+                    GatedCase::Gru => (3, hidden, 0),
+                };
+                let g_h = gates * hidden;
+                // The kernel expects b_hh folded into P except the GRU's b_hn: the twins' weights
+                // carry exactly that b_hh (none, or zeros but b_hn).
+                let units: Vec<GatedDirectionWeights> = (0..directions)
+                    .map(|_| GatedDirectionWeights {
+                        weight_ih: Vec::new(),
+                        weight_hh: rng.uniform(-0.5, 0.5, g_h * size),
+                        bias_ih: None,
+                        bias_hh: match case {
+                            GatedCase::Gru => {
+                                let mut b = vec![0.0; 2 * hidden];
+                                b.extend(rng.uniform(-0.5, 0.5, hidden));
+                                Some(b)
+                            }
+                            GatedCase::Lstm { .. } => None,
+                        },
+                        weight_hr: (size != hidden).then(|| rng.uniform(-0.5, 0.5, size * hidden)),
+                    })
+                    .collect();
+                let mut recurrent: Vec<f32> =
+                    units.iter().flat_map(|u| u.weight_hh.clone()).collect();
+                let step_bias_offset = recurrent.len();
+                if let GatedCase::Gru = case {
+                    recurrent.extend(
+                        units
+                            .iter()
+                            .flat_map(|u| u.bias_hh.clone().unwrap()[2 * hidden..].to_vec()),
+                    );
+                }
+                let hr_offset = recurrent.len();
                 recurrent.extend(
                     units
                         .iter()
-                        .flat_map(|u| u.bias_hh.clone().unwrap()[2 * hidden..].to_vec()),
+                        .flat_map(|u| u.weight_hr.clone().unwrap_or_default()),
                 );
-            }
-            let hr_offset = recurrent.len();
-            recurrent.extend(
-                units
-                    .iter()
-                    .flat_map(|u| u.weight_hr.clone().unwrap_or_default()),
-            );
 
-            let rows = seq_len * batch;
-            let p = rng.uniform(-1.0, 1.0, rows * directions * g_h);
-            let (h_unit, c_unit) = (batch * size, batch * cell);
-            let h = rng.uniform(-1.0, 1.0, directions * h_unit);
-            let c = rng.uniform(-1.0, 1.0, directions * c_unit);
-            let half = directions * (h_unit + c_unit);
-            // Half 0 = h ‖ c; half 1 is poison that step 0 must overwrite; the lengths; the
-            // scratch, poisoned too.
-            let mut state_init = [h.clone(), c.clone()].concat();
-            state_init.extend(vec![f32::NAN; half]);
-            state_init.extend(lengths.iter().map(|&l| f32::from_bits(l)));
-            state_init.extend(vec![f32::NAN; directions * batch * hidden]);
-            let layer = StepLayerParams {
-                seq_len: seq_len as u32,
-                batch: batch as u32,
-                hidden: hidden as u32,
-                directions: directions as u32,
-                out_stride_t: (batch * directions * size) as u32,
-                out_stride_n: (directions * size) as u32,
-                state_half: half as u32,
-                lengths_offset: (2 * half) as u32,
-                state_size: size as u32,
-                cell_offset: (directions * h_unit) as u32,
-                step_bias_offset: step_bias_offset as u32,
-                hr_offset: hr_offset as u32,
-                scratch_offset: (2 * half + batch) as u32,
-                cell: matches!(case, GatedCase::Gru) as u32,
-                ..bytemuck::Zeroable::zeroed()
-            };
-            let step = StepIndex {
-                index: 0,
-                _pad: [0; 3],
-            };
-            let kernels = &ctx.inner().kernels;
-            // Both forms: one unit an invocation, and four sequences an invocation where the
-            // sizes allow.
-            let fits = GatedStepKernel::blocks_fit(hidden as u32, size as u32);
-            for blocks in [false, fits] {
-                let state = storage(&ctx, &state_init);
-                let output = storage(&ctx, &vec![f32::NAN; rows * directions * size]);
-                let group = kernels.step.bind_group(
-                    &ctx,
-                    StepBindings {
-                        layer: &uniform(&ctx, &layer),
-                        steps: &uniform(&ctx, &step),
-                        recurrent: &storage(&ctx, &recurrent),
-                        p: &storage(&ctx, &p),
-                        state: &state,
-                        output: &output,
-                    },
-                );
-                let grid = StepGrid {
-                    hidden: hidden as u32,
+                let rows = seq_len * batch;
+                let p = rng.uniform(-1.0, 1.0, rows * directions * g_h);
+                let (h_unit, c_unit) = (batch * size, batch * cell);
+                let h = rng.uniform(-1.0, 1.0, directions * h_unit);
+                let c = rng.uniform(-1.0, 1.0, directions * c_unit);
+                let half = directions * (h_unit + c_unit);
+                // Half 0 = h ‖ c; half 1 is poison that step 0 must overwrite; the lengths; the
+                // scratch, poisoned too.
+                let mut state_init = [h.clone(), c.clone()].concat();
+                state_init.extend(vec![f32::NAN; half]);
+                state_init.extend(lengths.iter().map(|&l| f32::from_bits(l)));
+                state_init.extend(vec![f32::NAN; directions * batch * hidden]);
+                let layer = StepLayerParams {
+                    seq_len: seq_len as u32,
                     batch: batch as u32,
+                    hidden: hidden as u32,
                     directions: directions as u32,
-                    batch_tile: 1,
+                    out_stride_t: (batch * directions * size) as u32,
+                    out_stride_n: (directions * size) as u32,
+                    state_half: half as u32,
+                    lengths_offset: (2 * half) as u32,
+                    state_size: size as u32,
+                    cell_offset: (directions * h_unit) as u32,
+                    step_bias_offset: step_bias_offset as u32,
+                    hr_offset: hr_offset as u32,
+                    scratch_offset: (2 * half + batch) as u32,
+                    cell: matches!(case, GatedCase::Gru) as u32,
+                    ..bytemuck::Zeroable::zeroed()
                 };
-                let projected = (size != hidden).then_some(size as u32);
-                run(&ctx, |pass| {
-                    kernels
-                        .gated
-                        .encode_steps(pass, &group, 0..1, 0, grid, projected, blocks)
-                });
-                let got_state = read(&ctx, &state);
-                let got_output = read(&ctx, &output);
-                for d in 0..directions {
-                    let t = if d == 0 { 0 } else { seq_len - 1 };
-                    let p_t: Vec<f32> = (0..batch)
-                        .flat_map(|n| {
-                            let row = (t * batch + n) * directions * g_h + d * g_h;
-                            p[row..row + g_h].to_vec()
-                        })
-                        .collect();
-                    let h_d = &h[d * h_unit..(d + 1) * h_unit];
-                    let valid = |n: usize| t < lengths[n] as usize;
-                    let (want_h, want_c) = match case {
-                        GatedCase::Lstm { .. } => {
-                            let c_d = &c[d * c_unit..(d + 1) * c_unit];
-                            lstm_step(&p_t, h_d, c_d, &units[d], hidden, valid)
-                        }
-                        GatedCase::Gru => (gru_step(&p_t, h_d, &units[d], hidden, valid), vec![]),
-                    };
-                    let what = format!("{case:?} H={hidden} blocks={blocks} direction {d}");
-                    let next_h = half + d * h_unit;
-                    assert_close(&what, &got_state[next_h..next_h + h_unit], &want_h);
-                    let next_c = half + directions * h_unit + d * c_unit;
-                    assert_close(
-                        &format!("{what} c"),
-                        &got_state[next_c..next_c + c_unit],
-                        &want_c,
+                let step = StepIndex {
+                    index: 0,
+                    _pad: [0; 3],
+                };
+                let kernels = &ctx.inner().kernels;
+                // Both forms: one unit an invocation, and four sequences an invocation where the
+                // sizes allow.
+                let fits = GatedStepKernel::blocks_fit(hidden as u32, size as u32);
+                for blocks in [false, fits] {
+                    let state = storage(&ctx, &state_init);
+                    let output = storage(&ctx, &vec![f32::NAN; rows * directions * size]);
+                    let group = kernels.step.bind_group(
+                        &ctx,
+                        StepBindings {
+                            layer: &uniform(&ctx, &layer),
+                            steps: &uniform(&ctx, &step),
+                            recurrent: &storage(&ctx, &recurrent),
+                            p: &storage(&ctx, &p),
+                            state: &state,
+                            output: &output,
+                        },
                     );
-                    for n in 0..batch {
-                        let at = t * layer.out_stride_t as usize
-                            + n * layer.out_stride_n as usize
-                            + d * size;
-                        let want_out = if valid(n) {
-                            want_h[n * size..(n + 1) * size].to_vec()
-                        } else {
-                            vec![0.0; size]
+                    let grid = StepGrid {
+                        hidden: hidden as u32,
+                        batch: batch as u32,
+                        directions: directions as u32,
+                        batch_tile: 1,
+                    };
+                    let projected = (size != hidden).then_some(size as u32);
+                    run(&ctx, |pass| {
+                        kernels
+                            .gated
+                            .encode_steps(pass, &group, 0..1, 0, grid, projected, blocks)
+                    });
+                    let got_state = read(&ctx, &state);
+                    let got_output = read(&ctx, &output);
+                    for d in 0..directions {
+                        let t = if d == 0 { 0 } else { seq_len - 1 };
+                        let p_t: Vec<f32> = (0..batch)
+                            .flat_map(|n| {
+                                let row = (t * batch + n) * directions * g_h + d * g_h;
+                                p[row..row + g_h].to_vec()
+                            })
+                            .collect();
+                        let h_d = &h[d * h_unit..(d + 1) * h_unit];
+                        let valid = |n: usize| t < lengths[n] as usize;
+                        let (want_h, want_c) = match case {
+                            GatedCase::Lstm { .. } => {
+                                let c_d = &c[d * c_unit..(d + 1) * c_unit];
+                                lstm_step(&p_t, h_d, c_d, &units[d], hidden, valid)
+                            }
+                            GatedCase::Gru => {
+                                (gru_step(&p_t, h_d, &units[d], hidden, valid), vec![])
+                            }
                         };
+                        let what =
+                            format!("{case:?} H={hidden} N={batch} blocks={blocks} direction {d}");
+                        let next_h = half + d * h_unit;
+                        assert_close(&what, &got_state[next_h..next_h + h_unit], &want_h);
+                        let next_c = half + directions * h_unit + d * c_unit;
                         assert_close(
-                            &format!("{what} output n={n}"),
-                            &got_output[at..at + size],
-                            &want_out,
+                            &format!("{what} c"),
+                            &got_state[next_c..next_c + c_unit],
+                            &want_c,
                         );
+                        for n in 0..batch {
+                            let at = t * layer.out_stride_t as usize
+                                + n * layer.out_stride_n as usize
+                                + d * size;
+                            let want_out = if valid(n) {
+                                want_h[n * size..(n + 1) * size].to_vec()
+                            } else {
+                                vec![0.0; size]
+                            };
+                            assert_close(
+                                &format!("{what} output n={n}"),
+                                &got_output[at..at + size],
+                                &want_out,
+                            );
+                        }
                     }
                 }
             }

@@ -401,7 +401,8 @@ impl ProjectionKernel {
 
 /// `recurrent_step.wgsl`: one fused timestep of one layer, both directions, one invocation
 /// per unit; and its block form `recurrent_block.wgsl` (4 units × 4 sequences an invocation,
-/// vec4 loads) for hidden sizes that are multiples of four. Its bind group layout is shared by
+/// or on subgroup adapters 1, 4 or 16 by batch; vec4 loads) for hidden sizes that are
+/// multiples of four. Its bind group layout is shared by
 /// the gated and persistent kernels, which bind the same buffers.
 pub(crate) struct RecurrentStepKernel {
     pub(crate) layout: wgpu::BindGroupLayout,
@@ -412,9 +413,9 @@ pub(crate) struct RecurrentStepKernel {
     own_input_layout: Option<wgpu::BindGroupLayout>,
     pipeline: wgpu::ComputePipeline,
     block: wgpu::ComputePipeline,
-    /// The block kernel as one subgroup sharing h by broadcast, and the subgroup size, on
-    /// adapters with a fixed one.
-    block_subgroup: Option<(wgpu::ComputePipeline, usize)>,
+    /// The block kernel as one subgroup sharing h by broadcast, on adapters with a fixed
+    /// subgroup size.
+    block_subgroup: Option<SubgroupBlocks>,
     /// `wavefront_block.wgsl`: every layer of a stacked unidirectional RNN in one dispatch.
     wavefront: wgpu::ComputePipeline,
 }
@@ -517,7 +518,7 @@ impl RecurrentStepKernel {
             device,
             counters,
             "recurrent_block",
-            &shaders::with_weights(&block_loop::elman_wgsl(None), weights),
+            &shaders::with_weights(&block_loop::elman_wgsl(None, 4), weights),
             &layout,
         );
         let wavefront = compute_pipeline(
@@ -528,16 +529,12 @@ impl RecurrentStepKernel {
             &layout,
         );
         let block_subgroup = subgroup.map(|size| {
-            let template = block_loop::elman_wgsl(Some(size));
-            let source = shaders::with_weights(&template, weights);
-            let pipeline = compute_pipeline(
-                device,
-                counters,
-                "recurrent_block_subgroup",
-                &source,
-                &layout,
-            );
-            (pipeline, size)
+            SubgroupBlocks::new(size, |sequences| {
+                let template = block_loop::elman_wgsl(Some(size), sequences);
+                let source = shaders::with_weights(&template, weights);
+                let label = format!("recurrent_block_subgroup_{sequences}");
+                compute_pipeline(device, counters, &label, &source, &layout)
+            })
         });
         RecurrentStepKernel {
             layout,
@@ -679,11 +676,12 @@ impl RecurrentStepKernel {
         let subgroup = self
             .block_subgroup
             .as_ref()
-            .filter(|(_, size)| block_loop::subgroup_fits(*size, grid.hidden as usize));
-        let (pipeline, workgroups) = if let (true, Some((pipeline, size))) = (blocks, subgroup) {
-            // One subgroup of invocations of 4 units × 4 sequences along the units.
-            let x = grid.hidden.div_ceil(4 * *size as u32);
-            (pipeline, (x, grid.batch.div_ceil(4)))
+            .filter(|blocks| block_loop::subgroup_fits(blocks.size, grid.hidden as usize));
+        let (pipeline, workgroups) = if let (true, Some(forms)) = (blocks, subgroup) {
+            // One subgroup of invocations of 4 units × the form's sequences along the units.
+            let (pipeline, sequences) = forms.for_batch(grid.batch);
+            let x = grid.hidden.div_ceil(4 * forms.size as u32);
+            (pipeline, (x, grid.batch.div_ceil(sequences)))
         } else if blocks {
             // 8 × 8 invocations of 4 units × 4 sequences.
             let x = grid.hidden.div_ceil(4 * BLOCK_WORKGROUP);
@@ -724,6 +722,35 @@ impl RecurrentStepKernel {
     }
 }
 
+/// A block kernel's subgroup forms, on adapters with a fixed subgroup size: one pipeline per
+/// number of sequences an invocation (see [`block_loop::block_sequences`]).
+pub(crate) struct SubgroupBlocks {
+    /// The subgroup size (the workgroup's lanes).
+    pub size: usize,
+    forms: Vec<(usize, wgpu::ComputePipeline)>,
+}
+
+impl SubgroupBlocks {
+    fn new(size: usize, compile: impl Fn(usize) -> wgpu::ComputePipeline) -> Self {
+        let forms = block_loop::SUBGROUP_BLOCK_SEQUENCES
+            .iter()
+            .map(|&sequences| (sequences, compile(sequences)))
+            .collect();
+        SubgroupBlocks { size, forms }
+    }
+
+    /// The form for `batch` sequences: its pipeline and its sequences an invocation.
+    fn for_batch(&self, batch: u32) -> (&wgpu::ComputePipeline, u32) {
+        let sequences = block_loop::block_sequences(batch);
+        let (_, pipeline) = self
+            .forms
+            .iter()
+            .find(|(s, _)| *s == sequences)
+            .expect("block_sequences picks one of SUBGROUP_BLOCK_SEQUENCES");
+        (pipeline, sequences as u32)
+    }
+}
+
 /// `gated_step.wgsl`: one fused LSTM or GRU timestep of one layer, both directions (entry
 /// `gates`), and for a projected LSTM the projection of h that follows it (entry `project`);
 /// `gated_block.wgsl`, the `gates` step for four sequences an invocation. Same bind group
@@ -732,9 +759,8 @@ pub(crate) struct GatedStepKernel {
     gates: wgpu::ComputePipeline,
     block: wgpu::ComputePipeline,
     /// The block kernel as one subgroup sharing h by broadcast, on adapters with a fixed
-    /// subgroup size: that size, and the kernel for each number of sequences an invocation
-    /// (see [`block_loop::gated_sequences`]).
-    block_subgroup: Option<(usize, Vec<(usize, wgpu::ComputePipeline)>)>,
+    /// subgroup size.
+    block_subgroup: Option<SubgroupBlocks>,
     project: wgpu::ComputePipeline,
 }
 
@@ -760,14 +786,12 @@ impl GatedStepKernel {
                 layout,
             ),
             block_subgroup: subgroup.map(|size| {
-                let forms = block_loop::GATED_SUBGROUP_SEQUENCES.map(|sequences| {
+                SubgroupBlocks::new(size, |sequences| {
                     let template = block_loop::gated_wgsl(Some(size), sequences);
                     let source = shaders::with_weights(&template, weights);
                     let label = format!("gated_block_subgroup_{sequences}");
-                    let pipeline = compute_pipeline(device, counters, &label, &source, layout);
-                    (sequences, pipeline)
-                });
-                (size, forms.into())
+                    compute_pipeline(device, counters, &label, &source, layout)
+                })
             }),
             project: entry_pipeline(device, counters, "lstm_project", &module, "project", layout),
         }
@@ -795,17 +819,13 @@ impl GatedStepKernel {
     ) {
         // The subgroup form where the adapter has it and h's rows tile into its chunks, for
         // as many sequences an invocation as suit the batch.
-        let subgroup = self.block_subgroup.as_ref().filter(|(size, _)| {
-            block_loop::subgroup_fits(*size, projected.unwrap_or(grid.hidden) as usize)
-        });
-        let sequences = block_loop::gated_sequences(grid.batch);
-        let subgroup = subgroup.and_then(|(size, forms)| {
-            let (_, pipeline) = forms.iter().find(|(s, _)| *s == sequences)?;
-            Some((pipeline, *size as u32))
+        let subgroup = self.block_subgroup.as_ref().filter(|blocks| {
+            block_loop::subgroup_fits(blocks.size, projected.unwrap_or(grid.hidden) as usize)
         });
         let (gates, lanes, rows) = match subgroup {
-            Some((pipeline, size)) if blocks => {
-                (pipeline, size, grid.batch.div_ceil(sequences as u32))
+            Some(forms) if blocks => {
+                let (pipeline, sequences) = forms.for_batch(grid.batch);
+                (pipeline, forms.size as u32, grid.batch.div_ceil(sequences))
             }
             _ if blocks => (
                 &self.block,
