@@ -283,6 +283,17 @@ mod tests {
     }
 
     #[test]
+    fn every_batch_gets_a_compiled_form() {
+        for batch in 0..=70 {
+            let sequences = super::block_sequences(batch);
+            assert!(
+                super::SUBGROUP_BLOCK_SEQUENCES.contains(&sequences),
+                "batch {batch}: {sequences}"
+            );
+        }
+    }
+
+    #[test]
     fn wavefront_validates() {
         let wavefront = super::wavefront_wgsl();
         for weights in [WeightPrecision::F32, WeightPrecision::F16] {

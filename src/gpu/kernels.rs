@@ -402,8 +402,8 @@ impl ProjectionKernel {
 /// `recurrent_step.wgsl`: one fused timestep of one layer, both directions, one invocation
 /// per unit; and its block form `recurrent_block.wgsl` (4 units × 4 sequences an invocation,
 /// or on subgroup adapters 1, 4 or 16 by batch; vec4 loads) for hidden sizes that are
-/// multiples of four. Its bind group layout is shared by
-/// the gated and persistent kernels, which bind the same buffers.
+/// multiples of four. Its bind group layout is shared by the gated and persistent kernels,
+/// which bind the same buffers.
 pub(crate) struct RecurrentStepKernel {
     pub(crate) layout: wgpu::BindGroupLayout,
     /// The layout of persistent kernels that read X themselves (projecting ahead, or fusing
@@ -739,21 +739,22 @@ impl SubgroupBlocks {
         SubgroupBlocks { size, forms }
     }
 
-    /// The form for `batch` sequences: its pipeline and its sequences an invocation.
+    /// The form for `batch` sequences: its pipeline and its sequences an invocation. (Any
+    /// form computes the same results; `block_sequences` picks the cheapest.)
     fn for_batch(&self, batch: u32) -> (&wgpu::ComputePipeline, u32) {
-        let sequences = block_loop::block_sequences(batch);
-        let (_, pipeline) = self
+        let wanted = block_loop::block_sequences(batch);
+        let (sequences, pipeline) = self
             .forms
             .iter()
-            .find(|(s, _)| *s == sequences)
-            .expect("block_sequences picks one of SUBGROUP_BLOCK_SEQUENCES");
-        (pipeline, sequences as u32)
+            .find(|(sequences, _)| *sequences == wanted)
+            .unwrap_or(&self.forms[0]);
+        (pipeline, *sequences as u32)
     }
 }
 
 /// `gated_step.wgsl`: one fused LSTM or GRU timestep of one layer, both directions (entry
 /// `gates`), and for a projected LSTM the projection of h that follows it (entry `project`);
-/// `gated_block.wgsl`, the `gates` step for four sequences an invocation. Same bind group
+/// `gated_block.wgsl`, the `gates` step for several sequences an invocation. Same bind group
 /// layout as [`RecurrentStepKernel`].
 pub(crate) struct GatedStepKernel {
     gates: wgpu::ComputePipeline,
