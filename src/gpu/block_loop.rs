@@ -135,9 +135,9 @@ fn subgroup_lane(subgroup: Option<usize>) -> &'static str {
     }
 }
 
-/// `template` with what every block kernel shares filled in: `reduce`, the partial sums, the
-/// loop over K and the finish calls, whose arguments after n are `finish_arguments`, for
-/// `sequences` sequences an invocation.
+/// `template` with what every block kernel shares filled in, for `sequences` sequences an
+/// invocation: that number, `reduce`, the partial sums, the loop over K and the finish calls,
+/// whose arguments after n are `finish_arguments`.
 fn fill_block(
     template: &str,
     subgroup: Option<usize>,
@@ -146,6 +146,7 @@ fn fill_block(
     sequences: usize,
 ) -> String {
     template
+        .replace("{{SEQUENCES}}", &sequences.to_string())
         .replace("{{SUBGROUP_LANE}}", subgroup_lane(subgroup))
         .replace("{{REDUCE}}", REDUCE)
         .replace("{{SUMS}}", &partial_sums(sequences))
@@ -154,6 +155,19 @@ fn fill_block(
             &accumulation_loop(subgroup, operands, sequences),
         )
         .replace("{{FINISH}}", &finish_calls(finish_arguments, sequences))
+}
+
+/// Where each of `sequences` sequences' row of h starts: `h{i}`, from the block at `base` with
+/// rows of `stride` (sequences past the batch read the last one's).
+fn h_starts(sequences: usize, base: &str, stride: &str) -> String {
+    let mut starts = String::new();
+    for i in 0..sequences {
+        let _ = writeln!(
+            starts,
+            "    let h{i} = {base} + min(n0 + {i}u, last) * {stride};"
+        );
+    }
+    starts
 }
 
 /// The numbers of sequences an invocation of the subgroup forms of `gated_block.wgsl` and
@@ -193,17 +207,9 @@ pub(crate) fn gated_wgsl(subgroup: Option<usize>, sequences: usize) -> String {
         h: |i, k| format!("state4(h{i} + 4u * ({k}))"),
     };
     let lanes = subgroup.map_or(GATED_PORTABLE_LANES as usize, |size| size);
-    let mut starts = String::new();
-    for i in 0..sequences {
-        let _ = writeln!(
-            starts,
-            "    let h{i} = h_block + min(n0 + {i}u, last) * size;"
-        );
-    }
     let template = shaders::GATED_BLOCK
         .replace("{{LANES}}", &lanes.to_string())
-        .replace("{{SEQUENCES}}", &sequences.to_string())
-        .replace("{{H_STARTS}}", &starts);
+        .replace("{{H_STARTS}}", &h_starts(sequences, "h_block", "size"));
     fill_block(
         &template,
         subgroup,
@@ -219,10 +225,6 @@ pub(crate) fn elman_wgsl(subgroup: Option<usize>, sequences: usize) -> String {
         weights: "w_hh",
         h: |i, k| format!("state[h{i} + {k}]"),
     };
-    let mut starts = String::new();
-    for i in 0..sequences {
-        let _ = writeln!(starts, "    let h{i} = prev + min(n0 + {i}u, last) * row;");
-    }
     let workgroup = match subgroup {
         Some(size) => format!("{size}, 1, 1"),
         None => format!("{ELMAN_PORTABLE_SIDE}, {ELMAN_PORTABLE_SIDE}, 1"),
@@ -230,8 +232,7 @@ pub(crate) fn elman_wgsl(subgroup: Option<usize>, sequences: usize) -> String {
     let template = shaders::RECURRENT_BLOCK
         .replace("{{WORKGROUP}}", &workgroup)
         .replace("{{ELMAN_FUNCTIONS}}", ELMAN_FUNCTIONS)
-        .replace("{{SEQUENCES}}", &sequences.to_string())
-        .replace("{{H_STARTS}}", &starts);
+        .replace("{{H_STARTS}}", &h_starts(sequences, "prev", "row"));
     fill_block(
         &template,
         subgroup,

@@ -105,6 +105,61 @@ fn input_projection_matches_cpu_twin() {
     }
 }
 
+/// The step kernels' bind group over `layer`'s buffers for step 0.
+fn step_zero_group(
+    ctx: &GpuContext,
+    layer: &StepLayerParams,
+    recurrent: &[f32],
+    p: &[f32],
+    state: &wgpu::Buffer,
+    output: &wgpu::Buffer,
+) -> wgpu::BindGroup {
+    let step = StepIndex {
+        index: 0,
+        _pad: [0; 3],
+    };
+    ctx.inner().kernels.step.bind_group(
+        ctx,
+        StepBindings {
+            layer: &uniform(ctx, layer),
+            steps: &uniform(ctx, &step),
+            recurrent: &storage(ctx, recurrent),
+            p: &storage(ctx, p),
+            state,
+            output,
+        },
+    )
+}
+
+/// The extent of `layer`'s step (one sequence a persistent workgroup: unused by the step
+/// kernels).
+fn layer_grid(layer: &StepLayerParams) -> StepGrid {
+    StepGrid {
+        hidden: layer.hidden,
+        batch: layer.batch,
+        directions: layer.directions,
+        batch_tile: 1,
+    }
+}
+
+/// Direction `d`'s `cols` columns of P at timestep `t`, for each of `batch` sequences: P is
+/// (T·N, D·cols).
+fn p_of_step(
+    p: &[f32],
+    t: usize,
+    batch: usize,
+    directions: usize,
+    cols: usize,
+    d: usize,
+) -> Vec<f32> {
+    (0..batch)
+        .flat_map(|n| {
+            let row = (t * batch + n) * directions * cols + d * cols;
+            p[row..row + cols].to_vec()
+        })
+        .collect()
+}
+
 /// The sequence lengths (T = 3) of the step twins' batches: one, three and seventeen
 /// sequences, so that the subgroup block kernels run each of their forms (one, four and
 /// sixteen sequences an invocation) and padding lanes past the batch. Sequences of one frame
@@ -152,32 +207,13 @@ fn recurrent_step_matches_cpu_twin() {
                     state_size: hidden as u32,
                     ..bytemuck::Zeroable::zeroed()
                 };
-                let step = StepIndex {
-                    index: 0,
-                    _pad: [0; 3],
-                };
                 let kernel = &ctx.inner().kernels.step;
                 // Both forms: one unit an invocation, and 4 × 4 blocks where H allows.
                 for blocks in [false, hidden % 4 == 0] {
                     let state = storage(&ctx, &state_init);
                     let output = storage(&ctx, &vec![f32::NAN; rows * directions * hidden]);
-                    let group = kernel.bind_group(
-                        &ctx,
-                        StepBindings {
-                            layer: &uniform(&ctx, &layer),
-                            steps: &uniform(&ctx, &step),
-                            recurrent: &storage(&ctx, &w_hh),
-                            p: &storage(&ctx, &p),
-                            state: &state,
-                            output: &output,
-                        },
-                    );
-                    let grid = StepGrid {
-                        hidden: hidden as u32,
-                        batch: batch as u32,
-                        directions: directions as u32,
-                        batch_tile: 1,
-                    };
+                    let group = step_zero_group(&ctx, &layer, &w_hh, &p, &state, &output);
+                    let grid = layer_grid(&layer);
                     run(&ctx, |pass| {
                         kernel.encode_steps_with(pass, &group, 0..1, 0, grid, blocks)
                     });
@@ -186,12 +222,7 @@ fn recurrent_step_matches_cpu_twin() {
                     for d in 0..directions {
                         // Step 0: forward direction at t = 0, reverse at t = T − 1.
                         let t = if d == 0 { 0 } else { seq_len - 1 };
-                        let p_t: Vec<f32> = (0..batch)
-                            .flat_map(|n| {
-                                let row = (t * batch + n) * directions * hidden + d * hidden;
-                                p[row..row + hidden].to_vec()
-                            })
-                            .collect();
+                        let p_t = p_of_step(&p, t, batch, directions, hidden, d);
                         let w = &w_hh[d * hidden * hidden..(d + 1) * hidden * hidden];
                         let h_d = &h[d * unit..(d + 1) * unit];
                         let want = cpu::recurrent_step(&p_t, h_d, w, nonlinearity, |n| {
@@ -321,10 +352,6 @@ fn gated_step_matches_cpu_twins() {
                     cell: matches!(case, GatedCase::Gru) as u32,
                     ..bytemuck::Zeroable::zeroed()
                 };
-                let step = StepIndex {
-                    index: 0,
-                    _pad: [0; 3],
-                };
                 let kernels = &ctx.inner().kernels;
                 // Both forms: one unit an invocation, and four sequences an invocation where the
                 // sizes allow.
@@ -332,23 +359,8 @@ fn gated_step_matches_cpu_twins() {
                 for blocks in [false, fits] {
                     let state = storage(&ctx, &state_init);
                     let output = storage(&ctx, &vec![f32::NAN; rows * directions * size]);
-                    let group = kernels.step.bind_group(
-                        &ctx,
-                        StepBindings {
-                            layer: &uniform(&ctx, &layer),
-                            steps: &uniform(&ctx, &step),
-                            recurrent: &storage(&ctx, &recurrent),
-                            p: &storage(&ctx, &p),
-                            state: &state,
-                            output: &output,
-                        },
-                    );
-                    let grid = StepGrid {
-                        hidden: hidden as u32,
-                        batch: batch as u32,
-                        directions: directions as u32,
-                        batch_tile: 1,
-                    };
+                    let group = step_zero_group(&ctx, &layer, &recurrent, &p, &state, &output);
+                    let grid = layer_grid(&layer);
                     let projected = (size != hidden).then_some(size as u32);
                     run(&ctx, |pass| {
                         kernels
@@ -359,12 +371,7 @@ fn gated_step_matches_cpu_twins() {
                     let got_output = read(&ctx, &output);
                     for d in 0..directions {
                         let t = if d == 0 { 0 } else { seq_len - 1 };
-                        let p_t: Vec<f32> = (0..batch)
-                            .flat_map(|n| {
-                                let row = (t * batch + n) * directions * g_h + d * g_h;
-                                p[row..row + g_h].to_vec()
-                            })
-                            .collect();
+                        let p_t = p_of_step(&p, t, batch, directions, g_h, d);
                         let h_d = &h[d * h_unit..(d + 1) * h_unit];
                         let valid = |n: usize| t < lengths[n] as usize;
                         let (want_h, want_c) = match case {
