@@ -280,3 +280,27 @@ fn layers_fusing_their_input_allocate_no_projections() {
         assert_eq!(per_step_budget, fused_budget);
     }
 }
+
+/// `Duration::MAX` is a fair way to say "no timeout": the wait must treat a deadline beyond
+/// what the clock can represent as none, not overflow computing it. A context of its own: the
+/// timeout is context-wide and the shared test context serves other tests.
+#[test]
+fn an_unbounded_timeout_waits_without_overflowing() {
+    if testing::gpu("an_unbounded_timeout_waits_without_overflowing").is_none() {
+        return;
+    }
+    let ctx = GpuContext::new().unwrap();
+    ctx.set_timeout(std::time::Duration::MAX);
+    let (config, weights, input) = model_and_input();
+    let want = CpuRnn::new(config.clone(), weights.clone())
+        .unwrap()
+        .forward(&input, None)
+        .unwrap();
+    let gpu = GpuRnn::new(&ctx, config, &weights).unwrap();
+    // Twice: the second forward also waits for the input upload's map of the first.
+    for round in 0..2 {
+        let got = gpu.forward(&input, None).unwrap();
+        let c = compare(got.output.data(), want.output.data(), 1e-4);
+        assert!(c.passed(), "round {round}: {c}");
+    }
+}

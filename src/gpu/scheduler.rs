@@ -380,7 +380,8 @@ fn map_result(
     receiver: &mpsc::Receiver<Result<(), wgpu::BufferAsyncError>>,
     what: &str,
 ) -> Result<()> {
-    let deadline = Instant::now() + ctx.timeout();
+    // A timeout too long to add to the clock (`Duration::MAX`, say) means no deadline.
+    let deadline = Instant::now().checked_add(ctx.timeout());
     loop {
         let outcome = match receiver.try_recv() {
             Ok(result) => Ok(result),
@@ -397,7 +398,9 @@ fn map_result(
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 return Err(ctx.classify(what, "the map was dropped"));
             }
-            Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() > deadline => {
+            Err(mpsc::RecvTimeoutError::Timeout)
+                if deadline.is_some_and(|d| Instant::now() > d) =>
+            {
                 ctx.check_alive()?;
                 return Err(RnnError::Timeout(ctx.timeout()));
             }
