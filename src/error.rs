@@ -69,18 +69,21 @@ pub enum RnnError {
         source: std::io::Error,
     },
 
-    /// A problem would need more memory or more work items than the adapter allows.
-    #[error(
-        "{what} needs {needed} but the adapter allows at most {limit}; \
-         use a shorter sequence or a smaller batch per call"
-    )]
+    /// A problem would need more than one of the limits it runs under allows: the adapter's
+    /// (buffer sizes, workgroup counts), the kernels' or the workspace budget the caller set.
+    /// `limit` says which one was hit, `allowed` its value, and `hint` what would fit.
+    #[error("{what} needs {needed} but {limit} is {allowed}; {hint}")]
     ExceedsLimits {
-        /// The resource (a buffer, a dispatch dimension).
+        /// The resource (a buffer, a dispatch dimension), with its unit.
         what: String,
-        /// What the problem needs.
+        /// What the problem needs, in the unit of `what`.
         needed: u64,
-        /// What the adapter allows.
-        limit: u64,
+        /// The limit that was hit.
+        limit: Limit,
+        /// What that limit allows, in the unit of `what`.
+        allowed: u64,
+        /// What would fit: a smaller batch, a shorter chunk, a bigger budget...
+        hint: String,
     },
 
     /// The GPU device was lost (driver reset, GPU removed, ...). The context is unusable:
@@ -95,6 +98,39 @@ pub enum RnnError {
     /// The GPU did not finish within the context's timeout.
     #[error("the GPU did not finish within {0:?}; raise it with GpuContext::set_timeout")]
     Timeout(std::time::Duration),
+}
+
+/// Which limit an [`RnnError::ExceedsLimits`] hit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Limit {
+    /// The largest storage buffer a kernel may bind: the device's
+    /// `max_storage_buffer_binding_size`, or its `max_buffer_size` where that is smaller.
+    StorageBinding,
+    /// The device's `max_buffer_size`.
+    BufferSize,
+    /// The device's `max_compute_workgroups_per_dimension`.
+    WorkgroupsPerDimension,
+    /// The kernels index elements with 32-bit integers: at most `u32::MAX` per buffer.
+    ElementIndex,
+    /// The workspace budget set with `set_workspace_budget`.
+    WorkspaceBudget,
+    /// The longest time chunk one submission runs within the other limits: what must run as
+    /// one submission (a bidirectional sequence with a Linear head) cannot be longer.
+    TimeChunk,
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Limit::StorageBinding => "the adapter's largest storage binding",
+            Limit::BufferSize => "the adapter's max_buffer_size",
+            Limit::WorkgroupsPerDimension => "the adapter's max_compute_workgroups_per_dimension",
+            Limit::ElementIndex => "the kernels' 32-bit element index limit",
+            Limit::WorkspaceBudget => "the workspace budget (set_workspace_budget)",
+            Limit::TimeChunk => "the longest time chunk one submission can run",
+        })
+    }
 }
 
 /// `Result` with [`RnnError`].
@@ -113,6 +149,22 @@ impl RnnError {
             what,
             expected: expected.into(),
             got: format!("{got:?}"),
+        }
+    }
+
+    pub(crate) fn exceeds(
+        what: impl Into<String>,
+        needed: u64,
+        limit: Limit,
+        allowed: u64,
+        hint: impl Into<String>,
+    ) -> Self {
+        RnnError::ExceedsLimits {
+            what: what.into(),
+            needed,
+            limit,
+            allowed,
+            hint: hint.into(),
         }
     }
 }

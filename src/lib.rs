@@ -80,7 +80,7 @@ mod weights;
 pub use cell::{RnnCell, RnnCellConfig};
 pub use config::{Nonlinearity, RnnConfig};
 pub use cpu::CpuRnn;
-pub use error::{Result, RnnError};
+pub use error::{Limit, Result, RnnError};
 pub use gated::{
     CpuGatedRnn, GateKind, GatedCellConfig, GatedConfig, GatedDirectionWeights, GatedOutput,
     GatedRnn, GatedWeights, GpuGatedRnn, GruCell, LstmCell,

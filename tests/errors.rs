@@ -6,7 +6,8 @@ use std::sync::Arc;
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 use wgpu_rnn::{
-    CpuRnn, DirectionWeights, GpuRnn, Linear, Rnn, RnnConfig, RnnError, RnnWeights, Tensor, testing,
+    CpuRnn, DirectionWeights, GpuRnn, Limit, Linear, Rnn, RnnConfig, RnnError, RnnWeights, Tensor,
+    testing,
 };
 
 type Outcome = wgpu_rnn::Result<()>;
@@ -184,7 +185,15 @@ fn bad_forward_input_is_rejected_on_the_gpu() {
             let n = ctx2.limits().max_compute_workgroups_per_dimension as usize + 1;
             wide.forward(&Tensor::zeros(&[1, n, 1]), None).map(|_| ())
         },
-        |e| matches!(e, RnnError::ExceedsLimits { .. }),
+        |e| {
+            matches!(
+                e,
+                RnnError::ExceedsLimits {
+                    limit: Limit::WorkgroupsPerDimension,
+                    ..
+                }
+            )
+        },
     ));
     let bidirectional = RnnConfig {
         bidirectional: true,
@@ -213,7 +222,15 @@ fn bad_forward_input_is_rejected_on_the_gpu() {
                 .forward(&Tensor::zeros(&[frames + 1, 1, 1]), None)
                 .map(|_| ())
         },
-        |e| matches!(e, RnnError::ExceedsLimits { .. }),
+        |e| {
+            matches!(
+                e,
+                RnnError::ExceedsLimits {
+                    limit: Limit::TimeChunk,
+                    ..
+                }
+            )
+        },
     ));
     cases.push(case(
         "one timestep beyond the storage binding limit",
@@ -221,7 +238,15 @@ fn bad_forward_input_is_rejected_on_the_gpu() {
             big.forward(&Tensor::zeros(&[1, frames + 1, 1]), None)
                 .map(|_| ())
         },
-        |e| matches!(e, RnnError::ExceedsLimits { .. }),
+        |e| {
+            matches!(
+                e,
+                RnnError::ExceedsLimits {
+                    limit: Limit::StorageBinding,
+                    ..
+                }
+            )
+        },
     ));
     check(cases);
 }

@@ -6,7 +6,7 @@
 //! layer's output comes back to the host between layers, so GPU memory stays proportional to
 //! the chunk while host memory holds the sequence.
 
-use crate::error::{Result, RnnError};
+use crate::error::{Limit, Result, RnnError};
 use crate::gpu::engine::Engine;
 use crate::layout::ForwardShape;
 
@@ -46,13 +46,18 @@ impl Engine {
     ) -> Result<(Vec<f32>, Vec<f32>)> {
         let arch = self.arch;
         if self.output_features() != arch.output_size() {
-            return Err(RnnError::ExceedsLimits {
-                what: "timesteps of a bidirectional forward with a Linear head (it cannot run \
-                       in chunks)"
-                    .into(),
-                needed: shape.seq_len as u64,
-                limit: self.chunk_len(shape)? as u64,
-            });
+            let chunk = self.chunk_len(shape)?;
+            return Err(RnnError::exceeds(
+                "timesteps of a bidirectional forward with a Linear head (it cannot run in \
+                 time chunks)",
+                shape.seq_len as u64,
+                Limit::TimeChunk,
+                chunk as u64,
+                format!(
+                    "use sequences of at most {chunk} timesteps, raise the workspace budget if \
+                     one is set, or run the head on the host"
+                ),
+            ));
         }
         let (steps, batch) = (shape.seq_len, shape.batch);
         let (features_out, cell) = (arch.state_size, arch.cell_size());

@@ -5,8 +5,9 @@ use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::error::{Result, RnnError};
+use crate::error::{Limit, Result, RnnError};
 use crate::gpu::engine::Engine;
+use crate::gpu::kernels::PROJECTION_TILE;
 use crate::gpu::scheduler::{self, InitialState, Run};
 use crate::gpu::workspace::{TIMESTAMP_BYTES, Workspace};
 use crate::layout::{ForwardShape, TimeSlice};
@@ -66,21 +67,27 @@ impl Engine {
     /// Checks that a state for `batch` sequences fits one buffer of the device
     /// (so that `state_len` cannot overflow either).
     fn check_state_fits(&self, batch: usize) -> Result<()> {
+        if batch == 0 {
+            return Err(RnnError::shape("batch", "at least one sequence", &[batch]));
+        }
         let limits = self.ctx.limits();
         let binding = limits
             .max_storage_buffer_binding_size
             .min(limits.max_buffer_size);
-        let per_sequence = (self.state_len(1) * 4) as u64;
         // Two halves of it live in one storage buffer.
-        let needed = (batch as u64)
-            .saturating_mul(per_sequence)
-            .saturating_mul(2);
-        if batch == 0 || needed > binding {
-            return Err(RnnError::ExceedsLimits {
-                what: format!("the hidden state of {batch} sequences, in bytes (both halves)"),
+        let per_sequence = (self.state_len(1) as u64).saturating_mul(4 * 2);
+        let needed = (batch as u64).saturating_mul(per_sequence);
+        if needed > binding {
+            return Err(RnnError::exceeds(
+                format!("the hidden state of {batch} sequences (both halves), in bytes"),
                 needed,
-                limit: binding,
-            });
+                Limit::StorageBinding,
+                binding,
+                format!(
+                    "use a smaller batch: at most {} sequences",
+                    binding / per_sequence.max(1)
+                ),
+            ));
         }
         Ok(())
     }
@@ -113,11 +120,68 @@ impl Engine {
         // The readback holds a chunk's result, the final state and the timestamps; with
         // unified memory it is the result's storage buffer itself, so it must fit a binding.
         let result_frame = floats(self.output_features()).saturating_mul(batch);
-        let readback_room = binding.saturating_sub(state_bytes + TIMESTAMP_BYTES);
-        let mut chunk = (binding / frame)
-            .min(readback_room / result_frame)
-            .min(limits.max_buffer_size / align)
-            .min(u64::from(limits.max_compute_workgroups_per_dimension) * 32 / batch);
+        let readback_fixed = state_bytes + TIMESTAMP_BYTES;
+        let max_groups = u64::from(limits.max_compute_workgroups_per_dimension);
+        // The projection runs one workgroup per 32 rows (T·N) of its frames.
+        let rows_per_group = u64::from(PROJECTION_TILE);
+        let by_limit = [
+            (binding / frame, Limit::StorageBinding),
+            (
+                binding.saturating_sub(readback_fixed) / result_frame,
+                Limit::StorageBinding,
+            ),
+            (limits.max_buffer_size / align, Limit::BufferSize),
+            (
+                max_groups * rows_per_group / batch,
+                Limit::WorkgroupsPerDimension,
+            ),
+        ];
+        if let Some(&(_, limit)) = by_limit.iter().find(|(chunk, _)| *chunk == 0) {
+            // Not even one timestep fits: name the limit and what would fit.
+            let smaller_batch = |per_sequence: u64, room: u64| {
+                format!(
+                    "use a smaller batch: at most {} sequences per forward",
+                    room / per_sequence.max(1)
+                )
+            };
+            return Err(match limit {
+                Limit::StorageBinding if frame > binding => RnnError::exceeds(
+                    format!("one timestep of {batch} sequences ({widest} features each), in bytes"),
+                    frame,
+                    limit,
+                    binding,
+                    smaller_batch(floats(widest), binding),
+                ),
+                Limit::StorageBinding => RnnError::exceeds(
+                    format!(
+                        "one timestep's result of {batch} sequences and their final state, \
+                         read back together, in bytes"
+                    ),
+                    readback_fixed.saturating_add(result_frame),
+                    limit,
+                    binding,
+                    smaller_batch(
+                        floats(self.output_features() + self.state_len(1)),
+                        binding - TIMESTAMP_BYTES.min(binding),
+                    ),
+                ),
+                Limit::BufferSize => RnnError::exceeds(
+                    "a timestep's uniform slot, in bytes",
+                    align,
+                    limit,
+                    limits.max_buffer_size,
+                    "the device's buffers are too small for any forward",
+                ),
+                _ => RnnError::exceeds(
+                    format!("projection workgroups for one timestep of {batch} sequences (N / 32)"),
+                    batch.div_ceil(rows_per_group),
+                    limit,
+                    max_groups,
+                    smaller_batch(1, max_groups * rows_per_group),
+                ),
+            });
+        }
+        let mut chunk = by_limit.iter().map(|&(chunk, _)| chunk).min().unwrap_or(0);
         let budget = self.budget.load(Ordering::Relaxed);
         if budget != u64::MAX {
             // Which layers fuse their input does not depend on T: ask of a chunk within the
@@ -130,7 +194,7 @@ impl Engine {
             // Per timestep: input and its upload, projections (none where every layer
             // computes its own), layer output, the result (head output) and its readback, a
             // step uniform.
-            let projections = if chunk > 0 && self.fuses_every_layer(&within_limits) {
+            let projections = if self.fuses_every_layer(&within_limits) {
                 0
             } else {
                 floats(arch.projection_cols())
@@ -143,15 +207,20 @@ impl Engine {
             // Per call: two state halves, their readback, the lengths, a projected LSTM's
             // scratch.
             let scratch = floats(arch.directions * arch.hidden_size).saturating_mul(batch);
-            let fixed = 3 * state_bytes + floats(shape.batch) + scratch;
+            let fixed = (3 * state_bytes)
+                .saturating_add(floats(shape.batch))
+                .saturating_add(scratch);
             chunk = chunk.min(budget.saturating_sub(fixed) / per_step);
-        }
-        if chunk == 0 {
-            return Err(RnnError::ExceedsLimits {
-                what: "workspace bytes for a single timestep".into(),
-                needed: frame,
-                limit: budget.min(binding),
-            });
+            if chunk == 0 {
+                let needed = fixed.saturating_add(per_step);
+                return Err(RnnError::exceeds(
+                    format!("a workspace for one timestep of {batch} sequences, in bytes"),
+                    needed,
+                    Limit::WorkspaceBudget,
+                    budget,
+                    format!("raise the budget to at least {needed} bytes, or use a smaller batch"),
+                ));
+            }
         }
         let chunk = chunk.min(shape.seq_len as u64) as usize;
         Ok(chunk)
@@ -194,7 +263,18 @@ impl Engine {
         }
         let carry =
             carry.ok_or_else(|| RnnError::Gpu("chunked run without a carry buffer".into()))?;
-        let mut output = vec![0.0f32; steps * batch * out_features];
+        // The input exists, but a head may make the output wider than it: check its size.
+        let output_len = steps
+            .checked_mul(batch)
+            .and_then(|frames| frames.checked_mul(out_features))
+            .ok_or_else(|| {
+                RnnError::shape(
+                    "output",
+                    "a size that fits in memory",
+                    &[steps, batch, out_features],
+                )
+            })?;
+        let mut output = vec![0.0f32; output_len];
         let mut state = Vec::new();
         for t0 in (0..steps).step_by(chunk) {
             let len = chunk.min(steps - t0);

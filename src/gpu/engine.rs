@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::error::{Result, RnnError};
+use crate::error::{Limit, Result, RnnError};
 use crate::gpu::architecture::{Architecture, Cell, UnitWeights};
 use crate::gpu::context::GpuContext;
 use crate::gpu::gated_persistent::GatedPersistentSpec;
@@ -152,11 +152,14 @@ impl Engine {
             .max_storage_buffer_binding_size
             .min(limits.max_buffer_size);
         if widest > binding {
-            return Err(RnnError::ExceedsLimits {
-                what: "a layer's stacked weights in bytes".into(),
-                needed: widest,
-                limit: binding,
-            });
+            // The weights do not depend on the input: only a smaller model fits.
+            return Err(RnnError::exceeds(
+                "a layer's W_ih (every direction and gate), in bytes",
+                widest,
+                Limit::StorageBinding,
+                binding,
+                "the model is too large for this adapter: use a smaller hidden or input size",
+            ));
         }
         let persistent = match (arch.cell, options.recurrence) {
             (Cell::Rnn(_), Recurrence::Persistent) => Some(h),

@@ -5,13 +5,13 @@
 use std::sync::{Arc, mpsc};
 
 use crate::config::Nonlinearity;
-use crate::error::{Result, RnnError};
+use crate::error::{Limit, Result, RnnError};
 use crate::gpu::architecture::{Architecture, Cell};
 use crate::gpu::context::GpuContext;
 use crate::gpu::engine::{Engine, wavefront_pays};
 use crate::gpu::kernels::{
-    ProjectionBindings, ProjectionKernel, ProjectionParams, StepBindings, StepIndex,
-    StepLayerParams,
+    PROJECTION_TILE, ProjectionBindings, ProjectionKernel, ProjectionParams, StepBindings,
+    StepIndex, StepLayerParams,
 };
 use crate::gpu::persistent::PersistentSpecs;
 use crate::layout::{ForwardShape, FrameStrides};
@@ -262,64 +262,117 @@ fn floats(len: usize) -> u64 {
     (len.max(1) * 4) as u64
 }
 
-/// Checks a problem against the device's limits before anything is allocated.
+/// Checks a problem against the device's limits before anything is allocated. Each error
+/// names the limit hit and what would fit under it.
 pub(crate) fn check_limits(
     ctx: &GpuContext,
     arch: &Architecture,
     shape: &ForwardShape,
 ) -> Result<()> {
     let limits = ctx.limits();
-    let rows = shape.seq_len as u64 * shape.batch as u64;
+    // Saturating: the sizes come from the caller, and absurd ones must come out as "too
+    // large", not overflow.
+    let batch = shape.batch as u64;
+    let rows = (shape.seq_len as u64).saturating_mul(batch);
     let widest = arch.input_size.max(arch.projection_cols()) as u64;
-    let state = 2 * arch.state_len(1) as u64 * shape.batch as u64
-        + (arch.directions * arch.hidden_size + 1) as u64 * shape.batch as u64;
+    let state_per_sequence =
+        2 * arch.state_len(1) as u64 + (arch.directions * arch.hidden_size + 1) as u64;
     let binding = limits
         .max_storage_buffer_binding_size
         .min(limits.max_buffer_size);
-    for (what, elements) in [
-        ("the sequence buffer (T·N·features)", rows * widest),
-        ("the hidden-state buffer", state),
+    let index_limit = u64::from(u32::MAX);
+    let fewer_frames = |most: u64| {
+        format!(
+            "use fewer frames (T·N) per forward: at most {}",
+            most / widest.max(1)
+        )
+    };
+    let smaller_batch = |most: u64| {
+        format!(
+            "use a smaller batch: at most {} sequences",
+            most / state_per_sequence.max(1)
+        )
+    };
+    for (what, elements, hint) in [
+        (
+            "the sequence buffer (T·N·features)",
+            rows.saturating_mul(widest),
+            &fewer_frames as &dyn Fn(u64) -> String,
+        ),
+        (
+            "the hidden-state buffer",
+            batch.saturating_mul(state_per_sequence),
+            &smaller_batch,
+        ),
     ] {
-        if elements * 4 > binding {
-            return Err(RnnError::ExceedsLimits {
-                what: format!("{what} in bytes"),
-                needed: elements * 4,
-                limit: binding,
-            });
+        let bytes = elements.saturating_mul(4);
+        if bytes > binding {
+            return Err(RnnError::exceeds(
+                format!("{what}, in bytes"),
+                bytes,
+                Limit::StorageBinding,
+                binding,
+                hint(binding / 4),
+            ));
         }
-        if elements > u64::from(u32::MAX) {
-            return Err(RnnError::ExceedsLimits {
-                what: format!("{what} in elements"),
-                needed: elements,
-                limit: u64::from(u32::MAX),
-            });
+        if elements > index_limit {
+            return Err(RnnError::exceeds(
+                format!("{what}, in elements"),
+                elements,
+                Limit::ElementIndex,
+                index_limit,
+                hint(index_limit),
+            ));
         }
     }
     let max_groups = u64::from(limits.max_compute_workgroups_per_dimension);
+    // Within u32: the sequence buffer's elements, at least `rows`, fit.
     let (_, row_tiles) = ProjectionKernel::workgroups(rows as u32, 1);
-    for (what, needed) in [
-        ("projection workgroups (T·N / 32)", u64::from(row_tiles)),
-        ("batch size N (step workgroups)", shape.batch as u64),
+    let per_group = u64::from(PROJECTION_TILE);
+    let hidden_groups = u64::from(arch.hidden_size.div_ceil(64) as u32);
+    for (what, needed, hint) in [
         (
-            "hidden units (step workgroups)",
-            u64::from(arch.hidden_size.div_ceil(64) as u32),
+            "projection workgroups (T·N / 32)",
+            u64::from(row_tiles),
+            format!(
+                "use fewer frames (T·N) per forward: at most {}",
+                max_groups * per_group
+            ),
+        ),
+        (
+            "step workgroups (one per sequence)",
+            batch,
+            format!("use a smaller batch: at most {max_groups} sequences"),
+        ),
+        (
+            "step workgroups (hidden units / 64)",
+            hidden_groups,
+            format!("use a smaller hidden size: at most {}", max_groups * 64),
         ),
     ] {
         if needed > max_groups {
-            return Err(RnnError::ExceedsLimits {
-                what: what.into(),
+            return Err(RnnError::exceeds(
+                what,
                 needed,
-                limit: max_groups,
-            });
+                Limit::WorkgroupsPerDimension,
+                max_groups,
+                hint,
+            ));
         }
     }
-    let steps_bytes = shape.seq_len as u64 * u64::from(limits.min_uniform_buffer_offset_alignment);
+    let slot = u64::from(limits.min_uniform_buffer_offset_alignment);
+    let steps_bytes = (shape.seq_len as u64).saturating_mul(slot);
     if steps_bytes > limits.max_buffer_size {
-        return Err(RnnError::ExceedsLimits {
-            what: "the step-index buffer in bytes".into(),
-            needed: steps_bytes,
-            limit: limits.max_buffer_size,
-        });
+        return Err(RnnError::exceeds(
+            "the step-index buffer (one uniform slot per timestep), in bytes",
+            steps_bytes,
+            Limit::BufferSize,
+            limits.max_buffer_size,
+            format!(
+                "use a shorter sequence: at most {} timesteps",
+                limits.max_buffer_size / slot.max(1)
+            ),
+        ));
     }
     Ok(())
 }
