@@ -103,6 +103,12 @@ impl GpuOptions {
 /// How many problem shapes keep their workspace; the least recently used one goes first.
 const CACHED_SHAPES: usize = 4;
 
+/// A workspace's shape in the cache: (T, N).
+type ShapeKey = (usize, usize);
+
+/// A cached workspace and its shape.
+pub(crate) type CachedWorkspace = (ShapeKey, Arc<Mutex<Workspace>>);
+
 /// A model on a GPU, any cell. `Send + Sync`.
 pub(crate) struct Engine {
     pub(crate) ctx: GpuContext,
@@ -117,8 +123,9 @@ pub(crate) struct Engine {
     /// Elman RNN runs per step as a wavefront (see `wavefront_block.wgsl`).
     pub(crate) wavefront: Option<wgpu::Buffer>,
     pub(crate) head: Option<HeadBuffers>,
-    /// Most recently used first.
-    pub(crate) workspaces: Mutex<Vec<Arc<Mutex<Workspace>>>>,
+    /// Most recently used first. Each entry's shape is beside its workspace, so that a
+    /// lookup never locks a workspace that another thread's forward holds.
+    pub(crate) workspaces: Mutex<Vec<CachedWorkspace>>,
     /// Bytes a forward's workspace may use; `u64::MAX`: no budget beyond the adapter's limits.
     pub(crate) budget: AtomicU64,
     pub(crate) profiling: AtomicBool,
@@ -307,30 +314,53 @@ impl Engine {
     }
 
     /// The workspace for `shape`, made on first use; most recently used first.
+    ///
+    /// The cache's lock is held only to look a shape up or to insert one, never while a
+    /// workspace is made or locked: a forward of one shape must not wait for another
+    /// thread's forward of a different shape, which holds its workspace's lock for its whole
+    /// run. Evicting a shape only drops the cache's reference; a forward still running on it
+    /// keeps its own.
     pub(crate) fn workspace(&self, shape: &ForwardShape) -> Result<Arc<Mutex<Workspace>>> {
-        let mut cache = self
-            .workspaces
-            .lock()
-            .map_err(|_| RnnError::Gpu("a previous forward panicked".into()))?;
-        let found = cache.iter().position(|w| {
-            w.lock()
-                .is_ok_and(|w| w.seq_len == shape.seq_len && w.batch == shape.batch)
-        });
-        let workspace = match found {
-            Some(i) => cache.remove(i),
-            None => {
-                check_limits(&self.ctx, &self.arch, shape)?;
-                let persistent = self.persistent_kernel(shape.batch);
-                let scopes = self.ctx.error_scopes();
-                let workspace = Workspace::new(self, persistent, shape);
-                scopes.finish(&self.ctx, "allocating the workspace")?;
-                let workspace = workspace?;
-                Arc::new(Mutex::new(workspace))
-            }
+        let key = (shape.seq_len, shape.batch);
+        if let Some(found) = self.cached_workspace(key)? {
+            return Ok(found);
+        }
+        check_limits(&self.ctx, &self.arch, shape)?;
+        let persistent = self.persistent_kernel(shape.batch);
+        let scopes = self.ctx.error_scopes();
+        let workspace = Workspace::new(self, persistent, shape);
+        scopes.finish(&self.ctx, "allocating the workspace")?;
+        let made = Arc::new(Mutex::new(workspace?));
+        let mut cache = self.workspace_cache()?;
+        // Another thread may have made this shape meanwhile: keep the one cached first, so
+        // that later forwards of the shape share one workspace.
+        let workspace = match cache.iter().position(|(k, _)| *k == key) {
+            Some(i) => cache.remove(i).1,
+            None => made,
         };
-        cache.insert(0, Arc::clone(&workspace));
+        cache.insert(0, (key, Arc::clone(&workspace)));
         cache.truncate(CACHED_SHAPES);
         Ok(workspace)
+    }
+
+    /// The cached workspace of `key`, moved to the front; `None` when there is none (a
+    /// workspace whose forward panicked is dropped from the cache: it may be half-written).
+    fn cached_workspace(&self, key: ShapeKey) -> Result<Option<Arc<Mutex<Workspace>>>> {
+        let mut cache = self.workspace_cache()?;
+        cache.retain(|(_, w)| !w.is_poisoned());
+        let Some(i) = cache.iter().position(|(k, _)| *k == key) else {
+            return Ok(None);
+        };
+        let entry = cache.remove(i);
+        let workspace = Arc::clone(&entry.1);
+        cache.insert(0, entry);
+        Ok(Some(workspace))
+    }
+
+    fn workspace_cache(&self) -> Result<std::sync::MutexGuard<'_, Vec<CachedWorkspace>>> {
+        self.workspaces
+            .lock()
+            .map_err(|_| RnnError::Gpu("a previous forward panicked".into()))
     }
 
     /// The persistent kernel a forward of `batch` sequences runs, if any (the workspace
@@ -467,4 +497,68 @@ fn wavefront_weights(units: &[UnitWeights]) -> Vec<f32> {
         all.extend_from_slice(&unit.projection_bias);
     }
     all
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use crate::layout::ForwardShape;
+    use crate::{GpuRnn, Rnn, RnnConfig, RnnWeights, Tensor, testing};
+
+    /// A forward holds its shape's workspace for its whole run; a forward of another shape
+    /// must not wait for it, whether its shape is cached, new, or evicts the busy one. Here
+    /// the test holds shape A's workspace itself, standing for another thread's long forward
+    /// of A: that makes the check structural. (A real long forward cannot: on a device with
+    /// one queue, lavapipe's, B's GPU work runs after the A submission ahead of it anyway.)
+    #[test]
+    fn a_busy_workspace_blocks_no_other_shape() {
+        let Some(ctx) = testing::gpu("a_busy_workspace_blocks_no_other_shape") else {
+            return;
+        };
+        let config = RnnConfig::new(3, 8);
+        let weights = RnnWeights::init(&config, 1).unwrap();
+        let model = GpuRnn::new(&ctx, config, &weights).unwrap();
+        let input = |t: usize| Tensor::new(vec![0.5; t * 3], &[t, 1, 3]).unwrap();
+        // B's shape is cached before A's forward "starts".
+        let want = model.forward(&input(2), None).unwrap();
+        let a = ForwardShape {
+            seq_len: 50,
+            batch: 1,
+            unbatched: false,
+            batch_first: false,
+        };
+        let busy = model.engine.workspace(&a).unwrap();
+        let held = busy.lock().unwrap();
+        let (done, finished) = mpsc::channel();
+        // The cached shape B, then more new shapes than the cache keeps (evicting A).
+        let lengths = [2, 2, 3, 4, 5, 6, 7, 2];
+        let outcome = std::thread::scope(|scope| {
+            let model = &model;
+            scope.spawn(move || {
+                for t in lengths {
+                    let _ = done.send(model.forward(&input(t), None));
+                }
+            });
+            let mut outcome = Ok(());
+            for (i, &t) in lengths.iter().enumerate() {
+                match finished.recv_timeout(Duration::from_secs(30)) {
+                    Ok(Ok(got)) if t != 2 || got == want => {}
+                    Ok(result) => outcome = Err(format!("forward {i} (T = {t}): {result:?}")),
+                    Err(_) => {
+                        outcome = Err(format!(
+                            "forward {i} (T = {t}) waited 30 s for the busy workspace of \
+                             another shape"
+                        ));
+                        break;
+                    }
+                }
+            }
+            // Lets a blocked forward finish, so that the scope can end and report.
+            drop(held);
+            outcome
+        });
+        outcome.unwrap();
+    }
 }
