@@ -78,14 +78,21 @@ impl Linear {
                 self.in_features
             )));
         }
-        if self.weight.len() != self.in_features * self.out_features {
+        // The sizes are the caller's: their product may overflow.
+        let expected = self.in_features.checked_mul(self.out_features);
+        if expected != Some(self.weight.len()) {
+            let expected = expected.map_or_else(
+                || {
+                    format!(
+                        "{} × {} (more than fits in memory)",
+                        self.out_features, self.in_features
+                    )
+                },
+                |n| n.to_string(),
+            );
             return Err(RnnError::weights(
                 "weight",
-                format!(
-                    "has {} elements, expected {}",
-                    self.weight.len(),
-                    self.in_features * self.out_features
-                ),
+                format!("has {} elements, expected {expected}", self.weight.len()),
             ));
         }
         if let Some(bias) = &self.bias {

@@ -18,7 +18,7 @@
 //! let weights = RnnWeights::load(&config, "rnn.safetensors", "")?;
 //! let ctx = GpuContext::new()?;
 //! let rnn = GpuRnn::new(&ctx, config, &weights)?;
-//! let input = Tensor::zeros(&[5, 3, 4]); // (T, N, I)
+//! let input = Tensor::zeros(&[5, 3, 4])?; // (T, N, I)
 //! let out = rnn.forward(&input, None)?;
 //! assert_eq!(out.output.shape(), &[5, 3, 8]);
 //! assert_eq!(out.h_n.shape(), &[2, 3, 8]);

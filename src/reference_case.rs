@@ -147,7 +147,7 @@ impl ReferenceCase {
         let mut h = if self.has("h0") {
             self.tensor("h0")?
         } else {
-            Tensor::zeros(&[batch, cell.config().hidden_size])
+            Tensor::zeros(&[batch, cell.config().hidden_size])?
         };
         let mut got = Vec::with_capacity(want.data().len());
         for s in 0..steps {

@@ -12,10 +12,7 @@ pub struct Tensor {
 impl Tensor {
     /// Wraps `data` with `shape`; fails if the element counts differ.
     pub fn new(data: Vec<f32>, shape: &[usize]) -> Result<Self> {
-        let expected = shape
-            .iter()
-            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-            .ok_or_else(|| RnnError::shape("tensor", "a shape whose size fits in memory", shape))?;
+        let expected = element_count(shape)?;
         if expected != data.len() {
             return Err(RnnError::ShapeMismatch {
                 what: "tensor",
@@ -29,12 +26,20 @@ impl Tensor {
         })
     }
 
-    /// A tensor of zeros.
-    pub fn zeros(shape: &[usize]) -> Self {
-        Tensor {
+    /// A tensor of zeros. Fails, rather than panicking or aborting, when the shape's size
+    /// overflows or its memory cannot be had.
+    pub fn zeros(shape: &[usize]) -> Result<Self> {
+        let len = element_count(shape)?;
+        let mut data = Vec::new();
+        // `vec![0.0; len]` would panic on a capacity overflow and abort on a failed
+        // allocation: reserving first turns both into an error.
+        data.try_reserve_exact(len)
+            .map_err(|_| RnnError::shape("tensor", "a shape whose size fits in memory", shape))?;
+        data.resize(len, 0.0);
+        Ok(Tensor {
             shape: shape.to_vec(),
-            data: vec![0.0; shape.iter().product()],
-        }
+            data,
+        })
     }
 
     /// The shape, outermost dimension first.
@@ -51,4 +56,12 @@ impl Tensor {
     pub fn into_data(self) -> Vec<f32> {
         self.data
     }
+}
+
+/// The elements of a tensor of `shape`, or an error when that overflows.
+fn element_count(shape: &[usize]) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| RnnError::shape("tensor", "a shape whose size fits in memory", shape))
 }

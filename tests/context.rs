@@ -150,7 +150,7 @@ fn repeated_forwards_create_no_gpu_resources() {
         &[7, 3, 6],
     )
     .unwrap();
-    let h0 = Tensor::zeros(&[2, 3, 10]);
+    let h0 = Tensor::zeros(&[2, 3, 10]).unwrap();
     rnn.forward(&input, None).unwrap();
     let warm = ctx.resource_counts();
     assert!(
@@ -168,7 +168,7 @@ fn repeated_forwards_create_no_gpu_resources() {
         "forwards of a known shape allocated"
     );
     // A new shape makes its workspace once, then nothing again.
-    let other = Tensor::zeros(&[4, 1, 6]);
+    let other = Tensor::zeros(&[4, 1, 6]).unwrap();
     rnn.forward(&other, None).unwrap();
     let second = ctx.resource_counts();
     assert!(second.buffers > warm.buffers, "{second:?}");

@@ -105,9 +105,9 @@ fn forward_cases(model: Arc<dyn Rnn>) -> Vec<Case> {
     let run = move |input: &'static [usize], h0: Option<&'static [usize]>| {
         let model = Arc::clone(&model);
         move || {
-            let h0 = h0.map(Tensor::zeros);
+            let h0 = h0.map(|shape| Tensor::zeros(shape).unwrap());
             model
-                .forward(&Tensor::zeros(input), h0.as_ref())
+                .forward(&Tensor::zeros(input).unwrap(), h0.as_ref())
                 .map(|_| ())
         }
     };
@@ -183,7 +183,8 @@ fn bad_forward_input_is_rejected_on_the_gpu() {
                 &RnnWeights::init(&RnnConfig::new(1, 1), 1)?,
             )?;
             let n = ctx2.limits().max_compute_workgroups_per_dimension as usize + 1;
-            wide.forward(&Tensor::zeros(&[1, n, 1]), None).map(|_| ())
+            wide.forward(&Tensor::zeros(&[1, n, 1]).unwrap(), None)
+                .map(|_| ())
         },
         |e| {
             matches!(
@@ -219,7 +220,7 @@ fn bad_forward_input_is_rejected_on_the_gpu() {
         "bidirectional sequence with a head beyond the storage binding limit",
         move || {
             headed
-                .forward(&Tensor::zeros(&[frames + 1, 1, 1]), None)
+                .forward(&Tensor::zeros(&[frames + 1, 1, 1]).unwrap(), None)
                 .map(|_| ())
         },
         |e| {
@@ -235,7 +236,7 @@ fn bad_forward_input_is_rejected_on_the_gpu() {
     cases.push(case(
         "one timestep beyond the storage binding limit",
         move || {
-            big.forward(&Tensor::zeros(&[1, frames + 1, 1]), None)
+            big.forward(&Tensor::zeros(&[1, frames + 1, 1]).unwrap(), None)
                 .map(|_| ())
         },
         |e| {
@@ -380,4 +381,55 @@ fn bad_weight_files_are_rejected_naming_the_tensor() {
     ]);
     // The control: the same file, well-formed, loads.
     RnnWeights::from_safetensors(&RnnConfig::new(3, 4), &rnn_3_4("rnn.", |_| {}), "rnn.").unwrap();
+}
+
+/// Sizes given by the caller whose products overflow get a typed error: a head of
+/// `usize::MAX / 2` outputs (its weight's element count overflows), tensors of zeros whose
+/// element or byte count does not fit in memory, and a stream whose flush would.
+#[test]
+fn overflowing_sizes_are_rejected_not_panicked_on() {
+    let huge_head = || Linear {
+        in_features: 4,
+        out_features: usize::MAX / 2,
+        weight: vec![0.0; 4],
+        bias: None,
+    };
+    let mut cases = vec![
+        case(
+            "Tensor::zeros(&[usize::MAX, 2])",
+            || Tensor::zeros(&[usize::MAX, 2]).map(|_| ()),
+            |e| matches!(e, RnnError::ShapeMismatch { what: "tensor", .. }),
+        ),
+        case(
+            // Counts fine as elements, but not as bytes.
+            "Tensor::zeros(&[usize::MAX / 2])",
+            || Tensor::zeros(&[usize::MAX / 2]).map(|_| ()),
+            |e| matches!(e, RnnError::ShapeMismatch { what: "tensor", .. }),
+        ),
+        case(
+            "CpuRnn::with_head(out_features: usize::MAX / 2)",
+            move || {
+                let config = RnnConfig::new(3, 4);
+                let weights = RnnWeights::init(&config, 1)?;
+                CpuRnn::new(config, weights)?
+                    .with_head(huge_head())
+                    .map(|_| ())
+            },
+            |e| names(e, "weight"),
+        ),
+    ];
+    if let Some(ctx) = testing::gpu("overflowing_sizes_are_rejected_not_panicked_on") {
+        cases.push(case(
+            "GpuRnn::with_head(out_features: usize::MAX / 2)",
+            move || {
+                let config = RnnConfig::new(3, 4);
+                let weights = RnnWeights::init(&config, 1)?;
+                GpuRnn::new(&ctx, config, &weights)?
+                    .with_head(&huge_head())
+                    .map(|_| ())
+            },
+            |e| names(e, "weight"),
+        ));
+    }
+    check(cases);
 }

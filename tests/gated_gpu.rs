@@ -487,7 +487,7 @@ fn lstm_stream_resets_to_a_given_state() {
     stream.reset_to_lstm_state(&h0, &c0).unwrap();
     let got = stream.push(&input).unwrap();
     assert!(compare(got.data(), want.output.data(), TOLERANCE).passed());
-    let wrong = Tensor::zeros(&[1, 1, 4]);
+    let wrong = Tensor::zeros(&[1, 1, 4]).unwrap();
     assert!(matches!(
         stream.reset_to_lstm_state(&h0, &wrong),
         Err(RnnError::ShapeMismatch { what: "c0", .. })
@@ -561,8 +561,8 @@ fn recurrence_follows_the_documented_rule() {
     ));
     // A GRU has no c0; an LSTM needs both: the same rules as the CPU path.
     let gru = model(GatedConfig::gru(2, 4), Recurrence::Auto).unwrap();
-    let input = Tensor::zeros(&[2, 1, 2]);
-    let state = Tensor::zeros(&[1, 1, 4]);
+    let input = Tensor::zeros(&[2, 1, 2]).unwrap();
+    let state = Tensor::zeros(&[1, 1, 4]).unwrap();
     assert!(matches!(
         gru.forward(&input, Some(&state), Some(&state)),
         Err(RnnError::ShapeMismatch { what: "c0", .. })

@@ -383,8 +383,8 @@ fn bad_forward_arguments_are_typed_errors() {
     // D·L = 4 state rows, H_out = P = 2, H = 6.
     let lstm = model(projected_lstm());
     let gru = model(two_layer_gru());
-    let input = Tensor::zeros(&[5, 2, 3]);
-    let z = Tensor::zeros;
+    let input = Tensor::zeros(&[5, 2, 3]).unwrap();
+    let z = |shape: &[usize]| Tensor::zeros(shape).unwrap();
     let lstm_run =
         |h0: Option<&Tensor>, c0: Option<&Tensor>| lstm.forward(&input, h0, c0).map(|_| ());
     let lengths = |lengths: &[usize]| {
@@ -486,7 +486,7 @@ fn lstm_with_zero_weights_halves_the_cell_state() {
 
     // From c0 = 1, after T = 5 steps the first layer's c is 2⁻⁵ and h = ½·tanh(2⁻⁵).
     let c0 = Tensor::new(vec![1.0; 2 * 2 * 4], &[2, 2, 4]).unwrap();
-    let h0 = Tensor::zeros(&[2, 2, 4]);
+    let h0 = Tensor::zeros(&[2, 2, 4]).unwrap();
     let out = lstm.forward(&input, Some(&h0), Some(&c0)).unwrap();
     let c_n = out.c_n.unwrap();
     let c = 1.0f64 / 32.0;
@@ -537,7 +537,7 @@ fn gru_with_zero_weights_halves_h() {
     let gru = CpuGatedRnn::new(config.clone(), constant_weights(&config, 0.0)).unwrap();
     let h0 = Tensor::new(vec![1.0, -2.0, 4.0], &[1, 3]).unwrap();
     let out = gru
-        .forward(&Tensor::zeros(&[3, 2]), Some(&h0), None)
+        .forward(&Tensor::zeros(&[3, 2]).unwrap(), Some(&h0), None)
         .unwrap();
     assert_eq!(out.h_n.data(), &[0.125, -0.25, 0.5]);
     assert_eq!(out.output.shape(), &[3, 3]);
@@ -702,9 +702,9 @@ fn cells_stepped_through_a_sequence_match_pytorch() {
     }
 
     // Unbatched input gives an unbatched state; bad shapes and the wrong kind are errors.
-    let x = Tensor::zeros(&[config.input_size]);
+    let x = Tensor::zeros(&[config.input_size]).unwrap();
     assert_eq!(cell.step(&x, None).unwrap().shape(), &[config.hidden_size]);
-    let batched_h = Tensor::zeros(&[1, config.hidden_size]);
+    let batched_h = Tensor::zeros(&[1, config.hidden_size]).unwrap();
     expect_errors(vec![
         (
             "GRUCell hx batched for an unbatched input",
@@ -713,7 +713,8 @@ fn cells_stepped_through_a_sequence_match_pytorch() {
         ),
         (
             "GRUCell input of wrong features",
-            cell.step(&Tensor::zeros(&[2, 1]), None).map(|_| ()),
+            cell.step(&Tensor::zeros(&[2, 1]).unwrap(), None)
+                .map(|_| ()),
             &shape_of("input"),
         ),
         (

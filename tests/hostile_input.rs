@@ -1453,7 +1453,7 @@ impl StreamModel<'_> {
             let h0 = self
                 .initial
                 .clone()
-                .unwrap_or_else(|| Tensor::zeros(&state));
+                .unwrap_or_else(|| Tensor::zeros(&state).unwrap());
             return (vec![], h0);
         }
         let input = if self.config.batch_first {
@@ -1942,7 +1942,7 @@ fn pinned_crashing_calls_get_typed_errors() {
             // 2.2 GB) is created before any limit check and outside an error scope.
             "forward of (2, 65535, 1) through RNN(1, 400, 21 layers)",
             Box::new(|| {
-                deep.forward(&Tensor::zeros(&[2, 65535, 1]), None)
+                deep.forward(&Tensor::zeros(&[2, 65535, 1]).unwrap(), None)
                     .map(|_| ())
             }),
         ),

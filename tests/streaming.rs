@@ -196,12 +196,16 @@ fn streams_start_from_a_given_state_and_reject_bad_use() {
         compare(stream.state().unwrap().data(), want.h_n.data(), 1e-6),
     );
 
-    let wrong_batch = stream.push(&Tensor::zeros(&[3, 4, 5])).unwrap_err();
+    let wrong_batch = stream
+        .push(&Tensor::zeros(&[3, 4, 5]).unwrap())
+        .unwrap_err();
     assert!(
         matches!(wrong_batch, RnnError::ShapeMismatch { what: "input", .. }),
         "{wrong_batch:?}"
     );
-    let wrong_h0 = stream.reset_to(&Tensor::zeros(&[2, 24])).unwrap_err();
+    let wrong_h0 = stream
+        .reset_to(&Tensor::zeros(&[2, 24]).unwrap())
+        .unwrap_err();
     assert!(
         matches!(wrong_h0, RnnError::ShapeMismatch { what: "h0", .. }),
         "{wrong_h0:?}"

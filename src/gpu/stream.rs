@@ -185,14 +185,14 @@ impl RnnStream<'_> {
             } else {
                 [0, n, f]
             };
-            Tensor::zeros(&shape)
+            Tensor::zeros(&shape)?
         } else {
             let shape = if self.batch_first {
                 [n, delay, i]
             } else {
                 [delay, n, i]
             };
-            self.push(&Tensor::zeros(&shape))?
+            self.push(&Tensor::zeros(&shape)?)?
         };
         self.reset();
         self.to_skip = delay;
