@@ -304,3 +304,35 @@ fn an_unbounded_timeout_waits_without_overflowing() {
         assert!(c.passed(), "round {round}: {c}");
     }
 }
+
+/// A `WGPU_ADAPTER_NAME` that no adapter matches is `NoAdapter` naming the adapters there
+/// are, not a panic inside wgpu; a matching one, in any case, opens that adapter. Through
+/// the name parameter `GpuContext::new` reads the variable into: setting the variable would
+/// change the environment of the tests running beside this one.
+#[test]
+fn an_adapter_name_that_matches_nothing_is_no_adapter() {
+    let error = GpuContext::with_adapter_name(Some("no such adapter, surely")).unwrap_err();
+    let message = error.to_string();
+    assert!(
+        matches!(error, RnnError::NoAdapter(_)),
+        "{error:?}: {message}"
+    );
+    assert!(message.contains("no such adapter, surely"), "{message}");
+    let Some(ctx) = testing::gpu("an_adapter_name_that_matches_nothing_is_no_adapter") else {
+        return;
+    };
+    let name = &ctx.adapter_info().name;
+    assert!(message.contains(&format!("{name:?}")), "{message}");
+    // The first few characters, upper-cased: matching ignores case.
+    let part: String = name.chars().take(6).collect();
+    let chosen = GpuContext::with_adapter_name(Some(&part.to_uppercase())).unwrap();
+    assert!(
+        chosen
+            .adapter_info()
+            .name
+            .to_lowercase()
+            .contains(&part.to_lowercase()),
+        "{}",
+        chosen.describe()
+    );
+}

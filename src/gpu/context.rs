@@ -51,19 +51,68 @@ impl std::fmt::Debug for GpuContext {
 impl GpuContext {
     /// Opens the default adapter. The choice honours wgpu's environment variables:
     /// `WGPU_BACKEND` (e.g. `vulkan`, `metal`, `dx12`, `gl`) restricts the backends, and
-    /// `WGPU_ADAPTER_NAME` picks the first adapter whose name contains the given text;
-    /// otherwise the highest-performance adapter is used (`WGPU_POWER_PREF` can change that).
+    /// `WGPU_ADAPTER_NAME` picks the first adapter whose name contains the given text (ignoring
+    /// case); otherwise the highest-performance adapter is used (`WGPU_POWER_PREF` can change
+    /// that). [`RnnError::NoAdapter`] when no adapter exists or none matches the name (the
+    /// message then lists the adapters there are).
     pub fn new() -> Result<Self> {
         pollster::block_on(Self::new_async())
     }
 
     /// Async form of [`new`](Self::new).
     pub async fn new_async() -> Result<Self> {
+        let name = std::env::var("WGPU_ADAPTER_NAME").ok();
+        Self::with_adapter_name_async(name.as_deref()).await
+    }
+
+    /// [`new`](Self::new) with `name` in place of `WGPU_ADAPTER_NAME`'s value (`None`: as if
+    /// unset). Lets a test ask for an adapter by name without setting the environment
+    /// variable, which is process-wide. Not part of the stable API.
+    #[doc(hidden)]
+    pub fn with_adapter_name(name: Option<&str>) -> Result<Self> {
+        pollster::block_on(Self::with_adapter_name_async(name))
+    }
+
+    async fn with_adapter_name_async(name: Option<&str>) -> Result<Self> {
+        // `_from_env` honours WGPU_BACKEND: only the allowed backends' adapters are seen.
         let instance =
             wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-        let adapter = wgpu::util::initialize_adapter_from_env_or_default(&instance, None)
-            .await
-            .map_err(|e| RnnError::NoAdapter(e.to_string()))?;
+        let adapter = match name {
+            // wgpu's own `initialize_adapter_from_env` panics when no adapter matches; the
+            // rule is the same (a case-insensitive substring, first match wins).
+            Some(name) => {
+                let wanted = name.to_lowercase();
+                let adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
+                let seen: Vec<String> = adapters
+                    .iter()
+                    .map(|adapter| {
+                        let info = adapter.get_info();
+                        format!("{:?} ({:?})", info.name, info.backend)
+                    })
+                    .collect();
+                adapters
+                    .into_iter()
+                    .find(|adapter| adapter.get_info().name.to_lowercase().contains(&wanted))
+                    .ok_or_else(|| {
+                        let seen = if seen.is_empty() {
+                            "there are none".to_string()
+                        } else {
+                            format!("the adapters are {}", seen.join(", "))
+                        };
+                        RnnError::NoAdapter(format!(
+                            "WGPU_ADAPTER_NAME is {name:?}, which no adapter's name contains; \
+                             {seen}"
+                        ))
+                    })?
+            }
+            None => instance
+                .request_adapter(&wgpu::RequestAdapterOptions {
+                    power_preference: wgpu::PowerPreference::from_env().unwrap_or_default(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| RnnError::NoAdapter(e.to_string()))?,
+        };
         Self::from_adapter(&adapter).await
     }
 
