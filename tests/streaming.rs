@@ -3,8 +3,8 @@
 
 use wgpu_rnn::compare::{Comparison, compare};
 use wgpu_rnn::{
-    CpuRnn, GpuContext, GpuRnn, Nonlinearity, Rnn, RnnConfig, RnnError, RnnOutput, RnnWeights,
-    StreamOptions, Tensor, testing,
+    CpuRnn, GpuContext, GpuOptions, GpuRnn, Nonlinearity, Recurrence, Rnn, RnnConfig, RnnError,
+    RnnOutput, RnnWeights, StreamOptions, Tensor, testing,
 };
 
 fn values(seed: u64, len: usize) -> Vec<f32> {
@@ -490,4 +490,113 @@ fn streams_and_lengths_fuse_the_input_alike() {
         "lengths h_n",
         compare(got.h_n.data(), want.h_n.data(), 1e-4),
     );
+}
+
+/// A push that times out has not happened: the state and the delay are as before it, and
+/// pushing the same chunk again (with a sane timeout) gives what one forward over the whole
+/// sequence gives. A context of its own: the timeout is context-wide.
+#[test]
+fn a_timed_out_push_leaves_the_stream_unchanged() {
+    if testing::gpu("a_timed_out_push_leaves_the_stream_unchanged").is_none() {
+        return;
+    }
+    let ctx = GpuContext::new().unwrap();
+    let config = stacked(false);
+    let weights = RnnWeights::init(&config, 5).unwrap();
+    // Per step: one dispatch per step and layer, which no adapter finishes the instant they
+    // are submitted (as in hostile_input's a_timeout_leaves_the_model_usable).
+    let options = GpuOptions::recurrence(Recurrence::PerStep);
+    let rnn = GpuRnn::with_options(&ctx, config.clone(), &weights, options).unwrap();
+    let cpu = CpuRnn::new(config, weights).unwrap();
+    let (first, long, delay) = (4, 1000, 2);
+    let input = Tensor::new(values(7, (first + long) * 5), &[first + long, 1, 5]).unwrap();
+    let mut stream = rnn.stream(StreamOptions { batch: 1, delay }).unwrap();
+    let mut parts = vec![stream.push(&frames(&input, false, 0, first)).unwrap()];
+    let rest = frames(&input, false, first, first + long);
+    for round in 0..2 {
+        ctx.set_timeout(std::time::Duration::ZERO);
+        let timed_out = stream.push(&rest);
+        ctx.set_timeout(std::time::Duration::from_secs(60));
+        assert!(
+            matches!(timed_out, Err(RnnError::Timeout(_))),
+            "round {round}: {timed_out:?}"
+        );
+    }
+    parts.push(stream.push(&rest).unwrap());
+    let state = stream.state().unwrap();
+    parts.push(stream.finish().unwrap());
+
+    // The delayed outputs, as in delay_holds_back_the_first_outputs.
+    let mut padded = input.data().to_vec();
+    padded.extend(vec![0.0; delay * 5]);
+    let padded = Tensor::new(padded, &[first + long + delay, 1, 5]).unwrap();
+    let want = frames(
+        &cpu.forward(&padded, None).unwrap().output,
+        false,
+        delay,
+        first + long + delay,
+    );
+    let got = concat(&parts, false);
+    assert_eq!(got.shape(), want.shape());
+    assert_close("outputs", compare(got.data(), want.data(), 1e-4));
+    let want_state = cpu.forward(&input, None).unwrap().h_n;
+    assert_close("state", compare(state.data(), want_state.data(), 1e-4));
+}
+
+/// A stream of one sequence fed unbatched (T_c, I) chunks answers unbatched everywhere, as
+/// `nn.RNN` does: pushes and `finish` give (T_c, H), `state` (L, H); `reset_to` takes (L, H)
+/// as well as (L, 1, H), and the state's form follows it.
+#[test]
+fn unbatched_chunks_give_unbatched_results() {
+    let Some(ctx) = testing::gpu("unbatched_chunks_give_unbatched_results") else {
+        return;
+    };
+    let config = stacked(false);
+    let rnn = model(&ctx, &config);
+    let (steps, h, layers) = (9, 24, 2);
+    let input = Tensor::new(values(8, steps * 5), &[steps, 5]).unwrap();
+    let h0 = Tensor::new(values(9, layers * h), &[layers, h]).unwrap();
+    let want = rnn.forward(&input, Some(&h0)).unwrap();
+    assert_eq!(want.output.shape(), &[steps, h]);
+    for delay in [0, 2] {
+        let mut stream = rnn.stream(StreamOptions { batch: 1, delay }).unwrap();
+        stream.reset_to(&h0).unwrap();
+        assert_eq!(
+            stream.state().unwrap().shape(),
+            &[layers, h],
+            "delay {delay}"
+        );
+        let mut data = Vec::new();
+        for (t0, t1) in [(0, 4), (4, 9)] {
+            let chunk = Tensor::new(input.data()[t0 * 5..t1 * 5].to_vec(), &[t1 - t0, 5]).unwrap();
+            let out = stream.push(&chunk).unwrap();
+            assert_eq!(
+                out.shape().len(),
+                2,
+                "delay {delay}: push gave {:?}",
+                out.shape()
+            );
+            data.extend_from_slice(out.data());
+        }
+        let state = stream.state().unwrap();
+        assert_eq!(state.shape(), want.h_n.shape(), "delay {delay}");
+        if delay == 0 {
+            assert_close("state", compare(state.data(), want.h_n.data(), 1e-5));
+        }
+        let last = stream.finish().unwrap();
+        assert_eq!(last.shape(), &[delay, h], "delay {delay}: finish");
+        // Held back: the outputs returned are the model's frames delay.. (see
+        // delay_holds_back_the_first_outputs).
+        let got = Tensor::new(data, &[steps - delay, h]).unwrap();
+        assert_close(
+            &format!("delay {delay}: outputs"),
+            compare(got.data(), &want.output.data()[delay * h..], 1e-5),
+        );
+    }
+    // (L, 1, H) is accepted too, and brings the batched form back.
+    let mut stream = rnn.stream(StreamOptions::default()).unwrap();
+    let batched = Tensor::new(h0.data().to_vec(), &[layers, 1, h]).unwrap();
+    stream.reset_to(&batched).unwrap();
+    assert_eq!(stream.state().unwrap().shape(), &[layers, 1, h]);
+    assert_eq!(stream.finish().unwrap().shape(), &[0, 1, h]);
 }

@@ -29,14 +29,30 @@ impl Default for StreamOptions {
 /// A live sequence through a [`GpuRnn`] or a
 /// [`GpuGatedRnn`](crate::GpuGatedRnn): `push` chunks of any length, get their outputs;
 /// pushing a sequence in chunks gives the same outputs and state as one forward over it.
+///
+/// **After an error** the stream is as it was before the failed call: a `push` (or `finish`)
+/// that fails, a timeout included, has not advanced the state or the delay, and its chunk may
+/// simply be pushed again. (A timed-out push's GPU work may still finish later; it writes only
+/// a scratch copy of the state, which the next push overwrites.) Only
+/// [`RnnError::DeviceLost`] leaves it unusable, with its model and context.
+///
+/// **Unbatched chunks**: a stream of one sequence (`batch: 1`) may be fed (T_c, I) chunks as
+/// well as 3-D ones, as `nn.RNN` may. Its outputs, `finish`, `state` and `cell_state` then
+/// follow the form of the last tensor given to it (a chunk, or the state of `reset_to`):
+/// (T_c, H) and (L, H) after unbatched ones, 3-D otherwise (and before any).
 pub struct RnnStream<'m> {
     model: &'m Engine,
     batch_first: bool,
     options: StreamOptions,
     /// Every layer's h (L, N, H_out), then for an LSTM every layer's c (L, N, H), on the GPU.
     state: wgpu::Buffer,
+    /// Where a push writes the state it ends with; swapped with `state` once the push has
+    /// succeeded, so that a failed one leaves `state` as it was.
+    next_state: wgpu::Buffer,
     /// Outputs still to hold back before the first one is returned.
     to_skip: usize,
+    /// Whether the last tensor given was unbatched: outputs and states then drop N too.
+    unbatched: bool,
 }
 
 impl std::fmt::Debug for RnnStream<'_> {
@@ -91,12 +107,15 @@ impl Engine {
         }
         let _gl = self.ctx.gl_guard();
         let state = self.state_buffer(options.batch)?;
+        let next_state = self.state_buffer(options.batch)?;
         let mut stream = RnnStream {
             model: self,
             batch_first,
             options,
             state,
+            next_state,
             to_skip: options.delay,
+            unbatched: false,
         };
         stream.clear();
         Ok(stream)
@@ -109,9 +128,14 @@ impl RnnStream<'_> {
         self.options
     }
 
-    /// (L, N, `features`): one state block.
+    /// (L, N, `features`): one state block; (L, `features`) after unbatched input.
     fn block_shape(&self, features: usize) -> Vec<usize> {
-        vec![self.model.arch.num_layers, self.options.batch, features]
+        let layers = self.model.arch.num_layers;
+        if self.unbatched {
+            vec![layers, features]
+        } else {
+            vec![layers, self.options.batch, features]
+        }
     }
 
     fn h_shape(&self) -> Vec<usize> {
@@ -125,6 +149,7 @@ impl RnnStream<'_> {
     /// Runs the next frames: `chunk` is (T_c, N, I), (N, T_c, I) with `batch_first`, or
     /// (T_c, I) when N = 1, with any T_c ≥ 1. Returns their outputs in the same layout
     /// ((T_c, N, H), ...), less the ones still held back by the delay (so possibly 0 frames).
+    /// On error the stream is unchanged (see [`RnnStream`]).
     pub fn push(&mut self, chunk: &Tensor) -> Result<Tensor> {
         let model = self.model;
         let _gl = model.ctx.gl_guard();
@@ -141,14 +166,18 @@ impl RnnStream<'_> {
             ));
         }
         let len = model.chunk_len(&shape)?;
+        // The run ends in `next_state` (chunks carry the state there too), from `state`.
         let (output, _) = model.run_chunks(
             &shape,
             chunk.data(),
             None,
             InitialState::Device(&self.state),
-            Some(&self.state),
+            Some(&self.next_state),
             len,
         )?;
+        // Nothing below fails: the push has happened.
+        std::mem::swap(&mut self.state, &mut self.next_state);
+        self.unbatched = shape.unbatched;
         let skip = self.to_skip.min(shape.seq_len);
         self.to_skip -= skip;
         let features = model.output_features();
@@ -171,35 +200,31 @@ impl RnnStream<'_> {
 
     /// Ends the sequence: feeds `delay` zero frames, returns the outputs still held back
     /// (the last `delay` input frames'), and resets the stream to a zero state for the next
-    /// sequence. Without a delay it returns no frames and only resets.
+    /// sequence. Without a delay it returns no frames and only resets. The frames are in the
+    /// form of the last chunk pushed (unbatched after (T_c, I) chunks). On error the stream
+    /// is unchanged, and `finish` may be called again.
     pub fn finish(&mut self) -> Result<Tensor> {
-        let (n, i, delay) = (
-            self.options.batch,
-            self.model.arch.input_size,
-            self.options.delay,
-        );
+        let (i, delay) = (self.model.arch.input_size, self.options.delay);
+        let frames_shape = |frames: usize, features: usize| {
+            ForwardShape {
+                seq_len: frames,
+                batch: self.options.batch,
+                unbatched: self.unbatched,
+                batch_first: self.batch_first && !self.unbatched,
+            }
+            .frames_shape(features)
+        };
         let out = if delay == 0 {
-            let f = self.model.output_features();
-            let shape = if self.batch_first {
-                [n, 0, f]
-            } else {
-                [0, n, f]
-            };
-            Tensor::zeros(&shape)?
+            Tensor::zeros(&frames_shape(0, self.model.output_features()))?
         } else {
-            let shape = if self.batch_first {
-                [n, delay, i]
-            } else {
-                [delay, n, i]
-            };
-            self.push(&Tensor::zeros(&shape)?)?
+            self.push(&Tensor::zeros(&frames_shape(delay, i))?)?
         };
         self.reset();
         self.to_skip = delay;
         Ok(out)
     }
 
-    /// Reads every layer's h back: (L, N, H_out).
+    /// Reads every layer's h back: (L, N, H_out), or (L, H_out) after unbatched input.
     pub fn state(&self) -> Result<Tensor> {
         let _gl = self.model.ctx.gl_guard();
         let shape = self.h_shape();
@@ -207,7 +232,8 @@ impl RnnStream<'_> {
         Tensor::new(values, &shape)
     }
 
-    /// An LSTM stream's cell state c, (L, N, H); `None` for other cells.
+    /// An LSTM stream's cell state c, (L, N, H) (or (L, H) after unbatched input); `None` for
+    /// other cells.
     pub fn cell_state(&self) -> Result<Option<Tensor>> {
         if !self.is_lstm() {
             return Ok(None);
@@ -241,7 +267,8 @@ impl RnnStream<'_> {
         self.to_skip = self.options.delay;
     }
 
-    /// Sets the state to `h0`, (L, N, H_out) (and restarts the delay). An LSTM stream also
+    /// Sets the state to `h0`, (L, N, H_out), or (L, H_out) for a stream of one sequence (and
+    /// restarts the delay; later outputs and states take `h0`'s form). An LSTM stream also
     /// needs c: use [`reset_to_lstm_state`](Self::reset_to_lstm_state).
     pub fn reset_to(&mut self, h0: &Tensor) -> Result<()> {
         if self.is_lstm() {
@@ -249,28 +276,44 @@ impl RnnStream<'_> {
                 "an LSTM stream's state is (h, c): use reset_to_lstm_state(h0, c0)".into(),
             ));
         }
-        self.write_state(&[("h0", h0, self.h_shape())])
+        let h = self.model.arch.state_size;
+        self.write_state(&[("h0", h0, h)])
     }
 
-    /// Sets an LSTM stream's state to `h0`, (L, N, H_out), and `c0`, (L, N, H) (and restarts
-    /// the delay).
+    /// Sets an LSTM stream's state to `h0`, (L, N, H_out), and `c0`, (L, N, H), or for a
+    /// stream of one sequence both without N (and restarts the delay; later outputs and
+    /// states take their form).
     pub fn reset_to_lstm_state(&mut self, h0: &Tensor, c0: &Tensor) -> Result<()> {
         if !self.is_lstm() {
             return Err(RnnError::InvalidConfig(
                 "only an LSTM stream has a cell state: use reset_to(h0)".into(),
             ));
         }
-        let c_shape = self.block_shape(self.model.arch.hidden_size);
-        self.write_state(&[("h0", h0, self.h_shape()), ("c0", c0, c_shape)])
+        let (h, c) = (self.model.arch.state_size, self.model.arch.hidden_size);
+        self.write_state(&[("h0", h0, h), ("c0", c0, c)])
     }
 
-    /// Checks each (name, tensor, expected shape) and writes them one after the other.
-    fn write_state(&mut self, blocks: &[(&'static str, &Tensor, Vec<usize>)]) -> Result<()> {
-        for (what, tensor, shape) in blocks {
+    /// Checks each (name, tensor, features) and writes them one after the other. The tensors
+    /// are (L, N, features), or all (L, features) when N = 1.
+    fn write_state(&mut self, blocks: &[(&'static str, &Tensor, usize)]) -> Result<()> {
+        let (layers, batch) = (self.model.arch.num_layers, self.options.batch);
+        let unbatched = batch == 1 && blocks.first().is_some_and(|(_, t, _)| t.shape().len() == 2);
+        for &(what, tensor, features) in blocks {
+            let shape = if unbatched {
+                vec![layers, features]
+            } else {
+                vec![layers, batch, features]
+            };
             if tensor.shape() != shape.as_slice() {
-                return Err(RnnError::shape(what, format!("{shape:?}"), tensor.shape()));
+                let expected = if batch == 1 {
+                    format!("[{layers}, 1, {features}] or [{layers}, {features}]")
+                } else {
+                    format!("{shape:?}")
+                };
+                return Err(RnnError::shape(what, expected, tensor.shape()));
             }
         }
+        self.unbatched = unbatched;
         let _gl = self.model.ctx.gl_guard();
         let mut at = 0;
         for (_, tensor, _) in blocks {
