@@ -37,8 +37,8 @@ impl GpuGatedRnn {
         Self::with_options(ctx, config, weights, GpuOptions::default())
     }
 
-    /// Like [`new`](Self::new), with `options` ([`Recurrence::Persistent`] is refused: the
-    /// persistent kernel runs Elman RNNs only).
+    /// Like [`new`](Self::new), with `options` ([`Recurrence::Persistent`] runs the gated
+    /// persistent kernel; an LSTM with `proj_size` refuses it).
     pub fn with_options(
         ctx: &GpuContext,
         config: GatedConfig,
@@ -59,7 +59,7 @@ impl GpuGatedRnn {
         Ok(self)
     }
 
-    /// The recurrent kernel this model runs ([`Recurrence::PerStep`]).
+    /// The recurrent kernel this model runs: [`Recurrence::PerStep`] or [`Recurrence::Persistent`].
     pub fn recurrence(&self) -> Recurrence {
         self.engine.recurrence()
     }

@@ -1,7 +1,7 @@
 //! Gated recurrent networks: `nn.LSTM` and `nn.GRU`, with PyTorch's names, shapes and
 //! formulas.
 //!
-//! The CPU reference ([`CpuGatedRnn`]) is structured as the GPU path will be: per layer and
+//! The CPU reference ([`CpuGatedRnn`]) is structured as the GPU path is: per layer and
 //! direction, one projection of every timestep's input (`P = X·W_ihᵀ + b_ih`, all gates at
 //! once), then one fused update per timestep that adds `W_hh·h + b_hh` and applies the gates.
 //! [`GpuGatedRnn`] implements the same [`GatedRnn`] trait on the GPU engine.
