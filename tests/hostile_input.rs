@@ -1207,6 +1207,8 @@ fn stream_op() -> impl Strategy<Value = Op> {
                 1 => Just(StreamStep::State),
                 1 => Just(StreamStep::Reset),
                 1 => Just(StreamStep::ResetTo(vec![l, n, h])),
+                // Unbatched, which a stream of one sequence accepts.
+                1 => Just(StreamStep::ResetTo(vec![l, h])),
                 1 => any_dims(features(&config)).prop_map(StreamStep::ResetTo),
                 1 => Just(StreamStep::Finish),
             ];
@@ -1414,8 +1416,9 @@ fn swap01(data: &[f32], a: usize, b: usize, f: usize) -> Vec<f32> {
 }
 
 /// What a stream should hold: the frames pushed since its last reset (sequence-first,
-/// (T, N, I)), its initial state, the outputs it returned (sequence-first) and how many
-/// outputs the delay still holds back.
+/// (T, N, I)), its initial state (L, N, H), the outputs it returned (sequence-first), how
+/// many outputs the delay still holds back, and whether the last tensor it was given was
+/// unbatched (its outputs and states then are too).
 struct StreamModel<'a> {
     config: &'a RnnConfig,
     cpu: &'a CpuRnn,
@@ -1425,6 +1428,7 @@ struct StreamModel<'a> {
     frames: Vec<f32>,
     returned: Vec<f32>,
     to_skip: usize,
+    unbatched: bool,
 }
 
 impl StreamModel<'_> {
@@ -1537,6 +1541,7 @@ fn check_stream(
         frames: vec![],
         returned: vec![],
         to_skip: delay,
+        unbatched: false,
     };
     let mut rng = Rng(seed);
     let frames_shape = |t: usize, unbatched: bool| -> Vec<usize> {
@@ -1575,6 +1580,7 @@ fn check_stream(
                         }
                         let frames = sim.seq_first(chunk.data(), t, i);
                         sim.frames.extend(frames);
+                        sim.unbatched = unbatched;
                         let out = sim.seq_first(out.data(), kept, h);
                         sim.returned.extend(out);
                     }
@@ -1594,7 +1600,12 @@ fn check_stream(
                 let got = call("RnnStream::state", || stream.state())?
                     .map_err(|e| fail("RnnStream::state failed", e.to_string()))?;
                 let (_, want) = sim.reference();
-                let want = Tensor::new(want.into_data(), &[l, batch, h]).unwrap();
+                let shape = if sim.unbatched {
+                    vec![l, h]
+                } else {
+                    vec![l, batch, h]
+                };
+                let want = Tensor::new(want.into_data(), &shape).unwrap();
                 support::check_values("state", &got, &want).map_err(|e| {
                     fail(
                         "RnnStream::state: differs from the CPU",
@@ -1609,8 +1620,14 @@ fn check_stream(
             StreamStep::ResetTo(dims) => {
                 let h0 = rng.tensor(dims);
                 let got = call("RnnStream::reset_to", || stream.reset_to(&h0))?;
-                match (got, dims[..] == [l, batch, h]) {
-                    (Ok(()), true) => sim.reset(Some(h0)),
+                let unbatched = batch == 1 && dims[..] == [l, h];
+                match (got, dims[..] == [l, batch, h] || unbatched) {
+                    (Ok(()), true) => {
+                        // The reference runs batched: the state as (L, 1, H).
+                        let h0 = Tensor::new(h0.into_data(), &[l, batch, h]).unwrap();
+                        sim.reset(Some(h0));
+                        sim.unbatched = unbatched;
+                    }
                     (Err(RnnError::ShapeMismatch { .. }), false) => {}
                     (got, _) => {
                         return Err(fail(
@@ -1631,7 +1648,7 @@ fn check_stream(
                 // The delay's zero frames go in; the outputs still held back come out.
                 let skipped = sim.to_skip.min(delay);
                 let kept = delay - skipped;
-                if out.shape() != frames_shape(kept, false).as_slice() {
+                if out.shape() != frames_shape(kept, sim.unbatched).as_slice() {
                     return Err(fail(
                         "RnnStream::finish: wrong output shape",
                         format!("{when}: {:?}", out.shape()),
