@@ -4,7 +4,7 @@
 use wgpu::util::DeviceExt;
 
 use crate::config::Nonlinearity;
-use crate::cpu;
+use crate::cpu::steps as cpu;
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernels::{
     GatedStepKernel, ProjectionBindings, ProjectionParams, StepBindings, StepGrid, StepIndex,
@@ -264,8 +264,8 @@ enum GatedCase {
 
 #[test]
 fn gated_step_matches_cpu_twins() {
-    use crate::gated::GatedDirectionWeights;
-    use crate::gated::cpu::{gru_step, lstm_step};
+    use crate::cpu::steps::{gru_step, lstm_step};
+    use crate::weights::DirectionWeights;
     let Some(ctx) = testing::gpu("gated_step_matches_cpu_twins") else {
         return;
     };
@@ -290,8 +290,8 @@ fn gated_step_matches_cpu_twins() {
                 let g_h = gates * hidden;
                 // The kernel expects b_hh folded into P except the GRU's b_hn: the twins' weights
                 // carry exactly that b_hh (none, or zeros but b_hn).
-                let units: Vec<GatedDirectionWeights> = (0..directions)
-                    .map(|_| GatedDirectionWeights {
+                let units: Vec<DirectionWeights> = (0..directions)
+                    .map(|_| DirectionWeights {
                         weight_ih: Vec::new(),
                         weight_hh: rng.uniform(-0.5, 0.5, g_h * size),
                         bias_ih: None,
