@@ -239,10 +239,11 @@ impl ReferenceCase {
             .optional("c0")?
             .map(|c0| Tensor::new(c0.into_data(), &layers(config.hidden_size)))
             .transpose()?;
-        match (&h0, &c0) {
-            (Some(h0), Some(c0)) => stream.reset_to_lstm_state(h0, c0)?,
-            (Some(h0), None) => stream.reset_to(h0)?,
-            _ => {}
+        if let Some(h0) = &h0 {
+            stream.reset_to(Hx {
+                h0,
+                c0: c0.as_ref(),
+            })?;
         }
         let output = push_in_chunks(&mut stream, &input, shape, config.input_size, chunk)?;
         let c_n = match stream.cell_state()? {

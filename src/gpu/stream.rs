@@ -7,6 +7,7 @@ use crate::gpu::engine::Engine;
 use crate::gpu::model::GpuRnn;
 use crate::gpu::scheduler::{self, InitialState};
 use crate::layout::{ForwardShape, TimeSlice};
+use crate::rnn::Hx;
 use crate::tensor::Tensor;
 
 /// How a stream is set up.
@@ -26,8 +27,7 @@ impl Default for StreamOptions {
     }
 }
 
-/// A live sequence through a [`GpuRnn`] or a
-/// [`GpuGatedRnn`](crate::GpuGatedRnn): `push` chunks of any length, get their outputs;
+/// A live sequence through a [`GpuRnn`] of any mode: `push` chunks of any length, get their outputs;
 /// pushing a sequence in chunks gives the same outputs and state as one forward over it.
 pub struct RnnStream<'m> {
     model: &'m Engine,
@@ -241,27 +241,30 @@ impl RnnStream<'_> {
         self.to_skip = self.options.delay;
     }
 
-    /// Sets the state to `h0`, (L, N, H_out) (and restarts the delay). An LSTM stream also
-    /// needs c: use [`reset_to_lstm_state`](Self::reset_to_lstm_state).
-    pub fn reset_to(&mut self, h0: &Tensor) -> Result<()> {
-        if self.is_lstm() {
-            return Err(RnnError::InvalidConfig(
-                "an LSTM stream's state is (h, c): use reset_to_lstm_state(h0, c0)".into(),
-            ));
+    /// Sets the state to `hx` (and restarts the delay): `h0` (L, N, H_out), and for an LSTM
+    /// `c0` (L, N, H), which an LSTM stream needs and other streams refuse.
+    pub fn reset_to(&mut self, hx: Hx<'_>) -> Result<()> {
+        let h_block = ("h0", hx.h0, self.h_shape());
+        match (self.is_lstm(), hx.c0) {
+            (true, Some(c0)) => {
+                let c_shape = self.block_shape(self.model.arch.hidden_size);
+                self.write_state(&[h_block, ("c0", c0, c_shape)])
+            }
+            (false, None) => self.write_state(&[h_block]),
+            (true, None) => Err(RnnError::ShapeMismatch {
+                what: "c0",
+                expected: format!(
+                    "{:?}: an LSTM stream's state is (h, c), Hx::lstm(h0, c0)",
+                    self.block_shape(self.model.arch.hidden_size)
+                ),
+                got: "none".into(),
+            }),
+            (false, Some(c0)) => Err(RnnError::shape(
+                "c0",
+                "none: only an LSTM has a cell state",
+                c0.shape(),
+            )),
         }
-        self.write_state(&[("h0", h0, self.h_shape())])
-    }
-
-    /// Sets an LSTM stream's state to `h0`, (L, N, H_out), and `c0`, (L, N, H) (and restarts
-    /// the delay).
-    pub fn reset_to_lstm_state(&mut self, h0: &Tensor, c0: &Tensor) -> Result<()> {
-        if !self.is_lstm() {
-            return Err(RnnError::InvalidConfig(
-                "only an LSTM stream has a cell state: use reset_to(h0)".into(),
-            ));
-        }
-        let c_shape = self.block_shape(self.model.arch.hidden_size);
-        self.write_state(&[("h0", h0, self.h_shape()), ("c0", c0, c_shape)])
     }
 
     /// Checks each (name, tensor, expected shape) and writes them one after the other.

@@ -1,10 +1,75 @@
-//! Helpers shared by the reliability tests (`concurrency`, `hostile_input`, `nan_inf`). Each
-//! test binary compiles its own copy and uses only part of it.
+//! Helpers shared by the integration tests. Each test binary compiles its own copy and uses
+//! only part of it.
+//!
+//! Every suite runs every mode: write a test body once as `fn body(mode: RnnMode)` and
+//! [`for_each_mode!`] makes one `#[test]` per mode of it, named after the mode, so a failure
+//! says which cell broke (as candle's `test_device!` does for backends).
 #![allow(dead_code)]
 
 use wgpu_rnn::compare::{Comparison, compare};
 use wgpu_rnn::reference_case::ReferenceCase;
-use wgpu_rnn::{RnnConfig, RnnOutput, Tensor};
+use wgpu_rnn::{Hx, Nonlinearity, RnnConfig, RnnMode, RnnOutput, Tensor};
+
+/// Every mode: Elman tanh and relu, LSTM, GRU.
+pub const MODES: [RnnMode; 4] = [
+    RnnMode::Rnn(Nonlinearity::Tanh),
+    RnnMode::Rnn(Nonlinearity::Relu),
+    RnnMode::Lstm,
+    RnnMode::Gru,
+];
+
+/// One `#[test]` per mode from a body `fn(RnnMode)`: `for_each_mode!(name, body);` gives
+/// `name::rnn_tanh`, `name::rnn_relu`, `name::lstm` and `name::gru`.
+#[macro_export]
+macro_rules! for_each_mode {
+    ($name:ident, $body:path) => {
+        mod $name {
+            use wgpu_rnn::{Nonlinearity, RnnMode};
+            #[test]
+            fn rnn_tanh() {
+                super::$body(RnnMode::Rnn(Nonlinearity::Tanh));
+            }
+            #[test]
+            fn rnn_relu() {
+                super::$body(RnnMode::Rnn(Nonlinearity::Relu));
+            }
+            #[test]
+            fn lstm() {
+                super::$body(RnnMode::Lstm);
+            }
+            #[test]
+            fn gru() {
+                super::$body(RnnMode::Gru);
+            }
+        }
+    };
+}
+
+/// A short name for messages: `rnn_tanh`, `rnn_relu`, `lstm`, `gru`.
+pub fn mode_name(mode: RnnMode) -> &'static str {
+    match mode {
+        RnnMode::Rnn(Nonlinearity::Tanh) => "rnn_tanh",
+        RnnMode::Rnn(Nonlinearity::Relu) => "rnn_relu",
+        RnnMode::Lstm => "lstm",
+        RnnMode::Gru => "gru",
+    }
+}
+
+/// An initial state for a forward: h0, and c0 for an LSTM. Lend it as [`Hx`] with `hx()`.
+#[derive(Clone, Debug)]
+pub struct State {
+    pub h0: Tensor,
+    pub c0: Option<Tensor>,
+}
+
+impl State {
+    pub fn hx(&self) -> Hx<'_> {
+        Hx {
+            h0: &self.h0,
+            c0: self.c0.as_ref(),
+        }
+    }
+}
 
 /// GPU results must match the CPU reference to this (max abs), as everywhere in the crate.
 pub const TOLERANCE: f64 = 1e-4;
@@ -55,18 +120,40 @@ pub fn input_shape(config: &RnnConfig, seq_len: usize, batch: usize) -> [usize; 
     }
 }
 
-/// The shape of `h0` / `h_n` for a batch of `batch`: (D·L, N, H).
+/// The shape of `h0` / `h_n` for a batch of `batch`: (D·L, N, H_out).
 pub fn state_shape(config: &RnnConfig, batch: usize) -> [usize; 3] {
-    [
-        config.num_layers * config.num_directions(),
-        batch,
-        config.hidden_size,
-    ]
+    [config.state_rows(), batch, config.state_size()]
 }
 
-/// Output and h_n of `got` against `want`: shapes equal, values within `TOLERANCE` (NaN
-/// matching NaN). `Err` says which part differs and how.
+/// The shape of an LSTM's `c0` / `c_n` for a batch of `batch`: (D·L, N, H).
+pub fn cell_state_shape(config: &RnnConfig, batch: usize) -> [usize; 3] {
+    [config.state_rows(), batch, config.hidden_size]
+}
+
+/// A random initial state for `config` and `batch` sequences: h0, and c0 for an LSTM.
+pub fn random_state(rng: &mut Rng, config: &RnnConfig, batch: usize) -> State {
+    State {
+        h0: rng.tensor(&state_shape(config, batch)),
+        c0: (config.mode == RnnMode::Lstm).then(|| rng.tensor(&cell_state_shape(config, batch))),
+    }
+}
+
+/// Output, h_n and c_n of `got` against `want`: shapes equal, values within `TOLERANCE`
+/// (NaN matching NaN). `Err` says which part differs and how.
 pub fn check_output(got: &RnnOutput, want: &RnnOutput) -> Result<(), String> {
+    match (&got.c_n, &want.c_n) {
+        (Some(g), Some(w)) => {
+            check_values("c_n", g, w)?;
+        }
+        (None, None) => {}
+        (g, w) => {
+            return Err(format!(
+                "c_n is {} but expected {}",
+                if g.is_some() { "present" } else { "absent" },
+                if w.is_some() { "present" } else { "absent" }
+            ));
+        }
+    }
     for (what, g, w) in [
         ("output", &got.output, &want.output),
         ("h_n", &got.h_n, &want.h_n),
@@ -147,10 +234,14 @@ pub fn no_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
 
 /// Every LSTM/GRU fixture in tests/fixtures/torch_gated, by file name, sorted.
 pub fn gated_cases() -> Vec<(String, ReferenceCase)> {
-    let dir =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch_gated");
+    cases_in("tests/fixtures/torch_gated")
+}
+
+/// Every fixture in `dir` (relative to the crate), by file name, sorted.
+pub fn cases_in(dir: &str) -> Vec<(String, ReferenceCase)> {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(dir);
     let mut cases: Vec<_> = std::fs::read_dir(&dir)
-        .expect("tests/fixtures/torch_gated exists")
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|entry| entry.unwrap().path())
         .filter(|path| path.extension().is_some_and(|e| e == "safetensors"))
         .map(|path| {
