@@ -252,3 +252,121 @@ pub fn cases_in(dir: &str) -> Vec<(String, ReferenceCase)> {
     cases.sort_by(|a, b| a.0.cmp(&b.0));
     cases
 }
+
+/// One forward run on the CPU reference and on a GPU: a configuration, the recurrent kernel
+/// the GPU model is asked for, the input's shape, and whether it starts from a random state
+/// (h0, and c0 for an LSTM) and has per-sequence lengths. Inputs, states and weights all
+/// derive from `seed`, so a failing case's `Debug` reproduces it.
+#[derive(Clone, Debug)]
+pub struct Problem {
+    pub config: RnnConfig,
+    pub recurrence: wgpu_rnn::Recurrence,
+    pub seq_len: usize,
+    pub batch: usize,
+    /// Input (T, I) and states (D·L, ·) without the batch dimension (`batch` must be 1).
+    pub unbatched: bool,
+    pub with_state: bool,
+    pub lengths: Option<Vec<usize>>,
+    pub seed: u64,
+}
+
+impl Problem {
+    /// `config` over (T, N) with `Recurrence::Auto`, batched, from zeros, full length.
+    pub fn new(config: RnnConfig, seq_len: usize, batch: usize, seed: u64) -> Self {
+        Problem {
+            config,
+            recurrence: wgpu_rnn::Recurrence::Auto,
+            seq_len,
+            batch,
+            unbatched: false,
+            with_state: false,
+            lengths: None,
+            seed,
+        }
+    }
+
+    /// The input, in the configuration's layout (or unbatched).
+    pub fn input(&self) -> Tensor {
+        let (t, n, i) = (self.seq_len, self.batch, self.config.input_size);
+        let shape = if self.unbatched {
+            vec![t, i]
+        } else {
+            input_shape(&self.config, t, n).to_vec()
+        };
+        Tensor::new(Rng(self.seed).values(t * n * i), &shape).unwrap()
+    }
+
+    /// The initial state, when the problem has one: h0 and, for an LSTM, c0.
+    pub fn state(&self) -> Option<State> {
+        if !self.with_state {
+            return None;
+        }
+        let mut rng = Rng(self.seed ^ 0x5EED);
+        let rows = self.config.state_rows();
+        let mut block = |features: usize| {
+            let values = rng.values(rows * self.batch * features);
+            if self.unbatched {
+                Tensor::new(values, &[rows, features]).unwrap()
+            } else {
+                Tensor::new(values, &[rows, self.batch, features]).unwrap()
+            }
+        };
+        let h0 = block(self.config.state_size());
+        let c0 = self
+            .config
+            .mode
+            .has_cell_state()
+            .then(|| block(self.config.hidden_size));
+        Some(State { h0, c0 })
+    }
+
+    /// The problem's forward through `model` (with its lengths, when it has them).
+    pub fn run(&self, model: &impl wgpu_rnn::Rnn) -> wgpu_rnn::Result<RnnOutput> {
+        let (input, state) = (self.input(), self.state());
+        let hx = state.as_ref().map(State::hx);
+        match &self.lengths {
+            Some(lengths) => model.forward_with_lengths(&input, lengths, hx),
+            None => model.forward(&input, hx),
+        }
+    }
+
+    /// Random weights for the configuration, from the seed.
+    pub fn weights(&self) -> wgpu_rnn::RnnWeights {
+        wgpu_rnn::RnnWeights::init(&self.config, self.seed).unwrap()
+    }
+
+    /// The GPU model of the problem's recurrence, with `weights`.
+    pub fn gpu(
+        &self,
+        ctx: &wgpu_rnn::GpuContext,
+        weights: &wgpu_rnn::RnnWeights,
+    ) -> wgpu_rnn::GpuRnn {
+        let options = wgpu_rnn::GpuOptions::recurrence(self.recurrence);
+        wgpu_rnn::GpuRnn::with_options(ctx, self.config.clone(), weights, options)
+            .unwrap_or_else(|e| panic!("{self:?}: {e}"))
+    }
+
+    /// `gpu`'s forward against the CPU reference's with the same weights: `Err` names the
+    /// problem and what differs.
+    pub fn check_model(
+        &self,
+        gpu: &wgpu_rnn::GpuRnn,
+        weights: &wgpu_rnn::RnnWeights,
+    ) -> Result<(), String> {
+        let cpu = wgpu_rnn::CpuRnn::new(self.config.clone(), weights).unwrap();
+        let want = self.run(&cpu).map_err(|e| format!("{self:?}: CPU: {e}"))?;
+        let got = self.run(gpu).map_err(|e| format!("{self:?}: GPU: {e}"))?;
+        check_output(&got, &want).map_err(|e| format!("{self:?}: {e}"))
+    }
+
+    /// The GPU path against the CPU reference on random weights from the seed.
+    pub fn check(&self, ctx: &wgpu_rnn::GpuContext) -> Result<(), String> {
+        let weights = self.weights();
+        self.check_model(&self.gpu(ctx, &weights), &weights)
+    }
+}
+
+/// `batch` lengths in 1..=`seq_len`, drawn from `rng`.
+pub fn random_lengths(rng: &mut Rng, batch: usize, seq_len: usize) -> Vec<usize> {
+    (0..batch).map(|_| rng.range(1, seq_len)).collect()
+}
