@@ -511,7 +511,7 @@ impl RecurrentStepKernel {
             device,
             counters,
             "recurrent_step",
-            &shaders::with_weights(shaders::RECURRENT_STEP, weights),
+            &shaders::with_weights(&shaders::fixed(shaders::RECURRENT_STEP), weights),
             &layout,
         );
         let block = compute_pipeline(
@@ -775,7 +775,11 @@ impl GatedStepKernel {
     ) -> Self {
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("gated_step"),
-            source: wgpu::ShaderSource::Wgsl(shaders::with_weights(shaders::GATED_STEP, weights)),
+            source: wgpu::ShaderSource::Wgsl(
+                shaders::with_weights(&shaders::fixed(shaders::GATED_STEP), weights)
+                    .into_owned()
+                    .into(),
+            ),
         });
         GatedStepKernel {
             gates: entry_pipeline(device, counters, "gated_step", &module, "gates", layout),

@@ -24,22 +24,26 @@ pub const MODES: [RnnMode; 4] = [
 macro_rules! for_each_mode {
     ($name:ident, $body:path) => {
         mod $name {
+            // `super::$body` does not parse when `$body` is a `path` fragment: bring the
+            // parent's items in scope and call the path as given.
+            #[allow(unused_imports)]
+            use super::*;
             use wgpu_rnn::{Nonlinearity, RnnMode};
             #[test]
             fn rnn_tanh() {
-                super::$body(RnnMode::Rnn(Nonlinearity::Tanh));
+                $body(RnnMode::Rnn(Nonlinearity::Tanh));
             }
             #[test]
             fn rnn_relu() {
-                super::$body(RnnMode::Rnn(Nonlinearity::Relu));
+                $body(RnnMode::Rnn(Nonlinearity::Relu));
             }
             #[test]
             fn lstm() {
-                super::$body(RnnMode::Lstm);
+                $body(RnnMode::Lstm);
             }
             #[test]
             fn gru() {
-                super::$body(RnnMode::Gru);
+                $body(RnnMode::Gru);
             }
         }
     };
