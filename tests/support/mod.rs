@@ -374,3 +374,107 @@ impl Problem {
 pub fn random_lengths(rng: &mut Rng, batch: usize, seq_len: usize) -> Vec<usize> {
     (0..batch).map(|_| rng.range(1, seq_len)).collect()
 }
+
+/// One tensor of a `state_dict`: its name, shape and values.
+pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
+
+/// The parameter tensors of one (layer, direction) under PyTorch's names: `name("weight_ih")`
+/// and so on, shapes (G·H, I_k), (G·H, H_out), (G·H), (G·H) and, when it projects, (P, H).
+fn named_unit_tensors(
+    unit: &wgpu_rnn::DirectionWeights,
+    (rows, input, recurrent, hidden): (usize, usize, usize, usize),
+    name: impl Fn(&str) -> String,
+) -> Vec<NamedTensor> {
+    let mut tensors = vec![
+        (name("weight_ih"), vec![rows, input], unit.weight_ih.clone()),
+        (
+            name("weight_hh"),
+            vec![rows, recurrent],
+            unit.weight_hh.clone(),
+        ),
+    ];
+    for (part, bias) in [("bias_ih", &unit.bias_ih), ("bias_hh", &unit.bias_hh)] {
+        if let Some(bias) = bias {
+            tensors.push((name(part), vec![rows], bias.clone()));
+        }
+    }
+    if let Some(w) = &unit.weight_hr {
+        tensors.push((name("weight_hr"), vec![w.len() / hidden, hidden], w.clone()));
+    }
+    tensors
+}
+
+/// `model.state_dict()` of a model with `config` and `weights`, every name after `prefix`:
+/// what `safetensors.torch.save_file(model.state_dict(), path)` writes.
+pub fn named_state_dict(
+    config: &RnnConfig,
+    weights: &wgpu_rnn::RnnWeights,
+    prefix: &str,
+) -> Vec<NamedTensor> {
+    let mut tensors = Vec::new();
+    for layer in 0..config.num_layers {
+        for direction in 0..config.num_directions() {
+            let unit = weights
+                .get(layer, direction, config)
+                .expect("unit in range");
+            let suffix = if direction == 0 {
+                format!("l{layer}")
+            } else {
+                format!("l{layer}_reverse")
+            };
+            let dims = (
+                config.gate_size(),
+                config.layer_input_size(layer),
+                config.state_size(),
+                config.hidden_size,
+            );
+            tensors.extend(named_unit_tensors(unit, dims, |part| {
+                format!("{prefix}{part}_{suffix}")
+            }));
+        }
+    }
+    tensors
+}
+
+/// A cell's `state_dict` (`weight_ih`, `weight_hh`, `bias_ih`, `bias_hh`) under `prefix`.
+pub fn cell_state_dict(
+    config: &wgpu_rnn::CellConfig,
+    weights: &wgpu_rnn::DirectionWeights,
+    prefix: &str,
+) -> Vec<NamedTensor> {
+    let rows = config.mode.gates() * config.hidden_size;
+    let dims = (
+        rows,
+        config.input_size,
+        config.hidden_size,
+        config.hidden_size,
+    );
+    named_unit_tensors(weights, dims, |part| format!("{prefix}{part}"))
+}
+
+/// The one-layer, one-direction weights of a cell of `config`, drawn from `seed`.
+pub fn cell_weights(config: &wgpu_rnn::CellConfig, seed: u64) -> wgpu_rnn::DirectionWeights {
+    let model = RnnConfig {
+        bias: config.bias,
+        ..RnnConfig::new(config.mode, config.input_size, config.hidden_size)
+    };
+    wgpu_rnn::RnnWeights::init(&model, seed).unwrap().units()[0].clone()
+}
+
+/// A safetensors file of float32 `tensors` with string `metadata`.
+pub fn safetensors_f32(tensors: &[NamedTensor], metadata: &[(&str, String)]) -> Vec<u8> {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, values)| values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .collect();
+    let views = tensors.iter().zip(&bytes).map(|((name, shape, _), data)| {
+        let view =
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data);
+        (name.clone(), view.unwrap())
+    });
+    let metadata: std::collections::HashMap<String, String> = metadata
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    safetensors::serialize(views, (!metadata.is_empty()).then_some(metadata)).unwrap()
+}
