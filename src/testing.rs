@@ -90,7 +90,8 @@ pub fn time_input_projection(
     let params = ProjectionParams::contiguous(rows, cols, depth);
     let kernel = &ctx.inner().kernels.projection;
     let group = kernel.bind_group(
-        ctx,
+        ctx.device(),
+        ctx.counters(),
         ProjectionBindings {
             params: &ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some("projection params"),

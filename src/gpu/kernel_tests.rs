@@ -82,7 +82,8 @@ fn input_projection_matches_cpu_twin() {
                 for use_subgroup in [false, kernel.has_subgroup_form()] {
                     let p = storage(&ctx, &vec![f32::NAN; rows * cols]);
                     let group = kernel.bind_group(
-                        &ctx,
+                        ctx.device(),
+                        ctx.counters(),
                         ProjectionBindings {
                             params: &uniform(&ctx, &params),
                             x: &storage(&ctx, &x),
@@ -119,7 +120,8 @@ fn step_zero_group(
         _pad: [0; 3],
     };
     ctx.inner().kernels.step.bind_group(
-        ctx,
+        ctx.device(),
+        ctx.counters(),
         StepBindings {
             layer: &uniform(ctx, layer),
             steps: &uniform(ctx, &step),
