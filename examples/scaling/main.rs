@@ -60,18 +60,9 @@ macro_rules! out {
 }
 
 fn main() -> ExitCode {
-    let command = match options::parse(std::env::args().skip(1)) {
-        Ok(command) => command,
-        Err(message) => {
-            eprintln!("error: {message}\nrun with --help to see the flags");
-            return ExitCode::from(2);
-        }
-    };
+    // `--help` and bad flags: clap prints the help or the error and exits (0 or 2).
+    let command = options::parse(std::env::args_os()).unwrap_or_else(|error| error.exit());
     let result = match command {
-        Command::Help => {
-            out!("{}", options::HELP);
-            Ok(())
-        }
         Command::Gemm => run_gemm(),
         Command::Report(options) => run_report(&options),
     };
