@@ -157,12 +157,13 @@ fn run_report(options: &Options) -> Result<(), Error> {
         None => baselines::missing(options.cell),
     };
     let mut session = Session::new(ctx.clone(), options, torch);
-    out!("{}", table::header(session.live()));
+    let header = table::header(session.live());
+    session.progress.suspend(|| out!("{header}"));
     let mut rows = Vec::new();
     for &shape in &options.configs {
         rows.extend(session.measure_config(shape)?);
     }
-    session.progress.clear();
+    session.progress.finish();
     out!();
     if let Some(diff) = session.ort_diff {
         session.notes.push(format!(
@@ -280,8 +281,8 @@ impl<'a> Session<'a> {
         let mut rows = Vec::new();
         for &seq_len in &options.lengths {
             let row = self.measure_length(shape, seq_len, &models);
-            self.progress.clear();
-            out!("{}", table::format_row(&row, self.live()));
+            let line = table::format_row(&row, self.live());
+            self.progress.suspend(|| out!("{line}"));
             rows.push(row);
         }
         Ok(rows)
