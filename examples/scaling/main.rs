@@ -486,7 +486,7 @@ fn write_outputs(
     table::write_fit_csv(&dir.join("fit.csv"), fits)?;
     std::fs::write(
         dir.join("scaling.svg"),
-        svg::render(&chart(ctx, options.cell, rows)),
+        svg::render(&chart(ctx, options.cell, rows))?,
     )?;
     out!(
         "wrote {}, fit.csv and scaling.svg",
@@ -506,11 +506,11 @@ fn chart(ctx: &GpuContext, cell: Cell, rows: &[Row]) -> svg::Chart {
             series.push(svg::Series {
                 label: format!("{} {}", path.name(), shape.label()),
                 color: svg::PALETTE[i % svg::PALETTE.len()],
-                dash: match path {
-                    Path::Gpu => None,
-                    Path::Cpu => Some("7 5"),
-                    Path::Torch => Some("2 4"),
-                    Path::Ort => Some("9 3 2 3"),
+                stroke: match path {
+                    Path::Gpu => svg::Stroke::Solid,
+                    Path::Cpu => svg::Stroke::Dashed,
+                    Path::Torch => svg::Stroke::Dotted,
+                    Path::Ort => svg::Stroke::DashDotted,
                 },
                 points: rows
                     .iter()
