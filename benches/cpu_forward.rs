@@ -43,7 +43,7 @@ fn cpu_forward(c: &mut Criterion) {
             let mut input = None;
             group.bench_function(id, |b| {
                 let model = model.get_or_init(|| {
-                    CpuRnn::new(shape.config(), shape.weights()).expect("a valid model")
+                    CpuRnn::new(shape.config(), &shape.weights()).expect("a valid model")
                 });
                 let input = input.get_or_insert_with(|| shape.input(seq_len));
                 b.iter(|| model.forward(input, None).expect("CPU forward"));

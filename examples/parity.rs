@@ -12,6 +12,8 @@
 
 use std::process::ExitCode;
 
+use clap::Parser;
+
 use wgpu_rnn::reference_case::GatedCaseCheck;
 use wgpu_rnn::reference_case::{CaseCheck, ReferenceCase};
 use wgpu_rnn::{CpuGatedRnn, CpuRnn, GpuContext, GpuGatedRnn, GpuRnn, Result, RnnCell, RnnConfig};
@@ -242,40 +244,31 @@ fn run_file(path: &str, gpu: Option<&GpuContext>, chunk: Option<usize>) -> Verdi
     .unwrap_or_else(|e| Verdict::Fail(e.to_string()))
 }
 
-fn usage(problem: &str) -> ExitCode {
-    if !problem.is_empty() {
-        eprintln!("parity: {problem}");
+/// Runs PyTorch reference cases (see tests/fixtures) on the CPU and GPU paths and compares
+/// both with PyTorch's stored results: one line per file, exit status 1 if any fails.
+#[derive(Parser)]
+#[command(name = "parity")]
+struct Args {
+    /// Run the GPU path of unidirectional cases (RNN, LSTM, GRU) through a stream, N frames a
+    /// push, carrying the state on the GPU.
+    #[arg(long, value_name = "N", value_parser = frames)]
+    chunk: Option<usize>,
+
+    /// Reference cases written by the PyTorch scripts in tests/fixtures.
+    #[arg(value_name = "FILE.safetensors", required = true)]
+    files: Vec<String>,
+}
+
+/// `--chunk`'s value: a whole number of frames, at least 1.
+fn frames(text: &str) -> std::result::Result<usize, String> {
+    match text.parse() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err("not a number of frames ≥ 1".into()),
     }
-    eprintln!(
-        "usage: parity [--chunk N] FILE.safetensors...\n\
-         Runs PyTorch reference cases (see tests/fixtures) on the CPU and GPU paths.\n\
-         --chunk N  run the GPU path of unidirectional cases (RNN, LSTM, GRU) through a stream,
-                    N frames a push"
-    );
-    ExitCode::from(2)
 }
 
 fn main() -> ExitCode {
-    let mut files = Vec::new();
-    let mut chunk = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--chunk" => match args
-                .next()
-                .and_then(|n| n.parse().ok())
-                .filter(|&n: &usize| n > 0)
-            {
-                Some(n) => chunk = Some(n),
-                None => return usage("--chunk takes a number of frames ≥ 1"),
-            },
-            "--help" | "-h" => return usage(""),
-            _ => files.push(arg),
-        }
-    }
-    if files.is_empty() {
-        return usage("no files given");
-    }
+    let Args { chunk, files } = Args::parse();
     let gpu = match GpuContext::new() {
         Ok(ctx) => Some(ctx),
         Err(e) => {

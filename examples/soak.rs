@@ -13,41 +13,26 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
+use clap::Parser;
+
 use wgpu_rnn::compare::compare;
 use wgpu_rnn::{CpuRnn, GpuContext, GpuRnn, Rnn, RnnConfig, RnnWeights, Tensor};
 
 const WARM_UP: usize = 200;
 
+/// Soak test: many forwards of varying shape on one GpuRnn, watching resident memory; exits
+/// with status 1 if it grew too much after the warm-up or if any forward failed.
+#[derive(Parser)]
+#[command(name = "soak")]
 struct Options {
+    /// Forwards to run (T and N change on every call).
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
     iterations: usize,
-    max_growth_mib: f64,
-}
 
-fn options() -> Result<Options, String> {
-    let mut options = Options {
-        iterations: 10_000,
-        max_growth_mib: 20.0,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
-        match arg.as_str() {
-            "--iterations" => {
-                options.iterations = value()?.parse().map_err(|e| format!("--iterations: {e}"))?;
-            }
-            "--max-growth-mib" => {
-                options.max_growth_mib = value()?
-                    .parse()
-                    .map_err(|e| format!("--max-growth-mib: {e}"))?;
-            }
-            other => {
-                return Err(format!(
-                    "unknown argument `{other}` (use --iterations N, --max-growth-mib M)"
-                ));
-            }
-        }
-    }
-    Ok(options)
+    /// The most resident memory may grow, in MiB, between the end of the warm-up (200
+    /// forwards) and the end.
+    #[arg(long, value_name = "M", default_value_t = 20.0)]
+    max_growth_mib: f64,
 }
 
 /// The page size, from the auxiliary vector the kernel hands every process (AT_PAGESZ = 6);
@@ -88,13 +73,7 @@ fn values(seed: u64, len: usize) -> Vec<f32> {
 }
 
 fn main() -> ExitCode {
-    let options = match options() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
+    let options = Options::parse();
     let Some(start_rss) = resident_bytes() else {
         eprintln!("cannot read /proc/self/statm (this soak test needs Linux)");
         return ExitCode::from(2);

@@ -15,39 +15,7 @@
 // (a projected LSTM's h' goes to the scratch for `project`, as in gated_step.wgsl).
 // GRU: r, z = σ(P + W_hh·h), n = tanh(P_n + r∘(W_hn·h + b_hn)), h' = (1 − z)∘n + z∘h.
 
-// The element type weights are stored in: f32, or f16 where the model asked for it and the
-// adapter has `SHADER_F16` (src/shaders.rs rewrites this line). Sums are always f32.
-alias weight_t = f32;
-
-struct Layer {
-    seq_len: u32,
-    batch: u32,
-    hidden: u32,
-    directions: u32,
-    out_stride_t: u32,
-    out_stride_n: u32,
-    state_half: u32,
-    state_offset: u32,
-    activation: u32,
-    steps_per_dispatch: u32,
-    lengths_offset: u32,
-    _pad0: u32,
-    state_size: u32,
-    cell_offset: u32,
-    step_bias_offset: u32,
-    hr_offset: u32,
-    scratch_offset: u32,
-    cell: u32,              // 0: LSTM, 1: GRU
-    _pad1: u32,
-    _pad2: u32,
-}
-
-struct Step {
-    index: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+{{COMMON}}
 
 @group(0) @binding(0) var<uniform> layer: Layer;
 @group(0) @binding(1) var<uniform> step: Step;
@@ -60,9 +28,6 @@ struct Step {
 @group(0) @binding(4) var<storage, read_write> state: array<f32>;
 @group(0) @binding(5) var<storage, read_write> output: array<f32>;
 
-fn sigmoid(x: f32) -> f32 {
-    return 1.0 / (1.0 + exp(-x));
-}
 
 fn state_scalar(at: u32) -> f32 {
     return state[at];

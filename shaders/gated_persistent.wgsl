@@ -10,44 +10,12 @@
 // is one subgroup, through subgroupBroadcast from constant lanes, with no barrier at all.
 // Like the Elman kernel it can project ahead (persistent_recurrence.wgsl, src/gpu/ahead.rs).
 //
-// This file is a template: src/gpu/gated_persistent.rs fills in the {{...}} parts for one
-// (cell, H, lanes), writing every loop over weights out in full, so that the private values
+// This file is a template: src/gpu/gated_persistent.rs fills in its holes (names in double
+// braces) for one (cell, H, lanes), writing every loop over weights out in full, so that the private values
 // are addressed by constant indices only (that is what keeps them in registers on llvmpipe,
 // and keeps the loop count, which llvmpipe limits, at one iteration per step).
 
-// The element type weights are stored in: f32, or f16 where the model asked for it and the
-// adapter has `SHADER_F16` (src/shaders.rs rewrites this line). Sums are always f32.
-alias weight_t = f32;
-
-struct Layer {
-    seq_len: u32,
-    batch: u32,
-    hidden: u32,
-    directions: u32,
-    out_stride_t: u32,
-    out_stride_n: u32,
-    state_half: u32,
-    state_offset: u32,
-    activation: u32,
-    steps_per_dispatch: u32,
-    lengths_offset: u32,
-    _pad0: u32,
-    state_size: u32,
-    cell_offset: u32,
-    step_bias_offset: u32,  // b_hn (GRU), in floats: a multiple of 4 here
-    hr_offset: u32,
-    scratch_offset: u32,
-    cell: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-struct Step {
-    index: u32,               // the first timestep of this dispatch
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+{{COMMON}}
 
 @group(0) @binding(0) var<uniform> layer: Layer;
 @group(0) @binding(1) var<uniform> step: Step;
@@ -70,10 +38,6 @@ const GATES: u32 = {{GATES}}u;
 // h_{t−1} and h_t, VEC4S vec4s each, by step parity (unused with subgroupBroadcast).
 var<workgroup> h: array<vec4<f32>, {{H_SIZE}}>;
 
-fn sigmoid4(v: vec4<f32>) -> vec4<f32> {
-    // exp(−x) overflows to +inf for x < −88, giving exactly 0; NaN propagates.
-    return 1.0 / (1.0 + exp(-v));
-}
 
 // Which of the four units from `row` are real (padding units must stay exactly zero).
 fn real4(row: u32) -> vec4<bool> {

@@ -14,39 +14,7 @@
 // followed by the c block [L][D][N][H]. At t ≥ lengths[n] the state is carried and the
 // output is zero (PackedSequence semantics).
 
-// The element type weights are stored in: f32, or f16 where the model asked for it and the
-// adapter has `SHADER_F16` (src/shaders.rs rewrites this line). Sums are always f32.
-alias weight_t = f32;
-
-struct Layer {
-    seq_len: u32,
-    batch: u32,
-    hidden: u32,            // H: units of each gate, and of c
-    directions: u32,
-    out_stride_t: u32,
-    out_stride_n: u32,
-    state_half: u32,
-    state_offset: u32,      // this layer's h block inside a half
-    activation: u32,        // (Elman RNN only)
-    steps_per_dispatch: u32,
-    lengths_offset: u32,
-    _pad0: u32,
-    state_size: u32,        // H_out: features of h
-    cell_offset: u32,       // this layer's c block inside a half
-    step_bias_offset: u32,  // b_hn in `recurrent` (GRU)
-    hr_offset: u32,         // W_hr in `recurrent` (projected LSTM)
-    scratch_offset: u32,    // unprojected h in `state`, [D][N][H] (projected LSTM)
-    cell: u32,              // 0: LSTM, 1: GRU
-    _pad1: u32,
-    _pad2: u32,
-}
-
-struct Step {
-    index: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+{{COMMON}}
 
 @group(0) @binding(0) var<uniform> layer: Layer;
 @group(0) @binding(1) var<uniform> step: Step;
@@ -57,10 +25,6 @@ struct Step {
 @group(0) @binding(4) var<storage, read_write> state: array<f32>;
 @group(0) @binding(5) var<storage, read_write> output: array<f32>;
 
-fn sigmoid(x: f32) -> f32 {
-    // exp(−x) overflows to +inf for x < −88, giving exactly 0; NaN propagates.
-    return 1.0 / (1.0 + exp(-x));
-}
 
 // Row `row` of the stacked W_hh (D·G·H rows) times h_{t−1} at `h_at`.
 fn recurrent_dot(row: u32, h_at: u32) -> f32 {

@@ -22,35 +22,11 @@
 // then cover its timesteps in chunks, the first chunk projected by a projection dispatch
 // before them.
 //
-// This file is a template: src/gpu/persistent.rs fills in the {{...}} parts for one hidden
-// size, writing every loop over weights out in full so that the private array is addressed by
+// This file is a template: src/gpu/persistent.rs fills in its holes (names in double braces)
+// for one hidden size, writing every loop over weights out in full so that the private array is addressed by
 // constant indices only (that is what keeps it in registers, on llvmpipe too).
 
-// The element type weights are stored in: f32, or f16 where the model asked for it and the
-// adapter has `SHADER_F16` (src/shaders.rs rewrites this line). Sums are always f32.
-alias weight_t = f32;
-
-struct Layer {
-    seq_len: u32,
-    batch: u32,
-    hidden: u32,
-    directions: u32,
-    out_stride_t: u32,
-    out_stride_n: u32,
-    state_half: u32,
-    state_offset: u32,
-    activation: u32,          // 0: tanh, 1: relu
-    steps_per_dispatch: u32,  // bounds the loop: llvmpipe silently stops long ones
-    lengths_offset: u32,      // where the lengths start in `state`
-    _pad0: u32,
-}
-
-struct Step {
-    index: u32,               // the first timestep of this dispatch
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+{{COMMON}}
 
 @group(0) @binding(0) var<uniform> layer: Layer;
 @group(0) @binding(1) var<uniform> step: Step;

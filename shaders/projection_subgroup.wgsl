@@ -2,7 +2,7 @@
 // adapters whose workgroup can be exactly one subgroup of {{LANES}} lanes: each workgroup
 // computes one tile of P with projection_tile.wgsl, {{LANES}} × 4 columns wide.
 //
-// A template: src/gpu/projection.rs fills in the {{...}} parts.
+// A template: src/gpu/projection.rs fills in the holes (names in double braces).
 
 // The element type weights are stored in: f32, or f16 where the model asked for it and the
 // adapter has `SHADER_F16` (src/shaders.rs rewrites this line). Sums are always f32.

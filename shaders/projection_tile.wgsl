@@ -12,8 +12,8 @@
 // (struct and bindings from src/gpu/projection.rs) and the arrays `x`, `w`, `bias` and `p`
 // (projection_subgroup.wgsl, the projection as a kernel of its own; the persistent
 // recurrence, projecting the timesteps of its next dispatch while it runs).
-// src/gpu/projection.rs fills in the {{...}} parts, writing the per-row work out in full so
-// that the accumulators are addressed by constant indices only.
+// src/gpu/projection.rs fills in the holes (names in double braces), writing the per-row work
+// out in full so that the accumulators are addressed by constant indices only.
 
 const TILE_ROWS: u32 = {{ROWS}}u;
 const TILE_ROWS_PER_LANE: u32 = {{ROWS_PER_LANE}}u;

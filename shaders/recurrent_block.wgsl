@@ -13,31 +13,7 @@
 // This file is a template: src/gpu/block_loop.rs fills in the functions shared with
 // wavefront_block.wgsl, and the sums, the loop and the finish calls for either form.
 
-// The element type weights are stored in: f32, or f16 where the model asked for it and the
-// adapter has `SHADER_F16` (src/shaders.rs rewrites this line). Sums are always f32.
-alias weight_t = f32;
-
-struct Layer {
-    seq_len: u32,
-    batch: u32,
-    hidden: u32,
-    directions: u32,
-    out_stride_t: u32,
-    out_stride_n: u32,
-    state_half: u32,
-    state_offset: u32,
-    activation: u32,         // 0: tanh, 1: relu
-    steps_per_dispatch: u32, // (unused here)
-    lengths_offset: u32,
-    _pad0: u32,
-}
-
-struct Step {
-    index: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+{{COMMON}}
 
 @group(0) @binding(0) var<uniform> layer: Layer;
 @group(0) @binding(1) var<uniform> step: Step;

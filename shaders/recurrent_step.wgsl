@@ -15,31 +15,7 @@
 // One invocation per (j, n, d); the step index comes from a dynamically offset uniform, so a
 // whole sequence is recorded with one bind group per layer.
 
-// The element type weights are stored in: f32, or f16 where the model asked for it and the
-// adapter has `SHADER_F16` (src/shaders.rs rewrites this line). Sums are always f32.
-alias weight_t = f32;
-
-struct Layer {
-    seq_len: u32,       // T
-    batch: u32,         // N
-    hidden: u32,        // H
-    directions: u32,    // D
-    out_stride_t: u32,  // elements between timesteps in the output
-    out_stride_n: u32,  // elements between sequences in the output
-    state_half: u32,    // elements in one half of the hidden-state buffer (L·D·N·H)
-    state_offset: u32,  // where this layer's (D, N, H) block starts inside a half
-    activation: u32,    // 0: tanh, 1: relu
-    steps_per_dispatch: u32, // (the persistent kernel's; unused here)
-    lengths_offset: u32,     // where the lengths start in `state`
-    _pad0: u32,
-}
-
-struct Step {
-    index: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+{{COMMON}}
 
 @group(0) @binding(0) var<uniform> layer: Layer;
 @group(0) @binding(1) var<uniform> step: Step;

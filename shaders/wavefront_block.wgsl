@@ -12,39 +12,7 @@
 // This file is a template: src/gpu/block_loop.rs fills in the functions shared with
 // recurrent_block.wgsl, and the sums, the loop and the finish calls of its portable form.
 
-// The element type weights are stored in: f32, or f16 where the model asked for it and the
-// adapter has `SHADER_F16` (src/shaders.rs rewrites this line). Sums are always f32.
-alias weight_t = f32;
-
-struct Layer {
-    seq_len: u32,
-    batch: u32,
-    hidden: u32,
-    directions: u32,         // 1
-    out_stride_t: u32,       // the last layer's output
-    out_stride_n: u32,
-    state_half: u32,
-    state_offset: u32,       // (unused: every layer's block is at k·N·H)
-    activation: u32,         // 0: tanh, 1: relu
-    steps_per_dispatch: u32, // (unused)
-    lengths_offset: u32,
-    _pad0: u32,
-    state_size: u32,
-    cell_offset: u32,
-    step_bias_offset: u32,
-    hr_offset: u32,
-    scratch_offset: u32,
-    cell: u32,
-    layers: u32,             // L
-    _pad1: u32,
-}
-
-struct Step {
-    index: u32,              // the wave w
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+{{COMMON}}
 
 @group(0) @binding(0) var<uniform> layer: Layer;
 @group(0) @binding(1) var<uniform> step: Step;

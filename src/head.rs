@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
+use crate::checkpoint::{map_file, parse, read_f32};
 use crate::error::{Result, RnnError};
-use crate::weights::{parse_safetensors, read_f32, read_file};
 
 /// The parameters of an `nn.Linear(in_features, out_features, bias)`.
 #[derive(Clone, Debug, PartialEq)]
@@ -29,12 +29,7 @@ impl Linear {
         in_features: usize,
         out_features: usize,
     ) -> Result<Self> {
-        Self::from_safetensors(
-            &read_file(path.as_ref())?,
-            prefix,
-            in_features,
-            out_features,
-        )
+        Self::from_safetensors(&map_file(path.as_ref())?, prefix, in_features, out_features)
     }
 
     /// Like [`load`](Self::load), from the bytes of a safetensors file.
@@ -44,7 +39,7 @@ impl Linear {
         in_features: usize,
         out_features: usize,
     ) -> Result<Self> {
-        let file = parse_safetensors(bytes)?;
+        let file = parse(bytes)?;
         let weight = read_f32(
             &file,
             &format!("{prefix}weight"),

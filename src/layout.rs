@@ -3,6 +3,7 @@
 
 use crate::config::RnnConfig;
 use crate::error::{Result, RnnError};
+use crate::rnn::Hx;
 use crate::tensor::Tensor;
 
 /// The resolved shape of one forward call.
@@ -32,16 +33,36 @@ impl FrameStrides {
 }
 
 impl ForwardShape {
-    /// Checks `input` and `h0` against `config` with PyTorch's rules.
-    pub fn resolve(config: &RnnConfig, input: &Tensor, h0: Option<&Tensor>) -> Result<Self> {
+    /// Checks `input`, the initial state and `lengths` against `config` with PyTorch's rules.
+    pub fn resolve(
+        config: &RnnConfig,
+        input: &Tensor,
+        hx: Option<Hx<'_>>,
+        lengths: Option<&[usize]>,
+    ) -> Result<Self> {
         let shape = Self::resolve_input(config.input_size, config.batch_first, input)?;
-        if let Some(h0) = h0 {
-            shape.check_state(
-                "h0",
-                h0,
-                config.num_directions() * config.num_layers,
-                config.hidden_size,
-            )?;
+        let rows = config.state_rows();
+        if let Some(hx) = hx {
+            shape.check_state("h0", hx.h0, rows, config.state_size())?;
+            match (config.mode.has_cell_state(), hx.c0) {
+                (true, Some(c0)) => shape.check_state("c0", c0, rows, config.hidden_size)?,
+                (true, None) => {
+                    let expected = shape.stacked_state_shape(rows, config.hidden_size);
+                    return Err(RnnError::ShapeMismatch {
+                        what: "c0",
+                        expected: format!("{expected:?}, given with h0 (PyTorch's hx = (h0, c0))"),
+                        got: "none".into(),
+                    });
+                }
+                (false, Some(c0)) => {
+                    let none = format!("none: {} has no cell state", config.mode.torch_name());
+                    return Err(RnnError::shape("c0", none, c0.shape()));
+                }
+                (false, None) => {}
+            }
+        }
+        if let Some(lengths) = lengths {
+            shape.check_lengths(lengths)?;
         }
         Ok(shape)
     }
@@ -182,12 +203,14 @@ impl ForwardShape {
         }
     }
 
-    /// PyTorch's shape of `h0` and `h_n`: (D·L, N, H), or (D·L, H) when unbatched.
+    /// PyTorch's shape of `h0` and `h_n`: (D·L, N, H_out), or (D·L, H_out) when unbatched.
     pub fn state_shape(&self, config: &RnnConfig) -> Vec<usize> {
-        self.stacked_state_shape(
-            config.num_directions() * config.num_layers,
-            config.hidden_size,
-        )
+        self.stacked_state_shape(config.state_rows(), config.state_size())
+    }
+
+    /// PyTorch's shape of `c0` and `c_n`: (D·L, N, H), or (D·L, H) when unbatched.
+    pub fn cell_state_shape(&self, config: &RnnConfig) -> Vec<usize> {
+        self.stacked_state_shape(config.state_rows(), config.hidden_size)
     }
 
     /// The shape of `rows` stacked states of `features` each: (rows, N, features), or

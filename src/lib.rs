@@ -4,24 +4,28 @@
 //! shaders (Vulkan, Metal, DX12, GL, and lavapipe where there is no GPU), with a plain CPU
 //! reference path that returns the same numbers.
 //!
-//! The Elman RNN: [`RnnConfig`], [`RnnWeights`], [`GpuRnn`] / [`CpuRnn`] behind the [`Rnn`]
-//! trait, [`RnnCell`]. LSTM and GRU: [`GatedConfig`], [`GatedWeights`], [`GpuGatedRnn`] /
-//! [`CpuGatedRnn`] behind the [`GatedRnn`] trait, [`LstmCell`], [`GruCell`]. Both run on one
-//! GPU engine: the same scheduler, streams ([`RnnStream`]), time chunks and head.
+//! One model for every mode, as PyTorch's `RNNBase` and cuDNN's `cudnnRNNMode_t` have it:
+//! [`RnnConfig`] (with [`RnnMode`]: `Rnn(Tanh | Relu)`, `Lstm`, `Gru`), [`RnnWeights`],
+//! [`GpuRnn`] and [`CpuRnn`] behind the [`Rnn`] trait, returning [`RnnOutput`]; the initial
+//! state is an [`Hx`]. Streams ([`RnnStream`]), time chunks and a [`Linear`] head work for
+//! every mode. The cells stay three types, as in PyTorch: [`RnnCell`], [`LstmCell`],
+//! [`GruCell`] (configured by [`CellConfig`]).
 //!
 //! ```no_run
-//! use wgpu_rnn::{GpuContext, GpuRnn, Rnn, RnnConfig, RnnWeights, Tensor};
+//! use wgpu_rnn::{GpuContext, GpuRnn, Hx, Rnn, RnnConfig, RnnWeights, Tensor};
 //!
 //! # fn main() -> wgpu_rnn::Result<()> {
-//! // torch.nn.RNN(4, 8, num_layers=2), weights from a PyTorch state_dict.
-//! let config = RnnConfig { num_layers: 2, ..RnnConfig::new(4, 8) };
-//! let weights = RnnWeights::load(&config, "rnn.safetensors", "")?;
+//! // torch.nn.LSTM(4, 8, num_layers=2), weights from a PyTorch state_dict.
+//! let config = RnnConfig { num_layers: 2, ..RnnConfig::lstm(4, 8) };
+//! let weights = RnnWeights::load(&config, "lstm.safetensors", "")?;
 //! let ctx = GpuContext::new()?;
-//! let rnn = GpuRnn::new(&ctx, config, &weights)?;
+//! let lstm = GpuRnn::new(&ctx, config, &weights)?;
 //! let input = Tensor::zeros(&[5, 3, 4])?; // (T, N, I)
-//! let out = rnn.forward(&input, None)?;
+//! let (h0, c0) = (Tensor::zeros(&[2, 3, 8])?, Tensor::zeros(&[2, 3, 8])?);
+//! let out = lstm.forward(&input, Some(Hx::lstm(&h0, &c0)))?;
 //! assert_eq!(out.output.shape(), &[5, 3, 8]);
 //! assert_eq!(out.h_n.shape(), &[2, 3, 8]);
+//! assert!(out.c_n.is_some());
 //! # Ok(()) }
 //! ```
 //!
@@ -60,11 +64,11 @@
 #![deny(missing_docs)]
 
 mod cell;
+mod checkpoint;
 pub mod compare;
 mod config;
 mod cpu;
 mod error;
-mod gated;
 mod gpu;
 mod head;
 mod layout;
@@ -77,21 +81,18 @@ mod tensor;
 pub mod testing;
 mod weights;
 
-pub use cell::{RnnCell, RnnCellConfig};
-pub use config::{Nonlinearity, RnnConfig};
+pub use cell::{CellConfig, GruCell, LstmCell, RnnCell};
+pub use config::{Nonlinearity, RnnConfig, RnnMode};
 pub use cpu::CpuRnn;
 pub use error::{Limit, Result, RnnError};
-pub use gated::{
-    CpuGatedRnn, GateKind, GatedCellConfig, GatedConfig, GatedDirectionWeights, GatedOutput,
-    GatedRnn, GatedWeights, GpuGatedRnn, GruCell, LstmCell,
-};
-pub use gpu::context::{GpuContext, ResourceCounts};
+pub use gpu::context::GpuContext;
+pub use gpu::counters::ResourceCounts;
 pub use gpu::engine::{GpuOptions, Recurrence};
 pub use gpu::model::GpuRnn;
 pub use gpu::stream::{RnnStream, StreamOptions};
 pub use head::Linear;
 pub use precision::WeightPrecision;
-pub use rnn::{Rnn, RnnOutput};
+pub use rnn::{Hx, Rnn, RnnOutput};
 pub use tensor::Tensor;
 pub use weights::{DirectionWeights, RnnWeights};
 

@@ -9,17 +9,17 @@ use std::path::Path;
 
 use safetensors::SafeTensors;
 
-use crate::cell::{RnnCell, RnnCellConfig};
+use crate::cell::{CellConfig, RnnCell};
+use crate::checkpoint::{map_file, parse, read_tensor};
 use crate::compare::{Comparison, compare};
-use crate::config::RnnConfig;
+use crate::config::{RnnConfig, RnnMode};
 use crate::error::{Result, RnnError};
-use crate::gated::{GateKind, GatedConfig, GatedRnn, GatedWeights, GpuGatedRnn};
 use crate::gpu::model::GpuRnn;
 use crate::gpu::stream::{RnnStream, StreamOptions};
 use crate::layout::{ForwardShape, TimeSlice};
-use crate::rnn::Rnn;
+use crate::rnn::{Hx, Rnn};
 use crate::tensor::Tensor;
-use crate::weights::{DirectionWeights, RnnWeights, parse_safetensors, read_file, read_tensor};
+use crate::weights::{DirectionWeights, RnnWeights};
 
 /// One reference case file, read into memory.
 #[derive(Debug)]
@@ -31,9 +31,9 @@ pub struct ReferenceCase {
 impl ReferenceCase {
     /// Reads and parses a case file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
-        let bytes = read_file(path.as_ref())?;
+        let bytes = map_file(path.as_ref())?.to_vec();
         // Parsing it whole first checks every tensor's offsets, hostile headers included.
-        parse_safetensors(&bytes)?;
+        parse(&bytes)?;
         let (_, header) = SafeTensors::read_metadata(&bytes)?;
         let metadata = header.metadata().clone().unwrap_or_default();
         Ok(ReferenceCase { bytes, metadata })
@@ -72,33 +72,52 @@ impl ReferenceCase {
         }
     }
 
-    /// The `nn.RNN` configuration the metadata describes.
-    pub fn rnn_config(&self) -> Result<RnnConfig> {
+    /// The model configuration of a forward case (`kind` = `rnn`, `rnn_packed`, `lstm`,
+    /// `lstm_packed`, `gru` or `gru_packed`; tests/fixtures/README.torch_rnn.md and
+    /// tests/fixtures/torch_gated/README.md).
+    pub fn config(&self) -> Result<RnnConfig> {
+        let mode = match self.kind() {
+            "rnn" | "rnn_packed" => {
+                RnnMode::Rnn(self.meta("nonlinearity").unwrap_or("tanh").parse()?)
+            }
+            "lstm" | "lstm_packed" => RnnMode::Lstm,
+            "gru" | "gru_packed" => RnnMode::Gru,
+            other => {
+                return Err(RnnError::InvalidConfig(format!(
+                    "case kind `{other}` is not a forward case of nn.RNN, nn.LSTM or nn.GRU"
+                )));
+            }
+        };
         Ok(RnnConfig {
+            mode,
             input_size: self.number("input_size")?,
             hidden_size: self.number("hidden_size")?,
             num_layers: self.number("num_layers")?,
-            nonlinearity: self.meta("nonlinearity").unwrap_or("tanh").parse()?,
             bias: self.meta("bias").is_none() || self.flag("bias")?,
             batch_first: self.flag("batch_first")?,
             dropout: 0.0,
             bidirectional: self.flag("bidirectional")?,
+            proj_size: match self.meta("proj_size") {
+                None => 0,
+                Some(_) => self.number("proj_size")?,
+            },
         })
     }
 
-    /// The model's parameters (names without prefix, as the fixtures store them).
-    pub fn rnn_weights(&self, config: &RnnConfig) -> Result<RnnWeights> {
-        RnnWeights::from_safetensors(config, &self.bytes, "")
+    /// The model's parameters (names without prefix, as the fixtures store them beside the
+    /// inputs and outputs).
+    pub fn weights(&self, config: &RnnConfig) -> Result<RnnWeights> {
+        RnnWeights::read(config, &parse(&self.bytes)?, "", false)
     }
 
     /// Any float32 tensor of the file, with its stored shape.
     pub fn tensor(&self, name: &str) -> Result<Tensor> {
-        read_tensor(&parse_safetensors(&self.bytes)?, name)
+        read_tensor(&parse(&self.bytes)?, name)
     }
 
     /// The int32 `lengths` tensor of a variable-length (`*_packed`) case, if the file has one.
     pub fn lengths(&self) -> Result<Option<Vec<usize>>> {
-        let file = parse_safetensors(&self.bytes)?;
+        let file = parse(&self.bytes)?;
         let Ok(view) = file.tensor("lengths") else {
             return Ok(None);
         };
@@ -120,23 +139,23 @@ impl ReferenceCase {
     }
 
     /// The `nn.RNNCell` configuration of a `kind = "rnn_cell"` case.
-    pub fn rnn_cell_config(&self) -> Result<RnnCellConfig> {
-        Ok(RnnCellConfig {
+    pub fn cell_config(&self) -> Result<CellConfig> {
+        Ok(CellConfig {
+            mode: RnnMode::Rnn(self.meta("nonlinearity").unwrap_or("tanh").parse()?),
             input_size: self.number("input_size")?,
             hidden_size: self.number("hidden_size")?,
             bias: self.meta("bias").is_none() || self.flag("bias")?,
-            nonlinearity: self.meta("nonlinearity").unwrap_or("tanh").parse()?,
         })
     }
 
     /// The cell's parameters (`weight_ih`, `weight_hh`, `bias_ih`, `bias_hh`).
-    pub fn rnn_cell_weights(&self, config: &RnnCellConfig) -> Result<DirectionWeights> {
-        config.weights_from_safetensors(&self.bytes, "")
+    pub fn cell_weights(&self, config: &CellConfig) -> Result<DirectionWeights> {
+        config.read_weights(&self.bytes, "", false)
     }
 
     /// Feeds the case's `inputs` (S, N, I) through `cell` one step at a time from `h0`
     /// (zeros when absent), carrying h, and compares every step's h with `h_steps`.
-    pub fn check_rnn_cell<M: Rnn>(&self, cell: &RnnCell<M>, tolerance: f64) -> Result<Comparison> {
+    pub fn check_cell<M: Rnn>(&self, cell: &RnnCell<M>, tolerance: f64) -> Result<Comparison> {
         let inputs = self.tensor("inputs")?;
         let want = self.tensor("h_steps")?;
         let (steps, frame) = match *inputs.shape() {
@@ -163,7 +182,7 @@ impl ReferenceCase {
 
     /// Whether the file holds a tensor called `name`.
     pub fn has(&self, name: &str) -> bool {
-        parse_safetensors(&self.bytes).is_ok_and(|f| f.tensor(name).is_ok())
+        parse(&self.bytes).is_ok_and(|f| f.tensor(name).is_ok())
     }
 }
 
@@ -174,20 +193,31 @@ pub struct CaseCheck {
     pub output: Comparison,
     /// `h_n` against the stored `h_n`.
     pub h_n: Comparison,
+    /// `c_n` against the stored `c_n` (LSTM cases only).
+    pub c_n: Option<Comparison>,
 }
 
 impl CaseCheck {
-    /// True when both are within the tolerance.
+    /// True when every compared tensor is within the tolerance.
     pub fn passed(&self) -> bool {
-        self.output.passed() && self.h_n.passed()
+        self.output.passed() && self.h_n.passed() && self.c_n.is_none_or(|c| c.passed())
     }
 }
 
 impl ReferenceCase {
-    /// Like [`check_rnn`](Self::check_rnn), but feeds the input through a GPU stream in
-    /// chunks of `chunk` frames (from `h0`, when stored) and compares the concatenated outputs
-    /// and the stream's final state. For unidirectional, full-length cases.
-    pub fn check_rnn_streamed(
+    /// The stored tensor `name`, when the file has one.
+    fn optional(&self, name: &str) -> Result<Option<Tensor>> {
+        if self.has(name) {
+            self.tensor(name).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// [`check`](Self::check) through a GPU stream: the input is pushed in chunks of `chunk`
+    /// frames (from `h0`, and `c0` for an LSTM, when stored) and the concatenated outputs and
+    /// the stream's final state are compared. For unidirectional, full-length cases.
+    pub fn check_streamed(
         &self,
         model: &GpuRnn,
         chunk: usize,
@@ -195,61 +225,32 @@ impl ReferenceCase {
     ) -> Result<CaseCheck> {
         let config = model.config();
         let input = self.tensor("input")?;
-        let shape = ForwardShape::resolve(config, &input, None)?;
+        let shape = ForwardShape::resolve(config, &input, None, None)?;
         let mut stream = model.stream(StreamOptions {
             batch: shape.batch,
             delay: 0,
         })?;
-        if self.has("h0") {
-            let h0 = self.tensor("h0")?;
-            let state = [config.num_layers, shape.batch, config.hidden_size];
-            stream.reset_to(&Tensor::new(h0.into_data(), &state)?)?;
-        }
-        let output = push_in_chunks(&mut stream, &input, shape, config.input_size, chunk)?;
-        Ok(CaseCheck {
-            output: compare(&output, self.tensor("output")?.data(), tolerance),
-            h_n: compare(
-                stream.state()?.data(),
-                self.tensor("h_n")?.data(),
-                tolerance,
-            ),
-        })
-    }
-
-    /// [`check_rnn_streamed`](Self::check_rnn_streamed) for an LSTM or GRU: the stream
-    /// starts from `h0` (and `c0`) when stored; its final h and c are compared with `h_n` and
-    /// `c_n`.
-    pub fn check_gated_streamed(
-        &self,
-        model: &GpuGatedRnn,
-        chunk: usize,
-        tolerance: f64,
-    ) -> Result<GatedCaseCheck> {
-        let config = model.config();
-        let input = self.tensor("input")?;
-        let shape = ForwardShape::resolve_input(config.input_size, config.batch_first, &input)?;
-        let mut stream = model.stream(StreamOptions {
-            batch: shape.batch,
-            delay: 0,
-        })?;
-        if self.has("h0") {
-            let layers = |features| [config.num_layers, shape.batch, features];
-            let h0 = Tensor::new(self.tensor("h0")?.into_data(), &layers(config.state_size()))?;
-            match config.kind {
-                GateKind::Lstm => {
-                    let c0 = self.tensor("c0")?.into_data();
-                    let c0 = Tensor::new(c0, &layers(config.hidden_size))?;
-                    stream.reset_to_lstm_state(&h0, &c0)?;
-                }
-                GateKind::Gru => stream.reset_to(&h0)?,
-            }
+        let layers = |features| [config.num_layers, shape.batch, features];
+        let h0 = self
+            .optional("h0")?
+            .map(|h0| Tensor::new(h0.into_data(), &layers(config.state_size())))
+            .transpose()?;
+        let c0 = self
+            .optional("c0")?
+            .map(|c0| Tensor::new(c0.into_data(), &layers(config.hidden_size)))
+            .transpose()?;
+        if let Some(h0) = &h0 {
+            stream.reset_to(Hx {
+                h0,
+                c0: c0.as_ref(),
+            })?;
         }
         let output = push_in_chunks(&mut stream, &input, shape, config.input_size, chunk)?;
         let c_n = match stream.cell_state()? {
             Some(c) => Some(compare(c.data(), self.tensor("c_n")?.data(), tolerance)),
             None => None,
         };
-        Ok(GatedCaseCheck {
+        Ok(CaseCheck {
             output: compare(&output, self.tensor("output")?.data(), tolerance),
             h_n: compare(
                 stream.state()?.data(),
@@ -260,39 +261,39 @@ impl ReferenceCase {
         })
     }
 
-    /// Runs the case's `input` (and `h0`, when stored) through `model` and compares `output`
-    /// and `h_n` with PyTorch's, element by element, at `tolerance` (max abs error).
-    pub fn check_rnn(&self, model: &impl Rnn, tolerance: f64) -> Result<CaseCheck> {
+    /// Runs the case's `input` (with `h0` and, for an LSTM, `c0` when stored, and `lengths`
+    /// for packed cases) through `model` and compares `output`, `h_n` and, for an LSTM, `c_n`
+    /// with PyTorch's, element by element, at `tolerance` (max abs error).
+    pub fn check(&self, model: &impl Rnn, tolerance: f64) -> Result<CaseCheck> {
         let input = self.tensor("input")?;
-        let h0 = if self.has("h0") {
-            Some(self.tensor("h0")?)
-        } else {
-            None
-        };
+        let (h0, c0) = (self.optional("h0")?, self.optional("c0")?);
+        let hx = h0.as_ref().map(|h0| Hx {
+            h0,
+            c0: c0.as_ref(),
+        });
         let result = match self.lengths()? {
-            Some(lengths) => model.forward_with_lengths(&input, &lengths, h0.as_ref())?,
-            None => model.forward(&input, h0.as_ref())?,
+            Some(lengths) => model.forward_with_lengths(&input, &lengths, hx)?,
+            None => model.forward(&input, hx)?,
         };
-        let want_output = self.tensor("output")?;
-        let want_h_n = self.tensor("h_n")?;
-        let shape_ok = |got: &Tensor, want: &Tensor| got.shape() == want.shape();
-        if !shape_ok(&result.output, &want_output) {
-            return Err(RnnError::shape(
-                "output",
-                format!("{:?}", want_output.shape()),
-                result.output.shape(),
-            ));
-        }
-        if !shape_ok(&result.h_n, &want_h_n) {
-            return Err(RnnError::shape(
-                "h_n",
-                format!("{:?}", want_h_n.shape()),
-                result.h_n.shape(),
-            ));
-        }
+        let checked = |what: &'static str, got: &Tensor| -> Result<Comparison> {
+            let want = self.tensor(what)?;
+            if got.shape() != want.shape() {
+                return Err(RnnError::shape(
+                    what,
+                    format!("{:?}", want.shape()),
+                    got.shape(),
+                ));
+            }
+            Ok(compare(got.data(), want.data(), tolerance))
+        };
         Ok(CaseCheck {
-            output: compare(result.output.data(), want_output.data(), tolerance),
-            h_n: compare(result.h_n.data(), want_h_n.data(), tolerance),
+            output: checked("output", &result.output)?,
+            h_n: checked("h_n", &result.h_n)?,
+            c_n: result
+                .c_n
+                .as_ref()
+                .map(|c_n| checked("c_n", c_n))
+                .transpose()?,
         })
     }
 }
@@ -331,98 +332,4 @@ fn push_in_chunks(
         frames(features).scatter(part_output.data(), &mut output);
     }
     Ok(output)
-}
-
-/// How a gated model's forward compared with PyTorch's stored results for one case.
-#[derive(Clone, Copy, Debug)]
-pub struct GatedCaseCheck {
-    /// `output` against the stored `output`.
-    pub output: Comparison,
-    /// `h_n` against the stored `h_n`.
-    pub h_n: Comparison,
-    /// `c_n` against the stored `c_n` (LSTM cases only).
-    pub c_n: Option<Comparison>,
-}
-
-impl GatedCaseCheck {
-    /// True when every compared tensor is within the tolerance.
-    pub fn passed(&self) -> bool {
-        self.output.passed() && self.h_n.passed() && self.c_n.is_none_or(|c| c.passed())
-    }
-}
-
-impl ReferenceCase {
-    /// The `nn.LSTM` / `nn.GRU` configuration of a `kind` = `lstm`, `lstm_packed`, `gru` or
-    /// `gru_packed` case (tests/fixtures/torch_gated/README.md).
-    pub fn gated_config(&self) -> Result<GatedConfig> {
-        let kind = match self.kind() {
-            "lstm" | "lstm_packed" => GateKind::Lstm,
-            "gru" | "gru_packed" => GateKind::Gru,
-            other => {
-                return Err(RnnError::InvalidConfig(format!(
-                    "case kind `{other}` is not an LSTM or GRU case"
-                )));
-            }
-        };
-        Ok(GatedConfig {
-            kind,
-            input_size: self.number("input_size")?,
-            hidden_size: self.number("hidden_size")?,
-            num_layers: self.number("num_layers")?,
-            bias: self.meta("bias").is_none() || self.flag("bias")?,
-            batch_first: self.flag("batch_first")?,
-            dropout: 0.0,
-            bidirectional: self.flag("bidirectional")?,
-            proj_size: match self.meta("proj_size") {
-                None => 0,
-                Some(_) => self.number("proj_size")?,
-            },
-        })
-    }
-
-    /// The gated model's parameters (names without prefix, as the fixtures store them).
-    pub fn gated_weights(&self, config: &GatedConfig) -> Result<GatedWeights> {
-        GatedWeights::from_safetensors(config, &self.bytes, "")
-    }
-
-    /// Runs the case's `input` (with `h0` and, for an LSTM, `c0` when stored, and `lengths`
-    /// for packed cases) through `model` and compares `output`, `h_n` and, for an LSTM, `c_n`
-    /// with PyTorch's, element by element, at `tolerance` (max abs error).
-    pub fn check_gated(&self, model: &impl GatedRnn, tolerance: f64) -> Result<GatedCaseCheck> {
-        let input = self.tensor("input")?;
-        let optional = |name: &str| -> Result<Option<Tensor>> {
-            if self.has(name) {
-                self.tensor(name).map(Some)
-            } else {
-                Ok(None)
-            }
-        };
-        let (h0, c0) = (optional("h0")?, optional("c0")?);
-        let result = match self.lengths()? {
-            Some(lengths) => {
-                model.forward_with_lengths(&input, &lengths, h0.as_ref(), c0.as_ref())?
-            }
-            None => model.forward(&input, h0.as_ref(), c0.as_ref())?,
-        };
-        let checked = |what: &'static str, got: &Tensor| -> Result<Comparison> {
-            let want = self.tensor(what)?;
-            if got.shape() != want.shape() {
-                return Err(RnnError::shape(
-                    what,
-                    format!("{:?}", want.shape()),
-                    got.shape(),
-                ));
-            }
-            Ok(compare(got.data(), want.data(), tolerance))
-        };
-        let c_n = match (&result.c_n, model.config().kind) {
-            (Some(c_n), GateKind::Lstm) => Some(checked("c_n", c_n)?),
-            _ => None,
-        };
-        Ok(GatedCaseCheck {
-            output: checked("output", &result.output)?,
-            h_n: checked("h_n", &result.h_n)?,
-            c_n,
-        })
-    }
 }

@@ -1,6 +1,12 @@
-//! Where WGSL enters the crate: one constant per file in `shaders/`.
+//! Where WGSL enters the crate: one constant per file in `shaders/`, and [`Template`], the one
+//! way a kernel's source is filled in from them.
 
 pub(crate) use crate::precision::WeightPrecision;
+
+/// `shaders/common.wgsl`: the declarations every recurrent kernel shares (the weights'
+/// element type, `Layer`, `Step`, the logistic function), put where a template says
+/// `{{COMMON}}`.
+pub(crate) const COMMON: &str = include_str!("../shaders/common.wgsl");
 
 /// `shaders/input_projection.wgsl`: the batched input projection GEMM.
 pub(crate) const INPUT_PROJECTION: &str = include_str!("../shaders/input_projection.wgsl");
@@ -40,6 +46,56 @@ pub(crate) const PROJECTION_TILE: &str = include_str!("../shaders/projection_til
 pub(crate) const PERSISTENT_RECURRENCE: &str =
     include_str!("../shaders/persistent_recurrence.wgsl");
 
+/// A WGSL template being filled in: [`set`](Self::set) puts text into each `{{NAME}}` hole,
+/// and [`finish`](Self::finish) refuses (in debug builds, which the tests are) to hand over a
+/// source with a hole left: a forgotten hole is a bug of the generator, caught where it is
+/// made instead of as a WGSL parse error far away. `{{COMMON}}` is filled on creation.
+#[must_use]
+pub(crate) struct Template {
+    text: String,
+}
+
+impl Template {
+    pub fn new(text: &str) -> Self {
+        Template {
+            text: text.replace("{{COMMON}}", COMMON),
+        }
+    }
+
+    /// Puts `value` into every `{{hole}}`.
+    pub fn set(self, hole: &str, value: impl AsRef<str>) -> Self {
+        Template {
+            text: self
+                .text
+                .replace(&format!("{{{{{hole}}}}}"), value.as_ref()),
+        }
+    }
+
+    /// The finished source.
+    pub fn finish(self) -> String {
+        debug_assert!(
+            unfilled_hole(&self.text).is_none(),
+            "a WGSL template was left with the hole {} unfilled",
+            unfilled_hole(&self.text).unwrap_or_default()
+        );
+        self.text
+    }
+}
+
+/// The first `{{NAME}}` left in `source`, if any.
+pub(crate) fn unfilled_hole(source: &str) -> Option<&str> {
+    let start = source.find("{{")?;
+    let end = source[start..]
+        .find("}}")
+        .map_or(source.len(), |e| start + e + 2);
+    Some(&source[start..end])
+}
+
+/// A fixed shader with the shared declarations filled in.
+pub(crate) fn fixed(text: &str) -> String {
+    Template::new(text).finish()
+}
+
 /// The line every weight-reading shader declares its weights' element type with.
 const F32_WEIGHTS: &str = "alias weight_t = f32;";
 
@@ -49,149 +105,14 @@ pub(crate) fn with_weights(source: &str, precision: WeightPrecision) -> std::bor
     match precision {
         WeightPrecision::F32 => source.into(),
         WeightPrecision::F16 => {
-            // `enable` must precede every declaration: the alias is the first one.
-            source
-                .replace(F32_WEIGHTS, "enable f16;\nalias weight_t = f16;")
-                .into()
+            // `enable` must precede every declaration.
+            format!(
+                "enable f16;\n{}",
+                source.replace(F32_WEIGHTS, "alias weight_t = f16;")
+            )
+            .into()
         }
     }
-}
-
-/// The persistent kernels projecting ahead, for representative sizes: they need 7 storage
-/// buffers per stage, beyond wgpu's downlevel limits, and are compiled only where the device
-/// allows them (see `gpu::kernels::OWN_INPUT_STORAGE_BUFFERS`).
-pub(crate) fn beyond_downlevel_sources() -> Vec<(String, String)> {
-    use crate::gpu::architecture::{Architecture, Cell};
-    use crate::gpu::gated_persistent::GatedPersistentSpec;
-    use crate::gpu::persistent::PersistentSpec;
-    use crate::gpu::projection::SubgroupProjection;
-    let mut sources = Vec::new();
-    for (cell, hidden) in [(Cell::Lstm, 64), (Cell::Gru, 17), (Cell::Gru, 84)] {
-        let arch = Architecture {
-            cell,
-            input_size: hidden,
-            hidden_size: hidden,
-            state_size: hidden,
-            num_layers: 1,
-            directions: 1,
-        };
-        let (Some(spec), Some(projection)) = (
-            GatedPersistentSpec::for_arch(&arch, Some(8)),
-            SubgroupProjection::for_subgroup(8, hidden % 4 == 0, hidden % 4 == 0),
-        ) else {
-            continue;
-        };
-        let spec = spec.projecting_ahead(projection);
-        sources.push((format!("gated_persistent {spec:?}"), spec.wgsl()));
-    }
-    for hidden in [17, 64, 256] {
-        for vec4_k in [false, true] {
-            let base = PersistentSpec::for_hidden(hidden, Some(8));
-            let Some(projection) = SubgroupProjection::for_subgroup(8, vec4_k, hidden % 4 == 0)
-            else {
-                continue;
-            };
-            let spec = base
-                .with_batch_tile(base.batch_tile_for(4))
-                .projecting_ahead(projection);
-            sources.push((format!("persistent_recurrence {spec:?}"), spec.wgsl()));
-        }
-    }
-    sources
-}
-
-/// Every shader source, by name (see `testing::shader_sources`).
-pub(crate) fn all_sources() -> Vec<(String, String)> {
-    use crate::gpu::architecture::{Architecture, Cell};
-    use crate::gpu::gated_persistent::GatedPersistentSpec;
-    use crate::gpu::persistent::PersistentSpec;
-    let mut sources = vec![
-        ("input_projection".into(), INPUT_PROJECTION.into()),
-        ("recurrent_step".into(), RECURRENT_STEP.into()),
-        (
-            "wavefront_block".into(),
-            crate::gpu::block_loop::wavefront_wgsl(),
-        ),
-        ("gated_step".into(), GATED_STEP.into()),
-        (
-            "gated_block".into(),
-            crate::gpu::block_loop::gated_wgsl(None, 4),
-        ),
-        (
-            "gated_block subgroup 8, 1 sequence".into(),
-            crate::gpu::block_loop::gated_wgsl(Some(8), 1),
-        ),
-        (
-            "gated_block subgroup 8, 4 sequences".into(),
-            crate::gpu::block_loop::gated_wgsl(Some(8), 4),
-        ),
-        (
-            "gated_block subgroup 8, 16 sequences".into(),
-            crate::gpu::block_loop::gated_wgsl(Some(8), 16),
-        ),
-        (
-            "recurrent_block".into(),
-            crate::gpu::block_loop::elman_wgsl(None, 4),
-        ),
-        (
-            "recurrent_block subgroup 8, 1 sequence".into(),
-            crate::gpu::block_loop::elman_wgsl(Some(8), 1),
-        ),
-        (
-            "recurrent_block subgroup 8, 4 sequences".into(),
-            crate::gpu::block_loop::elman_wgsl(Some(8), 4),
-        ),
-        (
-            "recurrent_block subgroup 8, 16 sequences".into(),
-            crate::gpu::block_loop::elman_wgsl(Some(8), 16),
-        ),
-    ];
-    for size in [8, 16, 32, 64] {
-        for (vec4_k, vec4_p) in [(false, false), (false, true), (true, false), (true, true)] {
-            if let Some(spec) =
-                crate::gpu::projection::SubgroupProjection::for_subgroup(size, vec4_k, vec4_p)
-            {
-                sources.push((format!("projection_subgroup {spec:?}"), spec.wgsl()));
-            }
-        }
-    }
-    // The persistent kernel for representative hidden sizes, with and without subgroups.
-    for hidden in [1, 3, 17, 64, 100, 256] {
-        for subgroup in [None, Some(8), Some(32)] {
-            let base = PersistentSpec::for_hidden(hidden, subgroup);
-            // One sequence per workgroup, and the batch tile a batched forward uses.
-            for tile in [1, base.batch_tile_for(16)] {
-                let spec = base.with_batch_tile(tile);
-                let name = format!("persistent_recurrence {spec:?}");
-                // Wide states make the same kernel whatever the subgroup size.
-                if !sources.iter().any(|(n, _)| *n == name) {
-                    sources.push((name, spec.wgsl()));
-                }
-            }
-        }
-    }
-    // The persistent gated kernel: LSTM and GRU, one subgroup or workgroup memory.
-    for hidden in [1usize, 17, 64, 100] {
-        for subgroup in [None, Some(8), Some(32)] {
-            for cell in [Cell::Lstm, Cell::Gru] {
-                let arch = Architecture {
-                    cell,
-                    input_size: 1,
-                    hidden_size: hidden,
-                    state_size: hidden,
-                    num_layers: 1,
-                    directions: 1,
-                };
-                if let Some(spec) = GatedPersistentSpec::for_arch(&arch, subgroup) {
-                    let name = format!("gated_persistent {spec:?}");
-                    if !sources.iter().any(|(n, _)| *n == name) {
-                        sources.push((name, spec.wgsl()));
-                    }
-                }
-            }
-        }
-    }
-    sources
 }
 
 /// Parses and validates `source` with naga, panicking with the error shown in the source: the
@@ -206,4 +127,41 @@ pub(crate) fn assert_valid(name: &str, source: &str) {
     )
     .validate(&module)
     .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Template, unfilled_hole};
+
+    #[test]
+    fn every_generated_source_is_filled_and_valid() {
+        let sources = crate::testing::shader_sources();
+        assert!(
+            sources.len() > 40,
+            "only {} sources enumerated",
+            sources.len()
+        );
+        for (name, source) in &sources {
+            assert_eq!(unfilled_hole(source), None, "{name}");
+            super::assert_valid(name, source);
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "the hole {{ROWS}} unfilled")]
+    #[cfg(debug_assertions)]
+    fn a_hole_left_unfilled_fails() {
+        let _ = Template::new("const A = {{LANES}}u;\nconst B = {{ROWS}}u;")
+            .set("LANES", "4")
+            .finish();
+    }
+
+    #[test]
+    fn holes_are_filled_everywhere_they_appear() {
+        let source = Template::new("{{N}} + {{N}}; {{COMMON}}")
+            .set("N", "7")
+            .finish();
+        assert!(source.starts_with("7 + 7; "));
+        assert!(source.contains("struct Layer"));
+    }
 }

@@ -4,6 +4,7 @@
 use std::sync::OnceLock;
 
 use crate::GpuContext;
+use crate::shaders::{GATED_STEP, INPUT_PROJECTION, RECURRENT_STEP, fixed};
 
 /// The process-wide test context, or `None` when there is no adapter and `RNN_REQUIRE_GPU`
 /// is not set. With `RNN_REQUIRE_GPU=1` a missing adapter panics: in CI a GPU test that cannot
@@ -35,8 +36,8 @@ pub fn gpu_required() -> bool {
 /// specialisation the scheduler generates for a representative set of shapes and features.
 /// The portability test translates each one for every backend.
 pub fn shader_sources() -> Vec<(String, String)> {
-    let mut sources = crate::shaders::all_sources();
-    sources.extend(crate::shaders::beyond_downlevel_sources());
+    let mut sources = all_sources();
+    sources.extend(beyond_downlevel_sources());
     sources
 }
 
@@ -44,7 +45,7 @@ pub fn shader_sources() -> Vec<(String, String)> {
 /// (`wgpu::Limits::downlevel_defaults()`): the library compiles them only on devices whose
 /// limits allow them, and runs other kernels elsewhere.
 pub fn beyond_downlevel_names() -> Vec<String> {
-    crate::shaders::beyond_downlevel_sources()
+    beyond_downlevel_sources()
         .into_iter()
         .map(|(name, _)| name)
         .collect()
@@ -89,7 +90,8 @@ pub fn time_input_projection(
     let params = ProjectionParams::contiguous(rows, cols, depth);
     let kernel = &ctx.inner().kernels.projection;
     let group = kernel.bind_group(
-        ctx,
+        ctx.device(),
+        ctx.counters(),
         ProjectionBindings {
             params: &ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some("projection params"),
@@ -119,4 +121,141 @@ pub fn time_input_projection(
     };
     submit(1)?;
     Ok(submit(repeats.max(1))? / repeats.max(1))
+}
+
+/// The persistent kernels projecting ahead, for representative sizes: they need 7 storage
+/// buffers per stage, beyond wgpu's downlevel limits, and are compiled only where the device
+/// allows them (see `gpu::kernels::OWN_INPUT_STORAGE_BUFFERS`).
+fn beyond_downlevel_sources() -> Vec<(String, String)> {
+    use crate::gpu::architecture::{Architecture, Cell};
+    use crate::gpu::gated_persistent::GatedPersistentSpec;
+    use crate::gpu::persistent::PersistentSpec;
+    use crate::gpu::projection::SubgroupProjection;
+    let mut sources = Vec::new();
+    for (cell, hidden) in [(Cell::Lstm, 64), (Cell::Gru, 17), (Cell::Gru, 84)] {
+        let arch = Architecture {
+            cell,
+            input_size: hidden,
+            hidden_size: hidden,
+            state_size: hidden,
+            num_layers: 1,
+            directions: 1,
+        };
+        let (Some(spec), Some(projection)) = (
+            GatedPersistentSpec::for_arch(&arch, Some(8)),
+            SubgroupProjection::for_subgroup(8, hidden % 4 == 0, hidden % 4 == 0),
+        ) else {
+            continue;
+        };
+        let spec = spec.projecting_ahead(projection);
+        sources.push((format!("gated_persistent {spec:?}"), spec.wgsl()));
+    }
+    for hidden in [17, 64, 256] {
+        for vec4_k in [false, true] {
+            let base = PersistentSpec::for_hidden(hidden, Some(8));
+            let Some(projection) = SubgroupProjection::for_subgroup(8, vec4_k, hidden % 4 == 0)
+            else {
+                continue;
+            };
+            let spec = base
+                .with_batch_tile(base.batch_tile_for(4))
+                .projecting_ahead(projection);
+            sources.push((format!("persistent_recurrence {spec:?}"), spec.wgsl()));
+        }
+    }
+    sources
+}
+
+/// Every shader source the crate can generate, by name, for representative sizes.
+fn all_sources() -> Vec<(String, String)> {
+    use crate::gpu::architecture::{Architecture, Cell};
+    use crate::gpu::gated_persistent::GatedPersistentSpec;
+    use crate::gpu::persistent::PersistentSpec;
+    let mut sources = vec![
+        ("input_projection".into(), fixed(INPUT_PROJECTION)),
+        ("recurrent_step".into(), fixed(RECURRENT_STEP)),
+        (
+            "wavefront_block".into(),
+            crate::gpu::block_loop::wavefront_wgsl(),
+        ),
+        ("gated_step".into(), fixed(GATED_STEP)),
+        (
+            "gated_block".into(),
+            crate::gpu::block_loop::gated_wgsl(None, 4),
+        ),
+        (
+            "gated_block subgroup 8, 1 sequence".into(),
+            crate::gpu::block_loop::gated_wgsl(Some(8), 1),
+        ),
+        (
+            "gated_block subgroup 8, 4 sequences".into(),
+            crate::gpu::block_loop::gated_wgsl(Some(8), 4),
+        ),
+        (
+            "gated_block subgroup 8, 16 sequences".into(),
+            crate::gpu::block_loop::gated_wgsl(Some(8), 16),
+        ),
+        (
+            "recurrent_block".into(),
+            crate::gpu::block_loop::elman_wgsl(None, 4),
+        ),
+        (
+            "recurrent_block subgroup 8, 1 sequence".into(),
+            crate::gpu::block_loop::elman_wgsl(Some(8), 1),
+        ),
+        (
+            "recurrent_block subgroup 8, 4 sequences".into(),
+            crate::gpu::block_loop::elman_wgsl(Some(8), 4),
+        ),
+        (
+            "recurrent_block subgroup 8, 16 sequences".into(),
+            crate::gpu::block_loop::elman_wgsl(Some(8), 16),
+        ),
+    ];
+    for size in [8, 16, 32, 64] {
+        for (vec4_k, vec4_p) in [(false, false), (false, true), (true, false), (true, true)] {
+            if let Some(spec) =
+                crate::gpu::projection::SubgroupProjection::for_subgroup(size, vec4_k, vec4_p)
+            {
+                sources.push((format!("projection_subgroup {spec:?}"), spec.wgsl()));
+            }
+        }
+    }
+    // The persistent kernel for representative hidden sizes, with and without subgroups.
+    for hidden in [1, 3, 17, 64, 100, 256] {
+        for subgroup in [None, Some(8), Some(32)] {
+            let base = PersistentSpec::for_hidden(hidden, subgroup);
+            // One sequence per workgroup, and the batch tile a batched forward uses.
+            for tile in [1, base.batch_tile_for(16)] {
+                let spec = base.with_batch_tile(tile);
+                let name = format!("persistent_recurrence {spec:?}");
+                // Wide states make the same kernel whatever the subgroup size.
+                if !sources.iter().any(|(n, _)| *n == name) {
+                    sources.push((name, spec.wgsl()));
+                }
+            }
+        }
+    }
+    // The persistent gated kernel: LSTM and GRU, one subgroup or workgroup memory.
+    for hidden in [1usize, 17, 64, 100] {
+        for subgroup in [None, Some(8), Some(32)] {
+            for cell in [Cell::Lstm, Cell::Gru] {
+                let arch = Architecture {
+                    cell,
+                    input_size: 1,
+                    hidden_size: hidden,
+                    state_size: hidden,
+                    num_layers: 1,
+                    directions: 1,
+                };
+                if let Some(spec) = GatedPersistentSpec::for_arch(&arch, subgroup) {
+                    let name = format!("gated_persistent {spec:?}");
+                    if !sources.iter().any(|(n, _)| *n == name) {
+                        sources.push((name, spec.wgsl()));
+                    }
+                }
+            }
+        }
+    }
+    sources
 }

@@ -41,7 +41,7 @@ pub const SAMPLES: usize = 10;
 impl Shape {
     /// `nn.RNN(H, H)`: input size equal to the hidden size, every other argument default.
     pub fn config(self) -> RnnConfig {
-        RnnConfig::new(self.hidden, self.hidden)
+        RnnConfig::rnn(self.hidden, self.hidden)
     }
 
     /// PyTorch's initialisation, from a fixed seed.

@@ -60,18 +60,9 @@ macro_rules! out {
 }
 
 fn main() -> ExitCode {
-    let command = match options::parse(std::env::args().skip(1)) {
-        Ok(command) => command,
-        Err(message) => {
-            eprintln!("error: {message}\nrun with --help to see the flags");
-            return ExitCode::from(2);
-        }
-    };
+    // `--help` and bad flags: clap prints the help or the error and exits (0 or 2).
+    let command = options::parse(std::env::args_os()).unwrap_or_else(|error| error.exit());
     let result = match command {
-        Command::Help => {
-            out!("{}", options::HELP);
-            Ok(())
-        }
         Command::Gemm => run_gemm(),
         Command::Report(options) => run_report(&options),
     };
@@ -166,12 +157,13 @@ fn run_report(options: &Options) -> Result<(), Error> {
         None => baselines::missing(options.cell),
     };
     let mut session = Session::new(ctx.clone(), options, torch);
-    out!("{}", table::header(session.live()));
+    let header = table::header(session.live());
+    session.progress.suspend(|| out!("{header}"));
     let mut rows = Vec::new();
     for &shape in &options.configs {
         rows.extend(session.measure_config(shape)?);
     }
-    session.progress.clear();
+    session.progress.finish();
     out!();
     if let Some(diff) = session.ort_diff {
         session.notes.push(format!(
@@ -289,8 +281,8 @@ impl<'a> Session<'a> {
         let mut rows = Vec::new();
         for &seq_len in &options.lengths {
             let row = self.measure_length(shape, seq_len, &models);
-            self.progress.clear();
-            out!("{}", table::format_row(&row, self.live()));
+            let line = table::format_row(&row, self.live());
+            self.progress.suspend(|| out!("{line}"));
             rows.push(row);
         }
         Ok(rows)
@@ -494,7 +486,7 @@ fn write_outputs(
     table::write_fit_csv(&dir.join("fit.csv"), fits)?;
     std::fs::write(
         dir.join("scaling.svg"),
-        svg::render(&chart(ctx, options.cell, rows)),
+        svg::render(&chart(ctx, options.cell, rows))?,
     )?;
     out!(
         "wrote {}, fit.csv and scaling.svg",
@@ -514,11 +506,11 @@ fn chart(ctx: &GpuContext, cell: Cell, rows: &[Row]) -> svg::Chart {
             series.push(svg::Series {
                 label: format!("{} {}", path.name(), shape.label()),
                 color: svg::PALETTE[i % svg::PALETTE.len()],
-                dash: match path {
-                    Path::Gpu => None,
-                    Path::Cpu => Some("7 5"),
-                    Path::Torch => Some("2 4"),
-                    Path::Ort => Some("9 3 2 3"),
+                stroke: match path {
+                    Path::Gpu => svg::Stroke::Solid,
+                    Path::Cpu => svg::Stroke::Dashed,
+                    Path::Torch => svg::Stroke::Dotted,
+                    Path::Ort => svg::Stroke::DashDotted,
                 },
                 points: rows
                     .iter()

@@ -1,65 +1,48 @@
-//! A one-line progress bar on stderr, redrawn in place. It is drawn only when stderr is a
-//! terminal, so logs and pipes get no carriage-return clutter.
+//! The report's progress bar on stderr, drawn by indicatif. indicatif hides the bar when stderr
+//! is not a terminal, so logs and pipes get no carriage-return clutter.
 
-use std::io::{IsTerminal, Write};
-use std::time::Instant;
+use std::time::Duration;
 
-const WIDTH: usize = 30;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// How often the bar redraws on its own: a single measurement can run for minutes on a software
+/// adapter, and the elapsed time should keep moving meanwhile.
+const TICK: Duration = Duration::from_millis(500);
 
 pub struct Progress {
-    total: usize,
-    done: usize,
-    started: Instant,
-    enabled: bool,
-    /// Length of the last line drawn, to blank it out completely.
-    drawn: usize,
+    bar: ProgressBar,
 }
 
 impl Progress {
+    /// A bar for `total` measurements (run or skipped).
     pub fn new(total: usize) -> Self {
-        Progress {
-            total: total.max(1),
-            done: 0,
-            started: Instant::now(),
-            enabled: std::io::stderr().is_terminal(),
-            drawn: 0,
-        }
+        let bar = ProgressBar::new(total as u64);
+        let style = ProgressStyle::with_template("[{bar:30}] {pos}/{len} {elapsed:>5} {msg}")
+            .expect("a valid template")
+            .progress_chars("#>-");
+        bar.set_style(style);
+        bar.enable_steady_tick(TICK);
+        Progress { bar }
     }
 
     /// Shows that `what` is being measured now.
-    pub fn working_on(&mut self, what: &str) {
-        let filled = WIDTH * self.done / self.total;
-        let elapsed = self.started.elapsed().as_secs();
-        let line = format!(
-            "[{}{}] {}/{} {:>2}:{:02} {what}",
-            "#".repeat(filled),
-            "-".repeat(WIDTH - filled),
-            self.done,
-            self.total,
-            elapsed / 60,
-            elapsed % 60,
-        );
-        self.draw(&line);
+    pub fn working_on(&self, what: &str) {
+        self.bar.set_message(what.to_string());
     }
 
     /// One more measurement finished (or skipped).
-    pub fn advance(&mut self) {
-        self.done = (self.done + 1).min(self.total);
+    pub fn advance(&self) {
+        self.bar.inc(1);
     }
 
-    /// Removes the bar, so that stdout can print a clean line; the next `working_on` redraws.
-    pub fn clear(&mut self) {
-        self.draw("");
+    /// Runs `print` with the bar taken off the terminal, so that a line on stdout is not
+    /// interleaved with a redraw on stderr; the bar comes back afterwards.
+    pub fn suspend<R>(&self, print: impl FnOnce() -> R) -> R {
+        self.bar.suspend(print)
     }
 
-    fn draw(&mut self, line: &str) {
-        if !self.enabled {
-            return;
-        }
-        let blank = " ".repeat(self.drawn.saturating_sub(line.chars().count()));
-        let mut stderr = std::io::stderr().lock();
-        let _ = write!(stderr, "\r{line}{blank}\r{line}");
-        let _ = stderr.flush();
-        self.drawn = line.chars().count();
+    /// Removes the bar for good, before the summary.
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
     }
 }

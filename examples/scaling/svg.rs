@@ -1,14 +1,41 @@
-//! A log–log line chart written as plain SVG: the report's only picture, so no plotting crate.
+//! The report's log–log chart of time against sequence length, drawn by plotters into an SVG.
 
-use std::fmt::Write;
+use plotters::coord::Shift;
+use plotters::element::DashedPathElement;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+type Error = Box<dyn std::error::Error>;
+
+/// How a line is drawn: one style per path, so that paths stay apart within a colour.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Stroke {
+    Solid,
+    Dashed,
+    Dotted,
+    DashDotted,
+}
+
+impl Stroke {
+    /// Dash and gap lengths in pixels; the dash-dotted line adds a dot in each gap.
+    fn pattern(self) -> (u32, u32) {
+        match self {
+            // One dash longer than any legend sample: a solid line there.
+            Stroke::Solid => (1000, 1),
+            Stroke::Dashed => (7, 5),
+            Stroke::Dotted => (2, 4),
+            Stroke::DashDotted => (9, 7),
+        }
+    }
+}
 
 /// One line of the chart.
 pub struct Series {
     pub label: String,
-    pub color: &'static str,
-    /// `stroke-dasharray` of the line (e.g. `"7 5"`); `None`: solid. Dashed series get
-    /// hollow markers.
-    pub dash: Option<&'static str>,
+    pub color: RGBColor,
+    /// Solid series get filled markers, the others hollow ones, so that they stay apart where
+    /// the lines cross.
+    pub stroke: Stroke,
     /// (x, y), both positive (log axes); others are left out.
     pub points: Vec<(f64, f64)>,
 }
@@ -22,245 +49,181 @@ pub struct Chart {
 }
 
 /// Colours that stay apart from each other, also for most colour-blind readers.
-pub const PALETTE: [&str; 8] = [
-    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
+pub const PALETTE: [RGBColor; 8] = [
+    RGBColor(0x1f, 0x77, 0xb4),
+    RGBColor(0xd6, 0x27, 0x28),
+    RGBColor(0x2c, 0xa0, 0x2c),
+    RGBColor(0x94, 0x67, 0xbd),
+    RGBColor(0xff, 0x7f, 0x0e),
+    RGBColor(0x8c, 0x56, 0x4b),
+    RGBColor(0xe3, 0x77, 0xc2),
+    RGBColor(0x17, 0xbe, 0xcf),
 ];
 
-const WIDTH: f64 = 960.0;
-const HEIGHT: f64 = 600.0;
-/// The plot area; the legend goes right of it.
-const LEFT: f64 = 90.0;
-const RIGHT: f64 = 720.0;
-const TOP: f64 = 80.0;
-const BOTTOM: f64 = 525.0;
+const SIZE: (u32, u32) = (960, 600);
+/// The header (title and subtitle) above the plot, and the legend right of it.
+const HEADER_HEIGHT: u32 = 70;
+const LEGEND_WIDTH: u32 = 220;
+const FONT: &str = "sans-serif";
 
-/// A logarithmic axis mapping [lo, hi] (in log10) onto pixels [from, to].
-#[derive(Clone, Copy)]
-struct LogAxis {
-    lo: f64,
-    hi: f64,
-    from: f64,
-    to: f64,
-}
-
-impl LogAxis {
-    fn pixel(self, value: f64) -> f64 {
-        self.from + (value.log10() - self.lo) / (self.hi - self.lo) * (self.to - self.from)
-    }
-}
-
-pub fn render(chart: &Chart) -> String {
-    let points: Vec<(f64, f64)> = chart
-        .series
-        .iter()
-        .flat_map(|s| s.points.iter().copied())
-        .filter(|&(x, y)| x > 0.0 && y > 0.0)
-        .collect();
+/// The chart as an SVG document.
+pub fn render(chart: &Chart) -> Result<String, Error> {
     let mut svg = String::new();
-    let _ = writeln!(
-        svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="Helvetica, Arial, sans-serif">"#
-    );
-    let _ = writeln!(
-        svg,
-        r#"<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>"#
-    );
-    text(&mut svg, WIDTH / 2.0, 30.0, 18, "middle", &chart.title, "");
-    text(
-        &mut svg,
-        WIDTH / 2.0,
-        54.0,
-        12,
-        "middle",
-        &chart.subtitle,
-        "",
-    );
-    if points.is_empty() {
-        text(
-            &mut svg,
-            WIDTH / 2.0,
-            HEIGHT / 2.0,
-            14,
-            "middle",
-            "no data",
-            "",
-        );
-    } else {
-        let (x_axis, y_axis) = axes(&points);
-        draw_x_axis(&mut svg, x_axis, &points, &chart.x_label);
-        draw_y_axis(&mut svg, y_axis, &chart.y_label);
-        for series in &chart.series {
-            draw_series(&mut svg, series, x_axis, y_axis);
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE)?;
+        let (header, body) = root.split_vertically(HEADER_HEIGHT);
+        let middle = SIZE.0 as i32 / 2;
+        header.draw(&Text::new(chart.title.as_str(), (middle, 24), centred(22)))?;
+        header.draw(&Text::new(
+            chart.subtitle.as_str(),
+            (middle, 52),
+            centred(15),
+        ))?;
+        let points: Vec<(f64, f64)> = chart
+            .series
+            .iter()
+            .flat_map(|s| positive(&s.points))
+            .collect();
+        if points.is_empty() {
+            body.draw(&Text::new("no data", (middle, 250), centred(18)))?;
+        } else {
+            // plotters clips a chart's legend to its plot: the legend gets its own area.
+            let (plot, legend) = body.split_horizontally(SIZE.0 - LEGEND_WIDTH);
+            draw_plot(&plot, chart, &points)?;
+            draw_legend(&legend, &chart.series)?;
         }
-        draw_legend(&mut svg, &chart.series);
+        root.present()?;
     }
-    svg.push_str("</svg>\n");
-    svg
+    Ok(svg)
 }
 
-/// The x axis spans the data with a margin; the y axis whole decades around it.
-fn axes(points: &[(f64, f64)]) -> (LogAxis, LogAxis) {
-    let (x_min, x_max) = extent(points.iter().map(|p| p.0.log10()));
-    let margin = ((x_max - x_min) * 0.05).max(0.1);
-    let (y_min, y_max) = extent(points.iter().map(|p| p.1.log10()));
-    let (y_lo, mut y_hi) = (y_min.floor(), y_max.ceil());
-    if y_hi <= y_lo {
-        y_hi = y_lo + 1.0;
+fn centred(size: u32) -> TextStyle<'static> {
+    (FONT, size)
+        .into_font()
+        .color(&BLACK)
+        .pos(Pos::new(HPos::Center, VPos::Center))
+}
+
+fn draw_plot(
+    area: &DrawingArea<SVGBackend, Shift>,
+    chart: &Chart,
+    points: &[(f64, f64)],
+) -> Result<(), Error> {
+    // The x axis spans the data with a margin and has a tick at every measured length; the y
+    // axis spans whole decades around the data, labelled, with faint lines at 2–9 times each.
+    let (x_min, x_max) = extent(points.iter().map(|p| p.0));
+    let margin = 10f64.powf(((x_max / x_min).log10() * 0.05).max(0.1));
+    let mut lengths: Vec<f64> = points.iter().map(|p| p.0).collect();
+    lengths.sort_by(f64::total_cmp);
+    lengths.dedup();
+    let (y_min, y_max) = extent(points.iter().map(|p| p.1));
+    let lo = y_min.log10().floor() as i32;
+    let hi = (y_max.log10().ceil() as i32).max(lo + 1);
+    let decades: Vec<f64> = (lo..=hi).map(|d| 10f64.powi(d)).collect();
+    let multiples: Vec<f64> = decades[..decades.len() - 1]
+        .iter()
+        .flat_map(|&decade| (2..=9).map(move |m| decade * f64::from(m)))
+        .collect();
+
+    let mut plot = ChartBuilder::on(area)
+        .margin(10)
+        .x_label_area_size(55)
+        .y_label_area_size(80)
+        .build_cartesian_2d(
+            (x_min / margin..x_max * margin)
+                .log_scale()
+                .with_key_points(lengths),
+            (decades[0]..decades[decades.len() - 1])
+                .log_scale()
+                .with_key_points(decades.clone())
+                .with_light_points(multiples),
+        )?;
+    plot.configure_mesh()
+        .x_desc(chart.x_label.as_str())
+        .y_desc(chart.y_label.as_str())
+        .x_label_formatter(&|x| number(*x))
+        .y_label_formatter(&|y| number(*y))
+        .axis_desc_style((FONT, 17))
+        .label_style((FONT, 15))
+        .draw()?;
+
+    for series in &chart.series {
+        let points = positive(&series.points);
+        let (color, stroke) = (series.color, series.stroke);
+        let style = color.stroke_width(2);
+        let (dash, gap) = stroke.pattern();
+        match stroke {
+            Stroke::Solid => plot.draw_series(LineSeries::new(points.clone(), style))?,
+            _ => plot.draw_series(DashedLineSeries::new(points.clone(), dash, gap, style))?,
+        };
+        if stroke == Stroke::DashDotted {
+            // A dot in the middle of each gap.
+            let dot = move |at| Circle::new(at, 1, color.filled());
+            let first = dash + gap / 2;
+            plot.draw_series(DottedLineSeries::new(
+                points.clone(),
+                first,
+                dash + gap,
+                dot,
+            ))?;
+        }
+        let fill = series.marker_fill();
+        plot.draw_series(points.into_iter().map(|p| {
+            EmptyElement::at(p)
+                + Circle::new((0, 0), 4, fill.filled())
+                + Circle::new((0, 0), 4, style)
+        }))?;
     }
-    (
-        LogAxis {
-            lo: x_min - margin,
-            hi: x_max + margin,
-            from: LEFT,
-            to: RIGHT,
-        },
-        LogAxis {
-            lo: y_lo,
-            hi: y_hi,
-            from: BOTTOM,
-            to: TOP,
-        },
-    )
+    Ok(())
+}
+
+/// One row per drawn series: a short stretch of its line with a marker on it, and its label.
+fn draw_legend(area: &DrawingArea<SVGBackend, Shift>, series: &[Series]) -> Result<(), Error> {
+    let drawn = series.iter().filter(|s| !positive(&s.points).is_empty());
+    for (row, series) in drawn.enumerate() {
+        let y = 20 + 24 * row as i32;
+        let style = series.color.stroke_width(2);
+        let (dash, gap) = series.stroke.pattern();
+        area.draw(&DashedPathElement::new([(5, y), (41, y)], dash, gap, style))?;
+        if series.stroke == Stroke::DashDotted {
+            let dot = (5 + (dash + gap / 2) as i32, y);
+            area.draw(&Circle::new(dot, 1, series.color.filled()))?;
+        }
+        area.draw(&Circle::new((23, y), 4, series.marker_fill().filled()))?;
+        area.draw(&Circle::new((23, y), 4, style))?;
+        let label = (FONT, 16)
+            .into_font()
+            .color(&BLACK)
+            .pos(Pos::new(HPos::Left, VPos::Center));
+        area.draw(&Text::new(series.label.as_str(), (50, y), label))?;
+    }
+    Ok(())
+}
+
+impl Series {
+    /// Solid series get filled markers, the others hollow ones (white inside).
+    fn marker_fill(&self) -> RGBColor {
+        match self.stroke {
+            Stroke::Solid => self.color,
+            _ => WHITE,
+        }
+    }
+}
+
+/// The points both log axes can show.
+fn positive(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    points
+        .iter()
+        .copied()
+        .filter(|&(x, y)| x > 0.0 && y > 0.0)
+        .collect()
 }
 
 fn extent(values: impl Iterator<Item = f64>) -> (f64, f64) {
     values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
         (lo.min(v), hi.max(v))
     })
-}
-
-/// Ticks at the measured x values (the sequence lengths), leaving out any that would crowd
-/// the previous label.
-fn draw_x_axis(svg: &mut String, axis: LogAxis, points: &[(f64, f64)], label: &str) {
-    let mut xs: Vec<f64> = points.iter().map(|p| p.0).collect();
-    xs.sort_by(f64::total_cmp);
-    xs.dedup();
-    let mut last_pixel = f64::NEG_INFINITY;
-    for x in xs {
-        let px = axis.pixel(x);
-        if px - last_pixel < 40.0 {
-            continue;
-        }
-        last_pixel = px;
-        line(svg, px, TOP, px, BOTTOM, "#e0e0e0", 1.0);
-        line(svg, px, BOTTOM, px, BOTTOM + 5.0, "#333", 1.0);
-        text(svg, px, BOTTOM + 20.0, 12, "middle", &number(x), "");
-    }
-    line(svg, LEFT, BOTTOM, RIGHT, BOTTOM, "#333", 1.0);
-    text(
-        svg,
-        (LEFT + RIGHT) / 2.0,
-        BOTTOM + 45.0,
-        14,
-        "middle",
-        label,
-        "",
-    );
-}
-
-/// Labelled gridlines at every decade, faint ones at 2–9 times each.
-fn draw_y_axis(svg: &mut String, axis: LogAxis, label: &str) {
-    let (lo, hi) = (axis.lo as i32, axis.hi as i32);
-    for decade in lo..=hi {
-        let value = 10f64.powi(decade);
-        let py = axis.pixel(value);
-        line(svg, LEFT, py, RIGHT, py, "#d0d0d0", 1.0);
-        line(svg, LEFT - 5.0, py, LEFT, py, "#333", 1.0);
-        text(svg, LEFT - 9.0, py + 4.0, 12, "end", &number(value), "");
-        if decade < hi {
-            for multiple in 2..=9 {
-                let py = axis.pixel(value * f64::from(multiple));
-                line(svg, LEFT, py, RIGHT, py, "#f0f0f0", 1.0);
-            }
-        }
-    }
-    line(svg, LEFT, TOP, LEFT, BOTTOM, "#333", 1.0);
-    let (x, y) = (22.0, (TOP + BOTTOM) / 2.0);
-    let rotate = format!(r#" transform="rotate(-90 {x} {y})""#);
-    text(svg, x, y, 14, "middle", label, &rotate);
-}
-
-fn draw_series(svg: &mut String, series: &Series, x_axis: LogAxis, y_axis: LogAxis) {
-    let pixels: Vec<(f64, f64)> = series
-        .points
-        .iter()
-        .filter(|&&(x, y)| x > 0.0 && y > 0.0)
-        .map(|&(x, y)| (x_axis.pixel(x), y_axis.pixel(y)))
-        .collect();
-    let dash = dash_attribute(series);
-    let path: Vec<String> = pixels
-        .iter()
-        .map(|(x, y)| format!("{x:.1},{y:.1}"))
-        .collect();
-    let _ = writeln!(
-        svg,
-        r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="2"{dash}/>"#,
-        path.join(" "),
-        series.color
-    );
-    // Hollow markers for dashed series, so they stay apart where the lines cross.
-    let fill = if series.dash.is_some() {
-        "white"
-    } else {
-        series.color
-    };
-    for ((px, py), (x, y)) in pixels.iter().zip(&series.points) {
-        let _ = writeln!(
-            svg,
-            r#"<circle cx="{px:.1}" cy="{py:.1}" r="4" fill="{fill}" stroke="{}" stroke-width="1.5"><title>{}: T={} {} ms</title></circle>"#,
-            series.color,
-            escape(&series.label),
-            number(*x),
-            number(*y)
-        );
-    }
-}
-
-fn draw_legend(svg: &mut String, series: &[Series]) {
-    let x = RIGHT + 25.0;
-    for (i, series) in series.iter().filter(|s| !s.points.is_empty()).enumerate() {
-        let y = TOP + 10.0 + 24.0 * i as f64;
-        let dash = dash_attribute(series);
-        let _ = writeln!(
-            svg,
-            r#"<line x1="{x}" y1="{y}" x2="{}" y2="{y}" stroke="{}" stroke-width="2"{dash}/>"#,
-            x + 36.0,
-            series.color
-        );
-        let fill = if series.dash.is_some() {
-            "white"
-        } else {
-            series.color
-        };
-        let _ = writeln!(
-            svg,
-            r#"<circle cx="{}" cy="{y}" r="4" fill="{fill}" stroke="{}" stroke-width="1.5"/>"#,
-            x + 18.0,
-            series.color
-        );
-        text(svg, x + 46.0, y + 4.0, 13, "start", &series.label, "");
-    }
-}
-
-fn dash_attribute(series: &Series) -> String {
-    series.dash.map_or(String::new(), |dash| {
-        format!(r#" stroke-dasharray="{dash}""#)
-    })
-}
-
-fn line(svg: &mut String, x1: f64, y1: f64, x2: f64, y2: f64, color: &str, width: f64) {
-    let _ = writeln!(
-        svg,
-        r#"<line x1="{x1:.1}" y1="{y1:.1}" x2="{x2:.1}" y2="{y2:.1}" stroke="{color}" stroke-width="{width}"/>"#
-    );
-}
-
-fn text(svg: &mut String, x: f64, y: f64, size: u32, anchor: &str, content: &str, extra: &str) {
-    let _ = writeln!(
-        svg,
-        r##"<text x="{x:.1}" y="{y:.1}" font-size="{size}" text-anchor="{anchor}" fill="#222"{extra}>{}</text>"##,
-        escape(content)
-    );
 }
 
 /// Axis numbers: whole numbers as they are, small ones with the digits they need.
@@ -274,9 +237,73 @@ fn number(value: f64) -> String {
     }
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(label: &str, color: RGBColor, stroke: Stroke, scale: f64) -> Series {
+        Series {
+            label: label.into(),
+            color,
+            stroke,
+            points: [16.0, 64.0, 256.0, 1024.0]
+                .into_iter()
+                .map(|t| (t, scale * t / 16.0))
+                .collect(),
+        }
+    }
+
+    fn chart(series: Vec<Series>) -> Chart {
+        Chart {
+            title: "nn.GRU forward".into(),
+            subtitle: "some adapter; gpu solid".into(),
+            x_label: "sequence length T (log scale)".into(),
+            y_label: "ms (log scale)".into(),
+            series,
+        }
+    }
+
+    #[test]
+    fn every_path_and_label_is_drawn() {
+        let svg = render(&chart(vec![
+            series("gpu H=64 N=1", PALETTE[0], Stroke::Solid, 0.05),
+            series("cpu H=64 N=1", PALETTE[0], Stroke::Dashed, 0.5),
+            series("torch H=64 N=1", PALETTE[1], Stroke::Dotted, 0.2),
+            series("ort H=64 N=1", PALETTE[1], Stroke::DashDotted, 0.1),
+            // Nothing a log axis can show: left out of the plot and the legend.
+            Series {
+                label: "empty".into(),
+                color: PALETTE[2],
+                stroke: Stroke::Solid,
+                points: vec![(0.0, 1.0)],
+            },
+        ]))
+        .expect("rendered");
+        for text in [
+            "nn.GRU forward",
+            "some adapter; gpu solid",
+            "sequence length T (log scale)",
+            "ms (log scale)",
+            "gpu H=64 N=1",
+            "ort H=64 N=1",
+            ">\n1024\n<",
+            ">\n0.01\n<",
+        ] {
+            assert!(svg.contains(text), "{text}");
+        }
+        assert!(!svg.contains("empty"));
+    }
+
+    #[test]
+    fn no_points_no_plot() {
+        let svg = render(&chart(Vec::new())).expect("rendered");
+        assert!(svg.contains("no data") && svg.contains("nn.GRU forward"));
+    }
+
+    #[test]
+    fn axis_numbers() {
+        assert_eq!(number(4096.0), "4096");
+        assert_eq!(number(0.1), "0.1");
+        assert_eq!(number(0.002), "0.002");
+    }
 }

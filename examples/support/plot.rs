@@ -1,8 +1,8 @@
-//! A tiny SVG line plot, enough for the examples' figures (no plotting crate needed).
+//! A line plot on linear axes, drawn by plotters into an SVG: enough for the examples' figures.
 
-use std::fmt::Write;
+use plotters::prelude::*;
 
-/// One line of a plot: a label, a colour and (x, y) points.
+/// One line of a plot: a label, a colour (`#rrggbb`) and (x, y) points.
 pub struct Series<'a> {
     pub label: &'a str,
     pub colour: &'a str,
@@ -11,106 +11,89 @@ pub struct Series<'a> {
     pub dots: bool,
 }
 
-/// Renders `series` on linear axes into an SVG document.
-pub fn line_plot(title: &str, x_label: &str, y_label: &str, series: &[Series<'_>]) -> String {
-    let (width, height, margin) = (900.0, 480.0, 60.0);
+const SIZE: (u32, u32) = (900, 480);
+const FONT: &str = "sans-serif";
+
+/// Renders `series` on linear axes into an SVG document. An error is plotters' (a bad colour
+/// among them), as an `io::Error` since the document is meant for a file.
+pub fn line_plot(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series<'_>],
+) -> std::io::Result<String> {
+    let mut svg = String::new();
+    draw(&mut svg, title, x_label, y_label, series)
+        .map_err(|error| std::io::Error::other(error.to_string()))?;
+    Ok(svg)
+}
+
+fn draw(
+    svg: &mut String,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series<'_>],
+) -> Result<(), Box<dyn std::error::Error>> {
+    let root = SVGBackend::with_string(svg, SIZE).into_drawing_area();
+    root.fill(&WHITE)?;
     let all = || series.iter().flat_map(|s| s.points.iter().copied());
     let (x0, x1) = bounds(all().map(|p| p.0));
     let (y0, y1) = bounds(all().map(|p| p.1));
-    let px = |x: f64| margin + (x - x0) / (x1 - x0) * (width - 2.0 * margin);
-    let py = |y: f64| height - margin - (y - y0) / (y1 - y0) * (height - 2.0 * margin);
-    let mut svg = String::new();
-    let _ = writeln!(
-        svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="13">"#
-    );
-    let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        svg,
-        r#"<text x="{}" y="24" text-anchor="middle" font-size="16">{title}</text>"#,
-        width / 2.0
-    );
-    // Axes with five ticks each.
-    let _ = writeln!(
-        svg,
-        r#"<path d="M{m},{t} V{b} H{r}" stroke="black" fill="none"/>"#,
-        m = margin,
-        t = margin,
-        b = height - margin,
-        r = width - margin
-    );
-    for i in 0..=4 {
-        let (x, y) = (
-            x0 + (x1 - x0) * i as f64 / 4.0,
-            y0 + (y1 - y0) * i as f64 / 4.0,
-        );
-        let _ = writeln!(
-            svg,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{x:.3}</text>"#,
-            px(x),
-            height - margin + 18.0
-        );
-        let _ = writeln!(
-            svg,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{y:.2}</text>"#,
-            margin - 6.0,
-            py(y) + 4.0
-        );
-    }
-    let _ = writeln!(
-        svg,
-        r#"<text x="{}" y="{}" text-anchor="middle">{x_label}</text>"#,
-        width / 2.0,
-        height - 15.0
-    );
-    let _ = writeln!(
-        svg,
-        r#"<text x="18" y="{}" text-anchor="middle" transform="rotate(-90 18 {})">{y_label}</text>"#,
-        height / 2.0,
-        height / 2.0
-    );
-    for (k, s) in series.iter().enumerate() {
-        if s.dots {
-            for &(x, y) in &s.points {
-                let _ = writeln!(
-                    svg,
-                    r#"<circle cx="{:.1}" cy="{:.1}" r="2.5" fill="{}"/>"#,
-                    px(x),
-                    py(y),
-                    s.colour
-                );
-            }
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, (FONT, 22))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x0..x1, y0..y1)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .x_labels(5)
+        .y_labels(5)
+        .axis_desc_style((FONT, 16))
+        .label_style((FONT, 15))
+        .draw()?;
+    for s in series {
+        let colour = parse_colour(s.colour)?;
+        let drawn = if s.dots {
+            let dot = |p| Circle::new(p, 3, colour.filled());
+            chart.draw_series(s.points.iter().copied().map(dot))?
         } else {
-            let path: Vec<String> = s
-                .points
-                .iter()
-                .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
-                .collect();
-            let _ = writeln!(
-                svg,
-                r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="2"/>"#,
-                path.join(" "),
-                s.colour
-            );
-        }
-        let ly = margin + 8.0 + 18.0 * k as f64;
-        let _ = writeln!(
-            svg,
-            r#"<rect x="{}" y="{:.1}" width="14" height="4" fill="{}"/>"#,
-            width - margin - 230.0,
-            ly - 4.0,
-            s.colour
-        );
-        let _ = writeln!(
-            svg,
-            r#"<text x="{}" y="{:.1}">{}</text>"#,
-            width - margin - 210.0,
-            ly + 1.0,
-            s.label
-        );
+            chart.draw_series(LineSeries::new(
+                s.points.iter().copied(),
+                colour.stroke_width(2),
+            ))?
+        };
+        // The legend's sample: a dot or a short stretch of line, as in the plot.
+        let dots = s.dots;
+        drawn.label(s.label).legend(move |(x, y)| {
+            let (from, to) = if dots { (7, 7) } else { (0, 16) };
+            EmptyElement::at((x, y))
+                + PathElement::new(vec![(from, 0), (to, 0)], colour.stroke_width(2))
+                + Circle::new((7, 0), if dots { 3 } else { 0 }, colour.filled())
+        });
     }
-    svg.push_str("</svg>\n");
-    svg
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font((FONT, 16))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// `#rrggbb` as plotters' colour.
+fn parse_colour(text: &str) -> Result<RGBColor, String> {
+    let hex = text.strip_prefix('#').filter(|hex| hex.len() == 6);
+    let channel = |i: usize| hex.and_then(|hex| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok());
+    match (channel(0), channel(2), channel(4)) {
+        (Some(r), Some(g), Some(b)) => Ok(RGBColor(r, g, b)),
+        _ => Err(format!("colour `{text}` is not #rrggbb")),
+    }
 }
 
 /// The range of `values`, padded so that a flat series still gets a visible band.

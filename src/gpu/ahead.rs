@@ -12,6 +12,7 @@
 use crate::gpu::kernels::ProjectionParams;
 use crate::gpu::persistent::STEPS_PER_DISPATCH;
 use crate::gpu::projection::{SubgroupProjection, projection_bindings};
+use crate::shaders::Template;
 
 /// The fewest timesteps per dispatch: fewer, and the extra dispatches cost more than the
 /// projection they hide.
@@ -212,12 +213,12 @@ fn bias_at(d: u32, row: u32) -> vec4<f32> {{
 
     /// `template` with `{{P_ACCESS}}`, `{{PROJECTION_BINDINGS}}`, `{{PROJECTION_TILE}}` and
     /// `{{PROJECT_AHEAD}}` filled in.
-    pub fn fill(&self, template: &str) -> String {
+    pub fn fill(&self, template: Template) -> Template {
         template
-            .replace("{{P_ACCESS}}", self.p_access)
-            .replace("{{PROJECTION_BINDINGS}}", &self.bindings)
-            .replace("{{PROJECTION_TILE}}", &self.library)
-            .replace("{{PROJECT_AHEAD}}", &self.role)
+            .set("P_ACCESS", self.p_access)
+            .set("PROJECTION_BINDINGS", &self.bindings)
+            .set("PROJECTION_TILE", &self.library)
+            .set("PROJECT_AHEAD", &self.role)
     }
 }
 

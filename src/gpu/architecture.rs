@@ -1,5 +1,5 @@
-//! What the GPU engine runs, whatever the public model type (`GpuRnn`, `GpuGatedRnn`): the
-//! cell, the sizes, and each (layer, direction)'s weights in the form the kernels read.
+//! What the GPU engine runs, whatever the mode: the cell, the sizes, and each (layer,
+//! direction)'s weights in the form the kernels read.
 //!
 //! Every cell shares one plan: a projection GEMM of all timesteps' inputs (`G·H` columns,
 //! G = 1 for an Elman RNN, 4 for an LSTM, 3 for a GRU), then a fused step per timestep. The
@@ -7,28 +7,11 @@
 //! LSTM by c (`hidden_size` features) in a second block, so that PyTorch's `h0`/`c0` and
 //! `h_n`/`c_n` are each one contiguous range of the state buffer.
 
-use crate::config::{Nonlinearity, RnnConfig};
-use crate::gated::{GateKind, GatedConfig, GatedDirectionWeights, GatedWeights};
-use crate::weights::RnnWeights;
+use crate::config::{RnnConfig, RnnMode};
+use crate::weights::{DirectionWeights, RnnWeights};
 
-/// The recurrent cell.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum Cell {
-    Rnn(Nonlinearity),
-    Lstm,
-    Gru,
-}
-
-impl Cell {
-    /// Gates stacked in W_ih and W_hh.
-    pub fn gates(self) -> usize {
-        match self {
-            Cell::Rnn(_) => 1,
-            Cell::Lstm => 4,
-            Cell::Gru => 3,
-        }
-    }
-}
+/// The engine's name for the recurrent cell: the model's mode.
+pub(crate) type Cell = RnnMode;
 
 /// The sizes of a model, as the engine needs them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,23 +29,7 @@ pub(crate) struct Architecture {
 impl From<&RnnConfig> for Architecture {
     fn from(config: &RnnConfig) -> Self {
         Architecture {
-            cell: Cell::Rnn(config.nonlinearity),
-            input_size: config.input_size,
-            hidden_size: config.hidden_size,
-            state_size: config.hidden_size,
-            num_layers: config.num_layers,
-            directions: config.num_directions(),
-        }
-    }
-}
-
-impl From<&GatedConfig> for Architecture {
-    fn from(config: &GatedConfig) -> Self {
-        Architecture {
-            cell: match config.kind {
-                GateKind::Lstm => Cell::Lstm,
-                GateKind::Gru => Cell::Gru,
-            },
+            cell: config.mode,
             input_size: config.input_size,
             hidden_size: config.hidden_size,
             state_size: config.state_size(),
@@ -147,38 +114,21 @@ pub(crate) struct UnitWeights {
 }
 
 impl UnitWeights {
-    /// Every unit of an `nn.RNN`, ordered `layer · D + direction`.
-    pub fn of_rnn(config: &RnnConfig, weights: &RnnWeights) -> Vec<Self> {
-        (0..config.num_layers)
-            .flat_map(|layer| (0..config.num_directions()).map(move |d| (layer, d)))
-            .map(|(layer, d)| {
-                let unit = weights.unit(layer, d, config);
-                UnitWeights {
-                    weight_ih: unit.weight_ih.clone(),
-                    projection_bias: unit.combined_bias(config.hidden_size),
-                    weight_hh: unit.weight_hh.clone(),
-                    step_bias: None,
-                    weight_hr: None,
-                }
-            })
-            .collect()
-    }
-
-    /// Every unit of an `nn.LSTM` or `nn.GRU`, ordered `layer · D + direction`.
-    pub fn of_gated(config: &GatedConfig, weights: &GatedWeights) -> Vec<Self> {
+    /// Every unit of a model, ordered `layer · D + direction`.
+    pub fn of(config: &RnnConfig, weights: &RnnWeights) -> Vec<Self> {
         weights
             .units()
             .iter()
-            .map(|unit| Self::gated(config, unit))
+            .map(|unit| Self::unit(config, unit))
             .collect()
     }
 
-    fn gated(config: &GatedConfig, unit: &GatedDirectionWeights) -> Self {
+    fn unit(config: &RnnConfig, unit: &DirectionWeights) -> Self {
         let (h, gate_size) = (config.hidden_size, config.gate_size());
         let zeros = vec![0.0; gate_size];
         let b_ih = unit.bias_ih.as_ref().unwrap_or(&zeros);
         let b_hh = unit.bias_hh.as_ref().unwrap_or(&zeros);
-        let gru = config.kind == GateKind::Gru;
+        let gru = config.mode == RnnMode::Gru;
         // The GRU's n gate (rows 2H..3H) keeps b_hn out of the projection.
         let projection_bias = (0..gate_size)
             .map(|row| {

@@ -10,7 +10,7 @@
 
 use std::fmt::Write;
 
-use crate::shaders;
+use crate::shaders::{self, Template};
 
 /// Lanes of the portable gated form's workgroups, along the hidden units.
 pub(crate) const GATED_PORTABLE_LANES: u32 = 64;
@@ -139,22 +139,20 @@ fn subgroup_lane(subgroup: Option<usize>) -> &'static str {
 /// invocation: that number, `reduce`, the partial sums, the loop over K and the finish calls,
 /// whose arguments after n are `finish_arguments`.
 fn fill_block(
-    template: &str,
+    template: Template,
     subgroup: Option<usize>,
     operands: &Operands,
     finish_arguments: &str,
     sequences: usize,
 ) -> String {
     template
-        .replace("{{SEQUENCES}}", &sequences.to_string())
-        .replace("{{SUBGROUP_LANE}}", subgroup_lane(subgroup))
-        .replace("{{REDUCE}}", REDUCE)
-        .replace("{{SUMS}}", &partial_sums(sequences))
-        .replace(
-            "{{LOOP}}",
-            &accumulation_loop(subgroup, operands, sequences),
-        )
-        .replace("{{FINISH}}", &finish_calls(finish_arguments, sequences))
+        .set("SEQUENCES", sequences.to_string())
+        .set("SUBGROUP_LANE", subgroup_lane(subgroup))
+        .set("REDUCE", REDUCE)
+        .set("SUMS", partial_sums(sequences))
+        .set("LOOP", accumulation_loop(subgroup, operands, sequences))
+        .set("FINISH", finish_calls(finish_arguments, sequences))
+        .finish()
 }
 
 /// Where each of `sequences` sequences' row of h starts: `h{i}`, from the block at `base` with
@@ -207,11 +205,11 @@ pub(crate) fn gated_wgsl(subgroup: Option<usize>, sequences: usize) -> String {
         h: |i, k| format!("state4(h{i} + 4u * ({k}))"),
     };
     let lanes = subgroup.map_or(GATED_PORTABLE_LANES as usize, |size| size);
-    let template = shaders::GATED_BLOCK
-        .replace("{{LANES}}", &lanes.to_string())
-        .replace("{{H_STARTS}}", &h_starts(sequences, "h_block", "size"));
+    let template = Template::new(shaders::GATED_BLOCK)
+        .set("LANES", lanes.to_string())
+        .set("H_STARTS", h_starts(sequences, "h_block", "size"));
     fill_block(
-        &template,
+        template,
         subgroup,
         &operands,
         "j, t, d, prev, next",
@@ -229,12 +227,12 @@ pub(crate) fn elman_wgsl(subgroup: Option<usize>, sequences: usize) -> String {
         Some(size) => format!("{size}, 1, 1"),
         None => format!("{ELMAN_PORTABLE_SIDE}, {ELMAN_PORTABLE_SIDE}, 1"),
     };
-    let template = shaders::RECURRENT_BLOCK
-        .replace("{{WORKGROUP}}", &workgroup)
-        .replace("{{ELMAN_FUNCTIONS}}", ELMAN_FUNCTIONS)
-        .replace("{{H_STARTS}}", &h_starts(sequences, "prev", "row"));
+    let template = Template::new(shaders::RECURRENT_BLOCK)
+        .set("WORKGROUP", &workgroup)
+        .set("ELMAN_FUNCTIONS", ELMAN_FUNCTIONS)
+        .set("H_STARTS", h_starts(sequences, "prev", "row"));
     fill_block(
-        &template,
+        template,
         subgroup,
         &operands,
         "j0, t, d, prev, next",
@@ -249,8 +247,8 @@ pub(crate) fn wavefront_wgsl() -> String {
         weights: "weights",
         h: |i, k| format!("state[h_at.{} + {k}]", ["x", "y", "z", "w"][i]),
     };
-    let template = shaders::WAVEFRONT_BLOCK.replace("{{ELMAN_FUNCTIONS}}", ELMAN_FUNCTIONS);
-    fill_block(&template, None, &operands, "j0, t, layer_k, prev, next", 4)
+    let template = Template::new(shaders::WAVEFRONT_BLOCK).set("ELMAN_FUNCTIONS", ELMAN_FUNCTIONS);
+    fill_block(template, None, &operands, "j0, t, layer_k, prev, next", 4)
 }
 
 /// Whether the subgroup form of `size` lanes can run rows of h of `features`: its chunks of

@@ -2,13 +2,14 @@
 //! by every model made from it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use std::time::Duration;
 use wgpu::util::DeviceExt;
 
 use crate::error::{Result, RnnError};
+use crate::gpu::counters::{Counters, ResourceCounts};
 use crate::gpu::kernels::Kernels;
 use crate::gpu::persistent::PersistentSpecs;
 use crate::shaders::WeightPrecision;
@@ -227,6 +228,11 @@ impl GpuContext {
         &self.inner.queue
     }
 
+    /// The counters every resource creation on this device goes through.
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+
     /// How long a forward call waits for the GPU before giving up with
     /// [`RnnError::Timeout`] (default 120 s).
     pub fn set_timeout(&self, timeout: Duration) {
@@ -385,42 +391,6 @@ impl GpuContext {
         match self.inner.lost.lock().ok().and_then(|l| l.clone()) {
             Some(reason) => Err(RnnError::DeviceLost(reason)),
             None => Ok(()),
-        }
-    }
-}
-
-/// The GPU resources this crate has created on a device (see
-/// [`GpuContext::resource_counts`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ResourceCounts {
-    /// Buffers (weights, workspaces, staging).
-    pub buffers: u64,
-    /// The bytes of those buffers (created so far, like the counts: a dropped workspace's
-    /// buffers still count).
-    pub buffer_bytes: u64,
-    /// Bind groups.
-    pub bind_groups: u64,
-    /// Compute pipelines.
-    pub pipelines: u64,
-}
-
-/// Live counters behind [`ResourceCounts`]. Every creation site in the crate goes through
-/// them, so a test can assert that repeated forwards allocate nothing.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub buffers: AtomicU64,
-    pub buffer_bytes: AtomicU64,
-    pub bind_groups: AtomicU64,
-    pub pipelines: AtomicU64,
-}
-
-impl Counters {
-    fn snapshot(&self) -> ResourceCounts {
-        ResourceCounts {
-            buffers: self.buffers.load(Ordering::Relaxed),
-            buffer_bytes: self.buffer_bytes.load(Ordering::Relaxed),
-            bind_groups: self.bind_groups.load(Ordering::Relaxed),
-            pipelines: self.pipelines.load(Ordering::Relaxed),
         }
     }
 }

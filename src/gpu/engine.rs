@@ -517,7 +517,7 @@ mod tests {
         let Some(ctx) = testing::gpu("a_busy_workspace_blocks_no_other_shape") else {
             return;
         };
-        let config = RnnConfig::new(3, 8);
+        let config = RnnConfig::rnn(3, 8);
         let weights = RnnWeights::init(&config, 1).unwrap();
         let model = GpuRnn::new(&ctx, config, &weights).unwrap();
         let input = |t: usize| Tensor::new(vec![0.5; t * 3], &[t, 1, 3]).unwrap();

@@ -13,7 +13,7 @@ use std::fmt::Write;
 use crate::gpu::ahead;
 use crate::gpu::architecture::{Architecture, Cell};
 use crate::gpu::projection::SubgroupProjection;
-use crate::shaders::{self, WeightPrecision};
+use crate::shaders::{self, Template, WeightPrecision};
 
 /// A lane's weight vec4s (rows × vec4s per row) up to which [`Recurrence::Auto`] runs this
 /// kernel: an LSTM up to H = 64, a GRU up to H = 84. Compile time grows faster than the code:
@@ -307,30 +307,28 @@ impl GatedPersistentSpec {
             "layer.batch",
         );
         ahead
-            .fill(shaders::GATED_PERSISTENT)
-            .replace("{{HIDDEN}}", &self.hidden.to_string())
-            .replace("{{HIDDEN_PAD}}", &self.hidden_pad().to_string())
-            .replace("{{VEC4S}}", &vec4s.to_string())
-            .replace("{{UNITS}}", &units.to_string())
-            .replace("{{GATES}}", &gates.to_string())
-            .replace("{{LANES}}", &self.lanes.to_string())
-            .replace(
-                "{{H_SIZE}}",
-                &(if memory { 2 * vec4s } else { 1 }).to_string(),
-            )
-            .replace("{{WEIGHTS}}", &self.lane_weights().to_string())
-            .replace("{{LOAD_WEIGHTS}}", &load_weights)
-            .replace("{{LOAD_STATE}}", &load_state)
-            .replace("{{ACCUMULATE}}", &accumulate)
-            .replace("{{UPDATE}}", &update)
-            .replace("{{SAVE_STATE}}", &save_state)
-            .replace("{{BARRIER}}", barrier)
-            .replace("{{IO_ELEMENT}}", io_element)
-            .replace("{{IO_FUNCTIONS}}", &io_functions)
-            .replace(
-                "{{SUBGROUP_LANE}}",
+            .fill(Template::new(shaders::GATED_PERSISTENT))
+            .set("HIDDEN", self.hidden.to_string())
+            .set("HIDDEN_PAD", self.hidden_pad().to_string())
+            .set("VEC4S", vec4s.to_string())
+            .set("UNITS", units.to_string())
+            .set("GATES", gates.to_string())
+            .set("LANES", self.lanes.to_string())
+            .set("H_SIZE", (if memory { 2 * vec4s } else { 1 }).to_string())
+            .set("WEIGHTS", self.lane_weights().to_string())
+            .set("LOAD_WEIGHTS", &load_weights)
+            .set("LOAD_STATE", &load_state)
+            .set("ACCUMULATE", &accumulate)
+            .set("UPDATE", &update)
+            .set("SAVE_STATE", &save_state)
+            .set("BARRIER", barrier)
+            .set("IO_ELEMENT", io_element)
+            .set("IO_FUNCTIONS", &io_functions)
+            .set(
+                "SUBGROUP_LANE",
                 ahead::builtins(self.slices.is_some(), self.projects_ahead.is_some()),
             )
+            .finish()
     }
 }
 

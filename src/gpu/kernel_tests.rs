@@ -4,7 +4,7 @@
 use wgpu::util::DeviceExt;
 
 use crate::config::Nonlinearity;
-use crate::cpu;
+use crate::cpu::steps as cpu;
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernels::{
     GatedStepKernel, ProjectionBindings, ProjectionParams, StepBindings, StepGrid, StepIndex,
@@ -82,7 +82,8 @@ fn input_projection_matches_cpu_twin() {
                 for use_subgroup in [false, kernel.has_subgroup_form()] {
                     let p = storage(&ctx, &vec![f32::NAN; rows * cols]);
                     let group = kernel.bind_group(
-                        &ctx,
+                        ctx.device(),
+                        ctx.counters(),
                         ProjectionBindings {
                             params: &uniform(&ctx, &params),
                             x: &storage(&ctx, &x),
@@ -119,7 +120,8 @@ fn step_zero_group(
         _pad: [0; 3],
     };
     ctx.inner().kernels.step.bind_group(
-        ctx,
+        ctx.device(),
+        ctx.counters(),
         StepBindings {
             layer: &uniform(ctx, layer),
             steps: &uniform(ctx, &step),
@@ -264,8 +266,8 @@ enum GatedCase {
 
 #[test]
 fn gated_step_matches_cpu_twins() {
-    use crate::gated::GatedDirectionWeights;
-    use crate::gated::cpu::{gru_step, lstm_step};
+    use crate::cpu::steps::{gru_step, lstm_step};
+    use crate::weights::DirectionWeights;
     let Some(ctx) = testing::gpu("gated_step_matches_cpu_twins") else {
         return;
     };
@@ -290,8 +292,8 @@ fn gated_step_matches_cpu_twins() {
                 let g_h = gates * hidden;
                 // The kernel expects b_hh folded into P except the GRU's b_hn: the twins' weights
                 // carry exactly that b_hh (none, or zeros but b_hn).
-                let units: Vec<GatedDirectionWeights> = (0..directions)
-                    .map(|_| GatedDirectionWeights {
+                let units: Vec<DirectionWeights> = (0..directions)
+                    .map(|_| DirectionWeights {
                         weight_ih: Vec::new(),
                         weight_hh: rng.uniform(-0.5, 0.5, g_h * size),
                         bias_ih: None,

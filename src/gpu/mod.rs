@@ -7,6 +7,7 @@ pub(crate) mod bidirectional;
 pub(crate) mod block_loop;
 pub(crate) mod chunking;
 pub(crate) mod context;
+pub(crate) mod counters;
 pub(crate) mod engine;
 pub(crate) mod gated_persistent;
 #[cfg(test)]

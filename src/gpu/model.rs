@@ -1,20 +1,22 @@
-//! `GpuRnn`: an `nn.RNN` on the GPU engine.
+//! `GpuRnn`: an `nn.RNN`, `nn.LSTM` or `nn.GRU` on the GPU engine.
 
 use std::time::Duration;
 
-use crate::config::RnnConfig;
+use crate::config::{RnnConfig, RnnMode};
 use crate::error::Result;
 use crate::gpu::architecture::{Architecture, UnitWeights};
 use crate::gpu::context::GpuContext;
 use crate::gpu::engine::{Engine, GpuOptions, Recurrence};
 use crate::head::Linear;
 use crate::layout::ForwardShape;
-use crate::rnn::{Rnn, RnnOutput};
+use crate::rnn::{Hx, Rnn, RnnOutput};
 use crate::tensor::Tensor;
 use crate::weights::RnnWeights;
 
-/// An `nn.RNN` on a GPU. Weights are uploaded once; the working buffers of each (T, N) are
-/// made on its first forward and reused. `Send + Sync`: share it between threads freely.
+/// An `nn.RNN`, `nn.LSTM` or `nn.GRU` on a GPU: per layer, one projection GEMM of every
+/// timestep's input (all gates), then the recurrence, the whole forward in one submission.
+/// Weights are uploaded once; the working buffers of each (T, N) are made on its first
+/// forward and reused. `Send + Sync`: share it between threads freely.
 pub struct GpuRnn {
     pub(crate) engine: Engine,
     pub(crate) config: RnnConfig,
@@ -36,7 +38,7 @@ impl GpuRnn {
     }
 
     /// Like [`new`](Self::new), with `options`. Compiles the persistent kernel for this
-    /// hidden size when it is chosen (once per context and size).
+    /// cell and hidden size when it is chosen (once per context and size).
     pub fn with_options(
         ctx: &GpuContext,
         config: RnnConfig,
@@ -46,7 +48,7 @@ impl GpuRnn {
         config.validate()?;
         weights.check(&config)?;
         let _gl = ctx.gl_guard();
-        let units = UnitWeights::of_rnn(&config, weights);
+        let units = UnitWeights::of(&config, weights);
         let engine = Engine::build(ctx, Architecture::from(&config), &units, options)?;
         Ok(GpuRnn { engine, config })
     }
@@ -64,7 +66,7 @@ impl GpuRnn {
         self.engine.recurrence()
     }
 
-    /// Features of each output frame: the head's `out_features`, or D·H without a head.
+    /// Features of each output frame: the head's `out_features`, or D·H_out without a head.
     pub fn output_features(&self) -> usize {
         self.engine.output_features()
     }
@@ -92,14 +94,12 @@ impl GpuRnn {
         self.engine.time_chunk(seq_len, batch)
     }
 
-    /// How many of the model's layers, in a forward over (T = `seq_len`, N = `batch`), run
-    /// the persistent kernel projecting ahead: one workgroup of the recurrence's dispatch
-    /// computes the input projection of the timesteps its next dispatch runs, on a core the
-    /// recurrence leaves idle. Used on CPU adapters with subgroups, for unidirectional layers
-    /// whose recurrence is one workgroup (N = 1, or N = 4 with H ≤ 64) and whose projection
-    /// is large enough (I·H ≥ 128²) but no wider than the recurrence (I ≤ H); the others
-    /// project all timesteps first. Makes the workspace of that shape, as its first forward
-    /// would.
+    /// Test hook: how many of the model's layers, in a forward over (T = `seq_len`,
+    /// N = `batch`), run the persistent kernel projecting ahead (one workgroup of the
+    /// recurrence's dispatch computes the input projection of the timesteps its next dispatch
+    /// runs). An internal heuristic, not an API: it may change with any release. Makes the
+    /// workspace of that shape, as its first forward would.
+    #[doc(hidden)]
     pub fn layers_projecting_ahead(&self, seq_len: usize, batch: usize) -> Result<usize> {
         let (ahead, _) = self
             .engine
@@ -107,13 +107,11 @@ impl GpuRnn {
         Ok(ahead)
     }
 
-    /// How many of the model's layers, in a forward over (T = `seq_len`, N = `batch`), run
-    /// the persistent kernel computing their input projection themselves, x_t·W_ihᵀ + b in
-    /// each step, instead of one projection GEMM over all timesteps before it. Used on CPU
-    /// adapters with subgroups where the recurrence is one subgroup (H ≤ 64 on lavapipe), the
-    /// input no wider than the padded state and a multiple of four, and (above the first
-    /// layer) the layer unidirectional and writing its output where it reads its input.
+    /// Test hook: how many of the model's layers, in a forward over (T = `seq_len`,
+    /// N = `batch`), run the persistent kernel computing their input projection themselves
+    /// (x_t·W_ihᵀ + b in each step, no projection GEMM). An internal heuristic, not an API.
     /// Makes the workspace of that shape, as its first forward would.
+    #[doc(hidden)]
     pub fn layers_fusing_input(&self, seq_len: usize, batch: usize) -> Result<usize> {
         let (_, fused) = self
             .engine
@@ -137,17 +135,28 @@ impl GpuRnn {
     fn forward_masked(
         &self,
         input: &Tensor,
-        h0: Option<&Tensor>,
+        hx: Option<Hx<'_>>,
         lengths: Option<&[usize]>,
     ) -> Result<RnnOutput> {
         let _gl = self.engine.ctx.gl_guard();
-        let shape = ForwardShape::resolve(&self.config, input, h0)?;
-        let (output, h_n) =
+        let config = &self.config;
+        let shape = ForwardShape::resolve(config, input, hx, lengths)?;
+        // The engine's state is the h block, then the c block: PyTorch's h0 then c0.
+        let initial = hx.map(|hx| match hx.c0 {
+            Some(c0) => [hx.h0.data(), c0.data()].concat(),
+            None => hx.h0.data().to_vec(),
+        });
+        let (output, mut state) =
             self.engine
-                .forward(&shape, input.data(), h0.map(Tensor::data), lengths)?;
+                .forward(&shape, input.data(), initial.as_deref(), lengths)?;
+        let c_n = state.split_off(self.engine.arch.h_len(shape.batch));
         Ok(RnnOutput {
             output: Tensor::new(output, &shape.frames_shape(self.output_features()))?,
-            h_n: Tensor::new(h_n, &shape.state_shape(&self.config))?,
+            h_n: Tensor::new(state, &shape.state_shape(config))?,
+            c_n: match config.mode {
+                RnnMode::Lstm => Some(Tensor::new(c_n, &shape.cell_state_shape(config))?),
+                _ => None,
+            },
         })
     }
 }
@@ -157,16 +166,16 @@ impl Rnn for GpuRnn {
         &self.config
     }
 
-    fn forward(&self, input: &Tensor, h0: Option<&Tensor>) -> Result<RnnOutput> {
-        self.forward_masked(input, h0, None)
+    fn forward(&self, input: &Tensor, hx: Option<Hx<'_>>) -> Result<RnnOutput> {
+        self.forward_masked(input, hx, None)
     }
 
     fn forward_with_lengths(
         &self,
         input: &Tensor,
         lengths: &[usize],
-        h0: Option<&Tensor>,
+        hx: Option<Hx<'_>>,
     ) -> Result<RnnOutput> {
-        self.forward_masked(input, h0, Some(lengths))
+        self.forward_masked(input, hx, Some(lengths))
     }
 }

@@ -12,7 +12,7 @@ use crate::gpu::ahead;
 use crate::gpu::gated_persistent::{self, GatedPersistentSpec};
 use crate::gpu::kernels::ProjectionParams;
 use crate::gpu::projection::SubgroupProjection;
-use crate::shaders::{self, WeightPrecision};
+use crate::shaders::{self, Template, WeightPrecision};
 
 /// Timesteps one persistent dispatch runs at most. llvmpipe silently stops any invocation
 /// after 65,535 loop iterations in total; the generated kernel has one loop iteration per step
@@ -434,29 +434,30 @@ impl PersistentSpec {
             ),
         };
         ahead
-            .fill(shaders::PERSISTENT_RECURRENCE)
-            .replace("{{IO_ELEMENT}}", io_element)
-            .replace("{{IO_FUNCTIONS}}", &io_functions)
-            .replace("{{HIDDEN}}", &self.hidden.to_string())
-            .replace("{{HIDDEN_PAD}}", &self.hidden_pad().to_string())
-            .replace("{{VEC4S}}", &vec4s.to_string())
-            .replace("{{SHARED_VEC4S}}", &shared_vec4s.to_string())
-            .replace(
-                "{{H_SIZE}}",
-                &(if memory { 2 * shared_vec4s } else { 1 }).to_string(),
+            .fill(Template::new(shaders::PERSISTENT_RECURRENCE))
+            .set("IO_ELEMENT", io_element)
+            .set("IO_FUNCTIONS", &io_functions)
+            .set("HIDDEN", self.hidden.to_string())
+            .set("HIDDEN_PAD", self.hidden_pad().to_string())
+            .set("VEC4S", vec4s.to_string())
+            .set("SHARED_VEC4S", shared_vec4s.to_string())
+            .set(
+                "H_SIZE",
+                (if memory { 2 * shared_vec4s } else { 1 }).to_string(),
             )
-            .replace("{{ROWS}}", &rows.to_string())
-            .replace("{{BATCH_TILE}}", &tile.to_string())
-            .replace("{{LANES}}", &self.lanes.to_string())
-            .replace("{{WEIGHTS}}", &(rows * vec4s).to_string())
-            .replace("{{SEQUENCES}}", &sequences)
-            .replace("{{LOAD_WEIGHTS}}", &load_weights)
-            .replace("{{LOAD_STATE}}", &load_state)
-            .replace("{{ACCUMULATE}}", &accumulate)
-            .replace("{{UPDATE}}", &update)
-            .replace("{{SAVE_STATE}}", &save_state)
-            .replace("{{BARRIER}}", barrier)
-            .replace("{{SUBGROUP_LANE}}", sub_builtin)
+            .set("ROWS", rows.to_string())
+            .set("BATCH_TILE", tile.to_string())
+            .set("LANES", self.lanes.to_string())
+            .set("WEIGHTS", (rows * vec4s).to_string())
+            .set("SEQUENCES", &sequences)
+            .set("LOAD_WEIGHTS", &load_weights)
+            .set("LOAD_STATE", &load_state)
+            .set("ACCUMULATE", &accumulate)
+            .set("UPDATE", &update)
+            .set("SAVE_STATE", &save_state)
+            .set("BARRIER", barrier)
+            .set("SUBGROUP_LANE", sub_builtin)
+            .finish()
     }
 }
 

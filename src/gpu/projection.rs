@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::shaders;
+use crate::shaders::{self, Template};
 
 /// Rows of P one workgroup of the subgroup projection computes. Measured on lavapipe at
 /// 4096×256·256×256 (`scaling --gemm`, best of three): 64 rows 22 GFLOP/s (the accumulators
@@ -122,11 +122,12 @@ impl SubgroupProjection {
 
     /// The subgroup projection as a kernel of its own.
     pub fn wgsl(&self) -> String {
-        shaders::PROJECTION_SUBGROUP
-            .replace("{{BINDINGS}}", &self.bindings(0, "read"))
-            .replace("{{P_ELEMENT}}", self.p_element())
-            .replace("{{PROJECTION_TILE}}", &self.tile_library())
-            .replace("{{LANES}}", &self.lanes.to_string())
+        Template::new(shaders::PROJECTION_SUBGROUP)
+            .set("BINDINGS", self.bindings(0, "read"))
+            .set("P_ELEMENT", self.p_element())
+            .set("PROJECTION_TILE", self.tile_library())
+            .set("LANES", self.lanes.to_string())
+            .finish()
     }
 
     /// Declarations of the bindings `project_tile` reads (see [`projection_bindings`]).
@@ -184,23 +185,24 @@ impl SubgroupProjection {
                 );
             }
         }
-        shaders::PROJECTION_TILE
-            .replace("{{ELEMENT}}", if self.vec4_k { "vec4<f32>" } else { "f32" })
-            .replace(
-                "{{STORE_ROW}}",
+        Template::new(shaders::PROJECTION_TILE)
+            .set("ELEMENT", if self.vec4_k { "vec4<f32>" } else { "f32" })
+            .set(
+                "STORE_ROW",
                 if self.vec4_p {
                     STORE_ROW_VEC4
                 } else {
                     STORE_ROW_SCALAR
                 },
             )
-            .replace("{{WIDTH}}", &width.to_string())
-            .replace("{{ROWS}}", &TILE_ROWS.to_string())
-            .replace("{{ROWS_PER_LANE}}", &per_lane.to_string())
-            .replace("{{X_STARTS}}", &x_starts)
-            .replace("{{ACCUMULATORS}}", &accumulators)
-            .replace("{{LOADS}}", &loads)
-            .replace("{{FMAS}}", &fmas)
-            .replace("{{STORES}}", &stores)
+            .set("WIDTH", width.to_string())
+            .set("ROWS", TILE_ROWS.to_string())
+            .set("ROWS_PER_LANE", per_lane.to_string())
+            .set("X_STARTS", &x_starts)
+            .set("ACCUMULATORS", &accumulators)
+            .set("LOADS", &loads)
+            .set("FMAS", &fmas)
+            .set("STORES", &stores)
+            .finish()
     }
 }

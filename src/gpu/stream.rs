@@ -7,6 +7,7 @@ use crate::gpu::engine::Engine;
 use crate::gpu::model::GpuRnn;
 use crate::gpu::scheduler::{self, InitialState};
 use crate::layout::{ForwardShape, TimeSlice};
+use crate::rnn::Hx;
 use crate::tensor::Tensor;
 
 /// How a stream is set up.
@@ -26,8 +27,7 @@ impl Default for StreamOptions {
     }
 }
 
-/// A live sequence through a [`GpuRnn`] or a
-/// [`GpuGatedRnn`](crate::GpuGatedRnn): `push` chunks of any length, get their outputs;
+/// A live sequence through a [`GpuRnn`] of any mode: `push` chunks of any length, get their outputs;
 /// pushing a sequence in chunks gives the same outputs and state as one forward over it.
 ///
 /// **After an error** the stream is as it was before the failed call: a `push` (or `finish`)
@@ -267,30 +267,28 @@ impl RnnStream<'_> {
         self.to_skip = self.options.delay;
     }
 
-    /// Sets the state to `h0`, (L, N, H_out), or (L, H_out) for a stream of one sequence (and
-    /// restarts the delay; later outputs and states take `h0`'s form). An LSTM stream also
-    /// needs c: use [`reset_to_lstm_state`](Self::reset_to_lstm_state).
-    pub fn reset_to(&mut self, h0: &Tensor) -> Result<()> {
-        if self.is_lstm() {
-            return Err(RnnError::InvalidConfig(
-                "an LSTM stream's state is (h, c): use reset_to_lstm_state(h0, c0)".into(),
-            ));
-        }
-        let h = self.model.arch.state_size;
-        self.write_state(&[("h0", h0, h)])
-    }
-
-    /// Sets an LSTM stream's state to `h0`, (L, N, H_out), and `c0`, (L, N, H), or for a
-    /// stream of one sequence both without N (and restarts the delay; later outputs and
-    /// states take their form).
-    pub fn reset_to_lstm_state(&mut self, h0: &Tensor, c0: &Tensor) -> Result<()> {
-        if !self.is_lstm() {
-            return Err(RnnError::InvalidConfig(
-                "only an LSTM stream has a cell state: use reset_to(h0)".into(),
-            ));
-        }
+    /// Sets the state to `hx` (and restarts the delay): `h0` (L, N, H_out), and for an LSTM
+    /// `c0` (L, N, H), which an LSTM stream needs and other streams refuse. A stream of one
+    /// sequence also takes them without N; later outputs and states take their form.
+    pub fn reset_to(&mut self, hx: Hx<'_>) -> Result<()> {
         let (h, c) = (self.model.arch.state_size, self.model.arch.hidden_size);
-        self.write_state(&[("h0", h0, h), ("c0", c0, c)])
+        match (self.is_lstm(), hx.c0) {
+            (true, Some(c0)) => self.write_state(&[("h0", hx.h0, h), ("c0", c0, c)]),
+            (false, None) => self.write_state(&[("h0", hx.h0, h)]),
+            (true, None) => Err(RnnError::ShapeMismatch {
+                what: "c0",
+                expected: format!(
+                    "{:?}: an LSTM stream's state is (h, c), Hx::lstm(h0, c0)",
+                    self.block_shape(c)
+                ),
+                got: "none".into(),
+            }),
+            (false, Some(c0)) => Err(RnnError::shape(
+                "c0",
+                "none: only an LSTM has a cell state",
+                c0.shape(),
+            )),
+        }
     }
 
     /// Checks each (name, tensor, features) and writes them one after the other. The tensors

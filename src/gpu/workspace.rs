@@ -580,7 +580,11 @@ impl Workspace {
                 bias: &weights.bias,
                 p: &projections,
             };
-            projection_groups.push(kernels.projection.bind_group(ctx, projection_bindings));
+            projection_groups.push(kernels.projection.bind_group(
+                ctx.device(),
+                ctx.counters(),
+                projection_bindings,
+            ));
             let step_bindings = StepBindings {
                 layer: &step_params,
                 steps: &steps,
@@ -589,12 +593,17 @@ impl Workspace {
                 state: &state,
                 output: &output,
             };
-            step_groups.push(kernels.step.bind_group(ctx, step_bindings));
+            step_groups.push(
+                kernels
+                    .step
+                    .bind_group(ctx.device(), ctx.counters(), step_bindings),
+            );
             ahead.push(match ahead_spec {
                 Some((spec, chunk)) => Some(ProjectingAhead {
                     pipeline: ctx.persistent_pipeline(&spec)?,
                     group: kernels.step.own_input_bind_group(
-                        ctx,
+                        ctx.device(),
+                        ctx.counters(),
                         step_bindings,
                         projection_bindings,
                     ),
@@ -607,7 +616,8 @@ impl Workspace {
                 Some(spec) => Some(FusedInput {
                     pipeline: ctx.persistent_pipeline(&spec)?,
                     group: kernels.step.own_input_bind_group(
-                        ctx,
+                        ctx.device(),
+                        ctx.counters(),
                         step_bindings,
                         projection_bindings,
                     ),
@@ -643,7 +653,8 @@ impl Workspace {
                 ..bytemuck::Zeroable::zeroed()
             };
             kernels.step.bind_group(
-                ctx,
+                ctx.device(),
+                ctx.counters(),
                 StepBindings {
                     layer: &uniform("wave params", bytemuck::bytes_of(&params)),
                     steps: &steps,
@@ -670,7 +681,8 @@ impl Workspace {
             let (size, usage) = result_buffer(output_len);
             let head_output = buffer("head output", size, usage);
             let group = kernels.projection.bind_group(
-                ctx,
+                ctx.device(),
+                ctx.counters(),
                 ProjectionBindings {
                     params: &uniform("head params", bytemuck::bytes_of(&params)),
                     x: &output,
