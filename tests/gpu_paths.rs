@@ -18,7 +18,10 @@ const RELU: RnnMode = RnnMode::Rnn(Nonlinearity::Relu);
 /// One persistent dispatch runs at most 8192 steps: 9000 takes two, the second starting from
 /// the state the first left behind, in both directions.
 fn crosses_dispatch_boundaries(mode: RnnMode) {
-    let name = format!("persistent_kernel_crosses_dispatch_boundaries::{}", mode_name(mode));
+    let name = format!(
+        "persistent_kernel_crosses_dispatch_boundaries::{}",
+        mode_name(mode)
+    );
     let Some(ctx) = testing::gpu(&name) else {
         return;
     };
@@ -33,7 +36,10 @@ fn crosses_dispatch_boundaries(mode: RnnMode) {
     };
     problem.check(&ctx).unwrap();
 }
-for_each_mode!(persistent_kernel_crosses_dispatch_boundaries, crosses_dispatch_boundaries);
+for_each_mode!(
+    persistent_kernel_crosses_dispatch_boundaries,
+    crosses_dispatch_boundaries
+);
 
 /// Long sequences of the gated cells on both kernels: the state must not drift or stop
 /// updating (a wide GRU per step, an LSTM at the persistent kernel's widest Auto size).
@@ -80,7 +86,9 @@ fn recurrence_follows_the_documented_rule() {
         (RnnConfig::gru(2, 85), Recurrence::PerStep),
         (projected.clone(), Recurrence::PerStep),
     ] {
-        let got = model(config.clone(), Recurrence::Auto).unwrap().recurrence();
+        let got = model(config.clone(), Recurrence::Auto)
+            .unwrap()
+            .recurrence();
         assert_eq!(got, auto, "{config:?}");
         let per_step = model(config.clone(), Recurrence::PerStep).unwrap();
         assert_eq!(per_step.recurrence(), Recurrence::PerStep);
