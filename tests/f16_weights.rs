@@ -1,15 +1,17 @@
 //! Weights stored as f16 (`GpuOptions::with_weights(WeightPrecision::F16)`): on adapters with
-//! `SHADER_F16`, every kernel (projection, per-step, block, wavefront, persistent, gated), given
-//! the f32 weights, gives the CPU reference's results for those weights rounded to f16 as the
+//! `SHADER_F16`, every kernel of every mode (projection, per-step, block, wavefront,
+//! persistent, gated), given the f32 weights, gives the CPU reference's results for those weights rounded to f16 as the
 //! GPU stores them (W_ih, W_hh, W_hr, a GRU's b_hn; the projection's biases stay f32) within
 //! the usual 1e-4, which shows the GPU really read f16, and the f32 model's within the stated
 //! f16 tolerance; elsewhere asking for f16 is a typed error.
 
+mod support;
+
+use support::mode_name;
 use wgpu_rnn::compare::compare;
 use wgpu_rnn::{
-    CpuGatedRnn, CpuRnn, DirectionWeights, GateKind, GatedConfig, GatedDirectionWeights, GatedRnn,
-    GatedWeights, GpuContext, GpuGatedRnn, GpuOptions, GpuRnn, Recurrence, Rnn, RnnConfig,
-    RnnError, RnnWeights, Tensor, WeightPrecision, testing,
+    CpuRnn, DirectionWeights, GpuContext, GpuOptions, GpuRnn, Recurrence, Rnn, RnnConfig, RnnError,
+    RnnMode, RnnWeights, Tensor, WeightPrecision, testing,
 };
 
 const TOLERANCE: f64 = 1e-4;
@@ -38,12 +40,12 @@ fn round(values: &[f32]) -> Vec<f32> {
 
 /// The context, if it can store f16 weights; otherwise checks that asking for them is a
 /// typed error and returns `None`.
-fn f16_context(test: &str) -> Option<GpuContext> {
+fn f16_context(test: &str, mode: RnnMode) -> Option<GpuContext> {
     let ctx = testing::gpu(test)?;
     if ctx.device().features().contains(wgpu::Features::SHADER_F16) {
         return Some(ctx);
     }
-    let config = RnnConfig::new(2, 3);
+    let config = RnnConfig::new(mode, 2, 3);
     let weights = RnnWeights::init(&config, 1).unwrap();
     let options = GpuOptions::default().with_weights(WeightPrecision::F16);
     let refused = GpuRnn::with_options(&ctx, config, &weights, options);
@@ -71,54 +73,91 @@ fn assert_stored_as_f16(what: &str, vs_rounded: f64, vs_f32: f64) {
     );
 }
 
-#[test]
-fn rnn_kernels_read_f16_weights() {
-    let Some(ctx) = f16_context("rnn_kernels_read_f16_weights") else {
+/// The kernels each mode runs. Elman: persistent (H ≤ 256; projecting ahead where
+/// I·H ≥ 128² and T spans chunks, fusing the input at H ≤ 64 on CPU adapters with subgroups
+/// where I is a multiple of four ≤ H), per-step unit and block kernels, and a wavefront
+/// (L = 2, N ≥ 4, no bias: the wavefront stores b_ih + b_hh as one f16). LSTM and GRU:
+/// persistent (small H), per-step unit and block kernels (the wide form above four
+/// sequences), and for an LSTM the projection of h. (config, recurrence, N, T)
+fn kernel_cases(mode: RnnMode) -> Vec<(RnnConfig, Recurrence, usize, usize)> {
+    let new = |i, h| RnnConfig::new(mode, i, h);
+    match mode {
+        RnnMode::Rnn(_) => vec![
+            (new(5, 64), Recurrence::Auto, 3, 12),
+            (new(8, 64), Recurrence::Auto, 3, 12),
+            (new(128, 128), Recurrence::Auto, 1, 200),
+            (
+                RnnConfig {
+                    bidirectional: true,
+                    ..new(3, 17)
+                },
+                Recurrence::Auto,
+                2,
+                12,
+            ),
+            (new(4, 64), Recurrence::PerStep, 1, 12),
+            (new(4, 20), Recurrence::PerStep, 8, 12),
+            (
+                RnnConfig {
+                    num_layers: 2,
+                    bias: false,
+                    ..new(4, 32)
+                },
+                Recurrence::PerStep,
+                4,
+                12,
+            ),
+        ],
+        RnnMode::Lstm | RnnMode::Gru => {
+            let mut cases = vec![
+                (new(3, 16), Recurrence::Auto, 5, 10),
+                (new(3, 40), Recurrence::Auto, 5, 10),
+                (new(3, 17), Recurrence::PerStep, 5, 10),
+                (new(3, 32), Recurrence::PerStep, 5, 10),
+                (new(3, 64), Recurrence::PerStep, 12, 10),
+            ];
+            if mode == RnnMode::Lstm {
+                let projected = RnnConfig {
+                    proj_size: 5,
+                    bidirectional: true,
+                    ..new(3, 12)
+                };
+                cases.push((projected, Recurrence::Auto, 5, 10));
+            }
+            cases
+        }
+    }
+}
+
+/// The weights as the GPU stores them in f16: W_ih, W_hh, W_hr and a GRU's b_hn (which sits
+/// beside W_hh) rounded; every other bias stays f32.
+fn rounded(config: &RnnConfig, weights: &RnnWeights) -> RnnWeights {
+    let h = config.hidden_size;
+    let units = weights
+        .units()
+        .iter()
+        .map(|u| DirectionWeights {
+            weight_ih: round(&u.weight_ih),
+            weight_hh: round(&u.weight_hh),
+            weight_hr: u.weight_hr.as_ref().map(|w| round(w)),
+            bias_hh: u.bias_hh.as_ref().map(|b| match config.mode {
+                RnnMode::Gru => [&b[..2 * h], &round(&b[2 * h..])].concat(),
+                _ => b.clone(),
+            }),
+            ..u.clone()
+        })
+        .collect();
+    RnnWeights::new(config, units).unwrap()
+}
+
+fn kernels_read_f16(mode: RnnMode) {
+    let name = format!("kernels_read_f16_weights::{}", mode_name(mode));
+    let Some(ctx) = f16_context(&name, mode) else {
         return;
     };
     let mut worst_vs_f32 = 0.0f64;
-    // Persistent (H ≤ 256; projecting ahead where I·H ≥ 128² and T spans chunks, fusing the
-    // input at H ≤ 64), per-step
-    // unit and block kernels, and a wavefront (L = 2, N ≥ 4, no bias: the wavefront stores
-    // b_ih + b_hh as one f16).
-    for (config, recurrence, batch, steps) in [
-        (RnnConfig::new(5, 64), Recurrence::Auto, 3, 12),
-        // Fusing its input on CPU adapters with subgroups (I a multiple of four ≤ H).
-        (RnnConfig::new(8, 64), Recurrence::Auto, 3, 12),
-        (RnnConfig::new(128, 128), Recurrence::Auto, 1, 200),
-        (
-            RnnConfig {
-                bidirectional: true,
-                ..RnnConfig::new(3, 17)
-            },
-            Recurrence::Auto,
-            2,
-            12,
-        ),
-        (RnnConfig::new(4, 64), Recurrence::PerStep, 1, 12),
-        (RnnConfig::new(4, 20), Recurrence::PerStep, 8, 12),
-        (
-            RnnConfig {
-                num_layers: 2,
-                bias: false,
-                ..RnnConfig::new(4, 32)
-            },
-            Recurrence::PerStep,
-            4,
-            12,
-        ),
-    ] {
+    for (config, recurrence, batch, steps) in kernel_cases(mode) {
         let weights = RnnWeights::init(&config, 3).unwrap();
-        let rounded: Vec<DirectionWeights> = weights
-            .units()
-            .iter()
-            .map(|u| DirectionWeights {
-                weight_ih: round(&u.weight_ih),
-                weight_hh: round(&u.weight_hh),
-                ..u.clone()
-            })
-            .collect();
-        let rounded = RnnWeights::new(&config, rounded).unwrap();
         let options = GpuOptions::recurrence(recurrence).with_weights(WeightPrecision::F16);
         let gpu = GpuRnn::with_options(&ctx, config.clone(), &weights, options).unwrap();
         let input = Tensor::new(
@@ -127,7 +166,7 @@ fn rnn_kernels_read_f16_weights() {
         )
         .unwrap();
         let got = gpu.forward(&input, None).unwrap();
-        let want = CpuRnn::new(config.clone(), rounded)
+        let want = CpuRnn::new(config.clone(), &rounded(&config, &weights))
             .unwrap()
             .forward(&input, None)
             .unwrap();
@@ -137,8 +176,12 @@ fn rnn_kernels_read_f16_weights() {
         println!("{what}: {ahead} layer(s) projecting ahead, {fused} fusing the input");
         let vs_rounded = check(&what, got.output.data(), want.output.data(), TOLERANCE);
         check(&what, got.h_n.data(), want.h_n.data(), TOLERANCE);
+        assert_eq!(got.c_n.is_some(), want.c_n.is_some(), "{what}");
+        if let (Some(g), Some(w)) = (&got.c_n, &want.c_n) {
+            check(&what, g.data(), w.data(), TOLERANCE);
+        }
         // Against the f32 weights the rounding shows, within the stated tolerance.
-        let exact = CpuRnn::new(config.clone(), weights)
+        let exact = CpuRnn::new(config.clone(), &weights)
             .unwrap()
             .forward(&input, None)
             .unwrap();
@@ -146,75 +189,6 @@ fn rnn_kernels_read_f16_weights() {
         assert_stored_as_f16(&what, vs_rounded, vs_f32);
         worst_vs_f32 = worst_vs_f32.max(vs_f32);
     }
-    println!("RNN, f16 weights against the f32 model: worst {worst_vs_f32:.2e}");
+    println!("{mode:?}, f16 weights against the f32 model: worst {worst_vs_f32:.2e}");
 }
-
-#[test]
-fn gated_kernels_read_f16_weights() {
-    let Some(ctx) = f16_context("gated_kernels_read_f16_weights") else {
-        return;
-    };
-    let mut worst_vs_f32 = 0.0f64;
-    // Persistent (small H), per-step unit and block kernels (the wide form above four
-    // sequences), and the projection of h.
-    for (config, recurrence, batch) in [
-        (GatedConfig::lstm(3, 16), Recurrence::Auto, 5),
-        (GatedConfig::gru(3, 40), Recurrence::Auto, 5),
-        (GatedConfig::lstm(3, 17), Recurrence::PerStep, 5),
-        (GatedConfig::gru(3, 32), Recurrence::PerStep, 5),
-        (GatedConfig::lstm(3, 64), Recurrence::PerStep, 12),
-        (
-            GatedConfig {
-                proj_size: 5,
-                bidirectional: true,
-                ..GatedConfig::lstm(3, 12)
-            },
-            Recurrence::Auto,
-            5,
-        ),
-    ] {
-        let weights = GatedWeights::init(&config, 5).unwrap();
-        let h = config.hidden_size;
-        let rounded: Vec<GatedDirectionWeights> = weights
-            .units()
-            .iter()
-            .map(|u| GatedDirectionWeights {
-                weight_ih: round(&u.weight_ih),
-                weight_hh: round(&u.weight_hh),
-                weight_hr: u.weight_hr.as_ref().map(|w| round(w)),
-                // A GRU's b_hn sits beside W_hh; every other bias stays f32.
-                bias_hh: u.bias_hh.as_ref().map(|b| match config.kind {
-                    GateKind::Gru => [&b[..2 * h], &round(&b[2 * h..])].concat(),
-                    GateKind::Lstm => b.clone(),
-                }),
-                ..u.clone()
-            })
-            .collect();
-        let rounded = GatedWeights::new(&config, rounded).unwrap();
-        let options = GpuOptions::recurrence(recurrence).with_weights(WeightPrecision::F16);
-        let gpu = GpuGatedRnn::with_options(&ctx, config.clone(), &weights, options).unwrap();
-        let steps = 10;
-        let input = Tensor::new(
-            values(6, steps * batch * config.input_size),
-            &[steps, batch, config.input_size],
-        )
-        .unwrap();
-        let got = gpu.forward(&input, None, None).unwrap();
-        let cpu = CpuGatedRnn::new(config.clone(), rounded).unwrap();
-        let want = cpu.forward(&input, None, None).unwrap();
-        let what = format!("{config:?} {recurrence:?} N={batch}");
-        let vs_rounded = check(&what, got.output.data(), want.output.data(), TOLERANCE);
-        check(&what, got.h_n.data(), want.h_n.data(), TOLERANCE);
-        if let (Some(g), Some(w)) = (&got.c_n, &want.c_n) {
-            check(&what, g.data(), w.data(), TOLERANCE);
-        }
-        let exact = CpuGatedRnn::new(config.clone(), weights)
-            .unwrap()
-            .forward(&input, None, None)
-            .unwrap();
-        let vs_f32 = check(&what, got.output.data(), exact.output.data(), F16_VS_F32);
-        assert_stored_as_f16(&what, vs_rounded, vs_f32);
-        worst_vs_f32 = worst_vs_f32.max(vs_f32);
-    }
-    println!("LSTM/GRU, f16 weights against the f32 model: worst {worst_vs_f32:.2e}");
-}
+for_each_mode!(kernels_read_f16_weights, kernels_read_f16);

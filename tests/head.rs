@@ -1,9 +1,14 @@
-//! A Linear head after the RNN: GPU against CPU, in every layout and path (plain, variable
-//! lengths, time chunks, streams), and its loading and shape checks.
+//! A Linear head after the model, for every mode: the CPU head against the head applied by
+//! hand, the GPU against the CPU in every layout and path (plain, variable lengths, time
+//! chunks, streams; a projected LSTM too), and its loading and shape checks.
 
+mod support;
+
+use support::mode_name;
 use wgpu_rnn::compare::compare;
 use wgpu_rnn::{
-    CpuRnn, GpuRnn, Linear, Rnn, RnnConfig, RnnError, RnnWeights, StreamOptions, Tensor, testing,
+    CpuRnn, GpuRnn, Linear, Rnn, RnnConfig, RnnError, RnnMode, RnnWeights, StreamOptions, Tensor,
+    testing,
 };
 
 fn values(seed: u64, len: usize) -> Vec<f32> {
@@ -24,9 +29,24 @@ fn head(in_features: usize, out_features: usize, bias: bool) -> Linear {
     }
 }
 
-#[test]
-fn gpu_head_matches_cpu_head() {
-    let Some(ctx) = testing::gpu("gpu_head_matches_cpu_head") else {
+/// `head` applied by hand to every frame of `frames` (…, in_features).
+fn apply(head: &Linear, frames: &Tensor) -> Vec<f32> {
+    let (i, o) = (head.in_features, head.out_features);
+    frames
+        .data()
+        .chunks(i)
+        .flat_map(|frame| {
+            (0..o).map(move |k| {
+                let row = &head.weight[k * i..(k + 1) * i];
+                let dot: f32 = row.iter().zip(frame).map(|(w, x)| w * x).sum();
+                dot + head.bias.as_ref().map_or(0.0, |b| b[k])
+            })
+        })
+        .collect()
+}
+
+fn gpu_head_matches(mode: RnnMode) {
+    let Some(ctx) = testing::gpu(&format!("gpu_head_matches_cpu_head::{}", mode_name(mode))) else {
         return;
     };
     for (k, (bidirectional, batch_first, out, bias)) in [
@@ -42,19 +62,23 @@ fn gpu_head_matches_cpu_head() {
             num_layers: 2,
             bidirectional,
             batch_first,
-            ..RnnConfig::new(6, 17)
+            // The head reads D·H_out features: P of a projected LSTM.
+            proj_size: if mode == RnnMode::Lstm && k >= 2 {
+                5
+            } else {
+                0
+            },
+            ..RnnConfig::new(mode, 6, 17)
         };
         let weights = RnnWeights::init(&config, k as u64).unwrap();
         let linear = head(config.output_size(), out, bias);
-        let cpu = CpuRnn::new(config.clone(), weights.clone())
-            .unwrap()
-            .with_head(linear.clone())
-            .unwrap();
+        let bare = CpuRnn::new(config.clone(), &weights).unwrap();
+        let cpu = bare.clone().with_head(&linear).unwrap();
         let gpu = GpuRnn::new(&ctx, config.clone(), &weights)
             .unwrap()
             .with_head(&linear)
             .unwrap();
-        assert_eq!(gpu.output_features(), out);
+        assert_eq!((cpu.output_features(), gpu.output_features()), (out, out));
         let (steps, n) = (13, 3);
         let shape = if batch_first {
             [n, steps, 6]
@@ -62,6 +86,20 @@ fn gpu_head_matches_cpu_head() {
             [steps, n, 6]
         };
         let input = Tensor::new(values(k as u64, steps * n * 6), &shape).unwrap();
+
+        // The CPU head is the head applied to the model's frames.
+        let frames = bare.forward(&input, None).unwrap().output;
+        let by_hand = apply(&linear, &frames);
+        let c = compare(
+            cpu.forward(&input, None).unwrap().output.data(),
+            &by_hand,
+            1e-4,
+        );
+        assert!(
+            c.passed(),
+            "{mode:?} case {k}: the CPU head against the head by hand: {c}"
+        );
+
         let lengths = [13, 4, 9];
         for (what, want, got) in [
             (
@@ -81,45 +119,73 @@ fn gpu_head_matches_cpu_head() {
                 [steps, n, out]
             };
             assert_eq!(got.output.shape(), expected_shape);
-            let c = compare(got.output.data(), want.output.data(), 1e-4);
-            assert!(c.passed(), "case {k} {what}: {c}");
-            let c = compare(got.h_n.data(), want.h_n.data(), 1e-4);
-            assert!(c.passed(), "case {k} {what} h_n: {c}");
+            support::check_output(&got, &want)
+                .unwrap_or_else(|e| panic!("{mode:?} case {k} {what}: {e}"));
         }
         if !bidirectional {
-            // Time chunks and streams produce the head's frames too.
+            // Time chunks and streams produce the head's frames too. The smallest budget that
+            // holds a step depends on the mode (an LSTM's gates take four times an RNN's).
             let whole = gpu.forward(&input, None).unwrap();
-            gpu.set_workspace_budget(Some(6_000));
-            assert!(gpu.time_chunk(steps, n).unwrap() < steps);
+            let mut budget = 6_000;
+            gpu.set_workspace_budget(Some(budget));
+            while gpu.time_chunk(steps, n).is_err() {
+                budget *= 2;
+                gpu.set_workspace_budget(Some(budget));
+            }
+            assert!(
+                gpu.time_chunk(steps, n).unwrap() < steps,
+                "{mode:?} case {k}"
+            );
             let chunked = gpu.forward(&input, None).unwrap();
             gpu.set_workspace_budget(None);
             let c = compare(chunked.output.data(), whole.output.data(), 1e-6);
-            assert!(c.passed(), "case {k} chunked: {c}");
+            assert!(c.passed(), "{mode:?} case {k} chunked: {c}");
             let mut stream = gpu.stream(StreamOptions { batch: n, delay: 0 }).unwrap();
             let streamed = stream.push(&input).unwrap();
             let c = compare(streamed.data(), whole.output.data(), 1e-6);
-            assert!(c.passed(), "case {k} streamed: {c}");
+            assert!(c.passed(), "{mode:?} case {k} streamed: {c}");
         }
     }
 }
+for_each_mode!(gpu_head_matches_cpu_head, gpu_head_matches);
 
-#[test]
-fn heads_that_do_not_fit_are_rejected() {
+/// A head must read D·H_out features and have the weights its sizes say, on both paths.
+fn heads_rejected(mode: RnnMode) {
     let config = RnnConfig {
         bidirectional: true,
-        ..RnnConfig::new(3, 4)
+        ..RnnConfig::new(mode, 3, 4)
     };
-    let cpu = || CpuRnn::new(config.clone(), RnnWeights::init(&config, 1).unwrap()).unwrap();
+    let weights = RnnWeights::init(&config, 1).unwrap();
+    let cpu = || CpuRnn::new(config.clone(), &weights).unwrap();
     // The head must read D·H = 8 features.
-    let error = cpu().with_head(head(4, 2, true)).unwrap_err();
+    let error = cpu().with_head(&head(4, 2, true)).unwrap_err();
     assert!(matches!(error, RnnError::InvalidConfig(_)), "{error:?}");
     let mut short = head(8, 2, true);
     short.weight.pop();
-    let error = cpu().with_head(short).unwrap_err();
+    let error = cpu().with_head(&short).unwrap_err();
     assert!(
         matches!(error, RnnError::Weights { ref name, .. } if name == "weight"),
         "{error:?}"
     );
+    let Some(ctx) = testing::gpu(&format!(
+        "heads_that_do_not_fit_are_rejected::{}",
+        mode_name(mode)
+    )) else {
+        return;
+    };
+    let gpu = || GpuRnn::new(&ctx, config.clone(), &weights).unwrap();
+    let error = gpu().with_head(&head(4, 2, true)).unwrap_err();
+    assert!(matches!(error, RnnError::InvalidConfig(_)), "{error:?}");
+    let error = gpu().with_head(&short).unwrap_err();
+    assert!(
+        matches!(error, RnnError::Weights { ref name, .. } if name == "weight"),
+        "{error:?}"
+    );
+}
+for_each_mode!(heads_that_do_not_fit_are_rejected, heads_rejected);
+
+#[test]
+fn heads_load_from_a_state_dict() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/sine_model.safetensors");
     let error = Linear::load(&path, "linear.", 16, 2).unwrap_err();

@@ -9,8 +9,7 @@ mod support;
 use safetensors::Dtype;
 use support::{MODES, mode_name};
 use wgpu_rnn::{
-    CpuRnn, DirectionWeights, Hx, Rnn, RnnConfig, RnnError, RnnMode, RnnOutput, RnnWeights,
-    Tensor,
+    CpuRnn, DirectionWeights, Hx, Rnn, RnnConfig, RnnError, RnnMode, RnnOutput, RnnWeights, Tensor,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -81,7 +80,10 @@ fn weights_round_trip(mode: RnnMode) {
         assert!(all.all(|v| v.abs() <= bound), "{mode:?}");
     }
 }
-for_each_mode!(weights_round_trip_through_a_state_dict_with_prefix, weights_round_trip);
+for_each_mode!(
+    weights_round_trip_through_a_state_dict_with_prefix,
+    weights_round_trip
+);
 
 // ---------------------------------------------------------------------------------------------
 // Errors.
@@ -95,7 +97,11 @@ fn is_config(e: &RnnError) -> bool {
 }
 
 /// A case of bad input: what it is, what it returned, and which error it must be.
-type ErrorCase<'a> = (String, wgpu_rnn::Result<()>, Box<dyn Fn(&RnnError) -> bool + 'a>);
+type ErrorCase<'a> = (
+    String,
+    wgpu_rnn::Result<()>,
+    Box<dyn Fn(&RnnError) -> bool + 'a>,
+);
 
 fn case<'a>(
     what: impl Into<String>,
@@ -149,7 +155,11 @@ fn bad_weight_files(mode: RnnMode) {
         ),
         case(
             "second layer missing",
-            load(&config, edited(&|d| d.retain(|e| !e.0.contains("_l1"))), prefix),
+            load(
+                &config,
+                edited(&|d| d.retain(|e| !e.0.contains("_l1"))),
+                prefix,
+            ),
             |e| names(e, &name("weight_ih_l1")),
         ),
         case(
@@ -188,7 +198,9 @@ fn bad_weight_files(mode: RnnMode) {
                 &RnnConfig::new(mode, 3, 4),
                 vec![DirectionWeights {
                     weight_hr: Some(vec![0.0; 4]),
-                    ..RnnWeights::init(&RnnConfig::new(mode, 3, 4), 1).unwrap().units()[0]
+                    ..RnnWeights::init(&RnnConfig::new(mode, 3, 4), 1)
+                        .unwrap()
+                        .units()[0]
                         .clone()
                 }],
             ),
@@ -249,7 +261,10 @@ fn bad_weight_files(mode: RnnMode) {
     }
     expect_errors(cases);
 }
-for_each_mode!(bad_weight_files_are_rejected_naming_the_tensor, bad_weight_files);
+for_each_mode!(
+    bad_weight_files_are_rejected_naming_the_tensor,
+    bad_weight_files
+);
 
 #[test]
 fn invalid_configurations_are_rejected_like_pytorch() {
@@ -264,15 +279,39 @@ fn invalid_configurations_are_rejected_like_pytorch() {
             init(config)
         };
         cases.extend([
-            case(format!("{name}: hidden_size 0"), with(&|c| c.hidden_size = 0), is_config),
-            case(format!("{name}: input_size 0"), with(&|c| c.input_size = 0), is_config),
-            case(format!("{name}: num_layers 0"), with(&|c| c.num_layers = 0), is_config),
-            case(format!("{name}: dropout 1.5"), with(&|c| c.dropout = 1.5), is_config),
+            case(
+                format!("{name}: hidden_size 0"),
+                with(&|c| c.hidden_size = 0),
+                is_config,
+            ),
+            case(
+                format!("{name}: input_size 0"),
+                with(&|c| c.input_size = 0),
+                is_config,
+            ),
+            case(
+                format!("{name}: num_layers 0"),
+                with(&|c| c.num_layers = 0),
+                is_config,
+            ),
+            case(
+                format!("{name}: dropout 1.5"),
+                with(&|c| c.dropout = 1.5),
+                is_config,
+            ),
         ]);
         if mode == RnnMode::Lstm {
             cases.extend([
-                case("lstm: proj_size = hidden_size", with(&|c| c.proj_size = 4), is_config),
-                case("lstm: proj_size > hidden_size", with(&|c| c.proj_size = 9), is_config),
+                case(
+                    "lstm: proj_size = hidden_size",
+                    with(&|c| c.proj_size = 4),
+                    is_config,
+                ),
+                case(
+                    "lstm: proj_size > hidden_size",
+                    with(&|c| c.proj_size = 9),
+                    is_config,
+                ),
             ]);
             let projected = with(&|c| c.proj_size = 3);
             assert!(projected.is_ok(), "proj_size < hidden_size: {projected:?}");
@@ -314,9 +353,21 @@ fn bad_forward_arguments(mode: RnnMode) {
             run(&z(&[5, 3, 3]), &z(&[3, rows, h_out]), None),
             shape_of("h0"),
         ),
-        case("input of wrong features", model.forward(&z(&[5, 2, 4]), None), shape_of("input")),
-        case("input with T = 0", model.forward(&z(&[0, 2, 3]), None), shape_of("input")),
-        case("one length for two sequences", lengths(&[5]), shape_of("lengths")),
+        case(
+            "input of wrong features",
+            model.forward(&z(&[5, 2, 4]), None),
+            shape_of("input"),
+        ),
+        case(
+            "input with T = 0",
+            model.forward(&z(&[0, 2, 3]), None),
+            shape_of("input"),
+        ),
+        case(
+            "one length for two sequences",
+            lengths(&[5]),
+            shape_of("lengths"),
+        ),
         case("length 0", lengths(&[5, 0]), bad_length),
         case("length past T", lengths(&[6, 5]), bad_length),
     ];
@@ -351,7 +402,10 @@ fn bad_forward_arguments(mode: RnnMode) {
     // The same state, complete, is accepted.
     run(&input, &h0, good_c0).unwrap();
 }
-for_each_mode!(bad_forward_arguments_are_typed_errors, bad_forward_arguments);
+for_each_mode!(
+    bad_forward_arguments_are_typed_errors,
+    bad_forward_arguments
+);
 
 // ---------------------------------------------------------------------------------------------
 // Values checkable by hand, and the layouts agreeing with each other.
@@ -486,7 +540,11 @@ fn layouts_agree(mode: RnnMode) {
     };
     let batch_first = CpuRnn::new(batch_first, &weights).unwrap();
     let (t, n, rows) = (5, 3, config.state_rows());
-    let (h_out, h, out) = (config.state_size(), config.hidden_size, config.output_size());
+    let (h_out, h, out) = (
+        config.state_size(),
+        config.hidden_size,
+        config.output_size(),
+    );
     let data: Vec<f32> = (0..t * n * 3).map(|v| (v as f32 * 0.37).sin()).collect();
     let input = Tensor::new(data.clone(), &[t, n, 3]).unwrap();
     let h0 = (0..rows * n * h_out).map(|v| v as f32 * 0.01).collect();
@@ -494,17 +552,27 @@ fn layouts_agree(mode: RnnMode) {
     let c0 = (0..rows * n * h).map(|v| v as f32 * -0.01).collect();
     let c0 = Tensor::new(c0, &[rows, n, h]).unwrap();
     let c0 = config.mode.has_cell_state().then_some(c0);
-    let hx = || Some(Hx { h0: &h0, c0: c0.as_ref() });
+    let hx = || {
+        Some(Hx {
+            h0: &h0,
+            c0: c0.as_ref(),
+        })
+    };
     let whole = seq_first.forward(&input, hx()).unwrap();
 
     // batch_first: the same numbers, output transposed, states not.
     let bf_input = Tensor::new(transpose_tn(&data, t, n, 3), &[n, t, 3]).unwrap();
     let bf = batch_first.forward(&bf_input, hx()).unwrap();
-    assert_eq!(bf.output.data(), transpose_tn(whole.output.data(), t, n, out));
+    assert_eq!(
+        bf.output.data(),
+        transpose_tn(whole.output.data(), t, n, out)
+    );
     assert_eq!((bf.h_n, bf.c_n), (whole.h_n.clone(), whole.c_n.clone()));
 
     let lengths = [5, 2, 4];
-    let packed = seq_first.forward_with_lengths(&input, &lengths, hx()).unwrap();
+    let packed = seq_first
+        .forward_with_lengths(&input, &lengths, hx())
+        .unwrap();
     // Sequence `seq`'s rows of a (D·L, N, F) state, as a (D·L, F) one.
     let state = |tensor: &Tensor, seq: usize| -> Tensor {
         let features = tensor.shape()[2];
@@ -533,9 +601,15 @@ fn layouts_agree(mode: RnnMode) {
             let frame = &packed.output.data()[(ti * n + seq) * out..][..out];
             if ti < len {
                 let error = max_abs_diff(frame, &alone.output.data()[ti * out..][..out]);
-                assert!(error < 1e-6, "{mode:?} sequence {seq} frame {ti}: {error:e}");
+                assert!(
+                    error < 1e-6,
+                    "{mode:?} sequence {seq} frame {ti}: {error:e}"
+                );
             } else {
-                assert!(frame.iter().all(|&v| v == 0.0), "output past the length must be zero");
+                assert!(
+                    frame.iter().all(|&v| v == 0.0),
+                    "output past the length must be zero"
+                );
             }
         }
         let error = max_abs_diff(state(&packed.h_n, seq).data(), alone.h_n.data());
@@ -547,4 +621,7 @@ fn layouts_agree(mode: RnnMode) {
         }
     }
 }
-for_each_mode!(batch_first_unbatched_and_packed_agree_with_separate_runs, layouts_agree);
+for_each_mode!(
+    batch_first_unbatched_and_packed_agree_with_separate_runs,
+    layouts_agree
+);
