@@ -13,20 +13,20 @@ use std::path::PathBuf;
 
 use wgpu_rnn::compare::compare;
 use wgpu_rnn::reference_case::ReferenceCase;
-use wgpu_rnn::{
-    GatedConfig, GatedRnn, GatedWeights, GpuContext, GpuGatedRnn, Result, StreamOptions, Tensor,
-};
+use wgpu_rnn::{GpuContext, GpuRnn, Hx, Result, Rnn, RnnConfig, RnnWeights, StreamOptions, Tensor};
 
 fn main() -> Result<()> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/torch_gated/lstm_proj_h0.safetensors");
     // torch.nn.LSTM(4, 8, num_layers=2, proj_size=3); the tensors are named weight_ih_l0, ...
-    let config = GatedConfig {
+    let config = RnnConfig {
         num_layers: 2,
         proj_size: 3,
-        ..GatedConfig::lstm(4, 8)
+        ..RnnConfig::lstm(4, 8)
     };
-    let weights = GatedWeights::load(&config, &path, "")?;
+    // The file also holds PyTorch's inputs and outputs beside the state_dict: a strict load
+    // would refuse those extra tensors, so load non-strictly.
+    let weights = RnnWeights::load_non_strict(&config, &path, "")?;
     let case = ReferenceCase::load(&path)?;
     let (input, h0, c0) = (
         case.tensor("input")?,
@@ -36,11 +36,11 @@ fn main() -> Result<()> {
 
     let ctx = GpuContext::new()?;
     println!("adapter: {}", ctx.describe());
-    let lstm = GpuGatedRnn::new(&ctx, config.clone(), &weights)?;
+    let lstm = GpuRnn::new(&ctx, config.clone(), &weights)?;
     println!("recurrence: {:?}", lstm.recurrence());
 
     // One forward over the whole sequence: output, (h_n, c_n) = lstm(input, (h0, c0)).
-    let out = lstm.forward(&input, Some(&h0), Some(&c0))?;
+    let out = lstm.forward(&input, Some(Hx::lstm(&h0, &c0)))?;
     let c_n = out.c_n.expect("an LSTM returns c_n");
     println!(
         "input {:?} -> output {:?}, h_n {:?}, c_n {:?}",
@@ -65,7 +65,7 @@ fn main() -> Result<()> {
     let (steps, batch) = (input.shape()[0], input.shape()[1]);
     let mut stream = lstm.stream(StreamOptions { batch, delay: 0 })?;
     let per_layer = |t: &Tensor, features| Tensor::new(t.data().to_vec(), &[2, batch, features]);
-    stream.reset_to_lstm_state(&per_layer(&h0, 3)?, &per_layer(&c0, 8)?)?;
+    stream.reset_to(Hx::lstm(&per_layer(&h0, 3)?, &per_layer(&c0, 8)?))?;
     let frame = input.data().len() / steps;
     let mut streamed = Vec::new();
     for t in 0..steps {

@@ -5,7 +5,7 @@
 //!
 //! One line per file: name, configuration, adapter, max abs error of output and h_n on each
 //! path, and PASS, FAIL or SKIP (a kind this crate does not run yet, with the reason).
-//! LSTM and GRU cases (tests/fixtures/torch_gated, `lstm*` and `gru*`) also report c_n.
+//! LSTM cases (tests/fixtures/torch_gated, `lstm*`) also report c_n.
 //! Exits 1 if any file fails. Tolerances: 1e-5 on the CPU path, 1e-4 on the GPU path.
 //! `--chunk N` runs the GPU path of each unidirectional case through a stream, N frames per
 //! push, carrying the state on the GPU.
@@ -14,9 +14,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use wgpu_rnn::reference_case::GatedCaseCheck;
 use wgpu_rnn::reference_case::{CaseCheck, ReferenceCase};
-use wgpu_rnn::{CpuGatedRnn, CpuRnn, GpuContext, GpuGatedRnn, GpuRnn, Result, RnnCell, RnnConfig};
+use wgpu_rnn::{CpuRnn, GpuContext, GpuRnn, Result, RnnCell, RnnConfig, RnnMode};
 
 const CPU_TOLERANCE: f64 = 1e-5;
 const GPU_TOLERANCE: f64 = 1e-4;
@@ -28,12 +27,21 @@ enum Verdict {
 }
 
 fn describe(config: &RnnConfig, case: &ReferenceCase) -> String {
+    let mode = match config.mode {
+        RnnMode::Rnn(nonlinearity) => format!("nn.RNN {nonlinearity:?}"),
+        other => other.torch_name().to_string(),
+    };
+    let projection = if config.proj_size > 0 {
+        format!(" proj={}", config.proj_size)
+    } else {
+        String::new()
+    };
     let head = format!(
-        "I={} H={} L={} {:?}",
-        config.input_size, config.hidden_size, config.num_layers, config.nonlinearity
+        "{mode} I={} H={} L={}",
+        config.input_size, config.hidden_size, config.num_layers
     );
     let flags = [config.bias, config.batch_first, config.bidirectional];
-    head + &case_details(case, flags, "")
+    head + &case_details(case, flags, &projection)
 }
 
 /// What every case line shows after the model's sizes: the flags that are set (`[bias,
@@ -68,19 +76,23 @@ fn case_details(
 }
 
 fn errors(check: &CaseCheck) -> String {
+    let c_n = check
+        .c_n
+        .map_or(String::new(), |c| format!(" c_n {:.1e}", c.max_abs));
     format!(
-        "out {:.1e} h_n {:.1e}",
+        "out {:.1e} h_n {:.1e}{c_n}",
         check.output.max_abs, check.h_n.max_abs
     )
 }
 
-fn run_rnn(
+/// An `nn.RNN`, `nn.LSTM` or `nn.GRU` case on both paths.
+fn run_model(
     case: &ReferenceCase,
     gpu: Option<&GpuContext>,
     chunk: Option<usize>,
 ) -> Result<Verdict> {
-    let config = case.rnn_config()?;
-    let weights = case.rnn_weights(&config)?;
+    let config = case.config()?;
+    let weights = case.weights(&config)?;
     let mut what = describe(&config, case);
     if let Some(chunk) = chunk {
         if let Some(reason) = unstreamable(config.bidirectional, case)? {
@@ -88,10 +100,7 @@ fn run_rnn(
         }
         what += &format!(" stream chunks of {chunk}");
     }
-    let cpu = case.check_rnn(
-        &CpuRnn::new(config.clone(), weights.clone())?,
-        CPU_TOLERANCE,
-    )?;
+    let cpu = case.check(&CpuRnn::new(config.clone(), &weights)?, CPU_TOLERANCE)?;
     let Some(ctx) = gpu else {
         return Ok(Verdict::Fail(format!(
             "{what} | cpu {} | gpu: no adapter",
@@ -100,8 +109,8 @@ fn run_rnn(
     };
     let model = GpuRnn::new(ctx, config, &weights)?;
     let gpu = match chunk {
-        Some(chunk) => case.check_rnn_streamed(&model, chunk, GPU_TOLERANCE)?,
-        None => case.check_rnn(&model, GPU_TOLERANCE)?,
+        Some(chunk) => case.check_streamed(&model, chunk, GPU_TOLERANCE)?,
+        None => case.check(&model, GPU_TOLERANCE)?,
     };
     let line = format!("{what} | cpu {} | gpu {}", errors(&cpu), errors(&gpu));
     Ok(if cpu.passed() && gpu.passed() {
@@ -112,99 +121,29 @@ fn run_rnn(
 }
 
 fn run_cell(case: &ReferenceCase, gpu: Option<&GpuContext>) -> Result<Verdict> {
-    let config = case.rnn_cell_config()?;
-    let weights = case.rnn_cell_weights(&config)?;
+    let config = case.cell_config()?;
+    let weights = case.cell_weights(&config)?;
     let what = format!(
         "RNNCell I={} H={} {:?}{} steps={} N={}{}",
         config.input_size,
         config.hidden_size,
-        config.nonlinearity,
+        config.mode,
         if config.bias { "" } else { " nobias" },
         case.meta("steps").unwrap_or("?"),
         case.meta("batch").unwrap_or("?"),
         if case.has("h0") { " h0" } else { "" },
     );
-    let cpu = case.check_rnn_cell(
-        &RnnCell::cpu(config.clone(), weights.clone())?,
-        CPU_TOLERANCE,
-    )?;
+    let cpu = case.check_cell(&RnnCell::cpu(config.clone(), &weights)?, CPU_TOLERANCE)?;
     let Some(ctx) = gpu else {
         return Ok(Verdict::Fail(format!(
             "{what} | cpu h {:.1e} | gpu: no adapter",
             cpu.max_abs
         )));
     };
-    let gpu = case.check_rnn_cell(&RnnCell::gpu(ctx, config, weights)?, GPU_TOLERANCE)?;
+    let gpu = case.check_cell(&RnnCell::gpu(ctx, config, &weights)?, GPU_TOLERANCE)?;
     let line = format!(
         "{what} | cpu h {:.1e} | gpu h {:.1e}",
         cpu.max_abs, gpu.max_abs
-    );
-    Ok(if cpu.passed() && gpu.passed() {
-        Verdict::Pass(line)
-    } else {
-        Verdict::Fail(line)
-    })
-}
-
-fn gated_errors(check: &GatedCaseCheck) -> String {
-    let c_n = check
-        .c_n
-        .map_or(String::new(), |c| format!(" c_n {:.1e}", c.max_abs));
-    format!(
-        "out {:.1e} h_n {:.1e}{c_n}",
-        check.output.max_abs, check.h_n.max_abs
-    )
-}
-
-/// An `nn.LSTM` / `nn.GRU` case on both paths.
-fn run_gated(
-    case: &ReferenceCase,
-    gpu: Option<&GpuContext>,
-    chunk: Option<usize>,
-) -> Result<Verdict> {
-    let config = case.gated_config()?;
-    let weights = case.gated_weights(&config)?;
-    let projection = if config.proj_size > 0 {
-        format!(" proj={}", config.proj_size)
-    } else {
-        String::new()
-    };
-    let mut what = format!(
-        "{} I={} H={} L={}",
-        config.kind.torch_name(),
-        config.input_size,
-        config.hidden_size,
-        config.num_layers
-    ) + &case_details(
-        case,
-        [config.bias, config.batch_first, config.bidirectional],
-        &projection,
-    );
-    if let Some(chunk) = chunk {
-        if let Some(reason) = unstreamable(config.bidirectional, case)? {
-            return Ok(Verdict::Skip(format!("{what} | {reason}")));
-        }
-        what += &format!(" stream chunks of {chunk}");
-    }
-    let cpu = case.check_gated(
-        &CpuGatedRnn::new(config.clone(), weights.clone())?,
-        CPU_TOLERANCE,
-    )?;
-    let Some(ctx) = gpu else {
-        return Ok(Verdict::Fail(format!(
-            "{what} | cpu {} | gpu: no adapter",
-            gated_errors(&cpu)
-        )));
-    };
-    let model = GpuGatedRnn::new(ctx, config, &weights)?;
-    let gpu = match chunk {
-        Some(chunk) => case.check_gated_streamed(&model, chunk, GPU_TOLERANCE)?,
-        None => case.check_gated(&model, GPU_TOLERANCE)?,
-    };
-    let line = format!(
-        "{what} | cpu {} | gpu {}",
-        gated_errors(&cpu),
-        gated_errors(&gpu)
     );
     Ok(if cpu.passed() && gpu.passed() {
         Verdict::Pass(line)
@@ -230,9 +169,10 @@ fn run_file(path: &str, gpu: Option<&GpuContext>, chunk: Option<usize>) -> Verdi
         Err(e) => return Verdict::Fail(format!("unreadable: {e}")),
     };
     match case.kind() {
-        "rnn" | "rnn_packed" => run_rnn(&case, gpu, chunk),
+        "rnn" | "rnn_packed" | "lstm" | "lstm_packed" | "gru" | "gru_packed" => {
+            run_model(&case, gpu, chunk)
+        }
         "rnn_cell" => run_cell(&case, gpu),
-        "lstm" | "lstm_packed" | "gru" | "gru_packed" => run_gated(&case, gpu, chunk),
         "sine_model" => Ok(Verdict::Skip(
             "a trained model with a Linear head, not a parity case (see the sine_wave example)"
                 .into(),

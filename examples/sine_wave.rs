@@ -20,7 +20,7 @@ use clap::Parser;
 
 use wgpu_rnn::compare::compare;
 use wgpu_rnn::reference_case::ReferenceCase;
-use wgpu_rnn::{GpuContext, GpuRnn, Linear, Rnn, RnnConfig, RnnWeights, StreamOptions, Tensor};
+use wgpu_rnn::{GpuContext, GpuRnn, Hx, Linear, Rnn, RnnConfig, RnnWeights, StreamOptions, Tensor};
 
 const TOLERANCE: f64 = 1e-4;
 
@@ -53,7 +53,7 @@ fn run() -> wgpu_rnn::Result<bool> {
     let case = ReferenceCase::load(&path)?;
     let config = RnnConfig {
         batch_first: true,
-        ..RnnConfig::new(1, 16)
+        ..RnnConfig::rnn(1, 16)
     };
     let weights = RnnWeights::load(&config, &path, "rnn.")?;
     let head = Linear::load(&path, "linear.", 16, 1)?;
@@ -65,7 +65,7 @@ fn run() -> wgpu_rnn::Result<bool> {
     let steps = input.shape()[1];
 
     // (a) Teacher forcing: the whole window in one forward, the head applied on the GPU.
-    let forced = model.forward(&input, Some(&h0))?;
+    let forced = model.forward(&input, Some(Hx::h0(&h0)))?;
     let forced_output = compare(
         forced.output.data(),
         case.tensor("teacher_forced_output")?.data(),
@@ -80,7 +80,7 @@ fn run() -> wgpu_rnn::Result<bool> {
 
     // (b) Free-running generation: one frame per push, the prediction fed back as input.
     let mut stream = model.stream(StreamOptions::default())?;
-    stream.reset_to(&h0)?;
+    stream.reset_to(Hx::h0(&h0))?;
     let mut x = input.data()[0];
     let mut generated = Vec::with_capacity(steps);
     for _ in 0..steps {

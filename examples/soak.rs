@@ -16,7 +16,7 @@ use std::time::Instant;
 use clap::Parser;
 
 use wgpu_rnn::compare::compare;
-use wgpu_rnn::{CpuRnn, GpuContext, GpuRnn, Rnn, RnnConfig, RnnWeights, Tensor};
+use wgpu_rnn::{CpuRnn, GpuContext, GpuRnn, Hx, Rnn, RnnConfig, RnnMode, RnnWeights, Tensor};
 
 const WARM_UP: usize = 200;
 
@@ -33,6 +33,11 @@ struct Options {
     /// forwards) and the end.
     #[arg(long, value_name = "M", default_value_t = 20.0)]
     max_growth_mib: f64,
+
+    /// The model's mode: rnn_tanh, rnn_relu, lstm or gru (an LSTM's calls with h0 pass c0
+    /// too).
+    #[arg(long, value_name = "MODE", default_value = "rnn_tanh")]
+    mode: RnnMode,
 }
 
 /// The page size, from the auxiliary vector the kernel hands every process (AT_PAGESZ = 6);
@@ -80,10 +85,10 @@ fn main() -> ExitCode {
     };
     let config = RnnConfig {
         num_layers: 2,
-        ..RnnConfig::new(16, 32)
+        ..RnnConfig::new(options.mode, 16, 32)
     };
     let weights = RnnWeights::init(&config, 1).expect("valid configuration");
-    let cpu = CpuRnn::new(config.clone(), weights.clone()).expect("valid weights");
+    let cpu = CpuRnn::new(config.clone(), &weights).expect("valid weights");
     let ctx = match GpuContext::new() {
         Ok(ctx) => ctx,
         Err(e) => {
@@ -94,7 +99,8 @@ fn main() -> ExitCode {
     let gpu = GpuRnn::new(&ctx, config.clone(), &weights).expect("the model fits the adapter");
     println!("adapter: {}", ctx.describe());
     println!(
-        "model: RNN(16, 32, num_layers=2); {} forwards, T in 1..=64, N in 1..=8; RSS at start {:.1} MiB",
+        "model: {}(16, 32, num_layers=2); {} forwards, T in 1..=64, N in 1..=8; RSS at start {:.1} MiB",
+        config.mode.torch_name(),
         options.iterations,
         mib(start_rss)
     );
@@ -111,15 +117,21 @@ fn main() -> ExitCode {
             &[seq_len, batch, config.input_size],
         )
         .expect("shape matches data");
-        let h0 = (i % 3 == 0).then(|| {
+        let state = |seed: u64| {
             let shape = [config.num_layers, batch, config.hidden_size];
-            Tensor::new(values(!(i as u64), shape.iter().product()), &shape).unwrap()
+            Tensor::new(values(seed, shape.iter().product()), &shape).unwrap()
+        };
+        let h0 = (i % 3 == 0).then(|| state(!(i as u64)));
+        let c0 = (i % 3 == 0 && config.mode == RnnMode::Lstm).then(|| state(i as u64 ^ 0x5A5A));
+        let hx = h0.as_ref().map(|h0| Hx {
+            h0,
+            c0: c0.as_ref(),
         });
         let lengths: Option<Vec<usize>> =
             (i % 4 == 0).then(|| (0..batch).map(|n| 1 + (n * 7 + i) % seq_len).collect());
         let run = |model: &dyn Rnn| match &lengths {
-            Some(l) => model.forward_with_lengths(&input, l, h0.as_ref()),
-            None => model.forward(&input, h0.as_ref()),
+            Some(l) => model.forward_with_lengths(&input, l, hx),
+            None => model.forward(&input, hx),
         };
         match run(&gpu) {
             Ok(out) if i % 500 == 0 => {

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use wgpu_rnn::Tensor;
+use wgpu_rnn::{Rnn, Tensor};
 
 use crate::model::{CpuModel, GpuModel};
 use crate::shape::Shape;
@@ -119,13 +119,15 @@ fn time_runs(
 pub fn time_gpu(model: &GpuModel, input: &Tensor, sampling: Sampling) -> wgpu_rnn::Result<Timing> {
     time_runs(sampling, true, |profiled| {
         model.set_profiling(profiled);
-        model.forward(input)?;
+        model.forward(input, None)?;
         Ok(model.last_gpu_time())
     })
 }
 
 pub fn time_cpu(model: &CpuModel, input: &Tensor, sampling: Sampling) -> wgpu_rnn::Result<Timing> {
-    time_runs(sampling, false, |_| model.forward(input).map(|_| None))
+    time_runs(sampling, false, |_| {
+        model.forward(input, None).map(|_| None)
+    })
 }
 
 fn median(values: &mut [Duration]) -> Option<Duration> {

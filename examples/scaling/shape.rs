@@ -1,17 +1,17 @@
 //! The measured models: `nn.RNN(H, H)` (tanh), `nn.LSTM(H, H)` or `nn.GRU(H, H)`, one layer,
 //! run on batches of N sequences.
 
-use wgpu_rnn::{GatedConfig, RnnConfig, Tensor};
+use wgpu_rnn::{RnnConfig, Tensor};
 
 /// The recurrent cell the report measures (`--cell`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Cell {
-    /// `nn.RNN`, tanh: `GpuRnn` / `CpuRnn`.
+    /// `nn.RNN`, tanh.
     #[default]
     Rnn,
-    /// `nn.LSTM`: `GpuGatedRnn` / `CpuGatedRnn`.
+    /// `nn.LSTM`.
     Lstm,
-    /// `nn.GRU`: `GpuGatedRnn` / `CpuGatedRnn`.
+    /// `nn.GRU`.
     Gru,
 }
 
@@ -62,17 +62,12 @@ pub struct Shape {
 }
 
 impl Shape {
-    /// The `nn.RNN(H, H)` of an `rnn` shape.
-    pub fn rnn_config(self) -> RnnConfig {
-        RnnConfig::new(self.input(), self.hidden)
-    }
-
-    /// The `nn.LSTM(H, H)` or `nn.GRU(H, H)` of a gated shape; `None` for `rnn`.
-    pub fn gated_config(self) -> Option<GatedConfig> {
+    /// The `nn.RNN(H, H)`, `nn.LSTM(H, H)` or `nn.GRU(H, H)` of the shape.
+    pub fn config(self) -> RnnConfig {
         match self.cell {
-            Cell::Rnn => None,
-            Cell::Lstm => Some(GatedConfig::lstm(self.input(), self.hidden)),
-            Cell::Gru => Some(GatedConfig::gru(self.input(), self.hidden)),
+            Cell::Rnn => RnnConfig::rnn(self.input(), self.hidden),
+            Cell::Lstm => RnnConfig::lstm(self.input(), self.hidden),
+            Cell::Gru => RnnConfig::gru(self.input(), self.hidden),
         }
     }
 
@@ -127,7 +122,7 @@ mod tests {
             ..rnn
         };
         assert_eq!(lstm.flops(10), 4.0 * rnn.flops(10));
-        assert_eq!(lstm.gated_config().map(|c| c.gate_size()), Some(256));
-        assert!(rnn.gated_config().is_none());
+        assert_eq!(lstm.config().gate_size(), 256);
+        assert_eq!(rnn.config().gate_size(), 64);
     }
 }
