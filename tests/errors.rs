@@ -162,12 +162,13 @@ fn forward_cases(model: Arc<dyn Rnn>) -> Vec<Case> {
                     c0: Option<&'static [usize]>| {
         let model = Arc::clone(&model);
         move || {
-            let (h0, c0) = (h0.map(Tensor::zeros), c0.map(Tensor::zeros));
+            let h0 = h0.map(Tensor::zeros).transpose()?;
+            let c0 = c0.map(Tensor::zeros).transpose()?;
             let hx = h0.as_ref().map(|h0| Hx {
                 h0,
                 c0: c0.as_ref(),
             });
-            model.forward(&Tensor::zeros(input), hx).map(|_| ())
+            model.forward(&Tensor::zeros(input)?, hx).map(|_| ())
         }
     };
     // An LSTM's valid h0 comes with its c0; the other modes' alone.
@@ -252,9 +253,9 @@ fn projected_cases(model: Arc<dyn Rnn>) -> Vec<Case> {
     let run = move |h0: &'static [usize], c0: &'static [usize]| {
         let model = Arc::clone(&model);
         move || {
-            let (h0, c0) = (Tensor::zeros(h0), Tensor::zeros(c0));
+            let (h0, c0) = (Tensor::zeros(h0)?, Tensor::zeros(c0)?);
             model
-                .forward(&Tensor::zeros(&[4, 3, 3]), Some(Hx::lstm(&h0, &c0)))
+                .forward(&Tensor::zeros(&[4, 3, 3])?, Some(Hx::lstm(&h0, &c0)))
                 .map(|_| ())
         }
     };
@@ -325,7 +326,7 @@ fn bad_forward_input_is_rejected_on_the_gpu(mode: RnnMode) {
             let tiny = RnnConfig::new(mode, 1, 1);
             let wide = GpuRnn::new(&ctx2, tiny.clone(), &RnnWeights::init(&tiny, 1)?)?;
             let n = ctx2.limits().max_compute_workgroups_per_dimension as usize + 1;
-            wide.forward(&Tensor::zeros(&[1, n, 1]), None).map(|_| ())
+            wide.forward(&Tensor::zeros(&[1, n, 1])?, None).map(|_| ())
         },
         |e| matches!(e, RnnError::ExceedsLimits { .. }),
     ));
@@ -353,7 +354,7 @@ fn bad_forward_input_is_rejected_on_the_gpu(mode: RnnMode) {
         "bidirectional sequence with a head beyond the storage binding limit",
         move || {
             headed
-                .forward(&Tensor::zeros(&[frames + 1, 1, 1]), None)
+                .forward(&Tensor::zeros(&[frames + 1, 1, 1])?, None)
                 .map(|_| ())
         },
         |e| matches!(e, RnnError::ExceedsLimits { .. }),
@@ -361,7 +362,7 @@ fn bad_forward_input_is_rejected_on_the_gpu(mode: RnnMode) {
     cases.push(case(
         "one timestep beyond the storage binding limit",
         move || {
-            big.forward(&Tensor::zeros(&[1, frames + 1, 1]), None)
+            big.forward(&Tensor::zeros(&[1, frames + 1, 1])?, None)
                 .map(|_| ())
         },
         |e| matches!(e, RnnError::ExceedsLimits { .. }),
@@ -380,7 +381,8 @@ fn stream_cases(model: Arc<GpuRnn>) -> Vec<Case> {
     let reset = move |h0: &'static [usize], c0: Option<&'static [usize]>| {
         let model = Arc::clone(&model);
         move || {
-            let (h0, c0) = (Tensor::zeros(h0), c0.map(Tensor::zeros));
+            let h0 = Tensor::zeros(h0)?;
+            let c0 = c0.map(Tensor::zeros).transpose()?;
             let mut stream = model.stream(StreamOptions { batch: 3, delay: 0 })?;
             stream.reset_to(Hx {
                 h0: &h0,

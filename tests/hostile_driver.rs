@@ -237,6 +237,12 @@ fn stream_op() -> impl Strategy<Value = Op> {
             };
             let lstm = config.mode == RnnMode::Lstm;
             let own_state = StreamStep::ResetTo(vec![l, n, h_out], lstm.then(|| vec![l, n, h]));
+            // A stream of one sequence also takes its state without N.
+            let unbatched_state = if n == 1 {
+                StreamStep::ResetTo(vec![l, h_out], lstm.then(|| vec![l, h]))
+            } else {
+                StreamStep::State
+            };
             let other_c0 = StreamStep::ResetTo(vec![l, n, h_out], (!lstm).then(|| vec![l, n, h]));
             let dims = any_dims(features(&config));
             let step = prop_oneof![
@@ -245,6 +251,7 @@ fn stream_op() -> impl Strategy<Value = Op> {
                 1 => Just(StreamStep::State),
                 1 => Just(StreamStep::Reset),
                 2 => Just(own_state),
+                1 => Just(unbatched_state),
                 1 => Just(other_c0),
                 1 => (dims.clone(), proptest::option::of(dims))
                     .prop_map(|(h0, c0)| StreamStep::ResetTo(h0, c0)),
@@ -541,8 +548,9 @@ fn swap01(data: &[f32], a: usize, b: usize, f: usize) -> Vec<f32> {
 }
 
 /// What a stream should hold: the frames pushed since its last reset (sequence-first,
-/// (T, N, I)), its initial state, the outputs it returned (sequence-first) and how many
-/// outputs the delay still holds back.
+/// (T, N, I)), its initial state, the outputs it returned (sequence-first), how many
+/// outputs the delay still holds back, and whether the last tensor it was given (a chunk, or
+/// the state of `reset_to`) was unbatched: a stream of one sequence answers in that form.
 struct StreamModel<'a> {
     config: &'a RnnConfig,
     cpu: &'a CpuRnn,
@@ -552,6 +560,7 @@ struct StreamModel<'a> {
     frames: Vec<f32>,
     returned: Vec<f32>,
     to_skip: usize,
+    unbatched: bool,
 }
 
 impl StreamModel<'_> {
@@ -579,14 +588,14 @@ impl StreamModel<'_> {
         if t == 0 {
             let layers = |f| [self.config.num_layers, n, f];
             let h0 = self.initial.as_ref().map_or_else(
-                || Tensor::zeros(&layers(self.config.state_size())),
+                || Tensor::zeros(&layers(self.config.state_size())).unwrap(),
                 |s| s.h0.clone(),
             );
             let c0 = (self.config.mode == RnnMode::Lstm).then(|| {
                 self.initial
                     .as_ref()
                     .and_then(|s| s.c0.clone())
-                    .unwrap_or_else(|| Tensor::zeros(&layers(self.config.hidden_size)))
+                    .unwrap_or_else(|| Tensor::zeros(&layers(self.config.hidden_size)).unwrap())
             });
             return (vec![], h0, c0);
         }
@@ -679,6 +688,7 @@ fn check_stream(
         frames: vec![],
         returned: vec![],
         to_skip: delay,
+        unbatched: false,
     };
     let mut rng = Rng(seed);
     let frames_shape = |t: usize, unbatched: bool| -> Vec<usize> {
@@ -715,6 +725,7 @@ fn check_stream(
                                 format!("{when}: {:?}", out.shape()),
                             ));
                         }
+                        sim.unbatched = unbatched;
                         let frames = sim.seq_first(chunk.data(), t, i);
                         sim.frames.extend(frames);
                         let out = sim.seq_first(out.data(), kept, f);
@@ -738,7 +749,14 @@ fn check_stream(
                 let got_c = call("RnnStream::cell_state", || stream.cell_state())?
                     .map_err(|e| fail("RnnStream::cell_state failed", e.to_string()))?;
                 let (_, want, want_c) = sim.reference();
-                let want = Tensor::new(want.into_data(), &[l, batch, h_out]).unwrap();
+                let block = |features| {
+                    if sim.unbatched {
+                        vec![l, features]
+                    } else {
+                        vec![l, batch, features]
+                    }
+                };
+                let want = Tensor::new(want.into_data(), &block(h_out)).unwrap();
                 support::check_values("state", &got, &want).map_err(|e| {
                     fail(
                         "RnnStream::state: differs from the CPU",
@@ -747,7 +765,7 @@ fn check_stream(
                 })?;
                 match (got_c, want_c) {
                     (Some(got), Some(want)) => {
-                        let want = Tensor::new(want.into_data(), &[l, batch, h]).unwrap();
+                        let want = Tensor::new(want.into_data(), &block(h)).unwrap();
                         support::check_values("cell state", &got, &want).map_err(|e| {
                             fail(
                                 "RnnStream::cell_state: differs from the CPU",
@@ -774,12 +792,31 @@ fn check_stream(
                     c0: c_dims.as_ref().map(|d| rng.tensor(d)),
                 };
                 let got = call("RnnStream::reset_to", || stream.reset_to(state.hx()))?;
+                // A stream of one sequence also takes (L, H_out) and (L, H), both so or
+                // neither; later outputs and states then take that form.
+                let unbatched = batch == 1 && h_dims.len() == 2;
+                let block = |features| {
+                    if unbatched {
+                        vec![l, features]
+                    } else {
+                        vec![l, batch, features]
+                    }
+                };
                 let c_valid = match c_dims {
-                    Some(c) => lstm && c[..] == [l, batch, h],
+                    Some(c) => lstm && *c == block(h),
                     None => !lstm,
                 };
-                match (got, h_dims[..] == [l, batch, h_out] && c_valid) {
-                    (Ok(()), true) => sim.reset(Some(state)),
+                match (got, *h_dims == block(h_out) && c_valid) {
+                    (Ok(()), true) => {
+                        // The reference runs batched: the same values as (L, 1, ·).
+                        let batched =
+                            |t: &Tensor, f| Tensor::new(t.data().to_vec(), &[l, batch, f]).unwrap();
+                        sim.reset(Some(State {
+                            h0: batched(&state.h0, h_out),
+                            c0: state.c0.as_ref().map(|c| batched(c, h)),
+                        }));
+                        sim.unbatched = unbatched;
+                    }
                     (Err(RnnError::ShapeMismatch { .. }), false) => {}
                     (got, _) => {
                         return Err(fail(
@@ -800,7 +837,7 @@ fn check_stream(
                 // The delay's zero frames go in; the outputs still held back come out.
                 let skipped = sim.to_skip.min(delay);
                 let kept = delay - skipped;
-                if out.shape() != frames_shape(kept, false).as_slice() {
+                if out.shape() != frames_shape(kept, sim.unbatched).as_slice() {
                     return Err(fail(
                         "RnnStream::finish: wrong output shape",
                         format!("{when}: {:?}", out.shape()),

@@ -102,7 +102,7 @@ fn pinned_crashing_calls_get_typed_errors(mode: RnnMode) {
             // error scope.
             "forward of (2, 65535, 1) through 21 layers of 400",
             Box::new(|| {
-                deep.forward(&Tensor::zeros(&[2, 65535, 1]), None)
+                deep.forward(&Tensor::zeros(&[2, 65535, 1])?, None)
                     .map(|_| ())
             }),
         ),

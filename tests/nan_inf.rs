@@ -333,7 +333,7 @@ fn nan_and_inf_in_h0(mode: RnnMode) {
     let both = Both::new(&ctx, config.clone(), &weights);
     let input = Rng(2).tensor(&[3, 2, 2]);
     let lstm = mode == RnnMode::Lstm;
-    let zeros_c0 = Tensor::zeros(&[2, 2, 4]);
+    let zeros_c0 = Tensor::zeros(&[2, 2, 4]).unwrap();
     let with_c0 = |h0: &Tensor, c0: &Tensor| -> RnnOutput {
         let hx = Hx {
             h0,
@@ -365,7 +365,7 @@ fn nan_and_inf_in_h0(mode: RnnMode) {
         // W_hh carries it to every unit.
         let mut c0 = vec![0.1; 2 * 2 * 4];
         c0[2 * 4 + 3] = NAN; // [layer 1][n 0][unit 3]
-        let out = with_c0(&Tensor::zeros(&[2, 2, 4]), &t(&c0, &[2, 2, 4]));
+        let out = with_c0(&Tensor::zeros(&[2, 2, 4]).unwrap(), &t(&c0, &[2, 2, 4]));
         let mut seq0: Vec<bool> = [[false, false, false, true], [false; 4]].concat();
         for _ in 1..3 {
             seq0.extend([[true; 4], [false; 4]].concat());
