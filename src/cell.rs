@@ -87,7 +87,7 @@ impl CellConfig {
         let file = parse(bytes)?;
         let name = |part: &str| format!("{prefix}{part}");
         let shape = UnitShape::of(&config, 0);
-        let weights = DirectionWeights::read(&file, name, shape)?;
+        let weights = DirectionWeights::read(&file, name, shape, strict)?;
         if strict {
             let expected: BTreeSet<String> = shape.names(name).into_iter().collect();
             reject_unexpected(&file, prefix, &expected)?;

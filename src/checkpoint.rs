@@ -34,13 +34,20 @@ pub(crate) fn map_file(path: &Path) -> Result<FileBytes> {
         path: path.to_owned(),
         source,
     };
+    // Checked before opening: opening a FIFO without a writer blocks.
+    let not_regular = || {
+        io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ))
+    };
+    if !std::fs::metadata(path).map_err(io)?.is_file() {
+        return Err(not_regular());
+    }
     let file = File::open(path).map_err(io)?;
     let metadata = file.metadata().map_err(io)?;
     if !metadata.is_file() {
-        return Err(io(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a regular file",
-        )));
+        return Err(not_regular());
     }
     if metadata.len() == 0 {
         // mmap refuses empty files; parsing no bytes gives safetensors' own error.

@@ -67,17 +67,20 @@ impl UnitShape {
 }
 
 impl DirectionWeights {
-    /// Reads one direction's tensors, named by `name("weight_ih")` and so on.
+    /// Reads one direction's tensors, named by `name("weight_ih")` and so on. `strict`
+    /// refuses biases or a `weight_hr` the configuration has no place for; otherwise they
+    /// are ignored, as PyTorch's `strict=False` ignores unexpected keys.
     pub(crate) fn read(
         file: &SafeTensors<'_>,
         name: impl Fn(&str) -> String,
         shape: UnitShape,
+        strict: bool,
     ) -> Result<Self> {
         let weight_ih = read_f32(file, &name("weight_ih"), &[shape.rows, shape.input])?;
         let weight_hh = read_f32(file, &name("weight_hh"), &[shape.rows, shape.recurrent])?;
         let optional = |part: &str, dims: Option<&[usize]>, setting: &str| match dims {
             Some(dims) => read_f32(file, &name(part), dims).map(Some),
-            None if file.tensor(&name(part)).is_ok() => Err(RnnError::weights(
+            None if strict && file.tensor(&name(part)).is_ok() => Err(RnnError::weights(
                 name(part),
                 format!("present, but the configuration says {setting}"),
             )),
@@ -290,7 +293,7 @@ impl RnnWeights {
                 let name = |part: &str| format!("{prefix}{part}_{s}");
                 let shape = UnitShape::of(config, layer);
                 expected.extend(shape.names(name));
-                units.push(DirectionWeights::read(file, name, shape)?);
+                units.push(DirectionWeights::read(file, name, shape, strict)?);
             }
         }
         if strict {

@@ -1059,9 +1059,6 @@ for_each_mode!(
 /// `load_state_dict(strict=False)` ignores unexpected keys: biases when `bias = false`, an
 /// LSTM's `weight_hr` when `proj_size = 0`.
 #[test]
-#[ignore = "src: DirectionWeights::read rejects a bias_ih/bias_hh or weight_hr present in the \
-            file whenever the configuration lacks it (\"present, but the configuration says \
-            bias = false / proj_size = 0\"), even when called from load_non_strict"]
 fn non_strict_loading_ignores_biases_and_projections_the_configuration_lacks() {
     let mut wrong = Vec::new();
     for mode in MODES {
@@ -1298,10 +1295,6 @@ fn non_regular_files_are_refused_at_once() {
 /// A FIFO is not a weight file either; one without a writer must not block the loader.
 #[cfg(target_os = "linux")]
 #[test]
-#[ignore = "src: checkpoint::map_file opens the path with File::open before looking at its \
-            type, and open(2) of a FIFO without a writer blocks until one appears, so \
-            RnnWeights::load never returns (it should refuse a non-regular file at once, e.g. \
-            by checking std::fs::metadata first or opening with O_NONBLOCK)"]
 fn a_fifo_is_refused_at_once() {
     let fifo = TempFile::path("fifo");
     let made = std::process::Command::new("mkfifo").arg(&fifo.0).status();

@@ -10,7 +10,7 @@
 //! ([`WgslParts::fused_input`]): it binds the projection's inputs the same way.
 
 use crate::gpu::kernels::ProjectionParams;
-use crate::gpu::persistent::STEPS_PER_DISPATCH;
+use crate::gpu::persistent_io::STEPS_PER_DISPATCH;
 use crate::gpu::projection::{SubgroupProjection, projection_bindings};
 use crate::shaders::Template;
 

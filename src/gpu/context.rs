@@ -11,7 +11,7 @@ use wgpu::util::DeviceExt;
 use crate::error::{Result, RnnError};
 use crate::gpu::counters::{Counters, ResourceCounts};
 use crate::gpu::kernels::Kernels;
-use crate::gpu::persistent::PersistentSpecs;
+use crate::gpu::persistent_specs::PersistentSpecs;
 use crate::shaders::WeightPrecision;
 
 /// A device, its queue and this crate's compiled pipelines. Cheap to clone (shared inside);

@@ -10,9 +10,9 @@ use crate::error::{Limit, Result, RnnError};
 use crate::gpu::architecture::{Architecture, Cell, UnitWeights};
 use crate::gpu::context::GpuContext;
 use crate::gpu::gated_persistent::GatedPersistentSpec;
-use crate::gpu::persistent::{
-    PERSISTENT_MAX_HIDDEN, PersistentSpec, PersistentSpecs, STEPS_PER_DISPATCH,
-};
+use crate::gpu::persistent::{PERSISTENT_MAX_HIDDEN, PersistentSpec};
+use crate::gpu::persistent_io::STEPS_PER_DISPATCH;
+use crate::gpu::persistent_specs::PersistentSpecs;
 use crate::gpu::scheduler::InitialState;
 use crate::gpu::workspace::{
     LayerFrames, PersistentKernel, Workspace, check_limits, fused_input_spec,

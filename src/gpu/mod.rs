@@ -15,6 +15,8 @@ mod kernel_tests;
 pub(crate) mod kernels;
 pub(crate) mod model;
 pub(crate) mod persistent;
+pub(crate) mod persistent_io;
+pub(crate) mod persistent_specs;
 pub(crate) mod projection;
 pub(crate) mod scheduler;
 pub(crate) mod stream;

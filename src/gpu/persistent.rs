@@ -9,15 +9,9 @@
 use std::fmt::Write;
 
 use crate::gpu::ahead;
-use crate::gpu::gated_persistent::{self, GatedPersistentSpec};
-use crate::gpu::kernels::ProjectionParams;
+use crate::gpu::persistent_io;
 use crate::gpu::projection::SubgroupProjection;
 use crate::shaders::{self, Template, WeightPrecision};
-
-/// Timesteps one persistent dispatch runs at most. llvmpipe silently stops any invocation
-/// after 65,535 loop iterations in total; the generated kernel has one loop iteration per step
-/// (everything else is written out), so this leaves a wide margin.
-pub(crate) const STEPS_PER_DISPATCH: u32 = 8192;
 
 /// Sequences per workgroup for batched forwards of one-subgroup kernels.
 const BATCH_TILE: usize = 4;
@@ -424,7 +418,7 @@ impl PersistentSpec {
             Sharing::WorkgroupMemory | Sharing::SubgroupSlices(_) => "workgroupBarrier()",
         };
         let sub_builtin = ahead::builtins(slices.is_some(), self.projects_ahead.is_some());
-        let (io_element, io_functions) = gated_persistent::io_functions(self.hidden);
+        let (io_element, io_functions) = persistent_io::io_functions(self.hidden);
         let ahead = match self.fused_input {
             Some(input) => ahead::WgslParts::fused_input(input),
             None => ahead::WgslParts::new(
@@ -458,70 +452,6 @@ impl PersistentSpec {
             .set("BARRIER", barrier)
             .set("SUBGROUP_LANE", sub_builtin)
             .finish()
-    }
-}
-
-/// A persistent kernel's specialisation: the Elman or the gated kernel. The context caches
-/// their pipelines by it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum PersistentSpecs {
-    Elman(PersistentSpec),
-    Gated(GatedPersistentSpec),
-}
-
-impl PersistentSpecs {
-    /// The kernel and the timesteps per dispatch of a layer that projects ahead, where that
-    /// pays (see [`ahead::plan`]).
-    pub fn projecting_ahead(
-        self,
-        projection: &ProjectionParams,
-        directions: usize,
-        seq_len: usize,
-    ) -> Option<(Self, usize)> {
-        let shape = match self {
-            PersistentSpecs::Elman(spec) => spec.ahead_shape(),
-            PersistentSpecs::Gated(spec) => spec.ahead_shape(),
-        };
-        let (form, chunk) = ahead::plan(shape, projection, directions, seq_len)?;
-        let spec = match self {
-            PersistentSpecs::Elman(spec) => PersistentSpecs::Elman(spec.projecting_ahead(form)),
-            PersistentSpecs::Gated(spec) => PersistentSpecs::Gated(spec.projecting_ahead(form)),
-        };
-        Some((spec, chunk))
-    }
-
-    /// The kernel computing the layer's input projection itself, in each step, where that
-    /// pays: an Elman kernel that is one subgroup (small states: x_t then costs what h_{t-1}
-    /// costs, a slice per lane shared by subgroupBroadcast), reading x as vec4s, with an
-    /// input no wider than the padded state (W_ih then stays in private values beside
-    /// W_hh). Each step then does twice the multiply-adds but nothing is projected before the
-    /// recurrence starts: on llvmpipe the projection GEMM runs its loads lane by lane with a
-    /// branch per component, while this kernel loads W_ih once per dispatch.
-    pub fn fusing_input(self, projection: &ProjectionParams) -> Option<Self> {
-        let PersistentSpecs::Elman(spec) = self else {
-            return None;
-        };
-        let input = projection.depth as usize;
-        (spec.one_subgroup() && projection.vec4_aligned() && input <= spec.hidden_pad())
-            .then(|| PersistentSpecs::Elman(spec.fusing_input(input)))
-    }
-
-    /// What compiling the kernel takes: its label, its WGSL for its weights' precision, and
-    /// whether it reads the projection's bindings (projecting ahead or fusing its input: the
-    /// bind group layout it needs).
-    pub fn compile_inputs(&self) -> (&'static str, String, bool) {
-        match self {
-            PersistentSpecs::Elman(spec) => (
-                "persistent_recurrence",
-                shaders::with_weights(&spec.wgsl(), spec.weights).into_owned(),
-                spec.projects_ahead.is_some() || spec.fused_input.is_some(),
-            ),
-            PersistentSpecs::Gated(spec) => (
-                "gated_persistent",
-                shaders::with_weights(&spec.wgsl(), spec.weights).into_owned(),
-                spec.projects_ahead.is_some(),
-            ),
-        }
     }
 }
 

@@ -13,7 +13,7 @@ use crate::gpu::kernels::{
     PROJECTION_TILE, ProjectionBindings, ProjectionKernel, ProjectionParams, StepBindings,
     StepIndex, StepLayerParams,
 };
-use crate::gpu::persistent::PersistentSpecs;
+use crate::gpu::persistent_specs::PersistentSpecs;
 use crate::layout::{ForwardShape, FrameStrides};
 use crate::precision::WeightPrecision;
 
