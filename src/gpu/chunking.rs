@@ -54,10 +54,7 @@ impl Engine {
         };
         let workspace = self.workspace(&part)?;
         let ws = lock(&workspace)?;
-        Ok((
-            ws.ahead.iter().flatten().count(),
-            ws.fused.iter().flatten().count(),
-        ))
+        Ok(ws.plan.own_input_counts())
     }
 
     pub(crate) fn set_profiling(&self, on: bool) {

@@ -1,6 +1,7 @@
-//! The engine behind every GPU model: weights uploaded once, a cache of per-shape
-//! workspaces, and the forward over a resolved shape. `GpuRnn` and `GpuGatedRnn` are thin
-//! typed fronts over it; the cell (RNN, LSTM, GRU) is data ([`Architecture`]), not a type.
+//! The engine behind every GPU model: weights uploaded once, the persistent kernel chosen
+//! once, a cache of per-shape workspaces (each made from its shape's [`Plan`]), and the forward
+//! over a resolved shape. `GpuRnn` is a thin typed front over it; the mode (RNN, LSTM, GRU) is
+//! data ([`Architecture`]), not a type.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,41 +11,15 @@ use crate::error::{Limit, Result, RnnError};
 use crate::gpu::architecture::{Architecture, Cell, UnitWeights};
 use crate::gpu::context::GpuContext;
 use crate::gpu::gated_persistent::GatedPersistentSpec;
+use crate::gpu::model_buffers::ModelBuffers;
 use crate::gpu::persistent::{PERSISTENT_MAX_HIDDEN, PersistentSpec};
-use crate::gpu::persistent_io::STEPS_PER_DISPATCH;
 use crate::gpu::persistent_specs::PersistentSpecs;
+use crate::gpu::plan::{ModelKernels, Plan};
 use crate::gpu::scheduler::InitialState;
-use crate::gpu::workspace::{
-    LayerFrames, PersistentKernel, Workspace, check_limits, fused_input_spec,
-};
+use crate::gpu::workspace::{Workspace, check_limits};
 use crate::head::Linear;
 use crate::layout::ForwardShape;
 use crate::precision::WeightPrecision;
-
-/// One layer's weights on the GPU, both directions stacked.
-pub(crate) struct LayerBuffers {
-    /// W_ih of every direction, (D·G·H, I_k) row-major.
-    pub w_ih: wgpu::Buffer,
-    /// The projection's bias of every direction, (D·G·H); zeros without bias.
-    pub bias: wgpu::Buffer,
-    /// What the step kernels read besides the state: W_hh of every direction, (D, G·H, H_out)
-    /// (for the persistent kernel padded to (D, H_pad, H_pad)); then, for a GRU, b_hn (D, H);
-    /// then, for a projected LSTM, W_hr (D, H_out, H). One buffer keeps the kernels within
-    /// four storage bindings.
-    pub recurrent: wgpu::Buffer,
-    /// Where b_hn and W_hr start in `recurrent`, in elements.
-    pub step_bias_offset: usize,
-    pub hr_offset: usize,
-}
-
-/// A Linear head on the GPU.
-pub(crate) struct HeadBuffers {
-    /// (out_features, D·H_out) row-major.
-    pub weight: wgpu::Buffer,
-    /// (out_features); zeros without bias.
-    pub bias: wgpu::Buffer,
-    pub out_features: usize,
-}
 
 /// Which recurrent kernel a GPU model runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -113,16 +88,10 @@ pub(crate) type CachedWorkspace = (ShapeKey, Arc<Mutex<Workspace>>);
 pub(crate) struct Engine {
     pub(crate) ctx: GpuContext,
     pub(crate) arch: Architecture,
-    pub(crate) layers: Vec<LayerBuffers>,
-    /// The persistent kernel's layout, when this model runs it (its pipelines are cached by
-    /// the context, one per batch tile).
-    pub(crate) persistent: Option<PersistentSpec>,
-    /// The persistent gated kernel, when this LSTM or GRU runs it.
-    pub(crate) gated_persistent: Option<GatedPersistentSpec>,
-    /// Every layer's weights as the wavefront reads them, when a stacked unidirectional
-    /// Elman RNN runs per step as a wavefront (see `wavefront_block.wgsl`).
-    pub(crate) wavefront: Option<wgpu::Buffer>,
-    pub(crate) head: Option<HeadBuffers>,
+    pub(crate) buffers: ModelBuffers,
+    /// The persistent kernel (Elman or gated), when this model runs one (its pipelines are
+    /// cached by the context, one per batch tile).
+    pub(crate) persistent: Option<PersistentSpecs>,
     /// Most recently used first. Each entry's shape is beside its workspace, so that a
     /// lookup never locks a workspace that another thread's forward holds.
     pub(crate) workspaces: Mutex<Vec<CachedWorkspace>>,
@@ -168,13 +137,13 @@ impl Engine {
                 "the model is too large for this adapter: use a smaller hidden or input size",
             ));
         }
-        let persistent = match (arch.cell, options.recurrence) {
+        let elman = match (arch.cell, options.recurrence) {
             (Cell::Rnn(_), Recurrence::Persistent) => Some(h),
             (Cell::Rnn(_), Recurrence::Auto) => (h <= PERSISTENT_MAX_HIDDEN).then_some(h),
             _ => None,
         }
         .map(|h| PersistentSpec::for_hidden(h, ctx.persistent_subgroup()).with_weights(precision));
-        let gated_persistent = match options.recurrence {
+        let gated = match options.recurrence {
             Recurrence::PerStep => None,
             Recurrence::Auto => GatedPersistentSpec::for_arch(&arch, ctx.persistent_subgroup())
                 .filter(GatedPersistentSpec::fits)
@@ -192,80 +161,27 @@ impl Engine {
                 spec
             }
         };
+        let persistent = elman
+            .map(PersistentSpecs::Elman)
+            .or(gated.map(PersistentSpecs::Gated));
         let scopes = ctx.error_scopes();
         // Compiled now, so that making the model pays for it rather than its first forward.
         persistent
-            .map(|spec| ctx.persistent_pipeline(&PersistentSpecs::Elman(spec)))
+            .map(|spec| ctx.persistent_pipeline(&spec))
             .transpose()?;
-        gated_persistent
-            .map(|spec| ctx.persistent_pipeline(&PersistentSpecs::Gated(spec)))
-            .transpose()?;
-        let upload = |label: &str, data: &[u8]| {
-            ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: data,
-                usage: wgpu::BufferUsages::STORAGE,
-            })
-        };
-        // Weights in the model's precision; biases the projection adds stay f32.
-        let weights = |label: &str, data: &[f32]| upload(label, &precision.encode(data));
-        let f32s = |label: &str, data: &[f32]| upload(label, bytemuck::cast_slice(data));
-        let d = arch.directions;
-        let layers = units
-            .chunks(d)
-            .map(|layer| {
-                let stack = |part: &dyn Fn(&UnitWeights) -> Vec<f32>| -> Vec<f32> {
-                    layer.iter().flat_map(part).collect()
-                };
-                let mut recurrent = stack(&|u| u.weight_hh.clone());
-                let step_bias = stack(&|u| u.step_bias.clone().unwrap_or_default());
-                let step_bias_offset;
-                if let Some(spec) = &gated_persistent {
-                    (recurrent, step_bias_offset) = spec.pad_weights(&recurrent, &step_bias, d);
-                } else {
-                    if let Some(spec) = &persistent {
-                        recurrent = spec.pad_weights(&recurrent, d);
-                    }
-                    step_bias_offset = recurrent.len();
-                    recurrent.extend(step_bias);
-                }
-                let hr_offset = recurrent.len();
-                recurrent.extend(stack(&|u| u.weight_hr.clone().unwrap_or_default()));
-                LayerBuffers {
-                    w_ih: weights("weight_ih", &stack(&|u| u.weight_ih.clone())),
-                    bias: f32s("projection bias", &stack(&|u| u.projection_bias.clone())),
-                    recurrent: weights("recurrent weights", &recurrent),
-                    step_bias_offset,
-                    hr_offset,
-                }
-            })
-            .collect();
-        // A stacked unidirectional Elman RNN that runs per step may advance every layer in
-        // one dispatch per wave (T + L − 1 dispatches instead of T·L), for the batch sizes
-        // where that pays (see `wavefront_pays`).
-        let wavefront = (matches!(arch.cell, Cell::Rnn(_))
-            && persistent.is_none()
-            && d == 1
-            && arch.num_layers > 1
-            && h % 4 == 0
-            // Whether it pays for some batch: the smallest one it accepts is the likeliest.
-            && wavefront_pays(h, WAVEFRONT_MIN_BATCH))
-        .then(|| weights("wavefront weights", &wavefront_weights(units)));
+        let buffers = ModelBuffers::upload(ctx, &arch, units, persistent, precision);
         scopes.finish(ctx, "uploading the weights")?;
         Ok(Engine {
             ctx: ctx.clone(),
             arch,
-            layers,
+            buffers,
             persistent,
-            gated_persistent,
-            wavefront,
-            head: None,
             workspaces: Mutex::new(Vec::new()),
             budget: AtomicU64::new(u64::MAX),
             profiling: AtomicBool::new(false),
             last_gpu_time: Mutex::new(None),
             options,
-            host_units: (d == 2).then(|| units.to_vec()),
+            host_units: (arch.directions == 2).then(|| units.to_vec()),
             direction_engines: Mutex::new(None),
         })
     }
@@ -277,20 +193,9 @@ impl Engine {
         let ctx = self.ctx.clone();
         let _gl = ctx.gl_guard();
         let scopes = ctx.error_scopes();
-        let upload = |label: &str, data: &[f32]| {
-            ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: bytemuck::cast_slice(data),
-                usage: wgpu::BufferUsages::STORAGE,
-            })
-        };
-        let buffers = HeadBuffers {
-            weight: upload("head weight", &head.weight),
-            bias: upload("head bias", &head.bias_or_zeros()),
-            out_features: head.out_features,
-        };
+        let buffers = ModelBuffers::upload_head(&ctx, head);
         scopes.finish(&ctx, "uploading the head")?;
-        self.head = Some(buffers);
+        self.buffers.head = Some(buffers);
         // Workspaces made so far have no head.
         self.workspaces = Mutex::new(Vec::new());
         Ok(())
@@ -299,7 +204,7 @@ impl Engine {
     /// The recurrent kernel this model runs: [`Recurrence::PerStep`] or
     /// [`Recurrence::Persistent`].
     pub(crate) fn recurrence(&self) -> Recurrence {
-        if self.persistent.is_some() || self.gated_persistent.is_some() {
+        if self.persistent.is_some() {
             Recurrence::Persistent
         } else {
             Recurrence::PerStep
@@ -308,7 +213,8 @@ impl Engine {
 
     /// Features of each output frame: the head's `out_features`, or D·H_out without a head.
     pub(crate) fn output_features(&self) -> usize {
-        self.head
+        self.buffers
+            .head
             .as_ref()
             .map_or(self.arch.output_size(), |head| head.out_features)
     }
@@ -326,9 +232,16 @@ impl Engine {
             return Ok(found);
         }
         check_limits(&self.ctx, &self.arch, shape)?;
-        let persistent = self.persistent_kernel(shape.batch);
+        let plan = self.plan(shape);
         let scopes = self.ctx.error_scopes();
-        let workspace = Workspace::new(self, persistent, shape);
+        let workspace = Workspace::new(
+            &self.ctx,
+            &self.arch,
+            &self.buffers,
+            self.options.weights,
+            plan,
+            shape,
+        );
         scopes.finish(&self.ctx, "allocating the workspace")?;
         let made = Arc::new(Mutex::new(workspace?));
         let mut cache = self.workspace_cache()?;
@@ -363,38 +276,20 @@ impl Engine {
             .map_err(|_| RnnError::Gpu("a previous forward panicked".into()))
     }
 
-    /// The persistent kernel a forward of `batch` sequences runs, if any (the workspace
-    /// compiles it, for the layers that need it).
-    fn persistent_kernel(&self, batch: usize) -> Option<PersistentKernel> {
-        match (self.persistent, self.gated_persistent) {
-            (Some(spec), _) => {
-                let spec = spec.with_batch_tile(spec.batch_tile_for(batch));
-                Some(PersistentKernel {
-                    pipeline: None,
-                    batch_tile: spec.batch_tile as u32,
-                    steps_per_dispatch: STEPS_PER_DISPATCH,
-                    spec: PersistentSpecs::Elman(spec),
-                })
-            }
-            (None, Some(spec)) => Some(PersistentKernel {
-                pipeline: None,
-                batch_tile: 1,
-                steps_per_dispatch: STEPS_PER_DISPATCH,
-                spec: PersistentSpecs::Gated(spec),
-            }),
-            (None, None) => None,
-        }
-    }
-
     /// Whether every layer of a forward over `shape` computes its input projection itself
     /// (see [`PersistentSpecs::fusing_input`]): its workspace then has no projections.
     pub(crate) fn fuses_every_layer(&self, shape: &ForwardShape) -> bool {
-        let persistent = self.persistent_kernel(shape.batch);
-        let has_head = self.head.is_some();
-        (0..self.arch.num_layers).all(|k| {
-            let frames = LayerFrames::new(&self.arch, has_head, shape, k);
-            fused_input_spec(&self.ctx, &self.arch, persistent.as_ref(), &frames).is_some()
-        })
+        !self.plan(shape).reads_projections()
+    }
+
+    /// Which kernel runs each layer of a forward over `shape`.
+    pub(crate) fn plan(&self, shape: &ForwardShape) -> Plan {
+        let kernels = ModelKernels {
+            persistent: self.persistent,
+            wavefront: self.buffers.wavefront.is_some(),
+            head: self.buffers.head.is_some(),
+        };
+        Plan::new(&self.ctx, &self.arch, kernels, shape)
     }
 
     pub(crate) fn set_workspace_budget(&self, bytes: Option<u64>) {
@@ -470,33 +365,6 @@ impl Engine {
         *made = Some(Arc::clone(&parts));
         Ok(parts)
     }
-}
-
-/// The smallest batch [`wavefront_pays`] accepts.
-const WAVEFRONT_MIN_BATCH: usize = 4;
-
-/// Whether a wavefront beats layer-by-layer steps for `hidden` units and `batch` sequences.
-/// It saves dispatches but computes the input projection of layers above the first inside
-/// the step, in 4 × 4 blocks, instead of in one GEMM over all timesteps: it wins while a step
-/// is small enough for dispatches to dominate, and loses on single sequences, whose blocks
-/// waste three quarters of their work. Measured on lavapipe, per-step path, median forward,
-/// wavefront vs layer by layer: H = 64, N = 8, L = 3: 83 vs 148 ms; H = 128, N = 4, L = 2:
-/// 97 vs 124 ms; but H = 256, N = 16, L = 3: 363 vs 261 ms; H = 512, N = 4, L = 2: 118 vs
-/// 79 ms; H = 64, N = 1, L = 4: 96 vs 64 ms.
-pub(crate) fn wavefront_pays(hidden: usize, batch: usize) -> bool {
-    batch >= WAVEFRONT_MIN_BATCH && hidden * hidden * batch <= 1 << 18
-}
-
-/// The weights of a stacked unidirectional RNN as `wavefront_block.wgsl` reads them: W_hh of
-/// layer 0, then for every layer above W_ih, W_hh and b_ih + b_hh.
-fn wavefront_weights(units: &[UnitWeights]) -> Vec<f32> {
-    let mut all = units[0].weight_hh.clone();
-    for unit in &units[1..] {
-        all.extend_from_slice(&unit.weight_ih);
-        all.extend_from_slice(&unit.weight_hh);
-        all.extend_from_slice(&unit.projection_bias);
-    }
-    all
 }
 
 #[cfg(test)]

@@ -217,7 +217,7 @@ fn recurrent_step_matches_cpu_twin() {
                     let group = step_zero_group(&ctx, &layer, &w_hh, &p, &state, &output);
                     let grid = layer_grid(&layer);
                     run(&ctx, |pass| {
-                        kernel.encode_steps_with(pass, &group, 0..1, 0, grid, blocks)
+                        kernel.encode_steps(pass, &group, 0..1, 0, grid, blocks)
                     });
                     let got_state = read(&ctx, &state);
                     let got_output = read(&ctx, &output);

@@ -17,6 +17,25 @@ pub(crate) enum PersistentSpecs {
 }
 
 impl PersistentSpecs {
+    /// The kernel for a forward of `batch` sequences: the Elman kernel tiles sequences into
+    /// its workgroups where it is one subgroup; the gated kernel runs one a workgroup.
+    pub fn for_batch(self, batch: usize) -> Self {
+        match self {
+            PersistentSpecs::Elman(spec) => {
+                PersistentSpecs::Elman(spec.with_batch_tile(spec.batch_tile_for(batch)))
+            }
+            gated => gated,
+        }
+    }
+
+    /// Sequences per workgroup.
+    pub fn batch_tile(&self) -> usize {
+        match self {
+            PersistentSpecs::Elman(spec) => spec.batch_tile,
+            PersistentSpecs::Gated(_) => 1,
+        }
+    }
+
     /// The kernel and the timesteps per dispatch of a layer that projects ahead, where that
     /// pays (see [`ahead::plan`]).
     pub fn projecting_ahead(

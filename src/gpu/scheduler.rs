@@ -11,10 +11,22 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::error::{Result, RnnError};
-use crate::gpu::architecture::{Architecture, Cell};
+use crate::gpu::architecture::Architecture;
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernels::{GatedStepKernel, StepGrid};
-use crate::gpu::workspace::{TIMESTAMP_BYTES, UploadMap, Workspace, lengths_offset};
+use crate::gpu::kernels::StepGrid;
+use crate::gpu::plan::LayerKernel;
+use crate::gpu::workspace::{OwnInput, TIMESTAMP_BYTES, UploadMap, Workspace, lengths_offset};
+
+/// Workgroups a persistent kernel projecting ahead adds to each dispatch to project the next
+/// chunk: one, on a core the recurrence leaves idle (see `gpu::ahead`).
+const AHEAD_WORKERS: u32 = 1;
+
+/// The kernel and bind group of a layer that reads its input itself.
+fn own_input(ws: &Workspace, layer: usize) -> Result<&OwnInput> {
+    ws.own_input[layer]
+        .as_ref()
+        .ok_or_else(|| RnnError::Gpu("a layer's own-input kernel was not made".into()))
+}
 
 /// Where a run's initial state (the h block (L·D, N, H_out), then an LSTM's c block
 /// (L·D, N, H)) comes from.
@@ -114,94 +126,99 @@ pub(crate) fn run<T>(
             hidden: arch.hidden_size as u32,
             batch: ws.batch as u32,
             directions: arch.directions as u32,
-            batch_tile: ws.persistent.as_ref().map_or(1, |p| p.batch_tile),
+            batch_tile: ws.plan.persistent.map_or(1, |p| p.batch_tile),
         };
-        let projected = ws.projected.then_some(arch.state_size as u32);
-        let gated_blocks = GatedStepKernel::blocks_fit(grid.hidden, arch.state_size as u32);
-        if let Some(waves) = &ws.wave_group {
-            // Layer 0's projection, then every layer advancing together.
-            kernels
-                .projection
-                .encode(&mut pass, &ws.projection_groups[0], &ws.projections[0]);
-            let count = (ws.seq_len + arch.num_layers - 1) as u32;
-            kernels.step.encode_waves(
-                &mut pass,
-                waves,
-                0..count,
-                ws.step_stride,
-                grid,
-                arch.num_layers as u32,
-            );
-        } else {
-            for layer in 0..arch.num_layers {
-                if let (Some(fused), Some(persistent)) = (&ws.fused[layer], &ws.persistent) {
-                    // No projection: the kernel computes x_t·W_ihᵀ + b in each step.
-                    kernels.step.encode_persistent(
-                        &mut pass,
-                        &fused.pipeline,
-                        &fused.group,
-                        0..ws.seq_len as u32,
-                        persistent.steps_per_dispatch,
-                        ws.step_stride,
-                        grid,
-                    );
-                    continue;
-                }
-                if let Some(ahead) = ws.ahead.get(layer).and_then(Option::as_ref) {
-                    // The first chunk's projection, then the recurrence projecting the rest
-                    // a chunk ahead.
-                    let params = &ws.projections[layer];
-                    let first_rows = ahead.chunk * params.batch;
-                    let group = &ws.projection_groups[layer];
-                    kernels
-                        .projection
-                        .encode_rows(&mut pass, group, params, first_rows);
-                    kernels.step.encode_projecting_ahead(
-                        &mut pass,
-                        &ahead.pipeline,
-                        &ahead.group,
-                        ws.seq_len as u32,
-                        ahead.chunk,
-                        ahead.workers,
-                        ws.step_stride,
-                        grid,
-                    );
-                    continue;
-                }
-                kernels.projection.encode(
-                    &mut pass,
-                    &ws.projection_groups[layer],
-                    &ws.projections[layer],
-                );
-                let (group, steps) = (&ws.step_groups[layer], 0..ws.seq_len as u32);
-                match &ws.persistent {
-                    Some(persistent) => kernels.step.encode_persistent(
-                        &mut pass,
-                        persistent.pipeline.as_ref().ok_or_else(|| {
-                            RnnError::Gpu("the persistent kernel was not compiled".into())
-                        })?,
-                        group,
-                        steps,
-                        persistent.steps_per_dispatch,
-                        ws.step_stride,
-                        grid,
-                    ),
-                    None if matches!(ws.cell, Cell::Lstm | Cell::Gru) => {
-                        kernels.gated.encode_steps(
+        let steps = 0..ws.seq_len as u32;
+        let steps_per_dispatch = ws.plan.persistent.map_or(1, |p| p.steps_per_dispatch);
+        for (layer, kernel) in ws.plan.layers.iter().enumerate() {
+            let (group, params) = (&ws.step_groups[layer], &ws.projections[layer]);
+            let projection = &ws.projection_groups[layer];
+            match *kernel {
+                LayerKernel::Wave => {
+                    // Layer 0's projection, then every layer advancing together.
+                    if let Some(waves) = ws.wave_group.as_ref().filter(|_| layer == 0) {
+                        kernels.projection.encode(&mut pass, projection, params);
+                        let count = ws.plan.state_steps(ws.seq_len) as u32;
+                        let layers = arch.num_layers as u32;
+                        kernels.step.encode_waves(
                             &mut pass,
-                            group,
-                            steps,
+                            waves,
+                            0..count,
                             ws.step_stride,
                             grid,
-                            projected,
-                            gated_blocks,
-                        )
+                            layers,
+                        );
                     }
-                    None => {
-                        kernels
-                            .step
-                            .encode_steps(&mut pass, group, steps, ws.step_stride, grid)
-                    }
+                }
+                LayerKernel::FusedInput(_) => {
+                    // No projection: the kernel computes x_t·W_ihᵀ + b in each step.
+                    let own = own_input(ws, layer)?;
+                    kernels.step.encode_persistent(
+                        &mut pass,
+                        &own.pipeline,
+                        &own.group,
+                        steps.clone(),
+                        steps_per_dispatch,
+                        ws.step_stride,
+                        grid,
+                    );
+                }
+                LayerKernel::ProjectingAhead { chunk, .. } => {
+                    // The first chunk's projection, then the recurrence projecting the rest
+                    // a chunk ahead.
+                    let own = own_input(ws, layer)?;
+                    let first_rows = chunk as u32 * params.batch;
+                    kernels
+                        .projection
+                        .encode_rows(&mut pass, projection, params, first_rows);
+                    kernels.step.encode_projecting_ahead(
+                        &mut pass,
+                        &own.pipeline,
+                        &own.group,
+                        ws.seq_len as u32,
+                        chunk as u32,
+                        AHEAD_WORKERS,
+                        ws.step_stride,
+                        grid,
+                    );
+                }
+                LayerKernel::Persistent => {
+                    kernels.projection.encode(&mut pass, projection, params);
+                    let pipeline = ws.persistent.as_ref().ok_or_else(|| {
+                        RnnError::Gpu("the persistent kernel was not compiled".into())
+                    })?;
+                    kernels.step.encode_persistent(
+                        &mut pass,
+                        pipeline,
+                        group,
+                        steps.clone(),
+                        steps_per_dispatch,
+                        ws.step_stride,
+                        grid,
+                    );
+                }
+                LayerKernel::ElmanSteps { blocks } => {
+                    kernels.projection.encode(&mut pass, projection, params);
+                    kernels.step.encode_steps(
+                        &mut pass,
+                        group,
+                        steps.clone(),
+                        ws.step_stride,
+                        grid,
+                        blocks,
+                    );
+                }
+                LayerKernel::GatedSteps { blocks, projected } => {
+                    kernels.projection.encode(&mut pass, projection, params);
+                    kernels.gated.encode_steps(
+                        &mut pass,
+                        group,
+                        steps.clone(),
+                        ws.step_stride,
+                        grid,
+                        projected,
+                        blocks,
+                    );
                 }
             }
         }
@@ -214,13 +231,9 @@ pub(crate) fn run<T>(
     let output_bytes = (ws.output_len * 4) as u64;
     // The per-step kernels leave the state in half T % 2 (a wavefront in half
     // (T + L − 1) % 2); the persistent ones in place.
-    let dispatches = match ws.wave_group {
-        Some(_) => ws.seq_len + arch.num_layers - 1,
-        None => ws.seq_len,
-    };
-    let final_half = match ws.persistent {
+    let final_half = match ws.plan.persistent {
         Some(_) => 0,
-        None => (dispatches % 2) as u64 * state_bytes,
+        None => (ws.plan.state_steps(ws.seq_len) % 2) as u64 * state_bytes,
     };
     // The readback holds [output][final state][timestamps]; with unified memory it is the
     // result buffer itself, and the output is already in place.

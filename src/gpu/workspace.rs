@@ -8,13 +8,13 @@ use crate::config::Nonlinearity;
 use crate::error::{Limit, Result, RnnError};
 use crate::gpu::architecture::{Architecture, Cell};
 use crate::gpu::context::GpuContext;
-use crate::gpu::engine::{Engine, wavefront_pays};
 use crate::gpu::kernels::{
     PROJECTION_TILE, ProjectionBindings, ProjectionKernel, ProjectionParams, StepBindings,
     StepIndex, StepLayerParams,
 };
-use crate::gpu::persistent_specs::PersistentSpecs;
-use crate::layout::{ForwardShape, FrameStrides};
+use crate::gpu::model_buffers::ModelBuffers;
+use crate::gpu::plan::{LayerFrames, LayerKernel, Plan};
+use crate::layout::ForwardShape;
 use crate::precision::WeightPrecision;
 
 /// Buffers and bind groups for forwards of one (T, N).
@@ -49,13 +49,13 @@ pub(crate) struct Workspace {
     /// Each layer's projection parameters (they pick the projection's form).
     pub projections: Vec<ProjectionParams>,
     pub step_groups: Vec<wgpu::BindGroup>,
-    /// The persistent kernel, when the model runs one (its groups are `step_groups`); else
-    /// the per-step kernels.
-    pub persistent: Option<PersistentKernel>,
-    /// Per layer, where it projects ahead instead (its own kernel and bind group).
-    pub ahead: Vec<Option<ProjectingAhead>>,
-    /// Per layer, where its kernel computes its input projection itself instead.
-    pub fused: Vec<Option<FusedInput>>,
+    /// Which kernel runs each layer: what this workspace was made for.
+    pub plan: Plan,
+    /// The plan's shared persistent kernel, compiled where some layer runs it.
+    pub persistent: Option<Arc<wgpu::ComputePipeline>>,
+    /// Per layer, the kernel and bind group of a layer that reads its input itself
+    /// (projecting ahead or fusing it).
+    pub own_input: Vec<Option<OwnInput>>,
     /// How the model's weights are stored: which kernels read them.
     pub weights: WeightPrecision,
     /// The wavefront's bind group, when every layer advances in one dispatch per wave (then
@@ -69,9 +69,6 @@ pub(crate) struct Workspace {
     pub output_len: usize,
     /// Elements of one state half.
     pub state_len: usize,
-    /// The cell, and whether an LSTM's h is projected (a second dispatch per step).
-    pub cell: Cell,
-    pub projected: bool,
     /// Where the compute pass's start and end times go, on adapters with timestamp queries.
     pub timestamps: Option<Timestamps>,
 }
@@ -86,36 +83,10 @@ pub(crate) enum UploadMap {
     Unmapped,
 }
 
-/// A persistent kernel as one workspace runs it.
-pub(crate) struct PersistentKernel {
-    /// The kernel of the layers that do not project ahead: compiled by the workspace, only
-    /// if such a layer exists (where every layer projects ahead it would never run).
-    pub pipeline: Option<Arc<wgpu::ComputePipeline>>,
-    /// Sequences per workgroup.
-    pub batch_tile: u32,
-    /// Timesteps per dispatch (llvmpipe's loop limit).
-    pub steps_per_dispatch: u32,
-    /// The kernel's specialisation (with `batch_tile`), from which the layers that project
-    /// ahead derive theirs.
-    pub spec: PersistentSpecs,
-}
-
-/// A layer that runs the persistent kernel projecting ahead (see
-/// `shaders/persistent_recurrence.wgsl` and [`PersistentSpecs::projecting_ahead`]).
-pub(crate) struct ProjectingAhead {
+/// The kernel of a layer that reads its input itself, projecting ahead or fusing it (see
+/// [`LayerKernel`]), and its bind group: the step's buffers and the projection's inputs.
+pub(crate) struct OwnInput {
     pub pipeline: Arc<wgpu::ComputePipeline>,
-    pub group: wgpu::BindGroup,
-    /// Timesteps per dispatch; the first chunk is projected on its own before them.
-    pub chunk: u32,
-    /// Workgroups projecting beside the recurrence.
-    pub workers: u32,
-}
-
-/// A layer whose persistent kernel computes its input projection itself, step by step (see
-/// [`PersistentSpecs::fusing_input`]): no projection dispatch before it.
-pub(crate) struct FusedInput {
-    pub pipeline: Arc<wgpu::ComputePipeline>,
-    /// The step's buffers and the projection's inputs, laid out as when projecting ahead.
     pub group: wgpu::BindGroup,
 }
 
@@ -177,84 +148,6 @@ impl Workspace {
 /// Byte offset of the sequence lengths in the state buffer: after both halves.
 pub(crate) fn lengths_offset(state_len: usize) -> u64 {
     (2 * state_len * 4) as u64
-}
-
-/// How layer `k` of a forward reads its input frames and writes its output frames.
-#[derive(Clone, Copy)]
-pub(crate) struct LayerFrames {
-    /// Its input projection, X·W_ihᵀ + b over the input frames.
-    pub projection: ProjectionParams,
-    pub out_strides: FrameStrides,
-    /// The first layer, reading the caller's input.
-    pub first: bool,
-    /// It writes its output where it reads its input. Layers above the first read the
-    /// output buffer they write: projecting ahead, a layer writes timestep t while projecting
-    /// later ones, so it must write them where it reads them.
-    pub in_place: bool,
-}
-
-impl LayerFrames {
-    /// Layer `k` of a forward over `shape`, followed by a head or not. Layer 0 reads the
-    /// caller's layout; higher layers read the previous layer's sequence-first output. Only
-    /// the last layer writes the caller's layout, unless a head follows: then the head does.
-    pub fn new(arch: &Architecture, head: bool, shape: &ForwardShape, k: usize) -> Self {
-        let (t, n) = (shape.seq_len, shape.batch);
-        let seq_first = ForwardShape {
-            batch_first: false,
-            ..*shape
-        };
-        let x_strides = if k == 0 {
-            shape.frame_strides(arch.input_size)
-        } else {
-            seq_first.frame_strides(arch.output_size())
-        };
-        let writes_result = k + 1 == arch.num_layers && !head;
-        let out_strides =
-            if writes_result { *shape } else { seq_first }.frame_strides(arch.output_size());
-        let cols = arch.projection_cols();
-        LayerFrames {
-            projection: ProjectionParams {
-                rows: (t * n) as u32,
-                cols: cols as u32,
-                depth: arch.layer_input_size(k) as u32,
-                batch: n as u32,
-                x_stride_t: x_strides.t as u32,
-                x_stride_n: x_strides.n as u32,
-                p_stride_t: (n * cols) as u32,
-                p_stride_n: cols as u32,
-            },
-            out_strides,
-            first: k == 0,
-            in_place: k == 0
-                || (x_strides.t == out_strides.t && (n == 1 || x_strides.n == out_strides.n)),
-        }
-    }
-}
-
-/// The persistent kernel a layer with `frames` runs where it reads its input itself
-/// (projecting ahead or fusing it): both read X through the projection's bindings, beside
-/// the step's.
-fn owns_input<'a>(
-    ctx: &GpuContext,
-    persistent: Option<&'a PersistentKernel>,
-    frames: &LayerFrames,
-) -> Option<&'a PersistentKernel> {
-    persistent.filter(|_| frames.in_place && ctx.inner().kernels.step.can_own_input())
-}
-
-/// The kernel of a layer with `frames` that computes its input projection itself, where one
-/// does (see [`PersistentSpecs::fusing_input`]). Fused, a layer reads x_t just before
-/// writing its output at t: above the first layer, where that is the same place, a second
-/// direction would overwrite the frames the other still has to read.
-pub(crate) fn fused_input_spec(
-    ctx: &GpuContext,
-    arch: &Architecture,
-    persistent: Option<&PersistentKernel>,
-    frames: &LayerFrames,
-) -> Option<PersistentSpecs> {
-    owns_input(ctx, persistent, frames)
-        .filter(|_| frames.first || arch.directions == 1)
-        .and_then(|p| p.spec.fusing_input(&frames.projection))
 }
 
 fn floats(len: usize) -> u64 {
@@ -378,19 +271,18 @@ pub(crate) fn check_limits(
 }
 
 impl Workspace {
-    /// The buffers and bind groups of `engine`'s forwards over `shape`, running `persistent`
-    /// (or the per-step kernels).
+    /// The buffers and bind groups of forwards over `shape` of a model with `arch` and
+    /// `buffers` (its weights stored as `weights`), as `plan` runs them.
     pub fn new(
-        engine: &Engine,
-        mut persistent: Option<PersistentKernel>,
+        ctx: &GpuContext,
+        arch: &Architecture,
+        buffers: &ModelBuffers,
+        weights: WeightPrecision,
+        plan: Plan,
         shape: &ForwardShape,
     ) -> Result<Self> {
-        let (ctx, arch, layers) = (&engine.ctx, &engine.arch, &engine.layers);
-        let (head, weights) = (engine.head.as_ref(), engine.options.weights);
-        let wavefront = engine
-            .wavefront
-            .as_ref()
-            .filter(|_| wavefront_pays(arch.hidden_size, shape.batch));
+        let (layers, head) = (&buffers.layers, buffers.head.as_ref());
+        let wavefront = buffers.wavefront.as_ref().filter(|_| plan.wavefront());
         let device = ctx.device();
         let kernels = &ctx.inner().kernels;
         let (t, n) = (shape.seq_len, shape.batch);
@@ -449,20 +341,13 @@ impl Workspace {
                 (len, storage | wgpu::BufferUsages::COPY_SRC)
             }
         };
-        // Each layer's frames, and which layers compute their input projection themselves:
-        // where every layer does, nothing reads P (it keeps four floats, one vec4: the
-        // kernels still bind it, and wgpu checks a binding holds one element).
-        let frames: Vec<LayerFrames> = (0..l)
-            .map(|k| LayerFrames::new(arch, head.is_some(), shape, k))
-            .collect();
-        let fused_specs: Vec<Option<PersistentSpecs>> = frames
-            .iter()
-            .map(|frames| fused_input_spec(ctx, arch, persistent.as_ref(), frames))
-            .collect();
-        let projections_len = if fused_specs.iter().all(Option::is_some) {
-            4
-        } else {
+        // Where every layer computes its input projection itself, nothing reads P (it keeps
+        // four floats, one vec4: the kernels still bind it, and wgpu checks a binding holds
+        // one element).
+        let projections_len = if plan.reads_projections() {
             t * n * arch.projection_cols()
+        } else {
+            4
         };
         let projections = buffer("projections", projections_len, storage);
         let (output_size, output_usage) = match head {
@@ -522,20 +407,14 @@ impl Workspace {
         let mut projection_groups = Vec::with_capacity(l);
         let mut projection_params = Vec::with_capacity(l);
         let mut step_groups = Vec::with_capacity(l);
-        let mut ahead = Vec::with_capacity(l);
-        let mut fused = Vec::with_capacity(l);
+        let mut own_input = Vec::with_capacity(l);
         for (k, weights) in layers.iter().enumerate() {
             let LayerFrames {
                 projection,
                 out_strides,
                 ..
-            } = frames[k];
-            let fused_spec = fused_specs[k];
-            let own_input = owns_input(ctx, persistent.as_ref(), &frames[k]);
-            let ahead_spec = own_input
-                .filter(|_| fused_spec.is_none())
-                .and_then(|p| p.spec.projecting_ahead(&projection, d, t));
-            let mut step = StepLayerParams {
+            } = plan.frames[k];
+            let step = StepLayerParams {
                 seq_len: t as u32,
                 batch: n as u32,
                 hidden: h as u32,
@@ -548,7 +427,13 @@ impl Workspace {
                     Cell::Rnn(Nonlinearity::Relu) => 1,
                     _ => 0,
                 },
-                steps_per_dispatch: 0, // set below
+                // Projecting ahead, the layer's dispatches run its chunks (the kernel finds
+                // the next chunk's first timestep from it).
+                steps_per_dispatch: match (plan.layers[k], &plan.persistent) {
+                    (LayerKernel::ProjectingAhead { chunk, .. }, _) => chunk as u32,
+                    (_, Some(persistent)) => persistent.steps_per_dispatch,
+                    (_, None) => 0,
+                },
                 lengths_offset: (2 * state_len) as u32,
                 _pad: 0,
                 state_size: s as u32,
@@ -562,13 +447,6 @@ impl Workspace {
                 },
                 layers: 0,
                 _pad2: 0,
-            };
-            // Projecting ahead, the layer's dispatches run its chunks (the kernel finds the
-            // next chunk's first timestep from it).
-            step.steps_per_dispatch = match (&ahead_spec, &persistent) {
-                (Some((_, chunk)), _) => *chunk as u32,
-                (None, Some(persistent)) => persistent.steps_per_dispatch,
-                (None, None) => 0,
             };
             projection_params.push(projection);
             let projection_uniform = uniform("projection params", bytemuck::bytes_of(&projection));
@@ -598,39 +476,27 @@ impl Workspace {
                     .step
                     .bind_group(ctx.device(), ctx.counters(), step_bindings),
             );
-            ahead.push(match ahead_spec {
-                Some((spec, chunk)) => Some(ProjectingAhead {
-                    pipeline: ctx.persistent_pipeline(&spec)?,
-                    group: kernels.step.own_input_bind_group(
-                        ctx.device(),
-                        ctx.counters(),
-                        step_bindings,
-                        projection_bindings,
-                    ),
-                    chunk: chunk as u32,
-                    workers: 1,
-                }),
-                None => None,
-            });
-            fused.push(match fused_spec {
-                Some(spec) => Some(FusedInput {
-                    pipeline: ctx.persistent_pipeline(&spec)?,
-                    group: kernels.step.own_input_bind_group(
-                        ctx.device(),
-                        ctx.counters(),
-                        step_bindings,
-                        projection_bindings,
-                    ),
-                }),
-                None => None,
+            own_input.push(match plan.layers[k] {
+                LayerKernel::FusedInput(spec) | LayerKernel::ProjectingAhead { spec, .. } => {
+                    Some(OwnInput {
+                        pipeline: ctx.persistent_pipeline(&spec)?,
+                        group: kernels.step.own_input_bind_group(
+                            ctx.device(),
+                            ctx.counters(),
+                            step_bindings,
+                            projection_bindings,
+                        ),
+                    })
+                }
+                _ => None,
             });
         }
-        if let Some(persistent) = persistent.as_mut() {
-            let plain = (0..l).any(|k| ahead[k].is_none() && fused[k].is_none());
-            if plain {
-                persistent.pipeline = Some(ctx.persistent_pipeline(&persistent.spec)?);
+        let persistent = match &plan.persistent {
+            Some(persistent) if plan.runs_shared_persistent() => {
+                Some(ctx.persistent_pipeline(&persistent.spec)?)
             }
-        }
+            _ => None,
+        };
         // The wavefront: one bind group for every layer, reading layer 0's projection and
         // writing the last layer's output in the layout the result needs.
         let wave_group = wavefront.map(|weights| {
@@ -710,17 +576,15 @@ impl Workspace {
             projection_groups,
             projections: projection_params,
             step_groups,
+            plan,
             persistent,
-            ahead,
-            fused,
+            own_input,
             weights,
             wave_group,
             head,
             step_stride,
             output_len,
             state_len,
-            cell: arch.cell,
-            projected: arch.projected(),
             timestamps: device
                 .features()
                 .contains(wgpu::Features::TIMESTAMP_QUERY)

@@ -51,7 +51,7 @@ impl Kernels {
 
 /// `Params` of `input_projection.wgsl`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
 pub(crate) struct ProjectionParams {
     pub rows: u32,
     pub cols: u32,

@@ -268,27 +268,10 @@ impl RecurrentStepKernel {
         )
     }
 
-    /// Records steps `steps` of one layer; step s's uniform sits at `s · step_stride` bytes
-    /// of the steps buffer. Hidden sizes that are multiples of four run the block kernel,
-    /// unless the step is tiny (H·N < 128), where a step costs its dispatch whatever the
-    /// kernel. Measured on lavapipe, per-step path, median forward: H = 1024, N = 64, T = 16:
-    /// 598 ms in blocks, 3092 ms one unit an invocation; H = 256, N = 16, T = 256: 163 vs
-    /// 744 ms; H = 128, N = 1, T = 512: 28 vs 33 ms; H = 64, N = 1, T = 512: 15.9 vs 12.9 ms.
+    /// Records steps `steps` of one layer (step s's uniform sits at `s · step_stride` bytes
+    /// of the steps buffer) with the block kernel (`blocks`, H a multiple of four; the plan
+    /// decides, see `plan::elman_blocks_pay`) or the one-unit-per-invocation kernel.
     pub fn encode_steps(
-        &self,
-        pass: &mut wgpu::ComputePass<'_>,
-        group: &wgpu::BindGroup,
-        steps: std::ops::Range<u32>,
-        step_stride: u32,
-        grid: StepGrid,
-    ) {
-        let blocks = grid.hidden % 4 == 0 && grid.hidden * grid.batch >= 128;
-        self.encode_steps_with(pass, group, steps, step_stride, grid, blocks);
-    }
-
-    /// Records steps with the block kernel (`blocks`, H a multiple of four) or the
-    /// one-unit-per-invocation kernel; tests run both.
-    pub fn encode_steps_with(
         &self,
         pass: &mut wgpu::ComputePass<'_>,
         group: &wgpu::BindGroup,
