@@ -1,11 +1,21 @@
 //! Streams, delays, variable lengths and time-chunked long sequences on the GPU, each against
-//! a plain forward (GPU) or the CPU reference.
+//! a plain forward (GPU) or the CPU reference, for every mode: an LSTM's streams carry c
+//! beside h, start from (h0, c0) and are compared on `cell_state()` and c_n too.
 
+mod support;
+
+use support::{MODES, Problem, State, check_output, mode_name, random_state};
 use wgpu_rnn::compare::{Comparison, compare};
 use wgpu_rnn::{
-    CpuRnn, GpuContext, GpuOptions, GpuRnn, Nonlinearity, Recurrence, Rnn, RnnConfig, RnnError,
-    RnnOutput, RnnWeights, StreamOptions, Tensor, testing,
+    CpuRnn, GpuContext, GpuOptions, GpuRnn, Hx, Recurrence, Rnn, RnnConfig, RnnError, RnnMode,
+    RnnOutput, RnnStream, RnnWeights, StreamOptions, Tensor, testing,
 };
+
+/// The shared test context of the test `test` running `mode`, named as `for_each_mode!`
+/// names it.
+fn gpu(test: &str, mode: RnnMode) -> Option<GpuContext> {
+    testing::gpu(&format!("{test}::{}", mode_name(mode)))
+}
 
 fn values(seed: u64, len: usize) -> Vec<f32> {
     (0..len)
@@ -13,16 +23,23 @@ fn values(seed: u64, len: usize) -> Vec<f32> {
         .collect()
 }
 
-fn stacked(batch_first: bool) -> RnnConfig {
+fn stacked(mode: RnnMode, batch_first: bool) -> RnnConfig {
     RnnConfig {
         num_layers: 2,
         batch_first,
-        ..RnnConfig::new(5, 24)
+        ..RnnConfig::new(mode, 5, 24)
     }
 }
 
 fn model(ctx: &GpuContext, config: &RnnConfig) -> GpuRnn {
     GpuRnn::new(ctx, config.clone(), &RnnWeights::init(config, 5).unwrap()).unwrap()
+}
+
+/// Whether the layer plans (fused input, projecting ahead) apply on `ctx`'s adapter: a CPU
+/// adapter with subgroups; elsewhere no layer takes one.
+fn plans_apply(ctx: &GpuContext) -> bool {
+    let has_subgroups = ctx.device().features().contains(wgpu::Features::SUBGROUP);
+    has_subgroups && ctx.adapter_info().device_type == wgpu::DeviceType::Cpu
 }
 
 /// Frames [t0, t1) of a (T, N, F) or (N, T, F) tensor.
@@ -87,15 +104,63 @@ fn assert_close(what: &str, c: Comparison) {
     assert!(c.passed(), "{what}: {c}");
 }
 
-#[test]
-fn chunked_pushes_equal_one_forward() {
-    let Some(ctx) = testing::gpu("chunked_pushes_equal_one_forward") else {
+/// `got` against `want` within `tolerance`, shapes included.
+fn assert_tensor(what: &str, got: &Tensor, want: &Tensor, tolerance: f64) {
+    assert_eq!(got.shape(), want.shape(), "{what}");
+    assert_close(what, compare(got.data(), want.data(), tolerance));
+}
+
+/// Output, h_n and (for an LSTM) c_n of `got` against `want` within `tolerance`; the other
+/// modes must have no c_n.
+fn assert_forward(what: &str, got: &RnnOutput, want: &RnnOutput, tolerance: f64) {
+    assert_tensor(
+        &format!("{what}: output"),
+        &got.output,
+        &want.output,
+        tolerance,
+    );
+    assert_tensor(&format!("{what}: h_n"), &got.h_n, &want.h_n, tolerance);
+    match (&got.c_n, &want.c_n) {
+        (Some(got), Some(want)) => assert_tensor(&format!("{what}: c_n"), got, want, tolerance),
+        (None, None) => {}
+        (got, want) => panic!("{what}: c_n {got:?}, expected {want:?}"),
+    }
+}
+
+/// A stream's state, h and (for an LSTM) c, against a forward's final one (`h_n`, `c_n`):
+/// `cell_state()` is `Some` exactly for an LSTM.
+fn assert_stream_state(what: &str, stream: &RnnStream<'_>, want: &RnnOutput, tolerance: f64) {
+    assert_tensor(
+        &format!("{what}: state"),
+        &stream.state().unwrap(),
+        &want.h_n,
+        tolerance,
+    );
+    let c = stream.cell_state().unwrap();
+    assert_eq!(c.is_some(), want.c_n.is_some(), "{what}: cell_state {c:?}");
+    if let (Some(c), Some(want)) = (&c, &want.c_n) {
+        assert_tensor(&format!("{what}: cell_state"), c, want, tolerance);
+    }
+}
+
+/// A stream's state as a forward's final one (h_n, c_n), to hold against the same stream
+/// later; the output is left empty.
+fn state_of(stream: &RnnStream<'_>) -> RnnOutput {
+    RnnOutput {
+        output: Tensor::zeros(&[0]).unwrap(),
+        h_n: stream.state().unwrap(),
+        c_n: stream.cell_state().unwrap(),
+    }
+}
+
+fn chunked_pushes_equal_one_forward(mode: RnnMode) {
+    let Some(ctx) = gpu("chunked_pushes_equal_one_forward", mode) else {
         return;
     };
     for batch_first in [false, true] {
-        let config = stacked(batch_first);
+        let config = stacked(mode, batch_first);
         let rnn = model(&ctx, &config);
-        let (steps, n) = (150, 3);
+        let (steps, n) = (64, 3);
         let shape = if batch_first {
             [n, steps, 5]
         } else {
@@ -103,7 +168,8 @@ fn chunked_pushes_equal_one_forward() {
         };
         let input = Tensor::new(values(1, steps * n * 5), &shape).unwrap();
         let whole = rnn.forward(&input, None).unwrap();
-        for chunk in [1, 7, 64] {
+        // Single frames, uneven chunks, and a long chunk then a partial one.
+        for chunk in [1, 7, 40] {
             let mut stream = rnn.stream(StreamOptions { batch: n, delay: 0 }).unwrap();
             let outputs: Vec<Tensor> = (0..steps)
                 .step_by(chunk)
@@ -113,24 +179,23 @@ fn chunked_pushes_equal_one_forward() {
                         .unwrap()
                 })
                 .collect();
-            let what = format!("chunks of {chunk}, batch_first={batch_first}");
+            let what = format!("{mode:?}: chunks of {chunk}, batch_first={batch_first}");
             let streamed = concat(&outputs, batch_first);
-            assert_eq!(streamed.shape(), whole.output.shape(), "{what}");
-            assert_close(&what, compare(streamed.data(), whole.output.data(), 1e-6));
-            assert_close(
-                &format!("{what}: state"),
-                compare(stream.state().unwrap().data(), whole.h_n.data(), 1e-6),
-            );
+            assert_tensor(&what, &streamed, &whole.output, 1e-6);
+            assert_stream_state(&what, &stream, &whole, 1e-6);
         }
     }
 }
+for_each_mode!(
+    chunked_pushes_equal_one_forward,
+    chunked_pushes_equal_one_forward
+);
 
-#[test]
-fn delay_holds_back_the_first_outputs() {
-    let Some(ctx) = testing::gpu("delay_holds_back_the_first_outputs") else {
+fn delay_holds_back_the_first_outputs(mode: RnnMode) {
+    let Some(ctx) = gpu("delay_holds_back_the_first_outputs", mode) else {
         return;
     };
-    let config = stacked(false);
+    let config = stacked(mode, false);
     let rnn = model(&ctx, &config);
     let (steps, n) = (20, 2);
     let input = Tensor::new(values(2, steps * n * 5), &[steps, n, 5]).unwrap();
@@ -156,73 +221,118 @@ fn delay_holds_back_the_first_outputs() {
         assert_eq!(
             parts[0].shape()[0],
             1usize.saturating_sub(delay),
-            "delay {delay}"
+            "{mode:?}, delay {delay}"
         );
         parts.push(stream.finish().unwrap());
         let got = concat(&parts, false);
-        assert_eq!(got.shape(), want.shape(), "delay {delay}");
-        assert_close(
-            &format!("delay {delay}"),
-            compare(got.data(), want.data(), 1e-6),
-        );
-        // finish() reset the stream: the next utterance starts from zeros again.
+        assert_tensor(&format!("{mode:?}, delay {delay}"), &got, &want, 1e-6);
+        // finish() reset the stream: the next utterance starts from zeros again, c included.
         assert!(stream.state().unwrap().data().iter().all(|&v| v == 0.0));
+        let c = stream.cell_state().unwrap();
+        assert_eq!(c.is_some(), mode.has_cell_state(), "{mode:?}");
+        assert!(
+            c.is_none_or(|c| c.data().iter().all(|&v| v == 0.0)),
+            "{mode:?}"
+        );
     }
 }
+for_each_mode!(
+    delay_holds_back_the_first_outputs,
+    delay_holds_back_the_first_outputs
+);
 
-#[test]
-fn streams_start_from_a_given_state_and_reject_bad_use() {
-    let Some(ctx) = testing::gpu("streams_start_from_a_given_state_and_reject_bad_use") else {
+fn streams_start_from_a_given_state_and_reject_bad_use(mode: RnnMode) {
+    let Some(ctx) = gpu("streams_start_from_a_given_state_and_reject_bad_use", mode) else {
         return;
     };
-    let config = stacked(false);
+    let config = stacked(mode, false);
     let rnn = model(&ctx, &config);
     let input = Tensor::new(values(3, 6 * 2 * 5), &[6, 2, 5]).unwrap();
-    let h0 = Tensor::new(values(4, 2 * 2 * 24), &[2, 2, 24]).unwrap();
-    let want = rnn.forward(&input, Some(&h0)).unwrap();
+    let state = random_state(&mut support::Rng(4), &config, 2);
+    let want = rnn.forward(&input, Some(state.hx())).unwrap();
     let mut stream = rnn.stream(StreamOptions { batch: 2, delay: 0 }).unwrap();
-    stream.reset_to(&h0).unwrap();
-    assert_close(
-        "state after reset_to",
-        compare(stream.state().unwrap().data(), h0.data(), 0.0),
-    );
+    stream.reset_to(state.hx()).unwrap();
+    // reset_to stores the state as given, bit for bit.
+    let given = RnnOutput {
+        output: Tensor::zeros(&[0]).unwrap(),
+        h_n: state.h0.clone(),
+        c_n: state.c0.clone(),
+    };
+    assert_stream_state(&format!("{mode:?} after reset_to"), &stream, &given, 0.0);
     let got = stream.push(&input).unwrap();
-    assert_close(
-        "output from h0",
-        compare(got.data(), want.output.data(), 1e-6),
+    assert_tensor(
+        &format!("{mode:?}: output from hx"),
+        &got,
+        &want.output,
+        1e-6,
     );
-    assert_close(
-        "state from h0",
-        compare(stream.state().unwrap().data(), want.h_n.data(), 1e-6),
-    );
+    assert_stream_state(&format!("{mode:?} from hx"), &stream, &want, 1e-6);
+    let pushed = state_of(&stream);
 
     let wrong_batch = stream
         .push(&Tensor::zeros(&[3, 4, 5]).unwrap())
         .unwrap_err();
     assert!(
         matches!(wrong_batch, RnnError::ShapeMismatch { what: "input", .. }),
-        "{wrong_batch:?}"
+        "{mode:?}: {wrong_batch:?}"
     );
-    let wrong_h0 = stream
-        .reset_to(&Tensor::zeros(&[2, 24]).unwrap())
-        .unwrap_err();
-    assert!(
-        matches!(wrong_h0, RnnError::ShapeMismatch { what: "h0", .. }),
-        "{wrong_h0:?}"
+    // The refused push left the state as it was.
+    assert_stream_state(
+        &format!("{mode:?} after a refused push"),
+        &stream,
+        &pushed,
+        0.0,
     );
+    let refused = |result: wgpu_rnn::Result<()>, what: &str| {
+        assert!(
+            matches!(&result, Err(RnnError::ShapeMismatch { what: w, .. }) if *w == what),
+            "{mode:?}: expected a ShapeMismatch of {what}, got {result:?}"
+        );
+    };
+    // An unbatched h0 for a stream of two sequences (with the right c0 for an LSTM).
+    let wrong = Tensor::zeros(&[2, 24]).unwrap();
+    refused(
+        stream.reset_to(Hx {
+            h0: &wrong,
+            c0: state.c0.as_ref(),
+        }),
+        "h0",
+    );
+    // An LSTM needs c0, of its own shape; the other modes refuse one.
+    match &state {
+        State { h0, c0: Some(_) } => {
+            refused(stream.reset_to(Hx::h0(h0)), "c0");
+            refused(stream.reset_to(Hx::lstm(h0, &wrong)), "c0");
+        }
+        State { h0, c0: None } => refused(stream.reset_to(Hx::lstm(h0, h0)), "c0"),
+    }
+    // None of the refused resets touched the state.
+    assert_stream_state(
+        &format!("{mode:?} after refused resets"),
+        &stream,
+        &pushed,
+        0.0,
+    );
+
     let bidir = RnnConfig {
         bidirectional: true,
-        ..RnnConfig::new(5, 8)
+        ..RnnConfig::new(mode, 5, 8)
     };
     let error = model(&ctx, &bidir)
         .stream(StreamOptions::default())
         .unwrap_err();
-    assert!(matches!(error, RnnError::InvalidConfig(_)), "{error:?}");
+    assert!(
+        matches!(error, RnnError::InvalidConfig(_)),
+        "{mode:?}: {error:?}"
+    );
 }
+for_each_mode!(
+    streams_start_from_a_given_state_and_reject_bad_use,
+    streams_start_from_a_given_state_and_reject_bad_use
+);
 
-#[test]
-fn variable_lengths_match_cpu() {
-    let Some(ctx) = testing::gpu("variable_lengths_match_cpu") else {
+fn variable_lengths_match_cpu(mode: RnnMode) {
+    let Some(ctx) = gpu("variable_lengths_match_cpu", mode) else {
         return;
     };
     for (k, bidirectional) in [(0u64, false), (1, true), (2, true), (3, false)] {
@@ -230,92 +340,71 @@ fn variable_lengths_match_cpu() {
             num_layers: 1 + k as usize % 2,
             bidirectional,
             batch_first: k % 2 == 1,
-            nonlinearity: if k == 3 {
-                Nonlinearity::Relu
-            } else {
-                Nonlinearity::Tanh
-            },
-            ..RnnConfig::new(17, 33)
+            ..RnnConfig::new(mode, 17, 33)
         };
-        let weights = RnnWeights::init(&config, k).unwrap();
-        let cpu = CpuRnn::new(config.clone(), weights.clone()).unwrap();
-        let gpu = GpuRnn::new(&ctx, config.clone(), &weights).unwrap();
-        let (steps, lengths) = (23, [23usize, 1, 9, 17, 2]);
-        let n = lengths.len();
-        let shape = if config.batch_first {
-            [n, steps, 17]
-        } else {
-            [steps, n, 17]
+        // Half the cases start from a given state (h0, and c0 for an LSTM).
+        let problem = Problem {
+            with_state: k >= 2,
+            lengths: Some(vec![23, 1, 9, 17, 2]),
+            ..Problem::new(config, 23, 5, k)
         };
-        let input = Tensor::new(values(k, steps * n * 17), &shape).unwrap();
-        let want = cpu.forward_with_lengths(&input, &lengths, None).unwrap();
-        let got = gpu.forward_with_lengths(&input, &lengths, None).unwrap();
-        assert_close(
-            &format!("case {k} output"),
-            compare(got.output.data(), want.output.data(), 1e-4),
-        );
-        assert_close(
-            &format!("case {k} h_n"),
-            compare(got.h_n.data(), want.h_n.data(), 1e-4),
-        );
+        let weights = problem.weights();
+        let gpu = problem.gpu(&ctx, &weights);
+        problem.check_model(&gpu, &weights).unwrap();
         let bad = gpu
-            .forward_with_lengths(&input, &[23, 0, 9, 17, 2], None)
+            .forward_with_lengths(&problem.input(), &[23, 0, 9, 17, 2], None)
             .unwrap_err();
         assert!(
             matches!(bad, RnnError::InvalidLength { index: 1, .. }),
-            "{bad:?}"
+            "{mode:?}, case {k}: {bad:?}"
         );
     }
 }
+for_each_mode!(variable_lengths_match_cpu, variable_lengths_match_cpu);
 
-#[test]
-fn a_small_budget_runs_in_chunks_with_identical_results() {
-    let Some(ctx) = testing::gpu("a_small_budget_runs_in_chunks_with_identical_results") else {
+fn a_small_budget_runs_in_chunks_with_identical_results(mode: RnnMode) {
+    let Some(ctx) = gpu("a_small_budget_runs_in_chunks_with_identical_results", mode) else {
         return;
     };
     for batch_first in [false, true] {
-        let config = stacked(batch_first);
+        let config = stacked(mode, batch_first);
         let rnn = model(&ctx, &config);
-        let (steps, n) = (300, 4);
+        let (steps, n) = (200, 4);
         let shape = if batch_first {
             [n, steps, 5]
         } else {
             [steps, n, 5]
         };
         let input = Tensor::new(values(7, steps * n * 5), &shape).unwrap();
-        let h0 = Tensor::new(values(8, 2 * n * 24), &[2, n, 24]).unwrap();
-        let lengths = [300, 17, 151, 299];
-        let whole = rnn.forward(&input, Some(&h0)).unwrap();
+        let state = random_state(&mut support::Rng(8), &config, n);
+        let lengths = [200, 17, 151, 199];
+        let whole = rnn.forward(&input, Some(state.hx())).unwrap();
         let whole_packed = rnn
-            .forward_with_lengths(&input, &lengths, Some(&h0))
+            .forward_with_lengths(&input, &lengths, Some(state.hx()))
             .unwrap();
-        // About 64 frames per chunk: 300 frames take five chunks, the last one partial.
+        // About 64 frames per chunk: 200 frames take about three chunks, the last one
+        // partial. Per frame the workspace holds the input twice, the projections (G·H
+        // features), two layers' output and the result twice, and a step uniform.
         assert_eq!(rnn.time_chunk(steps, n).unwrap(), steps);
-        rnn.set_workspace_budget(Some(64 * (4 * n as u64 * (5 + 3 * 24) + 256) + 10_000));
+        let per_frame = 4 * n * (2 * 5 + config.gate_size() + 4 * config.output_size()) + 256;
+        rnn.set_workspace_budget(Some(64 * per_frame as u64 + 10_000));
         let chunk = rnn.time_chunk(steps, n).unwrap();
-        assert!((32..=100).contains(&chunk), "{chunk} frames per chunk");
-        let chunked = rnn.forward(&input, Some(&h0)).unwrap();
+        assert!(
+            (32..=100).contains(&chunk),
+            "{mode:?}: {chunk} frames per chunk"
+        );
+        let chunked = rnn.forward(&input, Some(state.hx())).unwrap();
         let chunked_packed = rnn
-            .forward_with_lengths(&input, &lengths, Some(&h0))
+            .forward_with_lengths(&input, &lengths, Some(state.hx()))
             .unwrap();
         rnn.set_workspace_budget(None);
-        let what = format!("batch_first={batch_first}");
-        assert_close(
-            &what,
-            compare(chunked.output.data(), whole.output.data(), 1e-6),
-        );
-        assert_close(&what, compare(chunked.h_n.data(), whole.h_n.data(), 1e-6));
-        assert_close(
-            &what,
-            compare(
-                chunked_packed.output.data(),
-                whole_packed.output.data(),
-                1e-6,
-            ),
-        );
-        assert_close(
-            &what,
-            compare(chunked_packed.h_n.data(), whole_packed.h_n.data(), 1e-6),
+        let what = format!("{mode:?}, batch_first={batch_first}");
+        assert_forward(&what, &chunked, &whole, 1e-6);
+        assert_forward(
+            &format!("{what}, lengths"),
+            &chunked_packed,
+            &whole_packed,
+            1e-6,
         );
     }
     // A bidirectional model runs one layer and direction at a time, each in chunks: the
@@ -323,65 +412,76 @@ fn a_small_budget_runs_in_chunks_with_identical_results() {
     for batch_first in [false, true] {
         let bidir = RnnConfig {
             bidirectional: true,
-            num_layers: 2,
-            batch_first,
-            ..RnnConfig::new(5, 24)
+            ..stacked(mode, batch_first)
         };
         let rnn = model(&ctx, &bidir);
-        let (steps, n) = (150, 3);
+        let (steps, n) = (60, 3);
         let shape = if batch_first {
             [n, steps, 5]
         } else {
             [steps, n, 5]
         };
         let input = Tensor::new(values(9, steps * n * 5), &shape).unwrap();
-        let h0 = Tensor::new(values(10, 4 * n * 24), &[4, n, 24]).unwrap();
-        let lengths = [150, 7, 88];
+        let state = random_state(&mut support::Rng(10), &bidir, n);
+        let lengths = [60, 7, 48];
         let whole = rnn
-            .forward_with_lengths(&input, &lengths, Some(&h0))
+            .forward_with_lengths(&input, &lengths, Some(state.hx()))
             .unwrap();
-        let whole_full = rnn.forward(&input, Some(&h0)).unwrap();
+        let whole_full = rnn.forward(&input, Some(state.hx())).unwrap();
         rnn.set_workspace_budget(Some(20_000));
-        assert!(rnn.time_chunk(steps, n).unwrap() < steps);
+        let chunk = rnn.time_chunk(steps, n).unwrap();
+        assert!(chunk < steps, "{mode:?}: {chunk}");
         let chunked = rnn
-            .forward_with_lengths(&input, &lengths, Some(&h0))
+            .forward_with_lengths(&input, &lengths, Some(state.hx()))
             .unwrap();
-        let chunked_full = rnn.forward(&input, Some(&h0)).unwrap();
-        let what = format!("bidirectional, batch_first={batch_first}");
-        for (got, want) in [(&chunked, &whole), (&chunked_full, &whole_full)] {
-            assert_eq!(got.output.shape(), want.output.shape());
-            assert_close(&what, compare(got.output.data(), want.output.data(), 1e-5));
-            assert_close(&what, compare(got.h_n.data(), want.h_n.data(), 1e-5));
-        }
+        let chunked_full = rnn.forward(&input, Some(state.hx())).unwrap();
+        let what = format!("{mode:?} bidirectional, batch_first={batch_first}");
+        assert_forward(&format!("{what}, lengths"), &chunked, &whole, 1e-5);
+        assert_forward(&what, &chunked_full, &whole_full, 1e-5);
     }
 }
+for_each_mode!(
+    a_small_budget_runs_in_chunks_with_identical_results,
+    a_small_budget_runs_in_chunks_with_identical_results
+);
 
-#[test]
-fn long_sequences_with_wide_state_match_cpu() {
-    let Some(ctx) = testing::gpu("long_sequences_with_wide_state_match_cpu") else {
+/// A long sequence through a wide state: the state must not drift or stop updating. An
+/// Elman RNN of H = 256 runs its persistent kernel over 1200 steps; an LSTM or GRU that wide
+/// runs per step (their persistent kernels stop at H = 64 and 84), over 300 steps: four
+/// times the work per step, on both paths, and gpu_paths' long_gated_sequences_match_cpu
+/// runs them long (GRU H = 256 over 1000 steps per step, LSTM over 1500 persistent).
+fn long_sequences_with_wide_state_match_cpu(mode: RnnMode) {
+    let Some(ctx) = gpu("long_sequences_with_wide_state_match_cpu", mode) else {
         return;
     };
-    let config = RnnConfig::new(16, 256);
+    let config = RnnConfig::new(mode, 16, 256);
     let weights = RnnWeights::init(&config, 11).unwrap();
-    let steps = 1200;
+    let steps = match mode {
+        RnnMode::Rnn(_) => 1200,
+        RnnMode::Lstm | RnnMode::Gru => 300,
+    };
     let input = Tensor::new(values(12, steps * 16), &[steps, 1, 16]).unwrap();
-    let want = CpuRnn::new(config.clone(), weights.clone())
+    let want = CpuRnn::new(config.clone(), &weights)
         .unwrap()
         .forward(&input, None)
         .unwrap();
-    let got = GpuRnn::new(&ctx, config, &weights)
-        .unwrap()
-        .forward(&input, None)
-        .unwrap();
-    assert_close(
-        "T=1200 output",
-        compare(got.output.data(), want.output.data(), 1e-4),
-    );
-    assert_close("T=1200 h_n", compare(got.h_n.data(), want.h_n.data(), 1e-4));
+    let gpu = GpuRnn::new(&ctx, config, &weights).unwrap();
+    let recurrence = match mode {
+        RnnMode::Rnn(_) => Recurrence::Persistent,
+        RnnMode::Lstm | RnnMode::Gru => Recurrence::PerStep,
+    };
+    assert_eq!(gpu.recurrence(), recurrence, "{mode:?}");
+    let got = gpu.forward(&input, None).unwrap();
+    check_output(&got, &want).unwrap_or_else(|e| panic!("{mode:?}, T = {steps}: {e}"));
 }
+for_each_mode!(
+    long_sequences_with_wide_state_match_cpu,
+    long_sequences_with_wide_state_match_cpu
+);
 
 /// Pushes the sequence-first `input` (N = `batch`) through a stream of `rnn` in the chunks
-/// between consecutive `bounds`, and checks its outputs and final state against `want`.
+/// between consecutive `bounds`, and checks its outputs and final state (c too for an LSTM)
+/// against `want`.
 fn assert_streams_alike(
     rnn: &GpuRnn,
     input: &Tensor,
@@ -400,118 +500,129 @@ fn assert_streams_alike(
         .map(|w| stream.push(&frames(input, false, w[0], w[1])).unwrap())
         .collect();
     let streamed = concat(&outputs, false);
-    assert_close("stream", compare(streamed.data(), want.output.data(), 1e-4));
-    assert_close(
-        "stream state",
-        compare(stream.state().unwrap().data(), want.h_n.data(), 1e-4),
-    );
+    assert_tensor("stream", &streamed, &want.output, 1e-4);
+    assert_stream_state("stream", &stream, want, 1e-4);
 }
 
-#[test]
-fn streams_and_lengths_project_ahead_alike() {
-    let Some(ctx) = testing::gpu("streams_and_lengths_project_ahead_alike") else {
+fn streams_and_lengths_project_ahead_alike(mode: RnnMode) {
+    let Some(ctx) = gpu("streams_and_lengths_project_ahead_alike", mode) else {
         return;
     };
     // Shapes whose persistent layers project their inputs ahead on CPU adapters (one
-    // workgroup, I·H ≥ 128², I ≤ H): a stream in chunks long enough to project ahead too, and
-    // a sequence shorter than the input, against the CPU.
+    // workgroup, I·G·H ≥ 128², I ≤ H): a stream in chunks long enough to project ahead too,
+    // and a sequence shorter than the input, against the CPU. The gated cells run their
+    // persistent kernel only up to H = 64 (LSTM) and 84 (GRU): narrower shapes for them.
+    // (stream model: I, H, layers; lengths model: I, H)
+    let ((i, h, layers), (li, lh)) = match mode {
+        RnnMode::Rnn(_) => ((128, 128, 2), (128, 130)),
+        RnnMode::Lstm => ((64, 64, 2), (64, 64)),
+        RnnMode::Gru => ((76, 76, 2), (77, 77)),
+    };
     let config = RnnConfig {
-        num_layers: 2,
-        ..RnnConfig::new(128, 128)
+        num_layers: layers,
+        ..RnnConfig::new(mode, i, h)
     };
     let weights = RnnWeights::init(&config, 8).unwrap();
     let rnn = GpuRnn::new(&ctx, config.clone(), &weights).unwrap();
-    let cpu = CpuRnn::new(config.clone(), weights).unwrap();
-    let steps = 600;
-    let input = Tensor::new(values(2, steps * 128), &[steps, 1, 128]).unwrap();
+    let cpu = CpuRnn::new(config, &weights).unwrap();
+    let steps = 400;
+    let input = Tensor::new(values(2, steps * i), &[steps, 1, i]).unwrap();
     let want = cpu.forward(&input, None).unwrap();
-    println!(
-        "stream chunks of 250: {} layer(s) projecting ahead",
-        rnn.layers_projecting_ahead(250, 1).unwrap()
+    let ahead = rnn.layers_projecting_ahead(250, 1).unwrap();
+    println!("{mode:?}: stream chunks of 250: {ahead} layer(s) projecting ahead");
+    // Every layer of each mode's shape projects ahead where the plans apply.
+    assert_eq!(
+        ahead,
+        if plans_apply(&ctx) { layers } else { 0 },
+        "{mode:?}"
     );
-    assert_streams_alike(&rnn, &input, 1, &[0, 250, 500, steps], &want);
+    assert_streams_alike(&rnn, &input, 1, &[0, 250, 330, steps], &want);
 
-    let config = RnnConfig::new(128, 130);
+    let config = RnnConfig::new(mode, li, lh);
     let weights = RnnWeights::init(&config, 9).unwrap();
     let rnn = GpuRnn::new(&ctx, config.clone(), &weights).unwrap();
-    let cpu = CpuRnn::new(config, weights).unwrap();
-    let (steps, n) = (300, 1);
-    let lengths = [217];
-    println!(
-        "lengths: {} layer(s) projecting ahead",
-        rnn.layers_projecting_ahead(steps, n).unwrap()
-    );
-    let input = Tensor::new(values(3, steps * n * 128), &[steps, n, 128]).unwrap();
+    let cpu = CpuRnn::new(config, &weights).unwrap();
+    let (steps, n) = (200, 1);
+    let lengths = [151];
+    let ahead = rnn.layers_projecting_ahead(steps, n).unwrap();
+    println!("{mode:?}: lengths: {ahead} layer(s) projecting ahead");
+    assert_eq!(ahead, if plans_apply(&ctx) { 1 } else { 0 }, "{mode:?}");
+    let input = Tensor::new(values(3, steps * n * li), &[steps, n, li]).unwrap();
     let got = rnn.forward_with_lengths(&input, &lengths, None).unwrap();
     let want = cpu.forward_with_lengths(&input, &lengths, None).unwrap();
-    assert_close(
-        "lengths",
-        compare(got.output.data(), want.output.data(), 1e-4),
-    );
-    assert_close(
-        "lengths h_n",
-        compare(got.h_n.data(), want.h_n.data(), 1e-4),
-    );
+    assert_forward(&format!("{mode:?}: lengths"), &got, &want, 1e-4);
 }
+for_each_mode!(
+    streams_and_lengths_project_ahead_alike,
+    streams_and_lengths_project_ahead_alike
+);
 
-#[test]
-fn streams_and_lengths_fuse_the_input_alike() {
-    let Some(ctx) = testing::gpu("streams_and_lengths_fuse_the_input_alike") else {
+fn streams_and_lengths_fuse_the_input_alike(mode: RnnMode) {
+    let Some(ctx) = gpu("streams_and_lengths_fuse_the_input_alike", mode) else {
         return;
     };
-    // Layers that compute their input projection in each step on CPU adapters with
+    // Elman layers that compute their input projection in each step on CPU adapters with
     // subgroups (one-subgroup recurrence, I a multiple of four ≤ the padded state): a stream
     // in uneven chunks, and sequences of several lengths in padded batch tiles, against the
-    // CPU.
+    // CPU. The gated cells' persistent kernels have no fused form: the same shapes run with
+    // a projection GEMM there, and must agree alike.
     let config = RnnConfig {
         num_layers: 2,
-        ..RnnConfig::new(40, 64)
+        ..RnnConfig::new(mode, 40, 64)
     };
     let weights = RnnWeights::init(&config, 10).unwrap();
     let rnn = GpuRnn::new(&ctx, config.clone(), &weights).unwrap();
-    let cpu = CpuRnn::new(config.clone(), weights).unwrap();
-    let (steps, n) = (300, 6);
-    println!(
-        "{} layer(s) fusing the input",
-        rnn.layers_fusing_input(steps, n).unwrap()
-    );
+    let cpu = CpuRnn::new(config.clone(), &weights).unwrap();
+    let (steps, n) = (150, 6);
+    let fused = rnn.layers_fusing_input(steps, n).unwrap();
+    println!("{mode:?}: {fused} layer(s) fusing the input");
+    let want_fused = match mode {
+        RnnMode::Rnn(_) if plans_apply(&ctx) => 2,
+        _ => 0,
+    };
+    assert_eq!(fused, want_fused, "{mode:?}");
     let input = Tensor::new(values(4, steps * n * 40), &[steps, n, 40]).unwrap();
     let want = cpu.forward(&input, None).unwrap();
-    assert_streams_alike(&rnn, &input, n, &[0, 1, 97, 250, steps], &want);
+    assert_streams_alike(&rnn, &input, n, &[0, 1, 47, 120, steps], &want);
 
-    let lengths = [300, 1, 217, 64, 299, 5];
+    let lengths = [150, 1, 110, 64, 149, 5];
     let got = rnn.forward_with_lengths(&input, &lengths, None).unwrap();
     let want = cpu.forward_with_lengths(&input, &lengths, None).unwrap();
-    assert_close(
-        "lengths",
-        compare(got.output.data(), want.output.data(), 1e-4),
-    );
-    assert_close(
-        "lengths h_n",
-        compare(got.h_n.data(), want.h_n.data(), 1e-4),
-    );
+    assert_forward(&format!("{mode:?}: lengths"), &got, &want, 1e-4);
 }
+for_each_mode!(
+    streams_and_lengths_fuse_the_input_alike,
+    streams_and_lengths_fuse_the_input_alike
+);
 
-/// A push that times out has not happened: the state and the delay are as before it, and
-/// pushing the same chunk again (with a sane timeout) gives what one forward over the whole
-/// sequence gives. A context of its own: the timeout is context-wide.
+/// A push that times out has not happened: the state (c too) and the delay are as before it,
+/// and pushing the same chunk again (with a sane timeout) gives what one forward over the
+/// whole sequence gives. A context of its own, as the timeout is context-wide; every mode on
+/// it in turn (a fresh context compiles everything anew: one for the four modes).
 #[test]
 fn a_timed_out_push_leaves_the_stream_unchanged() {
     if testing::gpu("a_timed_out_push_leaves_the_stream_unchanged").is_none() {
         return;
     }
     let ctx = GpuContext::new().unwrap();
-    let config = stacked(false);
+    for mode in MODES {
+        timed_out_push(&ctx, mode);
+    }
+}
+
+fn timed_out_push(ctx: &GpuContext, mode: RnnMode) {
+    let config = stacked(mode, false);
     let weights = RnnWeights::init(&config, 5).unwrap();
     // Per step: one dispatch per step and layer, which no adapter finishes the instant they
-    // are submitted (as in hostile_input's a_timeout_leaves_the_model_usable).
+    // are submitted (as in hostile_limits' timeout).
     let options = GpuOptions::recurrence(Recurrence::PerStep);
-    let rnn = GpuRnn::with_options(&ctx, config.clone(), &weights, options).unwrap();
-    let cpu = CpuRnn::new(config, weights).unwrap();
-    let (first, long, delay) = (4, 1000, 2);
+    let rnn = GpuRnn::with_options(ctx, config.clone(), &weights, options).unwrap();
+    let cpu = CpuRnn::new(config, &weights).unwrap();
+    let (first, long, delay) = (4, 300, 2);
     let input = Tensor::new(values(7, (first + long) * 5), &[first + long, 1, 5]).unwrap();
     let mut stream = rnn.stream(StreamOptions { batch: 1, delay }).unwrap();
     let mut parts = vec![stream.push(&frames(&input, false, 0, first)).unwrap()];
+    let before = cpu.forward(&frames(&input, false, 0, first), None).unwrap();
     let rest = frames(&input, false, first, first + long);
     for round in 0..2 {
         ctx.set_timeout(std::time::Duration::ZERO);
@@ -519,11 +630,14 @@ fn a_timed_out_push_leaves_the_stream_unchanged() {
         ctx.set_timeout(std::time::Duration::from_secs(60));
         assert!(
             matches!(timed_out, Err(RnnError::Timeout(_))),
-            "round {round}: {timed_out:?}"
+            "{mode:?}, round {round}: {timed_out:?}"
         );
+        // Still the state after the first frames.
+        assert_stream_state(&format!("{mode:?}, round {round}"), &stream, &before, 1e-4);
     }
     parts.push(stream.push(&rest).unwrap());
-    let state = stream.state().unwrap();
+    let whole = cpu.forward(&input, None).unwrap();
+    assert_stream_state(&format!("{mode:?}"), &stream, &whole, 1e-4);
     parts.push(stream.finish().unwrap());
 
     // The delayed outputs, as in delay_holds_back_the_first_outputs.
@@ -537,34 +651,44 @@ fn a_timed_out_push_leaves_the_stream_unchanged() {
         first + long + delay,
     );
     let got = concat(&parts, false);
-    assert_eq!(got.shape(), want.shape());
-    assert_close("outputs", compare(got.data(), want.data(), 1e-4));
-    let want_state = cpu.forward(&input, None).unwrap().h_n;
-    assert_close("state", compare(state.data(), want_state.data(), 1e-4));
+    assert_tensor(&format!("{mode:?}: outputs"), &got, &want, 1e-4);
 }
 
 /// A stream of one sequence fed unbatched (T_c, I) chunks answers unbatched everywhere, as
-/// `nn.RNN` does: pushes and `finish` give (T_c, H), `state` (L, H); `reset_to` takes (L, H)
-/// as well as (L, 1, H), and the state's form follows it.
-#[test]
-fn unbatched_chunks_give_unbatched_results() {
-    let Some(ctx) = testing::gpu("unbatched_chunks_give_unbatched_results") else {
+/// `nn.RNN` does: pushes and `finish` give (T_c, H), `state` (L, H) and an LSTM's
+/// `cell_state` (L, H); `reset_to` takes (L, H) as well as (L, 1, H), and the state's form
+/// follows it.
+fn unbatched_chunks_give_unbatched_results(mode: RnnMode) {
+    let Some(ctx) = gpu("unbatched_chunks_give_unbatched_results", mode) else {
         return;
     };
-    let config = stacked(false);
+    let config = stacked(mode, false);
     let rnn = model(&ctx, &config);
     let (steps, h, layers) = (9, 24, 2);
     let input = Tensor::new(values(8, steps * 5), &[steps, 5]).unwrap();
-    let h0 = Tensor::new(values(9, layers * h), &[layers, h]).unwrap();
-    let want = rnn.forward(&input, Some(&h0)).unwrap();
+    // (L, H) forms of a random state: h0, and c0 for an LSTM.
+    let batched = random_state(&mut support::Rng(9), &config, 1);
+    let unbatch = |t: &Tensor| Tensor::new(t.data().to_vec(), &[layers, h]).unwrap();
+    let state = State {
+        h0: unbatch(&batched.h0),
+        c0: batched.c0.as_ref().map(unbatch),
+    };
+    let want = rnn.forward(&input, Some(state.hx())).unwrap();
     assert_eq!(want.output.shape(), &[steps, h]);
+    assert_eq!(want.h_n.shape(), &[layers, h]);
     for delay in [0, 2] {
         let mut stream = rnn.stream(StreamOptions { batch: 1, delay }).unwrap();
-        stream.reset_to(&h0).unwrap();
+        stream.reset_to(state.hx()).unwrap();
         assert_eq!(
             stream.state().unwrap().shape(),
             &[layers, h],
-            "delay {delay}"
+            "{mode:?}, delay {delay}"
+        );
+        let c = stream.cell_state().unwrap();
+        assert_eq!(
+            c.as_ref().map(|c| c.shape().to_vec()),
+            mode.has_cell_state().then(|| vec![layers, h]),
+            "{mode:?}, delay {delay}"
         );
         let mut data = Vec::new();
         for (t0, t1) in [(0, 4), (4, 9)] {
@@ -573,30 +697,33 @@ fn unbatched_chunks_give_unbatched_results() {
             assert_eq!(
                 out.shape().len(),
                 2,
-                "delay {delay}: push gave {:?}",
+                "{mode:?}, delay {delay}: push gave {:?}",
                 out.shape()
             );
             data.extend_from_slice(out.data());
         }
-        let state = stream.state().unwrap();
-        assert_eq!(state.shape(), want.h_n.shape(), "delay {delay}");
-        if delay == 0 {
-            assert_close("state", compare(state.data(), want.h_n.data(), 1e-5));
-        }
+        // (L, H) states, equal to the forward's (the delay's zero frames come in finish()).
+        assert_stream_state(&format!("{mode:?}, delay {delay}"), &stream, &want, 1e-5);
         let last = stream.finish().unwrap();
-        assert_eq!(last.shape(), &[delay, h], "delay {delay}: finish");
+        assert_eq!(last.shape(), &[delay, h], "{mode:?}, delay {delay}: finish");
         // Held back: the outputs returned are the model's frames delay.. (see
         // delay_holds_back_the_first_outputs).
         let got = Tensor::new(data, &[steps - delay, h]).unwrap();
         assert_close(
-            &format!("delay {delay}: outputs"),
+            &format!("{mode:?}, delay {delay}: outputs"),
             compare(got.data(), &want.output.data()[delay * h..], 1e-5),
         );
     }
-    // (L, 1, H) is accepted too, and brings the batched form back.
+    // (L, 1, H) is accepted too, and brings the batched form back (for c too).
     let mut stream = rnn.stream(StreamOptions::default()).unwrap();
-    let batched = Tensor::new(h0.data().to_vec(), &[layers, 1, h]).unwrap();
-    stream.reset_to(&batched).unwrap();
+    stream.reset_to(batched.hx()).unwrap();
     assert_eq!(stream.state().unwrap().shape(), &[layers, 1, h]);
+    if let Some(c) = stream.cell_state().unwrap() {
+        assert_eq!(c.shape(), &[layers, 1, h], "{mode:?}");
+    }
     assert_eq!(stream.finish().unwrap().shape(), &[0, 1, h]);
 }
+for_each_mode!(
+    unbatched_chunks_give_unbatched_results,
+    unbatched_chunks_give_unbatched_results
+);
