@@ -1,16 +1,17 @@
 //! One model, many threads: the public types are `Send + Sync` (checked at compile time), and
 //! forwards of different shapes racing on one shared `GpuRnn` (and its workspace cache, and
-//! one device and queue) each get their own right answer.
+//! one device and queue) each get their own right answer; for every mode, an LSTM's c0 and
+//! c_n (and its streams' cell state) included.
 
 mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{Rng, check_output, input_shape, state_shape};
+use support::{Rng, State, check_output, input_shape, mode_name, random_state};
 use wgpu_rnn::{
-    CpuRnn, GpuContext, GpuRnn, Rnn, RnnCell, RnnConfig, RnnOutput, RnnStream, RnnWeights,
-    StreamOptions, Tensor, testing,
+    CpuRnn, GpuContext, GpuRnn, GruCell, Hx, LstmCell, Rnn, RnnCell, RnnConfig, RnnMode, RnnOutput,
+    RnnStream, RnnWeights, StreamOptions, Tensor, testing,
 };
 
 /// Compile-time: sharing a context or a model across threads is part of the API (the docs of
@@ -24,8 +25,14 @@ const _: () = {
     send_sync::<RnnWeights>();
     send_sync::<RnnCell<GpuRnn>>();
     send_sync::<RnnCell<CpuRnn>>();
+    send_sync::<LstmCell<GpuRnn>>();
+    send_sync::<LstmCell<CpuRnn>>();
+    send_sync::<GruCell<GpuRnn>>();
+    send_sync::<GruCell<CpuRnn>>();
     send_sync::<RnnOutput>();
     send_sync::<Tensor>();
+    // A forward's initial state may be built on one thread and lent to another.
+    send_sync::<Hx<'static>>();
     // A stream may be handed to a worker thread (it borrows the model, which is Sync).
     send::<RnnStream<'static>>();
 };
@@ -33,20 +40,27 @@ const _: () = {
 const THREADS: usize = 8;
 const FORWARDS_PER_THREAD: usize = 200;
 
-fn shared_config() -> RnnConfig {
+fn shared_config(mode: RnnMode) -> RnnConfig {
     RnnConfig {
         num_layers: 2,
-        ..RnnConfig::new(7, 19)
+        ..RnnConfig::new(mode, 7, 19)
     }
 }
 
-/// One forward call a thread makes: the input, maybe h0, maybe lengths; all from `seed`.
+/// The shared test context of the test `test` running `mode`, named as `for_each_mode!`
+/// names it.
+fn gpu(test: &str, mode: RnnMode) -> Option<GpuContext> {
+    testing::gpu(&format!("{test}::{}", mode_name(mode)))
+}
+
+/// One forward call a thread makes: the input, maybe an initial state (h0, and c0 for an
+/// LSTM), maybe lengths; all from `seed`.
 #[derive(Clone, Debug)]
 struct Call {
     seed: u64,
     seq_len: usize,
     batch: usize,
-    with_h0: bool,
+    with_state: bool,
     lengths: Option<Vec<usize>>,
 }
 
@@ -55,7 +69,7 @@ impl Call {
         let mut rng = Rng(seed);
         let seq_len = rng.range(1, 20);
         let batch = rng.range(1, 4);
-        let with_h0 = rng.chance(2);
+        let with_state = rng.chance(2);
         let lengths = rng
             .chance(3)
             .then(|| (0..batch).map(|_| rng.range(1, seq_len)).collect());
@@ -63,26 +77,27 @@ impl Call {
             seed,
             seq_len,
             batch,
-            with_h0,
+            with_state,
             lengths,
         }
     }
 
-    fn tensors(&self, config: &RnnConfig) -> (Tensor, Option<Tensor>) {
+    fn tensors(&self, config: &RnnConfig) -> (Tensor, Option<State>) {
         // Offset the seed so that the data differ from the draws that chose the shape.
         let mut rng = Rng(self.seed ^ 0xDA7A);
         let input = rng.tensor(&input_shape(config, self.seq_len, self.batch));
-        let h0 = self
-            .with_h0
-            .then(|| rng.tensor(&state_shape(config, self.batch)));
-        (input, h0)
+        let state = self
+            .with_state
+            .then(|| random_state(&mut rng, config, self.batch));
+        (input, state)
     }
 
     fn run(&self, model: &dyn Rnn) -> wgpu_rnn::Result<RnnOutput> {
-        let (input, h0) = self.tensors(model.config());
+        let (input, state) = self.tensors(model.config());
+        let hx = state.as_ref().map(State::hx);
         match &self.lengths {
-            Some(lengths) => model.forward_with_lengths(&input, lengths, h0.as_ref()),
-            None => model.forward(&input, h0.as_ref()),
+            Some(lengths) => model.forward_with_lengths(&input, lengths, hx),
+            None => model.forward(&input, hx),
         }
     }
 }
@@ -133,18 +148,21 @@ fn round(
 
 /// Races are caught by chance: rounds of 8 × 200 forwards repeat until this much time has
 /// passed (at least one round). Reverting the fix of commit 01614de (a map callback fired in
-/// another thread's poll) made about half of such runs fail on lavapipe.
-const STRESS_TIME: Duration = Duration::from_secs(8);
+/// another thread's poll) made about half of 8-second runs of one model fail on lavapipe.
+/// Per mode 4 seconds: the test harness runs two of the four modes' tests side by side (two
+/// cores), racing each other on the one device too, so the suite races for about the 8
+/// seconds of wall time it did with one model, with about as many forwards in all.
+const STRESS_TIME: Duration = Duration::from_secs(4);
 
-#[test]
-fn threads_share_one_model_and_each_get_their_own_results() {
-    let Some(ctx) = testing::gpu("threads_share_one_model_and_each_get_their_own_results") else {
+fn threads_share_one_model_and_each_get_their_own_results(mode: RnnMode) {
+    let test = "threads_share_one_model_and_each_get_their_own_results";
+    let Some(ctx) = gpu(test, mode) else {
         return;
     };
-    let config = shared_config();
+    let config = shared_config(mode);
     let weights = RnnWeights::init(&config, 11).unwrap();
     let gpu = Arc::new(GpuRnn::new(&ctx, config.clone(), &weights).unwrap());
-    let cpu = Arc::new(CpuRnn::new(config, weights).unwrap());
+    let cpu = Arc::new(CpuRnn::new(config, &weights).unwrap());
     let start = Instant::now();
     let (mut failures, mut samples) = (Vec::new(), Vec::new());
     let mut rounds = 0;
@@ -156,7 +174,7 @@ fn threads_share_one_model_and_each_get_their_own_results() {
     }
     let forwards = rounds * THREADS * FORWARDS_PER_THREAD;
     println!(
-        "{rounds} rounds: {forwards} forwards on {THREADS} threads in {:.1?}",
+        "{mode:?}: {rounds} rounds: {forwards} forwards on {THREADS} threads in {:.1?}",
         start.elapsed()
     );
 
@@ -172,23 +190,27 @@ fn threads_share_one_model_and_each_get_their_own_results() {
     }
     assert!(
         failures.is_empty(),
-        "{} of {forwards} forwards failed:\n{}",
+        "{mode:?}: {} of {forwards} forwards failed:\n{}",
         failures.len(),
         failures.join("\n")
     );
 }
+for_each_mode!(
+    threads_share_one_model_and_each_get_their_own_results,
+    threads_share_one_model_and_each_get_their_own_results
+);
 
 /// Streams of one shared model on several threads at once: each thread's stream keeps its own
-/// state on the GPU, so pushing its sequence in chunks equals one CPU forward over it.
-#[test]
-fn streams_on_threads_keep_their_own_state() {
-    let Some(ctx) = testing::gpu("streams_on_threads_keep_their_own_state") else {
+/// state (h, and an LSTM's c) on the GPU, so pushing its sequence in chunks equals one CPU
+/// forward over it; every other sequence starts from a given state through `reset_to`.
+fn streams_on_threads_keep_their_own_state(mode: RnnMode) {
+    let Some(ctx) = gpu("streams_on_threads_keep_their_own_state", mode) else {
         return;
     };
-    let config = shared_config();
+    let config = shared_config(mode);
     let weights = RnnWeights::init(&config, 12).unwrap();
     let gpu = GpuRnn::new(&ctx, config.clone(), &weights).unwrap();
-    let cpu = CpuRnn::new(config.clone(), weights).unwrap();
+    let cpu = CpuRnn::new(config.clone(), &weights).unwrap();
 
     let failures: Vec<String> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..4)
@@ -203,7 +225,13 @@ fn streams_on_threads_keep_their_own_state() {
                     for sequence in 0..5 {
                         let seq_len = rng.range(1, 30);
                         let input = rng.tensor(&input_shape(config, seq_len, batch));
-                        let want = cpu.forward(&input, None).unwrap();
+                        let state =
+                            (sequence % 2 == 1).then(|| random_state(&mut rng, config, batch));
+                        let hx = state.as_ref().map(State::hx);
+                        if let Some(hx) = hx {
+                            stream.reset_to(hx).map_err(|e| e.to_string())?;
+                        }
+                        let want = cpu.forward(&input, hx).unwrap();
                         // Chunks of random lengths, in (T, N, I) order: a contiguous range.
                         let frame = batch * config.input_size;
                         let mut outputs = Vec::new();
@@ -219,12 +247,23 @@ fn streams_on_threads_keep_their_own_state() {
                             outputs.extend_from_slice(out.data());
                             t += len;
                         }
-                        let what = format!("thread {thread}, sequence {sequence}");
+                        let what = format!("{mode:?}: thread {thread}, sequence {sequence}");
                         let output = Tensor::new(outputs, want.output.shape()).unwrap();
                         support::check_values(&format!("{what}: output"), &output, &want.output)?;
                         let state = stream.state().map_err(|e| e.to_string())?;
                         let state = Tensor::new(state.into_data(), want.h_n.shape()).unwrap();
                         support::check_values(&format!("{what}: state"), &state, &want.h_n)?;
+                        let cell = stream.cell_state().map_err(|e| e.to_string())?;
+                        match (cell, &want.c_n) {
+                            (Some(cell), Some(c_n)) => {
+                                let cell = Tensor::new(cell.into_data(), c_n.shape()).unwrap();
+                                support::check_values(&format!("{what}: cell state"), &cell, c_n)?;
+                            }
+                            (None, None) => {}
+                            (cell, c_n) => {
+                                return Err(format!("{what}: cell state {cell:?}, c_n {c_n:?}"));
+                            }
+                        }
                         stream.finish().map_err(|e| e.to_string())?;
                     }
                     Ok(())
@@ -243,3 +282,7 @@ fn streams_on_threads_keep_their_own_state() {
     });
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+for_each_mode!(
+    streams_on_threads_keep_their_own_state,
+    streams_on_threads_keep_their_own_state
+);
