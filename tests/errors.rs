@@ -560,3 +560,56 @@ for_each_mode!(
     bad_weight_files,
     bad_weight_files_are_rejected_naming_the_tensor
 );
+
+/// Sizes given by the caller whose products overflow get a typed error: a head of
+/// `usize::MAX / 2` outputs (its weight's element count overflows), tensors of zeros whose
+/// element or byte count does not fit in memory.
+fn overflowing_sizes_are_rejected_not_panicked_on(mode: RnnMode) {
+    let huge_head = || Linear {
+        in_features: 4,
+        out_features: usize::MAX / 2,
+        weight: vec![0.0; 4],
+        bias: None,
+    };
+    let config = move || RnnConfig::new(mode, 3, 4);
+    let mut cases = vec![
+        case(
+            "Tensor::zeros(&[usize::MAX, 2])",
+            || Tensor::zeros(&[usize::MAX, 2]).map(|_| ()),
+            |e| matches!(e, RnnError::ShapeMismatch { what: "tensor", .. }),
+        ),
+        case(
+            // Counts fine as elements, but not as bytes.
+            "Tensor::zeros(&[usize::MAX / 2])",
+            || Tensor::zeros(&[usize::MAX / 2]).map(|_| ()),
+            |e| matches!(e, RnnError::ShapeMismatch { what: "tensor", .. }),
+        ),
+        case(
+            "CpuRnn::with_head(out_features: usize::MAX / 2)",
+            move || {
+                let weights = RnnWeights::init(&config(), 1)?;
+                CpuRnn::new(config(), &weights)?
+                    .with_head(&huge_head())
+                    .map(|_| ())
+            },
+            |e| names(e, "weight"),
+        ),
+    ];
+    if let Some(ctx) = testing::gpu("overflowing_sizes_are_rejected_not_panicked_on") {
+        cases.push(case(
+            "GpuRnn::with_head(out_features: usize::MAX / 2)",
+            move || {
+                let weights = RnnWeights::init(&config(), 1)?;
+                GpuRnn::new(&ctx, config(), &weights)?
+                    .with_head(&huge_head())
+                    .map(|_| ())
+            },
+            |e| names(e, "weight"),
+        ));
+    }
+    check(cases);
+}
+for_each_mode!(
+    overflowing_sizes,
+    overflowing_sizes_are_rejected_not_panicked_on
+);
