@@ -97,8 +97,8 @@ fn recurrence_follows_the_documented_rule() {
         model(projected, Recurrence::Persistent),
         Err(RnnError::InvalidConfig(_))
     ));
-    let input = Tensor::zeros(&[2, 1, 2]);
-    let state = Tensor::zeros(&[1, 1, 4]);
+    let input = Tensor::zeros(&[2, 1, 2]).unwrap();
+    let state = Tensor::zeros(&[1, 1, 4]).unwrap();
     for mode in support::MODES {
         let gpu = model(RnnConfig::new(mode, 2, 4), Recurrence::Persistent).unwrap();
         assert_eq!(gpu.recurrence(), Recurrence::Persistent, "{mode:?}");
@@ -504,7 +504,7 @@ fn stream_resets(mode: RnnMode) {
     let got = stream.push(&input).unwrap();
     check_values("output", &got, &want.output).unwrap();
     check_values("h", &stream.state().unwrap(), &want.h_n).unwrap();
-    let wrong = Tensor::zeros(&[1, 1, 4]);
+    let wrong = Tensor::zeros(&[1, 1, 4]).unwrap();
     refused(
         stream.reset_to(Hx {
             h0: &wrong,

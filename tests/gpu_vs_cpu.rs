@@ -14,19 +14,53 @@ use wgpu_rnn::{
     testing,
 };
 
-/// Random problems run by `recurrence`: any mode, its hidden size from `hidden(mode)`, input
-/// 1..=300 features, 1 to 3 layers, T 1..=64, N 1..=9, every flag (bias, batch-first,
-/// bidirectional, unbatched, a given state, lengths) and, for an LSTM on the per-step
-/// kernels, proj_size none, 1 or H − 1.
+/// The ranges a random problem of one mode draws from.
+struct Ranges {
+    hidden: BoxedStrategy<usize>,
+    input: BoxedStrategy<usize>,
+    max_layers: usize,
+    max_seq_len: usize,
+    max_batch: usize,
+}
+
+/// The Elman RNN's ranges: input 1..=300 features, hidden sizes from `hidden`, 1 to 3
+/// layers, T 1..=64, N 1..=9.
+fn elman(hidden: BoxedStrategy<usize>) -> Ranges {
+    Ranges {
+        hidden,
+        input: (1usize..=300).boxed(),
+        max_layers: 3,
+        max_seq_len: 64,
+        max_batch: 9,
+    }
+}
+
+/// The gated cells' ranges, narrower since each step does three or four times the work:
+/// input sizes from {1, 3, 8, 17, 64, 70}, hidden sizes from `hidden`, 1 or 2 layers, T 1..=9,
+/// N 1..=4.
+fn gated(hidden: BoxedStrategy<usize>) -> Ranges {
+    Ranges {
+        hidden,
+        input: prop::sample::select(vec![1usize, 3, 8, 17, 64, 70]).boxed(),
+        max_layers: 2,
+        max_seq_len: 9,
+        max_batch: 4,
+    }
+}
+
+/// Random problems run by `recurrence`: any mode, its sizes from `ranges(mode)`, every flag
+/// (bias, batch-first, bidirectional, unbatched, a given state, lengths) and, for an LSTM on
+/// the per-step kernels, proj_size none, 1 or H − 1.
 fn problems(
     recurrence: Recurrence,
-    hidden: fn(RnnMode) -> BoxedStrategy<usize>,
+    ranges: fn(RnnMode) -> Ranges,
 ) -> impl Strategy<Value = Problem> {
     prop::sample::select(MODES.to_vec())
         .prop_flat_map(move |mode| {
+            let r = ranges(mode);
             (
-                (Just(mode), hidden(mode), 1usize..=300, 1usize..=3),
-                (1usize..=64, 1usize..=9),
+                (Just(mode), r.hidden, r.input, 1..=r.max_layers),
+                (1..=r.max_seq_len, 1..=r.max_batch),
                 any::<[bool; 6]>(),
                 (0usize..=2, any::<u64>()),
             )
@@ -85,18 +119,21 @@ fn run_random(ctx: &GpuContext, cases: u32, strategy: impl Strategy<Value = Prob
         .unwrap();
 }
 
-/// 80 cases over four modes: about as many per Elman nonlinearity as the 64 Elman cases
-/// before the modes were merged, and the gated modes' share of the 48 LSTM/GRU ones.
+/// 80 cases over the four modes (64 Elman and 48 LSTM/GRU cases, half of those on the
+/// persistent kernel, before the modes were merged): any hidden size up to 300 for an Elman
+/// RNN, the sizes {1, 3, 8, 17, 64, 70} for the gated cells.
 #[test]
 fn random_configurations_match_cpu_per_step() {
     let Some(ctx) = testing::gpu("random_configurations_match_cpu_per_step") else {
         return;
     };
-    run_random(
-        &ctx,
-        80,
-        problems(Recurrence::PerStep, |_| (1usize..=300).boxed()),
-    );
+    let ranges = |mode| match mode {
+        RnnMode::Rnn(_) => elman((1usize..=300).boxed()),
+        RnnMode::Lstm | RnnMode::Gru => {
+            gated(prop::sample::select(vec![1usize, 3, 8, 17, 64, 70]).boxed())
+        }
+    };
+    run_random(&ctx, 80, problems(Recurrence::PerStep, ranges));
 }
 
 /// The persistent kernels are generated per hidden size and their first dispatch compiles
@@ -108,18 +145,17 @@ fn random_configurations_match_cpu_persistent() {
     let Some(ctx) = testing::gpu("random_configurations_match_cpu_persistent") else {
         return;
     };
-    let sizes = |mode| {
-        prop::sample::select(match mode {
-            RnnMode::Rnn(_) => vec![1usize, 3, 8, 17, 64, 100, 257],
-            RnnMode::Lstm => vec![1, 3, 8, 17, 64],
-            RnnMode::Gru => vec![1, 3, 8, 17, 64, 70],
-        })
-        .boxed()
+    let ranges = |mode| match mode {
+        RnnMode::Rnn(_) => {
+            elman(prop::sample::select(vec![1usize, 3, 8, 17, 64, 100, 257]).boxed())
+        }
+        RnnMode::Lstm => gated(prop::sample::select(vec![1usize, 3, 8, 17, 64]).boxed()),
+        RnnMode::Gru => gated(prop::sample::select(vec![1usize, 3, 8, 17, 64, 70]).boxed()),
     };
-    run_random(&ctx, 64, problems(Recurrence::Persistent, sizes));
+    run_random(&ctx, 64, problems(Recurrence::Persistent, ranges));
 }
 
-/// Small, odd and wide shapes, unidirectional and bidirectional; then sizes that are not
+/// Small, odd and wide shapes, each unidirectional or bidirectional; then sizes that are not
 /// multiples of the 64-invocation workgroup and one above it for each kernel (gates, the
 /// projection of h), with every option that changes addressing (two bidirectional layers,
 /// lengths, a given state).
@@ -127,6 +163,7 @@ fn edge_cases(mode: RnnMode) {
     let Some(ctx) = testing::gpu(&format!("edge_cases_match_cpu::{}", mode_name(mode))) else {
         return;
     };
+    let mode_index = MODES.iter().position(|&m| m == mode).unwrap();
     let mut problems = Vec::new();
     for (k, (input_size, hidden_size, seq_len, batch)) in [
         (1, 1, 1, 1),
@@ -140,17 +177,17 @@ fn edge_cases(mode: RnnMode) {
     .into_iter()
     .enumerate()
     {
-        for bidirectional in [false, true] {
-            let config = RnnConfig {
-                num_layers: 1 + k % 3,
-                bidirectional,
-                ..RnnConfig::new(mode, input_size, hidden_size)
-            };
-            problems.push(Problem {
-                with_state: k % 2 == 0,
-                ..Problem::new(config, seq_len, batch, k as u64)
-            });
-        }
+        // One direction per shape, alternating with the shape and the mode: across the two
+        // Elman nonlinearities (and across LSTM and GRU) every shape runs both ways.
+        let config = RnnConfig {
+            num_layers: 1 + k % 3,
+            bidirectional: (k + mode_index) % 2 == 1,
+            ..RnnConfig::new(mode, input_size, hidden_size)
+        };
+        problems.push(Problem {
+            with_state: k % 2 == 0,
+            ..Problem::new(config, seq_len, batch, k as u64)
+        });
     }
     let projections: &[usize] = if mode == RnnMode::Lstm {
         &[0, 65]

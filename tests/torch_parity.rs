@@ -347,14 +347,17 @@ fn cell_fixtures_checked(mode: RnnMode, checked: usize) {
 /// another cell type made from this configuration are typed errors.
 fn check_cell_arguments(config: CellConfig, cell: &AnyCell<impl Rnn>, weights: &DirectionWeights) {
     let (i, h) = (config.input_size, config.hidden_size);
-    let x = Tensor::zeros(&[i]);
+    let x = Tensor::zeros(&[i]).unwrap();
     let (h1, c1) = cell.step(&x, None).unwrap();
     assert_eq!(h1.shape(), &[h]);
     assert_eq!(
         c1.as_ref().map(|c| c.shape().to_vec()),
         config.mode.has_cell_state().then(|| vec![h])
     );
-    let batched: CellState = (Tensor::zeros(&[1, h]), c1.map(|_| Tensor::zeros(&[h])));
+    let batched: CellState = (
+        Tensor::zeros(&[1, h]).unwrap(),
+        c1.map(|_| Tensor::zeros(&[h]).unwrap()),
+    );
     let shape_of = |what: &str, result: wgpu_rnn::Result<CellState>| match result {
         Err(RnnError::ShapeMismatch { what: w, .. }) if w == what => {}
         other => panic!(
@@ -363,7 +366,10 @@ fn check_cell_arguments(config: CellConfig, cell: &AnyCell<impl Rnn>, weights: &
         ),
     };
     shape_of("hx", cell.step(&x, Some(&batched)));
-    shape_of("input", cell.step(&Tensor::zeros(&[2, i + 1]), None));
+    shape_of(
+        "input",
+        cell.step(&Tensor::zeros(&[2, i + 1]).unwrap(), None),
+    );
     let other_types = [
         ("RnnCell", RnnCell::cpu(config.clone(), weights).err()),
         ("LstmCell", LstmCell::cpu(config.clone(), weights).err()),

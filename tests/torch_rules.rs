@@ -337,7 +337,7 @@ fn bad_forward_arguments(mode: RnnMode) {
     let weights = RnnWeights::init(&config, 5).unwrap();
     let model = CpuRnn::new(config.clone(), &weights).unwrap();
     let (rows, h_out, h) = (config.state_rows(), config.state_size(), config.hidden_size);
-    let z = Tensor::zeros;
+    let z = |shape: &[usize]| Tensor::zeros(shape).unwrap();
     let input = z(&[5, 2, 3]);
     // A valid state for N = 2, to pair with a wrong one.
     let (h0, c0) = (z(&[rows, 2, h_out]), z(&[rows, 2, h]));
@@ -450,7 +450,7 @@ fn lstm_with_zero_weights_halves_the_cell_state() {
 
     // From c0 = 1, after T = 5 steps the first layer's c is 2⁻⁵ and h = ½·tanh(2⁻⁵).
     let c0 = Tensor::new(vec![1.0; 2 * 2 * 4], &[2, 2, 4]).unwrap();
-    let h0 = Tensor::zeros(&[2, 2, 4]);
+    let h0 = Tensor::zeros(&[2, 2, 4]).unwrap();
     let out = lstm.forward(&input, Some(Hx::lstm(&h0, &c0))).unwrap();
     let c_n = out.c_n.unwrap();
     let c = 1.0f64 / 32.0;
@@ -501,7 +501,7 @@ fn gru_with_zero_weights_halves_h() {
     let gru = CpuRnn::new(config.clone(), &constant_weights(&config, 0.0)).unwrap();
     let h0 = Tensor::new(vec![1.0, -2.0, 4.0], &[1, 3]).unwrap();
     let out = gru
-        .forward(&Tensor::zeros(&[3, 2]), Some(Hx::h0(&h0)))
+        .forward(&Tensor::zeros(&[3, 2]).unwrap(), Some(Hx::h0(&h0)))
         .unwrap();
     assert_eq!(out.h_n.data(), &[0.125, -0.25, 0.5]);
     assert_eq!(out.output.shape(), &[3, 3]);
