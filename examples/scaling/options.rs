@@ -57,12 +57,12 @@ const AFTER_HELP: &str = "\
 Every model has one layer, one direction, input size = hidden size H, input (T, N, H),
 zero initial state. Times are medians of several forwards after a warm-up; a forward
 includes the upload, the GPU work and the readback.
-What is timed: rnn: GpuRnn (the persistent recurrence kernel, one dispatch for the whole
-sequence, for H <= 256; one dispatch per step above) and CpuRnn. lstm, gru: GpuGatedRnn
-(one projection GEMM, then the persistent gated kernel for LSTM H <= 64 and GRU H <= 84, one
-fused gate kernel per timestep above: about 1 ms per step on lavapipe at H=256 N=16) and
-CpuGatedRnn. --quick with lstm or gru leaves out 1024x64 (64 times the work per step of
-256x16) unless --configs names it.
+What is timed: GpuRnn and CpuRnn of the cell. rnn: the persistent recurrence kernel, one
+dispatch for the whole sequence, for H <= 256; one dispatch per step above. lstm, gru: one
+projection GEMM, then the persistent gated kernel for LSTM H <= 64 and GRU H <= 84, one
+fused gate kernel per timestep above (about 1 ms per step on lavapipe at H=256 N=16).
+--quick with lstm or gru leaves out 1024x64 (64 times the work per step of 256x16) unless
+--configs names it.
 The GPU adapter follows WGPU_BACKEND and WGPU_ADAPTER_NAME.";
 
 /// Sequence-length scaling of nn.RNN, nn.LSTM or nn.GRU forwards on the GPU (and the CPU
