@@ -84,6 +84,8 @@ mod weights;
 pub use cell::{CellConfig, GruCell, LstmCell, RnnCell};
 pub use config::{Nonlinearity, RnnConfig, RnnMode};
 pub use cpu::CpuRnn;
+#[doc(hidden)]
+pub use cpu::backward::Gradients;
 pub use error::{Limit, Result, RnnError};
 pub use gpu::context::GpuContext;
 pub use gpu::counters::ResourceCounts;

@@ -1,6 +1,7 @@
 //! The CPU reference path: plain loops in the order PyTorch's formulas are written, with f64
 //! accumulation, for every mode. Every GPU result in this crate is checked against it.
 
+pub(crate) mod backward;
 pub(crate) mod steps;
 
 use crate::config::{RnnConfig, RnnMode};
@@ -50,6 +51,36 @@ impl CpuRnn {
     /// The model's weights.
     pub fn weights(&self) -> &RnnWeights {
         &self.weights
+    }
+
+    /// The CPU reference backward pass (BPTT): the gradients of `loss = Σ output·d_output +
+    /// Σ h_n·d_h_n (+ Σ c_n·d_c_n)` with respect to the input, h0 (c0) and every parameter, for
+    /// `forward_with_lengths(input, lengths, hx)` (or `forward` when `lengths` is `None`).
+    /// `d_c_n` is an LSTM's only (`None` means zeros). Internal: the reference the coming
+    /// training API and its GPU backward will be checked against, not that API. A model with a
+    /// Linear head is refused (the head's backward is not written yet).
+    #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_reference(
+        &self,
+        input: &Tensor,
+        lengths: Option<&[usize]>,
+        hx: Option<Hx<'_>>,
+        d_output: &Tensor,
+        d_h_n: &Tensor,
+        d_c_n: Option<&Tensor>,
+    ) -> Result<backward::Gradients> {
+        if self.head.is_some() {
+            return Err(crate::error::RnnError::InvalidConfig(
+                "backward_reference covers the recurrent layers only, not a Linear head".into(),
+            ));
+        }
+        let upstream = backward::Upstream {
+            d_output,
+            d_h_n,
+            d_c_n,
+        };
+        backward::backward(&self.config, &self.weights, input, lengths, hx, upstream)
     }
 
     /// The forward pass with optional per-sequence lengths (`PackedSequence` semantics:
