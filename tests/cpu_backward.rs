@@ -3,11 +3,13 @@
 //! forward (every mode over several flag combinations), zero gradients past each sequence's
 //! length, and typed errors for mis-shaped upstream gradients.
 
+mod gradient_check;
 mod support;
 
-use support::cases_in;
+use gradient_check::{Loss, finite_difference_check};
+use support::{Problem, cases_in, mode_name};
 use wgpu_rnn::reference_case::ReferenceCase;
-use wgpu_rnn::{CpuRnn, Gradients, Hx, RnnConfig, RnnWeights, Tensor};
+use wgpu_rnn::{CpuRnn, Gradients, Hx, RnnConfig, RnnError, RnnMode, RnnWeights, Tensor};
 
 /// The fixtures' tolerance for the CPU path (tests/fixtures/torch_train/README.md).
 const FIXTURE_TOLERANCE: f64 = 1e-5;
@@ -195,3 +197,182 @@ fn torch_gated_fixtures_gradients() {
         eprintln!("{kind} fixtures: worst gradient error {worst:.2e}");
     }
 }
+
+/// Small problems of `mode` over the flag combinations the forward has.
+fn fd_problems(mode: RnnMode) -> Vec<(&'static str, Problem)> {
+    let base = RnnConfig::new(mode, 3, 4);
+    let mut problems = Vec::new();
+    let mut stacked = Problem::new(
+        RnnConfig {
+            num_layers: 2,
+            bidirectional: true,
+            ..base.clone()
+        },
+        4,
+        3,
+        11,
+    );
+    stacked.with_state = true;
+    stacked.lengths = Some(vec![4, 2, 3]);
+    problems.push(("2 layers, bidirectional, lengths, h0/c0", stacked));
+    let mut batch_first = Problem::new(
+        RnnConfig {
+            batch_first: true,
+            bias: false,
+            ..base.clone()
+        },
+        3,
+        2,
+        12,
+    );
+    batch_first.lengths = Some(vec![1, 3]);
+    problems.push(("batch_first, no bias, lengths, zero state", batch_first));
+    let mut unbatched = Problem::new(
+        RnnConfig {
+            bidirectional: true,
+            ..base.clone()
+        },
+        5,
+        1,
+        13,
+    );
+    unbatched.unbatched = true;
+    unbatched.with_state = true;
+    problems.push(("unbatched, bidirectional, h0/c0", unbatched));
+    if mode == RnnMode::Lstm {
+        let mut projected = Problem::new(
+            RnnConfig {
+                num_layers: 2,
+                proj_size: 2,
+                bidirectional: true,
+                ..base
+            },
+            4,
+            2,
+            14,
+        );
+        projected.with_state = true;
+        projected.lengths = Some(vec![2, 4]);
+        problems.push((
+            "proj_size 2, 2 layers, bidirectional, lengths, h0/c0",
+            projected,
+        ));
+    }
+    problems
+}
+
+fn matches_finite_differences(mode: RnnMode) {
+    let mut report = Vec::new();
+    for (what, problem) in fd_problems(mode) {
+        let (failures, worst) = finite_difference_check(problem);
+        eprintln!(
+            "{} {what}: worst |fd - analytic| {worst:.2e}",
+            mode_name(mode)
+        );
+        report.extend(failures.into_iter().map(|f| format!("{what}: {f}")));
+    }
+    let shown: Vec<_> = report.iter().take(20).collect();
+    assert!(
+        report.is_empty(),
+        "{} mismatches:\n{shown:#?}",
+        report.len()
+    );
+}
+
+for_each_mode!(finite_differences, matches_finite_differences);
+
+/// No gradient reaches a frame at or past its sequence's length (PackedSequence semantics),
+/// and every frame within the length gets one; whatever the upstream gradient of the padded
+/// output frames says.
+fn nothing_flows_past_lengths(mode: RnnMode) {
+    for batch_first in [false, true] {
+        let config = RnnConfig {
+            num_layers: 2,
+            bidirectional: true,
+            batch_first,
+            ..RnnConfig::new(mode, 3, 5)
+        };
+        let lengths = vec![6, 1, 4, 3];
+        let (steps, batch) = (6, lengths.len());
+        let mut problem = Problem::new(config.clone(), steps, batch, 21);
+        problem.with_state = true;
+        problem.lengths = Some(lengths.clone());
+        let loss = Loss::new(problem);
+        let grads = loss.backward();
+        let d = grads.d_input.data();
+        let f = config.input_size;
+        for (n, &length) in lengths.iter().enumerate() {
+            for t in 0..steps {
+                let at = if batch_first {
+                    n * steps + t
+                } else {
+                    t * batch + n
+                } * f;
+                let frame = &d[at..at + f];
+                if t >= length {
+                    assert!(
+                        frame.iter().all(|&g| g == 0.0),
+                        "{}: sequence {n}, frame {t} past length {}: {frame:?}",
+                        mode_name(mode),
+                        length
+                    );
+                } else {
+                    assert!(frame.iter().any(|&g| g != 0.0), "frame {t} of {n} got none");
+                }
+            }
+        }
+    }
+}
+
+for_each_mode!(zero_past_lengths, nothing_flows_past_lengths);
+
+/// Mis-shaped upstream gradients are typed errors, never a panic.
+fn wrong_upstream_shapes_are_errors(mode: RnnMode) {
+    let config = RnnConfig::new(mode, 3, 4);
+    let problem = Problem::new(config.clone(), 5, 2, 31);
+    let model = CpuRnn::new(config.clone(), &problem.weights()).unwrap();
+    let input = problem.input();
+    let good_output = Tensor::zeros(&[5, 2, 4]).unwrap();
+    let good_h_n = Tensor::zeros(&[1, 2, 4]).unwrap();
+    let good_c_n = (mode == RnnMode::Lstm).then(|| Tensor::zeros(&[1, 2, 4]).unwrap());
+    let bad = [
+        Tensor::zeros(&[5, 2, 5]).unwrap(),
+        Tensor::zeros(&[2, 5, 4]).unwrap(),
+        Tensor::zeros(&[10, 4]).unwrap(),
+        Tensor::zeros(&[2, 2, 4]).unwrap(),
+        Tensor::zeros(&[1, 4]).unwrap(),
+    ];
+    let call = |d_output: &Tensor, d_h_n: &Tensor, d_c_n: Option<&Tensor>| {
+        support::no_panic(|| model.backward_reference(&input, None, None, d_output, d_h_n, d_c_n))
+            .unwrap_or_else(|panic| panic!("{}: panicked: {panic}", mode_name(mode)))
+    };
+    call(&good_output, &good_h_n, good_c_n.as_ref()).expect("the right shapes work");
+    for wrong in &bad {
+        for result in [
+            call(wrong, &good_h_n, good_c_n.as_ref()),
+            call(&good_output, wrong, good_c_n.as_ref()),
+        ] {
+            assert!(
+                matches!(result, Err(RnnError::ShapeMismatch { .. })),
+                "{}: {:?} accepted: {result:?}",
+                mode_name(mode),
+                wrong.shape()
+            );
+        }
+        // A c_n gradient is an LSTM's only, and then must have c_n's shape.
+        let result = call(&good_output, &good_h_n, Some(wrong));
+        assert!(
+            matches!(result, Err(RnnError::ShapeMismatch { .. })),
+            "{result:?}"
+        );
+    }
+    if mode != RnnMode::Lstm {
+        let result = call(&good_output, &good_h_n, Some(&good_h_n));
+        assert!(matches!(
+            result,
+            Err(RnnError::ShapeMismatch { what: "d_c_n", .. })
+        ));
+    }
+}
+
+for_each_mode!(upstream_shape_errors, wrong_upstream_shapes_are_errors);
