@@ -19,9 +19,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
-use wgpu_rnn::RnnError;
+use wgpu_rnn::{
+    CellConfig, DirectionWeights, GpuContext, GruCell, LstmCell, RnnCell, RnnError, RnnMode,
+};
 
-use crate::support::{Rng, no_panic};
+use safetensors::Dtype;
+use safetensors::tensor::TensorView;
+
+use crate::support::{NamedTensor, Rng, no_panic};
 
 // ---------------------------------------------------------------------------------------------
 // Allocation watch: the largest single allocation on the current thread.
@@ -250,5 +255,64 @@ impl TempFile {
 impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// One tensor of a file: name, dtype, shape, little-endian bytes.
+pub type StoredTensor = (String, Dtype, Vec<usize>, Vec<u8>);
+
+pub fn stored(tensors: &[NamedTensor]) -> Vec<StoredTensor> {
+    tensors
+        .iter()
+        .map(|(name, shape, values)| f32_tensor(name, shape, values))
+        .collect()
+}
+
+pub fn f32_tensor(name: &str, shape: &[usize], values: &[f32]) -> StoredTensor {
+    let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    (name.into(), Dtype::F32, shape.to_vec(), bytes)
+}
+
+pub fn serialize(tensors: &[StoredTensor], metadata: &[(&str, String)]) -> Vec<u8> {
+    let views = tensors.iter().map(|(name, dtype, shape, data)| {
+        (
+            name.clone(),
+            TensorView::new(*dtype, shape.clone(), data).unwrap(),
+        )
+    });
+    let metadata: std::collections::HashMap<String, String> = metadata
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    safetensors::serialize(views, (!metadata.is_empty()).then_some(metadata)).unwrap()
+}
+
+/// The cell of the model's mode: (3 → 4).
+pub fn cell_config(mode: RnnMode) -> CellConfig {
+    CellConfig {
+        mode,
+        ..CellConfig::rnn(3, 4)
+    }
+}
+
+/// The cell of `config.mode` on the CPU, from `weights`.
+pub fn cpu_cell(config: CellConfig, weights: &DirectionWeights) -> wgpu_rnn::Result<()> {
+    match config.mode {
+        RnnMode::Rnn(_) => RnnCell::cpu(config, weights).map(|_| ()),
+        RnnMode::Lstm => LstmCell::cpu(config, weights).map(|_| ()),
+        RnnMode::Gru => GruCell::cpu(config, weights).map(|_| ()),
+    }
+}
+
+/// The cell of `config.mode` on the GPU of `ctx`, from `weights`.
+pub fn gpu_cell(
+    ctx: &GpuContext,
+    config: CellConfig,
+    weights: &DirectionWeights,
+) -> wgpu_rnn::Result<()> {
+    match config.mode {
+        RnnMode::Rnn(_) => RnnCell::gpu(ctx, config, weights).map(|_| ()),
+        RnnMode::Lstm => LstmCell::gpu(ctx, config, weights).map(|_| ()),
+        RnnMode::Gru => GruCell::gpu(ctx, config, weights).map(|_| ()),
     }
 }
