@@ -344,17 +344,28 @@ impl GpuContext {
     /// context per device, and wgpu panics when a thread waits more than 6 s for it (which a
     /// long forward on a software GL driver can make another thread do); waiting on this lock
     /// instead has no such limit. Other backends run threads concurrently: `None`.
-    pub(crate) fn gl_guard(&self) -> Option<std::sync::MutexGuard<'_, ()>> {
+    ///
+    /// Re-entrant on one thread: a thread that already holds this context's guard (a model
+    /// dropped inside a forward, say) gets an empty one instead of deadlocking on itself.
+    pub(crate) fn gl_guard(&self) -> Option<GlGuard<'_>> {
         if self.inner.info.backend != wgpu::Backend::Gl {
             return None;
         }
+        let id = Arc::as_ptr(&self.inner) as usize;
+        if GL_HELD.with(|held| held.borrow().contains(&id)) {
+            return Some(GlGuard { held: None, id });
+        }
         // A panic elsewhere while holding it leaves nothing half-done that matters here.
-        Some(
-            self.inner
-                .gl_serial
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
+        let lock = self
+            .inner
+            .gl_serial
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        GL_HELD.with(|held| held.borrow_mut().push(id));
+        Some(GlGuard {
+            held: Some(lock),
+            id,
+        })
     }
 
     /// How many buffers, bind groups and pipelines this crate has created on the context's
@@ -452,5 +463,24 @@ fn unified_features(device_type: wgpu::DeviceType) -> wgpu::Features {
     match device_type {
         wgpu::DeviceType::Cpu => wgpu::Features::MAPPABLE_PRIMARY_BUFFERS,
         _ => wgpu::Features::empty(),
+    }
+}
+
+thread_local! {
+    /// The contexts whose GL guard this thread holds (see [`GpuContext::gl_guard`]).
+    static GL_HELD: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A context's GL guard, held by this thread (or, nested, an empty one).
+pub(crate) struct GlGuard<'a> {
+    held: Option<std::sync::MutexGuard<'a, ()>>,
+    id: usize,
+}
+
+impl Drop for GlGuard<'_> {
+    fn drop(&mut self) {
+        if self.held.is_some() {
+            GL_HELD.with(|held| held.borrow_mut().retain(|&id| id != self.id));
+        }
     }
 }

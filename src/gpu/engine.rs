@@ -367,6 +367,23 @@ impl Engine {
     }
 }
 
+impl Drop for Engine {
+    /// On GL, wgpu unmaps a buffer that is dropped while mapped (a workspace keeps its input
+    /// buffer mapped between forwards) by taking the device's one GL context, and panics if
+    /// that takes longer than about 6 s: as long as another thread's forward can hold it.
+    /// The workspaces are therefore dropped under the context's GL guard, as every forward
+    /// runs (elsewhere the guard is nothing).
+    fn drop(&mut self) {
+        let ctx = self.ctx.clone();
+        let _gl = ctx.gl_guard();
+        let cache = self
+            .workspaces
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        drop(std::mem::take(cache));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::mpsc;
