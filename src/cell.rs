@@ -114,7 +114,11 @@ impl CellConfig {
             )));
         }
         let config = self.as_model();
-        let weights = RnnWeights::new(&config, vec![weights.clone()]).map_err(cell_names)?;
+        config.validate()?;
+        // Checked as a cell's tensors first, so that errors name `weight_ih`, not
+        // `weight_ih_l0`.
+        weights.check(UnitShape::of(&config, 0), "")?;
+        let weights = RnnWeights::new(&config, vec![weights.clone()])?;
         Ok((config, weights))
     }
 
@@ -131,17 +135,6 @@ impl CellConfig {
                 input.shape(),
             )),
         }
-    }
-}
-
-/// A cell's parameters have no layer suffix: `weight_ih`, not `weight_ih_l0`.
-fn cell_names(error: RnnError) -> RnnError {
-    match error {
-        RnnError::Weights { name, problem } => RnnError::Weights {
-            name: name.trim_end_matches("_l0").to_string(),
-            problem,
-        },
-        other => other,
     }
 }
 
@@ -244,9 +237,7 @@ impl<M: Rnn> RnnCell<M> {
     /// `h' = cell(input, hx)`: input (N, I) or (I); hx (N, H) or (H), zeros when `None`.
     /// Returns h' shaped like hx.
     pub fn step(&self, input: &Tensor, hx: Option<&Tensor>) -> Result<Tensor> {
-        let shape = self.config.state_shape(input)?;
-        let out = one_step(&self.model, input, &shape, hx, None)?;
-        Tensor::new(out.h_n.into_data(), &shape)
+        hidden_step(&self.model, &self.config, input, hx)
     }
 }
 
@@ -271,8 +262,18 @@ impl<M: Rnn> GruCell<M> {
     /// `h' = cell(input, hx)`: input (N, I) or (I); hx (N, H) or (H), zeros when `None`.
     /// Returns h' shaped like hx.
     pub fn step(&self, input: &Tensor, hx: Option<&Tensor>) -> Result<Tensor> {
-        let shape = self.config.state_shape(input)?;
-        let out = one_step(&self.model, input, &shape, hx, None)?;
-        Tensor::new(out.h_n.into_data(), &shape)
+        hidden_step(&self.model, &self.config, input, hx)
     }
+}
+
+/// One step of a cell whose state is h alone (RNN, GRU): h' shaped like hx.
+fn hidden_step(
+    model: &impl Rnn,
+    config: &CellConfig,
+    input: &Tensor,
+    hx: Option<&Tensor>,
+) -> Result<Tensor> {
+    let shape = config.state_shape(input)?;
+    let out = one_step(model, input, &shape, hx, None)?;
+    Tensor::new(out.h_n.into_data(), &shape)
 }

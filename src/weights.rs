@@ -102,8 +102,9 @@ impl DirectionWeights {
         })
     }
 
-    /// Checks every tensor's size against `shape`; names in errors end with `suffix`.
-    fn check(&self, shape: UnitShape, suffix: &str) -> Result<()> {
+    /// Checks every tensor's size against `shape`; names in errors end with `suffix` (none
+    /// for a cell's `weight_ih`, `_l0` and so on for a layer's).
+    pub(crate) fn check(&self, shape: UnitShape, suffix: &str) -> Result<()> {
         let check = |name: &str, len: usize, want: usize| {
             if len == want {
                 Ok(())
