@@ -13,33 +13,11 @@ use std::time::Duration;
 
 use hostile::{call, fail, fuzz, scaled, variant};
 use proptest::prelude::*;
-use support::{MODES, Rng, check_output, input_shape, mode_name, no_panic};
+use support::{MODES, Rng, check_output, input_shape, mode_name, no_panic, small_buffer_context};
 use wgpu_rnn::{
     CpuRnn, GpuContext, GpuOptions, GpuRnn, Recurrence, Rnn, RnnConfig, RnnError, RnnMode,
     RnnWeights, StreamOptions, testing,
 };
-
-/// A context whose device allows buffers of at most `bytes`: every forward must then run in
-/// time chunks or say it cannot.
-fn small_buffer_context(bytes: u64) -> Option<GpuContext> {
-    let instance =
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let adapter = pollster::block_on(wgpu::util::initialize_adapter_from_env_or_default(
-        &instance, None,
-    ))
-    .ok()?;
-    let limits = wgpu::Limits {
-        max_buffer_size: bytes,
-        max_storage_buffer_binding_size: bytes.min(u64::from(u32::MAX)) as _,
-        ..adapter.limits()
-    };
-    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-        required_limits: limits,
-        ..Default::default()
-    }))
-    .ok()?;
-    GpuContext::from_device(device, queue).ok()
-}
 
 /// The models of the small-buffer run, in every mode: stacked, and bidirectional batch-first;
 /// and a stacked LSTM that projects.

@@ -4,7 +4,7 @@
 
 mod support;
 
-use support::{Rng, mode_name, random_state};
+use support::{Rng, mode_name, random_state, small_buffer_context};
 use wgpu_rnn::{
     GpuContext, GpuRnn, Limit, Rnn, RnnConfig, RnnError, RnnMode, RnnWeights, Tensor, testing,
 };
@@ -13,27 +13,6 @@ use wgpu_rnn::{
 /// names it.
 fn gpu(test: &str, mode: RnnMode) -> Option<GpuContext> {
     testing::gpu(&format!("{test}::{}", mode_name(mode)))
-}
-
-/// A context whose device allows buffers of at most `bytes` (as a small GPU might).
-fn small_buffer_context(bytes: u64) -> Option<GpuContext> {
-    let instance =
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let adapter = pollster::block_on(wgpu::util::initialize_adapter_from_env_or_default(
-        &instance, None,
-    ))
-    .ok()?;
-    let limits = wgpu::Limits {
-        max_buffer_size: bytes,
-        max_storage_buffer_binding_size: bytes.min(u64::from(u32::MAX)) as _,
-        ..adapter.limits()
-    };
-    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-        required_limits: limits,
-        ..Default::default()
-    }))
-    .ok()?;
-    GpuContext::from_device(device, queue).ok()
 }
 
 fn model(ctx: &GpuContext, config: RnnConfig) -> wgpu_rnn::Result<GpuRnn> {

@@ -478,3 +478,25 @@ pub fn safetensors_f32(tensors: &[NamedTensor], metadata: &[(&str, String)]) -> 
         .collect();
     safetensors::serialize(views, (!metadata.is_empty()).then_some(metadata)).unwrap()
 }
+
+/// A context whose device allows buffers of at most `bytes` (as a renderer's device, or a
+/// small GPU, might have): forwards must then run in time chunks or say they cannot.
+pub fn small_buffer_context(bytes: u64) -> Option<wgpu_rnn::GpuContext> {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster::block_on(wgpu::util::initialize_adapter_from_env_or_default(
+        &instance, None,
+    ))
+    .ok()?;
+    let limits = wgpu::Limits {
+        max_buffer_size: bytes,
+        max_storage_buffer_binding_size: bytes.min(u64::from(u32::MAX)) as _,
+        ..adapter.limits()
+    };
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        required_limits: limits,
+        ..Default::default()
+    }))
+    .ok()?;
+    wgpu_rnn::GpuContext::from_device(device, queue).ok()
+}
