@@ -86,6 +86,11 @@ pub enum RnnError {
         hint: String,
     },
 
+    /// A backward was given a [`Tape`](crate::Tape) it cannot use: another model's, or one
+    /// whose forward a later training forward replaced.
+    #[error("cannot run this backward: {0}")]
+    Tape(String),
+
     /// The GPU device was lost (driver reset, GPU removed, ...). The context is unusable:
     /// create a new [`GpuContext`](crate::GpuContext) and new models.
     #[error("the GPU device was lost ({0}); create a new GpuContext")]

@@ -79,6 +79,7 @@ mod shaders;
 mod tensor;
 #[doc(hidden)]
 pub mod testing;
+mod train;
 mod weights;
 
 pub use cell::{CellConfig, GruCell, LstmCell, RnnCell};
@@ -86,16 +87,19 @@ pub use config::{Nonlinearity, RnnConfig, RnnMode};
 pub use cpu::CpuRnn;
 #[doc(hidden)]
 pub use cpu::backward::Gradients;
+pub use cpu::trainer::CpuTrainer;
 pub use error::{Limit, Result, RnnError};
 pub use gpu::context::GpuContext;
 pub use gpu::counters::ResourceCounts;
 pub use gpu::engine::{GpuOptions, Recurrence};
 pub use gpu::model::GpuRnn;
 pub use gpu::stream::{RnnStream, StreamOptions};
+pub use gpu::training::GpuTrainer;
 pub use head::Linear;
 pub use precision::WeightPrecision;
 pub use rnn::{Hx, Rnn, RnnOutput};
 pub use tensor::Tensor;
+pub use train::{InputGrads, OutputGrads, Tape, Train};
 pub use weights::{DirectionWeights, RnnWeights};
 
 /// The README's examples compile as doctests.

@@ -46,6 +46,13 @@ pub(crate) const PROJECTION_TILE: &str = include_str!("../shaders/projection_til
 pub(crate) const PERSISTENT_RECURRENCE: &str =
     include_str!("../shaders/persistent_recurrence.wgsl");
 
+/// `shaders/train_step.wgsl`: the training forward and backward steps of every cell.
+pub(crate) const TRAIN_STEP: &str = include_str!("../shaders/train_step.wgsl");
+
+/// `shaders/train_gemm.wgsl`: the template of the training's strided GEMM, filled in per
+/// (A, B, C) buffers by `gpu::kernels::training`.
+pub(crate) const TRAIN_GEMM: &str = include_str!("../shaders/train_gemm.wgsl");
+
 /// A WGSL template being filled in: [`set`](Self::set) puts text into each `{{NAME}}` hole,
 /// and [`finish`](Self::finish) refuses (in debug builds, which the tests are) to hand over a
 /// source with a hole left: a forgotten hole is a bug of the generator, caught where it is

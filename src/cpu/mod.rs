@@ -3,6 +3,7 @@
 
 pub(crate) mod backward;
 pub(crate) mod steps;
+pub(crate) mod trainer;
 
 use crate::config::{RnnConfig, RnnMode};
 use crate::error::Result;

@@ -11,6 +11,7 @@ use wgpu::util::DeviceExt;
 use crate::error::{Result, RnnError};
 use crate::gpu::counters::{Counters, ResourceCounts};
 use crate::gpu::kernels::Kernels;
+use crate::gpu::kernels::training::TrainingKernels;
 use crate::gpu::persistent_specs::PersistentSpecs;
 use crate::shaders::WeightPrecision;
 
@@ -31,6 +32,8 @@ pub(crate) struct ContextInner {
     pub kernels: Kernels,
     /// The kernels reading f16 weights, compiled for the first model that asks for them.
     kernels_f16: std::sync::OnceLock<Kernels>,
+    /// The training kernels, compiled for the first trainer.
+    training: std::sync::OnceLock<TrainingKernels>,
     lost: Arc<Mutex<Option<String>>>,
     timeout: Mutex<Duration>,
     pub counters: Arc<Counters>,
@@ -174,6 +177,7 @@ impl GpuContext {
                 queue,
                 kernels,
                 kernels_f16: std::sync::OnceLock::new(),
+                training: std::sync::OnceLock::new(),
                 lost,
                 timeout: Mutex::new(Duration::from_secs(120)),
                 persistent: Mutex::new(HashMap::new()),
@@ -338,6 +342,17 @@ impl GpuContext {
                 Ok(self.inner.kernels_f16.get_or_init(|| kernels))
             }
         }
+    }
+
+    /// The training kernels, compiled on first use.
+    pub(crate) fn training_kernels(&self) -> Result<&TrainingKernels> {
+        if let Some(kernels) = self.inner.training.get() {
+            return Ok(kernels);
+        }
+        let scopes = self.error_scopes();
+        let kernels = TrainingKernels::new(&self.inner.device, &self.inner.counters);
+        scopes.finish(self, "compiling the training kernels")?;
+        Ok(self.inner.training.get_or_init(|| kernels))
     }
 
     /// On wgpu's GL backend, serialises this crate's GPU work across threads. GL has one

@@ -22,4 +22,5 @@ pub(crate) mod plan;
 pub(crate) mod projection;
 pub(crate) mod scheduler;
 pub(crate) mod stream;
+pub(crate) mod training;
 pub(crate) mod workspace;

@@ -358,7 +358,7 @@ pub(crate) fn read_buffer(ctx: &GpuContext, buffer: &wgpu::Buffer, len: usize) -
 }
 
 /// Maps `buffer` once `submission` is done, hands its floats to `read`, and unmaps it.
-fn map_and_read<T>(
+pub(crate) fn map_and_read<T>(
     ctx: &GpuContext,
     buffer: &wgpu::Buffer,
     submission: wgpu::SubmissionIndex,

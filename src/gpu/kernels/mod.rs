@@ -10,6 +10,7 @@
 mod gated_step;
 mod projection;
 mod step;
+pub(crate) mod training;
 
 use std::num::NonZeroU64;
 use std::sync::atomic::Ordering;

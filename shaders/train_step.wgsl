@@ -1,0 +1,361 @@
+// The training kernels of one layer, one timestep, both directions in one dispatch (gid.z):
+// the forward step that keeps what the backward needs, and the backward step that walks the
+// sequence in reverse. Every buffer the trainer owns is one of three: `params` (the model's
+// parameters in PyTorch's layout), `grads` (their gradients, same layout) and `work` (inputs,
+// outputs, saved values, states, upstream gradients), addressed by the offsets in `Unit`.
+//
+// Positions: step s of the forward direction is frame p = s, of the reverse p = T − 1 − s. A
+// frame p of sequence n is valid when p < lengths[n] (PackedSequence semantics); at other
+// frames the forward carries the state unchanged and writes zeros, and the backward writes
+// zero gradients and leaves its carry alone. Everything saved is indexed by frame, so the
+// weight gradients are GEMMs over all frames at once (`train_gemm.wgsl`).
+//
+// Saved per frame (regions [D][T][N][·]): the state the step started from (`hprev`, H_out);
+// an LSTM's i, f, g, o, c (5H); a GRU's r, z, n and W_hn·h + b_hn (4H); a projected LSTM's
+// unprojected o·tanh(c) (`m`, H). An Elman RNN's derivative comes from its output h itself.
+//
+// The state is [2][L·D][N][H_out], ping-pong by step parity (c likewise, [2][L·D][N][H]); the
+// backward's carries are [L·D][N][H_out] (dh, seeded with d_h_n) and [L·D][N][H] (dc, seeded
+// with d_c_n), and end as d_h0 and d_c0.
+
+struct Unit {
+    seq_len: u32, batch: u32, hidden: u32, state_size: u32,
+    directions: u32, gates: u32, cell: u32, activation: u32,
+    has_bias: u32, proj: u32, y_stride: u32, lengths: u32,
+    param_stride: u32, w_hh: u32, b_hh: u32, w_hr: u32,
+    p: u32, saved: u32, hprev: u32, dghh: u32,
+    m: u32, dr: u32, state: u32, state_half: u32,
+    cstate: u32, cstate_half: u32, carry_h: u32, carry_c: u32,
+    y: u32, dy: u32, unit0: u32, c0: u32,
+}
+
+struct Step {
+    index: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+const RNN: u32 = 0u;
+const LSTM: u32 = 1u;
+const GRU: u32 = 2u;
+
+@group(0) @binding(0) var<uniform> u: Unit;
+@group(0) @binding(1) var<uniform> step: Step;
+@group(0) @binding(2) var<storage, read> params: array<f32>;
+@group(0) @binding(4) var<storage, read_write> work: array<f32>;
+
+fn sigmoid(x: f32) -> f32 {
+    return 1.0 / (1.0 + exp(-x));
+}
+
+fn position(s: u32, d: u32) -> u32 {
+    return select(s, u.seq_len - 1u - s, d == 1u);
+}
+
+fn valid(p: u32, n: u32) -> bool {
+    return p < bitcast<u32>(work[u.lengths + n]);
+}
+
+// Frame (p, n) of direction d in a [D][T][N][width] region.
+fn frame_at(base: u32, d: u32, p: u32, n: u32, width: u32) -> u32 {
+    return base + ((d * u.seq_len + p) * u.batch + n) * width;
+}
+
+fn gate_size() -> u32 {
+    return u.gates * u.hidden;
+}
+
+// Width of a frame of saved gate values: LSTM i f g o c, GRU r z n hn.
+fn saved_width() -> u32 {
+    return select(4u, 5u, u.cell == LSTM) * u.hidden;
+}
+
+fn state_row(half: u32, d: u32, n: u32) -> u32 {
+    return u.state + half * u.state_half + ((u.unit0 + d) * u.batch + n) * u.state_size;
+}
+
+fn cell_row(half: u32, d: u32, n: u32) -> u32 {
+    return u.cstate + half * u.cstate_half + ((u.unit0 + d) * u.batch + n) * u.hidden;
+}
+
+fn output_at(p: u32, n: u32, d: u32) -> u32 {
+    return u.y + (p * u.batch + n) * u.y_stride + d * u.state_size;
+}
+
+// Σ_k W_hh[row, k] · h[k], W_hh (G·H, H_out) of direction d.
+fn recurrent_dot(d: u32, row: u32, h: u32) -> f32 {
+    let w = u.w_hh + d * u.param_stride + row * u.state_size;
+    var acc = 0.0;
+    for (var k = 0u; k < u.state_size; k++) {
+        acc += params[w + k] * work[h + k];
+    }
+    return acc;
+}
+
+fn hh_bias(d: u32, row: u32) -> f32 {
+    return select(0.0, params[u.b_hh + d * u.param_stride + row], u.has_bias == 1u);
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn forward_step(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let j = gid.x;
+    let n = gid.y;
+    let d = gid.z;
+    if n >= u.batch || d >= u.directions || j >= max(u.hidden, u.state_size) {
+        return;
+    }
+    let s = step.index;
+    let p = position(s, d);
+    let prev = state_row(s & 1u, d, n);
+    let next = state_row((s + 1u) & 1u, d, n);
+    let out = output_at(p, n, d);
+    let hprev = frame_at(u.hprev, d, p, n, u.state_size);
+    if !valid(p, n) {
+        if j < u.state_size {
+            work[next + j] = work[prev + j];
+            work[out + j] = 0.0;
+            work[hprev + j] = 0.0;
+        }
+        if u.cell == LSTM && j < u.hidden {
+            work[cell_row((s + 1u) & 1u, d, n) + j] = work[cell_row(s & 1u, d, n) + j];
+            if u.proj == 1u {
+                work[frame_at(u.m, d, p, n, u.hidden) + j] = 0.0;
+            }
+        }
+        return;
+    }
+    if j < u.state_size {
+        work[hprev + j] = work[prev + j];
+    }
+    if j >= u.hidden {
+        return;
+    }
+    let h = u.hidden;
+    let pre = frame_at(u.p, d, p, n, gate_size());
+    let saved = frame_at(u.saved, d, p, n, saved_width());
+    if u.cell == RNN {
+        let acc = work[pre + j] + hh_bias(d, j) + recurrent_dot(d, j, prev);
+        // `acc < 0` is false for NaN, so NaN propagates as in PyTorch.
+        let value = select(tanh(acc), select(acc, 0.0, acc < 0.0), u.activation == 1u);
+        work[next + j] = value;
+        work[out + j] = value;
+    } else if u.cell == LSTM {
+        let i = sigmoid(work[pre + j] + hh_bias(d, j) + recurrent_dot(d, j, prev));
+        let f = sigmoid(work[pre + h + j] + hh_bias(d, h + j) + recurrent_dot(d, h + j, prev));
+        let g = tanh(work[pre + 2u * h + j] + hh_bias(d, 2u * h + j)
+            + recurrent_dot(d, 2u * h + j, prev));
+        let o = sigmoid(work[pre + 3u * h + j] + hh_bias(d, 3u * h + j)
+            + recurrent_dot(d, 3u * h + j, prev));
+        let c = f * work[cell_row(s & 1u, d, n) + j] + i * g;
+        let m = o * tanh(c);
+        work[saved + j] = i;
+        work[saved + h + j] = f;
+        work[saved + 2u * h + j] = g;
+        work[saved + 3u * h + j] = o;
+        work[saved + 4u * h + j] = c;
+        work[cell_row((s + 1u) & 1u, d, n) + j] = c;
+        if u.proj == 1u {
+            work[frame_at(u.m, d, p, n, h) + j] = m;
+        } else {
+            work[next + j] = m;
+            work[out + j] = m;
+        }
+    } else {
+        let r = sigmoid(work[pre + j] + hh_bias(d, j) + recurrent_dot(d, j, prev));
+        let z = sigmoid(work[pre + h + j] + hh_bias(d, h + j) + recurrent_dot(d, h + j, prev));
+        let hn = hh_bias(d, 2u * h + j) + recurrent_dot(d, 2u * h + j, prev);
+        let cand = tanh(work[pre + 2u * h + j] + r * hn);
+        let value = (1.0 - z) * cand + z * work[prev + j];
+        work[saved + j] = r;
+        work[saved + h + j] = z;
+        work[saved + 2u * h + j] = cand;
+        work[saved + 3u * h + j] = hn;
+        work[next + j] = value;
+        work[out + j] = value;
+    }
+}
+
+// A projected LSTM's h_t = W_hr · m_t, one invocation per output feature.
+@compute @workgroup_size(64, 1, 1)
+fn forward_project(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let q = gid.x;
+    let n = gid.y;
+    let d = gid.z;
+    if n >= u.batch || d >= u.directions || q >= u.state_size {
+        return;
+    }
+    let s = step.index;
+    let p = position(s, d);
+    if !valid(p, n) {
+        return;
+    }
+    let m = frame_at(u.m, d, p, n, u.hidden);
+    let w = u.w_hr + d * u.param_stride + q * u.hidden;
+    var acc = 0.0;
+    for (var k = 0u; k < u.hidden; k++) {
+        acc += params[w + k] * work[m + k];
+    }
+    work[state_row((s + 1u) & 1u, d, n) + q] = acc;
+    work[output_at(p, n, d) + q] = acc;
+}
+
+// The gradient reaching h_t through the recurrence: Σ_k dG_hh[next frame, k] · W_hh[k, j],
+// where the next frame is the one step s + 1 ran (none after the last step, or when it was
+// past the sequence's length).
+fn carried_through_w_hh(s: u32, d: u32, n: u32, j: u32) -> f32 {
+    if s + 1u >= u.seq_len {
+        return 0.0;
+    }
+    let next = position(s + 1u, d);
+    if !valid(next, n) {
+        return 0.0;
+    }
+    return through_w_hh(d, next, n, j);
+}
+
+fn through_w_hh(d: u32, p: u32, n: u32, j: u32) -> f32 {
+    let rows = gate_size();
+    // A GRU's dG_hh differs from dG_ih in the n gate (scaled by r); the other cells share one.
+    let dg = select(frame_at(u.p, d, p, n, rows), frame_at(u.dghh, d, p, n, rows), u.cell == GRU);
+    let w = u.w_hh + d * u.param_stride + j;
+    var acc = 0.0;
+    for (var k = 0u; k < rows; k++) {
+        acc += work[dg + k] * params[w + k * u.state_size];
+    }
+    return acc;
+}
+
+fn carry_h_at(d: u32, n: u32) -> u32 {
+    return u.carry_h + ((u.unit0 + d) * u.batch + n) * u.state_size;
+}
+
+fn carry_c_at(d: u32, n: u32) -> u32 {
+    return u.carry_c + ((u.unit0 + d) * u.batch + n) * u.hidden;
+}
+
+// d loss / d h_t for state feature j at step s: the output's gradient, what the carry holds
+// (d_h_n before the sequence's last step; a GRU's z·dh after) and what flows back through
+// W_hh from step s + 1. Clears a carry the recurrence replaces.
+fn state_gradient(s: u32, d: u32, n: u32, j: u32, p: u32) -> f32 {
+    let carry = carry_h_at(d, n) + j;
+    let dh = work[u.dy + (p * u.batch + n) * u.y_stride + d * u.state_size + j]
+        + work[carry] + carried_through_w_hh(s, d, n, j);
+    work[carry] = 0.0;
+    return dh;
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn backward_step(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let j = gid.x;
+    let n = gid.y;
+    let d = gid.z;
+    if n >= u.batch || d >= u.directions || j >= u.hidden {
+        return;
+    }
+    let s = step.index;
+    let p = position(s, d);
+    let h = u.hidden;
+    let dg = frame_at(u.p, d, p, n, gate_size());
+    if !valid(p, n) {
+        for (var g = 0u; g < u.gates; g++) {
+            work[dg + g * h + j] = 0.0;
+            if u.cell == GRU {
+                work[frame_at(u.dghh, d, p, n, gate_size()) + g * h + j] = 0.0;
+            }
+        }
+        return;
+    }
+    var dh: f32;
+    if u.proj == 1u {
+        // d m_t = W_hrᵀ · d h_t, d h_t written by `backward_project`.
+        let dr = frame_at(u.dr, d, p, n, u.state_size);
+        let w = u.w_hr + d * u.param_stride + j;
+        dh = 0.0;
+        for (var q = 0u; q < u.state_size; q++) {
+            dh += work[dr + q] * params[w + q * h];
+        }
+    } else {
+        dh = state_gradient(s, d, n, j, p);
+    }
+    let saved = frame_at(u.saved, d, p, n, saved_width());
+    if u.cell == RNN {
+        let value = work[output_at(p, n, d) + j];
+        // relu' from the output, as PyTorch's threshold_backward: [h > 0].
+        work[dg + j] = select(dh * (1.0 - value * value), select(0.0, dh, value > 0.0),
+            u.activation == 1u);
+    } else if u.cell == LSTM {
+        let i = work[saved + j];
+        let f = work[saved + h + j];
+        let g = work[saved + 2u * h + j];
+        let o = work[saved + 3u * h + j];
+        let tc = tanh(work[saved + 4u * h + j]);
+        // c_{t−1}: c0 at the sequence's first step, else the c the previous step saved.
+        var c_prev: f32;
+        if s == 0u || !valid(position(s - 1u, d), n) {
+            c_prev = work[u.c0 + ((u.unit0 + d) * u.batch + n) * h + j];
+        } else {
+            c_prev = work[frame_at(u.saved, d, position(s - 1u, d), n, saved_width()) + 4u * h + j];
+        }
+        let carry_c = carry_c_at(d, n) + j;
+        let dc = work[carry_c] + dh * o * (1.0 - tc * tc);
+        work[dg + j] = dc * g * i * (1.0 - i);
+        work[dg + h + j] = dc * c_prev * f * (1.0 - f);
+        work[dg + 2u * h + j] = dc * i * (1.0 - g * g);
+        work[dg + 3u * h + j] = dh * tc * o * (1.0 - o);
+        work[carry_c] = dc * f;
+    } else {
+        let r = work[saved + j];
+        let z = work[saved + h + j];
+        let cand = work[saved + 2u * h + j];
+        let hn = work[saved + 3u * h + j];
+        let h_prev = work[frame_at(u.hprev, d, p, n, u.state_size) + j];
+        let d_cand = dh * (1.0 - z) * (1.0 - cand * cand);
+        let d_r = d_cand * hn * r * (1.0 - r);
+        let d_z = dh * (h_prev - cand) * z * (1.0 - z);
+        let dghh = frame_at(u.dghh, d, p, n, gate_size());
+        work[dg + j] = d_r;
+        work[dg + h + j] = d_z;
+        work[dg + 2u * h + j] = d_cand;
+        work[dghh + j] = d_r;
+        work[dghh + h + j] = d_z;
+        work[dghh + 2u * h + j] = d_cand * r;
+        // h_t = … + z·h_{t−1}: this part of dh skips W_hh.
+        work[carry_h_at(d, n) + j] = dh * z;
+    }
+}
+
+// A projected LSTM's d h_t (H_out features), before `backward_step` turns it into d m_t.
+@compute @workgroup_size(64, 1, 1)
+fn backward_project(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let q = gid.x;
+    let n = gid.y;
+    let d = gid.z;
+    if n >= u.batch || d >= u.directions || q >= u.state_size {
+        return;
+    }
+    let s = step.index;
+    let p = position(s, d);
+    let dr = frame_at(u.dr, d, p, n, u.state_size);
+    if !valid(p, n) {
+        work[dr + q] = 0.0;
+        return;
+    }
+    work[dr + q] = state_gradient(s, d, n, q, p);
+}
+
+// After step 0: d h0 = the carry + what flows back through W_hh from each sequence's first
+// step (the reverse direction's is at its last valid frame). d c0 is the cell carry as left.
+@compute @workgroup_size(64, 1, 1)
+fn initial_state_gradient(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let j = gid.x;
+    let n = gid.y;
+    let d = gid.z;
+    if n >= u.batch || d >= u.directions || j >= u.state_size {
+        return;
+    }
+    let length = bitcast<u32>(work[u.lengths + n]);
+    let first = select(0u, length - 1u, d == 1u);
+    let carry = carry_h_at(d, n) + j;
+    work[carry] += through_w_hh(d, first, n, j);
+}

@@ -1,0 +1,233 @@
+//! `CpuTrainer`: the training API on the CPU reference path: the forward of [`CpuRnn`], the
+//! reference backpropagation through time (`backward.rs`), and a head's gradients, plain loops.
+
+use super::CpuRnn;
+use super::backward::{self, Upstream};
+use crate::config::RnnConfig;
+use crate::error::{Result, RnnError};
+use crate::gpu::training::check_output_grads;
+use crate::head::Linear;
+use crate::layout::ForwardShape;
+use crate::rnn::{Hx, Rnn, RnnOutput};
+use crate::tensor::Tensor;
+use crate::train::{InputGrads, OutputGrads, ParamLayout, Tape, Train, next_id};
+use crate::weights::RnnWeights;
+
+/// The training API on the CPU: the plain, obviously correct reference every GPU gradient is
+/// checked against. Parameters and gradients are host vectors.
+#[derive(Debug)]
+pub struct CpuTrainer {
+    config: RnnConfig,
+    layout: ParamLayout,
+    params: Vec<f32>,
+    grads: Vec<f32>,
+    id: u64,
+    last: Option<Saved>,
+}
+
+/// What the last training forward keeps: its arguments (the reference backward runs the
+/// forward again) and the recurrent layers' output, which a head's gradient reads.
+#[derive(Debug)]
+struct Saved {
+    id: u64,
+    input: Tensor,
+    lengths: Option<Vec<usize>>,
+    h0: Option<Tensor>,
+    c0: Option<Tensor>,
+    rnn_output: Tensor,
+}
+
+impl CpuTrainer {
+    /// A trainer starting from `weights`; gradients start at zero.
+    pub fn new(config: RnnConfig, weights: &RnnWeights) -> Result<Self> {
+        config.validate()?;
+        weights.check(&config)?;
+        let layout = ParamLayout::new(&config, None);
+        let params = layout.flatten(weights, None);
+        Ok(CpuTrainer {
+            config,
+            grads: vec![0.0; params.len()],
+            params,
+            layout,
+            id: next_id(),
+            last: None,
+        })
+    }
+
+    /// Adds a Linear head that trains with the model. Gradients start again from zero.
+    pub fn with_head(self, head: &Linear) -> Result<Self> {
+        head.check(self.config.output_size())?;
+        let (weights, _) = self.layout.unflatten(&self.config, &self.params)?;
+        let layout = ParamLayout::new(&self.config, Some((head.out_features, head.bias.is_some())));
+        let params = layout.flatten(&weights, Some(head));
+        Ok(CpuTrainer {
+            grads: vec![0.0; params.len()],
+            params,
+            layout,
+            ..self
+        })
+    }
+
+    fn model(&self) -> Result<(RnnWeights, Option<Linear>)> {
+        self.layout.unflatten(&self.config, &self.params)
+    }
+}
+
+/// `frames · Wᵀ + b` for every frame of `y` (features last).
+fn apply_head(head: &Linear, y: &Tensor) -> Result<Tensor> {
+    let (fin, fout) = (head.in_features, head.out_features);
+    let bias = head.bias_or_zeros();
+    let out: Vec<f32> = y
+        .data()
+        .chunks(fin)
+        .flat_map(|frame| {
+            (0..fout).map(|o| {
+                let w = &head.weight[o * fin..(o + 1) * fin];
+                let dot: f64 = frame
+                    .iter()
+                    .zip(w)
+                    .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                    .sum();
+                (dot + f64::from(bias[o])) as f32
+            })
+        })
+        .collect();
+    let mut shape = y.shape().to_vec();
+    *shape.last_mut().expect("outputs have a feature dimension") = fout;
+    Tensor::new(out, &shape)
+}
+
+impl Train for CpuTrainer {
+    fn config(&self) -> &RnnConfig {
+        &self.config
+    }
+
+    fn forward_train(
+        &mut self,
+        input: &Tensor,
+        lengths: Option<&[usize]>,
+        hx: Option<Hx<'_>>,
+    ) -> Result<(RnnOutput, Tape)> {
+        let (weights, head) = self.model()?;
+        let rnn = CpuRnn::new(self.config.clone(), &weights)?;
+        let out = match lengths {
+            Some(l) => rnn.forward_with_lengths(input, l, hx)?,
+            None => rnn.forward(input, hx)?,
+        };
+        let output = match &head {
+            Some(head) => apply_head(head, &out.output)?,
+            None => out.output.clone(),
+        };
+        let id = next_id();
+        self.last = Some(Saved {
+            id,
+            input: input.clone(),
+            lengths: lengths.map(<[usize]>::to_vec),
+            h0: hx.map(|hx| hx.h0.clone()),
+            c0: hx.and_then(|hx| hx.c0.cloned()),
+            rnn_output: out.output,
+        });
+        Ok((
+            RnnOutput {
+                output,
+                h_n: out.h_n,
+                c_n: out.c_n,
+            },
+            Tape {
+                model: self.id,
+                forward: id,
+            },
+        ))
+    }
+
+    fn backward(&mut self, tape: Tape, grads: OutputGrads<'_>) -> Result<InputGrads> {
+        tape.check(self.id, self.last.as_ref().map(|s| s.id))?;
+        let saved = self
+            .last
+            .take()
+            .ok_or_else(|| RnnError::Tape("the model holds no training forward".into()))?;
+        let config = self.config.clone();
+        let hx = saved.h0.as_ref().map(|h0| Hx {
+            h0,
+            c0: saved.c0.as_ref(),
+        });
+        let lengths = saved.lengths.as_deref();
+        let shape = ForwardShape::resolve(&config, &saved.input, hx, lengths)?;
+        let (weights, head) = self.model()?;
+        let features = head
+            .as_ref()
+            .map_or(config.output_size(), |h| h.out_features);
+        check_output_grads(&config, &shape, features, grads)?;
+
+        // The head: dW += doutᵀ·Y, db += Σ dout, dY = dout·W.
+        let d_rnn_output = match &head {
+            None => grads.d_output.clone(),
+            Some(head) => {
+                let (fin, fout) = (head.in_features, head.out_features);
+                let (at, has_bias) = self.layout.head.expect("a head has a place");
+                let mut dw = vec![0.0f64; fout * fin];
+                let mut db = vec![0.0f64; fout];
+                let mut dy = Vec::with_capacity(saved.rnn_output.data().len());
+                let frames = grads.d_output.data().chunks(fout);
+                for (dout, y) in frames.zip(saved.rnn_output.data().chunks(fin)) {
+                    for o in 0..fout {
+                        db[o] += f64::from(dout[o]);
+                        for f in 0..fin {
+                            dw[o * fin + f] += f64::from(dout[o]) * f64::from(y[f]);
+                        }
+                    }
+                    dy.extend((0..fin).map(|f| {
+                        (0..fout)
+                            .map(|o| f64::from(dout[o]) * f64::from(head.weight[o * fin + f]))
+                            .sum::<f64>() as f32
+                    }));
+                }
+                for (g, d) in self.grads[at..at + fout * fin].iter_mut().zip(&dw) {
+                    *g += *d as f32;
+                }
+                if has_bias {
+                    let b = at + fout * fin;
+                    for (g, d) in self.grads[b..b + fout].iter_mut().zip(&db) {
+                        *g += *d as f32;
+                    }
+                }
+                Tensor::new(dy, saved.rnn_output.shape())?
+            }
+        };
+        let zeros = Tensor::zeros(&shape.state_shape(&config))?;
+        let upstream = Upstream {
+            d_output: &d_rnn_output,
+            d_h_n: grads.d_h_n.unwrap_or(&zeros),
+            d_c_n: grads.d_c_n,
+        };
+        let g = backward::backward(&config, &weights, &saved.input, lengths, hx, upstream)?;
+        for (name, grad) in &g.params {
+            let slot = self
+                .layout
+                .slot(name)
+                .expect("the reference names every parameter as the layout does");
+            let range = slot.offset..slot.offset + slot.len();
+            for (acc, &v) in self.grads[range].iter_mut().zip(grad.data()) {
+                *acc += v;
+            }
+        }
+        Ok(InputGrads {
+            d_input: g.d_input,
+            d_h0: g.d_h0,
+            d_c0: g.d_c0,
+        })
+    }
+
+    fn zero_grad(&mut self) -> Result<()> {
+        self.grads.fill(0.0);
+        Ok(())
+    }
+
+    fn gradients(&self) -> Result<Vec<(String, Tensor)>> {
+        self.layout.named(&self.grads)
+    }
+
+    fn parameters(&self) -> Result<Vec<(String, Tensor)>> {
+        self.layout.named(&self.params)
+    }
+}

@@ -1,0 +1,184 @@
+//! The training pipelines (`train_step.wgsl`, `train_gemm.wgsl`): every one binds the same
+//! five things, so a trainer's workspace needs one bind group for its whole forward and
+//! backward: a dynamically offset uniform of the operation (`TrainUnit` or `GemmParams`), a
+//! dynamically offset step index, and three storage buffers (parameters read-only, gradients,
+//! working memory).
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::gpu::counters::Counters;
+use crate::shaders::{self, Template};
+
+use super::{StepIndex, entry_pipeline, size_of, storage_entry, uniform_entry};
+
+/// Bytes every operation's uniform occupies (both structs fit; offsets are multiples of the
+/// device's uniform alignment on top).
+pub(crate) const OP_UNIFORM_BYTES: u64 = 128;
+
+/// `Unit` of `train_step.wgsl`, field for field: one layer's sizes and where its values lie.
+/// Offsets are in f32 elements; `*_half` is the size of one ping-pong half.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub(crate) struct TrainUnit {
+    pub seq_len: u32,
+    pub batch: u32,
+    pub hidden: u32,
+    pub state_size: u32,
+    pub directions: u32,
+    pub gates: u32,
+    /// 0 Elman RNN, 1 LSTM, 2 GRU.
+    pub cell: u32,
+    /// Elman RNN: 0 tanh, 1 relu.
+    pub activation: u32,
+    pub has_bias: u32,
+    pub proj: u32,
+    pub y_stride: u32,
+    pub lengths: u32,
+    /// Elements between the two directions' parameters.
+    pub param_stride: u32,
+    pub w_hh: u32,
+    pub b_hh: u32,
+    pub w_hr: u32,
+    pub p: u32,
+    pub saved: u32,
+    pub hprev: u32,
+    pub dghh: u32,
+    pub m: u32,
+    pub dr: u32,
+    pub state: u32,
+    pub state_half: u32,
+    pub cstate: u32,
+    pub cstate_half: u32,
+    pub carry_h: u32,
+    pub carry_c: u32,
+    pub y: u32,
+    pub dy: u32,
+    /// This layer's first row in the stacked states, `layer · D`.
+    pub unit0: u32,
+    pub c0: u32,
+}
+
+/// `Gemm` of `train_gemm.wgsl`: C (+)= A·B (+ bias), strides in elements.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub(crate) struct GemmParams {
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    pub flags: u32,
+    pub a_off: u32,
+    pub a_sm: u32,
+    pub a_sk: u32,
+    pub b_off: u32,
+    pub b_sk: u32,
+    pub b_sn: u32,
+    pub c_off: u32,
+    pub c_sm: u32,
+    pub c_sn: u32,
+    pub bias_off: u32,
+    pub _pad: [u32; 2],
+}
+
+impl GemmParams {
+    /// Add to C instead of overwriting it.
+    pub const ACCUMULATE: u32 = 1;
+    /// Add `params[bias_off + n]` to every row.
+    pub const BIAS: u32 = 2;
+}
+
+/// Which buffers a GEMM reads and writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum GemmBuffers {
+    /// A in `work`, B in `params`, C in `work`: projections, the head, input gradients.
+    WorkParamsToWork,
+    /// A and B in `work`, C in `grads`: weight and bias gradients.
+    WorkWorkToGrads,
+}
+
+/// The training step entry points of `train_step.wgsl`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StepEntry {
+    ForwardStep,
+    ForwardProject,
+    BackwardProject,
+    BackwardStep,
+    InitialStateGradient,
+}
+
+/// Invocations of a step kernel's workgroup along the features.
+pub(crate) const TRAIN_STEP_WORKGROUP: u32 = 64;
+
+/// A GEMM workgroup's tile of C, each side.
+pub(crate) const GEMM_TILE: u32 = 64;
+
+/// The training pipelines of one device.
+pub(crate) struct TrainingKernels {
+    pub layout: wgpu::BindGroupLayout,
+    forward_step: wgpu::ComputePipeline,
+    forward_project: wgpu::ComputePipeline,
+    backward_project: wgpu::ComputePipeline,
+    backward_step: wgpu::ComputePipeline,
+    initial_state_gradient: wgpu::ComputePipeline,
+    gemm_to_work: wgpu::ComputePipeline,
+    gemm_to_grads: wgpu::ComputePipeline,
+}
+
+impl TrainingKernels {
+    pub fn new(device: &wgpu::Device, counters: &Counters) -> Self {
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("training"),
+            entries: &[
+                uniform_entry(0, wgpu::BufferSize::new(OP_UNIFORM_BYTES), true),
+                uniform_entry(1, size_of::<StepIndex>(), true),
+                storage_entry(2, true),
+                storage_entry(3, false),
+                storage_entry(4, false),
+            ],
+        });
+        let step_module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("train_step"),
+            source: wgpu::ShaderSource::Wgsl(shaders::fixed(shaders::TRAIN_STEP).into()),
+        });
+        let step =
+            |entry: &str| entry_pipeline(device, counters, entry, &step_module, entry, &layout);
+        let gemm = |label: &str, a: &str, b: &str, c: &str| {
+            let source = Template::new(shaders::TRAIN_GEMM)
+                .set("A", a)
+                .set("B", b)
+                .set("C", c)
+                .finish();
+            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(label),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+            entry_pipeline(device, counters, label, &module, "main", &layout)
+        };
+        TrainingKernels {
+            forward_step: step("forward_step"),
+            forward_project: step("forward_project"),
+            backward_project: step("backward_project"),
+            backward_step: step("backward_step"),
+            initial_state_gradient: step("initial_state_gradient"),
+            gemm_to_work: gemm("training gemm to work", "work", "params", "work"),
+            gemm_to_grads: gemm("training gemm to grads", "work", "work", "grads"),
+            layout,
+        }
+    }
+
+    pub fn step(&self, entry: StepEntry) -> &wgpu::ComputePipeline {
+        match entry {
+            StepEntry::ForwardStep => &self.forward_step,
+            StepEntry::ForwardProject => &self.forward_project,
+            StepEntry::BackwardProject => &self.backward_project,
+            StepEntry::BackwardStep => &self.backward_step,
+            StepEntry::InitialStateGradient => &self.initial_state_gradient,
+        }
+    }
+
+    pub fn gemm(&self, buffers: GemmBuffers) -> &wgpu::ComputePipeline {
+        match buffers {
+            GemmBuffers::WorkParamsToWork => &self.gemm_to_work,
+            GemmBuffers::WorkWorkToGrads => &self.gemm_to_grads,
+        }
+    }
+}

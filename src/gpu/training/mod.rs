@@ -1,0 +1,474 @@
+//! `GpuTrainer`: a model that trains on the GPU. Parameters and their gradients live in two
+//! GPU buffers in PyTorch's layout (see [`ParamLayout`]); each (T, N) gets a workspace
+//! (`workspace.rs`) whose forward and backward programs run as one submission each.
+
+mod workspace;
+
+use std::collections::HashMap;
+
+use crate::config::RnnConfig;
+use crate::error::{Result, RnnError};
+use crate::gpu::context::GpuContext;
+use crate::gpu::scheduler::map_and_read;
+use crate::head::Linear;
+use crate::layout::ForwardShape;
+use crate::rnn::{Hx, RnnOutput};
+use crate::tensor::Tensor;
+use crate::train::{InputGrads, OutputGrads, ParamLayout, Tape, Train, next_id};
+use crate::weights::RnnWeights;
+use workspace::TrainWorkspace;
+
+/// An `nn.RNN`, `nn.LSTM` or `nn.GRU` (and optional Linear head) that trains on a GPU.
+///
+/// The training forward runs per layer one GEMM projecting every frame's input, then one
+/// dispatch per step that also keeps what the backward needs (the state each step started
+/// from; an LSTM's gates and c; a GRU's gates and W_hn·h + b_hn). The backward runs one fused
+/// dispatch per step in reverse (the gates' gradients and the carry to the step before), then
+/// the weight gradients and the input's gradient as GEMMs over every frame at once, the bias
+/// gradients as column sums, each element summed in a fixed order (bit-identical run to run).
+/// Forward and backward are one submission each; parameters and gradients stay on the GPU
+/// until [`parameters`](Train::parameters) or [`gradients`](Train::gradients) reads them.
+pub struct GpuTrainer {
+    ctx: GpuContext,
+    config: RnnConfig,
+    layout: ParamLayout,
+    head_out: Option<usize>,
+    params: wgpu::Buffer,
+    grads: wgpu::Buffer,
+    /// Reads parameters or gradients back.
+    param_staging: wgpu::Buffer,
+    workspaces: HashMap<(usize, usize), TrainWorkspace>,
+    id: u64,
+    last: Option<LastForward>,
+}
+
+/// The training forward whose values the workspace holds.
+struct LastForward {
+    id: u64,
+    shape: ForwardShape,
+}
+
+impl std::fmt::Debug for GpuTrainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuTrainer")
+            .field("config", &self.config)
+            .field("head_out", &self.head_out)
+            .field("context", &self.ctx)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GpuTrainer {
+    /// Uploads `weights` for `config` to the context's device; gradients start at zero.
+    pub fn new(ctx: &GpuContext, config: RnnConfig, weights: &RnnWeights) -> Result<Self> {
+        config.validate()?;
+        weights.check(&config)?;
+        let layout = ParamLayout::new(&config, None);
+        let flat = layout_flat(&config, weights, None);
+        Self::from_flat(ctx, config, layout, None, &flat)
+    }
+
+    /// Adds a Linear head that trains with the model: every output frame becomes
+    /// `h_t·Wᵀ + b`. Gradients start again from zero.
+    pub fn with_head(self, head: &Linear) -> Result<Self> {
+        head.check(self.config.output_size())?;
+        let flat = self.read_params()?;
+        let rnn_len = self.layout.head.map_or(self.layout.len, |(at, _)| at);
+        let mut all = flat[..rnn_len].to_vec();
+        all.extend_from_slice(&head.weight);
+        all.extend(head.bias.iter().flatten());
+        let layout = ParamLayout::new(&self.config, Some((head.out_features, head.bias.is_some())));
+        Self::from_flat(
+            &self.ctx,
+            self.config.clone(),
+            layout,
+            Some(head.out_features),
+            &all,
+        )
+    }
+
+    fn from_flat(
+        ctx: &GpuContext,
+        config: RnnConfig,
+        layout: ParamLayout,
+        head_out: Option<usize>,
+        flat: &[f32],
+    ) -> Result<Self> {
+        let _gl = ctx.gl_guard();
+        let scopes = ctx.error_scopes();
+        let storage = wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST;
+        let init = |label: &str, data: &[f32]| {
+            ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytemuck::cast_slice(data),
+                usage: storage,
+            })
+        };
+        let params = init("parameters", flat);
+        let grads = init("gradients", &vec![0.0; flat.len()]);
+        let param_staging = ctx.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("parameter readback"),
+            size: (flat.len() as u64 * 4).max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        scopes.finish(ctx, "uploading the parameters")?;
+        // Compiled now, so that the first forward is not where compilation errors surface.
+        ctx.training_kernels()?;
+        Ok(GpuTrainer {
+            ctx: ctx.clone(),
+            config,
+            layout,
+            head_out,
+            params,
+            grads,
+            param_staging,
+            workspaces: HashMap::new(),
+            id: next_id(),
+            last: None,
+        })
+    }
+
+    /// The context this model runs on.
+    pub fn context(&self) -> &GpuContext {
+        &self.ctx
+    }
+
+    /// Bytes of GPU memory the workspace of (T = `seq_len`, N = `batch`) takes: the inputs,
+    /// outputs and every value a training forward saves for the backward, with their
+    /// gradients. Makes the workspace, as the first forward of that shape would.
+    pub fn workspace_bytes(&mut self, seq_len: usize, batch: usize) -> Result<u64> {
+        let ctx = self.ctx.clone();
+        let _gl = ctx.gl_guard();
+        self.make_workspace(seq_len, batch)?;
+        Ok(self.workspaces[&(seq_len, batch)].regions.len as u64 * 4)
+    }
+
+    /// Makes the workspace of (T, N) unless it exists.
+    fn make_workspace(&mut self, seq_len: usize, batch: usize) -> Result<()> {
+        if !self.workspaces.contains_key(&(seq_len, batch)) {
+            let ws = TrainWorkspace::new(
+                &self.ctx,
+                &self.config,
+                &self.layout,
+                self.head_out,
+                &self.params,
+                &self.grads,
+                seq_len,
+                batch,
+            )?;
+            self.workspaces.insert((seq_len, batch), ws);
+        }
+        Ok(())
+    }
+
+    fn read_params(&self) -> Result<Vec<f32>> {
+        self.read_whole(&self.params)
+    }
+
+    /// Reads `buffer` (the parameters or the gradients) back.
+    fn read_whole(&self, buffer: &wgpu::Buffer) -> Result<Vec<f32>> {
+        let _gl = self.ctx.gl_guard();
+        let scopes = self.ctx.error_scopes();
+        let mut encoder = self
+            .ctx
+            .device()
+            .create_command_encoder(&Default::default());
+        let bytes = self.layout.len as u64 * 4;
+        if bytes > 0 {
+            encoder.copy_buffer_to_buffer(buffer, 0, &self.param_staging, 0, bytes);
+        }
+        let submission = self.ctx.queue().submit([encoder.finish()]);
+        scopes.finish(&self.ctx, "reading the parameters back")?;
+        map_and_read(&self.ctx, &self.param_staging, submission, |all| {
+            all[..self.layout.len].to_vec()
+        })
+    }
+
+    /// Output features: the head's, or D·H_out.
+    fn output_features(&self) -> usize {
+        self.head_out.unwrap_or(self.config.output_size())
+    }
+}
+
+/// `weights` (and `head`) flattened in the order of [`ParamLayout`].
+fn layout_flat(config: &RnnConfig, weights: &RnnWeights, head: Option<&Linear>) -> Vec<f32> {
+    ParamLayout::new(config, head.map(|h| (h.out_features, h.bias.is_some())))
+        .flatten(weights, head)
+}
+
+/// Copies `(offset, len)` element ranges of `from` into `staging` one after another, submits
+/// `encoder` and reads them back, one vector per range.
+fn submit_and_read(
+    ctx: &GpuContext,
+    mut encoder: wgpu::CommandEncoder,
+    from: &wgpu::Buffer,
+    staging: &wgpu::Buffer,
+    ranges: &[(usize, usize)],
+    doing: &str,
+    scopes: crate::gpu::context::ErrorScopes,
+) -> Result<Vec<Vec<f32>>> {
+    let mut at = 0u64;
+    for &(offset, len) in ranges {
+        let bytes = len as u64 * 4;
+        if bytes > 0 {
+            encoder.copy_buffer_to_buffer(from, offset as u64 * 4, staging, at, bytes);
+        }
+        at += bytes;
+    }
+    let submission = ctx.queue().submit([encoder.finish()]);
+    scopes.finish(ctx, doing)?;
+    map_and_read(ctx, staging, submission, |all| {
+        let mut start = 0;
+        ranges
+            .iter()
+            .map(|&(_, len)| {
+                let part = all[start..start + len].to_vec();
+                start += len;
+                part
+            })
+            .collect()
+    })
+}
+
+fn write(ctx: &GpuContext, buffer: &wgpu::Buffer, offset: usize, data: &[f32]) {
+    if !data.is_empty() {
+        ctx.queue()
+            .write_buffer(buffer, offset as u64 * 4, bytemuck::cast_slice(data));
+    }
+}
+
+/// `tensor`'s shape checked against `want`.
+fn expect_shape(what: &'static str, tensor: &Tensor, want: &[usize]) -> Result<()> {
+    if tensor.shape() == want {
+        Ok(())
+    } else {
+        Err(RnnError::shape(what, format!("{want:?}"), tensor.shape()))
+    }
+}
+
+/// Checks the upstream gradients against the shapes of the forward's outputs.
+pub(crate) fn check_output_grads(
+    config: &RnnConfig,
+    shape: &ForwardShape,
+    output_features: usize,
+    grads: OutputGrads<'_>,
+) -> Result<()> {
+    expect_shape(
+        "d_output",
+        grads.d_output,
+        &shape.frames_shape(output_features),
+    )?;
+    if let Some(d_h_n) = grads.d_h_n {
+        expect_shape("d_h_n", d_h_n, &shape.state_shape(config))?;
+    }
+    match (config.mode.has_cell_state(), grads.d_c_n) {
+        (true, Some(d_c_n)) => expect_shape("d_c_n", d_c_n, &shape.cell_state_shape(config)),
+        (false, Some(d_c_n)) => {
+            let none = format!("none: {} has no cell state", config.mode.torch_name());
+            Err(RnnError::shape("d_c_n", none, d_c_n.shape()))
+        }
+        (_, None) => Ok(()),
+    }
+}
+
+impl Train for GpuTrainer {
+    fn config(&self) -> &RnnConfig {
+        &self.config
+    }
+
+    fn forward_train(
+        &mut self,
+        input: &Tensor,
+        lengths: Option<&[usize]>,
+        hx: Option<Hx<'_>>,
+    ) -> Result<(RnnOutput, Tape)> {
+        let config = self.config.clone();
+        let shape = ForwardShape::resolve(&config, input, hx, lengths)?;
+        self.ctx.check_alive()?;
+        let features = self.output_features();
+        let ctx = self.ctx.clone();
+        let _gl = ctx.gl_guard();
+        let (steps, batch) = (shape.seq_len, shape.batch);
+        self.last = None;
+        self.make_workspace(steps, batch)?;
+        let ws = &self.workspaces[&(steps, batch)];
+        let r = &ws.regions;
+        let valid = |t: usize, n: usize| lengths.is_none_or(|l| t < l[n]);
+
+        // Sequence-first input, frames past a sequence's length zeroed (PyTorch's packed
+        // sequences never read them; a NaN there must not reach the weight gradients).
+        let mut x = shape.gather_sequence_first(input.data(), config.input_size);
+        for t in 0..steps {
+            for n in (0..batch).filter(|&n| !valid(t, n)) {
+                let at = (t * batch + n) * config.input_size;
+                x[at..at + config.input_size].fill(0.0);
+            }
+        }
+        write(&ctx, &ws.work, r.x, &x);
+        let lens: Vec<u32> = (0..batch)
+            .map(|n| lengths.map_or(steps, |l| l[n]) as u32)
+            .collect();
+        ctx.queue()
+            .write_buffer(&ws.work, r.lengths as u64 * 4, bytemuck::cast_slice(&lens));
+        let rows = config.state_rows();
+        let zeros = |n: usize| vec![0.0f32; n];
+        let h0 = hx.map_or_else(
+            || zeros(rows * batch * config.state_size()),
+            |hx| hx.h0.data().to_vec(),
+        );
+        write(&ctx, &ws.work, r.state, &h0);
+        if config.mode.has_cell_state() {
+            let c0 = hx.and_then(|hx| hx.c0).map_or_else(
+                || zeros(rows * batch * config.hidden_size),
+                |c0| c0.data().to_vec(),
+            );
+            write(&ctx, &ws.work, r.cstate, &c0);
+            write(&ctx, &ws.work, r.c0, &c0);
+        }
+
+        let scopes = ctx.error_scopes();
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        ws.record(&ctx, &mut encoder, &ws.forward)?;
+        let frames = steps * batch;
+        let output = match self.head_out {
+            Some(_) => r.head_out,
+            None => r.y[config.num_layers - 1],
+        };
+        let last_half = steps % 2;
+        let h_len = rows * batch * config.state_size();
+        let c_len = if config.mode.has_cell_state() {
+            rows * batch * config.hidden_size
+        } else {
+            0
+        };
+        let parts = submit_and_read(
+            &ctx,
+            encoder,
+            &ws.work,
+            &ws.staging,
+            &[
+                (output, frames * features),
+                (r.state + last_half * h_len, h_len),
+                (r.cstate + last_half * c_len, c_len),
+            ],
+            "the training forward",
+            scopes,
+        )?;
+        let output = Tensor::new(
+            shape.scatter_sequence_first(&parts[0], features),
+            &shape.frames_shape(features),
+        )?;
+        let h_n = Tensor::new(parts[1].clone(), &shape.state_shape(&config))?;
+        let c_n = match config.mode.has_cell_state() {
+            true => Some(Tensor::new(
+                parts[2].clone(),
+                &shape.cell_state_shape(&config),
+            )?),
+            false => None,
+        };
+        let id = next_id();
+        self.last = Some(LastForward { id, shape });
+        Ok((
+            RnnOutput { output, h_n, c_n },
+            Tape {
+                model: self.id,
+                forward: id,
+            },
+        ))
+    }
+
+    fn backward(&mut self, tape: Tape, grads: OutputGrads<'_>) -> Result<InputGrads> {
+        tape.check(self.id, self.last.as_ref().map(|l| l.id))?;
+        let config = self.config.clone();
+        let shape = self
+            .last
+            .as_ref()
+            .map(|l| l.shape)
+            .ok_or_else(|| RnnError::Tape("the model holds no training forward".into()))?;
+        let features = self.output_features();
+        check_output_grads(&config, &shape, features, grads)?;
+        self.ctx.check_alive()?;
+        let ctx = self.ctx.clone();
+        let _gl = ctx.gl_guard();
+        let (steps, batch) = (shape.seq_len, shape.batch);
+        self.make_workspace(steps, batch)?;
+        let ws = &self.workspaces[&(steps, batch)];
+        let r = &ws.regions;
+        let rows = config.state_rows();
+        let h_len = rows * batch * config.state_size();
+        let c_len = if config.mode.has_cell_state() {
+            rows * batch * config.hidden_size
+        } else {
+            0
+        };
+        let d_out = shape.gather_sequence_first(grads.d_output.data(), features);
+        let top = match self.head_out {
+            Some(_) => r.head_dout,
+            None => r.dy[config.num_layers - 1],
+        };
+        write(&ctx, &ws.work, top, &d_out);
+        let or_zeros = |t: Option<&Tensor>, len: usize| {
+            t.map_or_else(|| vec![0.0f32; len], |t| t.data().to_vec())
+        };
+        write(&ctx, &ws.work, r.carry_h, &or_zeros(grads.d_h_n, h_len));
+        write(&ctx, &ws.work, r.carry_c, &or_zeros(grads.d_c_n, c_len));
+
+        let scopes = ctx.error_scopes();
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        ws.record(&ctx, &mut encoder, &ws.backward)?;
+        let frames = steps * batch;
+        let parts = submit_and_read(
+            &ctx,
+            encoder,
+            &ws.work,
+            &ws.staging,
+            &[
+                (r.dx, frames * config.input_size),
+                (r.carry_h, h_len),
+                (r.carry_c, c_len),
+            ],
+            "the backward",
+            scopes,
+        );
+        // The gates' gradients have overwritten what the forward saved.
+        self.last = None;
+        let parts = parts?;
+        Ok(InputGrads {
+            d_input: Tensor::new(
+                shape.scatter_sequence_first(&parts[0], config.input_size),
+                &shape.frames_shape(config.input_size),
+            )?,
+            d_h0: Tensor::new(parts[1].clone(), &shape.state_shape(&config))?,
+            d_c0: match config.mode.has_cell_state() {
+                true => Some(Tensor::new(
+                    parts[2].clone(),
+                    &shape.cell_state_shape(&config),
+                )?),
+                false => None,
+            },
+        })
+    }
+
+    fn zero_grad(&mut self) -> Result<()> {
+        let _gl = self.ctx.gl_guard();
+        let scopes = self.ctx.error_scopes();
+        let mut encoder = self
+            .ctx
+            .device()
+            .create_command_encoder(&Default::default());
+        encoder.clear_buffer(&self.grads, 0, None);
+        self.ctx.queue().submit([encoder.finish()]);
+        scopes.finish(&self.ctx, "zeroing the gradients")
+    }
+
+    fn gradients(&self) -> Result<Vec<(String, Tensor)>> {
+        self.layout.named(&self.read_whole(&self.grads)?)
+    }
+
+    fn parameters(&self) -> Result<Vec<(String, Tensor)>> {
+        self.layout.named(&self.read_params()?)
+    }
+}

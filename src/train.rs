@@ -1,0 +1,300 @@
+//! Training: a forward that keeps what the backward needs, backpropagation through time with
+//! PyTorch's gradients, and parameter gradients that accumulate as PyTorch's `.grad` does.
+//!
+//! ```
+//! use wgpu_rnn::{CpuTrainer, OutputGrads, RnnConfig, RnnWeights, Tensor, Train};
+//!
+//! # fn main() -> wgpu_rnn::Result<()> {
+//! let config = RnnConfig::lstm(3, 8);
+//! let mut model = CpuTrainer::new(config, &RnnWeights::init(&config, 0)?)?;
+//! let input = Tensor::new((0..5 * 2 * 3).map(|i| i as f32 / 30.0).collect(), &[5, 2, 3])?;
+//! let (out, tape) = model.forward_train(&input, None, None)?;
+//! // loss = out.output.sum(): d loss / d output is all ones.
+//! let ones = Tensor::new(vec![1.0; out.output.data().len()], out.output.shape())?;
+//! let inputs = model.backward(tape, OutputGrads::output(&ones))?;
+//! assert_eq!(inputs.d_input.shape(), input.shape());
+//! let grads = model.gradients()?;
+//! assert_eq!(grads[0].0, "weight_ih_l0");
+//! # Ok(()) }
+//! ```
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::config::RnnConfig;
+use crate::error::{Result, RnnError};
+use crate::rnn::{Hx, RnnOutput};
+use crate::tensor::Tensor;
+
+/// The upstream gradients of a backward pass: d loss / d `output` and, where the loss reads
+/// them, d loss / d `h_n` and (LSTM) d loss / d `c_n`. Absent ones are zeros, as autograd
+/// treats an output the loss does not use.
+#[derive(Clone, Copy, Debug)]
+pub struct OutputGrads<'a> {
+    /// Shaped as the forward's `output` (the head's output where the model has a head).
+    pub d_output: &'a Tensor,
+    /// Shaped as `h_n`.
+    pub d_h_n: Option<&'a Tensor>,
+    /// Shaped as `c_n`; LSTM only.
+    pub d_c_n: Option<&'a Tensor>,
+}
+
+impl<'a> OutputGrads<'a> {
+    /// Only `output` reaches the loss.
+    pub fn output(d_output: &'a Tensor) -> Self {
+        OutputGrads {
+            d_output,
+            d_h_n: None,
+            d_c_n: None,
+        }
+    }
+}
+
+/// What a backward pass returns: the gradients of the forward's inputs. (The parameters'
+/// accumulate in the model; read them with [`Train::gradients`].)
+#[derive(Clone, Debug, PartialEq)]
+pub struct InputGrads {
+    /// d loss / d input, shaped as the input; zero at frames past a sequence's length.
+    pub d_input: Tensor,
+    /// d loss / d h0, shaped as `h0` (whether h0 was given or zero).
+    pub d_h0: Tensor,
+    /// An LSTM's d loss / d c0, shaped as `c0`; `None` for the other modes.
+    pub d_c0: Option<Tensor>,
+}
+
+/// A receipt for one training forward: what [`Train::backward`] needs to find the values that
+/// forward saved. Consumed by the backward (a second backward of one forward is a compile
+/// error); a tape of another model, or of a forward older than the model's last one, is
+/// refused with [`RnnError::Tape`].
+#[derive(Debug)]
+#[must_use = "a training forward's tape is what its backward takes"]
+pub struct Tape {
+    pub(crate) model: u64,
+    pub(crate) forward: u64,
+}
+
+/// Hands out the identities of trainers and of their forwards.
+pub(crate) fn next_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+impl Tape {
+    /// `Ok` when this tape is the last training forward of the model `model`.
+    pub(crate) fn check(&self, model: u64, last_forward: Option<u64>) -> Result<()> {
+        if self.model != model {
+            return Err(RnnError::Tape(
+                "this tape was made by another model's forward_train".into(),
+            ));
+        }
+        if last_forward != Some(self.forward) {
+            return Err(RnnError::Tape(
+                "the model ran another forward_train after this tape's (only the last \
+                 training forward's values are kept): run the backward before the next forward"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A recurrent model (and its optional Linear head) that trains: PyTorch's module in
+/// `train()` mode with `requires_grad` parameters. Implemented by [`CpuTrainer`](crate::CpuTrainer),
+/// the plain reference, and [`GpuTrainer`](crate::GpuTrainer).
+pub trait Train {
+    /// The model's configuration.
+    fn config(&self) -> &RnnConfig;
+
+    /// The forward pass, as [`Rnn::forward`](crate::Rnn::forward) or, with `lengths`,
+    /// [`Rnn::forward_with_lengths`](crate::Rnn::forward_with_lengths), keeping what the
+    /// backward needs. Returns the output and the tape the backward takes; a later training
+    /// forward replaces what this one kept.
+    fn forward_train(
+        &mut self,
+        input: &Tensor,
+        lengths: Option<&[usize]>,
+        hx: Option<Hx<'_>>,
+    ) -> Result<(RnnOutput, Tape)>;
+
+    /// Backpropagation through time of the forward `tape` recorded, from the upstream
+    /// gradients `grads`. Adds every parameter's gradient to what the model holds (`+=`, as
+    /// `loss.backward()` does to `.grad`) and returns the inputs' gradients.
+    fn backward(&mut self, tape: Tape, grads: OutputGrads<'_>) -> Result<InputGrads>;
+
+    /// Sets every parameter's gradient to zero (`optimizer.zero_grad(set_to_none=False)`).
+    fn zero_grad(&mut self) -> Result<()>;
+
+    /// Every parameter's accumulated gradient, read back: the recurrent layers' under
+    /// PyTorch's names (`weight_ih_l0`, …, `weight_hr_l1_reverse`), in `state_dict` order,
+    /// then a head's as `head.weight` and `head.bias`.
+    fn gradients(&self) -> Result<Vec<(String, Tensor)>>;
+
+    /// Every parameter, read back, named and ordered as [`gradients`](Self::gradients).
+    fn parameters(&self) -> Result<Vec<(String, Tensor)>>;
+}
+
+/// One parameter's place in a trainer's flat parameter (and gradient) vector.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct ParamSlot {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub offset: usize,
+}
+
+impl ParamSlot {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// Where every parameter lies in one flat f32 vector, in `state_dict` order: per layer and
+/// direction `weight_ih`, `weight_hh`, `bias_ih`, `bias_hh`, `weight_hr`; then a head's
+/// `weight` and `bias`. Both directions of a layer have the same shapes, so the reverse
+/// direction's parameters follow the forward's at a fixed stride (`unit_len`).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct ParamLayout {
+    pub slots: Vec<ParamSlot>,
+    /// Elements of all parameters.
+    pub len: usize,
+    /// Where each unit (`layer · D + direction`) starts.
+    pub unit_offsets: Vec<usize>,
+    /// Where the head starts, and whether it has a bias.
+    pub head: Option<(usize, bool)>,
+}
+
+impl ParamLayout {
+    /// `head`: the head's (out_features, has bias).
+    pub fn new(config: &RnnConfig, head: Option<(usize, bool)>) -> Self {
+        let mut slots: Vec<ParamSlot> = Vec::new();
+        let mut unit_offsets = Vec::new();
+        let end = |slots: &[ParamSlot]| slots.last().map_or(0, |s| s.offset + s.len());
+        let push = |slots: &mut Vec<ParamSlot>, name: String, shape: Vec<usize>| {
+            let offset = end(slots);
+            slots.push(ParamSlot {
+                name,
+                shape,
+                offset,
+            });
+        };
+        let (rows, state) = (config.gate_size(), config.state_size());
+        for layer in 0..config.num_layers {
+            for direction in 0..config.num_directions() {
+                let suffix = crate::weights::suffix(layer, direction);
+                unit_offsets.push(end(&slots));
+                let inputs = config.layer_input_size(layer);
+                push(
+                    &mut slots,
+                    format!("weight_ih_{suffix}"),
+                    vec![rows, inputs],
+                );
+                push(&mut slots, format!("weight_hh_{suffix}"), vec![rows, state]);
+                if config.bias {
+                    push(&mut slots, format!("bias_ih_{suffix}"), vec![rows]);
+                    push(&mut slots, format!("bias_hh_{suffix}"), vec![rows]);
+                }
+                if config.proj_size > 0 {
+                    let shape = vec![config.proj_size, config.hidden_size];
+                    push(&mut slots, format!("weight_hr_{suffix}"), shape);
+                }
+            }
+        }
+        let head = head.map(|(out, bias)| {
+            let at = end(&slots);
+            push(
+                &mut slots,
+                "head.weight".into(),
+                vec![out, config.output_size()],
+            );
+            if bias {
+                push(&mut slots, "head.bias".into(), vec![out]);
+            }
+            (at, bias)
+        });
+        let len = end(&slots);
+        ParamLayout {
+            slots,
+            len,
+            unit_offsets,
+            head,
+        }
+    }
+
+    /// The slot named `name`.
+    pub fn slot(&self, name: &str) -> Option<&ParamSlot> {
+        self.slots.iter().find(|s| s.name == name)
+    }
+
+    /// `weights` and `head` as one flat vector.
+    pub fn flatten(
+        &self,
+        weights: &crate::weights::RnnWeights,
+        head: Option<&crate::head::Linear>,
+    ) -> Vec<f32> {
+        let mut flat = Vec::with_capacity(self.len);
+        for unit in weights.units() {
+            flat.extend_from_slice(&unit.weight_ih);
+            flat.extend_from_slice(&unit.weight_hh);
+            for part in [&unit.bias_ih, &unit.bias_hh, &unit.weight_hr]
+                .into_iter()
+                .flatten()
+            {
+                flat.extend_from_slice(part);
+            }
+        }
+        if let Some(head) = head {
+            flat.extend_from_slice(&head.weight);
+            flat.extend(head.bias.iter().flatten());
+        }
+        debug_assert_eq!(flat.len(), self.len);
+        flat
+    }
+
+    /// `flat` cut into named tensors.
+    pub fn named(&self, flat: &[f32]) -> Result<Vec<(String, Tensor)>> {
+        self.slots
+            .iter()
+            .map(|s| {
+                let data = flat[s.offset..s.offset + s.len()].to_vec();
+                Ok((s.name.clone(), Tensor::new(data, &s.shape)?))
+            })
+            .collect()
+    }
+}
+
+impl ParamLayout {
+    /// `flat` back as the model's weights and head.
+    pub fn unflatten(
+        &self,
+        config: &RnnConfig,
+        flat: &[f32],
+    ) -> Result<(crate::weights::RnnWeights, Option<crate::head::Linear>)> {
+        let take = |name: &str| {
+            self.slot(name)
+                .map(|s| flat[s.offset..s.offset + s.len()].to_vec())
+        };
+        let mut units = Vec::new();
+        for layer in 0..config.num_layers {
+            for direction in 0..config.num_directions() {
+                let suffix = crate::weights::suffix(layer, direction);
+                let part = |p: &str| take(&format!("{p}_{suffix}"));
+                units.push(crate::weights::DirectionWeights {
+                    weight_ih: part("weight_ih").unwrap_or_default(),
+                    weight_hh: part("weight_hh").unwrap_or_default(),
+                    bias_ih: part("bias_ih"),
+                    bias_hh: part("bias_hh"),
+                    weight_hr: part("weight_hr"),
+                });
+            }
+        }
+        let weights = crate::weights::RnnWeights::new(config, units)?;
+        let head = match self.slot("head.weight") {
+            Some(slot) => Some(crate::head::Linear {
+                in_features: config.output_size(),
+                out_features: slot.shape[0],
+                weight: take("head.weight").unwrap_or_default(),
+                bias: take("head.bias"),
+            }),
+            None => None,
+        };
+        Ok((weights, head))
+    }
+}

@@ -1,0 +1,252 @@
+//! The GPU backward (`GpuTrainer`) against the CPU reference (`CpuTrainer`) over random
+//! configurations of every mode and flag, on sizes that are not multiples of the workgroup
+//! size; gradient accumulation and `zero_grad`; bit-identical repeats; and the tape's checks.
+
+mod support;
+
+use support::{Problem, Rng, mode_name, random_lengths};
+use wgpu_rnn::testing::gpu;
+use wgpu_rnn::{
+    CpuTrainer, GpuContext, GpuTrainer, Hx, Linear, OutputGrads, RnnConfig, RnnError, RnnMode,
+    Tensor, Train,
+};
+
+/// GPU against CPU: `max|gpu − cpu| / max(1, max|cpu|)`, as the fixtures measure.
+const TOLERANCE: f64 = 1e-4;
+
+fn error(got: &Tensor, want: &Tensor) -> f64 {
+    assert_eq!(got.shape(), want.shape());
+    let scale = want
+        .data()
+        .iter()
+        .fold(1.0f64, |m, &v| m.max(f64::from(v).abs()));
+    let worst = got
+        .data()
+        .iter()
+        .zip(want.data())
+        .map(|(&g, &w)| (f64::from(g) - f64::from(w)).abs())
+        .fold(
+            0.0f64,
+            |m, e| if e.is_nan() { f64::INFINITY } else { m.max(e) },
+        );
+    worst / scale
+}
+
+/// A random problem of `mode`: its flags, sizes and upstream gradients.
+struct Case {
+    problem: Problem,
+    head: Option<Linear>,
+    d_output: Tensor,
+    d_h_n: Option<Tensor>,
+    d_c_n: Option<Tensor>,
+}
+
+fn random_case(mode: RnnMode, seed: u64) -> Case {
+    let mut rng = Rng(seed);
+    let sizes = [1, 3, 17, 8, 64, 5];
+    let hidden = sizes[rng.range(0, sizes.len() - 1)];
+    let proj_size = if mode == RnnMode::Lstm && hidden > 1 && rng.chance(2) {
+        rng.range(1, hidden - 1)
+    } else {
+        0
+    };
+    let config = RnnConfig {
+        num_layers: rng.range(1, 2),
+        bias: !rng.chance(4),
+        batch_first: rng.chance(2),
+        bidirectional: rng.chance(2),
+        proj_size,
+        ..RnnConfig::new(mode, [1, 3, 17, 4][rng.range(0, 3)], hidden)
+    };
+    let seq_len = rng.range(1, 9);
+    let unbatched = rng.chance(5);
+    let batch = if unbatched { 1 } else { rng.range(1, 4) };
+    let mut problem = Problem::new(config.clone(), seq_len, batch, seed);
+    problem.unbatched = unbatched;
+    problem.with_state = rng.chance(2);
+    if !unbatched && rng.chance(2) {
+        problem.lengths = Some(random_lengths(&mut rng, batch, seq_len));
+    }
+    let head = rng.chance(3).then(|| {
+        let out = rng.range(1, 5);
+        let fin = config.output_size();
+        Linear {
+            in_features: fin,
+            out_features: out,
+            weight: rng.values(out * fin),
+            bias: (!rng.chance(3)).then(|| rng.values(out)),
+        }
+    });
+    let features = head
+        .as_ref()
+        .map_or(config.output_size(), |h| h.out_features);
+    let frames: Vec<usize> = if unbatched {
+        vec![seq_len, features]
+    } else if config.batch_first {
+        vec![batch, seq_len, features]
+    } else {
+        vec![seq_len, batch, features]
+    };
+    let rows = config.state_rows();
+    let state = |f: usize, rng: &mut Rng| {
+        let shape: Vec<usize> = if unbatched {
+            vec![rows, f]
+        } else {
+            vec![rows, batch, f]
+        };
+        rng.tensor(&shape)
+    };
+    let d_output = rng.tensor(&frames);
+    let d_h_n = rng.chance(2).then(|| state(config.state_size(), &mut rng));
+    let d_c_n = (mode == RnnMode::Lstm && rng.chance(2)).then(|| state(hidden, &mut rng));
+    Case {
+        problem,
+        head,
+        d_output,
+        d_h_n,
+        d_c_n,
+    }
+}
+
+/// Forward and backward of `case` through `model`: every output and gradient, named.
+fn run(model: &mut impl Train, case: &Case) -> Vec<(String, Tensor)> {
+    let p = &case.problem;
+    let input = p.input();
+    let state = p.state();
+    let hx = state.as_ref().map(|s| Hx {
+        h0: &s.h0,
+        c0: s.c0.as_ref(),
+    });
+    let (out, tape) = model
+        .forward_train(&input, p.lengths.as_deref(), hx)
+        .unwrap_or_else(|e| panic!("{p:?}: forward: {e}"));
+    let grads = OutputGrads {
+        d_output: &case.d_output,
+        d_h_n: case.d_h_n.as_ref(),
+        d_c_n: case.d_c_n.as_ref(),
+    };
+    let inputs = model
+        .backward(tape, grads)
+        .unwrap_or_else(|e| panic!("{p:?}: backward: {e}"));
+    let mut all = vec![
+        ("output".to_string(), out.output),
+        ("h_n".to_string(), out.h_n),
+        ("d_input".to_string(), inputs.d_input),
+        ("d_h0".to_string(), inputs.d_h0),
+    ];
+    all.extend(out.c_n.map(|c| ("c_n".to_string(), c)));
+    all.extend(inputs.d_c0.map(|c| ("d_c0".to_string(), c)));
+    all.extend(model.gradients().unwrap());
+    all
+}
+
+fn trainers(ctx: &GpuContext, case: &Case) -> (CpuTrainer, GpuTrainer) {
+    let config = case.problem.config.clone();
+    let weights = case.problem.weights();
+    let mut cpu = CpuTrainer::new(config.clone(), &weights).unwrap();
+    let mut gpu = GpuTrainer::new(ctx, config, &weights).unwrap();
+    if let Some(head) = &case.head {
+        cpu = cpu.with_head(head).unwrap();
+        gpu = gpu.with_head(head).unwrap();
+    }
+    (cpu, gpu)
+}
+
+fn matches_cpu_backward(mode: RnnMode) {
+    let Some(ctx) = gpu("matches_cpu_backward") else {
+        return;
+    };
+    let mut worst = (0.0f64, String::new());
+    for seed in 0..24 {
+        let case = random_case(mode, 1000 + seed);
+        let (mut cpu, mut gpu) = trainers(&ctx, &case);
+        let want = run(&mut cpu, &case);
+        let got = run(&mut gpu, &case);
+        assert_eq!(want.len(), got.len());
+        for ((name, w), (gname, g)) in want.iter().zip(&got) {
+            assert_eq!(name, gname);
+            let e = error(g, w);
+            assert!(
+                e <= TOLERANCE,
+                "{} seed {seed} {:?} head {:?}: {name} differs by {e:.3e}",
+                mode_name(mode),
+                case.problem,
+                case.head.as_ref().map(|h| h.out_features)
+            );
+            if e > worst.0 {
+                worst = (e, format!("seed {seed} {name}"));
+            }
+        }
+    }
+    eprintln!(
+        "{}: worst GPU-vs-CPU error {:.2e} ({})",
+        mode_name(mode),
+        worst.0,
+        worst.1
+    );
+}
+for_each_mode!(gpu_matches_cpu, matches_cpu_backward);
+
+/// Two backwards add up (`+=`, as `.grad` does); `zero_grad` clears; repeats are bit-identical.
+fn gradients_accumulate(mode: RnnMode) {
+    let Some(ctx) = gpu("gradients_accumulate") else {
+        return;
+    };
+    let case = random_case(mode, 77);
+    let (_, mut model) = trainers(&ctx, &case);
+    let once = run(&mut model, &case);
+    let twice = run(&mut model, &case);
+    let params = model.parameters().unwrap();
+    for (name, _) in &params {
+        let g1 = &once.iter().find(|(n, _)| n == name).unwrap().1;
+        let g2 = &twice.iter().find(|(n, _)| n == name).unwrap().1;
+        let doubled: Vec<f32> = g1.data().iter().map(|v| v * 2.0).collect();
+        assert_eq!(
+            g2.data(),
+            doubled.as_slice(),
+            "{name}: the second backward must add"
+        );
+    }
+    model.zero_grad().unwrap();
+    let again = run(&mut model, &case);
+    assert_eq!(
+        once, again,
+        "a repeat after zero_grad must be bit-identical"
+    );
+    model.zero_grad().unwrap();
+    assert!(
+        model
+            .gradients()
+            .unwrap()
+            .iter()
+            .all(|(_, g)| g.data().iter().all(|&v| v == 0.0))
+    );
+}
+for_each_mode!(accumulation, gradients_accumulate);
+
+fn tapes_are_checked(mode: RnnMode) {
+    let Some(ctx) = gpu("tapes_are_checked") else {
+        return;
+    };
+    let case = random_case(mode, 5);
+    let (_, mut a) = trainers(&ctx, &case);
+    let (_, mut b) = trainers(&ctx, &case);
+    let input = case.problem.input();
+    let lengths = case.problem.lengths.as_deref();
+    let grads = OutputGrads::output(&case.d_output);
+    let (_, tape_a) = a.forward_train(&input, lengths, None).unwrap();
+    let (_, _tape_b) = b.forward_train(&input, lengths, None).unwrap();
+    assert!(matches!(b.backward(tape_a, grads), Err(RnnError::Tape(_))));
+    let (_, old) = a.forward_train(&input, lengths, None).unwrap();
+    let (_, new) = a.forward_train(&input, lengths, None).unwrap();
+    assert!(matches!(a.backward(old, grads), Err(RnnError::Tape(_))));
+    // A wrong upstream shape is refused, and the forward stays usable.
+    let wrong = Tensor::zeros(&[1, 1, 1]).unwrap();
+    let (_, tape) = a.forward_train(&input, lengths, None).unwrap();
+    assert!(matches!(
+        a.backward(tape, OutputGrads::output(&wrong)),
+        Err(RnnError::ShapeMismatch { .. })
+    ));
+    drop(new);
+}
+for_each_mode!(tapes, tapes_are_checked);
