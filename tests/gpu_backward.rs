@@ -250,3 +250,147 @@ fn tapes_are_checked(mode: RnnMode) {
     drop(new);
 }
 for_each_mode!(tapes, tapes_are_checked);
+
+/// A fixture's gradients through the training API of `make`'s trainer: `(tensor, error)`
+/// for every gradient the fixture holds. nn.RNN, nn.LSTM and nn.GRU cases run as stored;
+/// the nn.RNNCell case is a one-layer nn.RNN over its S steps whose output is `h_steps`.
+fn fixture_errors<T: Train>(
+    case: &wgpu_rnn::reference_case::ReferenceCase,
+    make: &impl Fn(RnnConfig, &wgpu_rnn::RnnWeights) -> T,
+) -> Vec<(String, f64)> {
+    let cell = case.kind() == "rnn_cell";
+    let (config, weights) = if cell {
+        let c = case.cell_config().unwrap();
+        let config = RnnConfig {
+            bias: c.bias,
+            ..RnnConfig::new(c.mode, c.input_size, c.hidden_size)
+        };
+        let weights =
+            wgpu_rnn::RnnWeights::new(&config, vec![case.cell_weights(&c).unwrap()]).unwrap();
+        (config, weights)
+    } else {
+        let config = case.config().unwrap();
+        let weights = case.weights(&config).unwrap();
+        (config, weights)
+    };
+    let mut model = make(config.clone(), &weights);
+    let input = case.tensor(if cell { "inputs" } else { "input" }).unwrap();
+    let reshape = |t: Tensor, rows: usize| {
+        let batch = if cell { input.shape()[1] } else { 0 };
+        if cell {
+            Tensor::new(t.into_data(), &[rows, batch, config.hidden_size]).unwrap()
+        } else {
+            t
+        }
+    };
+    let h0 = case
+        .has("h0")
+        .then(|| reshape(case.tensor("h0").unwrap(), 1));
+    let c0 = case.has("c0").then(|| case.tensor("c0").unwrap());
+    let hx = h0.as_ref().map(|h0| Hx {
+        h0,
+        c0: c0.as_ref(),
+    });
+    let lengths = case.lengths().unwrap();
+    let (_, tape) = model.forward_train(&input, lengths.as_deref(), hx).unwrap();
+    let upstream = |name: &str| case.has(name).then(|| case.tensor(name).unwrap());
+    let d_output = upstream(if cell { "grad_h_steps" } else { "grad_output" }).unwrap();
+    let (d_h_n, d_c_n) = (upstream("grad_h_n"), upstream("grad_c_n"));
+    let grads = OutputGrads {
+        d_output: &d_output,
+        d_h_n: d_h_n.as_ref(),
+        d_c_n: d_c_n.as_ref(),
+    };
+    let inputs = model.backward(tape, grads).unwrap();
+    let mut pairs = vec![(
+        if cell { "grad_inputs" } else { "grad_input" }.to_string(),
+        inputs.d_input,
+    )];
+    if case.has("grad_h0") {
+        pairs.push(("grad_h0".into(), inputs.d_h0));
+    }
+    if case.has("grad_c0") {
+        pairs.push(("grad_c0".into(), inputs.d_c0.expect("an LSTM has d_c0")));
+    }
+    for (name, tensor) in model.gradients().unwrap() {
+        let name = if cell {
+            name.trim_end_matches("_l0").to_string()
+        } else {
+            name
+        };
+        pairs.push((format!("grad.{name}"), tensor));
+    }
+    pairs
+        .into_iter()
+        .map(|(name, got)| {
+            let want = case.tensor(&name).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let got = Tensor::new(got.into_data(), want.shape()).unwrap();
+            let e = error(&got, &want);
+            (name, e)
+        })
+        .collect()
+}
+
+/// Every fixture with gradients: (file, case).
+fn gradient_fixtures() -> Vec<(String, wgpu_rnn::reference_case::ReferenceCase)> {
+    let mut cases: Vec<_> = support::cases_in("tests/fixtures")
+        .into_iter()
+        .filter(|(_, c)| (c.kind() == "rnn" && c.has("grad_input")) || c.kind() == "rnn_cell")
+        .collect();
+    cases.extend(support::cases_in("tests/fixtures/torch_train/gated_grad"));
+    assert_eq!(
+        cases.len(),
+        14 + 1 + 12,
+        "the nn.RNN, nn.RNNCell and gated gradient fixtures"
+    );
+    cases
+}
+
+fn check_fixtures<T: Train>(
+    path: &str,
+    tolerance: f64,
+    make: impl Fn(RnnConfig, &wgpu_rnn::RnnWeights) -> T,
+) {
+    let mut failures = Vec::new();
+    for (name, case) in gradient_fixtures() {
+        let errors = fixture_errors(&case, &make);
+        let worst = errors
+            .iter()
+            .cloned()
+            .fold((String::new(), 0.0), |a, b| if b.1 > a.1 { b } else { a });
+        eprintln!(
+            "{path} {name}: {} tensors, worst {:.2e} ({})",
+            errors.len(),
+            worst.1,
+            worst.0
+        );
+        failures.extend(
+            errors
+                .into_iter()
+                .filter(|(_, e)| *e > tolerance)
+                .map(|(t, e)| format!("{name}: {t} error {e:.3e}")),
+        );
+    }
+    assert!(
+        failures.is_empty(),
+        "{path} beyond {tolerance}:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn torch_gradient_fixtures_on_the_cpu_trainer() {
+    check_fixtures("cpu", 1e-5, |config, weights| {
+        CpuTrainer::new(config, weights).unwrap()
+    });
+}
+
+#[test]
+fn torch_gradient_fixtures_on_the_gpu_trainer() {
+    let Some(ctx) = gpu("torch_gradient_fixtures_on_the_gpu_trainer") else {
+        return;
+    };
+    check_fixtures("gpu", TOLERANCE, |config, weights| {
+        GpuTrainer::new(&ctx, config, weights).unwrap()
+    });
+}
