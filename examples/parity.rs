@@ -9,13 +9,30 @@
 //! Exits 1 if any file fails. Tolerances: 1e-5 on the CPU path, 1e-4 on the GPU path.
 //! `--chunk N` runs the GPU path of each unidirectional case through a stream, N frames per
 //! push, carrying the state on the GPU.
+//!
+//! `--grad` checks the backward pass instead, on `CpuTrainer` and `GpuTrainer`:
+//!
+//!     cargo run --release --example parity -- --grad tests/fixtures/*.safetensors \
+//!         tests/fixtures/torch_train/gated_grad/*.safetensors
+//!
+//! For every file with gradients (`grad_*` tensors: the nn.RNN cases of tests/fixtures and the
+//! RNNCell case, the nn.LSTM / nn.GRU cases of tests/fixtures/torch_train/gated_grad) it runs
+//! `forward_train` and `backward` from the file's upstream gradients (`grad_output`,
+//! `grad_h_n`, `grad_c_n`; an RNNCell case is a one-layer nn.RNN over its steps whose output
+//! is `h_steps`, upstream `grad_h_steps`) and prints, per gradient tensor (`input`, `h0`,
+//! `c0`, each parameter), its error on the CPU and on the GPU path, `cpu/gpu`, measured as
+//! `max|x − ref| / max(1, max|ref|)`. PASS when every tensor is within 1e-5 on the CPU path
+//! and 1e-4 on the GPU path; files without gradients are SKIP.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
 use wgpu_rnn::reference_case::{CaseCheck, ReferenceCase};
-use wgpu_rnn::{CpuRnn, GpuContext, GpuRnn, Result, RnnCell, RnnConfig, RnnMode};
+use wgpu_rnn::{
+    CpuRnn, CpuTrainer, GpuContext, GpuRnn, GpuTrainer, Hx, OutputGrads, Result, RnnCell,
+    RnnConfig, RnnMode, RnnWeights, Tensor, Train,
+};
 
 const CPU_TOLERANCE: f64 = 1e-5;
 const GPU_TOLERANCE: f64 = 1e-4;

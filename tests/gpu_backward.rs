@@ -394,3 +394,79 @@ fn torch_gradient_fixtures_on_the_gpu_trainer() {
         GpuTrainer::new(&ctx, config, weights).unwrap()
     });
 }
+
+/// After the first forward and backward of a shape, later ones create no GPU resources.
+fn no_resources_per_iteration(mode: RnnMode) {
+    if gpu("no_resources_per_iteration").is_none() {
+        return;
+    }
+    // A context of its own: the shared one counts what the other tests make meanwhile.
+    let ctx = GpuContext::new().unwrap();
+    let case = random_case(mode, 31);
+    let (_, mut model) = trainers(&ctx, &case);
+    run(&mut model, &case);
+    let warm = ctx.resource_counts();
+    for _ in 0..3 {
+        run(&mut model, &case);
+        model.zero_grad().unwrap();
+    }
+    assert_eq!(ctx.resource_counts(), warm, "{}", mode_name(mode));
+}
+for_each_mode!(resources, no_resources_per_iteration);
+
+/// A hidden size beyond the step kernels' 64-wide workgroups and the GEMM's 64 × 64 tiles.
+fn hidden_257_matches_cpu(mode: RnnMode) {
+    let Some(ctx) = gpu("hidden_257_matches_cpu") else {
+        return;
+    };
+    let config = RnnConfig {
+        bidirectional: true,
+        proj_size: if mode == RnnMode::Lstm { 65 } else { 0 },
+        ..RnnConfig::new(mode, 3, 257)
+    };
+    let mut problem = Problem::new(config.clone(), 3, 2, 9);
+    problem.lengths = Some(vec![3, 2]);
+    let mut rng = Rng(4);
+    let d_output = rng.tensor(&[3, 2, config.output_size()]);
+    let case = Case {
+        problem,
+        head: None,
+        d_output,
+        d_h_n: None,
+        d_c_n: None,
+    };
+    let (mut cpu, mut gpu) = trainers(&ctx, &case);
+    let want = run(&mut cpu, &case);
+    for ((name, w), (_, g)) in want.iter().zip(&run(&mut gpu, &case)) {
+        let e = error(g, w);
+        assert!(e <= TOLERANCE, "{}: {name} differs by {e:.3e}", mode_name(mode));
+    }
+}
+for_each_mode!(hidden_257, hidden_257_matches_cpu);
+
+/// NaN in the input propagates to the gradients, as in PyTorch, and nothing hangs; the
+/// trainer stays usable.
+fn nan_propagates(mode: RnnMode) {
+    let Some(ctx) = gpu("nan_propagates") else {
+        return;
+    };
+    let case = random_case(mode, 12);
+    let (_, mut model) = trainers(&ctx, &case);
+    let mut data = case.problem.input().into_data();
+    data[0] = f32::NAN;
+    let input = Tensor::new(data, case.problem.input().shape()).unwrap();
+    let (out, tape) = model.forward_train(&input, None, None).unwrap();
+    assert!(out.output.data().iter().any(|v| v.is_nan()));
+    let inputs = model.backward(tape, OutputGrads::output(&case.d_output)).unwrap();
+    let grads = model.gradients().unwrap();
+    let w_ih = &grads[0].1;
+    assert!(
+        w_ih.data().iter().any(|v| v.is_nan()) || inputs.d_input.data().iter().any(|v| v.is_nan()),
+        "{}: a NaN input must reach the gradients",
+        mode_name(mode)
+    );
+    model.zero_grad().unwrap();
+    let again = run(&mut model, &case);
+    assert!(again.iter().all(|(_, t)| t.data().iter().all(|v| v.is_finite())));
+}
+for_each_mode!(nan, nan_propagates);

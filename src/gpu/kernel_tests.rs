@@ -41,7 +41,7 @@ fn run(ctx: &GpuContext, record: impl FnOnce(&mut wgpu::ComputePass<'_>)) {
     ctx.queue().submit([encoder.finish()]);
 }
 
-fn read(ctx: &GpuContext, buffer: &wgpu::Buffer) -> Vec<f32> {
+pub(crate) fn read(ctx: &GpuContext, buffer: &wgpu::Buffer) -> Vec<f32> {
     let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
         label: Some("kernel test readback"),
         size: buffer.size(),

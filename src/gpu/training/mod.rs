@@ -2,6 +2,8 @@
 //! GPU buffers in PyTorch's layout (see [`ParamLayout`]); each (T, N) gets a workspace
 //! (`workspace.rs`) whose forward and backward programs run as one submission each.
 
+#[cfg(test)]
+mod gemm_tests;
 mod workspace;
 
 use std::collections::HashMap;

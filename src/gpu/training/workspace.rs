@@ -10,7 +10,7 @@ use crate::gpu::context::GpuContext;
 use crate::gpu::kernels::StepIndex;
 use crate::gpu::kernels::training::{
     GEMM_TILE, GemmBuffers, GemmParams, OP_UNIFORM_BYTES, StepEntry, TRAIN_STEP_WORKGROUP,
-    TrainUnit,
+    TrainUnit, TrainingKernels,
 };
 use crate::train::ParamLayout;
 
@@ -330,35 +330,44 @@ impl TrainWorkspace {
         encoder: &mut wgpu::CommandEncoder,
         program: &[Op],
     ) -> Result<()> {
-        let kernels = ctx.training_kernels()?;
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("training"),
-            timestamp_writes: None,
-        });
-        for op in program {
-            match *op {
-                Op::Step {
-                    entry,
-                    unit,
-                    step,
-                    groups,
-                } => {
-                    pass.set_pipeline(kernels.step(entry));
-                    pass.set_bind_group(0, &self.bind_group, &[unit, step]);
-                    pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
-                }
-                Op::Gemm {
-                    buffers,
-                    params,
-                    groups,
-                } => {
-                    pass.set_pipeline(kernels.gemm(buffers));
-                    pass.set_bind_group(0, &self.bind_group, &[params, 0]);
-                    pass.dispatch_workgroups(groups[0], groups[1], 1);
-                }
+        record_ops(ctx.training_kernels()?, &self.bind_group, encoder, program);
+        Ok(())
+    }
+}
+
+/// Records `program` over `bind_group` into one compute pass.
+pub(crate) fn record_ops(
+    kernels: &TrainingKernels,
+    bind_group: &wgpu::BindGroup,
+    encoder: &mut wgpu::CommandEncoder,
+    program: &[Op],
+) {
+    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        label: Some("training"),
+        timestamp_writes: None,
+    });
+    for op in program {
+        match *op {
+            Op::Step {
+                entry,
+                unit,
+                step,
+                groups,
+            } => {
+                pass.set_pipeline(kernels.step(entry));
+                pass.set_bind_group(0, bind_group, &[unit, step]);
+                pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+            }
+            Op::Gemm {
+                buffers,
+                params,
+                groups,
+            } => {
+                pass.set_pipeline(kernels.gemm(buffers));
+                pass.set_bind_group(0, bind_group, &[params, 0]);
+                pass.dispatch_workgroups(groups[0], groups[1], 1);
             }
         }
-        Ok(())
     }
 }
 
