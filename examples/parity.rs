@@ -30,8 +30,8 @@ use clap::Parser;
 
 use wgpu_rnn::reference_case::{CaseCheck, ReferenceCase};
 use wgpu_rnn::{
-    CpuRnn, CpuTrainer, GpuContext, GpuRnn, GpuTrainer, Hx, OutputGrads, Result, RnnCell,
-    RnnConfig, RnnMode, RnnWeights, Tensor, Train,
+    CellConfig, CpuRnn, CpuTrainer, GpuContext, GpuRnn, GpuTrainer, Hx, OutputGrads, Result,
+    RnnCell, RnnConfig, RnnMode, RnnWeights, Tensor, Train,
 };
 
 const CPU_TOLERANCE: f64 = 1e-5;
@@ -137,10 +137,9 @@ fn run_model(
     })
 }
 
-fn run_cell(case: &ReferenceCase, gpu: Option<&GpuContext>) -> Result<Verdict> {
-    let config = case.cell_config()?;
-    let weights = case.cell_weights(&config)?;
-    let what = format!(
+/// What a cell case's line shows: its sizes, flags, steps and batch.
+fn describe_cell(config: &CellConfig, case: &ReferenceCase) -> String {
+    format!(
         "RNNCell I={} H={} {:?}{} steps={} N={}{}",
         config.input_size,
         config.hidden_size,
@@ -149,7 +148,13 @@ fn run_cell(case: &ReferenceCase, gpu: Option<&GpuContext>) -> Result<Verdict> {
         case.meta("steps").unwrap_or("?"),
         case.meta("batch").unwrap_or("?"),
         if case.has("h0") { " h0" } else { "" },
-    );
+    )
+}
+
+fn run_cell(case: &ReferenceCase, gpu: Option<&GpuContext>) -> Result<Verdict> {
+    let config = case.cell_config()?;
+    let weights = case.cell_weights(&config)?;
+    let what = describe_cell(&config, case);
     let cpu = case.check_cell(&RnnCell::cpu(config.clone(), &weights)?, CPU_TOLERANCE)?;
     let Some(ctx) = gpu else {
         return Ok(Verdict::Fail(format!(
@@ -201,15 +206,239 @@ fn run_file(path: &str, gpu: Option<&GpuContext>, chunk: Option<usize>) -> Verdi
     .unwrap_or_else(|e| Verdict::Fail(e.to_string()))
 }
 
+// ---------------------------------------------------------------------------------------------
+// --grad
+
+/// A backward problem read from a case: the model, the training forward's arguments, the
+/// upstream gradients, and the file's names of the expected gradients.
+struct GradCase {
+    what: String,
+    config: RnnConfig,
+    weights: RnnWeights,
+    input: Tensor,
+    lengths: Option<Vec<usize>>,
+    h0: Option<Tensor>,
+    c0: Option<Tensor>,
+    d_output: Tensor,
+    d_h_n: Option<Tensor>,
+    d_c_n: Option<Tensor>,
+    /// The file's name for the input's gradient: `grad_input`, or `grad_inputs` (RNNCell).
+    d_input_name: &'static str,
+    /// A cell's parameters are stored without the layer suffix (`weight_ih`, not
+    /// `weight_ih_l0`).
+    cell: bool,
+}
+
+impl GradCase {
+    /// An nn.RNN / nn.LSTM / nn.GRU case: loss = Σ output·grad_output + Σ h_n·grad_h_n
+    /// (+ Σ c_n·grad_c_n).
+    fn model(case: &ReferenceCase) -> Result<Self> {
+        let config = case.config()?;
+        let optional = |name: &str| case.has(name).then(|| case.tensor(name)).transpose();
+        Ok(GradCase {
+            what: describe(&config, case),
+            weights: case.weights(&config)?,
+            input: case.tensor("input")?,
+            lengths: case.lengths()?,
+            h0: optional("h0")?,
+            c0: optional("c0")?,
+            d_output: case.tensor("grad_output")?,
+            d_h_n: optional("grad_h_n")?,
+            d_c_n: optional("grad_c_n")?,
+            d_input_name: "grad_input",
+            cell: false,
+            config,
+        })
+    }
+
+    /// An nn.RNNCell case run for S steps: a one-layer nn.RNN over S frames whose output is
+    /// `h_steps`; its upstream gradient is `grad_h_steps`, and h_n reaches no loss.
+    fn cell(case: &ReferenceCase) -> Result<Self> {
+        let cell = case.cell_config()?;
+        let config = RnnConfig {
+            bias: cell.bias,
+            ..RnnConfig::new(cell.mode, cell.input_size, cell.hidden_size)
+        };
+        let weights = RnnWeights::new(&config, vec![case.cell_weights(&cell)?])?;
+        let input = case.tensor("inputs")?;
+        // The cell's h0 is (N, H); the model's (1, N, H).
+        let h0 = match case.has("h0") {
+            true => {
+                let h0 = case.tensor("h0")?;
+                let shape = [1, h0.shape()[0], cell.hidden_size];
+                Some(Tensor::new(h0.into_data(), &shape)?)
+            }
+            false => None,
+        };
+        Ok(GradCase {
+            what: describe_cell(&cell, case),
+            config,
+            weights,
+            input,
+            lengths: None,
+            h0,
+            c0: None,
+            d_output: case.tensor("grad_h_steps")?,
+            d_h_n: None,
+            d_c_n: None,
+            d_input_name: "grad_inputs",
+            cell: true,
+        })
+    }
+
+    /// One training forward and backward on `model` (fresh: its gradients are this backward's
+    /// alone): `(the file's name, error)` of every gradient the file holds.
+    fn errors(&self, model: &mut impl Train, case: &ReferenceCase) -> Result<Vec<(String, f64)>> {
+        let hx = self.h0.as_ref().map(|h0| Hx {
+            h0,
+            c0: self.c0.as_ref(),
+        });
+        let (_, tape) = model.forward_train(&self.input, self.lengths.as_deref(), hx)?;
+        let upstream = OutputGrads {
+            d_output: &self.d_output,
+            d_h_n: self.d_h_n.as_ref(),
+            d_c_n: self.d_c_n.as_ref(),
+        };
+        let inputs = model.backward(tape, upstream)?;
+        let mut got = vec![(self.d_input_name.to_string(), Some(inputs.d_input))];
+        if case.has("grad_h0") {
+            got.push(("grad_h0".into(), Some(inputs.d_h0)));
+        }
+        if case.has("grad_c0") {
+            got.push(("grad_c0".into(), inputs.d_c0));
+        }
+        for (name, grad) in model.gradients()? {
+            let name = match self.cell {
+                true => name.trim_end_matches("_l0"),
+                false => &name,
+            };
+            got.push((format!("grad.{name}"), Some(grad)));
+        }
+        got.into_iter()
+            .map(|(name, grad)| {
+                let want = case.tensor(&name)?;
+                let error = grad.map_or(f64::INFINITY, |grad| grad_error(&grad, &want));
+                Ok((name, error))
+            })
+            .collect()
+    }
+}
+
+/// The fixtures' error measure, `max|x − ref| / max(1, max|ref|)`; NaN or a different number
+/// of elements is infinite. States may be stored without a dimension of one (an unbatched
+/// h0, a cell's h0), so only the element counts must agree.
+fn grad_error(got: &Tensor, want: &Tensor) -> f64 {
+    if got.data().len() != want.data().len() {
+        return f64::INFINITY;
+    }
+    let scale = want
+        .data()
+        .iter()
+        .fold(1.0f64, |m, &v| m.max(f64::from(v).abs()));
+    let worst = got
+        .data()
+        .iter()
+        .zip(want.data())
+        .map(|(&g, &w)| (f64::from(g) - f64::from(w)).abs())
+        .fold(
+            0.0f64,
+            |m, e| if e.is_nan() { f64::INFINITY } else { m.max(e) },
+        );
+    worst / scale
+}
+
+/// `grad.weight_ih_l0` → `weight_ih_l0`, `grad_h0` → `h0`.
+fn short_name(name: &str) -> &str {
+    name.strip_prefix("grad.")
+        .or_else(|| name.strip_prefix("grad_"))
+        .unwrap_or(name)
+}
+
+/// A case's gradients on both trainers: `cpu/gpu` error per tensor, and the tensors beyond
+/// the tolerances.
+fn run_grad(problem: &GradCase, case: &ReferenceCase, gpu: Option<&GpuContext>) -> Result<Verdict> {
+    let config = problem.config.clone();
+    let cpu_model = &mut CpuTrainer::new(config.clone(), &problem.weights)?;
+    let cpu = problem.errors(cpu_model, case)?;
+    let gpu = match gpu {
+        Some(ctx) => {
+            let gpu_model = &mut GpuTrainer::new(ctx, config, &problem.weights)?;
+            Some(problem.errors(gpu_model, case)?)
+        }
+        None => None,
+    };
+    let mut cells = Vec::new();
+    let mut over = Vec::new();
+    for (i, (name, cpu)) in cpu.iter().enumerate() {
+        let name = short_name(name);
+        let gpu = gpu.as_ref().map(|gpu| gpu[i].1);
+        let gpu_text = gpu.map_or("-".into(), |e| format!("{e:.1e}"));
+        cells.push(format!("{name} {cpu:.1e}/{gpu_text}"));
+        for (path, error, tolerance) in [
+            ("cpu", Some(*cpu), CPU_TOLERANCE),
+            ("gpu", gpu, GPU_TOLERANCE),
+        ] {
+            if error.is_some_and(|e| e.is_nan() || e > tolerance) {
+                over.push(format!("{path} {name}"));
+            }
+        }
+    }
+    let mut line = format!("{} | grads cpu/gpu: {}", problem.what, cells.join(", "));
+    if gpu.is_none() {
+        line += " | gpu: no adapter";
+    }
+    Ok(if over.is_empty() && gpu.is_some() {
+        Verdict::Pass(line)
+    } else {
+        if !over.is_empty() {
+            line += &format!(" | over tolerance: {}", over.join(", "));
+        }
+        Verdict::Fail(line)
+    })
+}
+
+fn run_grad_file(path: &str, gpu: Option<&GpuContext>) -> Verdict {
+    let case = match ReferenceCase::load(path) {
+        Ok(case) => case,
+        Err(e) => return Verdict::Fail(format!("unreadable: {e}")),
+    };
+    let problem = match case.kind() {
+        kind if !case.has("grad_output") && !case.has("grad_h_steps") => {
+            return Verdict::Skip(format!(
+                "kind `{kind}`: no gradients in this file (no grad_output or grad_h_steps)"
+            ));
+        }
+        "rnn" | "rnn_packed" | "lstm" | "lstm_packed" | "gru" | "gru_packed" => {
+            GradCase::model(&case)
+        }
+        "rnn_cell" => GradCase::cell(&case),
+        other => {
+            return Verdict::Skip(format!(
+                "kind `{other}`: gradients of this kind are not supported"
+            ));
+        }
+    };
+    problem
+        .and_then(|problem| run_grad(&problem, &case, gpu))
+        .unwrap_or_else(|e| Verdict::Fail(e.to_string()))
+}
+
 /// Runs PyTorch reference cases (see tests/fixtures) on the CPU and GPU paths and compares
-/// both with PyTorch's stored results: one line per file, exit status 1 if any fails.
+/// both with PyTorch's stored results (with --grad: the gradients of a backward pass): one
+/// line per file, exit status 1 if any fails.
 #[derive(Parser)]
 #[command(name = "parity")]
 struct Args {
     /// Run the GPU path of unidirectional cases (RNN, LSTM, GRU) through a stream, N frames a
     /// push, carrying the state on the GPU.
-    #[arg(long, value_name = "N", value_parser = frames)]
+    #[arg(long, value_name = "N", value_parser = frames, conflicts_with = "grad")]
     chunk: Option<usize>,
+
+    /// Check the backward pass instead of the forward: every file with gradients (`grad_*`
+    /// tensors) runs forward_train and backward on CpuTrainer and GpuTrainer, and each
+    /// gradient is compared with PyTorch's.
+    #[arg(long)]
+    grad: bool,
 
     /// Reference cases written by the PyTorch scripts in tests/fixtures.
     #[arg(value_name = "FILE.safetensors", required = true)]
@@ -225,7 +454,7 @@ fn frames(text: &str) -> std::result::Result<usize, String> {
 }
 
 fn main() -> ExitCode {
-    let Args { chunk, files } = Args::parse();
+    let Args { chunk, grad, files } = Args::parse();
     let gpu = match GpuContext::new() {
         Ok(ctx) => Some(ctx),
         Err(e) => {
@@ -242,7 +471,11 @@ fn main() -> ExitCode {
         let name = std::path::Path::new(path)
             .file_stem()
             .map_or(path.clone(), |s| s.to_string_lossy().into_owned());
-        let (status, detail) = match run_file(path, gpu.as_ref(), chunk) {
+        let verdict = match grad {
+            true => run_grad_file(path, gpu.as_ref()),
+            false => run_file(path, gpu.as_ref(), chunk),
+        };
+        let (status, detail) = match verdict {
             Verdict::Pass(d) => ("PASS", d),
             Verdict::Fail(d) => {
                 failed += 1;

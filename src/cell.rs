@@ -95,6 +95,11 @@ impl CellConfig {
         Ok(weights)
     }
 
+    /// The one-layer model of this cell, for training it unrolled over a sequence.
+    pub(crate) fn unrolled(&self, weights: &DirectionWeights) -> Result<(RnnConfig, RnnWeights)> {
+        self.model(true, "", weights)
+    }
+
     /// The one-layer model of a cell that needs `expected` (the cell type's name), its
     /// weights checked.
     fn model(

@@ -159,6 +159,8 @@ pub(crate) struct ParamLayout {
     pub unit_offsets: Vec<usize>,
     /// Where the head starts, and whether it has a bias.
     pub head: Option<(usize, bool)>,
+    /// A cell's parameters: named without the layer suffix (`weight_ih`, not `weight_ih_l0`).
+    pub cell: bool,
 }
 
 impl ParamLayout {
@@ -215,7 +217,22 @@ impl ParamLayout {
             len,
             unit_offsets,
             head,
+            cell: false,
         }
+    }
+
+    /// The layout of a cell (a one-layer model): PyTorch's cell names, without `_l0`.
+    pub fn cell(config: &RnnConfig) -> Self {
+        Self::new(config, None).with_cell_names()
+    }
+
+    /// This layout with a cell's names (the model has one layer and direction).
+    pub fn with_cell_names(mut self) -> Self {
+        for slot in &mut self.slots {
+            slot.name = slot.name.trim_end_matches("_l0").to_string();
+        }
+        self.cell = true;
+        self
     }
 
     /// The slot named `name`.
@@ -275,7 +292,10 @@ impl ParamLayout {
         for layer in 0..config.num_layers {
             for direction in 0..config.num_directions() {
                 let suffix = crate::weights::suffix(layer, direction);
-                let part = |p: &str| take(&format!("{p}_{suffix}"));
+                let part = |p: &str| match self.cell {
+                    true => take(p),
+                    false => take(&format!("{p}_{suffix}")),
+                };
                 units.push(crate::weights::DirectionWeights {
                     weight_ih: part("weight_ih").unwrap_or_default(),
                     weight_hh: part("weight_hh").unwrap_or_default(),

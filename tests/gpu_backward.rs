@@ -256,24 +256,20 @@ for_each_mode!(tapes, tapes_are_checked);
 /// the nn.RNNCell case is a one-layer nn.RNN over its S steps whose output is `h_steps`.
 fn fixture_errors<T: Train>(
     case: &wgpu_rnn::reference_case::ReferenceCase,
-    make: &impl Fn(RnnConfig, &wgpu_rnn::RnnWeights) -> T,
+    make: &impl Fn(Fixture) -> T,
 ) -> Vec<(String, f64)> {
     let cell = case.kind() == "rnn_cell";
-    let (config, weights) = if cell {
+    let mut model = if cell {
         let c = case.cell_config().unwrap();
-        let config = RnnConfig {
-            bias: c.bias,
-            ..RnnConfig::new(c.mode, c.input_size, c.hidden_size)
-        };
-        let weights =
-            wgpu_rnn::RnnWeights::new(&config, vec![case.cell_weights(&c).unwrap()]).unwrap();
-        (config, weights)
+        make(Fixture::Cell(c.clone(), case.cell_weights(&c).unwrap()))
     } else {
         let config = case.config().unwrap();
-        let weights = case.weights(&config).unwrap();
-        (config, weights)
+        make(Fixture::Model(
+            config.clone(),
+            case.weights(&config).unwrap(),
+        ))
     };
-    let mut model = make(config.clone(), &weights);
+    let config = model.config().clone();
     let input = case.tensor(if cell { "inputs" } else { "input" }).unwrap();
     let reshape = |t: Tensor, rows: usize| {
         let batch = if cell { input.shape()[1] } else { 0 };
@@ -331,6 +327,12 @@ fn fixture_errors<T: Train>(
         .collect()
 }
 
+/// What a fixture holds: a model, or a cell run over its steps.
+enum Fixture {
+    Model(RnnConfig, wgpu_rnn::RnnWeights),
+    Cell(wgpu_rnn::CellConfig, wgpu_rnn::DirectionWeights),
+}
+
 /// Every fixture with gradients: (file, case).
 fn gradient_fixtures() -> Vec<(String, wgpu_rnn::reference_case::ReferenceCase)> {
     let mut cases: Vec<_> = support::cases_in("tests/fixtures")
@@ -346,11 +348,7 @@ fn gradient_fixtures() -> Vec<(String, wgpu_rnn::reference_case::ReferenceCase)>
     cases
 }
 
-fn check_fixtures<T: Train>(
-    path: &str,
-    tolerance: f64,
-    make: impl Fn(RnnConfig, &wgpu_rnn::RnnWeights) -> T,
-) {
+fn check_fixtures<T: Train>(path: &str, tolerance: f64, make: impl Fn(Fixture) -> T) {
     let mut failures = Vec::new();
     for (name, case) in gradient_fixtures() {
         let errors = fixture_errors(&case, &make);
@@ -380,8 +378,9 @@ fn check_fixtures<T: Train>(
 
 #[test]
 fn torch_gradient_fixtures_on_the_cpu_trainer() {
-    check_fixtures("cpu", 1e-5, |config, weights| {
-        CpuTrainer::new(config, weights).unwrap()
+    check_fixtures("cpu", 1e-5, |fixture| match fixture {
+        Fixture::Model(config, weights) => CpuTrainer::new(config, &weights).unwrap(),
+        Fixture::Cell(config, weights) => CpuTrainer::cell(config, &weights).unwrap(),
     });
 }
 
@@ -390,8 +389,9 @@ fn torch_gradient_fixtures_on_the_gpu_trainer() {
     let Some(ctx) = gpu("torch_gradient_fixtures_on_the_gpu_trainer") else {
         return;
     };
-    check_fixtures("gpu", TOLERANCE, |config, weights| {
-        GpuTrainer::new(&ctx, config, weights).unwrap()
+    check_fixtures("gpu", TOLERANCE, |fixture| match fixture {
+        Fixture::Model(config, weights) => GpuTrainer::new(&ctx, config, &weights).unwrap(),
+        Fixture::Cell(config, weights) => GpuTrainer::cell(&ctx, config, &weights).unwrap(),
     });
 }
 
@@ -439,7 +439,11 @@ fn hidden_257_matches_cpu(mode: RnnMode) {
     let want = run(&mut cpu, &case);
     for ((name, w), (_, g)) in want.iter().zip(&run(&mut gpu, &case)) {
         let e = error(g, w);
-        assert!(e <= TOLERANCE, "{}: {name} differs by {e:.3e}", mode_name(mode));
+        assert!(
+            e <= TOLERANCE,
+            "{}: {name} differs by {e:.3e}",
+            mode_name(mode)
+        );
     }
 }
 for_each_mode!(hidden_257, hidden_257_matches_cpu);
@@ -457,7 +461,9 @@ fn nan_propagates(mode: RnnMode) {
     let input = Tensor::new(data, case.problem.input().shape()).unwrap();
     let (out, tape) = model.forward_train(&input, None, None).unwrap();
     assert!(out.output.data().iter().any(|v| v.is_nan()));
-    let inputs = model.backward(tape, OutputGrads::output(&case.d_output)).unwrap();
+    let inputs = model
+        .backward(tape, OutputGrads::output(&case.d_output))
+        .unwrap();
     let grads = model.gradients().unwrap();
     let w_ih = &grads[0].1;
     assert!(
@@ -467,6 +473,10 @@ fn nan_propagates(mode: RnnMode) {
     );
     model.zero_grad().unwrap();
     let again = run(&mut model, &case);
-    assert!(again.iter().all(|(_, t)| t.data().iter().all(|v| v.is_finite())));
+    assert!(
+        again
+            .iter()
+            .all(|(_, t)| t.data().iter().all(|v| v.is_finite()))
+    );
 }
 for_each_mode!(nan, nan_propagates);

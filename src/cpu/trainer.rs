@@ -3,6 +3,7 @@
 
 use super::CpuRnn;
 use super::backward::{self, Upstream};
+use crate::cell::CellConfig;
 use crate::config::RnnConfig;
 use crate::error::{Result, RnnError};
 use crate::gpu::training::check_output_grads;
@@ -11,7 +12,7 @@ use crate::layout::ForwardShape;
 use crate::rnn::{Hx, Rnn, RnnOutput};
 use crate::tensor::Tensor;
 use crate::train::{InputGrads, OutputGrads, ParamLayout, Tape, Train, next_id};
-use crate::weights::RnnWeights;
+use crate::weights::{DirectionWeights, RnnWeights};
 
 /// The training API on the CPU: the plain, obviously correct reference every GPU gradient is
 /// checked against. Parameters and gradients are host vectors.
@@ -44,6 +45,24 @@ impl CpuTrainer {
         weights.check(&config)?;
         let layout = ParamLayout::new(&config, None);
         let params = layout.flatten(weights, None);
+        Ok(CpuTrainer {
+            config,
+            grads: vec![0.0; params.len()],
+            params,
+            layout,
+            id: next_id(),
+            last: None,
+        })
+    }
+
+    /// A cell (`nn.RNNCell`, `nn.LSTMCell`, `nn.GRUCell`) trained unrolled over a sequence:
+    /// `forward_train` takes every frame at once, (T, N, I), and computes what the Python loop
+    /// `for x_t in xs: h = cell(x_t, h)` does, its output the h of every step; h0 (and c0) are
+    /// (1, N, H). Parameters and gradients carry the cell's names (`weight_ih`, `bias_hh`).
+    pub fn cell(config: CellConfig, weights: &DirectionWeights) -> Result<Self> {
+        let (config, weights) = config.unrolled(weights)?;
+        let layout = ParamLayout::cell(&config);
+        let params = layout.flatten(&weights, None);
         Ok(CpuTrainer {
             config,
             grads: vec![0.0; params.len()],
@@ -201,11 +220,10 @@ impl Train for CpuTrainer {
             d_c_n: grads.d_c_n,
         };
         let g = backward::backward(&config, &weights, &saved.input, lengths, hx, upstream)?;
-        for (name, grad) in &g.params {
-            let slot = self
-                .layout
-                .slot(name)
-                .expect("the reference names every parameter as the layout does");
+        // The reference lists the recurrent parameters in the layout's order (a cell's
+        // layout names them without `_l0`).
+        for ((_, grad), slot) in g.params.iter().zip(&self.layout.slots) {
+            debug_assert_eq!(grad.shape(), slot.shape.as_slice());
             let range = slot.offset..slot.offset + slot.len();
             for (acc, &v) in self.grads[range].iter_mut().zip(grad.data()) {
                 *acc += v;

@@ -48,7 +48,11 @@ fn training_gemm_matches_cpu_twin() {
             let transposed = (i + j) % 2 == 1;
             let to_grads = (i * 5 + j) % 3 == 0;
             let flags = [0, GemmParams::ACCUMULATE, GemmParams::BIAS][(i + 2 * j) % 3];
-            let flags = if to_grads { flags & GemmParams::ACCUMULATE } else { flags };
+            let flags = if to_grads {
+                flags & GemmParams::ACCUMULATE
+            } else {
+                flags
+            };
             // A at offset 5 of `work`, (m, k) or stored (k, m); B after it, (k, n); C after B.
             let a_off = 5;
             let (a_sm, a_sk) = if transposed { (1, m) } else { (k, 1) };
@@ -160,7 +164,11 @@ fn training_gemm_matches_cpu_twin() {
             ctx.queue().submit([encoder.finish()]);
             let got = crate::gpu::kernel_tests::read(
                 &ctx,
-                if to_grads { &grads_buffer } else { &work_buffer },
+                if to_grads {
+                    &grads_buffer
+                } else {
+                    &work_buffer
+                },
             );
             // f32 sums of k products of values in [−1, 1]: rounding grows with k.
             let c = crate::compare::compare(&got, &want, 1e-6 * k.max(10) as f64);

@@ -8,6 +8,7 @@ mod workspace;
 
 use std::collections::HashMap;
 
+use crate::cell::CellConfig;
 use crate::config::RnnConfig;
 use crate::error::{Result, RnnError};
 use crate::gpu::context::GpuContext;
@@ -17,7 +18,7 @@ use crate::layout::ForwardShape;
 use crate::rnn::{Hx, RnnOutput};
 use crate::tensor::Tensor;
 use crate::train::{InputGrads, OutputGrads, ParamLayout, Tape, Train, next_id};
-use crate::weights::RnnWeights;
+use crate::weights::{DirectionWeights, RnnWeights};
 use workspace::TrainWorkspace;
 
 /// An `nn.RNN`, `nn.LSTM` or `nn.GRU` (and optional Linear head) that trains on a GPU.
@@ -67,6 +68,16 @@ impl GpuTrainer {
         weights.check(&config)?;
         let layout = ParamLayout::new(&config, None);
         let flat = layout_flat(&config, weights, None);
+        Self::from_flat(ctx, config, layout, None, &flat)
+    }
+
+    /// A cell (`nn.RNNCell`, `nn.LSTMCell`, `nn.GRUCell`) trained unrolled over a sequence,
+    /// as [`CpuTrainer::cell`](crate::CpuTrainer::cell) describes: input (T, N, I), h0 (1, N,
+    /// H), parameters named as the cell's.
+    pub fn cell(ctx: &GpuContext, config: CellConfig, weights: &DirectionWeights) -> Result<Self> {
+        let (config, weights) = config.unrolled(weights)?;
+        let layout = ParamLayout::cell(&config);
+        let flat = layout.flatten(&weights, None);
         Self::from_flat(ctx, config, layout, None, &flat)
     }
 
