@@ -18,11 +18,12 @@
 //! For every file with gradients (`grad_*` tensors: the nn.RNN cases of tests/fixtures and the
 //! RNNCell case, the nn.LSTM / nn.GRU cases of tests/fixtures/torch_train/gated_grad) it runs
 //! `forward_train` and `backward` from the file's upstream gradients (`grad_output`,
-//! `grad_h_n`, `grad_c_n`; an RNNCell case is a one-layer nn.RNN over its steps whose output
-//! is `h_steps`, upstream `grad_h_steps`) and prints, per gradient tensor (`input`, `h0`,
-//! `c0`, each parameter), its error on the CPU and on the GPU path, `cpu/gpu`, measured as
-//! `max|x − ref| / max(1, max|ref|)`. PASS when every tensor is within 1e-5 on the CPU path
-//! and 1e-4 on the GPU path; files without gradients are SKIP.
+//! `grad_h_n`, `grad_c_n`; an RNNCell case trains unrolled over its steps through
+//! `CpuTrainer::cell` / `GpuTrainer::cell`, its output `h_steps`, upstream `grad_h_steps`) and
+//! prints, per gradient tensor (`input`, `h0`, `c0`, each parameter), its error on the CPU and
+//! on the GPU path as `cpu/gpu`, measured as `max|x − ref| / max(1, max|ref|)`. PASS when every
+//! tensor is within 1e-5 on the CPU path and 1e-4 on the GPU path; files without gradients
+//! are SKIP. Exits 1 if any file fails.
 
 use std::process::ExitCode;
 
@@ -30,8 +31,8 @@ use clap::Parser;
 
 use wgpu_rnn::reference_case::{CaseCheck, ReferenceCase};
 use wgpu_rnn::{
-    CellConfig, CpuRnn, CpuTrainer, GpuContext, GpuRnn, GpuTrainer, Hx, OutputGrads, Result,
-    RnnCell, RnnConfig, RnnMode, RnnWeights, Tensor, Train,
+    CellConfig, CpuRnn, CpuTrainer, DirectionWeights, GpuContext, GpuRnn, GpuTrainer, Hx,
+    OutputGrads, Result, RnnCell, RnnConfig, RnnMode, RnnWeights, Tensor, Train,
 };
 
 const CPU_TOLERANCE: f64 = 1e-5;
@@ -213,8 +214,7 @@ fn run_file(path: &str, gpu: Option<&GpuContext>, chunk: Option<usize>) -> Verdi
 /// upstream gradients, and the file's names of the expected gradients.
 struct GradCase {
     what: String,
-    config: RnnConfig,
-    weights: RnnWeights,
+    model: GradModel,
     input: Tensor,
     lengths: Option<Vec<usize>>,
     h0: Option<Tensor>,
@@ -224,9 +224,13 @@ struct GradCase {
     d_c_n: Option<Tensor>,
     /// The file's name for the input's gradient: `grad_input`, or `grad_inputs` (RNNCell).
     d_input_name: &'static str,
-    /// A cell's parameters are stored without the layer suffix (`weight_ih`, not
-    /// `weight_ih_l0`).
-    cell: bool,
+}
+
+/// What trains: a model, or a cell unrolled over the case's steps (its parameters under the
+/// cell's names, `weight_ih` rather than `weight_ih_l0`, as the file has them).
+enum GradModel {
+    Rnn(RnnConfig, RnnWeights),
+    Cell(CellConfig, DirectionWeights),
 }
 
 impl GradCase {
@@ -237,7 +241,7 @@ impl GradCase {
         let optional = |name: &str| case.has(name).then(|| case.tensor(name)).transpose();
         Ok(GradCase {
             what: describe(&config, case),
-            weights: case.weights(&config)?,
+            model: GradModel::Rnn(config.clone(), case.weights(&config)?),
             input: case.tensor("input")?,
             lengths: case.lengths()?,
             h0: optional("h0")?,
@@ -246,20 +250,14 @@ impl GradCase {
             d_h_n: optional("grad_h_n")?,
             d_c_n: optional("grad_c_n")?,
             d_input_name: "grad_input",
-            cell: false,
-            config,
         })
     }
 
-    /// An nn.RNNCell case run for S steps: a one-layer nn.RNN over S frames whose output is
-    /// `h_steps`; its upstream gradient is `grad_h_steps`, and h_n reaches no loss.
+    /// An nn.RNNCell case run for S steps: the cell unrolled over S frames, its output
+    /// `h_steps`; the upstream gradient is `grad_h_steps`, and h_n reaches no loss.
     fn cell(case: &ReferenceCase) -> Result<Self> {
         let cell = case.cell_config()?;
-        let config = RnnConfig {
-            bias: cell.bias,
-            ..RnnConfig::new(cell.mode, cell.input_size, cell.hidden_size)
-        };
-        let weights = RnnWeights::new(&config, vec![case.cell_weights(&cell)?])?;
+        let weights = case.cell_weights(&cell)?;
         let input = case.tensor("inputs")?;
         // The cell's h0 is (N, H); the model's (1, N, H).
         let h0 = match case.has("h0") {
@@ -272,8 +270,7 @@ impl GradCase {
         };
         Ok(GradCase {
             what: describe_cell(&cell, case),
-            config,
-            weights,
+            model: GradModel::Cell(cell, weights),
             input,
             lengths: None,
             h0,
@@ -282,7 +279,6 @@ impl GradCase {
             d_h_n: None,
             d_c_n: None,
             d_input_name: "grad_inputs",
-            cell: true,
         })
     }
 
@@ -308,10 +304,6 @@ impl GradCase {
             got.push(("grad_c0".into(), inputs.d_c0));
         }
         for (name, grad) in model.gradients()? {
-            let name = match self.cell {
-                true => name.trim_end_matches("_l0"),
-                false => &name,
-            };
             got.push((format!("grad.{name}"), Some(grad)));
         }
         got.into_iter()
@@ -357,12 +349,17 @@ fn short_name(name: &str) -> &str {
 /// A case's gradients on both trainers: `cpu/gpu` error per tensor, and the tensors beyond
 /// the tolerances.
 fn run_grad(problem: &GradCase, case: &ReferenceCase, gpu: Option<&GpuContext>) -> Result<Verdict> {
-    let config = problem.config.clone();
-    let cpu_model = &mut CpuTrainer::new(config.clone(), &problem.weights)?;
+    let cpu_model = &mut match &problem.model {
+        GradModel::Rnn(config, weights) => CpuTrainer::new(config.clone(), weights)?,
+        GradModel::Cell(config, weights) => CpuTrainer::cell(config.clone(), weights)?,
+    };
     let cpu = problem.errors(cpu_model, case)?;
     let gpu = match gpu {
         Some(ctx) => {
-            let gpu_model = &mut GpuTrainer::new(ctx, config, &problem.weights)?;
+            let gpu_model = &mut match &problem.model {
+                GradModel::Rnn(config, weights) => GpuTrainer::new(ctx, config.clone(), weights)?,
+                GradModel::Cell(config, weights) => GpuTrainer::cell(ctx, config.clone(), weights)?,
+            };
             Some(problem.errors(gpu_model, case)?)
         }
         None => None,
