@@ -14,6 +14,13 @@
 // an LSTM's i, f, g, o, c (5H); a GRU's r, z, n and W_hn·h + b_hn (4H); a projected LSTM's
 // unprojected o·tanh(c) (`m`, H). An Elman RNN's derivative comes from its output h itself.
 //
+// Each kernel comes in two forms over the same per-unit functions: one dispatch per step
+// (`*_step`: a workgroup per 64 units), and persistent (`*_persistent`: one workgroup per
+// (sequence, direction) runs `Unit.forward_steps` / `backward_steps` steps in one dispatch,
+// its 64 invocations striding over the units, a storage and workgroup barrier between steps).
+// The persistent form saves ~40 µs of dispatch hand-off per step on lavapipe; the step count per
+// dispatch keeps every invocation under llvmpipe's 65,535 loop iterations (WGPU-NOTES.md).
+//
 // The state is [2][L·D][N][H_out], ping-pong by step parity (c likewise, [2][L·D][N][H]); the
 // backward's carries are [L·D][N][H_out] (dh, seeded with d_h_n) and [L·D][N][H] (dc, seeded
 // with d_c_n), and end as d_h0 and d_c0.
@@ -27,6 +34,7 @@ struct Unit {
     m: u32, dr: u32, state: u32, state_half: u32,
     cstate: u32, cstate_half: u32, carry_h: u32, carry_c: u32,
     y: u32, dy: u32, unit0: u32, c0: u32,
+    forward_steps: u32, backward_steps: u32, _pad0: u32, _pad1: u32,
 }
 
 struct Step {
@@ -97,15 +105,8 @@ fn hh_bias(d: u32, row: u32) -> f32 {
     return select(0.0, params[u.b_hh + d * u.param_stride + row], u.has_bias == 1u);
 }
 
-@compute @workgroup_size(64, 1, 1)
-fn forward_step(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let j = gid.x;
-    let n = gid.y;
-    let d = gid.z;
-    if n >= u.batch || d >= u.directions || j >= max(u.hidden, u.state_size) {
-        return;
-    }
-    let s = step.index;
+// Step s of unit j (a hidden unit, or below H_out a state feature) of sequence n, direction d.
+fn forward_unit(s: u32, d: u32, n: u32, j: u32) {
     let p = position(s, d);
     let prev = state_row(s & 1u, d, n);
     let next = state_row((s + 1u) & 1u, d, n);
@@ -176,16 +177,8 @@ fn forward_step(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
 }
 
-// A projected LSTM's h_t = W_hr · m_t, one invocation per output feature.
-@compute @workgroup_size(64, 1, 1)
-fn forward_project(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let q = gid.x;
-    let n = gid.y;
-    let d = gid.z;
-    if n >= u.batch || d >= u.directions || q >= u.state_size {
-        return;
-    }
-    let s = step.index;
+// A projected LSTM's h_t = W_hr · m_t, feature q.
+fn project_unit(s: u32, d: u32, n: u32, q: u32) {
     let p = position(s, d);
     if !valid(p, n) {
         return;
@@ -245,15 +238,8 @@ fn state_gradient(s: u32, d: u32, n: u32, j: u32, p: u32) -> f32 {
     return dh;
 }
 
-@compute @workgroup_size(64, 1, 1)
-fn backward_step(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let j = gid.x;
-    let n = gid.y;
-    let d = gid.z;
-    if n >= u.batch || d >= u.directions || j >= u.hidden {
-        return;
-    }
-    let s = step.index;
+// The backward of step s for hidden unit j: the gates' gradients and the carries.
+fn backward_unit(s: u32, d: u32, n: u32, j: u32) {
     let p = position(s, d);
     let h = u.hidden;
     let dg = frame_at(u.p, d, p, n, gate_size());
@@ -325,16 +311,8 @@ fn backward_step(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
 }
 
-// A projected LSTM's d h_t (H_out features), before `backward_step` turns it into d m_t.
-@compute @workgroup_size(64, 1, 1)
-fn backward_project(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let q = gid.x;
-    let n = gid.y;
-    let d = gid.z;
-    if n >= u.batch || d >= u.directions || q >= u.state_size {
-        return;
-    }
-    let s = step.index;
+// A projected LSTM's d h_t (feature q), before `backward_unit` turns it into d m_t.
+fn backward_project_unit(s: u32, d: u32, n: u32, q: u32) {
     let p = position(s, d);
     let dr = frame_at(u.dr, d, p, n, u.state_size);
     if !valid(p, n) {
@@ -358,4 +336,91 @@ fn initial_state_gradient(@builtin(global_invocation_id) gid: vec3<u32>) {
     let first = select(0u, length - 1u, d == 1u);
     let carry = carry_h_at(d, n) + j;
     work[carry] += through_w_hh(d, first, n, j);
+}
+
+// The entry points. Step forms: x covers the units, y the sequences, z the directions.
+
+fn in_grid(n: u32, d: u32) -> bool {
+    return n < u.batch && d < u.directions;
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn forward_step(@builtin(global_invocation_id) gid: vec3<u32>) {
+    if in_grid(gid.y, gid.z) && gid.x < max(u.hidden, u.state_size) {
+        forward_unit(step.index, gid.z, gid.y, gid.x);
+    }
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn forward_project(@builtin(global_invocation_id) gid: vec3<u32>) {
+    if in_grid(gid.y, gid.z) && gid.x < u.state_size {
+        project_unit(step.index, gid.z, gid.y, gid.x);
+    }
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn backward_project(@builtin(global_invocation_id) gid: vec3<u32>) {
+    if in_grid(gid.y, gid.z) && gid.x < u.state_size {
+        backward_project_unit(step.index, gid.z, gid.y, gid.x);
+    }
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn backward_step(@builtin(global_invocation_id) gid: vec3<u32>) {
+    if in_grid(gid.y, gid.z) && gid.x < u.hidden {
+        backward_unit(step.index, gid.z, gid.y, gid.x);
+    }
+}
+
+// Persistent forms: workgroup (0, n, d), 64 invocations striding over the units. Steps
+// step.index .. step.index + forward_steps (capped at T) in order.
+@compute @workgroup_size(64, 1, 1)
+fn forward_persistent(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let n = wg.y;
+    let d = wg.z;
+    let end = min(step.index + u.forward_steps, u.seq_len);
+    let units = max(u.hidden, u.state_size);
+    for (var s = step.index; s < end; s++) {
+        for (var j = lane; j < units; j += 64u) {
+            forward_unit(s, d, n, j);
+        }
+        storageBarrier();
+        workgroupBarrier();
+        if u.proj == 1u {
+            for (var q = lane; q < u.state_size; q += 64u) {
+                project_unit(s, d, n, q);
+            }
+            storageBarrier();
+            workgroupBarrier();
+        }
+    }
+}
+
+// Steps step.index down to step.index + 1 − backward_steps (not below 0).
+@compute @workgroup_size(64, 1, 1)
+fn backward_persistent(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let n = wg.y;
+    let d = wg.z;
+    let count = min(u.backward_steps, step.index + 1u);
+    for (var i = 0u; i < count; i++) {
+        let s = step.index - i;
+        if u.proj == 1u {
+            for (var q = lane; q < u.state_size; q += 64u) {
+                backward_project_unit(s, d, n, q);
+            }
+            storageBarrier();
+            workgroupBarrier();
+        }
+        for (var j = lane; j < u.hidden; j += 64u) {
+            backward_unit(s, d, n, j);
+        }
+        storageBarrier();
+        workgroupBarrier();
+    }
 }

@@ -7,8 +7,8 @@ mod support;
 use support::{Problem, Rng, mode_name, random_lengths};
 use wgpu_rnn::testing::gpu;
 use wgpu_rnn::{
-    CpuTrainer, GpuContext, GpuTrainer, Hx, Linear, OutputGrads, RnnConfig, RnnError, RnnMode,
-    Tensor, Train,
+    CpuTrainer, GpuContext, GpuTrainer, Hx, Linear, OutputGrads, Recurrence, RnnConfig, RnnError,
+    RnnMode, Tensor, Train,
 };
 
 /// GPU against CPU: `max|gpu − cpu| / max(1, max|cpu|)`, as the fixtures measure.
@@ -159,7 +159,10 @@ fn matches_cpu_backward(mode: RnnMode) {
     let mut worst = (0.0f64, String::new());
     for seed in 0..24 {
         let case = random_case(mode, 1000 + seed);
-        let (mut cpu, mut gpu) = trainers(&ctx, &case);
+        let (mut cpu, gpu) = trainers(&ctx, &case);
+        // Both recurrent kernel forms, alternating.
+        let recurrence = [Recurrence::PerStep, Recurrence::Persistent][seed as usize % 2];
+        let mut gpu = gpu.with_recurrence(recurrence);
         let want = run(&mut cpu, &case);
         let got = run(&mut gpu, &case);
         assert_eq!(want.len(), got.len());
@@ -168,7 +171,7 @@ fn matches_cpu_backward(mode: RnnMode) {
             let e = error(g, w);
             assert!(
                 e <= TOLERANCE,
-                "{} seed {seed} {:?} head {:?}: {name} differs by {e:.3e}",
+                "{} {recurrence:?} seed {seed} {:?} head {:?}: {name} differs by {e:.3e}",
                 mode_name(mode),
                 case.problem,
                 case.head.as_ref().map(|h| h.out_features)
@@ -480,3 +483,38 @@ fn nan_propagates(mode: RnnMode) {
     );
 }
 for_each_mode!(nan, nan_propagates);
+
+/// Sequences longer than one persistent dispatch runs (llvmpipe's loop limit splits them):
+/// the state and the backward's carries cross the dispatch boundaries.
+fn long_sequences_match_cpu(mode: RnnMode) {
+    let Some(ctx) = gpu("long_sequences_match_cpu") else {
+        return;
+    };
+    let config = RnnConfig {
+        num_layers: 2,
+        ..RnnConfig::new(mode, 2, 64)
+    };
+    let mut problem = Problem::new(config.clone(), 1100, 2, 21);
+    problem.with_state = true;
+    problem.lengths = Some(vec![1100, 777]);
+    let d_output = Rng(8).tensor(&[1100, 2, config.output_size()]);
+    let case = Case {
+        problem,
+        head: None,
+        d_output,
+        d_h_n: None,
+        d_c_n: None,
+    };
+    let (mut cpu, gpu) = trainers(&ctx, &case);
+    let mut gpu = gpu.with_recurrence(Recurrence::Persistent);
+    let want = run(&mut cpu, &case);
+    for ((name, w), (_, g)) in want.iter().zip(&run(&mut gpu, &case)) {
+        let e = error(g, w);
+        assert!(
+            e <= TOLERANCE,
+            "{}: {name} differs by {e:.3e}",
+            mode_name(mode)
+        );
+    }
+}
+for_each_mode!(long_sequences, long_sequences_match_cpu);

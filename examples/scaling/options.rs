@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 
+use crate::measure::Workload;
 use crate::shape::{Cell, Shape};
 
 /// What the user asked for (`--help` and bad flags never get here: clap answers them).
@@ -38,6 +39,8 @@ pub struct Options {
     pub torch_threads: usize,
     /// `--rounds`: each point is measured this many times, the paths alternating.
     pub rounds: usize,
+    /// `--backward`: training steps (forward + backward) instead of inference forwards.
+    pub workload: Workload,
 }
 
 /// (hidden size, batch) of the default configurations.
@@ -151,6 +154,14 @@ struct Flags {
     #[arg(long, value_name = "N", value_parser = positive, default_value_t = 1)]
     rounds: usize,
 
+    /// Time training instead of inference: one forward_train and one backward of GpuTrainer
+    /// (and CpuTrainer, unless --gpu-only) per run, upstream gradient all ones (loss =
+    /// output.sum(), h_n unused), and the training workspace's GPU memory per point. With
+    /// --torch, PyTorch's forward + y.sum().backward() of the same model
+    /// (examples/scaling/time_torch_train.py); the stored baselines are forwards only.
+    #[arg(long)]
+    backward: bool,
+
     /// Where scaling.csv, fit.csv and scaling.svg go.
     #[arg(long = "out", value_name = "DIR", default_value = "target/scaling")]
     out_dir: PathBuf,
@@ -225,6 +236,10 @@ impl Flags {
             torch: self.torch,
             torch_threads: self.torch_threads,
             rounds: self.rounds,
+            workload: match self.backward {
+                true => Workload::Training,
+                false => Workload::Forward,
+            },
         })
     }
 }
@@ -441,6 +456,15 @@ mod tests {
         assert_eq!(options.torch.as_deref(), Some("python3"));
         assert_eq!(report(&["--torch-threads", "1"]).torch_threads, 1);
         assert!(parse_args(&["--torch-threads", "0"]).is_err());
+    }
+
+    #[test]
+    fn backward() {
+        assert_eq!(report(&[]).workload, Workload::Forward);
+        let options = report(&["--backward", "--cell", "gru", "--torch", "python3"]);
+        assert_eq!(options.workload, Workload::Training);
+        assert_eq!(options.cell, Cell::Gru);
+        assert!(parse_args(&["--backward=1"]).is_err());
     }
 
     #[test]

@@ -11,9 +11,9 @@ use crate::shaders::{self, Template};
 
 use super::{StepIndex, entry_pipeline, size_of, storage_entry, uniform_entry};
 
-/// Bytes every operation's uniform occupies (both structs fit; offsets are multiples of the
-/// device's uniform alignment on top).
-pub(crate) const OP_UNIFORM_BYTES: u64 = 128;
+/// Bytes of every operation's uniform binding (both structs fit); entries lie at multiples
+/// of this rounded up to the device's uniform offset alignment.
+pub(crate) const OP_UNIFORM_BYTES: u64 = 144;
 
 /// `Unit` of `train_step.wgsl`, field for field: one layer's sizes and where its values lie.
 /// Offsets are in f32 elements; `*_half` is the size of one ping-pong half.
@@ -56,6 +56,10 @@ pub(crate) struct TrainUnit {
     /// This layer's first row in the stacked states, `layer · D`.
     pub unit0: u32,
     pub c0: u32,
+    /// Steps one persistent dispatch runs, forward and backward.
+    pub forward_steps: u32,
+    pub backward_steps: u32,
+    pub _pad: [u32; 2],
 }
 
 /// `Gemm` of `train_gemm.wgsl`: C (+)= A·B (+ bias), strides in elements.
@@ -76,7 +80,9 @@ pub(crate) struct GemmParams {
     pub c_sm: u32,
     pub c_sn: u32,
     pub bias_off: u32,
-    pub _pad: [u32; 2],
+    /// Where along k this dispatch's part of the sum starts.
+    pub k0: u32,
+    pub _pad: u32,
 }
 
 impl GemmParams {
@@ -103,13 +109,19 @@ pub(crate) enum StepEntry {
     BackwardProject,
     BackwardStep,
     InitialStateGradient,
+    ForwardPersistent,
+    BackwardPersistent,
 }
 
 /// Invocations of a step kernel's workgroup along the features.
 pub(crate) const TRAIN_STEP_WORKGROUP: u32 = 64;
 
-/// A GEMM workgroup's tile of C, each side.
-pub(crate) const GEMM_TILE: u32 = 64;
+/// A GEMM workgroup's tile of C, each side (8 × 8 invocations of 4 × 4).
+pub(crate) const GEMM_TILE: u32 = 32;
+
+/// The most k one GEMM dispatch sums over: llvmpipe stops an invocation after 65,535 loop
+/// iterations.
+pub(crate) const GEMM_MAX_DEPTH: u32 = 32768;
 
 /// The training pipelines of one device.
 pub(crate) struct TrainingKernels {
@@ -119,6 +131,8 @@ pub(crate) struct TrainingKernels {
     backward_project: wgpu::ComputePipeline,
     backward_step: wgpu::ComputePipeline,
     initial_state_gradient: wgpu::ComputePipeline,
+    forward_persistent: wgpu::ComputePipeline,
+    backward_persistent: wgpu::ComputePipeline,
     gemm_to_work: wgpu::ComputePipeline,
     gemm_to_grads: wgpu::ComputePipeline,
 }
@@ -159,6 +173,8 @@ impl TrainingKernels {
             backward_project: step("backward_project"),
             backward_step: step("backward_step"),
             initial_state_gradient: step("initial_state_gradient"),
+            forward_persistent: step("forward_persistent"),
+            backward_persistent: step("backward_persistent"),
             gemm_to_work: gemm("training gemm to work", "work", "params", "work"),
             gemm_to_grads: gemm("training gemm to grads", "work", "work", "grads"),
             layout,
@@ -172,6 +188,8 @@ impl TrainingKernels {
             StepEntry::BackwardProject => &self.backward_project,
             StepEntry::BackwardStep => &self.backward_step,
             StepEntry::InitialStateGradient => &self.initial_state_gradient,
+            StepEntry::ForwardPersistent => &self.forward_persistent,
+            StepEntry::BackwardPersistent => &self.backward_persistent,
         }
     }
 

@@ -73,7 +73,8 @@ fn training_gemm_matches_cpu_twin() {
                 c_sm: n as u32,
                 c_sn: 1,
                 bias_off: 2,
-                _pad: [0; 2],
+                k0: 0,
+                _pad: 0,
             };
             let mut work = rng.uniform(-1.0, 1.0, b_off + k * n + 1 + m * n + 4);
             let params = rng.uniform(-1.0, 1.0, 2 + n);

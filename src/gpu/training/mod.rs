@@ -12,6 +12,7 @@ use crate::cell::CellConfig;
 use crate::config::RnnConfig;
 use crate::error::{Result, RnnError};
 use crate::gpu::context::GpuContext;
+use crate::gpu::engine::Recurrence;
 use crate::gpu::scheduler::map_and_read;
 use crate::head::Linear;
 use crate::layout::ForwardShape;
@@ -41,6 +42,7 @@ pub struct GpuTrainer {
     /// Reads parameters or gradients back.
     param_staging: wgpu::Buffer,
     workspaces: HashMap<(usize, usize), TrainWorkspace>,
+    recurrence: Recurrence,
     id: u64,
     last: Option<LastForward>,
 }
@@ -139,9 +141,20 @@ impl GpuTrainer {
             grads,
             param_staging,
             workspaces: HashMap::new(),
+            recurrence: Recurrence::Auto,
             id: next_id(),
             last: None,
         })
+    }
+
+    /// Which recurrent kernels the training forward and backward run: persistent (`Auto`, the
+    /// default, and `Persistent`: one workgroup per sequence and direction runs hundreds of
+    /// steps per dispatch) or one dispatch per step (`PerStep`). Both give the same numbers.
+    pub fn with_recurrence(mut self, recurrence: Recurrence) -> Self {
+        self.recurrence = recurrence;
+        self.workspaces.clear();
+        self.last = None;
+        self
     }
 
     /// The context this model runs on.
@@ -171,6 +184,7 @@ impl GpuTrainer {
                 &self.grads,
                 seq_len,
                 batch,
+                self.recurrence != Recurrence::PerStep,
             )?;
             self.workspaces.insert((seq_len, batch), ws);
         }

@@ -9,8 +9,8 @@ use crate::error::{Limit, Result, RnnError};
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernels::StepIndex;
 use crate::gpu::kernels::training::{
-    GEMM_TILE, GemmBuffers, GemmParams, OP_UNIFORM_BYTES, StepEntry, TRAIN_STEP_WORKGROUP,
-    TrainUnit, TrainingKernels,
+    GEMM_MAX_DEPTH, GEMM_TILE, GemmBuffers, GemmParams, OP_UNIFORM_BYTES, StepEntry,
+    TRAIN_STEP_WORKGROUP, TrainUnit, TrainingKernels,
 };
 use crate::train::ParamLayout;
 
@@ -207,12 +207,13 @@ impl TrainWorkspace {
         grads_buffer: &wgpu::Buffer,
         seq_len: usize,
         batch: usize,
+        persistent: bool,
     ) -> Result<Self> {
         let regions = Regions::new(config, head_out, seq_len, batch);
         check_binding(ctx, "the training workspace", regions.len)?;
         let kernels = ctx.training_kernels()?;
-        let align = (ctx.limits().min_uniform_buffer_offset_alignment as usize)
-            .max(OP_UNIFORM_BYTES as usize);
+        let align = (OP_UNIFORM_BYTES as usize)
+            .next_multiple_of(ctx.limits().min_uniform_buffer_offset_alignment as usize);
         let step_align = (ctx.limits().min_uniform_buffer_offset_alignment as usize).max(16);
         let mut builder = ProgramBuilder {
             align,
@@ -226,6 +227,7 @@ impl TrainWorkspace {
             &regions,
             seq_len,
             batch,
+            persistent,
             &mut builder,
         )?;
 
@@ -371,6 +373,21 @@ pub(crate) fn record_ops(
     }
 }
 
+/// Steps one persistent dispatch runs, (forward, backward): as many as keep every invocation
+/// below llvmpipe's 65,535 loop iterations per dispatch (with a margin), counting each loop
+/// trip the kernels make per step: per unit an invocation owns (64 invocations stride over
+/// them), the dot products over W_hh (and W_hr), and a few more per unit and step.
+pub(crate) fn persistent_steps(config: &RnnConfig) -> (usize, usize) {
+    const BUDGET: usize = 50_000;
+    let (h, s, g) = (config.hidden_size, config.state_size(), config.mode.gates());
+    let lanes = TRAIN_STEP_WORKGROUP as usize;
+    let owned = |units: usize| units.div_ceil(lanes);
+    let proj = config.proj_size > 0;
+    let forward = owned(h.max(s)) * (g * s + 8) + if proj { owned(s) * (h + 8) } else { 0 } + 8;
+    let backward = owned(s) * (g * h + 8) + owned(h) * (if proj { s } else { 0 } + 8) + 8;
+    ((BUDGET / forward).max(1), (BUDGET / backward).max(1))
+}
+
 /// An operand of a GEMM: where it starts and its strides along its two indices.
 #[derive(Clone, Copy)]
 struct Operand {
@@ -394,6 +411,7 @@ fn programs(
     r: &Regions,
     seq_len: usize,
     batch: usize,
+    persistent: bool,
     builder: &mut ProgramBuilder,
 ) -> Result<(Vec<Op>, Vec<Op>)> {
     let (layers, dirs) = (config.num_layers, config.num_directions());
@@ -402,6 +420,7 @@ fn programs(
     let frames = seq_len * batch;
     let proj = config.proj_size > 0;
     let step_align = (ctx.limits().min_uniform_buffer_offset_alignment as usize).max(16) as u32;
+    let steps_per_dispatch = persistent_steps(config);
     let step_groups = [
         (h.max(s) as u32).div_ceil(TRAIN_STEP_WORKGROUP),
         batch as u32,
@@ -417,7 +436,7 @@ fn programs(
                 c: Operand,
                 flags: u32,
                 bias: usize|
-     -> Result<Op> {
+     -> Result<Vec<Op>> {
         let g = GemmParams {
             m: m as u32,
             n: n as u32,
@@ -433,18 +452,36 @@ fn programs(
             c_sm: c.s0 as u32,
             c_sn: c.s1 as u32,
             bias_off: bias as u32,
-            _pad: [0; 2],
+            k0: 0,
+            _pad: 0,
         };
         let groups = [
             (m as u32).div_ceil(GEMM_TILE),
             (n as u32).div_ceil(GEMM_TILE),
         ];
         check_groups(ctx, groups[0].max(groups[1]), "training GEMM")?;
-        Ok(Op::Gemm {
-            buffers,
-            params: builder.push(bytemuck::bytes_of(&g)),
-            groups,
-        })
+        // Long sums run as several dispatches along k, each adding to C (the first as asked).
+        let mut ops = Vec::new();
+        let mut k0 = 0;
+        while k0 < g.k || k0 == 0 {
+            let part = GemmParams {
+                k0,
+                k: (g.k - k0).min(GEMM_MAX_DEPTH),
+                flags: if k0 == 0 {
+                    g.flags
+                } else {
+                    (g.flags & !GemmParams::BIAS) | GemmParams::ACCUMULATE
+                },
+                ..g
+            };
+            ops.push(Op::Gemm {
+                buffers,
+                params: builder.push(bytemuck::bytes_of(&part)),
+                groups,
+            });
+            k0 += GEMM_MAX_DEPTH;
+        }
+        Ok(ops)
     };
 
     // Where each unit's parameters lie (the same offsets in `grads`).
@@ -528,6 +565,9 @@ fn programs(
             dy: r.dy[layer] as u32,
             unit0: (layer * dirs) as u32,
             c0: r.c0 as u32,
+            forward_steps: steps_per_dispatch.0 as u32,
+            backward_steps: steps_per_dispatch.1 as u32,
+            _pad: [0; 2],
         };
         let unit_at = builder.push(bytemuck::bytes_of(&unit));
         let step_op = |entry: StepEntry, step: usize| Op::Step {
@@ -536,11 +576,18 @@ fn programs(
             step: step as u32 * step_align,
             groups: step_groups,
         };
+        // A persistent dispatch: one workgroup per (sequence, direction).
+        let persistent_op = |entry: StepEntry, step: usize| Op::Step {
+            entry,
+            unit: unit_at,
+            step: step as u32 * step_align,
+            groups: [1, batch as u32, dirs as u32],
+        };
 
         // Forward: P = X·W_ihᵀ + b_ih per direction, then the steps.
         for d in 0..dirs {
             let w = unit_params(layer * dirs + d, layer);
-            forward.push(gemm(
+            forward.extend(gemm(
                 builder,
                 GemmBuffers::WorkParamsToWork,
                 (frames, gates, inputs),
@@ -551,20 +598,34 @@ fn programs(
                 w.b_ih,
             )?);
         }
-        for step in 0..seq_len {
-            forward.push(step_op(StepEntry::ForwardStep, step));
-            if proj {
-                forward.push(step_op(StepEntry::ForwardProject, step));
+        if persistent {
+            let steps = steps_per_dispatch.0;
+            for start in (0..seq_len).step_by(steps) {
+                forward.push(persistent_op(StepEntry::ForwardPersistent, start));
+            }
+        } else {
+            for step in 0..seq_len {
+                forward.push(step_op(StepEntry::ForwardStep, step));
+                if proj {
+                    forward.push(step_op(StepEntry::ForwardProject, step));
+                }
             }
         }
 
         // Backward: the steps in reverse, d h0, then the weight and input gradients.
         let mut back = Vec::new();
-        for step in (0..seq_len).rev() {
-            if proj {
-                back.push(step_op(StepEntry::BackwardProject, step));
+        if persistent {
+            let steps = steps_per_dispatch.1;
+            for start in (0..seq_len).rev().step_by(steps) {
+                back.push(persistent_op(StepEntry::BackwardPersistent, start));
             }
-            back.push(step_op(StepEntry::BackwardStep, step));
+        } else {
+            for step in (0..seq_len).rev() {
+                if proj {
+                    back.push(step_op(StepEntry::BackwardProject, step));
+                }
+                back.push(step_op(StepEntry::BackwardStep, step));
+            }
         }
         back.push(step_op(StepEntry::InitialStateGradient, 0));
         for d in 0..dirs {
@@ -578,7 +639,7 @@ fn programs(
             let to_grads = GemmBuffers::WorkWorkToGrads;
             let acc = GemmParams::ACCUMULATE;
             // dW_ih += dGᵀ·X, dW_hh += dG_hhᵀ·H_prev over every frame.
-            back.push(gemm(
+            back.extend(gemm(
                 builder,
                 to_grads,
                 (gates, inputs, frames),
@@ -589,7 +650,7 @@ fn programs(
                 0,
             )?);
             let hprev = r.hprev[layer] + d * frames * s;
-            back.push(gemm(
+            back.extend(gemm(
                 builder,
                 to_grads,
                 (gates, s, frames),
@@ -601,7 +662,7 @@ fn programs(
             )?);
             if config.bias {
                 for (grad, bias) in [(dg, w.b_ih), (dghh, w.b_hh)] {
-                    back.push(gemm(
+                    back.extend(gemm(
                         builder,
                         to_grads,
                         (gates, 1, frames),
@@ -614,7 +675,7 @@ fn programs(
                 }
             }
             if proj {
-                back.push(gemm(
+                back.extend(gemm(
                     builder,
                     to_grads,
                     (s, h, frames),
@@ -626,7 +687,7 @@ fn programs(
                 )?);
             }
             // The input's gradient, dG·W_ih, summed over the directions.
-            back.push(gemm(
+            back.extend(gemm(
                 builder,
                 GemmBuffers::WorkParamsToWork,
                 (frames, inputs, gates),
@@ -644,7 +705,7 @@ fn programs(
     let mut backward = Vec::new();
     if let (Some(out), Some((head_at, head_bias))) = (head_out, params.head) {
         let features = dirs * s;
-        forward.push(gemm(
+        forward.extend(gemm(
             builder,
             GemmBuffers::WorkParamsToWork,
             (frames, out, features),
@@ -655,7 +716,7 @@ fn programs(
             head_at + out * features,
         )?);
         let acc = GemmParams::ACCUMULATE;
-        backward.push(gemm(
+        backward.extend(gemm(
             builder,
             GemmBuffers::WorkWorkToGrads,
             (out, features, frames),
@@ -666,7 +727,7 @@ fn programs(
             0,
         )?);
         if head_bias {
-            backward.push(gemm(
+            backward.extend(gemm(
                 builder,
                 GemmBuffers::WorkWorkToGrads,
                 (out, 1, frames),
@@ -677,7 +738,7 @@ fn programs(
                 0,
             )?);
         }
-        backward.push(gemm(
+        backward.extend(gemm(
             builder,
             GemmBuffers::WorkParamsToWork,
             (frames, features, out),
