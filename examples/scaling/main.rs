@@ -12,6 +12,11 @@
 //! configuration and path, time = overhead + T · (time per step). Files in `--out`
 //! (default `target/scaling/`): `scaling.csv`, `fit.csv`, `scaling.svg`. `--help` lists every
 //! flag; `--gemm` measures only the input-projection GEMM.
+//!
+//! `--backward` times training steps instead: `GpuTrainer` (and `CpuTrainer`) forward_train
+//! and backward of loss = output.sum(), with their forward and backward shares and the GPU
+//! training workspace's size, next to PyTorch's forward + `y.sum().backward()` with
+//! `--torch`. Its files: `training.csv`, `training_fit.csv`, `training.svg`.
 
 mod baselines;
 mod fit;
@@ -29,10 +34,10 @@ use std::path::Path as FilePath;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use wgpu_rnn::GpuContext;
+use wgpu_rnn::{CpuTrainer, GpuContext, GpuTrainer, Tensor};
 
-use baselines::Baselines;
-use measure::{Path, Predictor, Sampling, Timing};
+use baselines::{BaselineTimes, Baselines};
+use measure::{Path, Predictor, Sampling, Timing, Workload};
 use model::{CpuModel, GpuModel};
 use options::{Command, Options};
 use progress::Progress;
@@ -133,31 +138,44 @@ fn run_gemm() -> Result<(), Error> {
 fn run_report(options: &Options) -> Result<(), Error> {
     let started = Instant::now();
     let ctx = open_gpu()?;
+    let workload = options.workload;
     let torch = match &options.torch {
-        Some(python) => Some(start_torch(python, options.torch_threads)?),
+        Some(python) => Some(start_torch(python, options.torch_threads, workload)?),
         None => None,
     };
+    let run = match workload {
+        Workload::Forward => "forward",
+        Workload::Training => "training step (forward_train + backward)",
+    };
     out!(
-        "{}; input (T, N, H); {}\n",
+        "{}; input (T, N, H); {}: one warm-up {run}, then the median of 3 to {}\n",
         model_description(options.cell),
         if options.quick {
-            "--quick: one warm-up forward, then the median of 3 to 20"
+            "--quick"
         } else {
-            "each point: one warm-up forward, then the median of 3 to 50"
-        }
+            "each point"
+        },
+        if options.quick { 20 } else { 50 },
     );
-    out!("{}", table::LEGEND);
+    let (legend, live_legend) = match workload {
+        Workload::Forward => (table::LEGEND, table::LIVE_LEGEND),
+        Workload::Training => (table::TRAINING_LEGEND, table::TRAINING_LIVE_LEGEND),
+    };
+    out!("{legend}");
     if torch.is_some() {
-        out!("{}", table::LIVE_LEGEND);
+        out!("{live_legend}");
     }
     out!();
-    let provenance = match &torch {
-        Some(torch) => live_provenance(options, torch),
-        None if options.cell == Cell::Rnn => baselines::PROVENANCE.to_string(),
-        None => baselines::missing(options.cell),
+    let provenance = match (&torch, workload) {
+        (Some(torch), _) => live_provenance(options, torch),
+        (None, Workload::Training) => "torch: benches/baselines/ holds forwards only: --torch \
+                                       PYTHON times PyTorch's training step in this run."
+            .to_string(),
+        (None, Workload::Forward) if options.cell == Cell::Rnn => baselines::PROVENANCE.to_string(),
+        (None, Workload::Forward) => baselines::missing(options.cell),
     };
     let mut session = Session::new(ctx.clone(), options, torch);
-    let header = table::header(session.live());
+    let header = table::header(session.live(), workload);
     session.progress.suspend(|| out!("{header}"));
     let mut rows = Vec::new();
     for &shape in &options.configs {
@@ -193,9 +211,12 @@ fn model_description(cell: Cell) -> String {
     format!("{}(H, H), 1 layer{tanh}, unidirectional", cell.torch_name())
 }
 
-fn start_torch(python: &str, threads: usize) -> Result<TorchTimer, Error> {
-    out!("starting PyTorch ({python} -c benches/baselines/time_torch.py) ...");
-    let torch = TorchTimer::start(python, threads)?;
+fn start_torch(python: &str, threads: usize, workload: Workload) -> Result<TorchTimer, Error> {
+    out!(
+        "starting PyTorch ({python} -c {}) ...",
+        torch::script_name(workload)
+    );
+    let torch = TorchTimer::start(python, threads, workload)?;
     let versions = &torch.versions;
     out!(
         "torch {} | onnxruntime {} | {} threads",
@@ -208,6 +229,19 @@ fn start_torch(python: &str, threads: usize) -> Result<TorchTimer, Error> {
 
 fn live_provenance(options: &Options, torch: &TorchTimer) -> String {
     let versions = &torch.versions;
+    if options.workload == Workload::Training {
+        return format!(
+            "torch: PyTorch {} {} on the CPU, {} threads: train(), `y, _ = model(x);\n\
+             y.sum().backward()` (float32, zero state, x without requires_grad, .grad\n\
+             accumulating from run to run as ours does), timed in this run by\n\
+             examples/scaling/time_torch_train.py under {}, right after our paths at\n\
+             each point, with the same warm-up and number of runs.",
+            versions.torch,
+            options.cell.torch_name(),
+            versions.threads,
+            options.torch.as_deref().unwrap_or_default()
+        );
+    }
     let ort = match &versions.ort {
         Some(version) => format!(" and onnxruntime {version}"),
         None => String::new(),
@@ -223,11 +257,17 @@ fn live_provenance(options: &Options, torch: &TorchTimer) -> String {
     )
 }
 
-/// One configuration's models; `cpu` is `None` with `--gpu-only`, `gpu` when the adapter
-/// could not take the model.
-struct Models {
-    gpu: Option<GpuModel>,
-    cpu: Option<CpuModel>,
+/// One configuration's models: for inference, or trainers (`--backward`). `cpu` is `None` with
+/// `--gpu-only`, `gpu` when the adapter could not take the model.
+enum Models {
+    Inference {
+        gpu: Option<GpuModel>,
+        cpu: Option<CpuModel>,
+    },
+    Training {
+        gpu: Option<GpuTrainer>,
+        cpu: Option<CpuTrainer>,
+    },
 }
 
 /// What the measurements of one report share.
@@ -276,12 +316,12 @@ impl<'a> Session<'a> {
 
     /// Every length of one configuration, each row printed as soon as it is measured.
     fn measure_config(&mut self, shape: Shape) -> Result<Vec<Row>, Error> {
-        let models = self.models(shape)?;
+        let mut models = self.models(shape)?;
         let options = self.options;
         let mut rows = Vec::new();
         for &seq_len in &options.lengths {
-            let row = self.measure_length(shape, seq_len, &models);
-            let line = table::format_row(&row, self.live());
+            let row = self.measure_length(shape, seq_len, &mut models);
+            let line = table::format_row(&row, self.live(), options.workload);
             self.progress.suspend(|| out!("{line}"));
             rows.push(row);
         }
@@ -291,42 +331,55 @@ impl<'a> Session<'a> {
     /// The configuration's models, from the same weights. A GPU model the adapter cannot hold
     /// becomes a note; the CPU path still runs.
     fn models(&mut self, shape: Shape) -> Result<Models, Error> {
-        let (gpu, cpu) = model::build(&self.ctx, shape, self.options.gpu_only)?;
-        let gpu = gpu
-            .map_err(|error| {
-                self.notes
-                    .push(format!("{}: no GPU model: {error}", shape.label()))
-            })
-            .ok();
-        Ok(Models { gpu, cpu })
+        let gpu_only = self.options.gpu_only;
+        Ok(match self.options.workload {
+            Workload::Forward => {
+                let (gpu, cpu) = model::build(&self.ctx, shape, gpu_only)?;
+                let gpu = self.gpu_or_note(shape, gpu);
+                Models::Inference { gpu, cpu }
+            }
+            Workload::Training => {
+                let (gpu, cpu) = model::build_trainers(&self.ctx, shape, gpu_only)?;
+                let gpu = self.gpu_or_note(shape, gpu);
+                Models::Training { gpu, cpu }
+            }
+        })
+    }
+
+    fn gpu_or_note<M>(&mut self, shape: Shape, gpu: wgpu_rnn::Result<M>) -> Option<M> {
+        gpu.map_err(|error| {
+            self.notes
+                .push(format!("{}: no GPU model: {error}", shape.label()))
+        })
+        .ok()
     }
 
     /// One point: every path `--rounds` times, alternating, each keeping its median round.
-    fn measure_length(&mut self, shape: Shape, seq_len: usize, models: &Models) -> Row {
-        let sampling = self.sampling;
+    fn measure_length(&mut self, shape: Shape, seq_len: usize, models: &mut Models) -> Row {
         // Made only if a path runs: the largest inputs are a GiB.
         let input = OnceCell::new();
-        let input = || input.get_or_init(|| shape.make_input(seq_len));
+        let ones = OnceCell::new();
+        let workspace = self.workspace_bytes(shape, seq_len, models);
         let mut rounds: [Vec<Timing>; 4] = Default::default();
         for _ in 0..self.options.rounds {
-            let gpu = models.gpu.as_ref().and_then(|model| {
-                let timing = self.measure(Path::Gpu, shape, seq_len, || {
-                    measure::time_gpu(model, input(), sampling)
-                })?;
-                self.note_time_chunks(model, shape, seq_len);
-                Some(timing)
-            });
-            let cpu = models.cpu.as_ref().and_then(|model| {
-                self.measure(Path::Cpu, shape, seq_len, || {
-                    measure::time_cpu(model, input(), sampling)
-                })
-            });
+            let (gpu, cpu) = self.measure_ours(shape, seq_len, models, &input, &ones);
             let (torch, ort) = self.measure_torch(shape, seq_len);
             for (kept, timing) in rounds.iter_mut().zip([gpu, cpu, torch, ort]) {
                 kept.extend(timing);
             }
         }
         let [gpu, cpu, torch, ort] = rounds.map(median_round);
+        let baseline = match self.options.workload {
+            Workload::Forward => self.baselines.lookup(
+                shape.cell,
+                shape.hidden,
+                shape.input(),
+                shape.batch,
+                seq_len,
+            ),
+            // The stored baselines are forwards.
+            Workload::Training => BaselineTimes::default(),
+        };
         Row {
             shape,
             seq_len,
@@ -334,14 +387,78 @@ impl<'a> Session<'a> {
             cpu,
             torch,
             ort,
-            baseline: self.baselines.lookup(
-                shape.cell,
-                shape.hidden,
-                shape.input(),
-                shape.batch,
-                seq_len,
-            ),
+            baseline,
+            workspace,
         }
+    }
+
+    /// One round of our paths at one point: the GPU's timing and the CPU's. `input` and (for
+    /// training) `ones`, the upstream gradient, are made at the first run that needs them.
+    fn measure_ours(
+        &mut self,
+        shape: Shape,
+        seq_len: usize,
+        models: &mut Models,
+        input: &OnceCell<Tensor>,
+        ones: &OnceCell<Tensor>,
+    ) -> (Option<Timing>, Option<Timing>) {
+        let sampling = self.sampling;
+        let input = || input.get_or_init(|| shape.make_input(seq_len));
+        let ones = || ones.get_or_init(|| shape.output_ones(seq_len));
+        match models {
+            Models::Inference { gpu, cpu } => {
+                let gpu = gpu.as_ref().and_then(|model| {
+                    let timing = self.measure(Path::Gpu, shape, seq_len, || {
+                        measure::time_gpu(model, input(), sampling)
+                    })?;
+                    self.note_time_chunks(model, shape, seq_len);
+                    Some(timing)
+                });
+                let cpu = cpu.as_ref().and_then(|model| {
+                    self.measure(Path::Cpu, shape, seq_len, || {
+                        measure::time_cpu(model, input(), sampling)
+                    })
+                });
+                (gpu, cpu)
+            }
+            Models::Training { gpu, cpu } => {
+                let gpu = gpu.as_mut().and_then(|model| {
+                    self.measure(Path::Gpu, shape, seq_len, || {
+                        measure::time_training(model, input(), ones(), sampling)
+                    })
+                });
+                let cpu = cpu.as_mut().and_then(|model| {
+                    self.measure(Path::Cpu, shape, seq_len, || {
+                        measure::time_training(model, input(), ones(), sampling)
+                    })
+                });
+                (gpu, cpu)
+            }
+        }
+    }
+
+    /// `--backward`: the bytes of GPU memory the trainer's workspace of (T, N) takes (made
+    /// here, as the first training step would make it); a failure becomes a note.
+    fn workspace_bytes(
+        &mut self,
+        shape: Shape,
+        seq_len: usize,
+        models: &mut Models,
+    ) -> Option<u64> {
+        let Models::Training {
+            gpu: Some(model), ..
+        } = models
+        else {
+            return None;
+        };
+        model
+            .workspace_bytes(seq_len, shape.batch)
+            .map_err(|error| {
+                let what = format!("{} T={seq_len} gpu", shape.label());
+                self.notes
+                    .push(format!("{what}: no training workspace: {error}"));
+            })
+            .ok()
     }
 
     /// With `--torch`: PyTorch's and onnxruntime's times of the same point, unless PyTorch is
@@ -482,22 +599,24 @@ fn write_outputs(
 ) -> Result<(), Error> {
     let dir: &FilePath = &options.out_dir;
     std::fs::create_dir_all(dir)?;
-    table::write_scaling_csv(&dir.join("scaling.csv"), rows, live)?;
-    table::write_fit_csv(&dir.join("fit.csv"), fits)?;
-    std::fs::write(
-        dir.join("scaling.svg"),
-        svg::render(&chart(ctx, options.cell, rows))?,
-    )?;
-    out!(
-        "wrote {}, fit.csv and scaling.svg",
-        dir.join("scaling.csv").display()
-    );
+    let [csv, fit, plot] = match options.workload {
+        Workload::Forward => ["scaling.csv", "fit.csv", "scaling.svg"],
+        Workload::Training => ["training.csv", "training_fit.csv", "training.svg"],
+    };
+    match options.workload {
+        Workload::Forward => table::write_scaling_csv(&dir.join(csv), rows, live)?,
+        Workload::Training => table::write_training_csv(&dir.join(csv), rows)?,
+    }
+    table::write_fit_csv(&dir.join(fit), fits)?;
+    let chart = chart(ctx, options.cell, options.workload, rows);
+    std::fs::write(dir.join(plot), svg::render(&chart)?)?;
+    out!("wrote {}, {fit} and {plot}", dir.join(csv).display());
     Ok(())
 }
 
 /// Time against T, one line per configuration (a colour each) and path: GPU solid, CPU
 /// dashed, PyTorch dotted and onnxruntime dash-dotted (these two with `--torch`).
-fn chart(ctx: &GpuContext, cell: Cell, rows: &[Row]) -> svg::Chart {
+fn chart(ctx: &GpuContext, cell: Cell, workload: Workload, rows: &[Row]) -> svg::Chart {
     let mut shapes: Vec<Shape> = rows.iter().map(|row| row.shape).collect();
     shapes.dedup();
     let mut series = Vec::new();
@@ -541,14 +660,15 @@ fn chart(ctx: &GpuContext, cell: Cell, rows: &[Row]) -> svg::Chart {
         true => String::new(),
         false => format!("; gpu solid, {}", styles.join(", ")),
     };
+    let (run, per) = match workload {
+        Workload::Forward => ("forward", "forward"),
+        Workload::Training => ("forward + backward", "training step"),
+    };
     svg::Chart {
-        title: format!(
-            "{} forward: time against sequence length",
-            cell.torch_name()
-        ),
+        title: format!("{} {run}: time against sequence length", cell.torch_name()),
         subtitle: format!("{}; {}{styles}", ctx.describe(), model_description(cell)),
         x_label: "sequence length T (log scale)".into(),
-        y_label: "median time per forward, ms (log scale)".into(),
+        y_label: format!("median time per {per}, ms (log scale)"),
         series,
     }
 }
@@ -572,6 +692,7 @@ mod tests {
         Timing {
             median: Duration::from_millis(ms),
             gpu: None,
+            parts: None,
             runs: 3,
         }
     }

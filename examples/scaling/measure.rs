@@ -1,9 +1,9 @@
-//! Timing forwards: a warm-up, then repeated runs until there are enough for a median; and the
-//! prediction that keeps the slow paths within their time budgets.
+//! Timing forwards (or training steps): a warm-up, then repeated runs until there are enough
+//! for a median; and the prediction that keeps the slow paths within their time budgets.
 
 use std::time::{Duration, Instant};
 
-use wgpu_rnn::{Rnn, Tensor};
+use wgpu_rnn::{OutputGrads, Rnn, Tensor, Train};
 
 use crate::model::{CpuModel, GpuModel};
 use crate::shape::Shape;
@@ -30,6 +30,15 @@ impl Path {
             Path::Ort => "ort",
         }
     }
+}
+
+/// What one timed run is (`--backward`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    /// An inference forward (`Rnn::forward`).
+    Forward,
+    /// A training step: `Train::forward_train`, then `Train::backward` of loss = output.sum().
+    Training,
 }
 
 /// How many forwards a measurement runs after its warm-up.
@@ -59,6 +68,13 @@ impl Sampling {
             }
         }
     }
+
+    /// Whether `runs` timed runs over `elapsed` are enough for a median.
+    fn enough(&self, runs: usize, elapsed: Duration) -> bool {
+        runs >= self.max_runs
+            || (runs >= self.min_runs && elapsed >= self.target)
+            || (runs >= 3 && elapsed >= LONG_ENOUGH)
+    }
 }
 
 /// Forwards that take this long in total may stop after three runs, whatever `min_runs` says:
@@ -72,6 +88,8 @@ pub struct Timing {
     pub median: Duration,
     /// Median GPU execution time (timestamp queries), where the adapter has them.
     pub gpu: Option<Duration>,
+    /// A training step's parts: the median time of its forward_train and of its backward.
+    pub parts: Option<(Duration, Duration)>,
     pub runs: usize,
 }
 
@@ -98,11 +116,7 @@ fn time_runs(
             profiled += 1;
             gpus.extend(forward(true)?);
         }
-        let (runs, elapsed) = (walls.len(), started.elapsed());
-        let enough = runs >= sampling.max_runs
-            || (runs >= sampling.min_runs && elapsed >= sampling.target)
-            || (runs >= 3 && elapsed >= LONG_ENOUGH);
-        if enough {
+        if sampling.enough(walls.len(), started.elapsed()) {
             break;
         }
     }
@@ -112,6 +126,7 @@ fn time_runs(
         gpu: (profiled > 0 && gpus.len() == profiled)
             .then(|| median(&mut gpus))
             .flatten(),
+        parts: None,
         runs: walls.len(),
     })
 }
@@ -127,6 +142,44 @@ pub fn time_gpu(model: &GpuModel, input: &Tensor, sampling: Sampling) -> wgpu_rn
 pub fn time_cpu(model: &CpuModel, input: &Tensor, sampling: Sampling) -> wgpu_rnn::Result<Timing> {
     time_runs(sampling, false, |_| {
         model.forward(input, None).map(|_| None)
+    })
+}
+
+/// Times training steps of `model`: `forward_train` of `input` from a zero state, then
+/// `backward` with d output = `ones` (loss = output.sum()) and no upstream gradient for h_n.
+/// The parameters' gradients accumulate from step to step, as PyTorch's `.grad` does in the
+/// baseline.
+pub fn time_training(
+    model: &mut impl Train,
+    input: &Tensor,
+    ones: &Tensor,
+    sampling: Sampling,
+) -> wgpu_rnn::Result<Timing> {
+    let mut step = || -> wgpu_rnn::Result<(Duration, Duration)> {
+        let start = Instant::now();
+        let (_, tape) = model.forward_train(input, None, None)?;
+        let forward = start.elapsed();
+        model.backward(tape, OutputGrads::output(ones))?;
+        Ok((forward, start.elapsed() - forward))
+    };
+    step()?; // warm-up: makes the workspace, compiles the kernels on lavapipe
+    let started = Instant::now();
+    let (mut walls, mut forwards, mut backwards) = (Vec::new(), Vec::new(), Vec::new());
+    loop {
+        let (forward, backward) = step()?;
+        walls.push(forward + backward);
+        forwards.push(forward);
+        backwards.push(backward);
+        if sampling.enough(walls.len(), started.elapsed()) {
+            break;
+        }
+    }
+    let median = |values: &mut Vec<Duration>| median(values).expect("at least one run");
+    Ok(Timing {
+        median: median(&mut walls),
+        gpu: None,
+        parts: Some((median(&mut forwards), median(&mut backwards))),
+        runs: walls.len(),
     })
 }
 

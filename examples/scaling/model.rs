@@ -1,7 +1,7 @@
-//! The models a configuration is timed on: a `GpuRnn` and a `CpuRnn` of the shape's mode,
-//! from the same weights.
+//! The models a configuration is timed on, from the same weights: a `GpuRnn` and a `CpuRnn` of
+//! the shape's mode, or (`--backward`) a `GpuTrainer` and a `CpuTrainer`.
 
-use wgpu_rnn::{CpuRnn, GpuContext, GpuRnn, RnnWeights};
+use wgpu_rnn::{CpuRnn, CpuTrainer, GpuContext, GpuRnn, GpuTrainer, RnnWeights};
 
 use crate::shape::Shape;
 
@@ -25,4 +25,20 @@ pub fn build(
         return Ok((gpu, None));
     }
     Ok((gpu, Some(CpuRnn::new(config, &weights)?)))
+}
+
+/// The same for training (`--backward`): the configuration's `GpuTrainer` and, unless
+/// `gpu_only`, its `CpuTrainer`.
+pub fn build_trainers(
+    ctx: &GpuContext,
+    shape: Shape,
+    gpu_only: bool,
+) -> wgpu_rnn::Result<(wgpu_rnn::Result<GpuTrainer>, Option<CpuTrainer>)> {
+    let config = shape.config();
+    let weights = RnnWeights::init(&config, SEED)?;
+    let gpu = GpuTrainer::new(ctx, config.clone(), &weights);
+    if gpu_only {
+        return Ok((gpu, None));
+    }
+    Ok((gpu, Some(CpuTrainer::new(config, &weights)?)))
 }

@@ -66,6 +66,8 @@ projection GEMM, then the persistent gated kernel for LSTM H <= 64 and GRU H <= 
 fused gate kernel per timestep above (about 1 ms per step on lavapipe at H=256 N=16).
 --quick with lstm or gru leaves out 1024x64 (64 times the work per step of 256x16) unless
 --configs names it.
+--backward times GpuTrainer and CpuTrainer instead: forward_train, then backward with the
+upstream gradient all ones, per run (their time, and the forward's and backward's shares).
 The GPU adapter follows WGPU_BACKEND and WGPU_ADAPTER_NAME.";
 
 /// Sequence-length scaling of nn.RNN, nn.LSTM or nn.GRU forwards on the GPU (and the CPU

@@ -95,6 +95,12 @@ impl Shape {
         Tensor::new(data, &[seq_len, self.batch, self.input()]).expect("matching shape")
     }
 
+    /// d loss / d output for loss = output.sum(): ones shaped as the (T, N, H) output.
+    pub fn output_ones(self, seq_len: usize) -> Tensor {
+        let shape = [seq_len, self.batch, self.hidden];
+        Tensor::new(vec![1.0; shape.iter().product()], &shape).expect("matching shape")
+    }
+
     /// `H=256 N=16` (the cell is the same for the whole report and said in its heading).
     pub fn label(self) -> String {
         format!("H={} N={}", self.hidden, self.batch)

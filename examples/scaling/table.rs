@@ -5,7 +5,7 @@ use std::path::Path as FilePath;
 
 use crate::baselines::BaselineTimes;
 use crate::fit::LinearFit;
-use crate::measure::{Path, Timing};
+use crate::measure::{Path, Timing, Workload};
 use crate::shape::Shape;
 
 /// Everything measured (or looked up) for one configuration and length.
@@ -19,6 +19,8 @@ pub struct Row {
     pub ort: Option<Timing>,
     /// The stored baselines (`benches/baselines/`), used without `--torch`.
     pub baseline: BaselineTimes,
+    /// `--backward`: bytes of GPU memory the training workspace of (T, N) takes.
+    pub workspace: Option<u64>,
 }
 
 impl Row {
@@ -64,6 +66,20 @@ loops, not a tuned CPU implementation); speedup = cpu ms / gpu ms; torch, ort: s
 pub const LIVE_LEGEND: &str = "\
 torch/gpu, ort/gpu = torch ms / gpu ms and ort ms / gpu ms: above 1×, the GPU path is faster.";
 
+/// The legend of `--backward`'s table.
+pub const TRAINING_LEGEND: &str = "\
+Times in ms. gpu ms: median wall time of a GpuTrainer training step: forward_train (upload,
+the forward keeping what the backward needs, readback of output and h_n), then backward
+(upload of d output = ones, the backward, readback of d input and d h0; the parameters'
+gradients accumulate on the GPU); fwd ms, bwd ms: the medians of those two parts; workspace:
+GPU memory of the training workspace of (T, N), GpuTrainer::workspace_bytes; cpu ms: the
+CpuTrainer reference (plain f64-accumulating loops); speedup = cpu ms / gpu ms.";
+
+/// Added to `--backward`'s legend with `--torch`.
+pub const TRAINING_LIVE_LEGEND: &str = "\
+torch ms: PyTorch's forward + y.sum().backward() of the same model, this run; torch/gpu =
+torch ms / gpu ms: above 1×, the GPU path is faster.";
+
 const COLUMNS: [(&str, usize); 13] = [
     ("config", 14),
     ("T", 6),
@@ -81,25 +97,57 @@ const COLUMNS: [(&str, usize); 13] = [
     ("ort/gpu", 9),
 ];
 
-/// The columns shown: the ratios only with `--torch`.
-fn columns(live: bool) -> &'static [(&'static str, usize)] {
-    &COLUMNS[..if live { 13 } else { 11 }]
+/// `--backward`'s columns.
+const TRAINING_COLUMNS: [(&str, usize); 11] = [
+    ("config", 14),
+    ("T", 6),
+    ("gpu ms", 10),
+    ("fwd ms", 10),
+    ("bwd ms", 10),
+    ("µs/step", 9),
+    ("workspace", 12),
+    ("cpu ms", 10),
+    ("speedup", 9),
+    // Only with `--torch` (`live`): the stored baselines are forwards.
+    ("torch ms", 10),
+    ("torch/gpu", 10),
+];
+
+/// The columns shown: the ratios only with `--torch`; `--backward`'s torch columns only with
+/// `--torch`.
+fn columns(live: bool, workload: Workload) -> &'static [(&'static str, usize)] {
+    match workload {
+        Workload::Forward => &COLUMNS[..if live { 13 } else { 11 }],
+        Workload::Training => &TRAINING_COLUMNS[..if live { 11 } else { 9 }],
+    }
 }
 
-pub fn header(live: bool) -> String {
+pub fn header(live: bool, workload: Workload) -> String {
     let mut line = String::new();
-    for (i, (name, width)) in columns(live).iter().enumerate() {
+    for (i, (name, width)) in columns(live, workload).iter().enumerate() {
         push_cell(&mut line, i, name, *width);
     }
     line
 }
 
 /// One row of the table; `live`: the torch and ort columns are this run's (`--torch`).
-pub fn format_row(row: &Row, live: bool) -> String {
+pub fn format_row(row: &Row, live: bool, workload: Workload) -> String {
+    let cells = match workload {
+        Workload::Forward => forward_cells(row, live),
+        Workload::Training => training_cells(row),
+    };
+    let mut line = String::new();
+    for (i, (cell, (_, width))) in cells.iter().zip(columns(live, workload)).enumerate() {
+        push_cell(&mut line, i, cell, *width);
+    }
+    line
+}
+
+fn forward_cells(row: &Row, live: bool) -> Vec<String> {
     let gpu_ms = row.gpu.map(|t| millis(t.median));
     let exec_ms = row.gpu.and_then(|t| t.gpu).map(millis);
     let cpu_ms = row.cpu.map(|t| millis(t.median));
-    let cells = [
+    vec![
         row.shape.label(),
         row.seq_len.to_string(),
         optional(gpu_ms),
@@ -113,12 +161,38 @@ pub fn format_row(row: &Row, live: bool) -> String {
         optional(row.ort_ms(live)),
         ratio(row.torch_ms(live), gpu_ms),
         ratio(row.ort_ms(live), gpu_ms),
-    ];
-    let mut line = String::new();
-    for (i, (cell, (_, width))) in cells.iter().zip(columns(live)).enumerate() {
-        push_cell(&mut line, i, cell, *width);
-    }
-    line
+    ]
+}
+
+/// `--backward`'s cells; the torch ones are dropped by `columns` without `--torch`.
+fn training_cells(row: &Row) -> Vec<String> {
+    let gpu_ms = row.gpu.map(|t| millis(t.median));
+    let parts = row.gpu.and_then(|t| t.parts);
+    let cpu_ms = row.cpu.map(|t| millis(t.median));
+    let torch_ms = row.torch.map(|t| millis(t.median));
+    vec![
+        row.shape.label(),
+        row.seq_len.to_string(),
+        optional(gpu_ms),
+        optional(parts.map(|(forward, _)| millis(forward))),
+        optional(parts.map(|(_, backward)| millis(backward))),
+        optional(gpu_ms.map(|ms| ms * 1e3 / row.seq_len as f64)),
+        row.workspace.map_or("-".into(), bytes),
+        optional(cpu_ms),
+        ratio(cpu_ms, gpu_ms),
+        optional(torch_ms),
+        ratio(torch_ms, gpu_ms),
+    ]
+}
+
+/// `60.8 KiB`, `12.3 MiB`, `1.50 GiB`.
+pub fn bytes(bytes: u64) -> String {
+    let (scale, unit) = match bytes {
+        ..0x10_0000 => (1u64 << 10, "KiB"),
+        ..0x4000_0000 => (1 << 20, "MiB"),
+        _ => (1 << 30, "GiB"),
+    };
+    format!("{} {unit}", significant(bytes as f64 / scale as f64))
 }
 
 /// `3.92×`: how many times longer `other` takes than the GPU path.
@@ -200,6 +274,48 @@ fn push_csv_row(csv: &mut String, row: &Row, path: Path, timing: &Timing, live: 
     );
 }
 
+/// `--backward`'s rows: one line per configuration, length and path measured (gpu, cpu, and
+/// torch with `--torch`); `median_ms` is a training step's, `forward_ms` and `backward_ms`
+/// its parts (ours), `workspace_bytes` the GPU training workspace's size (gpu lines).
+pub fn write_training_csv(file: &FilePath, rows: &[Row]) -> std::io::Result<()> {
+    let mut csv = String::from(
+        "path,hidden,input,batch,layers,directions,seq_len,median_ms,forward_ms,backward_ms,\
+         us_per_step,workspace_bytes,runs,cell\n",
+    );
+    let cell = |value: Option<f64>| value.map_or(String::new(), |v| format!("{v:.6}"));
+    for row in rows {
+        let shape = row.shape;
+        for path in Path::ALL {
+            let Some(timing) = row.timing(path) else {
+                continue;
+            };
+            let ms = millis(timing.median);
+            let parts = timing.parts;
+            let _ = writeln!(
+                csv,
+                "{},{},{},{},{},{},{},{ms:.6},{},{},{:.4},{},{},{}",
+                path.name(),
+                shape.hidden,
+                shape.input(),
+                shape.batch,
+                Shape::LAYERS,
+                Shape::DIRECTIONS,
+                row.seq_len,
+                cell(parts.map(|(forward, _)| millis(forward))),
+                cell(parts.map(|(_, backward)| millis(backward))),
+                ms * 1e3 / row.seq_len as f64,
+                match (path, row.workspace) {
+                    (Path::Gpu, Some(bytes)) => bytes.to_string(),
+                    _ => String::new(),
+                },
+                timing.runs,
+                shape.cell.name(),
+            );
+        }
+    }
+    std::fs::write(file, csv)
+}
+
 pub fn write_fit_csv(file: &FilePath, fits: &[FitRow]) -> std::io::Result<()> {
     let mut csv = String::from("path,hidden,batch,us_per_step,overhead_ms,r2,points,cell\n");
     for row in fits {
@@ -239,4 +355,56 @@ pub fn significant(value: f64) -> String {
     let magnitude = value.abs().log10().floor() as i32;
     let decimals = (2 - magnitude).clamp(0, 6) as usize;
     format!("{value:.decimals$}")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::shape::Cell;
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(bytes(62_240), "60.8 KiB");
+        assert_eq!(bytes(12 << 20), "12.0 MiB");
+        assert_eq!(bytes(3 << 30), "3.00 GiB");
+    }
+
+    #[test]
+    fn training_rows_line_up_with_their_header() {
+        let timing = |ms: u64, parts| Timing {
+            median: Duration::from_millis(ms),
+            gpu: None,
+            parts,
+            runs: 5,
+        };
+        let ms = Duration::from_millis;
+        let row = Row {
+            shape: Shape {
+                cell: Cell::Lstm,
+                hidden: 256,
+                batch: 16,
+            },
+            seq_len: 1024,
+            gpu: Some(timing(900, Some((ms(300), ms(600))))),
+            cpu: None,
+            torch: Some(timing(450, None)),
+            ort: None,
+            baseline: BaselineTimes::default(),
+            workspace: Some(200 << 20),
+        };
+        for live in [false, true] {
+            let line = format_row(&row, live, Workload::Training);
+            let header = header(live, Workload::Training);
+            assert_eq!(
+                line.chars().count(),
+                header.chars().count(),
+                "{header}\n{line}"
+            );
+            assert!(line.contains(" 300 ") && line.contains(" 600 "), "{line}");
+            assert!(line.contains("200 MiB"), "{line}");
+            assert_eq!(line.contains("0.500×"), live, "{line}");
+        }
+    }
 }

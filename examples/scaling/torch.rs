@@ -4,18 +4,41 @@
 //! server: it builds `nn.RNN`/`nn.LSTM`/`nn.GRU(H, H)` once per configuration and answers one
 //! request per point with its median, right after our own paths have been timed at that
 //! point, so that both see the same machine. Where the interpreter also has onnxruntime and
-//! onnx, the same model is timed there too. Nothing else in the crate needs Python.
+//! onnx, the same model is timed there too. With `--backward` it runs `time_torch_train.py`
+//! (this folder) appended to `time_torch.py` instead, which times the same model's forward and
+//! `y.sum().backward()` and answers the same protocol (no onnxruntime row). Nothing else in
+//! the crate needs Python.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::measure::{Sampling, Timing};
+use crate::measure::{Sampling, Timing, Workload};
 use crate::shape::Shape;
 
 /// The timing script, run with `PYTHON -c`: the report needs no path to the repository.
 const SCRIPT: &str = include_str!("../../benches/baselines/time_torch.py");
+
+/// `--backward`'s script: `time_torch_train.py` after `time_torch.py`, whose model, timing
+/// loop and server it uses; `__name__` is set first so that `time_torch.py`'s main does not
+/// run.
+const TRAIN_SCRIPT: &str = concat!(
+    "__name__ = \"time_torch\"\n",
+    include_str!("../../benches/baselines/time_torch.py"),
+    "\n",
+    include_str!("time_torch_train.py")
+);
+
+/// What the interpreter runs for `workload`, as the report names it.
+pub fn script_name(workload: Workload) -> &'static str {
+    match workload {
+        Workload::Forward => "benches/baselines/time_torch.py",
+        Workload::Training => {
+            "benches/baselines/time_torch.py + examples/scaling/time_torch_train.py"
+        }
+    }
+}
 
 /// What the interpreter reported when it started.
 #[derive(Clone, Debug, PartialEq)]
@@ -49,13 +72,18 @@ pub struct TorchTimer {
 }
 
 impl TorchTimer {
-    /// Starts the script with `python` and waits until PyTorch is imported and warm; PyTorch
-    /// and onnxruntime run `threads` threads. `Err`: a message for the user (no such
-    /// interpreter, no torch, ...).
-    pub fn start(python: &str, threads: usize) -> Result<Self, String> {
+    /// Starts the script of `workload` with `python` and waits until PyTorch is imported and
+    /// warm; PyTorch and onnxruntime run `threads` threads. `Err`: a message for the user (no
+    /// such interpreter, no torch, ...).
+    pub fn start(python: &str, threads: usize, workload: Workload) -> Result<Self, String> {
         let threads_arg = threads.to_string();
+        let script_args = match workload {
+            Workload::Forward => ["-c", SCRIPT, "--serve", "--ort"].as_slice(),
+            Workload::Training => ["-c", TRAIN_SCRIPT, "--serve"].as_slice(),
+        };
         let mut child = Command::new(python)
-            .args(["-c", SCRIPT, "--serve", "--ort", "--threads", &threads_arg])
+            .args(script_args)
+            .args(["--threads", &threads_arg])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -89,7 +117,10 @@ impl TorchTimer {
         };
         let line = timer.read_line()?;
         timer.versions = parse_ready(&line).ok_or_else(|| {
-            format!("--torch {python}: time_torch.py did not start as expected: `{line}`")
+            format!(
+                "--torch {python}: {} did not start as expected: `{line}`",
+                script_name(workload)
+            )
         })?;
         Ok(timer)
     }
@@ -223,6 +254,7 @@ fn parse_answer(lines: &[String]) -> Result<Measured, String> {
         let timing = Timing {
             median: Duration::from_secs_f64(median_ms / 1e3),
             gpu: None,
+            parts: None,
             runs,
         };
         match fields[0] {
@@ -286,11 +318,17 @@ mod tests {
         assert!(SCRIPT.contains("def serve("));
         assert!(SCRIPT.contains("ready,"));
         assert!(SCRIPT.contains(r#"print("end", flush=True)"#));
+        // The training script uses time_torch.py's names, and is appended to it.
+        for name in ["class Timer:", "def serve(", "def time_forwards("] {
+            assert!(SCRIPT.contains(name), "{name}");
+        }
+        assert!(TRAIN_SCRIPT.starts_with("__name__ = \"time_torch\"\n"));
+        assert!(TRAIN_SCRIPT.contains("class TrainTimer(Timer):"));
     }
 
     #[test]
     fn missing_interpreter_is_a_clear_error() {
-        let Err(error) = TorchTimer::start("/nonexistent/python3", 2) else {
+        let Err(error) = TorchTimer::start("/nonexistent/python3", 2, Workload::Forward) else {
             panic!("started a missing interpreter")
         };
         assert!(
@@ -298,7 +336,7 @@ mod tests {
             "{error}"
         );
         // An interpreter that exits at once (`false` ignores its arguments).
-        let Err(error) = TorchTimer::start("false", 2) else {
+        let Err(error) = TorchTimer::start("false", 2, Workload::Training) else {
             panic!("`false` answered")
         };
         assert!(error.contains("time_torch.py failed: it exited"), "{error}");
