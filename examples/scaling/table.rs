@@ -189,7 +189,7 @@ fn training_cells(row: &Row) -> Vec<String> {
 pub fn bytes(bytes: u64) -> String {
     let (scale, unit) = match bytes {
         ..0x10_0000 => (1u64 << 10, "KiB"),
-        ..0x4000_0000 => (1 << 20, "MiB"),
+        0x10_0000..0x4000_0000 => (1 << 20, "MiB"),
         _ => (1 << 30, "GiB"),
     };
     format!("{} {unit}", significant(bytes as f64 / scale as f64))
