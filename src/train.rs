@@ -146,19 +146,32 @@ impl ParamSlot {
     }
 }
 
+/// Where one unit's tensors start in the flat vector (a tensor it lacks: 0), and where the
+/// next unit starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct UnitSlots {
+    pub weight_ih: usize,
+    pub weight_hh: usize,
+    pub bias_ih: usize,
+    pub bias_hh: usize,
+    pub weight_hr: usize,
+    pub end: usize,
+}
+
 /// Where every parameter lies in one flat f32 vector, in `state_dict` order: per layer and
 /// direction `weight_ih`, `weight_hh`, `bias_ih`, `bias_hh`, `weight_hr`; then a head's
 /// `weight` and `bias`. Both directions of a layer have the same shapes, so the reverse
-/// direction's parameters follow the forward's at a fixed stride (`unit_len`).
+/// direction's parameters follow the forward's at a fixed stride. Every tensor starts at a
+/// multiple of four elements.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct ParamLayout {
     pub slots: Vec<ParamSlot>,
     /// Elements of all parameters.
     pub len: usize,
-    /// Where each unit (`layer · D + direction`) starts.
-    pub unit_offsets: Vec<usize>,
-    /// Where the head starts, and whether it has a bias.
-    pub head: Option<(usize, bool)>,
+    /// Where each unit's (`layer · D + direction`) tensors start.
+    pub units: Vec<UnitSlots>,
+    /// Where a head's weight starts, and its bias.
+    pub head: Option<(usize, Option<usize>)>,
     /// A cell's parameters: named without the layer suffix (`weight_ih`, not `weight_ih_l0`).
     pub cell: bool,
 }
@@ -167,8 +180,14 @@ impl ParamLayout {
     /// `head`: the head's (out_features, has bias).
     pub fn new(config: &RnnConfig, head: Option<(usize, bool)>) -> Self {
         let mut slots: Vec<ParamSlot> = Vec::new();
-        let mut unit_offsets = Vec::new();
-        let end = |slots: &[ParamSlot]| slots.last().map_or(0, |s| s.offset + s.len());
+        let mut units = Vec::new();
+        // Every tensor starts at a multiple of four elements, so that kernels may read any of
+        // them as vec4s; the gaps stay zero (and so do their gradients).
+        let end = |slots: &[ParamSlot]| {
+            slots
+                .last()
+                .map_or(0, |s| (s.offset + s.len()).next_multiple_of(4))
+        };
         let push = |slots: &mut Vec<ParamSlot>, name: String, shape: Vec<usize>| {
             let offset = end(slots);
             slots.push(ParamSlot {
@@ -181,22 +200,27 @@ impl ParamLayout {
         for layer in 0..config.num_layers {
             for direction in 0..config.num_directions() {
                 let suffix = crate::weights::suffix(layer, direction);
-                unit_offsets.push(end(&slots));
                 let inputs = config.layer_input_size(layer);
-                push(
-                    &mut slots,
-                    format!("weight_ih_{suffix}"),
-                    vec![rows, inputs],
-                );
+                let mut unit = UnitSlots {
+                    weight_ih: end(&slots),
+                    ..UnitSlots::default()
+                };
+                push(&mut slots, format!("weight_ih_{suffix}"), vec![rows, inputs]);
+                unit.weight_hh = end(&slots);
                 push(&mut slots, format!("weight_hh_{suffix}"), vec![rows, state]);
                 if config.bias {
+                    unit.bias_ih = end(&slots);
                     push(&mut slots, format!("bias_ih_{suffix}"), vec![rows]);
+                    unit.bias_hh = end(&slots);
                     push(&mut slots, format!("bias_hh_{suffix}"), vec![rows]);
                 }
                 if config.proj_size > 0 {
+                    unit.weight_hr = end(&slots);
                     let shape = vec![config.proj_size, config.hidden_size];
                     push(&mut slots, format!("weight_hr_{suffix}"), shape);
                 }
+                unit.end = end(&slots);
+                units.push(unit);
             }
         }
         let head = head.map(|(out, bias)| {
@@ -206,16 +230,17 @@ impl ParamLayout {
                 "head.weight".into(),
                 vec![out, config.output_size()],
             );
+            let bias_at = bias.then(|| end(&slots));
             if bias {
                 push(&mut slots, "head.bias".into(), vec![out]);
             }
-            (at, bias)
+            (at, bias_at)
         });
         let len = end(&slots);
         ParamLayout {
             slots,
             len,
-            unit_offsets,
+            units,
             head,
             cell: false,
         }
@@ -246,22 +271,25 @@ impl ParamLayout {
         weights: &crate::weights::RnnWeights,
         head: Option<&crate::head::Linear>,
     ) -> Vec<f32> {
-        let mut flat = Vec::with_capacity(self.len);
+        let mut parts: Vec<&[f32]> = Vec::new();
         for unit in weights.units() {
-            flat.extend_from_slice(&unit.weight_ih);
-            flat.extend_from_slice(&unit.weight_hh);
-            for part in [&unit.bias_ih, &unit.bias_hh, &unit.weight_hr]
-                .into_iter()
-                .flatten()
-            {
-                flat.extend_from_slice(part);
-            }
+            parts.extend([&unit.weight_ih, &unit.weight_hh].map(Vec::as_slice));
+            parts.extend(
+                [&unit.bias_ih, &unit.bias_hh, &unit.weight_hr]
+                    .into_iter()
+                    .flatten()
+                    .map(Vec::as_slice),
+            );
         }
         if let Some(head) = head {
-            flat.extend_from_slice(&head.weight);
-            flat.extend(head.bias.iter().flatten());
+            parts.push(&head.weight);
+            parts.extend(head.bias.as_deref());
         }
-        debug_assert_eq!(flat.len(), self.len);
+        debug_assert_eq!(parts.len(), self.slots.len());
+        let mut flat = vec![0.0; self.len];
+        for (slot, part) in self.slots.iter().zip(parts) {
+            flat[slot.offset..slot.offset + slot.len()].copy_from_slice(part);
+        }
         flat
     }
 

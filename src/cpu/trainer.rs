@@ -183,7 +183,7 @@ impl Train for CpuTrainer {
             None => grads.d_output.clone(),
             Some(head) => {
                 let (fin, fout) = (head.in_features, head.out_features);
-                let (at, has_bias) = self.layout.head.expect("a head has a place");
+                let (at, bias_at) = self.layout.head.expect("a head has a place");
                 let mut dw = vec![0.0f64; fout * fin];
                 let mut db = vec![0.0f64; fout];
                 let mut dy = Vec::with_capacity(saved.rnn_output.data().len());
@@ -204,8 +204,7 @@ impl Train for CpuTrainer {
                 for (g, d) in self.grads[at..at + fout * fin].iter_mut().zip(&dw) {
                     *g += *d as f32;
                 }
-                if has_bias {
-                    let b = at + fout * fin;
+                if let Some(b) = bias_at {
                     for (g, d) in self.grads[b..b + fout].iter_mut().zip(&db) {
                         *g += *d as f32;
                     }

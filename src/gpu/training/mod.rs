@@ -87,12 +87,15 @@ impl GpuTrainer {
     /// `h_t·Wᵀ + b`. Gradients start again from zero.
     pub fn with_head(self, head: &Linear) -> Result<Self> {
         head.check(self.config.output_size())?;
-        let flat = self.read_params()?;
-        let rnn_len = self.layout.head.map_or(self.layout.len, |(at, _)| at);
-        let mut all = flat[..rnn_len].to_vec();
-        all.extend_from_slice(&head.weight);
-        all.extend(head.bias.iter().flatten());
-        let layout = ParamLayout::new(&self.config, Some((head.out_features, head.bias.is_some())));
+        let (weights, _) = self.layout.unflatten(&self.config, &self.read_params()?)?;
+        let mut layout = ParamLayout::new(
+            &self.config,
+            Some((head.out_features, head.bias.is_some())),
+        );
+        if self.layout.cell {
+            layout = layout.with_cell_names();
+        }
+        let all = layout.flatten(&weights, Some(head));
         Self::from_flat(
             &self.ctx,
             self.config.clone(),

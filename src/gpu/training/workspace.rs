@@ -485,27 +485,7 @@ fn programs(
     };
 
     // Where each unit's parameters lie (the same offsets in `grads`).
-    struct UnitParams {
-        w_ih: usize,
-        w_hh: usize,
-        b_ih: usize,
-        b_hh: usize,
-        w_hr: usize,
-    }
-    let unit_params = |unit: usize, layer: usize| {
-        let w_ih = params.unit_offsets[unit];
-        let w_hh = w_ih + gates * config.layer_input_size(layer);
-        let b_ih = w_hh + gates * s;
-        let b_hh = b_ih + gates;
-        let w_hr = if config.bias { b_hh + gates } else { b_ih };
-        UnitParams {
-            w_ih,
-            w_hh,
-            b_ih,
-            b_hh,
-            w_hr,
-        }
-    };
+    let unit_params = |unit: usize, _layer: usize| params.units[unit];
     let flag = |on: bool, f: u32| if on { f } else { 0 };
 
     let mut forward = Vec::new();
@@ -542,13 +522,13 @@ fn programs(
             y_stride: (dirs * s) as u32,
             lengths: r.lengths as u32,
             param_stride: if dirs == 2 {
-                (params.unit_offsets[layer * dirs + 1] - params.unit_offsets[layer * dirs]) as u32
+                (first.end - first.weight_ih) as u32
             } else {
                 0
             },
-            w_hh: first.w_hh as u32,
-            b_hh: first.b_hh as u32,
-            w_hr: first.w_hr as u32,
+            w_hh: first.weight_hh as u32,
+            b_hh: first.bias_hh as u32,
+            w_hr: first.weight_hr as u32,
             p: r.p[layer] as u32,
             saved: r.saved[layer] as u32,
             hprev: r.hprev[layer] as u32,
@@ -592,10 +572,10 @@ fn programs(
                 GemmBuffers::WorkParamsToWork,
                 (frames, gates, inputs),
                 operand(x, x_row, 1),
-                operand(w.w_ih, 1, inputs),
+                operand(w.weight_ih, 1, inputs),
                 operand(r.p[layer] + d * frames * gates, gates, 1),
                 flag(config.bias, GemmParams::BIAS),
-                w.b_ih,
+                w.bias_ih,
             )?);
         }
         if persistent {
@@ -645,7 +625,7 @@ fn programs(
                 (gates, inputs, frames),
                 operand(dg, 1, gates),
                 operand(x, x_row, 1),
-                operand(w.w_ih, inputs, 1),
+                operand(w.weight_ih, inputs, 1),
                 acc,
                 0,
             )?);
@@ -656,12 +636,12 @@ fn programs(
                 (gates, s, frames),
                 operand(dghh, 1, gates),
                 operand(hprev, s, 1),
-                operand(w.w_hh, s, 1),
+                operand(w.weight_hh, s, 1),
                 acc,
                 0,
             )?);
             if config.bias {
-                for (grad, bias) in [(dg, w.b_ih), (dghh, w.b_hh)] {
+                for (grad, bias) in [(dg, w.bias_ih), (dghh, w.bias_hh)] {
                     back.extend(gemm(
                         builder,
                         to_grads,
@@ -681,7 +661,7 @@ fn programs(
                     (s, h, frames),
                     operand(r.dr[layer] + d * frames * s, 1, s),
                     operand(r.m[layer] + d * frames * h, h, 1),
-                    operand(w.w_hr, h, 1),
+                    operand(w.weight_hr, h, 1),
                     acc,
                     0,
                 )?);
@@ -692,7 +672,7 @@ fn programs(
                 GemmBuffers::WorkParamsToWork,
                 (frames, inputs, gates),
                 operand(dg, gates, 1),
-                operand(w.w_ih, inputs, 1),
+                operand(w.weight_ih, inputs, 1),
                 operand(dx, dx_row, 1),
                 flag(d > 0, acc),
                 0,
@@ -704,6 +684,7 @@ fn programs(
     let top = layers - 1;
     let mut backward = Vec::new();
     if let (Some(out), Some((head_at, head_bias))) = (head_out, params.head) {
+        let bias_at = head_bias.unwrap_or(0);
         let features = dirs * s;
         forward.extend(gemm(
             builder,
@@ -712,8 +693,8 @@ fn programs(
             operand(r.y[top], features, 1),
             operand(head_at, 1, features),
             operand(r.head_out, out, 1),
-            flag(head_bias, GemmParams::BIAS),
-            head_at + out * features,
+            flag(head_bias.is_some(), GemmParams::BIAS),
+            bias_at,
         )?);
         let acc = GemmParams::ACCUMULATE;
         backward.extend(gemm(
@@ -726,14 +707,14 @@ fn programs(
             acc,
             0,
         )?);
-        if head_bias {
+        if head_bias.is_some() {
             backward.extend(gemm(
                 builder,
                 GemmBuffers::WorkWorkToGrads,
                 (out, 1, frames),
                 operand(r.head_dout, 1, out),
                 operand(r.one, 0, 0),
-                operand(head_at + out * features, 1, 0),
+                operand(bias_at, 1, 0),
                 acc,
                 0,
             )?);
