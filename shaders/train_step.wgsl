@@ -34,7 +34,9 @@ struct Unit {
     m: u32, dr: u32, state: u32, state_half: u32,
     cstate: u32, cstate_half: u32, carry_h: u32, carry_c: u32,
     y: u32, dy: u32, unit0: u32, c0: u32,
-    forward_steps: u32, backward_steps: u32, _pad0: u32, _pad1: u32,
+    forward_steps: u32, backward_steps: u32,
+    vec4: u32,               // persistent kernels read vec4s (see recurrent_dots4)
+    _pad0: u32,
 }
 
 struct Step {
@@ -52,6 +54,9 @@ const GRU: u32 = 2u;
 @group(0) @binding(1) var<uniform> step: Step;
 @group(0) @binding(2) var<storage, read> params: array<f32>;
 @group(0) @binding(4) var<storage, read_write> work: array<f32>;
+// The same two buffers read as vec4s, where sizes and offsets are multiples of four.
+@group(0) @binding(5) var<storage, read> params4: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> work4: array<vec4<f32>>;
 
 fn sigmoid(x: f32) -> f32 {
     return 1.0 / (1.0 + exp(-x));
@@ -105,8 +110,9 @@ fn hh_bias(d: u32, row: u32) -> f32 {
     return select(0.0, params[u.b_hh + d * u.param_stride + row], u.has_bias == 1u);
 }
 
-// Step s of unit j (a hidden unit, or below H_out a state feature) of sequence n, direction d.
-fn forward_unit(s: u32, d: u32, n: u32, j: u32) {
+// Step s of unit j (a hidden unit, or below H_out a state feature) of sequence n, direction d;
+// `rec` holds W_hh·h_{t−1} of each of its gates (i f g o, or r z n; an Elman RNN's in x).
+fn forward_unit(s: u32, d: u32, n: u32, j: u32, rec: vec4<f32>) {
     let p = position(s, d);
     let prev = state_row(s & 1u, d, n);
     let next = state_row((s + 1u) & 1u, d, n);
@@ -136,18 +142,16 @@ fn forward_unit(s: u32, d: u32, n: u32, j: u32) {
     let pre = frame_at(u.p, d, p, n, gate_size());
     let saved = frame_at(u.saved, d, p, n, saved_width());
     if u.cell == RNN {
-        let acc = work[pre + j] + hh_bias(d, j) + recurrent_dot(d, j, prev);
+        let acc = work[pre + j] + hh_bias(d, j) + rec.x;
         // `acc < 0` is false for NaN, so NaN propagates as in PyTorch.
         let value = select(tanh(acc), select(acc, 0.0, acc < 0.0), u.activation == 1u);
         work[next + j] = value;
         work[out + j] = value;
     } else if u.cell == LSTM {
-        let i = sigmoid(work[pre + j] + hh_bias(d, j) + recurrent_dot(d, j, prev));
-        let f = sigmoid(work[pre + h + j] + hh_bias(d, h + j) + recurrent_dot(d, h + j, prev));
-        let g = tanh(work[pre + 2u * h + j] + hh_bias(d, 2u * h + j)
-            + recurrent_dot(d, 2u * h + j, prev));
-        let o = sigmoid(work[pre + 3u * h + j] + hh_bias(d, 3u * h + j)
-            + recurrent_dot(d, 3u * h + j, prev));
+        let i = sigmoid(work[pre + j] + hh_bias(d, j) + rec.x);
+        let f = sigmoid(work[pre + h + j] + hh_bias(d, h + j) + rec.y);
+        let g = tanh(work[pre + 2u * h + j] + hh_bias(d, 2u * h + j) + rec.z);
+        let o = sigmoid(work[pre + 3u * h + j] + hh_bias(d, 3u * h + j) + rec.w);
         let c = f * work[cell_row(s & 1u, d, n) + j] + i * g;
         let m = o * tanh(c);
         work[saved + j] = i;
@@ -163,9 +167,9 @@ fn forward_unit(s: u32, d: u32, n: u32, j: u32) {
             work[out + j] = m;
         }
     } else {
-        let r = sigmoid(work[pre + j] + hh_bias(d, j) + recurrent_dot(d, j, prev));
-        let z = sigmoid(work[pre + h + j] + hh_bias(d, h + j) + recurrent_dot(d, h + j, prev));
-        let hn = hh_bias(d, 2u * h + j) + recurrent_dot(d, 2u * h + j, prev);
+        let r = sigmoid(work[pre + j] + hh_bias(d, j) + rec.x);
+        let z = sigmoid(work[pre + h + j] + hh_bias(d, h + j) + rec.y);
+        let hn = hh_bias(d, 2u * h + j) + rec.z;
         let cand = tanh(work[pre + 2u * h + j] + r * hn);
         let value = (1.0 - z) * cand + z * work[prev + j];
         work[saved + j] = r;
@@ -175,6 +179,43 @@ fn forward_unit(s: u32, d: u32, n: u32, j: u32) {
         work[next + j] = value;
         work[out + j] = value;
     }
+}
+
+// The gates' W_hh·h_{t−1} of unit j, one row at a time (zero where the step does not run it).
+fn recurrent_dots(s: u32, d: u32, n: u32, j: u32) -> vec4<f32> {
+    var rec = vec4<f32>();
+    if j >= u.hidden || !valid(position(s, d), n) {
+        return rec;
+    }
+    let prev = state_row(s & 1u, d, n);
+    for (var g = 0u; g < u.gates; g++) {
+        rec[g] = recurrent_dot(d, g * u.hidden + j, prev);
+    }
+    return rec;
+}
+
+// The same for units j..j + 3 at once, reading W_hh and h as vec4s (H_out and H multiples of
+// four, no projection): one load of h and one of each of the 4·G rows per four k, ~6× fewer
+// loads than row by row (llvmpipe runs loads lane by lane: they are what costs). Gate g of
+// unit j + i is in [i][g].
+fn recurrent_dots4(s: u32, d: u32, n: u32, j: u32) -> array<vec4<f32>, 4> {
+    var acc: array<vec4<f32>, 4>;
+    let quads = u.state_size / 4u;
+    let h = state_row(s & 1u, d, n) / 4u;
+    // Row (g·H + j + i) of W_hh starts at w + (g·H + i)·quads.
+    let w = (u.w_hh + d * u.param_stride + j * u.state_size) / 4u;
+    let gate = u.hidden * quads;
+    for (var k = 0u; k < quads; k++) {
+        let hv = work4[h + k];
+        for (var g = 0u; g < u.gates; g++) {
+            let row = w + g * gate + k;
+            acc[0][g] += dot(params4[row], hv);
+            acc[1][g] += dot(params4[row + quads], hv);
+            acc[2][g] += dot(params4[row + 2u * quads], hv);
+            acc[3][g] += dot(params4[row + 3u * quads], hv);
+        }
+    }
+    return acc;
 }
 
 // A projected LSTM's h_t = W_hr · m_t, feature q.
@@ -207,6 +248,33 @@ fn carried_through_w_hh(s: u32, d: u32, n: u32, j: u32) -> f32 {
     return through_w_hh(d, next, n, j);
 }
 
+// The same for state features j..j + 3 (H_out and G·H multiples of four): dG_hh read four k
+// at a time, each W_hh row's four columns as one vec4.
+fn carried_through_w_hh4(s: u32, d: u32, n: u32, j: u32) -> vec4<f32> {
+    var acc = vec4<f32>();
+    if s + 1u >= u.seq_len {
+        return acc;
+    }
+    let next = position(s + 1u, d);
+    if !valid(next, n) {
+        return acc;
+    }
+    let rows = gate_size();
+    let dg = select(frame_at(u.p, d, next, n, rows), frame_at(u.dghh, d, next, n, rows),
+        u.cell == GRU) / 4u;
+    let quads = u.state_size / 4u;
+    var w = (u.w_hh + d * u.param_stride + j) / 4u;
+    for (var k = 0u; k < rows / 4u; k++) {
+        let g = work4[dg + k];
+        acc += g.x * params4[w];
+        acc += g.y * params4[w + quads];
+        acc += g.z * params4[w + 2u * quads];
+        acc += g.w * params4[w + 3u * quads];
+        w += 4u * quads;
+    }
+    return acc;
+}
+
 fn through_w_hh(d: u32, p: u32, n: u32, j: u32) -> f32 {
     let rows = gate_size();
     // A GRU's dG_hh differs from dG_ih in the n gate (scaled by r); the other cells share one.
@@ -230,16 +298,17 @@ fn carry_c_at(d: u32, n: u32) -> u32 {
 // d loss / d h_t for state feature j at step s: the output's gradient, what the carry holds
 // (d_h_n before the sequence's last step; a GRU's z·dh after) and what flows back through
 // W_hh from step s + 1. Clears a carry the recurrence replaces.
-fn state_gradient(s: u32, d: u32, n: u32, j: u32, p: u32) -> f32 {
+fn state_gradient(d: u32, n: u32, j: u32, p: u32, through: f32) -> f32 {
     let carry = carry_h_at(d, n) + j;
     let dh = work[u.dy + (p * u.batch + n) * u.y_stride + d * u.state_size + j]
-        + work[carry] + carried_through_w_hh(s, d, n, j);
+        + work[carry] + through;
     work[carry] = 0.0;
     return dh;
 }
 
-// The backward of step s for hidden unit j: the gates' gradients and the carries.
-fn backward_unit(s: u32, d: u32, n: u32, j: u32) {
+// The backward of step s for hidden unit j: the gates' gradients and the carries. `through`:
+// what reaches h_t through W_hh from step s + 1 (`carried_through_w_hh`; unused when projected).
+fn backward_unit(s: u32, d: u32, n: u32, j: u32, through: f32) {
     let p = position(s, d);
     let h = u.hidden;
     let dg = frame_at(u.p, d, p, n, gate_size());
@@ -262,7 +331,7 @@ fn backward_unit(s: u32, d: u32, n: u32, j: u32) {
             dh += work[dr + q] * params[w + q * h];
         }
     } else {
-        dh = state_gradient(s, d, n, j, p);
+        dh = state_gradient(d, n, j, p, through);
     }
     let saved = frame_at(u.saved, d, p, n, saved_width());
     if u.cell == RNN {
@@ -319,7 +388,7 @@ fn backward_project_unit(s: u32, d: u32, n: u32, q: u32) {
         work[dr + q] = 0.0;
         return;
     }
-    work[dr + q] = state_gradient(s, d, n, q, p);
+    work[dr + q] = state_gradient(d, n, q, p, carried_through_w_hh(s, d, n, q));
 }
 
 // After step 0: d h0 = the carry + what flows back through W_hh from each sequence's first
@@ -347,7 +416,7 @@ fn in_grid(n: u32, d: u32) -> bool {
 @compute @workgroup_size(64, 1, 1)
 fn forward_step(@builtin(global_invocation_id) gid: vec3<u32>) {
     if in_grid(gid.y, gid.z) && gid.x < max(u.hidden, u.state_size) {
-        forward_unit(step.index, gid.z, gid.y, gid.x);
+        forward_unit(step.index, gid.z, gid.y, gid.x, recurrent_dots(step.index, gid.z, gid.y, gid.x));
     }
 }
 
@@ -368,7 +437,8 @@ fn backward_project(@builtin(global_invocation_id) gid: vec3<u32>) {
 @compute @workgroup_size(64, 1, 1)
 fn backward_step(@builtin(global_invocation_id) gid: vec3<u32>) {
     if in_grid(gid.y, gid.z) && gid.x < u.hidden {
-        backward_unit(step.index, gid.z, gid.y, gid.x);
+        let s = step.index;
+        backward_unit(s, gid.z, gid.y, gid.x, carried_through_w_hh(s, gid.z, gid.y, gid.x));
     }
 }
 
@@ -384,8 +454,21 @@ fn forward_persistent(
     let end = min(step.index + u.forward_steps, u.seq_len);
     let units = max(u.hidden, u.state_size);
     for (var s = step.index; s < end; s++) {
-        for (var j = lane; j < units; j += 64u) {
-            forward_unit(s, d, n, j);
+        if u.vec4 == 1u {
+            let valid_step = valid(position(s, d), n);
+            for (var j = lane * 4u; j < units; j += 256u) {
+                var rec: array<vec4<f32>, 4>;
+                if valid_step {
+                    rec = recurrent_dots4(s, d, n, j);
+                }
+                for (var i = 0u; i < 4u; i++) {
+                    forward_unit(s, d, n, j + i, rec[i]);
+                }
+            }
+        } else {
+            for (var j = lane; j < units; j += 64u) {
+                forward_unit(s, d, n, j, recurrent_dots(s, d, n, j));
+            }
         }
         storageBarrier();
         workgroupBarrier();
@@ -417,8 +500,21 @@ fn backward_persistent(
             storageBarrier();
             workgroupBarrier();
         }
-        for (var j = lane; j < u.hidden; j += 64u) {
-            backward_unit(s, d, n, j);
+        if u.vec4 == 1u {
+            let valid_step = valid(position(s, d), n);
+            for (var j = lane * 4u; j < u.hidden; j += 256u) {
+                var through = vec4<f32>();
+                if valid_step {
+                    through = carried_through_w_hh4(s, d, n, j);
+                }
+                for (var i = 0u; i < 4u; i++) {
+                    backward_unit(s, d, n, j + i, through[i]);
+                }
+            }
+        } else {
+            for (var j = lane; j < u.hidden; j += 64u) {
+                backward_unit(s, d, n, j, carried_through_w_hh(s, d, n, j));
+            }
         }
         storageBarrier();
         workgroupBarrier();

@@ -205,7 +205,11 @@ impl ParamLayout {
                     weight_ih: end(&slots),
                     ..UnitSlots::default()
                 };
-                push(&mut slots, format!("weight_ih_{suffix}"), vec![rows, inputs]);
+                push(
+                    &mut slots,
+                    format!("weight_ih_{suffix}"),
+                    vec![rows, inputs],
+                );
                 unit.weight_hh = end(&slots);
                 push(&mut slots, format!("weight_hh_{suffix}"), vec![rows, state]);
                 if config.bias {

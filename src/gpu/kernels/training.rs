@@ -2,14 +2,16 @@
 //! five things, so a trainer's workspace needs one bind group for its whole forward and
 //! backward: a dynamically offset uniform of the operation (`TrainUnit` or `GemmParams`), a
 //! dynamically offset step index, and three storage buffers (parameters read-only, gradients,
-//! working memory).
+//! working memory), then the parameters and the working memory again as vec4 arrays.
 
 use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::counters::Counters;
 use crate::shaders::{self, Template};
 
-use super::{StepIndex, entry_pipeline, size_of, storage_entry, uniform_entry};
+use super::{
+    StepIndex, entry_pipeline, size_of, storage_entry, storage_entry_unsized, uniform_entry,
+};
 
 /// Bytes of every operation's uniform binding (both structs fit); entries lie at multiples
 /// of this rounded up to the device's uniform offset alignment.
@@ -59,7 +61,10 @@ pub(crate) struct TrainUnit {
     /// Steps one persistent dispatch runs, forward and backward.
     pub forward_steps: u32,
     pub backward_steps: u32,
-    pub _pad: [u32; 2],
+    /// The persistent kernels read W_hh, h and dG as vec4s (H_out and H multiples of four,
+    /// no projection).
+    pub vec4: u32,
+    pub _pad: u32,
 }
 
 /// `Gemm` of `train_gemm.wgsl`: C (+)= A·B (+ bias), strides in elements.
@@ -147,6 +152,8 @@ impl TrainingKernels {
                 storage_entry(2, true),
                 storage_entry(3, false),
                 storage_entry(4, false),
+                storage_entry_unsized(5, true),
+                storage_entry_unsized(6, false),
             ],
         });
         let step_module = device.create_shader_module(wgpu::ShaderModuleDescriptor {

@@ -146,6 +146,14 @@ fn training_gemm_matches_cpu_twin() {
                         binding: 4,
                         resource: work_buffer.as_entire_binding(),
                     },
+                    wgpu::BindGroupEntry {
+                        binding: 5,
+                        resource: params_buffer.as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 6,
+                        resource: work_buffer.as_entire_binding(),
+                    },
                 ],
             });
             let op = Op::Gemm {

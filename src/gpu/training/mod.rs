@@ -88,10 +88,8 @@ impl GpuTrainer {
     pub fn with_head(self, head: &Linear) -> Result<Self> {
         head.check(self.config.output_size())?;
         let (weights, _) = self.layout.unflatten(&self.config, &self.read_params()?)?;
-        let mut layout = ParamLayout::new(
-            &self.config,
-            Some((head.out_features, head.bias.is_some())),
-        );
+        let mut layout =
+            ParamLayout::new(&self.config, Some((head.out_features, head.bias.is_some())));
         if self.layout.cell {
             layout = layout.with_cell_names();
         }

@@ -310,6 +310,14 @@ impl TrainWorkspace {
                     binding: 4,
                     resource: work.as_entire_binding(),
                 },
+                wgpu::BindGroupEntry {
+                    binding: 5,
+                    resource: params_buffer.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 6,
+                    resource: work.as_entire_binding(),
+                },
             ],
         });
         scopes.finish(ctx, "making the training workspace")?;
@@ -373,6 +381,12 @@ pub(crate) fn record_ops(
     }
 }
 
+/// Whether the persistent kernels may read vec4s: every row of W_hh and h a whole number of
+/// vec4s (parameters and working regions start at multiples of four elements).
+pub(crate) fn vec4_fits(config: &RnnConfig) -> bool {
+    config.proj_size == 0 && config.hidden_size % 4 == 0
+}
+
 /// Steps one persistent dispatch runs, (forward, backward): as many as keep every invocation
 /// below llvmpipe's 65,535 loop iterations per dispatch (with a margin), counting each loop
 /// trip the kernels make per step: per unit an invocation owns (64 invocations stride over
@@ -383,8 +397,18 @@ pub(crate) fn persistent_steps(config: &RnnConfig) -> (usize, usize) {
     let lanes = TRAIN_STEP_WORKGROUP as usize;
     let owned = |units: usize| units.div_ceil(lanes);
     let proj = config.proj_size > 0;
-    let forward = owned(h.max(s)) * (g * s + 8) + if proj { owned(s) * (h + 8) } else { 0 } + 8;
-    let backward = owned(s) * (g * h + 8) + owned(h) * (if proj { s } else { 0 } + 8) + 8;
+    let (forward, backward) = if vec4_fits(config) {
+        // Four units per invocation, k four at a time (with G trips of the gate loop each).
+        let quads = owned(h.div_ceil(4));
+        (
+            quads * (s / 4 * (g + 1) + 40) + 8,
+            quads * (g * h / 4 + 40) + 8,
+        )
+    } else {
+        let forward = owned(h.max(s)) * (g * s + 8) + if proj { owned(s) * (h + 8) } else { 0 };
+        let backward = owned(s) * (g * h + 8) + owned(h) * (if proj { s } else { 0 } + 8);
+        (forward + 8, backward + 8)
+    };
     ((BUDGET / forward).max(1), (BUDGET / backward).max(1))
 }
 
@@ -547,7 +571,8 @@ fn programs(
             c0: r.c0 as u32,
             forward_steps: steps_per_dispatch.0 as u32,
             backward_steps: steps_per_dispatch.1 as u32,
-            _pad: [0; 2],
+            vec4: u32::from(vec4_fits(config)),
+            _pad: 0,
         };
         let unit_at = builder.push(bytemuck::bytes_of(&unit));
         let step_op = |entry: StepEntry, step: usize| Op::Step {
