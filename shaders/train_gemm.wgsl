@@ -5,15 +5,18 @@
 //
 //     C[m, n] = (accumulate ? C[m, n] : 0) + Σ_{k in [k0, k0 + K)} A[m, k]·B[k, n] (+ bias[n])
 //
-// Each invocation computes a 4 × 4 block of C in registers, loading 4 values of A and 4 of B
-// per k straight from storage: on lavapipe, staging tiles through workgroup memory costs more
-// in barriers than it saves (WGPU-NOTES.md). Every C element is summed by one invocation in a
-// fixed order, so results are bit-identical run to run (WGSL has no float atomics, and none
-// are needed). Long reductions (the weight gradients sum over every frame) are split over
-// dispatches along k (`k0`), each adding to C, to stay within llvmpipe's loop limit.
+// Each invocation computes a 4 × 4 block of C in registers, four k at a time, loading its
+// 4 × 4 blocks of A and B straight from storage: on lavapipe, staging tiles through workgroup
+// memory costs more in barriers than it saves, and loads (run lane by lane) are what costs, so
+// where an operand's layout allows, a block is four vec4 loads instead of sixteen scalars
+// (the template's A_BLOCK and B_BLOCK: along k, along m or n, or element by element). Every C
+// element is summed by one invocation in a fixed order, so results are bit-identical run to
+// run (WGSL has no float atomics, and none are needed). Long reductions (the weight gradients
+// sum over every frame) are split over dispatches along k (`k0`), each adding to C, to stay
+// within llvmpipe's loop limit.
 //
-// The template picks the buffers: A and B are read, C written (`params`, `grads` or `work`,
-// bound as every training kernel binds them).
+// The template also picks the buffers: A and B are read, C written (`params`, `grads` or
+// `work`, bound as every training kernel binds them; `params4` and `work4` are their vec4 views).
 
 struct Gemm {
     m: u32, n: u32, k: u32, flags: u32,
@@ -29,19 +32,94 @@ const BIAS: u32 = 2u;
 @group(0) @binding(2) var<storage, read> params: array<f32>;
 @group(0) @binding(3) var<storage, read_write> grads: array<f32>;
 @group(0) @binding(4) var<storage, read_write> work: array<f32>;
+@group(0) @binding(5) var<storage, read> params4: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> work4: array<vec4<f32>>;
 
-fn load_a(m: u32, k: u32) -> f32 {
-    if m >= g.m {
+// The block forms. A block is returned as its four columns (A[m0..m0+3, k + i] in [i]); a B
+// block as its four rows (B[k + i, n0..n0+3] in [i]). Entries outside the matrix are zero.
+
+fn a_scalar(m: u32, k: u32, k_end: u32) -> f32 {
+    if m >= g.m || k >= k_end {
         return 0.0;
     }
     return {{A}}[g.a_off + m * g.a_sm + k * g.a_sk];
 }
 
-fn load_b(k: u32, n: u32) -> f32 {
-    if n >= g.n {
+fn b_scalar(k: u32, n: u32, k_end: u32) -> f32 {
+    if n >= g.n || k >= k_end {
         return 0.0;
     }
     return {{B}}[g.b_off + k * g.b_sk + n * g.b_sn];
+}
+
+fn a_block_elements(m0: u32, k: u32, k_end: u32) -> array<vec4<f32>, 4> {
+    var cols: array<vec4<f32>, 4>;
+    for (var i = 0u; i < 4u; i++) {
+        cols[i] = vec4<f32>(a_scalar(m0, k + i, k_end), a_scalar(m0 + 1u, k + i, k_end),
+            a_scalar(m0 + 2u, k + i, k_end), a_scalar(m0 + 3u, k + i, k_end));
+    }
+    return cols;
+}
+
+// A's rows are contiguous along k (a_sk = 1; offsets, a_sm and K multiples of 4).
+fn a_block_along_k(m0: u32, k: u32, k_end: u32) -> array<vec4<f32>, 4> {
+    var rows: array<vec4<f32>, 4>;
+    for (var r = 0u; r < 4u; r++) {
+        if m0 + r < g.m {
+            rows[r] = {{A}}4[(g.a_off + (m0 + r) * g.a_sm + k) / 4u];
+        }
+    }
+    return array<vec4<f32>, 4>(
+        vec4<f32>(rows[0].x, rows[1].x, rows[2].x, rows[3].x),
+        vec4<f32>(rows[0].y, rows[1].y, rows[2].y, rows[3].y),
+        vec4<f32>(rows[0].z, rows[1].z, rows[2].z, rows[3].z),
+        vec4<f32>(rows[0].w, rows[1].w, rows[2].w, rows[3].w));
+}
+
+// A's columns are contiguous along m (a_sm = 1; offsets, a_sk and M multiples of 4).
+fn a_block_along_m(m0: u32, k: u32, k_end: u32) -> array<vec4<f32>, 4> {
+    var cols: array<vec4<f32>, 4>;
+    for (var i = 0u; i < 4u; i++) {
+        if k + i < k_end {
+            cols[i] = {{A}}4[(g.a_off + m0 + (k + i) * g.a_sk) / 4u];
+        }
+    }
+    return cols;
+}
+
+fn b_block_elements(k: u32, n0: u32, k_end: u32) -> array<vec4<f32>, 4> {
+    var rows: array<vec4<f32>, 4>;
+    for (var i = 0u; i < 4u; i++) {
+        rows[i] = vec4<f32>(b_scalar(k + i, n0, k_end), b_scalar(k + i, n0 + 1u, k_end),
+            b_scalar(k + i, n0 + 2u, k_end), b_scalar(k + i, n0 + 3u, k_end));
+    }
+    return rows;
+}
+
+// B's rows are contiguous along n (b_sn = 1; offsets, b_sk and N multiples of 4).
+fn b_block_along_n(k: u32, n0: u32, k_end: u32) -> array<vec4<f32>, 4> {
+    var rows: array<vec4<f32>, 4>;
+    for (var i = 0u; i < 4u; i++) {
+        if k + i < k_end {
+            rows[i] = {{B}}4[(g.b_off + (k + i) * g.b_sk + n0) / 4u];
+        }
+    }
+    return rows;
+}
+
+// B's columns are contiguous along k (b_sk = 1; offsets, b_sn and K multiples of 4).
+fn b_block_along_k(k: u32, n0: u32, k_end: u32) -> array<vec4<f32>, 4> {
+    var cols: array<vec4<f32>, 4>;
+    for (var c = 0u; c < 4u; c++) {
+        if n0 + c < g.n {
+            cols[c] = {{B}}4[(g.b_off + (n0 + c) * g.b_sn + k) / 4u];
+        }
+    }
+    return array<vec4<f32>, 4>(
+        vec4<f32>(cols[0].x, cols[1].x, cols[2].x, cols[3].x),
+        vec4<f32>(cols[0].y, cols[1].y, cols[2].y, cols[3].y),
+        vec4<f32>(cols[0].z, cols[1].z, cols[2].z, cols[3].z),
+        vec4<f32>(cols[0].w, cols[1].w, cols[2].w, cols[3].w));
 }
 
 @compute @workgroup_size(8, 8, 1)
@@ -52,13 +130,16 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     var acc: array<vec4<f32>, 4>;
-    for (var k = g.k0; k < g.k0 + g.k; k++) {
-        let a = vec4<f32>(load_a(m0, k), load_a(m0 + 1u, k), load_a(m0 + 2u, k), load_a(m0 + 3u, k));
-        let b = vec4<f32>(load_b(k, n0), load_b(k, n0 + 1u), load_b(k, n0 + 2u), load_b(k, n0 + 3u));
-        acc[0] += a.x * b;
-        acc[1] += a.y * b;
-        acc[2] += a.z * b;
-        acc[3] += a.w * b;
+    let k_end = g.k0 + g.k;
+    for (var k = g.k0; k < k_end; k += 4u) {
+        let a = {{A_BLOCK}}(m0, k, k_end);
+        let b = {{B_BLOCK}}(k, n0, k_end);
+        for (var i = 0u; i < 4u; i++) {
+            acc[0] += a[i].x * b[i];
+            acc[1] += a[i].y * b[i];
+            acc[2] += a[i].z * b[i];
+            acc[3] += a[i].w * b[i];
+        }
     }
     for (var r = 0u; r < 4u; r++) {
         let m = m0 + r;

@@ -97,8 +97,35 @@ impl GemmParams {
     pub const BIAS: u32 = 2;
 }
 
+/// How a GEMM operand's 4 × 4 blocks are loaded (see `train_gemm.wgsl`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum BlockLoad {
+    /// Element by element: any strides.
+    Elements,
+    /// Four vec4s along k.
+    AlongK,
+    /// Four vec4s along the other index (m of A, n of B).
+    AlongOuter,
+}
+
+impl BlockLoad {
+    pub const ALL: [BlockLoad; 3] = [
+        BlockLoad::Elements,
+        BlockLoad::AlongK,
+        BlockLoad::AlongOuter,
+    ];
+}
+
+/// One specialisation of the GEMM kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct GemmKernel {
+    pub buffers: GemmBuffers,
+    pub a: BlockLoad,
+    pub b: BlockLoad,
+}
+
 /// Which buffers a GEMM reads and writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum GemmBuffers {
     /// A in `work`, B in `params`, C in `work`: projections, the head, input gradients.
     WorkParamsToWork,
@@ -138,8 +165,7 @@ pub(crate) struct TrainingKernels {
     initial_state_gradient: wgpu::ComputePipeline,
     forward_persistent: wgpu::ComputePipeline,
     backward_persistent: wgpu::ComputePipeline,
-    gemm_to_work: wgpu::ComputePipeline,
-    gemm_to_grads: wgpu::ComputePipeline,
+    gemms: std::collections::HashMap<GemmKernel, wgpu::ComputePipeline>,
 }
 
 impl TrainingKernels {
@@ -162,18 +188,48 @@ impl TrainingKernels {
         });
         let step =
             |entry: &str| entry_pipeline(device, counters, entry, &step_module, entry, &layout);
-        let gemm = |label: &str, a: &str, b: &str, c: &str| {
+        let gemm = |kernel: GemmKernel| {
+            let (a, b, c) = match kernel.buffers {
+                GemmBuffers::WorkParamsToWork => ("work", "params", "work"),
+                GemmBuffers::WorkWorkToGrads => ("work", "work", "grads"),
+            };
+            let a_block = match kernel.a {
+                BlockLoad::Elements => "a_block_elements",
+                BlockLoad::AlongK => "a_block_along_k",
+                BlockLoad::AlongOuter => "a_block_along_m",
+            };
+            let b_block = match kernel.b {
+                BlockLoad::Elements => "b_block_elements",
+                BlockLoad::AlongK => "b_block_along_k",
+                BlockLoad::AlongOuter => "b_block_along_n",
+            };
             let source = Template::new(shaders::TRAIN_GEMM)
                 .set("A", a)
                 .set("B", b)
                 .set("C", c)
+                .set("A_BLOCK", a_block)
+                .set("B_BLOCK", b_block)
                 .finish();
+            let label = format!("training gemm {kernel:?}");
+            let label = label.as_str();
             let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(label),
                 source: wgpu::ShaderSource::Wgsl(source.into()),
             });
-            entry_pipeline(device, counters, label, &module, "main", &layout)
+            (
+                kernel,
+                entry_pipeline(device, counters, label, &module, "main", &layout),
+            )
         };
+        let mut gemms = std::collections::HashMap::new();
+        for buffers in [GemmBuffers::WorkParamsToWork, GemmBuffers::WorkWorkToGrads] {
+            for a in BlockLoad::ALL {
+                for b in BlockLoad::ALL {
+                    let (key, pipeline) = gemm(GemmKernel { buffers, a, b });
+                    gemms.insert(key, pipeline);
+                }
+            }
+        }
         TrainingKernels {
             forward_step: step("forward_step"),
             forward_project: step("forward_project"),
@@ -182,8 +238,7 @@ impl TrainingKernels {
             initial_state_gradient: step("initial_state_gradient"),
             forward_persistent: step("forward_persistent"),
             backward_persistent: step("backward_persistent"),
-            gemm_to_work: gemm("training gemm to work", "work", "params", "work"),
-            gemm_to_grads: gemm("training gemm to grads", "work", "work", "grads"),
+            gemms,
             layout,
         }
     }
@@ -200,10 +255,7 @@ impl TrainingKernels {
         }
     }
 
-    pub fn gemm(&self, buffers: GemmBuffers) -> &wgpu::ComputePipeline {
-        match buffers {
-            GemmBuffers::WorkParamsToWork => &self.gemm_to_work,
-            GemmBuffers::WorkWorkToGrads => &self.gemm_to_grads,
-        }
+    pub fn gemm(&self, kernel: GemmKernel) -> &wgpu::ComputePipeline {
+        &self.gemms[&kernel]
     }
 }

@@ -1,11 +1,13 @@
-//! `train_gemm.wgsl` against its CPU twin, on sizes that are not multiples of the 64 × 64
-//! tile or the 16-deep slice (1, 3, 17, 257) as well as friendly ones, with A read directly
-//! and transposed, a bias, accumulation, and both buffer variants.
+//! `train_gemm.wgsl` against its CPU twin, on sizes that are not multiples of the 32 × 32
+//! tile (1, 3, 17, 257) as well as friendly ones, every way of loading the blocks (element by
+//! element, vec4s along k, along m or n), a bias, accumulation, and both buffer variants.
 
 use wgpu::util::DeviceExt;
 
 use super::workspace::{Op, record_ops};
-use crate::gpu::kernels::training::{GEMM_TILE, GemmBuffers, GemmParams, OP_UNIFORM_BYTES};
+use crate::gpu::kernels::training::{
+    BlockLoad, GEMM_TILE, GemmBuffers, GemmKernel, GemmParams, OP_UNIFORM_BYTES,
+};
 use crate::testing;
 use crate::weights::SplitMix64;
 
@@ -40,155 +42,191 @@ fn training_gemm_matches_cpu_twin() {
     let kernels = ctx.training_kernels().unwrap();
     let device = ctx.device();
     let mut rng = SplitMix64(23);
-    let sizes = [1usize, 3, 17, 257, 64];
+    let sizes = [1usize, 3, 17, 257, 64, 20];
     let mut cases = 0;
+    let mut forms = std::collections::HashSet::<(BlockLoad, BlockLoad)>::new();
     for (i, &m) in sizes.iter().enumerate() {
         for (j, &n) in sizes.iter().enumerate() {
-            let k = sizes[(i + j) % sizes.len()];
-            let transposed = (i + j) % 2 == 1;
-            let to_grads = (i * 5 + j) % 3 == 0;
-            let flags = [0, GemmParams::ACCUMULATE, GemmParams::BIAS][(i + 2 * j) % 3];
-            let flags = if to_grads {
-                flags & GemmParams::ACCUMULATE
-            } else {
-                flags
-            };
-            // A at offset 5 of `work`, (m, k) or stored (k, m); B after it, (k, n); C after B.
-            let a_off = 5;
-            let (a_sm, a_sk) = if transposed { (1, m) } else { (k, 1) };
-            let b_off = a_off + m * k + 3;
-            let c_off = if to_grads { 7 } else { b_off + k * n + 1 };
-            let g = GemmParams {
-                m: m as u32,
-                n: n as u32,
-                k: k as u32,
-                flags,
-                a_off: a_off as u32,
-                a_sm: a_sm as u32,
-                a_sk: a_sk as u32,
-                b_off: b_off as u32,
-                b_sk: n as u32,
-                b_sn: 1,
-                c_off: c_off as u32,
-                c_sm: n as u32,
-                c_sn: 1,
-                bias_off: 2,
-                k0: 0,
-                _pad: 0,
-            };
-            let mut work = rng.uniform(-1.0, 1.0, b_off + k * n + 1 + m * n + 4);
-            let params = rng.uniform(-1.0, 1.0, 2 + n);
-            let mut grads = rng.uniform(-1.0, 1.0, 7 + m * n);
-            // The twin reads B from `work` either way; in the params variant B is in
-            // `params`: copy it there at the same offset.
-            let mut params_full = params.clone();
-            if !to_grads {
-                params_full.resize(b_off + k * n, 0.0);
-                params_full[b_off..b_off + k * n].copy_from_slice(&work[b_off..b_off + k * n]);
+            for a_load in BlockLoad::ALL {
+                for b_load in BlockLoad::ALL {
+                    // Loads along k need K in fours: 20 or 64 then, any size otherwise.
+                    let k = if a_load == BlockLoad::AlongK || b_load == BlockLoad::AlongK {
+                        [20, 64][(i + j) % 2]
+                    } else {
+                        sizes[(i + j + cases) % sizes.len()]
+                    };
+                    let to_grads = (i * 5 + j) % 3 == 0;
+                    let flags = [0, GemmParams::ACCUMULATE, GemmParams::BIAS][(i + 2 * j) % 3];
+                    let flags = if to_grads {
+                        flags & GemmParams::ACCUMULATE
+                    } else {
+                        flags
+                    };
+                    // Each form needs its layout: vec4s along k need K and the row stride in fours,
+                    // along m (n) need M (N) and the k stride in fours; starts aligned.
+                    let fits = |load: BlockLoad, outer: usize| match load {
+                        BlockLoad::Elements => true,
+                        BlockLoad::AlongK => k % 4 == 0,
+                        BlockLoad::AlongOuter => outer % 4 == 0,
+                    };
+                    if !fits(a_load, m) || !fits(b_load, n) {
+                        continue;
+                    }
+                    let transposed = a_load == BlockLoad::AlongOuter
+                        || (a_load == BlockLoad::Elements && (i + j) % 2 == 1);
+                    // A at offset 8 of `work` (5 when read element by element), (m, k) or stored
+                    // (k, m); B after it, (k, n) or stored (n, k); C after B.
+                    let a_off = if a_load == BlockLoad::Elements { 5 } else { 8 };
+                    let (a_sm, a_sk) = if transposed { (1, m) } else { (k, 1) };
+                    let b_off = (a_off + m * k + 3).next_multiple_of(4);
+                    let b_by_columns = b_load == BlockLoad::AlongK;
+                    let (b_sk, b_sn) = if b_by_columns { (1, k) } else { (n, 1) };
+                    let c_off = if to_grads { 7 } else { b_off + k * n + 1 };
+                    let g = GemmParams {
+                        m: m as u32,
+                        n: n as u32,
+                        k: k as u32,
+                        flags,
+                        a_off: a_off as u32,
+                        a_sm: a_sm as u32,
+                        a_sk: a_sk as u32,
+                        b_off: b_off as u32,
+                        b_sk: b_sk as u32,
+                        b_sn: b_sn as u32,
+                        c_off: c_off as u32,
+                        c_sm: n as u32,
+                        c_sn: 1,
+                        bias_off: 2,
+                        k0: 0,
+                        _pad: 0,
+                    };
+                    let mut work = rng.uniform(-1.0, 1.0, b_off + k * n + 1 + m * n + 4);
+                    let params = rng.uniform(-1.0, 1.0, 2 + n);
+                    let mut grads = rng.uniform(-1.0, 1.0, 7 + m * n);
+                    // The twin reads B from `work` either way; in the params variant B is in
+                    // `params`: copy it there at the same offset.
+                    let mut params_full = params.clone();
+                    if !to_grads {
+                        params_full.resize(b_off + k * n, 0.0);
+                        params_full[b_off..b_off + k * n]
+                            .copy_from_slice(&work[b_off..b_off + k * n]);
+                    }
+                    let (a, b) = (work.clone(), work.clone());
+                    let want = if to_grads {
+                        let mut c = grads.clone();
+                        cpu_gemm(&g, &a, &b, &mut c, &params_full);
+                        c
+                    } else {
+                        let mut c = work.clone();
+                        cpu_gemm(&g, &a, &b, &mut c, &params_full);
+                        c
+                    };
+                    let buffer = |data: &[f32], usage| {
+                        device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                            label: None,
+                            contents: bytemuck::cast_slice(data),
+                            usage: usage
+                                | wgpu::BufferUsages::STORAGE
+                                | wgpu::BufferUsages::COPY_SRC,
+                        })
+                    };
+                    let mut uniform = bytemuck::bytes_of(&g).to_vec();
+                    uniform.resize(OP_UNIFORM_BYTES as usize, 0);
+                    let ops = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                        label: None,
+                        contents: &uniform,
+                        usage: wgpu::BufferUsages::UNIFORM,
+                    });
+                    let steps = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                        label: None,
+                        contents: &[0u8; 16],
+                        usage: wgpu::BufferUsages::UNIFORM,
+                    });
+                    let params_buffer = buffer(&params_full, wgpu::BufferUsages::empty());
+                    let grads_buffer = buffer(&grads, wgpu::BufferUsages::empty());
+                    let work_buffer = buffer(&work, wgpu::BufferUsages::empty());
+                    let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                        label: None,
+                        layout: &kernels.layout,
+                        entries: &[
+                            wgpu::BindGroupEntry {
+                                binding: 0,
+                                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                    buffer: &ops,
+                                    offset: 0,
+                                    size: wgpu::BufferSize::new(OP_UNIFORM_BYTES),
+                                }),
+                            },
+                            wgpu::BindGroupEntry {
+                                binding: 1,
+                                resource: steps.as_entire_binding(),
+                            },
+                            wgpu::BindGroupEntry {
+                                binding: 2,
+                                resource: params_buffer.as_entire_binding(),
+                            },
+                            wgpu::BindGroupEntry {
+                                binding: 3,
+                                resource: grads_buffer.as_entire_binding(),
+                            },
+                            wgpu::BindGroupEntry {
+                                binding: 4,
+                                resource: work_buffer.as_entire_binding(),
+                            },
+                            wgpu::BindGroupEntry {
+                                binding: 5,
+                                resource: params_buffer.as_entire_binding(),
+                            },
+                            wgpu::BindGroupEntry {
+                                binding: 6,
+                                resource: work_buffer.as_entire_binding(),
+                            },
+                        ],
+                    });
+                    let op = Op::Gemm {
+                        kernel: GemmKernel {
+                            buffers: if to_grads {
+                                GemmBuffers::WorkWorkToGrads
+                            } else {
+                                GemmBuffers::WorkParamsToWork
+                            },
+                            a: a_load,
+                            b: b_load,
+                        },
+                        params: 0,
+                        groups: [
+                            (m as u32).div_ceil(GEMM_TILE),
+                            (n as u32).div_ceil(GEMM_TILE),
+                        ],
+                    };
+                    let mut encoder = device.create_command_encoder(&Default::default());
+                    record_ops(kernels, &bind_group, &mut encoder, &[op]);
+                    ctx.queue().submit([encoder.finish()]);
+                    let got = crate::gpu::kernel_tests::read(
+                        &ctx,
+                        if to_grads {
+                            &grads_buffer
+                        } else {
+                            &work_buffer
+                        },
+                    );
+                    // f32 sums of k products of values in [−1, 1]: rounding grows with k.
+                    let c = crate::compare::compare(&got, &want, 1e-6 * k.max(10) as f64);
+                    assert!(
+                        c.passed(),
+                        "m {m} n {n} k {k} A {a_load:?} B {b_load:?} grads {to_grads} flags {flags}: {c}"
+                    );
+                    cases += 1;
+                    forms.insert((a_load, b_load));
+                    work.clear();
+                    grads.clear();
+                }
             }
-            let (a, b) = (work.clone(), work.clone());
-            let want = if to_grads {
-                let mut c = grads.clone();
-                cpu_gemm(&g, &a, &b, &mut c, &params_full);
-                c
-            } else {
-                let mut c = work.clone();
-                cpu_gemm(&g, &a, &b, &mut c, &params_full);
-                c
-            };
-            let buffer = |data: &[f32], usage| {
-                device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: None,
-                    contents: bytemuck::cast_slice(data),
-                    usage: usage | wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-                })
-            };
-            let mut uniform = bytemuck::bytes_of(&g).to_vec();
-            uniform.resize(OP_UNIFORM_BYTES as usize, 0);
-            let ops = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: None,
-                contents: &uniform,
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
-            let steps = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: None,
-                contents: &[0u8; 16],
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
-            let params_buffer = buffer(&params_full, wgpu::BufferUsages::empty());
-            let grads_buffer = buffer(&grads, wgpu::BufferUsages::empty());
-            let work_buffer = buffer(&work, wgpu::BufferUsages::empty());
-            let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: None,
-                layout: &kernels.layout,
-                entries: &[
-                    wgpu::BindGroupEntry {
-                        binding: 0,
-                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                            buffer: &ops,
-                            offset: 0,
-                            size: wgpu::BufferSize::new(OP_UNIFORM_BYTES),
-                        }),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 1,
-                        resource: steps.as_entire_binding(),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 2,
-                        resource: params_buffer.as_entire_binding(),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 3,
-                        resource: grads_buffer.as_entire_binding(),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 4,
-                        resource: work_buffer.as_entire_binding(),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 5,
-                        resource: params_buffer.as_entire_binding(),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 6,
-                        resource: work_buffer.as_entire_binding(),
-                    },
-                ],
-            });
-            let op = Op::Gemm {
-                buffers: if to_grads {
-                    GemmBuffers::WorkWorkToGrads
-                } else {
-                    GemmBuffers::WorkParamsToWork
-                },
-                params: 0,
-                groups: [
-                    (m as u32).div_ceil(GEMM_TILE),
-                    (n as u32).div_ceil(GEMM_TILE),
-                ],
-            };
-            let mut encoder = device.create_command_encoder(&Default::default());
-            record_ops(kernels, &bind_group, &mut encoder, &[op]);
-            ctx.queue().submit([encoder.finish()]);
-            let got = crate::gpu::kernel_tests::read(
-                &ctx,
-                if to_grads {
-                    &grads_buffer
-                } else {
-                    &work_buffer
-                },
-            );
-            // f32 sums of k products of values in [−1, 1]: rounding grows with k.
-            let c = crate::compare::compare(&got, &want, 1e-6 * k.max(10) as f64);
-            assert!(
-                c.passed(),
-                "m {m} n {n} k {k} transposed {transposed} grads {to_grads} flags {flags}: {c}"
-            );
-            cases += 1;
-            work.clear();
-            grads.clear();
         }
     }
-    assert_eq!(cases, sizes.len() * sizes.len());
+    assert_eq!(
+        forms.len(),
+        9,
+        "every pair of block loads ran ({cases} cases)"
+    );
 }

@@ -9,8 +9,8 @@ use crate::error::{Limit, Result, RnnError};
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernels::StepIndex;
 use crate::gpu::kernels::training::{
-    GEMM_MAX_DEPTH, GEMM_TILE, GemmBuffers, GemmParams, OP_UNIFORM_BYTES, StepEntry,
-    TRAIN_STEP_WORKGROUP, TrainUnit, TrainingKernels,
+    BlockLoad, GEMM_MAX_DEPTH, GEMM_TILE, GemmBuffers, GemmKernel, GemmParams, OP_UNIFORM_BYTES,
+    StepEntry, TRAIN_STEP_WORKGROUP, TrainUnit, TrainingKernels,
 };
 use crate::train::ParamLayout;
 
@@ -112,7 +112,7 @@ pub(crate) enum Op {
         groups: [u32; 3],
     },
     Gemm {
-        buffers: GemmBuffers,
+        kernel: GemmKernel,
         params: u32,
         groups: [u32; 2],
     },
@@ -369,11 +369,11 @@ pub(crate) fn record_ops(
                 pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
             }
             Op::Gemm {
-                buffers,
+                kernel,
                 params,
                 groups,
             } => {
-                pass.set_pipeline(kernels.gemm(buffers));
+                pass.set_pipeline(kernels.gemm(kernel));
                 pass.set_bind_group(0, bind_group, &[params, 0]);
                 pass.dispatch_workgroups(groups[0], groups[1], 1);
             }
@@ -423,6 +423,28 @@ struct Operand {
 
 fn operand(off: usize, s0: usize, s1: usize) -> Operand {
     Operand { off, s0, s1 }
+}
+
+/// How `operand` (A when `is_a`, else B) may be loaded: in vec4s along k or along its other
+/// index (of size `outer_len`) where that index's stride is 1 and the start, the other stride
+/// and the length along the vec4s are multiples of four; element by element otherwise.
+fn block_load(operand: Operand, (outer_len, k): (usize, usize), is_a: bool) -> BlockLoad {
+    // A is indexed (m, k): s0 along m, s1 along k. B is indexed (k, n): s0 along k, s1 along n.
+    let (outer_stride, k_stride) = if is_a {
+        (operand.s0, operand.s1)
+    } else {
+        (operand.s1, operand.s0)
+    };
+    let aligned = |v: usize| v % 4 == 0;
+    if !aligned(operand.off) {
+        BlockLoad::Elements
+    } else if k_stride == 1 && aligned(outer_stride) && aligned(k) {
+        BlockLoad::AlongK
+    } else if outer_stride == 1 && aligned(k_stride) && aligned(outer_len) {
+        BlockLoad::AlongOuter
+    } else {
+        BlockLoad::Elements
+    }
 }
 
 /// Lists both programs, writing their uniforms into `builder`.
@@ -484,6 +506,11 @@ fn programs(
             (n as u32).div_ceil(GEMM_TILE),
         ];
         check_groups(ctx, groups[0].max(groups[1]), "training GEMM")?;
+        let kernel = GemmKernel {
+            buffers,
+            a: block_load(a, (m, k), true),
+            b: block_load(b, (n, k), false),
+        };
         // Long sums run as several dispatches along k, each adding to C (the first as asked).
         let mut ops = Vec::new();
         let mut k0 = 0;
@@ -499,7 +526,7 @@ fn programs(
                 ..g
             };
             ops.push(Op::Gemm {
-                buffers,
+                kernel,
                 params: builder.push(bytemuck::bytes_of(&part)),
                 groups,
             });
