@@ -522,4 +522,12 @@ fn a_device_with_downlevel_limits_runs_the_kernels() {
     .expect("every adapter meets the downlevel limits");
     let ctx = wgpu_rnn::GpuContext::from_device(device, queue);
     assert!(ctx.is_ok(), "{:?}", ctx.err());
+    // Training binds more storage buffers than the downlevel limits allow: a typed refusal.
+    let config = wgpu_rnn::RnnConfig::rnn(2, 3);
+    let weights = wgpu_rnn::RnnWeights::init(&config, 0).unwrap();
+    let trainer = wgpu_rnn::GpuTrainer::new(&ctx.unwrap(), config, &weights);
+    assert!(
+        matches!(&trainer, Err(wgpu_rnn::RnnError::InvalidConfig(m)) if m.contains("storage buffers")),
+        "{trainer:?}"
+    );
 }

@@ -349,6 +349,15 @@ impl GpuContext {
         if let Some(kernels) = self.inner.training.get() {
             return Ok(kernels);
         }
+        let needed = crate::gpu::kernels::training::TRAINING_STORAGE_BUFFERS;
+        let allowed = self.inner.limits.max_storage_buffers_per_shader_stage;
+        if allowed < needed {
+            return Err(RnnError::InvalidConfig(format!(
+                "training needs {needed} storage buffers per shader stage, and {} allows \
+                 {allowed} (the device was opened with wgpu's downlevel limits?)",
+                self.describe()
+            )));
+        }
         let scopes = self.error_scopes();
         let kernels = TrainingKernels::new(&self.inner.device, &self.inner.counters);
         scopes.finish(self, "compiling the training kernels")?;

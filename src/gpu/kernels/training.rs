@@ -108,6 +108,48 @@ pub(crate) enum BlockLoad {
     AlongOuter,
 }
 
+/// The GEMM kernel's source for `kernel`.
+pub(crate) fn gemm_wgsl(kernel: GemmKernel) -> String {
+    let (a, b, c) = match kernel.buffers {
+        GemmBuffers::WorkParamsToWork => ("work", "params", "work"),
+        GemmBuffers::WorkWorkToGrads => ("work", "work", "grads"),
+    };
+    let a_block = match kernel.a {
+        BlockLoad::Elements => "a_block_elements",
+        BlockLoad::AlongK => "a_block_along_k",
+        BlockLoad::AlongOuter => "a_block_along_m",
+    };
+    let b_block = match kernel.b {
+        BlockLoad::Elements => "b_block_elements",
+        BlockLoad::AlongK => "b_block_along_k",
+        BlockLoad::AlongOuter => "b_block_along_n",
+    };
+    Template::new(shaders::TRAIN_GEMM)
+        .set("A", a)
+        .set("B", b)
+        .set("C", c)
+        .set("A_BLOCK", a_block)
+        .set("B_BLOCK", b_block)
+        .finish()
+}
+
+/// Every specialisation of the GEMM kernel.
+pub(crate) fn all_gemm_kernels() -> Vec<GemmKernel> {
+    let mut all = Vec::new();
+    for buffers in [GemmBuffers::WorkParamsToWork, GemmBuffers::WorkWorkToGrads] {
+        for a in BlockLoad::ALL {
+            for b in BlockLoad::ALL {
+                all.push(GemmKernel { buffers, a, b });
+            }
+        }
+    }
+    all
+}
+
+/// Storage buffers per shader stage the training kernels bind: beyond wgpu's downlevel
+/// limits (4), within its defaults (8).
+pub(crate) const TRAINING_STORAGE_BUFFERS: u32 = 5;
+
 impl BlockLoad {
     pub const ALL: [BlockLoad; 3] = [
         BlockLoad::Elements,
@@ -189,27 +231,7 @@ impl TrainingKernels {
         let step =
             |entry: &str| entry_pipeline(device, counters, entry, &step_module, entry, &layout);
         let gemm = |kernel: GemmKernel| {
-            let (a, b, c) = match kernel.buffers {
-                GemmBuffers::WorkParamsToWork => ("work", "params", "work"),
-                GemmBuffers::WorkWorkToGrads => ("work", "work", "grads"),
-            };
-            let a_block = match kernel.a {
-                BlockLoad::Elements => "a_block_elements",
-                BlockLoad::AlongK => "a_block_along_k",
-                BlockLoad::AlongOuter => "a_block_along_m",
-            };
-            let b_block = match kernel.b {
-                BlockLoad::Elements => "b_block_elements",
-                BlockLoad::AlongK => "b_block_along_k",
-                BlockLoad::AlongOuter => "b_block_along_n",
-            };
-            let source = Template::new(shaders::TRAIN_GEMM)
-                .set("A", a)
-                .set("B", b)
-                .set("C", c)
-                .set("A_BLOCK", a_block)
-                .set("B_BLOCK", b_block)
-                .finish();
+            let source = gemm_wgsl(kernel);
             let label = format!("training gemm {kernel:?}");
             let label = label.as_str();
             let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -221,15 +243,7 @@ impl TrainingKernels {
                 entry_pipeline(device, counters, label, &module, "main", &layout),
             )
         };
-        let mut gemms = std::collections::HashMap::new();
-        for buffers in [GemmBuffers::WorkParamsToWork, GemmBuffers::WorkWorkToGrads] {
-            for a in BlockLoad::ALL {
-                for b in BlockLoad::ALL {
-                    let (key, pipeline) = gemm(GemmKernel { buffers, a, b });
-                    gemms.insert(key, pipeline);
-                }
-            }
-        }
+        let gemms = all_gemm_kernels().into_iter().map(gemm).collect();
         TrainingKernels {
             forward_step: step("forward_step"),
             forward_project: step("forward_project"),
