@@ -29,6 +29,14 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Training
+//! [`GpuTrainer`] and [`CpuTrainer`] (the plain reference) behind the [`Train`] trait:
+//! `forward_train` keeps what the backward needs and returns a [`Tape`]; `backward(tape,`
+//! [`OutputGrads`]`)` adds every parameter's gradient to what the model holds, as PyTorch's
+//! `.grad` accumulates, and returns the inputs' gradients ([`InputGrads`]); `gradients()` and
+//! `parameters()` read them back under PyTorch's names; `zero_grad()` clears. Every mode and
+//! flag of the forward, a Linear head, and cells unrolled over a sequence.
+//!
 //! ## How the GPU forward works
 //! Per layer, one GEMM projects the input of all timesteps and both directions at once
 //! (`P = X·W_ihᵀ + b_ih + b_hh`, every gate's columns for an LSTM or GRU,
@@ -47,9 +55,9 @@
 //! - [`RnnError::InvalidConfig`]: a zero size, a dropout outside [0, 1], a `proj_size` PyTorch
 //!   refuses, bad metadata, a Linear head that does not fit, a stream of a bidirectional model
 //!   or with an absurd delay, the persistent kernel asked of a projected LSTM, f16 weights on
-//!   an adapter without `SHADER_F16`.
-//! - [`RnnError::ShapeMismatch`]: `input`, `h0`, `c0`, `lengths` or a stream chunk do not have
-//!   PyTorch's shapes for the model.
+//!   an adapter without `SHADER_F16`, training on a device opened with wgpu's downlevel limits.
+//! - [`RnnError::ShapeMismatch`]: `input`, `h0`, `c0`, `lengths`, a stream chunk or a
+//!   backward's upstream gradients do not have PyTorch's shapes for the model.
 //! - [`RnnError::InvalidLength`]: a sequence length outside 1..=T.
 //! - [`RnnError::Weights`]: a tensor is missing, mis-shaped or not float32 (named in full), or
 //!   the file's header is corrupt.
@@ -58,6 +66,8 @@
 //!   buffers or more workgroups than the adapter allows (longer sequences run in time chunks
 //!   instead), or a bidirectional model with a Linear head gets a sequence too long for one
 //!   submission.
+//! - [`RnnError::Tape`]: a backward given the tape of another model, or of a training forward
+//!   that a later one replaced.
 //! - [`RnnError::Gpu`]: wgpu reported a validation or out-of-memory error.
 //! - [`RnnError::DeviceLost`]: the device is gone; make a new [`GpuContext`].
 //! - [`RnnError::Timeout`]: the GPU did not finish within [`GpuContext::set_timeout`].

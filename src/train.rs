@@ -1,22 +1,5 @@
 //! Training: a forward that keeps what the backward needs, backpropagation through time with
 //! PyTorch's gradients, and parameter gradients that accumulate as PyTorch's `.grad` does.
-//!
-//! ```
-//! use wgpu_rnn::{CpuTrainer, OutputGrads, RnnConfig, RnnWeights, Tensor, Train};
-//!
-//! # fn main() -> wgpu_rnn::Result<()> {
-//! let config = RnnConfig::lstm(3, 8);
-//! let mut model = CpuTrainer::new(config, &RnnWeights::init(&config, 0)?)?;
-//! let input = Tensor::new((0..5 * 2 * 3).map(|i| i as f32 / 30.0).collect(), &[5, 2, 3])?;
-//! let (out, tape) = model.forward_train(&input, None, None)?;
-//! // loss = out.output.sum(): d loss / d output is all ones.
-//! let ones = Tensor::new(vec![1.0; out.output.data().len()], out.output.shape())?;
-//! let inputs = model.backward(tape, OutputGrads::output(&ones))?;
-//! assert_eq!(inputs.d_input.shape(), input.shape());
-//! let grads = model.gradients()?;
-//! assert_eq!(grads[0].0, "weight_ih_l0");
-//! # Ok(()) }
-//! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -100,6 +83,23 @@ impl Tape {
 /// A recurrent model (and its optional Linear head) that trains: PyTorch's module in
 /// `train()` mode with `requires_grad` parameters. Implemented by [`CpuTrainer`](crate::CpuTrainer),
 /// the plain reference, and [`GpuTrainer`](crate::GpuTrainer).
+///
+/// ```
+/// use wgpu_rnn::{CpuTrainer, OutputGrads, RnnConfig, RnnWeights, Tensor, Train};
+///
+/// # fn main() -> wgpu_rnn::Result<()> {
+/// let config = RnnConfig::lstm(3, 8);
+/// let mut model = CpuTrainer::new(config.clone(), &RnnWeights::init(&config, 0)?)?;
+/// let input = Tensor::new((0..5 * 2 * 3).map(|i| i as f32 / 30.0).collect(), &[5, 2, 3])?;
+/// let (out, tape) = model.forward_train(&input, None, None)?;
+/// // loss = out.output.sum(): d loss / d output is all ones.
+/// let ones = Tensor::new(vec![1.0; out.output.data().len()], out.output.shape())?;
+/// let inputs = model.backward(tape, OutputGrads::output(&ones))?;
+/// assert_eq!(inputs.d_input.shape(), input.shape());
+/// let grads = model.gradients()?;
+/// assert_eq!(grads[0].0, "weight_ih_l0");
+/// # Ok(()) }
+/// ```
 pub trait Train {
     /// The model's configuration.
     fn config(&self) -> &RnnConfig;
