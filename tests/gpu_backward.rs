@@ -518,3 +518,107 @@ fn long_sequences_match_cpu(mode: RnnMode) {
     }
 }
 for_each_mode!(long_sequences, long_sequences_match_cpu);
+
+/// Checkpointing: under a workspace budget a sequence trains in time chunks (the forward
+/// keeps each chunk's start state, the backward recomputes the chunk), with the gradients of
+/// the whole sequence: equal to the unchunked ones within 1e-6, and to the CPU's.
+fn chunked_training_matches_whole(mode: RnnMode) {
+    let Some(ctx) = gpu("chunked_training_matches_whole") else {
+        return;
+    };
+    let config = RnnConfig {
+        num_layers: 2,
+        batch_first: true,
+        proj_size: if mode == RnnMode::Lstm { 3 } else { 0 },
+        ..RnnConfig::new(mode, 3, 8)
+    };
+    let mut problem = Problem::new(config.clone(), 37, 3, 17);
+    problem.with_state = true;
+    problem.lengths = Some(vec![37, 9, 20]);
+    let mut rng = Rng(3);
+    let head = Linear {
+        in_features: config.output_size(),
+        out_features: 2,
+        weight: rng.values(2 * config.output_size()),
+        bias: Some(rng.values(2)),
+    };
+    let case = Case {
+        d_output: rng.tensor(&[3, 37, 2]),
+        d_h_n: Some(rng.tensor(&[2, 3, config.state_size()])),
+        d_c_n: (mode == RnnMode::Lstm).then(|| rng.tensor(&[2, 3, 8])),
+        problem,
+        head: Some(head),
+    };
+    let (mut cpu, mut whole) = trainers(&ctx, &case);
+    let (_, mut chunked) = trainers(&ctx, &case);
+    let budget = chunked.workspace_bytes(8, 3).unwrap();
+    chunked.set_workspace_budget(Some(budget));
+    assert_eq!(
+        chunked.time_chunk(37, 3).unwrap(),
+        8,
+        "5 chunks, the last of 5 steps"
+    );
+    let want = run(&mut whole, &case);
+    let cpu_want = run(&mut cpu, &case);
+    {
+        let got = run(&mut chunked, &case);
+        for (((name, w), (_, g)), (_, c)) in want.iter().zip(&got).zip(&cpu_want) {
+            let e = error(g, w);
+            assert!(
+                e <= 1e-6,
+                "{}: {name}: chunked differs from whole by {e:.3e}",
+                mode_name(mode)
+            );
+            let e = error(g, c);
+            assert!(
+                e <= TOLERANCE,
+                "{}: {name}: chunked differs from CPU by {e:.3e}",
+                mode_name(mode)
+            );
+        }
+        ctx.resource_counts()
+    };
+    chunked.zero_grad().unwrap();
+    let again = run(&mut chunked, &case);
+    assert!(
+        again
+            .iter()
+            .zip(&want)
+            .all(|((_, g), (_, w))| error(g, w) <= 1e-6)
+    );
+    let _ = warm;
+}
+for_each_mode!(chunked, chunked_training_matches_whole);
+
+/// What checkpointing cannot do is a typed error: a bidirectional model over the budget (its
+/// reverse direction starts at the end), a budget below two steps.
+fn chunking_limits_are_errors(mode: RnnMode) {
+    let Some(ctx) = gpu("chunking_limits_are_errors") else {
+        return;
+    };
+    let config = RnnConfig {
+        bidirectional: true,
+        ..RnnConfig::new(mode, 3, 8)
+    };
+    let weights = wgpu_rnn::RnnWeights::init(&config, 1).unwrap();
+    let mut model = GpuTrainer::new(&ctx, config.clone(), &weights).unwrap();
+    let budget = model.workspace_bytes(8, 2).unwrap();
+    model.set_workspace_budget(Some(budget));
+    let input = Rng(1).tensor(&[20, 2, 3]);
+    assert!(matches!(
+        model.forward_train(&input, None, None),
+        Err(RnnError::ExceedsLimits {
+            limit: wgpu_rnn::Limit::WorkspaceBudget,
+            ..
+        })
+    ));
+    let config = RnnConfig::new(mode, 3, 8);
+    let weights = wgpu_rnn::RnnWeights::init(&config, 1).unwrap();
+    let mut model = GpuTrainer::new(&ctx, config, &weights).unwrap();
+    model.set_workspace_budget(Some(64));
+    assert!(matches!(
+        model.forward_train(&input, None, None),
+        Err(RnnError::ExceedsLimits { .. })
+    ));
+}
+for_each_mode!(chunking_limits, chunking_limits_are_errors);

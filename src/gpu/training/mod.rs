@@ -4,6 +4,7 @@
 
 #[cfg(test)]
 mod gemm_tests;
+mod sequence;
 mod workspace;
 
 use std::collections::HashMap;
@@ -20,7 +21,8 @@ use crate::rnn::{Hx, RnnOutput};
 use crate::tensor::Tensor;
 use crate::train::{InputGrads, OutputGrads, ParamLayout, Tape, Train, next_id};
 use crate::weights::{DirectionWeights, RnnWeights};
-use workspace::TrainWorkspace;
+use sequence::{SequencePlan, SequenceShape};
+use workspace::{Regions, TrainWorkspace};
 
 /// An `nn.RNN`, `nn.LSTM` or `nn.GRU` (and optional Linear head) that trains on a GPU.
 ///
@@ -42,6 +44,9 @@ pub struct GpuTrainer {
     /// Reads parameters or gradients back.
     param_staging: wgpu::Buffer,
     workspaces: HashMap<(usize, usize), TrainWorkspace>,
+    /// Per (T, N): its chunks and whole-sequence buffers.
+    sequences: HashMap<(usize, usize), SequencePlan>,
+    budget: Option<u64>,
     recurrence: Recurrence,
     id: u64,
     last: Option<LastForward>,
@@ -142,6 +147,8 @@ impl GpuTrainer {
             grads,
             param_staging,
             workspaces: HashMap::new(),
+            sequences: HashMap::new(),
+            budget: None,
             recurrence: Recurrence::Auto,
             id: next_id(),
             last: None,
@@ -154,6 +161,7 @@ impl GpuTrainer {
     pub fn with_recurrence(mut self, recurrence: Recurrence) -> Self {
         self.recurrence = recurrence;
         self.workspaces.clear();
+        self.sequences.clear();
         self.last = None;
         self
     }
@@ -171,6 +179,52 @@ impl GpuTrainer {
         let _gl = ctx.gl_guard();
         self.make_workspace(seq_len, batch)?;
         Ok(self.workspaces[&(seq_len, batch)].regions.len as u64 * 4)
+    }
+
+    /// Makes the plan of a sequence of (T, N), and the workspaces of its chunks, unless they
+    /// exist.
+    fn make_sequence(&mut self, seq_len: usize, batch: usize) -> Result<()> {
+        if !self.sequences.contains_key(&(seq_len, batch)) {
+            let shape = SequenceShape {
+                config: &self.config,
+                head_out: self.head_out,
+                seq_len,
+                batch,
+                budget: self.budget,
+            };
+            let plan = SequencePlan::new(&self.ctx, &shape, self.config.input_size)?;
+            for len in plan.chunk_lengths() {
+                self.make_workspace(len, batch)?;
+            }
+            self.sequences.insert((seq_len, batch), plan);
+        }
+        Ok(())
+    }
+
+    /// Caps the GPU memory one training workspace may use, in bytes (`None`: only the
+    /// adapter's limits). Longer sequences then train in time chunks (checkpointing: the
+    /// forward keeps each chunk's start state, the backward recomputes a chunk's saved values
+    /// from it), with the same gradients up to float rounding; memory stays proportional to
+    /// the chunk. Bidirectional models train on whole sequences: beyond the budget they report
+    /// [`RnnError::ExceedsLimits`].
+    pub fn set_workspace_budget(&mut self, bytes: Option<u64>) {
+        self.budget = bytes;
+        self.sequences.clear();
+        self.workspaces.clear();
+        self.last = None;
+    }
+
+    /// How many timesteps one chunk of a training forward over (T = `seq_len`, N = `batch`)
+    /// runs: T when the whole sequence's workspace fits, less when it trains in chunks.
+    pub fn time_chunk(&self, seq_len: usize, batch: usize) -> Result<usize> {
+        SequenceShape {
+            config: &self.config,
+            head_out: self.head_out,
+            seq_len,
+            batch,
+            budget: self.budget,
+        }
+        .chunk(&self.ctx)
     }
 
     /// Makes the workspace of (T, N) unless it exists.
@@ -321,9 +375,8 @@ impl Train for GpuTrainer {
         let _gl = ctx.gl_guard();
         let (steps, batch) = (shape.seq_len, shape.batch);
         self.last = None;
-        self.make_workspace(steps, batch)?;
-        let ws = &self.workspaces[&(steps, batch)];
-        let r = &ws.regions;
+        self.make_sequence(steps, batch)?;
+        let plan = &self.sequences[&(steps, batch)];
         let valid = |t: usize, n: usize| lengths.is_none_or(|l| t < l[n]);
 
         // Sequence-first input, frames past a sequence's length zeroed (PyTorch's packed
@@ -335,52 +388,52 @@ impl Train for GpuTrainer {
                 x[at..at + config.input_size].fill(0.0);
             }
         }
-        write(&ctx, &ws.work, r.x, &x);
-        let lens: Vec<u32> = (0..batch)
-            .map(|n| lengths.map_or(steps, |l| l[n]) as u32)
-            .collect();
-        ctx.queue()
-            .write_buffer(&ws.work, r.lengths as u64 * 4, bytemuck::cast_slice(&lens));
-        let rows = config.state_rows();
-        let zeros = |n: usize| vec![0.0f32; n];
-        let h0 = hx.map_or_else(
-            || zeros(rows * batch * config.state_size()),
-            |hx| hx.h0.data().to_vec(),
+        write(&ctx, &plan.data, plan.input, &x);
+        ctx.queue().write_buffer(
+            &plan.data,
+            plan.lengths as u64 * 4,
+            bytemuck::cast_slice(&plan.chunk_local_lengths(lengths)),
         );
-        write(&ctx, &ws.work, r.state, &h0);
-        if config.mode.has_cell_state() {
-            let c0 = hx.and_then(|hx| hx.c0).map_or_else(
-                || zeros(rows * batch * config.hidden_size),
-                |c0| c0.data().to_vec(),
-            );
-            write(&ctx, &ws.work, r.cstate, &c0);
-            write(&ctx, &ws.work, r.c0, &c0);
-        }
+        let initial = |state: Option<&Tensor>, len: usize| {
+            state.map_or_else(|| vec![0.0f32; len], |s| s.data().to_vec())
+        };
+        write(
+            &ctx,
+            &plan.data,
+            plan.checkpoints,
+            &initial(hx.map(|hx| hx.h0), plan.h_len),
+        );
+        let c0 = initial(hx.and_then(|hx| hx.c0), plan.c_len);
+        write(&ctx, &plan.data, plan.checkpoints + plan.h_len, &c0);
 
         let scopes = ctx.error_scopes();
         let mut encoder = ctx.device().create_command_encoder(&Default::default());
-        ws.record(&ctx, &mut encoder, &ws.forward)?;
-        let frames = steps * batch;
-        let output = match self.head_out {
-            Some(_) => r.head_out,
-            None => r.y[config.num_layers - 1],
+        let head = self.head_out.is_some();
+        let top = |r: &Regions| {
+            if head {
+                r.head_out
+            } else {
+                r.y[config.num_layers - 1]
+            }
         };
-        let last_half = steps % 2;
-        let h_len = rows * batch * config.state_size();
-        let c_len = if config.mode.has_cell_state() {
-            rows * batch * config.hidden_size
-        } else {
-            0
-        };
+        plan.record_forward(
+            &ctx,
+            &mut encoder,
+            &self.workspaces,
+            config.input_size,
+            features,
+            &top,
+        )?;
+        let last = plan.checkpoints + plan.chunks.len() * (plan.h_len + plan.c_len);
         let parts = submit_and_read(
             &ctx,
             encoder,
-            &ws.work,
-            &ws.staging,
+            &plan.data,
+            &plan.staging,
             &[
-                (output, frames * features),
-                (r.state + last_half * h_len, h_len),
-                (r.cstate + last_half * c_len, c_len),
+                (plan.output, steps * batch * features),
+                (last, plan.h_len),
+                (last + plan.h_len, plan.c_len),
             ],
             "the training forward",
             scopes,
@@ -422,41 +475,48 @@ impl Train for GpuTrainer {
         let ctx = self.ctx.clone();
         let _gl = ctx.gl_guard();
         let (steps, batch) = (shape.seq_len, shape.batch);
-        self.make_workspace(steps, batch)?;
-        let ws = &self.workspaces[&(steps, batch)];
-        let r = &ws.regions;
-        let rows = config.state_rows();
-        let h_len = rows * batch * config.state_size();
-        let c_len = if config.mode.has_cell_state() {
-            rows * batch * config.hidden_size
-        } else {
-            0
-        };
+        let plan = &self.sequences[&(steps, batch)];
         let d_out = shape.gather_sequence_first(grads.d_output.data(), features);
-        let top = match self.head_out {
-            Some(_) => r.head_dout,
-            None => r.dy[config.num_layers - 1],
-        };
-        write(&ctx, &ws.work, top, &d_out);
+        write(&ctx, &plan.data, plan.d_output, &d_out);
         let or_zeros = |t: Option<&Tensor>, len: usize| {
             t.map_or_else(|| vec![0.0f32; len], |t| t.data().to_vec())
         };
-        write(&ctx, &ws.work, r.carry_h, &or_zeros(grads.d_h_n, h_len));
-        write(&ctx, &ws.work, r.carry_c, &or_zeros(grads.d_c_n, c_len));
+        write(
+            &ctx,
+            &plan.data,
+            plan.carries,
+            &or_zeros(grads.d_h_n, plan.h_len),
+        );
+        let d_c_n = or_zeros(grads.d_c_n, plan.c_len);
+        write(&ctx, &plan.data, plan.carries + plan.h_len, &d_c_n);
 
         let scopes = ctx.error_scopes();
         let mut encoder = ctx.device().create_command_encoder(&Default::default());
-        ws.record(&ctx, &mut encoder, &ws.backward)?;
-        let frames = steps * batch;
+        let head = self.head_out.is_some();
+        let top = |r: &Regions| {
+            if head {
+                r.head_dout
+            } else {
+                r.dy[config.num_layers - 1]
+            }
+        };
+        plan.record_backward(
+            &ctx,
+            &mut encoder,
+            &self.workspaces,
+            config.input_size,
+            features,
+            &top,
+        )?;
         let parts = submit_and_read(
             &ctx,
             encoder,
-            &ws.work,
-            &ws.staging,
+            &plan.data,
+            &plan.staging,
             &[
-                (r.dx, frames * config.input_size),
-                (r.carry_h, h_len),
-                (r.carry_c, c_len),
+                (plan.d_input, steps * batch * config.input_size),
+                (plan.carries, plan.h_len),
+                (plan.carries + plan.h_len, plan.c_len),
             ],
             "the backward",
             scopes,

@@ -122,9 +122,6 @@ pub(crate) enum Op {
 pub(crate) struct TrainWorkspace {
     pub regions: Regions,
     pub work: wgpu::Buffer,
-    /// Big enough for the largest readback: the forward's results, the backward's input
-    /// gradients, or every parameter.
-    pub staging: wgpu::Buffer,
     pub bind_group: wgpu::BindGroup,
     pub forward: Vec<Op>,
     pub backward: Vec<Op>,
@@ -260,22 +257,6 @@ impl TrainWorkspace {
                 | wgpu::BufferUsages::COPY_DST
                 | wgpu::BufferUsages::COPY_SRC,
         );
-        let frames = seq_len * batch;
-        let readback = [
-            frames * config.output_size().max(head_out.unwrap_or(0))
-                + 2 * config.state_rows() * batch * config.hidden_size.max(config.state_size()),
-            frames * config.input_size + 2 * config.state_rows() * batch * config.hidden_size,
-            params.len,
-        ]
-        .into_iter()
-        .max()
-        .unwrap_or(1);
-        let staging = ctx.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("training readback"),
-            size: (readback as u64 * 4).max(4),
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
         fn binding(buffer: &wgpu::Buffer, size: u64) -> wgpu::BindingResource<'_> {
             wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                 buffer,
@@ -324,7 +305,6 @@ impl TrainWorkspace {
         Ok(TrainWorkspace {
             regions,
             work,
-            staging,
             bind_group,
             forward,
             backward,

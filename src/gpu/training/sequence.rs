@@ -1,0 +1,392 @@
+//! A whole sequence's training forward and backward over one or more time chunks.
+//!
+//! Where the workspace of the whole sequence would exceed the adapter's limits or the budget
+//! set with `set_workspace_budget`, the sequence runs in chunks of T_c steps (checkpointing):
+//! the forward keeps only the state at each chunk's start (h and c of every layer); the
+//! backward walks the chunks from the last, recomputes each chunk's saved values from its
+//! start state (all but the last chunk, whose values the forward left in place), and runs its
+//! backward with the carries (d h, d c of every layer) the later chunk left. The weight
+//! gradients add up over the chunks; GPU memory is proportional to T_c, not T. One chunk is
+//! the common case: the same code, nothing recomputed.
+//!
+//! Everything a call uploads or reads back goes through one buffer per (T, N) (`data`,
+//! sequence-first) and GPU copies into and out of the chunks' workspaces, so a forward is one
+//! submission and a backward another, chunked or not.
+
+use super::workspace::{Regions, TrainWorkspace};
+use crate::config::RnnConfig;
+use crate::error::{Limit, Result, RnnError};
+use crate::gpu::context::GpuContext;
+
+/// A trainer's workspaces, by (chunk length, N).
+pub(crate) type Workspaces = std::collections::HashMap<(usize, usize), TrainWorkspace>;
+
+/// Where a sequence's data lies in `data`, in f32 elements, all sequence-first.
+#[derive(Clone, Debug)]
+pub(crate) struct SequencePlan {
+    pub seq_len: usize,
+    pub batch: usize,
+    /// (start, length) of each chunk.
+    pub chunks: Vec<(usize, usize)>,
+    pub data: wgpu::Buffer,
+    pub staging: wgpu::Buffer,
+    /// Chunk-local lengths, chunks × N (u32 bit patterns).
+    pub lengths: usize,
+    pub input: usize,
+    pub output: usize,
+    pub d_output: usize,
+    pub d_input: usize,
+    /// The states at every chunk boundary, (chunks + 1) × (h, then c): slot 0 is (h0, c0),
+    /// the last (h_n, c_n).
+    pub checkpoints: usize,
+    /// The backward's upstream d_h_n and d_c_n, then where d_h0 and d_c0 end.
+    pub carries: usize,
+    pub h_len: usize,
+    pub c_len: usize,
+}
+
+/// Sizes a sequence's plan depends on.
+pub(crate) struct SequenceShape<'a> {
+    pub config: &'a RnnConfig,
+    pub head_out: Option<usize>,
+    pub seq_len: usize,
+    pub batch: usize,
+    /// The budget set with `set_workspace_budget`, in bytes.
+    pub budget: Option<u64>,
+}
+
+impl SequenceShape<'_> {
+    fn workspace_elements(&self, chunk: usize) -> usize {
+        Regions::new(self.config, self.head_out, chunk, self.batch).len
+    }
+
+    /// The longest chunk whose workspace fits: T itself where it does; otherwise an even
+    /// length (a chunk then ends with the state in the ping-pong half the next one starts
+    /// from). Bidirectional models cannot be chunked (the reverse direction starts at the end).
+    pub fn chunk(&self, ctx: &GpuContext) -> Result<usize> {
+        let limits = ctx.limits();
+        let binding = u64::from(limits.max_storage_buffer_binding_size).min(limits.max_buffer_size);
+        let (limit, allowed) = match self.budget {
+            Some(budget) if budget < binding => (Limit::WorkspaceBudget, budget),
+            _ => (Limit::StorageBinding, binding),
+        };
+        let allowed_elements = (allowed / 4).min(u64::from(u32::MAX)) as usize;
+        let fits = |t: usize| self.workspace_elements(t) <= allowed_elements;
+        if fits(self.seq_len) {
+            return Ok(self.seq_len);
+        }
+        let needed = self.workspace_elements(self.seq_len) as u64 * 4;
+        let exceeds = |hint: String| RnnError::ExceedsLimits {
+            what: "the training workspace (bytes)".into(),
+            needed,
+            limit,
+            allowed,
+            hint,
+        };
+        if self.config.bidirectional {
+            return Err(exceeds(
+                "a bidirectional model trains on whole sequences (its reverse direction starts \
+                 at the end): shorten them or raise the budget"
+                    .into(),
+            ));
+        }
+        // The workspace grows with the chunk: the longest even chunk that fits.
+        let (mut lo, mut hi) = (0usize, self.seq_len / 2);
+        while lo < hi {
+            let mid = (lo + hi).div_ceil(2);
+            if fits(2 * mid) {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        match 2 * lo {
+            0 => Err(exceeds(format!(
+                "not even two timesteps of a batch of {} fit: a smaller batch or a larger budget",
+                self.batch
+            ))),
+            chunk => Ok(chunk),
+        }
+    }
+}
+
+impl SequencePlan {
+    pub fn new(ctx: &GpuContext, shape: &SequenceShape<'_>, input_size: usize) -> Result<Self> {
+        let chunk = shape.chunk(ctx)?;
+        let (steps, batch, config) = (shape.seq_len, shape.batch, shape.config);
+        let chunks: Vec<(usize, usize)> = (0..steps)
+            .step_by(chunk)
+            .map(|start| (start, chunk.min(steps - start)))
+            .collect();
+        let features = shape.head_out.unwrap_or(config.output_size());
+        let frames = steps * batch;
+        let h_len = config.state_rows() * batch * config.state_size();
+        let c_len = if config.mode.has_cell_state() {
+            config.state_rows() * batch * config.hidden_size
+        } else {
+            0
+        };
+        let mut at = 0usize;
+        let mut take = |n: usize| {
+            let start = at;
+            at += n.next_multiple_of(4);
+            start
+        };
+        let lengths = take(chunks.len() * batch);
+        let input = take(frames * input_size);
+        let output = take(frames * features);
+        let d_output = take(frames * features);
+        let d_input = take(frames * input_size);
+        let checkpoints = take((chunks.len() + 1) * (h_len + c_len));
+        let carries = take(h_len + c_len);
+        let bytes = (at as u64 * 4).max(4);
+        if bytes > ctx.limits().max_buffer_size {
+            return Err(RnnError::ExceedsLimits {
+                what: "a sequence's inputs, outputs and gradients (bytes)".into(),
+                needed: bytes,
+                limit: Limit::BufferSize,
+                allowed: ctx.limits().max_buffer_size,
+                hint: "train on shorter sequences (truncated BPTT) or smaller batches".into(),
+            });
+        }
+        let data = ctx.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("training sequence"),
+            size: bytes,
+            usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let readback = (frames * features.max(input_size) + 2 * (h_len + c_len)) as u64 * 4;
+        let staging = ctx.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("training readback"),
+            size: readback.max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Ok(SequencePlan {
+            seq_len: steps,
+            batch,
+            chunks,
+            data,
+            staging,
+            lengths,
+            input,
+            output,
+            d_output,
+            d_input,
+            checkpoints,
+            carries,
+            h_len,
+            c_len,
+        })
+    }
+
+    /// The chunk lengths this plan runs (their workspaces must exist).
+    pub fn chunk_lengths(&self) -> Vec<usize> {
+        let mut lens: Vec<usize> = self.chunks.iter().map(|&(_, len)| len).collect();
+        lens.dedup();
+        lens
+    }
+
+    /// Chunk-local lengths of every chunk, from the sequences' `lengths` (all T when `None`).
+    pub fn chunk_local_lengths(&self, lengths: Option<&[usize]>) -> Vec<u32> {
+        let mut all = Vec::with_capacity(self.chunks.len() * self.batch);
+        for &(start, len) in &self.chunks {
+            for n in 0..self.batch {
+                let total = lengths.map_or(self.seq_len, |l| l[n]);
+                all.push(total.saturating_sub(start).min(len) as u32);
+            }
+        }
+        all
+    }
+
+    fn checkpoint(&self, k: usize) -> usize {
+        self.checkpoints + k * (self.h_len + self.c_len)
+    }
+
+    /// Copies `len` elements between two buffers (`len` may be zero).
+    fn copy(
+        encoder: &mut wgpu::CommandEncoder,
+        (from, from_at): (&wgpu::Buffer, usize),
+        (to, to_at): (&wgpu::Buffer, usize),
+        len: usize,
+    ) {
+        if len > 0 {
+            encoder.copy_buffer_to_buffer(
+                from,
+                from_at as u64 * 4,
+                to,
+                to_at as u64 * 4,
+                len as u64 * 4,
+            );
+        }
+    }
+
+    /// Puts chunk `k`'s start state, lengths and input into `ws`.
+    fn load_chunk(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        ws: &TrainWorkspace,
+        k: usize,
+        input_size: usize,
+    ) {
+        let r = &ws.regions;
+        let (start, len) = self.chunks[k];
+        let at = self.checkpoint(k);
+        Self::copy(encoder, (&self.data, at), (&ws.work, r.state), self.h_len);
+        Self::copy(
+            encoder,
+            (&self.data, at + self.h_len),
+            (&ws.work, r.cstate),
+            self.c_len,
+        );
+        Self::copy(
+            encoder,
+            (&self.data, at + self.h_len),
+            (&ws.work, r.c0),
+            self.c_len,
+        );
+        Self::copy(
+            encoder,
+            (&self.data, self.lengths + k * self.batch),
+            (&ws.work, r.lengths),
+            self.batch,
+        );
+        let frames = self.batch * input_size;
+        Self::copy(
+            encoder,
+            (&self.data, self.input + start * frames),
+            (&ws.work, r.x),
+            len * frames,
+        );
+    }
+
+    /// Records the forward of every chunk: each from the state the one before left (its start
+    /// state kept as a checkpoint), its output copied out. `top`: where a workspace's output
+    /// lies (the last layer's, or the head's).
+    pub fn record_forward(
+        &self,
+        ctx: &GpuContext,
+        encoder: &mut wgpu::CommandEncoder,
+        workspaces: &Workspaces,
+        input_size: usize,
+        features: usize,
+        top: &dyn Fn(&Regions) -> usize,
+    ) -> Result<()> {
+        for (k, &(start, len)) in self.chunks.iter().enumerate() {
+            let ws = &workspaces[&(len, self.batch)];
+            self.load_chunk(encoder, ws, k, input_size);
+            ws.record(ctx, encoder, &ws.forward)?;
+            let r = &ws.regions;
+            let frames = self.batch * features;
+            Self::copy(
+                encoder,
+                (&ws.work, top(r)),
+                (&self.data, self.output + start * frames),
+                len * frames,
+            );
+            // The state after the chunk (in the half its parity left it) starts the next.
+            let half = len % 2;
+            let next = self.checkpoint(k + 1);
+            Self::copy(
+                encoder,
+                (&ws.work, r.state + half * self.h_len),
+                (&self.data, next),
+                self.h_len,
+            );
+            Self::copy(
+                encoder,
+                (&ws.work, r.cstate + half * self.c_len),
+                (&self.data, next + self.h_len),
+                self.c_len,
+            );
+        }
+        Ok(())
+    }
+
+    /// Records the backward of every chunk, the last first: the carries move from chunk to
+    /// chunk, each chunk but the last is recomputed from its checkpoint first, and each chunk's
+    /// input gradient is copied out. `top`: where a workspace's upstream gradient goes.
+    pub fn record_backward(
+        &self,
+        ctx: &GpuContext,
+        encoder: &mut wgpu::CommandEncoder,
+        workspaces: &Workspaces,
+        input_size: usize,
+        features: usize,
+        top: &dyn Fn(&Regions) -> usize,
+    ) -> Result<()> {
+        // Where the carries are: the uploaded d_h_n, d_c_n, then the last chunk's workspace.
+        let mut carry_from: Option<&TrainWorkspace> = None;
+        for (k, &(start, len)) in self.chunks.iter().enumerate().rev() {
+            let ws = &workspaces[&(len, self.batch)];
+            let r = &ws.regions;
+            if k + 1 < self.chunks.len() {
+                self.load_chunk(encoder, ws, k, input_size);
+                ws.record(ctx, encoder, &ws.forward)?;
+            }
+            match carry_from {
+                // Chunks of one length share a workspace: the carries are in place.
+                Some(previous) if std::ptr::eq(previous, ws) => {}
+                Some(previous) => {
+                    let p = &previous.regions;
+                    Self::copy(
+                        encoder,
+                        (&previous.work, p.carry_h),
+                        (&ws.work, r.carry_h),
+                        self.h_len,
+                    );
+                    Self::copy(
+                        encoder,
+                        (&previous.work, p.carry_c),
+                        (&ws.work, r.carry_c),
+                        self.c_len,
+                    );
+                }
+                None => {
+                    Self::copy(
+                        encoder,
+                        (&self.data, self.carries),
+                        (&ws.work, r.carry_h),
+                        self.h_len,
+                    );
+                    let c = self.carries + self.h_len;
+                    Self::copy(encoder, (&self.data, c), (&ws.work, r.carry_c), self.c_len);
+                }
+            }
+            let frames = self.batch * features;
+            Self::copy(
+                encoder,
+                (&self.data, self.d_output + start * frames),
+                (&ws.work, top(r)),
+                len * frames,
+            );
+            ws.record(ctx, encoder, &ws.backward)?;
+            let frames = self.batch * input_size;
+            Self::copy(
+                encoder,
+                (&ws.work, r.dx),
+                (&self.data, self.d_input + start * frames),
+                len * frames,
+            );
+            carry_from = Some(ws);
+        }
+        // d h0 and d c0 are the carries the first chunk left.
+        if let Some(first) = carry_from {
+            let r = &first.regions;
+            Self::copy(
+                encoder,
+                (&first.work, r.carry_h),
+                (&self.data, self.carries),
+                self.h_len,
+            );
+            let c = self.carries + self.h_len;
+            Self::copy(
+                encoder,
+                (&first.work, r.carry_c),
+                (&self.data, c),
+                self.c_len,
+            );
+        }
+        Ok(())
+    }
+}
