@@ -5,8 +5,8 @@
 //
 //     C[m, n] = (accumulate ? C[m, n] : 0) + Σ_{k in [k0, k0 + K)} A[m, k]·B[k, n] (+ bias[n])
 //
-// Each invocation computes a 4 × 4 block of C in registers, four k at a time, loading its
-// 4 × 4 blocks of A and B straight from storage: on lavapipe, staging tiles through workgroup
+// Each invocation computes an 8 × 8 block of C in registers, four k at a time, loading its
+// 8 × 4 block of A and 4 × 8 block of B straight from storage: on lavapipe, staging tiles through workgroup
 // memory costs more in barriers than it saves, and loads (run lane by lane) are what costs, so
 // where an operand's layout allows, a block is four vec4 loads instead of sixteen scalars
 // (the template's A_BLOCK and B_BLOCK: along k, along m or n, or element by element). Every C
@@ -122,25 +122,41 @@ fn b_block_along_k(k: u32, n0: u32, k_end: u32) -> array<vec4<f32>, 4> {
         vec4<f32>(cols[0].w, cols[1].w, cols[2].w, cols[3].w));
 }
 
+// An invocation's block of C: 8 × 8, as four 4 × 4 quarters (rows lo/hi, columns lo/hi).
 @compute @workgroup_size(8, 8, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let m0 = gid.x * 4u;
-    let n0 = gid.y * 4u;
+    let m0 = gid.x * 8u;
+    let n0 = gid.y * 8u;
     if m0 >= g.m || n0 >= g.n {
         return;
     }
-    var acc: array<vec4<f32>, 4>;
+    var acc00: array<vec4<f32>, 4>;
+    var acc01: array<vec4<f32>, 4>;
+    var acc10: array<vec4<f32>, 4>;
+    var acc11: array<vec4<f32>, 4>;
     let k_end = g.k0 + g.k;
     for (var k = g.k0; k < k_end; k += 4u) {
-        let a = {{A_BLOCK}}(m0, k, k_end);
-        let b = {{B_BLOCK}}(k, n0, k_end);
+        let a0 = {{A_BLOCK}}(m0, k, k_end);
+        let a1 = {{A_BLOCK}}(m0 + 4u, k, k_end);
+        let b0 = {{B_BLOCK}}(k, n0, k_end);
+        let b1 = {{B_BLOCK}}(k, n0 + 4u, k_end);
         for (var i = 0u; i < 4u; i++) {
-            acc[0] += a[i].x * b[i];
-            acc[1] += a[i].y * b[i];
-            acc[2] += a[i].z * b[i];
-            acc[3] += a[i].w * b[i];
+            for (var r = 0u; r < 4u; r++) {
+                acc00[r] += a0[i][r] * b0[i];
+                acc01[r] += a0[i][r] * b1[i];
+                acc10[r] += a1[i][r] * b0[i];
+                acc11[r] += a1[i][r] * b1[i];
+            }
         }
     }
+    store(m0, n0, acc00);
+    store(m0, n0 + 4u, acc01);
+    store(m0 + 4u, n0, acc10);
+    store(m0 + 4u, n0 + 4u, acc11);
+}
+
+// Writes a 4 × 4 block of C from (m0, n0), the parts inside the matrix.
+fn store(m0: u32, n0: u32, acc: array<vec4<f32>, 4>) {
     for (var r = 0u; r < 4u; r++) {
         let m = m0 + r;
         if m >= g.m {

@@ -190,8 +190,8 @@ pub(crate) enum StepEntry {
 /// Invocations of a step kernel's workgroup along the features.
 pub(crate) const TRAIN_STEP_WORKGROUP: u32 = 64;
 
-/// A GEMM workgroup's tile of C, each side (8 × 8 invocations of 4 × 4).
-pub(crate) const GEMM_TILE: u32 = 32;
+/// A GEMM workgroup's tile of C, each side (8 × 8 invocations of 8 × 8).
+pub(crate) const GEMM_TILE: u32 = 64;
 
 /// The most k one GEMM dispatch sums over: llvmpipe stops an invocation after 65,535 loop
 /// iterations.
