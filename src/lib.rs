@@ -82,6 +82,7 @@ mod error;
 mod gpu;
 mod head;
 mod layout;
+mod optim;
 mod precision;
 pub mod reference_case;
 mod rnn;
@@ -106,10 +107,11 @@ pub use gpu::model::GpuRnn;
 pub use gpu::stream::{RnnStream, StreamOptions};
 pub use gpu::training::GpuTrainer;
 pub use head::Linear;
+pub use optim::{Adam, OptimizerConfig, Sgd};
 pub use precision::WeightPrecision;
 pub use rnn::{Hx, Rnn, RnnOutput};
 pub use tensor::Tensor;
-pub use train::{InputGrads, OutputGrads, Tape, Train};
+pub use train::{InputGrads, Optimizer, OutputGrads, Tape, Train};
 pub use weights::{DirectionWeights, RnnWeights};
 
 /// The README's examples compile as doctests.

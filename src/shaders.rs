@@ -53,6 +53,9 @@ pub(crate) const TRAIN_STEP: &str = include_str!("../shaders/train_step.wgsl");
 /// (A, B, C) buffers by `gpu::kernels::training`.
 pub(crate) const TRAIN_GEMM: &str = include_str!("../shaders/train_gemm.wgsl");
 
+/// `shaders/optim.wgsl`: optimizer steps and gradient clipping.
+pub(crate) const OPTIM: &str = include_str!("../shaders/optim.wgsl");
+
 /// A WGSL template being filled in: [`set`](Self::set) puts text into each `{{NAME}}` hole,
 /// and [`finish`](Self::finish) refuses (in debug builds, which the tests are) to hand over a
 /// source with a hole left: a forgotten hole is a bug of the generator, caught where it is

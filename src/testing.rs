@@ -270,3 +270,86 @@ fn all_sources() -> Vec<(String, String)> {
     }
     sources
 }
+
+/// Test hook: `config`'s optimizer (after `clip_grad_norm_(max_norm)` where `clip` is given)
+/// over the tensors `params`, stepped once per entry of `grads` (the gradients given before
+/// each step), on `ctx`'s GPU or, with `None`, on the CPU reference. Returns the parameters
+/// after every step and the total norms clipping measured. What the `optim` fixtures replay.
+pub fn replay_optimizer(
+    ctx: Option<&GpuContext>,
+    params: &[crate::Tensor],
+    grads: &[Vec<crate::Tensor>],
+    config: crate::OptimizerConfig,
+    clip: Option<f32>,
+) -> crate::Result<(Vec<Vec<crate::Tensor>>, Vec<f32>)> {
+    config.validate()?;
+    // The tensors at multiples of four elements, as a model's parameters lie.
+    let mut ranges = Vec::new();
+    let mut len = 0;
+    for p in params {
+        ranges.push((len, p.data().len()));
+        len = (len + p.data().len()).next_multiple_of(4);
+    }
+    let flatten = |tensors: &[crate::Tensor]| {
+        let mut flat = vec![0.0f32; len];
+        for (t, &(at, n)) in tensors.iter().zip(&ranges) {
+            flat[at..at + n].copy_from_slice(t.data());
+        }
+        flat
+    };
+    let unflatten = |flat: &[f32]| -> crate::Result<Vec<crate::Tensor>> {
+        params
+            .iter()
+            .zip(&ranges)
+            .map(|(p, &(at, n))| crate::Tensor::new(flat[at..at + n].to_vec(), p.shape()))
+            .collect()
+    };
+    let mut after = Vec::new();
+    let mut norms = Vec::new();
+    let mut flat = flatten(params);
+    match ctx {
+        None => {
+            let mut state = vec![0.0; crate::optim::state_per_element(&config) * len];
+            for (s, g) in grads.iter().enumerate() {
+                let mut g = flatten(g);
+                if let Some(max_norm) = clip {
+                    norms.push(crate::optim::cpu_clip(&mut g, &ranges, max_norm));
+                }
+                crate::optim::cpu_step(&config, s as u64 + 1, &mut flat, &g, &mut state);
+                after.push(unflatten(&flat)?);
+            }
+        }
+        Some(ctx) => {
+            use crate::gpu::optim::{GpuClip, GpuOptimizerState};
+            use crate::gpu::scheduler::read_buffer;
+            let buffer = |data: &[f32]| {
+                ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("replayed parameters"),
+                    contents: bytemuck::cast_slice(data),
+                    usage: wgpu::BufferUsages::STORAGE
+                        | wgpu::BufferUsages::COPY_SRC
+                        | wgpu::BufferUsages::COPY_DST,
+                })
+            };
+            let (p_buf, g_buf) = (buffer(&flat), buffer(&vec![0.0; len]));
+            let state = GpuOptimizerState::new(ctx, &p_buf, &g_buf, len, &config)?;
+            let clipper = GpuClip::new(ctx, &p_buf, &g_buf, len, &ranges)?;
+            for (s, g) in grads.iter().enumerate() {
+                ctx.queue()
+                    .write_buffer(&g_buf, 0, bytemuck::cast_slice(&flatten(g)));
+                let mut encoder = ctx.device().create_command_encoder(&Default::default());
+                if let Some(max_norm) = clip {
+                    clipper.record(ctx, &mut encoder, max_norm)?;
+                }
+                state.record_step(ctx, &mut encoder, &config, s as u64 + 1)?;
+                ctx.queue().submit([encoder.finish()]);
+                if clip.is_some() {
+                    let scratch = read_buffer(ctx, clipper.scratch(), clipper.total_at() + 1)?;
+                    norms.push(scratch[clipper.total_at()]);
+                }
+                after.push(unflatten(&read_buffer(ctx, &p_buf, len)?)?);
+            }
+        }
+    }
+    Ok((after, norms))
+}

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::config::RnnConfig;
 use crate::error::{Result, RnnError};
+use crate::optim::OptimizerConfig;
 use crate::rnn::{Hx, RnnOutput};
 use crate::tensor::Tensor;
 
@@ -130,6 +131,76 @@ pub trait Train {
 
     /// Every parameter, read back, named and ordered as [`gradients`](Self::gradients).
     fn parameters(&self) -> Result<Vec<(String, Tensor)>>;
+
+    /// An optimizer over every parameter of this model (`torch.optim.Adam(model.parameters(),
+    /// ...)`), its state zero and on the model's device.
+    fn optimizer(&self, config: OptimizerConfig) -> Result<Optimizer>;
+
+    /// One step of `optimizer` from the gradients the model holds (`optimizer.step()`). The
+    /// gradients stay: call [`zero_grad`](Self::zero_grad) before the next backward, as in
+    /// PyTorch.
+    fn step(&mut self, optimizer: &mut Optimizer) -> Result<()>;
+
+    /// `torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)`: scales every gradient
+    /// by `min(max_norm / (total + 1e-6), 1)`, the total the norm of all gradients together.
+    /// The total stays on the device: [`last_grad_norm`](Self::last_grad_norm) reads it.
+    fn clip_grad_norm(&mut self, max_norm: f32) -> Result<()>;
+
+    /// The total norm the last [`clip_grad_norm`](Self::clip_grad_norm) measured (before
+    /// clipping), read back; an error before any clipping.
+    fn last_grad_norm(&self) -> Result<f32>;
+}
+
+/// The state an optimizer keeps for a model's parameters: its configuration, the step
+/// count and (on the host or the GPU) momentum or moments. Made by
+/// [`Train::optimizer`] for one model; [`Train::step`] of another model refuses it.
+#[derive(Debug)]
+pub struct Optimizer {
+    pub(crate) config: OptimizerConfig,
+    pub(crate) step: u64,
+    /// The model it was made for.
+    pub(crate) model: u64,
+    pub(crate) state: OptimizerState,
+}
+
+/// Where an optimizer's state lives.
+#[derive(Debug)]
+pub(crate) enum OptimizerState {
+    Cpu(Vec<f32>),
+    Gpu(crate::gpu::optim::GpuOptimizerState),
+}
+
+impl Optimizer {
+    /// An optimizer for the model `model` with state `state`, its configuration checked.
+    pub(crate) fn new(config: OptimizerConfig, model: u64, state: OptimizerState) -> Result<Self> {
+        config.validate()?;
+        Ok(Optimizer {
+            config,
+            step: 0,
+            model,
+            state,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &OptimizerConfig {
+        &self.config
+    }
+
+    /// Steps taken so far.
+    pub fn steps(&self) -> u64 {
+        self.step
+    }
+
+    pub(crate) fn check_model(&self, model: u64) -> Result<()> {
+        if self.model == model {
+            Ok(())
+        } else {
+            Err(RnnError::InvalidConfig(
+                "this optimizer was made for another model's parameters".into(),
+            ))
+        }
+    }
 }
 
 /// One parameter's place in a trainer's flat parameter (and gradient) vector.
@@ -297,6 +368,11 @@ impl ParamLayout {
         flat
     }
 
+    /// Every tensor's (offset, length) in the flat vector.
+    pub fn ranges(&self) -> Vec<(usize, usize)> {
+        self.slots.iter().map(|s| (s.offset, s.len())).collect()
+    }
+
     /// `flat` cut into named tensors.
     pub fn named(&self, flat: &[f32]) -> Result<Vec<(String, Tensor)>> {
         self.slots
@@ -338,15 +414,12 @@ impl ParamLayout {
             }
         }
         let weights = crate::weights::RnnWeights::new(config, units)?;
-        let head = match self.slot("head.weight") {
-            Some(slot) => Some(crate::head::Linear {
-                in_features: config.output_size(),
-                out_features: slot.shape[0],
-                weight: take("head.weight").unwrap_or_default(),
-                bias: take("head.bias"),
-            }),
-            None => None,
-        };
+        let head = self.slot("head.weight").map(|slot| crate::head::Linear {
+            in_features: config.output_size(),
+            out_features: slot.shape[0],
+            weight: take("head.weight").unwrap_or_default(),
+            bias: take("head.bias"),
+        });
         Ok((weights, head))
     }
 }

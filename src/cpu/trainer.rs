@@ -9,9 +9,12 @@ use crate::error::{Result, RnnError};
 use crate::gpu::training::check_output_grads;
 use crate::head::Linear;
 use crate::layout::ForwardShape;
+use crate::optim::{OptimizerConfig, cpu_clip, cpu_step, state_per_element};
 use crate::rnn::{Hx, Rnn, RnnOutput};
 use crate::tensor::Tensor;
-use crate::train::{InputGrads, OutputGrads, ParamLayout, Tape, Train, next_id};
+use crate::train::{
+    InputGrads, Optimizer, OptimizerState, OutputGrads, ParamLayout, Tape, Train, next_id,
+};
 use crate::weights::{DirectionWeights, RnnWeights};
 
 /// The training API on the CPU: the plain, obviously correct reference every GPU gradient is
@@ -24,6 +27,8 @@ pub struct CpuTrainer {
     grads: Vec<f32>,
     id: u64,
     last: Option<Saved>,
+    /// The total norm the last clipping measured.
+    last_norm: Option<f32>,
 }
 
 /// What the last training forward keeps: its arguments (the reference backward runs the
@@ -52,6 +57,7 @@ impl CpuTrainer {
             layout,
             id: next_id(),
             last: None,
+            last_norm: None,
         })
     }
 
@@ -70,6 +76,7 @@ impl CpuTrainer {
             layout,
             id: next_id(),
             last: None,
+            last_norm: None,
         })
     }
 
@@ -246,5 +253,43 @@ impl Train for CpuTrainer {
 
     fn parameters(&self) -> Result<Vec<(String, Tensor)>> {
         self.layout.named(&self.params)
+    }
+
+    fn optimizer(&self, config: OptimizerConfig) -> Result<Optimizer> {
+        let per = state_per_element(&config);
+        Optimizer::new(
+            config,
+            self.id,
+            OptimizerState::Cpu(vec![0.0; per * self.params.len()]),
+        )
+    }
+
+    fn step(&mut self, optimizer: &mut Optimizer) -> Result<()> {
+        optimizer.check_model(self.id)?;
+        let OptimizerState::Cpu(state) = &mut optimizer.state else {
+            return Err(RnnError::InvalidConfig(
+                "this optimizer's state is on a GPU, not the CPU".into(),
+            ));
+        };
+        optimizer.step += 1;
+        cpu_step(
+            &optimizer.config,
+            optimizer.step,
+            &mut self.params,
+            &self.grads,
+            state,
+        );
+        Ok(())
+    }
+
+    fn clip_grad_norm(&mut self, max_norm: f32) -> Result<()> {
+        self.last_norm = Some(cpu_clip(&mut self.grads, &self.layout.ranges(), max_norm));
+        Ok(())
+    }
+
+    fn last_grad_norm(&self) -> Result<f32> {
+        self.last_norm.ok_or_else(|| {
+            RnnError::InvalidConfig("no clip_grad_norm has measured a norm yet".into())
+        })
     }
 }

@@ -11,6 +11,7 @@ use wgpu::util::DeviceExt;
 use crate::error::{Result, RnnError};
 use crate::gpu::counters::{Counters, ResourceCounts};
 use crate::gpu::kernels::Kernels;
+use crate::gpu::kernels::optim::OptimKernels;
 use crate::gpu::kernels::training::TrainingKernels;
 use crate::gpu::persistent_specs::PersistentSpecs;
 use crate::shaders::WeightPrecision;
@@ -34,6 +35,8 @@ pub(crate) struct ContextInner {
     kernels_f16: std::sync::OnceLock<Kernels>,
     /// The training kernels, compiled for the first trainer.
     training: std::sync::OnceLock<TrainingKernels>,
+    /// The optimizer kernels, compiled for the first optimizer or clipping.
+    optim: std::sync::OnceLock<OptimKernels>,
     lost: Arc<Mutex<Option<String>>>,
     timeout: Mutex<Duration>,
     pub counters: Arc<Counters>,
@@ -178,6 +181,7 @@ impl GpuContext {
                 kernels,
                 kernels_f16: std::sync::OnceLock::new(),
                 training: std::sync::OnceLock::new(),
+                optim: std::sync::OnceLock::new(),
                 lost,
                 timeout: Mutex::new(Duration::from_secs(120)),
                 persistent: Mutex::new(HashMap::new()),
@@ -362,6 +366,17 @@ impl GpuContext {
         let kernels = TrainingKernels::new(&self.inner.device, &self.inner.counters);
         scopes.finish(self, "compiling the training kernels")?;
         Ok(self.inner.training.get_or_init(|| kernels))
+    }
+
+    /// The optimizer kernels, compiled on first use.
+    pub(crate) fn optim_kernels(&self) -> Result<&OptimKernels> {
+        if let Some(kernels) = self.inner.optim.get() {
+            return Ok(kernels);
+        }
+        let scopes = self.error_scopes();
+        let kernels = OptimKernels::new(&self.inner.device, &self.inner.counters);
+        scopes.finish(self, "compiling the optimizer kernels")?;
+        Ok(self.inner.optim.get_or_init(|| kernels))
     }
 
     /// On wgpu's GL backend, serialises this crate's GPU work across threads. GL has one

@@ -15,6 +15,7 @@ mod kernel_tests;
 pub(crate) mod kernels;
 pub(crate) mod model;
 pub(crate) mod model_buffers;
+pub(crate) mod optim;
 pub(crate) mod persistent;
 pub(crate) mod persistent_io;
 pub(crate) mod persistent_specs;

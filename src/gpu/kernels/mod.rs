@@ -8,6 +8,7 @@
 //! owns them.
 
 mod gated_step;
+pub(crate) mod optim;
 mod projection;
 mod step;
 pub(crate) mod training;

@@ -14,12 +14,16 @@ use crate::config::RnnConfig;
 use crate::error::{Result, RnnError};
 use crate::gpu::context::GpuContext;
 use crate::gpu::engine::Recurrence;
+use crate::gpu::optim::{GpuClip, GpuOptimizerState};
 use crate::gpu::scheduler::map_and_read;
 use crate::head::Linear;
 use crate::layout::ForwardShape;
+use crate::optim::OptimizerConfig;
 use crate::rnn::{Hx, RnnOutput};
 use crate::tensor::Tensor;
-use crate::train::{InputGrads, OutputGrads, ParamLayout, Tape, Train, next_id};
+use crate::train::{
+    InputGrads, Optimizer, OptimizerState, OutputGrads, ParamLayout, Tape, Train, next_id,
+};
 use crate::weights::{DirectionWeights, RnnWeights};
 use sequence::{SequencePlan, SequenceShape};
 use workspace::{Regions, TrainWorkspace};
@@ -48,6 +52,9 @@ pub struct GpuTrainer {
     sequences: HashMap<(usize, usize), SequencePlan>,
     budget: Option<u64>,
     recurrence: Recurrence,
+    /// Clipping's buffers, made by the first `clip_grad_norm`.
+    clip: Option<GpuClip>,
+    clipped: bool,
     id: u64,
     last: Option<LastForward>,
 }
@@ -150,6 +157,8 @@ impl GpuTrainer {
             sequences: HashMap::new(),
             budget: None,
             recurrence: Recurrence::Auto,
+            clip: None,
+            clipped: false,
             id: next_id(),
             last: None,
         })
@@ -558,5 +567,96 @@ impl Train for GpuTrainer {
 
     fn parameters(&self) -> Result<Vec<(String, Tensor)>> {
         self.layout.named(&self.read_params()?)
+    }
+
+    fn optimizer(&self, config: OptimizerConfig) -> Result<Optimizer> {
+        config.validate()?;
+        let _gl = self.ctx.gl_guard();
+        let state = GpuOptimizerState::new(
+            &self.ctx,
+            &self.params,
+            &self.grads,
+            self.layout.len,
+            &config,
+        )?;
+        Optimizer::new(config, self.id, OptimizerState::Gpu(state))
+    }
+
+    fn step(&mut self, optimizer: &mut Optimizer) -> Result<()> {
+        optimizer.check_model(self.id)?;
+        let OptimizerState::Gpu(state) = &optimizer.state else {
+            return Err(RnnError::InvalidConfig(
+                "this optimizer's state is on the CPU, not this GPU".into(),
+            ));
+        };
+        let _gl = self.ctx.gl_guard();
+        let scopes = self.ctx.error_scopes();
+        let mut encoder = self
+            .ctx
+            .device()
+            .create_command_encoder(&Default::default());
+        state.record_step(
+            &self.ctx,
+            &mut encoder,
+            &optimizer.config,
+            optimizer.step + 1,
+        )?;
+        self.ctx.queue().submit([encoder.finish()]);
+        scopes.finish(&self.ctx, "the optimizer step")?;
+        optimizer.step += 1;
+        Ok(())
+    }
+
+    fn clip_grad_norm(&mut self, max_norm: f32) -> Result<()> {
+        let _gl = self.ctx.gl_guard();
+        if self.clip.is_none() {
+            let ranges = self.layout.ranges();
+            let clip = GpuClip::new(
+                &self.ctx,
+                &self.params,
+                &self.grads,
+                self.layout.len,
+                &ranges,
+            )?;
+            self.clip = Some(clip);
+        }
+        let clip = self.clip.as_ref().expect("made above");
+        let scopes = self.ctx.error_scopes();
+        let mut encoder = self
+            .ctx
+            .device()
+            .create_command_encoder(&Default::default());
+        clip.record(&self.ctx, &mut encoder, max_norm)?;
+        self.ctx.queue().submit([encoder.finish()]);
+        scopes.finish(&self.ctx, "clipping the gradients")?;
+        self.clipped = true;
+        Ok(())
+    }
+
+    fn last_grad_norm(&self) -> Result<f32> {
+        let clip = match (&self.clip, self.clipped) {
+            (Some(clip), true) => clip,
+            _ => {
+                return Err(RnnError::InvalidConfig(
+                    "no clip_grad_norm has measured a norm yet".into(),
+                ));
+            }
+        };
+        let _gl = self.ctx.gl_guard();
+        let scopes = self.ctx.error_scopes();
+        let encoder = self
+            .ctx
+            .device()
+            .create_command_encoder(&Default::default());
+        let parts = submit_and_read(
+            &self.ctx,
+            encoder,
+            clip.scratch(),
+            &self.param_staging,
+            &[(clip.total_at(), 1)],
+            "reading the gradient norm",
+            scopes,
+        )?;
+        Ok(parts[0][0])
     }
 }

@@ -65,7 +65,7 @@ impl SequenceShape<'_> {
     /// from). Bidirectional models cannot be chunked (the reverse direction starts at the end).
     pub fn chunk(&self, ctx: &GpuContext) -> Result<usize> {
         let limits = ctx.limits();
-        let binding = u64::from(limits.max_storage_buffer_binding_size).min(limits.max_buffer_size);
+        let binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
         let (limit, allowed) = match self.budget {
             Some(budget) if budget < binding => (Limit::WorkspaceBudget, budget),
             _ => (Limit::StorageBinding, binding),

@@ -150,7 +150,7 @@ fn check_binding(ctx: &GpuContext, what: &str, elements: usize) -> Result<()> {
     let limits = ctx.limits();
     let bytes = (elements as u64).saturating_mul(4);
     let (limit, allowed) = {
-        let binding = u64::from(limits.max_storage_buffer_binding_size);
+        let binding = limits.max_storage_buffer_binding_size;
         if binding <= limits.max_buffer_size {
             (Limit::StorageBinding, binding)
         } else {

@@ -1,0 +1,128 @@
+// Optimizer steps and gradient clipping over a model's flat parameter vector, as torch.optim
+// and torch.nn.utils.clip_grad_norm_ compute them (formulas and their order of operations:
+// the CPU reference in src/optim.rs). One invocation per element for the updates; clipping
+// sums each tensor's squares in one workgroup, in a fixed order (results are bit-identical
+// run to run), then one invocation forms the total norm and the scale.
+
+struct Optim {
+    len: u32,
+    kind: u32,        // 0 SGD, 1 Adam
+    flags: u32,       // NESTEROV | DECOUPLED | FIRST_STEP | MOMENTUM
+    slots: u32,       // tensors in the slot table (clipping)
+    lr: f32,
+    momentum: f32,
+    dampening: f32,
+    weight_decay: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    step_size: f32,   // Adam: lr / (1 − β1^t), computed on the host in f64
+    bc2_sqrt: f32,    // Adam: sqrt(1 − β2^t)
+    max_norm: f32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+const NESTEROV: u32 = 1u;
+const DECOUPLED: u32 = 2u;
+const FIRST_STEP: u32 = 4u;
+const MOMENTUM: u32 = 8u;
+
+@group(0) @binding(0) var<uniform> o: Optim;
+@group(0) @binding(1) var<storage, read_write> params: array<f32>;
+@group(0) @binding(2) var<storage, read_write> grads: array<f32>;
+// SGD: the momentum buffer (len); Adam: m (len) then v (len).
+@group(0) @binding(3) var<storage, read_write> state: array<f32>;
+// Clipping: the slot table (offset, length as u32 bit patterns, per tensor), then each
+// tensor's norm, then the total norm and the scale.
+@group(0) @binding(4) var<storage, read_write> scratch: array<f32>;
+
+fn element(wg: vec3<u32>, lane: u32) -> u32 {
+    return (wg.y * 65535u + wg.x) * 64u + lane;
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let i = element(wg, lane);
+    if i >= o.len {
+        return;
+    }
+    var p = params[i];
+    var g = grads[i];
+    if o.kind == 0u {
+        if o.weight_decay != 0.0 {
+            g += o.weight_decay * p;
+        }
+        if (o.flags & MOMENTUM) != 0u {
+            var b = g;
+            if (o.flags & FIRST_STEP) == 0u {
+                b = o.momentum * state[i] + (1.0 - o.dampening) * g;
+            }
+            state[i] = b;
+            g = select(b, g + o.momentum * b, (o.flags & NESTEROV) != 0u);
+        }
+        p += -o.lr * g;
+    } else {
+        if (o.flags & DECOUPLED) != 0u {
+            p *= 1.0 - o.lr * o.weight_decay;
+        } else if o.weight_decay != 0.0 {
+            g += o.weight_decay * p;
+        }
+        var m = state[i];
+        m += (1.0 - o.beta1) * (g - m);
+        let v = state[o.len + i] * o.beta2 + (1.0 - o.beta2) * g * g;
+        state[i] = m;
+        state[o.len + i] = v;
+        let denom = sqrt(v) / o.bc2_sqrt + o.eps;
+        p += -o.step_size * (m / denom);
+    }
+    params[i] = p;
+}
+
+var<workgroup> partial: array<f32, 64>;
+
+// Workgroup s: the norm of tensor s (64 strided partial sums, then a fixed tree).
+@compute @workgroup_size(64, 1, 1)
+fn tensor_norms(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let s = wg.x;
+    let at = bitcast<u32>(scratch[2u * s]);
+    let len = bitcast<u32>(scratch[2u * s + 1u]);
+    var sum = 0.0;
+    for (var i = lane; i < len; i += 64u) {
+        let g = grads[at + i];
+        sum += g * g;
+    }
+    partial[lane] = sum;
+    workgroupBarrier();
+    for (var half = 32u; half > 0u; half >>= 1u) {
+        if lane < half {
+            partial[lane] += partial[lane + half];
+        }
+        workgroupBarrier();
+    }
+    if lane == 0u {
+        scratch[2u * o.slots + s] = sqrt(partial[0]);
+    }
+}
+
+// The total norm (of the tensors' norms) and the scale min(max_norm / (total + 1e-6), 1).
+@compute @workgroup_size(1, 1, 1)
+fn total_norm() {
+    var sum = 0.0;
+    for (var s = 0u; s < o.slots; s++) {
+        let n = scratch[2u * o.slots + s];
+        sum += n * n;
+    }
+    let total = sqrt(sum);
+    scratch[3u * o.slots] = total;
+    scratch[3u * o.slots + 1u] = min(o.max_norm / (total + 1e-6), 1.0);
+}
+
+// Every gradient times the scale (always, even when it is 1, as PyTorch does).
+@compute @workgroup_size(64, 1, 1)
+fn scale(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let i = element(wg, lane);
+    if i < o.len {
+        grads[i] *= scratch[3u * o.slots + 1u];
+    }
+}

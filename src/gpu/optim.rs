@@ -1,0 +1,245 @@
+//! Optimizer steps and gradient clipping on the GPU (`shaders/optim.wgsl`) over a model's
+//! parameter and gradient buffers: the state an optimizer keeps there, and the dispatches.
+//! The formulas and their CPU reference are in `crate::optim`.
+
+use crate::error::Result;
+use crate::gpu::context::GpuContext;
+use crate::gpu::kernels::optim::OptimParams;
+use crate::optim::{OptimizerConfig, adam_corrections};
+
+/// Elements of one tensor's share of the clipping norm a workgroup sums: 64 invocations stay
+/// within llvmpipe's 65,535 loop iterations. Larger tensors count as several (the sum of
+/// their squares is the same).
+const NORM_SLICE: usize = 64 * 32_768;
+
+/// An optimizer's state on the GPU: its uniform, SGD's momentum or Adam's moments, and the
+/// bind group over them and the model's buffers.
+pub(crate) struct GpuOptimizerState {
+    uniform: wgpu::Buffer,
+    bind_group: wgpu::BindGroup,
+    len: usize,
+    _state: wgpu::Buffer,
+    _scratch: wgpu::Buffer,
+}
+
+impl std::fmt::Debug for GpuOptimizerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuOptimizerState")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Clipping's resources for one model: its uniform, the scratch holding the tensors' table,
+/// their norms, the total and the scale.
+pub(crate) struct GpuClip {
+    uniform: wgpu::Buffer,
+    scratch: wgpu::Buffer,
+    bind_group: wgpu::BindGroup,
+    slots: usize,
+    len: usize,
+    _state: wgpu::Buffer,
+}
+
+fn storage(ctx: &GpuContext, label: &str, data: &[f32]) -> wgpu::Buffer {
+    let data = if data.is_empty() { &[0.0][..] } else { data };
+    ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some(label),
+        contents: bytemuck::cast_slice(data),
+        usage: wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST,
+    })
+}
+
+fn bind(ctx: &GpuContext, label: &str, buffers: [&wgpu::Buffer; 5]) -> Result<wgpu::BindGroup> {
+    let kernels = ctx.optim_kernels()?;
+    ctx.counters()
+        .bind_groups
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let entries: Vec<_> = buffers
+        .iter()
+        .enumerate()
+        .map(|(i, b)| wgpu::BindGroupEntry {
+            binding: i as u32,
+            resource: b.as_entire_binding(),
+        })
+        .collect();
+    Ok(ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some(label),
+        layout: &kernels.layout,
+        entries: &entries,
+    }))
+}
+
+fn uniform(ctx: &GpuContext) -> wgpu::Buffer {
+    ctx.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("optimizer step"),
+        size: std::mem::size_of::<OptimParams>() as u64,
+        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    })
+}
+
+/// Workgroups of 64 elements for `len` elements, as (x, y) within the per-dimension limit.
+fn element_groups(len: usize) -> (u32, u32) {
+    let groups = len.div_ceil(64).max(1) as u32;
+    (groups.min(65_535), groups.div_ceil(65_535))
+}
+
+impl GpuOptimizerState {
+    /// Zeroed state for `len` parameters under `config`.
+    pub fn new(
+        ctx: &GpuContext,
+        params: &wgpu::Buffer,
+        grads: &wgpu::Buffer,
+        len: usize,
+        config: &OptimizerConfig,
+    ) -> Result<Self> {
+        let scopes = ctx.error_scopes();
+        let per = crate::optim::state_per_element(config);
+        let state = storage(ctx, "optimizer state", &vec![0.0; per * len]);
+        let scratch = storage(ctx, "optimizer scratch", &[0.0; 4]);
+        let uniform = uniform(ctx);
+        let bind_group = bind(
+            ctx,
+            "optimizer",
+            [&uniform, params, grads, &state, &scratch],
+        )?;
+        scopes.finish(ctx, "making an optimizer's state")?;
+        Ok(GpuOptimizerState {
+            uniform,
+            bind_group,
+            len,
+            _state: state,
+            _scratch: scratch,
+        })
+    }
+
+    /// Records step `step` (1 for the first) of `config`.
+    pub fn record_step(
+        &self,
+        ctx: &GpuContext,
+        encoder: &mut wgpu::CommandEncoder,
+        config: &OptimizerConfig,
+        step: u64,
+    ) -> Result<()> {
+        let mut o = OptimParams {
+            len: self.len as u32,
+            ..OptimParams::default()
+        };
+        if step == 1 {
+            o.flags |= OptimParams::FIRST_STEP;
+        }
+        match *config {
+            OptimizerConfig::Sgd(s) => {
+                o.kind = 0;
+                o.lr = s.lr;
+                o.momentum = s.momentum;
+                o.dampening = s.dampening;
+                o.weight_decay = s.weight_decay;
+                if s.momentum != 0.0 {
+                    o.flags |= OptimParams::MOMENTUM;
+                }
+                if s.nesterov {
+                    o.flags |= OptimParams::NESTEROV;
+                }
+            }
+            OptimizerConfig::Adam(a) => {
+                o.kind = 1;
+                o.lr = a.lr;
+                o.beta1 = a.betas.0;
+                o.beta2 = a.betas.1;
+                o.eps = a.eps;
+                o.weight_decay = a.weight_decay;
+                if a.decoupled_weight_decay {
+                    o.flags |= OptimParams::DECOUPLED;
+                }
+                (o.step_size, o.bc2_sqrt) = adam_corrections(&a, step);
+            }
+        }
+        ctx.queue()
+            .write_buffer(&self.uniform, 0, bytemuck::bytes_of(&o));
+        let kernels = ctx.optim_kernels()?;
+        let mut pass = encoder.begin_compute_pass(&Default::default());
+        pass.set_pipeline(&kernels.update);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        let (x, y) = element_groups(self.len);
+        pass.dispatch_workgroups(x, y, 1);
+        Ok(())
+    }
+}
+
+impl GpuClip {
+    /// Clipping over the tensors `slots` ((offset, length) in the flat vectors) of `len`
+    /// parameters.
+    pub fn new(
+        ctx: &GpuContext,
+        params: &wgpu::Buffer,
+        grads: &wgpu::Buffer,
+        len: usize,
+        slots: &[(usize, usize)],
+    ) -> Result<Self> {
+        let scopes = ctx.error_scopes();
+        let mut table = Vec::new();
+        for &(at, n) in slots {
+            for start in (0..n).step_by(NORM_SLICE) {
+                table.push((at + start) as u32);
+                table.push(n.min(start + NORM_SLICE).saturating_sub(start) as u32);
+            }
+        }
+        let slots = table.len() / 2;
+        let mut scratch: Vec<f32> = table.iter().map(|&v| f32::from_bits(v)).collect();
+        scratch.resize(3 * slots + 2, 0.0);
+        let scratch = storage(ctx, "clipping scratch", &scratch);
+        let state = storage(ctx, "clipping (no state)", &[0.0; 4]);
+        let uniform = uniform(ctx);
+        let bind_group = bind(ctx, "clipping", [&uniform, params, grads, &state, &scratch])?;
+        scopes.finish(ctx, "making the clipping's buffers")?;
+        Ok(GpuClip {
+            uniform,
+            scratch,
+            bind_group,
+            slots,
+            len,
+            _state: state,
+        })
+    }
+
+    /// Records `clip_grad_norm_(max_norm)`.
+    pub fn record(
+        &self,
+        ctx: &GpuContext,
+        encoder: &mut wgpu::CommandEncoder,
+        max_norm: f32,
+    ) -> Result<()> {
+        let o = OptimParams {
+            len: self.len as u32,
+            slots: self.slots as u32,
+            max_norm,
+            ..OptimParams::default()
+        };
+        ctx.queue()
+            .write_buffer(&self.uniform, 0, bytemuck::bytes_of(&o));
+        let kernels = ctx.optim_kernels()?;
+        let mut pass = encoder.begin_compute_pass(&Default::default());
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.set_pipeline(&kernels.tensor_norms);
+        pass.dispatch_workgroups(self.slots as u32, 1, 1);
+        pass.set_pipeline(&kernels.total_norm);
+        pass.dispatch_workgroups(1, 1, 1);
+        pass.set_pipeline(&kernels.scale);
+        let (x, y) = element_groups(self.len);
+        pass.dispatch_workgroups(x, y, 1);
+        Ok(())
+    }
+
+    /// Where the last total norm lies in `scratch()`, in elements.
+    pub fn total_at(&self) -> usize {
+        3 * self.slots
+    }
+
+    pub fn scratch(&self) -> &wgpu::Buffer {
+        &self.scratch
+    }
+}

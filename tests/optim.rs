@@ -1,0 +1,229 @@
+//! Optimizers and clipping against `torch.optim` and `clip_grad_norm_`: every `optim`
+//! fixture (tests/fixtures/torch_train/optim, README beside them) replayed on the CPU and the
+//! GPU, parameters after each step within 1e-6; the trainers' optimizer API (state on the
+//! model's device, refusing another model's optimizer, clipping the model's gradients) against
+//! the CPU trainer.
+
+mod support;
+
+use wgpu_rnn::reference_case::ReferenceCase;
+use wgpu_rnn::testing::{gpu, replay_optimizer};
+use wgpu_rnn::{
+    Adam, CpuTrainer, GpuTrainer, OptimizerConfig, OutputGrads, RnnConfig, RnnError, RnnMode,
+    RnnWeights, Sgd, Tensor, Train,
+};
+
+/// The fixture's optimizer, from its metadata (PyTorch's defaults for what it does not name).
+fn optimizer_of(case: &ReferenceCase) -> OptimizerConfig {
+    let meta: serde_json::Value = serde_json::from_str(case.meta("optimizer").unwrap()).unwrap();
+    let num = |key: &str, default: f32| {
+        meta.get(key)
+            .and_then(|v| v.as_f64())
+            .map_or(default, |v| v as f32)
+    };
+    match meta["type"].as_str().unwrap() {
+        "sgd" => Sgd {
+            lr: num("lr", 1e-3),
+            momentum: num("momentum", 0.0),
+            dampening: num("dampening", 0.0),
+            weight_decay: num("weight_decay", 0.0),
+            nesterov: meta
+                .get("nesterov")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false),
+        }
+        .into(),
+        kind @ ("adam" | "adamw") => {
+            let base = if kind == "adam" {
+                Adam::new(1e-3)
+            } else {
+                Adam::adamw(1e-3)
+            };
+            let betas = meta
+                .get("betas")
+                .and_then(|b| b.as_array())
+                .map_or(base.betas, |b| {
+                    (b[0].as_f64().unwrap() as f32, b[1].as_f64().unwrap() as f32)
+                });
+            Adam {
+                lr: num("lr", base.lr),
+                betas,
+                eps: num("eps", base.eps),
+                weight_decay: num("weight_decay", base.weight_decay),
+                ..base
+            }
+            .into()
+        }
+        other => panic!("unknown optimizer {other}"),
+    }
+}
+
+fn replay(case: &ReferenceCase, ctx: Option<&wgpu_rnn::GpuContext>) -> f64 {
+    let names = ["a", "b", "c"];
+    let steps: usize = case.meta("steps").unwrap().parse().unwrap();
+    let clip = case
+        .meta("clip_grad_norm")
+        .and_then(|c| c.parse::<f32>().ok());
+    let tensors = |prefix: String| -> Vec<Tensor> {
+        names
+            .iter()
+            .map(|n| case.tensor(&format!("{prefix}.{n}")).unwrap())
+            .collect()
+    };
+    let grads: Vec<Vec<Tensor>> = (0..steps).map(|s| tensors(format!("grad{s}"))).collect();
+    let (after, norms) =
+        replay_optimizer(ctx, &tensors("p0".into()), &grads, optimizer_of(case), clip).unwrap();
+    let mut worst = 0.0f64;
+    for (s, got) in after.iter().enumerate() {
+        for (g, w) in got.iter().zip(tensors(format!("p{}", s + 1))) {
+            for (&a, &b) in g.data().iter().zip(w.data()) {
+                worst = worst.max((f64::from(a) - f64::from(b)).abs());
+            }
+        }
+    }
+    if clip.is_some() {
+        let want = case.tensor("total_norm").unwrap();
+        for (&a, &b) in norms.iter().zip(want.data()) {
+            assert!(
+                (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                "total norm {a} vs {b}"
+            );
+        }
+        assert_eq!(norms.len(), steps);
+    }
+    worst
+}
+
+#[test]
+fn torch_optim_fixtures() {
+    let cases = support::cases_in("tests/fixtures/torch_train/optim");
+    assert_eq!(cases.len(), 7, "the 7 optimizer fixtures");
+    let ctx = gpu("torch_optim_fixtures");
+    for (name, case) in &cases {
+        let cpu = replay(case, None);
+        eprintln!("{name}: CPU worst {cpu:.2e}");
+        assert!(cpu <= 1e-6, "{name}: CPU parameters differ by {cpu:.3e}");
+        if let Some(ctx) = &ctx {
+            let gpu = replay(case, Some(ctx));
+            eprintln!("{name}: GPU worst {gpu:.2e}");
+            assert!(gpu <= 1e-6, "{name}: GPU parameters differ by {gpu:.3e}");
+        }
+    }
+}
+
+/// A few training iterations (clip, step, zero_grad) on both trainers give the same
+/// parameters; the optimizer's state lives with its model.
+fn trainers_step_alike(mode: RnnMode) {
+    let Some(ctx) = gpu("trainers_step_alike") else {
+        return;
+    };
+    let config = RnnConfig {
+        num_layers: 2,
+        ..RnnConfig::new(mode, 3, 8)
+    };
+    let weights = RnnWeights::init(&config, 5).unwrap();
+    let mut cpu = CpuTrainer::new(config.clone(), &weights).unwrap();
+    let mut gpu_model = GpuTrainer::new(&ctx, config.clone(), &weights).unwrap();
+    let input = support::Rng(2).tensor(&[6, 2, 3]);
+    let d_out = support::Rng(3).tensor(&[6, 2, 8]);
+    for config in [
+        OptimizerConfig::from(Adam::adamw(0.01)),
+        Sgd {
+            momentum: 0.9,
+            nesterov: true,
+            ..Sgd::new(0.1)
+        }
+        .into(),
+    ] {
+        let mut cpu_opt = cpu.optimizer(config).unwrap();
+        let mut gpu_opt = gpu_model.optimizer(config).unwrap();
+        for _ in 0..3 {
+            for model in [&mut cpu as &mut dyn TrainDyn, &mut gpu_model] {
+                model.iteration(&input, &d_out);
+            }
+            cpu.clip_grad_norm(0.5).unwrap();
+            gpu_model.clip_grad_norm(0.5).unwrap();
+            let (a, b) = (
+                cpu.last_grad_norm().unwrap(),
+                gpu_model.last_grad_norm().unwrap(),
+            );
+            assert!((a - b).abs() <= 1e-4 * a.max(1.0), "norms {a} vs {b}");
+            cpu.step(&mut cpu_opt).unwrap();
+            gpu_model.step(&mut gpu_opt).unwrap();
+            cpu.zero_grad().unwrap();
+            gpu_model.zero_grad().unwrap();
+        }
+        for ((name, a), (_, b)) in cpu
+            .parameters()
+            .unwrap()
+            .iter()
+            .zip(&gpu_model.parameters().unwrap())
+        {
+            for (&x, &y) in a.data().iter().zip(b.data()) {
+                assert!((x - y).abs() <= 1e-4, "{name}: {x} vs {y}");
+            }
+        }
+        // An optimizer belongs to its model.
+        assert!(matches!(
+            cpu.step(&mut gpu_opt),
+            Err(RnnError::InvalidConfig(_))
+        ));
+    }
+}
+
+/// One forward and backward, whatever the trainer.
+trait TrainDyn {
+    fn iteration(&mut self, input: &Tensor, d_out: &Tensor);
+}
+
+impl<T: Train> TrainDyn for T {
+    fn iteration(&mut self, input: &Tensor, d_out: &Tensor) {
+        let (_, tape) = self.forward_train(input, None, None).unwrap();
+        self.backward(tape, OutputGrads::output(d_out)).unwrap();
+    }
+}
+
+#[test]
+fn trainers_step_alike_rnn() {
+    trainers_step_alike(RnnMode::Rnn(wgpu_rnn::Nonlinearity::Tanh));
+}
+
+#[test]
+fn trainers_step_alike_lstm() {
+    trainers_step_alike(RnnMode::Lstm);
+}
+
+#[test]
+fn trainers_step_alike_gru() {
+    trainers_step_alike(RnnMode::Gru);
+}
+
+#[test]
+fn optimizer_settings_are_checked() {
+    let config = RnnConfig::rnn(2, 3);
+    let model = CpuTrainer::new(config.clone(), &RnnWeights::init(&config, 0).unwrap()).unwrap();
+    for bad in [
+        OptimizerConfig::from(Sgd::new(-1.0)),
+        Sgd {
+            nesterov: true,
+            ..Sgd::new(0.1)
+        }
+        .into(),
+        Adam {
+            betas: (1.0, 0.9),
+            ..Adam::new(0.1)
+        }
+        .into(),
+        Adam {
+            eps: f32::NAN,
+            ..Adam::new(0.1)
+        }
+        .into(),
+    ] {
+        assert!(
+            matches!(model.optimizer(bad), Err(RnnError::InvalidConfig(_))),
+            "{bad:?}"
+        );
+    }
+    assert!(model.last_grad_norm().is_err());
+}
