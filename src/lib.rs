@@ -82,6 +82,7 @@ mod error;
 mod gpu;
 mod head;
 mod layout;
+mod loss;
 mod optim;
 mod precision;
 pub mod reference_case;
@@ -107,11 +108,12 @@ pub use gpu::model::GpuRnn;
 pub use gpu::stream::{RnnStream, StreamOptions};
 pub use gpu::training::GpuTrainer;
 pub use head::Linear;
+pub use loss::{Loss, Reduction, Target};
 pub use optim::{Adam, OptimizerConfig, Sgd};
 pub use precision::WeightPrecision;
 pub use rnn::{Hx, Rnn, RnnOutput};
 pub use tensor::Tensor;
-pub use train::{InputGrads, Optimizer, OutputGrads, Tape, Train};
+pub use train::{InitialState, InputGrads, Optimizer, OutputGrads, Tape, Train};
 pub use weights::{DirectionWeights, RnnWeights};
 
 /// The README's examples compile as doctests.

@@ -117,25 +117,39 @@ impl ReferenceCase {
 
     /// The int32 `lengths` tensor of a variable-length (`*_packed`) case, if the file has one.
     pub fn lengths(&self) -> Result<Option<Vec<usize>>> {
-        let file = parse(&self.bytes)?;
-        let Ok(view) = file.tensor("lengths") else {
+        if !self.has("lengths") {
             return Ok(None);
-        };
+        }
+        self.indices("lengths").map(|(values, _)| Some(values))
+    }
+
+    /// An int32 tensor of non-negative values (lengths, tokens, labels) and its shape.
+    pub fn indices(&self, name: &str) -> Result<(Vec<usize>, Vec<usize>)> {
+        let file = parse(&self.bytes)?;
+        let view = file
+            .tensor(name)
+            .map_err(|_| RnnError::weights(name, "is missing".to_string()))?;
         if view.dtype() != safetensors::Dtype::I32 {
             return Err(RnnError::weights(
-                "lengths",
+                name,
                 format!("has dtype {:?}, expected I32", view.dtype()),
             ));
         }
-        view.data()
+        let values = view
+            .data()
             .chunks_exact(4)
             .map(|b| {
                 let value = i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
                 usize::try_from(value)
-                    .map_err(|_| RnnError::weights("lengths", format!("holds {value}")))
+                    .map_err(|_| RnnError::weights(name, format!("holds {value}")))
             })
-            .collect::<Result<Vec<_>>>()
-            .map(Some)
+            .collect::<Result<Vec<_>>>()?;
+        Ok((values, view.shape().to_vec()))
+    }
+
+    /// The file's bytes (to load parameters under a prefix, as `init.rnn.`).
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
     }
 
     /// The `nn.RNNCell` configuration of a `kind = "rnn_cell"` case.

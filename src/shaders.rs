@@ -53,6 +53,9 @@ pub(crate) const TRAIN_STEP: &str = include_str!("../shaders/train_step.wgsl");
 /// (A, B, C) buffers by `gpu::kernels::training`.
 pub(crate) const TRAIN_GEMM: &str = include_str!("../shaders/train_gemm.wgsl");
 
+/// `shaders/loss.wgsl`: MSE and cross-entropy losses and their gradients.
+pub(crate) const LOSS: &str = include_str!("../shaders/loss.wgsl");
+
 /// `shaders/optim.wgsl`: optimizer steps and gradient clipping.
 pub(crate) const OPTIM: &str = include_str!("../shaders/optim.wgsl");
 

@@ -190,6 +190,8 @@ fn all_sources() -> Vec<(String, String)> {
             crate::gpu::block_loop::wavefront_wgsl(),
         ),
         ("gated_step".into(), fixed(GATED_STEP)),
+        ("optim".into(), fixed(crate::shaders::OPTIM)),
+        ("loss".into(), fixed(crate::shaders::LOSS)),
         (
             "gated_block".into(),
             crate::gpu::block_loop::gated_wgsl(None, 4),

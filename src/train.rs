@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::config::RnnConfig;
 use crate::error::{Result, RnnError};
+use crate::loss::{Loss, Target};
 use crate::optim::OptimizerConfig;
 use crate::rnn::{Hx, RnnOutput};
 use crate::tensor::Tensor;
@@ -31,6 +32,20 @@ impl<'a> OutputGrads<'a> {
             d_c_n: None,
         }
     }
+}
+
+/// Where a training forward starts from.
+#[derive(Clone, Copy, Debug, Default)]
+pub enum InitialState<'a> {
+    /// Zeros.
+    #[default]
+    Zeros,
+    /// The given h0 (and c0).
+    Given(Hx<'a>),
+    /// The final state of this model's previous training forward, detached (`h = h.detach()`
+    /// between iterations, as truncated BPTT does): the next backward's gradients stop at it.
+    /// Zeros before the first forward; the batch size must stay the same.
+    Carried,
 }
 
 /// What a backward pass returns: the gradients of the forward's inputs. (The parameters'
@@ -131,6 +146,25 @@ pub trait Train {
 
     /// Every parameter, read back, named and ordered as [`gradients`](Self::gradients).
     fn parameters(&self) -> Result<Vec<(String, Tensor)>>;
+
+    /// The training forward of [`forward_train`](Self::forward_train), leaving the output and
+    /// the final state on the model's device (nothing is read back): the forward of a training
+    /// loop whose loss is computed there too ([`backward_loss`](Self::backward_loss)).
+    fn forward_on_device(
+        &mut self,
+        input: &Tensor,
+        lengths: Option<&[usize]>,
+        state: InitialState<'_>,
+    ) -> Result<Tape>;
+
+    /// `loss(output, target).backward()`: computes `loss` on the output of the forward `tape`
+    /// recorded, on the model's device, and backpropagates its gradient (only the output
+    /// reaches the loss). Adds to the parameters' gradients; nothing is read back
+    /// ([`last_loss`](Self::last_loss) reads the loss).
+    fn backward_loss(&mut self, tape: Tape, loss: Loss, target: Target<'_>) -> Result<()>;
+
+    /// The value of the last [`backward_loss`](Self::backward_loss)'s loss, read back.
+    fn last_loss(&self) -> Result<f32>;
 
     /// An optimizer over every parameter of this model (`torch.optim.Adam(model.parameters(),
     /// ...)`), its state zero and on the model's device.

@@ -9,11 +9,13 @@ use crate::error::{Result, RnnError};
 use crate::gpu::training::check_output_grads;
 use crate::head::Linear;
 use crate::layout::ForwardShape;
+use crate::loss::{Loss, Target, check_target, cpu_loss};
 use crate::optim::{OptimizerConfig, cpu_clip, cpu_step, state_per_element};
 use crate::rnn::{Hx, Rnn, RnnOutput};
 use crate::tensor::Tensor;
 use crate::train::{
-    InputGrads, Optimizer, OptimizerState, OutputGrads, ParamLayout, Tape, Train, next_id,
+    InitialState, InputGrads, Optimizer, OptimizerState, OutputGrads, ParamLayout, Tape, Train,
+    next_id,
 };
 use crate::weights::{DirectionWeights, RnnWeights};
 
@@ -29,6 +31,9 @@ pub struct CpuTrainer {
     last: Option<Saved>,
     /// The total norm the last clipping measured.
     last_norm: Option<f32>,
+    /// The last forward's output and final state (for `InitialState::Carried`).
+    last_output: Option<RnnOutput>,
+    last_loss: Option<f32>,
 }
 
 /// What the last training forward keeps: its arguments (the reference backward runs the
@@ -58,6 +63,8 @@ impl CpuTrainer {
             id: next_id(),
             last: None,
             last_norm: None,
+            last_output: None,
+            last_loss: None,
         })
     }
 
@@ -77,6 +84,8 @@ impl CpuTrainer {
             id: next_id(),
             last: None,
             last_norm: None,
+            last_output: None,
+            last_loss: None,
         })
     }
 
@@ -144,6 +153,11 @@ impl Train for CpuTrainer {
             Some(head) => apply_head(head, &out.output)?,
             None => out.output.clone(),
         };
+        self.last_output = Some(RnnOutput {
+            output: output.clone(),
+            h_n: out.h_n.clone(),
+            c_n: out.c_n.clone(),
+        });
         let id = next_id();
         self.last = Some(Saved {
             id,
@@ -239,6 +253,54 @@ impl Train for CpuTrainer {
             d_input: g.d_input,
             d_h0: g.d_h0,
             d_c0: g.d_c0,
+        })
+    }
+
+    fn forward_on_device(
+        &mut self,
+        input: &Tensor,
+        lengths: Option<&[usize]>,
+        state: InitialState<'_>,
+    ) -> Result<Tape> {
+        let carried = match state {
+            InitialState::Carried => self
+                .last_output
+                .as_ref()
+                .map(|o| (o.h_n.clone(), o.c_n.clone())),
+            _ => None,
+        };
+        let hx = match (&state, &carried) {
+            (InitialState::Given(hx), _) => Some(*hx),
+            // A batch of another size is refused by the shape check, as an h0 would be.
+            (InitialState::Carried, Some((h, c))) => Some(Hx {
+                h0: h,
+                c0: c.as_ref(),
+            }),
+            _ => None,
+        };
+        Ok(self.forward_train(input, lengths, hx)?.1)
+    }
+
+    fn backward_loss(&mut self, tape: Tape, loss: Loss, target: Target<'_>) -> Result<()> {
+        tape.check(self.id, self.last.as_ref().map(|s| s.id))?;
+        let output = &self
+            .last_output
+            .as_ref()
+            .ok_or_else(|| RnnError::Tape("the model holds no training forward".into()))?
+            .output;
+        let features = *output.shape().last().expect("outputs have features");
+        let rows = output.data().len() / features;
+        let target = check_target(loss, target, output.shape(), rows, features)?;
+        let (value, grad) = cpu_loss(loss, output.data(), &target, rows, features);
+        let grad = Tensor::new(grad, output.shape())?;
+        self.backward(tape, OutputGrads::output(&grad))?;
+        self.last_loss = Some(value);
+        Ok(())
+    }
+
+    fn last_loss(&self) -> Result<f32> {
+        self.last_loss.ok_or_else(|| {
+            RnnError::InvalidConfig("no backward_loss has computed a loss yet".into())
         })
     }
 

@@ -11,6 +11,7 @@ use wgpu::util::DeviceExt;
 use crate::error::{Result, RnnError};
 use crate::gpu::counters::{Counters, ResourceCounts};
 use crate::gpu::kernels::Kernels;
+use crate::gpu::kernels::loss::LossKernels;
 use crate::gpu::kernels::optim::OptimKernels;
 use crate::gpu::kernels::training::TrainingKernels;
 use crate::gpu::persistent_specs::PersistentSpecs;
@@ -37,6 +38,8 @@ pub(crate) struct ContextInner {
     training: std::sync::OnceLock<TrainingKernels>,
     /// The optimizer kernels, compiled for the first optimizer or clipping.
     optim: std::sync::OnceLock<OptimKernels>,
+    /// The loss kernels, compiled for the first loss.
+    loss: std::sync::OnceLock<LossKernels>,
     lost: Arc<Mutex<Option<String>>>,
     timeout: Mutex<Duration>,
     pub counters: Arc<Counters>,
@@ -182,6 +185,7 @@ impl GpuContext {
                 kernels_f16: std::sync::OnceLock::new(),
                 training: std::sync::OnceLock::new(),
                 optim: std::sync::OnceLock::new(),
+                loss: std::sync::OnceLock::new(),
                 lost,
                 timeout: Mutex::new(Duration::from_secs(120)),
                 persistent: Mutex::new(HashMap::new()),
@@ -366,6 +370,17 @@ impl GpuContext {
         let kernels = TrainingKernels::new(&self.inner.device, &self.inner.counters);
         scopes.finish(self, "compiling the training kernels")?;
         Ok(self.inner.training.get_or_init(|| kernels))
+    }
+
+    /// The loss kernels, compiled on first use.
+    pub(crate) fn loss_kernels(&self) -> Result<&LossKernels> {
+        if let Some(kernels) = self.inner.loss.get() {
+            return Ok(kernels);
+        }
+        let scopes = self.error_scopes();
+        let kernels = LossKernels::new(&self.inner.device, &self.inner.counters);
+        scopes.finish(self, "compiling the loss kernels")?;
+        Ok(self.inner.loss.get_or_init(|| kernels))
     }
 
     /// The optimizer kernels, compiled on first use.

@@ -8,6 +8,7 @@
 //! owns them.
 
 mod gated_step;
+pub(crate) mod loss;
 pub(crate) mod optim;
 mod projection;
 mod step;

@@ -18,11 +18,13 @@ use crate::gpu::optim::{GpuClip, GpuOptimizerState};
 use crate::gpu::scheduler::map_and_read;
 use crate::head::Linear;
 use crate::layout::ForwardShape;
+use crate::loss::{Loss, Target, check_target};
 use crate::optim::OptimizerConfig;
 use crate::rnn::{Hx, RnnOutput};
 use crate::tensor::Tensor;
 use crate::train::{
-    InputGrads, Optimizer, OptimizerState, OutputGrads, ParamLayout, Tape, Train, next_id,
+    InitialState, InputGrads, Optimizer, OptimizerState, OutputGrads, ParamLayout, Tape, Train,
+    next_id,
 };
 use crate::weights::{DirectionWeights, RnnWeights};
 use sequence::{SequencePlan, SequenceShape};
@@ -55,6 +57,12 @@ pub struct GpuTrainer {
     /// Clipping's buffers, made by the first `clip_grad_norm`.
     clip: Option<GpuClip>,
     clipped: bool,
+    /// The last forward's final state (h, then c), kept for `InitialState::Carried`, with its
+    /// batch size; and the batch of the last forward.
+    carry: Option<(usize, wgpu::Buffer)>,
+    carry_batch: Option<usize>,
+    /// Where the last loss lies: the sequence's (T, N) and the offset in its data.
+    loss_at: Option<((usize, usize), usize)>,
     id: u64,
     last: Option<LastForward>,
 }
@@ -159,6 +167,9 @@ impl GpuTrainer {
             recurrence: Recurrence::Auto,
             clip: None,
             clipped: false,
+            carry: None,
+            carry_batch: None,
+            loss_at: None,
             id: next_id(),
             last: None,
         })
@@ -188,6 +199,170 @@ impl GpuTrainer {
         let _gl = ctx.gl_guard();
         self.make_workspace(seq_len, batch)?;
         Ok(self.workspaces[&(seq_len, batch)].regions.len as u64 * 4)
+    }
+
+    /// The training forward: uploads, records every chunk, submits; reads the output and the
+    /// final state back when `read` (else they stay on the device).
+    fn run_forward(
+        &mut self,
+        input: &Tensor,
+        lengths: Option<&[usize]>,
+        state: InitialState<'_>,
+        read: bool,
+    ) -> Result<(Option<RnnOutput>, Tape)> {
+        let config = self.config.clone();
+        let hx = match state {
+            InitialState::Given(hx) => Some(hx),
+            _ => None,
+        };
+        let shape = ForwardShape::resolve(&config, input, hx, lengths)?;
+        self.ctx.check_alive()?;
+        let features = self.output_features();
+        let ctx = self.ctx.clone();
+        let _gl = ctx.gl_guard();
+        let (steps, batch) = (shape.seq_len, shape.batch);
+        self.last = None;
+        self.make_sequence(steps, batch)?;
+        let carried = match state {
+            InitialState::Carried => self.carried_state(batch)?,
+            _ => None,
+        };
+        if self.carry.as_ref().is_none_or(|(n, _)| *n != batch) {
+            let plan = &self.sequences[&(steps, batch)];
+            let bytes = ((plan.h_len + plan.c_len) as u64 * 4).max(4);
+            let keep = ctx.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("carried state"),
+                size: bytes,
+                usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            self.carry = Some((batch, keep));
+        }
+        let plan = &self.sequences[&(steps, batch)];
+        let valid = |t: usize, n: usize| lengths.is_none_or(|l| t < l[n]);
+
+        // Sequence-first input, frames past a sequence's length zeroed (PyTorch's packed
+        // sequences never read them; a NaN there must not reach the weight gradients).
+        let mut x = shape.gather_sequence_first(input.data(), config.input_size);
+        for t in 0..steps {
+            for n in (0..batch).filter(|&n| !valid(t, n)) {
+                let at = (t * batch + n) * config.input_size;
+                x[at..at + config.input_size].fill(0.0);
+            }
+        }
+        write(&ctx, &plan.data, plan.input, &x);
+        ctx.queue().write_buffer(
+            &plan.data,
+            plan.lengths as u64 * 4,
+            bytemuck::cast_slice(&plan.chunk_local_lengths(lengths)),
+        );
+        let scopes = ctx.error_scopes();
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        let states = (plan.h_len + plan.c_len) as u64 * 4;
+        match (&carried, hx) {
+            // The last forward's final state, detached: copied on the device.
+            (Some(from), _) => {
+                if states > 0 {
+                    encoder.copy_buffer_to_buffer(
+                        from,
+                        0,
+                        &plan.data,
+                        plan.checkpoints as u64 * 4,
+                        states,
+                    );
+                }
+            }
+            (None, Some(hx)) => {
+                write(&ctx, &plan.data, plan.checkpoints, hx.h0.data());
+                if let Some(c0) = hx.c0 {
+                    write(&ctx, &plan.data, plan.checkpoints + plan.h_len, c0.data());
+                }
+            }
+            (None, None) => {
+                if states > 0 {
+                    encoder.clear_buffer(&plan.data, plan.checkpoints as u64 * 4, Some(states));
+                }
+            }
+        }
+        let head = self.head_out.is_some();
+        let top = |r: &Regions| {
+            if head {
+                r.head_out
+            } else {
+                r.y[config.num_layers - 1]
+            }
+        };
+        plan.record_forward(
+            &ctx,
+            &mut encoder,
+            &self.workspaces,
+            config.input_size,
+            features,
+            &top,
+        )?;
+        let last = plan.checkpoints + plan.chunks.len() * (plan.h_len + plan.c_len);
+        // Keep the final state for a later forward that carries it.
+        if let Some((_, keep)) = &self.carry {
+            if states > 0 {
+                encoder.copy_buffer_to_buffer(&plan.data, last as u64 * 4, keep, 0, states);
+            }
+        }
+        let output = if read {
+            let parts = submit_and_read(
+                &ctx,
+                encoder,
+                &plan.data,
+                &plan.staging,
+                &[
+                    (plan.output, steps * batch * features),
+                    (last, plan.h_len),
+                    (last + plan.h_len, plan.c_len),
+                ],
+                "the training forward",
+                scopes,
+            )?;
+            let output = Tensor::new(
+                shape.scatter_sequence_first(&parts[0], features),
+                &shape.frames_shape(features),
+            )?;
+            let h_n = Tensor::new(parts[1].clone(), &shape.state_shape(&config))?;
+            let c_n = match config.mode.has_cell_state() {
+                true => Some(Tensor::new(
+                    parts[2].clone(),
+                    &shape.cell_state_shape(&config),
+                )?),
+                false => None,
+            };
+            Some(RnnOutput { output, h_n, c_n })
+        } else {
+            ctx.queue().submit([encoder.finish()]);
+            scopes.finish(&ctx, "the training forward")?;
+            None
+        };
+        self.carry_batch = Some(batch);
+        let id = next_id();
+        self.last = Some(LastForward { id, shape });
+        Ok((
+            output,
+            Tape {
+                model: self.id,
+                forward: id,
+            },
+        ))
+    }
+
+    /// The buffer that keeps the final state for `InitialState::Carried`: `None` (zeros) before
+    /// any forward; an error when the last forward had another batch size.
+    fn carried_state(&mut self, batch: usize) -> Result<Option<wgpu::Buffer>> {
+        match self.carry_batch {
+            None => Ok(None),
+            Some(n) if n != batch => Err(RnnError::ShapeMismatch {
+                what: "the carried state",
+                expected: format!("a batch of {n}, the last forward's"),
+                got: format!("a batch of {batch}"),
+            }),
+            Some(_) => Ok(self.carry.as_ref().map(|(_, b)| b.clone())),
+        }
     }
 
     /// Makes the plan of a sequence of (T, N), and the workspaces of its chunks, unless they
@@ -376,98 +551,103 @@ impl Train for GpuTrainer {
         lengths: Option<&[usize]>,
         hx: Option<Hx<'_>>,
     ) -> Result<(RnnOutput, Tape)> {
+        let state = hx.map_or(InitialState::Zeros, InitialState::Given);
+        let (out, tape) = self.run_forward(input, lengths, state, true)?;
+        Ok((out.expect("read back when asked"), tape))
+    }
+
+    fn forward_on_device(
+        &mut self,
+        input: &Tensor,
+        lengths: Option<&[usize]>,
+        state: InitialState<'_>,
+    ) -> Result<Tape> {
+        Ok(self.run_forward(input, lengths, state, false)?.1)
+    }
+
+    fn backward_loss(&mut self, tape: Tape, loss: Loss, target: Target<'_>) -> Result<()> {
+        tape.check(self.id, self.last.as_ref().map(|l| l.id))?;
         let config = self.config.clone();
-        let shape = ForwardShape::resolve(&config, input, hx, lengths)?;
-        self.ctx.check_alive()?;
+        let shape = self
+            .last
+            .as_ref()
+            .map(|l| l.shape)
+            .ok_or_else(|| RnnError::Tape("the model holds no training forward".into()))?;
         let features = self.output_features();
+        let (steps, batch) = (shape.seq_len, shape.batch);
+        let frames = steps * batch;
+        let target = check_target(
+            loss,
+            target,
+            &shape.frames_shape(features),
+            frames,
+            features,
+        )?;
+        self.ctx.check_alive()?;
         let ctx = self.ctx.clone();
         let _gl = ctx.gl_guard();
-        let (steps, batch) = (shape.seq_len, shape.batch);
-        self.last = None;
-        self.make_sequence(steps, batch)?;
         let plan = &self.sequences[&(steps, batch)];
-        let valid = |t: usize, n: usize| lengths.is_none_or(|l| t < l[n]);
-
-        // Sequence-first input, frames past a sequence's length zeroed (PyTorch's packed
-        // sequences never read them; a NaN there must not reach the weight gradients).
-        let mut x = shape.gather_sequence_first(input.data(), config.input_size);
-        for t in 0..steps {
-            for n in (0..batch).filter(|&n| !valid(t, n)) {
-                let at = (t * batch + n) * config.input_size;
-                x[at..at + config.input_size].fill(0.0);
-            }
-        }
-        write(&ctx, &plan.data, plan.input, &x);
-        ctx.queue().write_buffer(
-            &plan.data,
-            plan.lengths as u64 * 4,
-            bytemuck::cast_slice(&plan.chunk_local_lengths(lengths)),
-        );
-        let initial = |state: Option<&Tensor>, len: usize| {
-            state.map_or_else(|| vec![0.0f32; len], |s| s.data().to_vec())
+        let width = if matches!(loss, Loss::Mse(_)) {
+            features
+        } else {
+            1
         };
         write(
             &ctx,
             &plan.data,
-            plan.checkpoints,
-            &initial(hx.map(|hx| hx.h0), plan.h_len),
+            plan.target,
+            &shape.gather_sequence_first(&target, width),
         );
-        let c0 = initial(hx.and_then(|hx| hx.c0), plan.c_len);
-        write(&ctx, &plan.data, plan.checkpoints + plan.h_len, &c0);
-
         let scopes = ctx.error_scopes();
         let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        plan.record_loss(&ctx, &mut encoder, loss, features)?;
         let head = self.head_out.is_some();
         let top = |r: &Regions| {
             if head {
-                r.head_out
+                r.head_dout
             } else {
-                r.y[config.num_layers - 1]
+                r.dy[config.num_layers - 1]
             }
         };
-        plan.record_forward(
+        let recorded = plan.record_backward(
             &ctx,
             &mut encoder,
             &self.workspaces,
             config.input_size,
             features,
             &top,
-        )?;
-        let last = plan.checkpoints + plan.chunks.len() * (plan.h_len + plan.c_len);
+        );
+        self.last = None;
+        recorded?;
+        ctx.queue().submit([encoder.finish()]);
+        scopes.finish(&ctx, "the loss and backward")?;
+        self.loss_at = Some(((steps, batch), plan.loss_at()));
+        Ok(())
+    }
+
+    fn last_loss(&self) -> Result<f32> {
+        let Some((key, at)) = self.loss_at else {
+            return Err(RnnError::InvalidConfig(
+                "no backward_loss has computed a loss yet".into(),
+            ));
+        };
+        let plan = &self.sequences[&key];
+        let _gl = self.ctx.gl_guard();
+        let scopes = self.ctx.error_scopes();
+        let encoder = self
+            .ctx
+            .device()
+            .create_command_encoder(&Default::default());
         let parts = submit_and_read(
-            &ctx,
+            &self.ctx,
             encoder,
             &plan.data,
             &plan.staging,
-            &[
-                (plan.output, steps * batch * features),
-                (last, plan.h_len),
-                (last + plan.h_len, plan.c_len),
-            ],
-            "the training forward",
+            &[(at, 1)],
+            "reading the loss",
             scopes,
         )?;
-        let output = Tensor::new(
-            shape.scatter_sequence_first(&parts[0], features),
-            &shape.frames_shape(features),
-        )?;
-        let h_n = Tensor::new(parts[1].clone(), &shape.state_shape(&config))?;
-        let c_n = match config.mode.has_cell_state() {
-            true => Some(Tensor::new(
-                parts[2].clone(),
-                &shape.cell_state_shape(&config),
-            )?),
-            false => None,
-        };
-        let id = next_id();
-        self.last = Some(LastForward { id, shape });
-        Ok((
-            RnnOutput { output, h_n, c_n },
-            Tape {
-                model: self.id,
-                forward: id,
-            },
-        ))
+        Ok(parts[0][0])
     }
 
     fn backward(&mut self, tape: Tape, grads: OutputGrads<'_>) -> Result<InputGrads> {

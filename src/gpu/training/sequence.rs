@@ -17,12 +17,13 @@ use super::workspace::{Regions, TrainWorkspace};
 use crate::config::RnnConfig;
 use crate::error::{Limit, Result, RnnError};
 use crate::gpu::context::GpuContext;
+use crate::gpu::kernels::loss::{LossParams, MSE_PER_LANE};
+use crate::loss::{Loss, Reduction};
 
 /// A trainer's workspaces, by (chunk length, N).
 pub(crate) type Workspaces = std::collections::HashMap<(usize, usize), TrainWorkspace>;
 
 /// Where a sequence's data lies in `data`, in f32 elements, all sequence-first.
-#[derive(Clone, Debug)]
 pub(crate) struct SequencePlan {
     pub seq_len: usize,
     pub batch: usize,
@@ -41,8 +42,25 @@ pub(crate) struct SequencePlan {
     pub checkpoints: usize,
     /// The backward's upstream d_h_n and d_c_n, then where d_h0 and d_c0 end.
     pub carries: usize,
+    /// A loss's target (frames × features; class indices as u32 bit patterns) and its
+    /// workgroups' partial sums, then the loss.
+    pub target: usize,
+    pub partials: usize,
+    /// The loss passes' uniform and bind group (over `data`).
+    loss_uniform: wgpu::Buffer,
+    loss_group: wgpu::BindGroup,
+    /// Where a loss's value lands: after the most partial sums any loss has.
+    loss_value: usize,
     pub h_len: usize,
     pub c_len: usize,
+}
+
+/// Workgroups of a loss's first pass over `frames` × `features` at most (MSE: 16 elements an
+/// invocation; cross-entropy: one row).
+fn loss_groups(frames: usize, features: usize) -> u32 {
+    let mse = (frames * features).div_ceil(64 * MSE_PER_LANE as usize);
+    let rows = frames.div_ceil(64);
+    mse.max(rows).max(1) as u32
 }
 
 /// Sizes a sequence's plan depends on.
@@ -65,7 +83,9 @@ impl SequenceShape<'_> {
     /// from). Bidirectional models cannot be chunked (the reverse direction starts at the end).
     pub fn chunk(&self, ctx: &GpuContext) -> Result<usize> {
         let limits = ctx.limits();
-        let binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+        let binding = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size);
         let (limit, allowed) = match self.budget {
             Some(budget) if budget < binding => (Limit::WorkspaceBudget, budget),
             _ => (Limit::StorageBinding, binding),
@@ -139,6 +159,8 @@ impl SequencePlan {
         let d_input = take(frames * input_size);
         let checkpoints = take((chunks.len() + 1) * (h_len + c_len));
         let carries = take(h_len + c_len);
+        let target = take(frames * features);
+        let partials = take(loss_groups(frames, features) as usize + 1);
         let bytes = (at as u64 * 4).max(4);
         if bytes > ctx.limits().max_buffer_size {
             return Err(RnnError::ExceedsLimits {
@@ -152,8 +174,33 @@ impl SequencePlan {
         let data = ctx.create_buffer(&wgpu::BufferDescriptor {
             label: Some("training sequence"),
             size: bytes,
-            usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            usage: wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
+        });
+        let loss_uniform = ctx.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("loss"),
+            size: std::mem::size_of::<LossParams>() as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        ctx.counters()
+            .bind_groups
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let loss_group = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("loss"),
+            layout: &ctx.loss_kernels()?.layout,
+            entries: &[
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: loss_uniform.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: data.as_entire_binding(),
+                },
+            ],
         });
         let readback = (frames * features.max(input_size) + 2 * (h_len + c_len)) as u64 * 4;
         let staging = ctx.create_buffer(&wgpu::BufferDescriptor {
@@ -175,9 +222,70 @@ impl SequencePlan {
             d_input,
             checkpoints,
             carries,
+            target,
+            partials,
+            loss_uniform,
+            loss_group,
+            loss_value: partials + loss_groups(frames, features) as usize,
             h_len,
             c_len,
         })
+    }
+
+    /// Records `loss` of the output (frames × `features`) against the target written at
+    /// `target`: its gradient into `d_output`, its value after the partials (see
+    /// [`loss_at`](Self::loss_at)); the backward's d_h_n and d_c_n cleared (the loss reads
+    /// only the output).
+    pub fn record_loss(
+        &self,
+        ctx: &GpuContext,
+        encoder: &mut wgpu::CommandEncoder,
+        loss: Loss,
+        features: usize,
+    ) -> Result<()> {
+        let frames = self.seq_len * self.batch;
+        let (kind, reduction, per_lane) = match loss {
+            Loss::Mse(r) => (0, r, MSE_PER_LANE),
+            Loss::CrossEntropy(r) => (1, r, 1),
+        };
+        let count = if kind == 0 { frames * features } else { frames };
+        let groups = loss_groups(frames, features).min((count as u32).div_ceil(64 * per_lane));
+        let params = LossParams {
+            kind,
+            rows: frames as u32,
+            features: features as u32,
+            groups,
+            output: self.output as u32,
+            target: self.target as u32,
+            grad: self.d_output as u32,
+            partials: self.partials as u32,
+            scale: match reduction {
+                Reduction::Mean => 1.0 / count as f32,
+                Reduction::Sum => 1.0,
+            },
+            per_lane,
+            value: self.loss_value as u32,
+            _pad: 0,
+        };
+        ctx.queue()
+            .write_buffer(&self.loss_uniform, 0, bytemuck::bytes_of(&params));
+        let carries = (self.h_len + self.c_len) as u64 * 4;
+        if carries > 0 {
+            encoder.clear_buffer(&self.data, self.carries as u64 * 4, Some(carries));
+        }
+        let kernels = ctx.loss_kernels()?;
+        let mut pass = encoder.begin_compute_pass(&Default::default());
+        pass.set_bind_group(0, &self.loss_group, &[]);
+        pass.set_pipeline(&kernels.losses);
+        pass.dispatch_workgroups(groups, 1, 1);
+        pass.set_pipeline(&kernels.total);
+        pass.dispatch_workgroups(1, 1, 1);
+        Ok(())
+    }
+
+    /// Where the last recorded loss's value lies in `data`.
+    pub fn loss_at(&self) -> usize {
+        self.loss_value
     }
 
     /// The chunk lengths this plan runs (their workspaces must exist).

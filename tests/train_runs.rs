@@ -1,0 +1,244 @@
+//! The tutorials' training runs, replayed: `tests/fixtures/torch_train/runs` (README beside
+//! them) from their `init.*` on the same data, on the CPU and the GPU, within the README's
+//! bounds: the parameters after 1..10 steps (≤ lr/100 for Adam, ≤ 1e-5 for SGD), the first 100
+//! losses within 1e-4 relative, the first 1000 within 1e-3, the mean of the last 100 within 10 %.
+
+mod support;
+
+use wgpu_rnn::reference_case::ReferenceCase;
+use wgpu_rnn::testing::gpu;
+use wgpu_rnn::{
+    Adam, CpuTrainer, GpuTrainer, InitialState, Linear, Loss, OptimizerConfig, Reduction,
+    RnnConfig, RnnMode, RnnWeights, Sgd, Target, Tensor, Train,
+};
+
+/// What one replay recorded: every loss, and the parameters at the checkpoints (named as the
+/// fixture names them: `rnn.weight_ih_l0`, `linear.weight`).
+struct Replay {
+    losses: Vec<f32>,
+    after: Vec<(usize, Vec<(String, Tensor)>)>,
+}
+
+fn model_of(case: &ReferenceCase) -> (RnnConfig, RnnWeights, Linear) {
+    let num = |key: &str| case.meta(key).unwrap().parse::<usize>().unwrap();
+    let mode = match case.meta("cell").unwrap() {
+        "rnn" => RnnMode::Rnn(wgpu_rnn::Nonlinearity::Tanh),
+        "lstm" => RnnMode::Lstm,
+        _ => RnnMode::Gru,
+    };
+    let config = RnnConfig {
+        batch_first: true,
+        num_layers: num("num_layers"),
+        ..RnnConfig::new(mode, num("input_size"), num("hidden_size"))
+    };
+    let weights = RnnWeights::from_safetensors(&config, case.bytes(), "init.rnn.").unwrap();
+    let head = Linear::from_safetensors(
+        case.bytes(),
+        "init.linear.",
+        config.output_size(),
+        num("output_size"),
+    )
+    .unwrap();
+    (config, weights, head)
+}
+
+fn optimizer_of(case: &ReferenceCase) -> OptimizerConfig {
+    let meta: serde_json::Value = serde_json::from_str(case.meta("optimizer").unwrap()).unwrap();
+    let lr = meta["lr"].as_f64().unwrap() as f32;
+    match meta["type"].as_str().unwrap() {
+        "sgd" => Sgd::new(lr).into(),
+        _ => Adam::new(lr).into(),
+    }
+}
+
+fn checkpoints(case: &ReferenceCase) -> Vec<usize> {
+    serde_json::from_str(case.meta("checkpoints").unwrap()).unwrap()
+}
+
+/// Runs `iterations` of the case's loop on `model`: forward from the carried state, the loss
+/// and its backward, clipping where the case clips, the optimizer's step, zero_grad.
+fn replay(case: &ReferenceCase, model: &mut impl Train, iterations: usize) -> Replay {
+    let mut optimizer = model.optimizer(optimizer_of(case)).unwrap();
+    let clip = case
+        .meta("clip_grad_norm")
+        .and_then(|c| c.parse::<f32>().ok());
+    let keep = checkpoints(case);
+    let (mut losses, mut after) = (Vec::new(), Vec::new());
+    let sine = case.has("x");
+    let (x, y) = if sine {
+        (case.tensor("x").unwrap(), case.tensor("y").unwrap())
+    } else {
+        (Tensor::zeros(&[1]).unwrap(), Tensor::zeros(&[1]).unwrap())
+    };
+    let tokens = (!sine).then(|| {
+        (
+            case.indices("tokens_x").unwrap(),
+            case.indices("tokens_y").unwrap(),
+        )
+    });
+    let vocab = model.config().input_size;
+    for i in 0..iterations {
+        let tape;
+        if sine {
+            let steps = x.shape()[1];
+            let row = |t: &Tensor| {
+                Tensor::new(
+                    t.data()[i * steps..(i + 1) * steps].to_vec(),
+                    &[1, steps, 1],
+                )
+                .unwrap()
+            };
+            tape = model
+                .forward_on_device(&row(&x), None, InitialState::Carried)
+                .unwrap();
+            model
+                .backward_loss(tape, Loss::Mse(Reduction::Mean), Target::Values(&row(&y)))
+                .unwrap();
+        } else {
+            let ((tx, shape), (ty, _)) = tokens.as_ref().unwrap();
+            let (n, t) = (shape[1], shape[2]);
+            let frames = &tx[i * n * t..(i + 1) * n * t];
+            let mut onehot = vec![0.0f32; n * t * vocab];
+            for (f, &c) in frames.iter().enumerate() {
+                onehot[f * vocab + c] = 1.0;
+            }
+            let input = Tensor::new(onehot, &[n, t, vocab]).unwrap();
+            tape = model
+                .forward_on_device(&input, None, InitialState::Carried)
+                .unwrap();
+            let classes = &ty[i * n * t..(i + 1) * n * t];
+            model
+                .backward_loss(
+                    tape,
+                    Loss::CrossEntropy(Reduction::Mean),
+                    Target::Classes(classes),
+                )
+                .unwrap();
+        }
+        losses.push(model.last_loss().unwrap());
+        if let Some(max_norm) = clip {
+            model.clip_grad_norm(max_norm).unwrap();
+        }
+        model.step(&mut optimizer).unwrap();
+        model.zero_grad().unwrap();
+        if keep.contains(&(i + 1)) {
+            let named = model
+                .parameters()
+                .unwrap()
+                .into_iter()
+                .map(|(name, t)| {
+                    let name = match name.strip_prefix("head.") {
+                        Some(rest) => format!("linear.{rest}"),
+                        None => format!("rnn.{name}"),
+                    };
+                    (name, t)
+                })
+                .collect();
+            after.push((i + 1, named));
+        }
+    }
+    Replay { losses, after }
+}
+
+/// Checks `got` against the case's bounds over its first `iterations`.
+fn check(name: &str, path: &str, case: &ReferenceCase, got: &Replay) {
+    let want = case.tensor("loss").unwrap();
+    let want = want.data();
+    let relative =
+        |a: f32, b: f32| (f64::from(a) - f64::from(b)).abs() / f64::from(b.abs()).max(1e-12);
+    for (i, (&a, &b)) in got.losses.iter().zip(want).enumerate() {
+        let bound = if i < 100 {
+            1e-4
+        } else if i < 1000 {
+            1e-3
+        } else {
+            f64::INFINITY
+        };
+        assert!(
+            relative(a, b) <= bound,
+            "{name} {path}: loss {i}: {a} vs PyTorch's {b}"
+        );
+    }
+    let adam = matches!(optimizer_of(case), OptimizerConfig::Adam(_));
+    let bound = match optimizer_of(case) {
+        OptimizerConfig::Adam(a) => a.lr / 100.0,
+        OptimizerConfig::Sgd(_) => 1e-5,
+    };
+    for (n, params) in &got.after {
+        if *n > 10 {
+            continue;
+        }
+        for (pname, t) in params {
+            let w = case.tensor(&format!("after{n}.{pname}")).unwrap();
+            let worst = t
+                .data()
+                .iter()
+                .zip(w.data())
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(
+                worst <= bound,
+                "{name} {path}: after{n}.{pname} differs by {worst:e} (adam {adam})"
+            );
+        }
+    }
+    let iterations = got.losses.len();
+    if iterations == want.len() {
+        let last = |l: &[f32]| {
+            l[l.len() - 100..]
+                .iter()
+                .map(|&v| f64::from(v))
+                .sum::<f64>()
+                / 100.0
+        };
+        let (a, b) = (last(&got.losses), last(want));
+        assert!(
+            (a - b).abs() <= 0.1 * b,
+            "{name} {path}: last 100 losses average {a} vs {b}"
+        );
+    }
+    eprintln!(
+        "{name} {path}: {iterations} iterations, loss {} → {} (PyTorch {} → {})",
+        got.losses[0],
+        got.losses[iterations - 1],
+        want[0],
+        want[iterations - 1]
+    );
+}
+
+fn run_case(name: &str, gpu_iterations: usize) {
+    let case = ReferenceCase::load(format!(
+        "tests/fixtures/torch_train/runs/{name}.safetensors"
+    ))
+    .unwrap();
+    let total: usize = case.meta("iterations").unwrap().parse().unwrap();
+    let (config, weights, head) = model_of(&case);
+    let mut cpu = CpuTrainer::new(config.clone(), &weights)
+        .unwrap()
+        .with_head(&head)
+        .unwrap();
+    check(name, "CPU", &case, &replay(&case, &mut cpu, total));
+    if let Some(ctx) = gpu(name) {
+        let mut model = GpuTrainer::new(&ctx, config, &weights)
+            .unwrap()
+            .with_head(&head)
+            .unwrap();
+        let iterations = gpu_iterations.min(total);
+        check(name, "GPU", &case, &replay(&case, &mut model, iterations));
+    }
+}
+
+#[test]
+fn sine_rnn_adam() {
+    run_case("sine_rnn_adam", 6000);
+}
+
+#[test]
+fn sine_lstm_adam() {
+    run_case("sine_lstm_adam", 600);
+}
+
+#[test]
+fn charlm_rnn_sgd_clip() {
+    run_case("charlm_rnn_sgd_clip", 300);
+}
