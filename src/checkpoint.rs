@@ -193,3 +193,38 @@ fn list(names: &[&str], max: usize) -> String {
     }
     text
 }
+
+/// Writes `tensors` (f32, PyTorch's names) and `metadata` as a safetensors file, the way
+/// `safetensors.torch.save_file(state_dict, path)` would, so that PyTorch's `load_file` reads it.
+pub(crate) fn write_f32(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: &[(&str, String)],
+) -> Result<()> {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, t)| t.data().iter().flat_map(|v| v.to_le_bytes()).collect())
+        .collect();
+    let mut views = Vec::with_capacity(tensors.len());
+    for ((name, t), data) in tensors.iter().zip(&bytes) {
+        let view = safetensors::tensor::TensorView::new(
+            safetensors::Dtype::F32,
+            t.shape().to_vec(),
+            data,
+        )?;
+        views.push((name.clone(), view));
+    }
+    let metadata: std::collections::HashMap<String, String> = metadata
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    safetensors::serialize_to_file(views, (!metadata.is_empty()).then_some(metadata), path).map_err(
+        |e| match e {
+            safetensors::SafeTensorError::IoError(source) => RnnError::Io {
+                path: path.to_path_buf(),
+                source,
+            },
+            other => RnnError::SafeTensors(other),
+        },
+    )
+}

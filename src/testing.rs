@@ -334,7 +334,7 @@ pub fn replay_optimizer(
                 })
             };
             let (p_buf, g_buf) = (buffer(&flat), buffer(&vec![0.0; len]));
-            let state = GpuOptimizerState::new(ctx, &p_buf, &g_buf, len, &config)?;
+            let state = GpuOptimizerState::new(ctx, &p_buf, &g_buf, len, &config, None)?;
             let clipper = GpuClip::new(ctx, &p_buf, &g_buf, len, &ranges)?;
             for (s, g) in grads.iter().enumerate() {
                 ctx.queue()

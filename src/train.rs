@@ -166,6 +166,53 @@ pub trait Train {
     /// The value of the last [`backward_loss`](Self::backward_loss)'s loss, read back.
     fn last_loss(&self) -> Result<f32>;
 
+    /// Writes the parameters to `path` as safetensors under PyTorch's names, the recurrent
+    /// layer's after `rnn_prefix` and a head's after `head_prefix` (`"rnn."`, `"linear."` for a
+    /// module with attributes `rnn` and `linear`): `model.load_state_dict(load_file(path))`
+    /// takes it in PyTorch, and [`RnnWeights::load`](crate::RnnWeights::load) and
+    /// [`Linear::load`](crate::Linear::load) here.
+    fn save(
+        &self,
+        path: impl AsRef<std::path::Path>,
+        rnn_prefix: &str,
+        head_prefix: &str,
+    ) -> Result<()>
+    where
+        Self: Sized,
+    {
+        let named: Vec<(String, Tensor)> = self
+            .parameters()?
+            .into_iter()
+            .map(|(name, t)| match name.strip_prefix("head.") {
+                Some(rest) => (format!("{head_prefix}{rest}"), t),
+                None => (format!("{rnn_prefix}{name}"), t),
+            })
+            .collect();
+        crate::checkpoint::write_f32(path.as_ref(), &named, &[])
+    }
+
+    /// Writes `optimizer`'s state to `path` as safetensors (PyTorch's names for it:
+    /// `exp_avg.<param>`, `exp_avg_sq.<param>` for Adam, `momentum_buffer.<param>` for SGD, the
+    /// step count in the metadata), so that [`load_optimizer`](Self::load_optimizer) resumes
+    /// training exactly where it stopped.
+    fn save_optimizer(
+        &self,
+        optimizer: &Optimizer,
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<()>
+    where
+        Self: Sized;
+
+    /// An optimizer with `config` and the state [`save_optimizer`](Self::save_optimizer) wrote
+    /// to `path` for a model of this configuration (a typed error names what differs).
+    fn load_optimizer(
+        &self,
+        config: OptimizerConfig,
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<Optimizer>
+    where
+        Self: Sized;
+
     /// An optimizer over every parameter of this model (`torch.optim.Adam(model.parameters(),
     /// ...)`), its state zero and on the model's device.
     fn optimizer(&self, config: OptimizerConfig) -> Result<Optimizer>;
@@ -455,5 +502,91 @@ impl ParamLayout {
             bias: take("head.bias"),
         });
         Ok((weights, head))
+    }
+}
+
+/// The names an optimizer's state goes under, per element of state (see
+/// [`Train::save_optimizer`]).
+fn state_names(config: &OptimizerConfig) -> &'static [&'static str] {
+    match crate::optim::state_per_element(config) {
+        0 => &[],
+        1 => &["momentum_buffer"],
+        _ => &["exp_avg", "exp_avg_sq"],
+    }
+}
+
+fn optimizer_kind(config: &OptimizerConfig) -> &'static str {
+    match config {
+        OptimizerConfig::Sgd(s) if s.momentum != 0.0 => "sgd with momentum",
+        OptimizerConfig::Sgd(_) => "sgd",
+        OptimizerConfig::Adam(_) => "adam",
+    }
+}
+
+impl ParamLayout {
+    /// Writes an optimizer's `state` (flat, per element of state) and step count to `path`.
+    pub(crate) fn save_optimizer(
+        &self,
+        path: &std::path::Path,
+        config: &OptimizerConfig,
+        step: u64,
+        state: &[f32],
+    ) -> Result<()> {
+        let mut tensors = Vec::new();
+        for (k, part) in state_names(config).iter().enumerate() {
+            let flat = &state[k * self.len..(k + 1) * self.len];
+            for (name, t) in self.named(flat)? {
+                tensors.push((format!("{part}.{name}"), t));
+            }
+        }
+        let metadata = [
+            ("optimizer", optimizer_kind(config).to_string()),
+            ("step", step.to_string()),
+        ];
+        crate::checkpoint::write_f32(path, &tensors, &metadata)
+    }
+
+    /// Reads what [`save_optimizer`](Self::save_optimizer) wrote: the step count and the flat
+    /// state.
+    pub(crate) fn load_optimizer(
+        &self,
+        path: &std::path::Path,
+        config: &OptimizerConfig,
+    ) -> Result<(u64, Vec<f32>)> {
+        let bytes = crate::checkpoint::map_file(path)?;
+        let file = crate::checkpoint::parse(&bytes)?;
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)?;
+        let metadata = header.metadata().clone().unwrap_or_default();
+        let field = |key: &str| metadata.get(key).cloned().unwrap_or_default();
+        let kind = field("optimizer");
+        if kind != optimizer_kind(config) {
+            return Err(RnnError::InvalidConfig(format!(
+                "{} holds the state of {}, not of {}",
+                path.display(),
+                if kind.is_empty() {
+                    "no optimizer"
+                } else {
+                    &kind
+                },
+                optimizer_kind(config)
+            )));
+        }
+        let step = field("step").parse::<u64>().map_err(|_| {
+            RnnError::InvalidConfig(format!("{} has no step count", path.display()))
+        })?;
+        let names = state_names(config);
+        let mut state = vec![0.0f32; names.len() * self.len];
+        for (k, part) in names.iter().enumerate() {
+            for slot in &self.slots {
+                let values = crate::checkpoint::read_f32(
+                    &file,
+                    &format!("{part}.{}", slot.name),
+                    &slot.shape,
+                )?;
+                let at = k * self.len + slot.offset;
+                state[at..at + values.len()].copy_from_slice(&values);
+            }
+        }
+        Ok((step, state))
     }
 }

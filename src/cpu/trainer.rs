@@ -304,6 +304,33 @@ impl Train for CpuTrainer {
         })
     }
 
+    fn save_optimizer(
+        &self,
+        optimizer: &Optimizer,
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<()> {
+        optimizer.check_model(self.id)?;
+        let OptimizerState::Cpu(state) = &optimizer.state else {
+            return Err(RnnError::InvalidConfig(
+                "this optimizer's state is on a GPU".into(),
+            ));
+        };
+        self.layout
+            .save_optimizer(path.as_ref(), &optimizer.config, optimizer.step, state)
+    }
+
+    fn load_optimizer(
+        &self,
+        config: OptimizerConfig,
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<Optimizer> {
+        config.validate()?;
+        let (step, state) = self.layout.load_optimizer(path.as_ref(), &config)?;
+        let mut optimizer = Optimizer::new(config, self.id, OptimizerState::Cpu(state))?;
+        optimizer.step = step;
+        Ok(optimizer)
+    }
+
     fn zero_grad(&mut self) -> Result<()> {
         self.grads.fill(0.0);
         Ok(())

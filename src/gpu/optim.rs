@@ -18,7 +18,7 @@ pub(crate) struct GpuOptimizerState {
     uniform: wgpu::Buffer,
     bind_group: wgpu::BindGroup,
     len: usize,
-    _state: wgpu::Buffer,
+    state: wgpu::Buffer,
     _scratch: wgpu::Buffer,
 }
 
@@ -88,17 +88,20 @@ fn element_groups(len: usize) -> (u32, u32) {
 }
 
 impl GpuOptimizerState {
-    /// Zeroed state for `len` parameters under `config`.
+    /// State for `len` parameters under `config`: `initial` (per element of state, flat), or
+    /// zeros.
     pub fn new(
         ctx: &GpuContext,
         params: &wgpu::Buffer,
         grads: &wgpu::Buffer,
         len: usize,
         config: &OptimizerConfig,
+        initial: Option<&[f32]>,
     ) -> Result<Self> {
         let scopes = ctx.error_scopes();
         let per = crate::optim::state_per_element(config);
-        let state = storage(ctx, "optimizer state", &vec![0.0; per * len]);
+        let zeros = vec![0.0; per * len];
+        let state = storage(ctx, "optimizer state", initial.unwrap_or(&zeros));
         let scratch = storage(ctx, "optimizer scratch", &[0.0; 4]);
         let uniform = uniform(ctx);
         let bind_group = bind(
@@ -111,9 +114,14 @@ impl GpuOptimizerState {
             uniform,
             bind_group,
             len,
-            _state: state,
+            state,
             _scratch: scratch,
         })
+    }
+
+    /// The state buffer: SGD's momentum, or Adam's m then v.
+    pub fn state(&self) -> &wgpu::Buffer {
+        &self.state
     }
 
     /// Records step `step` (1 for the first) of `config`.

@@ -729,6 +729,49 @@ impl Train for GpuTrainer {
         })
     }
 
+    fn save_optimizer(
+        &self,
+        optimizer: &Optimizer,
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<()> {
+        optimizer.check_model(self.id)?;
+        let OptimizerState::Gpu(state) = &optimizer.state else {
+            return Err(RnnError::InvalidConfig(
+                "this optimizer's state is on the CPU".into(),
+            ));
+        };
+        let per = crate::optim::state_per_element(&optimizer.config);
+        let values = if per == 0 {
+            Vec::new()
+        } else {
+            let _gl = self.ctx.gl_guard();
+            crate::gpu::scheduler::read_buffer(&self.ctx, state.state(), per * self.layout.len)?
+        };
+        self.layout
+            .save_optimizer(path.as_ref(), &optimizer.config, optimizer.step, &values)
+    }
+
+    fn load_optimizer(
+        &self,
+        config: OptimizerConfig,
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<Optimizer> {
+        config.validate()?;
+        let (step, values) = self.layout.load_optimizer(path.as_ref(), &config)?;
+        let _gl = self.ctx.gl_guard();
+        let state = GpuOptimizerState::new(
+            &self.ctx,
+            &self.params,
+            &self.grads,
+            self.layout.len,
+            &config,
+            Some(&values),
+        )?;
+        let mut optimizer = Optimizer::new(config, self.id, OptimizerState::Gpu(state))?;
+        optimizer.step = step;
+        Ok(optimizer)
+    }
+
     fn zero_grad(&mut self) -> Result<()> {
         let _gl = self.ctx.gl_guard();
         let scopes = self.ctx.error_scopes();
@@ -758,6 +801,7 @@ impl Train for GpuTrainer {
             &self.grads,
             self.layout.len,
             &config,
+            None,
         )?;
         Optimizer::new(config, self.id, OptimizerState::Gpu(state))
     }
