@@ -35,6 +35,9 @@ const BIAS: u32 = 2u;
 @group(0) @binding(5) var<storage, read> params4: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> work4: array<vec4<f32>>;
 
+// k summed into one block before the block joins the total (see `main`). A multiple of 4.
+const SLICE: u32 = 32u;
+
 // The block forms. A block is returned as its four columns (A[m0..m0+3, k + i] in [i]); a B
 // block as its four rows (B[k + i, n0..n0+3] in [i]). Entries outside the matrix are zero.
 
@@ -135,18 +138,36 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     var acc10: array<vec4<f32>, 4>;
     var acc11: array<vec4<f32>, 4>;
     let k_end = g.k0 + g.k;
-    for (var k = g.k0; k < k_end; k += 4u) {
-        let a0 = {{A_BLOCK}}(m0, k, k_end);
-        let a1 = {{A_BLOCK}}(m0 + 4u, k, k_end);
-        let b0 = {{B_BLOCK}}(k, n0, k_end);
-        let b1 = {{B_BLOCK}}(k, n0 + 4u, k_end);
-        for (var i = 0u; i < 4u; i++) {
-            for (var r = 0u; r < 4u; r++) {
-                acc00[r] += a0[i][r] * b0[i];
-                acc01[r] += a0[i][r] * b1[i];
-                acc10[r] += a1[i][r] * b0[i];
-                acc11[r] += a1[i][r] * b1[i];
+    // Sums in two levels: each slice of SLICE k into its own block, each block into the
+    // total. Weight gradients sum over every frame, terms that often nearly cancel: summed in
+    // one run, their rounding errors grow with T·N and reach what Adam's first steps amplify
+    // (an element whose gradient is near eps moves by up to lr); blocked, they stay near
+    // PyTorch's own (its GEMMs block too).
+    for (var k_block = g.k0; k_block < k_end; k_block += SLICE) {
+        var blk00: array<vec4<f32>, 4>;
+        var blk01: array<vec4<f32>, 4>;
+        var blk10: array<vec4<f32>, 4>;
+        var blk11: array<vec4<f32>, 4>;
+        let k_stop = min(k_block + SLICE, k_end);
+        for (var k = k_block; k < k_stop; k += 4u) {
+            let a0 = {{A_BLOCK}}(m0, k, k_stop);
+            let a1 = {{A_BLOCK}}(m0 + 4u, k, k_stop);
+            let b0 = {{B_BLOCK}}(k, n0, k_stop);
+            let b1 = {{B_BLOCK}}(k, n0 + 4u, k_stop);
+            for (var i = 0u; i < 4u; i++) {
+                for (var r = 0u; r < 4u; r++) {
+                    blk00[r] += a0[i][r] * b0[i];
+                    blk01[r] += a0[i][r] * b1[i];
+                    blk10[r] += a1[i][r] * b0[i];
+                    blk11[r] += a1[i][r] * b1[i];
+                }
             }
+        }
+        for (var r = 0u; r < 4u; r++) {
+            acc00[r] += blk00[r];
+            acc01[r] += blk01[r];
+            acc10[r] += blk10[r];
+            acc11[r] += blk11[r];
         }
     }
     store(m0, n0, acc00);

@@ -242,3 +242,8 @@ fn sine_lstm_adam() {
 fn charlm_rnn_sgd_clip() {
     run_case("charlm_rnn_sgd_clip", 300);
 }
+
+#[test]
+fn charlm_gru_adam_clip() {
+    run_case("charlm_gru_adam_clip", 300);
+}
