@@ -113,7 +113,7 @@ pub use optim::{Adam, OptimizerConfig, Sgd};
 pub use precision::WeightPrecision;
 pub use rnn::{Hx, Rnn, RnnOutput};
 pub use tensor::Tensor;
-pub use train::{InitialState, InputGrads, Optimizer, OutputGrads, Tape, Train};
+pub use train::{Batch, InitialState, InputGrads, Optimizer, OutputGrads, Tape, Train};
 pub use weights::{DirectionWeights, RnnWeights};
 
 /// The README's examples compile as doctests.

@@ -48,6 +48,19 @@ pub enum InitialState<'a> {
     Carried,
 }
 
+/// One iteration's data for [`Train::train_step`].
+#[derive(Clone, Copy, Debug)]
+pub struct Batch<'a> {
+    /// The input, as [`Train::forward_train`] takes it.
+    pub input: &'a Tensor,
+    /// Per-sequence lengths (`PackedSequence` semantics), or `None` for full length.
+    pub lengths: Option<&'a [usize]>,
+    /// Where the forward starts from.
+    pub state: InitialState<'a>,
+    /// What the loss compares the output with.
+    pub target: Target<'a>,
+}
+
 /// What a backward pass returns: the gradients of the forward's inputs. (The parameters'
 /// accumulate in the model; read them with [`Train::gradients`].)
 #[derive(Clone, Debug, PartialEq)]
@@ -165,6 +178,27 @@ pub trait Train {
 
     /// The value of the last [`backward_loss`](Self::backward_loss)'s loss, read back.
     fn last_loss(&self) -> Result<f32>;
+
+    /// One iteration of the usual loop: `zero_grad`, the forward of `batch` from its state,
+    /// `loss` against its target and the backward, `clip_grad_norm(max_norm)` where `clip` is
+    /// given, and `optimizer`'s step. On a GPU all of it is one submission and nothing is read
+    /// back ([`last_loss`](Self::last_loss) and [`last_grad_norm`](Self::last_grad_norm) read
+    /// on request).
+    fn train_step(
+        &mut self,
+        batch: Batch<'_>,
+        loss: Loss,
+        optimizer: &mut Optimizer,
+        clip: Option<f32>,
+    ) -> Result<()> {
+        self.zero_grad()?;
+        let tape = self.forward_on_device(batch.input, batch.lengths, batch.state)?;
+        self.backward_loss(tape, loss, batch.target)?;
+        if let Some(max_norm) = clip {
+            self.clip_grad_norm(max_norm)?;
+        }
+        self.step(optimizer)
+    }
 
     /// Writes the parameters to `path` as safetensors under PyTorch's names, the recurrent
     /// layer's after `rnn_prefix` and a head's after `head_prefix` (`"rnn."`, `"linear."` for a

@@ -197,3 +197,55 @@ fn other_checkpoints_are_refused() {
             .is_err()
     );
 }
+
+/// `train_step` (one submission on a GPU) does what the separate calls do, bit for bit.
+fn train_step_is_the_loop(mode: RnnMode) {
+    let Some(ctx) = gpu("train_step_is_the_loop") else {
+        return;
+    };
+    let config = config(mode);
+    let weights = RnnWeights::init(&config, 4).unwrap();
+    let make = || {
+        GpuTrainer::new(&ctx, config.clone(), &weights)
+            .unwrap()
+            .with_head(&head())
+            .unwrap()
+    };
+    let (mut separate, mut combined) = (make(), make());
+    let mut opt_a = separate.optimizer(Adam::new(0.01).into()).unwrap();
+    let mut opt_b = combined.optimizer(Adam::new(0.01).into()).unwrap();
+    for i in 0..4u64 {
+        let input = Rng(i).tensor(&[2, 5, 2]);
+        let target = Rng(i + 1000).tensor(&[2, 5, 1]);
+        separate.zero_grad().unwrap();
+        let tape = separate
+            .forward_on_device(&input, None, InitialState::Carried)
+            .unwrap();
+        separate
+            .backward_loss(tape, Loss::Mse(Reduction::Mean), Target::Values(&target))
+            .unwrap();
+        separate.clip_grad_norm(0.5).unwrap();
+        separate.step(&mut opt_a).unwrap();
+        let batch = wgpu_rnn::Batch {
+            input: &input,
+            lengths: None,
+            state: InitialState::Carried,
+            target: Target::Values(&target),
+        };
+        combined
+            .train_step(batch, Loss::Mse(Reduction::Mean), &mut opt_b, Some(0.5))
+            .unwrap();
+        assert_eq!(separate.last_loss().unwrap(), combined.last_loss().unwrap());
+        assert_eq!(
+            separate.last_grad_norm().unwrap(),
+            combined.last_grad_norm().unwrap()
+        );
+    }
+    assert_eq!(
+        separate.parameters().unwrap(),
+        combined.parameters().unwrap(),
+        "{}",
+        mode_name(mode)
+    );
+}
+for_each_mode!(train_step, train_step_is_the_loop);

@@ -8,7 +8,7 @@ mod support;
 use wgpu_rnn::reference_case::ReferenceCase;
 use wgpu_rnn::testing::gpu;
 use wgpu_rnn::{
-    Adam, CpuTrainer, GpuTrainer, InitialState, Linear, Loss, OptimizerConfig, Reduction,
+    Adam, Batch, CpuTrainer, GpuTrainer, InitialState, Linear, Loss, OptimizerConfig, Reduction,
     RnnConfig, RnnMode, RnnWeights, Sgd, Target, Tensor, Train,
 };
 
@@ -78,7 +78,8 @@ fn replay(case: &ReferenceCase, model: &mut impl Train, iterations: usize) -> Re
     });
     let vocab = model.config().input_size;
     for i in 0..iterations {
-        let tape;
+        // The iteration as one call (one submission on a GPU): zero_grad, forward from the
+        // carried state, loss and backward, clipping, step.
         if sine {
             let steps = x.shape()[1];
             let row = |t: &Tensor| {
@@ -88,11 +89,15 @@ fn replay(case: &ReferenceCase, model: &mut impl Train, iterations: usize) -> Re
                 )
                 .unwrap()
             };
-            tape = model
-                .forward_on_device(&row(&x), None, InitialState::Carried)
-                .unwrap();
+            let (input, target) = (row(&x), row(&y));
+            let batch = Batch {
+                input: &input,
+                lengths: None,
+                state: InitialState::Carried,
+                target: Target::Values(&target),
+            };
             model
-                .backward_loss(tape, Loss::Mse(Reduction::Mean), Target::Values(&row(&y)))
+                .train_step(batch, Loss::Mse(Reduction::Mean), &mut optimizer, clip)
                 .unwrap();
         } else {
             let ((tx, shape), (ty, _)) = tokens.as_ref().unwrap();
@@ -103,24 +108,16 @@ fn replay(case: &ReferenceCase, model: &mut impl Train, iterations: usize) -> Re
                 onehot[f * vocab + c] = 1.0;
             }
             let input = Tensor::new(onehot, &[n, t, vocab]).unwrap();
-            tape = model
-                .forward_on_device(&input, None, InitialState::Carried)
-                .unwrap();
-            let classes = &ty[i * n * t..(i + 1) * n * t];
-            model
-                .backward_loss(
-                    tape,
-                    Loss::CrossEntropy(Reduction::Mean),
-                    Target::Classes(classes),
-                )
-                .unwrap();
+            let batch = Batch {
+                input: &input,
+                lengths: None,
+                state: InitialState::Carried,
+                target: Target::Classes(&ty[i * n * t..(i + 1) * n * t]),
+            };
+            let loss = Loss::CrossEntropy(Reduction::Mean);
+            model.train_step(batch, loss, &mut optimizer, clip).unwrap();
         }
         losses.push(model.last_loss().unwrap());
-        if let Some(max_norm) = clip {
-            model.clip_grad_norm(max_norm).unwrap();
-        }
-        model.step(&mut optimizer).unwrap();
-        model.zero_grad().unwrap();
         if keep.contains(&(i + 1)) {
             let named = model
                 .parameters()

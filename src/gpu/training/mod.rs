@@ -23,8 +23,8 @@ use crate::optim::OptimizerConfig;
 use crate::rnn::{Hx, RnnOutput};
 use crate::tensor::Tensor;
 use crate::train::{
-    InitialState, InputGrads, Optimizer, OptimizerState, OutputGrads, ParamLayout, Tape, Train,
-    next_id,
+    Batch, InitialState, InputGrads, Optimizer, OptimizerState, OutputGrads, ParamLayout, Tape,
+    Train, next_id,
 };
 use crate::weights::{DirectionWeights, RnnWeights};
 use sequence::{SequencePlan, SequenceShape};
@@ -210,6 +210,69 @@ impl GpuTrainer {
         state: InitialState<'_>,
         read: bool,
     ) -> Result<(Option<RnnOutput>, Tape)> {
+        let ctx = self.ctx.clone();
+        let _gl = ctx.gl_guard();
+        let scopes = ctx.error_scopes();
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        let recorded = self.record_forward(&mut encoder, input, lengths, state);
+        let (shape, last) = match recorded {
+            Ok(done) => done,
+            Err(e) => {
+                let _ = scopes.finish(&ctx, "the training forward");
+                return Err(e);
+            }
+        };
+        let config = &self.config;
+        let features = self.output_features();
+        let plan = &self.sequences[&(shape.seq_len, shape.batch)];
+        let output = if read {
+            let parts = submit_and_read(
+                &ctx,
+                encoder,
+                &plan.data,
+                &plan.staging,
+                &[
+                    (plan.output, shape.seq_len * shape.batch * features),
+                    (last, plan.h_len),
+                    (last + plan.h_len, plan.c_len),
+                ],
+                "the training forward",
+                scopes,
+            )?;
+            let output = Tensor::new(
+                shape.scatter_sequence_first(&parts[0], features),
+                &shape.frames_shape(features),
+            )?;
+            let h_n = Tensor::new(parts[1].clone(), &shape.state_shape(config))?;
+            let c_n = match config.mode.has_cell_state() {
+                true => Some(Tensor::new(
+                    parts[2].clone(),
+                    &shape.cell_state_shape(config),
+                )?),
+                false => None,
+            };
+            Some(RnnOutput { output, h_n, c_n })
+        } else {
+            ctx.queue().submit([encoder.finish()]);
+            scopes.finish(&ctx, "the training forward")?;
+            None
+        };
+        let tape = Tape {
+            model: self.id,
+            forward: self.last.as_ref().expect("set by the forward").id,
+        };
+        Ok((output, tape))
+    }
+
+    /// Uploads a training forward's inputs and records it into `encoder`; returns its shape
+    /// and where the final state lies in the sequence's data. The caller holds the GL guard.
+    fn record_forward(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        input: &Tensor,
+        lengths: Option<&[usize]>,
+        state: InitialState<'_>,
+    ) -> Result<(ForwardShape, usize)> {
         let config = self.config.clone();
         let hx = match state {
             InitialState::Given(hx) => Some(hx),
@@ -219,7 +282,6 @@ impl GpuTrainer {
         self.ctx.check_alive()?;
         let features = self.output_features();
         let ctx = self.ctx.clone();
-        let _gl = ctx.gl_guard();
         let (steps, batch) = (shape.seq_len, shape.batch);
         self.last = None;
         self.make_sequence(steps, batch)?;
@@ -256,8 +318,6 @@ impl GpuTrainer {
             plan.lengths as u64 * 4,
             bytemuck::cast_slice(&plan.chunk_local_lengths(lengths)),
         );
-        let scopes = ctx.error_scopes();
-        let mut encoder = ctx.device().create_command_encoder(&Default::default());
         let states = (plan.h_len + plan.c_len) as u64 * 4;
         match (&carried, hx) {
             // The last forward's final state, detached: copied on the device.
@@ -294,7 +354,7 @@ impl GpuTrainer {
         };
         plan.record_forward(
             &ctx,
-            &mut encoder,
+            encoder,
             &self.workspaces,
             config.input_size,
             features,
@@ -307,48 +367,111 @@ impl GpuTrainer {
                 encoder.copy_buffer_to_buffer(&plan.data, last as u64 * 4, keep, 0, states);
             }
         }
-        let output = if read {
-            let parts = submit_and_read(
-                &ctx,
-                encoder,
-                &plan.data,
-                &plan.staging,
-                &[
-                    (plan.output, steps * batch * features),
-                    (last, plan.h_len),
-                    (last + plan.h_len, plan.c_len),
-                ],
-                "the training forward",
-                scopes,
-            )?;
-            let output = Tensor::new(
-                shape.scatter_sequence_first(&parts[0], features),
-                &shape.frames_shape(features),
-            )?;
-            let h_n = Tensor::new(parts[1].clone(), &shape.state_shape(&config))?;
-            let c_n = match config.mode.has_cell_state() {
-                true => Some(Tensor::new(
-                    parts[2].clone(),
-                    &shape.cell_state_shape(&config),
-                )?),
-                false => None,
-            };
-            Some(RnnOutput { output, h_n, c_n })
-        } else {
-            ctx.queue().submit([encoder.finish()]);
-            scopes.finish(&ctx, "the training forward")?;
-            None
-        };
         self.carry_batch = Some(batch);
-        let id = next_id();
-        self.last = Some(LastForward { id, shape });
-        Ok((
-            output,
-            Tape {
-                model: self.id,
-                forward: id,
-            },
-        ))
+        self.last = Some(LastForward {
+            id: next_id(),
+            shape,
+        });
+        Ok((shape, last))
+    }
+
+    /// Records the loss of the forward `tape` recorded and its backward into `encoder`.
+    fn record_loss_backward(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        tape: Tape,
+        loss: Loss,
+        target: Target<'_>,
+    ) -> Result<()> {
+        tape.check(self.id, self.last.as_ref().map(|l| l.id))?;
+        let config = self.config.clone();
+        let shape = self
+            .last
+            .as_ref()
+            .map(|l| l.shape)
+            .ok_or_else(|| RnnError::Tape("the model holds no training forward".into()))?;
+        let features = self.output_features();
+        let (steps, batch) = (shape.seq_len, shape.batch);
+        let frames = steps * batch;
+        let target = check_target(
+            loss,
+            target,
+            &shape.frames_shape(features),
+            frames,
+            features,
+        )?;
+        self.ctx.check_alive()?;
+        let ctx = self.ctx.clone();
+        let plan = &self.sequences[&(steps, batch)];
+        let width = if matches!(loss, Loss::Mse(_)) {
+            features
+        } else {
+            1
+        };
+        write(
+            &ctx,
+            &plan.data,
+            plan.target,
+            &shape.gather_sequence_first(&target, width),
+        );
+        plan.record_loss(&ctx, encoder, loss, features)?;
+        let head = self.head_out.is_some();
+        let top = |r: &Regions| {
+            if head {
+                r.head_dout
+            } else {
+                r.dy[config.num_layers - 1]
+            }
+        };
+        let recorded = plan.record_backward(
+            &ctx,
+            encoder,
+            &self.workspaces,
+            config.input_size,
+            features,
+            &top,
+        );
+        // The gates' gradients overwrite what the forward saved.
+        self.last = None;
+        recorded?;
+        self.loss_at = Some(((steps, batch), plan.loss_at()));
+        Ok(())
+    }
+
+    /// Records `optimizer`'s next step into `encoder`.
+    fn record_step(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        optimizer: &mut Optimizer,
+    ) -> Result<()> {
+        optimizer.check_model(self.id)?;
+        let OptimizerState::Gpu(state) = &optimizer.state else {
+            return Err(RnnError::InvalidConfig(
+                "this optimizer's state is on the CPU, not this GPU".into(),
+            ));
+        };
+        state.record_step(&self.ctx, encoder, &optimizer.config, optimizer.step + 1)?;
+        optimizer.step += 1;
+        Ok(())
+    }
+
+    /// Records `clip_grad_norm_(max_norm)` into `encoder`.
+    fn record_clip(&mut self, encoder: &mut wgpu::CommandEncoder, max_norm: f32) -> Result<()> {
+        if self.clip.is_none() {
+            let ranges = self.layout.ranges();
+            let clip = GpuClip::new(
+                &self.ctx,
+                &self.params,
+                &self.grads,
+                self.layout.len,
+                &ranges,
+            )?;
+            self.clip = Some(clip);
+        }
+        let clip = self.clip.as_ref().expect("made above");
+        clip.record(&self.ctx, encoder, max_norm)?;
+        self.clipped = true;
+        Ok(())
     }
 
     /// The buffer that keeps the final state for `InitialState::Carried`: `None` (zeros) before
@@ -566,63 +689,16 @@ impl Train for GpuTrainer {
     }
 
     fn backward_loss(&mut self, tape: Tape, loss: Loss, target: Target<'_>) -> Result<()> {
-        tape.check(self.id, self.last.as_ref().map(|l| l.id))?;
-        let config = self.config.clone();
-        let shape = self
-            .last
-            .as_ref()
-            .map(|l| l.shape)
-            .ok_or_else(|| RnnError::Tape("the model holds no training forward".into()))?;
-        let features = self.output_features();
-        let (steps, batch) = (shape.seq_len, shape.batch);
-        let frames = steps * batch;
-        let target = check_target(
-            loss,
-            target,
-            &shape.frames_shape(features),
-            frames,
-            features,
-        )?;
-        self.ctx.check_alive()?;
         let ctx = self.ctx.clone();
         let _gl = ctx.gl_guard();
-        let plan = &self.sequences[&(steps, batch)];
-        let width = if matches!(loss, Loss::Mse(_)) {
-            features
-        } else {
-            1
-        };
-        write(
-            &ctx,
-            &plan.data,
-            plan.target,
-            &shape.gather_sequence_first(&target, width),
-        );
         let scopes = ctx.error_scopes();
         let mut encoder = ctx.device().create_command_encoder(&Default::default());
-        plan.record_loss(&ctx, &mut encoder, loss, features)?;
-        let head = self.head_out.is_some();
-        let top = |r: &Regions| {
-            if head {
-                r.head_dout
-            } else {
-                r.dy[config.num_layers - 1]
-            }
-        };
-        let recorded = plan.record_backward(
-            &ctx,
-            &mut encoder,
-            &self.workspaces,
-            config.input_size,
-            features,
-            &top,
-        );
-        self.last = None;
-        recorded?;
-        ctx.queue().submit([encoder.finish()]);
-        scopes.finish(&ctx, "the loss and backward")?;
-        self.loss_at = Some(((steps, batch), plan.loss_at()));
-        Ok(())
+        let recorded = self.record_loss_backward(&mut encoder, tape, loss, target);
+        if recorded.is_ok() {
+            ctx.queue().submit([encoder.finish()]);
+        }
+        let finished = scopes.finish(&ctx, "the loss and backward");
+        recorded.and(finished)
     }
 
     fn last_loss(&self) -> Result<f32> {
@@ -807,54 +883,62 @@ impl Train for GpuTrainer {
     }
 
     fn step(&mut self, optimizer: &mut Optimizer) -> Result<()> {
-        optimizer.check_model(self.id)?;
-        let OptimizerState::Gpu(state) = &optimizer.state else {
-            return Err(RnnError::InvalidConfig(
-                "this optimizer's state is on the CPU, not this GPU".into(),
-            ));
-        };
-        let _gl = self.ctx.gl_guard();
-        let scopes = self.ctx.error_scopes();
-        let mut encoder = self
-            .ctx
-            .device()
-            .create_command_encoder(&Default::default());
-        state.record_step(
-            &self.ctx,
-            &mut encoder,
-            &optimizer.config,
-            optimizer.step + 1,
-        )?;
-        self.ctx.queue().submit([encoder.finish()]);
-        scopes.finish(&self.ctx, "the optimizer step")?;
-        optimizer.step += 1;
-        Ok(())
+        let ctx = self.ctx.clone();
+        let _gl = ctx.gl_guard();
+        let scopes = ctx.error_scopes();
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        let recorded = self.record_step(&mut encoder, optimizer);
+        if recorded.is_ok() {
+            ctx.queue().submit([encoder.finish()]);
+        }
+        let finished = scopes.finish(&ctx, "the optimizer step");
+        recorded.and(finished)
     }
 
     fn clip_grad_norm(&mut self, max_norm: f32) -> Result<()> {
-        let _gl = self.ctx.gl_guard();
-        if self.clip.is_none() {
-            let ranges = self.layout.ranges();
-            let clip = GpuClip::new(
-                &self.ctx,
-                &self.params,
-                &self.grads,
-                self.layout.len,
-                &ranges,
-            )?;
-            self.clip = Some(clip);
+        let ctx = self.ctx.clone();
+        let _gl = ctx.gl_guard();
+        let scopes = ctx.error_scopes();
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        let recorded = self.record_clip(&mut encoder, max_norm);
+        if recorded.is_ok() {
+            ctx.queue().submit([encoder.finish()]);
         }
-        let clip = self.clip.as_ref().expect("made above");
-        let scopes = self.ctx.error_scopes();
-        let mut encoder = self
-            .ctx
-            .device()
-            .create_command_encoder(&Default::default());
-        clip.record(&self.ctx, &mut encoder, max_norm)?;
-        self.ctx.queue().submit([encoder.finish()]);
-        scopes.finish(&self.ctx, "clipping the gradients")?;
-        self.clipped = true;
-        Ok(())
+        let finished = scopes.finish(&ctx, "clipping the gradients");
+        recorded.and(finished)
+    }
+
+    fn train_step(
+        &mut self,
+        batch: Batch<'_>,
+        loss: Loss,
+        optimizer: &mut Optimizer,
+        clip: Option<f32>,
+    ) -> Result<()> {
+        // Everything an iteration does, recorded into one encoder and submitted once.
+        optimizer.check_model(self.id)?;
+        let ctx = self.ctx.clone();
+        let _gl = ctx.gl_guard();
+        let scopes = ctx.error_scopes();
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        let recorded = (|| {
+            encoder.clear_buffer(&self.grads, 0, None);
+            self.record_forward(&mut encoder, batch.input, batch.lengths, batch.state)?;
+            let tape = Tape {
+                model: self.id,
+                forward: self.last.as_ref().expect("set by the forward").id,
+            };
+            self.record_loss_backward(&mut encoder, tape, loss, batch.target)?;
+            if let Some(max_norm) = clip {
+                self.record_clip(&mut encoder, max_norm)?;
+            }
+            self.record_step(&mut encoder, optimizer)
+        })();
+        if recorded.is_ok() {
+            ctx.queue().submit([encoder.finish()]);
+        }
+        let finished = scopes.finish(&ctx, "the training step");
+        recorded.and(finished)
     }
 
     fn last_grad_norm(&self) -> Result<f32> {
