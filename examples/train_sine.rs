@@ -1,7 +1,7 @@
 //! Trains the sine-wave predictor of the PyTorch tutorial on your GPU, exactly as the tutorial
 //! does, then lets it run free.
 //!
-//!     cargo run --release --example train_sine [-- --cell lstm] [--cpu] [--torch PYTHON]
+//!     cargo run --release --example train_sine [-- --cell lstm --cpu --torch PYTHON ...]
 //!
 //! The model is `nn.RNN(1, 16, batch_first=True)` (`--cell lstm|gru` for the others) and an
 //! `nn.Linear(16, 1)` head that predicts the next point of a sine wave. Each iteration draws
@@ -203,6 +203,12 @@ fn session(
         POINTS - 1
     );
     let mut optimizer = model.optimizer(Adam::new(args.lr).into())?;
+    // Started (and warmed up) now, so that a missing interpreter or torch shows at once; it
+    // waits, idle, until training is over.
+    let mut torch = match &args.torch {
+        Some(python) => Some(TorchLoop::start(python, args)?),
+        None => None,
+    };
 
     // Training.
     let bar = progress_bar(args.iterations);
@@ -255,11 +261,10 @@ fn session(
     println!("plot: {}", args.out.display());
 
     // Timing against PyTorch, alternated: ours, PyTorch, ours, PyTorch, ...
-    let Some(python) = &args.torch else {
+    let Some(torch) = &mut torch else {
         println!("ms_per_iteration={ms_per_iteration:.4}");
         return Ok(());
     };
-    let mut torch = TorchLoop::start(python, args)?;
     println!(
         "timing: {} rounds of {} iterations, ours then PyTorch {} (CPU, {} thread{})",
         args.rounds,

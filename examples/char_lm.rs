@@ -1,0 +1,404 @@
+//! A character-level language model, trained on any UTF-8 text on your GPU, then sampled.
+//!
+//!     cargo run --release --example char_lm [-- --text FILE --cell lstm --epochs 5 ...]
+//!
+//! The model reads one character at a time, one-hot encoded over the text's vocabulary (its
+//! distinct characters), through `nn.RNN(V, 64, batch_first=True)` (`--cell lstm|gru`,
+//! `--hidden`) and an `nn.Linear(64, V)` to the logits of the next character; the loss is
+//! `nn.CrossEntropyLoss()`. Training is PyTorch's word-language-model recipe at the character
+//! level: the text is cut into N = 8 streams (`--batch`) read side by side, T = 35 characters
+//! of each per iteration (`--seq-len`); the state is carried from one batch to the next and
+//! detached (truncated BPTT), from zeros at the start of each epoch; before each step
+//! `clip_grad_norm_(parameters, 1.0)` (`--clip`, 0 for none); the optimizer is SGD with lr 1.0
+//! (`--optimizer adam`, `--lr`). Each epoch prints the perplexity, exp of the mean loss.
+//!
+//! The text is the repository's README.md unless `--text FILE` says otherwise. After training
+//! the model is saved as a PyTorch `state_dict` (target/char_lm.safetensors: `rnn.*`,
+//! `linear.*`), loaded back into an inference model (`GpuRnn`), and sampled: the prompt
+//! (`--prompt`, by default the text's first characters) runs through it, then each sampled
+//! character (softmax of the logits / `--temperature`, seeded) is fed back as the next input.
+//! `--cpu` runs the CPU reference path (`CpuTrainer`, `CpuRnn`) instead.
+
+#[path = "support/training.rs"]
+mod training;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, ValueEnum};
+
+use training::{Cell, Rng, progress_bar};
+use wgpu_rnn::{
+    Adam, CpuRnn, CpuTrainer, GpuContext, GpuRnn, GpuTrainer, Hx, InitialState, Linear, Loss,
+    OptimizerConfig, Reduction, Rnn, RnnWeights, Sgd, Target, Tensor, Train,
+};
+
+type Error = Box<dyn std::error::Error>;
+
+/// Trains a character-level language model on a text, then samples from it.
+#[derive(Parser)]
+#[command(name = "char_lm")]
+struct Args {
+    /// The training text (UTF-8); the repository's README.md by default.
+    #[arg(long, value_name = "FILE")]
+    text: Option<PathBuf>,
+    /// The recurrent layer.
+    #[arg(long, value_enum, default_value_t = Cell::Rnn)]
+    cell: Cell,
+    /// Hidden size.
+    #[arg(long, default_value_t = 64)]
+    hidden: usize,
+    /// The optimizer.
+    #[arg(long, value_enum, default_value_t = Optimizer::Sgd)]
+    optimizer: Optimizer,
+    /// Learning rate [default: 1.0 for SGD, 0.002 for Adam].
+    #[arg(long)]
+    lr: Option<f32>,
+    /// clip_grad_norm's max_norm before each step (0: no clipping).
+    #[arg(long, default_value_t = 1.0)]
+    clip: f32,
+    /// Streams read side by side (the batch size N).
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Characters of each stream per iteration (T).
+    #[arg(long, default_value_t = 35)]
+    seq_len: usize,
+    /// Passes over the text.
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    /// Read the loss back (a wait for the GPU) every this many iterations; the epoch's
+    /// perplexity is then that of the losses read.
+    #[arg(long, default_value_t = 1)]
+    loss_every: usize,
+    /// Where sampling starts [default: the text's first 10 characters].
+    #[arg(long)]
+    prompt: Option<String>,
+    /// Characters to sample.
+    #[arg(long, default_value_t = 300)]
+    length: usize,
+    /// Sampling temperature: the logits are divided by it (0: always the likeliest).
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    /// Seed of the initial weights and of the sampling.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Train on the CPU reference path instead of the GPU.
+    #[arg(long)]
+    cpu: bool,
+    /// Where the trained model (safetensors, PyTorch's names) goes.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "target/char_lm.safetensors"
+    )]
+    save: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Optimizer {
+    /// torch.optim.SGD.
+    Sgd,
+    /// torch.optim.Adam.
+    Adam,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("char_lm: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<(), Error> {
+    let path = args
+        .text
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("README.md"));
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let vocab = Vocabulary::of(&text);
+    let data = Streams::new(vocab.encode(&text)?, vocab.len(), args.batch, args.seq_len)?;
+    println!(
+        "text: {}, {} characters, vocabulary of {}; {} streams of {} characters, {} batches of \
+         ({}, {}) per epoch",
+        path.display(),
+        data.tokens.len(),
+        vocab.len(),
+        args.batch,
+        data.per_stream,
+        data.batches,
+        args.batch,
+        args.seq_len
+    );
+    let prompt = match &args.prompt {
+        Some(prompt) => prompt.clone(),
+        None => text.chars().take(10).collect(),
+    };
+    let prompt = vocab
+        .encode(&prompt)
+        .map_err(|e| format!("--prompt: {e}"))?;
+    if prompt.is_empty() {
+        return Err("the prompt is empty".into());
+    }
+
+    let config = args.cell.config(vocab.len(), args.hidden);
+    let mut rng = Rng::new(args.seed);
+    let weights = RnnWeights::init(&config, rng.next_u64())?;
+    let head = training::linear_init(&mut rng, args.hidden, vocab.len());
+    let sampled = if args.cpu {
+        println!("device: the CPU reference path (CpuTrainer)");
+        let mut model = CpuTrainer::new(config.clone(), &weights)?.with_head(&head)?;
+        train(&mut model, args, &data)?;
+        let (weights, head) = save_and_load(&model, args, vocab.len())?;
+        let model = CpuRnn::new(config, &weights)?.with_head(&head)?;
+        sample(&model, &vocab, &prompt, args, &mut rng)?
+    } else {
+        let ctx = GpuContext::new()?;
+        println!("adapter: {}", ctx.describe());
+        let mut model = GpuTrainer::new(&ctx, config.clone(), &weights)?.with_head(&head)?;
+        train(&mut model, args, &data)?;
+        let (weights, head) = save_and_load(&model, args, vocab.len())?;
+        let model = GpuRnn::new(&ctx, config, &weights)?.with_head(&head)?;
+        sample(&model, &vocab, &prompt, args, &mut rng)?
+    };
+    println!(
+        "sample (temperature {}, seed {}):\n{}{sampled}",
+        args.temperature,
+        args.seed,
+        vocab.decode(&prompt)
+    );
+    Ok(())
+}
+
+/// The text's distinct characters, in order, and back.
+struct Vocabulary {
+    chars: Vec<char>,
+}
+
+impl Vocabulary {
+    fn of(text: &str) -> Self {
+        let chars: BTreeSet<char> = text.chars().collect();
+        Vocabulary {
+            chars: chars.into_iter().collect(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.chars.len()
+    }
+
+    /// Every character's index; an error names a character the vocabulary lacks.
+    fn encode(&self, text: &str) -> Result<Vec<usize>, String> {
+        text.chars()
+            .map(|c| {
+                self.chars
+                    .binary_search(&c)
+                    .map_err(|_| format!("{c:?} is not in the training text"))
+            })
+            .collect()
+    }
+
+    fn decode(&self, tokens: &[usize]) -> String {
+        tokens.iter().map(|&t| self.chars[t]).collect()
+    }
+
+    /// (1, T, V): the tokens one-hot encoded, one sequence, batch-first.
+    fn one_hot(&self, tokens: &[usize]) -> wgpu_rnn::Result<Tensor> {
+        let v = self.len();
+        let mut data = vec![0.0f32; tokens.len() * v];
+        for (frame, &token) in tokens.iter().enumerate() {
+            data[frame * v + token] = 1.0;
+        }
+        Tensor::new(data, &[1, tokens.len(), v])
+    }
+}
+
+/// The text cut into `batch` streams read side by side (stream n is the n-th of `batch` equal
+/// parts; the remainder is dropped), and the batches of `seq_len` characters of each stream.
+struct Streams {
+    tokens: Vec<usize>,
+    vocab: usize,
+    batch: usize,
+    seq_len: usize,
+    per_stream: usize,
+    /// Batches per epoch (a last, shorter one is dropped).
+    batches: usize,
+}
+
+impl Streams {
+    fn new(tokens: Vec<usize>, vocab: usize, batch: usize, seq_len: usize) -> Result<Self, String> {
+        let per_stream = tokens.len() / batch.max(1);
+        let batches = per_stream.saturating_sub(1) / seq_len.max(1);
+        if batches == 0 {
+            return Err(format!(
+                "the text has {} characters: {batch} streams of {seq_len} (+1) need at least {}",
+                tokens.len(),
+                batch * (seq_len + 1)
+            ));
+        }
+        Ok(Streams {
+            tokens,
+            vocab,
+            batch,
+            seq_len,
+            per_stream,
+            batches,
+        })
+    }
+
+    /// Batch `b`: the input (N, T, V), one-hot, and the next character of every frame as the
+    /// target classes, in the output's order (stream by stream).
+    fn batch(&self, b: usize) -> wgpu_rnn::Result<(Tensor, Vec<usize>)> {
+        let (n, t, v) = (self.batch, self.seq_len, self.vocab);
+        let mut input = vec![0.0f32; n * t * v];
+        let mut classes = Vec::with_capacity(n * t);
+        for stream in 0..n {
+            let start = stream * self.per_stream + b * t;
+            for step in 0..t {
+                let frame = stream * t + step;
+                input[frame * v + self.tokens[start + step]] = 1.0;
+                classes.push(self.tokens[start + step + 1]);
+            }
+        }
+        Ok((Tensor::new(input, &[n, t, v])?, classes))
+    }
+}
+
+/// Trains `model` for `args.epochs` passes over the streams.
+fn train(model: &mut impl Train, args: &Args, data: &Streams) -> Result<(), Error> {
+    let (config, name): (OptimizerConfig, _) = match args.optimizer {
+        Optimizer::Sgd => (Sgd::new(args.lr.unwrap_or(1.0)).into(), "SGD"),
+        Optimizer::Adam => (Adam::new(args.lr.unwrap_or(0.002)).into(), "Adam"),
+    };
+    let lr = match config {
+        OptimizerConfig::Sgd(sgd) => sgd.lr,
+        OptimizerConfig::Adam(adam) => adam.lr,
+    };
+    println!(
+        "model: nn.{}({}, {}, batch_first=True) + nn.Linear({}, {}); {name} lr {lr}; \
+         clip_grad_norm {}",
+        args.cell.torch_name(),
+        data.vocab,
+        args.hidden,
+        args.hidden,
+        data.vocab,
+        args.clip
+    );
+    let mut optimizer = model.optimizer(config)?;
+    let loss_every = args.loss_every.max(1);
+    let bar = progress_bar(args.epochs * data.batches);
+    let started = Instant::now();
+    for epoch in 1..=args.epochs {
+        let epoch_started = Instant::now();
+        let (mut sum, mut count) = (0.0f64, 0usize);
+        for b in 0..data.batches {
+            let (input, classes) = data.batch(b)?;
+            // Each epoch starts from zeros; then each batch from the last one's final state.
+            let state = match b {
+                0 => InitialState::Zeros,
+                _ => InitialState::Carried,
+            };
+            let tape = model.forward_on_device(&input, None, state)?;
+            let loss = Loss::CrossEntropy(Reduction::Mean);
+            model.backward_loss(tape, loss, Target::Classes(&classes))?;
+            if args.clip > 0.0 {
+                model.clip_grad_norm(args.clip)?;
+            }
+            model.step(&mut optimizer)?;
+            model.zero_grad()?;
+            if b % loss_every == 0 {
+                // Reading the loss waits for the GPU.
+                let loss = f64::from(model.last_loss()?);
+                sum += loss;
+                count += 1;
+                bar.set_message(format!("epoch {epoch}, loss {loss:.3}"));
+            }
+            bar.inc(1);
+        }
+        let ms = epoch_started.elapsed().as_secs_f64() * 1e3 / data.batches as f64;
+        let mean = sum / count as f64;
+        bar.suspend(|| {
+            println!(
+                "epoch {epoch:>3}: loss {mean:.4}, perplexity {:.2} ({ms:.2} ms per iteration)",
+                mean.exp()
+            )
+        });
+    }
+    bar.finish_and_clear();
+    let iterations = args.epochs * data.batches;
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "trained: {iterations} iterations in {elapsed:.1} s ({:.2} ms per iteration)",
+        elapsed * 1e3 / iterations.max(1) as f64
+    );
+    Ok(())
+}
+
+/// Saves the trained model as a PyTorch state_dict and loads it back, as an inference program
+/// would.
+fn save_and_load(
+    model: &impl Train,
+    args: &Args,
+    vocab: usize,
+) -> wgpu_rnn::Result<(RnnWeights, Linear)> {
+    training::create_parent(&args.save)?;
+    model.save(&args.save, "rnn.", "linear.")?;
+    println!("model: {}", args.save.display());
+    let weights = RnnWeights::load(model.config(), &args.save, "rnn.")?;
+    let head = Linear::load(&args.save, "linear.", args.hidden, vocab)?;
+    Ok((weights, head))
+}
+
+/// `args.length` characters after the prompt: the prompt runs through the model in one
+/// forward, then each sampled character is the next input, the state carried.
+fn sample(
+    model: &dyn Rnn,
+    vocab: &Vocabulary,
+    prompt: &[usize],
+    args: &Args,
+    rng: &mut Rng,
+) -> wgpu_rnn::Result<String> {
+    let v = vocab.len();
+    let mut out = model.forward(&vocab.one_hot(prompt)?, None)?;
+    let mut sampled = Vec::with_capacity(args.length);
+    for _ in 0..args.length {
+        // The logits of the last frame.
+        let logits = &out.output.data()[out.output.data().len() - v..];
+        let next = pick(logits, args.temperature, rng);
+        sampled.push(next);
+        let hx = Hx {
+            h0: &out.h_n,
+            c0: out.c_n.as_ref(),
+        };
+        out = model.forward(&vocab.one_hot(&[next])?, Some(hx))?;
+    }
+    Ok(vocab.decode(&sampled))
+}
+
+/// A class drawn from softmax(logits / temperature); the likeliest at temperature 0.
+fn pick(logits: &[f32], temperature: f32, rng: &mut Rng) -> usize {
+    let likeliest = (0..logits.len())
+        .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
+        .unwrap_or(0);
+    if temperature <= 0.0 {
+        return likeliest;
+    }
+    let max = logits[likeliest];
+    let weights: Vec<f64> = logits
+        .iter()
+        .map(|&z| (f64::from(z - max) / f64::from(temperature)).exp())
+        .collect();
+    let mut r = rng.unit() * weights.iter().sum::<f64>();
+    for (class, w) in weights.iter().enumerate() {
+        r -= w;
+        if r < 0.0 {
+            return class;
+        }
+    }
+    likeliest
+}
