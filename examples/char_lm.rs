@@ -31,8 +31,8 @@ use clap::{Parser, ValueEnum};
 
 use training::{Cell, Rng, progress_bar};
 use wgpu_rnn::{
-    Adam, CpuRnn, CpuTrainer, GpuContext, GpuRnn, GpuTrainer, Hx, InitialState, Linear, Loss,
-    OptimizerConfig, Reduction, Rnn, RnnWeights, Sgd, Target, Tensor, Train,
+    Adam, Batch, CpuRnn, CpuTrainer, GpuContext, GpuRnn, GpuTrainer, Hx, InitialState, Linear,
+    Loss, OptimizerConfig, Reduction, Rnn, RnnWeights, Sgd, Target, Tensor, Train,
 };
 
 type Error = Box<dyn std::error::Error>;
@@ -291,6 +291,7 @@ fn train(model: &mut impl Train, args: &Args, data: &Streams) -> Result<(), Erro
     );
     let mut optimizer = model.optimizer(config)?;
     let loss_every = args.loss_every.max(1);
+    let clip = (args.clip > 0.0).then_some(args.clip);
     let bar = progress_bar(args.epochs * data.batches);
     let started = Instant::now();
     for epoch in 1..=args.epochs {
@@ -303,14 +304,16 @@ fn train(model: &mut impl Train, args: &Args, data: &Streams) -> Result<(), Erro
                 0 => InitialState::Zeros,
                 _ => InitialState::Carried,
             };
-            let tape = model.forward_on_device(&input, None, state)?;
+            let batch = Batch {
+                input: &input,
+                lengths: None,
+                state,
+                target: Target::Classes(&classes),
+            };
+            // zero_grad, forward_on_device, backward_loss, clip_grad_norm, step: one
+            // submission on a GPU, nothing read back.
             let loss = Loss::CrossEntropy(Reduction::Mean);
-            model.backward_loss(tape, loss, Target::Classes(&classes))?;
-            if args.clip > 0.0 {
-                model.clip_grad_norm(args.clip)?;
-            }
-            model.step(&mut optimizer)?;
-            model.zero_grad()?;
+            model.train_step(batch, loss, &mut optimizer, clip)?;
             if b % loss_every == 0 {
                 // Reading the loss waits for the GPU.
                 let loss = f64::from(model.last_loss()?);

@@ -37,8 +37,8 @@ use plotters::prelude::*;
 
 use training::{Cell, Rng, median, progress_bar};
 use wgpu_rnn::{
-    Adam, CpuRnn, CpuTrainer, GpuContext, GpuRnn, GpuTrainer, Hx, InitialState, Linear, Loss,
-    Optimizer, Reduction, Rnn, RnnConfig, RnnWeights, Target, Tensor, Train,
+    Adam, Batch, CpuRnn, CpuTrainer, GpuContext, GpuRnn, GpuTrainer, Hx, InitialState, Linear,
+    Loss, Optimizer, Reduction, Rnn, RnnConfig, RnnWeights, Target, Tensor, Train,
 };
 
 type Error = Box<dyn std::error::Error>;
@@ -171,18 +171,24 @@ fn window(k: f64) -> wgpu_rnn::Result<(Tensor, Tensor)> {
     ))
 }
 
-/// One iteration of the tutorial's loop:
-/// `out, h = rnn(x, h); loss = mse(linear(out), y); loss.backward(); opt.step(); h = h.detach()`.
+/// One iteration of the tutorial's loop: `optimizer.zero_grad(); out, h = rnn(x, h);
+/// loss = mse(linear(out), y); loss.backward(); optimizer.step(); h = h.detach()`.
+///
+/// `train_step` is `zero_grad`, `forward_on_device` (here from the carried state),
+/// `backward_loss` and `step` in one call: one submission on a GPU, nothing read back.
 fn iteration(
     model: &mut impl Train,
     optimizer: &mut Optimizer,
     rng: &mut Rng,
 ) -> wgpu_rnn::Result<()> {
     let (x, y) = window(rng.below(3) as f64)?;
-    let tape = model.forward_on_device(&x, None, InitialState::Carried)?;
-    model.backward_loss(tape, Loss::Mse(Reduction::Mean), Target::Values(&y))?;
-    model.step(optimizer)?;
-    model.zero_grad()
+    let batch = Batch {
+        input: &x,
+        lengths: None,
+        state: InitialState::Carried,
+        target: Target::Values(&y),
+    };
+    model.train_step(batch, Loss::Mse(Reduction::Mean), optimizer, None)
 }
 
 /// Trains `model`, saves it, runs it free, plots, and (`--torch`) times it against PyTorch.
