@@ -621,3 +621,57 @@ fn chunking_limits_are_errors(mode: RnnMode) {
     ));
 }
 for_each_mode!(chunking_limits, chunking_limits_are_errors);
+
+/// A head on the final state (sequence classification): the GPU against the CPU over random
+/// configurations (layers, directions, lengths, given h0, chunked or not).
+fn state_head_matches_cpu(mode: RnnMode) {
+    let Some(ctx) = gpu("state_head_matches_cpu") else {
+        return;
+    };
+    for seed in 0..8 {
+        let mut case = random_case(mode, 500 + seed);
+        if case.problem.unbatched {
+            continue;
+        }
+        let config = case.problem.config.clone();
+        let mut rng = Rng(seed);
+        let head = Linear {
+            in_features: config.output_size(),
+            out_features: 3,
+            weight: rng.values(3 * config.output_size()),
+            bias: Some(rng.values(3)),
+        };
+        let batch = case.problem.batch;
+        case.d_output = rng.tensor(&[batch, 3]);
+        let weights = case.problem.weights();
+        let mut cpu = CpuTrainer::new(config.clone(), &weights)
+            .unwrap()
+            .with_state_head(&head)
+            .unwrap();
+        let mut gpu_model = GpuTrainer::new(&ctx, config.clone(), &weights)
+            .unwrap()
+            .with_state_head(&head)
+            .unwrap();
+        if seed % 3 == 2 && !config.bidirectional {
+            let budget = gpu_model.workspace_bytes(2, batch).unwrap();
+            gpu_model.set_workspace_budget(Some(budget));
+        }
+        let want = run(&mut cpu, &case);
+        let got = run(&mut gpu_model, &case);
+        for ((name, w), (_, g)) in want.iter().zip(&got) {
+            let e = error(g, w);
+            assert!(
+                e <= TOLERANCE,
+                "{} seed {seed} {:?}: {name} differs by {e:.3e}",
+                mode_name(mode),
+                case.problem
+            );
+        }
+        assert_eq!(
+            want[0].1.shape(),
+            &[batch, 3],
+            "the output is one row per sequence"
+        );
+    }
+}
+for_each_mode!(state_head, state_head_matches_cpu);

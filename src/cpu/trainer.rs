@@ -34,6 +34,8 @@ pub struct CpuTrainer {
     /// The last forward's output and final state (for `InitialState::Carried`).
     last_output: Option<RnnOutput>,
     last_loss: Option<f32>,
+    /// The head reads the last layer's final state, not every frame.
+    state_head: bool,
 }
 
 /// What the last training forward keeps: its arguments (the reference backward runs the
@@ -65,6 +67,7 @@ impl CpuTrainer {
             last_norm: None,
             last_output: None,
             last_loss: None,
+            state_head: false,
         })
     }
 
@@ -86,11 +89,22 @@ impl CpuTrainer {
             last_norm: None,
             last_output: None,
             last_loss: None,
+            state_head: false,
         })
     }
 
     /// Adds a Linear head that trains with the model. Gradients start again from zero.
     pub fn with_head(self, head: &Linear) -> Result<Self> {
+        self.add_head(head, false)
+    }
+
+    /// Adds a Linear head on the last layer's final state, as
+    /// [`GpuTrainer::with_state_head`](crate::GpuTrainer::with_state_head) describes.
+    pub fn with_state_head(self, head: &Linear) -> Result<Self> {
+        self.add_head(head, true)
+    }
+
+    fn add_head(self, head: &Linear, state_head: bool) -> Result<Self> {
         head.check(self.config.output_size())?;
         let (weights, _) = self.layout.unflatten(&self.config, &self.params)?;
         let layout = ParamLayout::new(&self.config, Some((head.out_features, head.bias.is_some())));
@@ -99,12 +113,32 @@ impl CpuTrainer {
             grads: vec![0.0; params.len()],
             params,
             layout,
+            state_head,
             ..self
         })
     }
 
     fn model(&self) -> Result<(RnnWeights, Option<Linear>)> {
         self.layout.unflatten(&self.config, &self.params)
+    }
+}
+
+/// The last layer's final state, directions side by side: (N, D·H_out), or (D·H_out)
+/// unbatched.
+fn last_state(config: &RnnConfig, h_n: &Tensor) -> Result<Tensor> {
+    let (s, d) = (config.state_size(), config.num_directions());
+    let batch = h_n.data().len() / (config.state_rows() * s);
+    let rows = (config.num_layers - 1) * d;
+    let mut last = Vec::with_capacity(batch * d * s);
+    for n in 0..batch {
+        for dir in 0..d {
+            let at = ((rows + dir) * batch + n) * s;
+            last.extend_from_slice(&h_n.data()[at..at + s]);
+        }
+    }
+    match h_n.shape().len() {
+        2 => Tensor::new(last, &[d * s]),
+        _ => Tensor::new(last, &[batch, d * s]),
     }
 }
 
@@ -149,8 +183,13 @@ impl Train for CpuTrainer {
             Some(l) => rnn.forward_with_lengths(input, l, hx)?,
             None => rnn.forward(input, hx)?,
         };
+        // What the head reads: every frame, or the last layer's final state.
+        let head_input = match self.state_head {
+            true => last_state(&self.config, &out.h_n)?,
+            false => out.output.clone(),
+        };
         let output = match &head {
-            Some(head) => apply_head(head, &out.output)?,
+            Some(head) => apply_head(head, &head_input)?,
             None => out.output.clone(),
         };
         self.last_output = Some(RnnOutput {
@@ -165,7 +204,7 @@ impl Train for CpuTrainer {
             lengths: lengths.map(<[usize]>::to_vec),
             h0: hx.map(|hx| hx.h0.clone()),
             c0: hx.and_then(|hx| hx.c0.cloned()),
-            rnn_output: out.output,
+            rnn_output: head_input,
         });
         Ok((
             RnnOutput {
@@ -197,7 +236,12 @@ impl Train for CpuTrainer {
         let features = head
             .as_ref()
             .map_or(config.output_size(), |h| h.out_features);
-        check_output_grads(&config, &shape, features, grads)?;
+        let output_shape = match (self.state_head, shape.unbatched) {
+            (false, _) => shape.frames_shape(features),
+            (true, true) => vec![features],
+            (true, false) => vec![shape.batch, features],
+        };
+        check_output_grads(&config, &shape, &output_shape, grads)?;
 
         // The head: dW += doutᵀ·Y, db += Σ dout, dY = dout·W.
         let d_rnn_output = match &head {
@@ -233,10 +277,35 @@ impl Train for CpuTrainer {
                 Tensor::new(dy, saved.rnn_output.shape())?
             }
         };
-        let zeros = Tensor::zeros(&shape.state_shape(&config))?;
+        let mut d_h_n = match grads.d_h_n {
+            Some(d) => d.clone(),
+            None => Tensor::zeros(&shape.state_shape(&config))?,
+        };
+        // A head on the final state: its gradient enters at the last layer's h_n, none at the
+        // frames.
+        let d_rnn_output = if self.state_head {
+            let mut data = d_h_n.into_data();
+            let (s, d) = (config.state_size(), config.num_directions());
+            let rows = (config.num_layers - 1) * d;
+            for (n, frame) in d_rnn_output.data().chunks(d * s).enumerate() {
+                for dir in 0..d {
+                    let at = ((rows + dir) * shape.batch + n) * s;
+                    for (acc, &v) in data[at..at + s]
+                        .iter_mut()
+                        .zip(&frame[dir * s..(dir + 1) * s])
+                    {
+                        *acc += v;
+                    }
+                }
+            }
+            d_h_n = Tensor::new(data, &shape.state_shape(&config))?;
+            Tensor::zeros(&shape.frames_shape(config.output_size()))?
+        } else {
+            d_rnn_output
+        };
         let upstream = Upstream {
             d_output: &d_rnn_output,
-            d_h_n: grads.d_h_n.unwrap_or(&zeros),
+            d_h_n: &d_h_n,
             d_c_n: grads.d_c_n,
         };
         let g = backward::backward(&config, &weights, &saved.input, lengths, hx, upstream)?;

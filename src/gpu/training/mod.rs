@@ -28,7 +28,7 @@ use crate::train::{
 };
 use crate::weights::{DirectionWeights, RnnWeights};
 use sequence::{SequencePlan, SequenceShape};
-use workspace::{Regions, TrainWorkspace};
+use workspace::{HeadSpec, Regions, TrainWorkspace};
 
 /// An `nn.RNN`, `nn.LSTM` or `nn.GRU` (and optional Linear head) that trains on a GPU.
 ///
@@ -45,6 +45,7 @@ pub struct GpuTrainer {
     config: RnnConfig,
     layout: ParamLayout,
     head_out: Option<usize>,
+    head: Option<HeadSpec>,
     params: wgpu::Buffer,
     grads: wgpu::Buffer,
     /// Reads parameters or gradients back.
@@ -106,6 +107,18 @@ impl GpuTrainer {
     /// Adds a Linear head that trains with the model: every output frame becomes
     /// `h_t·Wᵀ + b`. Gradients start again from zero.
     pub fn with_head(self, head: &Linear) -> Result<Self> {
+        self.add_head(head, false)
+    }
+
+    /// Adds a Linear head on the last layer's final state instead (sequence classification:
+    /// `linear(torch.cat([h_n[-2], h_n[-1]], 1))` for a bidirectional model, `linear(h_n[-1])`
+    /// otherwise; with lengths, each sequence's state at its own last frame). The output is then
+    /// (N, out_features), a loss's targets one per sequence. Gradients start again from zero.
+    pub fn with_state_head(self, head: &Linear) -> Result<Self> {
+        self.add_head(head, true)
+    }
+
+    fn add_head(self, head: &Linear, on_state: bool) -> Result<Self> {
         head.check(self.config.output_size())?;
         let (weights, _) = self.layout.unflatten(&self.config, &self.read_params()?)?;
         let mut layout =
@@ -114,20 +127,18 @@ impl GpuTrainer {
             layout = layout.with_cell_names();
         }
         let all = layout.flatten(&weights, Some(head));
-        Self::from_flat(
-            &self.ctx,
-            self.config.clone(),
-            layout,
-            Some(head.out_features),
-            &all,
-        )
+        let spec = HeadSpec {
+            out: head.out_features,
+            on_state,
+        };
+        Self::from_flat(&self.ctx, self.config.clone(), layout, Some(spec), &all)
     }
 
     fn from_flat(
         ctx: &GpuContext,
         config: RnnConfig,
         layout: ParamLayout,
-        head_out: Option<usize>,
+        head: Option<HeadSpec>,
         flat: &[f32],
     ) -> Result<Self> {
         let _gl = ctx.gl_guard();
@@ -157,7 +168,8 @@ impl GpuTrainer {
             ctx: ctx.clone(),
             config,
             layout,
-            head_out,
+            head_out: head.map(|h| h.out),
+            head,
             params,
             grads,
             param_staging,
@@ -232,17 +244,18 @@ impl GpuTrainer {
                 &plan.data,
                 &plan.staging,
                 &[
-                    (plan.output, shape.seq_len * shape.batch * features),
+                    (plan.output, self.output_rows(&shape) * features),
                     (last, plan.h_len),
                     (last + plan.h_len, plan.c_len),
                 ],
                 "the training forward",
                 scopes,
             )?;
-            let output = Tensor::new(
-                shape.scatter_sequence_first(&parts[0], features),
-                &shape.frames_shape(features),
-            )?;
+            let output = match self.state_head() {
+                true => parts[0].clone(),
+                false => shape.scatter_sequence_first(&parts[0], features),
+            };
+            let output = Tensor::new(output, &self.output_shape(&shape))?;
             let h_n = Tensor::new(parts[1].clone(), &shape.state_shape(config))?;
             let c_n = match config.mode.has_cell_state() {
                 true => Some(Tensor::new(
@@ -344,7 +357,7 @@ impl GpuTrainer {
                 }
             }
         }
-        let head = self.head_out.is_some();
+        let head = self.head_out.is_some() && !self.state_head();
         let top = |r: &Regions| {
             if head {
                 r.head_out
@@ -392,14 +405,9 @@ impl GpuTrainer {
             .ok_or_else(|| RnnError::Tape("the model holds no training forward".into()))?;
         let features = self.output_features();
         let (steps, batch) = (shape.seq_len, shape.batch);
-        let frames = steps * batch;
-        let target = check_target(
-            loss,
-            target,
-            &shape.frames_shape(features),
-            frames,
-            features,
-        )?;
+        let rows = self.output_rows(&shape);
+        let output_shape = self.output_shape(&shape);
+        let target = check_target(loss, target, &output_shape, rows, features)?;
         self.ctx.check_alive()?;
         let ctx = self.ctx.clone();
         let plan = &self.sequences[&(steps, batch)];
@@ -408,14 +416,13 @@ impl GpuTrainer {
         } else {
             1
         };
-        write(
-            &ctx,
-            &plan.data,
-            plan.target,
-            &shape.gather_sequence_first(&target, width),
-        );
+        let target = match self.state_head() {
+            true => target,
+            false => shape.gather_sequence_first(&target, width),
+        };
+        write(&ctx, &plan.data, plan.target, &target);
         plan.record_loss(&ctx, encoder, loss, features)?;
-        let head = self.head_out.is_some();
+        let head = self.head_out.is_some() && !self.state_head();
         let top = |r: &Regions| {
             if head {
                 r.head_dout
@@ -498,6 +505,7 @@ impl GpuTrainer {
                 seq_len,
                 batch,
                 budget: self.budget,
+                state_head: self.state_head(),
             };
             let plan = SequencePlan::new(&self.ctx, &shape, self.config.input_size)?;
             for len in plan.chunk_lengths() {
@@ -530,6 +538,7 @@ impl GpuTrainer {
             seq_len,
             batch,
             budget: self.budget,
+            state_head: self.state_head(),
         }
         .chunk(&self.ctx)
     }
@@ -541,7 +550,7 @@ impl GpuTrainer {
                 &self.ctx,
                 &self.config,
                 &self.layout,
-                self.head_out,
+                self.head,
                 &self.params,
                 &self.grads,
                 seq_len,
@@ -574,6 +583,30 @@ impl GpuTrainer {
         map_and_read(&self.ctx, &self.param_staging, submission, |all| {
             all[..self.layout.len].to_vec()
         })
+    }
+
+    /// Whether the head reads the final state.
+    fn state_head(&self) -> bool {
+        self.head.is_some_and(|h| h.on_state)
+    }
+
+    /// The shape of the output: frames in the input's layout, or (N, O) for a head on the
+    /// final state ((O) unbatched).
+    fn output_shape(&self, shape: &ForwardShape) -> Vec<usize> {
+        let features = self.output_features();
+        match (self.state_head(), shape.unbatched) {
+            (false, _) => shape.frames_shape(features),
+            (true, true) => vec![features],
+            (true, false) => vec![shape.batch, features],
+        }
+    }
+
+    /// Rows of the output: every frame, or one per sequence for a head on the final state.
+    fn output_rows(&self, shape: &ForwardShape) -> usize {
+        match self.state_head() {
+            true => shape.batch,
+            false => shape.seq_len * shape.batch,
+        }
     }
 
     /// Output features: the head's, or D·H_out.
@@ -642,14 +675,10 @@ fn expect_shape(what: &'static str, tensor: &Tensor, want: &[usize]) -> Result<(
 pub(crate) fn check_output_grads(
     config: &RnnConfig,
     shape: &ForwardShape,
-    output_features: usize,
+    output_shape: &[usize],
     grads: OutputGrads<'_>,
 ) -> Result<()> {
-    expect_shape(
-        "d_output",
-        grads.d_output,
-        &shape.frames_shape(output_features),
-    )?;
+    expect_shape("d_output", grads.d_output, output_shape)?;
     if let Some(d_h_n) = grads.d_h_n {
         expect_shape("d_h_n", d_h_n, &shape.state_shape(config))?;
     }
@@ -735,13 +764,16 @@ impl Train for GpuTrainer {
             .map(|l| l.shape)
             .ok_or_else(|| RnnError::Tape("the model holds no training forward".into()))?;
         let features = self.output_features();
-        check_output_grads(&config, &shape, features, grads)?;
+        check_output_grads(&config, &shape, &self.output_shape(&shape), grads)?;
         self.ctx.check_alive()?;
         let ctx = self.ctx.clone();
         let _gl = ctx.gl_guard();
         let (steps, batch) = (shape.seq_len, shape.batch);
         let plan = &self.sequences[&(steps, batch)];
-        let d_out = shape.gather_sequence_first(grads.d_output.data(), features);
+        let d_out = match self.state_head() {
+            true => grads.d_output.data().to_vec(),
+            false => shape.gather_sequence_first(grads.d_output.data(), features),
+        };
         write(&ctx, &plan.data, plan.d_output, &d_out);
         let or_zeros = |t: Option<&Tensor>, len: usize| {
             t.map_or_else(|| vec![0.0f32; len], |t| t.data().to_vec())
@@ -757,7 +789,7 @@ impl Train for GpuTrainer {
 
         let scopes = ctx.error_scopes();
         let mut encoder = ctx.device().create_command_encoder(&Default::default());
-        let head = self.head_out.is_some();
+        let head = self.head_out.is_some() && !self.state_head();
         let top = |r: &Regions| {
             if head {
                 r.head_dout

@@ -42,6 +42,8 @@ pub(crate) struct SequencePlan {
     pub checkpoints: usize,
     /// The backward's upstream d_h_n and d_c_n, then where d_h0 and d_c0 end.
     pub carries: usize,
+    /// The head reads the final state: the output is (N, O), not frames.
+    pub state_head: bool,
     /// A loss's target (frames × features; class indices as u32 bit patterns) and its
     /// workgroups' partial sums, then the loss.
     pub target: usize,
@@ -71,6 +73,8 @@ pub(crate) struct SequenceShape<'a> {
     pub batch: usize,
     /// The budget set with `set_workspace_budget`, in bytes.
     pub budget: Option<u64>,
+    /// The head reads the final state.
+    pub state_head: bool,
 }
 
 impl SequenceShape<'_> {
@@ -222,6 +226,7 @@ impl SequencePlan {
             d_input,
             checkpoints,
             carries,
+            state_head: shape.state_head,
             target,
             partials,
             loss_uniform,
@@ -243,7 +248,12 @@ impl SequencePlan {
         loss: Loss,
         features: usize,
     ) -> Result<()> {
-        let frames = self.seq_len * self.batch;
+        // The output's rows: every frame, or one per sequence for a head on the final state.
+        let frames = if self.state_head {
+            self.batch
+        } else {
+            self.seq_len * self.batch
+        };
         let (kind, reduction, per_lane) = match loss {
             Loss::Mse(r) => (0, r, MSE_PER_LANE),
             Loss::CrossEntropy(r) => (1, r, 1),
@@ -386,12 +396,23 @@ impl SequencePlan {
             ws.record(ctx, encoder, &ws.forward)?;
             let r = &ws.regions;
             let frames = self.batch * features;
-            Self::copy(
-                encoder,
-                (&ws.work, top(r)),
-                (&self.data, self.output + start * frames),
-                len * frames,
-            );
+            if !self.state_head {
+                Self::copy(
+                    encoder,
+                    (&ws.work, top(r)),
+                    (&self.data, self.output + start * frames),
+                    len * frames,
+                );
+            } else if k + 1 == self.chunks.len() {
+                // A head on the final state: its logits, (N, O), are the output.
+                ws.record(ctx, encoder, &ws.state_forward)?;
+                Self::copy(
+                    encoder,
+                    (&ws.work, r.head_out),
+                    (&self.data, self.output),
+                    frames,
+                );
+            }
             // The state after the chunk (in the half its parity left it) starts the next.
             let half = len % 2;
             let next = self.checkpoint(k + 1);
@@ -462,12 +483,27 @@ impl SequencePlan {
                 }
             }
             let frames = self.batch * features;
-            Self::copy(
-                encoder,
-                (&self.data, self.d_output + start * frames),
-                (&ws.work, top(r)),
-                len * frames,
-            );
+            if !self.state_head {
+                Self::copy(
+                    encoder,
+                    (&self.data, self.d_output + start * frames),
+                    (&ws.work, top(r)),
+                    len * frames,
+                );
+            } else {
+                // Nothing reaches the frames; the head's gradient enters at the final state.
+                let bytes = (len * self.batch * ws.output_width) as u64 * 4;
+                encoder.clear_buffer(&ws.work, top(r) as u64 * 4, Some(bytes));
+                if k + 1 == self.chunks.len() {
+                    Self::copy(
+                        encoder,
+                        (&self.data, self.d_output),
+                        (&ws.work, r.head_dout),
+                        frames,
+                    );
+                    ws.record(ctx, encoder, &ws.state_backward)?;
+                }
+            }
             ws.record(ctx, encoder, &ws.backward)?;
             let frames = self.batch * input_size;
             Self::copy(

@@ -125,6 +125,11 @@ pub(crate) struct TrainWorkspace {
     pub bind_group: wgpu::BindGroup,
     pub forward: Vec<Op>,
     pub backward: Vec<Op>,
+    /// Features of each layer's output frames, D·H_out.
+    pub output_width: usize,
+    /// A head on the final state (see [`Programs`]).
+    pub state_forward: Vec<Op>,
+    pub state_backward: Vec<Op>,
     /// Keep the uniforms the bind group reads alive.
     _ops: wgpu::Buffer,
     _steps: wgpu::Buffer,
@@ -199,14 +204,14 @@ impl TrainWorkspace {
         ctx: &GpuContext,
         config: &RnnConfig,
         params: &ParamLayout,
-        head_out: Option<usize>,
+        head: Option<HeadSpec>,
         params_buffer: &wgpu::Buffer,
         grads_buffer: &wgpu::Buffer,
         seq_len: usize,
         batch: usize,
         persistent: bool,
     ) -> Result<Self> {
-        let regions = Regions::new(config, head_out, seq_len, batch);
+        let regions = Regions::new(config, head.map(|h| h.out), seq_len, batch);
         check_binding(ctx, "the training workspace", regions.len)?;
         let kernels = ctx.training_kernels()?;
         let align = (OP_UNIFORM_BYTES as usize)
@@ -216,11 +221,11 @@ impl TrainWorkspace {
             align,
             ops: Vec::new(),
         };
-        let (forward, backward) = programs(
+        let programs = programs(
             ctx,
             config,
             params,
-            head_out,
+            head,
             &regions,
             seq_len,
             batch,
@@ -302,7 +307,16 @@ impl TrainWorkspace {
             ],
         });
         scopes.finish(ctx, "making the training workspace")?;
+        let Programs {
+            forward,
+            backward,
+            state_forward,
+            state_backward,
+        } = programs;
         Ok(TrainWorkspace {
+            output_width: config.output_size(),
+            state_forward,
+            state_backward,
             regions,
             work,
             bind_group,
@@ -433,13 +447,13 @@ fn programs(
     ctx: &GpuContext,
     config: &RnnConfig,
     params: &ParamLayout,
-    head_out: Option<usize>,
+    head: Option<HeadSpec>,
     r: &Regions,
     seq_len: usize,
     batch: usize,
     persistent: bool,
     builder: &mut ProgramBuilder,
-) -> Result<(Vec<Op>, Vec<Op>)> {
+) -> Result<Programs> {
     let (layers, dirs) = (config.num_layers, config.num_directions());
     let (h, s) = (config.hidden_size, config.state_size());
     let gates = config.gate_size();
@@ -715,7 +729,69 @@ fn programs(
 
     let top = layers - 1;
     let mut backward = Vec::new();
-    if let (Some(out), Some((head_at, head_bias))) = (head_out, params.head) {
+    let (mut state_forward, mut state_backward) = (Vec::new(), Vec::new());
+    let on_state = head.is_some_and(|h| h.on_state);
+    let head_out = head.map(|h| h.out);
+    if let (true, Some(out), Some((head_at, head_bias))) = (on_state, head_out, params.head) {
+        // A head on the last layer's final state, directions side by side: logits (N, O) =
+        // Σ_d h_n[d]·W[:, d·S..(d+1)·S]ᵀ + b, from where this workspace's steps leave the state.
+        let bias_at = head_bias.unwrap_or(0);
+        let features = dirs * s;
+        let half = seq_len % 2;
+        let acc = GemmParams::ACCUMULATE;
+        for d in 0..dirs {
+            let h_n = r.state + half * layers * dirs * batch * s + (top * dirs + d) * batch * s;
+            let w = head_at + d * s;
+            state_forward.extend(gemm(
+                builder,
+                GemmBuffers::WorkParamsToWork,
+                (batch, out, s),
+                operand(h_n, s, 1),
+                operand(w, 1, features),
+                operand(r.head_out, out, 1),
+                if d == 0 {
+                    flag(head_bias.is_some(), GemmParams::BIAS)
+                } else {
+                    acc
+                },
+                bias_at,
+            )?);
+            // dW[:, d·S..] += dlogitsᵀ·h_n[d]; d h_n[d] += dlogits·W[:, d·S..] (onto the carry).
+            state_backward.extend(gemm(
+                builder,
+                GemmBuffers::WorkWorkToGrads,
+                (out, s, batch),
+                operand(r.head_dout, 1, out),
+                operand(h_n, s, 1),
+                operand(w, features, 1),
+                acc,
+                0,
+            )?);
+            let carry = r.carry_h + (top * dirs + d) * batch * s;
+            state_backward.extend(gemm(
+                builder,
+                GemmBuffers::WorkParamsToWork,
+                (batch, s, out),
+                operand(r.head_dout, out, 1),
+                operand(w, features, 1),
+                operand(carry, s, 1),
+                acc,
+                0,
+            )?);
+        }
+        if head_bias.is_some() {
+            state_backward.extend(gemm(
+                builder,
+                GemmBuffers::WorkWorkToGrads,
+                (out, 1, batch),
+                operand(r.head_dout, 1, out),
+                operand(r.one, 0, 0),
+                operand(bias_at, 1, 0),
+                acc,
+                0,
+            )?);
+        }
+    } else if let (Some(out), Some((head_at, head_bias))) = (head_out, params.head) {
         let bias_at = head_bias.unwrap_or(0);
         let features = dirs * s;
         forward.extend(gemm(
@@ -765,5 +841,26 @@ fn programs(
     for back in backward_layers.into_iter().rev() {
         backward.extend(back);
     }
-    Ok((forward, backward))
+    Ok(Programs {
+        forward,
+        backward,
+        state_forward,
+        state_backward,
+    })
+}
+
+/// What a workspace records: its forward and backward, and a head on the final state's
+/// forward and backward (run by the sequence's last chunk only).
+pub(crate) struct Programs {
+    pub forward: Vec<Op>,
+    pub backward: Vec<Op>,
+    pub state_forward: Vec<Op>,
+    pub state_backward: Vec<Op>,
+}
+
+/// A Linear head: its outputs, and whether it reads the final state (else every frame).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HeadSpec {
+    pub out: usize,
+    pub on_state: bool,
 }
