@@ -258,15 +258,16 @@ fn live_provenance(options: &Options, torch: &TorchTimer) -> String {
 }
 
 /// One configuration's models: for inference, or trainers (`--backward`). `cpu` is `None` with
-/// `--gpu-only`, `gpu` when the adapter could not take the model.
+/// `--gpu-only`, `gpu` when the adapter could not take the model. Boxed: they are large, and
+/// there is one set per configuration.
 enum Models {
     Inference {
-        gpu: Option<GpuModel>,
-        cpu: Option<CpuModel>,
+        gpu: Option<Box<GpuModel>>,
+        cpu: Option<Box<CpuModel>>,
     },
     Training {
-        gpu: Option<GpuTrainer>,
-        cpu: Option<CpuTrainer>,
+        gpu: Option<Box<GpuTrainer>>,
+        cpu: Option<Box<CpuTrainer>>,
     },
 }
 
@@ -335,12 +336,14 @@ impl<'a> Session<'a> {
         Ok(match self.options.workload {
             Workload::Forward => {
                 let (gpu, cpu) = model::build(&self.ctx, shape, gpu_only)?;
-                let gpu = self.gpu_or_note(shape, gpu);
+                let gpu = self.gpu_or_note(shape, gpu).map(Box::new);
+                let cpu = cpu.map(Box::new);
                 Models::Inference { gpu, cpu }
             }
             Workload::Training => {
                 let (gpu, cpu) = model::build_trainers(&self.ctx, shape, gpu_only)?;
-                let gpu = self.gpu_or_note(shape, gpu);
+                let gpu = self.gpu_or_note(shape, gpu).map(Box::new);
+                let cpu = cpu.map(Box::new);
                 Models::Training { gpu, cpu }
             }
         })
@@ -407,14 +410,14 @@ impl<'a> Session<'a> {
         let ones = || ones.get_or_init(|| shape.output_ones(seq_len));
         match models {
             Models::Inference { gpu, cpu } => {
-                let gpu = gpu.as_ref().and_then(|model| {
+                let gpu = gpu.as_deref().and_then(|model| {
                     let timing = self.measure(Path::Gpu, shape, seq_len, || {
                         measure::time_gpu(model, input(), sampling)
                     })?;
                     self.note_time_chunks(model, shape, seq_len);
                     Some(timing)
                 });
-                let cpu = cpu.as_ref().and_then(|model| {
+                let cpu = cpu.as_deref().and_then(|model| {
                     self.measure(Path::Cpu, shape, seq_len, || {
                         measure::time_cpu(model, input(), sampling)
                     })
@@ -422,12 +425,12 @@ impl<'a> Session<'a> {
                 (gpu, cpu)
             }
             Models::Training { gpu, cpu } => {
-                let gpu = gpu.as_mut().and_then(|model| {
+                let gpu = gpu.as_deref_mut().and_then(|model| {
                     self.measure(Path::Gpu, shape, seq_len, || {
                         measure::time_training(model, input(), ones(), sampling)
                     })
                 });
-                let cpu = cpu.as_mut().and_then(|model| {
+                let cpu = cpu.as_deref_mut().and_then(|model| {
                     self.measure(Path::Cpu, shape, seq_len, || {
                         measure::time_training(model, input(), ones(), sampling)
                     })
@@ -438,7 +441,9 @@ impl<'a> Session<'a> {
     }
 
     /// `--backward`: the bytes of GPU memory the trainer's workspace of (T, N) takes (made
-    /// here, as the first training step would make it); a failure becomes a note.
+    /// here, as the first training step would make it). Where the whole sequence's workspace
+    /// would exceed the adapter's limits, the sequence trains in time chunks (checkpointing)
+    /// and this is one chunk's workspace, noted. A failure becomes a note.
     fn workspace_bytes(
         &mut self,
         shape: Shape,
@@ -451,12 +456,21 @@ impl<'a> Session<'a> {
         else {
             return None;
         };
-        model
-            .workspace_bytes(seq_len, shape.batch)
+        let what = format!("{} T={seq_len} gpu", shape.label());
+        let bytes = model.time_chunk(seq_len, shape.batch).and_then(|chunk| {
+            if chunk < seq_len {
+                self.notes.push(format!(
+                    "{what}: trains in time chunks of {chunk} steps (checkpointing: the whole \
+                     sequence's workspace exceeds the adapter's limits), the backward \
+                     recomputing each chunk's forward; workspace: one chunk's"
+                ));
+            }
+            model.workspace_bytes(chunk, shape.batch)
+        });
+        bytes
             .map_err(|error| {
-                let what = format!("{} T={seq_len} gpu", shape.label());
                 self.notes
-                    .push(format!("{what}: no training workspace: {error}"));
+                    .push(format!("{what}: no training workspace: {error}"))
             })
             .ok()
     }

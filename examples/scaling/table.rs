@@ -72,8 +72,9 @@ Times in ms. gpu ms: median wall time of a GpuTrainer training step: forward_tra
 the forward keeping what the backward needs, readback of output and h_n), then backward
 (upload of d output = ones, the backward, readback of d input and d h0; the parameters'
 gradients accumulate on the GPU); fwd ms, bwd ms: the medians of those two parts; workspace:
-GPU memory of the training workspace of (T, N), GpuTrainer::workspace_bytes; cpu ms: the
-CpuTrainer reference (plain f64-accumulating loops); speedup = cpu ms / gpu ms.";
+GPU memory of the training workspace of (T, N), GpuTrainer::workspace_bytes (one time
+chunk's where the sequence trains in chunks: see the notes); cpu ms: the CpuTrainer
+reference (plain f64-accumulating loops); speedup = cpu ms / gpu ms.";
 
 /// Added to `--backward`'s legend with `--torch`.
 pub const TRAINING_LIVE_LEGEND: &str = "\
