@@ -10,6 +10,14 @@
 //! `--chunk N` runs the GPU path of each unidirectional case through a stream, N frames per
 //! push, carrying the state on the GPU.
 //!
+//! Training fixtures (`tests/fixtures/torch_train/optim`, `runs`: metadata `kind` `optim` or
+//! `train_run`) are replayed on both paths against PyTorch's results within their README's
+//! bounds (an optimizer's steps within 1e-6; a whole training run's parameters, losses and final
+//! loss), one line per file as for the forward cases:
+//!
+//!     cargo run --release --example parity -- tests/fixtures/torch_train/optim/*.safetensors \
+//!         tests/fixtures/torch_train/runs/*.safetensors
+//!
 //! `--grad` checks the backward pass instead, on `CpuTrainer` and `GpuTrainer`:
 //!
 //!     cargo run --release --example parity -- --grad tests/fixtures/*.safetensors \
@@ -26,6 +34,9 @@
 //! are SKIP. Exits 1 if any file fails.
 
 use std::process::ExitCode;
+
+#[path = "../tests/support/replay.rs"]
+mod replay;
 
 use clap::Parser;
 
@@ -196,6 +207,8 @@ fn run_file(path: &str, gpu: Option<&GpuContext>, chunk: Option<usize>) -> Verdi
             run_model(&case, gpu, chunk)
         }
         "rnn_cell" => run_cell(&case, gpu),
+        "optim" => Ok(run_optim(&case, gpu)),
+        "train_run" => Ok(run_training(path, &case, gpu)),
         "sine_model" => Ok(Verdict::Skip(
             "a trained model with a Linear head, not a parity case (see the sine_wave example)"
                 .into(),
@@ -205,6 +218,40 @@ fn run_file(path: &str, gpu: Option<&GpuContext>, chunk: Option<usize>) -> Verdi
         ))),
     }
     .unwrap_or_else(|e| Verdict::Fail(e.to_string()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Training fixtures: optimizer steps and whole training runs (tests/support/replay.rs)
+
+/// An `optim` fixture replayed on both paths: parameters after every step within 1e-6.
+fn run_optim(case: &ReferenceCase, gpu: Option<&GpuContext>) -> Verdict {
+    let optimizer = case.meta("optimizer").unwrap_or("?");
+    let clip = case.meta("clip_grad_norm").unwrap_or("none");
+    let describe = format!("optim {optimizer} clip {clip}");
+    let mut errors = Vec::new();
+    // The CPU path, then the GPU's where there is one.
+    for ctx in std::iter::once(None).chain(gpu.map(Some)) {
+        match replay::replay_optim(case, ctx) {
+            Ok(worst) if worst <= 1e-6 => errors.push(format!("{worst:.1e}")),
+            Ok(worst) => {
+                return Verdict::Fail(format!("{describe} | parameters differ by {worst:.1e}"));
+            }
+            Err(e) => return Verdict::Fail(format!("{describe} | {e}")),
+        }
+    }
+    Verdict::Pass(format!("{describe} | worst cpu/gpu {}", errors.join("/")))
+}
+
+/// A `train_run` fixture replayed: the whole run on the CPU path, on the GPU path too (every
+/// iteration), within the fixture README's bounds.
+fn run_training(path: &str, case: &ReferenceCase, gpu: Option<&GpuContext>) -> Verdict {
+    let name = std::path::Path::new(path)
+        .file_stem()
+        .map_or(path.to_string(), |s| s.to_string_lossy().into_owned());
+    match replay::replay_train_run(&name, case, gpu, usize::MAX) {
+        Ok(lines) => Verdict::Pass(lines.join(" | ")),
+        Err(failure) => Verdict::Fail(failure),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -4,95 +4,15 @@
 //! model's device, refusing another model's optimizer, clipping the model's gradients) against
 //! the CPU trainer.
 
+#[path = "support/replay.rs"]
+mod replay;
 mod support;
 
-use wgpu_rnn::reference_case::ReferenceCase;
-use wgpu_rnn::testing::{gpu, replay_optimizer};
+use wgpu_rnn::testing::gpu;
 use wgpu_rnn::{
     Adam, CpuTrainer, GpuTrainer, OptimizerConfig, OutputGrads, RnnConfig, RnnError, RnnMode,
     RnnWeights, Sgd, Tensor, Train,
 };
-
-/// The fixture's optimizer, from its metadata (PyTorch's defaults for what it does not name).
-fn optimizer_of(case: &ReferenceCase) -> OptimizerConfig {
-    let meta: serde_json::Value = serde_json::from_str(case.meta("optimizer").unwrap()).unwrap();
-    let num = |key: &str, default: f32| {
-        meta.get(key)
-            .and_then(|v| v.as_f64())
-            .map_or(default, |v| v as f32)
-    };
-    match meta["type"].as_str().unwrap() {
-        "sgd" => Sgd {
-            lr: num("lr", 1e-3),
-            momentum: num("momentum", 0.0),
-            dampening: num("dampening", 0.0),
-            weight_decay: num("weight_decay", 0.0),
-            nesterov: meta
-                .get("nesterov")
-                .and_then(|v| v.as_bool())
-                .unwrap_or(false),
-        }
-        .into(),
-        kind @ ("adam" | "adamw") => {
-            let base = if kind == "adam" {
-                Adam::new(1e-3)
-            } else {
-                Adam::adamw(1e-3)
-            };
-            let betas = meta
-                .get("betas")
-                .and_then(|b| b.as_array())
-                .map_or(base.betas, |b| {
-                    (b[0].as_f64().unwrap() as f32, b[1].as_f64().unwrap() as f32)
-                });
-            Adam {
-                lr: num("lr", base.lr),
-                betas,
-                eps: num("eps", base.eps),
-                weight_decay: num("weight_decay", base.weight_decay),
-                ..base
-            }
-            .into()
-        }
-        other => panic!("unknown optimizer {other}"),
-    }
-}
-
-fn replay(case: &ReferenceCase, ctx: Option<&wgpu_rnn::GpuContext>) -> f64 {
-    let names = ["a", "b", "c"];
-    let steps: usize = case.meta("steps").unwrap().parse().unwrap();
-    let clip = case
-        .meta("clip_grad_norm")
-        .and_then(|c| c.parse::<f32>().ok());
-    let tensors = |prefix: String| -> Vec<Tensor> {
-        names
-            .iter()
-            .map(|n| case.tensor(&format!("{prefix}.{n}")).unwrap())
-            .collect()
-    };
-    let grads: Vec<Vec<Tensor>> = (0..steps).map(|s| tensors(format!("grad{s}"))).collect();
-    let (after, norms) =
-        replay_optimizer(ctx, &tensors("p0".into()), &grads, optimizer_of(case), clip).unwrap();
-    let mut worst = 0.0f64;
-    for (s, got) in after.iter().enumerate() {
-        for (g, w) in got.iter().zip(tensors(format!("p{}", s + 1))) {
-            for (&a, &b) in g.data().iter().zip(w.data()) {
-                worst = worst.max((f64::from(a) - f64::from(b)).abs());
-            }
-        }
-    }
-    if clip.is_some() {
-        let want = case.tensor("total_norm").unwrap();
-        for (&a, &b) in norms.iter().zip(want.data()) {
-            assert!(
-                (a - b).abs() <= 1e-5 * b.abs().max(1.0),
-                "total norm {a} vs {b}"
-            );
-        }
-        assert_eq!(norms.len(), steps);
-    }
-    worst
-}
 
 #[test]
 fn torch_optim_fixtures() {
@@ -100,11 +20,11 @@ fn torch_optim_fixtures() {
     assert_eq!(cases.len(), 7, "the 7 optimizer fixtures");
     let ctx = gpu("torch_optim_fixtures");
     for (name, case) in &cases {
-        let cpu = replay(case, None);
+        let cpu = replay::replay_optim(case, None).unwrap();
         eprintln!("{name}: CPU worst {cpu:.2e}");
         assert!(cpu <= 1e-6, "{name}: CPU parameters differ by {cpu:.3e}");
         if let Some(ctx) = &ctx {
-            let gpu = replay(case, Some(ctx));
+            let gpu = replay::replay_optim(case, Some(ctx)).unwrap();
             eprintln!("{name}: GPU worst {gpu:.2e}");
             assert!(gpu <= 1e-6, "{name}: GPU parameters differ by {gpu:.3e}");
         }
