@@ -232,8 +232,11 @@ struct Streams {
 
 impl Streams {
     fn new(tokens: Vec<usize>, vocab: usize, batch: usize, seq_len: usize) -> Result<Self, String> {
-        let per_stream = tokens.len() / batch.max(1);
-        let batches = per_stream.saturating_sub(1) / seq_len.max(1);
+        if batch == 0 || seq_len == 0 {
+            return Err("--batch and --seq-len must be at least 1".into());
+        }
+        let per_stream = tokens.len() / batch;
+        let batches = (per_stream.saturating_sub(1)) / seq_len;
         if batches == 0 {
             return Err(format!(
                 "the text has {} characters: {batch} streams of {seq_len} (+1) need at least {}",

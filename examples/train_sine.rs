@@ -259,14 +259,16 @@ fn session(
         (sum / points.len().max(1) as f64).sqrt()
     };
     let first = &predicted[..predicted.len().min(POINTS - 1)];
-    println!(
-        "free-running prediction from sin(0), RMS error against sin(t): {:.4} over the first \
-         {} steps, {:.4} over all {}",
-        rms(first),
-        first.len(),
-        rms(&predicted),
-        predicted.len()
-    );
+    if !predicted.is_empty() {
+        println!(
+            "free-running prediction from sin(0), RMS error against sin(t): {:.4} over the \
+             first {} steps, {:.4} over all {}",
+            rms(first),
+            first.len(),
+            rms(&predicted),
+            predicted.len()
+        );
+    }
     plot(&args.out, args, &losses, &predicted)?;
     println!("plot: {}", args.out.display());
 
@@ -343,11 +345,20 @@ fn plot(
         let font = ("sans-serif", 15);
         let device = if args.cpu { "CPU" } else { "GPU" };
 
-        let (lo, hi) = losses
+        // A log axis: only positive, finite losses (a diverged run's NaN or inf are left out).
+        let plotted: Vec<(f64, f64)> = losses
             .iter()
-            .fold((f64::INFINITY, 0.0f64), |(lo, hi), &(_, l)| {
-                (lo.min(l), hi.max(l))
-            });
+            .copied()
+            .filter(|&(_, l)| l.is_finite() && l > 0.0)
+            .collect();
+        let (lo, hi) = match plotted.is_empty() {
+            true => (1e-4, 1.0),
+            false => plotted
+                .iter()
+                .fold((f64::INFINITY, 0.0f64), |(lo, hi), &(_, l)| {
+                    (lo.min(l), hi.max(l))
+                }),
+        };
         let mut chart = ChartBuilder::on(&top)
             .caption(
                 format!("train_sine ({}, {device}): loss", args.cell.torch_name()),
@@ -358,7 +369,7 @@ fn plot(
             .y_label_area_size(70)
             .build_cartesian_2d(
                 0.0..args.iterations.max(1) as f64,
-                (lo.max(1e-12) * 0.8..hi.max(1e-12) * 1.25).log_scale(),
+                (lo * 0.8..hi * 1.25).log_scale(),
             )?;
         chart
             .configure_mesh()
@@ -369,7 +380,7 @@ fn plot(
             .label_style(font)
             .draw()?;
         chart.draw_series(LineSeries::new(
-            losses.iter().copied(),
+            plotted,
             RGBColor(0x1f, 0x77, 0xb4).stroke_width(2),
         ))?;
 
