@@ -5,7 +5,7 @@
 // is bit-identical run to run.
 
 struct LossParams {
-    kind: u32,        // 0 MSE, 1 cross-entropy
+    kind: u32,        // 0 MSE, 1 cross-entropy (each has its entry point)
     rows: u32,        // frames
     features: u32,    // features (classes) per frame
     groups: u32,      // workgroups of the first pass
@@ -14,7 +14,7 @@ struct LossParams {
     grad: u32,
     partials: u32,    // `groups` partial sums
     scale: f32,       // 1/count for a mean, 1 for a sum
-    per_lane: u32,    // items each invocation sums (MSE 16 elements, cross-entropy 1 row)
+    per_lane: u32,    // elements each invocation of the MSE pass sums
     value: u32,       // where the loss goes
     _pad2: u32,
 }
@@ -24,40 +24,12 @@ struct LossParams {
 
 var<workgroup> partial: array<f32, 64>;
 
-// Workgroup w: items w·64·per_lane .. (elements for MSE, rows for cross-entropy).
-fn item_loss(i: u32) -> f32 {
-    if l.kind == 0u {
-        let d = data[l.output + i] - data[l.targets + i];
-        data[l.grad + i] = 2.0 * d * l.scale;
-        return d * d;
-    }
-    let z = l.output + i * l.features;
-    let label = bitcast<u32>(data[l.targets + i]);
-    var top = data[z];
-    for (var c = 1u; c < l.features; c++) {
-        top = max(top, data[z + c]);
-    }
-    var sum = 0.0;
-    for (var c = 0u; c < l.features; c++) {
-        sum += exp(data[z + c] - top);
-    }
-    for (var c = 0u; c < l.features; c++) {
-        let softmax = exp(data[z + c] - top) / sum;
-        data[l.grad + i * l.features + c] = (softmax - select(0.0, 1.0, c == label)) * l.scale;
-    }
-    return top + log(sum) - data[z + label];
-}
+// Workgroup w sums items w·64·per_lane .. (elements for MSE, rows for cross-entropy), one
+// entry point per loss. (One entry point for both, branching per item, made lavapipe (Mesa
+// 22.3) keep ~160 KB per dispatch of the MSE pass: measured, tests/train_runs' loop.)
 
-@compute @workgroup_size(64, 1, 1)
-fn losses(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
-    let items = select(l.rows * l.features, l.rows, l.kind == 1u);
-    var sum = 0.0;
-    for (var k = 0u; k < l.per_lane; k++) {
-        let i = (wg.x * l.per_lane + k) * 64u + lane;
-        if i < items {
-            sum += item_loss(i);
-        }
-    }
+// The workgroup's 64 partial sums, added in a fixed tree, stored as the workgroup's partial.
+fn store_partial(lane: u32, group: u32, sum: f32) {
     partial[lane] = sum;
     workgroupBarrier();
     for (var half = 32u; half > 0u; half >>= 1u) {
@@ -67,8 +39,47 @@ fn losses(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         workgroupBarrier();
     }
     if lane == 0u {
-        data[l.partials + wg.x] = partial[0];
+        data[l.partials + group] = partial[0];
     }
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn mse(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    var sum = 0.0;
+    for (var k = 0u; k < l.per_lane; k++) {
+        let i = (wg.x * l.per_lane + k) * 64u + lane;
+        if i < l.rows * l.features {
+            let d = data[l.output + i] - data[l.targets + i];
+            data[l.grad + i] = 2.0 * d * l.scale;
+            sum += d * d;
+        }
+    }
+    store_partial(lane, wg.x, sum);
+}
+
+// One row of logits per invocation: log-softmax with the max subtracted, as PyTorch computes it.
+@compute @workgroup_size(64, 1, 1)
+fn cross_entropy(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    var sum = 0.0;
+    let i = wg.x * 64u + lane;
+    if i < l.rows {
+        let z = l.output + i * l.features;
+        let label = bitcast<u32>(data[l.targets + i]);
+        var top = data[z];
+        for (var c = 1u; c < l.features; c++) {
+            top = max(top, data[z + c]);
+        }
+        var exp_sum = 0.0;
+        for (var c = 0u; c < l.features; c++) {
+            exp_sum += exp(data[z + c] - top);
+        }
+        for (var c = 0u; c < l.features; c++) {
+            let softmax = exp(data[z + c] - top) / exp_sum;
+            data[l.grad + i * l.features + c] = (softmax - select(0.0, 1.0, c == label)) * l.scale;
+        }
+        sum = top + log(exp_sum) - data[z + label];
+    }
+    store_partial(lane, wg.x, sum);
 }
 
 @compute @workgroup_size(1, 1, 1)

@@ -32,7 +32,8 @@ pub(crate) const MSE_PER_LANE: u32 = 16;
 /// The loss pipelines of one device.
 pub(crate) struct LossKernels {
     pub layout: wgpu::BindGroupLayout,
-    pub losses: wgpu::ComputePipeline,
+    pub mse: wgpu::ComputePipeline,
+    pub cross_entropy: wgpu::ComputePipeline,
     pub total: wgpu::ComputePipeline,
 }
 
@@ -52,7 +53,8 @@ impl LossKernels {
         let pipeline =
             |entry: &str| entry_pipeline(device, counters, entry, &module, entry, &layout);
         LossKernels {
-            losses: pipeline("losses"),
+            mse: pipeline("mse"),
+            cross_entropy: pipeline("cross_entropy"),
             total: pipeline("total"),
             layout,
         }

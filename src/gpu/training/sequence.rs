@@ -286,7 +286,10 @@ impl SequencePlan {
         let kernels = ctx.loss_kernels()?;
         let mut pass = encoder.begin_compute_pass(&Default::default());
         pass.set_bind_group(0, &self.loss_group, &[]);
-        pass.set_pipeline(&kernels.losses);
+        pass.set_pipeline(match kind {
+            0 => &kernels.mse,
+            _ => &kernels.cross_entropy,
+        });
         pass.dispatch_workgroups(groups, 1, 1);
         pass.set_pipeline(&kernels.total);
         pass.dispatch_workgroups(1, 1, 1);
