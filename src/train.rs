@@ -176,7 +176,9 @@ pub trait Train {
     /// ([`last_loss`](Self::last_loss) reads the loss).
     fn backward_loss(&mut self, tape: Tape, loss: Loss, target: Target<'_>) -> Result<()>;
 
-    /// The value of the last [`backward_loss`](Self::backward_loss)'s loss, read back.
+    /// The value of the last [`backward_loss`](Self::backward_loss)'s loss, read back (a
+    /// wait for the device). NaN or infinite where the loss is, as PyTorch's would be: the
+    /// gradients and, after a step, the parameters are then not finite either.
     fn last_loss(&self) -> Result<f32>;
 
     /// One iteration of the usual loop: `zero_grad`, the forward of `batch` from its state,

@@ -147,3 +147,46 @@ fn optimizer_settings_are_checked() {
     }
     assert!(model.last_grad_norm().is_err());
 }
+
+/// A non-finite loss comes back as the value PyTorch's would be (NaN here), when asked for,
+/// on both paths; nothing hangs, and the model stays usable.
+#[test]
+fn non_finite_loss_is_reported() {
+    let config = RnnConfig {
+        batch_first: true,
+        ..RnnConfig::gru(2, 4)
+    };
+    let weights = RnnWeights::init(&config, 2).unwrap();
+    let mut input = support::Rng(4).tensor(&[1, 6, 2]).into_data();
+    input[3] = f32::NAN;
+    let input = Tensor::new(input, &[1, 6, 2]).unwrap();
+    let target = support::Rng(5).tensor(&[1, 6, 4]);
+    let check = |model: &mut dyn TrainLoss| {
+        let loss = model.mse(&input, &target);
+        assert!(loss.is_nan(), "a NaN input gives a NaN loss, got {loss}");
+    };
+    check(&mut CpuTrainer::new(config.clone(), &weights).unwrap());
+    if let Some(ctx) = gpu("non_finite_loss_is_reported") {
+        check(&mut GpuTrainer::new(&ctx, config, &weights).unwrap());
+    }
+}
+
+/// One MSE loss and backward, its value read back.
+trait TrainLoss {
+    fn mse(&mut self, input: &Tensor, target: &Tensor) -> f32;
+}
+
+impl<T: Train> TrainLoss for T {
+    fn mse(&mut self, input: &Tensor, target: &Tensor) -> f32 {
+        let tape = self
+            .forward_on_device(input, None, wgpu_rnn::InitialState::Zeros)
+            .unwrap();
+        self.backward_loss(
+            tape,
+            wgpu_rnn::Loss::Mse(wgpu_rnn::Reduction::Mean),
+            wgpu_rnn::Target::Values(target),
+        )
+        .unwrap();
+        self.last_loss().unwrap()
+    }
+}
