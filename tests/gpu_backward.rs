@@ -675,3 +675,65 @@ fn state_head_matches_cpu(mode: RnnMode) {
     }
 }
 for_each_mode!(state_head, state_head_matches_cpu);
+
+/// A sequence whose inputs and outputs together exceed a storage binding (the device allows
+/// 1 MiB here) trains with a loss on the device: the loss binds only its part of the
+/// sequence's buffer, the workspace runs in chunks; the same loss as the CPU's.
+#[test]
+fn long_sequences_train_with_a_device_loss() {
+    if gpu("long_sequences_train_with_a_device_loss").is_none() {
+        return;
+    }
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster::block_on(wgpu::util::initialize_adapter_from_env_or_default(
+        &instance, None,
+    ))
+    .unwrap();
+    let limits = wgpu::Limits {
+        max_storage_buffer_binding_size: 1 << 20,
+        ..adapter.limits()
+    };
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        required_limits: limits,
+        ..Default::default()
+    }))
+    .unwrap();
+    let ctx = GpuContext::from_device(device, queue).unwrap();
+    let config = RnnConfig::rnn(256, 4);
+    let weights = wgpu_rnn::RnnWeights::init(&config, 3).unwrap();
+    let input = Rng(6).tensor(&[1000, 2, 256]);
+    let target = Rng(7).tensor(&[1000, 2, 4]);
+    let mut gpu_model = GpuTrainer::new(&ctx, config.clone(), &weights).unwrap();
+    assert!(
+        gpu_model.time_chunk(1000, 2).unwrap() < 1000,
+        "the workspace runs in chunks"
+    );
+    let mut cpu = CpuTrainer::new(config, &weights).unwrap();
+    let mut losses = Vec::new();
+    for model in [&mut cpu as &mut dyn LossOnce, &mut gpu_model] {
+        losses.push(model.loss_once(&input, &target));
+    }
+    let (a, b) = (losses[0], losses[1]);
+    assert!(
+        (a - b).abs() <= 1e-5 * a.abs().max(1.0),
+        "CPU {a} vs GPU {b}"
+    );
+}
+
+/// One MSE loss and its backward on the device, the loss read back.
+trait LossOnce {
+    fn loss_once(&mut self, input: &Tensor, target: &Tensor) -> f32;
+}
+
+impl<T: Train> LossOnce for T {
+    fn loss_once(&mut self, input: &Tensor, target: &Tensor) -> f32 {
+        let tape = self
+            .forward_on_device(input, None, wgpu_rnn::InitialState::Zeros)
+            .unwrap();
+        let loss = wgpu_rnn::Loss::Mse(wgpu_rnn::Reduction::Mean);
+        self.backward_loss(tape, loss, wgpu_rnn::Target::Values(target))
+            .unwrap();
+        self.last_loss().unwrap()
+    }
+}

@@ -50,7 +50,9 @@ pub(crate) struct SequencePlan {
     pub partials: usize,
     /// The loss passes' uniform and bind group (over `data`).
     loss_uniform: wgpu::Buffer,
-    loss_group: wgpu::BindGroup,
+    /// `None` where the loss's part of `data` exceeds a storage binding.
+    loss_group: Option<wgpu::BindGroup>,
+    loss_bytes: u64,
     /// Where a loss's value lands: after the most partial sums any loss has.
     loss_value: usize,
     pub h_len: usize,
@@ -156,15 +158,18 @@ impl SequencePlan {
             at += n.next_multiple_of(4);
             start
         };
-        let lengths = take(chunks.len() * batch);
-        let input = take(frames * input_size);
+        // What a loss reads and writes comes first: the loss pass binds only that range (the
+        // whole buffer may be longer than a storage binding may be, for long sequences).
         let output = take(frames * features);
         let d_output = take(frames * features);
+        let target = take(frames * features);
+        let partials = take(loss_groups(frames, features) as usize + 1);
+        let loss_len = partials + (loss_groups(frames, features) as usize + 1).next_multiple_of(4);
+        let lengths = take(chunks.len() * batch);
+        let input = take(frames * input_size);
         let d_input = take(frames * input_size);
         let checkpoints = take((chunks.len() + 1) * (h_len + c_len));
         let carries = take(h_len + c_len);
-        let target = take(frames * features);
-        let partials = take(loss_groups(frames, features) as usize + 1);
         let bytes = (at as u64 * 4).max(4);
         if bytes > ctx.limits().max_buffer_size {
             return Err(RnnError::ExceedsLimits {
@@ -189,23 +194,38 @@ impl SequencePlan {
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        ctx.counters()
-            .bind_groups
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let loss_group = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("loss"),
-            layout: &ctx.loss_kernels()?.layout,
-            entries: &[
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: loss_uniform.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 1,
-                    resource: data.as_entire_binding(),
-                },
-            ],
+        let loss_bytes = (loss_len as u64 * 4).max(4);
+        let binding_limit = ctx
+            .limits()
+            .max_storage_buffer_binding_size
+            .min(ctx.limits().max_buffer_size);
+        // Beyond a storage binding, a loss on the device cannot run: `record_loss` says so.
+        let loss_group = (loss_bytes <= binding_limit).then(|| {
+            ctx.counters()
+                .bind_groups
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ctx.loss_kernels().map(|kernels| {
+                ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("loss"),
+                    layout: &kernels.layout,
+                    entries: &[
+                        wgpu::BindGroupEntry {
+                            binding: 0,
+                            resource: loss_uniform.as_entire_binding(),
+                        },
+                        wgpu::BindGroupEntry {
+                            binding: 1,
+                            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                buffer: &data,
+                                offset: 0,
+                                size: wgpu::BufferSize::new(loss_bytes),
+                            }),
+                        },
+                    ],
+                })
+            })
         });
+        let loss_group = loss_group.transpose()?;
         let readback = (frames * features.max(input_size) + 2 * (h_len + c_len)) as u64 * 4;
         let staging = ctx.create_buffer(&wgpu::BufferDescriptor {
             label: Some("training readback"),
@@ -231,6 +251,7 @@ impl SequencePlan {
             partials,
             loss_uniform,
             loss_group,
+            loss_bytes,
             loss_value: partials + loss_groups(frames, features) as usize,
             h_len,
             c_len,
@@ -283,9 +304,23 @@ impl SequencePlan {
         if carries > 0 {
             encoder.clear_buffer(&self.data, self.carries as u64 * 4, Some(carries));
         }
+        let Some(group) = &self.loss_group else {
+            let limits = ctx.limits();
+            return Err(RnnError::ExceedsLimits {
+                what: "a loss's outputs, targets and gradients on the device (bytes)".into(),
+                needed: self.loss_bytes,
+                limit: Limit::StorageBinding,
+                allowed: limits
+                    .max_storage_buffer_binding_size
+                    .min(limits.max_buffer_size),
+                hint: "compute the loss on the host (forward_train, then backward with its \
+                       gradient), or train on shorter sequences or smaller batches"
+                    .into(),
+            });
+        };
         let kernels = ctx.loss_kernels()?;
         let mut pass = encoder.begin_compute_pass(&Default::default());
-        pass.set_bind_group(0, &self.loss_group, &[]);
+        pass.set_bind_group(0, group, &[]);
         pass.set_pipeline(match kind {
             0 => &kernels.mse,
             _ => &kernels.cross_entropy,
