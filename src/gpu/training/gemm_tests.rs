@@ -4,7 +4,8 @@
 
 use wgpu::util::DeviceExt;
 
-use super::workspace::{Op, record_ops};
+use super::program::Op;
+use super::workspace::record_ops;
 use crate::gpu::kernels::training::{
     BlockLoad, GEMM_TILE, GemmBuffers, GemmKernel, GemmParams, OP_UNIFORM_BYTES,
 };

@@ -4,6 +4,7 @@
 
 #[cfg(test)]
 mod gemm_tests;
+mod program;
 mod sequence;
 mod workspace;
 
@@ -27,8 +28,9 @@ use crate::train::{
     Train, next_id,
 };
 use crate::weights::{DirectionWeights, RnnWeights};
+use program::HeadSpec;
 use sequence::{SequencePlan, SequenceShape};
-use workspace::{HeadSpec, Regions, TrainWorkspace};
+use workspace::{Regions, TrainWorkspace};
 
 /// An `nn.RNN`, `nn.LSTM` or `nn.GRU` (and optional Linear head) that trains on a GPU.
 ///

@@ -1,0 +1,552 @@
+//! The training programs: which kernel runs where, decided in one place. For a workspace's
+//! (T, N) and the model, `programs` lists every dispatch of the training forward, the backward
+//! and a head on the final state, in order, and writes the uniforms each reads (offsets into the
+//! workspace's regions and the parameters). Recording is then a walk over the lists
+//! (`workspace::record_ops`).
+
+use crate::config::{Nonlinearity, RnnConfig, RnnMode};
+use crate::error::{Limit, Result, RnnError};
+use crate::gpu::context::GpuContext;
+use crate::gpu::kernels::training::{
+    BlockLoad, GEMM_MAX_DEPTH, GEMM_TILE, GemmBuffers, GemmKernel, GemmParams, StepEntry,
+    TRAIN_STEP_WORKGROUP, TrainUnit,
+};
+use crate::train::ParamLayout;
+
+use super::workspace::Regions;
+
+/// One dispatch of a program.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Op {
+    Step {
+        entry: StepEntry,
+        /// Byte offsets of its `TrainUnit` and `StepIndex` uniforms.
+        unit: u32,
+        step: u32,
+        groups: [u32; 3],
+    },
+    Gemm {
+        kernel: GemmKernel,
+        params: u32,
+        groups: [u32; 2],
+    },
+}
+
+/// Builds the uniforms of both programs while listing their dispatches.
+pub(crate) struct ProgramBuilder {
+    pub align: usize,
+    pub ops: Vec<u8>,
+}
+
+impl ProgramBuilder {
+    pub fn push(&mut self, bytes: &[u8]) -> u32 {
+        let at = self.ops.len();
+        self.ops.extend_from_slice(bytes);
+        self.ops.resize(at + self.align, 0);
+        at as u32
+    }
+}
+
+fn check_groups(ctx: &GpuContext, groups: u32, what: &str) -> Result<()> {
+    let allowed = ctx.limits().max_compute_workgroups_per_dimension;
+    if groups > allowed {
+        return Err(RnnError::ExceedsLimits {
+            what: format!("workgroups along one dimension of the {what}"),
+            needed: u64::from(groups),
+            limit: Limit::WorkgroupsPerDimension,
+            allowed: u64::from(allowed),
+            hint: "train on shorter sequences or smaller batches".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Whether the persistent kernels may read vec4s: every row of W_hh and h a whole number of
+/// vec4s (parameters and working regions start at multiples of four elements).
+pub(crate) fn vec4_fits(config: &RnnConfig) -> bool {
+    config.proj_size == 0 && config.hidden_size % 4 == 0
+}
+
+/// Steps one persistent dispatch runs, (forward, backward): as many as keep every invocation
+/// below llvmpipe's 65,535 loop iterations per dispatch (with a margin), counting each loop
+/// trip the kernels make per step: per unit an invocation owns (64 invocations stride over
+/// them), the dot products over W_hh (and W_hr), and a few more per unit and step.
+pub(crate) fn persistent_steps(config: &RnnConfig) -> (usize, usize) {
+    const BUDGET: usize = 50_000;
+    let (h, s, g) = (config.hidden_size, config.state_size(), config.mode.gates());
+    let lanes = TRAIN_STEP_WORKGROUP as usize;
+    let owned = |units: usize| units.div_ceil(lanes);
+    let proj = config.proj_size > 0;
+    let (forward, backward) = if vec4_fits(config) {
+        // Four units per invocation, k four at a time (with G trips of the gate loop each).
+        let quads = owned(h.div_ceil(4));
+        (
+            quads * (s / 4 * (g + 1) + 40) + 8,
+            quads * (g * h / 4 + 40) + 8,
+        )
+    } else {
+        let forward = owned(h.max(s)) * (g * s + 8) + if proj { owned(s) * (h + 8) } else { 0 };
+        let backward = owned(s) * (g * h + 8) + owned(h) * (if proj { s } else { 0 } + 8);
+        (forward + 8, backward + 8)
+    };
+    ((BUDGET / forward).max(1), (BUDGET / backward).max(1))
+}
+
+/// An operand of a GEMM: where it starts and its strides along its two indices.
+#[derive(Clone, Copy)]
+struct Operand {
+    off: usize,
+    /// Stride along its first index (m for A and C, k for B) and its second (k, or n).
+    s0: usize,
+    s1: usize,
+}
+
+fn operand(off: usize, s0: usize, s1: usize) -> Operand {
+    Operand { off, s0, s1 }
+}
+
+/// How `operand` (A when `is_a`, else B) may be loaded: in vec4s along k or along its other
+/// index (of size `outer_len`) where that index's stride is 1 and the start, the other stride
+/// and the length along the vec4s are multiples of four; element by element otherwise.
+fn block_load(operand: Operand, (outer_len, k): (usize, usize), is_a: bool) -> BlockLoad {
+    // A is indexed (m, k): s0 along m, s1 along k. B is indexed (k, n): s0 along k, s1 along n.
+    let (outer_stride, k_stride) = if is_a {
+        (operand.s0, operand.s1)
+    } else {
+        (operand.s1, operand.s0)
+    };
+    let aligned = |v: usize| v % 4 == 0;
+    if !aligned(operand.off) {
+        BlockLoad::Elements
+    } else if k_stride == 1 && aligned(outer_stride) && aligned(k) {
+        BlockLoad::AlongK
+    } else if outer_stride == 1 && aligned(k_stride) && aligned(outer_len) {
+        BlockLoad::AlongOuter
+    } else {
+        BlockLoad::Elements
+    }
+}
+
+/// Lists both programs, writing their uniforms into `builder`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn programs(
+    ctx: &GpuContext,
+    config: &RnnConfig,
+    params: &ParamLayout,
+    head: Option<HeadSpec>,
+    r: &Regions,
+    seq_len: usize,
+    batch: usize,
+    persistent: bool,
+    builder: &mut ProgramBuilder,
+) -> Result<Programs> {
+    let (layers, dirs) = (config.num_layers, config.num_directions());
+    let (h, s) = (config.hidden_size, config.state_size());
+    let gates = config.gate_size();
+    let frames = seq_len * batch;
+    let proj = config.proj_size > 0;
+    let step_align = (ctx.limits().min_uniform_buffer_offset_alignment as usize).max(16) as u32;
+    let steps_per_dispatch = persistent_steps(config);
+    let step_groups = [
+        (h.max(s) as u32).div_ceil(TRAIN_STEP_WORKGROUP),
+        batch as u32,
+        dirs as u32,
+    ];
+    check_groups(ctx, step_groups[1], "training step")?;
+
+    let gemm = |builder: &mut ProgramBuilder,
+                buffers: GemmBuffers,
+                (m, n, k): (usize, usize, usize),
+                a: Operand,
+                b: Operand,
+                c: Operand,
+                flags: u32,
+                bias: usize|
+     -> Result<Vec<Op>> {
+        let g = GemmParams {
+            m: m as u32,
+            n: n as u32,
+            k: k as u32,
+            flags,
+            a_off: a.off as u32,
+            a_sm: a.s0 as u32,
+            a_sk: a.s1 as u32,
+            b_off: b.off as u32,
+            b_sk: b.s0 as u32,
+            b_sn: b.s1 as u32,
+            c_off: c.off as u32,
+            c_sm: c.s0 as u32,
+            c_sn: c.s1 as u32,
+            bias_off: bias as u32,
+            k0: 0,
+            _pad: 0,
+        };
+        let groups = [
+            (m as u32).div_ceil(GEMM_TILE),
+            (n as u32).div_ceil(GEMM_TILE),
+        ];
+        check_groups(ctx, groups[0].max(groups[1]), "training GEMM")?;
+        let kernel = GemmKernel {
+            buffers,
+            a: block_load(a, (m, k), true),
+            b: block_load(b, (n, k), false),
+        };
+        // Long sums run as several dispatches along k, each adding to C (the first as asked).
+        let mut ops = Vec::new();
+        let mut k0 = 0;
+        while k0 < g.k || k0 == 0 {
+            let part = GemmParams {
+                k0,
+                k: (g.k - k0).min(GEMM_MAX_DEPTH),
+                flags: if k0 == 0 {
+                    g.flags
+                } else {
+                    (g.flags & !GemmParams::BIAS) | GemmParams::ACCUMULATE
+                },
+                ..g
+            };
+            ops.push(Op::Gemm {
+                kernel,
+                params: builder.push(bytemuck::bytes_of(&part)),
+                groups,
+            });
+            k0 += GEMM_MAX_DEPTH;
+        }
+        Ok(ops)
+    };
+
+    // Where each unit's parameters lie (the same offsets in `grads`).
+    let unit_params = |unit: usize, _layer: usize| params.units[unit];
+    let flag = |on: bool, f: u32| if on { f } else { 0 };
+
+    let mut forward = Vec::new();
+    let mut backward_layers: Vec<Vec<Op>> = Vec::new();
+    for layer in 0..layers {
+        let inputs = config.layer_input_size(layer);
+        // The layer's input: x, or the output of the layer below.
+        let (x, x_row) = if layer == 0 {
+            (r.x, config.input_size)
+        } else {
+            (r.y[layer - 1], dirs * s)
+        };
+        let (dx, dx_row) = if layer == 0 {
+            (r.dx, config.input_size)
+        } else {
+            (r.dy[layer - 1], dirs * s)
+        };
+        let first = unit_params(layer * dirs, layer);
+        let unit = TrainUnit {
+            seq_len: seq_len as u32,
+            batch: batch as u32,
+            hidden: h as u32,
+            state_size: s as u32,
+            directions: dirs as u32,
+            gates: config.mode.gates() as u32,
+            cell: match config.mode {
+                RnnMode::Rnn(_) => 0,
+                RnnMode::Lstm => 1,
+                RnnMode::Gru => 2,
+            },
+            activation: u32::from(config.mode == RnnMode::Rnn(Nonlinearity::Relu)),
+            has_bias: u32::from(config.bias),
+            proj: u32::from(proj),
+            y_stride: (dirs * s) as u32,
+            lengths: r.lengths as u32,
+            param_stride: if dirs == 2 {
+                (first.end - first.weight_ih) as u32
+            } else {
+                0
+            },
+            w_hh: first.weight_hh as u32,
+            b_hh: first.bias_hh as u32,
+            w_hr: first.weight_hr as u32,
+            p: r.p[layer] as u32,
+            saved: r.saved[layer] as u32,
+            hprev: r.hprev[layer] as u32,
+            dghh: r.dghh[layer] as u32,
+            m: r.m[layer] as u32,
+            dr: r.dr[layer] as u32,
+            state: r.state as u32,
+            state_half: (layers * dirs * batch * s) as u32,
+            cstate: r.cstate as u32,
+            cstate_half: (layers * dirs * batch * h) as u32,
+            carry_h: r.carry_h as u32,
+            carry_c: r.carry_c as u32,
+            y: r.y[layer] as u32,
+            dy: r.dy[layer] as u32,
+            unit0: (layer * dirs) as u32,
+            c0: r.c0 as u32,
+            forward_steps: steps_per_dispatch.0 as u32,
+            backward_steps: steps_per_dispatch.1 as u32,
+            vec4: u32::from(vec4_fits(config)),
+            _pad: 0,
+        };
+        let unit_at = builder.push(bytemuck::bytes_of(&unit));
+        let step_op = |entry: StepEntry, step: usize| Op::Step {
+            entry,
+            unit: unit_at,
+            step: step as u32 * step_align,
+            groups: step_groups,
+        };
+        // A persistent dispatch: one workgroup per (sequence, direction).
+        let persistent_op = |entry: StepEntry, step: usize| Op::Step {
+            entry,
+            unit: unit_at,
+            step: step as u32 * step_align,
+            groups: [1, batch as u32, dirs as u32],
+        };
+
+        // Forward: P = X·W_ihᵀ + b_ih per direction, then the steps.
+        for d in 0..dirs {
+            let w = unit_params(layer * dirs + d, layer);
+            forward.extend(gemm(
+                builder,
+                GemmBuffers::WorkParamsToWork,
+                (frames, gates, inputs),
+                operand(x, x_row, 1),
+                operand(w.weight_ih, 1, inputs),
+                operand(r.p[layer] + d * frames * gates, gates, 1),
+                flag(config.bias, GemmParams::BIAS),
+                w.bias_ih,
+            )?);
+        }
+        if persistent {
+            let steps = steps_per_dispatch.0;
+            for start in (0..seq_len).step_by(steps) {
+                forward.push(persistent_op(StepEntry::ForwardPersistent, start));
+            }
+        } else {
+            for step in 0..seq_len {
+                forward.push(step_op(StepEntry::ForwardStep, step));
+                if proj {
+                    forward.push(step_op(StepEntry::ForwardProject, step));
+                }
+            }
+        }
+
+        // Backward: the steps in reverse, d h0, then the weight and input gradients.
+        let mut back = Vec::new();
+        if persistent {
+            let steps = steps_per_dispatch.1;
+            for start in (0..seq_len).rev().step_by(steps) {
+                back.push(persistent_op(StepEntry::BackwardPersistent, start));
+            }
+        } else {
+            for step in (0..seq_len).rev() {
+                if proj {
+                    back.push(step_op(StepEntry::BackwardProject, step));
+                }
+                back.push(step_op(StepEntry::BackwardStep, step));
+            }
+        }
+        back.push(step_op(StepEntry::InitialStateGradient, 0));
+        for d in 0..dirs {
+            let w = unit_params(layer * dirs + d, layer);
+            let dg = r.p[layer] + d * frames * gates;
+            let dghh = if config.mode == RnnMode::Gru {
+                r.dghh[layer] + d * frames * gates
+            } else {
+                dg
+            };
+            let to_grads = GemmBuffers::WorkWorkToGrads;
+            let acc = GemmParams::ACCUMULATE;
+            // dW_ih += dGᵀ·X, dW_hh += dG_hhᵀ·H_prev over every frame.
+            back.extend(gemm(
+                builder,
+                to_grads,
+                (gates, inputs, frames),
+                operand(dg, 1, gates),
+                operand(x, x_row, 1),
+                operand(w.weight_ih, inputs, 1),
+                acc,
+                0,
+            )?);
+            let hprev = r.hprev[layer] + d * frames * s;
+            back.extend(gemm(
+                builder,
+                to_grads,
+                (gates, s, frames),
+                operand(dghh, 1, gates),
+                operand(hprev, s, 1),
+                operand(w.weight_hh, s, 1),
+                acc,
+                0,
+            )?);
+            if config.bias {
+                for (grad, bias) in [(dg, w.bias_ih), (dghh, w.bias_hh)] {
+                    back.extend(gemm(
+                        builder,
+                        to_grads,
+                        (gates, 1, frames),
+                        operand(grad, 1, gates),
+                        operand(r.one, 0, 0),
+                        operand(bias, 1, 0),
+                        acc,
+                        0,
+                    )?);
+                }
+            }
+            if proj {
+                back.extend(gemm(
+                    builder,
+                    to_grads,
+                    (s, h, frames),
+                    operand(r.dr[layer] + d * frames * s, 1, s),
+                    operand(r.m[layer] + d * frames * h, h, 1),
+                    operand(w.weight_hr, h, 1),
+                    acc,
+                    0,
+                )?);
+            }
+            // The input's gradient, dG·W_ih, summed over the directions.
+            back.extend(gemm(
+                builder,
+                GemmBuffers::WorkParamsToWork,
+                (frames, inputs, gates),
+                operand(dg, gates, 1),
+                operand(w.weight_ih, inputs, 1),
+                operand(dx, dx_row, 1),
+                flag(d > 0, acc),
+                0,
+            )?);
+        }
+        backward_layers.push(back);
+    }
+
+    let top = layers - 1;
+    let mut backward = Vec::new();
+    let (mut state_forward, mut state_backward) = (Vec::new(), Vec::new());
+    let on_state = head.is_some_and(|h| h.on_state);
+    let head_out = head.map(|h| h.out);
+    if let (true, Some(out), Some((head_at, head_bias))) = (on_state, head_out, params.head) {
+        // A head on the last layer's final state, directions side by side: logits (N, O) =
+        // Σ_d h_n[d]·W[:, d·S..(d+1)·S]ᵀ + b, from where this workspace's steps leave the state.
+        let bias_at = head_bias.unwrap_or(0);
+        let features = dirs * s;
+        let half = seq_len % 2;
+        let acc = GemmParams::ACCUMULATE;
+        for d in 0..dirs {
+            let h_n = r.state + half * layers * dirs * batch * s + (top * dirs + d) * batch * s;
+            let w = head_at + d * s;
+            state_forward.extend(gemm(
+                builder,
+                GemmBuffers::WorkParamsToWork,
+                (batch, out, s),
+                operand(h_n, s, 1),
+                operand(w, 1, features),
+                operand(r.head_out, out, 1),
+                if d == 0 {
+                    flag(head_bias.is_some(), GemmParams::BIAS)
+                } else {
+                    acc
+                },
+                bias_at,
+            )?);
+            // dW[:, d·S..] += dlogitsᵀ·h_n[d]; d h_n[d] += dlogits·W[:, d·S..] (onto the carry).
+            state_backward.extend(gemm(
+                builder,
+                GemmBuffers::WorkWorkToGrads,
+                (out, s, batch),
+                operand(r.head_dout, 1, out),
+                operand(h_n, s, 1),
+                operand(w, features, 1),
+                acc,
+                0,
+            )?);
+            let carry = r.carry_h + (top * dirs + d) * batch * s;
+            state_backward.extend(gemm(
+                builder,
+                GemmBuffers::WorkParamsToWork,
+                (batch, s, out),
+                operand(r.head_dout, out, 1),
+                operand(w, features, 1),
+                operand(carry, s, 1),
+                acc,
+                0,
+            )?);
+        }
+        if head_bias.is_some() {
+            state_backward.extend(gemm(
+                builder,
+                GemmBuffers::WorkWorkToGrads,
+                (out, 1, batch),
+                operand(r.head_dout, 1, out),
+                operand(r.one, 0, 0),
+                operand(bias_at, 1, 0),
+                acc,
+                0,
+            )?);
+        }
+    } else if let (Some(out), Some((head_at, head_bias))) = (head_out, params.head) {
+        let bias_at = head_bias.unwrap_or(0);
+        let features = dirs * s;
+        forward.extend(gemm(
+            builder,
+            GemmBuffers::WorkParamsToWork,
+            (frames, out, features),
+            operand(r.y[top], features, 1),
+            operand(head_at, 1, features),
+            operand(r.head_out, out, 1),
+            flag(head_bias.is_some(), GemmParams::BIAS),
+            bias_at,
+        )?);
+        let acc = GemmParams::ACCUMULATE;
+        backward.extend(gemm(
+            builder,
+            GemmBuffers::WorkWorkToGrads,
+            (out, features, frames),
+            operand(r.head_dout, 1, out),
+            operand(r.y[top], features, 1),
+            operand(head_at, features, 1),
+            acc,
+            0,
+        )?);
+        if head_bias.is_some() {
+            backward.extend(gemm(
+                builder,
+                GemmBuffers::WorkWorkToGrads,
+                (out, 1, frames),
+                operand(r.head_dout, 1, out),
+                operand(r.one, 0, 0),
+                operand(bias_at, 1, 0),
+                acc,
+                0,
+            )?);
+        }
+        backward.extend(gemm(
+            builder,
+            GemmBuffers::WorkParamsToWork,
+            (frames, features, out),
+            operand(r.head_dout, out, 1),
+            operand(head_at, features, 1),
+            operand(r.dy[top], features, 1),
+            0,
+            0,
+        )?);
+    }
+    for back in backward_layers.into_iter().rev() {
+        backward.extend(back);
+    }
+    Ok(Programs {
+        forward,
+        backward,
+        state_forward,
+        state_backward,
+    })
+}
+
+/// What a workspace records: its forward and backward, and a head on the final state's
+/// forward and backward (run by the sequence's last chunk only).
+pub(crate) struct Programs {
+    pub forward: Vec<Op>,
+    pub backward: Vec<Op>,
+    pub state_forward: Vec<Op>,
+    pub state_backward: Vec<Op>,
+}
+
+/// A Linear head: its outputs, and whether it reads the final state (else every frame).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HeadSpec {
+    pub out: usize,
+    pub on_state: bool,
+}
