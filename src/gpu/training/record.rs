@@ -1,0 +1,302 @@
+//! What one training iteration records, piece by piece, into a command encoder: the forward
+//! (its uploads, every chunk, the carried state), the loss and the backward, clipping and the
+//! optimizer's step. `train_step` records them all into one encoder (one submission); the
+//! separate `Train` methods each submit their own.
+
+use super::workspace::Regions;
+use super::{GpuTrainer, LastForward, submit_and_read, write};
+use crate::error::{Result, RnnError};
+use crate::gpu::optim::GpuClip;
+use crate::layout::ForwardShape;
+use crate::loss::{Loss, Target, check_target};
+use crate::rnn::RnnOutput;
+use crate::tensor::Tensor;
+use crate::train::{InitialState, Optimizer, OptimizerState, Tape, next_id};
+
+impl GpuTrainer {
+    /// The training forward: uploads, records every chunk, submits; reads the output and the
+    /// final state back when `read` (else they stay on the device).
+    pub(super) fn run_forward(
+        &mut self,
+        input: &Tensor,
+        lengths: Option<&[usize]>,
+        state: InitialState<'_>,
+        read: bool,
+    ) -> Result<(Option<RnnOutput>, Tape)> {
+        let ctx = self.ctx.clone();
+        let _gl = ctx.gl_guard();
+        let scopes = ctx.error_scopes();
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        let recorded = self.record_forward(&mut encoder, input, lengths, state);
+        let (shape, last) = match recorded {
+            Ok(done) => done,
+            Err(e) => {
+                let _ = scopes.finish(&ctx, "the training forward");
+                return Err(e);
+            }
+        };
+        let config = &self.config;
+        let features = self.output_features();
+        let plan = &self.sequences[&(shape.seq_len, shape.batch)];
+        let output = if read {
+            let parts = submit_and_read(
+                &ctx,
+                encoder,
+                &plan.data,
+                &plan.staging,
+                &[
+                    (plan.output, self.output_rows(&shape) * features),
+                    (last, plan.h_len),
+                    (last + plan.h_len, plan.c_len),
+                ],
+                "the training forward",
+                scopes,
+            )?;
+            let output = match self.state_head() {
+                true => parts[0].clone(),
+                false => shape.scatter_sequence_first(&parts[0], features),
+            };
+            let output = Tensor::new(output, &self.output_shape(&shape))?;
+            let h_n = Tensor::new(parts[1].clone(), &shape.state_shape(config))?;
+            let c_n = match config.mode.has_cell_state() {
+                true => Some(Tensor::new(
+                    parts[2].clone(),
+                    &shape.cell_state_shape(config),
+                )?),
+                false => None,
+            };
+            Some(RnnOutput { output, h_n, c_n })
+        } else {
+            ctx.queue().submit([encoder.finish()]);
+            scopes.finish(&ctx, "the training forward")?;
+            None
+        };
+        let tape = Tape {
+            model: self.id,
+            forward: self.last.as_ref().expect("set by the forward").id,
+        };
+        Ok((output, tape))
+    }
+
+    /// Uploads a training forward's inputs and records it into `encoder`; returns its shape
+    /// and where the final state lies in the sequence's data. The caller holds the GL guard.
+    pub(super) fn record_forward(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        input: &Tensor,
+        lengths: Option<&[usize]>,
+        state: InitialState<'_>,
+    ) -> Result<(ForwardShape, usize)> {
+        let config = self.config.clone();
+        let hx = match state {
+            InitialState::Given(hx) => Some(hx),
+            _ => None,
+        };
+        let shape = ForwardShape::resolve(&config, input, hx, lengths)?;
+        self.ctx.check_alive()?;
+        let features = self.output_features();
+        let ctx = self.ctx.clone();
+        let (steps, batch) = (shape.seq_len, shape.batch);
+        self.last = None;
+        self.make_sequence(steps, batch)?;
+        let carried = match state {
+            InitialState::Carried => self.carried_state(batch)?,
+            _ => None,
+        };
+        if self.carry.as_ref().is_none_or(|(n, _)| *n != batch) {
+            let plan = &self.sequences[&(steps, batch)];
+            let bytes = ((plan.h_len + plan.c_len) as u64 * 4).max(4);
+            let keep = ctx.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("carried state"),
+                size: bytes,
+                usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            self.carry = Some((batch, keep));
+        }
+        let plan = &self.sequences[&(steps, batch)];
+        let valid = |t: usize, n: usize| lengths.is_none_or(|l| t < l[n]);
+
+        // Sequence-first input, frames past a sequence's length zeroed (PyTorch's packed
+        // sequences never read them; a NaN there must not reach the weight gradients).
+        let mut x = shape.gather_sequence_first(input.data(), config.input_size);
+        for t in 0..steps {
+            for n in (0..batch).filter(|&n| !valid(t, n)) {
+                let at = (t * batch + n) * config.input_size;
+                x[at..at + config.input_size].fill(0.0);
+            }
+        }
+        write(&ctx, &plan.data, plan.input, &x);
+        ctx.queue().write_buffer(
+            &plan.data,
+            plan.lengths as u64 * 4,
+            bytemuck::cast_slice(&plan.chunk_local_lengths(lengths)),
+        );
+        let states = (plan.h_len + plan.c_len) as u64 * 4;
+        match (&carried, hx) {
+            // The last forward's final state, detached: copied on the device.
+            (Some(from), _) => {
+                if states > 0 {
+                    encoder.copy_buffer_to_buffer(
+                        from,
+                        0,
+                        &plan.data,
+                        plan.checkpoints as u64 * 4,
+                        states,
+                    );
+                }
+            }
+            (None, Some(hx)) => {
+                write(&ctx, &plan.data, plan.checkpoints, hx.h0.data());
+                if let Some(c0) = hx.c0 {
+                    write(&ctx, &plan.data, plan.checkpoints + plan.h_len, c0.data());
+                }
+            }
+            (None, None) => {
+                if states > 0 {
+                    encoder.clear_buffer(&plan.data, plan.checkpoints as u64 * 4, Some(states));
+                }
+            }
+        }
+        let head = self.head_out.is_some() && !self.state_head();
+        let top = |r: &Regions| {
+            if head {
+                r.head_out
+            } else {
+                r.y[config.num_layers - 1]
+            }
+        };
+        plan.record_forward(
+            &ctx,
+            encoder,
+            &self.workspaces,
+            config.input_size,
+            features,
+            &top,
+        )?;
+        let last = plan.checkpoints + plan.chunks.len() * (plan.h_len + plan.c_len);
+        // Keep the final state for a later forward that carries it.
+        if let Some((_, keep)) = &self.carry {
+            if states > 0 {
+                encoder.copy_buffer_to_buffer(&plan.data, last as u64 * 4, keep, 0, states);
+            }
+        }
+        self.carry_batch = Some(batch);
+        self.last = Some(LastForward {
+            id: next_id(),
+            shape,
+        });
+        Ok((shape, last))
+    }
+
+    /// Records the loss of the forward `tape` recorded and its backward into `encoder`.
+    pub(super) fn record_loss_backward(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        tape: Tape,
+        loss: Loss,
+        target: Target<'_>,
+    ) -> Result<()> {
+        tape.check(self.id, self.last.as_ref().map(|l| l.id))?;
+        let config = self.config.clone();
+        let shape = self
+            .last
+            .as_ref()
+            .map(|l| l.shape)
+            .ok_or_else(|| RnnError::Tape("the model holds no training forward".into()))?;
+        let features = self.output_features();
+        let (steps, batch) = (shape.seq_len, shape.batch);
+        let rows = self.output_rows(&shape);
+        let output_shape = self.output_shape(&shape);
+        let target = check_target(loss, target, &output_shape, rows, features)?;
+        self.ctx.check_alive()?;
+        let ctx = self.ctx.clone();
+        let plan = &self.sequences[&(steps, batch)];
+        let width = if matches!(loss, Loss::Mse(_)) {
+            features
+        } else {
+            1
+        };
+        let target = match self.state_head() {
+            true => target,
+            false => shape.gather_sequence_first(&target, width),
+        };
+        write(&ctx, &plan.data, plan.target, &target);
+        plan.record_loss(&ctx, encoder, loss, features)?;
+        let head = self.head_out.is_some() && !self.state_head();
+        let top = |r: &Regions| {
+            if head {
+                r.head_dout
+            } else {
+                r.dy[config.num_layers - 1]
+            }
+        };
+        let recorded = plan.record_backward(
+            &ctx,
+            encoder,
+            &self.workspaces,
+            config.input_size,
+            features,
+            &top,
+        );
+        // The gates' gradients overwrite what the forward saved.
+        self.last = None;
+        recorded?;
+        self.loss_at = Some(((steps, batch), plan.loss_at()));
+        Ok(())
+    }
+
+    /// Records `optimizer`'s next step into `encoder`.
+    pub(super) fn record_step(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        optimizer: &mut Optimizer,
+    ) -> Result<()> {
+        optimizer.check_model(self.id)?;
+        let OptimizerState::Gpu(state) = &optimizer.state else {
+            return Err(RnnError::InvalidConfig(
+                "this optimizer's state is on the CPU, not this GPU".into(),
+            ));
+        };
+        state.record_step(&self.ctx, encoder, &optimizer.config, optimizer.step + 1)?;
+        optimizer.step += 1;
+        Ok(())
+    }
+
+    /// Records `clip_grad_norm_(max_norm)` into `encoder`.
+    pub(super) fn record_clip(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        max_norm: f32,
+    ) -> Result<()> {
+        if self.clip.is_none() {
+            let ranges = self.layout.ranges();
+            let clip = GpuClip::new(
+                &self.ctx,
+                &self.params,
+                &self.grads,
+                self.layout.len,
+                &ranges,
+            )?;
+            self.clip = Some(clip);
+        }
+        let clip = self.clip.as_ref().expect("made above");
+        clip.record(&self.ctx, encoder, max_norm)?;
+        self.clipped = true;
+        Ok(())
+    }
+
+    /// The buffer that keeps the final state for `InitialState::Carried`: `None` (zeros) before
+    /// any forward; an error when the last forward had another batch size.
+    fn carried_state(&mut self, batch: usize) -> Result<Option<wgpu::Buffer>> {
+        match self.carry_batch {
+            None => Ok(None),
+            Some(n) if n != batch => Err(RnnError::ShapeMismatch {
+                what: "the carried state",
+                expected: format!("a batch of {n}, the last forward's"),
+                got: format!("a batch of {batch}"),
+            }),
+            Some(_) => Ok(self.carry.as_ref().map(|(_, b)| b.clone())),
+        }
+    }
+}
