@@ -367,23 +367,7 @@ impl GradCase {
 /// of elements is infinite. States may be stored without a dimension of one (an unbatched
 /// h0, a cell's h0), so only the element counts must agree.
 fn grad_error(got: &Tensor, want: &Tensor) -> f64 {
-    if got.data().len() != want.data().len() {
-        return f64::INFINITY;
-    }
-    let scale = want
-        .data()
-        .iter()
-        .fold(1.0f64, |m, &v| m.max(f64::from(v).abs()));
-    let worst = got
-        .data()
-        .iter()
-        .zip(want.data())
-        .map(|(&g, &w)| (f64::from(g) - f64::from(w)).abs())
-        .fold(
-            0.0f64,
-            |m, e| if e.is_nan() { f64::INFINITY } else { m.max(e) },
-        );
-    worst / scale
+    wgpu_rnn::compare::scaled_max_error(got.data(), want.data())
 }
 
 /// `grad.weight_ih_l0` → `weight_ih_l0`, `grad_h0` → `h0`.

@@ -68,6 +68,25 @@ pub fn compare(got: &[f32], want: &[f32], tolerance: f64) -> Comparison {
     result
 }
 
+/// The error measure of the PyTorch fixtures (`tests/fixtures/*/README.md`):
+/// `max|got − want| / max(1, max|want|)`. A NaN difference, or slices of different lengths,
+/// make it infinite.
+pub fn scaled_max_error(got: &[f32], want: &[f32]) -> f64 {
+    if got.len() != want.len() {
+        return f64::INFINITY;
+    }
+    let scale = want.iter().fold(1.0f64, |m, &v| m.max(f64::from(v).abs()));
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(&g, &w)| (f64::from(g) - f64::from(w)).abs())
+        .fold(
+            0.0f64,
+            |m, e| if e.is_nan() { f64::INFINITY } else { m.max(e) },
+        );
+    worst / scale
+}
+
 #[cfg(test)]
 mod tests {
     use super::compare;

@@ -8,6 +8,7 @@ mod support;
 
 use gradient_check::{Loss, finite_difference_check};
 use support::{Problem, cases_in, mode_name};
+use wgpu_rnn::compare::scaled_max_error;
 use wgpu_rnn::reference_case::ReferenceCase;
 use wgpu_rnn::{CpuRnn, Gradients, Hx, RnnConfig, RnnError, RnnMode, RnnWeights, Tensor};
 
@@ -19,20 +20,7 @@ fn fixture_error(got: &Tensor, want: &Tensor) -> f64 {
     if got.shape() != want.shape() {
         return f64::INFINITY;
     }
-    let scale = want
-        .data()
-        .iter()
-        .fold(1.0f64, |m, &v| m.max(f64::from(v).abs()));
-    let worst = got
-        .data()
-        .iter()
-        .zip(want.data())
-        .map(|(&g, &w)| (f64::from(g) - f64::from(w)).abs())
-        .fold(
-            0.0f64,
-            |m, e| if e.is_nan() { f64::INFINITY } else { m.max(e) },
-        );
-    worst / scale
+    scaled_max_error(got.data(), want.data())
 }
 
 /// Every gradient of `grads` against the case's: `(tensor name, error)` for each.

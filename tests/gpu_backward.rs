@@ -5,6 +5,7 @@
 mod support;
 
 use support::{Problem, Rng, mode_name, random_lengths};
+use wgpu_rnn::compare::scaled_max_error;
 use wgpu_rnn::testing::gpu;
 use wgpu_rnn::{
     CpuTrainer, GpuContext, GpuTrainer, Hx, Linear, OutputGrads, Recurrence, RnnConfig, RnnError,
@@ -16,20 +17,7 @@ const TOLERANCE: f64 = 1e-4;
 
 fn error(got: &Tensor, want: &Tensor) -> f64 {
     assert_eq!(got.shape(), want.shape());
-    let scale = want
-        .data()
-        .iter()
-        .fold(1.0f64, |m, &v| m.max(f64::from(v).abs()));
-    let worst = got
-        .data()
-        .iter()
-        .zip(want.data())
-        .map(|(&g, &w)| (f64::from(g) - f64::from(w)).abs())
-        .fold(
-            0.0f64,
-            |m, e| if e.is_nan() { f64::INFINITY } else { m.max(e) },
-        );
-    worst / scale
+    scaled_max_error(got.data(), want.data())
 }
 
 /// A random problem of `mode`: its flags, sizes and upstream gradients.
