@@ -443,6 +443,15 @@ impl ParamLayout {
         Self::new(config, None).with_cell_names()
     }
 
+    /// The layout of the same model with `head` added (a cell's keeping its names).
+    pub fn with_head(&self, config: &RnnConfig, head: &crate::head::Linear) -> Self {
+        let layout = Self::new(config, Some((head.out_features, head.bias.is_some())));
+        match self.cell {
+            true => layout.with_cell_names(),
+            false => layout,
+        }
+    }
+
     /// This layout with a cell's names (the model has one layer and direction).
     pub fn with_cell_names(mut self) -> Self {
         for slot in &mut self.slots {

@@ -249,3 +249,33 @@ fn train_step_is_the_loop(mode: RnnMode) {
     );
 }
 for_each_mode!(train_step, train_step_is_the_loop);
+
+/// A cell with a head keeps the cell's names on both paths (`weight_ih`, then `head.weight`).
+#[test]
+fn a_cell_with_a_head_keeps_its_names() {
+    let cell = wgpu_rnn::CellConfig::gru(2, 6);
+    let weights = support::cell_weights(&cell, 3);
+    let names = |params: Vec<(String, wgpu_rnn::Tensor)>| -> Vec<String> {
+        params.into_iter().map(|(n, _)| n).collect()
+    };
+    let cpu = CpuTrainer::cell(cell.clone(), &weights)
+        .unwrap()
+        .with_head(&head())
+        .unwrap();
+    let want = [
+        "weight_ih",
+        "weight_hh",
+        "bias_ih",
+        "bias_hh",
+        "head.weight",
+        "head.bias",
+    ];
+    assert_eq!(names(cpu.parameters().unwrap()), want);
+    if let Some(ctx) = gpu("a_cell_with_a_head_keeps_its_names") {
+        let gpu_model = GpuTrainer::cell(&ctx, cell, &weights)
+            .unwrap()
+            .with_head(&head())
+            .unwrap();
+        assert_eq!(names(gpu_model.parameters().unwrap()), want);
+    }
+}

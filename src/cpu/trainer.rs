@@ -107,7 +107,7 @@ impl CpuTrainer {
     fn add_head(self, head: &Linear, state_head: bool) -> Result<Self> {
         head.check(self.config.output_size())?;
         let (weights, _) = self.layout.unflatten(&self.config, &self.params)?;
-        let layout = ParamLayout::new(&self.config, Some((head.out_features, head.bias.is_some())));
+        let layout = self.layout.with_head(&self.config, head);
         let params = layout.flatten(&weights, Some(head));
         Ok(CpuTrainer {
             grads: vec![0.0; params.len()],

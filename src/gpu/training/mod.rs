@@ -124,11 +124,7 @@ impl GpuTrainer {
     fn add_head(self, head: &Linear, on_state: bool) -> Result<Self> {
         head.check(self.config.output_size())?;
         let (weights, _) = self.layout.unflatten(&self.config, &self.read_params()?)?;
-        let mut layout =
-            ParamLayout::new(&self.config, Some((head.out_features, head.bias.is_some())));
-        if self.layout.cell {
-            layout = layout.with_cell_names();
-        }
+        let layout = self.layout.with_head(&self.config, head);
         let all = layout.flatten(&weights, Some(head));
         let spec = HeadSpec {
             out: head.out_features,
@@ -439,16 +435,9 @@ impl Train for GpuTrainer {
     }
 
     fn backward_loss(&mut self, tape: Tape, loss: Loss, target: Target<'_>) -> Result<()> {
-        let ctx = self.ctx.clone();
-        let _gl = ctx.gl_guard();
-        let scopes = ctx.error_scopes();
-        let mut encoder = ctx.device().create_command_encoder(&Default::default());
-        let recorded = self.record_loss_backward(&mut encoder, tape, loss, target);
-        if recorded.is_ok() {
-            ctx.queue().submit([encoder.finish()]);
-        }
-        let finished = scopes.finish(&ctx, "the loss and backward");
-        recorded.and(finished)
+        self.submit("the loss and backward", |model, encoder| {
+            model.record_loss_backward(encoder, tape, loss, target)
+        })
     }
 
     fn last_loss(&self) -> Result<f32> {
@@ -510,14 +499,7 @@ impl Train for GpuTrainer {
 
         let scopes = ctx.error_scopes();
         let mut encoder = ctx.device().create_command_encoder(&Default::default());
-        let head = self.head_out.is_some() && !self.state_head();
-        let top = |r: &Regions| {
-            if head {
-                r.head_dout
-            } else {
-                r.dy[config.num_layers - 1]
-            }
-        };
+        let top = |r: &Regions| self.top_region(r, true);
         plan.record_backward(
             &ctx,
             &mut encoder,
@@ -602,15 +584,10 @@ impl Train for GpuTrainer {
     }
 
     fn zero_grad(&mut self) -> Result<()> {
-        let _gl = self.ctx.gl_guard();
-        let scopes = self.ctx.error_scopes();
-        let mut encoder = self
-            .ctx
-            .device()
-            .create_command_encoder(&Default::default());
-        encoder.clear_buffer(&self.grads, 0, None);
-        self.ctx.queue().submit([encoder.finish()]);
-        scopes.finish(&self.ctx, "zeroing the gradients")
+        self.submit("zeroing the gradients", |model, encoder| {
+            encoder.clear_buffer(&model.grads, 0, None);
+            Ok(())
+        })
     }
 
     fn gradients(&self) -> Result<Vec<(String, Tensor)>> {
@@ -636,29 +613,15 @@ impl Train for GpuTrainer {
     }
 
     fn step(&mut self, optimizer: &mut Optimizer) -> Result<()> {
-        let ctx = self.ctx.clone();
-        let _gl = ctx.gl_guard();
-        let scopes = ctx.error_scopes();
-        let mut encoder = ctx.device().create_command_encoder(&Default::default());
-        let recorded = self.record_step(&mut encoder, optimizer);
-        if recorded.is_ok() {
-            ctx.queue().submit([encoder.finish()]);
-        }
-        let finished = scopes.finish(&ctx, "the optimizer step");
-        recorded.and(finished)
+        self.submit("the optimizer step", |model, encoder| {
+            model.record_step(encoder, optimizer)
+        })
     }
 
     fn clip_grad_norm(&mut self, max_norm: f32) -> Result<()> {
-        let ctx = self.ctx.clone();
-        let _gl = ctx.gl_guard();
-        let scopes = ctx.error_scopes();
-        let mut encoder = ctx.device().create_command_encoder(&Default::default());
-        let recorded = self.record_clip(&mut encoder, max_norm);
-        if recorded.is_ok() {
-            ctx.queue().submit([encoder.finish()]);
-        }
-        let finished = scopes.finish(&ctx, "clipping the gradients");
-        recorded.and(finished)
+        self.submit("clipping the gradients", |model, encoder| {
+            model.record_clip(encoder, max_norm)
+        })
     }
 
     fn train_step(
@@ -670,28 +633,19 @@ impl Train for GpuTrainer {
     ) -> Result<()> {
         // Everything an iteration does, recorded into one encoder and submitted once.
         optimizer.check_model(self.id)?;
-        let ctx = self.ctx.clone();
-        let _gl = ctx.gl_guard();
-        let scopes = ctx.error_scopes();
-        let mut encoder = ctx.device().create_command_encoder(&Default::default());
-        let recorded = (|| {
-            encoder.clear_buffer(&self.grads, 0, None);
-            self.record_forward(&mut encoder, batch.input, batch.lengths, batch.state)?;
+        self.submit("the training step", |model, encoder| {
+            encoder.clear_buffer(&model.grads, 0, None);
+            model.record_forward(encoder, batch.input, batch.lengths, batch.state)?;
             let tape = Tape {
-                model: self.id,
-                forward: self.last.as_ref().expect("set by the forward").id,
+                model: model.id,
+                forward: model.last.as_ref().expect("set by the forward").id,
             };
-            self.record_loss_backward(&mut encoder, tape, loss, batch.target)?;
+            model.record_loss_backward(encoder, tape, loss, batch.target)?;
             if let Some(max_norm) = clip {
-                self.record_clip(&mut encoder, max_norm)?;
+                model.record_clip(encoder, max_norm)?;
             }
-            self.record_step(&mut encoder, optimizer)
-        })();
-        if recorded.is_ok() {
-            ctx.queue().submit([encoder.finish()]);
-        }
-        let finished = scopes.finish(&ctx, "the training step");
-        recorded.and(finished)
+            model.record_step(encoder, optimizer)
+        })
     }
 
     fn last_grad_norm(&self) -> Result<f32> {

@@ -14,6 +14,39 @@ use crate::tensor::Tensor;
 use crate::train::{InitialState, Optimizer, OptimizerState, Tape, next_id};
 
 impl GpuTrainer {
+    /// Records with `record` into a fresh encoder and submits it, once; wgpu's errors are
+    /// captured and reported as `doing`. Nothing is submitted where recording failed.
+    pub(super) fn submit(
+        &mut self,
+        doing: &str,
+        record: impl FnOnce(&mut Self, &mut wgpu::CommandEncoder) -> Result<()>,
+    ) -> Result<()> {
+        let ctx = self.ctx.clone();
+        let _gl = ctx.gl_guard();
+        let scopes = ctx.error_scopes();
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        let recorded = record(self, &mut encoder);
+        if recorded.is_ok() {
+            ctx.queue().submit([encoder.finish()]);
+        }
+        let finished = scopes.finish(&ctx, doing);
+        recorded.and(finished)
+    }
+
+    /// Where a workspace's output lies (a frame head's, else the last layer's), or with
+    /// `gradient` where its upstream gradient goes. A head on the final state has its own
+    /// regions (see `SequencePlan`): the frames are then the last layer's.
+    pub(super) fn top_region(&self, r: &Regions, gradient: bool) -> usize {
+        let frame_head = self.head_out.is_some() && !self.state_head();
+        let last = self.config.num_layers - 1;
+        match (frame_head, gradient) {
+            (true, false) => r.head_out,
+            (true, true) => r.head_dout,
+            (false, false) => r.y[last],
+            (false, true) => r.dy[last],
+        }
+    }
+
     /// The training forward: uploads, records every chunk, submits; reads the output and the
     /// final state back when `read` (else they stay on the device).
     pub(super) fn run_forward(
@@ -158,14 +191,7 @@ impl GpuTrainer {
                 }
             }
         }
-        let head = self.head_out.is_some() && !self.state_head();
-        let top = |r: &Regions| {
-            if head {
-                r.head_out
-            } else {
-                r.y[config.num_layers - 1]
-            }
-        };
+        let top = |r: &Regions| self.top_region(r, false);
         plan.record_forward(
             &ctx,
             encoder,
@@ -223,14 +249,7 @@ impl GpuTrainer {
         };
         write(&ctx, &plan.data, plan.target, &target);
         plan.record_loss(&ctx, encoder, loss, features)?;
-        let head = self.head_out.is_some() && !self.state_head();
-        let top = |r: &Regions| {
-            if head {
-                r.head_dout
-            } else {
-                r.dy[config.num_layers - 1]
-            }
-        };
+        let top = |r: &Regions| self.top_region(r, true);
         let recorded = plan.record_backward(
             &ctx,
             encoder,
