@@ -20,6 +20,28 @@ fn error(got: &Tensor, want: &Tensor) -> f64 {
     scaled_max_error(got.data(), want.data())
 }
 
+/// Every named tensor of `got` against `want`'s (the same names in the same order) within
+/// `tolerance`, panicking with `context` and the tensor that differs; the worst error and its
+/// tensor's name.
+fn assert_within(
+    context: &str,
+    got: &[(String, Tensor)],
+    want: &[(String, Tensor)],
+    tolerance: f64,
+) -> (f64, String) {
+    assert_eq!(got.len(), want.len(), "{context}");
+    let mut worst = (0.0f64, String::new());
+    for ((name, g), (wname, w)) in got.iter().zip(want) {
+        assert_eq!(name, wname, "{context}");
+        let e = error(g, w);
+        assert!(e <= tolerance, "{context}: {name} differs by {e:.3e}");
+        if e > worst.0 {
+            worst = (e, name.clone());
+        }
+    }
+    worst
+}
+
 /// A random problem of `mode`: its flags, sizes and upstream gradients.
 struct Case {
     problem: Problem,
@@ -153,20 +175,15 @@ fn matches_cpu_backward(mode: RnnMode) {
         let mut gpu = gpu.with_recurrence(recurrence);
         let want = run(&mut cpu, &case);
         let got = run(&mut gpu, &case);
-        assert_eq!(want.len(), got.len());
-        for ((name, w), (gname, g)) in want.iter().zip(&got) {
-            assert_eq!(name, gname);
-            let e = error(g, w);
-            assert!(
-                e <= TOLERANCE,
-                "{} {recurrence:?} seed {seed} {:?} head {:?}: {name} differs by {e:.3e}",
-                mode_name(mode),
-                case.problem,
-                case.head.as_ref().map(|h| h.out_features)
-            );
-            if e > worst.0 {
-                worst = (e, format!("seed {seed} {name}"));
-            }
+        let context = format!(
+            "{} {recurrence:?} seed {seed} {:?} head {:?}",
+            mode_name(mode),
+            case.problem,
+            case.head.as_ref().map(|h| h.out_features)
+        );
+        let (e, name) = assert_within(&context, &got, &want, TOLERANCE);
+        if e > worst.0 {
+            worst = (e, format!("seed {seed} {name}"));
         }
     }
     eprintln!(
@@ -428,14 +445,7 @@ fn hidden_257_matches_cpu(mode: RnnMode) {
     };
     let (mut cpu, mut gpu) = trainers(&ctx, &case);
     let want = run(&mut cpu, &case);
-    for ((name, w), (_, g)) in want.iter().zip(&run(&mut gpu, &case)) {
-        let e = error(g, w);
-        assert!(
-            e <= TOLERANCE,
-            "{}: {name} differs by {e:.3e}",
-            mode_name(mode)
-        );
-    }
+    assert_within(mode_name(mode), &run(&mut gpu, &case), &want, TOLERANCE);
 }
 for_each_mode!(hidden_257, hidden_257_matches_cpu);
 
@@ -496,14 +506,7 @@ fn long_sequences_match_cpu(mode: RnnMode) {
     let (mut cpu, gpu) = trainers(&ctx, &case);
     let mut gpu = gpu.with_recurrence(Recurrence::Persistent);
     let want = run(&mut cpu, &case);
-    for ((name, w), (_, g)) in want.iter().zip(&run(&mut gpu, &case)) {
-        let e = error(g, w);
-        assert!(
-            e <= TOLERANCE,
-            "{}: {name} differs by {e:.3e}",
-            mode_name(mode)
-        );
-    }
+    assert_within(mode_name(mode), &run(&mut gpu, &case), &want, TOLERANCE);
 }
 for_each_mode!(long_sequences, long_sequences_match_cpu);
 
@@ -550,20 +553,9 @@ fn chunked_training_matches_whole(mode: RnnMode) {
     let cpu_want = run(&mut cpu, &case);
     {
         let got = run(&mut chunked, &case);
-        for (((name, w), (_, g)), (_, c)) in want.iter().zip(&got).zip(&cpu_want) {
-            let e = error(g, w);
-            assert!(
-                e <= 1e-6,
-                "{}: {name}: chunked differs from whole by {e:.3e}",
-                mode_name(mode)
-            );
-            let e = error(g, c);
-            assert!(
-                e <= TOLERANCE,
-                "{}: {name}: chunked differs from CPU by {e:.3e}",
-                mode_name(mode)
-            );
-        }
+        let context = |against: &str| format!("{}: chunked against {against}", mode_name(mode));
+        assert_within(&context("whole"), &got, &want, 1e-6);
+        assert_within(&context("CPU"), &got, &cpu_want, TOLERANCE);
     }
     // Again, after zero_grad: the same gradients (nothing of the first run left behind).
     chunked.zero_grad().unwrap();
@@ -646,15 +638,8 @@ fn state_head_matches_cpu(mode: RnnMode) {
         }
         let want = run(&mut cpu, &case);
         let got = run(&mut gpu_model, &case);
-        for ((name, w), (_, g)) in want.iter().zip(&got) {
-            let e = error(g, w);
-            assert!(
-                e <= TOLERANCE,
-                "{} seed {seed} {:?}: {name} differs by {e:.3e}",
-                mode_name(mode),
-                case.problem
-            );
-        }
+        let context = format!("{} seed {seed} {:?}", mode_name(mode), case.problem);
+        assert_within(&context, &got, &want, TOLERANCE);
         assert_eq!(
             want[0].1.shape(),
             &[batch, 3],
