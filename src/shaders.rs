@@ -46,8 +46,24 @@ pub(crate) const PROJECTION_TILE: &str = include_str!("../shaders/projection_til
 pub(crate) const PERSISTENT_RECURRENCE: &str =
     include_str!("../shaders/persistent_recurrence.wgsl");
 
-/// `shaders/train_step.wgsl`: the training forward and backward steps of every cell.
+/// `shaders/train_step.wgsl`: the training forward and backward steps of every cell, for
+/// any size (`{{TRAIN_UNIT}}` filled by [`train_step`]).
 pub(crate) const TRAIN_STEP: &str = include_str!("../shaders/train_step.wgsl");
+
+/// `shaders/train_unit.wgsl`: the declarations every training recurrence kernel shares
+/// (`{{TRAIN_UNIT}}`).
+pub(crate) const TRAIN_UNIT: &str = include_str!("../shaders/train_unit.wgsl");
+
+/// `shaders/train_subgroup.wgsl`: the template of the training recurrence with W_hh in
+/// registers, filled in per cell and hidden size by `gpu::training::subgroup`.
+pub(crate) const TRAIN_SUBGROUP: &str = include_str!("../shaders/train_subgroup.wgsl");
+
+/// The training step kernels' source.
+pub(crate) fn train_step() -> String {
+    Template::new(TRAIN_STEP)
+        .set("TRAIN_UNIT", TRAIN_UNIT)
+        .finish()
+}
 
 /// `shaders/train_gemm.wgsl`: the template of the training's strided GEMM, filled in per
 /// (A, B, C) buffers by `gpu::kernels::training`.

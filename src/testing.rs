@@ -132,16 +132,31 @@ fn beyond_downlevel_sources() -> Vec<(String, String)> {
     use crate::gpu::gated_persistent::GatedPersistentSpec;
     use crate::gpu::persistent::PersistentSpec;
     use crate::gpu::projection::SubgroupProjection;
-    let mut sources = vec![(
-        "train_step".to_string(),
-        crate::shaders::fixed(crate::shaders::TRAIN_STEP),
-    )];
+    let mut sources = vec![("train_step".to_string(), crate::shaders::train_step())];
     // The training kernels bind 5 storage buffers (`TRAINING_STORAGE_BUFFERS`).
     for kernel in crate::gpu::kernels::training::all_gemm_kernels() {
         sources.push((
             format!("train_gemm {kernel:?}"),
             crate::gpu::kernels::training::gemm_wgsl(kernel),
         ));
+    }
+    // The training recurrence with W_hh in registers, each specialisation these sizes make.
+    for mode in [
+        crate::RnnMode::Rnn(crate::Nonlinearity::Tanh),
+        crate::RnnMode::Lstm,
+        crate::RnnMode::Gru,
+    ] {
+        for hidden in [16, 32, 64] {
+            let config = crate::RnnConfig::new(mode, 3, hidden);
+            if let Some(spec) =
+                crate::gpu::train_subgroup::SubgroupRecurrence::for_config(&config, Some(8))
+            {
+                let name = format!("train_subgroup {spec:?}");
+                if sources.iter().all(|(known, _)| *known != name) {
+                    sources.push((name, spec.wgsl()));
+                }
+            }
+        }
     }
     for (cell, hidden) in [(Cell::Lstm, 64), (Cell::Gru, 17), (Cell::Gru, 84)] {
         let arch = Architecture {

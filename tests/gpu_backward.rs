@@ -53,7 +53,9 @@ struct Case {
 
 fn random_case(mode: RnnMode, seed: u64) -> Case {
     let mut rng = Rng(seed);
-    let sizes = [1, 3, 17, 8, 64, 5];
+    // 8, 20, 32 and 64 (an Elman RNN's) also run the register-resident recurrence on
+    // adapters with subgroups (multiples of four within one subgroup); the others the generic.
+    let sizes = [1, 3, 17, 8, 64, 5, 20, 32];
     let hidden = sizes[rng.range(0, sizes.len() - 1)];
     let proj_size = if mode == RnnMode::Lstm && hidden > 1 && rng.chance(2) {
         rng.range(1, hidden - 1)
@@ -483,14 +485,22 @@ fn nan_propagates(mode: RnnMode) {
 for_each_mode!(nan, nan_propagates);
 
 /// Sequences longer than one persistent dispatch runs (llvmpipe's loop limit splits them):
-/// the state and the backward's carries cross the dispatch boundaries.
+/// the state and the backward's carries cross the dispatch boundaries. H = 32 runs the
+/// register-resident recurrence where the adapter has subgroups, H = 64 (gated cells) the
+/// generic one.
 fn long_sequences_match_cpu(mode: RnnMode) {
     let Some(ctx) = gpu("long_sequences_match_cpu") else {
         return;
     };
+    for hidden in [32, 64] {
+        long_sequence_matches_cpu(&ctx, mode, hidden);
+    }
+}
+
+fn long_sequence_matches_cpu(ctx: &GpuContext, mode: RnnMode, hidden: usize) {
     let config = RnnConfig {
         num_layers: 2,
-        ..RnnConfig::new(mode, 2, 64)
+        ..RnnConfig::new(mode, 2, hidden)
     };
     let mut problem = Problem::new(config.clone(), 1100, 2, 21);
     problem.with_state = true;
@@ -503,10 +513,11 @@ fn long_sequences_match_cpu(mode: RnnMode) {
         d_h_n: None,
         d_c_n: None,
     };
-    let (mut cpu, gpu) = trainers(&ctx, &case);
+    let (mut cpu, gpu) = trainers(ctx, &case);
     let mut gpu = gpu.with_recurrence(Recurrence::Persistent);
     let want = run(&mut cpu, &case);
-    assert_within(mode_name(mode), &run(&mut gpu, &case), &want, TOLERANCE);
+    let context = format!("{} H={hidden}", mode_name(mode));
+    assert_within(&context, &run(&mut gpu, &case), &want, TOLERANCE);
 }
 for_each_mode!(long_sequences, long_sequences_match_cpu);
 

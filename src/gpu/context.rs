@@ -372,6 +372,18 @@ impl GpuContext {
         Ok(self.inner.training.get_or_init(|| kernels))
     }
 
+    /// The training recurrence `spec` with W_hh in registers, compiled on first use.
+    pub(crate) fn training_subgroup(
+        &self,
+        spec: crate::gpu::train_subgroup::SubgroupRecurrence,
+    ) -> Result<std::sync::Arc<crate::gpu::kernels::training::SubgroupPipelines>> {
+        let kernels = self.training_kernels()?;
+        let scopes = self.error_scopes();
+        let pipelines = kernels.subgroup(&self.inner.device, &self.inner.counters, spec);
+        scopes.finish(self, "compiling a training recurrence")?;
+        Ok(pipelines)
+    }
+
     /// The loss kernels, compiled on first use.
     pub(crate) fn loss_kernels(&self) -> Result<&LossKernels> {
         if let Some(kernels) = self.inner.loss.get() {

@@ -23,5 +23,6 @@ pub(crate) mod plan;
 pub(crate) mod projection;
 pub(crate) mod scheduler;
 pub(crate) mod stream;
+pub(crate) mod train_subgroup;
 pub(crate) mod training;
 pub(crate) mod workspace;

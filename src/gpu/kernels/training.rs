@@ -6,7 +6,11 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use crate::gpu::counters::Counters;
+use crate::gpu::train_subgroup::SubgroupRecurrence;
 use crate::shaders::{self, Template};
 
 use super::{
@@ -207,7 +211,15 @@ pub(crate) struct TrainingKernels {
     initial_state_gradient: wgpu::ComputePipeline,
     forward_persistent: wgpu::ComputePipeline,
     backward_persistent: wgpu::ComputePipeline,
-    gemms: std::collections::HashMap<GemmKernel, wgpu::ComputePipeline>,
+    gemms: HashMap<GemmKernel, wgpu::ComputePipeline>,
+    /// The register-resident recurrences, compiled on first use.
+    subgroup: Mutex<HashMap<SubgroupRecurrence, Arc<SubgroupPipelines>>>,
+}
+
+/// The two entry points of one `SubgroupRecurrence`.
+pub(crate) struct SubgroupPipelines {
+    pub forward: wgpu::ComputePipeline,
+    pub backward: wgpu::ComputePipeline,
 }
 
 impl TrainingKernels {
@@ -226,7 +238,7 @@ impl TrainingKernels {
         });
         let step_module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("train_step"),
-            source: wgpu::ShaderSource::Wgsl(shaders::fixed(shaders::TRAIN_STEP).into()),
+            source: wgpu::ShaderSource::Wgsl(shaders::train_step().into()),
         });
         let step =
             |entry: &str| entry_pipeline(device, counters, entry, &step_module, entry, &layout);
@@ -253,8 +265,35 @@ impl TrainingKernels {
             forward_persistent: step("forward_persistent"),
             backward_persistent: step("backward_persistent"),
             gemms,
+            subgroup: Mutex::new(HashMap::new()),
             layout,
         }
+    }
+
+    /// The pipelines of `spec`, compiled on first use and kept for the device.
+    pub fn subgroup(
+        &self,
+        device: &wgpu::Device,
+        counters: &Counters,
+        spec: SubgroupRecurrence,
+    ) -> Arc<SubgroupPipelines> {
+        // A poisoned lock only means another compilation panicked; the map is still whole.
+        let mut cache = self.subgroup.lock().unwrap_or_else(|e| e.into_inner());
+        let pipelines = cache.entry(spec).or_insert_with(|| {
+            let label = format!("training recurrence {spec:?}");
+            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(&label),
+                source: wgpu::ShaderSource::Wgsl(spec.wgsl().into()),
+            });
+            let pipeline = |entry: &str| {
+                entry_pipeline(device, counters, &label, &module, entry, &self.layout)
+            };
+            Arc::new(SubgroupPipelines {
+                forward: pipeline("forward"),
+                backward: pipeline("backward"),
+            })
+        });
+        Arc::clone(pipelines)
     }
 
     pub fn step(&self, entry: StepEntry) -> &wgpu::ComputePipeline {

@@ -201,7 +201,7 @@ fn training_gemm_matches_cpu_twin() {
                         ],
                     };
                     let mut encoder = device.create_command_encoder(&Default::default());
-                    record_ops(kernels, &bind_group, &mut encoder, &[op]);
+                    record_ops(kernels, None, &bind_group, &mut encoder, &[op]);
                     ctx.queue().submit([encoder.finish()]);
                     let got = crate::gpu::kernel_tests::read(
                         &ctx,

@@ -29,7 +29,7 @@ use crate::train::{
     Train, next_id,
 };
 use crate::weights::{DirectionWeights, RnnWeights};
-use program::HeadSpec;
+use program::{HeadSpec, TrainRecurrence};
 use sequence::{SequencePlan, SequenceShape};
 use workspace::{Regions, TrainWorkspace};
 
@@ -272,7 +272,7 @@ impl GpuTrainer {
                 &self.grads,
                 seq_len,
                 batch,
-                self.recurrence != Recurrence::PerStep,
+                TrainRecurrence::choose(&self.ctx, &self.config, self.recurrence),
             )?;
             self.workspaces.insert((seq_len, batch), ws);
         }

@@ -7,10 +7,12 @@
 use crate::config::{Nonlinearity, RnnConfig, RnnMode};
 use crate::error::{Limit, Result, RnnError};
 use crate::gpu::context::GpuContext;
+use crate::gpu::engine::Recurrence;
 use crate::gpu::kernels::training::{
     BlockLoad, GEMM_MAX_DEPTH, GEMM_TILE, GemmBuffers, GemmKernel, GemmParams, StepEntry,
     TRAIN_STEP_WORKGROUP, TrainUnit,
 };
+use crate::gpu::train_subgroup::{SUBGROUP_STEPS_PER_DISPATCH, SubgroupRecurrence};
 use crate::train::ParamLayout;
 
 use super::workspace::Regions;
@@ -30,6 +32,38 @@ pub(crate) enum Op {
         params: u32,
         groups: [u32; 2],
     },
+    /// A dispatch of the workspace's `SubgroupRecurrence`, forward or backward.
+    Subgroup {
+        forward: bool,
+        unit: u32,
+        step: u32,
+        groups: [u32; 3],
+    },
+}
+
+/// Which kernels run a training recurrence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TrainRecurrence {
+    /// One dispatch per step (`train_step.wgsl`'s `*_step`).
+    PerStep,
+    /// The generic persistent kernels: many steps per dispatch, W_hh read from storage.
+    Looped,
+    /// W_hh in one subgroup's registers (`train_subgroup.wgsl`), where the state fits.
+    Subgroup(SubgroupRecurrence),
+}
+
+impl TrainRecurrence {
+    /// What runs `config`'s recurrence on `ctx` when the caller asked for `recurrence`: the
+    /// register-resident kernel wherever it fits, unless one dispatch per step was asked for.
+    pub fn choose(ctx: &GpuContext, config: &RnnConfig, recurrence: Recurrence) -> Self {
+        if recurrence == Recurrence::PerStep {
+            return TrainRecurrence::PerStep;
+        }
+        match SubgroupRecurrence::for_config(config, ctx.persistent_subgroup()) {
+            Some(spec) => TrainRecurrence::Subgroup(spec),
+            None => TrainRecurrence::Looped,
+        }
+    }
 }
 
 /// Builds the uniforms of both programs while listing their dispatches.
@@ -137,7 +171,7 @@ pub(crate) fn programs(
     r: &Regions,
     seq_len: usize,
     batch: usize,
-    persistent: bool,
+    recurrence: TrainRecurrence,
     builder: &mut ProgramBuilder,
 ) -> Result<Programs> {
     let (layers, dirs) = (config.num_layers, config.num_directions());
@@ -146,7 +180,10 @@ pub(crate) fn programs(
     let frames = seq_len * batch;
     let proj = config.proj_size > 0;
     let step_align = (ctx.limits().min_uniform_buffer_offset_alignment as usize).max(16) as u32;
-    let steps_per_dispatch = persistent_steps(config);
+    let steps_per_dispatch = match recurrence {
+        TrainRecurrence::Subgroup(_) => (SUBGROUP_STEPS_PER_DISPATCH, SUBGROUP_STEPS_PER_DISPATCH),
+        _ => persistent_steps(config),
+    };
     let step_groups = [
         (h.max(s) as u32).div_ceil(TRAIN_STEP_WORKGROUP),
         batch as u32,
@@ -288,13 +325,31 @@ pub(crate) fn programs(
             step: step as u32 * step_align,
             groups: step_groups,
         };
-        // A persistent dispatch: one workgroup per (sequence, direction).
-        let persistent_op = |entry: StepEntry, step: usize| Op::Step {
-            entry,
-            unit: unit_at,
-            step: step as u32 * step_align,
-            groups: [1, batch as u32, dirs as u32],
+        // A persistent dispatch: one workgroup per (sequence, direction), running up to
+        // `steps_per_dispatch` steps from `step`.
+        let persistent_op = |forward: bool, step: usize| {
+            let (step, groups) = (step as u32 * step_align, [1, batch as u32, dirs as u32]);
+            let entry = if forward {
+                StepEntry::ForwardPersistent
+            } else {
+                StepEntry::BackwardPersistent
+            };
+            match recurrence {
+                TrainRecurrence::Subgroup(_) => Op::Subgroup {
+                    forward,
+                    unit: unit_at,
+                    step,
+                    groups,
+                },
+                _ => Op::Step {
+                    entry,
+                    unit: unit_at,
+                    step,
+                    groups,
+                },
+            }
         };
+        let persistent = recurrence != TrainRecurrence::PerStep;
 
         // Forward: P = X·W_ihᵀ + b_ih per direction, then the steps.
         for d in 0..dirs {
@@ -313,7 +368,7 @@ pub(crate) fn programs(
         if persistent {
             let steps = steps_per_dispatch.0;
             for start in (0..seq_len).step_by(steps) {
-                forward.push(persistent_op(StepEntry::ForwardPersistent, start));
+                forward.push(persistent_op(true, start));
             }
         } else {
             for step in 0..seq_len {
@@ -329,7 +384,7 @@ pub(crate) fn programs(
         if persistent {
             let steps = steps_per_dispatch.1;
             for start in (0..seq_len).rev().step_by(steps) {
-                back.push(persistent_op(StepEntry::BackwardPersistent, start));
+                back.push(persistent_op(false, start));
             }
         } else {
             for step in (0..seq_len).rev() {

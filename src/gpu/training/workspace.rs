@@ -8,10 +8,10 @@ use crate::config::{RnnConfig, RnnMode};
 use crate::error::{Limit, Result, RnnError};
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernels::StepIndex;
-use crate::gpu::kernels::training::{OP_UNIFORM_BYTES, TrainingKernels};
+use crate::gpu::kernels::training::{OP_UNIFORM_BYTES, SubgroupPipelines, TrainingKernels};
 use crate::train::ParamLayout;
 
-use super::program::{HeadSpec, Op, ProgramBuilder, Programs, programs};
+use super::program::{HeadSpec, Op, ProgramBuilder, Programs, TrainRecurrence, programs};
 
 /// Where everything lies in `work`, in f32 elements.
 #[derive(Clone, Debug, Default)]
@@ -112,6 +112,8 @@ pub(crate) struct TrainWorkspace {
     /// A head on the final state (see [`Programs`]).
     pub state_forward: Vec<Op>,
     pub state_backward: Vec<Op>,
+    /// The pipelines of the programs' `Op::Subgroup` dispatches, where they have any.
+    subgroup: Option<std::sync::Arc<SubgroupPipelines>>,
     /// Keep the uniforms the bind group reads alive.
     _ops: wgpu::Buffer,
     _steps: wgpu::Buffer,
@@ -162,7 +164,7 @@ impl TrainWorkspace {
         grads_buffer: &wgpu::Buffer,
         seq_len: usize,
         batch: usize,
-        persistent: bool,
+        recurrence: TrainRecurrence,
     ) -> Result<Self> {
         let regions = Regions::new(config, head.map(|h| h.out), seq_len, batch);
         check_binding(ctx, "the training workspace", regions.len)?;
@@ -182,9 +184,13 @@ impl TrainWorkspace {
             &regions,
             seq_len,
             batch,
-            persistent,
+            recurrence,
             &mut builder,
         )?;
+        let subgroup = match recurrence {
+            TrainRecurrence::Subgroup(spec) => Some(ctx.training_subgroup(spec)?),
+            _ => None,
+        };
 
         let scopes = ctx.error_scopes();
         let u32s = |n: usize| bytemuck::cast_slice::<u32, u8>(&vec![0u32; n]).to_vec();
@@ -275,6 +281,7 @@ impl TrainWorkspace {
             bind_group,
             forward,
             backward,
+            subgroup,
             _ops: ops,
             _steps: steps,
         })
@@ -287,7 +294,14 @@ impl TrainWorkspace {
         encoder: &mut wgpu::CommandEncoder,
         program: &[Op],
     ) -> Result<()> {
-        record_ops(ctx.training_kernels()?, &self.bind_group, encoder, program);
+        let kernels = ctx.training_kernels()?;
+        record_ops(
+            kernels,
+            self.subgroup.as_deref(),
+            &self.bind_group,
+            encoder,
+            program,
+        );
         Ok(())
     }
 }
@@ -295,6 +309,7 @@ impl TrainWorkspace {
 /// Records `program` over `bind_group` into one compute pass.
 pub(crate) fn record_ops(
     kernels: &TrainingKernels,
+    subgroup: Option<&SubgroupPipelines>,
     bind_group: &wgpu::BindGroup,
     encoder: &mut wgpu::CommandEncoder,
     program: &[Op],
@@ -323,6 +338,22 @@ pub(crate) fn record_ops(
                 pass.set_pipeline(kernels.gemm(kernel));
                 pass.set_bind_group(0, bind_group, &[params, 0]);
                 pass.dispatch_workgroups(groups[0], groups[1], 1);
+            }
+            Op::Subgroup {
+                forward,
+                unit,
+                step,
+                groups,
+            } => {
+                let pipelines =
+                    subgroup.expect("a program with subgroup dispatches has their pipelines");
+                pass.set_pipeline(if forward {
+                    &pipelines.forward
+                } else {
+                    &pipelines.backward
+                });
+                pass.set_bind_group(0, bind_group, &[unit, step]);
+                pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
             }
         }
     }

@@ -1,0 +1,217 @@
+// The training recurrence of one layer with W_hh in registers: the same forward and backward
+// as the persistent kernels of train_step.wgsl (same regions, same values saved, the same
+// state and carries left behind), for states small enough that one subgroup holds them.
+//
+// One workgroup, exactly one subgroup of LANES lanes, per (sequence, direction); lane l owns
+// the ROWS hidden units l·ROWS .. l·ROWS + ROWS − 1 (those ≥ H are padding, kept at zero and
+// never stored). The forward keeps the lane's rows of every gate of W_hh in private values,
+// the backward its columns (W_hhᵀ); h_{t−1} (forward) and dG_hh of step s + 1 (backward) stay
+// in the lanes' registers and reach the others through subgroupBroadcast of constant lanes:
+// no workgroup memory, no barrier, one loop iteration per timestep. The generic kernels load
+// W_hh from storage every step, element by element per lane on llvmpipe: that, not the
+// arithmetic, was what a step cost.
+//
+// This file is a template: src/gpu/training/subgroup.rs writes the loops over weights out in
+// full (constant indices keep the private arrays in registers) and fills in the holes.
+
+{{TRAIN_UNIT}}
+
+const LANES: u32 = {{LANES}}u;
+const ROWS: u32 = {{ROWS}}u;
+
+// The kernels read W_hh as vec4s (H is a multiple of four, and so is every offset):
+// `weights` is where direction d's starts, `quads` the vec4s of one of its rows.
+
+fn hh_bias(d: u32, g: u32, j: u32) -> f32 {
+    let at = u.b_hh + d * u.param_stride + g * u.hidden + min(j, u.hidden - 1u);
+    return select(0.0, params[at], u.has_bias == 1u && j < u.hidden);
+}
+
+// Element j of a [·][H] row starting at `base`, zero for padding units.
+fn load_unit(base: u32, j: u32) -> f32 {
+    return select(0.0, work[base + min(j, u.hidden - 1u)], j < u.hidden);
+}
+
+fn store_unit(base: u32, j: u32, value: f32) {
+    if j < u.hidden {
+        work[base + j] = value;
+    }
+}
+
+// One unit's forward step from its gates' W_hh·h_{t−1} (`rec`) and biases: writes its output
+// and what the backward needs, returns h_t (zero for padding units).
+fn forward_rnn(j: u32, pre: u32, out: u32, rec: f32, bias: f32) -> f32 {
+    let acc = work[pre + j] + bias + rec;
+    // `acc < 0` is false for NaN, so NaN propagates as in PyTorch.
+    let value = select(tanh(acc), select(acc, 0.0, acc < 0.0), u.activation == 1u);
+    store_unit(out, j, value);
+    return select(0.0, value, j < u.hidden);
+}
+
+fn forward_lstm(j: u32, pre: u32, saved: u32, out: u32, rec: vec4<f32>, bias: vec4<f32>,
+                c: ptr<function, f32>) -> f32 {
+    let h = u.hidden;
+    let i = sigmoid(work[pre + j] + bias.x + rec.x);
+    let f = sigmoid(work[pre + h + j] + bias.y + rec.y);
+    let g = tanh(work[pre + 2u * h + j] + bias.z + rec.z);
+    let o = sigmoid(work[pre + 3u * h + j] + bias.w + rec.w);
+    let c_new = f * *c + i * g;
+    let m = o * tanh(c_new);
+    store_unit(saved, j, i);
+    store_unit(saved + h, j, f);
+    store_unit(saved + 2u * h, j, g);
+    store_unit(saved + 3u * h, j, o);
+    store_unit(saved + 4u * h, j, c_new);
+    store_unit(out, j, m);
+    *c = select(0.0, c_new, j < h);
+    return select(0.0, m, j < h);
+}
+
+fn forward_gru(j: u32, pre: u32, saved: u32, out: u32, rec: vec4<f32>, bias: vec4<f32>,
+               h_prev: f32) -> f32 {
+    let h = u.hidden;
+    let r = sigmoid(work[pre + j] + bias.x + rec.x);
+    let z = sigmoid(work[pre + h + j] + bias.y + rec.y);
+    let hn = bias.z + rec.z;
+    let cand = tanh(work[pre + 2u * h + j] + r * hn);
+    let value = (1.0 - z) * cand + z * h_prev;
+    store_unit(saved, j, r);
+    store_unit(saved + h, j, z);
+    store_unit(saved + 2u * h, j, cand);
+    store_unit(saved + 3u * h, j, hn);
+    store_unit(out, j, value);
+    return select(0.0, value, j < h);
+}
+
+// One unit's backward step from d h_t = dy + carry + `through` (what reached h_t through
+// W_hh from step s + 1): writes the gates' gradients dG (and a GRU's dG_hh), updates the
+// carries, returns dG_hh (what flows on through W_hh), zero for padding units.
+fn backward_rnn(j: u32, dg: u32, dy: u32, out: u32, through: f32, carry: ptr<function, f32>)
+    -> vec4<f32> {
+    let dh = load_unit(dy, j) + *carry + through;
+    *carry = 0.0;
+    let value = load_unit(out, j);
+    // relu' from the output, as PyTorch's threshold_backward: [h > 0].
+    let grad = select(dh * (1.0 - value * value), select(0.0, dh, value > 0.0),
+        u.activation == 1u);
+    store_unit(dg, j, grad);
+    return vec4<f32>(select(0.0, grad, j < u.hidden), 0.0, 0.0, 0.0);
+}
+
+fn backward_lstm(j: u32, dg: u32, dy: u32, saved: u32, c_prev_at: u32, through: f32,
+                 carry: ptr<function, f32>, carry_c: ptr<function, f32>) -> vec4<f32> {
+    let h = u.hidden;
+    let dh = load_unit(dy, j) + *carry + through;
+    *carry = 0.0;
+    let i = load_unit(saved, j);
+    let f = load_unit(saved + h, j);
+    let g = load_unit(saved + 2u * h, j);
+    let o = load_unit(saved + 3u * h, j);
+    let tc = tanh(load_unit(saved + 4u * h, j));
+    let c_prev = load_unit(c_prev_at, j);
+    let dc = *carry_c + dh * o * (1.0 - tc * tc);
+    let grads = vec4<f32>(dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f),
+        dc * i * (1.0 - g * g), dh * tc * o * (1.0 - o));
+    store_unit(dg, j, grads.x);
+    store_unit(dg + h, j, grads.y);
+    store_unit(dg + 2u * h, j, grads.z);
+    store_unit(dg + 3u * h, j, grads.w);
+    *carry_c = select(0.0, dc * f, j < h);
+    return select(vec4<f32>(0.0), grads, j < h);
+}
+
+fn backward_gru(j: u32, dg: u32, dghh: u32, dy: u32, saved: u32, hprev: u32, through: f32,
+                carry: ptr<function, f32>) -> vec4<f32> {
+    let h = u.hidden;
+    let dh = load_unit(dy, j) + *carry + through;
+    let r = load_unit(saved, j);
+    let z = load_unit(saved + h, j);
+    let cand = load_unit(saved + 2u * h, j);
+    let hn = load_unit(saved + 3u * h, j);
+    let h_prev = load_unit(hprev, j);
+    let d_cand = dh * (1.0 - z) * (1.0 - cand * cand);
+    let d_r = d_cand * hn * r * (1.0 - r);
+    let d_z = dh * (h_prev - cand) * z * (1.0 - z);
+    store_unit(dg, j, d_r);
+    store_unit(dg + h, j, d_z);
+    store_unit(dg + 2u * h, j, d_cand);
+    store_unit(dghh, j, d_r);
+    store_unit(dghh + h, j, d_z);
+    store_unit(dghh + 2u * h, j, d_cand * r);
+    // h_t = … + z·h_{t−1}: this part of dh skips W_hh.
+    *carry = select(0.0, dh * z, j < h);
+    return select(vec4<f32>(0.0), vec4<f32>(d_r, d_z, d_cand * r, 0.0), j < h);
+}
+
+// Zeros of a frame past a sequence's length, as the generic kernels write them.
+fn skip_forward(j: u32, out: u32, hprev: u32) {
+    store_unit(out, j, 0.0);
+    store_unit(hprev, j, 0.0);
+}
+
+fn skip_backward(j: u32, dg: u32, dghh: u32) {
+    for (var g = 0u; g < u.gates; g++) {
+        store_unit(dg + g * u.hidden, j, 0.0);
+        if u.cell == GRU {
+            store_unit(dghh + g * u.hidden, j, 0.0);
+        }
+    }
+}
+
+// Steps step.index .. step.index + forward_steps (capped at T), workgroup (0, n, d).
+@compute @workgroup_size({{LANES}}, 1, 1)
+fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let n = wg.y;
+    let d = wg.z;
+    let row0 = lane * ROWS;
+    let first = step.index;
+    let end = min(first + u.forward_steps, u.seq_len);
+    let weights = (u.w_hh + d * u.param_stride) / 4u;
+    let quads = u.hidden / 4u;
+    // This lane's rows of each gate, [gate][row][k / 4].
+    var w: array<vec4<f32>, {{FORWARD_WEIGHTS}}>;
+{{FORWARD_LOAD}}
+    for (var s = first; s < end; s++) {
+        let p = position(s, d);
+        let pre = frame_at(u.p, d, p, n, gate_size());
+        let saved = frame_at(u.saved, d, p, n, saved_width());
+        let hprev = frame_at(u.hprev, d, p, n, u.hidden);
+        let out = output_at(p, n, d);
+{{FORWARD_STEP}}
+    }
+{{FORWARD_SAVE}}
+}
+
+// Steps step.index down to step.index + 1 − backward_steps (not below 0).
+@compute @workgroup_size({{LANES}}, 1, 1)
+fn backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let n = wg.y;
+    let d = wg.z;
+    let row0 = lane * ROWS;
+    let count = min(u.backward_steps, step.index + 1u);
+    let rows = gate_size();
+    // Where dG_hh lies: a GRU's differs from dG in the n gate.
+    let dghh_base = select(u.p, u.dghh, u.cell == GRU);
+    let weights = (u.w_hh + d * u.param_stride) / 4u;
+    let quads = u.hidden / 4u;
+    // This lane's columns of W_hh, [gate][row][column / 4].
+    var w: array<vec4<f32>, {{BACKWARD_WEIGHTS}}>;
+{{BACKWARD_LOAD}}
+    for (var i = 0u; i < count; i++) {
+        let s = step.index - i;
+        let p = position(s, d);
+        let dg = frame_at(u.p, d, p, n, rows);
+        let dghh = frame_at(u.dghh, d, p, n, rows);
+        let saved = frame_at(u.saved, d, p, n, saved_width());
+        let dy = u.dy + (p * u.batch + n) * u.y_stride + d * u.state_size;
+        let out = output_at(p, n, d);
+        let hprev = frame_at(u.hprev, d, p, n, u.hidden);
+        // An LSTM's c_{t−1}: c0 at the sequence's first step, else what step s − 1 saved.
+        var c_prev = u.c0 + ((u.unit0 + d) * u.batch + n) * u.hidden;
+        if s > 0u && valid(position(s - 1u, d), n) {
+            c_prev = frame_at(u.saved, d, position(s - 1u, d), n, saved_width()) + 4u * u.hidden;
+        }
+{{BACKWARD_STEP}}
+    }
+{{BACKWARD_SAVE}}
+}

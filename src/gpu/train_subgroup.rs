@@ -1,0 +1,437 @@
+//! The training recurrence with W_hh in registers (`shaders/train_subgroup.wgsl`): WGSL
+//! generated per cell and rows per lane, and where it fits (the training program picks it
+//! over the generic persistent kernels of `train_step.wgsl` wherever it does).
+//!
+//! Where one subgroup can hold a state (H ≤ 8 rows × the subgroup size: H ≤ 64 on lavapipe),
+//! one workgroup of exactly one subgroup runs a sequence's whole forward or backward with its
+//! rows (forward) or columns (backward) of W_hh in private values, h or dG shared by
+//! `subgroupBroadcast`. It reads and writes the same regions as the generic kernels, so the
+//! rest of a training program (GEMMs, heads, losses, checkpointing) does not know which ran.
+
+use std::fmt::Write;
+
+use crate::config::{RnnConfig, RnnMode};
+use crate::shaders::{self, Template};
+
+/// The most hidden units one lane owns.
+const MAX_ROWS: usize = 8;
+
+/// The most weight vec4s one lane holds, in each of the two kernels. llvmpipe's compile time
+/// grows faster than the code: measured (shader cache off, first training step) at 8 rows a
+/// lane, a GRU with H = 64 (384 vec4s) took 23 s and an LSTM (512) 45 s; at 256 and below a
+/// kernel compiles in a few seconds, as the inference kernels found (`gated_persistent.rs`).
+/// So on lavapipe (8 lanes) an Elman RNN runs here up to H = 64, a GRU or an LSTM up to 32;
+/// wider states take the generic kernels.
+const MAX_WEIGHTS: usize = 256;
+
+/// Steps one dispatch runs. Each step is one loop iteration (everything inside is written
+/// out), so llvmpipe's limit of 65,535 iterations per invocation would allow far more; at
+/// 1024 the dispatch boundary (where the state and the carries pass through memory) costs
+/// nothing measurable and the tests' 1100-step sequences cross it.
+pub(crate) const SUBGROUP_STEPS_PER_DISPATCH: usize = 1024;
+
+/// Which cell's pointwise code the kernel runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum CellKind {
+    Rnn,
+    Lstm,
+    Gru,
+}
+
+impl CellKind {
+    fn gates(self) -> usize {
+        match self {
+            CellKind::Rnn => 1,
+            CellKind::Lstm => 4,
+            CellKind::Gru => 3,
+        }
+    }
+}
+
+/// One specialisation of the kernel: every hidden size with the same rows per lane shares it
+/// (sizes and offsets come from the layer's uniform).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct SubgroupRecurrence {
+    pub cell: CellKind,
+    /// Lanes per workgroup: the adapter's subgroup size.
+    pub lanes: usize,
+    /// Hidden units per lane, a multiple of four.
+    pub rows: usize,
+}
+
+impl SubgroupRecurrence {
+    /// The kernel for `config` on an adapter whose subgroups have `subgroup` lanes (None: no
+    /// subgroup operations), if it fits: no projection, H within one subgroup's registers and
+    /// a multiple of four (W_hh is loaded as vec4s: hundreds of scalar loads with their
+    /// bounds made an LSTM with H = 64 take llvmpipe over a minute to compile).
+    pub fn for_config(config: &RnnConfig, subgroup: Option<usize>) -> Option<Self> {
+        let lanes = subgroup?;
+        let rows = config.hidden_size.div_ceil(lanes).next_multiple_of(4);
+        let cell = match config.mode {
+            RnnMode::Rnn(_) => CellKind::Rnn,
+            RnnMode::Lstm => CellKind::Lstm,
+            RnnMode::Gru => CellKind::Gru,
+        };
+        let spec = SubgroupRecurrence { cell, lanes, rows };
+        let fits = config.proj_size == 0
+            && config.hidden_size % 4 == 0
+            && rows <= MAX_ROWS
+            && spec.lane_weights() <= MAX_WEIGHTS;
+        fits.then_some(spec)
+    }
+
+    /// Weight vec4s a lane holds: its rows (or columns) of every gate, over the padded state.
+    fn lane_weights(&self) -> usize {
+        self.cell.gates() * self.rows * self.vec4s()
+    }
+
+    /// vec4s of h (and of each gate's dG) across the subgroup.
+    fn vec4s(&self) -> usize {
+        self.lanes * self.rows / 4
+    }
+
+    /// The kernel's WGSL: entry points `forward` and `backward`.
+    pub fn wgsl(&self) -> String {
+        let (rows, kq, g_count) = (self.rows, self.vec4s(), self.cell.gates());
+        let quads = rows / 4;
+        let xyzw = ["x", "y", "z", "w"];
+        // vec4 k of a value spread over the subgroup is lane k / quads's register k % quads.
+        let broadcast = |name: &str, k: usize| {
+            format!("subgroupBroadcast({name}{}, {}u)", k % quads, k / quads)
+        };
+        // The sums run in the generic kernels' order (train_step.wgsl: each vec4's dot
+        // product, or each term, added in turn): the same rounding, so that which kernel ran
+        // does not change a result. Adam's first steps magnify rounding in gradients near its
+        // eps, and the tutorials' replays are checked against PyTorch after those steps.
+        let dot = |out: &mut String, name: &str, terms: &[(usize, String)]| {
+            let (w0, v0) = &terms[0];
+            let _ = writeln!(out, "        var {name} = dot(w[{w0}], {v0});");
+            for (wi, v) in &terms[1..] {
+                let _ = writeln!(out, "        {name} += dot(w[{wi}], {v});");
+            }
+        };
+        let unit = |i: usize| format!("h{}.{}", i / 4, xyzw[i % 4]);
+
+        // Forward: w[(g·rows + i)·kq + k] = W_hh[g·H + row0 + i, 4k .. 4k + 3].
+        let mut forward_load = String::new();
+        for g in 0..g_count {
+            for i in 0..rows {
+                let _ = writeln!(
+                    forward_load,
+                    "    let row{g}_{i} = weights + ({g}u * u.hidden + row0 + {i}u) * quads;"
+                );
+                let _ = writeln!(
+                    forward_load,
+                    "    let real{g}_{i} = row0 + {i}u < u.hidden;"
+                );
+                for k in 0..kq {
+                    let _ = writeln!(
+                        forward_load,
+                        "    w[{}] = select(vec4<f32>(0.0), params4[row{g}_{i} + {k}u], real{g}_{i} && {k}u < quads);",
+                        (g * rows + i) * kq + k,
+                    );
+                }
+                let _ = writeln!(
+                    forward_load,
+                    "    let b{g}_{i} = hh_bias(d, {g}u, row0 + {i}u);"
+                );
+            }
+        }
+        let _ = writeln!(
+            forward_load,
+            "    let state_in = state_row(first & 1u, d, n);"
+        );
+        let _ = writeln!(
+            forward_load,
+            "    let cell_in = cell_row(first & 1u, d, n);"
+        );
+        for q in 0..quads {
+            let _ = writeln!(
+                forward_load,
+                "    var h{q} = vec4<f32>({});",
+                (0..4)
+                    .map(|c| format!("load_unit(state_in, row0 + {}u)", 4 * q + c))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        if self.cell == CellKind::Lstm {
+            for i in 0..rows {
+                let _ = writeln!(
+                    forward_load,
+                    "    var c{i} = load_unit(cell_in, row0 + {i}u);"
+                );
+            }
+        }
+
+        let mut forward_step = String::new();
+        for k in 0..kq {
+            let _ = writeln!(forward_step, "        let hb{k} = {};", broadcast("h", k));
+        }
+        for g in 0..g_count {
+            for i in 0..rows {
+                let terms: Vec<_> = (0..kq)
+                    .map(|k| ((g * rows + i) * kq + k, format!("hb{k}")))
+                    .collect();
+                dot(&mut forward_step, &format!("a{g}_{i}"), &terms);
+            }
+        }
+        let _ = writeln!(forward_step, "        if valid(p, n) {{");
+        for i in 0..rows {
+            let _ = writeln!(
+                forward_step,
+                "            store_unit(hprev, row0 + {i}u, {});",
+                unit(i)
+            );
+        }
+        let gate_vec = |prefix: &str, i: usize| {
+            let parts: Vec<String> = (0..4)
+                .map(|g| {
+                    if g < g_count {
+                        format!("{prefix}{g}_{i}")
+                    } else {
+                        "0.0".into()
+                    }
+                })
+                .collect();
+            format!("vec4<f32>({})", parts.join(", "))
+        };
+        for i in 0..rows {
+            let call = match self.cell {
+                CellKind::Rnn => format!("forward_rnn(row0 + {i}u, pre, out, a0_{i}, b0_{i})"),
+                CellKind::Lstm => format!(
+                    "forward_lstm(row0 + {i}u, pre, saved, out, {}, {}, &c{i})",
+                    gate_vec("a", i),
+                    gate_vec("b", i)
+                ),
+                CellKind::Gru => format!(
+                    "forward_gru(row0 + {i}u, pre, saved, out, {}, {}, {})",
+                    gate_vec("a", i),
+                    gate_vec("b", i),
+                    unit(i)
+                ),
+            };
+            let _ = writeln!(forward_step, "            {} = {call};", unit(i));
+        }
+        let _ = writeln!(forward_step, "        }} else {{");
+        for i in 0..rows {
+            let _ = writeln!(
+                forward_step,
+                "            skip_forward(row0 + {i}u, out, hprev);"
+            );
+        }
+        let _ = writeln!(forward_step, "        }}");
+
+        let mut forward_save = String::new();
+        let _ = writeln!(
+            forward_save,
+            "    let state_out = state_row(end & 1u, d, n);"
+        );
+        let _ = writeln!(forward_save, "    let cell_out = cell_row(end & 1u, d, n);");
+        for i in 0..rows {
+            let _ = writeln!(
+                forward_save,
+                "    store_unit(state_out, row0 + {i}u, {});",
+                unit(i)
+            );
+            if self.cell == CellKind::Lstm {
+                let _ = writeln!(forward_save, "    store_unit(cell_out, row0 + {i}u, c{i});");
+            }
+        }
+
+        // Backward: w[m·quads + q] = W_hh[m, row0 + 4q .. 4q + 3] for the rows m = g·H_pad + r
+        // (zero for padding): this lane's columns, four units per vec4.
+        let pad = self.lanes * rows;
+        let mut backward_load = String::new();
+        for g in 0..g_count {
+            for r in 0..pad {
+                let _ = writeln!(
+                    backward_load,
+                    "    let row{g}_{r} = weights + ({g}u * u.hidden + {r}u) * quads + row0 / 4u;"
+                );
+                for q in 0..quads {
+                    let _ = writeln!(
+                        backward_load,
+                        "    w[{}] = select(vec4<f32>(0.0), params4[row{g}_{r} + {q}u], {r}u < u.hidden && row0 + {}u < u.hidden);",
+                        (g * pad + r) * quads + q,
+                        4 * q
+                    );
+                }
+            }
+        }
+        // dG_hh of the step after the first this dispatch runs (zero past the end; frames
+        // past a sequence's length hold zeros), and the carries.
+        for g in 0..g_count {
+            for q in 0..quads {
+                let _ = writeln!(backward_load, "    var e{g}_{q} = vec4<f32>(0.0);");
+            }
+        }
+        let _ = writeln!(backward_load, "    if step.index + 1u < u.seq_len {{");
+        let _ = writeln!(
+            backward_load,
+            "        let after = frame_at(dghh_base, d, position(step.index + 1u, d), n, rows);"
+        );
+        for g in 0..g_count {
+            for q in 0..quads {
+                let loads: Vec<String> = (0..4)
+                    .map(|c| format!("load_unit(after + {g}u * u.hidden, row0 + {}u)", 4 * q + c))
+                    .collect();
+                let _ = writeln!(
+                    backward_load,
+                    "        e{g}_{q} = vec4<f32>({});",
+                    loads.join(", ")
+                );
+            }
+        }
+        let _ = writeln!(backward_load, "    }}");
+        for i in 0..rows {
+            let _ = writeln!(
+                backward_load,
+                "    var ch{i} = load_unit(carry_h_at(d, n), row0 + {i}u);"
+            );
+            if self.cell == CellKind::Lstm {
+                let _ = writeln!(
+                    backward_load,
+                    "    var cc{i} = load_unit(carry_c_at(d, n), row0 + {i}u);"
+                );
+            }
+        }
+
+        let mut backward_step = String::new();
+        for g in 0..g_count {
+            for k in 0..kq {
+                let _ = writeln!(
+                    backward_step,
+                    "        let eb{g}_{k} = {};",
+                    broadcast(&format!("e{g}_"), k)
+                );
+            }
+        }
+        // Σ_m dG_hh[m] · W_hh[m, j], for four units j at a time, m in order.
+        for q in 0..quads {
+            let _ = writeln!(backward_step, "        var through{q} = vec4<f32>(0.0);");
+        }
+        for g in 0..g_count {
+            for k in 0..kq {
+                for (c, component) in xyzw.iter().enumerate() {
+                    let m = g * pad + 4 * k + c;
+                    for q in 0..quads {
+                        let _ = writeln!(
+                            backward_step,
+                            "        through{q} += eb{g}_{k}.{component} * w[{}];",
+                            m * quads + q
+                        );
+                    }
+                }
+            }
+        }
+        let _ = writeln!(backward_step, "        if valid(p, n) {{");
+        for i in 0..rows {
+            let through = format!("through{}.{}", i / 4, xyzw[i % 4]);
+            let call = match self.cell {
+                CellKind::Rnn => {
+                    format!("backward_rnn(row0 + {i}u, dg, dy, out, {through}, &ch{i})")
+                }
+                CellKind::Lstm => format!(
+                    "backward_lstm(row0 + {i}u, dg, dy, saved, c_prev, {through}, &ch{i}, &cc{i})"
+                ),
+                CellKind::Gru => format!(
+                    "backward_gru(row0 + {i}u, dg, dghh, dy, saved, hprev, {through}, &ch{i})"
+                ),
+            };
+            let _ = writeln!(backward_step, "            let grads{i} = {call};");
+        }
+        for g in 0..g_count {
+            for i in 0..rows {
+                let _ = writeln!(
+                    backward_step,
+                    "            e{g}_{}.{} = grads{i}.{};",
+                    i / 4,
+                    xyzw[i % 4],
+                    xyzw[g]
+                );
+            }
+        }
+        let _ = writeln!(backward_step, "        }} else {{");
+        for i in 0..rows {
+            let _ = writeln!(
+                backward_step,
+                "            skip_backward(row0 + {i}u, dg, dghh);"
+            );
+        }
+        for g in 0..g_count {
+            for q in 0..quads {
+                let _ = writeln!(backward_step, "            e{g}_{q} = vec4<f32>(0.0);");
+            }
+        }
+        let _ = writeln!(backward_step, "        }}");
+
+        let mut backward_save = String::new();
+        for i in 0..rows {
+            let _ = writeln!(
+                backward_save,
+                "    store_unit(carry_h_at(d, n), row0 + {i}u, ch{i});"
+            );
+            if self.cell == CellKind::Lstm {
+                let _ = writeln!(
+                    backward_save,
+                    "    store_unit(carry_c_at(d, n), row0 + {i}u, cc{i});"
+                );
+            }
+        }
+
+        Template::new(shaders::TRAIN_SUBGROUP)
+            .set("TRAIN_UNIT", shaders::TRAIN_UNIT)
+            .set("LANES", self.lanes.to_string())
+            .set("ROWS", rows.to_string())
+            .set("FORWARD_WEIGHTS", (g_count * rows * kq).to_string())
+            .set("BACKWARD_WEIGHTS", (g_count * rows * kq).to_string())
+            .set("FORWARD_LOAD", forward_load)
+            .set("FORWARD_STEP", forward_step)
+            .set("FORWARD_SAVE", forward_save)
+            .set("BACKWARD_LOAD", backward_load)
+            .set("BACKWARD_STEP", backward_step)
+            .set("BACKWARD_SAVE", backward_save)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CellKind, SubgroupRecurrence};
+    use crate::config::{Nonlinearity, RnnConfig, RnnMode};
+    use crate::shaders::assert_valid;
+
+    #[test]
+    fn fits_one_subgroup_without_projection() {
+        let config = |mode, hidden, proj| RnnConfig {
+            proj_size: proj,
+            ..RnnConfig::new(mode, 3, hidden)
+        };
+        let rnn = RnnMode::Rnn(Nonlinearity::Tanh);
+        let spec = SubgroupRecurrence::for_config(&config(rnn, 20, 0), Some(8)).unwrap();
+        assert_eq!((spec.cell, spec.lanes, spec.rows), (CellKind::Rnn, 8, 4));
+        assert_eq!(
+            SubgroupRecurrence::for_config(&config(rnn, 64, 0), Some(8)).map(|s| s.rows),
+            Some(8)
+        );
+        assert!(SubgroupRecurrence::for_config(&config(rnn, 68, 0), Some(8)).is_none());
+        // Gated cells within the weights a lane may hold (compile time).
+        assert!(SubgroupRecurrence::for_config(&config(RnnMode::Lstm, 32, 0), Some(8)).is_some());
+        assert!(SubgroupRecurrence::for_config(&config(RnnMode::Gru, 36, 0), Some(8)).is_none());
+        // Sizes that are not a multiple of four run the generic kernels.
+        assert!(SubgroupRecurrence::for_config(&config(rnn, 17, 0), Some(8)).is_none());
+        assert!(SubgroupRecurrence::for_config(&config(RnnMode::Lstm, 16, 8), Some(8)).is_none());
+        assert!(SubgroupRecurrence::for_config(&config(rnn, 16, 0), None).is_none());
+    }
+
+    #[test]
+    fn generated_wgsl_validates() {
+        for cell in [CellKind::Rnn, CellKind::Lstm, CellKind::Gru] {
+            for (lanes, rows) in [(8, 4), (8, 8), (4, 4), (32, 4)] {
+                let spec = SubgroupRecurrence { cell, lanes, rows };
+                assert_valid(&format!("{spec:?}"), &spec.wgsl());
+            }
+        }
+    }
+}
