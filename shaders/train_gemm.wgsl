@@ -18,25 +18,7 @@
 // The template also picks the buffers: A and B are read, C written (`params`, `grads` or
 // `work`, bound as every training kernel binds them; `params4` and `work4` are their vec4 views).
 
-struct Gemm {
-    m: u32, n: u32, k: u32, flags: u32,
-    a_off: u32, a_sm: u32, a_sk: u32, b_off: u32,
-    b_sk: u32, b_sn: u32, c_off: u32, c_sm: u32,
-    c_sn: u32, bias_off: u32, k0: u32, _pad: u32,
-}
-
-const ACCUMULATE: u32 = 1u;
-const BIAS: u32 = 2u;
-
-@group(0) @binding(0) var<uniform> g: Gemm;
-@group(0) @binding(2) var<storage, read> params: array<f32>;
-@group(0) @binding(3) var<storage, read_write> grads: array<f32>;
-@group(0) @binding(4) var<storage, read_write> work: array<f32>;
-@group(0) @binding(5) var<storage, read> params4: array<vec4<f32>>;
-@group(0) @binding(6) var<storage, read_write> work4: array<vec4<f32>>;
-
-// k summed into one block before the block joins the total (see `main`). A multiple of 4.
-const SLICE: u32 = 32u;
+{{GEMM_COMMON}}
 
 // The block forms. A block is returned as its four columns (A[m0..m0+3, k + i] in [i]); a B
 // block as its four rows (B[k + i, n0..n0+3] in [i]). Entries outside the matrix are zero.
@@ -179,24 +161,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 // Writes a 4 × 4 block of C from (m0, n0), the parts inside the matrix.
 fn store(m0: u32, n0: u32, acc: array<vec4<f32>, 4>) {
     for (var r = 0u; r < 4u; r++) {
-        let m = m0 + r;
-        if m >= g.m {
-            break;
-        }
         for (var c = 0u; c < 4u; c++) {
-            let n = n0 + c;
-            if n >= g.n {
-                break;
-            }
-            let at = g.c_off + m * g.c_sm + n * g.c_sn;
-            var value = acc[r][c];
-            if (g.flags & BIAS) != 0u {
-                value += params[g.bias_off + n];
-            }
-            if (g.flags & ACCUMULATE) != 0u {
-                value = {{C}}[at] + value;
-            }
-            {{C}}[at] = value;
+            store_element(m0 + r, n0 + c, acc[r][c]);
         }
     }
 }

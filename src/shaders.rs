@@ -50,6 +50,13 @@ pub(crate) const PERSISTENT_RECURRENCE: &str =
 /// any size (`{{TRAIN_UNIT}}` filled by [`train_step`]).
 pub(crate) const TRAIN_STEP: &str = include_str!("../shaders/train_step.wgsl");
 
+/// `shaders/train_gemm_common.wgsl`: what both training GEMMs share (`{{GEMM_COMMON}}`).
+pub(crate) const TRAIN_GEMM_COMMON: &str = include_str!("../shaders/train_gemm_common.wgsl");
+
+/// `shaders/train_gemm_subgroup.wgsl`: the template of the training GEMM for one-subgroup
+/// workgroups, filled in per subgroup size by `gpu::kernels::training`.
+pub(crate) const TRAIN_GEMM_SUBGROUP: &str = include_str!("../shaders/train_gemm_subgroup.wgsl");
+
 /// `shaders/train_unit.wgsl`: the declarations every training recurrence kernel shares
 /// (`{{TRAIN_UNIT}}`).
 pub(crate) const TRAIN_UNIT: &str = include_str!("../shaders/train_unit.wgsl");

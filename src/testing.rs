@@ -134,7 +134,7 @@ fn beyond_downlevel_sources() -> Vec<(String, String)> {
     use crate::gpu::projection::SubgroupProjection;
     let mut sources = vec![("train_step".to_string(), crate::shaders::train_step())];
     // The training kernels bind 5 storage buffers (`TRAINING_STORAGE_BUFFERS`).
-    for kernel in crate::gpu::kernels::training::all_gemm_kernels() {
+    for kernel in crate::gpu::kernels::training::all_gemm_kernels(Some(8)) {
         sources.push((
             format!("train_gemm {kernel:?}"),
             crate::gpu::kernels::training::gemm_wgsl(kernel),

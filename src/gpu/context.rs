@@ -367,7 +367,11 @@ impl GpuContext {
             )));
         }
         let scopes = self.error_scopes();
-        let kernels = TrainingKernels::new(&self.inner.device, &self.inner.counters);
+        let kernels = TrainingKernels::new(
+            &self.inner.device,
+            &self.inner.counters,
+            self.persistent_subgroup(),
+        );
         scopes.finish(self, "compiling the training kernels")?;
         Ok(self.inner.training.get_or_init(|| kernels))
     }

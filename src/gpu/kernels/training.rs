@@ -118,33 +118,104 @@ pub(crate) fn gemm_wgsl(kernel: GemmKernel) -> String {
         GemmBuffers::WorkParamsToWork => ("work", "params", "work"),
         GemmBuffers::WorkWorkToGrads => ("work", "work", "grads"),
     };
-    let a_block = match kernel.a {
-        BlockLoad::Elements => "a_block_elements",
-        BlockLoad::AlongK => "a_block_along_k",
-        BlockLoad::AlongOuter => "a_block_along_m",
+    let template = match kernel.form {
+        GemmForm::Blocks { a, b } => {
+            let a_block = match a {
+                BlockLoad::Elements => "a_block_elements",
+                BlockLoad::AlongK => "a_block_along_k",
+                BlockLoad::AlongOuter => "a_block_along_m",
+            };
+            let b_block = match b {
+                BlockLoad::Elements => "b_block_elements",
+                BlockLoad::AlongK => "b_block_along_k",
+                BlockLoad::AlongOuter => "b_block_along_n",
+            };
+            Template::new(shaders::TRAIN_GEMM)
+                .set("A_BLOCK", a_block)
+                .set("B_BLOCK", b_block)
+        }
+        GemmForm::Subgroup { lanes } => subgroup_gemm(lanes as usize),
     };
-    let b_block = match kernel.b {
-        BlockLoad::Elements => "b_block_elements",
-        BlockLoad::AlongK => "b_block_along_k",
-        BlockLoad::AlongOuter => "b_block_along_n",
-    };
-    Template::new(shaders::TRAIN_GEMM)
+    template
+        .set("GEMM_COMMON", shaders::TRAIN_GEMM_COMMON)
         .set("A", a)
         .set("B", b)
         .set("C", c)
-        .set("A_BLOCK", a_block)
-        .set("B_BLOCK", b_block)
         .finish()
 }
 
-/// Every specialisation of the GEMM kernel.
-pub(crate) fn all_gemm_kernels() -> Vec<GemmKernel> {
+/// `train_gemm_subgroup.wgsl` for `lanes` lanes, its per-row work written out: row r of the
+/// tile is component r % 4 of what lane r / 4 loaded; each row's sums are a vec4 over the
+/// lane's four columns.
+fn subgroup_gemm(lanes: usize) -> Template {
+    use std::fmt::Write;
+    let rows = 4 * lanes;
+    let xyzw = ["x", "y", "z", "w"];
+    let (mut sums, mut blocks, mut multiply_add, mut add_blocks, mut store) = (
+        String::new(),
+        String::new(),
+        String::new(),
+        String::new(),
+        String::new(),
+    );
+    let mut load_a = String::from(
+        "            let a_mine = vec4<f32>(a_at(mine, k), a_at(mine + 1u, k), a_at(mine + 2u, k), a_at(mine + 3u, k));\n",
+    );
+    for l in 0..lanes {
+        let _ = writeln!(
+            load_a,
+            "            let a{l} = subgroupBroadcast(a_mine, {l}u);"
+        );
+    }
+    for r in 0..rows {
+        let _ = writeln!(sums, "    var acc{r} = vec4<f32>(0.0);");
+        let _ = writeln!(blocks, "        var blk{r} = vec4<f32>(0.0);");
+        let _ = writeln!(
+            multiply_add,
+            "            blk{r} += a{}.{} * b;",
+            r / 4,
+            xyzw[r % 4]
+        );
+        let _ = writeln!(add_blocks, "        acc{r} += blk{r};");
+        for (c, component) in xyzw.iter().enumerate() {
+            let _ = writeln!(
+                store,
+                "    store_element(m0 + {r}u, n0 + {c}u, acc{r}.{component});"
+            );
+        }
+    }
+    Template::new(shaders::TRAIN_GEMM_SUBGROUP)
+        .set("LANES", lanes.to_string())
+        .set("TILE_ROWS", rows.to_string())
+        .set("ROWS_PER_LANE", "4")
+        .set("DECLARE_SUMS", sums)
+        .set("DECLARE_BLOCKS", blocks)
+        .set("LOAD_A", load_a)
+        .set("MULTIPLY_ADD", multiply_add)
+        .set("ADD_BLOCKS", add_blocks)
+        .set("STORE", store)
+}
+
+/// Every specialisation of the GEMM kernel: the block forms, and the subgroup form where the
+/// adapter's subgroups have a fixed size (`subgroup`).
+pub(crate) fn all_gemm_kernels(subgroup: Option<usize>) -> Vec<GemmKernel> {
     let mut all = Vec::new();
     for buffers in [GemmBuffers::WorkParamsToWork, GemmBuffers::WorkWorkToGrads] {
         for a in BlockLoad::ALL {
             for b in BlockLoad::ALL {
-                all.push(GemmKernel { buffers, a, b });
+                all.push(GemmKernel {
+                    buffers,
+                    form: GemmForm::Blocks { a, b },
+                });
             }
+        }
+        if let Some(lanes) = subgroup {
+            all.push(GemmKernel {
+                buffers,
+                form: GemmForm::Subgroup {
+                    lanes: lanes as u32,
+                },
+            });
         }
     }
     all
@@ -166,8 +237,29 @@ impl BlockLoad {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct GemmKernel {
     pub buffers: GemmBuffers,
-    pub a: BlockLoad,
-    pub b: BlockLoad,
+    pub form: GemmForm,
+}
+
+/// How a GEMM's workgroups divide C.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum GemmForm {
+    /// `train_gemm.wgsl`: 8 × 8 invocations of 8 × 8 outputs, operands' 4 × 4 blocks loaded
+    /// as the layouts allow. Any adapter.
+    Blocks { a: BlockLoad, b: BlockLoad },
+    /// `train_gemm_subgroup.wgsl`: one subgroup of `lanes` lanes per 4·lanes × 4·lanes tile,
+    /// A shared by subgroupBroadcast. Adapters with a fixed subgroup size.
+    Subgroup { lanes: u32 },
+}
+
+impl GemmKernel {
+    /// Workgroups covering an M × N result.
+    pub fn groups(&self, m: u32, n: u32) -> [u32; 2] {
+        let tile = match self.form {
+            GemmForm::Blocks { .. } => GEMM_TILE,
+            GemmForm::Subgroup { lanes } => 4 * lanes,
+        };
+        [m.div_ceil(tile), n.div_ceil(tile)]
+    }
 }
 
 /// Which buffers a GEMM reads and writes.
@@ -223,7 +315,9 @@ pub(crate) struct SubgroupPipelines {
 }
 
 impl TrainingKernels {
-    pub fn new(device: &wgpu::Device, counters: &Counters) -> Self {
+    /// The pipelines of `device`, with the subgroup GEMM where its subgroups have a fixed
+    /// size (`subgroup`).
+    pub fn new(device: &wgpu::Device, counters: &Counters, subgroup: Option<usize>) -> Self {
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("training"),
             entries: &[
@@ -255,7 +349,7 @@ impl TrainingKernels {
                 entry_pipeline(device, counters, label, &module, "main", &layout),
             )
         };
-        let gemms = all_gemm_kernels().into_iter().map(gemm).collect();
+        let gemms = all_gemm_kernels(subgroup).into_iter().map(gemm).collect();
         TrainingKernels {
             forward_step: step("forward_step"),
             forward_project: step("forward_project"),

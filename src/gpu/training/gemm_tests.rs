@@ -7,7 +7,7 @@ use wgpu::util::DeviceExt;
 use super::program::Op;
 use super::workspace::record_ops;
 use crate::gpu::kernels::training::{
-    BlockLoad, GEMM_TILE, GemmBuffers, GemmKernel, GemmParams, OP_UNIFORM_BYTES,
+    BlockLoad, GemmBuffers, GemmForm, GemmKernel, GemmParams, OP_UNIFORM_BYTES,
 };
 use crate::testing;
 use crate::weights::SplitMix64;
@@ -46,6 +46,7 @@ fn training_gemm_matches_cpu_twin() {
     let sizes = [1usize, 3, 17, 257, 64, 20];
     let mut cases = 0;
     let mut forms = std::collections::HashSet::<(BlockLoad, BlockLoad)>::new();
+    let mut subgroup_cases = 0;
     for (i, &m) in sizes.iter().enumerate() {
         for (j, &n) in sizes.iter().enumerate() {
             for a_load in BlockLoad::ALL {
@@ -128,7 +129,8 @@ fn training_gemm_matches_cpu_twin() {
                             contents: bytemuck::cast_slice(data),
                             usage: usage
                                 | wgpu::BufferUsages::STORAGE
-                                | wgpu::BufferUsages::COPY_SRC,
+                                | wgpu::BufferUsages::COPY_SRC
+                                | wgpu::BufferUsages::COPY_DST,
                         })
                     };
                     let mut uniform = bytemuck::bytes_of(&g).to_vec();
@@ -184,39 +186,66 @@ fn training_gemm_matches_cpu_twin() {
                             },
                         ],
                     });
-                    let op = Op::Gemm {
-                        kernel: GemmKernel {
-                            buffers: if to_grads {
-                                GemmBuffers::WorkWorkToGrads
-                            } else {
-                                GemmBuffers::WorkParamsToWork
-                            },
+                    let buffers = if to_grads {
+                        GemmBuffers::WorkWorkToGrads
+                    } else {
+                        GemmBuffers::WorkParamsToWork
+                    };
+                    // The block form the layout allows, and the subgroup form (any layout)
+                    // where the adapter has one: both against the twin, and each other.
+                    let mut kernels_run = vec![GemmKernel {
+                        buffers,
+                        form: GemmForm::Blocks {
                             a: a_load,
                             b: b_load,
                         },
-                        params: 0,
-                        groups: [
-                            (m as u32).div_ceil(GEMM_TILE),
-                            (n as u32).div_ceil(GEMM_TILE),
-                        ],
-                    };
-                    let mut encoder = device.create_command_encoder(&Default::default());
-                    record_ops(kernels, None, &bind_group, &mut encoder, &[op]);
-                    ctx.queue().submit([encoder.finish()]);
-                    let got = crate::gpu::kernel_tests::read(
-                        &ctx,
-                        if to_grads {
+                    }];
+                    if let Some(lanes) = ctx.persistent_subgroup() {
+                        kernels_run.push(GemmKernel {
+                            buffers,
+                            form: GemmForm::Subgroup {
+                                lanes: lanes as u32,
+                            },
+                        });
+                    }
+                    let mut results: Vec<Vec<f32>> = Vec::new();
+                    for kernel in kernels_run {
+                        let out = if to_grads {
                             &grads_buffer
                         } else {
                             &work_buffer
-                        },
-                    );
-                    // f32 sums of k products of values in [−1, 1]: rounding grows with k.
-                    let c = crate::compare::compare(&got, &want, 1e-6 * k.max(10) as f64);
-                    assert!(
-                        c.passed(),
-                        "m {m} n {n} k {k} A {a_load:?} B {b_load:?} grads {to_grads} flags {flags}: {c}"
-                    );
+                        };
+                        let initial = if to_grads { &grads } else { &work };
+                        ctx.queue()
+                            .write_buffer(out, 0, bytemuck::cast_slice(initial.as_slice()));
+                        let [gx, gy] = kernel.groups(m as u32, n as u32);
+                        let op = Op::Gemm {
+                            kernel,
+                            params: 0,
+                            groups: [gx, gy],
+                        };
+                        let mut encoder = device.create_command_encoder(&Default::default());
+                        record_ops(kernels, None, &bind_group, &mut encoder, &[op]);
+                        ctx.queue().submit([encoder.finish()]);
+                        let got = crate::gpu::kernel_tests::read(&ctx, out);
+                        // f32 sums of k products of values in [−1, 1]: rounding grows with k.
+                        let c = crate::compare::compare(&got, &want, 1e-6 * k.max(10) as f64);
+                        assert!(
+                            c.passed(),
+                            "m {m} n {n} k {k} {kernel:?} grads {to_grads} flags {flags}: {c}"
+                        );
+                        if matches!(kernel.form, GemmForm::Subgroup { .. }) {
+                            subgroup_cases += 1;
+                        }
+                        results.push(got);
+                    }
+                    // The forms sum each element in the same order.
+                    if let [blocks, subgroup] = results.as_slice() {
+                        assert!(
+                            blocks == subgroup,
+                            "m {m} n {n} k {k}: the subgroup form differs from the block form"
+                        );
+                    }
                     cases += 1;
                     forms.insert((a_load, b_load));
                     work.clear();
@@ -230,4 +259,7 @@ fn training_gemm_matches_cpu_twin() {
         9,
         "every pair of block loads ran ({cases} cases)"
     );
+    if ctx.persistent_subgroup().is_some() {
+        assert_eq!(subgroup_cases, cases, "the subgroup form ran on every case");
+    }
 }

@@ -9,7 +9,7 @@ use crate::error::{Limit, Result, RnnError};
 use crate::gpu::context::GpuContext;
 use crate::gpu::engine::Recurrence;
 use crate::gpu::kernels::training::{
-    BlockLoad, GEMM_MAX_DEPTH, GEMM_TILE, GemmBuffers, GemmKernel, GemmParams, StepEntry,
+    BlockLoad, GEMM_MAX_DEPTH, GemmBuffers, GemmForm, GemmKernel, GemmParams, StepEntry,
     TRAIN_STEP_WORKGROUP, TrainUnit,
 };
 use crate::gpu::train_subgroup::{SUBGROUP_STEPS_PER_DISPATCH, SubgroupRecurrence};
@@ -218,16 +218,20 @@ pub(crate) fn programs(
             k0: 0,
             _pad: 0,
         };
-        let groups = [
-            (m as u32).div_ceil(GEMM_TILE),
-            (n as u32).div_ceil(GEMM_TILE),
-        ];
-        check_groups(ctx, groups[0].max(groups[1]), "training GEMM")?;
-        let kernel = GemmKernel {
-            buffers,
-            a: block_load(a, (m, k), true),
-            b: block_load(b, (n, k), false),
+        // The subgroup form wherever the adapter has fixed-size subgroups (it shares A
+        // between lanes instead of each lane loading its own: ~10× on lavapipe).
+        let form = match ctx.persistent_subgroup() {
+            Some(lanes) => GemmForm::Subgroup {
+                lanes: lanes as u32,
+            },
+            None => GemmForm::Blocks {
+                a: block_load(a, (m, k), true),
+                b: block_load(b, (n, k), false),
+            },
         };
+        let kernel = GemmKernel { buffers, form };
+        let groups = kernel.groups(m as u32, n as u32);
+        check_groups(ctx, groups[0].max(groups[1]), "training GEMM")?;
         // Long sums run as several dispatches along k, each adding to C (the first as asked).
         let mut ops = Vec::new();
         let mut k0 = 0;

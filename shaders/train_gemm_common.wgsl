@@ -1,0 +1,40 @@
+// What both training GEMM kernels share (`train_gemm.wgsl`, `train_gemm_subgroup.wgsl`): the
+// operation's offsets and strides, the bindings of the training layout, the two-level sum's
+// slice, and how an element of C is written. The template's {{A}}, {{B}}, {{C}} name the
+// buffers.
+
+struct Gemm {
+    m: u32, n: u32, k: u32, flags: u32,
+    a_off: u32, a_sm: u32, a_sk: u32, b_off: u32,
+    b_sk: u32, b_sn: u32, c_off: u32, c_sm: u32,
+    c_sn: u32, bias_off: u32, k0: u32, _pad: u32,
+}
+
+const ACCUMULATE: u32 = 1u;
+const BIAS: u32 = 2u;
+
+@group(0) @binding(0) var<uniform> g: Gemm;
+@group(0) @binding(2) var<storage, read> params: array<f32>;
+@group(0) @binding(3) var<storage, read_write> grads: array<f32>;
+@group(0) @binding(4) var<storage, read_write> work: array<f32>;
+@group(0) @binding(5) var<storage, read> params4: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> work4: array<vec4<f32>>;
+
+// k summed into one block before the block joins the total (see `main`). A multiple of 4.
+const SLICE: u32 = 32u;
+
+// C[m, n] = value (+ bias[n]) (+ C[m, n] where accumulating); nothing outside the matrix.
+fn store_element(m: u32, n: u32, sum: f32) {
+    if m >= g.m || n >= g.n {
+        return;
+    }
+    let at = g.c_off + m * g.c_sm + n * g.c_sn;
+    var value = sum;
+    if (g.flags & BIAS) != 0u {
+        value += params[g.bias_off + n];
+    }
+    if (g.flags & ACCUMULATE) != 0u {
+        value = {{C}}[at] + value;
+    }
+    {{C}}[at] = value;
+}

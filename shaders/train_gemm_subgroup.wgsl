@@ -1,0 +1,44 @@
+// The training GEMM (see train_gemm.wgsl for what it computes) for adapters whose workgroup can
+// be exactly one subgroup of {{LANES}} lanes. A workgroup computes a tile of C of
+// {{TILE_ROWS}} rows × 4·{{LANES}} columns: each lane owns four columns and sums all the tile's
+// rows of them. For each k, each lane loads {{ROWS_PER_LANE}} values of A (its share of the
+// tile's rows) and its four of B; the A values reach the other lanes by subgroupBroadcast, so
+// every loaded value feeds many multiply-adds (llvmpipe runs loads lane by lane, and
+// broadcasts as vector operations), with no workgroup memory and no barrier. Operands may have
+// any strides. Each element of C is summed in the same order as train_gemm.wgsl's (k ascending
+// within slices of SLICE, slices added in turn): the two kernels give the same results.
+//
+// A template: src/gpu/kernels/training.rs writes the per-row work out in full (constant
+// indices keep the sums in registers; a broadcast's lane must be a constant).
+
+{{GEMM_COMMON}}
+
+// A[m, k] and B[k, n], zero outside the matrix (indices clamped: branch-free loads).
+fn a_at(m: u32, k: u32) -> f32 {
+    return select(0.0, {{A}}[g.a_off + min(m, g.m - 1u) * g.a_sm + k * g.a_sk], m < g.m);
+}
+
+fn b_at(k: u32, n: u32) -> f32 {
+    return select(0.0, {{B}}[g.b_off + k * g.b_sk + min(n, g.n - 1u) * g.b_sn], n < g.n);
+}
+
+@compute @workgroup_size({{LANES}}, 1, 1)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let m0 = wg.x * {{TILE_ROWS}}u;
+    let n0 = (wg.y * {{LANES}}u + lane) * 4u;
+    // The rows whose A values this lane loads for everyone.
+    let mine = m0 + lane * {{ROWS_PER_LANE}}u;
+    let k_end = g.k0 + g.k;
+{{DECLARE_SUMS}}
+    for (var k_block = g.k0; k_block < k_end; k_block += SLICE) {
+{{DECLARE_BLOCKS}}
+        let k_stop = min(k_block + SLICE, k_end);
+        for (var k = k_block; k < k_stop; k++) {
+            let b = vec4<f32>(b_at(k, n0), b_at(k, n0 + 1u), b_at(k, n0 + 2u), b_at(k, n0 + 3u));
+{{LOAD_A}}
+{{MULTIPLY_ADD}}
+        }
+{{ADD_BLOCKS}}
+    }
+{{STORE}}
+}
