@@ -19,6 +19,10 @@
 const LANES: u32 = {{LANES}}u;
 const ROWS: u32 = {{ROWS}}u;
 
+// With several subgroups: h (forward) or each gate's dG (backward), twice (step i reads half
+// i % 2 and writes the other, so one barrier a step suffices).
+{{SHARED}}
+
 // The kernels read W_hh as vec4s (H is a multiple of four, and so is every offset):
 // `weights` is where direction d's starts, `quads` the vec4s of one of its rows.
 
@@ -160,7 +164,7 @@ fn skip_backward(j: u32, dg: u32, dghh: u32) {
 
 // Steps step.index .. step.index + forward_steps (capped at T), workgroup (0, n, d).
 @compute @workgroup_size({{LANES}}, 1, 1)
-fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32{{SUB_BUILTIN}}) {
     let n = wg.y;
     let d = wg.z;
     let row0 = lane * ROWS;
@@ -184,7 +188,7 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
 
 // Steps step.index down to step.index + 1 − backward_steps (not below 0).
 @compute @workgroup_size({{LANES}}, 1, 1)
-fn backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+fn backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32{{SUB_BUILTIN}}) {
     let n = wg.y;
     let d = wg.z;
     let row0 = lane * ROWS;

@@ -53,8 +53,8 @@ struct Case {
 
 fn random_case(mode: RnnMode, seed: u64) -> Case {
     let mut rng = Rng(seed);
-    // 8, 20, 32 and 64 (an Elman RNN's) also run the register-resident recurrence on
-    // adapters with subgroups (multiples of four within one subgroup); the others the generic.
+    // Multiples of four run the register-resident recurrence on adapters with subgroups (in
+    // one subgroup, or a gated cell's 64 in two); the others the generic kernels.
     let sizes = [1, 3, 17, 8, 64, 5, 20, 32];
     let hidden = sizes[rng.range(0, sizes.len() - 1)];
     let proj_size = if mode == RnnMode::Lstm && hidden > 1 && rng.chance(2) {
@@ -485,14 +485,14 @@ fn nan_propagates(mode: RnnMode) {
 for_each_mode!(nan, nan_propagates);
 
 /// Sequences longer than one persistent dispatch runs (llvmpipe's loop limit splits them):
-/// the state and the backward's carries cross the dispatch boundaries. H = 32 runs the
-/// register-resident recurrence where the adapter has subgroups, H = 64 (gated cells) the
-/// generic one.
+/// the state and the backward's carries cross the dispatch boundaries. Where the adapter has
+/// subgroups, H = 32 runs the register-resident recurrence in one subgroup, H = 64 (gated
+/// cells) in two, and H = 66 (not a multiple of four) the generic kernels.
 fn long_sequences_match_cpu(mode: RnnMode) {
     let Some(ctx) = gpu("long_sequences_match_cpu") else {
         return;
     };
-    for hidden in [32, 64] {
+    for hidden in [32, 64, 66] {
         long_sequence_matches_cpu(&ctx, mode, hidden);
     }
 }

@@ -20,8 +20,9 @@ const MAX_ROWS: usize = 8;
 /// grows faster than the code: measured (shader cache off, first training step) at 8 rows a
 /// lane, a GRU with H = 64 (384 vec4s) took 23 s and an LSTM (512) 45 s; at 256 and below a
 /// kernel compiles in a few seconds, as the inference kernels found (`gated_persistent.rs`).
-/// So on lavapipe (8 lanes) an Elman RNN runs here up to H = 64, a GRU or an LSTM up to 32;
-/// wider states take the generic kernels.
+/// So a lane holds four units where eight would exceed this, and a workgroup of several
+/// subgroups shares h (or dG) through workgroup memory: on lavapipe (8 lanes) an Elman RNN
+/// runs here up to H = 256, a GRU or an LSTM up to 64; wider states take the generic kernels.
 const MAX_WEIGHTS: usize = 256;
 
 /// Steps one dispatch runs. Each step is one loop iteration (everything inside is written
@@ -53,8 +54,12 @@ impl CellKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct SubgroupRecurrence {
     pub cell: CellKind,
-    /// Lanes per workgroup: the adapter's subgroup size.
+    /// Lanes per subgroup: the adapter's subgroup size.
     pub lanes: usize,
+    /// Subgroups per workgroup: with one, h and dG stay in registers; with several, each
+    /// step passes them through workgroup memory (one barrier a step), each lane loading a
+    /// slice and broadcasting it within its subgroup.
+    pub subgroups: usize,
     /// Hidden units per lane, a multiple of four.
     pub rows: usize,
 }
@@ -66,18 +71,30 @@ impl SubgroupRecurrence {
     /// bounds made an LSTM with H = 64 take llvmpipe over a minute to compile).
     pub fn for_config(config: &RnnConfig, subgroup: Option<usize>) -> Option<Self> {
         let lanes = subgroup?;
-        let rows = config.hidden_size.div_ceil(lanes).next_multiple_of(4);
+        let hidden = config.hidden_size;
         let cell = match config.mode {
             RnnMode::Rnn(_) => CellKind::Rnn,
             RnnMode::Lstm => CellKind::Lstm,
             RnnMode::Gru => CellKind::Gru,
         };
-        let spec = SubgroupRecurrence { cell, lanes, rows };
-        let fits = config.proj_size == 0
-            && config.hidden_size % 4 == 0
-            && rows <= MAX_ROWS
-            && spec.lane_weights() <= MAX_WEIGHTS;
-        fits.then_some(spec)
+        if config.proj_size != 0 || hidden % 4 != 0 {
+            return None;
+        }
+        // One subgroup, up to MAX_ROWS units a lane; else four a lane over several.
+        let one = SubgroupRecurrence {
+            cell,
+            lanes,
+            subgroups: 1,
+            rows: hidden.div_ceil(lanes).next_multiple_of(4),
+        };
+        let several = SubgroupRecurrence {
+            subgroups: hidden.div_ceil(4 * lanes),
+            rows: 4,
+            ..one
+        };
+        [one, several]
+            .into_iter()
+            .find(|spec| spec.rows <= MAX_ROWS && spec.lane_weights() <= MAX_WEIGHTS)
     }
 
     /// Weight vec4s a lane holds: its rows (or columns) of every gate, over the padded state.
@@ -85,9 +102,9 @@ impl SubgroupRecurrence {
         self.cell.gates() * self.rows * self.vec4s()
     }
 
-    /// vec4s of h (and of each gate's dG) across the subgroup.
+    /// vec4s of h (and of each gate's dG) across the workgroup.
     fn vec4s(&self) -> usize {
-        self.lanes * self.rows / 4
+        self.lanes * self.subgroups * self.rows / 4
     }
 
     /// The kernel's WGSL: entry points `forward` and `backward`.
@@ -95,9 +112,49 @@ impl SubgroupRecurrence {
         let (rows, kq, g_count) = (self.rows, self.vec4s(), self.cell.gates());
         let quads = rows / 4;
         let xyzw = ["x", "y", "z", "w"];
-        // vec4 k of a value spread over the subgroup is lane k / quads's register k % quads.
-        let broadcast = |name: &str, k: usize| {
-            format!("subgroupBroadcast({name}{}, {}u)", k % quads, k / quads)
+        let (lanes, shared) = (self.lanes, self.subgroups > 1);
+        // What each lane shares, one half of the workgroup memory: h, or each gate's dG.
+        let half = g_count * kq;
+        // vec4 k of a value spread over the workgroup (`name`, gate `g`): in one subgroup,
+        // lane k / quads's register k % quads; else slice k / lanes that lane k % lanes of
+        // each subgroup loaded (`fetch`).
+        let broadcast = |name: &str, g: usize, k: usize| {
+            if shared {
+                format!(
+                    "subgroupBroadcast({name}s{g}_{}, {}u)",
+                    k / lanes,
+                    k % lanes
+                )
+            } else {
+                format!("subgroupBroadcast({name}{}, {}u)", k % quads, k / quads)
+            }
+        };
+        let fetch = |out: &mut String, name: &str, g: usize| {
+            if shared {
+                for j in 0..kq / lanes {
+                    let _ = writeln!(
+                        out,
+                        "        let {name}s{g}_{j} = shared_values[cur + {}u + sub];",
+                        g * kq + j * lanes
+                    );
+                }
+            }
+        };
+        // This lane's registers into the half `at` (`next`, or 0 before the loop), then the
+        // barrier that makes them visible.
+        let publish = |out: &mut String, at: &str, registers: &[(usize, String)]| {
+            if shared {
+                for (g, name) in registers {
+                    for q in 0..quads {
+                        let _ = writeln!(
+                            out,
+                            "        shared_values[{at} + {}u + lane * {quads}u] = {name}{q};",
+                            g * kq + q
+                        );
+                    }
+                }
+                let _ = writeln!(out, "        workgroupBarrier();");
+            }
         };
         // The sums run in the generic kernels' order (train_step.wgsl: each vec4's dot
         // product, or each term, added in turn): the same rounding, so that which kernel ran
@@ -165,8 +222,19 @@ impl SubgroupRecurrence {
         }
 
         let mut forward_step = String::new();
+        if shared {
+            let _ = writeln!(
+                forward_step,
+                "        let cur = ((s - first) & 1u) * {half}u;\n        let next = {half}u - cur;"
+            );
+        }
+        fetch(&mut forward_step, "h", 0);
         for k in 0..kq {
-            let _ = writeln!(forward_step, "        let hb{k} = {};", broadcast("h", k));
+            let _ = writeln!(
+                forward_step,
+                "        let hb{k} = {};",
+                broadcast("h", 0, k)
+            );
         }
         for g in 0..g_count {
             for i in 0..rows {
@@ -221,6 +289,8 @@ impl SubgroupRecurrence {
             );
         }
         let _ = writeln!(forward_step, "        }}");
+        publish(&mut forward_step, "next", &[(0, "h".into())]);
+        publish(&mut forward_load, "0u", &[(0, "h".into())]);
 
         let mut forward_save = String::new();
         let _ = writeln!(
@@ -241,7 +311,7 @@ impl SubgroupRecurrence {
 
         // Backward: w[m·quads + q] = W_hh[m, row0 + 4q .. 4q + 3] for the rows m = g·H_pad + r
         // (zero for padding): this lane's columns, four units per vec4.
-        let pad = self.lanes * rows;
+        let pad = 4 * kq;
         let mut backward_load = String::new();
         for g in 0..g_count {
             for r in 0..pad {
@@ -298,12 +368,24 @@ impl SubgroupRecurrence {
         }
 
         let mut backward_step = String::new();
+        if shared {
+            let _ = writeln!(
+                backward_step,
+                "        let cur = (i & 1u) * {half}u;\n        let next = {half}u - cur;"
+            );
+        }
         for g in 0..g_count {
+            fetch(&mut backward_step, "e", g);
             for k in 0..kq {
+                let name = if shared {
+                    "e".to_string()
+                } else {
+                    format!("e{g}_")
+                };
                 let _ = writeln!(
                     backward_step,
                     "        let eb{g}_{k} = {};",
-                    broadcast(&format!("e{g}_"), k)
+                    broadcast(&name, g, k)
                 );
             }
         }
@@ -365,6 +447,9 @@ impl SubgroupRecurrence {
             }
         }
         let _ = writeln!(backward_step, "        }}");
+        let gradients: Vec<(usize, String)> = (0..g_count).map(|g| (g, format!("e{g}_"))).collect();
+        publish(&mut backward_step, "next", &gradients);
+        publish(&mut backward_load, "0u", &gradients);
 
         let mut backward_save = String::new();
         for i in 0..rows {
@@ -382,7 +467,26 @@ impl SubgroupRecurrence {
 
         Template::new(shaders::TRAIN_SUBGROUP)
             .set("TRAIN_UNIT", shaders::TRAIN_UNIT)
-            .set("LANES", self.lanes.to_string())
+            .set("LANES", (self.lanes * self.subgroups).to_string())
+            .set(
+                "SHARED",
+                if shared {
+                    format!(
+                        "var<workgroup> shared_values: array<vec4<f32>, {}>;",
+                        2 * half
+                    )
+                } else {
+                    String::new()
+                },
+            )
+            .set(
+                "SUB_BUILTIN",
+                if shared {
+                    ", @builtin(subgroup_invocation_id) sub: u32"
+                } else {
+                    ""
+                },
+            )
             .set("ROWS", rows.to_string())
             .set("FORWARD_WEIGHTS", (g_count * rows * kq).to_string())
             .set("BACKWARD_WEIGHTS", (g_count * rows * kq).to_string())
@@ -403,33 +507,57 @@ mod tests {
     use crate::shaders::assert_valid;
 
     #[test]
-    fn fits_one_subgroup_without_projection() {
+    fn layouts_fit_the_registers_a_lane_may_hold() {
         let config = |mode, hidden, proj| RnnConfig {
             proj_size: proj,
             ..RnnConfig::new(mode, 3, hidden)
         };
+        let spec = |mode, hidden| {
+            SubgroupRecurrence::for_config(&config(mode, hidden, 0), Some(8))
+                .map(|s| (s.subgroups, s.rows))
+        };
         let rnn = RnnMode::Rnn(Nonlinearity::Tanh);
-        let spec = SubgroupRecurrence::for_config(&config(rnn, 20, 0), Some(8)).unwrap();
-        assert_eq!((spec.cell, spec.lanes, spec.rows), (CellKind::Rnn, 8, 4));
-        assert_eq!(
-            SubgroupRecurrence::for_config(&config(rnn, 64, 0), Some(8)).map(|s| s.rows),
-            Some(8)
-        );
-        assert!(SubgroupRecurrence::for_config(&config(rnn, 68, 0), Some(8)).is_none());
-        // Gated cells within the weights a lane may hold (compile time).
-        assert!(SubgroupRecurrence::for_config(&config(RnnMode::Lstm, 32, 0), Some(8)).is_some());
-        assert!(SubgroupRecurrence::for_config(&config(RnnMode::Gru, 36, 0), Some(8)).is_none());
-        // Sizes that are not a multiple of four run the generic kernels.
-        assert!(SubgroupRecurrence::for_config(&config(rnn, 17, 0), Some(8)).is_none());
+        // One subgroup while eight units a lane cover H within the weights' cap.
+        assert_eq!(spec(rnn, 20), Some((1, 4)));
+        assert_eq!(spec(rnn, 64), Some((1, 8)));
+        assert_eq!(spec(RnnMode::Lstm, 32), Some((1, 4)));
+        // Then four units a lane over several subgroups.
+        assert_eq!(spec(RnnMode::Gru, 36), Some((2, 4)));
+        assert_eq!(spec(RnnMode::Lstm, 64), Some((2, 4)));
+        assert_eq!(spec(rnn, 68), Some((3, 4)));
+        assert_eq!(spec(rnn, 256), Some((8, 4)));
+        // Beyond the cap, and what the kernel does not do, run the generic kernels.
+        assert_eq!(spec(RnnMode::Lstm, 68), None);
+        assert_eq!(spec(rnn, 260), None);
+        assert_eq!(spec(rnn, 17), None);
         assert!(SubgroupRecurrence::for_config(&config(RnnMode::Lstm, 16, 8), Some(8)).is_none());
         assert!(SubgroupRecurrence::for_config(&config(rnn, 16, 0), None).is_none());
+        for hidden in (4..=256).step_by(4) {
+            for mode in [rnn, RnnMode::Lstm, RnnMode::Gru] {
+                if let Some(s) = SubgroupRecurrence::for_config(&config(mode, hidden, 0), Some(8)) {
+                    assert!(s.vec4s() * 4 >= hidden && s.lane_weights() <= super::MAX_WEIGHTS);
+                }
+            }
+        }
     }
 
     #[test]
     fn generated_wgsl_validates() {
         for cell in [CellKind::Rnn, CellKind::Lstm, CellKind::Gru] {
-            for (lanes, rows) in [(8, 4), (8, 8), (4, 4), (32, 4)] {
-                let spec = SubgroupRecurrence { cell, lanes, rows };
+            for (lanes, subgroups, rows) in [
+                (8, 1, 4),
+                (8, 1, 8),
+                (4, 1, 4),
+                (32, 1, 4),
+                (8, 2, 4),
+                (8, 3, 4),
+            ] {
+                let spec = SubgroupRecurrence {
+                    cell,
+                    lanes,
+                    subgroups,
+                    rows,
+                };
                 assert_valid(&format!("{spec:?}"), &spec.wgsl());
             }
         }
