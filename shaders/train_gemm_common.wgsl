@@ -7,11 +7,12 @@ struct Gemm {
     m: u32, n: u32, k: u32, flags: u32,
     a_off: u32, a_sm: u32, a_sk: u32, b_off: u32,
     b_sk: u32, b_sn: u32, c_off: u32, c_sm: u32,
-    c_sn: u32, bias_off: u32, k0: u32, _pad: u32,
+    c_sn: u32, bias_off: u32, k0: u32, sums_off: u32,
 }
 
 const ACCUMULATE: u32 = 1u;
 const BIAS: u32 = 2u;
+const ROW_SUMS: u32 = 4u;
 
 @group(0) @binding(0) var<uniform> g: Gemm;
 @group(0) @binding(2) var<storage, read> params: array<f32>;
@@ -37,4 +38,11 @@ fn store_element(m: u32, n: u32, sum: f32) {
         value = {{C}}[at] + value;
     }
     {{C}}[at] = value;
+}
+
+// C's buffer[sums_off + m] += the sum of A's row m (see `ROW_SUMS`), inside the matrix.
+fn add_row_sum(m: u32, sum: f32) {
+    if m < g.m {
+        {{C}}[g.sums_off + m] = {{C}}[g.sums_off + m] + sum;
+    }
 }

@@ -54,8 +54,9 @@ struct Case {
 fn random_case(mode: RnnMode, seed: u64) -> Case {
     let mut rng = Rng(seed);
     // Multiples of four run the register-resident recurrence on adapters with subgroups (in
-    // one subgroup, or a gated cell's 64 in two); the others the generic kernels.
-    let sizes = [1, 3, 17, 8, 64, 5, 20, 32];
+    // one subgroup, or in several: a gated cell's 64, an Elman RNN's 128); the others the
+    // generic kernels.
+    let sizes = [1, 3, 17, 8, 64, 5, 20, 32, 128];
     let hidden = sizes[rng.range(0, sizes.len() - 1)];
     let proj_size = if mode == RnnMode::Lstm && hidden > 1 && rng.chance(2) {
         rng.range(1, hidden - 1)

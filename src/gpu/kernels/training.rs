@@ -91,7 +91,8 @@ pub(crate) struct GemmParams {
     pub bias_off: u32,
     /// Where along k this dispatch's part of the sum starts.
     pub k0: u32,
-    pub _pad: u32,
+    /// With `ROW_SUMS`: where the M sums of A's rows are added (in C's buffer).
+    pub sums_off: u32,
 }
 
 impl GemmParams {
@@ -99,6 +100,9 @@ impl GemmParams {
     pub const ACCUMULATE: u32 = 1;
     /// Add `params[bias_off + n]` to every row.
     pub const BIAS: u32 = 2;
+    /// Also add Σ_k A[m, k] to C's buffer at `sums_off + m` (the subgroup form only): what
+    /// a GEMM with B a column of ones would, in the same order.
+    pub const ROW_SUMS: u32 = 4;
 }
 
 /// How a GEMM operand's 4 × 4 blocks are loaded (see `train_gemm.wgsl`).
@@ -134,7 +138,7 @@ pub(crate) fn gemm_wgsl(kernel: GemmKernel) -> String {
                 .set("A_BLOCK", a_block)
                 .set("B_BLOCK", b_block)
         }
-        GemmForm::Subgroup { lanes } => subgroup_gemm(lanes as usize),
+        GemmForm::Subgroup { lanes, row_sums } => subgroup_gemm(lanes as usize, row_sums),
     };
     template
         .set("GEMM_COMMON", shaders::TRAIN_GEMM_COMMON)
@@ -147,7 +151,7 @@ pub(crate) fn gemm_wgsl(kernel: GemmKernel) -> String {
 /// `train_gemm_subgroup.wgsl` for `lanes` lanes, its per-row work written out: row r of the
 /// tile is component r % 4 of what lane r / 4 loaded; each row's sums are a vec4 over the
 /// lane's four columns.
-fn subgroup_gemm(lanes: usize) -> Template {
+fn subgroup_gemm(lanes: usize, row_sums: bool) -> Template {
     use std::fmt::Write;
     let rows = 4 * lanes;
     let xyzw = ["x", "y", "z", "w"];
@@ -177,12 +181,35 @@ fn subgroup_gemm(lanes: usize) -> Template {
             xyzw[r % 4]
         );
         let _ = writeln!(add_blocks, "        acc{r} += blk{r};");
+        if row_sums {
+            // What `blk += a · 1` would sum (a product by one is exact).
+            let _ = writeln!(sums, "    var row_sum{r} = 0.0;");
+            let _ = writeln!(blocks, "        var row_blk{r} = 0.0;");
+            let _ = writeln!(
+                multiply_add,
+                "            row_blk{r} += a{}.{};",
+                r / 4,
+                xyzw[r % 4]
+            );
+            let _ = writeln!(add_blocks, "        row_sum{r} += row_blk{r};");
+        }
         for (c, component) in xyzw.iter().enumerate() {
             let _ = writeln!(
                 store,
                 "    store_element(m0 + {r}u, n0 + {c}u, acc{r}.{component});"
             );
         }
+    }
+    if row_sums {
+        // One lane of the first column of workgroups adds them (every lane has them all).
+        let _ = writeln!(
+            store,
+            "    if (g.flags & ROW_SUMS) != 0u && wg.y == 0u && lane == 0u {{"
+        );
+        for r in 0..rows {
+            let _ = writeln!(store, "        add_row_sum(m0 + {r}u, row_sum{r});");
+        }
+        let _ = writeln!(store, "    }}");
     }
     Template::new(shaders::TRAIN_GEMM_SUBGROUP)
         .set("LANES", lanes.to_string())
@@ -210,12 +237,15 @@ pub(crate) fn all_gemm_kernels(subgroup: Option<usize>) -> Vec<GemmKernel> {
             }
         }
         if let Some(lanes) = subgroup {
-            all.push(GemmKernel {
-                buffers,
-                form: GemmForm::Subgroup {
-                    lanes: lanes as u32,
-                },
-            });
+            for row_sums in [false, true] {
+                all.push(GemmKernel {
+                    buffers,
+                    form: GemmForm::Subgroup {
+                        lanes: lanes as u32,
+                        row_sums,
+                    },
+                });
+            }
         }
     }
     all
@@ -247,8 +277,9 @@ pub(crate) enum GemmForm {
     /// as the layouts allow. Any adapter.
     Blocks { a: BlockLoad, b: BlockLoad },
     /// `train_gemm_subgroup.wgsl`: one subgroup of `lanes` lanes per 4·lanes × 4·lanes tile,
-    /// A shared by subgroupBroadcast. Adapters with a fixed subgroup size.
-    Subgroup { lanes: u32 },
+    /// A shared by subgroupBroadcast; with `row_sums`, also A's row sums (`ROW_SUMS`).
+    /// Adapters with a fixed subgroup size.
+    Subgroup { lanes: u32, row_sums: bool },
 }
 
 impl GemmKernel {
@@ -256,7 +287,7 @@ impl GemmKernel {
     pub fn groups(&self, m: u32, n: u32) -> [u32; 2] {
         let tile = match self.form {
             GemmForm::Blocks { .. } => GEMM_TILE,
-            GemmForm::Subgroup { lanes } => 4 * lanes,
+            GemmForm::Subgroup { lanes, .. } => 4 * lanes,
         };
         [m.div_ceil(tile), n.div_ceil(tile)]
     }

@@ -1,6 +1,7 @@
-//! `train_gemm.wgsl` against its CPU twin, on sizes that are not multiples of the 32 × 32
-//! tile (1, 3, 17, 257) as well as friendly ones, every way of loading the blocks (element by
-//! element, vec4s along k, along m or n), a bias, accumulation, and both buffer variants.
+//! `train_gemm.wgsl` and `train_gemm_subgroup.wgsl` against their CPU twin, on sizes that are
+//! not multiples of the tiles (1, 3, 17, 257) as well as friendly ones, every way of loading
+//! the blocks (element by element, vec4s along k, along m or n), a bias, accumulation, the
+//! rows' sums, and both buffer variants.
 
 use wgpu::util::DeviceExt;
 
@@ -13,9 +14,16 @@ use crate::testing;
 use crate::weights::SplitMix64;
 
 /// The twin: `C[m, n] = (acc ? C : 0) + Σ_k A[m, k]·B[k, n] (+ bias[n])`, through the same
-/// offsets and strides, summed in f64.
+/// offsets and strides, summed in f64; with `ROW_SUMS`, also `C[sums_off + m] += Σ_k A[m, k]`.
 fn cpu_gemm(g: &GemmParams, a: &[f32], b: &[f32], c: &mut [f32], bias: &[f32]) {
     for m in 0..g.m as usize {
+        if g.flags & GemmParams::ROW_SUMS != 0 {
+            let sum: f64 = (0..g.k as usize)
+                .map(|k| f64::from(a[g.a_off as usize + m * g.a_sm as usize + k * g.a_sk as usize]))
+                .sum();
+            let at = g.sums_off as usize + m;
+            c[at] = (f64::from(c[at]) + sum) as f32;
+        }
         for n in 0..g.n as usize {
             let mut sum = 0.0f64;
             for k in 0..g.k as usize {
@@ -46,7 +54,7 @@ fn training_gemm_matches_cpu_twin() {
     let sizes = [1usize, 3, 17, 257, 64, 20];
     let mut cases = 0;
     let mut forms = std::collections::HashSet::<(BlockLoad, BlockLoad)>::new();
-    let mut subgroup_cases = 0;
+    let (mut subgroup_cases, mut row_sum_cases) = (0, 0);
     for (i, &m) in sizes.iter().enumerate() {
         for (j, &n) in sizes.iter().enumerate() {
             for a_load in BlockLoad::ALL {
@@ -100,11 +108,12 @@ fn training_gemm_matches_cpu_twin() {
                         c_sn: 1,
                         bias_off: 2,
                         k0: 0,
-                        _pad: 0,
+                        // The rows' sums (where asked for) after C.
+                        sums_off: (7 + m * n) as u32,
                     };
                     let mut work = rng.uniform(-1.0, 1.0, b_off + k * n + 1 + m * n + 4);
                     let params = rng.uniform(-1.0, 1.0, 2 + n);
-                    let mut grads = rng.uniform(-1.0, 1.0, 7 + m * n);
+                    let mut grads = rng.uniform(-1.0, 1.0, 7 + m * n + m);
                     // The twin reads B from `work` either way; in the params variant B is in
                     // `params`: copy it there at the same offset.
                     let mut params_full = params.clone();
@@ -114,13 +123,13 @@ fn training_gemm_matches_cpu_twin() {
                             .copy_from_slice(&work[b_off..b_off + k * n]);
                     }
                     let (a, b) = (work.clone(), work.clone());
-                    let want = if to_grads {
-                        let mut c = grads.clone();
-                        cpu_gemm(&g, &a, &b, &mut c, &params_full);
-                        c
-                    } else {
-                        let mut c = work.clone();
-                        cpu_gemm(&g, &a, &b, &mut c, &params_full);
+                    let twin = |g: &GemmParams| {
+                        let mut c = if to_grads {
+                            grads.clone()
+                        } else {
+                            work.clone()
+                        };
+                        cpu_gemm(g, &a, &b, &mut c, &params_full);
                         c
                     };
                     let buffer = |data: &[f32], usage| {
@@ -133,12 +142,11 @@ fn training_gemm_matches_cpu_twin() {
                                 | wgpu::BufferUsages::COPY_DST,
                         })
                     };
-                    let mut uniform = bytemuck::bytes_of(&g).to_vec();
-                    uniform.resize(OP_UNIFORM_BYTES as usize, 0);
-                    let ops = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    let ops = device.create_buffer(&wgpu::BufferDescriptor {
                         label: None,
-                        contents: &uniform,
-                        usage: wgpu::BufferUsages::UNIFORM,
+                        size: OP_UNIFORM_BYTES,
+                        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                        mapped_at_creation: false,
                     });
                     let steps = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                         label: None,
@@ -193,23 +201,37 @@ fn training_gemm_matches_cpu_twin() {
                     };
                     // The block form the layout allows, and the subgroup form (any layout)
                     // where the adapter has one: both against the twin, and each other.
-                    let mut kernels_run = vec![GemmKernel {
-                        buffers,
-                        form: GemmForm::Blocks {
-                            a: a_load,
-                            b: b_load,
-                        },
-                    }];
-                    if let Some(lanes) = ctx.persistent_subgroup() {
-                        kernels_run.push(GemmKernel {
+                    // The block form the layout allows; where the adapter has subgroups, the
+                    // subgroup form (any layout), and into the gradients also summing rows.
+                    let blocks = GemmForm::Blocks {
+                        a: a_load,
+                        b: b_load,
+                    };
+                    let mut kernels_run = vec![(
+                        GemmKernel {
                             buffers,
-                            form: GemmForm::Subgroup {
+                            form: blocks,
+                        },
+                        g,
+                    )];
+                    if let Some(lanes) = ctx.persistent_subgroup() {
+                        let variants: &[bool] = if to_grads { &[false, true] } else { &[false] };
+                        for &row_sums in variants {
+                            let form = GemmForm::Subgroup {
                                 lanes: lanes as u32,
-                            },
-                        });
+                                row_sums,
+                            };
+                            let flags = flags | if row_sums { GemmParams::ROW_SUMS } else { 0 };
+                            kernels_run
+                                .push((GemmKernel { buffers, form }, GemmParams { flags, ..g }));
+                        }
                     }
                     let mut results: Vec<Vec<f32>> = Vec::new();
-                    for kernel in kernels_run {
+                    for (kernel, g) in kernels_run {
+                        let want = twin(&g);
+                        let mut uniform = bytemuck::bytes_of(&g).to_vec();
+                        uniform.resize(OP_UNIFORM_BYTES as usize, 0);
+                        ctx.queue().write_buffer(&ops, 0, &uniform);
                         let out = if to_grads {
                             &grads_buffer
                         } else {
@@ -234,15 +256,24 @@ fn training_gemm_matches_cpu_twin() {
                             c.passed(),
                             "m {m} n {n} k {k} {kernel:?} grads {to_grads} flags {flags}: {c}"
                         );
-                        if matches!(kernel.form, GemmForm::Subgroup { .. }) {
-                            subgroup_cases += 1;
+                        match kernel.form {
+                            GemmForm::Subgroup {
+                                row_sums: false, ..
+                            } => subgroup_cases += 1,
+                            GemmForm::Subgroup { row_sums: true, .. } => row_sum_cases += 1,
+                            GemmForm::Blocks { .. } => {}
                         }
                         results.push(got);
                     }
-                    // The forms sum each element in the same order.
-                    if let [blocks, subgroup] = results.as_slice() {
+                    // The forms sum each element of C in the same order.
+                    let c_range = if to_grads {
+                        0..7 + m * n
+                    } else {
+                        0..work.len()
+                    };
+                    for other in &results[1..] {
                         assert!(
-                            blocks == subgroup,
+                            results[0][c_range.clone()] == other[c_range.clone()],
                             "m {m} n {n} k {k}: the subgroup form differs from the block form"
                         );
                     }
@@ -261,5 +292,143 @@ fn training_gemm_matches_cpu_twin() {
     );
     if ctx.persistent_subgroup().is_some() {
         assert_eq!(subgroup_cases, cases, "the subgroup form ran on every case");
+        assert!(row_sum_cases > 10, "rows summed in {row_sum_cases} cases");
+    }
+}
+
+#[test]
+fn scratch_gemm_speed() {
+    let Some(ctx) = testing::gpu("scratch") else {
+        return;
+    };
+    let kernels = ctx.training_kernels().unwrap();
+    let device = ctx.device();
+    // (m, n, k, a_sm, a_sk, b_sk, b_sn)
+    let shapes = [
+        (
+            "proj X·Wᵀ",
+            1024usize,
+            256usize,
+            64usize,
+            64usize,
+            1usize,
+            1usize,
+            64usize,
+        ),
+        ("dW = dGᵀ·X", 256, 64, 1024, 1, 256, 64, 1),
+        ("dX = dG·W", 1024, 64, 256, 256, 1, 64, 1),
+        ("bias dGᵀ·1", 256, 1, 1024, 1, 256, 0, 0),
+    ];
+    for (name, m, n, k, a_sm, a_sk, b_sk, b_sn) in shapes {
+        let len = 4 * (m * k + k * n + m * n) + 64;
+        let work = vec![0.5f32; len];
+        let buffer = |data: &[f32]| {
+            device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: None,
+                contents: bytemuck::cast_slice(data),
+                usage: wgpu::BufferUsages::STORAGE,
+            })
+        };
+        let g = GemmParams {
+            m: m as u32,
+            n: n as u32,
+            k: k as u32,
+            flags: 0,
+            a_off: 0,
+            a_sm: a_sm as u32,
+            a_sk: a_sk as u32,
+            b_off: (m * k) as u32,
+            b_sk: b_sk as u32,
+            b_sn: b_sn as u32,
+            c_off: (m * k + k * n + 8) as u32,
+            c_sm: n as u32,
+            c_sn: 1,
+            bias_off: 0,
+            k0: 0,
+            sums_off: 0,
+        };
+        let mut uniform = bytemuck::bytes_of(&g).to_vec();
+        uniform.resize(OP_UNIFORM_BYTES as usize, 0);
+        let ops = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: None,
+            contents: &uniform,
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let steps = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: None,
+            contents: &[0u8; 16],
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let p = buffer(&work);
+        let gr = buffer(&work);
+        let w = buffer(&work);
+        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &kernels.layout,
+            entries: &[
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &ops,
+                        offset: 0,
+                        size: wgpu::BufferSize::new(OP_UNIFORM_BYTES),
+                    }),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: steps.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 2,
+                    resource: p.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 3,
+                    resource: gr.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 4,
+                    resource: w.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 5,
+                    resource: p.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 6,
+                    resource: w.as_entire_binding(),
+                },
+            ],
+        });
+        let kernel = GemmKernel {
+            buffers: GemmBuffers::WorkWorkToGrads,
+            form: GemmForm::Subgroup {
+                lanes: 8,
+                row_sums: false,
+            },
+        };
+        let [gx, gy] = kernel.groups(m as u32, n as u32);
+        let op = Op::Gemm {
+            kernel,
+            params: 0,
+            groups: [gx, gy],
+        };
+        let run = |count: usize| {
+            let t = std::time::Instant::now();
+            let mut encoder = device.create_command_encoder(&Default::default());
+            for _ in 0..count {
+                record_ops(kernels, None, &bind_group, &mut encoder, &[op]);
+            }
+            ctx.queue().submit([encoder.finish()]);
+            device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
+            t.elapsed().as_secs_f64() / count as f64
+        };
+        run(1);
+        let s = run(20);
+        eprintln!(
+            "{name}: {:.3} ms, {:.1} GFLOP/s",
+            s * 1e3,
+            2.0 * (m * n * k) as f64 / s / 1e9
+        );
     }
 }

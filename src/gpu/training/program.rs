@@ -191,14 +191,19 @@ pub(crate) fn programs(
     ];
     check_groups(ctx, step_groups[1], "training step")?;
 
-    let gemm = |builder: &mut ProgramBuilder,
-                buffers: GemmBuffers,
-                (m, n, k): (usize, usize, usize),
-                a: Operand,
-                b: Operand,
-                c: Operand,
-                flags: u32,
-                bias: usize|
+    // The subgroup GEMM wherever the adapter has fixed-size subgroups (it shares A between
+    // lanes instead of each lane loading its own: ~10× on lavapipe); it can also sum A's rows
+    // on the side, which makes a weight gradient's GEMM give its bias gradient too.
+    let subgroup = ctx.persistent_subgroup();
+    let gemm_summing = |builder: &mut ProgramBuilder,
+                        buffers: GemmBuffers,
+                        (m, n, k): (usize, usize, usize),
+                        a: Operand,
+                        b: Operand,
+                        c: Operand,
+                        flags: u32,
+                        bias: usize,
+                        row_sums: Option<usize>|
      -> Result<Vec<Op>> {
         let g = GemmParams {
             m: m as u32,
@@ -216,13 +221,19 @@ pub(crate) fn programs(
             c_sn: c.s1 as u32,
             bias_off: bias as u32,
             k0: 0,
-            _pad: 0,
+            sums_off: row_sums.unwrap_or(0) as u32,
         };
-        // The subgroup form wherever the adapter has fixed-size subgroups (it shares A
-        // between lanes instead of each lane loading its own: ~10× on lavapipe).
-        let form = match ctx.persistent_subgroup() {
+        let flags = flags
+            | if row_sums.is_some() {
+                GemmParams::ROW_SUMS
+            } else {
+                0
+            };
+        let g = GemmParams { flags, ..g };
+        let form = match subgroup {
             Some(lanes) => GemmForm::Subgroup {
                 lanes: lanes as u32,
+                row_sums: row_sums.is_some(),
             },
             None => GemmForm::Blocks {
                 a: block_load(a, (m, k), true),
@@ -255,6 +266,20 @@ pub(crate) fn programs(
         }
         Ok(ops)
     };
+    let gemm = |builder: &mut ProgramBuilder,
+                buffers: GemmBuffers,
+                shape: (usize, usize, usize),
+                a: Operand,
+                b: Operand,
+                c: Operand,
+                flags: u32,
+                bias: usize|
+     -> Result<Vec<Op>> {
+        gemm_summing(builder, buffers, shape, a, b, c, flags, bias, None)
+    };
+    // Bias gradients come with the weight gradients' GEMMs where those can sum rows.
+    let fused_bias = config.bias && subgroup.is_some();
+    let bias_sums = |at: usize| fused_bias.then_some(at);
 
     // Where each unit's parameters lie (the same offsets in `grads`).
     let unit_params = |unit: usize, _layer: usize| params.units[unit];
@@ -409,8 +434,9 @@ pub(crate) fn programs(
             };
             let to_grads = GemmBuffers::WorkWorkToGrads;
             let acc = GemmParams::ACCUMULATE;
-            // dW_ih += dGᵀ·X, dW_hh += dG_hhᵀ·H_prev over every frame.
-            back.extend(gemm(
+            // dW_ih += dGᵀ·X, dW_hh += dG_hhᵀ·H_prev over every frame (with db_ih += dGᵀ·1,
+            // db_hh += dG_hhᵀ·1 as their rows' sums, or as GEMMs of their own below).
+            back.extend(gemm_summing(
                 builder,
                 to_grads,
                 (gates, inputs, frames),
@@ -419,9 +445,10 @@ pub(crate) fn programs(
                 operand(w.weight_ih, inputs, 1),
                 acc,
                 0,
+                bias_sums(w.bias_ih),
             )?);
             let hprev = r.hprev[layer] + d * frames * s;
-            back.extend(gemm(
+            back.extend(gemm_summing(
                 builder,
                 to_grads,
                 (gates, s, frames),
@@ -430,8 +457,9 @@ pub(crate) fn programs(
                 operand(w.weight_hh, s, 1),
                 acc,
                 0,
+                bias_sums(w.bias_hh),
             )?);
-            if config.bias {
+            if config.bias && !fused_bias {
                 for (grad, bias) in [(dg, w.bias_ih), (dghh, w.bias_hh)] {
                     back.extend(gemm(
                         builder,
