@@ -504,6 +504,11 @@ pub(crate) fn programs(
     let mut backward = Vec::new();
     let (mut state_forward, mut state_backward) = (Vec::new(), Vec::new());
     let on_state = head.is_some_and(|h| h.on_state);
+    // The head's bias gradient as its weight gradient's rows' sums, where GEMMs can sum rows.
+    let head_sums = params
+        .head
+        .and_then(|(_, bias)| bias)
+        .filter(|_| subgroup.is_some());
     let head_out = head.map(|h| h.out);
     if let (true, Some(out), Some((head_at, head_bias))) = (on_state, head_out, params.head) {
         // A head on the last layer's final state, directions side by side: logits (N, O) =
@@ -530,7 +535,8 @@ pub(crate) fn programs(
                 bias_at,
             )?);
             // dW[:, d·S..] += dlogitsᵀ·h_n[d]; d h_n[d] += dlogits·W[:, d·S..] (onto the carry).
-            state_backward.extend(gemm(
+            // (With db += dlogitsᵀ·1 as the first direction's rows' sums, where it can.)
+            state_backward.extend(gemm_summing(
                 builder,
                 GemmBuffers::WorkWorkToGrads,
                 (out, s, batch),
@@ -539,6 +545,7 @@ pub(crate) fn programs(
                 operand(w, features, 1),
                 acc,
                 0,
+                head_sums.filter(|_| d == 0),
             )?);
             let carry = r.carry_h + (top * dirs + d) * batch * s;
             state_backward.extend(gemm(
@@ -552,7 +559,7 @@ pub(crate) fn programs(
                 0,
             )?);
         }
-        if head_bias.is_some() {
+        if head_bias.is_some() && head_sums.is_none() {
             state_backward.extend(gemm(
                 builder,
                 GemmBuffers::WorkWorkToGrads,
@@ -578,7 +585,8 @@ pub(crate) fn programs(
             bias_at,
         )?);
         let acc = GemmParams::ACCUMULATE;
-        backward.extend(gemm(
+        // dW += dYᵀ·Y (with db += dYᵀ·1 as its rows' sums, where it can).
+        backward.extend(gemm_summing(
             builder,
             GemmBuffers::WorkWorkToGrads,
             (out, features, frames),
@@ -587,8 +595,9 @@ pub(crate) fn programs(
             operand(head_at, features, 1),
             acc,
             0,
+            head_sums,
         )?);
-        if head_bias.is_some() {
+        if head_bias.is_some() && head_sums.is_none() {
             backward.extend(gemm(
                 builder,
                 GemmBuffers::WorkWorkToGrads,
