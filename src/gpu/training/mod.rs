@@ -35,12 +35,18 @@ use workspace::{Regions, TrainWorkspace};
 
 /// An `nn.RNN`, `nn.LSTM` or `nn.GRU` (and optional Linear head) that trains on a GPU.
 ///
-/// The training forward runs per layer one GEMM projecting every frame's input, then one
-/// dispatch per step that also keeps what the backward needs (the state each step started
-/// from; an LSTM's gates and c; a GRU's gates and W_hn·h + b_hn). The backward runs one fused
-/// dispatch per step in reverse (the gates' gradients and the carry to the step before), then
-/// the weight gradients and the input's gradient as GEMMs over every frame at once, the bias
-/// gradients as column sums, each element summed in a fixed order (bit-identical run to run).
+/// The training forward runs per layer one GEMM projecting every frame's input, then the
+/// recurrence, which also keeps what the backward needs (the state each step started from; an
+/// LSTM's gates and c; a GRU's gates and W_hn·h + b_hn). The backward runs the recurrence in
+/// reverse (the gates' gradients and the carry to the step before), then the weight gradients
+/// (with the bias gradients as their rows' sums, or column sums of their own) and the input's
+/// gradient as GEMMs over every frame at once, each element summed in a fixed order
+/// (bit-identical run to run). The recurrence is persistent (many steps per dispatch, one
+/// workgroup per sequence and direction): where the adapter has fixed-size subgroups and the
+/// state fits (H a multiple of 4; on lavapipe an Elman RNN up to 256, a GRU or LSTM up to 64)
+/// with W_hh in registers, else reading W_hh from storage;
+/// [`with_recurrence(Recurrence::PerStep)`](GpuTrainer::with_recurrence) runs one dispatch per
+/// step instead.
 /// Forward and backward are one submission each; parameters and gradients stay on the GPU
 /// until [`parameters`](Train::parameters) or [`gradients`](Train::gradients) reads them.
 pub struct GpuTrainer {
@@ -188,7 +194,9 @@ impl GpuTrainer {
 
     /// Which recurrent kernels the training forward and backward run: persistent (`Auto`, the
     /// default, and `Persistent`: one workgroup per sequence and direction runs hundreds of
-    /// steps per dispatch) or one dispatch per step (`PerStep`). Both give the same numbers.
+    /// steps per dispatch, W_hh in registers where it fits) or one dispatch per step
+    /// (`PerStep`). They compute the same gradients, up to float rounding (sums in another
+    /// order).
     pub fn with_recurrence(mut self, recurrence: Recurrence) -> Self {
         self.recurrence = recurrence;
         self.workspaces.clear();
