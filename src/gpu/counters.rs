@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The GPU resources this crate has created on a device (see
-/// [`GpuContext::resource_counts`]).
+/// [`GpuContext::resource_counts`](crate::GpuContext::resource_counts)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ResourceCounts {
     /// Buffers (weights, workspaces, staging).
