@@ -169,10 +169,41 @@ fn matches_cpu_backward(mode: RnnMode) {
     let Some(ctx) = gpu("matches_cpu_backward") else {
         return;
     };
+    matches_cpu_on(&ctx, mode, 0..24);
+}
+for_each_mode!(gpu_matches_cpu, matches_cpu_backward);
+
+/// The same on a device opened without subgroup operations: where an adapter has them, the
+/// cases above run the register-resident recurrence and the subgroup GEMM (with the bias
+/// gradients as row sums); here the generic recurrence, the block GEMM and the bias GEMMs.
+fn matches_cpu_without_subgroups(mode: RnnMode) {
+    if gpu("matches_cpu_without_subgroups").is_none() {
+        return;
+    }
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster::block_on(wgpu::util::initialize_adapter_from_env_or_default(
+        &instance, None,
+    ))
+    .unwrap();
+    // No features asked for: no SUBGROUP.
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        required_limits: adapter.limits(),
+        ..Default::default()
+    }))
+    .unwrap();
+    let ctx = GpuContext::from_device(device, queue).unwrap();
+    matches_cpu_on(&ctx, mode, 100..108);
+}
+for_each_mode!(without_subgroups, matches_cpu_without_subgroups);
+
+/// GPU against CPU backward on the random cases of `seeds`, both recurrent kernel forms
+/// alternating.
+fn matches_cpu_on(ctx: &GpuContext, mode: RnnMode, seeds: std::ops::Range<u64>) {
     let mut worst = (0.0f64, String::new());
-    for seed in 0..24 {
+    for seed in seeds {
         let case = random_case(mode, 1000 + seed);
-        let (mut cpu, gpu) = trainers(&ctx, &case);
+        let (mut cpu, gpu) = trainers(ctx, &case);
         // Both recurrent kernel forms, alternating.
         let recurrence = [Recurrence::PerStep, Recurrence::Persistent][seed as usize % 2];
         let mut gpu = gpu.with_recurrence(recurrence);
@@ -196,7 +227,6 @@ fn matches_cpu_backward(mode: RnnMode) {
         worst.1
     );
 }
-for_each_mode!(gpu_matches_cpu, matches_cpu_backward);
 
 /// Two backwards add up (`+=`, as `.grad` does); `zero_grad` clears; repeats are bit-identical.
 fn gradients_accumulate(mode: RnnMode) {
