@@ -171,20 +171,19 @@ impl SubgroupRecurrence {
 
         // Forward: w[(g·rows + i)·kq + k] = W_hh[g·H + row0 + i, 4k .. 4k + 3].
         let mut forward_load = String::new();
+        for i in 0..rows {
+            let _ = writeln!(forward_load, "    let real{i} = row0 + {i}u < u.hidden;");
+        }
         for g in 0..g_count {
             for i in 0..rows {
                 let _ = writeln!(
                     forward_load,
                     "    let row{g}_{i} = weights + ({g}u * u.hidden + row0 + {i}u) * quads;"
                 );
-                let _ = writeln!(
-                    forward_load,
-                    "    let real{g}_{i} = row0 + {i}u < u.hidden;"
-                );
                 for k in 0..kq {
                     let _ = writeln!(
                         forward_load,
-                        "    w[{}] = select(vec4<f32>(0.0), params4[row{g}_{i} + {k}u], real{g}_{i} && {k}u < quads);",
+                        "    w[{}] = select(vec4<f32>(0.0), params4[row{g}_{i} + {k}u], real{i} && {k}u < quads);",
                         (g * rows + i) * kq + k,
                     );
                 }

@@ -268,6 +268,16 @@ impl GpuTrainer {
         .chunk(&self.ctx)
     }
 
+    /// The shape of the forward `tape` was made by, once the tape is checked to be this
+    /// model's latest.
+    fn taped_shape(&self, tape: &Tape) -> Result<ForwardShape> {
+        tape.check(self.id, self.last.as_ref().map(|l| l.id))?;
+        self.last
+            .as_ref()
+            .map(|l| l.shape)
+            .ok_or_else(|| RnnError::Tape("the model holds no training forward".into()))
+    }
+
     /// Makes the workspace of (T, N) unless it exists.
     fn make_workspace(&mut self, seq_len: usize, batch: usize) -> Result<()> {
         if !self.workspaces.contains_key(&(seq_len, batch)) {
@@ -474,13 +484,8 @@ impl Train for GpuTrainer {
     }
 
     fn backward(&mut self, tape: Tape, grads: OutputGrads<'_>) -> Result<InputGrads> {
-        tape.check(self.id, self.last.as_ref().map(|l| l.id))?;
+        let shape = self.taped_shape(&tape)?;
         let config = self.config.clone();
-        let shape = self
-            .last
-            .as_ref()
-            .map(|l| l.shape)
-            .ok_or_else(|| RnnError::Tape("the model holds no training forward".into()))?;
         let features = self.output_features();
         check_output_grads(&config, &shape, &self.output_shape(&shape), grads)?;
         self.ctx.check_alive()?;

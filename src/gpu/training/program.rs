@@ -277,6 +277,21 @@ pub(crate) fn programs(
      -> Result<Vec<Op>> {
         gemm_summing(builder, buffers, shape, a, b, c, flags, bias, None)
     };
+    // A bias gradient, bias += Σ_k A[·, k] (dGᵀ·1: B a single 1 with zero strides), as a GEMM
+    // of its own where the weight gradient's GEMM cannot sum A's rows on the side.
+    let column_sums =
+        |builder: &mut ProgramBuilder, (m, k): (usize, usize), a: Operand, bias: usize| {
+            gemm(
+                builder,
+                GemmBuffers::WorkWorkToGrads,
+                (m, 1, k),
+                a,
+                operand(r.one, 0, 0),
+                operand(bias, 1, 0),
+                GemmParams::ACCUMULATE,
+                0,
+            )
+        };
     // Bias gradients come with the weight gradients' GEMMs where those can sum rows.
     let fused_bias = config.bias && subgroup.is_some();
     let bias_sums = |at: usize| fused_bias.then_some(at);
@@ -461,15 +476,11 @@ pub(crate) fn programs(
             )?);
             if config.bias && !fused_bias {
                 for (grad, bias) in [(dg, w.bias_ih), (dghh, w.bias_hh)] {
-                    back.extend(gemm(
+                    back.extend(column_sums(
                         builder,
-                        to_grads,
-                        (gates, 1, frames),
+                        (gates, frames),
                         operand(grad, 1, gates),
-                        operand(r.one, 0, 0),
-                        operand(bias, 1, 0),
-                        acc,
-                        0,
+                        bias,
                     )?);
                 }
             }
@@ -560,15 +571,11 @@ pub(crate) fn programs(
             )?);
         }
         if head_bias.is_some() && head_sums.is_none() {
-            state_backward.extend(gemm(
+            state_backward.extend(column_sums(
                 builder,
-                GemmBuffers::WorkWorkToGrads,
-                (out, 1, batch),
+                (out, batch),
                 operand(r.head_dout, 1, out),
-                operand(r.one, 0, 0),
-                operand(bias_at, 1, 0),
-                acc,
-                0,
+                bias_at,
             )?);
         }
     } else if let (Some(out), Some((head_at, head_bias))) = (head_out, params.head) {
@@ -598,15 +605,11 @@ pub(crate) fn programs(
             head_sums,
         )?);
         if head_bias.is_some() && head_sums.is_none() {
-            backward.extend(gemm(
+            backward.extend(column_sums(
                 builder,
-                GemmBuffers::WorkWorkToGrads,
-                (out, 1, frames),
+                (out, frames),
                 operand(r.head_dout, 1, out),
-                operand(r.one, 0, 0),
-                operand(bias_at, 1, 0),
-                acc,
-                0,
+                bias_at,
             )?);
         }
         backward.extend(gemm(

@@ -223,13 +223,8 @@ impl GpuTrainer {
         loss: Loss,
         target: Target<'_>,
     ) -> Result<()> {
-        tape.check(self.id, self.last.as_ref().map(|l| l.id))?;
+        let shape = self.taped_shape(&tape)?;
         let config = self.config.clone();
-        let shape = self
-            .last
-            .as_ref()
-            .map(|l| l.shape)
-            .ok_or_else(|| RnnError::Tape("the model holds no training forward".into()))?;
         let features = self.output_features();
         let (steps, batch) = (shape.seq_len, shape.batch);
         let rows = self.output_rows(&shape);
