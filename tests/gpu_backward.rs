@@ -8,8 +8,8 @@ use support::{Problem, Rng, mode_name, random_lengths};
 use wgpu_rnn::compare::scaled_max_error;
 use wgpu_rnn::testing::gpu;
 use wgpu_rnn::{
-    CpuTrainer, GpuContext, GpuTrainer, Hx, Linear, OutputGrads, Recurrence, RnnConfig, RnnError,
-    RnnMode, Tensor, Train,
+    CpuTrainer, GpuContext, GpuTrainer, Hx, InitialState, Linear, Loss, OutputGrads, Recurrence,
+    Reduction, RnnConfig, RnnError, RnnMode, Target, Tensor, Train,
 };
 
 /// GPU against CPU: `max|gpu − cpu| / max(1, max|cpu|)`, as the fixtures measure.
@@ -559,29 +559,7 @@ fn chunked_training_matches_whole(mode: RnnMode) {
     let Some(ctx) = gpu("chunked_training_matches_whole") else {
         return;
     };
-    let config = RnnConfig {
-        num_layers: 2,
-        batch_first: true,
-        proj_size: if mode == RnnMode::Lstm { 3 } else { 0 },
-        ..RnnConfig::new(mode, 3, 8)
-    };
-    let mut problem = Problem::new(config.clone(), 37, 3, 17);
-    problem.with_state = true;
-    problem.lengths = Some(vec![37, 9, 20]);
-    let mut rng = Rng(3);
-    let head = Linear {
-        in_features: config.output_size(),
-        out_features: 2,
-        weight: rng.values(2 * config.output_size()),
-        bias: Some(rng.values(2)),
-    };
-    let case = Case {
-        d_output: rng.tensor(&[3, 37, 2]),
-        d_h_n: Some(rng.tensor(&[2, 3, config.state_size()])),
-        d_c_n: (mode == RnnMode::Lstm).then(|| rng.tensor(&[2, 3, 8])),
-        problem,
-        head: Some(head),
-    };
+    let case = chunked_case(mode);
     let (mut cpu, mut whole) = trainers(&ctx, &case);
     let (_, mut chunked) = trainers(&ctx, &case);
     let budget = chunked.workspace_bytes(8, 3).unwrap();
@@ -610,6 +588,83 @@ fn chunked_training_matches_whole(mode: RnnMode) {
     );
 }
 for_each_mode!(chunked, chunked_training_matches_whole);
+
+/// A loss's backward returns no input gradients and skips computing them (layer 0's dX, and
+/// d h0 in the sequence's first chunk), but not what the parameters' gradients need: the
+/// carries between chunks. Chunked and whole, against the CPU, from a given h0.
+fn chunked_loss_backward_matches_whole(mode: RnnMode) {
+    let Some(ctx) = gpu("chunked_loss_backward_matches_whole") else {
+        return;
+    };
+    let case = chunked_case(mode);
+    let (mut cpu, mut whole) = trainers(&ctx, &case);
+    let (_, mut chunked) = trainers(&ctx, &case);
+    let budget = chunked.workspace_bytes(8, 3).unwrap();
+    chunked.set_workspace_budget(Some(budget));
+    let want = loss_gradients(&mut whole, &case);
+    let cpu_want = loss_gradients(&mut cpu, &case);
+    let got = loss_gradients(&mut chunked, &case);
+    let context = |against: &str| format!("{}: chunked against {against}", mode_name(mode));
+    assert_within(&context("whole"), &got, &want, 1e-6);
+    assert_within(&context("CPU"), &got, &cpu_want, TOLERANCE);
+    assert_within(
+        &format!("{}: whole", mode_name(mode)),
+        &want,
+        &cpu_want,
+        TOLERANCE,
+    );
+}
+for_each_mode!(chunked_loss, chunked_loss_backward_matches_whole);
+
+/// The loss (MSE against `case.d_output` as the target) and the parameters' gradients of
+/// `forward_on_device` + `backward_loss` from the case's h0.
+fn loss_gradients(model: &mut impl Train, case: &Case) -> Vec<(String, Tensor)> {
+    let p = &case.problem;
+    let state = p.state().expect("the case has an initial state");
+    let hx = Hx {
+        h0: &state.h0,
+        c0: state.c0.as_ref(),
+    };
+    let tape = model
+        .forward_on_device(&p.input(), p.lengths.as_deref(), InitialState::Given(hx))
+        .unwrap();
+    let loss = Loss::Mse(Reduction::Mean);
+    model
+        .backward_loss(tape, loss, Target::Values(&case.d_output))
+        .unwrap();
+    let value = Tensor::new(vec![model.last_loss().unwrap()], &[1]).unwrap();
+    let mut all = vec![("loss".to_string(), value)];
+    all.extend(model.gradients().unwrap());
+    all
+}
+
+/// Two layers (an LSTM with proj_size), batch-first, lengths, a given state and a head, over
+/// 37 steps: 5 chunks of 8 under the budget of 8 steps.
+fn chunked_case(mode: RnnMode) -> Case {
+    let config = RnnConfig {
+        num_layers: 2,
+        batch_first: true,
+        proj_size: if mode == RnnMode::Lstm { 3 } else { 0 },
+        ..RnnConfig::new(mode, 3, 8)
+    };
+    let mut problem = Problem::new(config.clone(), 37, 3, 17);
+    problem.with_state = true;
+    problem.lengths = Some(vec![37, 9, 20]);
+    let mut rng = Rng(3);
+    let head = Linear {
+        in_features: config.output_size(),
+        out_features: 2,
+        weight: rng.values(2 * config.output_size()),
+        bias: Some(rng.values(2)),
+    };
+    Case {
+        d_output: rng.tensor(&[3, 37, 2]),
+        d_h_n: Some(rng.tensor(&[2, 3, config.state_size()])),
+        d_c_n: (mode == RnnMode::Lstm).then(|| rng.tensor(&[2, 3, 8])),
+        problem,
+        head: Some(head),
+    }
+}
 
 /// What checkpointing cannot do is a typed error: a bidirectional model over the budget (its
 /// reverse direction starts at the end), a budget below two steps.
@@ -744,10 +799,10 @@ trait LossOnce {
 impl<T: Train> LossOnce for T {
     fn loss_once(&mut self, input: &Tensor, target: &Tensor) -> f32 {
         let tape = self
-            .forward_on_device(input, None, wgpu_rnn::InitialState::Zeros)
+            .forward_on_device(input, None, InitialState::Zeros)
             .unwrap();
-        let loss = wgpu_rnn::Loss::Mse(wgpu_rnn::Reduction::Mean);
-        self.backward_loss(tape, loss, wgpu_rnn::Target::Values(target))
+        let loss = Loss::Mse(Reduction::Mean);
+        self.backward_loss(tape, loss, Target::Values(target))
             .unwrap();
         self.last_loss().unwrap()
     }

@@ -520,6 +520,7 @@ impl Train for GpuTrainer {
             config.input_size,
             features,
             &top,
+            true,
         )?;
         let parts = submit_and_read(
             &ctx,

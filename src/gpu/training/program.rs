@@ -301,7 +301,8 @@ pub(crate) fn programs(
     let flag = |on: bool, f: u32| if on { f } else { 0 };
 
     let mut forward = Vec::new();
-    let mut backward_layers: Vec<Vec<Op>> = Vec::new();
+    let mut backward_layers: Vec<Vec<(Op, Yields)>> = Vec::new();
+    let params_only = |ops: Vec<Op>| ops.into_iter().map(|op| (op, Yields::Parameters));
     for layer in 0..layers {
         let inputs = config.layer_input_size(layer);
         // The layer's input: x, or the output of the layer below.
@@ -425,20 +426,24 @@ pub(crate) fn programs(
 
         // Backward: the steps in reverse, d h0, then the weight and input gradients.
         let mut back = Vec::new();
+        let mut push = |op: Op| back.push((op, Yields::Parameters));
         if persistent {
             let steps = steps_per_dispatch.1;
             for start in (0..seq_len).rev().step_by(steps) {
-                back.push(persistent_op(false, start));
+                push(persistent_op(false, start));
             }
         } else {
             for step in (0..seq_len).rev() {
                 if proj {
-                    back.push(step_op(StepEntry::BackwardProject, step));
+                    push(step_op(StepEntry::BackwardProject, step));
                 }
-                back.push(step_op(StepEntry::BackwardStep, step));
+                push(step_op(StepEntry::BackwardStep, step));
             }
         }
-        back.push(step_op(StepEntry::InitialStateGradient, 0));
+        back.push((
+            step_op(StepEntry::InitialStateGradient, 0),
+            Yields::InitialStateGradient,
+        ));
         for d in 0..dirs {
             let w = unit_params(layer * dirs + d, layer);
             let dg = r.p[layer] + d * frames * gates;
@@ -451,7 +456,7 @@ pub(crate) fn programs(
             let acc = GemmParams::ACCUMULATE;
             // dW_ih += dGᵀ·X, dW_hh += dG_hhᵀ·H_prev over every frame (with db_ih += dGᵀ·1,
             // db_hh += dG_hhᵀ·1 as their rows' sums, or as GEMMs of their own below).
-            back.extend(gemm_summing(
+            back.extend(params_only(gemm_summing(
                 builder,
                 to_grads,
                 (gates, inputs, frames),
@@ -461,9 +466,9 @@ pub(crate) fn programs(
                 acc,
                 0,
                 bias_sums(w.bias_ih),
-            )?);
+            )?));
             let hprev = r.hprev[layer] + d * frames * s;
-            back.extend(gemm_summing(
+            back.extend(params_only(gemm_summing(
                 builder,
                 to_grads,
                 (gates, s, frames),
@@ -473,19 +478,19 @@ pub(crate) fn programs(
                 acc,
                 0,
                 bias_sums(w.bias_hh),
-            )?);
+            )?));
             if config.bias && !fused_bias {
                 for (grad, bias) in [(dg, w.bias_ih), (dghh, w.bias_hh)] {
-                    back.extend(column_sums(
+                    back.extend(params_only(column_sums(
                         builder,
                         (gates, frames),
                         operand(grad, 1, gates),
                         bias,
-                    )?);
+                    )?));
                 }
             }
             if proj {
-                back.extend(gemm(
+                back.extend(params_only(gemm(
                     builder,
                     to_grads,
                     (s, h, frames),
@@ -494,10 +499,15 @@ pub(crate) fn programs(
                     operand(w.weight_hr, h, 1),
                     acc,
                     0,
-                )?);
+                )?));
             }
-            // The input's gradient, dG·W_ih, summed over the directions.
-            back.extend(gemm(
+            // The input's gradient, dG·W_ih, summed over the directions: the upstream gradient
+            // of the layer below, or (layer 0) d input, which only `backward` returns.
+            let yields = match layer {
+                0 => Yields::InputGradient,
+                _ => Yields::Parameters,
+            };
+            let dx_ops = gemm(
                 builder,
                 GemmBuffers::WorkParamsToWork,
                 (frames, inputs, gates),
@@ -506,7 +516,8 @@ pub(crate) fn programs(
                 operand(dx, dx_row, 1),
                 flag(d > 0, acc),
                 0,
-            )?);
+            )?;
+            back.extend(dx_ops.into_iter().map(|op| (op, yields)));
         }
         backward_layers.push(back);
     }
@@ -623,22 +634,74 @@ pub(crate) fn programs(
             0,
         )?);
     }
+    let mut backward: Vec<(Op, Yields)> = params_only(backward).collect();
     for back in backward_layers.into_iter().rev() {
         backward.extend(back);
     }
     Ok(Programs {
         forward,
-        backward,
+        backward: BackwardPrograms::new(&backward),
         state_forward,
         state_backward,
     })
+}
+
+/// What a backward dispatch computes: the parameters' gradients (and what they need), or a
+/// gradient only the caller of `backward` reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Yields {
+    Parameters,
+    /// d input (layer 0's dX GEMMs).
+    InputGradient,
+    /// The carries into each layer's initial state: d h0, or the gradient an earlier chunk
+    /// of the sequence continues from.
+    InitialStateGradient,
+}
+
+/// A backward program in the three forms a chunk of a sequence may need: a loss's backward
+/// returns no input gradients, and skips what only they need (on lavapipe a dispatch costs
+/// ~40 µs, a noticeable part of a small model's iteration).
+pub(crate) struct BackwardPrograms {
+    /// Everything, d input and d h0 included.
+    pub full: Vec<Op>,
+    /// Without d input: a chunk whose initial state's gradient an earlier chunk continues.
+    pub carrying: Vec<Op>,
+    /// Only the parameters' gradients: a sequence's first chunk, no input gradients asked.
+    pub parameters: Vec<Op>,
+}
+
+impl BackwardPrograms {
+    fn new(tagged: &[(Op, Yields)]) -> Self {
+        let without = |skip: &[Yields]| {
+            tagged
+                .iter()
+                .filter(|(_, y)| !skip.contains(y))
+                .map(|&(op, _)| op)
+                .collect()
+        };
+        BackwardPrograms {
+            full: without(&[]),
+            carrying: without(&[Yields::InputGradient]),
+            parameters: without(&[Yields::InputGradient, Yields::InitialStateGradient]),
+        }
+    }
+
+    /// The program of a chunk: `input_grads` when the caller reads d input and d h0,
+    /// `first_chunk` for the chunk the sequence starts with.
+    pub fn select(&self, input_grads: bool, first_chunk: bool) -> &[Op] {
+        match (input_grads, first_chunk) {
+            (true, _) => &self.full,
+            (false, false) => &self.carrying,
+            (false, true) => &self.parameters,
+        }
+    }
 }
 
 /// What a workspace records: its forward and backward, and a head on the final state's
 /// forward and backward (run by the sequence's last chunk only).
 pub(crate) struct Programs {
     pub forward: Vec<Op>,
-    pub backward: Vec<Op>,
+    pub backward: BackwardPrograms,
     pub state_forward: Vec<Op>,
     pub state_backward: Vec<Op>,
 }

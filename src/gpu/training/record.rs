@@ -252,6 +252,7 @@ impl GpuTrainer {
             config.input_size,
             features,
             &top,
+            false,
         );
         // The gates' gradients overwrite what the forward saved.
         self.last = None;

@@ -471,8 +471,10 @@ impl SequencePlan {
     }
 
     /// Records the backward of every chunk, the last first: the carries move from chunk to
-    /// chunk, each chunk but the last is recomputed from its checkpoint first, and each chunk's
-    /// input gradient is copied out. `top`: where a workspace's upstream gradient goes.
+    /// chunk, each chunk but the last is recomputed from its checkpoint first, and (with
+    /// `input_grads`) each chunk's input gradient is copied out, and d h0, d c0 at the end.
+    /// `top`: where a workspace's upstream gradient goes.
+    #[allow(clippy::too_many_arguments)]
     pub fn record_backward(
         &self,
         ctx: &GpuContext,
@@ -481,6 +483,7 @@ impl SequencePlan {
         input_size: usize,
         features: usize,
         top: &dyn Fn(&Regions) -> usize,
+        input_grads: bool,
     ) -> Result<()> {
         // Where the carries are: the uploaded d_h_n, d_c_n, then the last chunk's workspace.
         let mut carry_from: Option<&TrainWorkspace> = None;
@@ -542,18 +545,20 @@ impl SequencePlan {
                     ws.record(ctx, encoder, &ws.state_backward)?;
                 }
             }
-            ws.record(ctx, encoder, &ws.backward)?;
-            let frames = self.batch * input_size;
-            Self::copy(
-                encoder,
-                (&ws.work, r.dx),
-                (&self.data, self.d_input + start * frames),
-                len * frames,
-            );
+            ws.record(ctx, encoder, ws.backward.select(input_grads, k == 0))?;
+            if input_grads {
+                let frames = self.batch * input_size;
+                Self::copy(
+                    encoder,
+                    (&ws.work, r.dx),
+                    (&self.data, self.d_input + start * frames),
+                    len * frames,
+                );
+            }
             carry_from = Some(ws);
         }
         // d h0 and d c0 are the carries the first chunk left.
-        if let Some(first) = carry_from {
+        if let Some(first) = carry_from.filter(|_| input_grads) {
             let r = &first.regions;
             Self::copy(
                 encoder,

@@ -11,7 +11,9 @@ use crate::gpu::kernels::StepIndex;
 use crate::gpu::kernels::training::{OP_UNIFORM_BYTES, SubgroupPipelines, TrainingKernels};
 use crate::train::ParamLayout;
 
-use super::program::{HeadSpec, Op, ProgramBuilder, Programs, TrainRecurrence, programs};
+use super::program::{
+    BackwardPrograms, HeadSpec, Op, ProgramBuilder, Programs, TrainRecurrence, programs,
+};
 
 /// Where everything lies in `work`, in f32 elements.
 #[derive(Clone, Debug, Default)]
@@ -106,7 +108,7 @@ pub(crate) struct TrainWorkspace {
     pub work: wgpu::Buffer,
     pub bind_group: wgpu::BindGroup,
     pub forward: Vec<Op>,
-    pub backward: Vec<Op>,
+    pub backward: BackwardPrograms,
     /// Features of each layer's output frames, D·H_out.
     pub output_width: usize,
     /// A head on the final state (see [`Programs`]).
