@@ -20,6 +20,7 @@ const ROW_SUMS: u32 = 4u;
 @group(0) @binding(4) var<storage, read_write> work: array<f32>;
 @group(0) @binding(5) var<storage, read> params4: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> work4: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> grads4: array<vec4<f32>>;
 
 // k summed into one block before the block joins the total (see `main`). A multiple of 4.
 const SLICE: u32 = 32u;

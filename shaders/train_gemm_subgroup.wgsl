@@ -22,6 +22,35 @@ fn b_at(k: u32, n: u32) -> f32 {
     return select(0.0, {{B}}[g.b_off + k * g.b_sk + min(n, g.n - 1u) * g.b_sn], n < g.n);
 }
 
+// The vec4 forms (see `GemmVectors`), where the layout has the four values side by side, at
+// a start, strides and an extent that are multiples of four (so a vec4 is all inside the
+// matrix or all outside it). A[m..m+4, k] with A contiguous along m:
+fn a_rows(m: u32, k: u32) -> vec4<f32> {
+    return select(vec4<f32>(0.0), work4[(g.a_off + min(m, g.m - 4u) + k * g.a_sk) / 4u], m < g.m);
+}
+
+// B[k, n..n+4] with B contiguous along n.
+fn b_columns(k: u32, n: u32) -> vec4<f32> {
+    return select(vec4<f32>(0.0), {{B4}}[(g.b_off + k * g.b_sk + min(n, g.n - 4u)) / 4u], n < g.n);
+}
+
+// C[m, n..n+4] = sums (+ bias[n..n+4]) (+ C[m, n..n+4]): `store_element`'s arithmetic four
+// columns at a time, with C contiguous along n.
+fn store_columns(m: u32, n: u32, sums: vec4<f32>) {
+    if m >= g.m || n >= g.n {
+        return;
+    }
+    let at = (g.c_off + m * g.c_sm + n) / 4u;
+    var value = sums;
+    if (g.flags & BIAS) != 0u {
+        value += params4[(g.bias_off + n) / 4u];
+    }
+    if (g.flags & ACCUMULATE) != 0u {
+        value = {{C4}}[at] + value;
+    }
+    {{C4}}[at] = value;
+}
+
 @compute @workgroup_size({{LANES}}, 1, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
     let m0 = wg.x * {{TILE_ROWS}}u;
@@ -34,7 +63,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 {{DECLARE_BLOCKS}}
         let k_stop = min(k_block + SLICE, k_end);
         for (var k = k_block; k < k_stop; k++) {
-            let b = vec4<f32>(b_at(k, n0), b_at(k, n0 + 1u), b_at(k, n0 + 2u), b_at(k, n0 + 3u));
+{{LOAD_B}}
 {{LOAD_A}}
 {{MULTIPLY_ADD}}
         }

@@ -367,11 +367,7 @@ impl GpuContext {
             )));
         }
         let scopes = self.error_scopes();
-        let kernels = TrainingKernels::new(
-            &self.inner.device,
-            &self.inner.counters,
-            self.persistent_subgroup(),
-        );
+        let kernels = TrainingKernels::new(&self.inner.device, &self.inner.counters);
         scopes.finish(self, "compiling the training kernels")?;
         Ok(self.inner.training.get_or_init(|| kernels))
     }
@@ -386,6 +382,17 @@ impl GpuContext {
         let pipelines = kernels.subgroup(&self.inner.device, &self.inner.counters, spec);
         scopes.finish(self, "compiling a training recurrence")?;
         Ok(pipelines)
+    }
+
+    /// Compiles the training GEMM `kernel` unless it is compiled.
+    pub(crate) fn prepare_training_gemm(
+        &self,
+        kernel: crate::gpu::kernels::training::GemmKernel,
+    ) -> Result<()> {
+        let kernels = self.training_kernels()?;
+        let scopes = self.error_scopes();
+        kernels.prepare_gemm(&self.inner.device, &self.inner.counters, kernel);
+        scopes.finish(self, "compiling a training GEMM")
     }
 
     /// The loss kernels, compiled on first use.

@@ -138,20 +138,26 @@ pub(crate) fn gemm_wgsl(kernel: GemmKernel) -> String {
                 .set("A_BLOCK", a_block)
                 .set("B_BLOCK", b_block)
         }
-        GemmForm::Subgroup { lanes, row_sums } => subgroup_gemm(lanes as usize, row_sums),
+        GemmForm::Subgroup {
+            lanes,
+            row_sums,
+            vectors,
+        } => subgroup_gemm(lanes as usize, row_sums, vectors),
     };
     template
         .set("GEMM_COMMON", shaders::TRAIN_GEMM_COMMON)
         .set("A", a)
         .set("B", b)
         .set("C", c)
+        .set("B4", format!("{b}4"))
+        .set("C4", format!("{c}4"))
         .finish()
 }
 
 /// `train_gemm_subgroup.wgsl` for `lanes` lanes, its per-row work written out: row r of the
 /// tile is component r % 4 of what lane r / 4 loaded; each row's sums are a vec4 over the
 /// lane's four columns.
-fn subgroup_gemm(lanes: usize, row_sums: bool) -> Template {
+fn subgroup_gemm(lanes: usize, row_sums: bool, vectors: GemmVectors) -> Template {
     use std::fmt::Write;
     let rows = 4 * lanes;
     let xyzw = ["x", "y", "z", "w"];
@@ -162,9 +168,16 @@ fn subgroup_gemm(lanes: usize, row_sums: bool) -> Template {
         String::new(),
         String::new(),
     );
-    let mut load_a = String::from(
-        "            let a_mine = vec4<f32>(a_at(mine, k), a_at(mine + 1u, k), a_at(mine + 2u, k), a_at(mine + 3u, k));\n",
-    );
+    let mut load_a = String::from(if vectors.a {
+        "            let a_mine = a_rows(mine, k);\n"
+    } else {
+        "            let a_mine = vec4<f32>(a_at(mine, k), a_at(mine + 1u, k), a_at(mine + 2u, k), a_at(mine + 3u, k));\n"
+    });
+    let load_b = if vectors.b {
+        "            let b = b_columns(k, n0);"
+    } else {
+        "            let b = vec4<f32>(b_at(k, n0), b_at(k, n0 + 1u), b_at(k, n0 + 2u), b_at(k, n0 + 3u));"
+    };
     for l in 0..lanes {
         let _ = writeln!(
             load_a,
@@ -193,11 +206,15 @@ fn subgroup_gemm(lanes: usize, row_sums: bool) -> Template {
             );
             let _ = writeln!(add_blocks, "        row_sum{r} += row_blk{r};");
         }
-        for (c, component) in xyzw.iter().enumerate() {
-            let _ = writeln!(
-                store,
-                "    store_element(m0 + {r}u, n0 + {c}u, acc{r}.{component});"
-            );
+        if vectors.c {
+            let _ = writeln!(store, "    store_columns(m0 + {r}u, n0, acc{r});");
+        } else {
+            for (c, component) in xyzw.iter().enumerate() {
+                let _ = writeln!(
+                    store,
+                    "    store_element(m0 + {r}u, n0 + {c}u, acc{r}.{component});"
+                );
+            }
         }
     }
     if row_sums {
@@ -218,6 +235,7 @@ fn subgroup_gemm(lanes: usize, row_sums: bool) -> Template {
         .set("DECLARE_SUMS", sums)
         .set("DECLARE_BLOCKS", blocks)
         .set("LOAD_A", load_a)
+        .set("LOAD_B", load_b)
         .set("MULTIPLY_ADD", multiply_add)
         .set("ADD_BLOCKS", add_blocks)
         .set("STORE", store)
@@ -238,13 +256,16 @@ pub(crate) fn all_gemm_kernels(subgroup: Option<usize>) -> Vec<GemmKernel> {
         }
         if let Some(lanes) = subgroup {
             for row_sums in [false, true] {
-                all.push(GemmKernel {
-                    buffers,
-                    form: GemmForm::Subgroup {
-                        lanes: lanes as u32,
-                        row_sums,
-                    },
-                });
+                for vectors in GemmVectors::ALL {
+                    all.push(GemmKernel {
+                        buffers,
+                        form: GemmForm::Subgroup {
+                            lanes: lanes as u32,
+                            row_sums,
+                            vectors,
+                        },
+                    });
+                }
             }
         }
     }
@@ -253,7 +274,7 @@ pub(crate) fn all_gemm_kernels(subgroup: Option<usize>) -> Vec<GemmKernel> {
 
 /// Storage buffers per shader stage the training kernels bind: beyond wgpu's downlevel
 /// limits (4), within its defaults (8).
-pub(crate) const TRAINING_STORAGE_BUFFERS: u32 = 5;
+pub(crate) const TRAINING_STORAGE_BUFFERS: u32 = 6;
 
 impl BlockLoad {
     pub const ALL: [BlockLoad; 3] = [
@@ -277,9 +298,46 @@ pub(crate) enum GemmForm {
     /// as the layouts allow. Any adapter.
     Blocks { a: BlockLoad, b: BlockLoad },
     /// `train_gemm_subgroup.wgsl`: one subgroup of `lanes` lanes per 4·lanes × 4·lanes tile,
-    /// A shared by subgroupBroadcast; with `row_sums`, also A's row sums (`ROW_SUMS`).
-    /// Adapters with a fixed subgroup size.
-    Subgroup { lanes: u32, row_sums: bool },
+    /// A shared by subgroupBroadcast; with `row_sums`, also A's row sums (`ROW_SUMS`); the
+    /// operands `vectors` names moved as vec4s. Adapters with a fixed subgroup size.
+    Subgroup {
+        lanes: u32,
+        row_sums: bool,
+        vectors: GemmVectors,
+    },
+}
+
+/// Which of a subgroup GEMM's operands move as vec4s, where their layouts allow (see
+/// `program::gemm_vectors`): the four rows of A a lane loads (A contiguous along m), the
+/// four columns of B it loads and of C it stores (contiguous along n). On llvmpipe every
+/// load and store runs lane by lane, so one vec4 instead of four scalars (each with its
+/// bounds check) makes the GEMM's loop and its epilogue several times cheaper.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub(crate) struct GemmVectors {
+    pub a: bool,
+    pub b: bool,
+    pub c: bool,
+}
+
+impl GemmVectors {
+    /// Every combination.
+    pub const ALL: [GemmVectors; 8] = {
+        let mut all = [GemmVectors {
+            a: false,
+            b: false,
+            c: false,
+        }; 8];
+        let mut i = 0;
+        while i < 8 {
+            all[i] = GemmVectors {
+                a: i & 1 != 0,
+                b: i & 2 != 0,
+                c: i & 4 != 0,
+            };
+            i += 1;
+        }
+        all
+    };
 }
 
 impl GemmKernel {
@@ -334,7 +392,9 @@ pub(crate) struct TrainingKernels {
     initial_state_gradient: wgpu::ComputePipeline,
     forward_persistent: wgpu::ComputePipeline,
     backward_persistent: wgpu::ComputePipeline,
-    gemms: HashMap<GemmKernel, wgpu::ComputePipeline>,
+    /// The GEMM specialisations, compiled when a program first needs them (a program uses a
+    /// few of the dozens there are).
+    gemms: Mutex<HashMap<GemmKernel, wgpu::ComputePipeline>>,
     /// The register-resident recurrences, compiled on first use.
     subgroup: Mutex<HashMap<SubgroupRecurrence, Arc<SubgroupPipelines>>>,
 }
@@ -346,9 +406,8 @@ pub(crate) struct SubgroupPipelines {
 }
 
 impl TrainingKernels {
-    /// The pipelines of `device`, with the subgroup GEMM where its subgroups have a fixed
-    /// size (`subgroup`).
-    pub fn new(device: &wgpu::Device, counters: &Counters, subgroup: Option<usize>) -> Self {
+    /// The pipelines of `device` (the GEMMs come later: [`prepare_gemm`](Self::prepare_gemm)).
+    pub fn new(device: &wgpu::Device, counters: &Counters) -> Self {
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("training"),
             entries: &[
@@ -359,6 +418,7 @@ impl TrainingKernels {
                 storage_entry(4, false),
                 storage_entry_unsized(5, true),
                 storage_entry_unsized(6, false),
+                storage_entry_unsized(7, false),
             ],
         });
         let step_module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -367,20 +427,6 @@ impl TrainingKernels {
         });
         let step =
             |entry: &str| entry_pipeline(device, counters, entry, &step_module, entry, &layout);
-        let gemm = |kernel: GemmKernel| {
-            let source = gemm_wgsl(kernel);
-            let label = format!("training gemm {kernel:?}");
-            let label = label.as_str();
-            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(label),
-                source: wgpu::ShaderSource::Wgsl(source.into()),
-            });
-            (
-                kernel,
-                entry_pipeline(device, counters, label, &module, "main", &layout),
-            )
-        };
-        let gemms = all_gemm_kernels(subgroup).into_iter().map(gemm).collect();
         TrainingKernels {
             forward_step: step("forward_step"),
             forward_project: step("forward_project"),
@@ -389,7 +435,7 @@ impl TrainingKernels {
             initial_state_gradient: step("initial_state_gradient"),
             forward_persistent: step("forward_persistent"),
             backward_persistent: step("backward_persistent"),
-            gemms,
+            gemms: Mutex::new(HashMap::new()),
             subgroup: Mutex::new(HashMap::new()),
             layout,
         }
@@ -433,7 +479,27 @@ impl TrainingKernels {
         }
     }
 
-    pub fn gemm(&self, kernel: GemmKernel) -> &wgpu::ComputePipeline {
-        &self.gemms[&kernel]
+    /// Compiles `kernel` unless it is compiled.
+    pub fn prepare_gemm(&self, device: &wgpu::Device, counters: &Counters, kernel: GemmKernel) {
+        // A poisoned lock only means another compilation panicked; the map is still whole.
+        let mut cache = self.gemms.lock().unwrap_or_else(|e| e.into_inner());
+        cache.entry(kernel).or_insert_with(|| {
+            let label = format!("training gemm {kernel:?}");
+            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(&label),
+                source: wgpu::ShaderSource::Wgsl(gemm_wgsl(kernel).into()),
+            });
+            entry_pipeline(device, counters, &label, &module, "main", &self.layout)
+        });
+    }
+
+    /// The pipeline of `kernel`, which [`prepare_gemm`](Self::prepare_gemm) compiled (every
+    /// program's GEMMs are prepared when its workspace is made).
+    pub fn gemm(&self, kernel: GemmKernel) -> wgpu::ComputePipeline {
+        let cache = self.gemms.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .get(&kernel)
+            .unwrap_or_else(|| panic!("{kernel:?} was not prepared"))
+            .clone()
     }
 }

@@ -5,10 +5,10 @@
 
 use wgpu::util::DeviceExt;
 
-use super::program::Op;
+use super::program::{Op, Operand, gemm_vectors};
 use super::workspace::record_ops;
 use crate::gpu::kernels::training::{
-    BlockLoad, GemmBuffers, GemmForm, GemmKernel, GemmParams, OP_UNIFORM_BYTES,
+    BlockLoad, GemmBuffers, GemmForm, GemmKernel, GemmParams, GemmVectors, OP_UNIFORM_BYTES,
 };
 use crate::testing;
 use crate::weights::SplitMix64;
@@ -55,6 +55,7 @@ fn training_gemm_matches_cpu_twin() {
     let mut cases = 0;
     let mut forms = std::collections::HashSet::<(BlockLoad, BlockLoad)>::new();
     let (mut subgroup_cases, mut row_sum_cases) = (0, 0);
+    let mut vector_forms = std::collections::HashSet::new();
     for (i, &m) in sizes.iter().enumerate() {
         for (j, &n) in sizes.iter().enumerate() {
             for a_load in BlockLoad::ALL {
@@ -91,7 +92,14 @@ fn training_gemm_matches_cpu_twin() {
                     let b_off = (a_off + m * k + 3).next_multiple_of(4);
                     let b_by_columns = b_load == BlockLoad::AlongK;
                     let (b_sk, b_sn) = if b_by_columns { (1, k) } else { (n, 1) };
-                    let c_off = if to_grads { 7 } else { b_off + k * n + 1 };
+                    // C at an offset of four elements (the vec4 stores need it) or not.
+                    let c_aligned = (i + 2 * j) % 2 == 0;
+                    let c_off = match (to_grads, c_aligned) {
+                        (true, true) => 8,
+                        (true, false) => 7,
+                        (false, true) => (b_off + k * n + 1).next_multiple_of(4),
+                        (false, false) => b_off + k * n + 1,
+                    };
                     let g = GemmParams {
                         m: m as u32,
                         n: n as u32,
@@ -106,14 +114,15 @@ fn training_gemm_matches_cpu_twin() {
                         c_off: c_off as u32,
                         c_sm: n as u32,
                         c_sn: 1,
-                        bias_off: 2,
+                        // The bias at 4 (vec4s may add it) or 2.
+                        bias_off: if c_aligned { 4 } else { 2 },
                         k0: 0,
                         // The rows' sums (where asked for) after C.
-                        sums_off: (7 + m * n) as u32,
+                        sums_off: (c_off + m * n) as u32,
                     };
-                    let mut work = rng.uniform(-1.0, 1.0, b_off + k * n + 1 + m * n + 4);
-                    let params = rng.uniform(-1.0, 1.0, 2 + n);
-                    let mut grads = rng.uniform(-1.0, 1.0, 7 + m * n + m);
+                    let mut work = rng.uniform(-1.0, 1.0, b_off + k * n + 1 + m * n + 8);
+                    let params = rng.uniform(-1.0, 1.0, 4 + n);
+                    let mut grads = rng.uniform(-1.0, 1.0, 8 + m * n + m);
                     // The twin reads B from `work` either way; in the params variant B is in
                     // `params`: copy it there at the same offset.
                     let mut params_full = params.clone();
@@ -192,6 +201,10 @@ fn training_gemm_matches_cpu_twin() {
                                 binding: 6,
                                 resource: work_buffer.as_entire_binding(),
                             },
+                            wgpu::BindGroupEntry {
+                                binding: 7,
+                                resource: grads_buffer.as_entire_binding(),
+                            },
                         ],
                     });
                     let buffers = if to_grads {
@@ -216,14 +229,29 @@ fn training_gemm_matches_cpu_twin() {
                     )];
                     if let Some(lanes) = ctx.persistent_subgroup() {
                         let variants: &[bool] = if to_grads { &[false, true] } else { &[false] };
+                        // Scalar loads and stores, and the vec4s this layout allows.
+                        let operand = |off: usize, s0: usize, s1: usize| Operand { off, s0, s1 };
+                        let allowed = gemm_vectors(
+                            (m, n),
+                            operand(a_off, a_sm, a_sk),
+                            operand(b_off, b_sk, b_sn),
+                            operand(c_off, n, 1),
+                            (flags & GemmParams::BIAS != 0).then_some(g.bias_off as usize),
+                        );
                         for &row_sums in variants {
-                            let form = GemmForm::Subgroup {
-                                lanes: lanes as u32,
-                                row_sums,
-                            };
-                            let flags = flags | if row_sums { GemmParams::ROW_SUMS } else { 0 };
-                            kernels_run
-                                .push((GemmKernel { buffers, form }, GemmParams { flags, ..g }));
+                            for vectors in [GemmVectors::default(), allowed] {
+                                let form = GemmForm::Subgroup {
+                                    lanes: lanes as u32,
+                                    row_sums,
+                                    vectors,
+                                };
+                                let flags = flags | if row_sums { GemmParams::ROW_SUMS } else { 0 };
+                                kernels_run.push((
+                                    GemmKernel { buffers, form },
+                                    GemmParams { flags, ..g },
+                                ));
+                                vector_forms.insert(vectors);
+                            }
                         }
                     }
                     let mut results: Vec<Vec<f32>> = Vec::new();
@@ -240,6 +268,7 @@ fn training_gemm_matches_cpu_twin() {
                         let initial = if to_grads { &grads } else { &work };
                         ctx.queue()
                             .write_buffer(out, 0, bytemuck::cast_slice(initial.as_slice()));
+                        ctx.prepare_training_gemm(kernel).unwrap();
                         let [gx, gy] = kernel.groups(m as u32, n as u32);
                         let op = Op::Gemm {
                             kernel,
@@ -267,7 +296,7 @@ fn training_gemm_matches_cpu_twin() {
                     }
                     // The forms sum each element of C in the same order.
                     let c_range = if to_grads {
-                        0..7 + m * n
+                        0..c_off + m * n
                     } else {
                         0..work.len()
                     };
@@ -291,7 +320,17 @@ fn training_gemm_matches_cpu_twin() {
         "every pair of block loads ran ({cases} cases)"
     );
     if ctx.persistent_subgroup().is_some() {
-        assert_eq!(subgroup_cases, cases, "the subgroup form ran on every case");
+        let forms = 2; // scalar loads and stores, and the vec4s the layout allows
+        assert_eq!(
+            subgroup_cases,
+            forms * cases,
+            "the subgroup forms ran on every case"
+        );
         assert!(row_sum_cases > 10, "rows summed in {row_sum_cases} cases");
+        assert_eq!(
+            vector_forms.len(),
+            GemmVectors::ALL.len(),
+            "every combination of vec4 operands ran: {vector_forms:?}"
+        );
     }
 }

@@ -9,8 +9,8 @@ use crate::error::{Limit, Result, RnnError};
 use crate::gpu::context::GpuContext;
 use crate::gpu::engine::Recurrence;
 use crate::gpu::kernels::training::{
-    BlockLoad, GEMM_MAX_DEPTH, GemmBuffers, GemmForm, GemmKernel, GemmParams, StepEntry,
-    TRAIN_STEP_WORKGROUP, TrainUnit,
+    BlockLoad, GEMM_MAX_DEPTH, GemmBuffers, GemmForm, GemmKernel, GemmParams, GemmVectors,
+    StepEntry, TRAIN_STEP_WORKGROUP, TrainUnit,
 };
 use crate::gpu::train_subgroup::{SUBGROUP_STEPS_PER_DISPATCH, SubgroupRecurrence};
 use crate::train::ParamLayout;
@@ -128,11 +128,11 @@ pub(crate) fn persistent_steps(config: &RnnConfig) -> (usize, usize) {
 
 /// An operand of a GEMM: where it starts and its strides along its two indices.
 #[derive(Clone, Copy)]
-struct Operand {
-    off: usize,
+pub(crate) struct Operand {
+    pub off: usize,
     /// Stride along its first index (m for A and C, k for B) and its second (k, or n).
-    s0: usize,
-    s1: usize,
+    pub s0: usize,
+    pub s1: usize,
 }
 
 fn operand(off: usize, s0: usize, s1: usize) -> Operand {
@@ -158,6 +158,25 @@ fn block_load(operand: Operand, (outer_len, k): (usize, usize), is_a: bool) -> B
         BlockLoad::AlongOuter
     } else {
         BlockLoad::Elements
+    }
+}
+
+/// Which operands of a subgroup GEMM may move as vec4s (see `GemmVectors`): where the four
+/// values are side by side (A contiguous along m, B and C along n), start at a multiple of
+/// four, and the other stride and the extent along them are multiples of four too (a vec4
+/// then lies all inside or all outside the matrix); for C, also the bias it adds.
+pub(crate) fn gemm_vectors(
+    (m, n): (usize, usize),
+    a: Operand,
+    b: Operand,
+    c: Operand,
+    bias: Option<usize>,
+) -> GemmVectors {
+    let four = |v: usize| v % 4 == 0;
+    GemmVectors {
+        a: a.s0 == 1 && four(a.off) && four(a.s1) && four(m),
+        b: b.s1 == 1 && four(b.off) && four(b.s0) && four(n),
+        c: c.s1 == 1 && four(c.off) && four(c.s0) && four(n) && bias.is_none_or(four),
     }
 }
 
@@ -234,6 +253,13 @@ pub(crate) fn programs(
             Some(lanes) => GemmForm::Subgroup {
                 lanes: lanes as u32,
                 row_sums: row_sums.is_some(),
+                vectors: gemm_vectors(
+                    (m, n),
+                    a,
+                    b,
+                    c,
+                    (flags & GemmParams::BIAS != 0).then_some(bias),
+                ),
             },
             None => GemmForm::Blocks {
                 a: block_load(a, (m, k), true),
@@ -704,6 +730,17 @@ pub(crate) struct Programs {
     pub backward: BackwardPrograms,
     pub state_forward: Vec<Op>,
     pub state_backward: Vec<Op>,
+}
+
+impl Programs {
+    /// Every dispatch of every program.
+    pub fn all_ops(&self) -> impl Iterator<Item = &Op> {
+        self.forward
+            .iter()
+            .chain(&self.backward.full)
+            .chain(&self.state_forward)
+            .chain(&self.state_backward)
+    }
 }
 
 /// A Linear head: its outputs, and whether it reads the final state (else every frame).

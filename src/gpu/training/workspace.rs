@@ -193,6 +193,11 @@ impl TrainWorkspace {
             TrainRecurrence::Subgroup(spec) => Some(ctx.training_subgroup(spec)?),
             _ => None,
         };
+        for op in programs.all_ops() {
+            if let Op::Gemm { kernel, .. } = *op {
+                ctx.prepare_training_gemm(kernel)?;
+            }
+        }
 
         let scopes = ctx.error_scopes();
         let u32s = |n: usize| bytemuck::cast_slice::<u32, u8>(&vec![0u32; n]).to_vec();
@@ -264,6 +269,10 @@ impl TrainWorkspace {
                 wgpu::BindGroupEntry {
                     binding: 6,
                     resource: work.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 7,
+                    resource: grads_buffer.as_entire_binding(),
                 },
             ],
         });
@@ -337,7 +346,7 @@ pub(crate) fn record_ops(
                 params,
                 groups,
             } => {
-                pass.set_pipeline(kernels.gemm(kernel));
+                pass.set_pipeline(&kernels.gemm(kernel));
                 pass.set_bind_group(0, bind_group, &[params, 0]);
                 pass.dispatch_workgroups(groups[0], groups[1], 1);
             }
