@@ -5,7 +5,8 @@
 // tile's rows) and its four of B; the A values reach the other lanes by subgroupBroadcast, so
 // every loaded value feeds many multiply-adds (llvmpipe runs loads lane by lane, and
 // broadcasts as vector operations), with no workgroup memory and no barrier. Operands may have
-// any strides. Each element of C is summed in the same order as train_gemm.wgsl's (k ascending
+// any strides; where the layout allows, values move as vec4s (along k: four steps' values at
+// once, the loop then stepping k by four). Each element of C is summed in the same order as train_gemm.wgsl's (k ascending
 // within slices of SLICE, slices added in turn): the two kernels give the same results.
 //
 // A template: src/gpu/kernels/training.rs writes the per-row work out in full (constant
@@ -27,6 +28,16 @@ fn b_at(k: u32, n: u32) -> f32 {
 // matrix or all outside it). A[m..m+4, k] with A contiguous along m:
 fn a_rows(m: u32, k: u32) -> vec4<f32> {
     return select(vec4<f32>(0.0), work4[(g.a_off + min(m, g.m - 4u) + k * g.a_sk) / 4u], m < g.m);
+}
+
+// A[m, k..k+4] with A contiguous along k (a row outside the matrix reads as zeros).
+fn a_along_k(m: u32, k: u32) -> vec4<f32> {
+    return select(vec4<f32>(0.0), work4[(g.a_off + min(m, g.m - 1u) * g.a_sm + k) / 4u], m < g.m);
+}
+
+// B[k..k+4, n] with B contiguous along k.
+fn b_along_k(k: u32, n: u32) -> vec4<f32> {
+    return select(vec4<f32>(0.0), {{B4}}[(g.b_off + k + min(n, g.n - 1u) * g.b_sn) / 4u], n < g.n);
 }
 
 // B[k, n..n+4] with B contiguous along n.
@@ -62,11 +73,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     for (var k_block = g.k0; k_block < k_end; k_block += SLICE) {
 {{DECLARE_BLOCKS}}
         let k_stop = min(k_block + SLICE, k_end);
-        for (var k = k_block; k < k_stop; k++) {
-{{LOAD_B}}
-{{LOAD_A}}
-{{MULTIPLY_ADD}}
-        }
+{{K_LOOP}}
 {{ADD_BLOCKS}}
     }
 {{STORE}}

@@ -105,7 +105,9 @@ impl GemmParams {
     pub const ROW_SUMS: u32 = 4;
 }
 
-/// How a GEMM operand's 4 × 4 blocks are loaded (see `train_gemm.wgsl`).
+/// How a GEMM operand is loaded: element by element, or in vec4s along k or along its other
+/// index (the block GEMM loads 4 × 4 blocks so, `train_gemm.wgsl`; the subgroup GEMM its
+/// values of a step, `GemmVectors`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum BlockLoad {
     /// Element by element: any strides.
@@ -161,26 +163,47 @@ fn subgroup_gemm(lanes: usize, row_sums: bool, vectors: GemmVectors) -> Template
     use std::fmt::Write;
     let rows = 4 * lanes;
     let xyzw = ["x", "y", "z", "w"];
-    let (mut sums, mut blocks, mut multiply_add, mut add_blocks, mut store) = (
-        String::new(),
-        String::new(),
-        String::new(),
-        String::new(),
-        String::new(),
-    );
-    let mut load_a = String::from(if vectors.a {
-        "            let a_mine = a_rows(mine, k);\n"
-    } else {
-        "            let a_mine = vec4<f32>(a_at(mine, k), a_at(mine + 1u, k), a_at(mine + 2u, k), a_at(mine + 3u, k));\n"
-    });
-    let load_b = if vectors.b {
-        "            let b = b_columns(k, n0);"
-    } else {
-        "            let b = vec4<f32>(b_at(k, n0), b_at(k, n0 + 1u), b_at(k, n0 + 2u), b_at(k, n0 + 3u));"
+    let (mut sums, mut blocks, mut add_blocks, mut store) =
+        (String::new(), String::new(), String::new(), String::new());
+    // The loads of one step k (A's four rows of this lane, B's four columns), as expressions
+    // of `k`, and where vec4s along k are loaded for four steps at once (`k4` the first of
+    // them, `j` the step within), what is loaded before the four steps.
+    let mut prefetch = String::new();
+    let a_mine = match vectors.a {
+        BlockLoad::Elements => {
+            "vec4<f32>(a_at(mine, k), a_at(mine + 1u, k), a_at(mine + 2u, k), a_at(mine + 3u, k))"
+        }
+        BlockLoad::AlongOuter => "a_rows(mine, k)",
+        BlockLoad::AlongK => {
+            for i in 0..4 {
+                let _ = writeln!(
+                    prefetch,
+                    "            let a_k{i} = a_along_k(mine + {i}u, k4);"
+                );
+            }
+            "vec4<f32>(a_k0[j], a_k1[j], a_k2[j], a_k3[j])"
+        }
     };
+    let b = match vectors.b {
+        BlockLoad::Elements => {
+            "vec4<f32>(b_at(k, n0), b_at(k, n0 + 1u), b_at(k, n0 + 2u), b_at(k, n0 + 3u))"
+        }
+        BlockLoad::AlongOuter => "b_columns(k, n0)",
+        BlockLoad::AlongK => {
+            for i in 0..4 {
+                let _ = writeln!(
+                    prefetch,
+                    "            let b_k{i} = b_along_k(k4, n0 + {i}u);"
+                );
+            }
+            "vec4<f32>(b_k0[j], b_k1[j], b_k2[j], b_k3[j])"
+        }
+    };
+    let by_fours = vectors.a == BlockLoad::AlongK || vectors.b == BlockLoad::AlongK;
+    let mut step = format!("            let b = {b};\n            let a_mine = {a_mine};\n");
     for l in 0..lanes {
         let _ = writeln!(
-            load_a,
+            step,
             "            let a{l} = subgroupBroadcast(a_mine, {l}u);"
         );
     }
@@ -188,7 +211,7 @@ fn subgroup_gemm(lanes: usize, row_sums: bool, vectors: GemmVectors) -> Template
         let _ = writeln!(sums, "    var acc{r} = vec4<f32>(0.0);");
         let _ = writeln!(blocks, "        var blk{r} = vec4<f32>(0.0);");
         let _ = writeln!(
-            multiply_add,
+            step,
             "            blk{r} += a{}.{} * b;",
             r / 4,
             xyzw[r % 4]
@@ -199,7 +222,7 @@ fn subgroup_gemm(lanes: usize, row_sums: bool, vectors: GemmVectors) -> Template
             let _ = writeln!(sums, "    var row_sum{r} = 0.0;");
             let _ = writeln!(blocks, "        var row_blk{r} = 0.0;");
             let _ = writeln!(
-                multiply_add,
+                step,
                 "            row_blk{r} += a{}.{};",
                 r / 4,
                 xyzw[r % 4]
@@ -228,15 +251,23 @@ fn subgroup_gemm(lanes: usize, row_sums: bool, vectors: GemmVectors) -> Template
         }
         let _ = writeln!(store, "    }}");
     }
+    // One step per k, or (vec4s along k) four steps per trip, in the same order.
+    let k_loop = if by_fours {
+        let step = step.replace("\n            ", "\n                ");
+        format!(
+            "        for (var k4 = k_block; k4 < k_stop; k4 += 4u) {{\n{prefetch}            \
+             for (var j = 0u; j < 4u; j++) {{\n                let k = k4 + j;\n    {step}            }}\n        }}"
+        )
+    } else {
+        format!("        for (var k = k_block; k < k_stop; k++) {{\n{step}        }}")
+    };
     Template::new(shaders::TRAIN_GEMM_SUBGROUP)
         .set("LANES", lanes.to_string())
         .set("TILE_ROWS", rows.to_string())
         .set("ROWS_PER_LANE", "4")
         .set("DECLARE_SUMS", sums)
         .set("DECLARE_BLOCKS", blocks)
-        .set("LOAD_A", load_a)
-        .set("LOAD_B", load_b)
-        .set("MULTIPLY_ADD", multiply_add)
+        .set("K_LOOP", k_loop)
         .set("ADD_BLOCKS", add_blocks)
         .set("STORE", store)
 }
@@ -256,7 +287,7 @@ pub(crate) fn all_gemm_kernels(subgroup: Option<usize>) -> Vec<GemmKernel> {
         }
         if let Some(lanes) = subgroup {
             for row_sums in [false, true] {
-                for vectors in GemmVectors::ALL {
+                for vectors in GemmVectors::all() {
                     all.push(GemmKernel {
                         buffers,
                         form: GemmForm::Subgroup {
@@ -307,37 +338,35 @@ pub(crate) enum GemmForm {
     },
 }
 
-/// Which of a subgroup GEMM's operands move as vec4s, where their layouts allow (see
-/// `program::gemm_vectors`): the four rows of A a lane loads (A contiguous along m), the
-/// four columns of B it loads and of C it stores (contiguous along n). On llvmpipe every
-/// load and store runs lane by lane, so one vec4 instead of four scalars (each with its
-/// bounds check) makes the GEMM's loop and its epilogue several times cheaper.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+/// How a subgroup GEMM moves its operands (see `program::gemm_vectors`): A and B element by
+/// element, or as vec4s along the index the layout has side by side (a lane's four rows of A
+/// or four columns of B, or four steps of k at once), and C's four columns of a lane as one
+/// vec4 or not. On llvmpipe every load and store runs lane by lane, so one vec4 instead of
+/// four scalars (each with its bounds check) makes the loop and the epilogue much cheaper.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct GemmVectors {
-    pub a: bool,
-    pub b: bool,
+    pub a: BlockLoad,
+    pub b: BlockLoad,
     pub c: bool,
 }
 
 impl GemmVectors {
-    /// Every combination.
-    pub const ALL: [GemmVectors; 8] = {
-        let mut all = [GemmVectors {
-            a: false,
-            b: false,
-            c: false,
-        }; 8];
-        let mut i = 0;
-        while i < 8 {
-            all[i] = GemmVectors {
-                a: i & 1 != 0,
-                b: i & 2 != 0,
-                c: i & 4 != 0,
-            };
-            i += 1;
-        }
-        all
+    /// Scalars throughout: any layout.
+    #[cfg(test)]
+    pub const SCALAR: GemmVectors = GemmVectors {
+        a: BlockLoad::Elements,
+        b: BlockLoad::Elements,
+        c: false,
     };
+
+    /// Every combination.
+    pub fn all() -> impl Iterator<Item = GemmVectors> {
+        BlockLoad::ALL.into_iter().flat_map(|a| {
+            BlockLoad::ALL
+                .into_iter()
+                .flat_map(move |b| [false, true].map(|c| GemmVectors { a, b, c }))
+        })
+    }
 }
 
 impl GemmKernel {

@@ -161,12 +161,12 @@ fn block_load(operand: Operand, (outer_len, k): (usize, usize), is_a: bool) -> B
     }
 }
 
-/// Which operands of a subgroup GEMM may move as vec4s (see `GemmVectors`): where the four
-/// values are side by side (A contiguous along m, B and C along n), start at a multiple of
-/// four, and the other stride and the extent along them are multiples of four too (a vec4
-/// then lies all inside or all outside the matrix); for C, also the bias it adds.
+/// How a subgroup GEMM may move its operands (see `GemmVectors`): A and B as the block GEMM
+/// would load them (`block_load`); C's four columns as a vec4 where they are side by side,
+/// start at a multiple of four, and the row stride and N are multiples of four too (a vec4
+/// then lies all inside or all outside the matrix), and so is the bias it adds.
 pub(crate) fn gemm_vectors(
-    (m, n): (usize, usize),
+    (m, n, k): (usize, usize, usize),
     a: Operand,
     b: Operand,
     c: Operand,
@@ -174,8 +174,8 @@ pub(crate) fn gemm_vectors(
 ) -> GemmVectors {
     let four = |v: usize| v % 4 == 0;
     GemmVectors {
-        a: a.s0 == 1 && four(a.off) && four(a.s1) && four(m),
-        b: b.s1 == 1 && four(b.off) && four(b.s0) && four(n),
+        a: block_load(a, (m, k), true),
+        b: block_load(b, (n, k), false),
         c: c.s1 == 1 && four(c.off) && four(c.s0) && four(n) && bias.is_none_or(four),
     }
 }
@@ -254,7 +254,7 @@ pub(crate) fn programs(
                 lanes: lanes as u32,
                 row_sums: row_sums.is_some(),
                 vectors: gemm_vectors(
-                    (m, n),
+                    (m, n, k),
                     a,
                     b,
                     c,
