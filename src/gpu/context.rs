@@ -367,7 +367,7 @@ impl GpuContext {
             )));
         }
         let scopes = self.error_scopes();
-        let kernels = TrainingKernels::new(&self.inner.device, &self.inner.counters);
+        let kernels = TrainingKernels::new(&self.inner.device);
         scopes.finish(self, "compiling the training kernels")?;
         Ok(self.inner.training.get_or_init(|| kernels))
     }
@@ -384,15 +384,15 @@ impl GpuContext {
         Ok(pipelines)
     }
 
-    /// Compiles the training GEMM `kernel` unless it is compiled.
-    pub(crate) fn prepare_training_gemm(
+    /// Compiles the training `pipeline` unless it is compiled.
+    pub(crate) fn prepare_training(
         &self,
-        kernel: crate::gpu::kernels::training::GemmKernel,
+        pipeline: crate::gpu::kernels::training::TrainingPipeline,
     ) -> Result<()> {
         let kernels = self.training_kernels()?;
         let scopes = self.error_scopes();
-        kernels.prepare_gemm(&self.inner.device, &self.inner.counters, kernel);
-        scopes.finish(self, "compiling a training GEMM")
+        kernels.prepare(&self.inner.device, &self.inner.counters, pipeline);
+        scopes.finish(self, "compiling a training kernel")
     }
 
     /// The loss kernels, compiled on first use.

@@ -390,7 +390,7 @@ pub(crate) enum GemmBuffers {
 }
 
 /// The training step entry points of `train_step.wgsl`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum StepEntry {
     ForwardStep,
     ForwardProject,
@@ -399,6 +399,21 @@ pub(crate) enum StepEntry {
     InitialStateGradient,
     ForwardPersistent,
     BackwardPersistent,
+}
+
+impl StepEntry {
+    /// The entry point's name in `train_step.wgsl`.
+    pub fn name(self) -> &'static str {
+        match self {
+            StepEntry::ForwardStep => "forward_step",
+            StepEntry::ForwardProject => "forward_project",
+            StepEntry::BackwardProject => "backward_project",
+            StepEntry::BackwardStep => "backward_step",
+            StepEntry::InitialStateGradient => "initial_state_gradient",
+            StepEntry::ForwardPersistent => "forward_persistent",
+            StepEntry::BackwardPersistent => "backward_persistent",
+        }
+    }
 }
 
 /// Invocations of a step kernel's workgroup along the features.
@@ -411,19 +426,21 @@ pub(crate) const GEMM_TILE: u32 = 64;
 /// iterations.
 pub(crate) const GEMM_MAX_DEPTH: u32 = 32768;
 
-/// The training pipelines of one device.
+/// A training pipeline that compiles on demand: an entry point of `train_step.wgsl`, or a GEMM
+/// specialisation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum TrainingPipeline {
+    Step(StepEntry),
+    Gemm(GemmKernel),
+}
+
+/// The training pipelines of one device. A program uses a few of the dozens there are (the
+/// step kernels not at all where the recurrence runs in registers), and each costs up to
+/// seconds of LLVM on a software adapter: each compiles when a workspace first needs it.
 pub(crate) struct TrainingKernels {
     pub layout: wgpu::BindGroupLayout,
-    forward_step: wgpu::ComputePipeline,
-    forward_project: wgpu::ComputePipeline,
-    backward_project: wgpu::ComputePipeline,
-    backward_step: wgpu::ComputePipeline,
-    initial_state_gradient: wgpu::ComputePipeline,
-    forward_persistent: wgpu::ComputePipeline,
-    backward_persistent: wgpu::ComputePipeline,
-    /// The GEMM specialisations, compiled when a program first needs them (a program uses a
-    /// few of the dozens there are).
-    gemms: Mutex<HashMap<GemmKernel, wgpu::ComputePipeline>>,
+    step_module: wgpu::ShaderModule,
+    pipelines: Mutex<HashMap<TrainingPipeline, wgpu::ComputePipeline>>,
     /// The register-resident recurrences, compiled on first use.
     subgroup: Mutex<HashMap<SubgroupRecurrence, Arc<SubgroupPipelines>>>,
 }
@@ -435,8 +452,9 @@ pub(crate) struct SubgroupPipelines {
 }
 
 impl TrainingKernels {
-    /// The pipelines of `device` (the GEMMs come later: [`prepare_gemm`](Self::prepare_gemm)).
-    pub fn new(device: &wgpu::Device, counters: &Counters) -> Self {
+    /// The layout and the step kernels' module of `device` (the pipelines come later:
+    /// [`prepare`](Self::prepare)).
+    pub fn new(device: &wgpu::Device) -> Self {
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("training"),
             entries: &[
@@ -454,17 +472,9 @@ impl TrainingKernels {
             label: Some("train_step"),
             source: wgpu::ShaderSource::Wgsl(shaders::train_step().into()),
         });
-        let step =
-            |entry: &str| entry_pipeline(device, counters, entry, &step_module, entry, &layout);
         TrainingKernels {
-            forward_step: step("forward_step"),
-            forward_project: step("forward_project"),
-            backward_project: step("backward_project"),
-            backward_step: step("backward_step"),
-            initial_state_gradient: step("initial_state_gradient"),
-            forward_persistent: step("forward_persistent"),
-            backward_persistent: step("backward_persistent"),
-            gemms: Mutex::new(HashMap::new()),
+            step_module,
+            pipelines: Mutex::new(HashMap::new()),
             subgroup: Mutex::new(HashMap::new()),
             layout,
         }
@@ -496,39 +506,40 @@ impl TrainingKernels {
         Arc::clone(pipelines)
     }
 
-    pub fn step(&self, entry: StepEntry) -> &wgpu::ComputePipeline {
-        match entry {
-            StepEntry::ForwardStep => &self.forward_step,
-            StepEntry::ForwardProject => &self.forward_project,
-            StepEntry::BackwardProject => &self.backward_project,
-            StepEntry::BackwardStep => &self.backward_step,
-            StepEntry::InitialStateGradient => &self.initial_state_gradient,
-            StepEntry::ForwardPersistent => &self.forward_persistent,
-            StepEntry::BackwardPersistent => &self.backward_persistent,
-        }
-    }
-
-    /// Compiles `kernel` unless it is compiled.
-    pub fn prepare_gemm(&self, device: &wgpu::Device, counters: &Counters, kernel: GemmKernel) {
+    /// Compiles `pipeline` unless it is compiled.
+    pub fn prepare(&self, device: &wgpu::Device, counters: &Counters, pipeline: TrainingPipeline) {
         // A poisoned lock only means another compilation panicked; the map is still whole.
-        let mut cache = self.gemms.lock().unwrap_or_else(|e| e.into_inner());
-        cache.entry(kernel).or_insert_with(|| {
-            let label = format!("training gemm {kernel:?}");
-            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(&label),
-                source: wgpu::ShaderSource::Wgsl(gemm_wgsl(kernel).into()),
-            });
-            entry_pipeline(device, counters, &label, &module, "main", &self.layout)
+        let mut cache = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
+        cache.entry(pipeline).or_insert_with(|| match pipeline {
+            TrainingPipeline::Step(entry) => {
+                let name = entry.name();
+                entry_pipeline(
+                    device,
+                    counters,
+                    name,
+                    &self.step_module,
+                    name,
+                    &self.layout,
+                )
+            }
+            TrainingPipeline::Gemm(kernel) => {
+                let label = format!("training gemm {kernel:?}");
+                let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(&label),
+                    source: wgpu::ShaderSource::Wgsl(gemm_wgsl(kernel).into()),
+                });
+                entry_pipeline(device, counters, &label, &module, "main", &self.layout)
+            }
         });
     }
 
-    /// The pipeline of `kernel`, which [`prepare_gemm`](Self::prepare_gemm) compiled (every
-    /// program's GEMMs are prepared when its workspace is made).
-    pub fn gemm(&self, kernel: GemmKernel) -> wgpu::ComputePipeline {
-        let cache = self.gemms.lock().unwrap_or_else(|e| e.into_inner());
+    /// `pipeline`, which [`prepare`](Self::prepare) compiled (a workspace prepares every
+    /// pipeline of its programs when it is made).
+    pub fn pipeline(&self, pipeline: TrainingPipeline) -> wgpu::ComputePipeline {
+        let cache = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
         cache
-            .get(&kernel)
-            .unwrap_or_else(|| panic!("{kernel:?} was not prepared"))
+            .get(&pipeline)
+            .unwrap_or_else(|| panic!("{pipeline:?} was not prepared"))
             .clone()
     }
 }

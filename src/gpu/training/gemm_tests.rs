@@ -11,6 +11,7 @@ use super::program::{Op, Operand, gemm_vectors};
 use super::workspace::record_ops;
 use crate::gpu::kernels::training::{
     BlockLoad, GemmBuffers, GemmForm, GemmKernel, GemmParams, GemmVectors, OP_UNIFORM_BYTES,
+    TrainingPipeline,
 };
 use crate::testing;
 use crate::weights::SplitMix64;
@@ -270,7 +271,8 @@ fn training_gemm_matches_cpu_twin() {
                         let initial = if to_grads { &grads } else { &work };
                         ctx.queue()
                             .write_buffer(out, 0, bytemuck::cast_slice(initial.as_slice()));
-                        ctx.prepare_training_gemm(kernel).unwrap();
+                        ctx.prepare_training(TrainingPipeline::Gemm(kernel))
+                            .unwrap();
                         let [gx, gy] = kernel.groups(m as u32, n as u32);
                         let op = Op::Gemm {
                             kernel,

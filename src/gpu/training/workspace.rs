@@ -8,7 +8,9 @@ use crate::config::{RnnConfig, RnnMode};
 use crate::error::{Limit, Result, RnnError};
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernels::StepIndex;
-use crate::gpu::kernels::training::{OP_UNIFORM_BYTES, SubgroupPipelines, TrainingKernels};
+use crate::gpu::kernels::training::{
+    OP_UNIFORM_BYTES, SubgroupPipelines, TrainingKernels, TrainingPipeline,
+};
 use crate::train::ParamLayout;
 
 use super::program::{
@@ -194,8 +196,10 @@ impl TrainWorkspace {
             _ => None,
         };
         for op in programs.all_ops() {
-            if let Op::Gemm { kernel, .. } = *op {
-                ctx.prepare_training_gemm(kernel)?;
+            match *op {
+                Op::Gemm { kernel, .. } => ctx.prepare_training(TrainingPipeline::Gemm(kernel))?,
+                Op::Step { entry, .. } => ctx.prepare_training(TrainingPipeline::Step(entry))?,
+                Op::Subgroup { .. } => {}
             }
         }
 
@@ -337,7 +341,7 @@ pub(crate) fn record_ops(
                 step,
                 groups,
             } => {
-                pass.set_pipeline(kernels.step(entry));
+                pass.set_pipeline(&kernels.pipeline(TrainingPipeline::Step(entry)));
                 pass.set_bind_group(0, bind_group, &[unit, step]);
                 pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
             }
@@ -346,7 +350,7 @@ pub(crate) fn record_ops(
                 params,
                 groups,
             } => {
-                pass.set_pipeline(&kernels.gemm(kernel));
+                pass.set_pipeline(&kernels.pipeline(TrainingPipeline::Gemm(kernel)));
                 pass.set_bind_group(0, bind_group, &[params, 0]);
                 pass.dispatch_workgroups(groups[0], groups[1], 1);
             }
