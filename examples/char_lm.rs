@@ -17,8 +17,14 @@
 //! `linear.*`), loaded back into an inference model (`GpuRnn`), and sampled: the prompt
 //! (`--prompt`, by default the text's first characters) runs through it, then each sampled
 //! character (softmax of the logits / `--temperature`, seeded) is fed back as the next input.
-//! `--cpu` runs the CPU reference path (`CpuTrainer`, `CpuRnn`) instead.
+//! `--cpu` runs the CPU reference path (`CpuTrainer`, `CpuRnn`) instead. `--torch PYTHON`
+//! also times the same loop in PyTorch (on the CPU, `--torch-threads` threads, 2 by default;
+//! same text, streams, model, loss, optimizer and clipping), alternating with ours after
+//! training, and ends with the line `ms_per_iteration=<ours> torch_ms_per_iteration=<PyTorch's>`
+//! (medians over the rounds).
 
+#[path = "support/torch_loop.rs"]
+mod torch_loop;
 #[path = "support/training.rs"]
 mod training;
 
@@ -29,7 +35,8 @@ use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
 
-use training::{Cell, Rng, progress_bar};
+use torch_loop::TorchLoop;
+use training::{Cell, Rng, median, progress_bar};
 use wgpu_rnn::{
     Adam, Batch, CpuRnn, CpuTrainer, GpuContext, GpuRnn, GpuTrainer, Hx, InitialState, Linear,
     Loss, OptimizerConfig, Reduction, Rnn, RnnWeights, Sgd, Target, Tensor, Train,
@@ -87,6 +94,20 @@ struct Args {
     /// Train on the CPU reference path instead of the GPU.
     #[arg(long)]
     cpu: bool,
+    /// Also time the same loop in PyTorch (on the CPU), run by this Python interpreter,
+    /// alternating with ours after training; the last line printed is then
+    /// `ms_per_iteration=<ours> torch_ms_per_iteration=<PyTorch's>` (medians over the rounds).
+    #[arg(long, value_name = "PYTHON")]
+    torch: Option<String>,
+    /// PyTorch's threads (torch.set_num_threads).
+    #[arg(long, default_value_t = 2)]
+    torch_threads: usize,
+    /// With --torch: rounds of (ours, PyTorch), alternated.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// With --torch: iterations per round and side.
+    #[arg(long, default_value_t = 200)]
+    round_iterations: usize,
     /// Where the trained model (safetensors, PyTorch's names) goes.
     #[arg(
         long,
@@ -116,10 +137,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<(), Error> {
-    let path = args
-        .text
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("README.md"));
+    let path = args.text.clone().unwrap_or_else(default_text);
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let vocab = Vocabulary::of(&text);
     let data = Streams::new(vocab.encode(&text)?, vocab.len(), args.batch, args.seq_len)?;
@@ -294,29 +312,35 @@ fn train(model: &mut impl Train, args: &Args, data: &Streams) -> Result<(), Erro
     );
     let mut optimizer = model.optimizer(config)?;
     let loss_every = args.loss_every.max(1);
-    let clip = (args.clip > 0.0).then_some(args.clip);
+    // Started (and warmed up) now, so that a missing interpreter or torch shows at once; it
+    // waits, idle, until training is over.
+    let mut torch = match &args.torch {
+        Some(python) => {
+            let path = args.text.clone().unwrap_or_else(default_text);
+            let torch_args = [
+                path.display().to_string(),
+                args.torch_threads.to_string(),
+                args.cell.torch_name().to_string(),
+                args.hidden.to_string(),
+                args.batch.to_string(),
+                args.seq_len.to_string(),
+                name.to_string(),
+                lr.to_string(),
+                args.clip.to_string(),
+                loss_every.to_string(),
+                args.seed.to_string(),
+            ];
+            Some(TorchLoop::start(python, TORCH_LOOP, &torch_args)?)
+        }
+        None => None,
+    };
     let bar = progress_bar(args.epochs * data.batches);
     let started = Instant::now();
     for epoch in 1..=args.epochs {
         let epoch_started = Instant::now();
         let (mut sum, mut count) = (0.0f64, 0usize);
         for b in 0..data.batches {
-            let (input, classes) = data.batch(b)?;
-            // Each epoch starts from zeros; then each batch from the last one's final state.
-            let state = match b {
-                0 => InitialState::Zeros,
-                _ => InitialState::Carried,
-            };
-            let batch = Batch {
-                input: &input,
-                lengths: None,
-                state,
-                target: Target::Classes(&classes),
-            };
-            // zero_grad, forward_on_device, backward_loss, clip_grad_norm, step: one
-            // submission on a GPU, nothing read back.
-            let loss = Loss::CrossEntropy(Reduction::Mean);
-            model.train_step(batch, loss, &mut optimizer, clip)?;
+            iteration(model, &mut optimizer, data, b, args.clip)?;
             if b % loss_every == 0 {
                 // Reading the loss waits for the GPU.
                 let loss = f64::from(model.last_loss()?);
@@ -342,8 +366,143 @@ fn train(model: &mut impl Train, args: &Args, data: &Streams) -> Result<(), Erro
         "trained: {iterations} iterations in {elapsed:.1} s ({:.2} ms per iteration)",
         elapsed * 1e3 / iterations.max(1) as f64
     );
+
+    // Timing against PyTorch, alternated: ours, PyTorch, ours, PyTorch, ...
+    if let Some(torch) = &mut torch {
+        println!(
+            "timing: {} rounds of {} iterations, ours then PyTorch {} (CPU, {} thread{})",
+            args.rounds,
+            args.round_iterations,
+            torch.version,
+            args.torch_threads,
+            if args.torch_threads == 1 { "" } else { "s" }
+        );
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for round in 1..=args.rounds {
+            let started = Instant::now();
+            for i in 0..args.round_iterations {
+                let b = i % data.batches;
+                iteration(model, &mut optimizer, data, b, args.clip)?;
+                if b % loss_every == 0 || i + 1 == args.round_iterations {
+                    model.last_loss()?; // as in training; the last read waits for all the work
+                }
+            }
+            let ms = started.elapsed().as_secs_f64() * 1e3 / args.round_iterations.max(1) as f64;
+            let torch_ms = torch.time(args.round_iterations)?;
+            println!("round {round}: ours {ms:.3} ms per iteration, PyTorch {torch_ms:.3}");
+            ours.push(ms);
+            theirs.push(torch_ms);
+        }
+        println!(
+            "ms_per_iteration={:.4} torch_ms_per_iteration={:.4}",
+            median(&mut ours),
+            median(&mut theirs)
+        );
+    }
     Ok(())
 }
+
+/// One iteration on batch `b` of the streams: `zero_grad`, `forward_on_device`,
+/// `backward_loss` (cross-entropy), `clip_grad_norm` (unless `clip` is 0) and the optimizer's
+/// step; one submission on a GPU, nothing read back.
+fn iteration(
+    model: &mut impl Train,
+    optimizer: &mut wgpu_rnn::Optimizer,
+    data: &Streams,
+    b: usize,
+    clip: f32,
+) -> wgpu_rnn::Result<()> {
+    let (input, classes) = data.batch(b)?;
+    // Each epoch starts from zeros; then each batch from the last one's final state.
+    let state = match b {
+        0 => InitialState::Zeros,
+        _ => InitialState::Carried,
+    };
+    let batch = Batch {
+        input: &input,
+        lengths: None,
+        state,
+        target: Target::Classes(&classes),
+    };
+    let loss = Loss::CrossEntropy(Reduction::Mean);
+    model.train_step(batch, loss, optimizer, (clip > 0.0).then_some(clip))
+}
+
+/// The repository's README.md, the default training text.
+fn default_text() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("README.md")
+}
+
+/// The same loop in PyTorch, run by `--torch PYTHON` as a server (see `support/torch_loop.rs`):
+/// the same text, vocabulary, streams, model, loss, optimizer and clipping.
+const TORCH_LOOP: &str = r#"
+import sys, time
+import torch
+from torch import nn
+
+path = sys.argv[1]
+threads, cell, hidden, batch, seq_len = int(sys.argv[2]), sys.argv[3], *map(int, sys.argv[4:7])
+optimizer_name, lr, clip = sys.argv[7], float(sys.argv[8]), float(sys.argv[9])
+loss_every, seed = int(sys.argv[10]), int(sys.argv[11])
+torch.set_num_threads(threads)
+torch.manual_seed(seed)
+
+text = open(path, encoding="utf-8").read()
+chars = sorted(set(text))
+index = {c: i for i, c in enumerate(chars)}
+vocab = len(chars)
+tokens = torch.tensor([index[c] for c in text])
+per_stream = len(tokens) // batch
+batches = (per_stream - 1) // seq_len
+streams = tokens[: per_stream * batch].reshape(batch, per_stream)
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = getattr(nn, cell)(vocab, hidden, batch_first=True)
+        self.linear = nn.Linear(hidden, vocab)
+
+    def forward(self, x, h):
+        out, h = self.rnn(x, h)
+        return self.linear(out), h
+
+model = Model()
+if optimizer_name == "SGD":
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+else:
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+cross_entropy = nn.CrossEntropyLoss()
+done = 0
+h = None
+
+def train(iterations):
+    global done, h
+    for _ in range(iterations):
+        b = done % batches
+        done += 1
+        window = streams[:, b * seq_len : b * seq_len + seq_len + 1]
+        x = nn.functional.one_hot(window[:, :-1], vocab).float()
+        y = window[:, 1:].reshape(-1)
+        if b == 0:
+            h = None
+        logits, h = model(x, h)
+        loss = cross_entropy(logits.reshape(-1, vocab), y)
+        optimizer.zero_grad()
+        loss.backward()
+        if clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), clip)
+        optimizer.step()
+        h = tuple(s.detach() for s in h) if isinstance(h, tuple) else h.detach()
+        if b % loss_every == 0:
+            loss.item()  # as ours reads its loss
+
+train(50)  # warm-up
+print(f"ready {torch.__version__}", flush=True)
+for line in sys.stdin:
+    start = time.perf_counter()
+    train(int(line))
+    print(time.perf_counter() - start, flush=True)
+"#;
 
 /// Saves the trained model as a PyTorch state_dict and loads it back, as an inference program
 /// would.

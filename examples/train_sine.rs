@@ -24,17 +24,19 @@
 //! alternating with ours, and ends with the line
 //! `ms_per_iteration=<ours> torch_ms_per_iteration=<PyTorch's>` (medians over the rounds).
 
+#[path = "support/torch_loop.rs"]
+mod torch_loop;
 #[path = "support/training.rs"]
 mod training;
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
 use plotters::prelude::*;
 
+use torch_loop::TorchLoop;
 use training::{Cell, Rng, median, progress_bar};
 use wgpu_rnn::{
     Adam, Batch, CpuRnn, CpuTrainer, GpuContext, GpuRnn, GpuTrainer, Hx, InitialState, Linear,
@@ -212,7 +214,15 @@ fn session(
     // Started (and warmed up) now, so that a missing interpreter or torch shows at once; it
     // waits, idle, until training is over.
     let mut torch = match &args.torch {
-        Some(python) => Some(TorchLoop::start(python, args)?),
+        Some(python) => {
+            let torch_args = [
+                args.torch_threads.to_string(),
+                args.cell.torch_name().to_string(),
+                args.lr.to_string(),
+                args.seed.to_string(),
+            ];
+            Some(TorchLoop::start(python, TORCH_LOOP, &torch_args)?)
+        }
         None => None,
     };
 
@@ -482,71 +492,3 @@ for line in sys.stdin:
     train(int(line))
     print(time.perf_counter() - start, flush=True)
 "#;
-
-/// The running PyTorch loop.
-struct TorchLoop {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
-    version: String,
-}
-
-impl TorchLoop {
-    fn start(python: &str, args: &Args) -> Result<Self, Error> {
-        let mut child = Command::new(python)
-            .args(["-c", TORCH_LOOP])
-            .arg(args.torch_threads.to_string())
-            .arg(args.cell.torch_name())
-            .arg(args.lr.to_string())
-            .arg(args.seed.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("--torch {python}: cannot run it: {e}"))?;
-        let stdin = child.stdin.take();
-        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        let mut torch = TorchLoop {
-            child,
-            stdin,
-            stdout,
-            version: String::new(),
-        };
-        let line = torch.read_line()?;
-        torch.version = line
-            .strip_prefix("ready ")
-            .ok_or_else(|| format!("--torch {python}: unexpected answer `{line}`"))?
-            .to_string();
-        Ok(torch)
-    }
-
-    /// PyTorch's milliseconds per iteration over `iterations` more iterations.
-    fn time(&mut self, iterations: usize) -> Result<f64, Error> {
-        let stdin = self.stdin.as_mut().expect("open until dropped");
-        writeln!(stdin, "{iterations}")?;
-        stdin.flush()?;
-        let line = self.read_line()?;
-        let seconds: f64 = line
-            .parse()
-            .map_err(|_| format!("--torch: unexpected answer `{line}`"))?;
-        Ok(seconds * 1e3 / iterations as f64)
-    }
-
-    fn read_line(&mut self) -> Result<String, Error> {
-        let mut line = String::new();
-        if self.stdout.read_line(&mut line)? == 0 {
-            let status = self.child.wait()?;
-            return Err(format!(
-                "--torch: the PyTorch loop exited ({status}); see its error above"
-            )
-            .into());
-        }
-        Ok(line.trim().to_string())
-    }
-}
-
-impl Drop for TorchLoop {
-    fn drop(&mut self) {
-        drop(self.stdin.take()); // end of input ends the script's loop
-        let _ = self.child.wait();
-    }
-}
