@@ -165,8 +165,10 @@ fn skip_backward(j: u32, dg: u32, dghh: u32) {
 // Steps step.index .. step.index + forward_steps (capped at T), workgroup (0, n, d).
 @compute @workgroup_size({{LANES}}, 1, 1)
 fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32{{SUB_BUILTIN}}) {
-    let n = wg.y;
-    let d = wg.z;
+    forward_sequence(wg.y, wg.z, lane{{SUB_ARG}});
+}
+
+fn forward_sequence(n: u32, d: u32, lane: u32{{SUB_PARAM}}) {
     let row0 = lane * ROWS;
     let first = step.index;
     let end = min(first + u.forward_steps, u.seq_len);
@@ -189,8 +191,10 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
 // Steps step.index down to step.index + 1 − backward_steps (not below 0).
 @compute @workgroup_size({{LANES}}, 1, 1)
 fn backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32{{SUB_BUILTIN}}) {
-    let n = wg.y;
-    let d = wg.z;
+    backward_sequence(wg.y, wg.z, lane{{SUB_ARG}});
+}
+
+fn backward_sequence(n: u32, d: u32, lane: u32{{SUB_PARAM}}) {
     let row0 = lane * ROWS;
     let count = min(u.backward_steps, step.index + 1u);
     let rows = gate_size();

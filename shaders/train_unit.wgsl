@@ -27,8 +27,7 @@ const RNN: u32 = 0u;
 const LSTM: u32 = 1u;
 const GRU: u32 = 2u;
 
-@group(0) @binding(0) var<uniform> u: Unit;
-@group(0) @binding(1) var<uniform> step: Step;
+{{UNIT_BINDINGS}}
 @group(0) @binding(2) var<storage, read> params: array<f32>;
 @group(0) @binding(4) var<storage, read_write> work: array<f32>;
 // The same two buffers read as vec4s, where sizes and offsets are multiples of four.

@@ -68,9 +68,30 @@ pub(crate) const TRAIN_SUBGROUP: &str = include_str!("../shaders/train_subgroup.
 /// The training step kernels' source.
 pub(crate) fn train_step() -> String {
     Template::new(TRAIN_STEP)
-        .set("TRAIN_UNIT", TRAIN_UNIT)
+        .set("TRAIN_UNIT", train_unit())
         .finish()
 }
+
+/// The shared declarations, `Unit` and `Step` the uniforms each dispatch is given.
+pub(crate) fn train_unit() -> String {
+    TRAIN_UNIT.replace(
+        "{{UNIT_BINDINGS}}",
+        "@group(0) @binding(0) var<uniform> u: Unit;\n@group(0) @binding(1) var<uniform> step: Step;",
+    )
+}
+
+/// The shared declarations, `Unit` and `Step` private values a one-dispatch program sets
+/// before each operation.
+pub(crate) fn train_unit_private() -> String {
+    TRAIN_UNIT.replace(
+        "{{UNIT_BINDINGS}}",
+        "var<private> u: Unit;\nvar<private> step: Step;",
+    )
+}
+
+/// `shaders/train_program.wgsl`: a small training program run by one subgroup in one
+/// dispatch (filled by `gpu::train_subgroup`).
+pub(crate) const TRAIN_PROGRAM: &str = include_str!("../shaders/train_program.wgsl");
 
 /// `shaders/train_gemm.wgsl`: the template of the training's strided GEMM, filled in per
 /// (A, B, C) buffers by `gpu::kernels::training`.

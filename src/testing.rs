@@ -126,14 +126,14 @@ pub fn time_input_projection(
 /// The persistent kernels projecting ahead, for representative sizes: they need 7 storage
 /// buffers per stage, beyond wgpu's downlevel limits, and are compiled only where the device
 /// allows them (see `gpu::kernels::OWN_INPUT_STORAGE_BUFFERS`); and the training kernels
-/// (6 storage buffers: a device with fewer refuses to train, with a typed error).
+/// (7 storage buffers: a device with fewer refuses to train, with a typed error).
 fn beyond_downlevel_sources() -> Vec<(String, String)> {
     use crate::gpu::architecture::{Architecture, Cell};
     use crate::gpu::gated_persistent::GatedPersistentSpec;
     use crate::gpu::persistent::PersistentSpec;
     use crate::gpu::projection::SubgroupProjection;
     let mut sources = vec![("train_step".to_string(), crate::shaders::train_step())];
-    // The training kernels bind 6 storage buffers (`TRAINING_STORAGE_BUFFERS`).
+    // The training kernels bind 7 storage buffers (`TRAINING_STORAGE_BUFFERS`).
     for kernel in crate::gpu::kernels::training::all_gemm_kernels(Some(8)) {
         sources.push((
             format!("train_gemm {kernel:?}"),
@@ -154,6 +154,13 @@ fn beyond_downlevel_sources() -> Vec<(String, String)> {
                 let name = format!("train_subgroup {spec:?}");
                 if sources.iter().all(|(known, _)| *known != name) {
                     sources.push((name, spec.wgsl()));
+                    // And a whole program around it, as `one_dispatch` writes one.
+                    if spec.subgroups == 1 {
+                        sources.push((
+                            format!("train_program {spec:?}"),
+                            spec.program_wgsl(crate::gpu::training::EXAMPLE_PROGRAM),
+                        ));
+                    }
                 }
             }
         }

@@ -807,3 +807,66 @@ impl<T: Train> LossOnce for T {
         self.last_loss().unwrap()
     }
 }
+
+/// A small model's forward and backward run as one dispatch each (`Recurrence::Auto`), with
+/// the results of their separate dispatches (`Recurrence::Persistent`), bit for bit: losses,
+/// gradients, and the parameters after a few `train_step`s. Sizes where the recurrence fits
+/// one subgroup and where it does not (the programs then stay separate dispatches).
+fn one_dispatch_programs_match(mode: RnnMode) {
+    let Some(ctx) = gpu("one_dispatch_programs_match") else {
+        return;
+    };
+    for (hidden, batch, steps) in [(8, 1, 49), (16, 3, 11), (20, 2, 7), (64, 1, 5)] {
+        let config = RnnConfig {
+            batch_first: true,
+            ..RnnConfig::new(mode, 3, hidden)
+        };
+        let mut rng = Rng(hidden as u64);
+        let weights = wgpu_rnn::RnnWeights::init(&config, 7).unwrap();
+        let head = Linear {
+            in_features: hidden,
+            out_features: 2,
+            weight: rng.values(2 * hidden),
+            bias: Some(rng.values(2)),
+        };
+        let input = rng.tensor(&[batch, steps, 3]);
+        let target = rng.tensor(&[batch, steps, 2]);
+        let mut results = Vec::new();
+        for recurrence in [Recurrence::Auto, Recurrence::Persistent] {
+            let mut model = GpuTrainer::new(&ctx, config.clone(), &weights)
+                .unwrap()
+                .with_head(&head)
+                .unwrap()
+                .with_recurrence(recurrence);
+            let mut optimizer = model.optimizer(wgpu_rnn::Adam::new(0.01).into()).unwrap();
+            let mut seen = Vec::new();
+            for i in 0..3 {
+                let batch = wgpu_rnn::Batch {
+                    input: &input,
+                    lengths: None,
+                    state: if i == 0 {
+                        InitialState::Zeros
+                    } else {
+                        InitialState::Carried
+                    },
+                    target: Target::Values(&target),
+                };
+                let loss = Loss::Mse(Reduction::Mean);
+                model.train_step(batch, loss, &mut optimizer, None).unwrap();
+                seen.push(("loss".to_string(), vec![model.last_loss().unwrap()]));
+                for (name, t) in model.gradients().unwrap() {
+                    seen.push((format!("step {i} d {name}"), t.data().to_vec()));
+                }
+            }
+            for (name, t) in model.parameters().unwrap() {
+                seen.push((name, t.data().to_vec()));
+            }
+            results.push(seen);
+        }
+        let context = format!("{} H={hidden} N={batch} T={steps}", mode_name(mode));
+        for ((name, one), (_, separate)) in results[0].iter().zip(&results[1]) {
+            assert!(one == separate, "{context}: {name} differs");
+        }
+    }
+}
+for_each_mode!(one_dispatch, one_dispatch_programs_match);

@@ -395,6 +395,20 @@ impl GpuContext {
         scopes.finish(self, "compiling a training kernel")
     }
 
+    /// A small training program as one kernel (`run`: its entry point's body, see
+    /// `gpu::training::one_dispatch`).
+    pub(crate) fn training_program(
+        &self,
+        spec: crate::gpu::train_subgroup::SubgroupRecurrence,
+        run: &str,
+    ) -> Result<wgpu::ComputePipeline> {
+        let kernels = self.training_kernels()?;
+        let scopes = self.error_scopes();
+        let pipeline = kernels.program(&self.inner.device, &self.inner.counters, spec, run);
+        scopes.finish(self, "compiling a training program")?;
+        Ok(pipeline)
+    }
+
     /// The loss kernels, compiled on first use.
     pub(crate) fn loss_kernels(&self) -> Result<&LossKernels> {
         if let Some(kernels) = self.inner.loss.get() {

@@ -109,6 +109,25 @@ impl SubgroupRecurrence {
 
     /// The kernel's WGSL: entry points `forward` and `backward`.
     pub fn wgsl(&self) -> String {
+        self.module(shaders::train_unit())
+    }
+
+    /// A whole small training program as one dispatch of this recurrence's one subgroup
+    /// (`train_program.wgsl`; `run`: its entry point's body, see
+    /// `gpu::training::one_dispatch`), the recurrence's `forward_sequence` and
+    /// `backward_sequence` among its operations.
+    pub fn program_wgsl(&self, run: &str) -> String {
+        debug_assert_eq!(self.subgroups, 1, "a program runs as one subgroup");
+        Template::new(shaders::TRAIN_PROGRAM)
+            .set("RECURRENCE", self.module(shaders::train_unit_private()))
+            .set("RUN", run)
+            .set("LANES", self.lanes.to_string())
+            .finish()
+    }
+
+    /// The recurrence's module over `declarations` (`train_unit.wgsl` with `Unit` and `Step`
+    /// as uniforms, or as private values).
+    fn module(&self, declarations: String) -> String {
         let (rows, kq, g_count) = (self.rows, self.vec4s(), self.cell.gates());
         let quads = rows / 4;
         let xyzw = ["x", "y", "z", "w"];
@@ -465,7 +484,7 @@ impl SubgroupRecurrence {
         }
 
         Template::new(shaders::TRAIN_SUBGROUP)
-            .set("TRAIN_UNIT", shaders::TRAIN_UNIT)
+            .set("TRAIN_UNIT", declarations)
             .set("LANES", (self.lanes * self.subgroups).to_string())
             .set(
                 "SHARED",
@@ -486,6 +505,8 @@ impl SubgroupRecurrence {
                     ""
                 },
             )
+            .set("SUB_ARG", if shared { ", sub" } else { "" })
+            .set("SUB_PARAM", if shared { ", sub: u32" } else { "" })
             .set("ROWS", rows.to_string())
             .set("FORWARD_WEIGHTS", (g_count * rows * kq).to_string())
             .set("BACKWARD_WEIGHTS", (g_count * rows * kq).to_string())

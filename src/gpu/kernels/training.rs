@@ -305,7 +305,7 @@ pub(crate) fn all_gemm_kernels(subgroup: Option<usize>) -> Vec<GemmKernel> {
 
 /// Storage buffers per shader stage the training kernels bind: beyond wgpu's downlevel
 /// limits (4), within its defaults (8).
-pub(crate) const TRAINING_STORAGE_BUFFERS: u32 = 6;
+pub(crate) const TRAINING_STORAGE_BUFFERS: u32 = 7;
 
 impl BlockLoad {
     pub const ALL: [BlockLoad; 3] = [
@@ -441,6 +441,8 @@ pub(crate) struct TrainingKernels {
     pub layout: wgpu::BindGroupLayout,
     step_module: wgpu::ShaderModule,
     pipelines: Mutex<HashMap<TrainingPipeline, wgpu::ComputePipeline>>,
+    /// Small programs as one kernel each, by their recurrence and entry point's body.
+    programs: Mutex<HashMap<(SubgroupRecurrence, String), wgpu::ComputePipeline>>,
     /// The register-resident recurrences, compiled on first use.
     subgroup: Mutex<HashMap<SubgroupRecurrence, Arc<SubgroupPipelines>>>,
 }
@@ -466,6 +468,8 @@ impl TrainingKernels {
                 storage_entry_unsized(5, true),
                 storage_entry_unsized(6, false),
                 storage_entry_unsized(7, false),
+                // The uniforms of every operation, read by the one-dispatch programs.
+                storage_entry_unsized(8, true),
             ],
         });
         let step_module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -475,6 +479,7 @@ impl TrainingKernels {
         TrainingKernels {
             step_module,
             pipelines: Mutex::new(HashMap::new()),
+            programs: Mutex::new(HashMap::new()),
             subgroup: Mutex::new(HashMap::new()),
             layout,
         }
@@ -531,6 +536,35 @@ impl TrainingKernels {
                 entry_pipeline(device, counters, &label, &module, "main", &self.layout)
             }
         });
+    }
+
+    /// The kernel of a small training program run as one dispatch (`run`: its entry point's
+    /// body), compiled on first use and kept for the device (workspaces of one shape share it).
+    pub fn program(
+        &self,
+        device: &wgpu::Device,
+        counters: &Counters,
+        spec: SubgroupRecurrence,
+        run: &str,
+    ) -> wgpu::ComputePipeline {
+        let mut cache = self.programs.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .entry((spec, run.to_string()))
+            .or_insert_with(|| {
+                let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some("training program"),
+                    source: wgpu::ShaderSource::Wgsl(spec.program_wgsl(run).into()),
+                });
+                entry_pipeline(
+                    device,
+                    counters,
+                    "training program",
+                    &module,
+                    "run",
+                    &self.layout,
+                )
+            })
+            .clone()
     }
 
     /// `pipeline`, which [`prepare`](Self::prepare) compiled (a workspace prepares every

@@ -157,7 +157,9 @@ fn training_gemm_matches_cpu_twin() {
                     let ops = device.create_buffer(&wgpu::BufferDescriptor {
                         label: None,
                         size: OP_UNIFORM_BYTES,
-                        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                        usage: wgpu::BufferUsages::UNIFORM
+                            | wgpu::BufferUsages::STORAGE
+                            | wgpu::BufferUsages::COPY_DST,
                         mapped_at_creation: false,
                     });
                     let steps = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -207,6 +209,10 @@ fn training_gemm_matches_cpu_twin() {
                             wgpu::BindGroupEntry {
                                 binding: 7,
                                 resource: grads_buffer.as_entire_binding(),
+                            },
+                            wgpu::BindGroupEntry {
+                                binding: 8,
+                                resource: ops.as_entire_binding(),
                             },
                         ],
                     });
@@ -280,7 +286,7 @@ fn training_gemm_matches_cpu_twin() {
                             groups: [gx, gy],
                         };
                         let mut encoder = device.create_command_encoder(&Default::default());
-                        record_ops(kernels, None, &bind_group, &mut encoder, &[op]);
+                        record_ops(kernels, None, &[], &bind_group, &mut encoder, &[op]);
                         ctx.queue().submit([encoder.finish()]);
                         let got = crate::gpu::kernel_tests::read(&ctx, out);
                         // f32 sums of k products of values in [−1, 1]: rounding grows with k.

@@ -4,10 +4,13 @@
 
 #[cfg(test)]
 mod gemm_tests;
+mod one_dispatch;
 mod program;
 mod record;
 mod sequence;
 mod workspace;
+
+pub(crate) use one_dispatch::EXAMPLE_PROGRAM;
 
 use std::collections::HashMap;
 
@@ -46,7 +49,9 @@ use workspace::{Regions, TrainWorkspace};
 /// state fits (H a multiple of 4; on lavapipe an Elman RNN up to 256, a GRU or LSTM up to 64)
 /// with W_hh in registers, else reading W_hh from storage;
 /// [`with_recurrence(Recurrence::PerStep)`](GpuTrainer::with_recurrence) runs one dispatch per
-/// step instead.
+/// step instead. A small model's whole forward, or backward, runs as one dispatch where the
+/// recurrence fits one subgroup (`Recurrence::Auto`; on a software adapter a dispatch costs
+/// ~40 µs, more than such a model's work), with the same results as its separate dispatches.
 /// Forward and backward are one submission each; parameters and gradients stay on the GPU
 /// until [`parameters`](Train::parameters) or [`gradients`](Train::gradients) reads them.
 pub struct GpuTrainer {
@@ -195,8 +200,9 @@ impl GpuTrainer {
     /// Which recurrent kernels the training forward and backward run: persistent (`Auto`, the
     /// default, and `Persistent`: one workgroup per sequence and direction runs hundreds of
     /// steps per dispatch, W_hh in registers where it fits) or one dispatch per step
-    /// (`PerStep`). They compute the same gradients, up to float rounding (sums in another
-    /// order).
+    /// (`PerStep`). `Auto` also runs a small model's whole forward or backward as one
+    /// dispatch (the same results as `Persistent`'s). They compute the same gradients, up to
+    /// float rounding (sums in another order).
     pub fn with_recurrence(mut self, recurrence: Recurrence) -> Self {
         self.recurrence = recurrence;
         self.workspaces.clear();
@@ -291,6 +297,7 @@ impl GpuTrainer {
                 seq_len,
                 batch,
                 TrainRecurrence::choose(&self.ctx, &self.config, self.recurrence),
+                self.recurrence == Recurrence::Auto,
             )?;
             self.workspaces.insert((seq_len, batch), ws);
         }

@@ -15,6 +15,7 @@ use crate::gpu::kernels::training::{
 use crate::gpu::train_subgroup::{SUBGROUP_STEPS_PER_DISPATCH, SubgroupRecurrence};
 use crate::train::ParamLayout;
 
+use super::one_dispatch::{Uniforms, one_dispatch};
 use super::workspace::Regions;
 
 /// One dispatch of a program.
@@ -39,6 +40,9 @@ pub(crate) enum Op {
         step: u32,
         groups: [u32; 3],
     },
+    /// A whole small program as one workgroup's dispatch (`one_dispatch.rs`): the
+    /// workspace's kernel `index` of `Programs::one_dispatch`.
+    Program { index: usize },
 }
 
 /// Which kernels run a training recurrence.
@@ -107,11 +111,17 @@ pub(crate) fn vec4_fits(config: &RnnConfig) -> bool {
 /// them), the dot products over W_hh (and W_hr), and a few more per unit and step.
 pub(crate) fn persistent_steps(config: &RnnConfig) -> (usize, usize) {
     const BUDGET: usize = 50_000;
+    let (forward, backward) = persistent_trips(config, TRAIN_STEP_WORKGROUP as usize);
+    ((BUDGET / forward).max(1), (BUDGET / backward).max(1))
+}
+
+/// Loop iterations one of `lanes` invocations of the persistent kernels makes per step,
+/// (forward, backward): see [`persistent_steps`].
+pub(crate) fn persistent_trips(config: &RnnConfig, lanes: usize) -> (usize, usize) {
     let (h, s, g) = (config.hidden_size, config.state_size(), config.mode.gates());
-    let lanes = TRAIN_STEP_WORKGROUP as usize;
     let owned = |units: usize| units.div_ceil(lanes);
     let proj = config.proj_size > 0;
-    let (forward, backward) = if vec4_fits(config) {
+    if vec4_fits(config) {
         // Four units per invocation, k four at a time (with G trips of the gate loop each).
         let quads = owned(h.div_ceil(4));
         (
@@ -122,8 +132,7 @@ pub(crate) fn persistent_steps(config: &RnnConfig) -> (usize, usize) {
         let forward = owned(h.max(s)) * (g * s + 8) + if proj { owned(s) * (h + 8) } else { 0 };
         let backward = owned(s) * (g * h + 8) + owned(h) * (if proj { s } else { 0 } + 8);
         (forward + 8, backward + 8)
-    };
-    ((BUDGET / forward).max(1), (BUDGET / backward).max(1))
+    }
 }
 
 /// An operand of a GEMM: where it starts and its strides along its two indices.
@@ -180,7 +189,8 @@ pub(crate) fn gemm_vectors(
     }
 }
 
-/// Lists both programs, writing their uniforms into `builder`.
+/// Lists both programs, writing their uniforms into `builder`; with `whole_programs`, small
+/// ones as one dispatch each (`one_dispatch.rs`).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn programs(
     ctx: &GpuContext,
@@ -191,6 +201,7 @@ pub(crate) fn programs(
     seq_len: usize,
     batch: usize,
     recurrence: TrainRecurrence,
+    whole_programs: bool,
     builder: &mut ProgramBuilder,
 ) -> Result<Programs> {
     let (layers, dirs) = (config.num_layers, config.num_directions());
@@ -664,11 +675,39 @@ pub(crate) fn programs(
     for back in backward_layers.into_iter().rev() {
         backward.extend(back);
     }
+    let mut backward = BackwardPrograms::new(&backward);
+
+    // Small programs as one dispatch each, where the recurrence runs in one subgroup (and the
+    // caller left the kernels to us).
+    let mut one_dispatch_runs: Vec<String> = Vec::new();
+    if let (TrainRecurrence::Subgroup(spec), true) = (recurrence, whole_programs) {
+        let uniforms = Uniforms {
+            bytes: &builder.ops,
+            step_align,
+        };
+        let mut single = |ops: &mut Vec<Op>| {
+            if let Some(run) = one_dispatch(config, spec, ops, &uniforms) {
+                let index = match one_dispatch_runs.iter().position(|r| *r == run) {
+                    Some(index) => index,
+                    None => {
+                        one_dispatch_runs.push(run);
+                        one_dispatch_runs.len() - 1
+                    }
+                };
+                *ops = vec![Op::Program { index }];
+            }
+        };
+        single(&mut forward);
+        single(&mut backward.full);
+        single(&mut backward.carrying);
+        single(&mut backward.parameters);
+    }
     Ok(Programs {
         forward,
-        backward: BackwardPrograms::new(&backward),
+        backward,
         state_forward,
         state_backward,
+        one_dispatch: one_dispatch_runs,
     })
 }
 
@@ -730,6 +769,8 @@ pub(crate) struct Programs {
     pub backward: BackwardPrograms,
     pub state_forward: Vec<Op>,
     pub state_backward: Vec<Op>,
+    /// The bodies of the one-dispatch kernels the programs' `Op::Program`s run.
+    pub one_dispatch: Vec<String>,
 }
 
 impl Programs {
@@ -738,6 +779,8 @@ impl Programs {
         self.forward
             .iter()
             .chain(&self.backward.full)
+            .chain(&self.backward.carrying)
+            .chain(&self.backward.parameters)
             .chain(&self.state_forward)
             .chain(&self.state_backward)
     }

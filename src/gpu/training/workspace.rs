@@ -118,6 +118,8 @@ pub(crate) struct TrainWorkspace {
     pub state_backward: Vec<Op>,
     /// The pipelines of the programs' `Op::Subgroup` dispatches, where they have any.
     subgroup: Option<std::sync::Arc<SubgroupPipelines>>,
+    /// The kernels of the programs' `Op::Program`s (small programs as one dispatch).
+    one_dispatch: Vec<wgpu::ComputePipeline>,
     /// Keep the uniforms the bind group reads alive.
     _ops: wgpu::Buffer,
     _steps: wgpu::Buffer,
@@ -169,6 +171,7 @@ impl TrainWorkspace {
         seq_len: usize,
         batch: usize,
         recurrence: TrainRecurrence,
+        whole_programs: bool,
     ) -> Result<Self> {
         let regions = Regions::new(config, head.map(|h| h.out), seq_len, batch);
         check_binding(ctx, "the training workspace", regions.len)?;
@@ -189,6 +192,7 @@ impl TrainWorkspace {
             seq_len,
             batch,
             recurrence,
+            whole_programs,
             &mut builder,
         )?;
         let subgroup = match recurrence {
@@ -199,9 +203,17 @@ impl TrainWorkspace {
             match *op {
                 Op::Gemm { kernel, .. } => ctx.prepare_training(TrainingPipeline::Gemm(kernel))?,
                 Op::Step { entry, .. } => ctx.prepare_training(TrainingPipeline::Step(entry))?,
-                Op::Subgroup { .. } => {}
+                Op::Subgroup { .. } | Op::Program { .. } => {}
             }
         }
+        let one_dispatch = match recurrence {
+            TrainRecurrence::Subgroup(spec) => programs
+                .one_dispatch
+                .iter()
+                .map(|run| ctx.training_program(spec, run))
+                .collect::<Result<Vec<_>>>()?,
+            _ => Vec::new(),
+        };
 
         let scopes = ctx.error_scopes();
         let u32s = |n: usize| bytemuck::cast_slice::<u32, u8>(&vec![0u32; n]).to_vec();
@@ -221,7 +233,11 @@ impl TrainWorkspace {
                 usage,
             })
         };
-        let ops = init("training ops", &builder.ops, wgpu::BufferUsages::UNIFORM);
+        let ops = init(
+            "training ops",
+            &builder.ops,
+            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::STORAGE,
+        );
         let steps = init("training steps", &steps, wgpu::BufferUsages::UNIFORM);
         let mut initial = vec![0.0f32; regions.len];
         initial[regions.one] = 1.0;
@@ -278,6 +294,10 @@ impl TrainWorkspace {
                     binding: 7,
                     resource: grads_buffer.as_entire_binding(),
                 },
+                wgpu::BindGroupEntry {
+                    binding: 8,
+                    resource: ops.as_entire_binding(),
+                },
             ],
         });
         scopes.finish(ctx, "making the training workspace")?;
@@ -286,6 +306,7 @@ impl TrainWorkspace {
             backward,
             state_forward,
             state_backward,
+            ..
         } = programs;
         Ok(TrainWorkspace {
             output_width: config.output_size(),
@@ -297,6 +318,7 @@ impl TrainWorkspace {
             forward,
             backward,
             subgroup,
+            one_dispatch,
             _ops: ops,
             _steps: steps,
         })
@@ -313,6 +335,7 @@ impl TrainWorkspace {
         record_ops(
             kernels,
             self.subgroup.as_deref(),
+            &self.one_dispatch,
             &self.bind_group,
             encoder,
             program,
@@ -325,6 +348,7 @@ impl TrainWorkspace {
 pub(crate) fn record_ops(
     kernels: &TrainingKernels,
     subgroup: Option<&SubgroupPipelines>,
+    one_dispatch: &[wgpu::ComputePipeline],
     bind_group: &wgpu::BindGroup,
     encoder: &mut wgpu::CommandEncoder,
     program: &[Op],
@@ -369,6 +393,12 @@ pub(crate) fn record_ops(
                 });
                 pass.set_bind_group(0, bind_group, &[unit, step]);
                 pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+            }
+            Op::Program { index } => {
+                // Its values are constants in the kernel: the uniforms' offsets do not matter.
+                pass.set_pipeline(&one_dispatch[index]);
+                pass.set_bind_group(0, bind_group, &[0, 0]);
+                pass.dispatch_workgroups(1, 1, 1);
             }
         }
     }

@@ -1,0 +1,141 @@
+//! Small training programs as one dispatch. On a software adapter every dispatch costs about
+//! 40 µs of thread hand-off however little it computes, and a small model's forward or
+//! backward is half a dozen dispatches of a few µs of work each (the sine-wave tutorial's
+//! whole iteration: eleven). Where a program's work is small, `one_dispatch` writes it out as
+//! one kernel (`train_program.wgsl`) that one subgroup runs: the operations in order,
+//! separated by barriers, each reading the uniforms its dispatch would have read from where
+//! the program keeps them (the same buffer, bound as storage too). The kernel's text depends
+//! on the model and the program's structure, not on T or N: workspaces of every shape share
+//! it. The recurrence is the register-resident kernel's (`train_subgroup.wgsl`), where it runs
+//! in one subgroup; the GEMMs sum in the GEMM kernels' order: the results are the
+//! multi-dispatch program's. (The generic recurrence in one workgroup was slower than its own
+//! dispatches: ~0.5 ms for the sine tutorial's forward against 0.17.)
+
+use std::fmt::Write;
+
+use crate::config::RnnConfig;
+use crate::gpu::kernels::training::{GemmBuffers, GemmParams, TrainUnit};
+use crate::gpu::train_subgroup::SubgroupRecurrence;
+
+use super::program::Op;
+
+/// The most multiply-adds a program may have to run as one workgroup: beyond it, the
+/// several workgroups of its separate dispatches (spread over the adapter's cores) win.
+const MAX_MULTIPLY_ADDS: u64 = 1 << 20;
+
+/// The most loop iterations the one invocation may run (llvmpipe stops every loop of an
+/// invocation past 65,535 in all, silently), with a margin.
+const MAX_LOOP_TRIPS: u64 = 40_000;
+
+/// Where a program's operations read their values: the program builder's uniforms and the
+/// step indices' spacing.
+pub(crate) struct Uniforms<'a> {
+    pub bytes: &'a [u8],
+    pub step_align: u32,
+}
+
+/// Loop iterations of the register-resident recurrence per step, at most.
+const RECURRENCE_TRIPS: u64 = 4;
+
+/// `program` as the body of `train_program.wgsl`'s entry point, or `None` where it is not
+/// small, or its recurrence not `spec`'s in one subgroup.
+pub(crate) fn one_dispatch(
+    config: &RnnConfig,
+    spec: SubgroupRecurrence,
+    program: &[Op],
+    uniforms: &Uniforms<'_>,
+) -> Option<String> {
+    if spec.subgroups != 1 {
+        return None;
+    }
+    let lanes = spec.lanes as u64;
+    let (mut multiply_adds, mut trips) = (0u64, 0u64);
+    let mut run = String::new();
+    for op in program {
+        match *op {
+            Op::Gemm { kernel, params, .. } => {
+                let at = params as usize;
+                let g: GemmParams =
+                    bytemuck::pod_read_unaligned(&uniforms.bytes[at..at + size_of::<GemmParams>()]);
+                let (m, n, k) = (u64::from(g.m), u64::from(g.n), u64::from(g.k));
+                multiply_adds += m * n * k;
+                trips += (m * n).div_ceil(lanes) * (k + k / 32 + 4);
+                let function = match kernel.buffers {
+                    GemmBuffers::WorkParamsToWork => "gemm_to_work",
+                    GemmBuffers::WorkWorkToGrads => "gemm_to_grads",
+                };
+                let _ = writeln!(
+                    run,
+                    "    gemm = gemm_at({}u);\n    {function}(lane);\n    barrier();",
+                    params / 4
+                );
+            }
+            Op::Subgroup {
+                forward,
+                unit,
+                step,
+                groups,
+            } => {
+                let at = unit as usize;
+                let u: TrainUnit =
+                    bytemuck::pod_read_unaligned(&uniforms.bytes[at..at + size_of::<TrainUnit>()]);
+                let index = step / uniforms.step_align;
+                // The backward's step counted from the end (its first dispatch starts at
+                // T − 1), so that the text does not depend on T.
+                let (call, index, steps) = if forward {
+                    ("forward_sequence", format!("{index}u"), u.forward_steps)
+                } else {
+                    let from_end = u.seq_len - index;
+                    (
+                        "backward_sequence",
+                        format!("u.seq_len - {from_end}u"),
+                        u.backward_steps,
+                    )
+                };
+                let steps = u64::from(steps.min(u.seq_len));
+                let sequences = u64::from(groups[1]) * u64::from(groups[2]);
+                let (g, h) = (config.gate_size() as u64, config.hidden_size as u64);
+                multiply_adds += sequences * steps * g * h;
+                trips += sequences * steps * RECURRENCE_TRIPS;
+                let _ = writeln!(
+                    run,
+                    "    u = unit_at({}u);\n    step = Step({index}, 0u, 0u, 0u);\n    \
+                     for (var n = 0u; n < u.batch; n++) {{\n        \
+                     for (var d = 0u; d < u.directions; d++) {{\n            \
+                     {call}(n, d, lane);\n        }}\n    }}\n    barrier();",
+                    unit / 4,
+                );
+            }
+            // d h0 (asked for by `backward`, or between chunks) and the step kernels.
+            Op::Step { .. } | Op::Program { .. } => return None,
+        }
+    }
+    (multiply_adds <= MAX_MULTIPLY_ADDS && trips <= MAX_LOOP_TRIPS).then_some(run)
+}
+
+/// What `one_dispatch` writes for a forward and a loss's backward (a projection, the
+/// recurrence, a head; the head's gradients, the recurrence backward, the weight gradients),
+/// for the shader validation tests (`testing::shader_sources`).
+pub(crate) const EXAMPLE_PROGRAM: &str = "    gemm = gemm_at(0u);
+    gemm_to_work(lane);
+    barrier();
+    u = unit_at(64u);
+    step = Step(0u, 0u, 0u, 0u);
+    for (var n = 0u; n < u.batch; n++) {
+        for (var d = 0u; d < u.directions; d++) {
+            forward_sequence(n, d, lane);
+        }
+    }
+    barrier();
+    gemm = gemm_at(128u);
+    gemm_to_grads(lane);
+    barrier();
+    u = unit_at(64u);
+    step = Step(u.seq_len - 1u, 0u, 0u, 0u);
+    for (var n = 0u; n < u.batch; n++) {
+        for (var d = 0u; d < u.directions; d++) {
+            backward_sequence(n, d, lane);
+        }
+    }
+    barrier();
+";
