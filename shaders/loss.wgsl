@@ -1,8 +1,8 @@
 // Losses on a model's output, as PyTorch defines them: the value and, into the backward's
 // upstream gradient, d loss / d output. MSE per element, cross-entropy per row of logits (max
 // subtracted, as PyTorch computes log-softmax). Each workgroup sums its rows' or elements'
-// losses in a fixed order and the last pass sums the workgroups' partials in order: the value
-// is bit-identical run to run.
+// losses in a fixed order and the last pass sums the workgroups' partials in order (a single
+// workgroup does it itself): the value is bit-identical run to run.
 
 struct LossParams {
     kind: u32,        // 0 MSE, 1 cross-entropy (each has its entry point)
@@ -40,6 +40,12 @@ fn store_partial(lane: u32, group: u32, sum: f32) {
     }
     if lane == 0u {
         data[l.partials + group] = partial[0];
+        if l.groups == 1u {
+            // The only partial: what `total` would make of it, without its dispatch.
+            var total = 0.0;
+            total += partial[0];
+            data[l.value] = total * l.scale;
+        }
     }
 }
 

@@ -326,8 +326,10 @@ impl SequencePlan {
             _ => &kernels.cross_entropy,
         });
         pass.dispatch_workgroups(groups, 1, 1);
-        pass.set_pipeline(&kernels.total);
-        pass.dispatch_workgroups(1, 1, 1);
+        if groups > 1 {
+            pass.set_pipeline(&kernels.total);
+            pass.dispatch_workgroups(1, 1, 1);
+        }
         Ok(())
     }
 
