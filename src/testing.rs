@@ -358,14 +358,16 @@ pub fn replay_optimizer(
             let (p_buf, g_buf) = (buffer(&flat), buffer(&vec![0.0; len]));
             let state = GpuOptimizerState::new(ctx, &p_buf, &g_buf, len, &config, None)?;
             let clipper = GpuClip::new(ctx, &p_buf, &g_buf, len, &ranges)?;
+            let mut uploads = crate::gpu::training::Uploads::default();
             for (s, g) in grads.iter().enumerate() {
                 ctx.queue()
                     .write_buffer(&g_buf, 0, bytemuck::cast_slice(&flatten(g)));
                 let mut encoder = ctx.device().create_command_encoder(&Default::default());
                 if let Some(max_norm) = clip {
-                    clipper.record(ctx, &mut encoder, max_norm)?;
+                    clipper.record(ctx, &mut encoder, &mut uploads, max_norm)?;
                 }
-                state.record_step(ctx, &mut encoder, &config, s as u64 + 1)?;
+                state.record_step(ctx, &mut encoder, &mut uploads, &config, s as u64 + 1)?;
+                uploads.flush(ctx);
                 ctx.queue().submit([encoder.finish()]);
                 if clip.is_some() {
                     let scratch = read_buffer(ctx, clipper.scratch(), clipper.total_at() + 1)?;

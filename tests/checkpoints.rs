@@ -250,6 +250,77 @@ fn train_step_is_the_loop(mode: RnnMode) {
 }
 for_each_mode!(train_step, train_step_is_the_loop);
 
+/// `train_steps` (one submission on a GPU for all the batches) does what a loop of
+/// `train_step`s does, bit for bit, every batch with its own input and target (a submission's
+/// uploads must not overwrite each other); where a batch is refused, the ones before it ran.
+fn train_steps_are_the_loop(mode: RnnMode) {
+    let Some(ctx) = gpu("train_steps_are_the_loop") else {
+        return;
+    };
+    let config = config(mode);
+    let weights = RnnWeights::init(&config, 5).unwrap();
+    let make = || {
+        GpuTrainer::new(&ctx, config.clone(), &weights)
+            .unwrap()
+            .with_head(&head())
+            .unwrap()
+    };
+    let data: Vec<_> = (0..5u64)
+        .map(|i| (Rng(i).tensor(&[2, 5, 2]), Rng(i + 100).tensor(&[2, 5, 1])))
+        .collect();
+    let batches: Vec<wgpu_rnn::Batch> = data
+        .iter()
+        .enumerate()
+        .map(|(i, (input, target))| wgpu_rnn::Batch {
+            input,
+            lengths: (i == 2).then_some(&[5usize, 3][..]),
+            state: if i == 0 {
+                InitialState::Zeros
+            } else {
+                InitialState::Carried
+            },
+            target: Target::Values(target),
+        })
+        .collect();
+    let loss = Loss::Mse(Reduction::Mean);
+    let (mut looped, mut batched) = (make(), make());
+    let mut opt_a = looped.optimizer(Adam::new(0.01).into()).unwrap();
+    let mut opt_b = batched.optimizer(Adam::new(0.01).into()).unwrap();
+    for &batch in &batches {
+        looped
+            .train_step(batch, loss, &mut opt_a, Some(0.5))
+            .unwrap();
+    }
+    batched
+        .train_steps(&batches, loss, &mut opt_b, Some(0.5))
+        .unwrap();
+    assert_eq!(looped.last_loss().unwrap(), batched.last_loss().unwrap());
+    assert_eq!(opt_a.steps(), opt_b.steps());
+    assert_eq!(
+        looped.parameters().unwrap(),
+        batched.parameters().unwrap(),
+        "{}",
+        mode_name(mode)
+    );
+
+    // A target of the wrong shape in the third batch: the first two run, then the error.
+    let wrong = Rng(7).tensor(&[2, 5, 3]);
+    let mut refused = batches[..3].to_vec();
+    refused[2].target = Target::Values(&wrong);
+    let (mut two, mut partial) = (make(), make());
+    let mut opt_two = two.optimizer(Adam::new(0.01).into()).unwrap();
+    let mut opt_partial = partial.optimizer(Adam::new(0.01).into()).unwrap();
+    two.train_steps(&batches[..2], loss, &mut opt_two, None)
+        .unwrap();
+    assert!(matches!(
+        partial.train_steps(&refused, loss, &mut opt_partial, None),
+        Err(RnnError::ShapeMismatch { .. })
+    ));
+    assert_eq!(opt_partial.steps(), 2);
+    assert_eq!(two.parameters().unwrap(), partial.parameters().unwrap());
+}
+for_each_mode!(train_steps, train_steps_are_the_loop);
+
 /// A cell with a head keeps the cell's names on both paths (`weight_ih`, then `head.weight`).
 #[test]
 fn a_cell_with_a_head_keeps_its_names() {

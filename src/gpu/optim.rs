@@ -5,6 +5,7 @@
 use crate::error::Result;
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernels::optim::OptimParams;
+use crate::gpu::training::Uploads;
 use crate::optim::{OptimizerConfig, adam_corrections};
 
 /// Elements of one tensor's share of the clipping norm a workgroup sums: 64 invocations stay
@@ -124,11 +125,12 @@ impl GpuOptimizerState {
         &self.state
     }
 
-    /// Records step `step` (1 for the first) of `config`.
+    /// Records step `step` (1 for the first) of `config`, its uniforms through `uploads`.
     pub fn record_step(
         &self,
         ctx: &GpuContext,
         encoder: &mut wgpu::CommandEncoder,
+        uploads: &mut Uploads,
         config: &OptimizerConfig,
         step: u64,
     ) -> Result<()> {
@@ -166,8 +168,7 @@ impl GpuOptimizerState {
                 (o.step_size, o.bc2_sqrt) = adam_corrections(&a, step);
             }
         }
-        ctx.queue()
-            .write_buffer(&self.uniform, 0, bytemuck::bytes_of(&o));
+        uploads.copy(ctx, encoder, bytemuck::bytes_of(&o), &self.uniform, 0);
         let kernels = ctx.optim_kernels()?;
         let mut pass = encoder.begin_compute_pass(&Default::default());
         pass.set_pipeline(&kernels.update);
@@ -214,11 +215,12 @@ impl GpuClip {
         })
     }
 
-    /// Records `clip_grad_norm_(max_norm)`.
+    /// Records `clip_grad_norm_(max_norm)`, its uniforms through `uploads`.
     pub fn record(
         &self,
         ctx: &GpuContext,
         encoder: &mut wgpu::CommandEncoder,
+        uploads: &mut Uploads,
         max_norm: f32,
     ) -> Result<()> {
         let o = OptimParams {
@@ -227,8 +229,7 @@ impl GpuClip {
             max_norm,
             ..OptimParams::default()
         };
-        ctx.queue()
-            .write_buffer(&self.uniform, 0, bytemuck::bytes_of(&o));
+        uploads.copy(ctx, encoder, bytemuck::bytes_of(&o), &self.uniform, 0);
         let kernels = ctx.optim_kernels()?;
         let mut pass = encoder.begin_compute_pass(&Default::default());
         pass.set_bind_group(0, &self.bind_group, &[]);

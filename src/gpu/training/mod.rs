@@ -8,9 +8,11 @@ mod one_dispatch;
 mod program;
 mod record;
 mod sequence;
+mod uploads;
 mod workspace;
 
 pub(crate) use one_dispatch::EXAMPLE_PROGRAM;
+pub(crate) use uploads::Uploads;
 
 use std::collections::HashMap;
 
@@ -80,6 +82,8 @@ pub struct GpuTrainer {
     loss_at: Option<((usize, usize), usize)>,
     id: u64,
     last: Option<LastForward>,
+    /// The host data of the submission being recorded.
+    uploads: Uploads,
 }
 
 /// The training forward whose values the workspace holds.
@@ -194,6 +198,7 @@ impl GpuTrainer {
             loss_at: None,
             id: next_id(),
             last: None,
+            uploads: Uploads::default(),
         })
     }
 
@@ -655,18 +660,42 @@ impl Train for GpuTrainer {
         // Everything an iteration does, recorded into one encoder and submitted once.
         optimizer.check_model(self.id)?;
         self.submit("the training step", |model, encoder| {
-            encoder.clear_buffer(&model.grads, 0, None);
-            model.record_forward(encoder, batch.input, batch.lengths, batch.state)?;
-            let tape = Tape {
-                model: model.id,
-                forward: model.last.as_ref().expect("set by the forward").id,
-            };
-            model.record_loss_backward(encoder, tape, loss, batch.target)?;
-            if let Some(max_norm) = clip {
-                model.record_clip(encoder, max_norm)?;
-            }
-            model.record_step(encoder, optimizer)
+            model.record_train_step(encoder, batch, loss, optimizer, clip)
         })
+    }
+
+    fn train_steps(
+        &mut self,
+        batches: &[Batch<'_>],
+        loss: Loss,
+        optimizer: &mut Optimizer,
+        clip: Option<f32>,
+    ) -> Result<()> {
+        optimizer.check_model(self.id)?;
+        // One command buffer per iteration, all in one submission: where an iteration is
+        // refused, the ones before it still run, as a loop of `train_step`s would.
+        let ctx = self.ctx.clone();
+        let _gl = ctx.gl_guard();
+        let scopes = ctx.error_scopes();
+        let mut recorded = Vec::with_capacity(batches.len());
+        let mut refused = None;
+        for &batch in batches {
+            let mut encoder = ctx.device().create_command_encoder(&Default::default());
+            match self.record_train_step(&mut encoder, batch, loss, optimizer, clip) {
+                Ok(()) => recorded.push(encoder.finish()),
+                Err(e) => {
+                    refused = Some(e);
+                    break;
+                }
+            }
+        }
+        self.uploads.flush(&ctx);
+        ctx.queue().submit(recorded);
+        let finished = scopes.finish(&ctx, "the training steps");
+        match refused {
+            Some(e) => Err(e),
+            None => finished,
+        }
     }
 
     fn last_grad_norm(&self) -> Result<f32> {

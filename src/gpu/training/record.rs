@@ -4,14 +4,14 @@
 //! separate `Train` methods each submit their own.
 
 use super::workspace::Regions;
-use super::{GpuTrainer, LastForward, submit_and_read, write};
+use super::{GpuTrainer, LastForward, submit_and_read};
 use crate::error::{Result, RnnError};
 use crate::gpu::optim::GpuClip;
 use crate::layout::ForwardShape;
 use crate::loss::{Loss, Target, check_target};
 use crate::rnn::RnnOutput;
 use crate::tensor::Tensor;
-use crate::train::{InitialState, Optimizer, OptimizerState, Tape, next_id};
+use crate::train::{Batch, InitialState, Optimizer, OptimizerState, Tape, next_id};
 
 impl GpuTrainer {
     /// Records with `record` into a fresh encoder and submits it, once; wgpu's errors are
@@ -27,7 +27,10 @@ impl GpuTrainer {
         let mut encoder = ctx.device().create_command_encoder(&Default::default());
         let recorded = record(self, &mut encoder);
         if recorded.is_ok() {
+            self.uploads.flush(&ctx);
             ctx.queue().submit([encoder.finish()]);
+        } else {
+            self.uploads.discard();
         }
         let finished = scopes.finish(&ctx, doing);
         recorded.and(finished)
@@ -64,10 +67,12 @@ impl GpuTrainer {
         let (shape, last) = match recorded {
             Ok(done) => done,
             Err(e) => {
+                self.uploads.discard();
                 let _ = scopes.finish(&ctx, "the training forward");
                 return Err(e);
             }
         };
+        self.uploads.flush(&ctx);
         let config = &self.config;
         let features = self.output_features();
         let plan = &self.sequences[&(shape.seq_len, shape.batch)];
@@ -159,11 +164,22 @@ impl GpuTrainer {
                 x[at..at + config.input_size].fill(0.0);
             }
         }
-        write(&ctx, &plan.data, plan.input, &x);
-        ctx.queue().write_buffer(
+        let uploads = &mut self.uploads;
+        uploads.copy(
+            &ctx,
+            encoder,
+            bytemuck::cast_slice(&x),
+            &plan.data,
+            plan.input as u64 * 4,
+        );
+        let local_lengths = plan.chunk_local_lengths(lengths);
+        let lengths_bytes = bytemuck::cast_slice(&local_lengths);
+        uploads.copy(
+            &ctx,
+            encoder,
+            lengths_bytes,
             &plan.data,
             plan.lengths as u64 * 4,
-            bytemuck::cast_slice(&plan.chunk_local_lengths(lengths)),
         );
         let states = (plan.h_len + plan.c_len) as u64 * 4;
         match (&carried, hx) {
@@ -180,9 +196,12 @@ impl GpuTrainer {
                 }
             }
             (None, Some(hx)) => {
-                write(&ctx, &plan.data, plan.checkpoints, hx.h0.data());
+                let at = plan.checkpoints as u64 * 4;
+                let h0 = bytemuck::cast_slice(hx.h0.data());
+                uploads.copy(&ctx, encoder, h0, &plan.data, at);
                 if let Some(c0) = hx.c0 {
-                    write(&ctx, &plan.data, plan.checkpoints + plan.h_len, c0.data());
+                    let c0 = bytemuck::cast_slice(c0.data());
+                    uploads.copy(&ctx, encoder, c0, &plan.data, at + plan.h_len as u64 * 4);
                 }
             }
             (None, None) => {
@@ -242,8 +261,16 @@ impl GpuTrainer {
             true => target,
             false => shape.gather_sequence_first(&target, width),
         };
-        write(&ctx, &plan.data, plan.target, &target);
-        plan.record_loss(&ctx, encoder, loss, features)?;
+        let target_at = plan.target as u64 * 4;
+        let uploads = &mut self.uploads;
+        uploads.copy(
+            &ctx,
+            encoder,
+            bytemuck::cast_slice(&target),
+            &plan.data,
+            target_at,
+        );
+        plan.record_loss(&ctx, encoder, uploads, loss, features)?;
         let top = |r: &Regions| self.top_region(r, true);
         let recorded = plan.record_backward(
             &ctx,
@@ -261,6 +288,28 @@ impl GpuTrainer {
         Ok(())
     }
 
+    /// Records a whole iteration (`Train::train_step`) into `encoder`.
+    pub(super) fn record_train_step(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        batch: Batch<'_>,
+        loss: Loss,
+        optimizer: &mut Optimizer,
+        clip: Option<f32>,
+    ) -> Result<()> {
+        encoder.clear_buffer(&self.grads, 0, None);
+        self.record_forward(encoder, batch.input, batch.lengths, batch.state)?;
+        let tape = Tape {
+            model: self.id,
+            forward: self.last.as_ref().expect("set by the forward").id,
+        };
+        self.record_loss_backward(encoder, tape, loss, batch.target)?;
+        if let Some(max_norm) = clip {
+            self.record_clip(encoder, max_norm)?;
+        }
+        self.record_step(encoder, optimizer)
+    }
+
     /// Records `optimizer`'s next step into `encoder`.
     pub(super) fn record_step(
         &mut self,
@@ -273,7 +322,14 @@ impl GpuTrainer {
                 "this optimizer's state is on the CPU, not this GPU".into(),
             ));
         };
-        state.record_step(&self.ctx, encoder, &optimizer.config, optimizer.step + 1)?;
+        let step = optimizer.step + 1;
+        state.record_step(
+            &self.ctx,
+            encoder,
+            &mut self.uploads,
+            &optimizer.config,
+            step,
+        )?;
         optimizer.step += 1;
         Ok(())
     }
@@ -296,7 +352,7 @@ impl GpuTrainer {
             self.clip = Some(clip);
         }
         let clip = self.clip.as_ref().expect("made above");
-        clip.record(&self.ctx, encoder, max_norm)?;
+        clip.record(&self.ctx, encoder, &mut self.uploads, max_norm)?;
         self.clipped = true;
         Ok(())
     }

@@ -13,6 +13,7 @@
 //! sequence-first) and GPU copies into and out of the chunks' workspaces, so a forward is one
 //! submission and a backward another, chunked or not.
 
+use super::uploads::Uploads;
 use super::workspace::{Regions, TrainWorkspace};
 use crate::config::RnnConfig;
 use crate::error::{Limit, Result, RnnError};
@@ -266,6 +267,7 @@ impl SequencePlan {
         &self,
         ctx: &GpuContext,
         encoder: &mut wgpu::CommandEncoder,
+        uploads: &mut Uploads,
         loss: Loss,
         features: usize,
     ) -> Result<()> {
@@ -298,8 +300,13 @@ impl SequencePlan {
             value: self.loss_value as u32,
             _pad: 0,
         };
-        ctx.queue()
-            .write_buffer(&self.loss_uniform, 0, bytemuck::bytes_of(&params));
+        uploads.copy(
+            ctx,
+            encoder,
+            bytemuck::bytes_of(&params),
+            &self.loss_uniform,
+            0,
+        );
         let carries = (self.h_len + self.c_len) as u64 * 4;
         if carries > 0 {
             encoder.clear_buffer(&self.data, self.carries as u64 * 4, Some(carries));
