@@ -173,24 +173,37 @@ fn window(k: f64) -> wgpu_rnn::Result<(Tensor, Tensor)> {
     ))
 }
 
-/// One iteration of the tutorial's loop: `optimizer.zero_grad(); out, h = rnn(x, h);
-/// loss = mse(linear(out), y); loss.backward(); optimizer.step(); h = h.detach()`.
+/// `count` iterations of the tutorial's loop: `optimizer.zero_grad(); out, h = rnn(x, h);
+/// loss = mse(linear(out), y); loss.backward(); optimizer.step(); h = h.detach()`, each on the
+/// window of a random start k in {0, 1, 2}.
 ///
-/// `train_step` is `zero_grad`, `forward_on_device` (here from the carried state),
-/// `backward_loss` and `step` in one call: one submission on a GPU, nothing read back.
-fn iteration(
+/// `train_steps` runs `train_step` (`zero_grad`, `forward_on_device` from the carried state,
+/// `backward_loss` and `step`) for each window: on a GPU all of them in one submission,
+/// nothing read back.
+fn iterations(
     model: &mut impl Train,
     optimizer: &mut Optimizer,
     rng: &mut Rng,
+    count: usize,
 ) -> wgpu_rnn::Result<()> {
-    let (x, y) = window(rng.below(3) as f64)?;
-    let batch = Batch {
-        input: &x,
-        lengths: None,
-        state: InitialState::Carried,
-        target: Target::Values(&y),
-    };
-    model.train_step(batch, Loss::Mse(Reduction::Mean), optimizer, None)
+    let windows = (0..count)
+        .map(|_| window(rng.below(3) as f64))
+        .collect::<wgpu_rnn::Result<Vec<_>>>()?;
+    let batches: Vec<Batch> = windows
+        .iter()
+        .map(|(x, y)| Batch {
+            input: x,
+            lengths: None,
+            state: InitialState::Carried,
+            target: Target::Values(y),
+        })
+        .collect();
+    model.train_steps(&batches, Loss::Mse(Reduction::Mean), optimizer, None)
+}
+
+/// Iterations until the next multiple of READ_EVERY (where the loss is read), at most `left`.
+fn until_read(done: usize, left: usize) -> usize {
+    (READ_EVERY - done % READ_EVERY).min(left)
 }
 
 /// Trains `model`, saves it, runs it free, plots, and (`--torch`) times it against PyTorch.
@@ -230,18 +243,19 @@ fn session(
     let bar = progress_bar(args.iterations);
     let mut losses = Vec::new();
     let started = Instant::now();
-    for i in 1..=args.iterations {
-        iteration(model, &mut optimizer, rng)?;
-        if i % READ_EVERY == 0 || i == args.iterations {
-            // Reading the loss waits for the GPU: only every READ_EVERY iterations.
-            let loss = model.last_loss()?;
-            losses.push((i as f64, f64::from(loss)));
-            bar.set_message(format!("loss {loss:.3e}"));
-            if i % PRINT_EVERY == 0 {
-                bar.suspend(|| println!("iteration {i:>6}: loss {loss:.4e}"));
-            }
+    let mut i = 0;
+    while i < args.iterations {
+        let count = until_read(i, args.iterations - i);
+        iterations(model, &mut optimizer, rng, count)?;
+        i += count;
+        // Reading the loss waits for the GPU: only every READ_EVERY iterations.
+        let loss = model.last_loss()?;
+        losses.push((i as f64, f64::from(loss)));
+        bar.set_message(format!("loss {loss:.3e}"));
+        if i % PRINT_EVERY == 0 {
+            bar.suspend(|| println!("iteration {i:>6}: loss {loss:.4e}"));
         }
-        bar.inc(1);
+        bar.inc(count as u64);
     }
     let elapsed = started.elapsed();
     bar.finish_and_clear();
@@ -298,11 +312,12 @@ fn session(
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for round in 1..=args.rounds {
         let started = Instant::now();
-        for i in 1..=args.round_iterations {
-            iteration(model, &mut optimizer, rng)?;
-            if i % READ_EVERY == 0 || i == args.round_iterations {
-                model.last_loss()?; // as in training; the last read waits for all the work
-            }
+        let mut i = 0;
+        while i < args.round_iterations {
+            let count = until_read(i, args.round_iterations - i);
+            iterations(model, &mut optimizer, rng, count)?;
+            i += count;
+            model.last_loss()?; // as in training; the last read waits for all the work
         }
         let ms = started.elapsed().as_secs_f64() * 1e3 / args.round_iterations as f64;
         let torch_ms = torch.time(args.round_iterations)?;
