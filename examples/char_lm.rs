@@ -339,16 +339,19 @@ fn train(model: &mut impl Train, args: &Args, data: &Streams) -> Result<(), Erro
     for epoch in 1..=args.epochs {
         let epoch_started = Instant::now();
         let (mut sum, mut count) = (0.0f64, 0usize);
-        for b in 0..data.batches {
-            iteration(model, &mut optimizer, data, b, args.clip)?;
-            if b % loss_every == 0 {
+        let mut b = 0;
+        while b < data.batches {
+            let group = until_read(b, loss_every, data.batches);
+            iterations(model, &mut optimizer, data, group.clone(), args.clip)?;
+            if (group.end - 1) % loss_every == 0 {
                 // Reading the loss waits for the GPU.
                 let loss = f64::from(model.last_loss()?);
                 sum += loss;
                 count += 1;
                 bar.set_message(format!("epoch {epoch}, loss {loss:.3}"));
             }
-            bar.inc(1);
+            bar.inc(group.len() as u64);
+            b = group.end;
         }
         let ms = epoch_started.elapsed().as_secs_f64() * 1e3 / data.batches as f64;
         let mean = sum / count as f64;
@@ -360,11 +363,11 @@ fn train(model: &mut impl Train, args: &Args, data: &Streams) -> Result<(), Erro
         });
     }
     bar.finish_and_clear();
-    let iterations = args.epochs * data.batches;
+    let trained = args.epochs * data.batches;
     let elapsed = started.elapsed().as_secs_f64();
     println!(
-        "trained: {iterations} iterations in {elapsed:.1} s ({:.2} ms per iteration)",
-        elapsed * 1e3 / iterations.max(1) as f64
+        "trained: {trained} iterations in {elapsed:.1} s ({:.2} ms per iteration)",
+        elapsed * 1e3 / trained.max(1) as f64
     );
 
     // Timing against PyTorch, alternated: ours, PyTorch, ours, PyTorch, ...
@@ -380,10 +383,17 @@ fn train(model: &mut impl Train, args: &Args, data: &Streams) -> Result<(), Erro
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         for round in 1..=args.rounds {
             let started = Instant::now();
-            for i in 0..args.round_iterations {
+            let mut i = 0;
+            while i < args.round_iterations {
                 let b = i % data.batches;
-                iteration(model, &mut optimizer, data, b, args.clip)?;
-                if b % loss_every == 0 || i + 1 == args.round_iterations {
+                let group = until_read(
+                    b,
+                    loss_every,
+                    data.batches.min(b + args.round_iterations - i),
+                );
+                iterations(model, &mut optimizer, data, group.clone(), args.clip)?;
+                i += group.len();
+                if (group.end - 1) % loss_every == 0 || i == args.round_iterations {
                     model.last_loss()?; // as in training; the last read waits for all the work
                 }
             }
@@ -402,30 +412,41 @@ fn train(model: &mut impl Train, args: &Args, data: &Streams) -> Result<(), Erro
     Ok(())
 }
 
-/// One iteration on batch `b` of the streams: `zero_grad`, `forward_on_device`,
+/// Batches `range` of the streams, an iteration each: `zero_grad`, `forward_on_device`,
 /// `backward_loss` (cross-entropy), `clip_grad_norm` (unless `clip` is 0) and the optimizer's
-/// step; one submission on a GPU, nothing read back.
-fn iteration(
+/// step; `train_steps` records them all into one submission on a GPU, nothing read back.
+fn iterations(
     model: &mut impl Train,
     optimizer: &mut wgpu_rnn::Optimizer,
     data: &Streams,
-    b: usize,
+    range: std::ops::Range<usize>,
     clip: f32,
 ) -> wgpu_rnn::Result<()> {
-    let (input, classes) = data.batch(b)?;
-    // Each epoch starts from zeros; then each batch from the last one's final state.
-    let state = match b {
-        0 => InitialState::Zeros,
-        _ => InitialState::Carried,
-    };
-    let batch = Batch {
-        input: &input,
-        lengths: None,
-        state,
-        target: Target::Classes(&classes),
-    };
+    let made = range
+        .map(|b| data.batch(b).map(|(input, classes)| (b, input, classes)))
+        .collect::<wgpu_rnn::Result<Vec<_>>>()?;
+    let batches: Vec<Batch> = made
+        .iter()
+        .map(|(b, input, classes)| Batch {
+            input,
+            lengths: None,
+            // Each epoch starts from zeros; then each batch from the last one's final state.
+            state: match b {
+                0 => InitialState::Zeros,
+                _ => InitialState::Carried,
+            },
+            target: Target::Classes(classes),
+        })
+        .collect();
     let loss = Loss::CrossEntropy(Reduction::Mean);
-    model.train_step(batch, loss, optimizer, (clip > 0.0).then_some(clip))
+    model.train_steps(&batches, loss, optimizer, (clip > 0.0).then_some(clip))
+}
+
+/// The batches from `b` to the next whose loss is read (every `loss_every`th from the
+/// epoch's first), that one included, and before `end`.
+fn until_read(b: usize, loss_every: usize, end: usize) -> std::ops::Range<usize> {
+    let read = b.next_multiple_of(loss_every);
+    b..(read + 1).min(end)
 }
 
 /// The repository's README.md, the default training text.
