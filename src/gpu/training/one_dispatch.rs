@@ -34,9 +34,6 @@ pub(crate) struct Uniforms<'a> {
     pub step_align: u32,
 }
 
-/// Loop iterations of the register-resident recurrence per step, at most.
-const RECURRENCE_TRIPS: u64 = 4;
-
 /// `program` as the body of `train_program.wgsl`'s entry point, or `None` where it is not
 /// small, or its recurrence not `spec`'s in one subgroup.
 pub(crate) fn one_dispatch(
@@ -49,6 +46,9 @@ pub(crate) fn one_dispatch(
         return None;
     }
     let lanes = spec.lanes as u64;
+    // Loop iterations of the register recurrence per step, at most: the step's, and at a
+    // frame past a sequence's length the zeroing of each gate of each of a lane's units.
+    let recurrence_trips = 2 + (spec.rows * config.mode.gates()) as u64;
     let (mut multiply_adds, mut trips) = (0u64, 0u64);
     let mut run = String::new();
     for op in program {
@@ -96,7 +96,7 @@ pub(crate) fn one_dispatch(
                 let sequences = u64::from(groups[1]) * u64::from(groups[2]);
                 let (g, h) = (config.gate_size() as u64, config.hidden_size as u64);
                 multiply_adds += sequences * steps * g * h;
-                trips += sequences * steps * RECURRENCE_TRIPS;
+                trips += sequences * steps * recurrence_trips;
                 let _ = writeln!(
                     run,
                     "    u = unit_at({}u);\n    step = Step({index}, 0u, 0u, 0u);\n    \

@@ -27,8 +27,9 @@ pub(crate) struct Uploads {
 }
 
 impl Uploads {
-    /// Records a copy of `data` to `to` at byte `offset`, its bytes written with the others
-    /// by [`flush`](Self::flush) before the submission.
+    /// Records a copy of `data` (whole 4-byte words, as every copy must be) to `to` at byte
+    /// `offset`, its bytes written with the others by [`flush`](Self::flush) before the
+    /// submission.
     pub fn copy(
         &mut self,
         ctx: &GpuContext,
@@ -40,6 +41,10 @@ impl Uploads {
         if data.is_empty() {
             return;
         }
+        debug_assert!(
+            data.len() % 4 == 0 && offset % 4 == 0,
+            "copies move 4-byte words"
+        );
         let len = data.len() as u64;
         // The current chunk, or the next where this does not fit (made, or remade larger,
         // where it is missing or too small: chunks past the current are unused so far).
