@@ -447,6 +447,18 @@ pub(crate) struct TrainingKernels {
     subgroup: Mutex<HashMap<SubgroupRecurrence, Arc<SubgroupPipelines>>>,
 }
 
+/// What a training bind group binds (see [`TrainingKernels::bind_group`]).
+#[derive(Clone, Copy)]
+pub(crate) struct TrainingBuffers<'a> {
+    /// Every operation's uniforms (`OP_UNIFORM_BYTES` apart or more).
+    pub ops: &'a wgpu::Buffer,
+    /// The step indices.
+    pub steps: &'a wgpu::Buffer,
+    pub params: &'a wgpu::Buffer,
+    pub grads: &'a wgpu::Buffer,
+    pub work: &'a wgpu::Buffer,
+}
+
 /// The two entry points of one `SubgroupRecurrence`.
 pub(crate) struct SubgroupPipelines {
     pub forward: wgpu::ComputePipeline,
@@ -509,6 +521,54 @@ impl TrainingKernels {
             })
         });
         Arc::clone(pipelines)
+    }
+
+    /// A bind group of the training layout over `buffers`: one operation's and one step's
+    /// uniforms (windows at dynamic offsets), `params`, `grads` and `work` with their vec4
+    /// views, and every operation's uniforms as storage (read by the one-dispatch programs).
+    pub fn bind_group(
+        &self,
+        device: &wgpu::Device,
+        buffers: &TrainingBuffers<'_>,
+    ) -> wgpu::BindGroup {
+        fn window(buffer: &wgpu::Buffer, size: u64) -> wgpu::BindingResource<'_> {
+            wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer,
+                offset: 0,
+                size: wgpu::BufferSize::new(size),
+            })
+        }
+        let TrainingBuffers {
+            ops,
+            steps,
+            params,
+            grads,
+            work,
+        } = *buffers;
+        let resources = [
+            window(ops, OP_UNIFORM_BYTES),
+            window(steps, std::mem::size_of::<StepIndex>() as u64),
+            params.as_entire_binding(),
+            grads.as_entire_binding(),
+            work.as_entire_binding(),
+            params.as_entire_binding(),
+            work.as_entire_binding(),
+            grads.as_entire_binding(),
+            ops.as_entire_binding(),
+        ];
+        let entries: Vec<wgpu::BindGroupEntry> = resources
+            .into_iter()
+            .enumerate()
+            .map(|(binding, resource)| wgpu::BindGroupEntry {
+                binding: binding as u32,
+                resource,
+            })
+            .collect();
+        device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("training"),
+            layout: &self.layout,
+            entries: &entries,
+        })
     }
 
     /// Compiles `pipeline` unless it is compiled.

@@ -11,7 +11,7 @@ use super::program::{Op, Operand, gemm_vectors};
 use super::workspace::record_ops;
 use crate::gpu::kernels::training::{
     BlockLoad, GemmBuffers, GemmForm, GemmKernel, GemmParams, GemmVectors, OP_UNIFORM_BYTES,
-    TrainingPipeline,
+    TrainingBuffers, TrainingPipeline,
 };
 use crate::testing;
 use crate::weights::SplitMix64;
@@ -170,52 +170,16 @@ fn training_gemm_matches_cpu_twin() {
                     let params_buffer = buffer(&params_full, wgpu::BufferUsages::empty());
                     let grads_buffer = buffer(&grads, wgpu::BufferUsages::empty());
                     let work_buffer = buffer(&work, wgpu::BufferUsages::empty());
-                    let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-                        label: None,
-                        layout: &kernels.layout,
-                        entries: &[
-                            wgpu::BindGroupEntry {
-                                binding: 0,
-                                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                                    buffer: &ops,
-                                    offset: 0,
-                                    size: wgpu::BufferSize::new(OP_UNIFORM_BYTES),
-                                }),
-                            },
-                            wgpu::BindGroupEntry {
-                                binding: 1,
-                                resource: steps.as_entire_binding(),
-                            },
-                            wgpu::BindGroupEntry {
-                                binding: 2,
-                                resource: params_buffer.as_entire_binding(),
-                            },
-                            wgpu::BindGroupEntry {
-                                binding: 3,
-                                resource: grads_buffer.as_entire_binding(),
-                            },
-                            wgpu::BindGroupEntry {
-                                binding: 4,
-                                resource: work_buffer.as_entire_binding(),
-                            },
-                            wgpu::BindGroupEntry {
-                                binding: 5,
-                                resource: params_buffer.as_entire_binding(),
-                            },
-                            wgpu::BindGroupEntry {
-                                binding: 6,
-                                resource: work_buffer.as_entire_binding(),
-                            },
-                            wgpu::BindGroupEntry {
-                                binding: 7,
-                                resource: grads_buffer.as_entire_binding(),
-                            },
-                            wgpu::BindGroupEntry {
-                                binding: 8,
-                                resource: ops.as_entire_binding(),
-                            },
-                        ],
-                    });
+                    let bind_group = kernels.bind_group(
+                        device,
+                        &TrainingBuffers {
+                            ops: &ops,
+                            steps: &steps,
+                            params: &params_buffer,
+                            grads: &grads_buffer,
+                            work: &work_buffer,
+                        },
+                    );
                     let buffers = if to_grads {
                         GemmBuffers::WorkWorkToGrads
                     } else {

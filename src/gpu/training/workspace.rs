@@ -9,7 +9,7 @@ use crate::error::{Limit, Result, RnnError};
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernels::StepIndex;
 use crate::gpu::kernels::training::{
-    OP_UNIFORM_BYTES, SubgroupPipelines, TrainingKernels, TrainingPipeline,
+    OP_UNIFORM_BYTES, SubgroupPipelines, TrainingBuffers, TrainingKernels, TrainingPipeline,
 };
 use crate::train::ParamLayout;
 
@@ -248,58 +248,19 @@ impl TrainWorkspace {
                 | wgpu::BufferUsages::COPY_DST
                 | wgpu::BufferUsages::COPY_SRC,
         );
-        fn binding(buffer: &wgpu::Buffer, size: u64) -> wgpu::BindingResource<'_> {
-            wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer,
-                offset: 0,
-                size: wgpu::BufferSize::new(size),
-            })
-        }
         ctx.counters()
             .bind_groups
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let bind_group = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("training"),
-            layout: &kernels.layout,
-            entries: &[
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: binding(&ops, OP_UNIFORM_BYTES),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 1,
-                    resource: binding(&steps, std::mem::size_of::<StepIndex>() as u64),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 2,
-                    resource: params_buffer.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 3,
-                    resource: grads_buffer.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 4,
-                    resource: work.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 5,
-                    resource: params_buffer.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 6,
-                    resource: work.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 7,
-                    resource: grads_buffer.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 8,
-                    resource: ops.as_entire_binding(),
-                },
-            ],
-        });
+        let bind_group = kernels.bind_group(
+            ctx.device(),
+            &TrainingBuffers {
+                ops: &ops,
+                steps: &steps,
+                params: params_buffer,
+                grads: grads_buffer,
+                work: &work,
+            },
+        );
         scopes.finish(ctx, "making the training workspace")?;
         let Programs {
             forward,
