@@ -1,18 +1,8 @@
 // What both training GEMM kernels share (`train_gemm.wgsl`, `train_gemm_subgroup.wgsl`): the
-// operation's offsets and strides, the bindings of the training layout, the two-level sum's
-// slice, and how an element of C is written. The template's {{A}}, {{B}}, {{C}} name the
-// buffers.
+// operation (`train_gemm_params.wgsl`), the bindings of the training layout, and how an
+// element of C is written. The template's {{A}}, {{B}}, {{C}} name the buffers.
 
-struct Gemm {
-    m: u32, n: u32, k: u32, flags: u32,
-    a_off: u32, a_sm: u32, a_sk: u32, b_off: u32,
-    b_sk: u32, b_sn: u32, c_off: u32, c_sm: u32,
-    c_sn: u32, bias_off: u32, k0: u32, sums_off: u32,
-}
-
-const ACCUMULATE: u32 = 1u;
-const BIAS: u32 = 2u;
-const ROW_SUMS: u32 = 4u;
+{{GEMM_PARAMS}}
 
 @group(0) @binding(0) var<uniform> g: Gemm;
 @group(0) @binding(2) var<storage, read> params: array<f32>;
@@ -21,9 +11,6 @@ const ROW_SUMS: u32 = 4u;
 @group(0) @binding(5) var<storage, read> params4: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> work4: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read_write> grads4: array<vec4<f32>>;
-
-// k summed into one block before the block joins the total (see `main`). A multiple of 4.
-const SLICE: u32 = 32u;
 
 // C[m, n] = value (+ bias[n]) (+ C[m, n] where accumulating); nothing outside the matrix.
 fn store_element(m: u32, n: u32, sum: f32) {

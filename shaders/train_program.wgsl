@@ -13,17 +13,7 @@
 
 {{RECURRENCE}}
 
-struct Gemm {
-    m: u32, n: u32, k: u32, flags: u32,
-    a_off: u32, a_sm: u32, a_sk: u32, b_off: u32,
-    b_sk: u32, b_sn: u32, c_off: u32, c_sm: u32,
-    c_sn: u32, bias_off: u32, k0: u32, sums_off: u32,
-}
-
-const ACCUMULATE: u32 = 1u;
-const BIAS: u32 = 2u;
-const ROW_SUMS: u32 = 4u;
-const SLICE: u32 = 32u;
+{{GEMM_PARAMS}}
 
 var<private> gemm: Gemm;
 

@@ -50,6 +50,10 @@ pub(crate) const PERSISTENT_RECURRENCE: &str =
 /// any size (`{{TRAIN_UNIT}}` filled by [`train_step`]).
 pub(crate) const TRAIN_STEP: &str = include_str!("../shaders/train_step.wgsl");
 
+/// `shaders/train_gemm_params.wgsl`: a training GEMM operation's uniforms and summing slice
+/// (`{{GEMM_PARAMS}}`), for the GEMM kernels and the one-dispatch programs.
+pub(crate) const TRAIN_GEMM_PARAMS: &str = include_str!("../shaders/train_gemm_params.wgsl");
+
 /// `shaders/train_gemm_common.wgsl`: what both training GEMMs share (`{{GEMM_COMMON}}`).
 pub(crate) const TRAIN_GEMM_COMMON: &str = include_str!("../shaders/train_gemm_common.wgsl");
 

@@ -120,6 +120,7 @@ impl SubgroupRecurrence {
         debug_assert_eq!(self.subgroups, 1, "a program runs as one subgroup");
         Template::new(shaders::TRAIN_PROGRAM)
             .set("RECURRENCE", self.module(shaders::train_unit_private()))
+            .set("GEMM_PARAMS", shaders::TRAIN_GEMM_PARAMS)
             .set("RUN", run)
             .set("LANES", self.lanes.to_string())
             .finish()

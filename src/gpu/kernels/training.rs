@@ -148,6 +148,7 @@ pub(crate) fn gemm_wgsl(kernel: GemmKernel) -> String {
     };
     template
         .set("GEMM_COMMON", shaders::TRAIN_GEMM_COMMON)
+        .set("GEMM_PARAMS", shaders::TRAIN_GEMM_PARAMS)
         .set("A", a)
         .set("B", b)
         .set("C", c)
