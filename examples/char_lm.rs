@@ -36,7 +36,7 @@ use std::time::Instant;
 use clap::{Parser, ValueEnum};
 
 use torch_loop::TorchLoop;
-use training::{Cell, Rng, median, progress_bar};
+use training::{Cell, Rng, progress_bar};
 use wgpu_rnn::{
     Adam, Batch, CpuRnn, CpuTrainer, GpuContext, GpuRnn, GpuTrainer, Hx, InitialState, Linear,
     Loss, OptimizerConfig, Reduction, Rnn, RnnWeights, Sgd, Target, Tensor, Train,
@@ -372,42 +372,25 @@ fn train(model: &mut impl Train, args: &Args, data: &Streams) -> Result<(), Erro
 
     // Timing against PyTorch, alternated: ours, PyTorch, ours, PyTorch, ...
     if let Some(torch) = &mut torch {
-        println!(
-            "timing: {} rounds of {} iterations, ours then PyTorch {} (CPU, {} thread{})",
+        torch.race(
             args.rounds,
             args.round_iterations,
-            torch.version,
             args.torch_threads,
-            if args.torch_threads == 1 { "" } else { "s" }
-        );
-        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-        for round in 1..=args.rounds {
-            let started = Instant::now();
-            let mut i = 0;
-            while i < args.round_iterations {
-                let b = i % data.batches;
-                let group = until_read(
-                    b,
-                    loss_every,
-                    data.batches.min(b + args.round_iterations - i),
-                );
-                iterations(model, &mut optimizer, data, group.clone(), args.clip)?;
-                i += group.len();
-                if (group.end - 1) % loss_every == 0 || i == args.round_iterations {
-                    model.last_loss()?; // as in training; the last read waits for all the work
+            || {
+                let mut i = 0;
+                while i < args.round_iterations {
+                    let b = i % data.batches;
+                    let end = data.batches.min(b + args.round_iterations - i);
+                    let group = until_read(b, loss_every, end);
+                    iterations(model, &mut optimizer, data, group.clone(), args.clip)?;
+                    i += group.len();
+                    if (group.end - 1) % loss_every == 0 || i == args.round_iterations {
+                        model.last_loss()?; // as in training; the last read waits for all the work
+                    }
                 }
-            }
-            let ms = started.elapsed().as_secs_f64() * 1e3 / args.round_iterations.max(1) as f64;
-            let torch_ms = torch.time(args.round_iterations)?;
-            println!("round {round}: ours {ms:.3} ms per iteration, PyTorch {torch_ms:.3}");
-            ours.push(ms);
-            theirs.push(torch_ms);
-        }
-        println!(
-            "ms_per_iteration={:.4} torch_ms_per_iteration={:.4}",
-            median(&mut ours),
-            median(&mut theirs)
-        );
+                Ok(())
+            },
+        )?;
     }
     Ok(())
 }

@@ -37,7 +37,7 @@ use clap::Parser;
 use plotters::prelude::*;
 
 use torch_loop::TorchLoop;
-use training::{Cell, Rng, median, progress_bar};
+use training::{Cell, Rng, progress_bar};
 use wgpu_rnn::{
     Adam, Batch, CpuRnn, CpuTrainer, GpuContext, GpuRnn, GpuTrainer, Hx, InitialState, Linear,
     Loss, Optimizer, Reduction, Rnn, RnnConfig, RnnWeights, Target, Tensor, Train,
@@ -301,35 +301,21 @@ fn session(
         println!("ms_per_iteration={ms_per_iteration:.4}");
         return Ok(());
     };
-    println!(
-        "timing: {} rounds of {} iterations, ours then PyTorch {} (CPU, {} thread{})",
+    torch.race(
         args.rounds,
         args.round_iterations,
-        torch.version,
         args.torch_threads,
-        if args.torch_threads == 1 { "" } else { "s" }
-    );
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-    for round in 1..=args.rounds {
-        let started = Instant::now();
-        let mut i = 0;
-        while i < args.round_iterations {
-            let count = until_read(i, args.round_iterations - i);
-            iterations(model, &mut optimizer, rng, count)?;
-            i += count;
-            model.last_loss()?; // as in training; the last read waits for all the work
-        }
-        let ms = started.elapsed().as_secs_f64() * 1e3 / args.round_iterations as f64;
-        let torch_ms = torch.time(args.round_iterations)?;
-        println!("round {round}: ours {ms:.3} ms per iteration, PyTorch {torch_ms:.3}");
-        ours.push(ms);
-        theirs.push(torch_ms);
-    }
-    println!(
-        "ms_per_iteration={:.4} torch_ms_per_iteration={:.4}",
-        median(&mut ours),
-        median(&mut theirs)
-    );
+        || {
+            let mut i = 0;
+            while i < args.round_iterations {
+                let count = until_read(i, args.round_iterations - i);
+                iterations(model, &mut optimizer, rng, count)?;
+                i += count;
+                model.last_loss()?; // as in training; the last read waits for all the work
+            }
+            Ok(())
+        },
+    )?;
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Instant;
 
 type Error = Box<dyn std::error::Error>;
 
@@ -43,6 +44,40 @@ impl TorchLoop {
         Ok(torch)
     }
 
+    /// `rounds` rounds of `iterations` iterations each, ours (`ours` runs them and waits for
+    /// the device) then PyTorch's (on `threads` threads), each round printed, then the line
+    /// `ms_per_iteration=<ours> torch_ms_per_iteration=<PyTorch's>` (medians over the rounds).
+    pub fn race(
+        &mut self,
+        rounds: usize,
+        iterations: usize,
+        threads: usize,
+        mut ours: impl FnMut() -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        println!(
+            "timing: {rounds} rounds of {iterations} iterations, ours then PyTorch {} (CPU, \
+             {threads} thread{})",
+            self.version,
+            if threads == 1 { "" } else { "s" }
+        );
+        let (mut our_ms, mut their_ms) = (Vec::new(), Vec::new());
+        for round in 1..=rounds {
+            let started = Instant::now();
+            ours()?;
+            let ms = started.elapsed().as_secs_f64() * 1e3 / iterations.max(1) as f64;
+            let torch_ms = self.time(iterations)?;
+            println!("round {round}: ours {ms:.3} ms per iteration, PyTorch {torch_ms:.3}");
+            our_ms.push(ms);
+            their_ms.push(torch_ms);
+        }
+        println!(
+            "ms_per_iteration={:.4} torch_ms_per_iteration={:.4}",
+            median(&mut our_ms),
+            median(&mut their_ms)
+        );
+        Ok(())
+    }
+
     /// PyTorch's milliseconds per iteration over `iterations` more iterations.
     pub fn time(&mut self, iterations: usize) -> Result<f64, Error> {
         let stdin = self.stdin.as_mut().expect("open until dropped");
@@ -72,5 +107,19 @@ impl Drop for TorchLoop {
     fn drop(&mut self) {
         drop(self.stdin.take()); // end of input ends the script's loop
         let _ = self.child.wait();
+    }
+}
+
+/// The median of `values` (sorted in place); NaN when empty.
+fn median(values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
     }
 }

@@ -136,17 +136,3 @@ pub fn create_parent(path: &Path) -> wgpu_rnn::Result<()> {
         _ => Ok(()),
     }
 }
-
-/// The median of `values` (sorted in place); NaN when empty.
-pub fn median(values: &mut [f64]) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    if values.len() % 2 == 1 {
-        values[mid]
-    } else {
-        (values[mid - 1] + values[mid]) / 2.0
-    }
-}
