@@ -4,7 +4,7 @@
 
 mod support;
 
-use support::{Problem, Rng, mode_name, random_lengths};
+use support::{Problem, Rng, context_with, mode_name, random_lengths};
 use wgpu_rnn::compare::scaled_max_error;
 use wgpu_rnn::testing::gpu;
 use wgpu_rnn::{
@@ -180,19 +180,8 @@ fn matches_cpu_without_subgroups(mode: RnnMode) {
     if gpu("matches_cpu_without_subgroups").is_none() {
         return;
     }
-    let instance =
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let adapter = pollster::block_on(wgpu::util::initialize_adapter_from_env_or_default(
-        &instance, None,
-    ))
-    .unwrap();
     // No features asked for: no SUBGROUP.
-    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-        required_limits: adapter.limits(),
-        ..Default::default()
-    }))
-    .unwrap();
-    let ctx = GpuContext::from_device(device, queue).unwrap();
+    let ctx = context_with(|limits| limits).unwrap();
     matches_cpu_on(&ctx, mode, 100..108);
 }
 for_each_mode!(without_subgroups, matches_cpu_without_subgroups);
@@ -754,22 +743,11 @@ fn long_sequences_train_with_a_device_loss() {
     if gpu("long_sequences_train_with_a_device_loss").is_none() {
         return;
     }
-    let instance =
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let adapter = pollster::block_on(wgpu::util::initialize_adapter_from_env_or_default(
-        &instance, None,
-    ))
-    .unwrap();
-    let limits = wgpu::Limits {
+    let ctx = context_with(|limits| wgpu::Limits {
         max_storage_buffer_binding_size: 1 << 20,
-        ..adapter.limits()
-    };
-    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-        required_limits: limits,
-        ..Default::default()
-    }))
+        ..limits
+    })
     .unwrap();
-    let ctx = GpuContext::from_device(device, queue).unwrap();
     let config = RnnConfig::rnn(256, 4);
     let weights = wgpu_rnn::RnnWeights::init(&config, 3).unwrap();
     let input = Rng(6).tensor(&[1000, 2, 256]);

@@ -482,19 +482,26 @@ pub fn safetensors_f32(tensors: &[NamedTensor], metadata: &[(&str, String)]) -> 
 /// A context whose device allows buffers of at most `bytes` (as a renderer's device, or a
 /// small GPU, might have): forwards must then run in time chunks or say they cannot.
 pub fn small_buffer_context(bytes: u64) -> Option<wgpu_rnn::GpuContext> {
+    context_with(|limits| wgpu::Limits {
+        max_buffer_size: bytes,
+        max_storage_buffer_binding_size: bytes.min(u64::from(u32::MAX)) as _,
+        ..limits
+    })
+}
+
+/// A context on the default adapter with the limits `limits` makes of the adapter's, and no
+/// optional features (no SUBGROUP, for one): what a caller's own device might be.
+pub fn context_with(
+    limits: impl FnOnce(wgpu::Limits) -> wgpu::Limits,
+) -> Option<wgpu_rnn::GpuContext> {
     let instance =
         wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
     let adapter = pollster::block_on(wgpu::util::initialize_adapter_from_env_or_default(
         &instance, None,
     ))
     .ok()?;
-    let limits = wgpu::Limits {
-        max_buffer_size: bytes,
-        max_storage_buffer_binding_size: bytes.min(u64::from(u32::MAX)) as _,
-        ..adapter.limits()
-    };
     let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-        required_limits: limits,
+        required_limits: limits(adapter.limits()),
         ..Default::default()
     }))
     .ok()?;
