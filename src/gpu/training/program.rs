@@ -111,17 +111,11 @@ pub(crate) fn vec4_fits(config: &RnnConfig) -> bool {
 /// them), the dot products over W_hh (and W_hr), and a few more per unit and step.
 pub(crate) fn persistent_steps(config: &RnnConfig) -> (usize, usize) {
     const BUDGET: usize = 50_000;
-    let (forward, backward) = persistent_trips(config, TRAIN_STEP_WORKGROUP as usize);
-    ((BUDGET / forward).max(1), (BUDGET / backward).max(1))
-}
-
-/// Loop iterations one of `lanes` invocations of the persistent kernels makes per step,
-/// (forward, backward): see [`persistent_steps`].
-pub(crate) fn persistent_trips(config: &RnnConfig, lanes: usize) -> (usize, usize) {
     let (h, s, g) = (config.hidden_size, config.state_size(), config.mode.gates());
+    let lanes = TRAIN_STEP_WORKGROUP as usize;
     let owned = |units: usize| units.div_ceil(lanes);
     let proj = config.proj_size > 0;
-    if vec4_fits(config) {
+    let (forward, backward) = if vec4_fits(config) {
         // Four units per invocation, k four at a time (with G trips of the gate loop each).
         let quads = owned(h.div_ceil(4));
         (
@@ -132,7 +126,8 @@ pub(crate) fn persistent_trips(config: &RnnConfig, lanes: usize) -> (usize, usiz
         let forward = owned(h.max(s)) * (g * s + 8) + if proj { owned(s) * (h + 8) } else { 0 };
         let backward = owned(s) * (g * h + 8) + owned(h) * (if proj { s } else { 0 } + 8);
         (forward + 8, backward + 8)
-    }
+    };
+    ((BUDGET / forward).max(1), (BUDGET / backward).max(1))
 }
 
 /// An operand of a GEMM: where it starts and its strides along its two indices.
