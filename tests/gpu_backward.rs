@@ -549,10 +549,7 @@ fn chunked_training_matches_whole(mode: RnnMode) {
         return;
     };
     let case = chunked_case(mode);
-    let (mut cpu, mut whole) = trainers(&ctx, &case);
-    let (_, mut chunked) = trainers(&ctx, &case);
-    let budget = chunked.workspace_bytes(8, 3).unwrap();
-    chunked.set_workspace_budget(Some(budget));
+    let (mut cpu, mut whole, mut chunked) = chunked_trainers(&ctx, &case);
     assert_eq!(
         chunked.time_chunk(37, 3).unwrap(),
         8,
@@ -586,10 +583,7 @@ fn chunked_loss_backward_matches_whole(mode: RnnMode) {
         return;
     };
     let case = chunked_case(mode);
-    let (mut cpu, mut whole) = trainers(&ctx, &case);
-    let (_, mut chunked) = trainers(&ctx, &case);
-    let budget = chunked.workspace_bytes(8, 3).unwrap();
-    chunked.set_workspace_budget(Some(budget));
+    let (mut cpu, mut whole, mut chunked) = chunked_trainers(&ctx, &case);
     let want = loss_gradients(&mut whole, &case);
     let cpu_want = loss_gradients(&mut cpu, &case);
     let got = loss_gradients(&mut chunked, &case);
@@ -625,6 +619,16 @@ fn loss_gradients(model: &mut impl Train, case: &Case) -> Vec<(String, Tensor)> 
     let mut all = vec![("loss".to_string(), value)];
     all.extend(model.gradients().unwrap());
     all
+}
+
+/// The CPU trainer of `case`, and two GPU trainers: one on whole sequences, one under the
+/// workspace budget of 8 steps.
+fn chunked_trainers(ctx: &GpuContext, case: &Case) -> (CpuTrainer, GpuTrainer, GpuTrainer) {
+    let (cpu, whole) = trainers(ctx, case);
+    let (_, mut chunked) = trainers(ctx, case);
+    let budget = chunked.workspace_bytes(8, 3).unwrap();
+    chunked.set_workspace_budget(Some(budget));
+    (cpu, whole, chunked)
 }
 
 /// Two layers (an LSTM with proj_size), batch-first, lengths, a given state and a head, over
