@@ -4,20 +4,7 @@
 // losses in a fixed order and the last pass sums the workgroups' partials in order (a single
 // workgroup does it itself): the value is bit-identical run to run.
 
-struct LossParams {
-    kind: u32,        // 0 MSE, 1 cross-entropy (each has its entry point)
-    rows: u32,        // frames
-    features: u32,    // features (classes) per frame
-    groups: u32,      // workgroups of the first pass
-    output: u32,      // offsets in `data`, in elements
-    targets: u32,     // the target values or class indices
-    grad: u32,
-    partials: u32,    // `groups` partial sums
-    scale: f32,       // 1/count for a mean, 1 for a sum
-    per_lane: u32,    // elements each invocation of the MSE pass sums
-    value: u32,       // where the loss goes
-    _pad2: u32,
-}
+{{LOSS_PARAMS}}
 
 @group(0) @binding(0) var<uniform> l: LossParams;
 @group(0) @binding(1) var<storage, read_write> data: array<f32>;

@@ -15,7 +15,12 @@
 
 {{GEMM_PARAMS}}
 
+{{LOSS_PARAMS}}
+
 var<private> gemm: Gemm;
+var<private> loss: LossParams;
+// The loss kernel's workgroup partial sums (`loss.wgsl`'s `partial`).
+var<workgroup> loss_partial: array<f32, 64>;
 
 @group(0) @binding(3) var<storage, read_write> grads: array<f32>;
 @group(0) @binding(8) var<storage, read> uniforms: array<u32>;
@@ -102,6 +107,89 @@ fn gemm_to_grads(lane: u32) {
         if (gemm.flags & ROW_SUMS) != 0u && n == 0u {
             grads[gemm.sums_off + m] = grads[gemm.sums_off + m] + sums.y;
         }
+    }
+}
+
+fn loss_at(w: u32) -> LossParams {
+    return LossParams(
+        uniforms[w], uniforms[w + 1u], uniforms[w + 2u], uniforms[w + 3u],
+        uniforms[w + 4u], uniforms[w + 5u], uniforms[w + 6u], uniforms[w + 7u],
+        bitcast<f32>(uniforms[w + 8u]), uniforms[w + 9u], uniforms[w + 10u], uniforms[w + 11u]);
+}
+
+// A whole training iteration's loss (between its forward and its backward): `loss.wgsl`'s
+// passes, its workgroups run in turn, each workgroup's 64 invocations by this subgroup's
+// lanes, the partial sums added in the kernels' order: the same gradient and value. The
+// target lies where the gradient goes (`loss.targets` = `loss.grad`; a class index in its
+// row's first element), read before it is overwritten.
+
+// The 64 partial sums of one emulated workgroup (in `loss_partial`) added in
+// `store_partial`'s tree; their total.
+fn loss_group_total(lane: u32) -> f32 {
+    workgroupBarrier();
+    for (var half = 32u; half > 0u; half >>= 1u) {
+        for (var i = lane; i < half; i += {{LANES}}u) {
+            loss_partial[i] += loss_partial[i + half];
+        }
+        workgroupBarrier();
+    }
+    let sum = loss_partial[0];
+    workgroupBarrier();
+    return sum;
+}
+
+fn mse_loss(lane: u32) {
+    var total = 0.0;
+    for (var group = 0u; group < loss.groups; group++) {
+        for (var invocation = lane; invocation < 64u; invocation += {{LANES}}u) {
+            var sum = 0.0;
+            for (var k = 0u; k < loss.per_lane; k++) {
+                let i = (group * loss.per_lane + k) * 64u + invocation;
+                if i < loss.rows * loss.features {
+                    let d = work[loss.output + i] - work[loss.targets + i];
+                    work[loss.grad + i] = 2.0 * d * loss.scale;
+                    sum += d * d;
+                }
+            }
+            loss_partial[invocation] = sum;
+        }
+        total += loss_group_total(lane);
+    }
+    if lane == 0u {
+        work[loss.value] = total * loss.scale;
+    }
+}
+
+fn cross_entropy_loss(lane: u32) {
+    var total = 0.0;
+    for (var group = 0u; group < loss.groups; group++) {
+        for (var invocation = lane; invocation < 64u; invocation += {{LANES}}u) {
+            var sum = 0.0;
+            let i = group * 64u + invocation;
+            if i < loss.rows {
+                let z = loss.output + i * loss.features;
+                let label = bitcast<u32>(work[loss.targets + i * loss.features]);
+                var top = work[z];
+                for (var c = 1u; c < loss.features; c++) {
+                    top = max(top, work[z + c]);
+                }
+                var exp_sum = 0.0;
+                for (var c = 0u; c < loss.features; c++) {
+                    exp_sum += exp(work[z + c] - top);
+                }
+                for (var c = 0u; c < loss.features; c++) {
+                    let softmax = exp(work[z + c] - top) / exp_sum;
+                    work[loss.grad + i * loss.features + c] =
+                        (softmax - select(0.0, 1.0, c == label)) * loss.scale;
+                }
+                sum = top + log(exp_sum) - work[z + label];
+            }
+            loss_partial[invocation] = sum;
+        }
+        total += loss_group_total(lane);
+    }
+    if lane == 0u {
+        work[loss.value] = total * loss.scale;
     }
 }
 

@@ -101,8 +101,17 @@ pub(crate) const TRAIN_PROGRAM: &str = include_str!("../shaders/train_program.wg
 /// (A, B, C) buffers by `gpu::kernels::training`.
 pub(crate) const TRAIN_GEMM: &str = include_str!("../shaders/train_gemm.wgsl");
 
-/// `shaders/loss.wgsl`: MSE and cross-entropy losses and their gradients.
+/// `shaders/loss.wgsl`: MSE and cross-entropy losses and their gradients (see [`loss`]).
 pub(crate) const LOSS: &str = include_str!("../shaders/loss.wgsl");
+
+/// `shaders/loss_params.wgsl`: a loss pass's uniforms (`{{LOSS_PARAMS}}`), for the loss
+/// kernels and the one-dispatch training iterations.
+pub(crate) const LOSS_PARAMS: &str = include_str!("../shaders/loss_params.wgsl");
+
+/// The loss kernels' source.
+pub(crate) fn loss() -> String {
+    Template::new(LOSS).set("LOSS_PARAMS", LOSS_PARAMS).finish()
+}
 
 /// `shaders/optim.wgsl`: optimizer steps and gradient clipping.
 pub(crate) const OPTIM: &str = include_str!("../shaders/optim.wgsl");

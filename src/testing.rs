@@ -213,7 +213,7 @@ fn all_sources() -> Vec<(String, String)> {
         ),
         ("gated_step".into(), fixed(GATED_STEP)),
         ("optim".into(), fixed(crate::shaders::OPTIM)),
-        ("loss".into(), fixed(crate::shaders::LOSS)),
+        ("loss".into(), crate::shaders::loss()),
         (
             "gated_block".into(),
             crate::gpu::block_loop::gated_wgsl(None, 4),

@@ -790,52 +790,73 @@ impl<T: Train> LossOnce for T {
     }
 }
 
-/// A small model's forward and backward run as one dispatch each (`Recurrence::Auto`), with
-/// the results of their separate dispatches (`Recurrence::Persistent`), bit for bit: losses,
-/// gradients, and the parameters after a few `train_step`s. Sizes where the recurrence fits
-/// one subgroup and where it does not (the programs then stay separate dispatches).
+/// A small model's forward and backward run as one dispatch each, and `train_step` its whole
+/// iteration (forward, loss, backward) as one (`Recurrence::Auto`), with the results of their
+/// separate dispatches (`Recurrence::Persistent`), bit for bit: losses (MSE and
+/// cross-entropy, mean and sum, lengths or none), gradients, and the parameters after a few
+/// steps; with a head and without. Sizes where the recurrence fits one subgroup and where it
+/// does not (the programs then stay separate dispatches).
 fn one_dispatch_programs_match(mode: RnnMode) {
     let Some(ctx) = gpu("one_dispatch_programs_match") else {
         return;
     };
-    for (hidden, batch, steps) in [(8, 1, 49), (16, 3, 11), (20, 2, 7), (64, 1, 5)] {
+    let cases = [(8, 1, 49, true), (16, 3, 11, true), (12, 2, 9, false)];
+    for (hidden, batch, steps, with_head) in cases
+        .into_iter()
+        .chain([(20, 2, 7, true), (64, 1, 5, true)])
+    {
         let config = RnnConfig {
             batch_first: true,
             ..RnnConfig::new(mode, 3, hidden)
         };
         let mut rng = Rng(hidden as u64);
         let weights = wgpu_rnn::RnnWeights::init(&config, 7).unwrap();
+        let out = if with_head { 3 } else { hidden };
         let head = Linear {
             in_features: hidden,
-            out_features: 2,
-            weight: rng.values(2 * hidden),
-            bias: Some(rng.values(2)),
+            out_features: out,
+            weight: rng.values(out * hidden),
+            bias: Some(rng.values(out)),
         };
         let input = rng.tensor(&[batch, steps, 3]);
-        let target = rng.tensor(&[batch, steps, 2]);
+        let values = rng.tensor(&[batch, steps, out]);
+        let classes: Vec<usize> = (0..batch * steps).map(|i| (i * 7 + 1) % out).collect();
+        let lengths: Vec<usize> = (0..batch).map(|n| steps - n % steps).collect();
         let mut results = Vec::new();
         for recurrence in [Recurrence::Auto, Recurrence::Persistent] {
-            let mut model = GpuTrainer::new(&ctx, config.clone(), &weights)
-                .unwrap()
-                .with_head(&head)
-                .unwrap()
-                .with_recurrence(recurrence);
+            let model = GpuTrainer::new(&ctx, config.clone(), &weights).unwrap();
+            let mut model = match with_head {
+                true => model.with_head(&head).unwrap(),
+                false => model,
+            }
+            .with_recurrence(recurrence);
             let mut optimizer = model.optimizer(wgpu_rnn::Adam::new(0.01).into()).unwrap();
             let mut seen = Vec::new();
-            for i in 0..3 {
+            for i in 0..4 {
+                let (loss, target) = match i {
+                    0 => (Loss::Mse(Reduction::Mean), Target::Values(&values)),
+                    1 => (
+                        Loss::CrossEntropy(Reduction::Sum),
+                        Target::Classes(&classes),
+                    ),
+                    2 => (Loss::Mse(Reduction::Sum), Target::Values(&values)),
+                    _ => (
+                        Loss::CrossEntropy(Reduction::Mean),
+                        Target::Classes(&classes),
+                    ),
+                };
                 let batch = wgpu_rnn::Batch {
                     input: &input,
-                    lengths: None,
+                    lengths: (i % 2 == 1).then_some(&lengths[..]),
                     state: if i == 0 {
                         InitialState::Zeros
                     } else {
                         InitialState::Carried
                     },
-                    target: Target::Values(&target),
+                    target,
                 };
-                let loss = Loss::Mse(Reduction::Mean);
                 model.train_step(batch, loss, &mut optimizer, None).unwrap();
-                seen.push(("loss".to_string(), vec![model.last_loss().unwrap()]));
+                seen.push((format!("step {i} loss"), vec![model.last_loss().unwrap()]));
                 for (name, t) in model.gradients().unwrap() {
                     seen.push((format!("step {i} d {name}"), t.data().to_vec()));
                 }
@@ -845,9 +866,15 @@ fn one_dispatch_programs_match(mode: RnnMode) {
             }
             results.push(seen);
         }
-        let context = format!("{} H={hidden} N={batch} T={steps}", mode_name(mode));
+        let context = format!(
+            "{} H={hidden} N={batch} T={steps} head {with_head}",
+            mode_name(mode)
+        );
         for ((name, one), (_, separate)) in results[0].iter().zip(&results[1]) {
-            assert!(one == separate, "{context}: {name} differs");
+            assert!(
+                one == separate,
+                "{context}: {name} differs: {one:?} vs {separate:?}"
+            );
         }
     }
 }

@@ -48,7 +48,7 @@ impl LossKernels {
         });
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("loss"),
-            source: wgpu::ShaderSource::Wgsl(shaders::fixed(shaders::LOSS).into()),
+            source: wgpu::ShaderSource::Wgsl(shaders::loss().into()),
         });
         let pipeline =
             |entry: &str| entry_pipeline(device, counters, entry, &module, entry, &layout);

@@ -14,6 +14,7 @@
 use std::fmt::Write;
 
 use crate::config::RnnConfig;
+use crate::gpu::kernels::loss::MSE_PER_LANE;
 use crate::gpu::kernels::training::{GemmBuffers, GemmParams, TrainUnit};
 use crate::gpu::train_subgroup::SubgroupRecurrence;
 
@@ -34,14 +35,41 @@ pub(crate) struct Uniforms<'a> {
     pub step_align: u32,
 }
 
-/// `program` as the body of `train_program.wgsl`'s entry point, or `None` where it is not
-/// small, or its recurrence not `spec`'s in one subgroup.
+/// A program written out as (part of) the body of `train_program.wgsl`'s entry point, with
+/// what it costs the one invocation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct OneDispatch {
+    pub run: String,
+    multiply_adds: u64,
+    trips: u64,
+}
+
+impl OneDispatch {
+    /// Whether one workgroup should run it: small enough to beat the separate dispatches,
+    /// and within llvmpipe's loop budget.
+    pub fn fits(&self) -> bool {
+        self.multiply_adds <= MAX_MULTIPLY_ADDS && self.trips <= MAX_LOOP_TRIPS
+    }
+
+    /// `self`, then `next`, in one kernel.
+    pub fn then(self, next: OneDispatch) -> OneDispatch {
+        OneDispatch {
+            run: self.run + &next.run,
+            multiply_adds: self.multiply_adds + next.multiply_adds,
+            trips: self.trips + next.trips,
+        }
+    }
+}
+
+/// `program` written out for one dispatch, or `None` where its recurrence is not `spec`'s in
+/// one subgroup (or it has operations only separate dispatches run). Whether it is small
+/// enough to run so is [`OneDispatch::fits`].
 pub(crate) fn one_dispatch(
     config: &RnnConfig,
     spec: SubgroupRecurrence,
     program: &[Op],
     uniforms: &Uniforms<'_>,
-) -> Option<String> {
+) -> Option<OneDispatch> {
     if spec.subgroups != 1 {
         return None;
     }
@@ -110,13 +138,58 @@ pub(crate) fn one_dispatch(
             Op::Step { .. } | Op::Program { .. } => return None,
         }
     }
-    (multiply_adds <= MAX_MULTIPLY_ADDS && trips <= MAX_LOOP_TRIPS).then_some(run)
+    Some(OneDispatch {
+        run,
+        multiply_adds,
+        trips,
+    })
 }
+
+/// The loss of a whole training iteration's kernel (forward, loss, backward: see
+/// `SequencePlan::record_iteration`), between its forward and its backward: `loss.wgsl`'s
+/// passes as the program's functions, their `LossParams` at `LOSS_UNIFORM` (written per
+/// call). Its target lies where its gradient goes (`train_program.wgsl`).
+pub(crate) fn iteration_loss(
+    spec: SubgroupRecurrence,
+    cross_entropy: bool,
+    rows: usize,
+    features: usize,
+) -> OneDispatch {
+    let (rows, features) = (rows as u64, features as u64);
+    // Per item (an element; a row of logits): its loop trips, and items per emulated
+    // invocation of the loss kernel's workgroups of 64.
+    let (function, items, per_item, per_lane) = if cross_entropy {
+        ("cross_entropy_loss", rows, 3 * features + 1, 1)
+    } else {
+        ("mse_loss", rows * features, 1, u64::from(MSE_PER_LANE))
+    };
+    let groups = items.div_ceil(64 * per_lane).max(1);
+    // Each lane runs 64 / lanes of the emulated invocations, then its part of the tree.
+    let emulated = 64u64.div_ceil(spec.lanes as u64);
+    OneDispatch {
+        run: format!(
+            "    loss = loss_at({}u);\n    {function}(lane);\n    barrier();\n",
+            LOSS_UNIFORM / 4
+        ),
+        multiply_adds: items * features,
+        trips: groups * (emulated * (per_lane * per_item + 1) + 8),
+    }
+}
+
+/// Where an iteration kernel's `LossParams` lie in the program's uniforms: first, so that the
+/// kernel's text does not depend on where the other operations' values are.
+pub(crate) const LOSS_UNIFORM: u32 = 0;
 
 /// What `one_dispatch` writes for a forward and a loss's backward (a projection, the
 /// recurrence, a head; the head's gradients, the recurrence backward, the weight gradients),
-/// for the shader validation tests (`testing::shader_sources`).
-pub(crate) const EXAMPLE_PROGRAM: &str = "    gemm = gemm_at(0u);
+/// with both losses of a whole iteration, for the shader validation tests
+/// (`testing::shader_sources`).
+pub(crate) const EXAMPLE_PROGRAM: &str = "    loss = loss_at(0u);
+    mse_loss(lane);
+    barrier();
+    cross_entropy_loss(lane);
+    barrier();
+    gemm = gemm_at(0u);
     gemm_to_work(lane);
     barrier();
     u = unit_at(64u);

@@ -8,6 +8,7 @@ use crate::config::{Nonlinearity, RnnConfig, RnnMode};
 use crate::error::{Limit, Result, RnnError};
 use crate::gpu::context::GpuContext;
 use crate::gpu::engine::Recurrence;
+use crate::gpu::kernels::loss::LossParams;
 use crate::gpu::kernels::training::{
     BlockLoad, GEMM_MAX_DEPTH, GemmBuffers, GemmForm, GemmKernel, GemmParams, GemmVectors,
     StepEntry, TRAIN_STEP_WORKGROUP, TrainUnit,
@@ -15,7 +16,7 @@ use crate::gpu::kernels::training::{
 use crate::gpu::train_subgroup::{SUBGROUP_STEPS_PER_DISPATCH, SubgroupRecurrence};
 use crate::train::ParamLayout;
 
-use super::one_dispatch::{Uniforms, one_dispatch};
+use super::one_dispatch::{LOSS_UNIFORM, OneDispatch, Uniforms, iteration_loss, one_dispatch};
 use super::workspace::Regions;
 
 /// One dispatch of a program.
@@ -199,6 +200,9 @@ pub(crate) fn programs(
     whole_programs: bool,
     builder: &mut ProgramBuilder,
 ) -> Result<Programs> {
+    // The loss of a whole iteration's kernel reads its values first in the uniforms.
+    let loss_uniform = builder.push(bytemuck::bytes_of(&LossParams::default()));
+    debug_assert_eq!(loss_uniform, LOSS_UNIFORM);
     let (layers, dirs) = (config.num_layers, config.num_directions());
     let (h, s) = (config.hidden_size, config.state_size());
     let gates = config.gate_size();
@@ -675,13 +679,36 @@ pub(crate) fn programs(
     // Small programs as one dispatch each, where the recurrence runs in one subgroup (and the
     // caller left the kernels to us).
     let mut one_dispatch_runs: Vec<String> = Vec::new();
+    let mut iteration = None;
     if let (TrainRecurrence::Subgroup(spec), true) = (recurrence, whole_programs) {
         let uniforms = Uniforms {
             bytes: &builder.ops,
             step_align,
         };
+        // A loss's whole iteration on a sequence of one chunk: the forward, the loss and the
+        // parameters' backward in one kernel, where together they still fit.
+        let rows = frames;
+        let features = head.map_or(config.output_size(), |h| h.out);
+        let head_on_frames = head.is_none_or(|h| !h.on_state);
+        if let (Some(forward), Some(backward), true) = (
+            one_dispatch(config, spec, &forward, &uniforms),
+            one_dispatch(config, spec, &backward.parameters, &uniforms),
+            head_on_frames,
+        ) {
+            let with_loss = |cross_entropy| {
+                let loss = iteration_loss(spec, cross_entropy, rows, features);
+                let whole = forward.clone().then(loss).then(backward.clone());
+                whole.fits().then_some(whole.run)
+            };
+            if let (Some(mse), Some(cross_entropy)) = (with_loss(false), with_loss(true)) {
+                iteration = Some(IterationRuns { mse, cross_entropy });
+            }
+        }
         let mut single = |ops: &mut Vec<Op>| {
-            if let Some(run) = one_dispatch(config, spec, ops, &uniforms) {
+            if let Some(run) = one_dispatch(config, spec, ops, &uniforms)
+                .filter(OneDispatch::fits)
+                .map(|program| program.run)
+            {
                 let index = match one_dispatch_runs.iter().position(|r| *r == run) {
                     Some(index) => index,
                     None => {
@@ -703,7 +730,15 @@ pub(crate) fn programs(
         state_forward,
         state_backward,
         one_dispatch: one_dispatch_runs,
+        iteration,
     })
+}
+
+/// The kernels of a whole training iteration (forward, loss, backward: one dispatch), one per
+/// loss, written out (`one_dispatch.rs`); compiled where an iteration first runs.
+pub(crate) struct IterationRuns {
+    pub mse: String,
+    pub cross_entropy: String,
 }
 
 /// What a backward dispatch computes: the parameters' gradients (and what they need), or a
@@ -766,6 +801,8 @@ pub(crate) struct Programs {
     pub state_backward: Vec<Op>,
     /// The bodies of the one-dispatch kernels the programs' `Op::Program`s run.
     pub one_dispatch: Vec<String>,
+    /// A loss's whole iteration as one kernel, where the model is small.
+    pub iteration: Option<IterationRuns>,
 }
 
 impl Programs {

@@ -125,6 +125,30 @@ impl GpuTrainer {
         lengths: Option<&[usize]>,
         state: InitialState<'_>,
     ) -> Result<(ForwardShape, usize)> {
+        let shape = self.stage_forward(encoder, input, lengths, state)?;
+        let plan = &self.sequences[&(shape.seq_len, shape.batch)];
+        let top = |r: &Regions| self.top_region(r, false);
+        plan.record_forward(
+            &self.ctx,
+            encoder,
+            &self.workspaces,
+            self.config.input_size,
+            self.output_features(),
+            &top,
+        )?;
+        Ok((shape, self.finish_forward(encoder, shape)))
+    }
+
+    /// Checks a training forward's input and uploads it, its lengths and its initial state
+    /// into the sequence's data (making the sequence's plan and workspaces the first time);
+    /// its shape.
+    fn stage_forward(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        input: &Tensor,
+        lengths: Option<&[usize]>,
+        state: InitialState<'_>,
+    ) -> Result<ForwardShape> {
         let config = self.config.clone();
         let hx = match state {
             InitialState::Given(hx) => Some(hx),
@@ -132,7 +156,6 @@ impl GpuTrainer {
         };
         let shape = ForwardShape::resolve(&config, input, hx, lengths)?;
         self.ctx.check_alive()?;
-        let features = self.output_features();
         let ctx = self.ctx.clone();
         let (steps, batch) = (shape.seq_len, shape.batch);
         self.last = None;
@@ -210,28 +233,49 @@ impl GpuTrainer {
                 }
             }
         }
-        let top = |r: &Regions| self.top_region(r, false);
-        plan.record_forward(
-            &ctx,
-            encoder,
-            &self.workspaces,
-            config.input_size,
-            features,
-            &top,
-        )?;
+        Ok(shape)
+    }
+
+    /// After a recorded forward of `shape`: keeps its final state for a later forward that
+    /// carries it, and makes it the model's latest forward. Where the final state lies in the
+    /// sequence's data.
+    fn finish_forward(&mut self, encoder: &mut wgpu::CommandEncoder, shape: ForwardShape) -> usize {
+        let plan = &self.sequences[&(shape.seq_len, shape.batch)];
         let last = plan.checkpoints + plan.chunks.len() * (plan.h_len + plan.c_len);
-        // Keep the final state for a later forward that carries it.
+        let states = (plan.h_len + plan.c_len) as u64 * 4;
         if let Some((_, keep)) = &self.carry {
             if states > 0 {
                 encoder.copy_buffer_to_buffer(&plan.data, last as u64 * 4, keep, 0, states);
             }
         }
-        self.carry_batch = Some(batch);
+        self.carry_batch = Some(shape.batch);
         self.last = Some(LastForward {
             id: next_id(),
             shape,
         });
-        Ok((shape, last))
+        last
+    }
+
+    /// `target` checked against the output of a forward of `shape` and laid out as the loss
+    /// kernels read it: sequence-first, values (MSE) or class indices (cross-entropy) per row.
+    fn staged_target(
+        &self,
+        shape: &ForwardShape,
+        loss: Loss,
+        target: Target<'_>,
+    ) -> Result<Vec<f32>> {
+        let features = self.output_features();
+        let rows = self.output_rows(shape);
+        let target = check_target(loss, target, &self.output_shape(shape), rows, features)?;
+        let width = if matches!(loss, Loss::Mse(_)) {
+            features
+        } else {
+            1
+        };
+        Ok(match self.state_head() {
+            true => target,
+            false => shape.gather_sequence_first(&target, width),
+        })
     }
 
     /// Records the loss of the forward `tape` recorded and its backward into `encoder`.
@@ -246,21 +290,10 @@ impl GpuTrainer {
         let config = self.config.clone();
         let features = self.output_features();
         let (steps, batch) = (shape.seq_len, shape.batch);
-        let rows = self.output_rows(&shape);
-        let output_shape = self.output_shape(&shape);
-        let target = check_target(loss, target, &output_shape, rows, features)?;
+        let target = self.staged_target(&shape, loss, target)?;
         self.ctx.check_alive()?;
         let ctx = self.ctx.clone();
         let plan = &self.sequences[&(steps, batch)];
-        let width = if matches!(loss, Loss::Mse(_)) {
-            features
-        } else {
-            1
-        };
-        let target = match self.state_head() {
-            true => target,
-            false => shape.gather_sequence_first(&target, width),
-        };
         let target_at = plan.target as u64 * 4;
         let uploads = &mut self.uploads;
         uploads.copy(
@@ -298,16 +331,71 @@ impl GpuTrainer {
         clip: Option<f32>,
     ) -> Result<()> {
         encoder.clear_buffer(&self.grads, 0, None);
-        self.record_forward(encoder, batch.input, batch.lengths, batch.state)?;
-        let tape = Tape {
-            model: self.id,
-            forward: self.last.as_ref().expect("set by the forward").id,
-        };
-        self.record_loss_backward(encoder, tape, loss, batch.target)?;
+        let shape = self.stage_forward(encoder, batch.input, batch.lengths, batch.state)?;
+        let key = (shape.seq_len, shape.batch);
+        let plan = &self.sequences[&key];
+        let ws = &self.workspaces[&(plan.chunks[0].1, shape.batch)];
+        if plan.chunks.len() == 1 && ws.has_iteration() {
+            // A small model's forward, loss and backward: one kernel (the same values as the
+            // separate programs and loss pass below).
+            let target = self.iteration_target(&shape, loss, batch.target)?;
+            let top = (
+                self.top_region(&ws.regions, false),
+                self.top_region(&ws.regions, true),
+            );
+            let sizes = (self.config.input_size, self.output_features());
+            plan.record_iteration(
+                &self.ctx,
+                encoder,
+                ws,
+                &mut self.uploads,
+                loss,
+                &target,
+                sizes,
+                top,
+            )?;
+            let loss_at = plan.loss_at();
+            self.finish_forward(encoder, shape);
+            self.last = None;
+            self.loss_at = Some((key, loss_at));
+        } else {
+            let top = |r: &Regions| self.top_region(r, false);
+            let sizes = (self.config.input_size, self.output_features());
+            plan.record_forward(&self.ctx, encoder, &self.workspaces, sizes.0, sizes.1, &top)?;
+            self.finish_forward(encoder, shape);
+            let tape = Tape {
+                model: self.id,
+                forward: self.last.as_ref().expect("set by the forward").id,
+            };
+            self.record_loss_backward(encoder, tape, loss, batch.target)?;
+        }
         if let Some(max_norm) = clip {
             self.record_clip(encoder, max_norm)?;
         }
         self.record_step(encoder, optimizer)
+    }
+
+    /// A whole iteration's target (`staged_target`) laid out where the loss's gradient goes
+    /// (`SequencePlan::record_iteration`): MSE's values as they are, a cross-entropy's class
+    /// index in the first element of its row of `features`.
+    fn iteration_target(
+        &self,
+        shape: &ForwardShape,
+        loss: Loss,
+        target: Target<'_>,
+    ) -> Result<Vec<f32>> {
+        let staged = self.staged_target(shape, loss, target)?;
+        Ok(match loss {
+            Loss::Mse(_) => staged,
+            Loss::CrossEntropy(_) => {
+                let features = self.output_features();
+                let mut rows = vec![0.0; staged.len() * features];
+                for (row, &class) in rows.chunks_exact_mut(features).zip(&staged) {
+                    row[0] = class;
+                }
+                rows
+            }
+        })
     }
 
     /// Records `optimizer`'s next step into `encoder`.

@@ -13,6 +13,7 @@
 //! sequence-first) and GPU copies into and out of the chunks' workspaces, so a forward is one
 //! submission and a backward another, chunked or not.
 
+use super::one_dispatch::LOSS_UNIFORM;
 use super::uploads::Uploads;
 use super::workspace::{Regions, TrainWorkspace};
 use crate::config::RnnConfig;
@@ -66,6 +67,28 @@ fn loss_groups(frames: usize, features: usize) -> u32 {
     let mse = (frames * features).div_ceil(64 * MSE_PER_LANE as usize);
     let rows = frames.div_ceil(64);
     mse.max(rows).max(1) as u32
+}
+
+/// `loss` over `frames` × `features`: its kind, sizes, workgroups and scale (the offsets
+/// left for the caller).
+fn loss_params(loss: Loss, frames: usize, features: usize) -> LossParams {
+    let (kind, reduction, per_lane) = match loss {
+        Loss::Mse(r) => (0, r, MSE_PER_LANE),
+        Loss::CrossEntropy(r) => (1, r, 1),
+    };
+    let count = if kind == 0 { frames * features } else { frames };
+    LossParams {
+        kind,
+        rows: frames as u32,
+        features: features as u32,
+        groups: loss_groups(frames, features).min((count as u32).div_ceil(64 * per_lane)),
+        scale: match reduction {
+            Reduction::Mean => 1.0 / count as f32,
+            Reduction::Sum => 1.0,
+        },
+        per_lane,
+        ..LossParams::default()
+    }
 }
 
 /// Sizes a sequence's plan depends on.
@@ -277,29 +300,15 @@ impl SequencePlan {
         } else {
             self.seq_len * self.batch
         };
-        let (kind, reduction, per_lane) = match loss {
-            Loss::Mse(r) => (0, r, MSE_PER_LANE),
-            Loss::CrossEntropy(r) => (1, r, 1),
-        };
-        let count = if kind == 0 { frames * features } else { frames };
-        let groups = loss_groups(frames, features).min((count as u32).div_ceil(64 * per_lane));
         let params = LossParams {
-            kind,
-            rows: frames as u32,
-            features: features as u32,
-            groups,
             output: self.output as u32,
             target: self.target as u32,
             grad: self.d_output as u32,
             partials: self.partials as u32,
-            scale: match reduction {
-                Reduction::Mean => 1.0 / count as f32,
-                Reduction::Sum => 1.0,
-            },
-            per_lane,
             value: self.loss_value as u32,
-            _pad: 0,
+            ..loss_params(loss, frames, features)
         };
+        let (kind, groups) = (params.kind, params.groups);
         uploads.copy(
             ctx,
             encoder,
@@ -337,6 +346,54 @@ impl SequencePlan {
             pass.set_pipeline(&kernels.total);
             pass.dispatch_workgroups(1, 1, 1);
         }
+        Ok(())
+    }
+
+    /// Records a whole training iteration of a sequence of one chunk as `ws`'s one kernel
+    /// (`TrainWorkspace::record_iteration`): the chunk's input and start state copied in,
+    /// `loss`'s target (laid out where its gradient goes: `iteration_target`) and uniforms
+    /// uploaded into the workspace, the backward's carries cleared, the kernel; then the
+    /// final state kept as `record_forward` keeps it and the loss's value copied to
+    /// [`loss_at`](Self::loss_at). `top`: where the workspace's output and its gradient lie.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_iteration(
+        &self,
+        ctx: &GpuContext,
+        encoder: &mut wgpu::CommandEncoder,
+        ws: &TrainWorkspace,
+        uploads: &mut Uploads,
+        loss: Loss,
+        target: &[f32],
+        (input_size, features): (usize, usize),
+        (output, gradient): (usize, usize),
+    ) -> Result<()> {
+        debug_assert_eq!(self.chunks.len(), 1, "a whole iteration runs one chunk");
+        let r = &ws.regions;
+        self.load_chunk(encoder, ws, 0, input_size);
+        let target = bytemuck::cast_slice(target);
+        uploads.copy(ctx, encoder, target, &ws.work, gradient as u64 * 4);
+        let params = LossParams {
+            output: output as u32,
+            target: gradient as u32,
+            grad: gradient as u32,
+            value: r.loss as u32,
+            ..loss_params(loss, self.seq_len * self.batch, features)
+        };
+        let at = u64::from(LOSS_UNIFORM);
+        uploads.copy(ctx, encoder, bytemuck::bytes_of(&params), &ws.ops, at);
+        for (carry, len) in [(r.carry_h, self.h_len), (r.carry_c, self.c_len)] {
+            if len > 0 {
+                encoder.clear_buffer(&ws.work, carry as u64 * 4, Some(len as u64 * 4));
+            }
+        }
+        ws.record_iteration(ctx, encoder, params.kind == 1)?;
+        self.keep_final_state(encoder, ws, 0);
+        Self::copy(
+            encoder,
+            (&ws.work, r.loss),
+            (&self.data, self.loss_value),
+            1,
+        );
         Ok(())
     }
 
@@ -460,23 +517,29 @@ impl SequencePlan {
                     frames,
                 );
             }
-            // The state after the chunk (in the half its parity left it) starts the next.
-            let half = len % 2;
-            let next = self.checkpoint(k + 1);
-            Self::copy(
-                encoder,
-                (&ws.work, r.state + half * self.h_len),
-                (&self.data, next),
-                self.h_len,
-            );
-            Self::copy(
-                encoder,
-                (&ws.work, r.cstate + half * self.c_len),
-                (&self.data, next + self.h_len),
-                self.c_len,
-            );
+            self.keep_final_state(encoder, ws, k);
         }
         Ok(())
+    }
+
+    /// Copies the state chunk `k` ended with (in the half its parity left it) to the
+    /// checkpoint the next chunk starts from.
+    fn keep_final_state(&self, encoder: &mut wgpu::CommandEncoder, ws: &TrainWorkspace, k: usize) {
+        let r = &ws.regions;
+        let half = self.chunks[k].1 % 2;
+        let next = self.checkpoint(k + 1);
+        Self::copy(
+            encoder,
+            (&ws.work, r.state + half * self.h_len),
+            (&self.data, next),
+            self.h_len,
+        );
+        Self::copy(
+            encoder,
+            (&ws.work, r.cstate + half * self.c_len),
+            (&self.data, next + self.h_len),
+            self.c_len,
+        );
     }
 
     /// Records the backward of every chunk, the last first: the carries move from chunk to

@@ -13,8 +13,13 @@ use crate::gpu::kernels::training::{
 };
 use crate::train::ParamLayout;
 
+use std::sync::OnceLock;
+
+use crate::gpu::train_subgroup::SubgroupRecurrence;
+
 use super::program::{
-    BackwardPrograms, HeadSpec, Op, ProgramBuilder, Programs, TrainRecurrence, programs,
+    BackwardPrograms, HeadSpec, IterationRuns, Op, ProgramBuilder, Programs, TrainRecurrence,
+    programs,
 };
 
 /// Where everything lies in `work`, in f32 elements.
@@ -50,6 +55,8 @@ pub(crate) struct Regions {
     /// The head's output and its gradient, (T, N, out_features).
     pub head_out: usize,
     pub head_dout: usize,
+    /// Where a whole iteration's kernel leaves the loss's value.
+    pub loss: usize,
     /// Elements of `work`.
     pub len: usize,
 }
@@ -99,6 +106,7 @@ impl Regions {
         let out = head.unwrap_or(0);
         r.head_out = take(frames * out);
         r.head_dout = take(frames * out);
+        r.loss = take(1);
         r.len = at;
         r
     }
@@ -120,9 +128,20 @@ pub(crate) struct TrainWorkspace {
     subgroup: Option<std::sync::Arc<SubgroupPipelines>>,
     /// The kernels of the programs' `Op::Program`s (small programs as one dispatch).
     one_dispatch: Vec<wgpu::ComputePipeline>,
-    /// Keep the uniforms the bind group reads alive.
-    _ops: wgpu::Buffer,
+    /// A loss's whole iteration as one kernel (MSE, cross-entropy), compiled on first use.
+    iteration: Option<Iteration>,
+    /// The programs' uniforms; a whole iteration's loss writes its own at `LOSS_UNIFORM`.
+    pub ops: wgpu::Buffer,
+    /// Keeps the step indices the bind group reads alive.
     _steps: wgpu::Buffer,
+}
+
+/// A small model's forward, loss and backward as one kernel per loss.
+struct Iteration {
+    spec: SubgroupRecurrence,
+    runs: IterationRuns,
+    mse: OnceLock<wgpu::ComputePipeline>,
+    cross_entropy: OnceLock<wgpu::ComputePipeline>,
 }
 
 /// Checks that `elements` f32 fit one storage binding of the device and 32-bit indexing.
@@ -236,7 +255,9 @@ impl TrainWorkspace {
         let ops = init(
             "training ops",
             &builder.ops,
-            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::STORAGE,
+            wgpu::BufferUsages::UNIFORM
+                | wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST,
         );
         let steps = init("training steps", &steps, wgpu::BufferUsages::UNIFORM);
         let mut initial = vec![0.0f32; regions.len];
@@ -267,8 +288,18 @@ impl TrainWorkspace {
             backward,
             state_forward,
             state_backward,
+            iteration,
             ..
         } = programs;
+        let iteration = match (recurrence, iteration) {
+            (TrainRecurrence::Subgroup(spec), Some(runs)) => Some(Iteration {
+                spec,
+                runs,
+                mse: OnceLock::new(),
+                cross_entropy: OnceLock::new(),
+            }),
+            _ => None,
+        };
         Ok(TrainWorkspace {
             output_width: config.output_size(),
             state_forward,
@@ -280,9 +311,48 @@ impl TrainWorkspace {
             backward,
             subgroup,
             one_dispatch,
-            _ops: ops,
+            iteration,
+            ops,
             _steps: steps,
         })
+    }
+
+    /// Whether a loss's whole iteration runs as one kernel here.
+    pub fn has_iteration(&self) -> bool {
+        self.iteration.is_some()
+    }
+
+    /// Records a loss's whole iteration (forward, the loss, the parameters' backward) as
+    /// one dispatch; its kernel is compiled the first time. See `SequencePlan::record_iteration`.
+    pub fn record_iteration(
+        &self,
+        ctx: &GpuContext,
+        encoder: &mut wgpu::CommandEncoder,
+        cross_entropy: bool,
+    ) -> Result<()> {
+        let iteration = self
+            .iteration
+            .as_ref()
+            .expect("asked for where has_iteration says so");
+        let (cell, run) = match cross_entropy {
+            true => (&iteration.cross_entropy, &iteration.runs.cross_entropy),
+            false => (&iteration.mse, &iteration.runs.mse),
+        };
+        let pipeline = match cell.get() {
+            Some(pipeline) => pipeline,
+            None => {
+                let compiled = ctx.training_program(iteration.spec, run)?;
+                cell.get_or_init(|| compiled)
+            }
+        };
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("training iteration"),
+            timestamp_writes: None,
+        });
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[0, 0]);
+        pass.dispatch_workgroups(1, 1, 1);
+        Ok(())
     }
 
     /// Records `program` into one compute pass.
