@@ -50,12 +50,15 @@ fn mse(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) la
     store_partial(lane, wg.x, sum);
 }
 
-// One row of logits per invocation: log-softmax with the max subtracted, as PyTorch computes it.
+// Rows of logits: log-softmax with the max subtracted, as PyTorch computes it.
 @compute @workgroup_size(64, 1, 1)
 fn cross_entropy(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
     var sum = 0.0;
-    let i = wg.x * 64u + lane;
-    if i < l.rows {
+    for (var k = 0u; k < l.per_lane; k++) {
+        let i = (wg.x * l.per_lane + k) * 64u + lane;
+        if i >= l.rows {
+            break;
+        }
         let z = l.output + i * l.features;
         let label = bitcast<u32>(data[l.targets + i]);
         var top = data[z];
@@ -70,7 +73,7 @@ fn cross_entropy(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
             let softmax = exp(data[z + c] - top) / exp_sum;
             data[l.grad + i * l.features + c] = (softmax - select(0.0, 1.0, c == label)) * l.scale;
         }
-        sum = top + log(exp_sum) - data[z + label];
+        sum += top + log(exp_sum) - data[z + label];
     }
     store_partial(lane, wg.x, sum);
 }

@@ -12,7 +12,7 @@ struct LossParams {
     grad: u32,
     partials: u32,    // `groups` partial sums
     scale: f32,       // 1/count for a mean, 1 for a sum
-    per_lane: u32,    // elements each invocation of the MSE pass sums
+    per_lane: u32,    // items (MSE: elements, cross-entropy: rows) each invocation sums
     value: u32,       // where the loss goes
     _pad2: u32,
 }

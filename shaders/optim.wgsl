@@ -81,10 +81,14 @@ fn update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
 
 var<workgroup> partial: array<f32, 64>;
 
-// Workgroup s: the norm of tensor s (64 strided partial sums, then a fixed tree).
+// Workgroup s: the norm of tensor s.
 @compute @workgroup_size(64, 1, 1)
 fn tensor_norms(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
-    let s = wg.x;
+    tensor_norm(wg.x, lane);
+}
+
+// The norm of tensor s, by a workgroup: 64 strided partial sums, then a fixed tree.
+fn tensor_norm(s: u32, lane: u32) {
     let at = bitcast<u32>(scratch[2u * s]);
     let len = bitcast<u32>(scratch[2u * s + 1u]);
     var sum = 0.0;
@@ -108,6 +112,10 @@ fn tensor_norms(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
 // The total norm (of the tensors' norms) and the scale min(max_norm / (total + 1e-6), 1).
 @compute @workgroup_size(1, 1, 1)
 fn total_norm() {
+    write_total_norm();
+}
+
+fn write_total_norm() {
     var sum = 0.0;
     for (var s = 0u; s < o.slots; s++) {
         let n = scratch[2u * o.slots + s];
@@ -116,6 +124,24 @@ fn total_norm() {
     let total = sqrt(sum);
     scratch[3u * o.slots] = total;
     scratch[3u * o.slots + 1u] = min(o.max_norm / (total + 1e-6), 1.0);
+}
+
+// All of clipping in one workgroup, for small models (a dispatch costs ~40 µs on a software
+// adapter, more than their work): `tensor_norms`' workgroups in turn, `total_norm`, `scale`.
+// The same values.
+@compute @workgroup_size(64, 1, 1)
+fn clip_in_one(@builtin(local_invocation_index) lane: u32) {
+    for (var s = 0u; s < o.slots; s++) {
+        tensor_norm(s, lane);
+        workgroupBarrier();
+    }
+    if lane == 0u {
+        write_total_norm();
+    }
+    storageBarrier();
+    for (var i = lane; i < o.len; i += 64u) {
+        grads[i] *= scratch[3u * o.slots + 1u];
+    }
 }
 
 // Every gradient times the scale (always, even when it is 1, as PyTorch does).

@@ -165,8 +165,11 @@ fn cross_entropy_loss(lane: u32) {
     for (var group = 0u; group < loss.groups; group++) {
         for (var invocation = lane; invocation < 64u; invocation += {{LANES}}u) {
             var sum = 0.0;
-            let i = group * 64u + invocation;
-            if i < loss.rows {
+            for (var k = 0u; k < loss.per_lane; k++) {
+                let i = (group * loss.per_lane + k) * 64u + invocation;
+                if i >= loss.rows {
+                    break;
+                }
                 let z = loss.output + i * loss.features;
                 let label = bitcast<u32>(work[loss.targets + i * loss.features]);
                 var top = work[z];
@@ -182,7 +185,7 @@ fn cross_entropy_loss(lane: u32) {
                     work[loss.grad + i * loss.features + c] =
                         (softmax - select(0.0, 1.0, c == label)) * loss.scale;
                 }
-                sum = top + log(exp_sum) - work[z + label];
+                sum += top + log(exp_sum) - work[z + label];
             }
             loss_partial[invocation] = sum;
         }

@@ -416,3 +416,59 @@ fn gated_step_matches_cpu_twins() {
         }
     }
 }
+
+/// Clipping in one workgroup (`clip_in_one`, small models) against the three dispatches
+/// (`tensor_norms`, `total_norm`, `scale`): bit for bit, the total norm and every gradient,
+/// clipped or not; and both against the CPU's `cpu_clip`. Tensors of awkward lengths.
+#[test]
+fn clip_in_one_workgroup_is_the_three_dispatches() {
+    use crate::gpu::optim::GpuClip;
+    let Some(ctx) = testing::gpu("clip_in_one_workgroup_is_the_three_dispatches") else {
+        return;
+    };
+    let mut rng = SplitMix64(11);
+    for lengths in [vec![1], vec![3, 17], vec![257, 1, 64, 32], vec![4099, 3]] {
+        let mut slots = Vec::new();
+        let mut len = 0;
+        for &n in &lengths {
+            slots.push((len, n));
+            len += n;
+        }
+        let grads = rng.uniform(-1.0, 1.0, len);
+        for max_norm in [0.25, 1e9] {
+            let mut results = Vec::new();
+            for in_one in [true, false] {
+                let params = storage(&ctx, &vec![0.0; len]);
+                let grads_buffer = upload(
+                    &ctx,
+                    bytemuck::cast_slice(&grads),
+                    wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                );
+                let clip = GpuClip::new(&ctx, &params, &grads_buffer, len, &slots).unwrap();
+                let clip = if in_one {
+                    clip
+                } else {
+                    clip.in_three_dispatches()
+                };
+                let mut uploads = crate::gpu::training::Uploads::default();
+                let mut encoder = ctx.device().create_command_encoder(&Default::default());
+                clip.record(&ctx, &mut encoder, &mut uploads, max_norm)
+                    .unwrap();
+                uploads.flush(&ctx);
+                ctx.queue().submit([encoder.finish()]);
+                let total = read(&ctx, clip.scratch())[clip.total_at()];
+                results.push((total, read(&ctx, &grads_buffer)[..len].to_vec()));
+            }
+            let what = format!("tensors {lengths:?}, max_norm {max_norm}");
+            assert!(results[0] == results[1], "{what}: one workgroup differs");
+            let mut want = grads.clone();
+            let total = crate::optim::cpu_clip(&mut want, &slots, max_norm);
+            assert!(
+                (results[0].0 - total).abs() <= 1e-5 * total,
+                "{what}: total {} vs CPU {total}",
+                results[0].0
+            );
+            assert_close(&what, &results[0].1, &want);
+        }
+    }
+}

@@ -39,6 +39,8 @@ pub(crate) struct GpuClip {
     bind_group: wgpu::BindGroup,
     slots: usize,
     len: usize,
+    /// Clip in one workgroup (`clip_in_one`) rather than three dispatches.
+    in_one: bool,
     _state: wgpu::Buffer,
 }
 
@@ -81,6 +83,10 @@ fn uniform(ctx: &GpuContext) -> wgpu::Buffer {
         mapped_at_creation: false,
     })
 }
+
+/// Parameters up to which one workgroup clips (`clip_in_one`): a small model's three clipping
+/// dispatches cost more than their work on a software adapter.
+const CLIP_IN_ONE_WORKGROUP: usize = 1 << 16;
 
 /// Workgroups of 64 elements for `len` elements, as (x, y) within the per-dimension limit.
 fn element_groups(len: usize) -> (u32, u32) {
@@ -211,8 +217,18 @@ impl GpuClip {
             bind_group,
             slots,
             len,
+            in_one: len <= CLIP_IN_ONE_WORKGROUP,
             _state: state,
         })
+    }
+
+    /// Clips in three dispatches whatever the size (the twin test of `clip_in_one`).
+    #[cfg(test)]
+    pub fn in_three_dispatches(self) -> Self {
+        GpuClip {
+            in_one: false,
+            ..self
+        }
     }
 
     /// Records `clip_grad_norm_(max_norm)`, its uniforms through `uploads`.
@@ -233,6 +249,11 @@ impl GpuClip {
         let kernels = ctx.optim_kernels()?;
         let mut pass = encoder.begin_compute_pass(&Default::default());
         pass.set_bind_group(0, &self.bind_group, &[]);
+        if self.in_one {
+            pass.set_pipeline(&kernels.clip_in_one);
+            pass.dispatch_workgroups(1, 1, 1);
+            return Ok(());
+        }
         pass.set_pipeline(&kernels.tensor_norms);
         pass.dispatch_workgroups(self.slots as u32, 1, 1);
         pass.set_pipeline(&kernels.total_norm);

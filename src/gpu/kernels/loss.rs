@@ -26,8 +26,9 @@ pub(crate) struct LossParams {
     pub _pad: u32,
 }
 
-/// Elements an invocation of the MSE pass sums (cross-entropy: one row).
-pub(crate) const MSE_PER_LANE: u32 = 16;
+/// Items an invocation of a loss's first pass sums (MSE: elements; cross-entropy: rows): a
+/// loss of up to 64 × 16 items is one workgroup, which also writes the total (one dispatch).
+pub(crate) const LOSS_PER_LANE: u32 = 16;
 
 /// The loss pipelines of one device.
 pub(crate) struct LossKernels {

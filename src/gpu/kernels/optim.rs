@@ -45,6 +45,8 @@ pub(crate) struct OptimKernels {
     pub tensor_norms: wgpu::ComputePipeline,
     pub total_norm: wgpu::ComputePipeline,
     pub scale: wgpu::ComputePipeline,
+    /// The three above in one workgroup, for small models.
+    pub clip_in_one: wgpu::ComputePipeline,
 }
 
 impl OptimKernels {
@@ -70,6 +72,7 @@ impl OptimKernels {
             tensor_norms: pipeline("tensor_norms"),
             total_norm: pipeline("total_norm"),
             scale: pipeline("scale"),
+            clip_in_one: pipeline("clip_in_one"),
             layout,
         }
     }

@@ -14,7 +14,7 @@
 use std::fmt::Write;
 
 use crate::config::RnnConfig;
-use crate::gpu::kernels::loss::MSE_PER_LANE;
+use crate::gpu::kernels::loss::LOSS_PER_LANE;
 use crate::gpu::kernels::training::{GemmBuffers, GemmParams, TrainUnit};
 use crate::gpu::train_subgroup::SubgroupRecurrence;
 
@@ -158,11 +158,12 @@ pub(crate) fn iteration_loss(
     let (rows, features) = (rows as u64, features as u64);
     // Per item (an element; a row of logits): its loop trips, and items per emulated
     // invocation of the loss kernel's workgroups of 64.
-    let (function, items, per_item, per_lane) = if cross_entropy {
-        ("cross_entropy_loss", rows, 3 * features + 1, 1)
+    let (function, items, per_item) = if cross_entropy {
+        ("cross_entropy_loss", rows, 3 * features + 1)
     } else {
-        ("mse_loss", rows * features, 1, u64::from(MSE_PER_LANE))
+        ("mse_loss", rows * features, 1)
     };
+    let per_lane = u64::from(LOSS_PER_LANE);
     let groups = items.div_ceil(64 * per_lane).max(1);
     // Each lane runs 64 / lanes of the emulated invocations, then its part of the tree.
     let emulated = 64u64.div_ceil(spec.lanes as u64);

@@ -19,7 +19,7 @@ use super::workspace::{Regions, TrainWorkspace};
 use crate::config::RnnConfig;
 use crate::error::{Limit, Result, RnnError};
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernels::loss::{LossParams, MSE_PER_LANE};
+use crate::gpu::kernels::loss::{LOSS_PER_LANE, LossParams};
 use crate::loss::{Loss, Reduction};
 
 /// A trainer's workspaces, by (chunk length, N).
@@ -61,27 +61,28 @@ pub(crate) struct SequencePlan {
     pub c_len: usize,
 }
 
-/// Workgroups of a loss's first pass over `frames` × `features` at most (MSE: 16 elements an
-/// invocation; cross-entropy: one row).
+/// Workgroups of a loss's first pass over `frames` × `features` at most (`LOSS_PER_LANE`
+/// items an invocation: elements for MSE, rows for cross-entropy).
 fn loss_groups(frames: usize, features: usize) -> u32 {
-    let mse = (frames * features).div_ceil(64 * MSE_PER_LANE as usize);
-    let rows = frames.div_ceil(64);
-    mse.max(rows).max(1) as u32
+    (frames * features.max(1))
+        .div_ceil(64 * LOSS_PER_LANE as usize)
+        .max(1) as u32
 }
 
 /// `loss` over `frames` × `features`: its kind, sizes, workgroups and scale (the offsets
 /// left for the caller).
 fn loss_params(loss: Loss, frames: usize, features: usize) -> LossParams {
-    let (kind, reduction, per_lane) = match loss {
-        Loss::Mse(r) => (0, r, MSE_PER_LANE),
-        Loss::CrossEntropy(r) => (1, r, 1),
+    let (kind, reduction) = match loss {
+        Loss::Mse(r) => (0, r),
+        Loss::CrossEntropy(r) => (1, r),
     };
     let count = if kind == 0 { frames * features } else { frames };
+    let per_lane = LOSS_PER_LANE;
     LossParams {
         kind,
         rows: frames as u32,
         features: features as u32,
-        groups: loss_groups(frames, features).min((count as u32).div_ceil(64 * per_lane)),
+        groups: (count as u32).div_ceil(64 * per_lane).max(1),
         scale: match reduction {
             Reduction::Mean => 1.0 / count as f32,
             Reduction::Sum => 1.0,
