@@ -11,17 +11,19 @@ struct Optim {
     slots: u32,       // tensors in the slot table (clipping)
     lr: f32,
     momentum: f32,
-    dampening: f32,
+    grad_share: f32,  // SGD: 1 − dampening
     weight_decay: f32,
-    beta1: f32,
+    one_minus_beta1: f32,
     beta2: f32,
     eps: f32,
-    step_size: f32,   // Adam: lr / (1 − β1^t), computed on the host in f64
+    step_size: f32,   // Adam: lr / (1 − β1^t)
     bc2_sqrt: f32,    // Adam: sqrt(1 − β2^t)
     max_norm: f32,
-    _pad0: u32,
-    _pad1: u32,
+    one_minus_beta2: f32,
+    decay: f32,       // AdamW: 1 − lr·weight_decay
 }
+// (Every scalar computed from the hyperparameters is computed on the host, in f64, as
+// PyTorch computes it: `StepScalars` in src/optim.rs.)
 
 const NESTEROV: u32 = 1u;
 const DECOUPLED: u32 = 2u;
@@ -56,7 +58,7 @@ fn update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         if (o.flags & MOMENTUM) != 0u {
             var b = g;
             if (o.flags & FIRST_STEP) == 0u {
-                b = o.momentum * state[i] + (1.0 - o.dampening) * g;
+                b = o.momentum * state[i] + o.grad_share * g;
             }
             state[i] = b;
             g = select(b, g + o.momentum * b, (o.flags & NESTEROV) != 0u);
@@ -64,17 +66,23 @@ fn update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         p += -o.lr * g;
     } else {
         if (o.flags & DECOUPLED) != 0u {
-            p *= 1.0 - o.lr * o.weight_decay;
+            p *= o.decay;
         } else if o.weight_decay != 0.0 {
             g += o.weight_decay * p;
         }
-        var m = state[i];
-        m += (1.0 - o.beta1) * (g - m);
-        let v = state[o.len + i] * o.beta2 + (1.0 - o.beta2) * g * g;
+        // exp_avg.lerp_(grad, 1 − β1) (from the nearer end, as ATen's lerp);
+        // exp_avg_sq.mul_(β2).addcmul_(grad, grad, value=1 − β2);
+        // param.addcdiv_(exp_avg, denom, value=−step_size).
+        let m_old = state[i];
+        var m = g - (g - m_old) * (1.0 - o.one_minus_beta1);
+        if abs(o.one_minus_beta1) < 0.5 {
+            m = m_old + o.one_minus_beta1 * (g - m_old);
+        }
+        let v = state[o.len + i] * o.beta2 + o.one_minus_beta2 * g * g;
         state[i] = m;
         state[o.len + i] = v;
         let denom = sqrt(v) / o.bc2_sqrt + o.eps;
-        p += -o.step_size * (m / denom);
+        p += -o.step_size * m / denom;
     }
     params[i] = p;
 }

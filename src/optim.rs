@@ -131,13 +131,62 @@ impl OptimizerConfig {
     }
 }
 
-/// What Adam's step `t` needs from the host, computed as PyTorch does (in double precision,
-/// then used as f32 by the element updates): `lr / (1 − β1^t)` and `sqrt(1 − β2^t)`.
-pub(crate) fn adam_corrections(adam: &Adam, step: u64) -> (f32, f32) {
-    let t = step as i32;
-    let bc1 = 1.0 - f64::from(adam.betas.0).powi(t);
-    let bc2 = 1.0 - f64::from(adam.betas.1).powi(t);
-    ((f64::from(adam.lr) / bc1) as f32, bc2.sqrt() as f32)
+/// The scalars of one optimizer step, computed as PyTorch computes them: on the host, in
+/// double precision, from the hyperparameters as the decimals they were written as, then used
+/// as f32 by the element updates (CPU and GPU alike). PyTorch's hyperparameters are Python
+/// floats; ours are f32, and `1 − β2` from f32 β2 = 0.999 is 1.3e-5 off PyTorch's 0.001: a
+/// bias on every step that moved a replayed training run visibly off PyTorch's curve.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct StepScalars {
+    /// SGD: `1 − dampening`, what of the gradient enters the momentum buffer.
+    pub grad_share: f32,
+    /// AdamW: `1 − lr·weight_decay`, the decoupled decay.
+    pub decay: f32,
+    /// Adam: the lerp weight of m, `1 − β1`, and v's `1 − β2`.
+    pub one_minus_beta1: f32,
+    pub one_minus_beta2: f32,
+    /// Adam: `lr / (1 − β1^t)` and `sqrt(1 − β2^t)`.
+    pub step_size: f32,
+    pub bc2_sqrt: f32,
+}
+
+/// `x` as the decimal it was written as: the shortest decimal that reads back as `x` (Rust
+/// prints f32s so), as an f64. 0.9f32 is 0.89999997615…; this gives 0.9, as Python has it.
+fn decimal(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(f64::from(x))
+}
+
+/// `config`'s scalars for step `step` (1 for the first).
+pub(crate) fn step_scalars(config: &OptimizerConfig, step: u64) -> StepScalars {
+    match *config {
+        OptimizerConfig::Sgd(s) => StepScalars {
+            grad_share: (1.0 - decimal(s.dampening)) as f32,
+            ..StepScalars::default()
+        },
+        OptimizerConfig::Adam(a) => {
+            let (lr, beta1, beta2) = (decimal(a.lr), decimal(a.betas.0), decimal(a.betas.1));
+            let t = step.min(i32::MAX as u64) as i32;
+            let bc1 = 1.0 - beta1.powi(t);
+            let bc2 = 1.0 - beta2.powi(t);
+            StepScalars {
+                decay: (1.0 - lr * decimal(a.weight_decay)) as f32,
+                one_minus_beta1: (1.0 - beta1) as f32,
+                one_minus_beta2: (1.0 - beta2) as f32,
+                step_size: (lr / bc1) as f32,
+                bc2_sqrt: bc2.sqrt() as f32,
+                ..StepScalars::default()
+            }
+        }
+    }
+}
+
+/// `torch.lerp(start, end, weight)` as ATen computes it in f32: from the nearer end.
+pub(crate) fn lerp(start: f32, end: f32, weight: f32) -> f32 {
+    if weight.abs() < 0.5 {
+        start + weight * (end - start)
+    } else {
+        end - (end - start) * (1.0 - weight)
+    }
 }
 
 /// One optimizer step over `params` with gradients `grads` (already clipped), updating
@@ -150,6 +199,7 @@ pub(crate) fn cpu_step(
     grads: &[f32],
     state: &mut [f32],
 ) {
+    let k = step_scalars(config, step);
     match *config {
         OptimizerConfig::Sgd(s) => {
             for (i, p) in params.iter_mut().enumerate() {
@@ -161,7 +211,7 @@ pub(crate) fn cpu_step(
                     let b = if step == 1 {
                         g
                     } else {
-                        s.momentum * state[i] + (1.0 - s.dampening) * g
+                        s.momentum * state[i] + k.grad_share * g
                     };
                     state[i] = b;
                     g = if s.nesterov { g + s.momentum * b } else { b };
@@ -170,20 +220,21 @@ pub(crate) fn cpu_step(
             }
         }
         OptimizerConfig::Adam(a) => {
-            let (step_size, bc2_sqrt) = adam_corrections(&a, step);
             let len = params.len();
             let (m, v) = state.split_at_mut(len);
             for (i, p) in params.iter_mut().enumerate() {
                 let mut g = grads[i];
                 if a.decoupled_weight_decay {
-                    *p *= 1.0 - a.lr * a.weight_decay;
+                    *p *= k.decay;
                 } else if a.weight_decay != 0.0 {
                     g += a.weight_decay * *p;
                 }
-                m[i] += (1.0 - a.betas.0) * (g - m[i]);
-                v[i] = v[i] * a.betas.1 + (1.0 - a.betas.1) * g * g;
-                let denom = v[i].sqrt() / bc2_sqrt + a.eps;
-                *p += -step_size * (m[i] / denom);
+                // exp_avg.lerp_(grad, 1 − β1); exp_avg_sq.mul_(β2).addcmul_(grad, grad,
+                // value=1 − β2); param.addcdiv_(exp_avg, denom, value=−step_size).
+                m[i] = lerp(m[i], g, k.one_minus_beta1);
+                v[i] = v[i] * a.betas.1 + k.one_minus_beta2 * g * g;
+                let denom = v[i].sqrt() / k.bc2_sqrt + a.eps;
+                *p += -k.step_size * m[i] / denom;
             }
         }
     }
@@ -217,5 +268,44 @@ pub(crate) fn state_per_element(config: &OptimizerConfig) -> usize {
         OptimizerConfig::Sgd(s) if s.momentum != 0.0 => 1,
         OptimizerConfig::Sgd(_) => 0,
         OptimizerConfig::Adam(_) => 2,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The step's scalars are PyTorch's: computed from the decimals the hyperparameters were
+    /// written as, in f64, then rounded once to f32. Computed in f32 from f32 betas instead,
+    /// `1 − β2` is 0.00099998713 (1.3e-5 off) and `1 − β1` 0.100000024: a bias on every step
+    /// that moved a replayed PyTorch run (classify_gru_bidir_packed) 2e-3 off its losses.
+    #[test]
+    fn step_scalars_are_pytorchs() {
+        let adam = Adam {
+            weight_decay: 0.01,
+            ..Adam::adamw(0.005)
+        };
+        let k = step_scalars(&adam.into(), 1);
+        assert_eq!(k.one_minus_beta1, 0.1f32);
+        assert_eq!(k.one_minus_beta2, 0.001f32);
+        assert_eq!(k.step_size, (0.005f64 / (1.0 - 0.9)) as f32);
+        assert_eq!(k.bc2_sqrt, (1.0f64 - 0.999).sqrt() as f32);
+        assert_eq!(k.decay, (1.0 - 0.005f64 * 0.01) as f32);
+        let k = step_scalars(&adam.into(), 1000);
+        assert_eq!(k.step_size, (0.005f64 / (1.0 - 0.9f64.powi(1000))) as f32);
+        assert_eq!(k.bc2_sqrt, (1.0 - 0.999f64.powi(1000)).sqrt() as f32);
+        let sgd = Sgd {
+            dampening: 0.3,
+            ..Sgd::new(0.1)
+        };
+        assert_eq!(step_scalars(&sgd.into(), 2).grad_share, 0.7f32);
+    }
+
+    /// ATen's lerp: from `start` for small weights, from `end` for large ones.
+    #[test]
+    fn lerp_is_atens() {
+        assert_eq!(lerp(1.0, 3.0, 0.25), 1.0 + 0.25 * 2.0);
+        assert_eq!(lerp(1.0, 3.0, 0.75), 3.0 - 2.0 * (1.0 - 0.75));
+        assert_eq!(lerp(0.3, 0.7, 0.9), 0.7 - (0.7 - 0.3) * (1.0 - 0.9f32));
     }
 }

@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernels::optim::OptimParams;
 use crate::gpu::training::Uploads;
-use crate::optim::{OptimizerConfig, adam_corrections};
+use crate::optim::{OptimizerConfig, step_scalars};
 
 /// Elements of one tensor's share of the clipping norm a workgroup sums: 64 invocations stay
 /// within llvmpipe's 65,535 loop iterations. Larger tensors count as several (the sum of
@@ -140,8 +140,15 @@ impl GpuOptimizerState {
         config: &OptimizerConfig,
         step: u64,
     ) -> Result<()> {
+        let k = step_scalars(config, step);
         let mut o = OptimParams {
             len: self.len as u32,
+            grad_share: k.grad_share,
+            one_minus_beta1: k.one_minus_beta1,
+            one_minus_beta2: k.one_minus_beta2,
+            decay: k.decay,
+            step_size: k.step_size,
+            bc2_sqrt: k.bc2_sqrt,
             ..OptimParams::default()
         };
         if step == 1 {
@@ -152,7 +159,6 @@ impl GpuOptimizerState {
                 o.kind = 0;
                 o.lr = s.lr;
                 o.momentum = s.momentum;
-                o.dampening = s.dampening;
                 o.weight_decay = s.weight_decay;
                 if s.momentum != 0.0 {
                     o.flags |= OptimParams::MOMENTUM;
@@ -164,14 +170,12 @@ impl GpuOptimizerState {
             OptimizerConfig::Adam(a) => {
                 o.kind = 1;
                 o.lr = a.lr;
-                o.beta1 = a.betas.0;
                 o.beta2 = a.betas.1;
                 o.eps = a.eps;
                 o.weight_decay = a.weight_decay;
                 if a.decoupled_weight_decay {
                     o.flags |= OptimParams::DECOUPLED;
                 }
-                (o.step_size, o.bc2_sqrt) = adam_corrections(&a, step);
             }
         }
         uploads.copy(ctx, encoder, bytemuck::bytes_of(&o), &self.uniform, 0);

@@ -20,15 +20,18 @@ pub(crate) struct OptimParams {
     pub slots: u32,
     pub lr: f32,
     pub momentum: f32,
-    pub dampening: f32,
+    /// The host's `StepScalars` (src/optim.rs) are `grad_share`, `one_minus_beta1`,
+    /// `step_size`, `bc2_sqrt`, `one_minus_beta2` and `decay`.
+    pub grad_share: f32,
     pub weight_decay: f32,
-    pub beta1: f32,
+    pub one_minus_beta1: f32,
     pub beta2: f32,
     pub eps: f32,
     pub step_size: f32,
     pub bc2_sqrt: f32,
     pub max_norm: f32,
-    pub _pad: [u32; 2],
+    pub one_minus_beta2: f32,
+    pub decay: f32,
 }
 
 impl OptimParams {
