@@ -108,6 +108,10 @@ struct Args {
     /// With --torch: iterations per round and side.
     #[arg(long, default_value_t = 200)]
     round_iterations: usize,
+    /// After training on the GPU, time each dispatch of an iteration's forward and backward
+    /// alone and print them (where the time goes; see benches/README.md).
+    #[arg(long)]
+    profile: bool,
     /// Where the trained model (safetensors, PyTorch's names) goes.
     #[arg(
         long,
@@ -180,6 +184,9 @@ fn run(args: &Args) -> Result<(), Error> {
         println!("adapter: {}", ctx.describe());
         let mut model = GpuTrainer::new(&ctx, config.clone(), &weights)?.with_head(&head)?;
         train(&mut model, args, &data)?;
+        if args.profile {
+            profile(&mut model, args)?;
+        }
         let (weights, head) = save_and_load(&model, args, vocab.len())?;
         let model = GpuRnn::new(&ctx, config, &weights)?.with_head(&head)?;
         sample(&model, &vocab, &prompt, args, &mut rng)?
@@ -190,6 +197,22 @@ fn run(args: &Args) -> Result<(), Error> {
         args.seed,
         vocab.decode(&prompt)
     );
+    Ok(())
+}
+
+/// Prints the time of each dispatch of an iteration's forward and backward, alone (20 in a
+/// pass, the median of 5 submissions; the loss, clipping and the optimizer's step are one
+/// dispatch each besides).
+fn profile(model: &mut GpuTrainer, args: &Args) -> Result<(), Error> {
+    let timings = model.profile_programs(args.seq_len, args.batch, 20, 5)?;
+    // The dispatches recomputed on the workspace and added into the gradients.
+    model.zero_grad()?;
+    println!("profile: each dispatch of an iteration alone");
+    for t in &timings {
+        println!("  {:8} {:8.1} µs  {}", t.program, t.ms * 1e3, t.op);
+    }
+    let total: f64 = timings.iter().map(|t| t.ms).sum();
+    println!("  total    {:8.1} µs", total * 1e3);
     Ok(())
 }
 

@@ -107,6 +107,8 @@ pub use gpu::engine::{GpuOptions, Recurrence};
 pub use gpu::model::GpuRnn;
 pub use gpu::stream::{RnnStream, StreamOptions};
 pub use gpu::training::GpuTrainer;
+#[doc(hidden)]
+pub use gpu::training::OpTiming;
 pub use head::Linear;
 pub use loss::{Loss, Reduction, Target};
 pub use optim::{Adam, OptimizerConfig, Sgd};

@@ -423,7 +423,7 @@ fn map_result(
 }
 
 /// Waits for `submission` within the context's timeout.
-fn wait(ctx: &GpuContext, submission: wgpu::SubmissionIndex) -> Result<()> {
+pub(crate) fn wait(ctx: &GpuContext, submission: wgpu::SubmissionIndex) -> Result<()> {
     let timeout = ctx.timeout();
     match ctx.device().poll(wgpu::PollType::Wait {
         submission_index: Some(submission),

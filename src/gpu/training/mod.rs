@@ -5,6 +5,7 @@
 #[cfg(test)]
 mod gemm_tests;
 mod one_dispatch;
+mod profile;
 mod program;
 mod record;
 mod sequence;
@@ -12,6 +13,7 @@ mod uploads;
 mod workspace;
 
 pub(crate) use one_dispatch::EXAMPLE_PROGRAM;
+pub use profile::OpTiming;
 pub(crate) use uploads::Uploads;
 
 use std::collections::HashMap;

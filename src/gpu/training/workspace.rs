@@ -132,6 +132,8 @@ pub(crate) struct TrainWorkspace {
     iteration: Option<Iteration>,
     /// The programs' uniforms; a whole iteration's loss writes its own at `LOSS_UNIFORM`.
     pub ops: wgpu::Buffer,
+    /// What was uploaded to `ops` (for `GpuTrainer::profile_programs`'s descriptions).
+    pub uniforms: Vec<u8>,
     /// Keeps the step indices the bind group reads alive.
     _steps: wgpu::Buffer,
 }
@@ -313,6 +315,7 @@ impl TrainWorkspace {
             one_dispatch,
             iteration,
             ops,
+            uniforms: builder.ops,
             _steps: steps,
         })
     }
