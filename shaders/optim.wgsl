@@ -46,9 +46,12 @@ fn element(wg: vec3<u32>, lane: u32) -> u32 {
 @compute @workgroup_size(64, 1, 1)
 fn update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
     let i = element(wg, lane);
-    if i >= o.len {
-        return;
+    if i < o.len {
+        update_element(i);
     }
+}
+
+fn update_element(i: u32) {
     var p = params[i];
     var g = grads[i];
     if o.kind == 0u {
@@ -139,6 +142,21 @@ fn write_total_norm() {
 // The same values.
 @compute @workgroup_size(64, 1, 1)
 fn clip_in_one(@builtin(local_invocation_index) lane: u32) {
+    clip_by(lane);
+}
+
+// Clipping, then the optimizer's step, in one workgroup (a small model's clipped iteration
+// ends with this one dispatch instead of two): `clip_in_one`, then `update` element by element.
+@compute @workgroup_size(64, 1, 1)
+fn clip_and_update(@builtin(local_invocation_index) lane: u32) {
+    clip_by(lane);
+    storageBarrier();
+    for (var i = lane; i < o.len; i += 64u) {
+        update_element(i);
+    }
+}
+
+fn clip_by(lane: u32) {
     for (var s = 0u; s < o.slots; s++) {
         tensor_norm(s, lane);
         workgroupBarrier();

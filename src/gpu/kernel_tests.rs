@@ -472,3 +472,99 @@ fn clip_in_one_workgroup_is_the_three_dispatches() {
         }
     }
 }
+
+/// Clipping and the optimizer's step in one workgroup (`clip_and_update`) against clipping
+/// then the step as their own dispatches: bit for bit, the parameters, the optimizer's state
+/// and the total norm over three steps, for SGD (momentum, dampening, Nesterov, weight decay),
+/// Adam and AdamW, on tensors of awkward lengths.
+#[test]
+fn clip_and_update_in_one_is_clip_then_update() {
+    use crate::gpu::optim::{GpuClip, GpuOptimizerState};
+    use crate::optim::{Adam, OptimizerConfig, Sgd};
+    let Some(ctx) = testing::gpu("clip_and_update_in_one_is_clip_then_update") else {
+        return;
+    };
+    let configs: [OptimizerConfig; 4] = [
+        Sgd {
+            momentum: 0.9,
+            nesterov: true,
+            ..Sgd::new(0.1)
+        }
+        .into(),
+        Sgd {
+            momentum: 0.5,
+            dampening: 0.3,
+            weight_decay: 0.01,
+            ..Sgd::new(0.2)
+        }
+        .into(),
+        Adam::new(0.01).into(),
+        Adam {
+            weight_decay: 0.1,
+            ..Adam::adamw(0.005)
+        }
+        .into(),
+    ];
+    let mut rng = SplitMix64(5);
+    for lengths in [vec![1], vec![3, 17], vec![257, 1, 64, 32]] {
+        let mut slots = Vec::new();
+        let mut len = 0;
+        for &n in &lengths {
+            slots.push((len, n));
+            len += n;
+        }
+        let start = rng.uniform(-1.0, 1.0, len);
+        for config in &configs {
+            let sets: Vec<_> = (0..2)
+                .map(|_| {
+                    let rw = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
+                    let params = upload(&ctx, bytemuck::cast_slice(&start), rw);
+                    let grads = upload(&ctx, bytemuck::cast_slice(&vec![0.0f32; len]), rw);
+                    let state =
+                        GpuOptimizerState::new(&ctx, &params, &grads, len, config, None).unwrap();
+                    let clip = GpuClip::new(&ctx, &params, &grads, len, &slots).unwrap();
+                    (params, grads, state, clip)
+                })
+                .collect();
+            for step in 1..=3u64 {
+                let grads = rng.uniform(-2.0, 2.0, len);
+                let mut seen = Vec::new();
+                for (i, (params, grads_buffer, state, clip)) in sets.iter().enumerate() {
+                    ctx.queue()
+                        .write_buffer(grads_buffer, 0, bytemuck::cast_slice(&grads));
+                    let mut uploads = crate::gpu::training::Uploads::default();
+                    let mut encoder = ctx.device().create_command_encoder(&Default::default());
+                    if i == 0 {
+                        clip.record(&ctx, &mut encoder, &mut uploads, 0.5).unwrap();
+                        state
+                            .record_step(&ctx, &mut encoder, &mut uploads, config, step)
+                            .unwrap();
+                    } else {
+                        state
+                            .record_clip_and_step(
+                                &ctx,
+                                &mut encoder,
+                                &mut uploads,
+                                clip,
+                                0.5,
+                                config,
+                                step,
+                            )
+                            .unwrap();
+                    }
+                    uploads.flush(&ctx);
+                    ctx.queue().submit([encoder.finish()]);
+                    seen.push((
+                        read(&ctx, params)[..len].to_vec(),
+                        read(&ctx, state.state()),
+                        read(&ctx, clip.scratch())[clip.total_at()],
+                    ));
+                }
+                assert!(
+                    seen[0] == seen[1],
+                    "{config:?}, tensors {lengths:?}, step {step}: one workgroup differs"
+                );
+            }
+        }
+    }
+}

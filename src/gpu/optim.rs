@@ -20,6 +20,12 @@ pub(crate) struct GpuOptimizerState {
     bind_group: wgpu::BindGroup,
     len: usize,
     state: wgpu::Buffer,
+    /// The model's parameters and gradients, for `with_clip`.
+    params: wgpu::Buffer,
+    grads: wgpu::Buffer,
+    /// Over the model's clipping scratch instead of this state's own: `clip_and_update`
+    /// (made the first time; a model's clipping buffers are made once).
+    with_clip: std::sync::OnceLock<wgpu::BindGroup>,
     _scratch: wgpu::Buffer,
 }
 
@@ -88,6 +94,49 @@ fn uniform(ctx: &GpuContext) -> wgpu::Buffer {
 /// dispatches cost more than their work on a software adapter.
 const CLIP_IN_ONE_WORKGROUP: usize = 1 << 16;
 
+/// The uniforms of step `step` (1 for the first) of `config` over `len` parameters.
+fn step_params(len: usize, config: &OptimizerConfig, step: u64) -> OptimParams {
+    let k = step_scalars(config, step);
+    let mut o = OptimParams {
+        len: len as u32,
+        grad_share: k.grad_share,
+        one_minus_beta1: k.one_minus_beta1,
+        one_minus_beta2: k.one_minus_beta2,
+        decay: k.decay,
+        step_size: k.step_size,
+        bc2_sqrt: k.bc2_sqrt,
+        ..OptimParams::default()
+    };
+    if step == 1 {
+        o.flags |= OptimParams::FIRST_STEP;
+    }
+    match *config {
+        OptimizerConfig::Sgd(s) => {
+            o.kind = 0;
+            o.lr = s.lr;
+            o.momentum = s.momentum;
+            o.weight_decay = s.weight_decay;
+            if s.momentum != 0.0 {
+                o.flags |= OptimParams::MOMENTUM;
+            }
+            if s.nesterov {
+                o.flags |= OptimParams::NESTEROV;
+            }
+        }
+        OptimizerConfig::Adam(a) => {
+            o.kind = 1;
+            o.lr = a.lr;
+            o.beta2 = a.betas.1;
+            o.eps = a.eps;
+            o.weight_decay = a.weight_decay;
+            if a.decoupled_weight_decay {
+                o.flags |= OptimParams::DECOUPLED;
+            }
+        }
+    }
+    o
+}
+
 /// Workgroups of 64 elements for `len` elements, as (x, y) within the per-dimension limit.
 fn element_groups(len: usize) -> (u32, u32) {
     let groups = len.div_ceil(64).max(1) as u32;
@@ -122,8 +171,60 @@ impl GpuOptimizerState {
             bind_group,
             len,
             state,
+            params: params.clone(),
+            grads: grads.clone(),
+            with_clip: std::sync::OnceLock::new(),
             _scratch: scratch,
         })
+    }
+
+    /// Records `clip.record(max_norm)` then `record_step(config, step)`: as one workgroup's
+    /// dispatch (`clip_and_update`) where the model clips in one workgroup, with the same
+    /// values. `clip` must be the model's (its buffers are bound the first time).
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_clip_and_step(
+        &self,
+        ctx: &GpuContext,
+        encoder: &mut wgpu::CommandEncoder,
+        uploads: &mut Uploads,
+        clip: &GpuClip,
+        max_norm: f32,
+        config: &OptimizerConfig,
+        step: u64,
+    ) -> Result<()> {
+        if !clip.in_one {
+            clip.record(ctx, encoder, uploads, max_norm)?;
+            return self.record_step(ctx, encoder, uploads, config, step);
+        }
+        let group = match self.with_clip.get() {
+            Some(group) => group,
+            None => {
+                let made = bind(
+                    ctx,
+                    "optimizer with clipping",
+                    [
+                        &self.uniform,
+                        &self.params,
+                        &self.grads,
+                        &self.state,
+                        &clip.scratch,
+                    ],
+                )?;
+                self.with_clip.get_or_init(|| made)
+            }
+        };
+        let o = OptimParams {
+            slots: clip.slots as u32,
+            max_norm,
+            ..step_params(self.len, config, step)
+        };
+        uploads.copy(ctx, encoder, bytemuck::bytes_of(&o), &self.uniform, 0);
+        let kernels = ctx.optim_kernels()?;
+        let mut pass = encoder.begin_compute_pass(&Default::default());
+        pass.set_pipeline(&kernels.clip_and_update);
+        pass.set_bind_group(0, group, &[]);
+        pass.dispatch_workgroups(1, 1, 1);
+        Ok(())
     }
 
     /// The state buffer: SGD's momentum, or Adam's m then v.
@@ -140,44 +241,7 @@ impl GpuOptimizerState {
         config: &OptimizerConfig,
         step: u64,
     ) -> Result<()> {
-        let k = step_scalars(config, step);
-        let mut o = OptimParams {
-            len: self.len as u32,
-            grad_share: k.grad_share,
-            one_minus_beta1: k.one_minus_beta1,
-            one_minus_beta2: k.one_minus_beta2,
-            decay: k.decay,
-            step_size: k.step_size,
-            bc2_sqrt: k.bc2_sqrt,
-            ..OptimParams::default()
-        };
-        if step == 1 {
-            o.flags |= OptimParams::FIRST_STEP;
-        }
-        match *config {
-            OptimizerConfig::Sgd(s) => {
-                o.kind = 0;
-                o.lr = s.lr;
-                o.momentum = s.momentum;
-                o.weight_decay = s.weight_decay;
-                if s.momentum != 0.0 {
-                    o.flags |= OptimParams::MOMENTUM;
-                }
-                if s.nesterov {
-                    o.flags |= OptimParams::NESTEROV;
-                }
-            }
-            OptimizerConfig::Adam(a) => {
-                o.kind = 1;
-                o.lr = a.lr;
-                o.beta2 = a.betas.1;
-                o.eps = a.eps;
-                o.weight_decay = a.weight_decay;
-                if a.decoupled_weight_decay {
-                    o.flags |= OptimParams::DECOUPLED;
-                }
-            }
-        }
+        let o = step_params(self.len, config, step);
         uploads.copy(ctx, encoder, bytemuck::bytes_of(&o), &self.uniform, 0);
         let kernels = ctx.optim_kernels()?;
         let mut pass = encoder.begin_compute_pass(&Default::default());

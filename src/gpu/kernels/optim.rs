@@ -50,6 +50,8 @@ pub(crate) struct OptimKernels {
     pub scale: wgpu::ComputePipeline,
     /// The three above in one workgroup, for small models.
     pub clip_in_one: wgpu::ComputePipeline,
+    /// `clip_in_one`, then `update` over every element, in one workgroup.
+    pub clip_and_update: wgpu::ComputePipeline,
 }
 
 impl OptimKernels {
@@ -76,6 +78,7 @@ impl OptimKernels {
             total_norm: pipeline("total_norm"),
             scale: pipeline("scale"),
             clip_in_one: pipeline("clip_in_one"),
+            clip_and_update: pipeline("clip_and_update"),
             layout,
         }
     }

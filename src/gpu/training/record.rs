@@ -6,7 +6,7 @@
 use super::workspace::Regions;
 use super::{GpuTrainer, LastForward, submit_and_read};
 use crate::error::{Result, RnnError};
-use crate::gpu::optim::GpuClip;
+use crate::gpu::optim::{GpuClip, GpuOptimizerState};
 use crate::layout::ForwardShape;
 use crate::loss::{Loss, Target, check_target};
 use crate::rnn::RnnOutput;
@@ -369,10 +369,10 @@ impl GpuTrainer {
             };
             self.record_loss_backward(encoder, tape, loss, batch.target)?;
         }
-        if let Some(max_norm) = clip {
-            self.record_clip(encoder, max_norm)?;
+        match clip {
+            Some(max_norm) => self.record_clip_and_step(encoder, max_norm, optimizer),
+            None => self.record_step(encoder, optimizer),
         }
-        self.record_step(encoder, optimizer)
     }
 
     /// A whole iteration's target (`staged_target`) laid out where the loss's gradient goes
@@ -404,12 +404,7 @@ impl GpuTrainer {
         encoder: &mut wgpu::CommandEncoder,
         optimizer: &mut Optimizer,
     ) -> Result<()> {
-        optimizer.check_model(self.id)?;
-        let OptimizerState::Gpu(state) = &optimizer.state else {
-            return Err(RnnError::InvalidConfig(
-                "this optimizer's state is on the CPU, not this GPU".into(),
-            ));
-        };
+        let state = self.gpu_state(optimizer)?;
         let step = optimizer.step + 1;
         state.record_step(
             &self.ctx,
@@ -422,12 +417,58 @@ impl GpuTrainer {
         Ok(())
     }
 
+    /// `optimizer`'s state on this model's device.
+    fn gpu_state<'o>(&self, optimizer: &'o Optimizer) -> Result<&'o GpuOptimizerState> {
+        optimizer.check_model(self.id)?;
+        match &optimizer.state {
+            OptimizerState::Gpu(state) => Ok(state),
+            _ => Err(RnnError::InvalidConfig(
+                "this optimizer's state is on the CPU, not this GPU".into(),
+            )),
+        }
+    }
+
+    /// Records `clip_grad_norm_(max_norm)` and `optimizer`'s next step into `encoder` (one
+    /// dispatch for a small model: `GpuOptimizerState::record_clip_and_step`).
+    fn record_clip_and_step(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        max_norm: f32,
+        optimizer: &mut Optimizer,
+    ) -> Result<()> {
+        let state = self.gpu_state(optimizer)?;
+        let step = optimizer.step + 1;
+        self.make_clip()?;
+        let clip = self.clip.as_ref().expect("made above");
+        state.record_clip_and_step(
+            &self.ctx,
+            encoder,
+            &mut self.uploads,
+            clip,
+            max_norm,
+            &optimizer.config,
+            step,
+        )?;
+        self.clipped = true;
+        optimizer.step += 1;
+        Ok(())
+    }
+
     /// Records `clip_grad_norm_(max_norm)` into `encoder`.
     pub(super) fn record_clip(
         &mut self,
         encoder: &mut wgpu::CommandEncoder,
         max_norm: f32,
     ) -> Result<()> {
+        self.make_clip()?;
+        let clip = self.clip.as_ref().expect("made above");
+        clip.record(&self.ctx, encoder, &mut self.uploads, max_norm)?;
+        self.clipped = true;
+        Ok(())
+    }
+
+    /// Makes clipping's buffers, the first time.
+    fn make_clip(&mut self) -> Result<()> {
         if self.clip.is_none() {
             let ranges = self.layout.ranges();
             let clip = GpuClip::new(
@@ -439,9 +480,6 @@ impl GpuTrainer {
             )?;
             self.clip = Some(clip);
         }
-        let clip = self.clip.as_ref().expect("made above");
-        clip.record(&self.ctx, encoder, &mut self.uploads, max_norm)?;
-        self.clipped = true;
         Ok(())
     }
 
