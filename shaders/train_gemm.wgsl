@@ -162,7 +162,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 fn store(m0: u32, n0: u32, acc: array<vec4<f32>, 4>) {
     for (var r = 0u; r < 4u; r++) {
         for (var c = 0u; c < 4u; c++) {
-            store_element(m0 + r, n0 + c, acc[r][c]);
+            store_element(m0 + r, n0 + c, acc[r][c], bias_element(n0 + c));
         }
     }
 }

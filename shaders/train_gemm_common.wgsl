@@ -12,15 +12,25 @@
 @group(0) @binding(6) var<storage, read_write> work4: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read_write> grads4: array<vec4<f32>>;
 
-// C[m, n] = value (+ bias[n]) (+ C[m, n] where accumulating); nothing outside the matrix.
-fn store_element(m: u32, n: u32, sum: f32) {
+// bias[n] where the operation adds a bias and n is inside the matrix (else 0): a kernel loads
+// it once per column it stores, not once per element.
+fn bias_element(n: u32) -> f32 {
+    if (g.flags & BIAS) != 0u && n < g.n {
+        return params[g.bias_off + n];
+    }
+    return 0.0;
+}
+
+// C[m, n] = value (+ `bias`, bias_element(n)) (+ C[m, n] where accumulating); nothing outside
+// the matrix.
+fn store_element(m: u32, n: u32, sum: f32, bias: f32) {
     if m >= g.m || n >= g.n {
         return;
     }
     let at = g.c_off + m * g.c_sm + n * g.c_sn;
     var value = sum;
     if (g.flags & BIAS) != 0u {
-        value += params[g.bias_off + n];
+        value += bias;
     }
     if (g.flags & ACCUMULATE) != 0u {
         value = {{C}}[at] + value;

@@ -45,16 +45,26 @@ fn b_columns(k: u32, n: u32) -> vec4<f32> {
     return select(vec4<f32>(0.0), {{B4}}[(g.b_off + k * g.b_sk + min(n, g.n - 4u)) / 4u], n < g.n);
 }
 
-// C[m, n..n+4] = sums (+ bias[n..n+4]) (+ C[m, n..n+4]): `store_element`'s arithmetic four
-// columns at a time, with C contiguous along n.
-fn store_columns(m: u32, n: u32, sums: vec4<f32>) {
+// bias[n..n+4] where the operation adds a bias (and n is inside the matrix): loaded once per
+// lane, not once per row (loads are what costs on llvmpipe, and at small k the stores are
+// most of a tile's time).
+fn bias_columns(n: u32) -> vec4<f32> {
+    if (g.flags & BIAS) != 0u && n < g.n {
+        return params4[(g.bias_off + n) / 4u];
+    }
+    return vec4<f32>(0.0);
+}
+
+// C[m, n..n+4] = sums (+ bias, `bias_columns(n)`) (+ C[m, n..n+4]): `store_element`'s
+// arithmetic four columns at a time, with C contiguous along n.
+fn store_columns(m: u32, n: u32, sums: vec4<f32>, bias: vec4<f32>) {
     if m >= g.m || n >= g.n {
         return;
     }
     let at = (g.c_off + m * g.c_sm + n) / 4u;
     var value = sums;
     if (g.flags & BIAS) != 0u {
-        value += params4[(g.bias_off + n) / 4u];
+        value += bias;
     }
     if (g.flags & ACCUMULATE) != 0u {
         value = {{C4}}[at] + value;

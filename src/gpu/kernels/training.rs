@@ -231,12 +231,18 @@ fn subgroup_gemm(lanes: usize, row_sums: bool, vectors: GemmVectors) -> Template
             let _ = writeln!(add_blocks, "        row_sum{r} += row_blk{r};");
         }
         if vectors.c {
-            let _ = writeln!(store, "    store_columns(m0 + {r}u, n0, acc{r});");
+            if r == 0 {
+                let _ = writeln!(store, "    let bias = bias_columns(n0);");
+            }
+            let _ = writeln!(store, "    store_columns(m0 + {r}u, n0, acc{r}, bias);");
         } else {
             for (c, component) in xyzw.iter().enumerate() {
+                if r == 0 {
+                    let _ = writeln!(store, "    let bias{c} = bias_element(n0 + {c}u);");
+                }
                 let _ = writeln!(
                     store,
-                    "    store_element(m0 + {r}u, n0 + {c}u, acc{r}.{component});"
+                    "    store_element(m0 + {r}u, n0 + {c}u, acc{r}.{component}, bias{c});"
                 );
             }
         }
