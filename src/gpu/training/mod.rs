@@ -55,7 +55,8 @@ use workspace::{Regions, TrainWorkspace};
 /// [`with_recurrence(Recurrence::PerStep)`](GpuTrainer::with_recurrence) runs one dispatch per
 /// step instead. A small model's whole forward, or backward, runs as one dispatch where the
 /// recurrence fits one subgroup (`Recurrence::Auto`; on a software adapter a dispatch costs
-/// ~40 µs, more than such a model's work), with the same results as its separate dispatches.
+/// ~40 µs, more than such a model's work), and [`train_step`](Train::train_step)'s forward,
+/// loss and backward as one, with the same results as their separate dispatches.
 /// Forward and backward are one submission each; parameters and gradients stay on the GPU
 /// until [`parameters`](Train::parameters) or [`gradients`](Train::gradients) reads them.
 pub struct GpuTrainer {
