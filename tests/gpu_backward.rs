@@ -861,7 +861,30 @@ fn one_dispatch_programs_match(mode: RnnMode) {
                     seen.push((format!("step {i} d {name}"), t.data().to_vec()));
                 }
             }
-            for (name, t) in model.parameters().unwrap() {
+            // A refused target: a typed error, nothing run (the parameters stay).
+            let before = model.parameters().unwrap();
+            let out_of_range = vec![out; batch * steps];
+            let wrong_shape = rng.tensor(&[batch, steps, out + 1]);
+            for (loss, target) in [
+                (
+                    Loss::CrossEntropy(Reduction::Mean),
+                    Target::Classes(&out_of_range),
+                ),
+                (Loss::Mse(Reduction::Mean), Target::Values(&wrong_shape)),
+            ] {
+                let refused = wgpu_rnn::Batch {
+                    input: &input,
+                    lengths: None,
+                    state: InitialState::Zeros,
+                    target,
+                };
+                assert!(matches!(
+                    model.train_step(refused, loss, &mut optimizer, None),
+                    Err(RnnError::InvalidConfig(_) | RnnError::ShapeMismatch { .. })
+                ));
+            }
+            assert_eq!(model.parameters().unwrap(), before);
+            for (name, t) in before {
                 seen.push((name, t.data().to_vec()));
             }
             results.push(seen);
