@@ -444,6 +444,75 @@ fn no_resources_per_iteration(mode: RnnMode) {
 }
 for_each_mode!(resources, no_resources_per_iteration);
 
+/// After the first, `train_step`s create no GPU resources: a model small enough for the
+/// one-kernel iteration (MSE, Adam) and one that is not (cross-entropy, SGD), both clipped
+/// (clipping and the step then share one dispatch and a bind group made the first time).
+fn no_resources_per_train_step(mode: RnnMode) {
+    if gpu("no_resources_per_train_step").is_none() {
+        return;
+    }
+    let ctx = GpuContext::new().unwrap();
+    for (hidden, classes, steps) in [(16, 1, 49), (64, 28, 35)] {
+        let config = RnnConfig {
+            batch_first: true,
+            ..RnnConfig::new(mode, classes, hidden)
+        };
+        let weights = wgpu_rnn::RnnWeights::init(&config, 3).unwrap();
+        let mut rng = Rng(hidden as u64);
+        let head = Linear {
+            in_features: hidden,
+            out_features: classes,
+            weight: rng.values(classes * hidden),
+            bias: Some(rng.values(classes)),
+        };
+        let mut model = GpuTrainer::new(&ctx, config, &weights)
+            .unwrap()
+            .with_head(&head)
+            .unwrap();
+        let batch = if classes == 1 { 1 } else { 8 };
+        let input = rng.tensor(&[batch, steps, classes]);
+        let values = rng.tensor(&[batch, steps, classes]);
+        let labels: Vec<usize> = (0..batch * steps).map(|i| i % classes).collect();
+        let (loss, target, optimizer) = match classes {
+            1 => (
+                Loss::Mse(Reduction::Mean),
+                Target::Values(&values),
+                wgpu_rnn::Adam::new(0.01).into(),
+            ),
+            _ => (
+                Loss::CrossEntropy(Reduction::Mean),
+                Target::Classes(&labels),
+                wgpu_rnn::Sgd::new(1.0).into(),
+            ),
+        };
+        let mut optimizer = model.optimizer(optimizer).unwrap();
+        let batch = wgpu_rnn::Batch {
+            input: &input,
+            lengths: None,
+            state: InitialState::Carried,
+            target,
+        };
+        let mut step = || {
+            model
+                .train_step(batch, loss, &mut optimizer, Some(1.0))
+                .unwrap();
+            model.last_loss().unwrap()
+        };
+        step();
+        let warm = ctx.resource_counts();
+        for _ in 0..3 {
+            step();
+        }
+        assert_eq!(
+            ctx.resource_counts(),
+            warm,
+            "{} H={hidden}",
+            mode_name(mode)
+        );
+    }
+}
+for_each_mode!(train_step_resources, no_resources_per_train_step);
+
 /// A hidden size beyond the step kernels' 64-wide workgroups and the GEMM's 64 × 64 tiles.
 fn hidden_257_matches_cpu(mode: RnnMode) {
     let Some(ctx) = gpu("hidden_257_matches_cpu") else {

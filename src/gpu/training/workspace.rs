@@ -124,10 +124,16 @@ pub(crate) struct TrainWorkspace {
     /// A head on the final state (see [`Programs`]).
     pub state_forward: Vec<Op>,
     pub state_backward: Vec<Op>,
-    /// The pipelines of the programs' `Op::Subgroup` dispatches, where they have any.
-    subgroup: Option<std::sync::Arc<SubgroupPipelines>>,
-    /// The kernels of the programs' `Op::Program`s (small programs as one dispatch).
-    one_dispatch: Vec<wgpu::ComputePipeline>,
+    /// The register recurrence the programs run, where they run one.
+    spec: Option<SubgroupRecurrence>,
+    /// Its pipelines, for the programs' `Op::Subgroup` dispatches; and the kernels of their
+    /// `Op::Program`s (small programs as one dispatch, `one_dispatch_runs` written out). Each
+    /// is compiled the first time a recorded program needs it: a tutorial's `train_step`s
+    /// run their whole iteration as one kernel and never need the others (each costs
+    /// llvmpipe ~0.1–1 s to compile).
+    subgroup: OnceLock<std::sync::Arc<SubgroupPipelines>>,
+    one_dispatch_runs: Vec<String>,
+    one_dispatch: Vec<OnceLock<wgpu::ComputePipeline>>,
     /// A loss's whole iteration as one kernel (MSE, cross-entropy), compiled on first use.
     iteration: Option<Iteration>,
     /// The programs' uniforms; a whole iteration's loss writes its own at `LOSS_UNIFORM`.
@@ -140,7 +146,6 @@ pub(crate) struct TrainWorkspace {
 
 /// A small model's forward, loss and backward as one kernel per loss.
 struct Iteration {
-    spec: SubgroupRecurrence,
     runs: IterationRuns,
     mse: OnceLock<wgpu::ComputePipeline>,
     cross_entropy: OnceLock<wgpu::ComputePipeline>,
@@ -216,8 +221,8 @@ impl TrainWorkspace {
             whole_programs,
             &mut builder,
         )?;
-        let subgroup = match recurrence {
-            TrainRecurrence::Subgroup(spec) => Some(ctx.training_subgroup(spec)?),
+        let spec = match recurrence {
+            TrainRecurrence::Subgroup(spec) => Some(spec),
             _ => None,
         };
         for op in programs.all_ops() {
@@ -227,14 +232,6 @@ impl TrainWorkspace {
                 Op::Subgroup { .. } | Op::Program { .. } => {}
             }
         }
-        let one_dispatch = match recurrence {
-            TrainRecurrence::Subgroup(spec) => programs
-                .one_dispatch
-                .iter()
-                .map(|run| ctx.training_program(spec, run))
-                .collect::<Result<Vec<_>>>()?,
-            _ => Vec::new(),
-        };
 
         let scopes = ctx.error_scopes();
         let u32s = |n: usize| bytemuck::cast_slice::<u32, u8>(&vec![0u32; n]).to_vec();
@@ -291,11 +288,10 @@ impl TrainWorkspace {
             state_forward,
             state_backward,
             iteration,
-            ..
+            one_dispatch: one_dispatch_runs,
         } = programs;
         let iteration = match (recurrence, iteration) {
-            (TrainRecurrence::Subgroup(spec), Some(runs)) => Some(Iteration {
-                spec,
+            (TrainRecurrence::Subgroup(_), Some(runs)) => Some(Iteration {
                 runs,
                 mse: OnceLock::new(),
                 cross_entropy: OnceLock::new(),
@@ -311,8 +307,10 @@ impl TrainWorkspace {
             bind_group,
             forward,
             backward,
-            subgroup,
-            one_dispatch,
+            spec,
+            subgroup: OnceLock::new(),
+            one_dispatch: one_dispatch_runs.iter().map(|_| OnceLock::new()).collect(),
+            one_dispatch_runs,
             iteration,
             ops,
             uniforms: builder.ops,
@@ -344,7 +342,10 @@ impl TrainWorkspace {
         let pipeline = match cell.get() {
             Some(pipeline) => pipeline,
             None => {
-                let compiled = ctx.training_program(iteration.spec, run)?;
+                let spec = self
+                    .spec
+                    .expect("an iteration kernel runs a register recurrence");
+                let compiled = ctx.training_program(spec, run)?;
                 cell.get_or_init(|| compiled)
             }
         };
@@ -366,14 +367,37 @@ impl TrainWorkspace {
         program: &[Op],
     ) -> Result<()> {
         let kernels = ctx.training_kernels()?;
+        self.compile_for(ctx, program)?;
         record_ops(
             kernels,
-            self.subgroup.as_deref(),
+            self.subgroup.get().map(|pipelines| pipelines.as_ref()),
             &self.one_dispatch,
             &self.bind_group,
             encoder,
             program,
         );
+        Ok(())
+    }
+
+    /// Compiles what `program`'s recurrence and one-dispatch kernels need, unless compiled.
+    fn compile_for(&self, ctx: &GpuContext, program: &[Op]) -> Result<()> {
+        for op in program {
+            let spec = || {
+                self.spec
+                    .expect("programs with these ops run a register recurrence")
+            };
+            match *op {
+                Op::Subgroup { .. } if self.subgroup.get().is_none() => {
+                    let compiled = ctx.training_subgroup(spec())?;
+                    let _ = self.subgroup.set(compiled);
+                }
+                Op::Program { index } if self.one_dispatch[index].get().is_none() => {
+                    let compiled = ctx.training_program(spec(), &self.one_dispatch_runs[index])?;
+                    let _ = self.one_dispatch[index].set(compiled);
+                }
+                _ => {}
+            }
+        }
         Ok(())
     }
 }
@@ -382,7 +406,7 @@ impl TrainWorkspace {
 pub(crate) fn record_ops(
     kernels: &TrainingKernels,
     subgroup: Option<&SubgroupPipelines>,
-    one_dispatch: &[wgpu::ComputePipeline],
+    one_dispatch: &[OnceLock<wgpu::ComputePipeline>],
     bind_group: &wgpu::BindGroup,
     encoder: &mut wgpu::CommandEncoder,
     program: &[Op],
@@ -430,7 +454,11 @@ pub(crate) fn record_ops(
             }
             Op::Program { index } => {
                 // Its values are constants in the kernel: the uniforms' offsets do not matter.
-                pass.set_pipeline(&one_dispatch[index]);
+                pass.set_pipeline(
+                    one_dispatch[index]
+                        .get()
+                        .expect("a program's kernels are compiled before it is recorded"),
+                );
                 pass.set_bind_group(0, bind_group, &[0, 0]);
                 pass.dispatch_workgroups(1, 1, 1);
             }
