@@ -860,7 +860,8 @@ impl<T: Train> LossOnce for T {
 }
 
 /// A small model's forward and backward run as one dispatch each, and `train_step` its whole
-/// iteration (forward, loss, backward) as one (`Recurrence::Auto`), with the results of their
+/// iteration (forward, loss, backward) as one where it pays (an Elman RNN's or a GRU's;
+/// `Recurrence::Auto`), with the results of their
 /// separate dispatches (`Recurrence::Persistent`), bit for bit: losses (MSE and
 /// cross-entropy, mean and sum, lengths or none), gradients, and the parameters after a few
 /// steps; with a head and without. Sizes where the recurrence fits one subgroup and where it

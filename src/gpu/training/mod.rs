@@ -56,7 +56,8 @@ use workspace::{Regions, TrainWorkspace};
 /// step instead. A small model's whole forward, or backward, runs as one dispatch where the
 /// recurrence fits one subgroup (`Recurrence::Auto`; on a software adapter a dispatch costs
 /// ~40 µs, more than such a model's work), and [`train_step`](Train::train_step)'s forward,
-/// loss and backward as one, with the same results as their separate dispatches.
+/// loss and backward as one (an Elman RNN's or a GRU's), with the same results as their
+/// separate dispatches. Kernels compile the first time a program needs them.
 /// Forward and backward are one submission each; parameters and gradients stay on the GPU
 /// until [`parameters`](Train::parameters) or [`gradients`](Train::gradients) reads them.
 pub struct GpuTrainer {

@@ -686,14 +686,19 @@ pub(crate) fn programs(
             step_align,
         };
         // A loss's whole iteration on a sequence of one chunk: the forward, the loss and the
-        // parameters' backward in one kernel, where together they still fit.
+        // parameters' backward in one kernel, where together they still fit. Not for an
+        // LSTM: its kernel took llvmpipe 5.7–6.7 s to compile against 4.1 s for the separate
+        // programs (first step of the sine tutorial, shader cache off), and ran no faster
+        // (0.67–0.74 ms an iteration against 0.69–0.87); an Elman RNN's compiles as fast as
+        // the separate programs and a GRU's 1.2 s slower, each then ~25 % faster an iteration.
         let rows = frames;
         let features = head.map_or(config.output_size(), |h| h.out);
         let head_on_frames = head.is_none_or(|h| !h.on_state);
+        let pays = config.mode != RnnMode::Lstm;
         if let (Some(forward), Some(backward), true) = (
             one_dispatch(config, spec, &forward, &uniforms),
             one_dispatch(config, spec, &backward.parameters, &uniforms),
-            head_on_frames,
+            head_on_frames && pays,
         ) {
             let with_loss = |cross_entropy| {
                 let loss = iteration_loss(spec, cross_entropy, rows, features);
