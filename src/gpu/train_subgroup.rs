@@ -130,66 +130,165 @@ impl SubgroupRecurrence {
     /// The recurrence's module over `declarations` (`train_unit.wgsl` with `Unit` and `Step`
     /// as uniforms, or as private values).
     fn module(&self, declarations: String) -> String {
-        let (rows, kq, g_count) = (self.rows, self.vec4s(), self.cell.gates());
-        let quads = rows / 4;
-        let xyzw = ["x", "y", "z", "w"];
-        let (lanes, shared) = (self.lanes, self.subgroups > 1);
-        // What each lane shares, one half of the workgroup memory: h, or each gate's dG.
-        let half = g_count * kq;
-        // vec4 k of a value spread over the workgroup (`name`, gate `g`): in one subgroup,
-        // lane k / quads's register k % quads; else slice k / lanes that lane k % lanes of
-        // each subgroup loaded (`fetch`).
-        let broadcast = |name: &str, g: usize, k: usize| {
-            if shared {
-                format!(
-                    "subgroupBroadcast({name}s{g}_{}, {}u)",
-                    k / lanes,
-                    k % lanes
-                )
-            } else {
-                format!("subgroupBroadcast({name}{}, {}u)", k % quads, k / quads)
+        let generator = Generator::new(self);
+        let (forward_load, forward_step, forward_save) = generator.forward();
+        let (backward_load, backward_step, backward_save) = generator.backward();
+        let Generator {
+            rows,
+            kq,
+            gates: g_count,
+            shared,
+            half,
+            ..
+        } = generator;
+        Template::new(shaders::TRAIN_SUBGROUP)
+            .set("TRAIN_UNIT", declarations)
+            .set("LANES", (self.lanes * self.subgroups).to_string())
+            .set(
+                "SHARED",
+                if shared {
+                    format!(
+                        "var<workgroup> shared_values: array<vec4<f32>, {}>;",
+                        2 * half
+                    )
+                } else {
+                    String::new()
+                },
+            )
+            .set(
+                "SUB_BUILTIN",
+                if shared {
+                    ", @builtin(subgroup_invocation_id) sub: u32"
+                } else {
+                    ""
+                },
+            )
+            .set("SUB_ARG", if shared { ", sub" } else { "" })
+            .set("SUB_PARAM", if shared { ", sub: u32" } else { "" })
+            .set("ROWS", rows.to_string())
+            .set("FORWARD_WEIGHTS", (g_count * rows * kq).to_string())
+            .set("BACKWARD_WEIGHTS", (g_count * rows * kq).to_string())
+            .set("FORWARD_LOAD", forward_load)
+            .set("FORWARD_STEP", forward_step)
+            .set("FORWARD_SAVE", forward_save)
+            .set("BACKWARD_LOAD", backward_load)
+            .set("BACKWARD_STEP", backward_step)
+            .set("BACKWARD_SAVE", backward_save)
+            .finish()
+    }
+}
+
+/// The parts of `train_subgroup.wgsl` for one specialisation, written out: its sizes, how a lane
+/// reaches the values the others hold, and the forward's and backward's loads, steps and saves.
+#[derive(Clone, Copy)]
+struct Generator {
+    cell: CellKind,
+    /// Units a lane owns, and vec4s of h (and of each gate's dG) across the workgroup.
+    rows: usize,
+    kq: usize,
+    /// vec4s of a lane's units.
+    quads: usize,
+    gates: usize,
+    lanes: usize,
+    /// Several subgroups: h and dG pass through workgroup memory.
+    shared: bool,
+    /// What each lane shares, one half of the workgroup memory: h, or each gate's dG.
+    half: usize,
+}
+
+const XYZW: [&str; 4] = ["x", "y", "z", "w"];
+
+/// The sums run in the generic kernels' order (train_step.wgsl: each vec4's dot product, or
+/// each term, added in turn): the same rounding, so that which kernel ran does not change a
+/// result. Adam's first steps magnify rounding in gradients near its eps, and the tutorials'
+/// replays are checked against PyTorch after those steps.
+fn dot(out: &mut String, name: &str, terms: &[(usize, String)]) {
+    let (w0, v0) = &terms[0];
+    let _ = writeln!(out, "        var {name} = dot(w[{w0}], {v0});");
+    for (wi, v) in &terms[1..] {
+        let _ = writeln!(out, "        {name} += dot(w[{wi}], {v});");
+    }
+}
+
+/// Unit `i` of the lane's h registers.
+fn unit(i: usize) -> String {
+    format!("h{}.{}", i / 4, XYZW[i % 4])
+}
+
+impl Generator {
+    fn new(spec: &SubgroupRecurrence) -> Self {
+        let (kq, gates) = (spec.vec4s(), spec.cell.gates());
+        Generator {
+            cell: spec.cell,
+            rows: spec.rows,
+            kq,
+            quads: spec.rows / 4,
+            gates,
+            lanes: spec.lanes,
+            shared: spec.subgroups > 1,
+            half: gates * kq,
+        }
+    }
+
+    /// vec4 k of a value spread over the workgroup (`name`, gate `g`): in one subgroup, lane
+    /// k / quads's register k % quads; else slice k / lanes that lane k % lanes of each
+    /// subgroup loaded (`fetch`).
+    fn broadcast(&self, name: &str, g: usize, k: usize) -> String {
+        let (lanes, quads) = (self.lanes, self.quads);
+        if self.shared {
+            format!(
+                "subgroupBroadcast({name}s{g}_{}, {}u)",
+                k / lanes,
+                k % lanes
+            )
+        } else {
+            format!("subgroupBroadcast({name}{}, {}u)", k % quads, k / quads)
+        }
+    }
+
+    /// With several subgroups, this lane's slices of gate `g`'s `name` from the half `cur`.
+    fn fetch(&self, out: &mut String, name: &str, g: usize) {
+        if self.shared {
+            for j in 0..self.kq / self.lanes {
+                let _ = writeln!(
+                    out,
+                    "        let {name}s{g}_{j} = shared_values[cur + {}u + sub];",
+                    g * self.kq + j * self.lanes
+                );
             }
-        };
-        let fetch = |out: &mut String, name: &str, g: usize| {
-            if shared {
-                for j in 0..kq / lanes {
+        }
+    }
+
+    /// This lane's registers into the half `at` (`next`, or 0 before the loop), then the
+    /// barrier that makes them visible.
+    fn publish(&self, out: &mut String, at: &str, registers: &[(usize, String)]) {
+        if self.shared {
+            let quads = self.quads;
+            for (g, name) in registers {
+                for q in 0..quads {
                     let _ = writeln!(
                         out,
-                        "        let {name}s{g}_{j} = shared_values[cur + {}u + sub];",
-                        g * kq + j * lanes
+                        "        shared_values[{at} + {}u + lane * {quads}u] = {name}{q};",
+                        g * self.kq + q
                     );
                 }
             }
-        };
-        // This lane's registers into the half `at` (`next`, or 0 before the loop), then the
-        // barrier that makes them visible.
-        let publish = |out: &mut String, at: &str, registers: &[(usize, String)]| {
-            if shared {
-                for (g, name) in registers {
-                    for q in 0..quads {
-                        let _ = writeln!(
-                            out,
-                            "        shared_values[{at} + {}u + lane * {quads}u] = {name}{q};",
-                            g * kq + q
-                        );
-                    }
-                }
-                let _ = writeln!(out, "        workgroupBarrier();");
-            }
-        };
-        // The sums run in the generic kernels' order (train_step.wgsl: each vec4's dot
-        // product, or each term, added in turn): the same rounding, so that which kernel ran
-        // does not change a result. Adam's first steps magnify rounding in gradients near its
-        // eps, and the tutorials' replays are checked against PyTorch after those steps.
-        let dot = |out: &mut String, name: &str, terms: &[(usize, String)]| {
-            let (w0, v0) = &terms[0];
-            let _ = writeln!(out, "        var {name} = dot(w[{w0}], {v0});");
-            for (wi, v) in &terms[1..] {
-                let _ = writeln!(out, "        {name} += dot(w[{wi}], {v});");
-            }
-        };
-        let unit = |i: usize| format!("h{}.{}", i / 4, xyzw[i % 4]);
+            let _ = writeln!(out, "        workgroupBarrier();");
+        }
+    }
 
+    /// The forward's `FORWARD_LOAD`, `FORWARD_STEP` and `FORWARD_SAVE`.
+    fn forward(&self) -> (String, String, String) {
+        let Generator {
+            cell,
+            rows,
+            kq,
+            quads,
+            gates: g_count,
+            shared,
+            half,
+            ..
+        } = *self;
         // Forward: w[(g·rows + i)·kq + k] = W_hh[g·H + row0 + i, 4k .. 4k + 3].
         let mut forward_load = String::new();
         for i in 0..rows {
@@ -232,7 +331,7 @@ impl SubgroupRecurrence {
                     .join(", ")
             );
         }
-        if self.cell == CellKind::Lstm {
+        if cell == CellKind::Lstm {
             for i in 0..rows {
                 let _ = writeln!(
                     forward_load,
@@ -248,12 +347,12 @@ impl SubgroupRecurrence {
                 "        let cur = ((s - first) & 1u) * {half}u;\n        let next = {half}u - cur;"
             );
         }
-        fetch(&mut forward_step, "h", 0);
+        self.fetch(&mut forward_step, "h", 0);
         for k in 0..kq {
             let _ = writeln!(
                 forward_step,
                 "        let hb{k} = {};",
-                broadcast("h", 0, k)
+                self.broadcast("h", 0, k)
             );
         }
         for g in 0..g_count {
@@ -285,7 +384,7 @@ impl SubgroupRecurrence {
             format!("vec4<f32>({})", parts.join(", "))
         };
         for i in 0..rows {
-            let call = match self.cell {
+            let call = match cell {
                 CellKind::Rnn => format!("forward_rnn(row0 + {i}u, pre, out, a0_{i}, b0_{i})"),
                 CellKind::Lstm => format!(
                     "forward_lstm(row0 + {i}u, pre, saved, out, {}, {}, &c{i})",
@@ -309,8 +408,8 @@ impl SubgroupRecurrence {
             );
         }
         let _ = writeln!(forward_step, "        }}");
-        publish(&mut forward_step, "next", &[(0, "h".into())]);
-        publish(&mut forward_load, "0u", &[(0, "h".into())]);
+        self.publish(&mut forward_step, "next", &[(0, "h".into())]);
+        self.publish(&mut forward_load, "0u", &[(0, "h".into())]);
 
         let mut forward_save = String::new();
         let _ = writeln!(
@@ -324,11 +423,25 @@ impl SubgroupRecurrence {
                 "    store_unit(state_out, row0 + {i}u, {});",
                 unit(i)
             );
-            if self.cell == CellKind::Lstm {
+            if cell == CellKind::Lstm {
                 let _ = writeln!(forward_save, "    store_unit(cell_out, row0 + {i}u, c{i});");
             }
         }
+        (forward_load, forward_step, forward_save)
+    }
 
+    /// The backward's `BACKWARD_LOAD`, `BACKWARD_STEP` and `BACKWARD_SAVE`.
+    fn backward(&self) -> (String, String, String) {
+        let Generator {
+            cell,
+            rows,
+            kq,
+            quads,
+            gates: g_count,
+            shared,
+            half,
+            ..
+        } = *self;
         // Backward: w[m·quads + q] = W_hh[m, row0 + 4q .. 4q + 3] for the rows m = g·H_pad + r
         // (zero for padding): this lane's columns, four units per vec4.
         let pad = 4 * kq;
@@ -379,7 +492,7 @@ impl SubgroupRecurrence {
                 backward_load,
                 "    var ch{i} = load_unit(carry_h_at(d, n), row0 + {i}u);"
             );
-            if self.cell == CellKind::Lstm {
+            if cell == CellKind::Lstm {
                 let _ = writeln!(
                     backward_load,
                     "    var cc{i} = load_unit(carry_c_at(d, n), row0 + {i}u);"
@@ -395,7 +508,7 @@ impl SubgroupRecurrence {
             );
         }
         for g in 0..g_count {
-            fetch(&mut backward_step, "e", g);
+            self.fetch(&mut backward_step, "e", g);
             for k in 0..kq {
                 let name = if shared {
                     "e".to_string()
@@ -405,7 +518,7 @@ impl SubgroupRecurrence {
                 let _ = writeln!(
                     backward_step,
                     "        let eb{g}_{k} = {};",
-                    broadcast(&name, g, k)
+                    self.broadcast(&name, g, k)
                 );
             }
         }
@@ -415,7 +528,7 @@ impl SubgroupRecurrence {
         }
         for g in 0..g_count {
             for k in 0..kq {
-                for (c, component) in xyzw.iter().enumerate() {
+                for (c, component) in XYZW.iter().enumerate() {
                     let m = g * pad + 4 * k + c;
                     for q in 0..quads {
                         let _ = writeln!(
@@ -429,8 +542,8 @@ impl SubgroupRecurrence {
         }
         let _ = writeln!(backward_step, "        if valid(p, n) {{");
         for i in 0..rows {
-            let through = format!("through{}.{}", i / 4, xyzw[i % 4]);
-            let call = match self.cell {
+            let through = format!("through{}.{}", i / 4, XYZW[i % 4]);
+            let call = match cell {
                 CellKind::Rnn => {
                     format!("backward_rnn(row0 + {i}u, dg, dy, out, {through}, &ch{i})")
                 }
@@ -443,14 +556,13 @@ impl SubgroupRecurrence {
             };
             let _ = writeln!(backward_step, "            let grads{i} = {call};");
         }
-        for g in 0..g_count {
+        for (g, gate) in XYZW.iter().enumerate().take(g_count) {
             for i in 0..rows {
                 let _ = writeln!(
                     backward_step,
-                    "            e{g}_{}.{} = grads{i}.{};",
+                    "            e{g}_{}.{} = grads{i}.{gate};",
                     i / 4,
-                    xyzw[i % 4],
-                    xyzw[g]
+                    XYZW[i % 4],
                 );
             }
         }
@@ -468,8 +580,8 @@ impl SubgroupRecurrence {
         }
         let _ = writeln!(backward_step, "        }}");
         let gradients: Vec<(usize, String)> = (0..g_count).map(|g| (g, format!("e{g}_"))).collect();
-        publish(&mut backward_step, "next", &gradients);
-        publish(&mut backward_load, "0u", &gradients);
+        self.publish(&mut backward_step, "next", &gradients);
+        self.publish(&mut backward_load, "0u", &gradients);
 
         let mut backward_save = String::new();
         for i in 0..rows {
@@ -477,48 +589,14 @@ impl SubgroupRecurrence {
                 backward_save,
                 "    store_unit(carry_h_at(d, n), row0 + {i}u, ch{i});"
             );
-            if self.cell == CellKind::Lstm {
+            if cell == CellKind::Lstm {
                 let _ = writeln!(
                     backward_save,
                     "    store_unit(carry_c_at(d, n), row0 + {i}u, cc{i});"
                 );
             }
         }
-
-        Template::new(shaders::TRAIN_SUBGROUP)
-            .set("TRAIN_UNIT", declarations)
-            .set("LANES", (self.lanes * self.subgroups).to_string())
-            .set(
-                "SHARED",
-                if shared {
-                    format!(
-                        "var<workgroup> shared_values: array<vec4<f32>, {}>;",
-                        2 * half
-                    )
-                } else {
-                    String::new()
-                },
-            )
-            .set(
-                "SUB_BUILTIN",
-                if shared {
-                    ", @builtin(subgroup_invocation_id) sub: u32"
-                } else {
-                    ""
-                },
-            )
-            .set("SUB_ARG", if shared { ", sub" } else { "" })
-            .set("SUB_PARAM", if shared { ", sub: u32" } else { "" })
-            .set("ROWS", rows.to_string())
-            .set("FORWARD_WEIGHTS", (g_count * rows * kq).to_string())
-            .set("BACKWARD_WEIGHTS", (g_count * rows * kq).to_string())
-            .set("FORWARD_LOAD", forward_load)
-            .set("FORWARD_STEP", forward_step)
-            .set("FORWARD_SAVE", forward_save)
-            .set("BACKWARD_LOAD", backward_load)
-            .set("BACKWARD_STEP", backward_step)
-            .set("BACKWARD_SAVE", backward_save)
-            .finish()
+        (backward_load, backward_step, backward_save)
     }
 }
 
