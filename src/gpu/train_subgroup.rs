@@ -279,16 +279,7 @@ impl Generator {
 
     /// The forward's `FORWARD_LOAD`, `FORWARD_STEP` and `FORWARD_SAVE`.
     fn forward(&self) -> (String, String, String) {
-        let Generator {
-            cell,
-            rows,
-            kq,
-            quads,
-            gates: g_count,
-            shared,
-            half,
-            ..
-        } = *self;
+        let (rows, kq, quads, g_count) = (self.rows, self.kq, self.quads, self.gates);
         // Forward: w[(g·rows + i)·kq + k] = W_hh[g·H + row0 + i, 4k .. 4k + 3].
         let mut forward_load = String::new();
         for i in 0..rows {
@@ -331,7 +322,7 @@ impl Generator {
                     .join(", ")
             );
         }
-        if cell == CellKind::Lstm {
+        if self.cell == CellKind::Lstm {
             for i in 0..rows {
                 let _ = writeln!(
                     forward_load,
@@ -341,7 +332,8 @@ impl Generator {
         }
 
         let mut forward_step = String::new();
-        if shared {
+        if self.shared {
+            let half = self.half;
             let _ = writeln!(
                 forward_step,
                 "        let cur = ((s - first) & 1u) * {half}u;\n        let next = {half}u - cur;"
@@ -384,7 +376,7 @@ impl Generator {
             format!("vec4<f32>({})", parts.join(", "))
         };
         for i in 0..rows {
-            let call = match cell {
+            let call = match self.cell {
                 CellKind::Rnn => format!("forward_rnn(row0 + {i}u, pre, out, a0_{i}, b0_{i})"),
                 CellKind::Lstm => format!(
                     "forward_lstm(row0 + {i}u, pre, saved, out, {}, {}, &c{i})",
@@ -423,7 +415,7 @@ impl Generator {
                 "    store_unit(state_out, row0 + {i}u, {});",
                 unit(i)
             );
-            if cell == CellKind::Lstm {
+            if self.cell == CellKind::Lstm {
                 let _ = writeln!(forward_save, "    store_unit(cell_out, row0 + {i}u, c{i});");
             }
         }
@@ -432,16 +424,7 @@ impl Generator {
 
     /// The backward's `BACKWARD_LOAD`, `BACKWARD_STEP` and `BACKWARD_SAVE`.
     fn backward(&self) -> (String, String, String) {
-        let Generator {
-            cell,
-            rows,
-            kq,
-            quads,
-            gates: g_count,
-            shared,
-            half,
-            ..
-        } = *self;
+        let (rows, kq, quads, g_count) = (self.rows, self.kq, self.quads, self.gates);
         // Backward: w[m·quads + q] = W_hh[m, row0 + 4q .. 4q + 3] for the rows m = g·H_pad + r
         // (zero for padding): this lane's columns, four units per vec4.
         let pad = 4 * kq;
@@ -492,7 +475,7 @@ impl Generator {
                 backward_load,
                 "    var ch{i} = load_unit(carry_h_at(d, n), row0 + {i}u);"
             );
-            if cell == CellKind::Lstm {
+            if self.cell == CellKind::Lstm {
                 let _ = writeln!(
                     backward_load,
                     "    var cc{i} = load_unit(carry_c_at(d, n), row0 + {i}u);"
@@ -501,7 +484,8 @@ impl Generator {
         }
 
         let mut backward_step = String::new();
-        if shared {
+        if self.shared {
+            let half = self.half;
             let _ = writeln!(
                 backward_step,
                 "        let cur = (i & 1u) * {half}u;\n        let next = {half}u - cur;"
@@ -510,7 +494,7 @@ impl Generator {
         for g in 0..g_count {
             self.fetch(&mut backward_step, "e", g);
             for k in 0..kq {
-                let name = if shared {
+                let name = if self.shared {
                     "e".to_string()
                 } else {
                     format!("e{g}_")
@@ -543,7 +527,7 @@ impl Generator {
         let _ = writeln!(backward_step, "        if valid(p, n) {{");
         for i in 0..rows {
             let through = format!("through{}.{}", i / 4, XYZW[i % 4]);
-            let call = match cell {
+            let call = match self.cell {
                 CellKind::Rnn => {
                     format!("backward_rnn(row0 + {i}u, dg, dy, out, {through}, &ch{i})")
                 }
@@ -589,7 +573,7 @@ impl Generator {
                 backward_save,
                 "    store_unit(carry_h_at(d, n), row0 + {i}u, ch{i});"
             );
-            if cell == CellKind::Lstm {
+            if self.cell == CellKind::Lstm {
                 let _ = writeln!(
                     backward_save,
                     "    store_unit(carry_c_at(d, n), row0 + {i}u, cc{i});"
