@@ -24,11 +24,15 @@ fn config(mode: RnnMode) -> RnnConfig {
 }
 
 fn head() -> Linear {
+    head_over(6)
+}
+
+fn head_over(in_features: usize) -> Linear {
     let mut rng = Rng(9);
     Linear {
-        in_features: 6,
+        in_features,
         out_features: 1,
-        weight: rng.values(6),
+        weight: rng.values(in_features),
         bias: Some(rng.values(1)),
     }
 }
@@ -253,16 +257,27 @@ for_each_mode!(train_step, train_step_is_the_loop);
 /// `train_steps` (one submission on a GPU for all the batches) does what a loop of
 /// `train_step`s does, bit for bit, every batch with its own input and target (a submission's
 /// uploads must not overwrite each other); where a batch is refused, the ones before it ran.
+/// At H = 6 the iteration runs as separate programs, at H = 8 (an Elman RNN's or a GRU's) as
+/// one kernel, whose loss uniforms each iteration uploads.
 fn train_steps_are_the_loop(mode: RnnMode) {
     let Some(ctx) = gpu("train_steps_are_the_loop") else {
         return;
     };
-    let config = config(mode);
+    for hidden in [6, 8] {
+        let config = RnnConfig {
+            hidden_size: hidden,
+            ..config(mode)
+        };
+        train_steps_match(&ctx, mode, config, &head_over(hidden));
+    }
+}
+
+fn train_steps_match(ctx: &wgpu_rnn::GpuContext, mode: RnnMode, config: RnnConfig, head: &Linear) {
     let weights = RnnWeights::init(&config, 5).unwrap();
     let make = || {
-        GpuTrainer::new(&ctx, config.clone(), &weights)
+        GpuTrainer::new(ctx, config.clone(), &weights)
             .unwrap()
-            .with_head(&head())
+            .with_head(head)
             .unwrap()
     };
     let data: Vec<_> = (0..5u64)
@@ -299,8 +314,9 @@ fn train_steps_are_the_loop(mode: RnnMode) {
     assert_eq!(
         looped.parameters().unwrap(),
         batched.parameters().unwrap(),
-        "{}",
-        mode_name(mode)
+        "{} H={}",
+        mode_name(mode),
+        config.hidden_size
     );
 
     // A target of the wrong shape in the third batch: the first two run, then the error.
