@@ -4,10 +4,10 @@
 // losses in a fixed order and the last pass sums the workgroups' partials in order (a single
 // workgroup does it itself): the value is bit-identical run to run.
 
-{{LOSS_PARAMS}}
+{{LOSS_COMMON}}
 
-@group(0) @binding(0) var<uniform> l: LossParams;
-@group(0) @binding(1) var<storage, read_write> data: array<f32>;
+@group(0) @binding(0) var<uniform> loss: LossParams;
+@group(0) @binding(1) var<storage, read_write> work: array<f32>;
 
 var<workgroup> partial: array<f32, 64>;
 
@@ -26,63 +26,31 @@ fn store_partial(lane: u32, group: u32, sum: f32) {
         workgroupBarrier();
     }
     if lane == 0u {
-        data[l.partials + group] = partial[0];
-        if l.groups == 1u {
+        work[loss.partials + group] = partial[0];
+        if loss.groups == 1u {
             // The only partial: what `total` would make of it, without its dispatch.
             var total = 0.0;
             total += partial[0];
-            data[l.value] = total * l.scale;
+            work[loss.value] = total * loss.scale;
         }
     }
 }
 
 @compute @workgroup_size(64, 1, 1)
 fn mse(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
-    var sum = 0.0;
-    for (var k = 0u; k < l.per_lane; k++) {
-        let i = (wg.x * l.per_lane + k) * 64u + lane;
-        if i < l.rows * l.features {
-            let d = data[l.output + i] - data[l.targets + i];
-            data[l.grad + i] = 2.0 * d * l.scale;
-            sum += d * d;
-        }
-    }
-    store_partial(lane, wg.x, sum);
+    store_partial(lane, wg.x, mse_sum(wg.x, lane));
 }
 
-// Rows of logits: log-softmax with the max subtracted, as PyTorch computes it.
 @compute @workgroup_size(64, 1, 1)
 fn cross_entropy(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
-    var sum = 0.0;
-    for (var k = 0u; k < l.per_lane; k++) {
-        let i = (wg.x * l.per_lane + k) * 64u + lane;
-        if i >= l.rows {
-            break;
-        }
-        let z = l.output + i * l.features;
-        let label = bitcast<u32>(data[l.targets + i]);
-        var top = data[z];
-        for (var c = 1u; c < l.features; c++) {
-            top = max(top, data[z + c]);
-        }
-        var exp_sum = 0.0;
-        for (var c = 0u; c < l.features; c++) {
-            exp_sum += exp(data[z + c] - top);
-        }
-        for (var c = 0u; c < l.features; c++) {
-            let softmax = exp(data[z + c] - top) / exp_sum;
-            data[l.grad + i * l.features + c] = (softmax - select(0.0, 1.0, c == label)) * l.scale;
-        }
-        sum += top + log(exp_sum) - data[z + label];
-    }
-    store_partial(lane, wg.x, sum);
+    store_partial(lane, wg.x, cross_entropy_sum(wg.x, lane));
 }
 
 @compute @workgroup_size(1, 1, 1)
 fn total() {
     var sum = 0.0;
-    for (var g = 0u; g < l.groups; g++) {
-        sum += data[l.partials + g];
+    for (var g = 0u; g < loss.groups; g++) {
+        sum += work[loss.partials + g];
     }
-    data[l.value] = sum * l.scale;
+    work[loss.value] = sum * loss.scale;
 }

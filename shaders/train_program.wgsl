@@ -15,7 +15,7 @@
 
 {{GEMM_PARAMS}}
 
-{{LOSS_PARAMS}}
+{{LOSS_COMMON}}
 
 var<private> gemm: Gemm;
 var<private> loss: LossParams;
@@ -138,56 +138,16 @@ fn loss_group_total(lane: u32) -> f32 {
     return sum;
 }
 
-fn mse_loss(lane: u32) {
+// The cross-entropy pass, or the MSE pass, as described above.
+fn loss_pass(lane: u32, cross_entropy: bool) {
     var total = 0.0;
     for (var group = 0u; group < loss.groups; group++) {
         for (var invocation = lane; invocation < 64u; invocation += {{LANES}}u) {
-            var sum = 0.0;
-            for (var k = 0u; k < loss.per_lane; k++) {
-                let i = (group * loss.per_lane + k) * 64u + invocation;
-                if i < loss.rows * loss.features {
-                    let d = work[loss.output + i] - work[loss.targets + i];
-                    work[loss.grad + i] = 2.0 * d * loss.scale;
-                    sum += d * d;
-                }
+            if cross_entropy {
+                loss_partial[invocation] = cross_entropy_sum(group, invocation);
+            } else {
+                loss_partial[invocation] = mse_sum(group, invocation);
             }
-            loss_partial[invocation] = sum;
-        }
-        total += loss_group_total(lane);
-    }
-    if lane == 0u {
-        work[loss.value] = total * loss.scale;
-    }
-}
-
-fn cross_entropy_loss(lane: u32) {
-    var total = 0.0;
-    for (var group = 0u; group < loss.groups; group++) {
-        for (var invocation = lane; invocation < 64u; invocation += {{LANES}}u) {
-            var sum = 0.0;
-            for (var k = 0u; k < loss.per_lane; k++) {
-                let i = (group * loss.per_lane + k) * 64u + invocation;
-                if i >= loss.rows {
-                    break;
-                }
-                let z = loss.output + i * loss.features;
-                let label = bitcast<u32>(work[loss.targets + i * loss.features]);
-                var top = work[z];
-                for (var c = 1u; c < loss.features; c++) {
-                    top = max(top, work[z + c]);
-                }
-                var exp_sum = 0.0;
-                for (var c = 0u; c < loss.features; c++) {
-                    exp_sum += exp(work[z + c] - top);
-                }
-                for (var c = 0u; c < loss.features; c++) {
-                    let softmax = exp(work[z + c] - top) / exp_sum;
-                    work[loss.grad + i * loss.features + c] =
-                        (softmax - select(0.0, 1.0, c == label)) * loss.scale;
-                }
-                sum += top + log(exp_sum) - work[z + label];
-            }
-            loss_partial[invocation] = sum;
         }
         total += loss_group_total(lane);
     }

@@ -104,13 +104,13 @@ pub(crate) const TRAIN_GEMM: &str = include_str!("../shaders/train_gemm.wgsl");
 /// `shaders/loss.wgsl`: MSE and cross-entropy losses and their gradients (see [`loss`]).
 pub(crate) const LOSS: &str = include_str!("../shaders/loss.wgsl");
 
-/// `shaders/loss_params.wgsl`: a loss pass's uniforms (`{{LOSS_PARAMS}}`), for the loss
-/// kernels and the one-dispatch training iterations.
-pub(crate) const LOSS_PARAMS: &str = include_str!("../shaders/loss_params.wgsl");
+/// `shaders/loss_common.wgsl`: a loss pass's uniforms and what one invocation of it computes
+/// (`{{LOSS_COMMON}}`), for the loss kernels and the one-dispatch training iterations.
+pub(crate) const LOSS_COMMON: &str = include_str!("../shaders/loss_common.wgsl");
 
 /// The loss kernels' source.
 pub(crate) fn loss() -> String {
-    Template::new(LOSS).set("LOSS_PARAMS", LOSS_PARAMS).finish()
+    Template::new(LOSS).set("LOSS_COMMON", LOSS_COMMON).finish()
 }
 
 /// `shaders/optim.wgsl`: optimizer steps and gradient clipping.

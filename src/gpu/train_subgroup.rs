@@ -121,7 +121,7 @@ impl SubgroupRecurrence {
         Template::new(shaders::TRAIN_PROGRAM)
             .set("RECURRENCE", self.module(shaders::train_unit_private()))
             .set("GEMM_PARAMS", shaders::TRAIN_GEMM_PARAMS)
-            .set("LOSS_PARAMS", shaders::LOSS_PARAMS)
+            .set("LOSS_COMMON", shaders::LOSS_COMMON)
             .set("RUN", run)
             .set("LANES", self.lanes.to_string())
             .finish()

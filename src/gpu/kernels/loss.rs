@@ -23,7 +23,8 @@ pub(crate) struct LossParams {
     pub per_lane: u32,
     /// Where the loss's value goes.
     pub value: u32,
-    pub _pad: u32,
+    /// Elements from one row's class index to the next's (cross-entropy).
+    pub target_stride: u32,
 }
 
 /// Items an invocation of a loss's first pass sums (MSE: elements; cross-entropy: rows): a

@@ -158,10 +158,10 @@ pub(crate) fn iteration_loss(
     let (rows, features) = (rows as u64, features as u64);
     // Per item (an element; a row of logits): its loop trips, and items per emulated
     // invocation of the loss kernel's workgroups of 64.
-    let (function, items, per_item) = if cross_entropy {
-        ("cross_entropy_loss", rows, 3 * features + 1)
+    let (items, per_item) = if cross_entropy {
+        (rows, 3 * features + 1)
     } else {
-        ("mse_loss", rows * features, 1)
+        (rows * features, 1)
     };
     let per_lane = u64::from(LOSS_PER_LANE);
     let groups = items.div_ceil(64 * per_lane).max(1);
@@ -169,7 +169,7 @@ pub(crate) fn iteration_loss(
     let emulated = 64u64.div_ceil(spec.lanes as u64);
     OneDispatch {
         run: format!(
-            "    loss = loss_at({}u);\n    {function}(lane);\n    barrier();\n",
+            "    loss = loss_at({}u);\n    loss_pass(lane, {cross_entropy});\n    barrier();\n",
             LOSS_UNIFORM / 4
         ),
         multiply_adds: items * features,
@@ -186,9 +186,9 @@ pub(crate) const LOSS_UNIFORM: u32 = 0;
 /// with both losses of a whole iteration, for the shader validation tests
 /// (`testing::shader_sources`).
 pub(crate) const EXAMPLE_PROGRAM: &str = "    loss = loss_at(0u);
-    mse_loss(lane);
+    loss_pass(lane, false);
     barrier();
-    cross_entropy_loss(lane);
+    loss_pass(lane, true);
     barrier();
     gemm = gemm_at(0u);
     gemm_to_work(lane);

@@ -307,6 +307,7 @@ impl SequencePlan {
             grad: self.d_output as u32,
             partials: self.partials as u32,
             value: self.loss_value as u32,
+            target_stride: 1,
             ..loss_params(loss, frames, features)
         };
         let (kind, groups) = (params.kind, params.groups);
@@ -378,6 +379,8 @@ impl SequencePlan {
             target: gradient as u32,
             grad: gradient as u32,
             value: r.loss as u32,
+            // The class indices lie in their rows' first elements.
+            target_stride: features as u32,
             ..loss_params(loss, self.seq_len * self.batch, features)
         };
         let at = u64::from(LOSS_UNIFORM);
