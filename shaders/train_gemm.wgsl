@@ -109,9 +109,13 @@ fn b_block_along_k(k: u32, n0: u32, k_end: u32) -> array<vec4<f32>, 4> {
 
 // An invocation's block of C: 8 × 8, as four 4 × 4 quarters (rows lo/hi, columns lo/hi).
 @compute @workgroup_size(8, 8, 1)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let m0 = gid.x * 8u;
-    let n0 = gid.y * 8u;
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
+    let tile = gemm_tile(wg);
+    if tile.x == NO_TILE {
+        return;
+    }
+    let m0 = (tile.x * 8u + local.x) * 8u;
+    let n0 = (tile.y * 8u + local.y) * 8u;
     if m0 >= g.m || n0 >= g.n {
         return;
     }

@@ -74,8 +74,12 @@ fn store_columns(m: u32, n: u32, sums: vec4<f32>, bias: vec4<f32>) {
 
 @compute @workgroup_size({{LANES}}, 1, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
-    let m0 = wg.x * {{TILE_ROWS}}u;
-    let n0 = (wg.y * {{LANES}}u + lane) * 4u;
+    let tile = gemm_tile(wg);
+    if tile.x == NO_TILE {
+        return;
+    }
+    let m0 = tile.x * {{TILE_ROWS}}u;
+    let n0 = (tile.y * {{LANES}}u + lane) * 4u;
     // The rows whose A values this lane loads for everyone.
     let mine = m0 + lane * {{ROWS_PER_LANE}}u;
     let k_end = g.k0 + g.k;

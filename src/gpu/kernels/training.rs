@@ -17,9 +17,9 @@ use super::{
     StepIndex, entry_pipeline, size_of, storage_entry, storage_entry_unsized, uniform_entry,
 };
 
-/// Bytes of every operation's uniform binding (both structs fit); entries lie at multiples
-/// of this rounded up to the device's uniform offset alignment.
-pub(crate) const OP_UNIFORM_BYTES: u64 = 144;
+/// Bytes of every operation's uniform binding (a `TrainUnit` or a `GemmBatch`); entries lie
+/// at multiples of this rounded up to the device's uniform offset alignment.
+pub(crate) const OP_UNIFORM_BYTES: u64 = std::mem::size_of::<GemmBatch>() as u64;
 
 /// `Unit` of `train_step.wgsl`, field for field: one layer's sizes and where its values lie.
 /// Offsets are in f32 elements; `*_half` is the size of one ping-pong half.
@@ -103,6 +103,51 @@ impl GemmParams {
     /// Also add Σ_k A[m, k] to C's buffer at `sums_off + m` (the subgroup form only): what
     /// a GEMM with B a column of ones would, in the same order.
     pub const ROW_SUMS: u32 = 4;
+}
+
+/// `GemmBatch` of `train_gemm_common.wgsl`: up to `CAPACITY` independent GEMMs of one kernel
+/// as one dispatch. On lavapipe every dispatch costs ~40 µs of thread hand-off, and a weight
+/// gradient's GEMM of a small model is a few tiles with a long k: alone, one of the two
+/// cores often idles; together, the tiles share them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub(crate) struct GemmBatch {
+    pub gemms: [GemmParams; GemmBatch::CAPACITY],
+    /// Each GEMM's first workgroup, counting the dispatch's row by row (`u32::MAX`: none).
+    pub first: [u32; GemmBatch::CAPACITY],
+    /// Each GEMM's tiles along m.
+    pub tiles_m: [u32; GemmBatch::CAPACITY],
+    /// The batch's workgroups, and the dispatch's along x.
+    pub total: u32,
+    pub width: u32,
+    pub _pad: [u32; 2],
+}
+
+impl GemmBatch {
+    pub const CAPACITY: usize = 4;
+
+    /// `gemms` (1 to `CAPACITY` of them) run by `kernel` in one dispatch of at most
+    /// `max_width` workgroups along x: the batch, and the dispatch's workgroups (x, y).
+    pub fn new(kernel: GemmKernel, gemms: &[GemmParams], max_width: u32) -> (Self, [u32; 2]) {
+        assert!(
+            (1..=Self::CAPACITY).contains(&gemms.len()),
+            "a GEMM batch has 1 to {} GEMMs",
+            Self::CAPACITY
+        );
+        let mut batch = GemmBatch {
+            first: [u32::MAX; Self::CAPACITY],
+            ..Default::default()
+        };
+        for (i, g) in gemms.iter().enumerate() {
+            let [along_m, along_n] = kernel.groups(g.m, g.n);
+            batch.gemms[i] = *g;
+            batch.first[i] = batch.total;
+            batch.tiles_m[i] = along_m;
+            batch.total += along_m * along_n;
+        }
+        batch.width = batch.total.clamp(1, max_width.max(1));
+        (batch, [batch.width, batch.total.div_ceil(batch.width)])
+    }
 }
 
 /// How a GEMM operand is loaded: element by element, or in vec4s along k or along its other
@@ -251,7 +296,7 @@ fn subgroup_gemm(lanes: usize, row_sums: bool, vectors: GemmVectors) -> Template
         // One lane of the first column of workgroups adds them (every lane has them all).
         let _ = writeln!(
             store,
-            "    if (g.flags & ROW_SUMS) != 0u && wg.y == 0u && lane == 0u {{"
+            "    if (g.flags & ROW_SUMS) != 0u && tile.y == 0u && lane == 0u {{"
         );
         for r in 0..rows {
             let _ = writeln!(store, "        add_row_sum(m0 + {r}u, row_sum{r});");
@@ -377,7 +422,7 @@ impl GemmVectors {
 }
 
 impl GemmKernel {
-    /// Workgroups covering an M × N result.
+    /// Tiles covering an M × N result, along m and along n.
     pub fn groups(&self, m: u32, n: u32) -> [u32; 2] {
         let tile = match self.form {
             GemmForm::Blocks { .. } => GEMM_TILE,

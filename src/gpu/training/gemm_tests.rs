@@ -10,8 +10,8 @@ use wgpu::util::DeviceExt;
 use super::program::{Op, Operand, gemm_vectors};
 use super::workspace::record_ops;
 use crate::gpu::kernels::training::{
-    BlockLoad, GemmBuffers, GemmForm, GemmKernel, GemmParams, GemmVectors, OP_UNIFORM_BYTES,
-    TrainingBuffers, TrainingPipeline,
+    BlockLoad, GemmBatch, GemmBuffers, GemmForm, GemmKernel, GemmParams, GemmVectors,
+    OP_UNIFORM_BYTES, TrainingBuffers, TrainingPipeline,
 };
 use crate::testing;
 use crate::weights::SplitMix64;
@@ -230,9 +230,9 @@ fn training_gemm_matches_cpu_twin() {
                     let mut results: Vec<Vec<f32>> = Vec::new();
                     for (kernel, g) in kernels_run {
                         let want = twin(&g);
-                        let mut uniform = bytemuck::bytes_of(&g).to_vec();
-                        uniform.resize(OP_UNIFORM_BYTES as usize, 0);
-                        ctx.queue().write_buffer(&ops, 0, &uniform);
+                        let (batch, groups) = GemmBatch::new(kernel, &[g], u32::MAX);
+                        ctx.queue()
+                            .write_buffer(&ops, 0, bytemuck::bytes_of(&batch));
                         let out = if to_grads {
                             &grads_buffer
                         } else {
@@ -243,11 +243,11 @@ fn training_gemm_matches_cpu_twin() {
                             .write_buffer(out, 0, bytemuck::cast_slice(initial.as_slice()));
                         ctx.prepare_training(TrainingPipeline::Gemm(kernel))
                             .unwrap();
-                        let [gx, gy] = kernel.groups(m as u32, n as u32);
                         let op = Op::Gemm {
                             kernel,
                             params: 0,
-                            groups: [gx, gy],
+                            groups,
+                            gemms: 1,
                         };
                         let mut encoder = device.create_command_encoder(&Default::default());
                         record_ops(kernels, None, &[], &bind_group, &mut encoder, &[op]);
@@ -308,5 +308,162 @@ fn training_gemm_matches_cpu_twin() {
             vector_forms.iter().map(|v| v.c).collect(),
         );
         assert_eq!((a.len(), b.len(), c.len()), (3, 3, 2), "{vector_forms:?}");
+    }
+}
+
+/// Independent GEMMs run as one dispatch (`GemmBatch`) compute, each, exactly what they
+/// compute alone: whichever GEMM a workgroup's tile belongs to, also where the dispatch wraps
+/// into rows of workgroups (its last row with workgroups past the batch's tiles). Sizes that
+/// are not multiples of the tiles; both forms; the subgroup form also summing rows.
+#[test]
+fn batched_gemms_are_each_alone() {
+    let Some(ctx) = testing::gpu("batched_gemms_are_each_alone") else {
+        return;
+    };
+    let kernels = ctx.training_kernels().unwrap();
+    let device = ctx.device();
+    let mut rng = SplitMix64(29);
+    // (m, n, k), and whether C accumulates: A's and B's side by side in `work`, each C and
+    // its rows' sums in its own part of `grads`.
+    let shapes = [
+        (17, 3, 257, true),
+        (1, 64, 20, false),
+        (33, 5, 3, true),
+        (64, 64, 17, false),
+    ];
+    let (mut work_len, mut grads_len) = (0, 0);
+    let mut gemms = Vec::new();
+    for (m, n, k, accumulate) in shapes {
+        let (a_off, b_off) = (work_len, work_len + m * k);
+        work_len = b_off + k * n;
+        let (c_off, sums_off) = (grads_len, grads_len + m * n);
+        grads_len = sums_off + m;
+        gemms.push(GemmParams {
+            m: m as u32,
+            n: n as u32,
+            k: k as u32,
+            flags: if accumulate {
+                GemmParams::ACCUMULATE
+            } else {
+                0
+            },
+            a_off: a_off as u32,
+            a_sm: k as u32,
+            a_sk: 1,
+            b_off: b_off as u32,
+            b_sk: n as u32,
+            b_sn: 1,
+            c_off: c_off as u32,
+            c_sm: n as u32,
+            c_sn: 1,
+            bias_off: 0,
+            k0: 0,
+            sums_off: sums_off as u32,
+        });
+    }
+    let work = rng.uniform(-1.0, 1.0, work_len);
+    let grads = rng.uniform(-1.0, 1.0, grads_len);
+    let buffer = |data: &[f32]| {
+        device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: None,
+            contents: bytemuck::cast_slice(data),
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+        })
+    };
+    let (params_buffer, grads_buffer, work_buffer) =
+        (buffer(&[0.0; 4]), buffer(&grads), buffer(&work));
+    let ops = device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: OP_UNIFORM_BYTES,
+        usage: wgpu::BufferUsages::UNIFORM
+            | wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let steps = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: None,
+        contents: &[0u8; 16],
+        usage: wgpu::BufferUsages::UNIFORM,
+    });
+    let bind_group = kernels.bind_group(
+        device,
+        &TrainingBuffers {
+            ops: &ops,
+            steps: &steps,
+            params: &params_buffer,
+            grads: &grads_buffer,
+            work: &work_buffer,
+        },
+    );
+    // `batch` in one dispatch of at most `width` workgroups a row, from the initial gradients.
+    let run = |kernel: GemmKernel, batch: &[GemmParams], width: u32| {
+        ctx.queue()
+            .write_buffer(&grads_buffer, 0, bytemuck::cast_slice(&grads));
+        let (uniform, groups) = GemmBatch::new(kernel, batch, width);
+        ctx.queue()
+            .write_buffer(&ops, 0, bytemuck::bytes_of(&uniform));
+        ctx.prepare_training(TrainingPipeline::Gemm(kernel))
+            .unwrap();
+        let op = Op::Gemm {
+            kernel,
+            params: 0,
+            groups,
+            gemms: batch.len() as u32,
+        };
+        let mut encoder = device.create_command_encoder(&Default::default());
+        record_ops(kernels, None, &[], &bind_group, &mut encoder, &[op]);
+        ctx.queue().submit([encoder.finish()]);
+        crate::gpu::kernel_tests::read(&ctx, &grads_buffer)
+    };
+    let buffers = GemmBuffers::WorkWorkToGrads;
+    let mut kernels_run = vec![(
+        GemmKernel {
+            buffers,
+            form: GemmForm::Blocks {
+                a: BlockLoad::Elements,
+                b: BlockLoad::Elements,
+            },
+        },
+        gemms.clone(),
+    )];
+    if let Some(lanes) = ctx.persistent_subgroup() {
+        for row_sums in [false, true] {
+            let form = GemmForm::Subgroup {
+                lanes: lanes as u32,
+                row_sums,
+                vectors: GemmVectors::SCALAR,
+            };
+            let flags = if row_sums { GemmParams::ROW_SUMS } else { 0 };
+            let gemms = gemms.iter().map(|g| GemmParams {
+                flags: g.flags | flags,
+                ..*g
+            });
+            kernels_run.push((GemmKernel { buffers, form }, gemms.collect()));
+        }
+    }
+    for (kernel, gemms) in kernels_run {
+        // Each GEMM alone, keeping only its own part of C (and of the rows' sums).
+        let mut alone = grads.clone();
+        for g in &gemms {
+            let got = run(kernel, std::slice::from_ref(g), u32::MAX);
+            let mine = g.c_off as usize..(g.sums_off + g.m) as usize;
+            alone[mine.clone()].copy_from_slice(&got[mine]);
+        }
+        let mut twin = grads.clone();
+        for g in &gemms {
+            cpu_gemm(g, &work, &work, &mut twin, &[]);
+        }
+        let c = crate::compare::compare(&alone, &twin, 1e-6 * 257.0);
+        assert!(c.passed(), "{kernel:?} alone against the twin: {c}");
+        // Rows of 1, 3 and 5 workgroups (padded past the last tile), and one row.
+        for width in [1, 3, 5, u32::MAX] {
+            let batched = run(kernel, &gemms, width);
+            assert!(
+                batched == alone,
+                "{kernel:?} width {width}: a batched GEMM differs from itself alone"
+            );
+        }
     }
 }

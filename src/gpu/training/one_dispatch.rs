@@ -15,7 +15,7 @@ use std::fmt::Write;
 
 use crate::config::RnnConfig;
 use crate::gpu::kernels::loss::LOSS_PER_LANE;
-use crate::gpu::kernels::training::{GemmBuffers, GemmParams, TrainUnit};
+use crate::gpu::kernels::training::{GemmBatch, GemmBuffers, GemmParams, TrainUnit};
 use crate::gpu::train_subgroup::SubgroupRecurrence;
 
 use super::program::Op;
@@ -81,22 +81,30 @@ pub(crate) fn one_dispatch(
     let mut run = String::new();
     for op in program {
         match *op {
-            Op::Gemm { kernel, params, .. } => {
+            Op::Gemm {
+                kernel,
+                params,
+                gemms,
+                ..
+            } => {
                 let at = params as usize;
-                let g: GemmParams =
-                    bytemuck::pod_read_unaligned(&uniforms.bytes[at..at + size_of::<GemmParams>()]);
-                let (m, n, k) = (u64::from(g.m), u64::from(g.n), u64::from(g.k));
-                multiply_adds += m * n * k;
-                trips += (m * n).div_ceil(lanes) * (k + k / 32 + 4);
+                let batch: GemmBatch =
+                    bytemuck::pod_read_unaligned(&uniforms.bytes[at..at + size_of::<GemmBatch>()]);
                 let function = match kernel.buffers {
                     GemmBuffers::WorkParamsToWork => "gemm_to_work",
                     GemmBuffers::WorkWorkToGrads => "gemm_to_grads",
                 };
-                let _ = writeln!(
-                    run,
-                    "    gemm = gemm_at({}u);\n    {function}(lane);\n    barrier();",
-                    params / 4
-                );
+                // A batch's GEMMs are independent: in turn, as its dispatch's workgroups.
+                for (i, g) in batch.gemms[..gemms as usize].iter().enumerate() {
+                    let (m, n, k) = (u64::from(g.m), u64::from(g.n), u64::from(g.k));
+                    multiply_adds += m * n * k;
+                    trips += (m * n).div_ceil(lanes) * (k + k / 32 + 4);
+                    let word = (at + i * size_of::<GemmParams>()) / 4;
+                    let _ = writeln!(
+                        run,
+                        "    gemm = gemm_at({word}u);\n    {function}(lane);\n    barrier();"
+                    );
+                }
             }
             Op::Subgroup {
                 forward,

@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::GpuTrainer;
 use super::program::Op;
 use crate::error::Result;
-use crate::gpu::kernels::training::{GemmForm, GemmParams};
+use crate::gpu::kernels::training::{GemmBatch, GemmForm};
 use crate::gpu::scheduler::wait;
 
 /// One dispatch of a training program, and its time.
@@ -65,17 +65,25 @@ impl GpuTrainer {
                 kernel,
                 params,
                 groups,
+                gemms,
             } => {
                 let at = params as usize;
-                let g: GemmParams =
-                    bytemuck::pod_read_unaligned(&uniforms[at..at + size_of::<GemmParams>()]);
+                let batch: GemmBatch =
+                    bytemuck::pod_read_unaligned(&uniforms[at..at + size_of::<GemmBatch>()]);
                 let form = match kernel.form {
                     GemmForm::Blocks { .. } => "block GEMM",
                     GemmForm::Subgroup { .. } => "subgroup GEMM",
                 };
+                let shapes: Vec<String> = batch.gemms[..gemms as usize]
+                    .iter()
+                    .map(|g| format!("m={} n={} k={}", g.m, g.n, g.k))
+                    .collect();
                 format!(
-                    "{form} {:?} m={} n={} k={} ({}×{} workgroups)",
-                    kernel.buffers, g.m, g.n, g.k, groups[0], groups[1]
+                    "{form} {:?} {} ({}×{} workgroups)",
+                    kernel.buffers,
+                    shapes.join(" + "),
+                    groups[0],
+                    groups[1]
                 )
             }
             Op::Step { entry, groups, .. } => {

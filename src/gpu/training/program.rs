@@ -10,8 +10,8 @@ use crate::gpu::context::GpuContext;
 use crate::gpu::engine::Recurrence;
 use crate::gpu::kernels::loss::LossParams;
 use crate::gpu::kernels::training::{
-    BlockLoad, GEMM_MAX_DEPTH, GemmBuffers, GemmForm, GemmKernel, GemmParams, GemmVectors,
-    StepEntry, TRAIN_STEP_WORKGROUP, TrainUnit,
+    BlockLoad, GEMM_MAX_DEPTH, GemmBatch, GemmBuffers, GemmForm, GemmKernel, GemmParams,
+    GemmVectors, StepEntry, TRAIN_STEP_WORKGROUP, TrainUnit,
 };
 use crate::gpu::train_subgroup::{SUBGROUP_STEPS_PER_DISPATCH, SubgroupRecurrence};
 use crate::train::ParamLayout;
@@ -29,10 +29,12 @@ pub(crate) enum Op {
         step: u32,
         groups: [u32; 3],
     },
+    /// `gemms` independent GEMMs (a `GemmBatch` at byte `params`) in one dispatch.
     Gemm {
         kernel: GemmKernel,
         params: u32,
         groups: [u32; 2],
+        gemms: u32,
     },
     /// A dispatch of the workspace's `SubgroupRecurrence`, forward or backward.
     Subgroup {
@@ -83,6 +85,32 @@ impl ProgramBuilder {
         self.ops.extend_from_slice(bytes);
         self.ops.resize(at + self.align, 0);
         at as u32
+    }
+
+    /// A dispatch of `gemms` (independent of each other) by `kernel`, its batch pushed.
+    fn gemm_op(
+        &mut self,
+        ctx: &GpuContext,
+        kernel: GemmKernel,
+        gemms: &[GemmParams],
+    ) -> Result<Op> {
+        let limit = ctx.limits().max_compute_workgroups_per_dimension;
+        let (batch, groups) = GemmBatch::new(kernel, gemms, limit);
+        check_groups(ctx, groups[1], "training GEMM")?;
+        Ok(Op::Gemm {
+            kernel,
+            params: self.push(bytemuck::bytes_of(&batch)),
+            groups,
+            gemms: gemms.len() as u32,
+        })
+    }
+
+    /// The GEMMs of the batch pushed at `params`.
+    fn gemms(&self, params: u32, gemms: u32) -> Vec<GemmParams> {
+        let at = params as usize;
+        let batch: GemmBatch =
+            bytemuck::pod_read_unaligned(&self.ops[at..at + size_of::<GemmBatch>()]);
+        batch.gemms[..gemms as usize].to_vec()
     }
 }
 
@@ -277,8 +305,6 @@ pub(crate) fn programs(
             },
         };
         let kernel = GemmKernel { buffers, form };
-        let groups = kernel.groups(m as u32, n as u32);
-        check_groups(ctx, groups[0].max(groups[1]), "training GEMM")?;
         // Long sums run as several dispatches along k, each adding to C (the first as asked).
         let mut ops = Vec::new();
         let mut k0 = 0;
@@ -293,11 +319,7 @@ pub(crate) fn programs(
                 },
                 ..g
             };
-            ops.push(Op::Gemm {
-                kernel,
-                params: builder.push(bytemuck::bytes_of(&part)),
-                groups,
-            });
+            ops.push(builder.gemm_op(ctx, kernel, &[part])?);
             k0 += GEMM_MAX_DEPTH;
         }
         Ok(ops)
@@ -337,7 +359,8 @@ pub(crate) fn programs(
     let flag = |on: bool, f: u32| if on { f } else { 0 };
 
     let mut forward = Vec::new();
-    let mut backward_layers: Vec<Vec<(Op, Yields)>> = Vec::new();
+    // Each layer's backward, and where its weight gradients' GEMMs start.
+    let mut backward_layers: Vec<(Vec<(Op, Yields)>, usize)> = Vec::new();
     let params_only = |ops: Vec<Op>| ops.into_iter().map(|op| (op, Yields::Parameters));
     for layer in 0..layers {
         let inputs = config.layer_input_size(layer);
@@ -480,6 +503,10 @@ pub(crate) fn programs(
             step_op(StepEntry::InitialStateGradient, 0),
             Yields::InitialStateGradient,
         ));
+        // The weight gradients' GEMMs side by side (independent: `batch_gemms` runs them as
+        // one dispatch), the input gradients' after them.
+        let weights_at = back.len();
+        let mut input_grads = Vec::new();
         for d in 0..dirs {
             let w = unit_params(layer * dirs + d, layer);
             let dg = r.p[layer] + d * frames * gates;
@@ -553,13 +580,14 @@ pub(crate) fn programs(
                 flag(d > 0, acc),
                 0,
             )?;
-            back.extend(dx_ops.into_iter().map(|op| (op, yields)));
+            input_grads.extend(dx_ops.into_iter().map(|op| (op, yields)));
         }
-        backward_layers.push(back);
+        back.extend(input_grads);
+        backward_layers.push((back, weights_at));
     }
 
     let top = layers - 1;
-    let mut backward = Vec::new();
+    let (mut backward, mut head_weights) = (Vec::new(), Vec::new());
     let (mut state_forward, mut state_backward) = (Vec::new(), Vec::new());
     let on_state = head.is_some_and(|h| h.on_state);
     // The head's bias gradient as its weight gradient's rows' sums, where GEMMs can sum rows.
@@ -639,8 +667,9 @@ pub(crate) fn programs(
             bias_at,
         )?);
         let acc = GemmParams::ACCUMULATE;
-        // dW += dYᵀ·Y (with db += dYᵀ·1 as its rows' sums, where it can).
-        backward.extend(gemm_summing(
+        // dW += dYᵀ·Y (with db += dYᵀ·1 as its rows' sums, where it can): with the top
+        // layer's weight gradients, whose GEMMs it can share a dispatch with.
+        head_weights.extend(gemm_summing(
             builder,
             GemmBuffers::WorkWorkToGrads,
             (out, features, frames),
@@ -652,7 +681,7 @@ pub(crate) fn programs(
             head_sums,
         )?);
         if head_bias.is_some() && head_sums.is_none() {
-            backward.extend(column_sums(
+            head_weights.extend(column_sums(
                 builder,
                 (out, frames),
                 operand(r.head_dout, 1, out),
@@ -670,8 +699,11 @@ pub(crate) fn programs(
             0,
         )?);
     }
+    if let Some((top_back, weights_at)) = backward_layers.last_mut() {
+        top_back.splice(*weights_at..*weights_at, params_only(head_weights));
+    }
     let mut backward: Vec<(Op, Yields)> = params_only(backward).collect();
-    for back in backward_layers.into_iter().rev() {
+    for (back, _) in backward_layers.into_iter().rev() {
         backward.extend(back);
     }
     let mut backward = BackwardPrograms::new(&backward);
@@ -729,6 +761,16 @@ pub(crate) fn programs(
         single(&mut backward.carrying);
         single(&mut backward.parameters);
     }
+    let mut batched = |ops: &mut Vec<Op>| -> Result<()> {
+        *ops = batch_gemms(ctx, builder, ops)?;
+        Ok(())
+    };
+    batched(&mut forward)?;
+    batched(&mut backward.full)?;
+    batched(&mut backward.carrying)?;
+    batched(&mut backward.parameters)?;
+    batched(&mut state_forward)?;
+    batched(&mut state_backward)?;
     Ok(Programs {
         forward,
         backward,
@@ -737,6 +779,140 @@ pub(crate) fn programs(
         one_dispatch: one_dispatch_runs,
         iteration,
     })
+}
+
+/// `ops` with each run of adjacent GEMMs of one kernel that are independent of each other
+/// (none writes what another reads or writes) as one dispatch, up to `GemmBatch::CAPACITY` at
+/// a time. Each GEMM computes exactly what it did alone.
+fn batch_gemms(ctx: &GpuContext, builder: &mut ProgramBuilder, ops: &[Op]) -> Result<Vec<Op>> {
+    // A run of GEMMs: the first's op (kept as it is where the run is one GEMM) and all of
+    // theirs.
+    struct Run {
+        first: Op,
+        kernel: GemmKernel,
+        gemms: Vec<GemmParams>,
+    }
+    let mut batched = Vec::new();
+    let mut run: Option<Run> = None;
+    let flush =
+        |run: Option<Run>, builder: &mut ProgramBuilder, batched: &mut Vec<Op>| -> Result<()> {
+            if let Some(run) = run {
+                batched.push(match run.first {
+                    Op::Gemm { gemms, .. } if gemms as usize == run.gemms.len() => run.first,
+                    _ => builder.gemm_op(ctx, run.kernel, &run.gemms)?,
+                });
+            }
+            Ok(())
+        };
+    for &op in ops {
+        let Op::Gemm {
+            kernel,
+            params,
+            gemms,
+            ..
+        } = op
+        else {
+            flush(run.take(), builder, &mut batched)?;
+            batched.push(op);
+            continue;
+        };
+        let mine = builder.gemms(params, gemms);
+        if let Some(current) = run.as_mut().filter(|current| {
+            current.kernel == kernel
+                && current.gemms.len() + mine.len() <= GemmBatch::CAPACITY
+                && mine.iter().all(|g| {
+                    current
+                        .gemms
+                        .iter()
+                        .all(|other| independent(kernel, g, other))
+                })
+        }) {
+            current.gemms.extend(mine);
+            continue;
+        }
+        flush(run.take(), builder, &mut batched)?;
+        run = Some(Run {
+            first: op,
+            kernel,
+            gemms: mine,
+        });
+    }
+    flush(run, builder, &mut batched)?;
+    Ok(batched)
+}
+
+/// A buffer a GEMM reads or writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Buffer {
+    Params,
+    Grads,
+    Work,
+}
+
+/// Elements `start..end` of a buffer.
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    buffer: Buffer,
+    start: u64,
+    end: u64,
+}
+
+impl Span {
+    fn overlaps(&self, other: &Span) -> bool {
+        self.buffer == other.buffer && self.start < other.end && other.start < self.end
+    }
+}
+
+/// What `g` (run by `kernel`) reads and what it writes, as the spans its elements lie in.
+fn footprint(kernel: GemmKernel, g: &GemmParams) -> (Vec<Span>, Vec<Span>) {
+    let (a, b, c) = match kernel.buffers {
+        GemmBuffers::WorkParamsToWork => (Buffer::Work, Buffer::Params, Buffer::Work),
+        GemmBuffers::WorkWorkToGrads => (Buffer::Work, Buffer::Work, Buffer::Grads),
+    };
+    let (m, n, k0, k) = (
+        u64::from(g.m),
+        u64::from(g.n),
+        u64::from(g.k0),
+        u64::from(g.k),
+    );
+    if m == 0 || n == 0 {
+        return (Vec::new(), Vec::new());
+    }
+    // The elements from `off` + the first index·`s0` + the second·`s1`, over the ranges.
+    let span = |buffer, off: u32, (first, s0): (u64, u32), (second, s1): (u64, u32), (n0, n1)| {
+        let (off, s0, s1) = (u64::from(off), u64::from(s0), u64::from(s1));
+        Span {
+            buffer,
+            start: off + first * s0 + second * s1,
+            end: off + (first + n0 - 1) * s0 + (second + n1 - 1) * s1 + 1,
+        }
+    };
+    let mut reads = Vec::new();
+    if k > 0 {
+        reads.push(span(a, g.a_off, (0, g.a_sm), (k0, g.a_sk), (m, k)));
+        reads.push(span(b, g.b_off, (k0, g.b_sk), (0, g.b_sn), (k, n)));
+    }
+    if g.flags & GemmParams::BIAS != 0 {
+        reads.push(span(Buffer::Params, g.bias_off, (0, 1), (0, 0), (n, 1)));
+    }
+    let mut writes = vec![span(c, g.c_off, (0, g.c_sm), (0, g.c_sn), (m, n))];
+    if g.flags & GemmParams::ROW_SUMS != 0 {
+        writes.push(span(c, g.sums_off, (0, 1), (0, 0), (m, 1)));
+    }
+    (reads, writes)
+}
+
+/// Whether GEMMs `g` and `other` (both `kernel`'s) may run at once: neither writes what the
+/// other reads or writes.
+fn independent(kernel: GemmKernel, g: &GemmParams, other: &GemmParams) -> bool {
+    let (g_reads, g_writes) = footprint(kernel, g);
+    let (other_reads, other_writes) = footprint(kernel, other);
+    let touches = |writes: &[Span], reads: &[Span], other_writes: &[Span]| {
+        writes
+            .iter()
+            .any(|w| reads.iter().chain(other_writes).any(|s| w.overlaps(s)))
+    };
+    !touches(&g_writes, &other_reads, &other_writes) && !touches(&other_writes, &g_reads, &[])
 }
 
 /// The kernels of a whole training iteration (forward, loss, backward: one dispatch), one per
@@ -828,4 +1004,65 @@ impl Programs {
 pub(crate) struct HeadSpec {
     pub out: usize,
     pub on_state: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// C (4 × 4) = A (4 × 8, at 0) · B (8 × 4, at 32), C at `c_off`.
+    fn gemm(c_off: u32) -> GemmParams {
+        GemmParams {
+            m: 4,
+            n: 4,
+            k: 8,
+            a_sm: 8,
+            a_sk: 1,
+            b_off: 32,
+            b_sk: 4,
+            b_sn: 1,
+            c_off,
+            c_sm: 4,
+            c_sn: 1,
+            ..Default::default()
+        }
+    }
+
+    fn kernel(buffers: GemmBuffers) -> GemmKernel {
+        GemmKernel {
+            buffers,
+            form: GemmForm::Blocks {
+                a: BlockLoad::Elements,
+                b: BlockLoad::Elements,
+            },
+        }
+    }
+
+    #[test]
+    fn gemms_batch_only_where_neither_touches_what_the_other_writes() {
+        let to_grads = kernel(GemmBuffers::WorkWorkToGrads);
+        let (first, next) = (gemm(0), gemm(16));
+        // Same inputs, C side by side in `grads`.
+        assert!(independent(to_grads, &first, &next));
+        // C overlapping by one element; the rows' sums into the other's C.
+        assert!(!independent(to_grads, &first, &gemm(15)));
+        let summing = GemmParams {
+            flags: GemmParams::ROW_SUMS,
+            sums_off: 3,
+            ..next
+        };
+        assert!(!independent(to_grads, &first, &summing));
+        assert!(!independent(to_grads, &summing, &first));
+        // Into `work`: one's C inside the other's A (elements 0..32) or B (32..64), either way
+        // round; past them, independent.
+        let to_work = kernel(GemmBuffers::WorkParamsToWork);
+        let (reader, past) = (gemm(100), gemm(200));
+        assert!(independent(to_work, &reader, &past));
+        for c_off in [0, 31, 20] {
+            assert!(!independent(to_work, &reader, &gemm(c_off)), "C at {c_off}");
+            assert!(!independent(to_work, &gemm(c_off), &reader), "C at {c_off}");
+        }
+        // B is in `params` there: a C in `work` at B's offsets does not touch it.
+        assert!(independent(to_work, &reader, &gemm(40)));
+    }
 }

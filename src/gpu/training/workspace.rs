@@ -431,6 +431,7 @@ pub(crate) fn record_ops(
                 kernel,
                 params,
                 groups,
+                ..
             } => {
                 pass.set_pipeline(&kernels.pipeline(TrainingPipeline::Gemm(kernel)));
                 pass.set_bind_group(0, bind_group, &[params, 0]);
