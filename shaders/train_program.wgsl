@@ -35,7 +35,9 @@ fn unit_at(w: u32) -> Unit {
         uniforms[w + 20u], uniforms[w + 21u], uniforms[w + 22u], uniforms[w + 23u],
         uniforms[w + 24u], uniforms[w + 25u], uniforms[w + 26u], uniforms[w + 27u],
         uniforms[w + 28u], uniforms[w + 29u], uniforms[w + 30u], uniforms[w + 31u],
-        uniforms[w + 32u], uniforms[w + 33u], uniforms[w + 34u], uniforms[w + 35u]);
+        uniforms[w + 32u], uniforms[w + 33u], uniforms[w + 34u], uniforms[w + 35u],
+        uniforms[w + 36u], uniforms[w + 37u], uniforms[w + 38u], uniforms[w + 39u],
+        uniforms[w + 40u], uniforms[w + 41u], uniforms[w + 42u], uniforms[w + 43u]);
 }
 
 fn gemm_at(w: u32) -> Gemm {

@@ -31,6 +31,27 @@ fn hh_bias(d: u32, g: u32, j: u32) -> f32 {
     return select(0.0, params[at], u.has_bias == 1u && j < u.hidden);
 }
 
+fn ih_bias(d: u32, g: u32, j: u32) -> f32 {
+    let at = u.b_ih + d * u.param_stride + g * u.hidden + min(j, u.hidden - 1u);
+    return select(0.0, params[at], u.has_bias == 1u && j < u.hidden);
+}
+
+// Where the step computes W_ih·x_t itself (`Unit::inputs` > 0, a multiple of four): vec4 v
+// of W_ih's row `row` of direction d, and of frame (p, n)'s input (zeros past the row, or
+// for padding units).
+fn input_weights(d: u32, row: u32, v: u32) -> vec4<f32> {
+    let quads = u.inputs / 4u;
+    let at = (u.w_ih + d * u.param_stride) / 4u + min(row, u.gates * u.hidden - 1u) * quads;
+    return select(vec4<f32>(0.0), params4[at + min(v, quads - 1u)],
+        v < quads && row < u.gates * u.hidden);
+}
+
+fn input_at(p: u32, n: u32, v: u32) -> vec4<f32> {
+    let quads = u.inputs / 4u;
+    let at = (u.x + (p * u.batch + n) * u.x_stride) / 4u;
+    return select(vec4<f32>(0.0), work4[at + min(v, quads - 1u)], v < quads);
+}
+
 // Element j of a [·][H] row starting at `base`, zero for padding units.
 fn load_unit(base: u32, j: u32) -> f32 {
     return select(0.0, work[base + min(j, u.hidden - 1u)], j < u.hidden);
@@ -42,23 +63,24 @@ fn store_unit(base: u32, j: u32, value: f32) {
     }
 }
 
-// One unit's forward step from its gates' W_hh·h_{t−1} (`rec`) and biases: writes its output
-// and what the backward needs, returns h_t (zero for padding units).
-fn forward_rnn(j: u32, pre: u32, out: u32, rec: f32, bias: f32) -> f32 {
-    let acc = work[pre + j] + bias + rec;
+// One unit's forward step from its gates' input projections (`input`: W_ih·x_t + b_ih, from
+// the projection GEMM's P or computed in the step), W_hh·h_{t−1} (`rec`) and biases: writes
+// its output and what the backward needs, returns h_t (zero for padding units).
+fn forward_rnn(j: u32, input: f32, out: u32, rec: f32, bias: f32) -> f32 {
+    let acc = input + bias + rec;
     // `acc < 0` is false for NaN, so NaN propagates as in PyTorch.
     let value = select(tanh(acc), select(acc, 0.0, acc < 0.0), u.activation == 1u);
     store_unit(out, j, value);
     return select(0.0, value, j < u.hidden);
 }
 
-fn forward_lstm(j: u32, pre: u32, saved: u32, out: u32, rec: vec4<f32>, bias: vec4<f32>,
-                c: ptr<function, f32>) -> f32 {
+fn forward_lstm(j: u32, input: vec4<f32>, saved: u32, out: u32, rec: vec4<f32>,
+                bias: vec4<f32>, c: ptr<function, f32>) -> f32 {
     let h = u.hidden;
-    let i = sigmoid(work[pre + j] + bias.x + rec.x);
-    let f = sigmoid(work[pre + h + j] + bias.y + rec.y);
-    let g = tanh(work[pre + 2u * h + j] + bias.z + rec.z);
-    let o = sigmoid(work[pre + 3u * h + j] + bias.w + rec.w);
+    let i = sigmoid(input.x + bias.x + rec.x);
+    let f = sigmoid(input.y + bias.y + rec.y);
+    let g = tanh(input.z + bias.z + rec.z);
+    let o = sigmoid(input.w + bias.w + rec.w);
     let c_new = f * *c + i * g;
     let m = o * tanh(c_new);
     store_unit(saved, j, i);
@@ -71,13 +93,13 @@ fn forward_lstm(j: u32, pre: u32, saved: u32, out: u32, rec: vec4<f32>, bias: ve
     return select(0.0, m, j < h);
 }
 
-fn forward_gru(j: u32, pre: u32, saved: u32, out: u32, rec: vec4<f32>, bias: vec4<f32>,
-               h_prev: f32) -> f32 {
+fn forward_gru(j: u32, input: vec4<f32>, saved: u32, out: u32, rec: vec4<f32>,
+               bias: vec4<f32>, h_prev: f32) -> f32 {
     let h = u.hidden;
-    let r = sigmoid(work[pre + j] + bias.x + rec.x);
-    let z = sigmoid(work[pre + h + j] + bias.y + rec.y);
+    let r = sigmoid(input.x + bias.x + rec.x);
+    let z = sigmoid(input.y + bias.y + rec.y);
     let hn = bias.z + rec.z;
-    let cand = tanh(work[pre + 2u * h + j] + r * hn);
+    let cand = tanh(input.z + r * hn);
     let value = (1.0 - z) * cand + z * h_prev;
     store_unit(saved, j, r);
     store_unit(saved + h, j, z);

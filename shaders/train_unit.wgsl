@@ -13,7 +13,12 @@ struct Unit {
     y: u32, dy: u32, unit0: u32, c0: u32,
     forward_steps: u32, backward_steps: u32,
     vec4: u32,               // persistent kernels read vec4s (see recurrent_dots4)
-    _pad0: u32,
+    // The register recurrence's forward with the input projection in its step: the input's
+    // features (0: the projection GEMM's P instead), where frames lie (x, its frames' stride)
+    // and W_ih, b_ih (direction 0's).
+    inputs: u32,
+    x: u32, x_stride: u32, w_ih: u32, b_ih: u32,
+    _pad0: u32, _pad1: u32, _pad2: u32, _pad3: u32,
 }
 
 struct Step {

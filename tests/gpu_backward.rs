@@ -217,6 +217,98 @@ fn matches_cpu_on(ctx: &GpuContext, mode: RnnMode, seeds: std::ops::Range<u64>) 
     );
 }
 
+/// Where the register recurrence projects the input in its steps (one layer, features in
+/// fours and at most half H, four sequences or more: the character model's shape), the
+/// results are the CPU's, as where the projection GEMM writes P: one and two directions,
+/// lengths, a given state, a head.
+fn inputs_projected_in_steps_match_cpu(mode: RnnMode) {
+    let Some(ctx) = gpu("inputs_projected_in_steps_match_cpu") else {
+        return;
+    };
+    let hiddens: &[usize] = match mode {
+        RnnMode::Rnn(_) => &[8, 20, 64],
+        _ => &[8, 32],
+    };
+    let mut worst = 0.0f64;
+    for (i, &hidden) in hiddens.iter().enumerate() {
+        for bidirectional in [false, true] {
+            let seed = 40 + i as u64 * 2 + u64::from(bidirectional);
+            let mut rng = Rng(seed);
+            let inputs = 4 * rng.range(1, hidden / 8);
+            let config = RnnConfig {
+                bidirectional,
+                batch_first: rng.chance(2),
+                ..RnnConfig::new(mode, inputs, hidden)
+            };
+            let (seq_len, batch) = (rng.range(1, 9), rng.range(4, 6));
+            let mut problem = Problem::new(config.clone(), seq_len, batch, seed);
+            problem.with_state = rng.chance(2);
+            problem.lengths = rng
+                .chance(2)
+                .then(|| random_lengths(&mut rng, batch, seq_len));
+            let mut case = random_case(mode, seed);
+            let out = if bidirectional {
+                3
+            } else {
+                config.output_size()
+            };
+            case.head = bidirectional.then(|| Linear {
+                in_features: config.output_size(),
+                out_features: out,
+                weight: rng.values(out * config.output_size()),
+                bias: Some(rng.values(out)),
+            });
+            let frames = match config.batch_first {
+                true => vec![batch, seq_len, out],
+                false => vec![seq_len, batch, out],
+            };
+            case.d_output = rng.tensor(&frames);
+            case.d_h_n = None;
+            case.d_c_n = None;
+            case.problem = problem;
+            let (mut cpu, mut gpu) = trainers(&ctx, &case);
+            let want = run(&mut cpu, &case);
+            let got = run(&mut gpu, &case);
+            let context = format!("{} {:?}", mode_name(mode), case.problem);
+            worst = worst.max(assert_within(&context, &got, &want, TOLERANCE).0);
+        }
+    }
+    eprintln!("{}: worst GPU-vs-CPU error {worst:.2e}", mode_name(mode));
+}
+for_each_mode!(inputs_in_steps, inputs_projected_in_steps_match_cpu);
+
+/// The steps' input projections round as the projection GEMM's P does: a batch of four
+/// sequences (projected in the steps) gives, bit for bit, the outputs its first two give as
+/// a batch of their own (two sequences: the GEMM writes P).
+fn inputs_projected_in_steps_round_as_p(mode: RnnMode) {
+    let Some(ctx) = gpu("inputs_projected_in_steps_round_as_p") else {
+        return;
+    };
+    for (hidden, inputs, seq_len) in [(8, 4, 5), (32, 16, 3), (64, 28, 7)] {
+        if mode == RnnMode::Lstm && hidden == 64 {
+            continue; // several subgroups: the steps do not project
+        }
+        let config = RnnConfig {
+            batch_first: true,
+            ..RnnConfig::new(mode, inputs, hidden)
+        };
+        let mut rng = Rng(hidden as u64);
+        let weights = wgpu_rnn::RnnWeights::init(&config, 5).unwrap();
+        let input = rng.tensor(&[4, seq_len, inputs]);
+        let mut model = GpuTrainer::new(&ctx, config.clone(), &weights).unwrap();
+        let four = model.forward_train(&input, None, None).unwrap().0.output;
+        let first_two = input.data()[..2 * seq_len * inputs].to_vec();
+        let two_in = Tensor::new(first_two, &[2, seq_len, inputs]).unwrap();
+        let two = model.forward_train(&two_in, None, None).unwrap().0.output;
+        assert!(
+            four.data()[..two.data().len()] == *two.data(),
+            "{} H {hidden} I {inputs}: outputs differ between the two ways of projecting",
+            mode_name(mode)
+        );
+    }
+}
+for_each_mode!(inputs_round_as_p, inputs_projected_in_steps_round_as_p);
+
 /// Two backwards add up (`+=`, as `.grad` does); `zero_grad` clears; repeats are bit-identical.
 fn gradients_accumulate(mode: RnnMode) {
     let Some(ctx) = gpu("gradients_accumulate") else {

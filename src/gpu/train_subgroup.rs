@@ -62,6 +62,9 @@ pub(crate) struct SubgroupRecurrence {
     pub subgroups: usize,
     /// Hidden units per lane, a multiple of four.
     pub rows: usize,
+    /// vec4s of the input whose projection the forward computes in its step (W_ih's rows
+    /// then in registers too), or 0 where the projection GEMM writes P (`with_input`).
+    pub input_quads: usize,
 }
 
 impl SubgroupRecurrence {
@@ -86,6 +89,7 @@ impl SubgroupRecurrence {
             lanes,
             subgroups: 1,
             rows: hidden.div_ceil(lanes).next_multiple_of(4),
+            input_quads: 0,
         };
         let several = SubgroupRecurrence {
             subgroups: hidden.div_ceil(4 * lanes),
@@ -97,9 +101,34 @@ impl SubgroupRecurrence {
             .find(|spec| spec.rows <= MAX_ROWS && spec.lane_weights() <= MAX_WEIGHTS)
     }
 
-    /// Weight vec4s a lane holds: its rows (or columns) of every gate, over the padded state.
+    /// Weight vec4s a lane holds: its rows (or columns) of every gate, over the padded state
+    /// (and the forward's of W_ih, over the input).
     fn lane_weights(&self) -> usize {
-        self.cell.gates() * self.rows * self.vec4s()
+        self.cell.gates() * self.rows * (self.vec4s() + self.input_quads)
+    }
+
+    /// `self` computing the input projection in the forward's step where that pays: instead
+    /// of a GEMM writing P (T·N·G·H values) that every step then reads back, each step
+    /// multiplies x_t by W_ih's rows in registers. On llvmpipe, where every load and store
+    /// runs lane by lane, that saves the GEMM's dispatch, its stores and the steps' loads of P
+    /// (the character model: ~8 % of an iteration). Only where it stays cheap: one layer (the
+    /// kernel's input is the model's), four features a vec4, W_ih's rows within the
+    /// registers' cap, at most half H's features (the step's extra work small beside W_hh's),
+    /// and a batch of at least four sequences: with fewer, the recurrence's workgroups leave
+    /// cores idle that the GEMM's tiles would fill.
+    pub fn with_input(self, config: &RnnConfig, batch: usize) -> Self {
+        let inputs = config.input_size;
+        let fused = SubgroupRecurrence {
+            input_quads: inputs / 4,
+            ..self
+        };
+        let pays = config.num_layers == 1
+            && self.subgroups == 1
+            && inputs % 4 == 0
+            && 2 * inputs <= config.hidden_size
+            && batch >= 4
+            && fused.lane_weights() <= MAX_WEIGHTS;
+        if pays { fused } else { self }
     }
 
     /// vec4s of h (and of each gate's dG) across the workgroup.
@@ -190,6 +219,8 @@ struct Generator {
     quads: usize,
     gates: usize,
     lanes: usize,
+    /// vec4s of an input the forward projects itself (`SubgroupRecurrence::input_quads`).
+    input_quads: usize,
     /// Several subgroups: h and dG pass through workgroup memory.
     shared: bool,
     /// What each lane shares, one half of the workgroup memory: h, or each gate's dG.
@@ -197,6 +228,10 @@ struct Generator {
 }
 
 const XYZW: [&str; 4] = ["x", "y", "z", "w"];
+
+/// The k a training GEMM sums into one part before adding it to the total (`SLICE` of
+/// `train_gemm_params.wgsl`).
+const GEMM_SLICE: usize = 32;
 
 /// The sums run in the generic kernels' order (train_step.wgsl: each vec4's dot product, or
 /// each term, added in turn): the same rounding, so that which kernel ran does not change a
@@ -225,6 +260,7 @@ impl Generator {
             quads: spec.rows / 4,
             gates,
             lanes: spec.lanes,
+            input_quads: spec.input_quads,
             shared: spec.subgroups > 1,
             half: gates * kq,
         }
@@ -304,6 +340,30 @@ impl Generator {
                 );
             }
         }
+        let iq = self.input_quads;
+        if iq > 0 {
+            // wx[(g·rows + i)·iq + v] = W_ih[g·H + row0 + i, 4v .. 4v + 3].
+            let _ = writeln!(
+                forward_load,
+                "    var wx: array<vec4<f32>, {}>;",
+                g_count * rows * iq
+            );
+            for g in 0..g_count {
+                for i in 0..rows {
+                    for v in 0..iq {
+                        let _ = writeln!(
+                            forward_load,
+                            "    wx[{}] = select(vec4<f32>(0.0), input_weights(d, {g}u * u.hidden + row0 + {i}u, {v}u), real{i});",
+                            (g * rows + i) * iq + v
+                        );
+                    }
+                    let _ = writeln!(
+                        forward_load,
+                        "    let bx{g}_{i} = ih_bias(d, {g}u, row0 + {i}u);"
+                    );
+                }
+            }
+        }
         let _ = writeln!(
             forward_load,
             "    let state_in = state_row(first & 1u, d, n);"
@@ -355,6 +415,57 @@ impl Generator {
                 dot(&mut forward_step, &format!("a{g}_{i}"), &terms);
             }
         }
+        // Each unit's input projections: P's, or W_ih·x_t + b_ih (each lane loading its
+        // share of x_t's vec4s, broadcast as h's are), summed as the projection GEMM sums P
+        // (`train_gemm_params.wgsl`: each term in turn within slices of SLICE, the slices in
+        // turn, b last), so that the two ways give the same values.
+        if iq > 0 {
+            let per_lane = iq.div_ceil(self.lanes);
+            for q in 0..per_lane {
+                let _ = writeln!(
+                    forward_step,
+                    "        let x{q} = input_at(p, n, lane * {per_lane}u + {q}u);"
+                );
+            }
+            for v in 0..iq {
+                let _ = writeln!(
+                    forward_step,
+                    "        let xb{v} = subgroupBroadcast(x{}, {}u);",
+                    v % per_lane,
+                    v / per_lane
+                );
+            }
+            for g in 0..g_count {
+                for i in 0..rows {
+                    let w = (g * rows + i) * iq;
+                    let _ = writeln!(forward_step, "        var in{g}_{i} = 0.0;");
+                    for slice in (0..4 * iq).step_by(GEMM_SLICE) {
+                        let _ = writeln!(forward_step, "        {{\n            var part = 0.0;");
+                        for k in slice..(slice + GEMM_SLICE).min(4 * iq) {
+                            let _ = writeln!(
+                                forward_step,
+                                "            part += xb{}.{c} * wx[{}].{c};",
+                                k / 4,
+                                w + k / 4,
+                                c = XYZW[k % 4]
+                            );
+                        }
+                        let _ =
+                            writeln!(forward_step, "            in{g}_{i} += part;\n        }}");
+                    }
+                    let _ = writeln!(forward_step, "        in{g}_{i} += bx{g}_{i};");
+                }
+            }
+        } else {
+            for g in 0..g_count {
+                for i in 0..rows {
+                    let _ = writeln!(
+                        forward_step,
+                        "        let in{g}_{i} = load_unit(pre + {g}u * u.hidden, row0 + {i}u);"
+                    );
+                }
+            }
+        }
         let _ = writeln!(forward_step, "        if valid(p, n) {{");
         for i in 0..rows {
             let _ = writeln!(
@@ -377,14 +488,18 @@ impl Generator {
         };
         for i in 0..rows {
             let call = match self.cell {
-                CellKind::Rnn => format!("forward_rnn(row0 + {i}u, pre, out, a0_{i}, b0_{i})"),
+                CellKind::Rnn => {
+                    format!("forward_rnn(row0 + {i}u, in0_{i}, out, a0_{i}, b0_{i})")
+                }
                 CellKind::Lstm => format!(
-                    "forward_lstm(row0 + {i}u, pre, saved, out, {}, {}, &c{i})",
+                    "forward_lstm(row0 + {i}u, {}, saved, out, {}, {}, &c{i})",
+                    gate_vec("in", i),
                     gate_vec("a", i),
                     gate_vec("b", i)
                 ),
                 CellKind::Gru => format!(
-                    "forward_gru(row0 + {i}u, pre, saved, out, {}, {}, {})",
+                    "forward_gru(row0 + {i}u, {}, saved, out, {}, {}, {})",
+                    gate_vec("in", i),
                     gate_vec("a", i),
                     gate_vec("b", i),
                     unit(i)
@@ -641,9 +756,51 @@ mod tests {
                     lanes,
                     subgroups,
                     rows,
+                    input_quads: 0,
                 };
                 assert_valid(&format!("{spec:?}"), &spec.wgsl());
             }
+            // Projecting the input in the steps (one subgroup): fewer vec4s than lanes,
+            // more (two a lane).
+            for (lanes, rows, input_quads) in [(8, 4, 1), (8, 8, 7), (4, 4, 5)] {
+                let spec = SubgroupRecurrence {
+                    cell,
+                    lanes,
+                    subgroups: 1,
+                    rows,
+                    input_quads,
+                };
+                assert_valid(&format!("{spec:?}"), &spec.wgsl());
+                assert_valid(&format!("{spec:?} program"), &spec.program_wgsl(""));
+            }
         }
+    }
+
+    #[test]
+    fn inputs_project_in_the_steps_only_where_it_pays() {
+        // The steps sum as the GEMM's slices do.
+        let slice = format!("const SLICE: u32 = {}u;", super::GEMM_SLICE);
+        assert!(crate::shaders::TRAIN_GEMM_PARAMS.contains(&slice));
+        let rnn = RnnMode::Rnn(Nonlinearity::Tanh);
+        let quads = |mode, inputs, hidden, layers, batch| {
+            let config = RnnConfig {
+                num_layers: layers,
+                ..RnnConfig::new(mode, inputs, hidden)
+            };
+            SubgroupRecurrence::for_config(&config, Some(8))
+                .map(|s| s.with_input(&config, batch).input_quads)
+        };
+        // The character model: 28 features, H = 64, eight sequences.
+        assert_eq!(quads(rnn, 28, 64, 1, 8), Some(7));
+        assert_eq!(quads(RnnMode::Lstm, 8, 32, 1, 4), Some(2));
+        assert_eq!(quads(RnnMode::Gru, 4, 8, 1, 5), Some(1));
+        // Not: fewer than four sequences, features not in fours or over half H, two layers,
+        // several subgroups (a GRU with H = 64).
+        assert_eq!(quads(rnn, 28, 64, 1, 3), Some(0));
+        assert_eq!(quads(rnn, 30, 64, 1, 8), Some(0));
+        assert_eq!(quads(rnn, 36, 64, 1, 8), Some(0));
+        assert_eq!(quads(rnn, 28, 64, 2, 8), Some(0));
+        assert_eq!(quads(RnnMode::Gru, 8, 64, 1, 8), Some(0));
+        assert_eq!(quads(RnnMode::Lstm, 16, 32, 1, 8), Some(4));
     }
 }

@@ -68,7 +68,15 @@ pub(crate) struct TrainUnit {
     /// The persistent kernels read W_hh, h and dG as vec4s (H_out and H multiples of four,
     /// no projection).
     pub vec4: u32,
-    pub _pad: u32,
+    /// Where the register recurrence's forward projects the input itself
+    /// (`SubgroupRecurrence::input_quads`): the input's features (else 0), where its frames
+    /// lie and their stride, and direction 0's W_ih and b_ih.
+    pub inputs: u32,
+    pub x: u32,
+    pub x_stride: u32,
+    pub w_ih: u32,
+    pub b_ih: u32,
+    pub _pad: [u32; 4],
 }
 
 /// `Gemm` of `train_gemm.wgsl`: C (+)= A·B (+ bias), strides in elements.

@@ -131,7 +131,7 @@ pub(crate) fn one_dispatch(
                 let steps = u64::from(steps.min(u.seq_len));
                 let sequences = u64::from(groups[1]) * u64::from(groups[2]);
                 let (g, h) = (config.gate_size() as u64, config.hidden_size as u64);
-                multiply_adds += sequences * steps * g * h;
+                multiply_adds += sequences * steps * g * (h + u64::from(u.inputs));
                 trips += sequences * steps * recurrence_trips;
                 let _ = writeln!(
                     run,

@@ -60,14 +60,20 @@ pub(crate) enum TrainRecurrence {
 }
 
 impl TrainRecurrence {
-    /// What runs `config`'s recurrence on `ctx` when the caller asked for `recurrence`: the
-    /// register-resident kernel wherever it fits, unless one dispatch per step was asked for.
-    pub fn choose(ctx: &GpuContext, config: &RnnConfig, recurrence: Recurrence) -> Self {
+    /// What runs `config`'s recurrence over batches of `batch` on `ctx` when the caller asked
+    /// for `recurrence`: the register-resident kernel wherever it fits (projecting the input
+    /// itself where that pays), unless one dispatch per step was asked for.
+    pub fn choose(
+        ctx: &GpuContext,
+        config: &RnnConfig,
+        recurrence: Recurrence,
+        batch: usize,
+    ) -> Self {
         if recurrence == Recurrence::PerStep {
             return TrainRecurrence::PerStep;
         }
         match SubgroupRecurrence::for_config(config, ctx.persistent_subgroup()) {
-            Some(spec) => TrainRecurrence::Subgroup(spec),
+            Some(spec) => TrainRecurrence::Subgroup(spec.with_input(config, batch)),
             None => TrainRecurrence::Looped,
         }
     }
@@ -370,6 +376,11 @@ pub(crate) fn programs(
         } else {
             (r.y[layer - 1], dirs * s)
         };
+        // Where the register recurrence projects the input in its steps, no GEMM writes P.
+        let inputs_in_steps = match recurrence {
+            TrainRecurrence::Subgroup(spec) => spec.input_quads > 0,
+            _ => false,
+        };
         let (dx, dx_row) = if layer == 0 {
             (r.dx, config.input_size)
         } else {
@@ -420,7 +431,12 @@ pub(crate) fn programs(
             forward_steps: steps_per_dispatch.0 as u32,
             backward_steps: steps_per_dispatch.1 as u32,
             vec4: u32::from(vec4_fits(config)),
-            _pad: 0,
+            inputs: if inputs_in_steps { inputs as u32 } else { 0 },
+            x: x as u32,
+            x_stride: x_row as u32,
+            w_ih: first.weight_ih as u32,
+            b_ih: first.bias_ih as u32,
+            _pad: [0; 4],
         };
         let unit_at = builder.push(bytemuck::bytes_of(&unit));
         let step_op = |entry: StepEntry, step: usize| Op::Step {
@@ -455,8 +471,8 @@ pub(crate) fn programs(
         };
         let persistent = recurrence != TrainRecurrence::PerStep;
 
-        // Forward: P = X·W_ihᵀ + b_ih per direction, then the steps.
-        for d in 0..dirs {
+        // Forward: P = X·W_ihᵀ + b_ih per direction (unless the steps project), then the steps.
+        for d in (0..dirs).filter(|_| !inputs_in_steps) {
             let w = unit_params(layer * dirs + d, layer);
             forward.extend(gemm(
                 builder,
