@@ -52,6 +52,24 @@ fn input_at(p: u32, n: u32, v: u32) -> vec4<f32> {
     return select(vec4<f32>(0.0), work4[at + min(v, quads - 1u)], v < quads);
 }
 
+// Where the backward computes dy = dL·W from the head's gradient itself
+// (`Unit::head_outputs` > 0): W[o, d·S + j .. j + 3] (zero for padding units), and
+// elements 4v .. 4v + 3 of frame (p, n)'s dL (zero past the head's outputs).
+fn head_weights(d: u32, o: u32, j: u32) -> vec4<f32> {
+    let at = (u.head_w + o * u.head_features + d * u.state_size) / 4u + min(j, u.hidden - 4u) / 4u;
+    return select(vec4<f32>(0.0), params4[at], j < u.hidden);
+}
+
+fn head_grad_at(p: u32, n: u32, v: u32) -> vec4<f32> {
+    let at = u.head_dout + (p * u.batch + n) * u.head_outputs;
+    var values = vec4<f32>(0.0);
+    for (var c = 0u; c < 4u; c++) {
+        let e = 4u * v + c;
+        values[c] = select(0.0, work[at + min(e, u.head_outputs - 1u)], e < u.head_outputs);
+    }
+    return values;
+}
+
 // Element j of a [·][H] row starting at `base`, zero for padding units.
 fn load_unit(base: u32, j: u32) -> f32 {
     return select(0.0, work[base + min(j, u.hidden - 1u)], j < u.hidden);
@@ -110,11 +128,12 @@ fn forward_gru(j: u32, input: vec4<f32>, saved: u32, out: u32, rec: vec4<f32>,
 }
 
 // One unit's backward step from d h_t = dy + carry + `through` (what reached h_t through
-// W_hh from step s + 1): writes the gates' gradients dG (and a GRU's dG_hh), updates the
+// W_hh from step s + 1; `dy`: the output's gradient, read from dY or computed in the step
+// from the head's): writes the gates' gradients dG (and a GRU's dG_hh), updates the
 // carries, returns dG_hh (what flows on through W_hh), zero for padding units.
-fn backward_rnn(j: u32, dg: u32, dy: u32, out: u32, through: f32, carry: ptr<function, f32>)
+fn backward_rnn(j: u32, dg: u32, dy: f32, out: u32, through: f32, carry: ptr<function, f32>)
     -> vec4<f32> {
-    let dh = load_unit(dy, j) + *carry + through;
+    let dh = dy + *carry + through;
     *carry = 0.0;
     let value = load_unit(out, j);
     // relu' from the output, as PyTorch's threshold_backward: [h > 0].
@@ -124,10 +143,10 @@ fn backward_rnn(j: u32, dg: u32, dy: u32, out: u32, through: f32, carry: ptr<fun
     return vec4<f32>(select(0.0, grad, j < u.hidden), 0.0, 0.0, 0.0);
 }
 
-fn backward_lstm(j: u32, dg: u32, dy: u32, saved: u32, c_prev_at: u32, through: f32,
+fn backward_lstm(j: u32, dg: u32, dy: f32, saved: u32, c_prev_at: u32, through: f32,
                  carry: ptr<function, f32>, carry_c: ptr<function, f32>) -> vec4<f32> {
     let h = u.hidden;
-    let dh = load_unit(dy, j) + *carry + through;
+    let dh = dy + *carry + through;
     *carry = 0.0;
     let i = load_unit(saved, j);
     let f = load_unit(saved + h, j);
@@ -146,10 +165,10 @@ fn backward_lstm(j: u32, dg: u32, dy: u32, saved: u32, c_prev_at: u32, through: 
     return select(vec4<f32>(0.0), grads, j < h);
 }
 
-fn backward_gru(j: u32, dg: u32, dghh: u32, dy: u32, saved: u32, hprev: u32, through: f32,
+fn backward_gru(j: u32, dg: u32, dghh: u32, dy: f32, saved: u32, hprev: u32, through: f32,
                 carry: ptr<function, f32>) -> vec4<f32> {
     let h = u.hidden;
-    let dh = load_unit(dy, j) + *carry + through;
+    let dh = dy + *carry + through;
     let r = load_unit(saved, j);
     let z = load_unit(saved + h, j);
     let cand = load_unit(saved + 2u * h, j);

@@ -18,7 +18,10 @@ struct Unit {
     // and W_ih, b_ih (direction 0's).
     inputs: u32,
     x: u32, x_stride: u32, w_ih: u32, b_ih: u32,
-    _pad0: u32, _pad1: u32, _pad2: u32, _pad3: u32,
+    // Its backward with the head's input gradient in its step: the head's outputs (0: dY
+    // from the head's GEMM instead), its weight and features (W's row stride), and where dL
+    // lies.
+    head_outputs: u32, head_w: u32, head_features: u32, head_dout: u32,
 }
 
 struct Step {

@@ -217,10 +217,11 @@ fn matches_cpu_on(ctx: &GpuContext, mode: RnnMode, seeds: std::ops::Range<u64>) 
     );
 }
 
-/// Where the register recurrence projects the input in its steps (one layer, features in
-/// fours and at most half H, four sequences or more: the character model's shape), the
-/// results are the CPU's, as where the projection GEMM writes P: one and two directions,
-/// lengths, a given state, a head.
+/// Where the register recurrence projects the input in its forward's steps (one layer,
+/// features in fours and at most half H, four sequences or more: the character model's
+/// shape), and a head's input gradient in its backward's (at most H/2 outputs), the results
+/// are the CPU's, as where GEMMs write P and dY: one and two directions, lengths, a given
+/// state, with a head and without.
 fn inputs_projected_in_steps_match_cpu(mode: RnnMode) {
     let Some(ctx) = gpu("inputs_projected_in_steps_match_cpu") else {
         return;
@@ -231,8 +232,11 @@ fn inputs_projected_in_steps_match_cpu(mode: RnnMode) {
     };
     let mut worst = 0.0f64;
     for (i, &hidden) in hiddens.iter().enumerate() {
-        for bidirectional in [false, true] {
-            let seed = 40 + i as u64 * 2 + u64::from(bidirectional);
+        for (j, (bidirectional, outputs)) in [(false, None), (false, Some(2)), (true, Some(3))]
+            .into_iter()
+            .enumerate()
+        {
+            let seed = 40 + i as u64 * 3 + j as u64;
             let mut rng = Rng(seed);
             let inputs = 4 * rng.range(1, hidden / 8);
             let config = RnnConfig {
@@ -247,12 +251,8 @@ fn inputs_projected_in_steps_match_cpu(mode: RnnMode) {
                 .chance(2)
                 .then(|| random_lengths(&mut rng, batch, seq_len));
             let mut case = random_case(mode, seed);
-            let out = if bidirectional {
-                3
-            } else {
-                config.output_size()
-            };
-            case.head = bidirectional.then(|| Linear {
+            let out = outputs.unwrap_or(config.output_size());
+            case.head = outputs.map(|out| Linear {
                 in_features: config.output_size(),
                 out_features: out,
                 weight: rng.values(out * config.output_size()),
@@ -277,9 +277,10 @@ fn inputs_projected_in_steps_match_cpu(mode: RnnMode) {
 }
 for_each_mode!(inputs_in_steps, inputs_projected_in_steps_match_cpu);
 
-/// The steps' input projections round as the projection GEMM's P does: a batch of four
-/// sequences (projected in the steps) gives, bit for bit, the outputs its first two give as
-/// a batch of their own (two sequences: the GEMM writes P).
+/// The steps' input projections round as the projection GEMM's P does, and their head
+/// gradients as the head's GEMM's dY: a batch of four sequences (both in the steps) gives,
+/// bit for bit, the outputs and input gradients its first two give as a batch of their own
+/// (two sequences: the GEMMs).
 fn inputs_projected_in_steps_round_as_p(mode: RnnMode) {
     let Some(ctx) = gpu("inputs_projected_in_steps_round_as_p") else {
         return;
@@ -295,15 +296,45 @@ fn inputs_projected_in_steps_round_as_p(mode: RnnMode) {
         let mut rng = Rng(hidden as u64);
         let weights = wgpu_rnn::RnnWeights::init(&config, 5).unwrap();
         let input = rng.tensor(&[4, seq_len, inputs]);
-        let mut model = GpuTrainer::new(&ctx, config.clone(), &weights).unwrap();
-        let four = model.forward_train(&input, None, None).unwrap().0.output;
-        let first_two = input.data()[..2 * seq_len * inputs].to_vec();
-        let two_in = Tensor::new(first_two, &[2, seq_len, inputs]).unwrap();
-        let two = model.forward_train(&two_in, None, None).unwrap().0.output;
+        // A head of H/2 outputs (a whole GEMM slice of 32 at H = 64).
+        let outputs = hidden / 2;
+        let head = Linear {
+            in_features: hidden,
+            out_features: outputs,
+            weight: rng.values(outputs * hidden),
+            bias: Some(rng.values(outputs)),
+        };
+        let d_output = rng.tensor(&[4, seq_len, outputs]);
+        let mut model = GpuTrainer::new(&ctx, config.clone(), &weights)
+            .unwrap()
+            .with_head(&head)
+            .unwrap();
+        // Outputs and d input of the first `batch` sequences.
+        let mut run = |batch: usize| {
+            let first = |t: &Tensor, width: usize| {
+                let values = t.data()[..batch * seq_len * width].to_vec();
+                Tensor::new(values, &[batch, seq_len, width]).unwrap()
+            };
+            let (out, tape) = model
+                .forward_train(&first(&input, inputs), None, None)
+                .unwrap();
+            let grads = OutputGrads {
+                d_output: &first(&d_output, outputs),
+                d_h_n: None,
+                d_c_n: None,
+            };
+            let d_input = model.backward(tape, grads).unwrap().d_input;
+            (out.output, d_input)
+        };
+        let (four, two) = (run(4), run(2));
+        let context = format!("{} H {hidden} I {inputs}", mode_name(mode));
         assert!(
-            four.data()[..two.data().len()] == *two.data(),
-            "{} H {hidden} I {inputs}: outputs differ between the two ways of projecting",
-            mode_name(mode)
+            four.0.data()[..two.0.data().len()] == *two.0.data(),
+            "{context}: outputs differ between the two ways of projecting the input"
+        );
+        assert!(
+            four.1.data()[..two.1.data().len()] == *two.1.data(),
+            "{context}: d input differs between the two ways of computing dY"
         );
     }
 }

@@ -65,6 +65,10 @@ pub(crate) struct SubgroupRecurrence {
     /// vec4s of the input whose projection the forward computes in its step (W_ih's rows
     /// then in registers too), or 0 where the projection GEMM writes P (`with_input`).
     pub input_quads: usize,
+    /// Outputs of a head on every frame whose input gradient (dY = dL·W) the backward
+    /// computes in its step (the lane's columns of W then in registers), or 0 where the
+    /// head's GEMM writes dY (`with_head`).
+    pub head_outputs: usize,
 }
 
 impl SubgroupRecurrence {
@@ -90,6 +94,7 @@ impl SubgroupRecurrence {
             subgroups: 1,
             rows: hidden.div_ceil(lanes).next_multiple_of(4),
             input_quads: 0,
+            head_outputs: 0,
         };
         let several = SubgroupRecurrence {
             subgroups: hidden.div_ceil(4 * lanes),
@@ -104,7 +109,10 @@ impl SubgroupRecurrence {
     /// Weight vec4s a lane holds: its rows (or columns) of every gate, over the padded state
     /// (and the forward's of W_ih, over the input).
     fn lane_weights(&self) -> usize {
-        self.cell.gates() * self.rows * (self.vec4s() + self.input_quads)
+        let recurrent = self.cell.gates() * self.rows * self.vec4s();
+        let forward = recurrent + self.cell.gates() * self.rows * self.input_quads;
+        let backward = recurrent + self.head_outputs * self.rows / 4;
+        forward.max(backward)
     }
 
     /// `self` computing the input projection in the forward's step where that pays: instead
@@ -126,6 +134,27 @@ impl SubgroupRecurrence {
             && self.subgroups == 1
             && inputs % 4 == 0
             && 2 * inputs <= config.hidden_size
+            && batch >= 4
+            && fused.lane_weights() <= MAX_WEIGHTS;
+        if pays { fused } else { self }
+    }
+
+    /// `self` computing the input gradient of a head on every frame (`outputs` of them) in
+    /// the backward's step where that pays, for the same reasons and on the same conditions
+    /// as `with_input` (the head's outputs in place of the input's features): instead of a
+    /// GEMM writing dY that every step reads back, each step multiplies dL_t by the lane's
+    /// columns of W in registers.
+    pub fn with_head(self, config: &RnnConfig, outputs: Option<usize>, batch: usize) -> Self {
+        let Some(outputs) = outputs else {
+            return self;
+        };
+        let fused = SubgroupRecurrence {
+            head_outputs: outputs,
+            ..self
+        };
+        let pays = config.num_layers == 1
+            && self.subgroups == 1
+            && 2 * outputs <= config.hidden_size
             && batch >= 4
             && fused.lane_weights() <= MAX_WEIGHTS;
         if pays { fused } else { self }
@@ -221,6 +250,8 @@ struct Generator {
     lanes: usize,
     /// vec4s of an input the forward projects itself (`SubgroupRecurrence::input_quads`).
     input_quads: usize,
+    /// Outputs of a head whose input gradient the backward computes itself.
+    head_outputs: usize,
     /// Several subgroups: h and dG pass through workgroup memory.
     shared: bool,
     /// What each lane shares, one half of the workgroup memory: h, or each gate's dG.
@@ -261,6 +292,7 @@ impl Generator {
             gates,
             lanes: spec.lanes,
             input_quads: spec.input_quads,
+            head_outputs: spec.head_outputs,
             shared: spec.subgroups > 1,
             half: gates * kq,
         }
@@ -560,6 +592,25 @@ impl Generator {
                 }
             }
         }
+        // wo[o·quads + q] = W[o, d·S + row0 + 4q .. + 3]: the lane's columns of the head.
+        let outputs = self.head_outputs;
+        if outputs > 0 {
+            let _ = writeln!(
+                backward_load,
+                "    var wo: array<vec4<f32>, {}>;",
+                outputs * quads
+            );
+            for o in 0..outputs {
+                for q in 0..quads {
+                    let _ = writeln!(
+                        backward_load,
+                        "    wo[{}] = head_weights(d, {o}u, row0 + {}u);",
+                        o * quads + q,
+                        4 * q
+                    );
+                }
+            }
+        }
         // dG_hh of the step after the first this dispatch runs (zero past the end; frames
         // past a sequence's length hold zeros), and the carries.
         for g in 0..g_count {
@@ -639,18 +690,63 @@ impl Generator {
                 }
             }
         }
+        // The output's gradient: dY's, or dL_t·W (each lane loading its share of dL_t's
+        // vec4s, broadcast), summed as the head's GEMM sums dY (terms in turn within slices
+        // of SLICE, the slices in turn), so that the two ways give the same values.
+        if outputs > 0 {
+            let vectors = outputs.div_ceil(4);
+            let per_lane = vectors.div_ceil(self.lanes);
+            for v in 0..per_lane {
+                let _ = writeln!(
+                    backward_step,
+                    "        let dl{v} = head_grad_at(p, n, lane * {per_lane}u + {v}u);"
+                );
+            }
+            for v in 0..vectors {
+                let _ = writeln!(
+                    backward_step,
+                    "        let db{v} = subgroupBroadcast(dl{}, {}u);",
+                    v % per_lane,
+                    v / per_lane
+                );
+            }
+            for q in 0..quads {
+                let _ = writeln!(backward_step, "        var dy{q} = vec4<f32>(0.0);");
+                for slice in (0..outputs).step_by(GEMM_SLICE) {
+                    let _ = writeln!(
+                        backward_step,
+                        "        {{\n            var part = vec4<f32>(0.0);"
+                    );
+                    for o in slice..(slice + GEMM_SLICE).min(outputs) {
+                        let _ = writeln!(
+                            backward_step,
+                            "            part += db{}.{} * wo[{}];",
+                            o / 4,
+                            XYZW[o % 4],
+                            o * quads + q
+                        );
+                    }
+                    let _ = writeln!(backward_step, "            dy{q} += part;\n        }}");
+                }
+            }
+        }
         let _ = writeln!(backward_step, "        if valid(p, n) {{");
         for i in 0..rows {
             let through = format!("through{}.{}", i / 4, XYZW[i % 4]);
+            let dy = if outputs > 0 {
+                format!("dy{}.{}", i / 4, XYZW[i % 4])
+            } else {
+                format!("load_unit(dy, row0 + {i}u)")
+            };
             let call = match self.cell {
                 CellKind::Rnn => {
-                    format!("backward_rnn(row0 + {i}u, dg, dy, out, {through}, &ch{i})")
+                    format!("backward_rnn(row0 + {i}u, dg, {dy}, out, {through}, &ch{i})")
                 }
                 CellKind::Lstm => format!(
-                    "backward_lstm(row0 + {i}u, dg, dy, saved, c_prev, {through}, &ch{i}, &cc{i})"
+                    "backward_lstm(row0 + {i}u, dg, {dy}, saved, c_prev, {through}, &ch{i}, &cc{i})"
                 ),
                 CellKind::Gru => format!(
-                    "backward_gru(row0 + {i}u, dg, dghh, dy, saved, hprev, {through}, &ch{i})"
+                    "backward_gru(row0 + {i}u, dg, dghh, {dy}, saved, hprev, {through}, &ch{i})"
                 ),
             };
             let _ = writeln!(backward_step, "            let grads{i} = {call};");
@@ -757,18 +853,24 @@ mod tests {
                     subgroups,
                     rows,
                     input_quads: 0,
+                    head_outputs: 0,
                 };
                 assert_valid(&format!("{spec:?}"), &spec.wgsl());
             }
             // Projecting the input in the steps (one subgroup): fewer vec4s than lanes,
-            // more (two a lane).
-            for (lanes, rows, input_quads) in [(8, 4, 1), (8, 8, 7), (4, 4, 5)] {
+            // more (two a lane), none.
+            // And the head's input gradient in the backward's: outputs not in fours, more
+            // than a slice, none.
+            for (lanes, rows, input_quads, head_outputs) in
+                [(8, 4, 1, 3), (8, 8, 7, 28), (4, 4, 5, 0), (8, 4, 0, 37)]
+            {
                 let spec = SubgroupRecurrence {
                     cell,
                     lanes,
                     subgroups: 1,
                     rows,
                     input_quads,
+                    head_outputs,
                 };
                 assert_valid(&format!("{spec:?}"), &spec.wgsl());
                 assert_valid(&format!("{spec:?} program"), &spec.program_wgsl(""));

@@ -76,7 +76,13 @@ pub(crate) struct TrainUnit {
     pub x_stride: u32,
     pub w_ih: u32,
     pub b_ih: u32,
-    pub _pad: [u32; 4],
+    /// Where its backward computes the head's input gradient itself
+    /// (`SubgroupRecurrence::head_outputs`): the head's outputs (else 0), its weight and
+    /// its features (the weight's row stride), and where the gradient of its output lies.
+    pub head_outputs: u32,
+    pub head_w: u32,
+    pub head_features: u32,
+    pub head_dout: u32,
 }
 
 /// `Gemm` of `train_gemm.wgsl`: C (+)= A·B (+ bias), strides in elements.

@@ -305,7 +305,7 @@ impl GpuTrainer {
                 &self.grads,
                 seq_len,
                 batch,
-                TrainRecurrence::choose(&self.ctx, &self.config, self.recurrence, batch),
+                TrainRecurrence::choose(&self.ctx, &self.config, self.head, self.recurrence, batch),
                 self.recurrence == Recurrence::Auto,
             )?;
             self.workspaces.insert((seq_len, batch), ws);

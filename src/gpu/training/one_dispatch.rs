@@ -131,7 +131,14 @@ pub(crate) fn one_dispatch(
                 let steps = u64::from(steps.min(u.seq_len));
                 let sequences = u64::from(groups[1]) * u64::from(groups[2]);
                 let (g, h) = (config.gate_size() as u64, config.hidden_size as u64);
-                multiply_adds += sequences * steps * g * (h + u64::from(u.inputs));
+                // With what the steps compute besides: the input's projection (forward),
+                // the head's input gradient (backward).
+                multiply_adds += sequences
+                    * steps
+                    * match forward {
+                        true => g * (h + u64::from(u.inputs)),
+                        false => (g + u64::from(u.head_outputs)) * h,
+                    };
                 trips += sequences * steps * recurrence_trips;
                 let _ = writeln!(
                     run,

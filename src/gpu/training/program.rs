@@ -60,20 +60,26 @@ pub(crate) enum TrainRecurrence {
 }
 
 impl TrainRecurrence {
-    /// What runs `config`'s recurrence over batches of `batch` on `ctx` when the caller asked
-    /// for `recurrence`: the register-resident kernel wherever it fits (projecting the input
-    /// itself where that pays), unless one dispatch per step was asked for.
+    /// What runs `config`'s recurrence (with `head`) over batches of `batch` on `ctx` when
+    /// the caller asked for `recurrence`: the register-resident kernel wherever it fits
+    /// (projecting the input, and the head's gradient, itself where that pays), unless one
+    /// dispatch per step was asked for.
     pub fn choose(
         ctx: &GpuContext,
         config: &RnnConfig,
+        head: Option<HeadSpec>,
         recurrence: Recurrence,
         batch: usize,
     ) -> Self {
         if recurrence == Recurrence::PerStep {
             return TrainRecurrence::PerStep;
         }
+        let on_frames = head.filter(|h| !h.on_state).map(|h| h.out);
         match SubgroupRecurrence::for_config(config, ctx.persistent_subgroup()) {
-            Some(spec) => TrainRecurrence::Subgroup(spec.with_input(config, batch)),
+            Some(spec) => TrainRecurrence::Subgroup(
+                spec.with_input(config, batch)
+                    .with_head(config, on_frames, batch),
+            ),
             None => TrainRecurrence::Looped,
         }
     }
@@ -376,10 +382,11 @@ pub(crate) fn programs(
         } else {
             (r.y[layer - 1], dirs * s)
         };
-        // Where the register recurrence projects the input in its steps, no GEMM writes P.
-        let inputs_in_steps = match recurrence {
-            TrainRecurrence::Subgroup(spec) => spec.input_quads > 0,
-            _ => false,
+        // Where the register recurrence projects the input in its steps, no GEMM writes P;
+        // where it computes the head's input gradient, none writes dY.
+        let (inputs_in_steps, head_in_steps) = match recurrence {
+            TrainRecurrence::Subgroup(spec) => (spec.input_quads > 0, spec.head_outputs > 0),
+            _ => (false, false),
         };
         let (dx, dx_row) = if layer == 0 {
             (r.dx, config.input_size)
@@ -436,7 +443,13 @@ pub(crate) fn programs(
             x_stride: x_row as u32,
             w_ih: first.weight_ih as u32,
             b_ih: first.bias_ih as u32,
-            _pad: [0; 4],
+            head_outputs: match (head_in_steps, head) {
+                (true, Some(head)) => head.out as u32,
+                _ => 0,
+            },
+            head_w: params.head.map_or(0, |(at, _)| at as u32),
+            head_features: (dirs * s) as u32,
+            head_dout: r.head_dout as u32,
         };
         let unit_at = builder.push(bytemuck::bytes_of(&unit));
         let step_op = |entry: StepEntry, step: usize| Op::Step {
@@ -704,16 +717,23 @@ pub(crate) fn programs(
                 bias_at,
             )?);
         }
-        backward.extend(gemm(
-            builder,
-            GemmBuffers::WorkParamsToWork,
-            (frames, features, out),
-            operand(r.head_dout, out, 1),
-            operand(head_at, features, 1),
-            operand(r.dy[top], features, 1),
-            0,
-            0,
-        )?);
+        // dY = dL·W, unless the recurrence's steps compute it.
+        let head_in_steps = match recurrence {
+            TrainRecurrence::Subgroup(spec) => spec.head_outputs > 0,
+            _ => false,
+        };
+        if !head_in_steps {
+            backward.extend(gemm(
+                builder,
+                GemmBuffers::WorkParamsToWork,
+                (frames, features, out),
+                operand(r.head_dout, out, 1),
+                operand(head_at, features, 1),
+                operand(r.dy[top], features, 1),
+                0,
+                0,
+            )?);
+        }
     }
     if let Some((top_back, weights_at)) = backward_layers.last_mut() {
         top_back.splice(*weights_at..*weights_at, params_only(head_weights));
