@@ -6,7 +6,7 @@
 
 struct Optim {
     len: u32,
-    kind: u32,        // 0 SGD, 1 Adam
+    kind: u32,        // 0 SGD, 1 Adam (the pipelines run their `RULE`'s)
     flags: u32,       // NESTEROV | DECOUPLED | FIRST_STEP | MOMENTUM
     slots: u32,       // tensors in the slot table (clipping)
     lr: f32,
@@ -43,26 +43,37 @@ fn element(wg: vec3<u32>, lane: u32) -> u32 {
     return (wg.y * 65535u + wg.x) * 64u + lane;
 }
 
+// The update rule a pipeline runs (`UpdateRule` in src/gpu/kernels/optim.rs): 0 SGD, 1 SGD
+// with momentum, 2 Adam or AdamW. A pipeline constant rather than the uniform's `kind`:
+// llvmpipe runs both sides of every branch (masked), so a rule's pipeline should hold only
+// its own loads and stores.
+override RULE: u32 = 0u;
+
+// Each invocation steps every (groups · 64)th element from its own: on a software adapter
+// each workgroup has a fixed cost, so `GpuOptimizerState::record_step` dispatches one
+// workgroup per 4,096 elements, not per 64.
 @compute @workgroup_size(64, 1, 1)
-fn update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
-    let i = element(wg, lane);
-    if i < o.len {
-        update_element(i);
+fn update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+          @builtin(local_invocation_index) lane: u32) {
+    let stride = groups.x * groups.y * 64u;
+    for (var i = element(wg, lane); i < o.len; i += stride) {
+        update_element(i, grads[i]);
     }
 }
 
-fn update_element(i: u32) {
+// Element i's step from its gradient g.
+fn update_element(i: u32, gradient: f32) {
     var p = params[i];
-    var g = grads[i];
-    if o.kind == 0u {
+    var g = gradient;
+    if RULE != 2u {
         if o.weight_decay != 0.0 {
             g += o.weight_decay * p;
         }
-        if (o.flags & MOMENTUM) != 0u {
-            var b = g;
-            if (o.flags & FIRST_STEP) == 0u {
-                b = o.momentum * state[i] + o.grad_share * g;
-            }
+        if RULE == 1u {
+            // The first step's buffer is the gradient (the state beside it unused: a select
+            // rather than a branch, whose masked load would cost as much).
+            let first = (o.flags & FIRST_STEP) != 0u;
+            let b = select(o.momentum * state[i] + o.grad_share * g, g, first);
             state[i] = b;
             g = select(b, g + o.momentum * b, (o.flags & NESTEROV) != 0u);
         }
@@ -95,11 +106,15 @@ var<workgroup> partial: array<f32, 64>;
 // Workgroup s: the norm of tensor s.
 @compute @workgroup_size(64, 1, 1)
 fn tensor_norms(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
-    tensor_norm(wg.x, lane);
+    let norm = tensor_norm(wg.x, lane);
+    if lane == 0u {
+        scratch[2u * o.slots + wg.x] = norm;
+    }
 }
 
-// The norm of tensor s, by a workgroup: 64 strided partial sums, then a fixed tree.
-fn tensor_norm(s: u32, lane: u32) {
+// The norm of tensor s, by a workgroup (every invocation gets it): 64 strided partial sums,
+// then a fixed tree.
+fn tensor_norm(s: u32, lane: u32) -> f32 {
     let at = bitcast<u32>(scratch[2u * s]);
     let len = bitcast<u32>(scratch[2u * s + 1u]);
     var sum = 0.0;
@@ -115,9 +130,10 @@ fn tensor_norm(s: u32, lane: u32) {
         }
         workgroupBarrier();
     }
-    if lane == 0u {
-        scratch[2u * o.slots + s] = sqrt(partial[0]);
-    }
+    let norm = sqrt(partial[0]);
+    // Before `partial` is used again.
+    workgroupBarrier();
+    return norm;
 }
 
 // The total norm (of the tensors' norms) and the scale min(max_norm / (total + 1e-6), 1).
@@ -139,35 +155,43 @@ fn write_total_norm() {
 
 // All of clipping in one workgroup, for small models (a dispatch costs ~40 µs on a software
 // adapter, more than their work): `tensor_norms`' workgroups in turn, `total_norm`, `scale`.
-// The same values.
+// The same values. (One workgroup: a second reading the gradients for the norms while the
+// first scales them would see some scaled.)
 @compute @workgroup_size(64, 1, 1)
 fn clip_in_one(@builtin(local_invocation_index) lane: u32) {
-    clip_by(lane);
-}
-
-// Clipping, then the optimizer's step, in one workgroup (a small model's clipped iteration
-// ends with this one dispatch instead of two): `clip_in_one`, then `update` element by element.
-@compute @workgroup_size(64, 1, 1)
-fn clip_and_update(@builtin(local_invocation_index) lane: u32) {
-    clip_by(lane);
-    storageBarrier();
+    let scale = clip_norms(lane);
     for (var i = lane; i < o.len; i += 64u) {
-        update_element(i);
+        grads[i] *= scale;
     }
 }
 
-fn clip_by(lane: u32) {
+// Clipping, then the optimizer's step, in one workgroup (a small model's clipped iteration
+// ends with this one dispatch instead of two): `clip_in_one`, each gradient then scaled (and
+// kept so, as clipping leaves it) and stepped in one pass.
+@compute @workgroup_size(64, 1, 1)
+fn clip_and_update(@builtin(local_invocation_index) lane: u32) {
+    let scale = clip_norms(lane);
+    for (var i = lane; i < o.len; i += 64u) {
+        let g = grads[i] * scale;
+        grads[i] = g;
+        update_element(i, g);
+    }
+}
+
+// Every tensor's norm, the total norm and the scale, stored as `tensor_norms` and
+// `total_norm` store them; the scale returned to every invocation.
+fn clip_norms(lane: u32) -> f32 {
     for (var s = 0u; s < o.slots; s++) {
-        tensor_norm(s, lane);
-        workgroupBarrier();
+        let norm = tensor_norm(s, lane);
+        if lane == 0u {
+            scratch[2u * o.slots + s] = norm;
+        }
     }
     if lane == 0u {
         write_total_norm();
     }
     storageBarrier();
-    for (var i = lane; i < o.len; i += 64u) {
-        grads[i] *= scratch[3u * o.slots + 1u];
-    }
+    return scratch[3u * o.slots + 1u];
 }
 
 // Every gradient times the scale (always, even when it is 1, as PyTorch does).

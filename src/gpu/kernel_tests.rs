@@ -427,7 +427,13 @@ fn clip_in_one_workgroup_is_the_three_dispatches() {
         return;
     };
     let mut rng = SplitMix64(11);
-    for lengths in [vec![1], vec![3, 17], vec![257, 1, 64, 32], vec![4099, 3]] {
+    for lengths in [
+        vec![1],
+        vec![3, 17],
+        vec![257, 1, 64, 32],
+        vec![4099, 3],
+        vec![5000, 4000, 300],
+    ] {
         let mut slots = Vec::new();
         let mut len = 0;
         for &n in &lengths {
@@ -506,7 +512,13 @@ fn clip_and_update_in_one_is_clip_then_update() {
         .into(),
     ];
     let mut rng = SplitMix64(5);
-    for lengths in [vec![1], vec![3, 17], vec![257, 1, 64, 32]] {
+    for lengths in [
+        vec![1],
+        vec![3, 17],
+        vec![257, 1, 64, 32],
+        vec![4099, 3],
+        vec![5000, 4000, 300],
+    ] {
         let mut slots = Vec::new();
         let mut len = 0;
         for &n in &lengths {

@@ -4,7 +4,7 @@
 
 use crate::error::Result;
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernels::optim::OptimParams;
+use crate::gpu::kernels::optim::{OptimParams, UpdateRule};
 use crate::gpu::training::Uploads;
 use crate::optim::{OptimizerConfig, step_scalars};
 
@@ -221,7 +221,7 @@ impl GpuOptimizerState {
         uploads.copy(ctx, encoder, bytemuck::bytes_of(&o), &self.uniform, 0);
         let kernels = ctx.optim_kernels()?;
         let mut pass = encoder.begin_compute_pass(&Default::default());
-        pass.set_pipeline(&kernels.clip_and_update);
+        pass.set_pipeline(kernels.clip_and_update(UpdateRule::of(config)));
         pass.set_bind_group(0, group, &[]);
         pass.dispatch_workgroups(1, 1, 1);
         Ok(())
@@ -245,9 +245,10 @@ impl GpuOptimizerState {
         uploads.copy(ctx, encoder, bytemuck::bytes_of(&o), &self.uniform, 0);
         let kernels = ctx.optim_kernels()?;
         let mut pass = encoder.begin_compute_pass(&Default::default());
-        pass.set_pipeline(&kernels.update);
+        pass.set_pipeline(kernels.update(UpdateRule::of(config)));
         pass.set_bind_group(0, &self.bind_group, &[]);
-        let (x, y) = element_groups(self.len);
+        // A workgroup per 4,096 elements (each invocation steps 64, `update` in optim.wgsl).
+        let (x, y) = element_groups(self.len.div_ceil(64));
         pass.dispatch_workgroups(x, y, 1);
         Ok(())
     }

@@ -5,9 +5,10 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::counters::Counters;
+use crate::optim::OptimizerConfig;
 use crate::shaders;
 
-use super::{entry_pipeline, size_of, storage_entry, uniform_entry};
+use super::{entry_pipeline, entry_pipeline_with, size_of, storage_entry, uniform_entry};
 
 /// `Optim` of `optim.wgsl`, field for field.
 #[repr(C)]
@@ -41,17 +42,39 @@ impl OptimParams {
     pub const MOMENTUM: u32 = 8;
 }
 
+/// Which update an optimizer's step runs (`RULE` of `optim.wgsl`): each its own pipeline,
+/// holding only its own loads and stores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum UpdateRule {
+    Sgd,
+    SgdMomentum,
+    Adam,
+}
+
+impl UpdateRule {
+    pub const ALL: [UpdateRule; 3] = [UpdateRule::Sgd, UpdateRule::SgdMomentum, UpdateRule::Adam];
+
+    pub fn of(config: &OptimizerConfig) -> Self {
+        match config {
+            OptimizerConfig::Sgd(s) if s.momentum != 0.0 => UpdateRule::SgdMomentum,
+            OptimizerConfig::Sgd(_) => UpdateRule::Sgd,
+            OptimizerConfig::Adam(_) => UpdateRule::Adam,
+        }
+    }
+}
+
 /// The optimizer pipelines of one device.
 pub(crate) struct OptimKernels {
     pub layout: wgpu::BindGroupLayout,
-    pub update: wgpu::ComputePipeline,
+    /// One per `UpdateRule` (as `UpdateRule::ALL` orders them), as `clip_and_update`.
+    update: [wgpu::ComputePipeline; 3],
     pub tensor_norms: wgpu::ComputePipeline,
     pub total_norm: wgpu::ComputePipeline,
     pub scale: wgpu::ComputePipeline,
     /// The three above in one workgroup, for small models.
     pub clip_in_one: wgpu::ComputePipeline,
     /// `clip_in_one`, then `update` over every element, in one workgroup.
-    pub clip_and_update: wgpu::ComputePipeline,
+    clip_and_update: [wgpu::ComputePipeline; 3],
 }
 
 impl OptimKernels {
@@ -72,14 +95,30 @@ impl OptimKernels {
         });
         let pipeline =
             |entry: &str| entry_pipeline(device, counters, entry, &module, entry, &layout);
+        let per_rule = |entry: &str| {
+            UpdateRule::ALL.map(|rule| {
+                let constants = [("RULE", rule as u32 as f64)];
+                entry_pipeline_with(device, counters, entry, &module, entry, &layout, &constants)
+            })
+        };
         OptimKernels {
-            update: pipeline("update"),
+            update: per_rule("update"),
             tensor_norms: pipeline("tensor_norms"),
             total_norm: pipeline("total_norm"),
             scale: pipeline("scale"),
             clip_in_one: pipeline("clip_in_one"),
-            clip_and_update: pipeline("clip_and_update"),
+            clip_and_update: per_rule("clip_and_update"),
             layout,
         }
+    }
+
+    /// The step of `rule`.
+    pub fn update(&self, rule: UpdateRule) -> &wgpu::ComputePipeline {
+        &self.update[rule as usize]
+    }
+
+    /// Clipping then the step of `rule`, in one workgroup.
+    pub fn clip_and_update(&self, rule: UpdateRule) -> &wgpu::ComputePipeline {
+        &self.clip_and_update[rule as usize]
     }
 }
