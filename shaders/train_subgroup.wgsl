@@ -130,24 +130,27 @@ fn forward_gru(j: u32, input: vec4<f32>, saved: u32, out: u32, rec: vec4<f32>,
 // One unit's backward step from d h_t = dy + carry + `through` (what reached h_t through
 // W_hh from step s + 1; `dy`: the output's gradient, read from dY or computed in the step
 // from the head's): writes the gates' gradients dG (and a GRU's dG_hh), updates the
-// carries, returns dG_hh (what flows on through W_hh), zero for padding units.
-fn backward_rnn(j: u32, dg: u32, dy: f32, out: u32, through: f32, carry: ptr<function, f32>)
-    -> vec4<f32> {
+// carries, returns dG_hh (what flows on through W_hh), zero for padding units. At a frame
+// past the sequence's length (not `live`) the gradients are zeros and the carries stay:
+// selected, not branched around (llvmpipe would run both branches, masked).
+fn backward_rnn(j: u32, live: bool, dg: u32, dy: f32, out: u32, through: f32,
+                carry: ptr<function, f32>) -> vec4<f32> {
     let dh = dy + *carry + through;
-    *carry = 0.0;
+    *carry = select(*carry, 0.0, live);
     let value = load_unit(out, j);
     // relu' from the output, as PyTorch's threshold_backward: [h > 0].
-    let grad = select(dh * (1.0 - value * value), select(0.0, dh, value > 0.0),
-        u.activation == 1u);
+    let grad = select(0.0, select(dh * (1.0 - value * value), select(0.0, dh, value > 0.0),
+        u.activation == 1u), live);
     store_unit(dg, j, grad);
     return vec4<f32>(select(0.0, grad, j < u.hidden), 0.0, 0.0, 0.0);
 }
 
-fn backward_lstm(j: u32, dg: u32, dy: f32, saved: u32, c_prev_at: u32, through: f32,
-                 carry: ptr<function, f32>, carry_c: ptr<function, f32>) -> vec4<f32> {
+fn backward_lstm(j: u32, live: bool, dg: u32, dy: f32, saved: u32, c_prev_at: u32,
+                 through: f32, carry: ptr<function, f32>, carry_c: ptr<function, f32>)
+    -> vec4<f32> {
     let h = u.hidden;
     let dh = dy + *carry + through;
-    *carry = 0.0;
+    *carry = select(*carry, 0.0, live);
     let i = load_unit(saved, j);
     let f = load_unit(saved + h, j);
     let g = load_unit(saved + 2u * h, j);
@@ -155,18 +158,18 @@ fn backward_lstm(j: u32, dg: u32, dy: f32, saved: u32, c_prev_at: u32, through: 
     let tc = tanh(load_unit(saved + 4u * h, j));
     let c_prev = load_unit(c_prev_at, j);
     let dc = *carry_c + dh * o * (1.0 - tc * tc);
-    let grads = vec4<f32>(dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f),
-        dc * i * (1.0 - g * g), dh * tc * o * (1.0 - o));
+    let grads = select(vec4<f32>(0.0), vec4<f32>(dc * g * i * (1.0 - i),
+        dc * c_prev * f * (1.0 - f), dc * i * (1.0 - g * g), dh * tc * o * (1.0 - o)), live);
     store_unit(dg, j, grads.x);
     store_unit(dg + h, j, grads.y);
     store_unit(dg + 2u * h, j, grads.z);
     store_unit(dg + 3u * h, j, grads.w);
-    *carry_c = select(0.0, dc * f, j < h);
+    *carry_c = select(*carry_c, select(0.0, dc * f, j < h), live);
     return select(vec4<f32>(0.0), grads, j < h);
 }
 
-fn backward_gru(j: u32, dg: u32, dghh: u32, dy: f32, saved: u32, hprev: u32, through: f32,
-                carry: ptr<function, f32>) -> vec4<f32> {
+fn backward_gru(j: u32, live: bool, dg: u32, dghh: u32, dy: f32, saved: u32, hprev: u32,
+                through: f32, carry: ptr<function, f32>) -> vec4<f32> {
     let h = u.hidden;
     let dh = dy + *carry + through;
     let r = load_unit(saved, j);
@@ -175,32 +178,25 @@ fn backward_gru(j: u32, dg: u32, dghh: u32, dy: f32, saved: u32, hprev: u32, thr
     let hn = load_unit(saved + 3u * h, j);
     let h_prev = load_unit(hprev, j);
     let d_cand = dh * (1.0 - z) * (1.0 - cand * cand);
-    let d_r = d_cand * hn * r * (1.0 - r);
-    let d_z = dh * (h_prev - cand) * z * (1.0 - z);
-    store_unit(dg, j, d_r);
-    store_unit(dg + h, j, d_z);
-    store_unit(dg + 2u * h, j, d_cand);
-    store_unit(dghh, j, d_r);
-    store_unit(dghh + h, j, d_z);
-    store_unit(dghh + 2u * h, j, d_cand * r);
+    // Every value stored selected, not computed from selected ones: a dead frame's stale
+    // saved values may be NaN, and 0·NaN is NaN.
+    let grads = select(vec4<f32>(0.0), vec4<f32>(d_cand * hn * r * (1.0 - r),
+        dh * (h_prev - cand) * z * (1.0 - z), d_cand, d_cand * r), live);
+    store_unit(dg, j, grads.x);
+    store_unit(dg + h, j, grads.y);
+    store_unit(dg + 2u * h, j, grads.z);
+    store_unit(dghh, j, grads.x);
+    store_unit(dghh + h, j, grads.y);
+    store_unit(dghh + 2u * h, j, grads.w);
     // h_t = … + z·h_{t−1}: this part of dh skips W_hh.
-    *carry = select(0.0, dh * z, j < h);
-    return select(vec4<f32>(0.0), vec4<f32>(d_r, d_z, d_cand * r, 0.0), j < h);
+    *carry = select(*carry, select(0.0, dh * z, j < h), live);
+    return select(vec4<f32>(0.0), vec4<f32>(grads.x, grads.y, grads.w, 0.0), j < h);
 }
 
 // Zeros of a frame past a sequence's length, as the generic kernels write them.
 fn skip_forward(j: u32, out: u32, hprev: u32) {
     store_unit(out, j, 0.0);
     store_unit(hprev, j, 0.0);
-}
-
-fn skip_backward(j: u32, dg: u32, dghh: u32) {
-    for (var g = 0u; g < u.gates; g++) {
-        store_unit(dg + g * u.hidden, j, 0.0);
-        if u.cell == GRU {
-            store_unit(dghh + g * u.hidden, j, 0.0);
-        }
-    }
 }
 
 // Steps step.index .. step.index + forward_steps (capped at T), workgroup (0, n, d).

@@ -730,7 +730,9 @@ impl Generator {
                 }
             }
         }
-        let _ = writeln!(backward_step, "        if valid(p, n) {{");
+        // Every frame runs the same code (a dead one, past the sequence's length, zeros its
+        // gradients and keeps the carries: `live` selects in the cell's functions).
+        let _ = writeln!(backward_step, "        let live = valid(p, n);");
         for i in 0..rows {
             let through = format!("through{}.{}", i / 4, XYZW[i % 4]);
             let dy = if outputs > 0 {
@@ -740,40 +742,27 @@ impl Generator {
             };
             let call = match self.cell {
                 CellKind::Rnn => {
-                    format!("backward_rnn(row0 + {i}u, dg, {dy}, out, {through}, &ch{i})")
+                    format!("backward_rnn(row0 + {i}u, live, dg, {dy}, out, {through}, &ch{i})")
                 }
                 CellKind::Lstm => format!(
-                    "backward_lstm(row0 + {i}u, dg, {dy}, saved, c_prev, {through}, &ch{i}, &cc{i})"
+                    "backward_lstm(row0 + {i}u, live, dg, {dy}, saved, c_prev, {through}, &ch{i}, &cc{i})"
                 ),
                 CellKind::Gru => format!(
-                    "backward_gru(row0 + {i}u, dg, dghh, {dy}, saved, hprev, {through}, &ch{i})"
+                    "backward_gru(row0 + {i}u, live, dg, dghh, {dy}, saved, hprev, {through}, &ch{i})"
                 ),
             };
-            let _ = writeln!(backward_step, "            let grads{i} = {call};");
+            let _ = writeln!(backward_step, "        let grads{i} = {call};");
         }
         for (g, gate) in XYZW.iter().enumerate().take(g_count) {
             for i in 0..rows {
                 let _ = writeln!(
                     backward_step,
-                    "            e{g}_{}.{} = grads{i}.{gate};",
+                    "        e{g}_{}.{} = grads{i}.{gate};",
                     i / 4,
                     XYZW[i % 4],
                 );
             }
         }
-        let _ = writeln!(backward_step, "        }} else {{");
-        for i in 0..rows {
-            let _ = writeln!(
-                backward_step,
-                "            skip_backward(row0 + {i}u, dg, dghh);"
-            );
-        }
-        for g in 0..g_count {
-            for q in 0..quads {
-                let _ = writeln!(backward_step, "            e{g}_{q} = vec4<f32>(0.0);");
-            }
-        }
-        let _ = writeln!(backward_step, "        }}");
         let gradients: Vec<(usize, String)> = (0..g_count).map(|g| (g, format!("e{g}_"))).collect();
         self.publish(&mut backward_step, "next", &gradients);
         self.publish(&mut backward_load, "0u", &gradients);
