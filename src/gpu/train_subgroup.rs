@@ -130,13 +130,11 @@ impl SubgroupRecurrence {
             input_quads: inputs / 4,
             ..self
         };
-        let pays = config.num_layers == 1
-            && self.subgroups == 1
-            && inputs % 4 == 0
-            && 2 * inputs <= config.hidden_size
-            && batch >= 4
-            && fused.lane_weights() <= MAX_WEIGHTS;
-        if pays { fused } else { self }
+        if inputs % 4 == 0 && fused.pays(config, inputs, batch) {
+            fused
+        } else {
+            self
+        }
     }
 
     /// `self` computing the input gradient of a head on every frame (`outputs` of them) in
@@ -152,12 +150,21 @@ impl SubgroupRecurrence {
             head_outputs: outputs,
             ..self
         };
-        let pays = config.num_layers == 1
+        if fused.pays(config, outputs, batch) {
+            fused
+        } else {
+            self
+        }
+    }
+
+    /// Whether `self`, with a projection `width` wide in its steps, is worth it for `config`
+    /// over batches of `batch` (see `with_input`).
+    fn pays(&self, config: &RnnConfig, width: usize, batch: usize) -> bool {
+        config.num_layers == 1
             && self.subgroups == 1
-            && 2 * outputs <= config.hidden_size
+            && 2 * width <= config.hidden_size
             && batch >= 4
-            && fused.lane_weights() <= MAX_WEIGHTS;
-        if pays { fused } else { self }
+            && self.lane_weights() <= MAX_WEIGHTS
     }
 
     /// vec4s of h (and of each gate's dG) across the workgroup.
