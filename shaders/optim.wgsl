@@ -6,7 +6,7 @@
 
 struct Optim {
     len: u32,
-    kind: u32,        // 0 SGD, 1 Adam (the pipelines run their `RULE`'s)
+    kind: u32,        // 0 SGD, 1 Adam (the kernels run their module's `RULE`)
     flags: u32,       // NESTEROV | DECOUPLED | FIRST_STEP | MOMENTUM
     slots: u32,       // tensors in the slot table (clipping)
     lr: f32,
@@ -43,11 +43,11 @@ fn element(wg: vec3<u32>, lane: u32) -> u32 {
     return (wg.y * 65535u + wg.x) * 64u + lane;
 }
 
-// The update rule a pipeline runs (`UpdateRule` in src/gpu/kernels/optim.rs): 0 SGD, 1 SGD
-// with momentum, 2 Adam or AdamW. A pipeline constant rather than the uniform's `kind`:
-// llvmpipe runs both sides of every branch (masked), so a rule's pipeline should hold only
-// its own loads and stores.
-override RULE: u32 = 0u;
+// The update rule this module's pipelines run (`UpdateRule` in src/gpu/kernels/optim.rs): 0
+// SGD, 1 SGD with momentum, 2 Adam or AdamW; a template's constant (one module per rule)
+// rather than the uniform's `kind`: llvmpipe runs both sides of every branch (masked), so a
+// rule's kernels should hold only its own loads and stores.
+const RULE: u32 = {{RULE}}u;
 
 // Each invocation steps every (groups · 64)th element from its own: on a software adapter
 // each workgroup has a fixed cost, so `GpuOptimizerState::record_step` dispatches one

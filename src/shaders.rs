@@ -108,6 +108,11 @@ pub(crate) const LOSS: &str = include_str!("../shaders/loss.wgsl");
 /// (`{{LOSS_COMMON}}`), for the loss kernels and the one-dispatch training iterations.
 pub(crate) const LOSS_COMMON: &str = include_str!("../shaders/loss_common.wgsl");
 
+/// The optimizer kernels' source for update rule `rule` (`UpdateRule as u32`).
+pub(crate) fn optim(rule: u32) -> String {
+    Template::new(OPTIM).set("RULE", rule.to_string()).finish()
+}
+
 /// The loss kernels' source.
 pub(crate) fn loss() -> String {
     Template::new(LOSS).set("LOSS_COMMON", LOSS_COMMON).finish()

@@ -212,7 +212,9 @@ fn all_sources() -> Vec<(String, String)> {
             crate::gpu::block_loop::wavefront_wgsl(),
         ),
         ("gated_step".into(), fixed(GATED_STEP)),
-        ("optim".into(), fixed(crate::shaders::OPTIM)),
+        ("optim SGD".into(), crate::shaders::optim(0)),
+        ("optim SGD with momentum".into(), crate::shaders::optim(1)),
+        ("optim Adam".into(), crate::shaders::optim(2)),
         ("loss".into(), crate::shaders::loss()),
         (
             "gated_block".into(),

@@ -207,19 +207,6 @@ pub(super) fn entry_pipeline(
     entry: &str,
     layout: &wgpu::BindGroupLayout,
 ) -> wgpu::ComputePipeline {
-    entry_pipeline_with(device, counters, label, module, entry, layout, &[])
-}
-
-/// `entry_pipeline` with the module's pipeline-overridable `constants` set.
-pub(super) fn entry_pipeline_with(
-    device: &wgpu::Device,
-    counters: &Counters,
-    label: &str,
-    module: &wgpu::ShaderModule,
-    entry: &str,
-    layout: &wgpu::BindGroupLayout,
-    constants: &[(&str, f64)],
-) -> wgpu::ComputePipeline {
     counters.pipelines.fetch_add(1, Ordering::Relaxed);
     let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
         label: Some(label),
@@ -231,10 +218,7 @@ pub(super) fn entry_pipeline_with(
         layout: Some(&pipeline_layout),
         module,
         entry_point: Some(entry),
-        compilation_options: wgpu::PipelineCompilationOptions {
-            constants,
-            ..Default::default()
-        },
+        compilation_options: Default::default(),
         cache: None,
     })
 }

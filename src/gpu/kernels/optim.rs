@@ -8,7 +8,7 @@ use crate::gpu::counters::Counters;
 use crate::optim::OptimizerConfig;
 use crate::shaders;
 
-use super::{entry_pipeline, entry_pipeline_with, size_of, storage_entry, uniform_entry};
+use super::{entry_pipeline, size_of, storage_entry, uniform_entry};
 
 /// `Optim` of `optim.wgsl`, field for field.
 #[repr(C)]
@@ -42,8 +42,8 @@ impl OptimParams {
     pub const MOMENTUM: u32 = 8;
 }
 
-/// Which update an optimizer's step runs (`RULE` of `optim.wgsl`): each its own pipeline,
-/// holding only its own loads and stores.
+/// Which update an optimizer's step runs (`RULE` of `optim.wgsl`): each its own module and
+/// pipelines, holding only its own loads and stores.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum UpdateRule {
     Sgd,
@@ -89,16 +89,19 @@ impl OptimKernels {
                 storage_entry(4, false),
             ],
         });
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("optim"),
-            source: wgpu::ShaderSource::Wgsl(shaders::fixed(shaders::OPTIM).into()),
+        // One module per rule; clipping's kernels, which step nothing, from the first.
+        let modules = UpdateRule::ALL.map(|rule| {
+            device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some("optim"),
+                source: wgpu::ShaderSource::Wgsl(shaders::optim(rule as u32).into()),
+            })
         });
         let pipeline =
-            |entry: &str| entry_pipeline(device, counters, entry, &module, entry, &layout);
+            |entry: &str| entry_pipeline(device, counters, entry, &modules[0], entry, &layout);
         let per_rule = |entry: &str| {
             UpdateRule::ALL.map(|rule| {
-                let constants = [("RULE", rule as u32 as f64)];
-                entry_pipeline_with(device, counters, entry, &module, entry, &layout, &constants)
+                let module = &modules[rule as usize];
+                entry_pipeline(device, counters, entry, module, entry, &layout)
             })
         };
         OptimKernels {
