@@ -83,16 +83,18 @@ fn store_unit(base: u32, j: u32, value: f32) {
 
 // One unit's forward step from its gates' input projections (`input`: W_ih·x_t + b_ih, from
 // the projection GEMM's P or computed in the step), W_hh·h_{t−1} (`rec`) and biases: writes
-// its output and what the backward needs, returns h_t (zero for padding units).
-fn forward_rnn(j: u32, input: f32, out: u32, rec: f32, bias: f32) -> f32 {
+// its output and what the backward needs, returns h_t (zero for padding units). At a frame
+// past the sequence's length (not `live`) the output is zero and an LSTM's c stays (the
+// caller keeps h); what it saves there no backward reads.
+fn forward_rnn(j: u32, live: bool, input: f32, out: u32, rec: f32, bias: f32) -> f32 {
     let acc = input + bias + rec;
     // `acc < 0` is false for NaN, so NaN propagates as in PyTorch.
     let value = select(tanh(acc), select(acc, 0.0, acc < 0.0), u.activation == 1u);
-    store_unit(out, j, value);
+    store_unit(out, j, select(0.0, value, live));
     return select(0.0, value, j < u.hidden);
 }
 
-fn forward_lstm(j: u32, input: vec4<f32>, saved: u32, out: u32, rec: vec4<f32>,
+fn forward_lstm(j: u32, live: bool, input: vec4<f32>, saved: u32, out: u32, rec: vec4<f32>,
                 bias: vec4<f32>, c: ptr<function, f32>) -> f32 {
     let h = u.hidden;
     let i = sigmoid(input.x + bias.x + rec.x);
@@ -106,12 +108,12 @@ fn forward_lstm(j: u32, input: vec4<f32>, saved: u32, out: u32, rec: vec4<f32>,
     store_unit(saved + 2u * h, j, g);
     store_unit(saved + 3u * h, j, o);
     store_unit(saved + 4u * h, j, c_new);
-    store_unit(out, j, m);
-    *c = select(0.0, c_new, j < h);
+    store_unit(out, j, select(0.0, m, live));
+    *c = select(*c, select(0.0, c_new, j < h), live);
     return select(0.0, m, j < h);
 }
 
-fn forward_gru(j: u32, input: vec4<f32>, saved: u32, out: u32, rec: vec4<f32>,
+fn forward_gru(j: u32, live: bool, input: vec4<f32>, saved: u32, out: u32, rec: vec4<f32>,
                bias: vec4<f32>, h_prev: f32) -> f32 {
     let h = u.hidden;
     let r = sigmoid(input.x + bias.x + rec.x);
@@ -123,7 +125,7 @@ fn forward_gru(j: u32, input: vec4<f32>, saved: u32, out: u32, rec: vec4<f32>,
     store_unit(saved + h, j, z);
     store_unit(saved + 2u * h, j, cand);
     store_unit(saved + 3u * h, j, hn);
-    store_unit(out, j, value);
+    store_unit(out, j, select(0.0, value, live));
     return select(0.0, value, j < h);
 }
 
@@ -193,11 +195,6 @@ fn backward_gru(j: u32, live: bool, dg: u32, dghh: u32, dy: f32, saved: u32, hpr
     return select(vec4<f32>(0.0), vec4<f32>(grads.x, grads.y, grads.w, 0.0), j < h);
 }
 
-// Zeros of a frame past a sequence's length, as the generic kernels write them.
-fn skip_forward(j: u32, out: u32, hprev: u32) {
-    store_unit(out, j, 0.0);
-    store_unit(hprev, j, 0.0);
-}
 
 // Steps step.index .. step.index + forward_steps (capped at T), workgroup (0, n, d).
 @compute @workgroup_size({{LANES}}, 1, 1)

@@ -505,11 +505,14 @@ impl Generator {
                 }
             }
         }
-        let _ = writeln!(forward_step, "        if valid(p, n) {{");
+        // Every frame runs the same code: a dead one (past the sequence's length) stores
+        // zeros as its output and h_{t−1}, and keeps the state (`live` selects; llvmpipe
+        // would run both sides of an if/else, masked).
+        let _ = writeln!(forward_step, "        let live = valid(p, n);");
         for i in 0..rows {
             let _ = writeln!(
                 forward_step,
-                "            store_unit(hprev, row0 + {i}u, {});",
+                "        store_unit(hprev, row0 + {i}u, select(0.0, {}, live));",
                 unit(i)
             );
         }
@@ -528,32 +531,29 @@ impl Generator {
         for i in 0..rows {
             let call = match self.cell {
                 CellKind::Rnn => {
-                    format!("forward_rnn(row0 + {i}u, in0_{i}, out, a0_{i}, b0_{i})")
+                    format!("forward_rnn(row0 + {i}u, live, in0_{i}, out, a0_{i}, b0_{i})")
                 }
                 CellKind::Lstm => format!(
-                    "forward_lstm(row0 + {i}u, {}, saved, out, {}, {}, &c{i})",
+                    "forward_lstm(row0 + {i}u, live, {}, saved, out, {}, {}, &c{i})",
                     gate_vec("in", i),
                     gate_vec("a", i),
                     gate_vec("b", i)
                 ),
                 CellKind::Gru => format!(
-                    "forward_gru(row0 + {i}u, {}, saved, out, {}, {}, {})",
+                    "forward_gru(row0 + {i}u, live, {}, saved, out, {}, {}, {})",
                     gate_vec("in", i),
                     gate_vec("a", i),
                     gate_vec("b", i),
                     unit(i)
                 ),
             };
-            let _ = writeln!(forward_step, "            {} = {call};", unit(i));
-        }
-        let _ = writeln!(forward_step, "        }} else {{");
-        for i in 0..rows {
             let _ = writeln!(
                 forward_step,
-                "            skip_forward(row0 + {i}u, out, hprev);"
+                "        {} = select({}, {call}, live);",
+                unit(i),
+                unit(i)
             );
         }
-        let _ = writeln!(forward_step, "        }}");
         self.publish(&mut forward_step, "next", &[(0, "h".into())]);
         self.publish(&mut forward_load, "0u", &[(0, "h".into())]);
 

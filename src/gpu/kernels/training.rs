@@ -307,7 +307,7 @@ fn subgroup_gemm(lanes: usize, row_sums: bool, vectors: GemmVectors) -> Template
         }
     }
     if row_sums {
-        // One lane of the first column of workgroups adds them (every lane has them all).
+        // One lane of each GEMM's first column of tiles adds them (every lane has them all).
         let _ = writeln!(
             store,
             "    if (g.flags & ROW_SUMS) != 0u && tile.y == 0u && lane == 0u {{"
