@@ -321,6 +321,28 @@ impl Generator {
         }
     }
 
+    /// A frame's `vectors` vec4s of a value read by `load(p, n, v)`, in every lane as
+    /// `{names.1}{v}`: each lane loads its share (`{names.0}{q}`: vec4s lane·per .. of them),
+    /// and broadcasts it as h is.
+    fn share(&self, out: &mut String, names: (&str, &str), load: &str, vectors: usize) {
+        let (mine, all) = names;
+        let per_lane = vectors.div_ceil(self.lanes);
+        for q in 0..per_lane {
+            let _ = writeln!(
+                out,
+                "        let {mine}{q} = {load}(p, n, lane * {per_lane}u + {q}u);"
+            );
+        }
+        for v in 0..vectors {
+            let _ = writeln!(
+                out,
+                "        let {all}{v} = subgroupBroadcast({mine}{}, {}u);",
+                v % per_lane,
+                v / per_lane
+            );
+        }
+    }
+
     /// With several subgroups, this lane's slices of gate `g`'s `name` from the half `cur`.
     fn fetch(&self, out: &mut String, name: &str, g: usize) {
         if self.shared {
@@ -459,21 +481,7 @@ impl Generator {
         // (`train_gemm_params.wgsl`: each term in turn within slices of SLICE, the slices in
         // turn, b last), so that the two ways give the same values.
         if iq > 0 {
-            let per_lane = iq.div_ceil(self.lanes);
-            for q in 0..per_lane {
-                let _ = writeln!(
-                    forward_step,
-                    "        let x{q} = input_at(p, n, lane * {per_lane}u + {q}u);"
-                );
-            }
-            for v in 0..iq {
-                let _ = writeln!(
-                    forward_step,
-                    "        let xb{v} = subgroupBroadcast(x{}, {}u);",
-                    v % per_lane,
-                    v / per_lane
-                );
-            }
+            self.share(&mut forward_step, ("x", "xb"), "input_at", iq);
             for g in 0..g_count {
                 for i in 0..rows {
                     let w = (g * rows + i) * iq;
@@ -701,22 +709,12 @@ impl Generator {
         // vec4s, broadcast), summed as the head's GEMM sums dY (terms in turn within slices
         // of SLICE, the slices in turn), so that the two ways give the same values.
         if outputs > 0 {
-            let vectors = outputs.div_ceil(4);
-            let per_lane = vectors.div_ceil(self.lanes);
-            for v in 0..per_lane {
-                let _ = writeln!(
-                    backward_step,
-                    "        let dl{v} = head_grad_at(p, n, lane * {per_lane}u + {v}u);"
-                );
-            }
-            for v in 0..vectors {
-                let _ = writeln!(
-                    backward_step,
-                    "        let db{v} = subgroupBroadcast(dl{}, {}u);",
-                    v % per_lane,
-                    v / per_lane
-                );
-            }
+            self.share(
+                &mut backward_step,
+                ("dl", "db"),
+                "head_grad_at",
+                outputs.div_ceil(4),
+            );
             for q in 0..quads {
                 let _ = writeln!(backward_step, "        var dy{q} = vec4<f32>(0.0);");
                 for slice in (0..outputs).step_by(GEMM_SLICE) {

@@ -370,6 +370,12 @@ pub(crate) fn programs(
     let unit_params = |unit: usize, _layer: usize| params.units[unit];
     let flag = |on: bool, f: u32| if on { f } else { 0 };
 
+    // Where the register recurrence projects the input in its steps, no GEMM writes P;
+    // where it computes the head's input gradient, none writes dY.
+    let (inputs_in_steps, head_in_steps) = match recurrence {
+        TrainRecurrence::Subgroup(spec) => (spec.input_quads > 0, spec.head_outputs > 0),
+        _ => (false, false),
+    };
     let mut forward = Vec::new();
     // Each layer's backward, and where its weight gradients' GEMMs start.
     let mut backward_layers: Vec<(Vec<(Op, Yields)>, usize)> = Vec::new();
@@ -381,12 +387,6 @@ pub(crate) fn programs(
             (r.x, config.input_size)
         } else {
             (r.y[layer - 1], dirs * s)
-        };
-        // Where the register recurrence projects the input in its steps, no GEMM writes P;
-        // where it computes the head's input gradient, none writes dY.
-        let (inputs_in_steps, head_in_steps) = match recurrence {
-            TrainRecurrence::Subgroup(spec) => (spec.input_quads > 0, spec.head_outputs > 0),
-            _ => (false, false),
         };
         let (dx, dx_row) = if layer == 0 {
             (r.dx, config.input_size)
@@ -718,10 +718,6 @@ pub(crate) fn programs(
             )?);
         }
         // dY = dL·W, unless the recurrence's steps compute it.
-        let head_in_steps = match recurrence {
-            TrainRecurrence::Subgroup(spec) => spec.head_outputs > 0,
-            _ => false,
-        };
         if !head_in_steps {
             backward.extend(gemm(
                 builder,
