@@ -417,6 +417,27 @@ fn gated_step_matches_cpu_twins() {
     }
 }
 
+/// Tensor lengths the clipping tests run over: awkward ones, and more than a workgroup's
+/// 4,096 elements.
+const CLIP_TENSORS: [&[usize]; 5] = [
+    &[1],
+    &[3, 17],
+    &[257, 1, 64, 32],
+    &[4099, 3],
+    &[5000, 4000, 300],
+];
+
+/// Tensors of `lengths` side by side: their (offset, length) slots, and the total length.
+fn slot_table(lengths: &[usize]) -> (Vec<(usize, usize)>, usize) {
+    let mut slots = Vec::new();
+    let mut len = 0;
+    for &n in lengths {
+        slots.push((len, n));
+        len += n;
+    }
+    (slots, len)
+}
+
 /// Clipping in one workgroup (`clip_in_one`, small models) against the three dispatches
 /// (`tensor_norms`, `total_norm`, `scale`): bit for bit, the total norm and every gradient,
 /// clipped or not; and both against the CPU's `cpu_clip`. Tensors of awkward lengths.
@@ -427,19 +448,8 @@ fn clip_in_one_workgroup_is_the_three_dispatches() {
         return;
     };
     let mut rng = SplitMix64(11);
-    for lengths in [
-        vec![1],
-        vec![3, 17],
-        vec![257, 1, 64, 32],
-        vec![4099, 3],
-        vec![5000, 4000, 300],
-    ] {
-        let mut slots = Vec::new();
-        let mut len = 0;
-        for &n in &lengths {
-            slots.push((len, n));
-            len += n;
-        }
+    for lengths in CLIP_TENSORS {
+        let (slots, len) = slot_table(lengths);
         let grads = rng.uniform(-1.0, 1.0, len);
         for max_norm in [0.25, 1e9] {
             let mut results = Vec::new();
@@ -512,19 +522,8 @@ fn clip_and_update_in_one_is_clip_then_update() {
         .into(),
     ];
     let mut rng = SplitMix64(5);
-    for lengths in [
-        vec![1],
-        vec![3, 17],
-        vec![257, 1, 64, 32],
-        vec![4099, 3],
-        vec![5000, 4000, 300],
-    ] {
-        let mut slots = Vec::new();
-        let mut len = 0;
-        for &n in &lengths {
-            slots.push((len, n));
-            len += n;
-        }
+    for lengths in CLIP_TENSORS {
+        let (slots, len) = slot_table(lengths);
         let start = rng.uniform(-1.0, 1.0, len);
         for config in &configs {
             let sets: Vec<_> = (0..2)

@@ -46,6 +46,62 @@ fn cpu_gemm(g: &GemmParams, a: &[f32], b: &[f32], c: &mut [f32], bias: &[f32]) {
     }
 }
 
+/// The training layout's buffers holding `params`, `grads` and `work`, one operation's
+/// uniforms (at 0) and a step index of 0, bound.
+struct Bound {
+    ops: wgpu::Buffer,
+    grads: wgpu::Buffer,
+    work: wgpu::Buffer,
+    bind_group: wgpu::BindGroup,
+    _params: wgpu::Buffer,
+    _steps: wgpu::Buffer,
+}
+
+fn bind(ctx: &crate::GpuContext, params: &[f32], grads: &[f32], work: &[f32]) -> Bound {
+    let device = ctx.device();
+    let buffer = |data: &[f32]| {
+        device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: None,
+            contents: bytemuck::cast_slice(data),
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+        })
+    };
+    let ops = device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: OP_UNIFORM_BYTES,
+        usage: wgpu::BufferUsages::UNIFORM
+            | wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let steps = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: None,
+        contents: &[0u8; 16],
+        usage: wgpu::BufferUsages::UNIFORM,
+    });
+    let (params, grads, work) = (buffer(params), buffer(grads), buffer(work));
+    let bind_group = ctx.training_kernels().unwrap().bind_group(
+        device,
+        &TrainingBuffers {
+            ops: &ops,
+            steps: &steps,
+            params: &params,
+            grads: &grads,
+            work: &work,
+        },
+    );
+    Bound {
+        ops,
+        grads,
+        work,
+        bind_group,
+        _params: params,
+        _steps: steps,
+    }
+}
+
 #[test]
 fn training_gemm_matches_cpu_twin() {
     let Some(ctx) = testing::gpu("training_gemm_matches_cpu_twin") else {
@@ -144,42 +200,13 @@ fn training_gemm_matches_cpu_twin() {
                         cpu_gemm(g, &a, &b, &mut c, &params_full);
                         c
                     };
-                    let buffer = |data: &[f32], usage| {
-                        device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                            label: None,
-                            contents: bytemuck::cast_slice(data),
-                            usage: usage
-                                | wgpu::BufferUsages::STORAGE
-                                | wgpu::BufferUsages::COPY_SRC
-                                | wgpu::BufferUsages::COPY_DST,
-                        })
-                    };
-                    let ops = device.create_buffer(&wgpu::BufferDescriptor {
-                        label: None,
-                        size: OP_UNIFORM_BYTES,
-                        usage: wgpu::BufferUsages::UNIFORM
-                            | wgpu::BufferUsages::STORAGE
-                            | wgpu::BufferUsages::COPY_DST,
-                        mapped_at_creation: false,
-                    });
-                    let steps = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                        label: None,
-                        contents: &[0u8; 16],
-                        usage: wgpu::BufferUsages::UNIFORM,
-                    });
-                    let params_buffer = buffer(&params_full, wgpu::BufferUsages::empty());
-                    let grads_buffer = buffer(&grads, wgpu::BufferUsages::empty());
-                    let work_buffer = buffer(&work, wgpu::BufferUsages::empty());
-                    let bind_group = kernels.bind_group(
-                        device,
-                        &TrainingBuffers {
-                            ops: &ops,
-                            steps: &steps,
-                            params: &params_buffer,
-                            grads: &grads_buffer,
-                            work: &work_buffer,
-                        },
-                    );
+                    let Bound {
+                        ops,
+                        grads: grads_buffer,
+                        work: work_buffer,
+                        bind_group,
+                        ..
+                    } = bind(&ctx, &params_full, &grads, &work);
                     let buffers = if to_grads {
                         GemmBuffers::WorkWorkToGrads
                     } else {
@@ -363,40 +390,12 @@ fn batched_gemms_are_each_alone() {
     }
     let work = rng.uniform(-1.0, 1.0, work_len);
     let grads = rng.uniform(-1.0, 1.0, grads_len);
-    let buffer = |data: &[f32]| {
-        device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: None,
-            contents: bytemuck::cast_slice(data),
-            usage: wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::COPY_SRC
-                | wgpu::BufferUsages::COPY_DST,
-        })
-    };
-    let (params_buffer, grads_buffer, work_buffer) =
-        (buffer(&[0.0; 4]), buffer(&grads), buffer(&work));
-    let ops = device.create_buffer(&wgpu::BufferDescriptor {
-        label: None,
-        size: OP_UNIFORM_BYTES,
-        usage: wgpu::BufferUsages::UNIFORM
-            | wgpu::BufferUsages::STORAGE
-            | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    let steps = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: None,
-        contents: &[0u8; 16],
-        usage: wgpu::BufferUsages::UNIFORM,
-    });
-    let bind_group = kernels.bind_group(
-        device,
-        &TrainingBuffers {
-            ops: &ops,
-            steps: &steps,
-            params: &params_buffer,
-            grads: &grads_buffer,
-            work: &work_buffer,
-        },
-    );
+    let Bound {
+        ops,
+        grads: grads_buffer,
+        bind_group,
+        ..
+    } = bind(&ctx, &[0.0; 4], &grads, &work);
     // `batch` in one dispatch of at most `width` workgroups a row, from the initial gradients.
     let run = |kernel: GemmKernel, batch: &[GemmParams], width: u32| {
         ctx.queue()
