@@ -70,133 +70,152 @@ fn head_grad_at(p: u32, n: u32, v: u32) -> vec4<f32> {
     return values;
 }
 
-// Element j of a [·][H] row starting at `base`, zero for padding units.
-fn load_unit(base: u32, j: u32) -> f32 {
-    return select(0.0, work[base + min(j, u.hidden - 1u)], j < u.hidden);
+// Units j .. j + 3 of a [·][H] row starting at `base` (j and H are multiples of four, so
+// the four are all real or all padding), zero for padding units. A vec4 per access, not four
+// scalars: llvmpipe runs every storage access as a loop over the lanes, once per access, and
+// most of a step's time went to those loops (benches/README.md).
+fn load_quad(base: u32, j: u32) -> vec4<f32> {
+    return select(vec4<f32>(0.0), work4[(base + min(j, u.hidden - 4u)) / 4u], j < u.hidden);
 }
 
-fn store_unit(base: u32, j: u32, value: f32) {
+fn store_quad(base: u32, j: u32, value: vec4<f32>) {
     if j < u.hidden {
-        work[base + j] = value;
+        work4[(base + j) / 4u] = value;
     }
 }
 
-// One unit's forward step from its gates' input projections (`input`: W_ih·x_t + b_ih, from
-// the projection GEMM's P or computed in the step), W_hh·h_{t−1} (`rec`) and biases: writes
-// its output and what the backward needs, returns h_t (zero for padding units). At a frame
-// past the sequence's length (not `live`) the output is zero and an LSTM's c stays (the
-// caller keeps h); what it saves there no backward reads.
-fn forward_rnn(j: u32, live: bool, input: f32, out: u32, rec: f32, bias: f32) -> f32 {
+// Four units' forward step from their gates' input projections (`input[g]`: W_ih·x_t + b_ih,
+// from the projection GEMM's P or computed in the step), W_hh·h_{t−1} (`rec[g]`) and biases:
+// writes their output and what the backward needs, returns h_t (zero for padding units). At
+// a frame past the sequence's length (not `live`) the output is zero and an LSTM's c stays
+// (the caller keeps h); what it saves there no backward reads.
+fn forward_rnn(j: u32, live: bool, input: vec4<f32>, out: u32, rec: vec4<f32>,
+               bias: vec4<f32>) -> vec4<f32> {
     let acc = input + bias + rec;
     // `acc < 0` is false for NaN, so NaN propagates as in PyTorch.
-    let value = select(tanh(acc), select(acc, 0.0, acc < 0.0), u.activation == 1u);
-    store_unit(out, j, select(0.0, value, live));
-    return select(0.0, value, j < u.hidden);
+    let value = select(tanh(acc), select(acc, vec4<f32>(0.0), acc < vec4<f32>(0.0)),
+        u.activation == 1u);
+    store_quad(out, j, select(vec4<f32>(0.0), value, live));
+    return select(vec4<f32>(0.0), value, j < u.hidden);
 }
 
-fn forward_lstm(j: u32, live: bool, input: vec4<f32>, saved: u32, out: u32, rec: vec4<f32>,
-                bias: vec4<f32>, c: ptr<function, f32>) -> f32 {
+fn forward_lstm(j: u32, live: bool, input: array<vec4<f32>, 4>, saved: u32, out: u32,
+                rec: array<vec4<f32>, 4>, bias: array<vec4<f32>, 4>,
+                c: ptr<function, vec4<f32>>) -> vec4<f32> {
     let h = u.hidden;
-    let i = sigmoid(input.x + bias.x + rec.x);
-    let f = sigmoid(input.y + bias.y + rec.y);
-    let g = tanh(input.z + bias.z + rec.z);
-    let o = sigmoid(input.w + bias.w + rec.w);
+    let i = sigmoid4(input[0] + bias[0] + rec[0]);
+    let f = sigmoid4(input[1] + bias[1] + rec[1]);
+    let g = tanh(input[2] + bias[2] + rec[2]);
+    let o = sigmoid4(input[3] + bias[3] + rec[3]);
     let c_new = f * *c + i * g;
     let m = o * tanh(c_new);
-    store_unit(saved, j, i);
-    store_unit(saved + h, j, f);
-    store_unit(saved + 2u * h, j, g);
-    store_unit(saved + 3u * h, j, o);
-    store_unit(saved + 4u * h, j, c_new);
-    store_unit(out, j, select(0.0, m, live));
-    *c = select(*c, select(0.0, c_new, j < h), live);
-    return select(0.0, m, j < h);
+    store_quad(saved, j, i);
+    store_quad(saved + h, j, f);
+    store_quad(saved + 2u * h, j, g);
+    store_quad(saved + 3u * h, j, o);
+    store_quad(saved + 4u * h, j, c_new);
+    store_quad(out, j, select(vec4<f32>(0.0), m, live));
+    *c = select(*c, select(vec4<f32>(0.0), c_new, j < h), live);
+    return select(vec4<f32>(0.0), m, j < h);
 }
 
-fn forward_gru(j: u32, live: bool, input: vec4<f32>, saved: u32, out: u32, rec: vec4<f32>,
-               bias: vec4<f32>, h_prev: f32) -> f32 {
-    let h = u.hidden;
-    let r = sigmoid(input.x + bias.x + rec.x);
-    let z = sigmoid(input.y + bias.y + rec.y);
-    let hn = bias.z + rec.z;
-    let cand = tanh(input.z + r * hn);
-    let value = (1.0 - z) * cand + z * h_prev;
-    store_unit(saved, j, r);
-    store_unit(saved + h, j, z);
-    store_unit(saved + 2u * h, j, cand);
-    store_unit(saved + 3u * h, j, hn);
-    store_unit(out, j, select(0.0, value, live));
-    return select(0.0, value, j < h);
-}
-
-// One unit's backward step from d h_t = dy + carry + `through` (what reached h_t through
-// W_hh from step s + 1; `dy`: the output's gradient, read from dY or computed in the step
-// from the head's): writes the gates' gradients dG (and a GRU's dG_hh), updates the
-// carries, returns dG_hh (what flows on through W_hh), zero for padding units. At a frame
-// past the sequence's length (not `live`) the gradients are zeros and the carries stay:
-// selected, not branched around (llvmpipe would run both branches, masked).
-fn backward_rnn(j: u32, live: bool, dg: u32, dy: f32, out: u32, through: f32,
-                carry: ptr<function, f32>) -> vec4<f32> {
-    let dh = dy + *carry + through;
-    *carry = select(*carry, 0.0, live);
-    let value = load_unit(out, j);
-    // relu' from the output, as PyTorch's threshold_backward: [h > 0].
-    let grad = select(0.0, select(dh * (1.0 - value * value), select(0.0, dh, value > 0.0),
-        u.activation == 1u), live);
-    store_unit(dg, j, grad);
-    return vec4<f32>(select(0.0, grad, j < u.hidden), 0.0, 0.0, 0.0);
-}
-
-fn backward_lstm(j: u32, live: bool, dg: u32, dy: f32, saved: u32, c_prev_at: u32,
-                 through: f32, carry: ptr<function, f32>, carry_c: ptr<function, f32>)
+fn forward_gru(j: u32, live: bool, input: array<vec4<f32>, 4>, saved: u32, out: u32,
+               rec: array<vec4<f32>, 4>, bias: array<vec4<f32>, 4>, h_prev: vec4<f32>)
     -> vec4<f32> {
     let h = u.hidden;
-    let dh = dy + *carry + through;
-    *carry = select(*carry, 0.0, live);
-    let i = load_unit(saved, j);
-    let f = load_unit(saved + h, j);
-    let g = load_unit(saved + 2u * h, j);
-    let o = load_unit(saved + 3u * h, j);
-    let tc = tanh(load_unit(saved + 4u * h, j));
-    let c_prev = load_unit(c_prev_at, j);
-    let dc = *carry_c + dh * o * (1.0 - tc * tc);
-    let grads = select(vec4<f32>(0.0), vec4<f32>(dc * g * i * (1.0 - i),
-        dc * c_prev * f * (1.0 - f), dc * i * (1.0 - g * g), dh * tc * o * (1.0 - o)), live);
-    store_unit(dg, j, grads.x);
-    store_unit(dg + h, j, grads.y);
-    store_unit(dg + 2u * h, j, grads.z);
-    store_unit(dg + 3u * h, j, grads.w);
-    *carry_c = select(*carry_c, select(0.0, dc * f, j < h), live);
-    return select(vec4<f32>(0.0), grads, j < h);
+    let r = sigmoid4(input[0] + bias[0] + rec[0]);
+    let z = sigmoid4(input[1] + bias[1] + rec[1]);
+    let hn = bias[2] + rec[2];
+    let cand = tanh(input[2] + r * hn);
+    let value = (1.0 - z) * cand + z * h_prev;
+    store_quad(saved, j, r);
+    store_quad(saved + h, j, z);
+    store_quad(saved + 2u * h, j, cand);
+    store_quad(saved + 3u * h, j, hn);
+    store_quad(out, j, select(vec4<f32>(0.0), value, live));
+    return select(vec4<f32>(0.0), value, j < h);
 }
 
-fn backward_gru(j: u32, live: bool, dg: u32, dghh: u32, dy: f32, saved: u32, hprev: u32,
-                through: f32, carry: ptr<function, f32>) -> vec4<f32> {
-    let h = u.hidden;
+// Four units' backward step from d h_t = dy + carry + `through` (what reached h_t through
+// W_hh from step s + 1; `dy`: the output's gradient, read from dY or computed in the step
+// from the head's): writes the gates' gradients dG (and a GRU's dG_hh), updates the carries,
+// returns each gate's dG_hh (what flows on through W_hh; zero for gates the cell lacks and
+// for padding units). At a frame past the sequence's length (not `live`) the gradients are
+// zeros and the carries stay: selected, not branched around (llvmpipe would run both
+// branches, masked).
+fn backward_rnn(j: u32, live: bool, dg: u32, dy: vec4<f32>, out: u32, through: vec4<f32>,
+                carry: ptr<function, vec4<f32>>) -> array<vec4<f32>, 4> {
+    let zero = vec4<f32>(0.0);
     let dh = dy + *carry + through;
-    let r = load_unit(saved, j);
-    let z = load_unit(saved + h, j);
-    let cand = load_unit(saved + 2u * h, j);
-    let hn = load_unit(saved + 3u * h, j);
-    let h_prev = load_unit(hprev, j);
+    *carry = select(*carry, zero, live);
+    let value = load_quad(out, j);
+    // relu' from the output, as PyTorch's threshold_backward: [h > 0].
+    let grad = select(zero, select(dh * (1.0 - value * value), select(zero, dh, value > zero),
+        u.activation == 1u), live);
+    store_quad(dg, j, grad);
+    return array<vec4<f32>, 4>(select(zero, grad, j < u.hidden), zero, zero, zero);
+}
+
+fn backward_lstm(j: u32, live: bool, dg: u32, dy: vec4<f32>, saved: u32, c_prev_at: u32,
+                 through: vec4<f32>, carry: ptr<function, vec4<f32>>,
+                 carry_c: ptr<function, vec4<f32>>) -> array<vec4<f32>, 4> {
+    let h = u.hidden;
+    let zero = vec4<f32>(0.0);
+    let dh = dy + *carry + through;
+    *carry = select(*carry, zero, live);
+    let i = load_quad(saved, j);
+    let f = load_quad(saved + h, j);
+    let g = load_quad(saved + 2u * h, j);
+    let o = load_quad(saved + 3u * h, j);
+    let tc = tanh(load_quad(saved + 4u * h, j));
+    let c_prev = load_quad(c_prev_at, j);
+    let dc = *carry_c + dh * o * (1.0 - tc * tc);
+    let real = live && j < h;
+    let d_i = select(zero, dc * g * i * (1.0 - i), live);
+    let d_f = select(zero, dc * c_prev * f * (1.0 - f), live);
+    let d_g = select(zero, dc * i * (1.0 - g * g), live);
+    let d_o = select(zero, dh * tc * o * (1.0 - o), live);
+    store_quad(dg, j, d_i);
+    store_quad(dg + h, j, d_f);
+    store_quad(dg + 2u * h, j, d_g);
+    store_quad(dg + 3u * h, j, d_o);
+    *carry_c = select(*carry_c, select(zero, dc * f, j < h), live);
+    return array<vec4<f32>, 4>(select(zero, d_i, real), select(zero, d_f, real),
+        select(zero, d_g, real), select(zero, d_o, real));
+}
+
+fn backward_gru(j: u32, live: bool, dg: u32, dghh: u32, dy: vec4<f32>, saved: u32,
+                hprev: u32, through: vec4<f32>, carry: ptr<function, vec4<f32>>)
+    -> array<vec4<f32>, 4> {
+    let h = u.hidden;
+    let zero = vec4<f32>(0.0);
+    let dh = dy + *carry + through;
+    let r = load_quad(saved, j);
+    let z = load_quad(saved + h, j);
+    let cand = load_quad(saved + 2u * h, j);
+    let hn = load_quad(saved + 3u * h, j);
+    let h_prev = load_quad(hprev, j);
     let d_cand = dh * (1.0 - z) * (1.0 - cand * cand);
     // Every value stored selected, not computed from selected ones: a dead frame's stale
     // saved values may be NaN, and 0·NaN is NaN.
-    let grads = select(vec4<f32>(0.0), vec4<f32>(d_cand * hn * r * (1.0 - r),
-        dh * (h_prev - cand) * z * (1.0 - z), d_cand, d_cand * r), live);
-    store_unit(dg, j, grads.x);
-    store_unit(dg + h, j, grads.y);
-    store_unit(dg + 2u * h, j, grads.z);
-    store_unit(dghh, j, grads.x);
-    store_unit(dghh + h, j, grads.y);
-    store_unit(dghh + 2u * h, j, grads.w);
+    let d_r = select(zero, d_cand * hn * r * (1.0 - r), live);
+    let d_z = select(zero, dh * (h_prev - cand) * z * (1.0 - z), live);
+    let d_n = select(zero, d_cand, live);
+    let d_hn = select(zero, d_cand * r, live);
+    store_quad(dg, j, d_r);
+    store_quad(dg + h, j, d_z);
+    store_quad(dg + 2u * h, j, d_n);
+    store_quad(dghh, j, d_r);
+    store_quad(dghh + h, j, d_z);
+    store_quad(dghh + 2u * h, j, d_hn);
     // h_t = … + z·h_{t−1}: this part of dh skips W_hh.
-    *carry = select(*carry, select(0.0, dh * z, j < h), live);
-    return select(vec4<f32>(0.0), vec4<f32>(grads.x, grads.y, grads.w, 0.0), j < h);
+    *carry = select(*carry, select(zero, dh * z, j < h), live);
+    let real = j < h;
+    return array<vec4<f32>, 4>(select(zero, d_r, real), select(zero, d_z, real),
+        select(zero, d_hn, real), zero);
 }
 
 
-// Steps step.index .. step.index + forward_steps (capped at T), workgroup (0, n, d).
 @compute @workgroup_size({{LANES}}, 1, 1)
 fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32{{SUB_BUILTIN}}) {
     forward_sequence(wg.y, wg.z, lane{{SUB_ARG}});
@@ -211,6 +230,8 @@ fn forward_sequence(n: u32, d: u32, lane: u32{{SUB_PARAM}}) {
     // This lane's rows of each gate, [gate][row][k / 4].
     var w: array<vec4<f32>, {{FORWARD_WEIGHTS}}>;
 {{FORWARD_LOAD}}
+    // The sequence's length, read once: a frame at p is live while p < length.
+    let length = bitcast<u32>(work[u.lengths + n]);
     for (var s = first; s < end; s++) {
         let p = position(s, d);
         let pre = frame_at(u.p, d, p, n, gate_size());
@@ -239,6 +260,8 @@ fn backward_sequence(n: u32, d: u32, lane: u32{{SUB_PARAM}}) {
     // This lane's columns of W_hh, [gate][row][column / 4].
     var w: array<vec4<f32>, {{BACKWARD_WEIGHTS}}>;
 {{BACKWARD_LOAD}}
+    let length = bitcast<u32>(work[u.lengths + n]);
+    let c0_at = u.c0 + ((u.unit0 + d) * u.batch + n) * u.hidden;
     for (var i = 0u; i < count; i++) {
         let s = step.index - i;
         let p = position(s, d);
@@ -249,10 +272,10 @@ fn backward_sequence(n: u32, d: u32, lane: u32{{SUB_PARAM}}) {
         let out = output_at(p, n, d);
         let hprev = frame_at(u.hprev, d, p, n, u.hidden);
         // An LSTM's c_{t−1}: c0 at the sequence's first step, else what step s − 1 saved.
-        var c_prev = u.c0 + ((u.unit0 + d) * u.batch + n) * u.hidden;
-        if s > 0u && valid(position(s - 1u, d), n) {
-            c_prev = frame_at(u.saved, d, position(s - 1u, d), n, saved_width()) + 4u * u.hidden;
-        }
+        let before = position(max(s, 1u) - 1u, d);
+        let c_prev = select(c0_at,
+            frame_at(u.saved, d, before, n, saved_width()) + 4u * u.hidden,
+            s > 0u && before < length);
 {{BACKWARD_STEP}}
     }
 {{BACKWARD_SAVE}}

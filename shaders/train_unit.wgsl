@@ -46,6 +46,10 @@ fn sigmoid(x: f32) -> f32 {
     return 1.0 / (1.0 + exp(-x));
 }
 
+fn sigmoid4(x: vec4<f32>) -> vec4<f32> {
+    return 1.0 / (1.0 + exp(-x));
+}
+
 fn position(s: u32, d: u32) -> u32 {
     return select(s, u.seq_len - 1u - s, d == 1u);
 }

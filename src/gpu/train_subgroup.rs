@@ -284,10 +284,6 @@ fn dot(out: &mut String, name: &str, terms: &[(usize, String)]) {
 }
 
 /// Unit `i` of the lane's h registers.
-fn unit(i: usize) -> String {
-    format!("h{}.{}", i / 4, XYZW[i % 4])
-}
-
 impl Generator {
     fn new(spec: &SubgroupRecurrence) -> Self {
         let (kq, gates) = (spec.vec4s(), spec.cell.gates());
@@ -436,18 +432,14 @@ impl Generator {
         for q in 0..quads {
             let _ = writeln!(
                 forward_load,
-                "    var h{q} = vec4<f32>({});",
-                (0..4)
-                    .map(|c| format!("load_unit(state_in, row0 + {}u)", 4 * q + c))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "    var h{q} = load_quad(state_in, row0 + {}u);",
+                4 * q
             );
-        }
-        if self.cell == CellKind::Lstm {
-            for i in 0..rows {
+            if self.cell == CellKind::Lstm {
                 let _ = writeln!(
                     forward_load,
-                    "    var c{i} = load_unit(cell_in, row0 + {i}u);"
+                    "    var c{q} = load_quad(cell_in, row0 + {}u);",
+                    4 * q
                 );
             }
         }
@@ -505,10 +497,11 @@ impl Generator {
             }
         } else {
             for g in 0..g_count {
-                for i in 0..rows {
+                for q in 0..quads {
                     let _ = writeln!(
                         forward_step,
-                        "        let in{g}_{i} = load_unit(pre + {g}u * u.hidden, row0 + {i}u);"
+                        "        let inq{g}_{q} = load_quad(pre + {g}u * u.hidden, row0 + {}u);",
+                        4 * q
                     );
                 }
             }
@@ -516,51 +509,63 @@ impl Generator {
         // Every frame runs the same code: a dead one (past the sequence's length) stores
         // zeros as its output and h_{t−1}, and keeps the state (`live` selects; llvmpipe
         // would run both sides of an if/else, masked).
-        let _ = writeln!(forward_step, "        let live = valid(p, n);");
-        for i in 0..rows {
+        let _ = writeln!(forward_step, "        let live = p < length;");
+        for q in 0..quads {
             let _ = writeln!(
                 forward_step,
-                "        store_unit(hprev, row0 + {i}u, select(0.0, {}, live));",
-                unit(i)
+                "        store_quad(hprev, row0 + {}u, select(vec4<f32>(0.0), h{q}, live));",
+                4 * q
             );
         }
-        let gate_vec = |prefix: &str, i: usize| {
+        // Each gate's values of quad q's four units, as the cell's functions take them.
+        let quad = |prefix: &str, g: usize, q: usize| {
+            let units: Vec<String> = (4 * q..4 * q + 4)
+                .map(|i| format!("{prefix}{g}_{i}"))
+                .collect();
+            format!("vec4<f32>({})", units.join(", "))
+        };
+        let input = |g: usize, q: usize| {
+            if iq > 0 {
+                quad("in", g, q)
+            } else {
+                format!("inq{g}_{q}")
+            }
+        };
+        let gates = |value: &dyn Fn(usize) -> String| {
             let parts: Vec<String> = (0..4)
                 .map(|g| {
                     if g < g_count {
-                        format!("{prefix}{g}_{i}")
+                        value(g)
                     } else {
-                        "0.0".into()
+                        "vec4<f32>(0.0)".into()
                     }
                 })
                 .collect();
-            format!("vec4<f32>({})", parts.join(", "))
+            format!("array<vec4<f32>, 4>({})", parts.join(", "))
         };
-        for i in 0..rows {
+        for q in 0..quads {
+            let j = format!("row0 + {}u", 4 * q);
             let call = match self.cell {
-                CellKind::Rnn => {
-                    format!("forward_rnn(row0 + {i}u, live, in0_{i}, out, a0_{i}, b0_{i})")
-                }
+                CellKind::Rnn => format!(
+                    "forward_rnn({j}, live, {}, out, {}, {})",
+                    input(0, q),
+                    quad("a", 0, q),
+                    quad("b", 0, q)
+                ),
                 CellKind::Lstm => format!(
-                    "forward_lstm(row0 + {i}u, live, {}, saved, out, {}, {}, &c{i})",
-                    gate_vec("in", i),
-                    gate_vec("a", i),
-                    gate_vec("b", i)
+                    "forward_lstm({j}, live, {}, saved, out, {}, {}, &c{q})",
+                    gates(&|g| input(g, q)),
+                    gates(&|g| quad("a", g, q)),
+                    gates(&|g| quad("b", g, q))
                 ),
                 CellKind::Gru => format!(
-                    "forward_gru(row0 + {i}u, live, {}, saved, out, {}, {}, {})",
-                    gate_vec("in", i),
-                    gate_vec("a", i),
-                    gate_vec("b", i),
-                    unit(i)
+                    "forward_gru({j}, live, {}, saved, out, {}, {}, h{q})",
+                    gates(&|g| input(g, q)),
+                    gates(&|g| quad("a", g, q)),
+                    gates(&|g| quad("b", g, q))
                 ),
             };
-            let _ = writeln!(
-                forward_step,
-                "        {} = select({}, {call}, live);",
-                unit(i),
-                unit(i)
-            );
+            let _ = writeln!(forward_step, "        h{q} = select(h{q}, {call}, live);");
         }
         self.publish(&mut forward_step, "next", &[(0, "h".into())]);
         self.publish(&mut forward_load, "0u", &[(0, "h".into())]);
@@ -571,14 +576,14 @@ impl Generator {
             "    let state_out = state_row(end & 1u, d, n);"
         );
         let _ = writeln!(forward_save, "    let cell_out = cell_row(end & 1u, d, n);");
-        for i in 0..rows {
+        for q in 0..quads {
+            let j = 4 * q;
             let _ = writeln!(
                 forward_save,
-                "    store_unit(state_out, row0 + {i}u, {});",
-                unit(i)
+                "    store_quad(state_out, row0 + {j}u, h{q});"
             );
             if self.cell == CellKind::Lstm {
-                let _ = writeln!(forward_save, "    store_unit(cell_out, row0 + {i}u, c{i});");
+                let _ = writeln!(forward_save, "    store_quad(cell_out, row0 + {j}u, c{q});");
             }
         }
         (forward_load, forward_step, forward_save)
@@ -586,7 +591,7 @@ impl Generator {
 
     /// The backward's `BACKWARD_LOAD`, `BACKWARD_STEP` and `BACKWARD_SAVE`.
     fn backward(&self) -> (String, String, String) {
-        let (rows, kq, quads, g_count) = (self.rows, self.kq, self.quads, self.gates);
+        let (kq, quads, g_count) = (self.kq, self.quads, self.gates);
         // Backward: w[m·quads + q] = W_hh[m, row0 + 4q .. 4q + 3] for the rows m = g·H_pad + r
         // (zero for padding): this lane's columns, four units per vec4.
         let pad = 4 * kq;
@@ -640,26 +645,24 @@ impl Generator {
         );
         for g in 0..g_count {
             for q in 0..quads {
-                let loads: Vec<String> = (0..4)
-                    .map(|c| format!("load_unit(after + {g}u * u.hidden, row0 + {}u)", 4 * q + c))
-                    .collect();
                 let _ = writeln!(
                     backward_load,
-                    "        e{g}_{q} = vec4<f32>({});",
-                    loads.join(", ")
+                    "        e{g}_{q} = load_quad(after + {g}u * u.hidden, row0 + {}u);",
+                    4 * q
                 );
             }
         }
         let _ = writeln!(backward_load, "    }}");
-        for i in 0..rows {
+        for q in 0..quads {
+            let j = 4 * q;
             let _ = writeln!(
                 backward_load,
-                "    var ch{i} = load_unit(carry_h_at(d, n), row0 + {i}u);"
+                "    var ch{q} = load_quad(carry_h_at(d, n), row0 + {j}u);"
             );
             if self.cell == CellKind::Lstm {
                 let _ = writeln!(
                     backward_load,
-                    "    var cc{i} = load_unit(carry_c_at(d, n), row0 + {i}u);"
+                    "    var cc{q} = load_quad(carry_c_at(d, n), row0 + {j}u);"
                 );
             }
         }
@@ -737,35 +740,28 @@ impl Generator {
         }
         // Every frame runs the same code (a dead one, past the sequence's length, zeros its
         // gradients and keeps the carries: `live` selects in the cell's functions).
-        let _ = writeln!(backward_step, "        let live = valid(p, n);");
-        for i in 0..rows {
-            let through = format!("through{}.{}", i / 4, XYZW[i % 4]);
+        let _ = writeln!(backward_step, "        let live = p < length;");
+        for q in 0..quads {
+            let j = format!("row0 + {}u", 4 * q);
             let dy = if outputs > 0 {
-                format!("dy{}.{}", i / 4, XYZW[i % 4])
+                format!("dy{q}")
             } else {
-                format!("load_unit(dy, row0 + {i}u)")
+                format!("load_quad(dy, {j})")
             };
             let call = match self.cell {
                 CellKind::Rnn => {
-                    format!("backward_rnn(row0 + {i}u, live, dg, {dy}, out, {through}, &ch{i})")
+                    format!("backward_rnn({j}, live, dg, {dy}, out, through{q}, &ch{q})")
                 }
                 CellKind::Lstm => format!(
-                    "backward_lstm(row0 + {i}u, live, dg, {dy}, saved, c_prev, {through}, &ch{i}, &cc{i})"
+                    "backward_lstm({j}, live, dg, {dy}, saved, c_prev, through{q}, &ch{q}, &cc{q})"
                 ),
                 CellKind::Gru => format!(
-                    "backward_gru(row0 + {i}u, live, dg, dghh, {dy}, saved, hprev, {through}, &ch{i})"
+                    "backward_gru({j}, live, dg, dghh, {dy}, saved, hprev, through{q}, &ch{q})"
                 ),
             };
-            let _ = writeln!(backward_step, "        let grads{i} = {call};");
-        }
-        for (g, gate) in XYZW.iter().enumerate().take(g_count) {
-            for i in 0..rows {
-                let _ = writeln!(
-                    backward_step,
-                    "        e{g}_{}.{} = grads{i}.{gate};",
-                    i / 4,
-                    XYZW[i % 4],
-                );
+            let _ = writeln!(backward_step, "        let grads{q} = {call};");
+            for g in 0..g_count {
+                let _ = writeln!(backward_step, "        e{g}_{q} = grads{q}[{g}];");
             }
         }
         let gradients: Vec<(usize, String)> = (0..g_count).map(|g| (g, format!("e{g}_"))).collect();
@@ -773,15 +769,16 @@ impl Generator {
         self.publish(&mut backward_load, "0u", &gradients);
 
         let mut backward_save = String::new();
-        for i in 0..rows {
+        for q in 0..quads {
+            let j = 4 * q;
             let _ = writeln!(
                 backward_save,
-                "    store_unit(carry_h_at(d, n), row0 + {i}u, ch{i});"
+                "    store_quad(carry_h_at(d, n), row0 + {j}u, ch{q});"
             );
             if self.cell == CellKind::Lstm {
                 let _ = writeln!(
                     backward_save,
-                    "    store_unit(carry_c_at(d, n), row0 + {i}u, cc{i});"
+                    "    store_quad(carry_c_at(d, n), row0 + {j}u, cc{q});"
                 );
             }
         }
