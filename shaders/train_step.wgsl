@@ -443,3 +443,7 @@ fn backward_persistent(
         workgroupBarrier();
     }
 }
+
+// The persistent forms for several sequences a workgroup, written out per number of
+// sequences by src/gpu/kernels/sequence_tiles.rs.
+{{SEQUENCE_TILES}}

@@ -69,10 +69,12 @@ pub(crate) const TRAIN_UNIT: &str = include_str!("../shaders/train_unit.wgsl");
 /// registers, filled in per cell and hidden size by `gpu::training::subgroup`.
 pub(crate) const TRAIN_SUBGROUP: &str = include_str!("../shaders/train_subgroup.wgsl");
 
-/// The training step kernels' source.
-pub(crate) fn train_step() -> String {
+/// The training step kernels' source, with the tiled persistent kernels' `tiles`
+/// (`gpu::kernels::sequence_tiles`).
+pub(crate) fn train_step(tiles: &str) -> String {
     Template::new(TRAIN_STEP)
         .set("TRAIN_UNIT", train_unit())
+        .set("SEQUENCE_TILES", tiles)
         .finish()
 }
 

@@ -132,7 +132,10 @@ fn beyond_downlevel_sources() -> Vec<(String, String)> {
     use crate::gpu::gated_persistent::GatedPersistentSpec;
     use crate::gpu::persistent::PersistentSpec;
     use crate::gpu::projection::SubgroupProjection;
-    let mut sources = vec![("train_step".to_string(), crate::shaders::train_step())];
+    let mut sources = vec![(
+        "train_step".to_string(),
+        crate::shaders::train_step(&crate::gpu::kernels::sequence_tiles::wgsl()),
+    )];
     // The training kernels bind 7 storage buffers (`TRAINING_STORAGE_BUFFERS`).
     for kernel in crate::gpu::kernels::training::all_gemm_kernels(Some(8)) {
         sources.push((

@@ -733,6 +733,49 @@ fn long_sequence_matches_cpu(ctx: &GpuContext, mode: RnnMode, hidden: usize) {
 }
 for_each_mode!(long_sequences, long_sequences_match_cpu);
 
+/// Where the generic persistent kernels run several sequences a workgroup (a multiple of
+/// four units, too wide for the register recurrence on subgroup adapters, and four sequences
+/// or more): tiles of four (six sequences: a whole tile and a half-empty one) and of eight
+/// (eighteen: two whole and one of two), lengths from 1 to T, two directions, a given state
+/// and d h_n, against the CPU.
+fn sequence_tiles_match_cpu(mode: RnnMode) {
+    let Some(ctx) = gpu("sequence_tiles_match_cpu") else {
+        return;
+    };
+    let hidden = if matches!(mode, RnnMode::Rnn(_)) {
+        260
+    } else {
+        68
+    };
+    let config = RnnConfig {
+        bidirectional: true,
+        ..RnnConfig::new(mode, 3, hidden)
+    };
+    let seq_len = 7;
+    for batch in [6, 18] {
+        let mut problem = Problem::new(config.clone(), seq_len, batch, 31);
+        problem.with_state = true;
+        problem.lengths = Some((0..batch).map(|n| [7, 3, 7, 1, 5, 6][n % 6]).collect());
+        let mut rng = Rng(9);
+        let d_output = rng.tensor(&[seq_len, batch, config.output_size()]);
+        let d_h_n = Some(rng.tensor(&[config.state_rows(), batch, config.state_size()]));
+        let d_c_n =
+            (mode == RnnMode::Lstm).then(|| rng.tensor(&[config.state_rows(), batch, hidden]));
+        let case = Case {
+            problem,
+            head: None,
+            d_output,
+            d_h_n,
+            d_c_n,
+        };
+        let (mut cpu, mut gpu) = trainers(&ctx, &case);
+        let want = run(&mut cpu, &case);
+        let context = format!("{} H={hidden} N={batch}", mode_name(mode));
+        assert_within(&context, &run(&mut gpu, &case), &want, TOLERANCE);
+    }
+}
+for_each_mode!(sequence_tiles, sequence_tiles_match_cpu);
+
 /// Checkpointing: under a workspace budget a sequence trains in time chunks (the forward
 /// keeps each chunk's start state, the backward recomputes the chunk), with the gradients of
 /// the whole sequence: equal to the unchunked ones within 1e-6, and to the CPU's.

@@ -11,6 +11,7 @@ mod gated_step;
 pub(crate) mod loss;
 pub(crate) mod optim;
 mod projection;
+pub(crate) mod sequence_tiles;
 mod step;
 pub(crate) mod training;
 

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::gpu::counters::Counters;
+use crate::gpu::kernels::sequence_tiles::{self, SequenceTile};
 use crate::gpu::train_subgroup::SubgroupRecurrence;
 use crate::shaders::{self, Template};
 
@@ -465,6 +466,10 @@ pub(crate) enum StepEntry {
     InitialStateGradient,
     ForwardPersistent,
     BackwardPersistent,
+    /// The persistent forms for several sequences a workgroup (vec4 layouts only).
+    /// The forward of a cell of the given number of gates.
+    ForwardPersistentTiled(SequenceTile, usize),
+    BackwardPersistentTiled(SequenceTile),
 }
 
 impl StepEntry {
@@ -478,6 +483,8 @@ impl StepEntry {
             StepEntry::InitialStateGradient => "initial_state_gradient",
             StepEntry::ForwardPersistent => "forward_persistent",
             StepEntry::BackwardPersistent => "backward_persistent",
+            StepEntry::ForwardPersistentTiled(tile, gates) => tile.forward_entry(gates),
+            StepEntry::BackwardPersistentTiled(tile) => tile.backward_entry(),
         }
     }
 }
@@ -552,7 +559,7 @@ impl TrainingKernels {
         });
         let step_module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("train_step"),
-            source: wgpu::ShaderSource::Wgsl(shaders::train_step().into()),
+            source: wgpu::ShaderSource::Wgsl(shaders::train_step(&sequence_tiles::wgsl()).into()),
         });
         TrainingKernels {
             step_module,

@@ -9,6 +9,7 @@ use crate::error::{Limit, Result, RnnError};
 use crate::gpu::context::GpuContext;
 use crate::gpu::engine::Recurrence;
 use crate::gpu::kernels::loss::LossParams;
+use crate::gpu::kernels::sequence_tiles::SequenceTile;
 use crate::gpu::kernels::training::{
     BlockLoad, GEMM_MAX_DEPTH, GemmBatch, GemmBuffers, GemmForm, GemmKernel, GemmParams,
     GemmVectors, StepEntry, TRAIN_STEP_WORKGROUP, TrainUnit,
@@ -150,8 +151,10 @@ pub(crate) fn vec4_fits(config: &RnnConfig) -> bool {
 /// below llvmpipe's 65,535 loop iterations per dispatch (with a margin), counting each loop
 /// trip the kernels make per step: per unit an invocation owns (64 invocations stride over
 /// them), the dot products over W_hh (and W_hr), and a few more per unit and step.
-pub(crate) fn persistent_steps(config: &RnnConfig) -> (usize, usize) {
+pub(crate) fn persistent_steps(config: &RnnConfig, tile: Option<SequenceTile>) -> (usize, usize) {
     const BUDGET: usize = 50_000;
+    // A tile's loops over its sequences and their units, per quad of units.
+    let tiles = tile.map_or(0, |tile| 6 * tile.sequences() + 4);
     let (h, s, g) = (config.hidden_size, config.state_size(), config.mode.gates());
     let lanes = TRAIN_STEP_WORKGROUP as usize;
     let owned = |units: usize| units.div_ceil(lanes);
@@ -160,8 +163,8 @@ pub(crate) fn persistent_steps(config: &RnnConfig) -> (usize, usize) {
         // Four units per invocation, k four at a time (with G trips of the gate loop each).
         let quads = owned(h.div_ceil(4));
         (
-            quads * (s / 4 * (g + 1) + 40) + 8,
-            quads * (g * h / 4 + 40) + 8,
+            quads * (s / 4 * (g + 1) + 40 + tiles) + 8,
+            quads * (g * h / 4 + 40 + tiles) + 8,
         )
     } else {
         let forward = owned(h.max(s)) * (g * s + 8) + if proj { owned(s) * (h + 8) } else { 0 };
@@ -249,9 +252,13 @@ pub(crate) fn programs(
     let frames = seq_len * batch;
     let proj = config.proj_size > 0;
     let step_align = (ctx.limits().min_uniform_buffer_offset_alignment as usize).max(16) as u32;
+    // The looped kernels run several sequences a workgroup where their layout is vec4s and
+    // the batch is large enough: W_hh loaded once per tile and step, not per sequence.
+    let tile = SequenceTile::for_batch(batch)
+        .filter(|_| recurrence == TrainRecurrence::Looped && vec4_fits(config));
     let steps_per_dispatch = match recurrence {
         TrainRecurrence::Subgroup(_) => (SUBGROUP_STEPS_PER_DISPATCH, SUBGROUP_STEPS_PER_DISPATCH),
-        _ => persistent_steps(config),
+        _ => persistent_steps(config, tile),
     };
     let step_groups = [
         (h.max(s) as u32).div_ceil(TRAIN_STEP_WORKGROUP),
@@ -461,11 +468,13 @@ pub(crate) fn programs(
         // A persistent dispatch: one workgroup per (sequence, direction), running up to
         // `steps_per_dispatch` steps from `step`.
         let persistent_op = |forward: bool, step: usize| {
-            let (step, groups) = (step as u32 * step_align, [1, batch as u32, dirs as u32]);
-            let entry = if forward {
-                StepEntry::ForwardPersistent
-            } else {
-                StepEntry::BackwardPersistent
+            let workgroups = batch.div_ceil(tile.map_or(1, SequenceTile::sequences)) as u32;
+            let (step, groups) = (step as u32 * step_align, [1, workgroups, dirs as u32]);
+            let entry = match (forward, tile) {
+                (true, Some(tile)) => StepEntry::ForwardPersistentTiled(tile, config.mode.gates()),
+                (false, Some(tile)) => StepEntry::BackwardPersistentTiled(tile),
+                (true, None) => StepEntry::ForwardPersistent,
+                (false, None) => StepEntry::BackwardPersistent,
             };
             match recurrence {
                 TrainRecurrence::Subgroup(_) => Op::Subgroup {
