@@ -81,13 +81,16 @@ fn write_tile(out: &mut String, tile: SequenceTile) {
     write_backward(out, tile);
 }
 
+/// One line per sequence of a tile of `count`.
+fn each_sequence(out: &mut String, count: usize, line: &dyn Fn(usize) -> String) {
+    for i in 0..count {
+        let _ = writeln!(out, "{}", line(i));
+    }
+}
+
 fn write_forward(out: &mut String, tile: SequenceTile, gates: usize) {
     let count = tile.sequences();
-    let each = |out: &mut String, line: &dyn Fn(usize) -> String| {
-        for i in 0..count {
-            let _ = writeln!(out, "{}", line(i));
-        }
-    };
+    let each = |out: &mut String, line: &dyn Fn(usize) -> String| each_sequence(out, count, line);
     // Sequence i's row of h: those past the batch read the last sequence's and are not
     // stored.
     let _ = writeln!(
@@ -125,28 +128,62 @@ fn recurrent_dots4_x{count}_g{gates}(s: u32, d: u32, n0: u32, j: u32) -> array<a
                 .join("\n")
         });
     }
+    let _ = writeln!(out, "    }}\n    return acc;\n}}\n");
+    write_entry(
+        out,
+        EntryParts {
+            doc: "`forward_persistent`'s steps",
+            name: tile.forward_entry(gates),
+            count,
+            steps: "let end = min(step.index + u.forward_steps, u.seq_len);
+    for (var s = step.index; s < end; s++) {",
+            sums: format!("let rec = recurrent_dots4_x{count}_g{gates}(s, d, n0, j);"),
+            unit: "forward_unit(s, d, n0 + i, j + r, rec[i][r]);",
+        },
+    );
+}
+
+/// What differs between the forward's and the backward's entry points.
+struct EntryParts {
+    doc: &'static str,
+    name: &'static str,
+    count: usize,
+    /// The loop over the dispatch's steps, up to its opening brace (`s` the step).
+    steps: &'static str,
+    /// The tile's sums for units j .. j + 3.
+    sums: String,
+    /// Unit j + r of sequence n0 + i.
+    unit: &'static str,
+}
+
+/// Workgroup (0, n0 / count, d): for each step, each lane's quads of units j, the tile's sums,
+/// then each real sequence's four units; a barrier between steps.
+fn write_entry(out: &mut String, parts: EntryParts) {
+    let EntryParts {
+        doc,
+        name,
+        count,
+        steps,
+        sums,
+        unit,
+    } = parts;
     let _ = writeln!(
         out,
-        "    }}
-    return acc;
-}}
-
-// Workgroup (0, n0 / {count}, d): `forward_persistent`'s steps for sequences n0 .. n0 + {count}.
+        "// Workgroup (0, n0 / {count}, d): {doc} for sequences n0 .. n0 + {count}.
 @compute @workgroup_size(64, 1, 1)
-fn {forward}(
+fn {name}(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_index) lane: u32,
 ) {{
     let n0 = wg.y * {count}u;
     let d = wg.z;
-    let end = min(step.index + u.forward_steps, u.seq_len);
-    for (var s = step.index; s < end; s++) {{
+    {steps}
         for (var j = lane * 4u; j < u.hidden; j += 256u) {{
-            let rec = recurrent_dots4_x{count}_g{gates}(s, d, n0, j);
+            {sums}
             for (var i = 0u; i < {count}u; i++) {{
                 if n0 + i < u.batch {{
                     for (var r = 0u; r < 4u; r++) {{
-                        forward_unit(s, d, n0 + i, j + r, rec[i][r]);
+                        {unit}
                     }}
                 }}
             }}
@@ -155,18 +192,13 @@ fn {forward}(
         workgroupBarrier();
     }}
 }}
-",
-        forward = tile.forward_entry(gates),
+"
     );
 }
 
 fn write_backward(out: &mut String, tile: SequenceTile) {
     let count = tile.sequences();
-    let each = |out: &mut String, line: &dyn Fn(usize) -> String| {
-        for i in 0..count {
-            let _ = writeln!(out, "{}", line(i));
-        }
-    };
+    let each = |out: &mut String, line: &dyn Fn(usize) -> String| each_sequence(out, count, line);
     // Sequence i's frame of dG_hh, as the forward's rows of h.
     let _ = writeln!(
         out,
@@ -213,34 +245,20 @@ fn carried_through_w_hh4_x{count}(s: u32, d: u32, n0: u32, j: u32) -> array<vec4
     }}
     return acc;
 }}
-
-// `backward_persistent`'s steps for sequences n0 .. n0 + {count}.
-@compute @workgroup_size(64, 1, 1)
-fn {backward}(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(local_invocation_index) lane: u32,
-) {{
-    let n0 = wg.y * {count}u;
-    let d = wg.z;
-    let count = min(u.backward_steps, step.index + 1u);
-    for (var back = 0u; back < count; back++) {{
-        let s = step.index - back;
-        for (var j = lane * 4u; j < u.hidden; j += 256u) {{
-            let through = carried_through_w_hh4_x{count}(s, d, n0, j);
-            for (var i = 0u; i < {count}u; i++) {{
-                if n0 + i < u.batch {{
-                    for (var r = 0u; r < 4u; r++) {{
-                        backward_unit(s, d, n0 + i, j + r, through[i][r]);
-                    }}
-                }}
-            }}
-        }}
-        storageBarrier();
-        workgroupBarrier();
-    }}
-}}
-",
-        backward = tile.backward_entry(),
+"
+    );
+    write_entry(
+        out,
+        EntryParts {
+            doc: "`backward_persistent`'s steps",
+            name: tile.backward_entry(),
+            count,
+            steps: "let count = min(u.backward_steps, step.index + 1u);
+    for (var back = 0u; back < count; back++) {
+        let s = step.index - back;",
+            sums: format!("let through = carried_through_w_hh4_x{count}(s, d, n0, j);"),
+            unit: "backward_unit(s, d, n0 + i, j + r, through[i][r]);",
+        },
     );
 }
 
