@@ -283,7 +283,6 @@ fn dot(out: &mut String, name: &str, terms: &[(usize, String)]) {
     }
 }
 
-/// Unit `i` of the lane's h registers.
 impl Generator {
     fn new(spec: &SubgroupRecurrence) -> Self {
         let (kq, gates) = (spec.vec4s(), spec.cell.gates());

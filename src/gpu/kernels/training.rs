@@ -466,8 +466,8 @@ pub(crate) enum StepEntry {
     InitialStateGradient,
     ForwardPersistent,
     BackwardPersistent,
-    /// The persistent forms for several sequences a workgroup (vec4 layouts only).
-    /// The forward of a cell of the given number of gates.
+    /// The persistent forms for a tile of sequences a workgroup (vec4 layouts only); the
+    /// forward's for a cell of the given number of gates.
     ForwardPersistentTiled(SequenceTile, usize),
     BackwardPersistentTiled(SequenceTile),
 }

@@ -154,7 +154,7 @@ pub(crate) fn vec4_fits(config: &RnnConfig) -> bool {
 pub(crate) fn persistent_steps(config: &RnnConfig, tile: Option<SequenceTile>) -> (usize, usize) {
     const BUDGET: usize = 50_000;
     // A tile's loops over its sequences and their units, per quad of units.
-    let tiles = tile.map_or(0, |tile| 6 * tile.sequences() + 4);
+    let tile_trips = tile.map_or(0, |tile| 6 * tile.sequences() + 4);
     let (h, s, g) = (config.hidden_size, config.state_size(), config.mode.gates());
     let lanes = TRAIN_STEP_WORKGROUP as usize;
     let owned = |units: usize| units.div_ceil(lanes);
@@ -163,8 +163,8 @@ pub(crate) fn persistent_steps(config: &RnnConfig, tile: Option<SequenceTile>) -
         // Four units per invocation, k four at a time (with G trips of the gate loop each).
         let quads = owned(h.div_ceil(4));
         (
-            quads * (s / 4 * (g + 1) + 40 + tiles) + 8,
-            quads * (g * h / 4 + 40 + tiles) + 8,
+            quads * (s / 4 * (g + 1) + 40 + tile_trips) + 8,
+            quads * (g * h / 4 + 40 + tile_trips) + 8,
         )
     } else {
         let forward = owned(h.max(s)) * (g * s + 8) + if proj { owned(s) * (h + 8) } else { 0 };
@@ -465,8 +465,8 @@ pub(crate) fn programs(
             step: step as u32 * step_align,
             groups: step_groups,
         };
-        // A persistent dispatch: one workgroup per (sequence, direction), running up to
-        // `steps_per_dispatch` steps from `step`.
+        // A persistent dispatch: one workgroup per (sequence, direction), or per (tile of
+        // sequences, direction), running up to `steps_per_dispatch` steps from `step`.
         let persistent_op = |forward: bool, step: usize| {
             let workgroups = batch.div_ceil(tile.map_or(1, SequenceTile::sequences)) as u32;
             let (step, groups) = (step as u32 * step_align, [1, workgroups, dirs as u32]);
