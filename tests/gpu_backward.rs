@@ -776,6 +776,43 @@ fn sequence_tiles_match_cpu(mode: RnnMode) {
 }
 for_each_mode!(sequence_tiles, sequence_tiles_match_cpu);
 
+/// Tiles over many dispatches: llvmpipe stops an invocation after 65,535 loop iterations, and
+/// a tile runs a loop per sequence and unit besides the sums (a frame past its length more:
+/// `backward_unit`'s loop over the gates), so the steps one dispatch runs must count them.
+/// Sixteen sequences (tiles of eight) over 420 steps, all but one ending at the first; and
+/// two (one workgroup each, the vec4 kernels without tiles) the same way.
+fn sequence_tiles_cross_dispatches(mode: RnnMode) {
+    let Some(ctx) = gpu("sequence_tiles_cross_dispatches") else {
+        return;
+    };
+    let hidden = if matches!(mode, RnnMode::Rnn(_)) {
+        260
+    } else {
+        68
+    };
+    let config = RnnConfig::new(mode, 2, hidden);
+    let seq_len = 420;
+    for batch in [16, 2] {
+        let mut problem = Problem::new(config.clone(), seq_len, batch, 41);
+        let mut lengths = vec![1; batch];
+        lengths[batch / 3] = seq_len;
+        problem.lengths = Some(lengths);
+        let d_output = Rng(11).tensor(&[seq_len, batch, config.output_size()]);
+        let case = Case {
+            problem,
+            head: None,
+            d_output,
+            d_h_n: None,
+            d_c_n: None,
+        };
+        let (mut cpu, mut gpu) = trainers(&ctx, &case);
+        let want = run(&mut cpu, &case);
+        let context = format!("{} H={hidden} T={seq_len} N={batch}", mode_name(mode));
+        assert_within(&context, &run(&mut gpu, &case), &want, TOLERANCE);
+    }
+}
+for_each_mode!(sequence_tiles_long, sequence_tiles_cross_dispatches);
+
 /// Checkpointing: under a workspace budget a sequence trains in time chunks (the forward
 /// keeps each chunk's start state, the backward recomputes the chunk), with the gradients of
 /// the whole sequence: equal to the unchunked ones within 1e-6, and to the CPU's.

@@ -153,8 +153,12 @@ pub(crate) fn vec4_fits(config: &RnnConfig) -> bool {
 /// them), the dot products over W_hh (and W_hr), and a few more per unit and step.
 pub(crate) fn persistent_steps(config: &RnnConfig, tile: Option<SequenceTile>) -> (usize, usize) {
     const BUDGET: usize = 50_000;
-    // A tile's loops over its sequences and their units, per quad of units.
-    let tile_trips = tile.map_or(0, |tile| 6 * tile.sequences() + 4);
+    // A tile's loops, per quad of units: over its sequences and their four units (about six
+    // trips a sequence); in the backward each unit's `backward_unit` besides (a loop over the
+    // gates where its frame is past the sequence's length, one over W_hr entered masked:
+    // up to six trips a unit, 24 a sequence).
+    let sequences = tile.map_or(0, SequenceTile::sequences);
+    let tile_trips = (8 * sequences, 32 * sequences);
     let (h, s, g) = (config.hidden_size, config.state_size(), config.mode.gates());
     let lanes = TRAIN_STEP_WORKGROUP as usize;
     let owned = |units: usize| units.div_ceil(lanes);
@@ -163,8 +167,8 @@ pub(crate) fn persistent_steps(config: &RnnConfig, tile: Option<SequenceTile>) -
         // Four units per invocation, k four at a time (with G trips of the gate loop each).
         let quads = owned(h.div_ceil(4));
         (
-            quads * (s / 4 * (g + 1) + 40 + tile_trips) + 8,
-            quads * (g * h / 4 + 40 + tile_trips) + 8,
+            quads * (s / 4 * (g + 1) + 40 + tile_trips.0) + 8,
+            quads * (g * h / 4 + 40 + tile_trips.1) + 8,
         )
     } else {
         let forward = owned(h.max(s)) * (g * s + 8) + if proj { owned(s) * (h + 8) } else { 0 };
