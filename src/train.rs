@@ -149,6 +149,14 @@ pub trait Train {
     /// `loss.backward()` does to `.grad`) and returns the inputs' gradients.
     fn backward(&mut self, tape: Tape, grads: OutputGrads<'_>) -> Result<InputGrads>;
 
+    /// [`backward`](Self::backward) for the parameters only, as PyTorch's when neither the
+    /// input nor the initial state requires grad: adds every parameter's gradient (`+=`) and
+    /// computes no input gradient; a GPU trainer reads nothing back (the next read waits for
+    /// it). The same errors as `backward`.
+    fn backward_params(&mut self, tape: Tape, grads: OutputGrads<'_>) -> Result<()> {
+        self.backward(tape, grads).map(|_| ())
+    }
+
     /// Sets every parameter's gradient to zero (`optimizer.zero_grad(set_to_none=False)`).
     fn zero_grad(&mut self) -> Result<()>;
 

@@ -217,6 +217,63 @@ fn matches_cpu_on(ctx: &GpuContext, mode: RnnMode, seeds: std::ops::Range<u64>) 
     );
 }
 
+/// `backward_params`, the backward without the input's gradient: the same parameter
+/// gradients as `backward`, bit for bit, over random cases (the register recurrence, the
+/// tiles and the generic kernels, heads, lengths, chunks of none), accumulating as `backward`
+/// does; and the same typed error for upstream gradients of the wrong shape.
+fn params_only_backward_matches_backward(mode: RnnMode) {
+    let Some(ctx) = gpu("params_only_backward_matches_backward") else {
+        return;
+    };
+    for seed in 0..8 {
+        let case = random_case(mode, 2000 + seed);
+        let (_, mut full) = trainers(&ctx, &case);
+        let (_, mut params_only) = trainers(&ctx, &case);
+        let p = &case.problem;
+        let (input, state) = (p.input(), p.state());
+        let hx = || {
+            state.as_ref().map(|s| Hx {
+                h0: &s.h0,
+                c0: s.c0.as_ref(),
+            })
+        };
+        let grads = OutputGrads {
+            d_output: &case.d_output,
+            d_h_n: case.d_h_n.as_ref(),
+            d_c_n: case.d_c_n.as_ref(),
+        };
+        // Twice each, so that both accumulate.
+        for _ in 0..2 {
+            let (_, tape) = full
+                .forward_train(&input, p.lengths.as_deref(), hx())
+                .unwrap();
+            full.backward(tape, grads).unwrap();
+            let (_, tape) = params_only
+                .forward_train(&input, p.lengths.as_deref(), hx())
+                .unwrap();
+            params_only.backward_params(tape, grads).unwrap();
+        }
+        let context = format!("{} seed {seed} {p:?}", mode_name(mode));
+        assert_eq!(
+            params_only.gradients().unwrap(),
+            full.gradients().unwrap(),
+            "{context}"
+        );
+        let (_, tape) = params_only
+            .forward_train(&input, p.lengths.as_deref(), hx())
+            .unwrap();
+        let wrong = Tensor::new(vec![0.0; 3], &[3]).unwrap();
+        let error = params_only
+            .backward_params(tape, OutputGrads::output(&wrong))
+            .unwrap_err();
+        assert!(
+            matches!(error, RnnError::ShapeMismatch { .. }),
+            "{context}: {error}"
+        );
+    }
+}
+for_each_mode!(params_only, params_only_backward_matches_backward);
+
 /// Where the register recurrence projects the input in its forward's steps (one layer,
 /// features in fours and at most half H, four sequences or more: the character model's
 /// shape), and a head's input gradient in its backward's (at most H/2 outputs), the results
@@ -564,6 +621,26 @@ fn no_resources_per_iteration(mode: RnnMode) {
         model.zero_grad().unwrap();
     }
     assert_eq!(ctx.resource_counts(), warm, "{}", mode_name(mode));
+    // The backward of the parameters only, likewise after its first.
+    let p = &case.problem;
+    let grads = OutputGrads::output(&case.d_output);
+    let params_only = |model: &mut GpuTrainer| {
+        let (_, tape) = model
+            .forward_train(&p.input(), p.lengths.as_deref(), None)
+            .unwrap();
+        model.backward_params(tape, grads).unwrap();
+    };
+    params_only(&mut model);
+    let warm = ctx.resource_counts();
+    for _ in 0..3 {
+        params_only(&mut model);
+    }
+    assert_eq!(
+        ctx.resource_counts(),
+        warm,
+        "{} backward_params",
+        mode_name(mode)
+    );
 }
 for_each_mode!(resources, no_resources_per_iteration);
 
@@ -733,6 +810,45 @@ fn long_sequence_matches_cpu(ctx: &GpuContext, mode: RnnMode, hidden: usize) {
 }
 for_each_mode!(long_sequences, long_sequences_match_cpu);
 
+/// A hidden size the generic persistent kernels run with vec4s (a multiple of four) on every
+/// adapter: too wide for the register recurrence where the adapter has one.
+fn tiled_hidden(mode: RnnMode) -> usize {
+    if matches!(mode, RnnMode::Rnn(_)) {
+        260
+    } else {
+        68
+    }
+}
+
+/// A case of `config` over `seq_len` steps, a sequence per entry of `lengths`, with a random
+/// d output and, `with_state`, a given initial state and random d h_n (d c_n).
+fn lengths_case(config: &RnnConfig, seq_len: usize, lengths: Vec<usize>, with_state: bool) -> Case {
+    let batch = lengths.len();
+    let mut problem = Problem::new(config.clone(), seq_len, batch, 31);
+    problem.with_state = with_state;
+    problem.lengths = Some(lengths);
+    let mut rng = Rng(9);
+    let d_output = rng.tensor(&[seq_len, batch, config.output_size()]);
+    let rows = config.state_rows();
+    let d_h_n = with_state.then(|| rng.tensor(&[rows, batch, config.state_size()]));
+    let d_c_n = (with_state && config.mode == RnnMode::Lstm)
+        .then(|| rng.tensor(&[rows, batch, config.hidden_size]));
+    Case {
+        problem,
+        head: None,
+        d_output,
+        d_h_n,
+        d_c_n,
+    }
+}
+
+/// `case` forward and backward on the GPU trainer against the CPU's, within `TOLERANCE`.
+fn gpu_matches_cpu(ctx: &GpuContext, case: &Case, context: &str) {
+    let (mut cpu, mut gpu) = trainers(ctx, case);
+    let want = run(&mut cpu, case);
+    assert_within(context, &run(&mut gpu, case), &want, TOLERANCE);
+}
+
 /// Where the generic persistent kernels run several sequences a workgroup (a multiple of
 /// four units, too wide for the register recurrence on subgroup adapters, and four sequences
 /// or more): tiles of four (six sequences: a whole tile and a half-empty one) and of eight
@@ -742,36 +858,17 @@ fn sequence_tiles_match_cpu(mode: RnnMode) {
     let Some(ctx) = gpu("sequence_tiles_match_cpu") else {
         return;
     };
-    let hidden = if matches!(mode, RnnMode::Rnn(_)) {
-        260
-    } else {
-        68
-    };
+    let hidden = tiled_hidden(mode);
     let config = RnnConfig {
         bidirectional: true,
         ..RnnConfig::new(mode, 3, hidden)
     };
     let seq_len = 7;
     for batch in [6, 18] {
-        let mut problem = Problem::new(config.clone(), seq_len, batch, 31);
-        problem.with_state = true;
-        problem.lengths = Some((0..batch).map(|n| [7, 3, 7, 1, 5, 6][n % 6]).collect());
-        let mut rng = Rng(9);
-        let d_output = rng.tensor(&[seq_len, batch, config.output_size()]);
-        let d_h_n = Some(rng.tensor(&[config.state_rows(), batch, config.state_size()]));
-        let d_c_n =
-            (mode == RnnMode::Lstm).then(|| rng.tensor(&[config.state_rows(), batch, hidden]));
-        let case = Case {
-            problem,
-            head: None,
-            d_output,
-            d_h_n,
-            d_c_n,
-        };
-        let (mut cpu, mut gpu) = trainers(&ctx, &case);
-        let want = run(&mut cpu, &case);
+        let lengths = (0..batch).map(|n| [7, 3, 7, 1, 5, 6][n % 6]).collect();
+        let case = lengths_case(&config, seq_len, lengths, true);
         let context = format!("{} H={hidden} N={batch}", mode_name(mode));
-        assert_within(&context, &run(&mut gpu, &case), &want, TOLERANCE);
+        gpu_matches_cpu(&ctx, &case, &context);
     }
 }
 for_each_mode!(sequence_tiles, sequence_tiles_match_cpu);
@@ -785,30 +882,15 @@ fn sequence_tiles_cross_dispatches(mode: RnnMode) {
     let Some(ctx) = gpu("sequence_tiles_cross_dispatches") else {
         return;
     };
-    let hidden = if matches!(mode, RnnMode::Rnn(_)) {
-        260
-    } else {
-        68
-    };
+    let hidden = tiled_hidden(mode);
     let config = RnnConfig::new(mode, 2, hidden);
     let seq_len = 420;
     for batch in [16, 2] {
-        let mut problem = Problem::new(config.clone(), seq_len, batch, 41);
         let mut lengths = vec![1; batch];
         lengths[batch / 3] = seq_len;
-        problem.lengths = Some(lengths);
-        let d_output = Rng(11).tensor(&[seq_len, batch, config.output_size()]);
-        let case = Case {
-            problem,
-            head: None,
-            d_output,
-            d_h_n: None,
-            d_c_n: None,
-        };
-        let (mut cpu, mut gpu) = trainers(&ctx, &case);
-        let want = run(&mut cpu, &case);
+        let case = lengths_case(&config, seq_len, lengths, false);
         let context = format!("{} H={hidden} T={seq_len} N={batch}", mode_name(mode));
-        assert_within(&context, &run(&mut gpu, &case), &want, TOLERANCE);
+        gpu_matches_cpu(&ctx, &case, &context);
     }
 }
 for_each_mode!(sequence_tiles_long, sequence_tiles_cross_dispatches);

@@ -14,7 +14,8 @@
 //! flag; `--gemm` measures only the input-projection GEMM.
 //!
 //! `--backward` times training steps instead: `GpuTrainer` (and `CpuTrainer`) forward_train
-//! and backward of loss = output.sum(), with their forward and backward shares and the GPU
+//! and backward_params of loss = output.sum() (the parameters' gradients only, as PyTorch's
+//! baseline with x and h0 not requiring grad), with their forward and backward shares and the GPU
 //! training workspace's size, next to PyTorch's forward + `y.sum().backward()` with
 //! `--torch`. Its files: `training.csv`, `training_fit.csv`, `training.svg`.
 
@@ -145,7 +146,7 @@ fn run_report(options: &Options) -> Result<(), Error> {
     };
     let run = match workload {
         Workload::Forward => "forward",
-        Workload::Training => "training step (forward_train + backward)",
+        Workload::Training => "training step (forward_train + backward_params)",
     };
     out!(
         "{}; input (T, N, H); {}: one warm-up {run}, then the median of 3 to {}\n",
@@ -425,14 +426,21 @@ impl<'a> Session<'a> {
                 (gpu, cpu)
             }
             Models::Training { gpu, cpu } => {
+                let ctx = self.ctx.clone();
+                let wait_for_device = move || {
+                    ctx.device()
+                        .poll(wgpu::PollType::wait_indefinitely())
+                        .map(|_| ())
+                        .map_err(|e| wgpu_rnn::RnnError::DeviceLost(e.to_string()))
+                };
                 let gpu = gpu.as_deref_mut().and_then(|model| {
                     self.measure(Path::Gpu, shape, seq_len, || {
-                        measure::time_training(model, input(), ones(), sampling)
+                        measure::time_training(model, input(), ones(), sampling, &wait_for_device)
                     })
                 });
                 let cpu = cpu.as_deref_mut().and_then(|model| {
                     self.measure(Path::Cpu, shape, seq_len, || {
-                        measure::time_training(model, input(), ones(), sampling)
+                        measure::time_training(model, input(), ones(), sampling, || Ok(()))
                     })
                 });
                 (gpu, cpu)

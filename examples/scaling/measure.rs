@@ -146,20 +146,24 @@ pub fn time_cpu(model: &CpuModel, input: &Tensor, sampling: Sampling) -> wgpu_rn
 }
 
 /// Times training steps of `model`: `forward_train` of `input` from a zero state, then
-/// `backward` with d output = `ones` (loss = output.sum()) and no upstream gradient for h_n.
-/// The parameters' gradients accumulate from step to step, as PyTorch's `.grad` does in the
-/// baseline.
+/// `backward_params` with d output = `ones` (loss = output.sum()) and no upstream gradient
+/// for h_n: the parameters' gradients only, as PyTorch's baseline computes them (x and h0
+/// without requires_grad), accumulating from step to step as its `.grad` does. `wait` waits
+/// for the device (a GPU trainer's `backward_params` reads nothing back), so that the
+/// backward's time is its own.
 pub fn time_training(
     model: &mut impl Train,
     input: &Tensor,
     ones: &Tensor,
     sampling: Sampling,
+    wait: impl Fn() -> wgpu_rnn::Result<()>,
 ) -> wgpu_rnn::Result<Timing> {
     let mut step = || -> wgpu_rnn::Result<(Duration, Duration)> {
         let start = Instant::now();
         let (_, tape) = model.forward_train(input, None, None)?;
         let forward = start.elapsed();
-        model.backward(tape, OutputGrads::output(ones))?;
+        model.backward_params(tape, OutputGrads::output(ones))?;
+        wait()?;
         Ok((forward, start.elapsed() - forward))
     };
     step()?; // warm-up: makes the workspace, compiles the kernels on lavapipe

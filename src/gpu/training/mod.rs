@@ -443,6 +443,38 @@ pub(crate) fn check_output_grads(
     }
 }
 
+impl GpuTrainer {
+    /// What both backwards start with: checks `grads` against the forward `tape` recorded and
+    /// uploads them (d output in the workspace's frame order, d h_n and d c_n, zeros where
+    /// absent, as the carries' start). Returns the taped shape.
+    fn stage_output_grads(&mut self, tape: &Tape, grads: OutputGrads<'_>) -> Result<ForwardShape> {
+        let shape = self.taped_shape(tape)?;
+        let features = self.output_features();
+        check_output_grads(&self.config, &shape, &self.output_shape(&shape), grads)?;
+        self.ctx.check_alive()?;
+        let ctx = self.ctx.clone();
+        let _gl = ctx.gl_guard();
+        let plan = &self.sequences[&(shape.seq_len, shape.batch)];
+        let d_out = match self.state_head() {
+            true => grads.d_output.data().to_vec(),
+            false => shape.gather_sequence_first(grads.d_output.data(), features),
+        };
+        write(&ctx, &plan.data, plan.d_output, &d_out);
+        let or_zeros = |t: Option<&Tensor>, len: usize| {
+            t.map_or_else(|| vec![0.0f32; len], |t| t.data().to_vec())
+        };
+        write(
+            &ctx,
+            &plan.data,
+            plan.carries,
+            &or_zeros(grads.d_h_n, plan.h_len),
+        );
+        let d_c_n = or_zeros(grads.d_c_n, plan.c_len);
+        write(&ctx, &plan.data, plan.carries + plan.h_len, &d_c_n);
+        Ok(shape)
+    }
+}
+
 impl Train for GpuTrainer {
     fn config(&self) -> &RnnConfig {
         &self.config
@@ -500,32 +532,13 @@ impl Train for GpuTrainer {
     }
 
     fn backward(&mut self, tape: Tape, grads: OutputGrads<'_>) -> Result<InputGrads> {
-        let shape = self.taped_shape(&tape)?;
+        let shape = self.stage_output_grads(&tape, grads)?;
         let config = self.config.clone();
         let features = self.output_features();
-        check_output_grads(&config, &shape, &self.output_shape(&shape), grads)?;
-        self.ctx.check_alive()?;
         let ctx = self.ctx.clone();
         let _gl = ctx.gl_guard();
         let (steps, batch) = (shape.seq_len, shape.batch);
         let plan = &self.sequences[&(steps, batch)];
-        let d_out = match self.state_head() {
-            true => grads.d_output.data().to_vec(),
-            false => shape.gather_sequence_first(grads.d_output.data(), features),
-        };
-        write(&ctx, &plan.data, plan.d_output, &d_out);
-        let or_zeros = |t: Option<&Tensor>, len: usize| {
-            t.map_or_else(|| vec![0.0f32; len], |t| t.data().to_vec())
-        };
-        write(
-            &ctx,
-            &plan.data,
-            plan.carries,
-            &or_zeros(grads.d_h_n, plan.h_len),
-        );
-        let d_c_n = or_zeros(grads.d_c_n, plan.c_len);
-        write(&ctx, &plan.data, plan.carries + plan.h_len, &d_c_n);
-
         let scopes = ctx.error_scopes();
         let mut encoder = ctx.device().create_command_encoder(&Default::default());
         let top = |r: &Regions| self.top_region(r, true);
@@ -567,6 +580,27 @@ impl Train for GpuTrainer {
                 )?),
                 false => None,
             },
+        })
+    }
+
+    fn backward_params(&mut self, tape: Tape, grads: OutputGrads<'_>) -> Result<()> {
+        let shape = self.stage_output_grads(&tape, grads)?;
+        let (input_size, features) = (self.config.input_size, self.output_features());
+        let key = (shape.seq_len, shape.batch);
+        self.submit("the backward", |model, encoder| {
+            let top = |r: &Regions| model.top_region(r, true);
+            let recorded = model.sequences[&key].record_backward(
+                &model.ctx,
+                encoder,
+                &model.workspaces,
+                input_size,
+                features,
+                &top,
+                false,
+            );
+            // The gates' gradients overwrite what the forward saved.
+            model.last = None;
+            recorded
         })
     }
 
