@@ -38,7 +38,7 @@ use crate::train::{
 use crate::weights::{DirectionWeights, RnnWeights};
 use program::{HeadSpec, TrainRecurrence};
 use sequence::{SequencePlan, SequenceShape};
-use workspace::{Regions, TrainWorkspace};
+use workspace::TrainWorkspace;
 
 /// An `nn.RNN`, `nn.LSTM` or `nn.GRU` (and optional Linear head) that trains on a GPU.
 ///
@@ -534,23 +534,13 @@ impl Train for GpuTrainer {
     fn backward(&mut self, tape: Tape, grads: OutputGrads<'_>) -> Result<InputGrads> {
         let shape = self.stage_output_grads(&tape, grads)?;
         let config = self.config.clone();
-        let features = self.output_features();
         let ctx = self.ctx.clone();
         let _gl = ctx.gl_guard();
         let (steps, batch) = (shape.seq_len, shape.batch);
-        let plan = &self.sequences[&(steps, batch)];
         let scopes = ctx.error_scopes();
         let mut encoder = ctx.device().create_command_encoder(&Default::default());
-        let top = |r: &Regions| self.top_region(r, true);
-        plan.record_backward(
-            &ctx,
-            &mut encoder,
-            &self.workspaces,
-            config.input_size,
-            features,
-            &top,
-            true,
-        )?;
+        self.record_backward_of(&mut encoder, (steps, batch), true)?;
+        let plan = &self.sequences[&(steps, batch)];
         let parts = submit_and_read(
             &ctx,
             encoder,
@@ -563,10 +553,7 @@ impl Train for GpuTrainer {
             ],
             "the backward",
             scopes,
-        );
-        // The gates' gradients have overwritten what the forward saved.
-        self.last = None;
-        let parts = parts?;
+        )?;
         Ok(InputGrads {
             d_input: Tensor::new(
                 shape.scatter_sequence_first(&parts[0], config.input_size),
@@ -585,22 +572,9 @@ impl Train for GpuTrainer {
 
     fn backward_params(&mut self, tape: Tape, grads: OutputGrads<'_>) -> Result<()> {
         let shape = self.stage_output_grads(&tape, grads)?;
-        let (input_size, features) = (self.config.input_size, self.output_features());
         let key = (shape.seq_len, shape.batch);
         self.submit("the backward", |model, encoder| {
-            let top = |r: &Regions| model.top_region(r, true);
-            let recorded = model.sequences[&key].record_backward(
-                &model.ctx,
-                encoder,
-                &model.workspaces,
-                input_size,
-                features,
-                &top,
-                false,
-            );
-            // The gates' gradients overwrite what the forward saved.
-            model.last = None;
-            recorded
+            model.record_backward_of(encoder, key, false)
         })
     }
 

@@ -287,7 +287,6 @@ impl GpuTrainer {
         target: Target<'_>,
     ) -> Result<()> {
         let shape = self.taped_shape(&tape)?;
-        let config = self.config.clone();
         let features = self.output_features();
         let (steps, batch) = (shape.seq_len, shape.batch);
         let target = self.staged_target(&shape, loss, target)?;
@@ -304,21 +303,36 @@ impl GpuTrainer {
             target_at,
         );
         plan.record_loss(&ctx, encoder, uploads, loss, features)?;
+        let loss_at = plan.loss_at();
+        self.record_backward_of(encoder, (steps, batch), false)?;
+        self.loss_at = Some(((steps, batch), loss_at));
+        Ok(())
+    }
+
+    /// Records the backward of the forward of `(steps, batch)` recorded, its upstream
+    /// gradients in place, into `encoder`: the parameters' gradients and, with `input_grads`,
+    /// d input, d h0 and d c0. The forward's saved values are gone after it, whether it
+    /// recorded or not.
+    pub(super) fn record_backward_of(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        key: (usize, usize),
+        input_grads: bool,
+    ) -> Result<()> {
+        let (input_size, features) = (self.config.input_size, self.output_features());
         let top = |r: &Regions| self.top_region(r, true);
-        let recorded = plan.record_backward(
-            &ctx,
+        let recorded = self.sequences[&key].record_backward(
+            &self.ctx,
             encoder,
             &self.workspaces,
-            config.input_size,
+            input_size,
             features,
             &top,
-            false,
+            input_grads,
         );
         // The gates' gradients overwrite what the forward saved.
         self.last = None;
-        recorded?;
-        self.loss_at = Some(((steps, batch), plan.loss_at()));
-        Ok(())
+        recorded
     }
 
     /// Records a whole iteration (`Train::train_step`) into `encoder`.
