@@ -149,11 +149,16 @@ fn beyond_downlevel_sources() -> Vec<(String, String)> {
         crate::RnnMode::Lstm,
         crate::RnnMode::Gru,
     ] {
-        for hidden in [16, 32, 64] {
+        let sizes = [16, 32, 64]
+            .into_iter()
+            .flat_map(|h| [(h, false), (h, true)]);
+        for (hidden, fastest) in sizes {
             let config = crate::RnnConfig::new(mode, 3, hidden);
-            if let Some(spec) =
-                crate::gpu::train_subgroup::SubgroupRecurrence::for_config(&config, Some(8))
-            {
+            if let Some(spec) = crate::gpu::train_subgroup::SubgroupRecurrence::for_config(
+                &config,
+                Some(8),
+                fastest,
+            ) {
                 let name = format!("train_subgroup {spec:?}");
                 if sources.iter().all(|(known, _)| *known != name) {
                     sources.push((name, spec.wgsl()));

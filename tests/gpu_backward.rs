@@ -895,6 +895,42 @@ fn sequence_tiles_cross_dispatches(mode: RnnMode) {
 }
 for_each_mode!(sequence_tiles_long, sequence_tiles_cross_dispatches);
 
+/// `Recurrence::Persistent` holds a gated cell with H ≤ 64 in one subgroup (eight units a
+/// lane on lavapipe) where `Auto` spreads it over several (four units a lane, h and dG through
+/// workgroup memory): both sum in the same order, so they must agree bit for bit, and with the
+/// CPU. H = 64 fills the lanes; H = 44 leaves padding units (and whole padding lanes); two
+/// directions, lengths from 1 to T, a given state and d h_n (d c_n).
+fn one_subgroup_matches_several(mode: RnnMode) {
+    let Some(ctx) = gpu("one_subgroup_matches_several") else {
+        return;
+    };
+    if matches!(mode, RnnMode::Rnn(_)) {
+        return; // an Elman RNN's state fits one subgroup under both
+    }
+    for hidden in [64, 44] {
+        let config = RnnConfig {
+            bidirectional: true,
+            ..RnnConfig::new(mode, 3, hidden)
+        };
+        let case = lengths_case(&config, 9, vec![9, 4, 1], true);
+        let context = format!("{} H={hidden}", mode_name(mode));
+        let (mut cpu, gpu) = trainers(&ctx, &case);
+        let mut several = gpu.with_recurrence(Recurrence::Auto);
+        let (_, gpu) = trainers(&ctx, &case);
+        let mut one = gpu.with_recurrence(Recurrence::Persistent);
+        let want = run(&mut cpu, &case);
+        let (got_one, got_several) = (run(&mut one, &case), run(&mut several, &case));
+        assert_within(&context, &got_one, &want, TOLERANCE);
+        for ((name, a), (_, b)) in got_one.iter().zip(&got_several) {
+            assert!(
+                a.data() == b.data(),
+                "{context}: {name} differs between one subgroup and several"
+            );
+        }
+    }
+}
+for_each_mode!(one_subgroup, one_subgroup_matches_several);
+
 /// Checkpointing: under a workspace budget a sequence trains in time chunks (the forward
 /// keeps each chunk's start state, the backward recomputes the chunk), with the gradients of
 /// the whole sequence: equal to the unchunked ones within 1e-6, and to the CPU's.

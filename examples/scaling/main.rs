@@ -149,8 +149,9 @@ fn run_report(options: &Options) -> Result<(), Error> {
         Workload::Training => "training step (forward_train + backward_params)",
     };
     out!(
-        "{}; input (T, N, H); {}: one warm-up {run}, then the median of 3 to {}\n",
+        "{}; Recurrence::{:?}; input (T, N, H); {}: one warm-up {run}, then the median of 3 to {}\n",
         model_description(options.cell),
+        options.recurrence,
         if options.quick {
             "--quick"
         } else {
@@ -333,16 +334,16 @@ impl<'a> Session<'a> {
     /// The configuration's models, from the same weights. A GPU model the adapter cannot hold
     /// becomes a note; the CPU path still runs.
     fn models(&mut self, shape: Shape) -> Result<Models, Error> {
-        let gpu_only = self.options.gpu_only;
+        let (gpu_only, recurrence) = (self.options.gpu_only, self.options.recurrence);
         Ok(match self.options.workload {
             Workload::Forward => {
-                let (gpu, cpu) = model::build(&self.ctx, shape, gpu_only)?;
+                let (gpu, cpu) = model::build(&self.ctx, shape, gpu_only, recurrence)?;
                 let gpu = self.gpu_or_note(shape, gpu).map(Box::new);
                 let cpu = cpu.map(Box::new);
                 Models::Inference { gpu, cpu }
             }
             Workload::Training => {
-                let (gpu, cpu) = model::build_trainers(&self.ctx, shape, gpu_only)?;
+                let (gpu, cpu) = model::build_trainers(&self.ctx, shape, gpu_only, recurrence)?;
                 let gpu = self.gpu_or_note(shape, gpu).map(Box::new);
                 let cpu = cpu.map(Box::new);
                 Models::Training { gpu, cpu }

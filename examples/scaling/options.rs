@@ -9,6 +9,8 @@ use std::time::Duration;
 use clap::Parser;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 
+use wgpu_rnn::Recurrence;
+
 use crate::measure::Workload;
 use crate::shape::{Cell, Shape};
 
@@ -41,6 +43,8 @@ pub struct Options {
     pub rounds: usize,
     /// `--backward`: training steps (forward + backward) instead of inference forwards.
     pub workload: Workload,
+    /// `--recurrence`: the GPU models' recurrent kernels.
+    pub recurrence: Recurrence,
 }
 
 /// (hidden size, batch) of the default configurations.
@@ -164,6 +168,19 @@ struct Flags {
     #[arg(long)]
     backward: bool,
 
+    /// The GPU models' recurrent kernels: auto (the library's default: kernels that compile
+    /// within seconds), persistent (the fastest, whatever they cost to compile: on lavapipe a
+    /// gated model with H <= 64 trains in one subgroup, 20-45 s to compile cold) or per-step
+    /// (one dispatch a timestep).
+    #[arg(
+        long,
+        value_name = "KIND",
+        default_value = "auto",
+        value_parser = PossibleValuesParser::new(["auto", "persistent", "per-step"])
+            .map(|name| parse_recurrence(&name))
+    )]
+    recurrence: Recurrence,
+
     /// Where scaling.csv, fit.csv and scaling.svg go.
     #[arg(long = "out", value_name = "DIR", default_value = "target/scaling")]
     out_dir: PathBuf,
@@ -242,7 +259,17 @@ impl Flags {
                 true => Workload::Training,
                 false => Workload::Forward,
             },
+            recurrence: self.recurrence,
         })
+    }
+}
+
+/// One of `--recurrence`'s possible values (clap has checked it is one).
+fn parse_recurrence(name: &str) -> Recurrence {
+    match name {
+        "persistent" => Recurrence::Persistent,
+        "per-step" => Recurrence::PerStep,
+        _ => Recurrence::Auto,
     }
 }
 
@@ -467,6 +494,17 @@ mod tests {
         assert_eq!(options.workload, Workload::Training);
         assert_eq!(options.cell, Cell::Gru);
         assert!(parse_args(&["--backward=1"]).is_err());
+    }
+
+    #[test]
+    fn recurrence() {
+        assert_eq!(report(&[]).recurrence, Recurrence::Auto);
+        let kind = |name: &str| report(&["--backward", "--recurrence", name]).recurrence;
+        assert_eq!(kind("persistent"), Recurrence::Persistent);
+        assert_eq!(kind("per-step"), Recurrence::PerStep);
+        assert_eq!(kind("auto"), Recurrence::Auto);
+        assert!(parse_args(&["--recurrence", "fast"]).is_err());
+        assert!(parse_args(&["--recurrence"]).is_err());
     }
 
     #[test]

@@ -39,7 +39,9 @@ pub enum Recurrence {
     /// its rows of W_hh in registers. Any hidden size works; wide ones compile slowly: on
     /// lavapipe with Mesa's shader cache off, an LSTM with H = 128 took 9 s at model creation
     /// and 15 s more at its first T = 1024 forward (a second, input-projecting form), H = 256
-    /// 51 s and 88 s. Not for an LSTM with `proj_size` (a typed error).
+    /// 51 s and 88 s. Not for an LSTM with `proj_size` (a typed error). For training
+    /// (`GpuTrainer::with_recurrence`) it likewise picks the fastest recurrence whatever it
+    /// costs to compile (a gated cell with H ≤ 64 in one subgroup on lavapipe: 23–45 s cold).
     Persistent,
 }
 

@@ -25,6 +25,15 @@ const MAX_ROWS: usize = 8;
 /// runs here up to H = 256, a GRU or an LSTM up to 64; wider states take the generic kernels.
 const MAX_WEIGHTS: usize = 256;
 
+/// The most weight vec4s a lane of a one-subgroup kernel holds where the caller asked for the
+/// fastest recurrence whatever it costs to compile (`Recurrence::Persistent`): eight units a
+/// lane, so that one subgroup holds a GRU or an LSTM with H ≤ 64 on lavapipe, without the
+/// workgroup memory and barrier each step of several subgroups needs. Measured there (LSTM,
+/// H = 64, N = 1, T = 1024, per dispatch, `GpuTrainer::profile_programs`): forward 3.5 →
+/// 1.8 ms, backward 5.1 → 1.5 ms against two subgroups of four units a lane; but 45 s to
+/// compile cold (the GRU's 384 vec4s: 23 s), against the few seconds `MAX_WEIGHTS` allows.
+const MAX_PERSISTENT_WEIGHTS: usize = 512;
+
 /// Steps one dispatch runs. Each step is one loop iteration (everything inside is written
 /// out), so llvmpipe's limit of 65,535 iterations per invocation would allow far more; at
 /// 1024 the dispatch boundary (where the state and the carries pass through memory) costs
@@ -75,8 +84,10 @@ impl SubgroupRecurrence {
     /// The kernel for `config` on an adapter whose subgroups have `subgroup` lanes (None: no
     /// subgroup operations), if it fits: no projection, H within one subgroup's registers and
     /// a multiple of four (W_hh is loaded as vec4s: hundreds of scalar loads with their
-    /// bounds made an LSTM with H = 64 take llvmpipe over a minute to compile).
-    pub fn for_config(config: &RnnConfig, subgroup: Option<usize>) -> Option<Self> {
+    /// bounds made an LSTM with H = 64 take llvmpipe over a minute to compile). With
+    /// `fastest`, one subgroup holds up to [`MAX_PERSISTENT_WEIGHTS`] a lane (else
+    /// [`MAX_WEIGHTS`]).
+    pub fn for_config(config: &RnnConfig, subgroup: Option<usize>, fastest: bool) -> Option<Self> {
         let lanes = subgroup?;
         let hidden = config.hidden_size;
         let cell = match config.mode {
@@ -101,9 +112,13 @@ impl SubgroupRecurrence {
             rows: 4,
             ..one
         };
+        let cap = |spec: &Self| match spec.subgroups {
+            1 if fastest => MAX_PERSISTENT_WEIGHTS,
+            _ => MAX_WEIGHTS,
+        };
         [one, several]
             .into_iter()
-            .find(|spec| spec.rows <= MAX_ROWS && spec.lane_weights() <= MAX_WEIGHTS)
+            .find(|spec| spec.rows <= MAX_ROWS && spec.lane_weights() <= cap(spec))
     }
 
     /// Weight vec4s a lane holds: its rows (or columns) of every gate, over the padded state
@@ -797,10 +812,11 @@ mod tests {
             proj_size: proj,
             ..RnnConfig::new(mode, 3, hidden)
         };
-        let spec = |mode, hidden| {
-            SubgroupRecurrence::for_config(&config(mode, hidden, 0), Some(8))
+        let layout = |mode, hidden, fastest| {
+            SubgroupRecurrence::for_config(&config(mode, hidden, 0), Some(8), fastest)
                 .map(|s| (s.subgroups, s.rows))
         };
+        let spec = |mode, hidden| layout(mode, hidden, false);
         let rnn = RnnMode::Rnn(Nonlinearity::Tanh);
         // One subgroup while eight units a lane cover H within the weights' cap.
         assert_eq!(spec(rnn, 20), Some((1, 4)));
@@ -815,12 +831,29 @@ mod tests {
         assert_eq!(spec(RnnMode::Lstm, 68), None);
         assert_eq!(spec(rnn, 260), None);
         assert_eq!(spec(rnn, 17), None);
-        assert!(SubgroupRecurrence::for_config(&config(RnnMode::Lstm, 16, 8), Some(8)).is_none());
-        assert!(SubgroupRecurrence::for_config(&config(rnn, 16, 0), None).is_none());
+        let projected = config(RnnMode::Lstm, 16, 8);
+        for fastest in [false, true] {
+            assert!(SubgroupRecurrence::for_config(&projected, Some(8), fastest).is_none());
+            assert!(SubgroupRecurrence::for_config(&config(rnn, 16, 0), None, fastest).is_none());
+        }
+        // The fastest kernels: a gated cell up to H = 64 in one subgroup, eight units a lane;
+        // the rest as before.
+        assert_eq!(layout(RnnMode::Lstm, 64, true), Some((1, 8)));
+        assert_eq!(layout(RnnMode::Gru, 36, true), Some((1, 8)));
+        assert_eq!(layout(RnnMode::Lstm, 32, true), Some((1, 4)));
+        assert_eq!(layout(RnnMode::Lstm, 68, true), None);
+        assert_eq!(layout(rnn, 256, true), Some((8, 4)));
         for hidden in (4..=256).step_by(4) {
             for mode in [rnn, RnnMode::Lstm, RnnMode::Gru] {
-                if let Some(s) = SubgroupRecurrence::for_config(&config(mode, hidden, 0), Some(8)) {
-                    assert!(s.vec4s() * 4 >= hidden && s.lane_weights() <= super::MAX_WEIGHTS);
+                for (fastest, cap) in [
+                    (false, super::MAX_WEIGHTS),
+                    (true, super::MAX_PERSISTENT_WEIGHTS),
+                ] {
+                    let config = config(mode, hidden, 0);
+                    if let Some(s) = SubgroupRecurrence::for_config(&config, Some(8), fastest) {
+                        assert!(s.vec4s() * 4 >= hidden && s.lane_weights() <= cap);
+                        assert!(s.subgroups == 1 || s.lane_weights() <= super::MAX_WEIGHTS);
+                    }
                 }
             }
         }
@@ -879,7 +912,7 @@ mod tests {
                 num_layers: layers,
                 ..RnnConfig::new(mode, inputs, hidden)
             };
-            SubgroupRecurrence::for_config(&config, Some(8))
+            SubgroupRecurrence::for_config(&config, Some(8), false)
                 .map(|s| s.with_input(&config, batch).input_quads)
         };
         // The character model: 28 features, H = 64, eight sequences.
@@ -894,5 +927,10 @@ mod tests {
         assert_eq!(quads(rnn, 28, 64, 2, 8), Some(0));
         assert_eq!(quads(RnnMode::Gru, 8, 64, 1, 8), Some(0));
         assert_eq!(quads(RnnMode::Lstm, 16, 32, 1, 8), Some(4));
+        // Nor where the kernel's own weights already fill the registers (one subgroup of the
+        // fastest kind holding a GRU with H = 64).
+        let config = RnnConfig::new(RnnMode::Gru, 8, 64);
+        let fastest = SubgroupRecurrence::for_config(&config, Some(8), true).unwrap();
+        assert_eq!(fastest.with_input(&config, 8).input_quads, 0);
     }
 }

@@ -76,7 +76,8 @@ impl TrainRecurrence {
             return TrainRecurrence::PerStep;
         }
         let on_frames = head.filter(|h| !h.on_state).map(|h| h.out);
-        match SubgroupRecurrence::for_config(config, ctx.persistent_subgroup()) {
+        let fastest = recurrence == Recurrence::Persistent;
+        match SubgroupRecurrence::for_config(config, ctx.persistent_subgroup(), fastest) {
             Some(spec) => TrainRecurrence::Subgroup(
                 spec.with_input(config, batch)
                     .with_head(config, on_frames, batch),
