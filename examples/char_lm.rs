@@ -36,7 +36,7 @@ use std::time::Instant;
 use clap::{Parser, ValueEnum};
 
 use torch_loop::TorchLoop;
-use training::{Cell, Rng, progress_bar};
+use training::{Cell, RecurrenceArg, Rng, progress_bar};
 use wgpu_rnn::{
     Adam, Batch, CpuRnn, CpuTrainer, GpuContext, GpuRnn, GpuTrainer, Hx, InitialState, Linear,
     Loss, OptimizerConfig, Reduction, Rnn, RnnWeights, Sgd, Target, Tensor, Train,
@@ -54,6 +54,9 @@ struct Args {
     /// The recurrent layer.
     #[arg(long, value_enum, default_value_t = Cell::Rnn)]
     cell: Cell,
+    /// The GPU trainer's recurrent kernels.
+    #[arg(long, value_enum, default_value_t = RecurrenceArg::Auto)]
+    recurrence: RecurrenceArg,
     /// Hidden size.
     #[arg(long, default_value_t = 64)]
     hidden: usize,
@@ -182,7 +185,9 @@ fn run(args: &Args) -> Result<(), Error> {
     } else {
         let ctx = GpuContext::new()?;
         println!("adapter: {}", ctx.describe());
-        let mut model = GpuTrainer::new(&ctx, config.clone(), &weights)?.with_head(&head)?;
+        let mut model = GpuTrainer::new(&ctx, config.clone(), &weights)?
+            .with_recurrence(args.recurrence.recurrence())
+            .with_head(&head)?;
         train(&mut model, args, &data)?;
         if args.profile {
             profile(&mut model, args)?;

@@ -1,5 +1,5 @@
 //! What the training examples (train_sine, char_lm) share: a small seeded random number
-//! generator, the `--cell` flag, PyTorch's default `nn.Linear` initialisation, the progress
+//! generator, the `--cell` and `--recurrence` flags, PyTorch's default `nn.Linear` initialisation, the progress
 //! bar, and writing a file with the library's error type.
 
 // Each example uses only part of this file.
@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use wgpu_rnn::{Linear, RnnConfig, RnnError};
+use wgpu_rnn::{Linear, Recurrence, RnnConfig, RnnError};
 
 /// SplitMix64: a tiny seeded generator (no dependency), enough for initial weights, data
 /// order and sampling. Its numbers are not PyTorch's; the distributions are the same.
@@ -49,6 +49,28 @@ impl Rng {
         let u2 = self.unit();
         let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
         (mean + std * z) as f32
+    }
+}
+
+/// `--recurrence`: which recurrent kernels the GPU trainer runs (`GpuTrainer::with_recurrence`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RecurrenceArg {
+    /// The library's default: kernels that compile within seconds.
+    Auto,
+    /// The fastest, whatever they cost to compile (on lavapipe an LSTM or GRU with H <= 64 in
+    /// one subgroup: 20-45 s cold, then Mesa's shader cache has them).
+    Persistent,
+    /// One dispatch per timestep.
+    PerStep,
+}
+
+impl RecurrenceArg {
+    pub fn recurrence(self) -> Recurrence {
+        match self {
+            RecurrenceArg::Auto => Recurrence::Auto,
+            RecurrenceArg::Persistent => Recurrence::Persistent,
+            RecurrenceArg::PerStep => Recurrence::PerStep,
+        }
     }
 }
 
