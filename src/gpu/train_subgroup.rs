@@ -85,8 +85,8 @@ impl SubgroupRecurrence {
     /// subgroup operations), if it fits: no projection, H within one subgroup's registers and
     /// a multiple of four (W_hh is loaded as vec4s: hundreds of scalar loads with their
     /// bounds made an LSTM with H = 64 take llvmpipe over a minute to compile). With
-    /// `fastest`, one subgroup holds up to [`MAX_PERSISTENT_WEIGHTS`] a lane (else
-    /// [`MAX_WEIGHTS`]).
+    /// `fastest`, where several subgroups would share the state, one holds it with up to
+    /// [`MAX_PERSISTENT_WEIGHTS`] a lane.
     pub fn for_config(config: &RnnConfig, subgroup: Option<usize>, fastest: bool) -> Option<Self> {
         let lanes = subgroup?;
         let hidden = config.hidden_size;
@@ -112,13 +112,17 @@ impl SubgroupRecurrence {
             rows: 4,
             ..one
         };
-        let cap = |spec: &Self| match spec.subgroups {
-            1 if fastest => MAX_PERSISTENT_WEIGHTS,
-            _ => MAX_WEIGHTS,
-        };
-        [one, several]
+        let fits = |spec: &Self, cap| spec.rows <= MAX_ROWS && spec.lane_weights() <= cap;
+        let chosen = [one, several]
             .into_iter()
-            .find(|spec| spec.rows <= MAX_ROWS && spec.lane_weights() <= cap(spec))
+            .find(|spec| fits(spec, MAX_WEIGHTS))?;
+        // Only where it replaces several subgroups, as measured: elsewhere (a state that
+        // needs the generic kernels, or wide subgroups with four units a lane) a bigger
+        // budget would buy another trade, not measured.
+        if fastest && chosen.subgroups > 1 && fits(&one, MAX_PERSISTENT_WEIGHTS) {
+            return Some(one);
+        }
+        Some(chosen)
     }
 
     /// Weight vec4s a lane holds: its rows (or columns) of every gate, over the padded state
@@ -843,6 +847,11 @@ mod tests {
         assert_eq!(layout(RnnMode::Lstm, 32, true), Some((1, 4)));
         assert_eq!(layout(RnnMode::Lstm, 68, true), None);
         assert_eq!(layout(rnn, 256, true), Some((8, 4)));
+        // Wide subgroups (32 lanes): an LSTM with H = 64 takes the generic kernels either way.
+        let wide = |fastest| {
+            SubgroupRecurrence::for_config(&config(RnnMode::Lstm, 64, 0), Some(32), fastest)
+        };
+        assert_eq!((wide(false), wide(true)), (None, None));
         for hidden in (4..=256).step_by(4) {
             for mode in [rnn, RnnMode::Lstm, RnnMode::Gru] {
                 for (fastest, cap) in [
