@@ -1,6 +1,6 @@
 //! What the training examples (train_sine, char_lm) share: a small seeded random number
-//! generator, the `--cell` and `--recurrence` flags, PyTorch's default `nn.Linear` initialisation, the progress
-//! bar, and writing a file with the library's error type.
+//! generator, the `--cell` and `--recurrence` flags, PyTorch's default `nn.Linear`
+//! initialisation, the progress bar, and writing a file with the library's error type.
 
 // Each example uses only part of this file.
 #![allow(dead_code)]
