@@ -78,6 +78,14 @@ pub(crate) struct SubgroupRecurrence {
     /// computes in its step (the lane's columns of W then in registers), or 0 where the
     /// head's GEMM writes dY (`with_head`).
     pub head_outputs: usize,
+    /// H fills the workgroup's units exactly (no padding units): the backward then loads
+    /// W_hh as it is, without selecting zeros for padding rows and columns. Measured on
+    /// lavapipe (LSTM and GRU, H = 64, two subgroups, N = 1, T = 1024, per dispatch, three
+    /// alternations): backward 4.5–5.0 → 2.5–2.6 ms (LSTM), 3.3–3.5 → 2.3–2.5 (GRU); LLVM
+    /// re-applies each weight's select every step. (The forward's selects stay: without them
+    /// it ran slower, 3.4 → 5.6–6.2 ms; so do an Elman RNN's backward's: H = 64, one subgroup,
+    /// 285–304 → 322–332 µs without them.)
+    pub filled: bool,
 }
 
 impl SubgroupRecurrence {
@@ -106,6 +114,7 @@ impl SubgroupRecurrence {
             rows: hidden.div_ceil(lanes).next_multiple_of(4),
             input_quads: 0,
             head_outputs: 0,
+            filled: false,
         };
         let several = SubgroupRecurrence {
             subgroups: hidden.div_ceil(4 * lanes),
@@ -119,10 +128,15 @@ impl SubgroupRecurrence {
         // Only where it replaces several subgroups, as measured: elsewhere (a state that
         // needs the generic kernels, or wide subgroups with four units a lane) a bigger
         // budget would buy another trade, not measured.
-        if fastest && chosen.subgroups > 1 && fits(&one, MAX_PERSISTENT_WEIGHTS) {
-            return Some(one);
-        }
-        Some(chosen)
+        let spec = if fastest && chosen.subgroups > 1 && fits(&one, MAX_PERSISTENT_WEIGHTS) {
+            one
+        } else {
+            chosen
+        };
+        Some(SubgroupRecurrence {
+            filled: spec.vec4s() * 4 == hidden,
+            ..spec
+        })
     }
 
     /// Weight vec4s a lane holds: its rows (or columns) of every gate, over the padded state
@@ -282,6 +296,8 @@ struct Generator {
     shared: bool,
     /// What each lane shares, one half of the workgroup memory: h, or each gate's dG.
     half: usize,
+    /// No padding units (`SubgroupRecurrence::filled`).
+    filled: bool,
 }
 
 const XYZW: [&str; 4] = ["x", "y", "z", "w"];
@@ -316,6 +332,7 @@ impl Generator {
             head_outputs: spec.head_outputs,
             shared: spec.subgroups > 1,
             half: gates * kq,
+            filled: spec.filled,
         }
     }
 
@@ -611,7 +628,8 @@ impl Generator {
     fn backward(&self) -> (String, String, String) {
         let (kq, quads, g_count) = (self.kq, self.quads, self.gates);
         // Backward: w[m·quads + q] = W_hh[m, row0 + 4q .. 4q + 3] for the rows m = g·H_pad + r
-        // (zero for padding): this lane's columns, four units per vec4.
+        // (zero for padding, where there is any: see `SubgroupRecurrence::filled`): this
+        // lane's columns, four units per vec4.
         let pad = 4 * kq;
         let mut backward_load = String::new();
         for g in 0..g_count {
@@ -621,12 +639,19 @@ impl Generator {
                     "    let row{g}_{r} = weights + ({g}u * u.hidden + {r}u) * quads + row0 / 4u;"
                 );
                 for q in 0..quads {
-                    let _ = writeln!(
-                        backward_load,
-                        "    w[{}] = select(vec4<f32>(0.0), params4[row{g}_{r} + {q}u], {r}u < u.hidden && row0 + {}u < u.hidden);",
+                    let (w, load) = (
                         (g * pad + r) * quads + q,
-                        4 * q
+                        format!("params4[row{g}_{r} + {q}u]"),
                     );
+                    let _ = if self.filled && self.cell != CellKind::Rnn {
+                        writeln!(backward_load, "    w[{w}] = {load};")
+                    } else {
+                        writeln!(
+                            backward_load,
+                            "    w[{w}] = select(vec4<f32>(0.0), {load}, {r}u < u.hidden && row0 + {}u < u.hidden);",
+                            4 * q
+                        )
+                    };
                 }
             }
         }
@@ -847,6 +872,17 @@ mod tests {
         assert_eq!(layout(RnnMode::Lstm, 32, true), Some((1, 4)));
         assert_eq!(layout(RnnMode::Lstm, 68, true), None);
         assert_eq!(layout(rnn, 256, true), Some((8, 4)));
+        // Whether H fills the units exactly (the backward then loads W_hh unmasked).
+        let filled = |mode, hidden, fastest| {
+            SubgroupRecurrence::for_config(&config(mode, hidden, 0), Some(8), fastest)
+                .map(|s| s.filled)
+        };
+        assert_eq!(filled(RnnMode::Lstm, 64, false), Some(true));
+        assert_eq!(filled(RnnMode::Lstm, 64, true), Some(true));
+        assert_eq!(filled(RnnMode::Gru, 44, false), Some(false));
+        assert_eq!(filled(RnnMode::Gru, 44, true), Some(false));
+        assert_eq!(filled(rnn, 32, false), Some(true));
+        assert_eq!(filled(rnn, 20, false), Some(false));
         // Wide subgroups (32 lanes): an LSTM with H = 64 takes the generic kernels either way.
         let wide = |fastest| {
             SubgroupRecurrence::for_config(&config(RnnMode::Lstm, 64, 0), Some(32), fastest)
@@ -879,15 +915,18 @@ mod tests {
                 (8, 2, 4),
                 (8, 3, 4),
             ] {
-                let spec = SubgroupRecurrence {
-                    cell,
-                    lanes,
-                    subgroups,
-                    rows,
-                    input_quads: 0,
-                    head_outputs: 0,
-                };
-                assert_valid(&format!("{spec:?}"), &spec.wgsl());
+                for filled in [false, true] {
+                    let spec = SubgroupRecurrence {
+                        cell,
+                        lanes,
+                        subgroups,
+                        rows,
+                        input_quads: 0,
+                        head_outputs: 0,
+                        filled,
+                    };
+                    assert_valid(&format!("{spec:?}"), &spec.wgsl());
+                }
             }
             // Projecting the input in the steps (one subgroup): fewer vec4s than lanes,
             // more (two a lane), none.
@@ -903,6 +942,7 @@ mod tests {
                     rows,
                     input_quads,
                     head_outputs,
+                    filled: false,
                 };
                 assert_valid(&format!("{spec:?}"), &spec.wgsl());
                 assert_valid(&format!("{spec:?} program"), &spec.program_wgsl(""));
