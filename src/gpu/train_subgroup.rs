@@ -78,14 +78,14 @@ pub(crate) struct SubgroupRecurrence {
     /// computes in its step (the lane's columns of W then in registers), or 0 where the
     /// head's GEMM writes dY (`with_head`).
     pub head_outputs: usize,
-    /// H fills the workgroup's units exactly (no padding units): the backward then loads
-    /// W_hh as it is, without selecting zeros for padding rows and columns. Measured on
-    /// lavapipe (LSTM and GRU, H = 64, two subgroups, N = 1, T = 1024, per dispatch, three
-    /// alternations): backward 4.5–5.0 → 2.5–2.6 ms (LSTM), 3.3–3.5 → 2.3–2.5 (GRU); LLVM
-    /// re-applies each weight's select every step. (The forward's selects stay: without them
-    /// it ran slower, 3.4 → 5.6–6.2 ms; so do an Elman RNN's backward's: H = 64, one subgroup,
-    /// 285–304 → 322–332 µs without them.)
-    pub filled: bool,
+    /// The backward loads W_hh as it is, without selecting zeros for padding rows and
+    /// columns: a gated cell whose H fills the workgroup's units exactly (no padding units).
+    /// Measured on lavapipe (LSTM and GRU, H = 64, two subgroups, N = 1, T = 1024, per
+    /// dispatch, three alternations): backward 4.5–5.0 → 2.5–2.6 ms (LSTM), 3.3–3.5 → 2.3–2.5
+    /// (GRU); LLVM re-applies each weight's select every step. (The forward's selects stay:
+    /// without them it ran slower, 3.4 → 5.6–6.2 ms; so do an Elman RNN's backward's: H = 64,
+    /// one subgroup, 285–304 → 322–332 µs without them.)
+    pub unmasked_weights: bool,
 }
 
 impl SubgroupRecurrence {
@@ -114,7 +114,7 @@ impl SubgroupRecurrence {
             rows: hidden.div_ceil(lanes).next_multiple_of(4),
             input_quads: 0,
             head_outputs: 0,
-            filled: false,
+            unmasked_weights: false,
         };
         let several = SubgroupRecurrence {
             subgroups: hidden.div_ceil(4 * lanes),
@@ -134,7 +134,7 @@ impl SubgroupRecurrence {
             chosen
         };
         Some(SubgroupRecurrence {
-            filled: spec.vec4s() * 4 == hidden,
+            unmasked_weights: cell != CellKind::Rnn && spec.vec4s() * 4 == hidden,
             ..spec
         })
     }
@@ -296,8 +296,8 @@ struct Generator {
     shared: bool,
     /// What each lane shares, one half of the workgroup memory: h, or each gate's dG.
     half: usize,
-    /// No padding units (`SubgroupRecurrence::filled`).
-    filled: bool,
+    /// `SubgroupRecurrence::unmasked_weights`.
+    unmasked_weights: bool,
 }
 
 const XYZW: [&str; 4] = ["x", "y", "z", "w"];
@@ -332,7 +332,7 @@ impl Generator {
             head_outputs: spec.head_outputs,
             shared: spec.subgroups > 1,
             half: gates * kq,
-            filled: spec.filled,
+            unmasked_weights: spec.unmasked_weights,
         }
     }
 
@@ -628,7 +628,7 @@ impl Generator {
     fn backward(&self) -> (String, String, String) {
         let (kq, quads, g_count) = (self.kq, self.quads, self.gates);
         // Backward: w[m·quads + q] = W_hh[m, row0 + 4q .. 4q + 3] for the rows m = g·H_pad + r
-        // (zero for padding, where there is any: see `SubgroupRecurrence::filled`): this
+        // (zero for padding, unless `SubgroupRecurrence::unmasked_weights`): this
         // lane's columns, four units per vec4.
         let pad = 4 * kq;
         let mut backward_load = String::new();
@@ -643,7 +643,7 @@ impl Generator {
                         (g * pad + r) * quads + q,
                         format!("params4[row{g}_{r} + {q}u]"),
                     );
-                    let _ = if self.filled && self.cell != CellKind::Rnn {
+                    let _ = if self.unmasked_weights {
                         writeln!(backward_load, "    w[{w}] = {load};")
                     } else {
                         writeln!(
@@ -872,17 +872,18 @@ mod tests {
         assert_eq!(layout(RnnMode::Lstm, 32, true), Some((1, 4)));
         assert_eq!(layout(RnnMode::Lstm, 68, true), None);
         assert_eq!(layout(rnn, 256, true), Some((8, 4)));
-        // Whether H fills the units exactly (the backward then loads W_hh unmasked).
-        let filled = |mode, hidden, fastest| {
+        // Whether the backward loads W_hh unmasked: a gated cell whose H fills the units
+        // exactly (never an Elman RNN: its kernels would differ by nothing).
+        let unmasked = |mode, hidden, fastest| {
             SubgroupRecurrence::for_config(&config(mode, hidden, 0), Some(8), fastest)
-                .map(|s| s.filled)
+                .map(|s| s.unmasked_weights)
         };
-        assert_eq!(filled(RnnMode::Lstm, 64, false), Some(true));
-        assert_eq!(filled(RnnMode::Lstm, 64, true), Some(true));
-        assert_eq!(filled(RnnMode::Gru, 44, false), Some(false));
-        assert_eq!(filled(RnnMode::Gru, 44, true), Some(false));
-        assert_eq!(filled(rnn, 32, false), Some(true));
-        assert_eq!(filled(rnn, 20, false), Some(false));
+        assert_eq!(unmasked(RnnMode::Lstm, 64, false), Some(true));
+        assert_eq!(unmasked(RnnMode::Lstm, 64, true), Some(true));
+        assert_eq!(unmasked(RnnMode::Gru, 44, false), Some(false));
+        assert_eq!(unmasked(RnnMode::Gru, 44, true), Some(false));
+        assert_eq!(unmasked(rnn, 32, false), Some(false));
+        assert_eq!(unmasked(rnn, 20, false), Some(false));
         // Wide subgroups (32 lanes): an LSTM with H = 64 takes the generic kernels either way.
         let wide = |fastest| {
             SubgroupRecurrence::for_config(&config(RnnMode::Lstm, 64, 0), Some(32), fastest)
@@ -915,7 +916,7 @@ mod tests {
                 (8, 2, 4),
                 (8, 3, 4),
             ] {
-                for filled in [false, true] {
+                for unmasked_weights in [false, true] {
                     let spec = SubgroupRecurrence {
                         cell,
                         lanes,
@@ -923,7 +924,7 @@ mod tests {
                         rows,
                         input_quads: 0,
                         head_outputs: 0,
-                        filled,
+                        unmasked_weights,
                     };
                     assert_valid(&format!("{spec:?}"), &spec.wgsl());
                 }
@@ -942,7 +943,7 @@ mod tests {
                     rows,
                     input_quads,
                     head_outputs,
-                    filled: false,
+                    unmasked_weights: false,
                 };
                 assert_valid(&format!("{spec:?}"), &spec.wgsl());
                 assert_valid(&format!("{spec:?} program"), &spec.program_wgsl(""));
