@@ -10,6 +10,13 @@
 // is one subgroup, through subgroupBroadcast from constant lanes, with no barrier at all.
 // Like the Elman kernel it can project ahead (persistent_recurrence.wgsl, src/gpu/ahead.rs).
 //
+// For wide states SPLIT neighbouring lanes of a subgroup share the same units (lane l owns
+// the units from (l / SPLIT)·UNITS, `part` l % SPLIT): each holds PART_VEC4S of each row's
+// VEC4S vec4s of W_hh, takes its part of h_{t−1} from the broadcast slices, and the SPLIT
+// lanes' partial sums are added by subgroupBroadcast (each lane adds its group's, in lane
+// order); all of them then hold the same gates and state, and part 0 writes them. A lane's
+// generated code then stays the size that compiles in seconds on llvmpipe.
+//
 // This file is a template: src/gpu/gated_persistent.rs fills in its holes (names in double
 // braces) for one (cell, H, lanes), writing every loop over weights out in full, so that the private values
 // are addressed by constant indices only (that is what keeps them in registers on llvmpipe,
@@ -34,7 +41,7 @@ const HIDDEN_PAD: u32 = {{HIDDEN_PAD}}u;
 const VEC4S: u32 = {{VEC4S}}u;
 const UNITS: u32 = {{UNITS}}u;
 const GATES: u32 = {{GATES}}u;
-
+{{SPLIT_CONSTANTS}}
 // h_{t−1} and h_t, VEC4S vec4s each, by step parity (unused with subgroupBroadcast).
 var<workgroup> h: array<vec4<f32>, {{H_SIZE}}>;
 
@@ -67,7 +74,7 @@ fn main(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) group
 {{PROJECT_AHEAD}}
     let n = group.x;
     let d = group.y;
-    let row0 = lane * UNITS;
+    {{ROW0}}
     let sequence = d * layer.batch + n;
     let h_at = layer.state_offset + sequence * HIDDEN;
     let c_at = layer.cell_offset + sequence * HIDDEN;

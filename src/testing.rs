@@ -183,7 +183,7 @@ fn beyond_downlevel_sources() -> Vec<(String, String)> {
             directions: 1,
         };
         let (Some(spec), Some(projection)) = (
-            GatedPersistentSpec::for_arch(&arch, Some(8)),
+            GatedPersistentSpec::for_arch(&arch, Some(8), 256),
             SubgroupProjection::for_subgroup(8, hidden % 4 == 0, hidden % 4 == 0),
         ) else {
             continue;
@@ -282,7 +282,7 @@ fn all_sources() -> Vec<(String, String)> {
         }
     }
     // The persistent gated kernel: LSTM and GRU, one subgroup or workgroup memory.
-    for hidden in [1usize, 17, 64, 100] {
+    for hidden in [1usize, 17, 64, 100, 256, 257] {
         for subgroup in [None, Some(8), Some(32)] {
             for cell in [Cell::Lstm, Cell::Gru] {
                 let arch = Architecture {
@@ -293,7 +293,7 @@ fn all_sources() -> Vec<(String, String)> {
                     num_layers: 1,
                     directions: 1,
                 };
-                if let Some(spec) = GatedPersistentSpec::for_arch(&arch, subgroup) {
+                if let Some(spec) = GatedPersistentSpec::for_arch(&arch, subgroup, 256) {
                     let name = format!("gated_persistent {spec:?}");
                     if !sources.iter().any(|(n, _)| *n == name) {
                         sources.push((name, spec.wgsl()));

@@ -61,9 +61,11 @@ fn long_gated_sequences_match_cpu() {
 }
 
 /// The rule that picks the kernel: the persistent one up to H = 256 for an Elman RNN, 64 for
-/// an LSTM and 84 for a GRU, the per-step ones for wider or projected models; asking a
-/// projected LSTM for the persistent kernel is a typed error, any other model gets it. And
-/// the state rules of the CPU path: only an LSTM takes c0, and it needs it.
+/// an LSTM and 84 for a GRU (on CPU adapters with 8-lane subgroups and 1024 lanes a
+/// workgroup, lavapipe's, 512 for both: their lanes split wide rows), the per-step ones for
+/// wider or projected models; asking a projected LSTM for the persistent kernel is a typed
+/// error, any other model gets it. And the state rules of the CPU path: only an LSTM takes
+/// c0, and it needs it.
 #[test]
 fn recurrence_follows_the_documented_rule() {
     let Some(ctx) = testing::gpu("recurrence_follows_the_documented_rule") else {
@@ -77,13 +79,24 @@ fn recurrence_follows_the_documented_rule() {
         proj_size: 2,
         ..RnnConfig::lstm(2, 4)
     };
+    let device = ctx.device();
+    let info = device.adapter_info();
+    let limits = ctx.limits();
+    let lavapipe_like = device.features().contains(wgpu::Features::SUBGROUP)
+        && info.device_type == wgpu::DeviceType::Cpu
+        && (info.subgroup_min_size, info.subgroup_max_size) == (8, 8)
+        && limits
+            .max_compute_invocations_per_workgroup
+            .min(limits.max_compute_workgroup_size_x)
+            >= 1024;
+    let (widest_lstm, widest_gru) = if lavapipe_like { (512, 512) } else { (64, 84) };
     for (config, auto) in [
         (RnnConfig::new(TANH, 2, 256), Recurrence::Persistent),
         (RnnConfig::new(RELU, 2, 257), Recurrence::PerStep),
-        (RnnConfig::lstm(2, 64), Recurrence::Persistent),
-        (RnnConfig::lstm(2, 65), Recurrence::PerStep),
-        (RnnConfig::gru(2, 84), Recurrence::Persistent),
-        (RnnConfig::gru(2, 85), Recurrence::PerStep),
+        (RnnConfig::lstm(2, widest_lstm), Recurrence::Persistent),
+        (RnnConfig::lstm(2, widest_lstm + 1), Recurrence::PerStep),
+        (RnnConfig::gru(2, widest_gru), Recurrence::Persistent),
+        (RnnConfig::gru(2, widest_gru + 1), Recurrence::PerStep),
         (projected.clone(), Recurrence::PerStep),
     ] {
         let got = model(config.clone(), Recurrence::Auto)

@@ -138,8 +138,8 @@ fn random_configurations_match_cpu_per_step() {
 
 /// The persistent kernels are generated per hidden size and their first dispatch compiles
 /// them (seconds on llvmpipe for wide states), so their random problems draw from a set of
-/// sizes, odd ones included: up to 257 for an Elman RNN, and for an LSTM and a GRU the sizes
-/// their kernels run under `Recurrence::Auto` (H ≤ 64 and H ≤ 84).
+/// sizes, odd ones included, up to 257: for an LSTM and a GRU beyond H = 64 and 84 their
+/// lanes split the rows of W_hh (100: two lanes a row group, 257: eight on lavapipe).
 #[test]
 fn random_configurations_match_cpu_persistent() {
     let Some(ctx) = testing::gpu("random_configurations_match_cpu_persistent") else {
@@ -149,8 +149,10 @@ fn random_configurations_match_cpu_persistent() {
         RnnMode::Rnn(_) => {
             elman(prop::sample::select(vec![1usize, 3, 8, 17, 64, 100, 257]).boxed())
         }
-        RnnMode::Lstm => gated(prop::sample::select(vec![1usize, 3, 8, 17, 64]).boxed()),
-        RnnMode::Gru => gated(prop::sample::select(vec![1usize, 3, 8, 17, 64, 70]).boxed()),
+        RnnMode::Lstm => gated(prop::sample::select(vec![1usize, 3, 8, 17, 64, 100, 257]).boxed()),
+        RnnMode::Gru => {
+            gated(prop::sample::select(vec![1usize, 3, 8, 17, 64, 70, 100, 257]).boxed())
+        }
     };
     run_random(&ctx, 64, problems(Recurrence::Persistent, ranges));
 }

@@ -289,6 +289,14 @@ impl GpuContext {
         cpu_subgroup_size(&self.inner.device)
     }
 
+    /// The most lanes (invocations) one workgroup of a one-dimensional workgroup may have.
+    pub(crate) fn max_lanes(&self) -> usize {
+        let limits = &self.inner.limits;
+        limits
+            .max_compute_invocations_per_workgroup
+            .min(limits.max_compute_workgroup_size_x) as usize
+    }
+
     /// The persistent kernel (Elman or gated) `spec`, compiled on first use and cached for
     /// the context.
     pub(crate) fn persistent_pipeline(

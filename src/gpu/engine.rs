@@ -26,20 +26,24 @@ use crate::precision::WeightPrecision;
 pub enum Recurrence {
     /// The persistent kernel where it fits, the per-step kernels elsewhere. For an Elman
     /// RNN it fits up to H = 256; for an LSTM up to H = 64 and a GRU up to H = 84 (without
-    /// `proj_size`), where its generated code compiles within a few seconds on lavapipe.
-    /// Measured on lavapipe at T = 1024, the persistent kernels are 10–100× faster (one
-    /// dispatch runs the whole sequence instead of one per step); on many-core GPUs a wide H
-    /// spreads better over the per-step kernels' many workgroups.
+    /// `proj_size`), and on CPU adapters (fixed subgroup size) up to H = 512 where a
+    /// workgroup may have 1024 lanes (lavapipe; H = 256 with 256), where its generated code
+    /// compiles within a few seconds on lavapipe. Measured on lavapipe at T = 1024, the
+    /// persistent kernels are 3–100× faster (one dispatch runs the whole sequence instead of
+    /// one per step); on many-core GPUs a wide H spreads better over the per-step kernels'
+    /// many workgroups.
     #[default]
     Auto,
     /// One dispatch per timestep (two for a projected LSTM), one invocation per (hidden
     /// unit, sequence, direction).
     PerStep,
     /// One dispatch runs up to 8192 timesteps; one workgroup per (sequence, direction) keeps
-    /// its rows of W_hh in registers. Any hidden size works; wide ones compile slowly: on
-    /// lavapipe with Mesa's shader cache off, an LSTM with H = 128 took 9 s at model creation
-    /// and 15 s more at its first T = 1024 forward (a second, input-projecting form), H = 256
-    /// 51 s and 88 s. Not for an LSTM with `proj_size` (a typed error). For training
+    /// its rows of W_hh in registers. Any hidden size works; where `Auto` would not take it,
+    /// it compiles slowly: on lavapipe with Mesa's shader cache off, a kernel holding 1024
+    /// weight vec4s a lane (an LSTM with H = 512 where a workgroup has at most 256 lanes, or
+    /// H = 256 before wide states split their rows over more lanes) took 51 s at model
+    /// creation and 88 s more at its first T = 1024 forward. Not for an LSTM with
+    /// `proj_size` (a typed error). For training
     /// (`GpuTrainer::with_recurrence`) it likewise picks the fastest recurrence whatever it
     /// costs to compile (a gated cell with H ≤ 64 in one subgroup on lavapipe: 23–45 s cold).
     Persistent,
@@ -149,12 +153,18 @@ impl Engine {
         .map(|h| PersistentSpec::for_hidden(h, ctx.persistent_subgroup()).with_weights(precision));
         let gated = match options.recurrence {
             Recurrence::PerStep => None,
-            Recurrence::Auto => GatedPersistentSpec::for_arch(&arch, ctx.persistent_subgroup())
-                .filter(GatedPersistentSpec::fits)
-                .map(|spec| spec.with_weights(precision)),
+            Recurrence::Auto => {
+                GatedPersistentSpec::for_arch(&arch, ctx.persistent_subgroup(), ctx.max_lanes())
+                    .filter(GatedPersistentSpec::fits)
+                    .map(|spec| spec.with_weights(precision))
+            }
             Recurrence::Persistent => {
-                let spec = GatedPersistentSpec::for_arch(&arch, ctx.persistent_subgroup())
-                    .map(|spec| spec.with_weights(precision));
+                let spec = GatedPersistentSpec::for_arch(
+                    &arch,
+                    ctx.persistent_subgroup(),
+                    ctx.max_lanes(),
+                )
+                .map(|spec| spec.with_weights(precision));
                 if spec.is_none() && arch.cell == Cell::Lstm {
                     return Err(RnnError::InvalidConfig(
                         "an LSTM with proj_size runs the per-step kernels only \

@@ -6,7 +6,9 @@
 //! constant indices, with every loop over them written out. A gated unit has G rows (4 for an
 //! LSTM, 3 for a GRU), so a lane holds G times the Elman kernel's weights for the same units,
 //! and the generated code, and llvmpipe's compile time, grows with it: a lane holds four units
-//! and the default rule keeps its weights within [`MAX_AUTO_WEIGHTS`].
+//! and the default rule keeps its weights within [`MAX_AUTO_WEIGHTS`]. Where four units' whole
+//! rows would exceed that, several neighbouring lanes of a subgroup share them, each holding a
+//! part of K (`GatedPersistentSpec::split`), and add their partial sums by broadcast.
 
 use std::fmt::Write;
 
@@ -17,12 +19,16 @@ use crate::gpu::projection::SubgroupProjection;
 use crate::shaders::{self, Template, WeightPrecision};
 
 /// A lane's weight vec4s (rows × vec4s per row) up to which [`Recurrence::Auto`] runs this
-/// kernel: an LSTM up to H = 64, a GRU up to H = 84. Compile time grows faster than the code:
-/// measured on lavapipe (model creation and first forward, shader cache off, machine busy),
-/// 256 weight vec4s (LSTM, H = 64, 16 lanes × 4 units) took 3.6 s, 512 (LSTM, H = 128) 14 s,
-/// and 512 as one subgroup of 8 units a lane (LSTM, H = 64) 22 s, against the 5 s a model's
-/// creation may cost. So a lane holds four units, and a workgroup is one subgroup only
-/// when four units a lane cover H.
+/// kernel. Compile time grows faster than the code: measured on lavapipe (model creation and
+/// first forward, shader cache off, machine busy), 256 weight vec4s (LSTM, H = 64, 16 lanes ×
+/// 4 units) took 3.6 s, 512 (LSTM, H = 128) 14 s, and 512 as one subgroup of 8 units a lane
+/// (LSTM, H = 64) 22 s, against the 5 s a model's creation may cost. So a lane holds four
+/// units, a workgroup is one subgroup only when four units a lane cover H, and wider states
+/// split rows over more lanes. Splitting costs little speed for what it saves in compiling
+/// (LSTM N = 1, T = 1024, one process each, shader cache off): H = 128 in two parts (256
+/// vec4s a lane) 12.9 ms a forward after 4.6 s, four parts 21 ms after 2.8 s, eight 25 ms
+/// after 1.7 s, against 86–120 ms one dispatch a step; H = 256 in four parts 48–74 ms, whole
+/// rows (1024 vec4s a lane) 54–59 ms after 140 s (51 + 88 s measured before).
 ///
 /// [`Recurrence::Auto`]: crate::Recurrence::Auto
 pub(crate) const MAX_AUTO_WEIGHTS: usize = 256;
@@ -43,6 +49,12 @@ pub(crate) struct GatedPersistentSpec {
     /// its subgroup with `subgroupBroadcast` (llvmpipe executes loads lane by lane and
     /// broadcasts as vector operations). The lanes are then whole subgroups.
     pub slices: Option<usize>,
+    /// Lanes that share each four units' rows of W_hh (a power of two dividing the subgroup
+    /// size; 1 but in the `slices` form): lane `l` holds part `l % split` of the rows' vec4s,
+    /// `VEC4S / split` of them, and the `split` neighbouring lanes add their partial sums
+    /// through `subgroupBroadcast`. Splitting keeps a lane's weights, and so llvmpipe's
+    /// compile time, within [`MAX_AUTO_WEIGHTS`] for larger H, with more lanes.
+    pub split: usize,
     /// How W_hh and b_hn are stored (converted to f32 as they are loaded).
     pub weights: WeightPrecision,
     /// Projects ahead with this form of the subgroup projection (see `gpu::ahead`).
@@ -55,7 +67,11 @@ impl GatedPersistentSpec {
     /// `subgroup` is the adapter's fixed subgroup size when subgroup operations may be used
     /// (see `GpuContext::persistent_subgroup`). `None` for an Elman RNN or a projected LSTM
     /// (which run other kernels).
-    pub fn for_arch(arch: &Architecture, subgroup: Option<usize>) -> Option<Self> {
+    pub fn for_arch(
+        arch: &Architecture,
+        subgroup: Option<usize>,
+        max_lanes: usize,
+    ) -> Option<Self> {
         let lstm = match arch.cell {
             Cell::Lstm if !arch.projected() => true,
             Cell::Gru => false,
@@ -70,19 +86,25 @@ impl GatedPersistentSpec {
                 lanes: size,
                 broadcast: true,
                 slices: None,
+                split: 1,
                 weights: WeightPrecision::F32,
                 projects_ahead: None,
             },
-            Some(size) => GatedPersistentSpec {
-                lstm,
-                hidden,
-                units: 4,
-                lanes: hidden.div_ceil(4).next_multiple_of(size),
-                broadcast: false,
-                slices: Some(size),
-                weights: WeightPrecision::F32,
-                projects_ahead: None,
-            },
+            Some(size) => {
+                let groups = hidden.div_ceil(4).next_multiple_of(size);
+                let split = split_for(gates_of(lstm), hidden.div_ceil(4), groups, size, max_lanes);
+                GatedPersistentSpec {
+                    lstm,
+                    hidden,
+                    units: 4,
+                    lanes: groups * split,
+                    broadcast: false,
+                    slices: Some(size),
+                    split,
+                    weights: WeightPrecision::F32,
+                    projects_ahead: None,
+                }
+            }
             None => GatedPersistentSpec {
                 lstm,
                 hidden,
@@ -90,6 +112,7 @@ impl GatedPersistentSpec {
                 lanes: hidden.div_ceil(4),
                 broadcast: false,
                 slices: None,
+                split: 1,
                 weights: WeightPrecision::F32,
                 projects_ahead: None,
             },
@@ -101,11 +124,18 @@ impl GatedPersistentSpec {
         GatedPersistentSpec { weights, ..self }
     }
 
-    /// What projecting ahead needs to know of this kernel (one sequence a workgroup).
+    /// What projecting ahead needs to know of this kernel (one sequence a workgroup). A
+    /// kernel that splits rows does not project ahead (no subgroup to tile with): measured on
+    /// lavapipe, N = 1, T = 1024, median of 9, two alternations, ahead / plain: LSTM H = 128
+    /// 17.6 / 15.6 and 15.4 / 14.5 ms, H = 256 61.6 / 61.1 and 68.7 / 67.1; GRU H = 128 17.2 /
+    /// 15.6 and 13.2 / 10.4, H = 256 51.0 / 48.5 and 58.9 / 58.5: no gain, and a second
+    /// kernel to compile (~1.3 s cold).
     pub fn ahead_shape(&self) -> ahead::KernelShape {
         ahead::KernelShape {
             lanes: self.lanes,
-            subgroup: if self.broadcast {
+            subgroup: if self.split > 1 {
+                None
+            } else if self.broadcast {
                 Some(self.lanes)
             } else {
                 self.slices
@@ -126,12 +156,12 @@ impl GatedPersistentSpec {
     }
 
     fn gates(&self) -> usize {
-        if self.lstm { 4 } else { 3 }
+        gates_of(self.lstm)
     }
 
-    /// Hidden units including padding: lanes × units.
+    /// Hidden units including padding: units × the lanes that hold whole rows between them.
     pub fn hidden_pad(&self) -> usize {
-        self.lanes * self.units
+        self.lanes / self.split * self.units
     }
 
     fn vec4s(&self) -> usize {
@@ -140,13 +170,13 @@ impl GatedPersistentSpec {
 
     /// Weight vec4s one lane holds.
     pub fn lane_weights(&self) -> usize {
-        self.gates() * self.units * self.vec4s()
+        self.gates() * self.units * self.vec4s() / self.split
     }
 
     /// Whether [`Recurrence::Auto`](crate::Recurrence::Auto) runs this kernel: a lane's
     /// weights, before padding the lanes to whole subgroups, within [`MAX_AUTO_WEIGHTS`].
     pub fn fits(&self) -> bool {
-        self.gates() * self.units * self.hidden.div_ceil(4) <= MAX_AUTO_WEIGHTS
+        self.gates() * self.units * self.hidden.div_ceil(4).div_ceil(self.split) <= MAX_AUTO_WEIGHTS
     }
 
     /// The recurrent weights as the kernel reads them: W_hh of every direction, (D·G·H, H),
@@ -173,22 +203,41 @@ impl GatedPersistentSpec {
 
     /// The kernel's WGSL.
     pub fn wgsl(&self) -> String {
-        let (units, vec4s, groups, gates) =
-            (self.units, self.vec4s(), self.units / 4, self.gates());
+        let (units, vec4s, groups, gates, split) = (
+            self.units,
+            self.vec4s(),
+            self.units / 4,
+            self.gates(),
+            self.split,
+        );
+        // The vec4s of each row a lane holds: its part of K.
+        let part_vec4s = vec4s / split;
         let memory = !self.broadcast;
+        // Where lanes split rows, they all hold the same sums and state after the reduction,
+        // and only part 0 of each row group writes h and the output.
+        let guarded = |code: String| match split {
+            1 => code,
+            _ => format!("if part == 0u {{\n{code}}}\n"),
+        };
+        let part_offset = if split > 1 {
+            "part * PART_VEC4S + "
+        } else {
+            ""
+        };
         let mut load_weights = String::new();
         for g in 0..gates {
             for r in 0..units {
-                for k in 0..vec4s {
+                for k in 0..part_vec4s {
                     let _ = writeln!(
                         load_weights,
-                        "    w[{}] = vec4<f32>(recurrent[((d * GATES + {g}u) * HIDDEN_PAD + row0 + {r}u) * VEC4S + {k}u]);",
-                        (g * units + r) * vec4s + k
+                        "    w[{}] = vec4<f32>(recurrent[((d * GATES + {g}u) * HIDDEN_PAD + row0 + {r}u) * VEC4S + {part_offset}{k}u]);",
+                        (g * units + r) * part_vec4s + k
                     );
                 }
             }
         }
         let mut load_state = String::new();
+        let mut share_state = String::new();
         for q in 0..groups {
             let row = format!("row0 + {}u", 4 * q);
             let _ = writeln!(load_state, "    var s{q} = state4(h_at, {row});");
@@ -201,9 +250,10 @@ impl GatedPersistentSpec {
                 );
             }
             if memory {
-                let _ = writeln!(load_state, "    h[row0 / 4u + {q}u] = s{q};");
+                let _ = writeln!(share_state, "    h[row0 / 4u + {q}u] = s{q};");
             }
         }
+        load_state += &guarded(share_state);
         let mut accumulate = String::new();
         if let Some(size) = self.slices {
             // Slice j holds vec4s j·size .. (j+1)·size, one per lane of the subgroup.
@@ -215,9 +265,19 @@ impl GatedPersistentSpec {
                 );
             }
         }
-        for k in 0..vec4s {
+        for k in 0..part_vec4s {
             let value = match self.slices {
-                Some(size) => format!("subgroupBroadcast(slice{}, {}u)", k / size, k % size),
+                Some(size) => {
+                    // vec4 k of part p is vec4 p·PART_VEC4S + k of h: every part's, and the
+                    // lane's own picked (broadcasts need constant lanes).
+                    let of_part = |p: usize| {
+                        let at = p * part_vec4s + k;
+                        format!("subgroupBroadcast(slice{}, {}u)", at / size, at % size)
+                    };
+                    (1..split).fold(of_part(0), |picked, p| {
+                        format!("select({picked}, {}, part == {p}u)", of_part(p))
+                    })
+                }
                 None if memory => format!("h[cur + {k}u]"),
                 // vec4 k of h is lane k / groups's value k % groups.
                 None => format!("subgroupBroadcast(s{}, {}u)", k % groups, k / groups),
@@ -225,13 +285,17 @@ impl GatedPersistentSpec {
             let _ = writeln!(accumulate, "        let h{k} = {value};");
         }
         // The gates' sums start from their input part, except the GRU's n gate, whose
-        // recurrent part is multiplied by r before the input part is added.
+        // recurrent part is multiplied by r before the input part is added. Split rows add it
+        // after their parts' sums.
+        let input_part = |g: usize, q: usize| {
+            (self.lstm || g != 2)
+                .then(|| format!("p_at(p_base + {g}u * HIDDEN, row0 + {}u)", 4 * q))
+        };
         for g in 0..gates {
             for q in 0..groups {
-                let start = if !self.lstm && g == 2 {
-                    "vec4<f32>(0.0)".to_string()
-                } else {
-                    format!("p_at(p_base + {g}u * HIDDEN, row0 + {}u)", 4 * q)
+                let start = match input_part(g, q) {
+                    Some(p) if split == 1 => p,
+                    _ => "vec4<f32>(0.0)".to_string(),
                 };
                 let _ = writeln!(accumulate, "        var a{g}_{q} = {start};");
             }
@@ -240,10 +304,10 @@ impl GatedPersistentSpec {
         for g in 0..gates {
             for r in 0..units {
                 let (q, component) = (r / 4, ["x", "y", "z", "w"][r % 4]);
-                let base = (g * units + r) * vec4s;
+                let base = (g * units + r) * part_vec4s;
                 let sum = format!("r{g}_{r}");
                 let _ = writeln!(accumulate, "        var {sum} = w[{base}] * h0;");
-                for k in 1..vec4s {
+                for k in 1..part_vec4s {
                     let _ = writeln!(
                         accumulate,
                         "        {sum} = fma(w[{}], h{k}, {sum});",
@@ -256,7 +320,32 @@ impl GatedPersistentSpec {
                 );
             }
         }
+        if let (Some(size), true) = (self.slices, split > 1) {
+            // Each lane adds its row group's parts (lanes b·SPLIT .. (b+1)·SPLIT of the
+            // subgroup, in order), then the input part.
+            for g in 0..gates {
+                for q in 0..groups {
+                    let sum_of = |b: usize| {
+                        (1..split).fold(
+                            format!("subgroupBroadcast(a{g}_{q}, {}u)", b * split),
+                            |sum, j| {
+                                format!("({sum} + subgroupBroadcast(a{g}_{q}, {}u))", b * split + j)
+                            },
+                        )
+                    };
+                    let total = (1..size / split).fold(sum_of(0), |picked, b| {
+                        format!("select({picked}, {}, sub / SPLIT == {b}u)", sum_of(b))
+                    });
+                    let value = match input_part(g, q) {
+                        Some(p) => format!("{p} + {total}"),
+                        None => total,
+                    };
+                    let _ = writeln!(accumulate, "        a{g}_{q} = {value};");
+                }
+            }
+        }
         let mut update = String::new();
+        let mut write = String::new();
         for q in 0..groups {
             let row = format!("row0 + {}u", 4 * q);
             if self.lstm {
@@ -285,13 +374,14 @@ impl GatedPersistentSpec {
             }
             let _ = writeln!(update, "        s{q} = select(s{q}, new{q}, live);");
             if memory {
-                let _ = writeln!(update, "        h[next + row0 / 4u + {q}u] = s{q};");
+                let _ = writeln!(write, "        h[next + row0 / 4u + {q}u] = s{q};");
             }
             let _ = writeln!(
-                update,
+                write,
                 "        store_output(out_base, {row}, select(vec4<f32>(0.0), s{q}, live));"
             );
         }
+        update += &guarded(write);
         let mut save_state = String::new();
         for q in 0..groups {
             let row = format!("row0 + {}u", 4 * q);
@@ -300,6 +390,17 @@ impl GatedPersistentSpec {
                 let _ = writeln!(save_state, "    store_state(c_at, {row}, c{q});");
             }
         }
+        let save_state = guarded(save_state);
+        let rows = if split > 1 {
+            format!("const SPLIT: u32 = {split}u;\nconst PART_VEC4S: u32 = {part_vec4s}u;\n")
+        } else {
+            String::new()
+        };
+        let row0 = if split > 1 {
+            "let part = lane % SPLIT;\n    let row0 = lane / SPLIT * UNITS;"
+        } else {
+            "let row0 = lane * UNITS;"
+        };
         let barrier = if memory { "workgroupBarrier()" } else { "" };
         let (io_element, io_functions) = persistent_io::io_functions(self.hidden);
         let ahead = ahead::WgslParts::new(
@@ -314,6 +415,8 @@ impl GatedPersistentSpec {
             .set("VEC4S", vec4s.to_string())
             .set("UNITS", units.to_string())
             .set("GATES", gates.to_string())
+            .set("SPLIT_CONSTANTS", rows)
+            .set("ROW0", row0)
             .set("LANES", self.lanes.to_string())
             .set("H_SIZE", (if memory { 2 * vec4s } else { 1 }).to_string())
             .set("WEIGHTS", self.lane_weights().to_string())
@@ -331,6 +434,25 @@ impl GatedPersistentSpec {
             )
             .finish()
     }
+}
+
+fn gates_of(lstm: bool) -> usize {
+    if lstm { 4 } else { 3 }
+}
+
+/// How many lanes share each four units' rows (see `GatedPersistentSpec::split`), for rows of
+/// `vec4s` vec4s (before padding) in `gates` gates and `groups` (padded) groups of four units on
+/// subgroups of `size`: the fewest that keep a lane's weights within [`MAX_AUTO_WEIGHTS`] (as
+/// `fits` counts them), or as many as `max_lanes` lanes a workgroup allow.
+fn split_for(gates: usize, vec4s: usize, groups: usize, size: usize, max_lanes: usize) -> usize {
+    let mut split = 1;
+    while gates * 4 * vec4s.div_ceil(split) > MAX_AUTO_WEIGHTS
+        && split < size
+        && groups * split * 2 <= max_lanes
+    {
+        split *= 2;
+    }
+    split
 }
 
 #[cfg(test)]
@@ -351,11 +473,11 @@ mod tests {
 
     #[test]
     fn generated_wgsl_validates() {
-        for hidden in [1, 3, 17, 64, 100] {
+        for hidden in [1, 3, 17, 64, 100, 257] {
             for cell in [Cell::Lstm, Cell::Gru] {
                 for subgroup in [None, Some(8)] {
                     let spec =
-                        GatedPersistentSpec::for_arch(&arch(cell, hidden), subgroup).unwrap();
+                        GatedPersistentSpec::for_arch(&arch(cell, hidden), subgroup, 256).unwrap();
                     crate::shaders::assert_valid(&format!("{spec:?}"), &spec.wgsl());
                 }
             }
@@ -363,8 +485,36 @@ mod tests {
     }
 
     #[test]
+    fn larger_states_split_rows_over_more_lanes() {
+        // (cell, H, lanes a workgroup may have) → (split, lanes, weight vec4s a lane) on
+        // 8-lane subgroups.
+        for (cell, hidden, max_lanes, want) in [
+            (Cell::Lstm, 64, 256, (1, 16, 256)),
+            (Cell::Lstm, 100, 256, (2, 64, 256)),
+            (Cell::Lstm, 128, 256, (2, 64, 256)),
+            (Cell::Lstm, 256, 256, (4, 256, 256)),
+            (Cell::Gru, 84, 256, (1, 24, 288)),
+            (Cell::Gru, 256, 256, (4, 256, 192)),
+            (Cell::Lstm, 512, 1024, (8, 1024, 256)),
+            // 1024 lanes would hold 256 weight vec4s each: as many as 256 lanes allow.
+            (Cell::Lstm, 512, 256, (2, 256, 1024)),
+        ] {
+            let spec =
+                GatedPersistentSpec::for_arch(&arch(cell, hidden), Some(8), max_lanes).unwrap();
+            assert_eq!(
+                (spec.split, spec.lanes, spec.lane_weights()),
+                want,
+                "{cell:?} H = {hidden}"
+            );
+            assert!(spec.hidden_pad() >= hidden);
+            // Auto runs all but the last (1024 weight vec4s a lane).
+            assert_eq!(spec.fits(), want.2 < 1024, "{cell:?} H = {hidden}");
+        }
+    }
+
+    #[test]
     fn padded_weights_keep_rows_and_bias() {
-        let spec = GatedPersistentSpec::for_arch(&arch(Cell::Gru, 3), None).unwrap();
+        let spec = GatedPersistentSpec::for_arch(&arch(Cell::Gru, 3), None, 256).unwrap();
         let pad = spec.hidden_pad();
         assert_eq!(pad, 4);
         // One direction: 3 gates × 3 rows of 3, and b_hn of 3.
@@ -381,13 +531,17 @@ mod tests {
     #[test]
     fn elman_and_projected_cells_have_no_gated_kernel() {
         assert!(
-            GatedPersistentSpec::for_arch(&arch(Cell::Rnn(crate::Nonlinearity::Tanh), 8), None)
-                .is_none()
+            GatedPersistentSpec::for_arch(
+                &arch(Cell::Rnn(crate::Nonlinearity::Tanh), 8),
+                None,
+                256
+            )
+            .is_none()
         );
         let projected = Architecture {
             state_size: 4,
             ..arch(Cell::Lstm, 8)
         };
-        assert!(GatedPersistentSpec::for_arch(&projected, Some(8)).is_none());
+        assert!(GatedPersistentSpec::for_arch(&projected, Some(8), 256).is_none());
     }
 }
