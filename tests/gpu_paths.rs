@@ -375,8 +375,9 @@ fn projecting_ahead_matches_cpu() {
     // first only where a layer writes its output where it reads its input), lengths, h0 or
     // not; and shapes that must not project ahead (two workgroups, a small projection: an
     // Elman H = 64 fuses its input instead, an LSTM's I·4H = 16380 falls just short of 128²),
-    // checked against the CPU alike. The gated cells run their persistent kernel only up to
-    // H = 64 (LSTM) and 84 (GRU), so their shapes are narrower.
+    // checked against the CPU alike. Gated cells wider than H = 64 (LSTM) and 84 (GRU) split
+    // their rows over more lanes and project ahead only from I·G·H ≥ 2·256² (an LSTM
+    // H = 256 does, a GRU H = 128 does not).
     let mut cases = vec![
         plan(TANH, (128, 128, 1000, 1, 2), false, false, 2),
         // I > H: projecting a chunk on one core would outlast the recurrence.
@@ -393,6 +394,8 @@ fn projecting_ahead_matches_cpu() {
         plan(RnnMode::Lstm, (63, 65, 257, 1, 1), false, false, 0),
         plan(RnnMode::Gru, (77, 77, 257, 1, 1), false, false, 1),
         plan(RnnMode::Gru, (76, 76, 129, 1, 2), false, false, 2),
+        plan(RnnMode::Lstm, (256, 256, 300, 1, 1), false, false, 1),
+        plan(RnnMode::Gru, (128, 128, 300, 1, 1), true, false, 0),
     ];
     cases[9].lengths = Some(vec![211]);
     check_layer_plans(&ctx, "projecting ahead", &cases, 40, |gpu, t, n| {

@@ -26,6 +26,13 @@ const MIN_CHUNK: usize = 64;
 /// they hide.
 const MIN_PRODUCT: usize = 128 * 128;
 
+/// The same for a gated kernel whose lanes split rows (`GatedPersistentSpec::split`, wide
+/// states): measured on lavapipe, N = 1, T = 1024, I = H, median of 15, three or four
+/// alternations, plain → ahead: `nn.LSTM` H = 256 (I · 4H = 262,144) 75–83 → 56–75 ms,
+/// `nn.GRU` H = 256 (196,608) 54–65 → 53–57 ms, `nn.LSTM` H = 128 (65,536) 15.9–18.9 →
+/// 15.4–16.0 ms, but `nn.GRU` H = 128 (49,152) 10.9–11.9 → 13.2–17.2 ms.
+const MIN_SPLIT_PRODUCT: usize = 2 * 256 * 256;
+
 /// Loop iterations the projecting workgroup may run per dispatch: llvmpipe silently stops an
 /// invocation's loops after 65,535 in total.
 pub(crate) const MAX_ITERATIONS: usize = 60_000;
@@ -41,6 +48,8 @@ pub(crate) struct KernelShape {
     pub batch_tile: usize,
     /// Hidden units: P and the output are vec4s where they are a multiple of four.
     pub hidden: usize,
+    /// Whether lanes split the rows of W_hh (the gated kernel for wide states).
+    pub split_rows: bool,
 }
 
 impl KernelShape {
@@ -78,7 +87,12 @@ pub(crate) fn plan(
         projection.depth as usize,
     );
     let one_workgroup = batch.div_ceil(kernel.batch_tile) == 1;
-    let worth_it = cols * depth >= MIN_PRODUCT && depth <= kernel.hidden;
+    let min_product = if kernel.split_rows {
+        MIN_SPLIT_PRODUCT
+    } else {
+        MIN_PRODUCT
+    };
+    let worth_it = cols * depth >= min_product && depth <= kernel.hidden;
     if directions != 1 || !one_workgroup || !worth_it {
         return None;
     }
@@ -243,6 +257,7 @@ mod tests {
                             subgroup: Some(8),
                             batch_tile: if lanes == 8 { 4 } else { 1 },
                             hidden,
+                            split_rows: false,
                         };
                         let projection = ProjectionParams {
                             rows: (seq_len * batch) as u32,

@@ -124,24 +124,18 @@ impl GatedPersistentSpec {
         GatedPersistentSpec { weights, ..self }
     }
 
-    /// What projecting ahead needs to know of this kernel (one sequence a workgroup). A
-    /// kernel that splits rows does not project ahead (no subgroup to tile with): measured on
-    /// lavapipe, N = 1, T = 1024, median of 9, two alternations, ahead / plain: LSTM H = 128
-    /// 17.6 / 15.6 and 15.4 / 14.5 ms, H = 256 61.6 / 61.1 and 68.7 / 67.1; GRU H = 128 17.2 /
-    /// 15.6 and 13.2 / 10.4, H = 256 51.0 / 48.5 and 58.9 / 58.5: no gain, and a second
-    /// kernel to compile (~1.3 s cold).
+    /// What projecting ahead needs to know of this kernel (one sequence a workgroup).
     pub fn ahead_shape(&self) -> ahead::KernelShape {
         ahead::KernelShape {
             lanes: self.lanes,
-            subgroup: if self.split > 1 {
-                None
-            } else if self.broadcast {
+            subgroup: if self.broadcast {
                 Some(self.lanes)
             } else {
                 self.slices
             },
             batch_tile: 1,
             hidden: self.hidden,
+            split_rows: self.split > 1,
         }
     }
 
