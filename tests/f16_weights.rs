@@ -77,8 +77,9 @@ fn assert_stored_as_f16(what: &str, vs_rounded: f64, vs_f32: f64) {
 /// I·H ≥ 128² and T spans chunks, fusing the input at H ≤ 64 on CPU adapters with subgroups
 /// where I is a multiple of four ≤ H), per-step unit and block kernels, and a wavefront
 /// (L = 2, N ≥ 4, no bias: the wavefront stores b_ih + b_hh as one f16). LSTM and GRU:
-/// persistent (small H), per-step unit and block kernels (the wide form above four
-/// sequences), and for an LSTM the projection of h. (config, recurrence, N, T)
+/// persistent (small H; H = 100 splits its rows over two lanes on CPU adapters with
+/// subgroups), per-step unit and block kernels (the wide form above four sequences), and for
+/// an LSTM the projection of h. (config, recurrence, N, T)
 fn kernel_cases(mode: RnnMode) -> Vec<(RnnConfig, Recurrence, usize, usize)> {
     let new = |i, h| RnnConfig::new(mode, i, h);
     match mode {
@@ -112,6 +113,7 @@ fn kernel_cases(mode: RnnMode) -> Vec<(RnnConfig, Recurrence, usize, usize)> {
             let mut cases = vec![
                 (new(3, 16), Recurrence::Auto, 5, 10),
                 (new(3, 40), Recurrence::Auto, 5, 10),
+                (new(3, 100), Recurrence::Auto, 2, 10),
                 (new(3, 17), Recurrence::PerStep, 5, 10),
                 (new(3, 32), Recurrence::PerStep, 5, 10),
                 (new(3, 64), Recurrence::PerStep, 12, 10),

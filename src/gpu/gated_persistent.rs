@@ -25,10 +25,11 @@ use crate::shaders::{self, Template, WeightPrecision};
 /// (LSTM, H = 64) 22 s, against the 5 s a model's creation may cost. So a lane holds four
 /// units, a workgroup is one subgroup only when four units a lane cover H, and wider states
 /// split rows over more lanes. Splitting costs little speed for what it saves in compiling
-/// (LSTM N = 1, T = 1024, one process each, shader cache off): H = 128 in two parts (256
-/// vec4s a lane) 12.9 ms a forward after 4.6 s, four parts 21 ms after 2.8 s, eight 25 ms
-/// after 1.7 s, against 86–120 ms one dispatch a step; H = 256 in four parts 48–74 ms, whole
-/// rows (1024 vec4s a lane) 54–59 ms after 140 s (51 + 88 s measured before).
+/// (LSTM N = 1, T = 1024, one process each, shader cache off, first forwards compiling the
+/// projecting-ahead form): H = 128 in two parts (256 vec4s a lane) 12.9 ms a forward after
+/// 4.6 s, four parts 21 ms after 2.8 s, eight 25 ms after 1.7 s, against 86–120 ms one
+/// dispatch a step; H = 256 in four parts 48–74 ms, whole rows (1024 vec4s a lane) 44–59 ms
+/// after ~140 s (51 + 88 s measured before). More in benches/README.md.
 ///
 /// [`Recurrence::Auto`]: crate::Recurrence::Auto
 pub(crate) const MAX_AUTO_WEIGHTS: usize = 256;
