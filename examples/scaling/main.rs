@@ -8,8 +8,10 @@
 //! For each configuration (hidden size H = input size, batch N) and each T it prints a row:
 //! median wall time over several forwards after a warm-up, µs per step, GFLOP/s, the GPU's own
 //! execution time (timestamp queries) and so the host overhead, the CPU path's time and the
-//! speedup, and the baselines where they have a row. Then a least-squares line per
-//! configuration and path, time = overhead + T · (time per step). Files in `--out`
+//! speedup, and the baselines where they have a row. Then, per configuration, the time to a
+//! first GPU forward (making the model and its first run, which compiles its kernels: steady
+//! speed and start-up are separate costs), and a least-squares line per configuration and
+//! path, time = overhead + T · (time per step). Files in `--out`
 //! (default `target/scaling/`): `scaling.csv`, `fit.csv`, `scaling.svg`. `--help` lists every
 //! flag; `--gemm` measures only the input-projection GEMM.
 //!
@@ -190,6 +192,17 @@ fn run_report(options: &Options) -> Result<(), Error> {
             "onnxruntime's outputs match PyTorch's to {diff:.1e} (largest difference)"
         ));
     }
+    if !session.first_runs.is_empty() {
+        out!("{}", first_runs_legend(workload));
+        for (shape, seq_len, time) in &session.first_runs {
+            out!(
+                "{:<14} T={seq_len:<6} {:8.2} s",
+                shape.label(),
+                time.as_secs_f64()
+            );
+        }
+        out!();
+    }
     for note in &session.notes {
         out!("note: {note}");
     }
@@ -259,6 +272,27 @@ fn live_provenance(options: &Options, torch: &TorchTimer) -> String {
     )
 }
 
+/// The heading of the time to a first run, which says whether Mesa's shader cache could serve
+/// kernels compiled by an earlier process.
+fn first_runs_legend(workload: Workload) -> String {
+    let run = match workload {
+        Workload::Forward => "forward",
+        Workload::Training => "training step",
+    };
+    let cache_off = std::env::var("MESA_SHADER_CACHE_DISABLE")
+        .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
+    let cache = if cache_off {
+        "Mesa's shader cache off (MESA_SHADER_CACHE_DISABLE): every kernel compiled cold"
+    } else {
+        "kernels an earlier process compiled may load from the driver's shader cache \
+         (MESA_SHADER_CACHE_DISABLE=true for cold compiles on Mesa)"
+    };
+    format!(
+        "Time to a first GPU {run}: making the model, then its first {run} at the first \
+         length (the first configuration also compiles what later ones share)\n({cache})"
+    )
+}
+
 /// One configuration's models: for inference, or trainers (`--backward`). `cpu` is `None` with
 /// `--gpu-only`, `gpu` when the adapter could not take the model. Boxed: they are large, and
 /// there is one set per configuration.
@@ -290,6 +324,9 @@ struct Session<'a> {
     torch: Option<TorchTimer>,
     /// The largest difference between onnxruntime's and PyTorch's outputs so far.
     ort_diff: Option<f64>,
+    /// Per configuration, the time to a first GPU forward (or training step): making the
+    /// model, then its first run at the first length.
+    first_runs: Vec<(Shape, usize, Duration)>,
 }
 
 impl<'a> Session<'a> {
@@ -309,6 +346,7 @@ impl<'a> Session<'a> {
             notes: Vec::new(),
             torch,
             ort_diff: None,
+            first_runs: Vec::new(),
         }
     }
 
@@ -319,11 +357,16 @@ impl<'a> Session<'a> {
 
     /// Every length of one configuration, each row printed as soon as it is measured.
     fn measure_config(&mut self, shape: Shape) -> Result<Vec<Row>, Error> {
+        let making = Instant::now();
         let mut models = self.models(shape)?;
+        let making = making.elapsed();
         let options = self.options;
         let mut rows = Vec::new();
         for &seq_len in &options.lengths {
-            let row = self.measure_length(shape, seq_len, &mut models);
+            let (row, first_gpu) = self.measure_length(shape, seq_len, &mut models);
+            if let (true, Some(first)) = (rows.is_empty(), first_gpu.and_then(|t| t.warm_up)) {
+                self.first_runs.push((shape, seq_len, making + first));
+            }
             let line = table::format_row(&row, self.live(), options.workload);
             self.progress.suspend(|| out!("{line}"));
             rows.push(row);
@@ -359,8 +402,14 @@ impl<'a> Session<'a> {
         .ok()
     }
 
-    /// One point: every path `--rounds` times, alternating, each keeping its median round.
-    fn measure_length(&mut self, shape: Shape, seq_len: usize, models: &mut Models) -> Row {
+    /// One point: every path `--rounds` times, alternating, each keeping its median round;
+    /// and the GPU path's first round.
+    fn measure_length(
+        &mut self,
+        shape: Shape,
+        seq_len: usize,
+        models: &mut Models,
+    ) -> (Row, Option<Timing>) {
         // Made only if a path runs: the largest inputs are a GiB.
         let input = OnceCell::new();
         let ones = OnceCell::new();
@@ -373,6 +422,7 @@ impl<'a> Session<'a> {
                 kept.extend(timing);
             }
         }
+        let first_gpu = rounds[0].first().copied();
         let [gpu, cpu, torch, ort] = rounds.map(median_round);
         let baseline = match self.options.workload {
             Workload::Forward => self.baselines.lookup(
@@ -385,7 +435,7 @@ impl<'a> Session<'a> {
             // The stored baselines are forwards.
             Workload::Training => BaselineTimes::default(),
         };
-        Row {
+        let row = Row {
             shape,
             seq_len,
             gpu,
@@ -394,7 +444,8 @@ impl<'a> Session<'a> {
             ort,
             baseline,
             workspace,
-        }
+        };
+        (row, first_gpu)
     }
 
     /// One round of our paths at one point: the GPU's timing and the CPU's. `input` and (for
@@ -717,6 +768,7 @@ mod tests {
             gpu: None,
             parts: None,
             runs: 3,
+            warm_up: None,
         }
     }
 

@@ -91,6 +91,9 @@ pub struct Timing {
     /// A training step's parts: the median time of its forward_train and of its backward.
     pub parts: Option<(Duration, Duration)>,
     pub runs: usize,
+    /// The untimed warm-up run's wall-clock time, where this process ran it: a model's first
+    /// run compiles its kernels (on lavapipe at their first dispatch).
+    pub warm_up: Option<Duration>,
 }
 
 /// Times `forward(profiled)`, which returns the GPU execution time of the run where it was
@@ -103,7 +106,9 @@ fn time_runs(
     profile: bool,
     mut forward: impl FnMut(bool) -> wgpu_rnn::Result<Option<Duration>>,
 ) -> wgpu_rnn::Result<Timing> {
+    let warm_up = Instant::now();
     forward(false)?; // warm-up: allocates the GPU workspace, faults the CPU path's pages in
+    let warm_up = warm_up.elapsed();
     let started = Instant::now();
     let mut walls = Vec::new();
     let mut gpus = Vec::new();
@@ -128,6 +133,7 @@ fn time_runs(
             .flatten(),
         parts: None,
         runs: walls.len(),
+        warm_up: Some(warm_up),
     })
 }
 
@@ -166,7 +172,9 @@ pub fn time_training(
         wait()?;
         Ok((forward, start.elapsed() - forward))
     };
+    let warm_up = Instant::now();
     step()?; // warm-up: makes the workspace, compiles the kernels on lavapipe
+    let warm_up = warm_up.elapsed();
     let started = Instant::now();
     let (mut walls, mut forwards, mut backwards) = (Vec::new(), Vec::new(), Vec::new());
     loop {
@@ -184,6 +192,7 @@ pub fn time_training(
         gpu: None,
         parts: Some((median(&mut forwards), median(&mut backwards))),
         runs: walls.len(),
+        warm_up: Some(warm_up),
     })
 }
 

@@ -379,6 +379,7 @@ mod tests {
             gpu: None,
             parts,
             runs: 5,
+            warm_up: None,
         };
         let ms = Duration::from_millis;
         let row = Row {

@@ -256,6 +256,7 @@ fn parse_answer(lines: &[String]) -> Result<Measured, String> {
             gpu: None,
             parts: None,
             runs,
+            warm_up: None,
         };
         match fields[0] {
             "torch" => torch = Some(timing),
