@@ -210,9 +210,12 @@ impl GatedPersistentSpec {
         let memory = !self.broadcast;
         // Where lanes split rows, they all hold the same sums and state after the reduction,
         // and only part 0 of each row group writes h and the output.
-        let guarded = |code: String| match split {
+        let guarded = |code: String, indent: &str| match split {
             1 => code,
-            _ => format!("if part == 0u {{\n{code}}}\n"),
+            _ => {
+                let body: String = code.lines().map(|line| format!("    {line}\n")).collect();
+                format!("{indent}if part == 0u {{\n{body}{indent}}}\n")
+            }
         };
         let part_offset = if split > 1 {
             "part * PART_VEC4S + "
@@ -248,7 +251,7 @@ impl GatedPersistentSpec {
                 let _ = writeln!(share_state, "    h[row0 / 4u + {q}u] = s{q};");
             }
         }
-        load_state += &guarded(share_state);
+        load_state += &guarded(share_state, "    ");
         let mut accumulate = String::new();
         if let Some(size) = self.slices {
             // Slice j holds vec4s j·size .. (j+1)·size, one per lane of the subgroup.
@@ -376,7 +379,7 @@ impl GatedPersistentSpec {
                 "        store_output(out_base, {row}, select(vec4<f32>(0.0), s{q}, live));"
             );
         }
-        update += &guarded(write);
+        update += &guarded(write, "        ");
         let mut save_state = String::new();
         for q in 0..groups {
             let row = format!("row0 + {}u", 4 * q);
@@ -385,7 +388,7 @@ impl GatedPersistentSpec {
                 let _ = writeln!(save_state, "    store_state(c_at, {row}, c{q});");
             }
         }
-        let save_state = guarded(save_state);
+        let save_state = guarded(save_state, "    ");
         let rows = if split > 1 {
             format!("const SPLIT: u32 = {split}u;\nconst PART_VEC4S: u32 = {part_vec4s}u;\n")
         } else {
