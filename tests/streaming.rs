@@ -450,9 +450,10 @@ for_each_mode!(
 
 /// A long sequence through a wide state: the state must not drift or stop updating. An
 /// Elman RNN of H = 256 runs its persistent kernel over 1200 steps; an LSTM or GRU that wide
-/// runs per step (their persistent kernels stop at H = 64 and 84), over 300 steps: four
-/// times the work per step, on both paths, and gpu_paths' long_gated_sequences_match_cpu
-/// runs them long (GRU H = 256 over 1000 steps per step, LSTM over 1500 persistent).
+/// runs over 300 steps (four times the work per step, on both paths): per step, or on CPU
+/// adapters with subgroups (lavapipe) their persistent kernel with each unit's rows split
+/// over four lanes; gpu_paths' long_gated_sequences_match_cpu runs them long (GRU H = 256
+/// over 1000 steps per step, LSTM over 1500 persistent).
 fn long_sequences_with_wide_state_match_cpu(mode: RnnMode) {
     let Some(ctx) = gpu("long_sequences_with_wide_state_match_cpu", mode) else {
         return;
@@ -469,8 +470,13 @@ fn long_sequences_with_wide_state_match_cpu(mode: RnnMode) {
         .forward(&input, None)
         .unwrap();
     let gpu = GpuRnn::new(&ctx, config, &weights).unwrap();
+    let splits_rows = support::cpu_subgroup_lanes(&ctx).is_some_and(|(size, lanes)| {
+        // Four parts of the rows, from whole subgroups: 256 lanes.
+        size >= 4 && lanes >= 256
+    });
     let recurrence = match mode {
         RnnMode::Rnn(_) => Recurrence::Persistent,
+        RnnMode::Lstm | RnnMode::Gru if splits_rows => Recurrence::Persistent,
         RnnMode::Lstm | RnnMode::Gru => Recurrence::PerStep,
     };
     assert_eq!(gpu.recurrence(), recurrence, "{mode:?}");

@@ -49,6 +49,26 @@ macro_rules! for_each_mode {
     };
 }
 
+/// Where `ctx`'s adapter is a CPU one with a fixed subgroup size and subgroup operations
+/// (lavapipe), that size and the most lanes one workgroup may have: there the persistent
+/// LSTM and GRU kernels split wide states' rows over more lanes (H up to 256 with 256 lanes
+/// a workgroup and 8-lane subgroups, 512 with 1024), elsewhere they stop at H = 64 and 84.
+pub fn cpu_subgroup_lanes(ctx: &wgpu_rnn::GpuContext) -> Option<(u32, u32)> {
+    let device = ctx.device();
+    let info = device.adapter_info();
+    let limits = ctx.limits();
+    (device.features().contains(wgpu::Features::SUBGROUP)
+        && info.device_type == wgpu::DeviceType::Cpu
+        && info.subgroup_min_size == info.subgroup_max_size
+        && info.subgroup_min_size >= 4)
+        .then(|| {
+            let lanes = limits
+                .max_compute_invocations_per_workgroup
+                .min(limits.max_compute_workgroup_size_x);
+            (info.subgroup_min_size, lanes)
+        })
+}
+
 /// A short name for messages: `rnn_tanh`, `rnn_relu`, `lstm`, `gru`.
 pub fn mode_name(mode: RnnMode) -> &'static str {
     match mode {
