@@ -20,7 +20,7 @@ struct Layer {
     activation: u32,         // Elman RNN: 0 tanh, 1 relu
     steps_per_dispatch: u32, // persistent kernels: bounds the loop (llvmpipe stops long ones)
     lengths_offset: u32,     // where the sequence lengths start in `state`
-    _pad0: u32,
+    p_stride_t: u32,         // persistent LSTM/GRU kernel: elements between timesteps in P
     state_size: u32,         // H_out: features of h
     cell_offset: u32,        // LSTM: this layer's c block inside a half
     step_bias_offset: u32,   // GRU: b_hn in the recurrent weights
@@ -28,7 +28,7 @@ struct Layer {
     scratch_offset: u32,     // projected LSTM: unprojected h, [D][N][H], in `state`
     cell: u32,               // gated kernels: 0 LSTM, 1 GRU
     layers: u32,             // wavefront: the layers advancing together
-    _pad2: u32,
+    p_stride_n: u32,         // persistent LSTM/GRU kernel: elements between sequences in P
 }
 
 // The (first) timestep of this dispatch, read through a dynamically offset uniform, so that a

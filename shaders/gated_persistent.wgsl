@@ -28,8 +28,10 @@
 @group(0) @binding(1) var<uniform> step: Step;
 // W_hh as (D, G, HIDDEN_PAD, VEC4S) vec4s, zero padded; for a GRU then b_hn as (D, HIDDEN_PAD).
 @group(0) @binding(2) var<storage, read> recurrent: array<vec4<weight_t>>;
-// P (T·N, D·G·H) and the output: f32s, or vec4s when H is a multiple of four (every lane's
-// four units are then one aligned vec4 of each gate's P and of the output frame).
+// P (T·N rows of D·G·H; a row (t, n) at t·p_stride_t + n·p_stride_n: for N > 1 the plan
+// lays them out sequence by sequence, so that a workgroup's steps read consecutive rows) and
+// the output: f32s, or vec4s when H is a multiple of four (every lane's four units are then
+// one aligned vec4 of each gate's P and of the output frame).
 // Read-write where this kernel also projects ahead (see src/gpu/ahead.rs).
 @group(0) @binding(3) var<storage, {{P_ACCESS}}> p: array<{{IO_ELEMENT}}>;
 // The state is read from half 0 and left there; after both halves come the lengths.
@@ -95,7 +97,7 @@ fn main(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) group
         let live = t < length;
         let cur = (i & 1u) * VEC4S;
         let next = VEC4S - cur;
-        let p_base = ((t * layer.batch + n) * layer.directions + d) * GATES * HIDDEN;
+        let p_base = t * layer.p_stride_t + n * layer.p_stride_n + d * GATES * HIDDEN;
         let out_base = t * layer.out_stride_t + n * layer.out_stride_n + d * HIDDEN;
 {{ACCUMULATE}}
 {{UPDATE}}

@@ -76,7 +76,7 @@ impl Plan {
         shape: &ForwardShape,
     ) -> Self {
         let (t, n, l) = (shape.seq_len, shape.batch, arch.num_layers);
-        let frames: Vec<LayerFrames> = (0..l)
+        let mut frames: Vec<LayerFrames> = (0..l)
             .map(|k| LayerFrames::new(arch, kernels.head, shape, k))
             .collect();
         let persistent = kernels.persistent.map(|spec| {
@@ -102,7 +102,7 @@ impl Plan {
                 .filter(|_| frames.in_place && ctx.inner().kernels.step.can_own_input())
                 .map(|p| p.spec)
         };
-        let layers = frames
+        let layers: Vec<LayerKernel> = frames
             .iter()
             .map(|frames| {
                 let own = owns_input(frames);
@@ -123,6 +123,22 @@ impl Plan {
                 }
             })
             .collect();
+        // The persistent gated kernel reads each sequence's rows of P step after step: laid
+        // out sequence by sequence, they follow one another in memory (in timestep order
+        // they are N rows apart, which on a CPU misses the cache at every step). Measured on
+        // lavapipe, T = 1024, median of 15, two alternations, before / after: LSTM H = 64
+        // N = 16 38.9 / 34.4 and 39.2 / 32.6 ms, GRU H = 64 N = 16 27.7 / 32.9 (min 26.6 /
+        // 24.4) and 28.8 / 24.8; LSTM H = 256 N = 16, GRU H = 128 N = 16 and LSTM H = 64
+        // N = 4 within 2 % either way.
+        if let Some(PersistentSpecs::Gated(_)) = persistent.map(|p| p.spec) {
+            for (frames, layer) in frames.iter_mut().zip(&layers) {
+                if *layer == LayerKernel::Persistent && n > 1 {
+                    let cols = frames.projection.cols;
+                    frames.projection.p_stride_t = cols;
+                    frames.projection.p_stride_n = t as u32 * cols;
+                }
+            }
+        }
         Plan {
             frames,
             layers,

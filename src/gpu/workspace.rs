@@ -435,7 +435,7 @@ impl Workspace {
                     (_, None) => 0,
                 },
                 lengths_offset: (2 * state_len) as u32,
-                _pad: 0,
+                p_stride_t: projection.p_stride_t,
                 state_size: s as u32,
                 cell_offset: (h_block + k * d * n * arch.cell_size()) as u32,
                 step_bias_offset: weights.step_bias_offset as u32,
@@ -446,7 +446,7 @@ impl Workspace {
                     _ => 0,
                 },
                 layers: 0,
-                _pad2: 0,
+                p_stride_n: projection.p_stride_n,
             };
             projection_params.push(projection);
             let projection_uniform = uniform("projection params", bytemuck::bytes_of(&projection));

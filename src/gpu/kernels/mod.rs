@@ -113,7 +113,9 @@ pub(crate) struct StepLayerParams {
     pub steps_per_dispatch: u32,
     /// Where the sequence lengths start in the state buffer (after both halves).
     pub lengths_offset: u32,
-    pub _pad: u32,
+    /// Elements between timesteps and between sequences in P, as the projection wrote it
+    /// (read by the persistent gated kernel only; the others assume `(t, n)` rows).
+    pub p_stride_t: u32,
     /// Features of h (H_out; `hidden` is the gates' H).
     pub state_size: u32,
     /// Where this layer's c block starts inside a state half.
@@ -127,7 +129,7 @@ pub(crate) struct StepLayerParams {
     pub cell: u32,
     /// Layers of a wavefront (`wavefront_block.wgsl` only).
     pub layers: u32,
-    pub _pad2: u32,
+    pub p_stride_n: u32,
 }
 
 /// `Step` of `recurrent_step.wgsl`: the step index, read through a dynamic offset.
