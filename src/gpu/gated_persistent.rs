@@ -66,7 +66,9 @@ impl GatedPersistentSpec {
     /// The layout for `arch`'s cell: four units a lane (see [`MAX_AUTO_WEIGHTS`]), h shared
     /// through workgroup memory, or with `subgroupBroadcast` when one subgroup covers H.
     /// `subgroup` is the adapter's fixed subgroup size when subgroup operations may be used
-    /// (see `GpuContext::persistent_subgroup`). `None` for an Elman RNN or a projected LSTM
+    /// (see `GpuContext::persistent_subgroup`); with it, wide rows split over as many lanes
+    /// as keep a lane's weights within [`MAX_AUTO_WEIGHTS`], up to `max_lanes` lanes a
+    /// workgroup (`GpuContext::max_lanes`). `None` for an Elman RNN or a projected LSTM
     /// (which run other kernels).
     pub fn for_arch(
         arch: &Architecture,
