@@ -273,10 +273,9 @@ fn plan(
 }
 
 /// Whether the layer plans (fused input, projecting ahead) apply on `ctx`'s adapter: a CPU
-/// adapter with subgroups.
+/// adapter with subgroups of a fixed size.
 fn plans_apply(ctx: &GpuContext) -> bool {
-    let has_subgroups = ctx.device().features().contains(wgpu::Features::SUBGROUP);
-    has_subgroups && ctx.adapter_info().device_type == wgpu::DeviceType::Cpu
+    support::cpu_subgroup_lanes(ctx).is_some()
 }
 
 /// Runs every case against the CPU, after checking that `layers` (how many of a model's

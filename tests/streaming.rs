@@ -470,10 +470,8 @@ fn long_sequences_with_wide_state_match_cpu(mode: RnnMode) {
         .forward(&input, None)
         .unwrap();
     let gpu = GpuRnn::new(&ctx, config, &weights).unwrap();
-    let splits_rows = support::cpu_subgroup_lanes(&ctx).is_some_and(|(size, lanes)| {
-        // Four parts of the rows, from whole subgroups: 256 lanes.
-        size >= 4 && lanes >= 256
-    });
+    // Four parts of the rows, from whole subgroups: 256 lanes.
+    let splits_rows = support::cpu_subgroup_lanes(&ctx).is_some_and(|(_, lanes)| lanes >= 256);
     let recurrence = match mode {
         RnnMode::Rnn(_) => Recurrence::Persistent,
         RnnMode::Lstm | RnnMode::Gru if splits_rows => Recurrence::Persistent,

@@ -94,9 +94,10 @@ impl GatedPersistentSpec {
                 projects_ahead: None,
             },
             Some(size) => {
+                // Split rows over the fewest lanes (a power of two, at most the subgroup) that
+                // keep a lane's weights within what `fits`, or as many as `max_lanes` allow.
                 let groups = hidden.div_ceil(4).next_multiple_of(size);
-                let split = split_for(gates_of(lstm), hidden.div_ceil(4), groups, size, max_lanes);
-                GatedPersistentSpec {
+                let split_over = |split| GatedPersistentSpec {
                     lstm,
                     hidden,
                     units: 4,
@@ -106,7 +107,12 @@ impl GatedPersistentSpec {
                     split,
                     weights: WeightPrecision::F32,
                     projects_ahead: None,
+                };
+                let mut spec = split_over(1);
+                while !spec.fits() && spec.split < size && 2 * spec.lanes <= max_lanes {
+                    spec = split_over(2 * spec.split);
                 }
+                spec
             }
             None => GatedPersistentSpec {
                 lstm,
@@ -153,7 +159,7 @@ impl GatedPersistentSpec {
     }
 
     fn gates(&self) -> usize {
-        gates_of(self.lstm)
+        if self.lstm { 4 } else { 3 }
     }
 
     /// Hidden units including padding: units × the lanes that hold whole rows between them.
@@ -434,25 +440,6 @@ impl GatedPersistentSpec {
             )
             .finish()
     }
-}
-
-fn gates_of(lstm: bool) -> usize {
-    if lstm { 4 } else { 3 }
-}
-
-/// How many lanes share each four units' rows (see `GatedPersistentSpec::split`), for rows of
-/// `vec4s` vec4s (before padding) in `gates` gates and `groups` (padded) groups of four units on
-/// subgroups of `size`: the fewest that keep a lane's weights within [`MAX_AUTO_WEIGHTS`] (as
-/// `fits` counts them), or as many as `max_lanes` lanes a workgroup allow.
-fn split_for(gates: usize, vec4s: usize, groups: usize, size: usize, max_lanes: usize) -> usize {
-    let mut split = 1;
-    while gates * 4 * vec4s.div_ceil(split) > MAX_AUTO_WEIGHTS
-        && split < size
-        && groups * split * 2 <= max_lanes
-    {
-        split *= 2;
-    }
-    split
 }
 
 #[cfg(test)]
