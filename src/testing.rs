@@ -157,6 +157,7 @@ fn beyond_downlevel_sources() -> Vec<(String, String)> {
             if let Some(spec) = crate::gpu::train_subgroup::SubgroupRecurrence::for_config(
                 &config,
                 Some(8),
+                1024,
                 fastest,
             ) {
                 let name = format!("train_subgroup {spec:?}");

@@ -54,8 +54,8 @@ struct Case {
 fn random_case(mode: RnnMode, seed: u64) -> Case {
     let mut rng = Rng(seed);
     // Multiples of four run the register-resident recurrence on adapters with subgroups (in
-    // one subgroup, or in several: a gated cell's 64, an Elman RNN's 128); the others the
-    // generic kernels.
+    // one subgroup, or in several: a gated cell's 64, an Elman RNN's 128; a gated cell's 128
+    // with each group of four units split over two lanes); the others the generic kernels.
     let sizes = [1, 3, 17, 8, 64, 5, 20, 32, 128];
     let hidden = sizes[rng.range(0, sizes.len() - 1)];
     let proj_size = if mode == RnnMode::Lstm && hidden > 1 && rng.chance(2) {
@@ -811,12 +811,13 @@ fn long_sequence_matches_cpu(ctx: &GpuContext, mode: RnnMode, hidden: usize) {
 for_each_mode!(long_sequences, long_sequences_match_cpu);
 
 /// A hidden size the generic persistent kernels run with vec4s (a multiple of four) on every
-/// adapter: too wide for the register recurrence where the adapter has one.
+/// adapter: too wide for the register recurrence where the adapter has one (a gated cell's
+/// groups split over lanes up to H = 512 on lavapipe).
 fn tiled_hidden(mode: RnnMode) -> usize {
     if matches!(mode, RnnMode::Rnn(_)) {
         260
     } else {
-        68
+        516
     }
 }
 
@@ -930,6 +931,40 @@ fn one_subgroup_matches_several(mode: RnnMode) {
     }
 }
 for_each_mode!(one_subgroup, one_subgroup_matches_several);
+
+/// Gated states too wide for four units a lane split each group of four units over 2, 4 or
+/// 8 lanes (on lavapipe: H = 68 and 100 over two, 132 and 256 over four), each lane holding
+/// part of K and the parts' sums added by broadcast: against the CPU with two directions, two
+/// layers, lengths from 1 to T, a given state and d h_n (d c_n), by `Auto` and `Persistent`
+/// alike; and a sequence that crosses the dispatches' 1024 steps.
+fn split_groups_match_cpu(mode: RnnMode) {
+    let Some(ctx) = gpu("split_groups_match_cpu") else {
+        return;
+    };
+    if matches!(mode, RnnMode::Rnn(_)) {
+        return; // an Elman RNN's four units a lane reach H = 256 unsplit
+    }
+    for (hidden, layers) in [(68, 2), (100, 1), (132, 1), (256, 1)] {
+        let config = RnnConfig {
+            bidirectional: true,
+            num_layers: layers,
+            ..RnnConfig::new(mode, 5, hidden)
+        };
+        let case = lengths_case(&config, 6, vec![6, 3, 1], true);
+        let (mut cpu, gpu) = trainers(&ctx, &case);
+        let want = run(&mut cpu, &case);
+        let mut auto = gpu.with_recurrence(Recurrence::Auto);
+        let context = format!("{} H={hidden} layers={layers}", mode_name(mode));
+        assert_within(&context, &run(&mut auto, &case), &want, TOLERANCE);
+        let (_, gpu) = trainers(&ctx, &case);
+        let mut persistent = gpu.with_recurrence(Recurrence::Persistent);
+        assert_within(&context, &run(&mut persistent, &case), &want, TOLERANCE);
+    }
+    let config = RnnConfig::new(mode, 3, 100);
+    let case = lengths_case(&config, 1100, vec![1100, 613], true);
+    gpu_matches_cpu(&ctx, &case, &format!("{} H=100 T=1100", mode_name(mode)));
+}
+for_each_mode!(split_groups, split_groups_match_cpu);
 
 /// Checkpointing: under a workspace budget a sequence trains in time chunks (the forward
 /// keeps each chunk's start state, the backward recomputes the chunk), with the gradients of

@@ -34,6 +34,14 @@ const MAX_WEIGHTS: usize = 256;
 /// compile cold (the GRU's 384 vec4s: 23 s), against the few seconds `MAX_WEIGHTS` allows.
 const MAX_PERSISTENT_WEIGHTS: usize = 512;
 
+/// The most vec4s of workgroup memory a kernel uses (h or dG, twice): 16 KiB, WebGPU's
+/// default limit.
+const MAX_SHARED_VEC4S: usize = 1024;
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
 /// Steps one dispatch runs. Each step is one loop iteration (everything inside is written
 /// out), so llvmpipe's limit of 65,535 iterations per invocation would allow far more; at
 /// 1024 the dispatch boundary (where the state and the carries pass through memory) costs
@@ -86,6 +94,13 @@ pub(crate) struct SubgroupRecurrence {
     /// without them it ran slower, 3.4 → 5.6–6.2 ms; so do an Elman RNN's backward's: H = 64,
     /// one subgroup, 285–304 → 322–332 µs without them.)
     pub unmasked_weights: bool,
+    /// Lanes that share a group of four units (1: a lane holds all of them). A gated cell
+    /// too wide for four units a lane splits each group's weights over `split` neighbouring
+    /// lanes of a subgroup: lane `l` is part `l % split` of group `l / split`, holds the
+    /// part's share of K (the forward's columns, the backward's rows of W_hh) and loads only
+    /// that share of h (or dG); the parts' sums are added by subgroup broadcasts, in part
+    /// order, and part 0 alone stores and publishes (the other parts compute on zeros).
+    pub split: usize,
 }
 
 impl SubgroupRecurrence {
@@ -95,7 +110,19 @@ impl SubgroupRecurrence {
     /// bounds made an LSTM with H = 64 take llvmpipe over a minute to compile). With
     /// `fastest`, where several subgroups would share the state, one holds it with up to
     /// [`MAX_PERSISTENT_WEIGHTS`] a lane.
-    pub fn for_config(config: &RnnConfig, subgroup: Option<usize>, fastest: bool) -> Option<Self> {
+    ///
+    /// A gated cell too wide for that splits each group of four units over 2, 4, … lanes
+    /// (`split`), the fewest that keep [`MAX_WEIGHTS`] a lane within `max_lanes` lanes a
+    /// workgroup and [`MAX_SHARED_VEC4S`] of workgroup memory: on lavapipe (8 lanes, 1024 a
+    /// workgroup) an LSTM or a GRU up to H = 512. Summing each unit's parts apart changes
+    /// the rounding against the generic kernels (which those states ran before) by an ulp or
+    /// so; the unsplit kernels are unchanged.
+    pub fn for_config(
+        config: &RnnConfig,
+        subgroup: Option<usize>,
+        max_lanes: usize,
+        fastest: bool,
+    ) -> Option<Self> {
         let lanes = subgroup?;
         let hidden = config.hidden_size;
         let cell = match config.mode {
@@ -115,15 +142,27 @@ impl SubgroupRecurrence {
             input_quads: 0,
             head_outputs: 0,
             unmasked_weights: false,
+            split: 1,
         };
         let several = SubgroupRecurrence {
             subgroups: hidden.div_ceil(4 * lanes),
             rows: 4,
             ..one
         };
-        let fits = |spec: &Self, cap| spec.rows <= MAX_ROWS && spec.lane_weights() <= cap;
+        let fits = |spec: &Self, cap| {
+            spec.rows <= MAX_ROWS
+                && spec.lane_weights() <= cap
+                && spec.lanes * spec.subgroups <= max_lanes
+                && spec.shared_vec4s() <= MAX_SHARED_VEC4S
+        };
+        let gated = cell != CellKind::Rnn;
+        let splits = (1..)
+            .map(|k| 1usize << k)
+            .take_while(|&split| gated && split <= lanes && lanes % split == 0)
+            .map(|split| several.split_over(hidden, split));
         let chosen = [one, several]
             .into_iter()
+            .chain(splits)
             .find(|spec| fits(spec, MAX_WEIGHTS))?;
         // Only where it replaces several subgroups, as measured: elsewhere (a state that
         // needs the generic kernels, or wide subgroups with four units a lane) a bigger
@@ -139,10 +178,33 @@ impl SubgroupRecurrence {
         })
     }
 
+    /// `self` (four units a group) with each group split over `split` lanes, in as many
+    /// subgroups as cover `hidden` units with a padded K that the parts divide evenly.
+    fn split_over(self, hidden: usize, split: usize) -> Self {
+        let per_subgroup = self.lanes / split;
+        // Groups (vec4s of h) across the workgroup: whole subgroups of them, a multiple of
+        // `split` so that each part holds as many of K's vec4s.
+        let step = per_subgroup * split / gcd(per_subgroup, split);
+        let groups = hidden.div_ceil(4).next_multiple_of(step);
+        SubgroupRecurrence {
+            subgroups: groups / per_subgroup,
+            split,
+            ..self
+        }
+    }
+
+    /// vec4s of workgroup memory the kernel uses: h (or every gate's dG), twice.
+    fn shared_vec4s(&self) -> usize {
+        match self.subgroups > 1 || self.split > 1 {
+            true => 2 * self.cell.gates() * self.vec4s(),
+            false => 0,
+        }
+    }
+
     /// Weight vec4s a lane holds: its rows (or columns) of every gate, over the padded state
-    /// (and the forward's of W_ih, over the input).
+    /// or its part of it (and the forward's of W_ih, over the input).
     fn lane_weights(&self) -> usize {
-        let recurrent = self.cell.gates() * self.rows * self.vec4s();
+        let recurrent = self.cell.gates() * self.rows * self.vec4s() / self.split;
         let forward = recurrent + self.cell.gates() * self.rows * self.input_quads;
         let backward = recurrent + self.head_outputs * self.rows / 4;
         forward.max(backward)
@@ -202,7 +264,7 @@ impl SubgroupRecurrence {
 
     /// vec4s of h (and of each gate's dG) across the workgroup.
     fn vec4s(&self) -> usize {
-        self.lanes * self.subgroups * self.rows / 4
+        self.lanes * self.subgroups * self.rows / 4 / self.split
     }
 
     /// The kernel's WGSL: entry points `forward` and `backward`.
@@ -233,7 +295,7 @@ impl SubgroupRecurrence {
         let (backward_load, backward_step, backward_save) = generator.backward();
         let Generator {
             rows,
-            kq,
+            kw,
             gates: g_count,
             shared,
             half,
@@ -263,9 +325,10 @@ impl SubgroupRecurrence {
             )
             .set("SUB_ARG", if shared { ", sub" } else { "" })
             .set("SUB_PARAM", if shared { ", sub: u32" } else { "" })
+            .set("UNIT_LETS", generator.unit_lets())
             .set("ROWS", rows.to_string())
-            .set("FORWARD_WEIGHTS", (g_count * rows * kq).to_string())
-            .set("BACKWARD_WEIGHTS", (g_count * rows * kq).to_string())
+            .set("FORWARD_WEIGHTS", (g_count * rows * kw).to_string())
+            .set("BACKWARD_WEIGHTS", (g_count * rows * kw).to_string())
             .set("FORWARD_LOAD", forward_load)
             .set("FORWARD_STEP", forward_step)
             .set("FORWARD_SAVE", forward_save)
@@ -298,6 +361,9 @@ struct Generator {
     half: usize,
     /// `SubgroupRecurrence::unmasked_weights`.
     unmasked_weights: bool,
+    /// `SubgroupRecurrence::split`, and the vec4s of K a lane holds (`kq / split`).
+    split: usize,
+    kw: usize,
 }
 
 const XYZW: [&str; 4] = ["x", "y", "z", "w"];
@@ -330,10 +396,54 @@ impl Generator {
             lanes: spec.lanes,
             input_quads: spec.input_quads,
             head_outputs: spec.head_outputs,
-            shared: spec.subgroups > 1,
+            shared: spec.subgroups > 1 || spec.split > 1,
             half: gates * kq,
             unmasked_weights: spec.unmasked_weights,
+            split: spec.split,
+            kw: kq / spec.split,
         }
+    }
+
+    /// The lane's units (`UNIT_LETS`): `row0`, and with a split `part`, `kbase`, `own0`.
+    fn unit_lets(&self) -> String {
+        if self.split == 1 {
+            return "    let row0 = lane * ROWS;\n".into();
+        }
+        let (split, kw) = (self.split, self.kw);
+        format!(
+            "    let row0 = (lane / {split}u) * ROWS;\n    let part = lane % {split}u;\n    \
+             let kbase = part * {kw}u;\n    let own0 = select(row0, 0x40000000u, part != 0u);\n"
+        )
+    }
+
+    /// Where a lane loads and stores its units' values: `row0`, or `own0` with a split.
+    fn own(&self) -> &'static str {
+        if self.split == 1 { "row0" } else { "own0" }
+    }
+
+    /// `total`: the sum of `partial` (a vec4) over the parts of this lane's group, in part
+    /// order, in every lane of the group: each lane of the subgroup broadcasts (a constant
+    /// lane per broadcast), and each lane picks its group's.
+    fn add_parts(&self, out: &mut String, partial: &str, total: &str) {
+        let (lanes, split) = (self.lanes, self.split);
+        for l in 0..lanes {
+            let _ = writeln!(
+                out,
+                "        let {partial}_{l} = subgroupBroadcast({partial}, {l}u);"
+            );
+        }
+        let mut terms = Vec::new();
+        for q in 0..split {
+            let mut pick = format!("{partial}_{q}");
+            for group in 1..lanes / split {
+                pick = format!(
+                    "select({pick}, {partial}_{}, sub / {split}u == {group}u)",
+                    group * split + q
+                );
+            }
+            terms.push(pick);
+        }
+        let _ = writeln!(out, "        let {total} = {};", terms.join(" + "));
     }
 
     /// vec4 k of a value spread over the workgroup (`name`, gate `g`): in one subgroup, lane
@@ -389,26 +499,47 @@ impl Generator {
 
     /// This lane's registers into the half `at` (`next`, or 0 before the loop), then the
     /// barrier that makes them visible.
+    /// With a split, part 0 of each group writes the group's.
     fn publish(&self, out: &mut String, at: &str, registers: &[(usize, String)]) {
         if self.shared {
-            let quads = self.quads;
+            let (quads, split) = (self.quads, self.split);
+            let slot = match split {
+                1 => "lane".to_string(),
+                _ => format!("(lane / {split}u)"),
+            };
+            if split > 1 {
+                let _ = writeln!(out, "        if part == 0u {{");
+            }
             for (g, name) in registers {
                 for q in 0..quads {
                     let _ = writeln!(
                         out,
-                        "        shared_values[{at} + {}u + lane * {quads}u] = {name}{q};",
+                        "        shared_values[{at} + {}u + {slot} * {quads}u] = {name}{q};",
                         g * self.kq + q
                     );
                 }
+            }
+            if split > 1 {
+                let _ = writeln!(out, "        }}");
             }
             let _ = writeln!(out, "        workgroupBarrier();");
         }
     }
 
+    /// vec4 k of K among the `kw` a lane holds: k itself, or past the lane's part's start.
+    fn k_at(&self, k: usize) -> String {
+        match self.split {
+            1 => format!("{k}u"),
+            _ => format!("kbase + {k}u"),
+        }
+    }
+
     /// The forward's `FORWARD_LOAD`, `FORWARD_STEP` and `FORWARD_SAVE`.
     fn forward(&self) -> (String, String, String) {
-        let (rows, kq, quads, g_count) = (self.rows, self.kq, self.quads, self.gates);
-        // Forward: w[(g·rows + i)·kq + k] = W_hh[g·H + row0 + i, 4k .. 4k + 3].
+        let (rows, kq, kw, quads, g_count) = (self.rows, self.kq, self.kw, self.quads, self.gates);
+        let own = self.own();
+        // Forward: w[(g·rows + i)·kw + k] = W_hh[g·H + row0 + i, 4k' .. 4k' + 3], k' = k past
+        // the lane's part's start.
         let mut forward_load = String::new();
         for i in 0..rows {
             let _ = writeln!(forward_load, "    let real{i} = row0 + {i}u < u.hidden;");
@@ -419,11 +550,12 @@ impl Generator {
                     forward_load,
                     "    let row{g}_{i} = weights + ({g}u * u.hidden + row0 + {i}u) * quads;"
                 );
-                for k in 0..kq {
+                for k in 0..kw {
+                    let at = self.k_at(k);
                     let _ = writeln!(
                         forward_load,
-                        "    w[{}] = select(vec4<f32>(0.0), params4[row{g}_{i} + {k}u], real{i} && {k}u < quads);",
-                        (g * rows + i) * kq + k,
+                        "    w[{}] = select(vec4<f32>(0.0), params4[row{g}_{i} + {at}], real{i} && {at} < quads);",
+                        (g * rows + i) * kw + k,
                     );
                 }
                 let _ = writeln!(
@@ -467,13 +599,13 @@ impl Generator {
         for q in 0..quads {
             let _ = writeln!(
                 forward_load,
-                "    var h{q} = load_quad(state_in, row0 + {}u);",
+                "    var h{q} = load_quad(state_in, {own} + {}u);",
                 4 * q
             );
             if self.cell == CellKind::Lstm {
                 let _ = writeln!(
                     forward_load,
-                    "    var c{q} = load_quad(cell_in, row0 + {}u);",
+                    "    var c{q} = load_quad(cell_in, {own} + {}u);",
                     4 * q
                 );
             }
@@ -487,20 +619,39 @@ impl Generator {
                 "        let cur = ((s - first) & 1u) * {half}u;\n        let next = {half}u - cur;"
             );
         }
-        self.fetch(&mut forward_step, "h", 0);
-        for k in 0..kq {
-            let _ = writeln!(
-                forward_step,
-                "        let hb{k} = {};",
-                self.broadcast("h", 0, k)
-            );
+        if self.split > 1 {
+            // The lane's part of h_{t−1}, from workgroup memory.
+            for k in 0..kw {
+                let _ = writeln!(
+                    forward_step,
+                    "        let hb{k} = shared_values[cur + {}];",
+                    self.k_at(k)
+                );
+            }
+        } else {
+            self.fetch(&mut forward_step, "h", 0);
+            for k in 0..kq {
+                let _ = writeln!(
+                    forward_step,
+                    "        let hb{k} = {};",
+                    self.broadcast("h", 0, k)
+                );
+            }
         }
         for g in 0..g_count {
             for i in 0..rows {
-                let terms: Vec<_> = (0..kq)
-                    .map(|k| ((g * rows + i) * kq + k, format!("hb{k}")))
+                let terms: Vec<_> = (0..kw)
+                    .map(|k| ((g * rows + i) * kw + k, format!("hb{k}")))
                     .collect();
                 dot(&mut forward_step, &format!("a{g}_{i}"), &terms);
+            }
+            if self.split > 1 {
+                // The group's parts added: W_hh·h_{t−1} of its four units, in every part.
+                let _ = writeln!(
+                    forward_step,
+                    "        let pa{g} = vec4<f32>(a{g}_0, a{g}_1, a{g}_2, a{g}_3);"
+                );
+                self.add_parts(&mut forward_step, &format!("pa{g}"), &format!("sa{g}"));
             }
         }
         // Each unit's input projections: P's, or W_ih·x_t + b_ih (each lane loading its
@@ -535,7 +686,7 @@ impl Generator {
                 for q in 0..quads {
                     let _ = writeln!(
                         forward_step,
-                        "        let inq{g}_{q} = load_quad(pre + {g}u * u.hidden, row0 + {}u);",
+                        "        let inq{g}_{q} = load_quad(pre + {g}u * u.hidden, {own} + {}u);",
                         4 * q
                     );
                 }
@@ -548,12 +699,16 @@ impl Generator {
         for q in 0..quads {
             let _ = writeln!(
                 forward_step,
-                "        store_quad(hprev, row0 + {}u, select(vec4<f32>(0.0), h{q}, live));",
+                "        store_quad(hprev, {own} + {}u, select(vec4<f32>(0.0), h{q}, live));",
                 4 * q
             );
         }
         // Each gate's values of quad q's four units, as the cell's functions take them.
+        let split = self.split;
         let quad = |prefix: &str, g: usize, q: usize| {
+            if split > 1 && prefix == "a" {
+                return format!("sa{g}");
+            }
             let units: Vec<String> = (4 * q..4 * q + 4)
                 .map(|i| format!("{prefix}{g}_{i}"))
                 .collect();
@@ -579,7 +734,7 @@ impl Generator {
             format!("array<vec4<f32>, 4>({})", parts.join(", "))
         };
         for q in 0..quads {
-            let j = format!("row0 + {}u", 4 * q);
+            let j = format!("{own} + {}u", 4 * q);
             let call = match self.cell {
                 CellKind::Rnn => format!(
                     "forward_rnn({j}, live, {}, out, {}, {})",
@@ -615,10 +770,13 @@ impl Generator {
             let j = 4 * q;
             let _ = writeln!(
                 forward_save,
-                "    store_quad(state_out, row0 + {j}u, h{q});"
+                "    store_quad(state_out, {own} + {j}u, h{q});"
             );
             if self.cell == CellKind::Lstm {
-                let _ = writeln!(forward_save, "    store_quad(cell_out, row0 + {j}u, c{q});");
+                let _ = writeln!(
+                    forward_save,
+                    "    store_quad(cell_out, {own} + {j}u, c{q});"
+                );
             }
         }
         (forward_load, forward_step, forward_save)
@@ -626,17 +784,23 @@ impl Generator {
 
     /// The backward's `BACKWARD_LOAD`, `BACKWARD_STEP` and `BACKWARD_SAVE`.
     fn backward(&self) -> (String, String, String) {
-        let (kq, quads, g_count) = (self.kq, self.quads, self.gates);
-        // Backward: w[m·quads + q] = W_hh[m, row0 + 4q .. 4q + 3] for the rows m = g·H_pad + r
-        // (zero for padding, unless `SubgroupRecurrence::unmasked_weights`): this
-        // lane's columns, four units per vec4.
-        let pad = 4 * kq;
+        let (kq, kw, quads, g_count) = (self.kq, self.kw, self.quads, self.gates);
+        let own = self.own();
+        // Backward: w[m·quads + q] = W_hh[g·H + r', row0 + 4q .. 4q + 3] for the rows
+        // m = g·pad + r (r' = r past the lane's part's first row, 4·kbase; zero for padding,
+        // unless `SubgroupRecurrence::unmasked_weights`): this lane's columns, four units per
+        // vec4.
+        let pad = 4 * kw;
         let mut backward_load = String::new();
         for g in 0..g_count {
             for r in 0..pad {
+                let r_at = match self.split {
+                    1 => format!("{r}u"),
+                    _ => format!("4u * kbase + {r}u"),
+                };
                 let _ = writeln!(
                     backward_load,
-                    "    let row{g}_{r} = weights + ({g}u * u.hidden + {r}u) * quads + row0 / 4u;"
+                    "    let row{g}_{r} = weights + ({g}u * u.hidden + {r_at}) * quads + row0 / 4u;"
                 );
                 for q in 0..quads {
                     let (w, load) = (
@@ -648,7 +812,7 @@ impl Generator {
                     } else {
                         writeln!(
                             backward_load,
-                            "    w[{w}] = select(vec4<f32>(0.0), {load}, {r}u < u.hidden && row0 + {}u < u.hidden);",
+                            "    w[{w}] = select(vec4<f32>(0.0), {load}, {r_at} < u.hidden && row0 + {}u < u.hidden);",
                             4 * q
                         )
                     };
@@ -690,7 +854,7 @@ impl Generator {
             for q in 0..quads {
                 let _ = writeln!(
                     backward_load,
-                    "        e{g}_{q} = load_quad(after + {g}u * u.hidden, row0 + {}u);",
+                    "        e{g}_{q} = load_quad(after + {g}u * u.hidden, {own} + {}u);",
                     4 * q
                 );
             }
@@ -700,12 +864,12 @@ impl Generator {
             let j = 4 * q;
             let _ = writeln!(
                 backward_load,
-                "    var ch{q} = load_quad(carry_h_at(d, n), row0 + {j}u);"
+                "    var ch{q} = load_quad(carry_h_at(d, n), {own} + {j}u);"
             );
             if self.cell == CellKind::Lstm {
                 let _ = writeln!(
                     backward_load,
-                    "    var cc{q} = load_quad(carry_c_at(d, n), row0 + {j}u);"
+                    "    var cc{q} = load_quad(carry_c_at(d, n), {own} + {j}u);"
                 );
             }
         }
@@ -719,6 +883,18 @@ impl Generator {
             );
         }
         for g in 0..g_count {
+            if self.split > 1 {
+                // The lane's part of gate g's dG_hh, from workgroup memory.
+                for k in 0..kw {
+                    let _ = writeln!(
+                        backward_step,
+                        "        let eb{g}_{k} = shared_values[cur + {}u + {}];",
+                        g * kq,
+                        self.k_at(k)
+                    );
+                }
+                continue;
+            }
             self.fetch(&mut backward_step, "e", g);
             for k in 0..kq {
                 let name = if self.shared {
@@ -738,7 +914,7 @@ impl Generator {
             let _ = writeln!(backward_step, "        var through{q} = vec4<f32>(0.0);");
         }
         for g in 0..g_count {
-            for k in 0..kq {
+            for k in 0..kw {
                 for (c, component) in XYZW.iter().enumerate() {
                     let m = g * pad + 4 * k + c;
                     for q in 0..quads {
@@ -749,6 +925,17 @@ impl Generator {
                         );
                     }
                 }
+            }
+        }
+        if self.split > 1 {
+            // The group's parts added: what reaches its four units' h through W_hh.
+            for q in 0..quads {
+                self.add_parts(
+                    &mut backward_step,
+                    &format!("through{q}"),
+                    &format!("tsum{q}"),
+                );
+                let _ = writeln!(backward_step, "        through{q} = tsum{q};");
             }
         }
         // The output's gradient: dY's, or dL_t·W (each lane loading its share of dL_t's
@@ -785,7 +972,7 @@ impl Generator {
         // gradients and keeps the carries: `live` selects in the cell's functions).
         let _ = writeln!(backward_step, "        let live = p < length;");
         for q in 0..quads {
-            let j = format!("row0 + {}u", 4 * q);
+            let j = format!("{own} + {}u", 4 * q);
             let dy = if outputs > 0 {
                 format!("dy{q}")
             } else {
@@ -816,12 +1003,12 @@ impl Generator {
             let j = 4 * q;
             let _ = writeln!(
                 backward_save,
-                "    store_quad(carry_h_at(d, n), row0 + {j}u, ch{q});"
+                "    store_quad(carry_h_at(d, n), {own} + {j}u, ch{q});"
             );
             if self.cell == CellKind::Lstm {
                 let _ = writeln!(
                     backward_save,
-                    "    store_quad(carry_c_at(d, n), row0 + {j}u, cc{q});"
+                    "    store_quad(carry_c_at(d, n), {own} + {j}u, cc{q});"
                 );
             }
         }
@@ -842,7 +1029,7 @@ mod tests {
             ..RnnConfig::new(mode, 3, hidden)
         };
         let layout = |mode, hidden, fastest| {
-            SubgroupRecurrence::for_config(&config(mode, hidden, 0), Some(8), fastest)
+            SubgroupRecurrence::for_config(&config(mode, hidden, 0), Some(8), 1024, fastest)
                 .map(|s| (s.subgroups, s.rows))
         };
         let spec = |mode, hidden| layout(mode, hidden, false);
@@ -856,26 +1043,52 @@ mod tests {
         assert_eq!(spec(RnnMode::Lstm, 64), Some((2, 4)));
         assert_eq!(spec(rnn, 68), Some((3, 4)));
         assert_eq!(spec(rnn, 256), Some((8, 4)));
-        // Beyond the cap, and what the kernel does not do, run the generic kernels.
-        assert_eq!(spec(RnnMode::Lstm, 68), None);
+        // Wider gated states split each group of four units over 2, 4, 8 lanes: subgroups,
+        // split and the weights a lane holds (at most 256), the workgroup's lanes (at most
+        // 1024) and workgroup memory (at most 1024 vec4s).
+        let split = |mode, hidden, max_lanes| {
+            SubgroupRecurrence::for_config(&config(mode, hidden, 0), Some(8), max_lanes, false).map(
+                |s| {
+                    assert!(s.lanes * s.subgroups <= max_lanes);
+                    assert!(s.shared_vec4s() <= super::MAX_SHARED_VEC4S);
+                    assert!(s.vec4s() * 4 >= hidden && s.vec4s() % s.split == 0);
+                    (s.subgroups, s.split, s.lane_weights())
+                },
+            )
+        };
+        assert_eq!(split(RnnMode::Lstm, 64, 1024), Some((2, 1, 256)));
+        assert_eq!(split(RnnMode::Lstm, 68, 1024), Some((5, 2, 160)));
+        assert_eq!(split(RnnMode::Lstm, 128, 1024), Some((8, 2, 256)));
+        assert_eq!(split(RnnMode::Gru, 100, 1024), Some((7, 2, 168)));
+        assert_eq!(split(RnnMode::Lstm, 256, 1024), Some((32, 4, 256)));
+        assert_eq!(split(RnnMode::Gru, 256, 1024), Some((32, 4, 192)));
+        assert_eq!(split(RnnMode::Lstm, 512, 1024), Some((128, 8, 256)));
+        assert_eq!(split(RnnMode::Gru, 500, 1024), Some((128, 8, 192)));
+        // Not beyond the lanes a workgroup may have, nor beyond 1024 vec4s of workgroup
+        // memory (H = 516), nor for an Elman RNN (four units a lane reach H = 256).
+        assert_eq!(split(RnnMode::Lstm, 512, 256), None);
+        assert_eq!(split(RnnMode::Lstm, 516, 1024), None);
+        assert_eq!(split(RnnMode::Gru, 516, 1024), None);
         assert_eq!(spec(rnn, 260), None);
         assert_eq!(spec(rnn, 17), None);
         let projected = config(RnnMode::Lstm, 16, 8);
         for fastest in [false, true] {
-            assert!(SubgroupRecurrence::for_config(&projected, Some(8), fastest).is_none());
-            assert!(SubgroupRecurrence::for_config(&config(rnn, 16, 0), None, fastest).is_none());
+            assert!(SubgroupRecurrence::for_config(&projected, Some(8), 1024, fastest).is_none());
+            assert!(
+                SubgroupRecurrence::for_config(&config(rnn, 16, 0), None, 1024, fastest).is_none()
+            );
         }
         // The fastest kernels: a gated cell up to H = 64 in one subgroup, eight units a lane;
         // the rest as before.
         assert_eq!(layout(RnnMode::Lstm, 64, true), Some((1, 8)));
         assert_eq!(layout(RnnMode::Gru, 36, true), Some((1, 8)));
         assert_eq!(layout(RnnMode::Lstm, 32, true), Some((1, 4)));
-        assert_eq!(layout(RnnMode::Lstm, 68, true), None);
+        assert_eq!(layout(RnnMode::Lstm, 68, true), Some((5, 4)));
         assert_eq!(layout(rnn, 256, true), Some((8, 4)));
         // Whether the backward loads W_hh unmasked: a gated cell whose H fills the units
         // exactly (never an Elman RNN: its kernels would differ by nothing).
         let unmasked = |mode, hidden, fastest| {
-            SubgroupRecurrence::for_config(&config(mode, hidden, 0), Some(8), fastest)
+            SubgroupRecurrence::for_config(&config(mode, hidden, 0), Some(8), 1024, fastest)
                 .map(|s| s.unmasked_weights)
         };
         assert_eq!(unmasked(RnnMode::Lstm, 64, false), Some(true));
@@ -884,21 +1097,32 @@ mod tests {
         assert_eq!(unmasked(RnnMode::Gru, 44, true), Some(false));
         assert_eq!(unmasked(rnn, 32, false), Some(false));
         assert_eq!(unmasked(rnn, 20, false), Some(false));
-        // Wide subgroups (32 lanes): an LSTM with H = 64 takes the generic kernels either way.
+        // Wide subgroups (32 lanes): an LSTM with H = 64 splits its 16 groups over two lanes each,
+        // in one subgroup, either way.
         let wide = |fastest| {
-            SubgroupRecurrence::for_config(&config(RnnMode::Lstm, 64, 0), Some(32), fastest)
+            SubgroupRecurrence::for_config(&config(RnnMode::Lstm, 64, 0), Some(32), 1024, fastest)
+                .map(|s| (s.subgroups, s.split, s.lane_weights()))
         };
-        assert_eq!((wide(false), wide(true)), (None, None));
-        for hidden in (4..=256).step_by(4) {
+        assert_eq!(
+            (wide(false), wide(true)),
+            (Some((1, 2, 128)), Some((1, 2, 128)))
+        );
+        for hidden in (4..=520).step_by(4) {
             for mode in [rnn, RnnMode::Lstm, RnnMode::Gru] {
                 for (fastest, cap) in [
                     (false, super::MAX_WEIGHTS),
                     (true, super::MAX_PERSISTENT_WEIGHTS),
                 ] {
                     let config = config(mode, hidden, 0);
-                    if let Some(s) = SubgroupRecurrence::for_config(&config, Some(8), fastest) {
+                    if let Some(s) = SubgroupRecurrence::for_config(&config, Some(8), 1024, fastest)
+                    {
                         assert!(s.vec4s() * 4 >= hidden && s.lane_weights() <= cap);
                         assert!(s.subgroups == 1 || s.lane_weights() <= super::MAX_WEIGHTS);
+                        assert!(s.lanes * s.subgroups <= 1024);
+                        assert!(s.split == 1 || mode != rnn);
+                    } else {
+                        // Every gated state up to H = 512 runs in registers.
+                        assert!(hidden > 512 || mode == rnn, "{mode:?} H = {hidden}");
                     }
                 }
             }
@@ -908,13 +1132,16 @@ mod tests {
     #[test]
     fn generated_wgsl_validates() {
         for cell in [CellKind::Rnn, CellKind::Lstm, CellKind::Gru] {
-            for (lanes, subgroups, rows) in [
-                (8, 1, 4),
-                (8, 1, 8),
-                (4, 1, 4),
-                (32, 1, 4),
-                (8, 2, 4),
-                (8, 3, 4),
+            for (lanes, subgroups, rows, split) in [
+                (8, 1, 4, 1),
+                (8, 1, 8, 1),
+                (4, 1, 4, 1),
+                (32, 1, 4, 1),
+                (8, 2, 4, 1),
+                (8, 3, 4, 1),
+                (8, 5, 4, 2),
+                (8, 4, 4, 4),
+                (8, 8, 4, 8),
             ] {
                 for unmasked_weights in [false, true] {
                     let spec = SubgroupRecurrence {
@@ -925,6 +1152,7 @@ mod tests {
                         input_quads: 0,
                         head_outputs: 0,
                         unmasked_weights,
+                        split,
                     };
                     assert_valid(&format!("{spec:?}"), &spec.wgsl());
                 }
@@ -944,6 +1172,7 @@ mod tests {
                     input_quads,
                     head_outputs,
                     unmasked_weights: false,
+                    split: 1,
                 };
                 assert_valid(&format!("{spec:?}"), &spec.wgsl());
                 assert_valid(&format!("{spec:?} program"), &spec.program_wgsl(""));
@@ -962,7 +1191,7 @@ mod tests {
                 num_layers: layers,
                 ..RnnConfig::new(mode, inputs, hidden)
             };
-            SubgroupRecurrence::for_config(&config, Some(8), false)
+            SubgroupRecurrence::for_config(&config, Some(8), 1024, false)
                 .map(|s| s.with_input(&config, batch).input_quads)
         };
         // The character model: 28 features, H = 64, eight sequences.
@@ -980,7 +1209,7 @@ mod tests {
         // Nor where the kernel's own weights already fill the registers (one subgroup of the
         // fastest kind holding a GRU with H = 64).
         let config = RnnConfig::new(RnnMode::Gru, 8, 64);
-        let fastest = SubgroupRecurrence::for_config(&config, Some(8), true).unwrap();
+        let fastest = SubgroupRecurrence::for_config(&config, Some(8), 1024, true).unwrap();
         assert_eq!(fastest.with_input(&config, 8).input_quads, 0);
     }
 }

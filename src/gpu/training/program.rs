@@ -77,7 +77,12 @@ impl TrainRecurrence {
         }
         let on_frames = head.filter(|h| !h.on_state).map(|h| h.out);
         let fastest = recurrence == Recurrence::Persistent;
-        match SubgroupRecurrence::for_config(config, ctx.persistent_subgroup(), fastest) {
+        match SubgroupRecurrence::for_config(
+            config,
+            ctx.persistent_subgroup(),
+            ctx.max_lanes(),
+            fastest,
+        ) {
             Some(spec) => TrainRecurrence::Subgroup(
                 spec.with_input(config, batch)
                     .with_head(config, on_frames, batch),
