@@ -149,15 +149,21 @@ fn beyond_downlevel_sources() -> Vec<(String, String)> {
         crate::RnnMode::Lstm,
         crate::RnnMode::Gru,
     ] {
-        let sizes = [16, 32, 64]
+        // (100 and 256: a gated cell's groups split over lanes, within WebGPU's default
+        // limits of 256 lanes a workgroup.)
+        let sizes = [16, 32, 64, 100, 256]
             .into_iter()
             .flat_map(|h| [(h, false), (h, true)]);
         for (hidden, fastest) in sizes {
             let config = crate::RnnConfig::new(mode, 3, hidden);
+            let limits = crate::gpu::train_subgroup::WorkgroupLimits {
+                lanes: 256,
+                ..crate::gpu::train_subgroup::WorkgroupLimits::LAVAPIPE
+            };
             if let Some(spec) = crate::gpu::train_subgroup::SubgroupRecurrence::for_config(
                 &config,
                 Some(8),
-                1024,
+                limits,
                 fastest,
             ) {
                 let name = format!("train_subgroup {spec:?}");

@@ -297,6 +297,14 @@ impl GpuContext {
             .min(limits.max_compute_workgroup_size_x) as usize
     }
 
+    /// What one workgroup of the training recurrence may use on this device.
+    pub(crate) fn workgroup_limits(&self) -> crate::gpu::train_subgroup::WorkgroupLimits {
+        crate::gpu::train_subgroup::WorkgroupLimits {
+            lanes: self.max_lanes(),
+            shared_bytes: self.inner.limits.max_compute_workgroup_storage_size as usize,
+        }
+    }
+
     /// The persistent kernel (Elman or gated) `spec`, compiled on first use and cached for
     /// the context.
     pub(crate) fn persistent_pipeline(

@@ -45,9 +45,21 @@ const MAX_WEIGHTS: usize = 256;
 /// compile cold (the GRU's 384 vec4s: 23 s), against the few seconds `MAX_WEIGHTS` allows.
 const MAX_PERSISTENT_WEIGHTS: usize = 512;
 
-/// The most vec4s of workgroup memory a kernel uses (h or dG, twice): 16 KiB, WebGPU's
-/// default limit.
-const MAX_SHARED_VEC4S: usize = 1024;
+/// What a device allows one workgroup of these kernels: lanes (invocations, along x) and bytes
+/// of workgroup memory.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WorkgroupLimits {
+    pub lanes: usize,
+    pub shared_bytes: usize,
+}
+
+impl WorkgroupLimits {
+    /// lavapipe's: 1024 lanes, and WebGPU's default 16 KiB.
+    pub const LAVAPIPE: WorkgroupLimits = WorkgroupLimits {
+        lanes: 1024,
+        shared_bytes: 16384,
+    };
+}
 
 fn gcd(a: usize, b: usize) -> usize {
     if b == 0 { a } else { gcd(b, a % b) }
@@ -123,15 +135,15 @@ impl SubgroupRecurrence {
     /// [`MAX_PERSISTENT_WEIGHTS`] a lane.
     ///
     /// A gated cell too wide for that splits each group of four units over 2, 4, … lanes
-    /// (`split`), the fewest that keep [`MAX_WEIGHTS`] a lane within `max_lanes` lanes a
-    /// workgroup and [`MAX_SHARED_VEC4S`] of workgroup memory: on lavapipe (8 lanes, 1024 a
+    /// (`split`), the fewest that keep [`MAX_WEIGHTS`] a lane within the `limits` of a
+    /// workgroup (its lanes and workgroup memory): on lavapipe (8 lanes, 1024 a
     /// workgroup) an LSTM or a GRU up to H = 512. Summing each unit's parts apart changes
     /// the rounding against the generic kernels (which those states ran before) by an ulp or
     /// so; the unsplit kernels are unchanged.
     pub fn for_config(
         config: &RnnConfig,
         subgroup: Option<usize>,
-        max_lanes: usize,
+        limits: WorkgroupLimits,
         fastest: bool,
     ) -> Option<Self> {
         let lanes = subgroup?;
@@ -163,8 +175,8 @@ impl SubgroupRecurrence {
         let fits = |spec: &Self, cap| {
             spec.rows <= MAX_ROWS
                 && spec.lane_weights() <= cap
-                && spec.lanes * spec.subgroups <= max_lanes
-                && spec.shared_vec4s() <= MAX_SHARED_VEC4S
+                && spec.lanes * spec.subgroups <= limits.lanes
+                && 16 * spec.shared_vec4s() <= limits.shared_bytes
         };
         let gated = cell != CellKind::Rnn;
         let splits = (1..)
@@ -1029,7 +1041,9 @@ impl Generator {
 
 #[cfg(test)]
 mod tests {
-    use super::{CellKind, SubgroupRecurrence};
+    use super::{CellKind, SubgroupRecurrence, WorkgroupLimits};
+
+    const LIMITS: WorkgroupLimits = WorkgroupLimits::LAVAPIPE;
     use crate::config::{Nonlinearity, RnnConfig, RnnMode};
     use crate::shaders::assert_valid;
 
@@ -1040,7 +1054,7 @@ mod tests {
             ..RnnConfig::new(mode, 3, hidden)
         };
         let layout = |mode, hidden, fastest| {
-            SubgroupRecurrence::for_config(&config(mode, hidden, 0), Some(8), 1024, fastest)
+            SubgroupRecurrence::for_config(&config(mode, hidden, 0), Some(8), LIMITS, fastest)
                 .map(|s| (s.subgroups, s.rows))
         };
         let spec = |mode, hidden| layout(mode, hidden, false);
@@ -1057,11 +1071,12 @@ mod tests {
         // Wider gated states split each group of four units over 2, 4, 8 lanes: subgroups,
         // split and the weights a lane holds (at most 256), the workgroup's lanes (at most
         // 1024) and workgroup memory (at most 1024 vec4s).
-        let split = |mode, hidden, max_lanes| {
-            SubgroupRecurrence::for_config(&config(mode, hidden, 0), Some(8), max_lanes, false).map(
+        let split = |mode, hidden, lanes| {
+            let limits = WorkgroupLimits { lanes, ..LIMITS };
+            SubgroupRecurrence::for_config(&config(mode, hidden, 0), Some(8), limits, false).map(
                 |s| {
-                    assert!(s.lanes * s.subgroups <= max_lanes);
-                    assert!(s.shared_vec4s() <= super::MAX_SHARED_VEC4S);
+                    assert!(s.lanes * s.subgroups <= lanes);
+                    assert!(16 * s.shared_vec4s() <= LIMITS.shared_bytes);
                     assert!(s.vec4s() * 4 >= hidden && s.vec4s() % s.split == 0);
                     (s.subgroups, s.split, s.lane_weights())
                 },
@@ -1084,9 +1099,10 @@ mod tests {
         assert_eq!(spec(rnn, 17), None);
         let projected = config(RnnMode::Lstm, 16, 8);
         for fastest in [false, true] {
-            assert!(SubgroupRecurrence::for_config(&projected, Some(8), 1024, fastest).is_none());
+            assert!(SubgroupRecurrence::for_config(&projected, Some(8), LIMITS, fastest).is_none());
             assert!(
-                SubgroupRecurrence::for_config(&config(rnn, 16, 0), None, 1024, fastest).is_none()
+                SubgroupRecurrence::for_config(&config(rnn, 16, 0), None, LIMITS, fastest)
+                    .is_none()
             );
         }
         // The fastest kernels: a gated cell up to H = 64 in one subgroup, eight units a lane;
@@ -1099,7 +1115,7 @@ mod tests {
         // Whether the backward loads W_hh unmasked: a gated cell whose H fills the units
         // exactly (never an Elman RNN: its kernels would differ by nothing).
         let unmasked = |mode, hidden, fastest| {
-            SubgroupRecurrence::for_config(&config(mode, hidden, 0), Some(8), 1024, fastest)
+            SubgroupRecurrence::for_config(&config(mode, hidden, 0), Some(8), LIMITS, fastest)
                 .map(|s| s.unmasked_weights)
         };
         assert_eq!(unmasked(RnnMode::Lstm, 64, false), Some(true));
@@ -1111,7 +1127,7 @@ mod tests {
         // Wide subgroups (32 lanes): an LSTM with H = 64 splits its 16 groups over two lanes each,
         // in one subgroup, either way.
         let wide = |fastest| {
-            SubgroupRecurrence::for_config(&config(RnnMode::Lstm, 64, 0), Some(32), 1024, fastest)
+            SubgroupRecurrence::for_config(&config(RnnMode::Lstm, 64, 0), Some(32), LIMITS, fastest)
                 .map(|s| (s.subgroups, s.split, s.lane_weights()))
         };
         assert_eq!(
@@ -1125,7 +1141,8 @@ mod tests {
                     (true, super::MAX_PERSISTENT_WEIGHTS),
                 ] {
                     let config = config(mode, hidden, 0);
-                    if let Some(s) = SubgroupRecurrence::for_config(&config, Some(8), 1024, fastest)
+                    if let Some(s) =
+                        SubgroupRecurrence::for_config(&config, Some(8), LIMITS, fastest)
                     {
                         assert!(s.vec4s() * 4 >= hidden && s.lane_weights() <= cap);
                         assert!(s.subgroups == 1 || s.lane_weights() <= super::MAX_WEIGHTS);
@@ -1202,7 +1219,7 @@ mod tests {
                 num_layers: layers,
                 ..RnnConfig::new(mode, inputs, hidden)
             };
-            SubgroupRecurrence::for_config(&config, Some(8), 1024, false)
+            SubgroupRecurrence::for_config(&config, Some(8), LIMITS, false)
                 .map(|s| s.with_input(&config, batch).input_quads)
         };
         // The character model: 28 features, H = 64, eight sequences.
@@ -1220,7 +1237,7 @@ mod tests {
         // Nor where the kernel's own weights already fill the registers (one subgroup of the
         // fastest kind holding a GRU with H = 64).
         let config = RnnConfig::new(RnnMode::Gru, 8, 64);
-        let fastest = SubgroupRecurrence::for_config(&config, Some(8), 1024, true).unwrap();
+        let fastest = SubgroupRecurrence::for_config(&config, Some(8), LIMITS, true).unwrap();
         assert_eq!(fastest.with_input(&config, 8).input_quads, 0);
     }
 }

@@ -80,7 +80,7 @@ impl TrainRecurrence {
         match SubgroupRecurrence::for_config(
             config,
             ctx.persistent_subgroup(),
-            ctx.max_lanes(),
+            ctx.workgroup_limits(),
             fastest,
         ) {
             Some(spec) => TrainRecurrence::Subgroup(
