@@ -26,7 +26,8 @@ const ROWS: u32 = {{ROWS}}u;
 // With lanes splitting each group of four units (`split` > 1 in src/gpu/train_subgroup.rs),
 // lane l holds part l % SPLIT of group l / SPLIT's weights: `row0` is the group's first unit,
 // `part` the lane's part, `kbase` the first vec4 of K it holds, and `own0` is `row0` in part
-// 0 and out of range (every load zero, every store skipped) in the others.
+// 0 and out of range (every load zero, every store skipped) in the others. (The backward's
+// groups may be of eight units over twice the lanes: `SubgroupRecurrence::backward_form`.)
 
 // The kernels read W_hh as vec4s (H is a multiple of four, and so is every offset):
 // `weights` is where direction d's starts, `quads` the vec4s of one of its rows.
@@ -227,7 +228,7 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
 }
 
 fn forward_sequence(n: u32, d: u32, lane: u32{{SUB_PARAM}}) {
-{{UNIT_LETS}}    let first = step.index;
+{{FORWARD_UNIT_LETS}}    let first = step.index;
     let end = min(first + u.forward_steps, u.seq_len);
     let weights = (u.w_hh + d * u.param_stride) / 4u;
     let quads = u.hidden / 4u;
@@ -254,7 +255,7 @@ fn backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
 }
 
 fn backward_sequence(n: u32, d: u32, lane: u32{{SUB_PARAM}}) {
-{{UNIT_LETS}}    let count = min(u.backward_steps, step.index + 1u);
+{{BACKWARD_UNIT_LETS}}    let count = min(u.backward_steps, step.index + 1u);
     let rows = gate_size();
     // Where dG_hh lies: a GRU's differs from dG in the n gate.
     let dghh_base = select(u.p, u.dghh, u.cell == GRU);

@@ -13,8 +13,9 @@
 //!
 //! Measured on lavapipe (forward + `backward_params`, N = 1, T = 256, same run as the
 //! generic kernels these states ran before; `benches/README.md`): LSTM H = 128 66 → 15 ms,
-//! H = 256 231 → 58, H = 512 992 → 295; GRU H = 128 56 → 11, H = 256 181 → 44. Cold, the
-//! first training step compiles for longer (LSTM H = 256: 2.3 → 10.8 s, GRU 2.4 → 6.9 s).
+//! H = 256 231 → 58, H = 512 992 → 295; GRU H = 128 56 → 11, H = 256 181 → 44 (then the
+//! backward's groups of eight units: LSTM H = 256 ~5–10 % faster again). Cold, the first
+//! training step compiles for longer (LSTM H = 256: 2.3 → 10.8 s, GRU 2.4 → 6.9 s).
 
 use std::fmt::Write;
 
@@ -216,6 +217,23 @@ impl SubgroupRecurrence {
         }
     }
 
+    /// The form the backward runs in: with a split, groups of eight units over twice the
+    /// lanes where they fit (the same lanes, weights a lane and workgroup memory). A lane's
+    /// part of K is the rows of W_hh whose dG it loads each step, every gate's: half as many
+    /// loads for the same multiply-adds (the split backward cost about twice the forward).
+    fn backward_form(&self) -> Self {
+        let (split, kq) = (2 * self.split, self.vec4s());
+        if self.split > 1 && split <= self.lanes && kq % split == 0 {
+            SubgroupRecurrence {
+                rows: 8,
+                split,
+                ..*self
+            }
+        } else {
+            *self
+        }
+    }
+
     /// vec4s of workgroup memory the kernel uses: h (or every gate's dG), twice.
     fn shared_vec4s(&self) -> usize {
         match self.subgroups > 1 || self.split > 1 {
@@ -314,8 +332,9 @@ impl SubgroupRecurrence {
     /// as uniforms, or as private values).
     fn module(&self, declarations: String) -> String {
         let generator = Generator::new(self);
+        let backward_generator = Generator::new(&self.backward_form());
         let (forward_load, forward_step, forward_save) = generator.forward();
-        let (backward_load, backward_step, backward_save) = generator.backward();
+        let (backward_load, backward_step, backward_save) = backward_generator.backward();
         let Generator {
             rows,
             kw,
@@ -348,7 +367,8 @@ impl SubgroupRecurrence {
             )
             .set("SUB_ARG", if shared { ", sub" } else { "" })
             .set("SUB_PARAM", if shared { ", sub: u32" } else { "" })
-            .set("UNIT_LETS", generator.unit_lets())
+            .set("FORWARD_UNIT_LETS", generator.unit_lets())
+            .set("BACKWARD_UNIT_LETS", backward_generator.unit_lets())
             .set("ROWS", rows.to_string())
             .set("FORWARD_WEIGHTS", (g_count * rows * kw).to_string())
             .set("BACKWARD_WEIGHTS", (g_count * rows * kw).to_string())
@@ -432,9 +452,9 @@ impl Generator {
         if self.split == 1 {
             return "    let row0 = lane * ROWS;\n".into();
         }
-        let (split, kw) = (self.split, self.kw);
+        let (split, kw, rows) = (self.split, self.kw, self.rows);
         format!(
-            "    let row0 = (lane / {split}u) * ROWS;\n    let part = lane % {split}u;\n    \
+            "    let row0 = (lane / {split}u) * {rows}u;\n    let part = lane % {split}u;\n    \
              let kbase = part * {kw}u;\n    let own0 = select(row0, 0x40000000u, part != 0u);\n"
         )
     }
@@ -1090,6 +1110,24 @@ mod tests {
         assert_eq!(split(RnnMode::Gru, 256, 1024), Some((32, 4, 192)));
         assert_eq!(split(RnnMode::Lstm, 512, 1024), Some((128, 8, 256)));
         assert_eq!(split(RnnMode::Gru, 500, 1024), Some((128, 8, 192)));
+        // The backward's groups: eight units over twice the lanes where that fits (the same
+        // lanes, weights and K's vec4s in whole parts), else the forward's.
+        let backward = |mode, hidden| {
+            let s =
+                SubgroupRecurrence::for_config(&config(mode, hidden, 0), Some(8), LIMITS, false)
+                    .unwrap();
+            let b = s.backward_form();
+            assert_eq!(b.lanes * b.subgroups, s.lanes * s.subgroups);
+            assert_eq!((b.lane_weights(), b.vec4s()), (s.lane_weights(), s.vec4s()));
+            assert_eq!(b.vec4s() % b.split, 0);
+            (b.rows, b.split)
+        };
+        assert_eq!(backward(RnnMode::Lstm, 64), (4, 1));
+        assert_eq!(backward(RnnMode::Lstm, 68), (8, 4));
+        assert_eq!(backward(RnnMode::Lstm, 256), (8, 8));
+        assert_eq!(backward(RnnMode::Gru, 100), (8, 4));
+        assert_eq!(backward(RnnMode::Lstm, 132), (4, 4));
+        assert_eq!(backward(RnnMode::Lstm, 512), (4, 8));
         // Not beyond the lanes a workgroup may have, nor beyond 1024 vec4s of workgroup
         // memory (H = 516), nor for an Elman RNN (four units a lane reach H = 256).
         assert_eq!(split(RnnMode::Lstm, 512, 256), None);
