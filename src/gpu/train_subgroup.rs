@@ -234,9 +234,15 @@ impl SubgroupRecurrence {
         }
     }
 
+    /// Whether lanes share h (or dG) through workgroup memory: with several subgroups, or
+    /// lanes splitting groups.
+    fn shares_memory(&self) -> bool {
+        self.subgroups > 1 || self.split > 1
+    }
+
     /// vec4s of workgroup memory the kernel uses: h (or every gate's dG), twice.
     fn shared_vec4s(&self) -> usize {
-        match self.subgroups > 1 || self.split > 1 {
+        match self.shares_memory() {
             true => 2 * self.cell.gates() * self.vec4s(),
             false => 0,
         }
@@ -439,7 +445,7 @@ impl Generator {
             lanes: spec.lanes,
             input_quads: spec.input_quads,
             head_outputs: spec.head_outputs,
-            shared: spec.subgroups > 1 || spec.split > 1,
+            shared: spec.shares_memory(),
             half: gates * kq,
             unmasked_weights: spec.unmasked_weights,
             split: spec.split,
@@ -569,6 +575,22 @@ impl Generator {
         }
     }
 
+    /// With a split, this lane's part of gate `g`'s values from the half `cur`, as
+    /// `{prefix}{k}` for the `kw` vec4s of K it holds.
+    fn fetch_part(&self, out: &mut String, prefix: &str, g: usize) {
+        let offset = match g {
+            0 => String::new(),
+            _ => format!("{}u + ", g * self.kq),
+        };
+        for k in 0..self.kw {
+            let _ = writeln!(
+                out,
+                "        let {prefix}{k} = shared_values[cur + {offset}{}];",
+                self.k_at(k)
+            );
+        }
+    }
+
     /// vec4 k of K among the `kw` a lane holds: k itself, or past the lane's part's start.
     fn k_at(&self, k: usize) -> String {
         match self.split {
@@ -664,13 +686,7 @@ impl Generator {
         }
         if self.split > 1 {
             // The lane's part of h_{t−1}, from workgroup memory.
-            for k in 0..kw {
-                let _ = writeln!(
-                    forward_step,
-                    "        let hb{k} = shared_values[cur + {}];",
-                    self.k_at(k)
-                );
-            }
+            self.fetch_part(&mut forward_step, "hb", 0);
         } else {
             self.fetch(&mut forward_step, "h", 0);
             for k in 0..kq {
@@ -747,11 +763,7 @@ impl Generator {
             );
         }
         // Each gate's values of quad q's four units, as the cell's functions take them.
-        let split = self.split;
         let quad = |prefix: &str, g: usize, q: usize| {
-            if split > 1 && prefix == "a" {
-                return format!("sa{g}");
-            }
             let units: Vec<String> = (4 * q..4 * q + 4)
                 .map(|i| format!("{prefix}{g}_{i}"))
                 .collect();
@@ -762,6 +774,14 @@ impl Generator {
                 quad("in", g, q)
             } else {
                 format!("inq{g}_{q}")
+            }
+        };
+        // W_hh·h_{t−1} of quad q's units: the group's parts added, with a split.
+        let rec = |g: usize, q: usize| {
+            if self.split > 1 {
+                format!("sa{g}")
+            } else {
+                quad("a", g, q)
             }
         };
         let gates = |value: &dyn Fn(usize) -> String| {
@@ -782,19 +802,19 @@ impl Generator {
                 CellKind::Rnn => format!(
                     "forward_rnn({j}, live, {}, out, {}, {})",
                     input(0, q),
-                    quad("a", 0, q),
+                    rec(0, q),
                     quad("b", 0, q)
                 ),
                 CellKind::Lstm => format!(
                     "forward_lstm({j}, live, {}, saved, out, {}, {}, &c{q})",
                     gates(&|g| input(g, q)),
-                    gates(&|g| quad("a", g, q)),
+                    gates(&|g| rec(g, q)),
                     gates(&|g| quad("b", g, q))
                 ),
                 CellKind::Gru => format!(
                     "forward_gru({j}, live, {}, saved, out, {}, {}, h{q})",
                     gates(&|g| input(g, q)),
-                    gates(&|g| quad("a", g, q)),
+                    gates(&|g| rec(g, q)),
                     gates(&|g| quad("b", g, q))
                 ),
             };
@@ -928,14 +948,7 @@ impl Generator {
         for g in 0..g_count {
             if self.split > 1 {
                 // The lane's part of gate g's dG_hh, from workgroup memory.
-                for k in 0..kw {
-                    let _ = writeln!(
-                        backward_step,
-                        "        let eb{g}_{k} = shared_values[cur + {}u + {}];",
-                        g * kq,
-                        self.k_at(k)
-                    );
-                }
+                self.fetch_part(&mut backward_step, &format!("eb{g}_"), g);
                 continue;
             }
             self.fetch(&mut backward_step, "e", g);
@@ -1062,10 +1075,10 @@ impl Generator {
 #[cfg(test)]
 mod tests {
     use super::{CellKind, SubgroupRecurrence, WorkgroupLimits};
-
-    const LIMITS: WorkgroupLimits = WorkgroupLimits::LAVAPIPE;
     use crate::config::{Nonlinearity, RnnConfig, RnnMode};
     use crate::shaders::assert_valid;
+
+    const LIMITS: WorkgroupLimits = WorkgroupLimits::LAVAPIPE;
 
     #[test]
     fn layouts_fit_the_registers_a_lane_may_hold() {
