@@ -24,26 +24,9 @@ fn b_at(k: u32, n: u32) -> f32 {
 }
 
 // The vec4 forms (see `GemmVectors`), where the layout has the four values side by side, at
-// a start, strides and an extent that are multiples of four (so a vec4 is all inside the
-// matrix or all outside it). A[m..m+4, k] with A contiguous along m:
-fn a_rows(m: u32, k: u32) -> vec4<f32> {
-    return select(vec4<f32>(0.0), work4[(g.a_off + min(m, g.m - 4u) + k * g.a_sk) / 4u], m < g.m);
-}
-
-// A[m, k..k+4] with A contiguous along k (a row outside the matrix reads as zeros).
-fn a_along_k(m: u32, k: u32) -> vec4<f32> {
-    return select(vec4<f32>(0.0), work4[(g.a_off + min(m, g.m - 1u) * g.a_sm + k) / 4u], m < g.m);
-}
-
-// B[k..k+4, n] with B contiguous along k.
-fn b_along_k(k: u32, n: u32) -> vec4<f32> {
-    return select(vec4<f32>(0.0), {{B4}}[(g.b_off + k + min(n, g.n - 1u) * g.b_sn) / 4u], n < g.n);
-}
-
-// B[k, n..n+4] with B contiguous along n.
-fn b_columns(k: u32, n: u32) -> vec4<f32> {
-    return select(vec4<f32>(0.0), {{B4}}[(g.b_off + k * g.b_sk + min(n, g.n - 4u)) / 4u], n < g.n);
-}
+// a start, strides and an extent that are multiples of four, read the vec4 arrays at starts
+// the generator computes once per lane before the k loop: rows and columns past the matrix
+// are clamped to its last ones, whose sums are never stored, so the loop checks no bounds.
 
 // bias[n..n+4] where the operation adds a bias (and n is inside the matrix): loaded once per
 // lane, not once per row (loads are what costs on llvmpipe, and at small k the stores are

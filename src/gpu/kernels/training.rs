@@ -228,36 +228,57 @@ fn subgroup_gemm(lanes: usize, row_sums: bool, vectors: GemmVectors) -> Template
         (String::new(), String::new(), String::new(), String::new());
     // The loads of one step k (A's four rows of this lane, B's four columns), as expressions
     // of `k`, and where vec4s along k are loaded for four steps at once (`k4` the first of
-    // them, `j` the step within), what is loaded before the four steps.
+    // them, `{j}` the step within), what is loaded before the four steps. Vec4 loads index
+    // from starts computed once (`starts`): rows and columns past the matrix are clamped to
+    // its last one, whose sums are never stored, so the loop needs no bounds check.
+    let mut starts = String::new();
     let mut prefetch = String::new();
     let a_mine = match vectors.a {
         BlockLoad::Elements => {
             "vec4<f32>(a_at(mine, k), a_at(mine + 1u, k), a_at(mine + 2u, k), a_at(mine + 3u, k))"
         }
-        BlockLoad::AlongOuter => "a_rows(mine, k)",
+        BlockLoad::AlongOuter => {
+            starts.push_str(
+                "    let a_start = (g.a_off + min(mine, g.m - 4u)) / 4u;\n    let a_step = g.a_sk / 4u;\n",
+            );
+            "work4[a_start + k * a_step]"
+        }
         BlockLoad::AlongK => {
             for i in 0..4 {
                 let _ = writeln!(
+                    starts,
+                    "    let a_start{i} = (g.a_off + min(mine + {i}u, g.m - 1u) * g.a_sm) / 4u;"
+                );
+                let _ = writeln!(
                     prefetch,
-                    "            let a_k{i} = a_along_k(mine + {i}u, k4);"
+                    "            let a_k{i} = work4[a_start{i} + k4 / 4u];"
                 );
             }
-            "vec4<f32>(a_k0[j], a_k1[j], a_k2[j], a_k3[j])"
+            "vec4<f32>(a_k0.{j}, a_k1.{j}, a_k2.{j}, a_k3.{j})"
         }
     };
     let b = match vectors.b {
         BlockLoad::Elements => {
             "vec4<f32>(b_at(k, n0), b_at(k, n0 + 1u), b_at(k, n0 + 2u), b_at(k, n0 + 3u))"
         }
-        BlockLoad::AlongOuter => "b_columns(k, n0)",
+        BlockLoad::AlongOuter => {
+            starts.push_str(
+                "    let b_start = (g.b_off + min(n0, g.n - 4u)) / 4u;\n    let b_step = g.b_sk / 4u;\n",
+            );
+            "{{B4}}[b_start + k * b_step]"
+        }
         BlockLoad::AlongK => {
             for i in 0..4 {
                 let _ = writeln!(
+                    starts,
+                    "    let b_start{i} = (g.b_off + min(n0 + {i}u, g.n - 1u) * g.b_sn) / 4u;"
+                );
+                let _ = writeln!(
                     prefetch,
-                    "            let b_k{i} = b_along_k(k4, n0 + {i}u);"
+                    "            let b_k{i} = {{{{B4}}}}[b_start{i} + k4 / 4u];"
                 );
             }
-            "vec4<f32>(b_k0[j], b_k1[j], b_k2[j], b_k3[j])"
+            "vec4<f32>(b_k0.{j}, b_k1.{j}, b_k2.{j}, b_k3.{j})"
         }
     };
     let by_fours = vectors.a == BlockLoad::AlongK || vectors.b == BlockLoad::AlongK;
@@ -318,13 +339,21 @@ fn subgroup_gemm(lanes: usize, row_sums: bool, vectors: GemmVectors) -> Template
         }
         let _ = writeln!(store, "    }}");
     }
-    // One step per k, or (vec4s along k) four steps per trip, in the same order.
+    // One step per k, or (vec4s along k) four steps per trip, in the same order, written out:
+    // a loop over the four would index the vec4s dynamically.
     let k_loop = if by_fours {
-        let step = step.replace("\n            ", "\n                ");
-        format!(
-            "        for (var k4 = k_block; k4 < k_stop; k4 += 4u) {{\n{prefetch}            \
-             for (var j = 0u; j < 4u; j++) {{\n                let k = k4 + j;\n    {step}            }}\n        }}"
-        )
+        let mut trip =
+            format!("        for (var k4 = k_block; k4 < k_stop; k4 += 4u) {{\n{prefetch}");
+        for (j, component) in xyzw.iter().enumerate() {
+            let step = step
+                .replace("{j}", component)
+                .replace("\n            ", "\n                ");
+            let _ = write!(
+                trip,
+                "            {{\n                let k = k4 + {j}u;\n    {step}            }}\n"
+            );
+        }
+        trip + "        }"
     } else {
         format!("        for (var k = k_block; k < k_stop; k++) {{\n{step}        }}")
     };
@@ -332,7 +361,7 @@ fn subgroup_gemm(lanes: usize, row_sums: bool, vectors: GemmVectors) -> Template
         .set("LANES", lanes.to_string())
         .set("TILE_ROWS", rows.to_string())
         .set("ROWS_PER_LANE", "4")
-        .set("DECLARE_SUMS", sums)
+        .set("DECLARE_SUMS", starts + &sums)
         .set("DECLARE_BLOCKS", blocks)
         .set("K_LOOP", k_loop)
         .set("ADD_BLOCKS", add_blocks)
