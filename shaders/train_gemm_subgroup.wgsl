@@ -6,8 +6,9 @@
 // every loaded value feeds many multiply-adds (llvmpipe runs loads lane by lane, and
 // broadcasts as vector operations), with no workgroup memory and no barrier. Operands may have
 // any strides; where the layout allows, values move as vec4s (along k: four steps' values at
-// once, the loop then stepping k by four). Each element of C is summed in the same order as train_gemm.wgsl's (k ascending
-// within slices of SLICE, slices added in turn): the two kernels give the same results.
+// once). The k loop runs four steps a trip, their loads first. Each element of C is summed in
+// the same order as train_gemm.wgsl's (k ascending within slices of SLICE, slices added in
+// turn): the two kernels give the same results.
 //
 // A template: src/gpu/kernels/training.rs writes the per-row work out in full (constant
 // indices keep the sums in registers; a broadcast's lane must be a constant).
