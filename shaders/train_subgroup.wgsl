@@ -23,6 +23,9 @@ const ROWS: u32 = {{ROWS}}u;
 // i % 2 and writes the other, so one barrier a step suffices).
 {{SHARED}}
 
+// Where W_hh comes from a texture (`texture_weights`), its binding and fetch.
+{{WEIGHT_TEXTURE}}
+
 // With lanes splitting each group of four units (`split` > 1 in src/gpu/train_subgroup.rs),
 // lane l holds part l % SPLIT of group l / SPLIT's weights: `row0` is the group's first unit,
 // `part` the lane's part, `kbase` the first vec4 of K it holds, and `own0` is `row0` in part

@@ -120,6 +120,10 @@ pub(crate) fn loss() -> String {
     Template::new(LOSS).set("LOSS_COMMON", LOSS_COMMON).finish()
 }
 
+/// `shaders/weight_texture.wgsl`: W_hh copied from the training parameters into the texture
+/// the register recurrences load it from.
+pub(crate) const WEIGHT_TEXTURE: &str = include_str!("../shaders/weight_texture.wgsl");
+
 /// `shaders/optim.wgsl`: optimizer steps and gradient clipping.
 pub(crate) const OPTIM: &str = include_str!("../shaders/optim.wgsl");
 

@@ -151,10 +151,12 @@ fn beyond_downlevel_sources() -> Vec<(String, String)> {
     ] {
         // (100 and 256: a gated cell's groups split over lanes, within WebGPU's default
         // limits of 256 lanes a workgroup.)
+        // Each size as `Auto` and `Persistent` choose with W_hh in storage, and as they choose
+        // with W_hh in a texture (then the same).
         let sizes = [16, 32, 64, 100, 256]
             .into_iter()
-            .flat_map(|h| [(h, false), (h, true)]);
-        for (hidden, fastest) in sizes {
+            .flat_map(|h| [(h, false, false), (h, true, false), (h, false, true)]);
+        for (hidden, fastest, texture) in sizes {
             let config = crate::RnnConfig::new(mode, 3, hidden);
             let limits = crate::gpu::train_subgroup::WorkgroupLimits {
                 lanes: 256,
@@ -165,12 +167,13 @@ fn beyond_downlevel_sources() -> Vec<(String, String)> {
                 Some(8),
                 limits,
                 fastest,
+                texture,
             ) {
                 let name = format!("train_subgroup {spec:?}");
                 if sources.iter().all(|(known, _)| *known != name) {
                     sources.push((name, spec.wgsl()));
                     // And a whole program around it, as `one_dispatch` writes one.
-                    if spec.subgroups == 1 {
+                    if spec.fits_one_dispatch() {
                         sources.push((
                             format!("train_program {spec:?}"),
                             spec.program_wgsl(crate::gpu::training::EXAMPLE_PROGRAM),
@@ -231,6 +234,10 @@ fn all_sources() -> Vec<(String, String)> {
         ("optim SGD with momentum".into(), crate::shaders::optim(1)),
         ("optim Adam".into(), crate::shaders::optim(2)),
         ("loss".into(), crate::shaders::loss()),
+        (
+            "weight_texture".into(),
+            fixed(crate::shaders::WEIGHT_TEXTURE),
+        ),
         (
             "gated_block".into(),
             crate::gpu::block_loop::gated_wgsl(None, 4),

@@ -96,19 +96,26 @@ fn spirv(shader: &Shader<'_>, entry_point: &str) -> Result<(), String> {
 fn metal(shader: &Shader<'_>, entry_point: &str, version: (u8, u8)) -> Result<(), String> {
     // Slots as wgpu-hal assigns them: one buffer slot per binding, then the sizes buffer
     // that ReadZeroSkipWrite needs for runtime-sized arrays. No missing binding is faked.
+    // Textures take texture slots of their own.
     let mut slots = msl::EntryPointResources::default();
-    let mut next = 0u8;
+    let (mut next, mut next_texture) = (0u8, 0u8);
     for (binding, space) in resources(&shader.module) {
         let mutable = matches!(space, AddressSpace::Storage { access } if access.contains(naga::StorageAccess::STORE));
-        slots.resources.insert(
-            binding,
+        let target = if space == AddressSpace::Handle {
+            next_texture += 1;
             msl::BindTarget {
-                buffer: Some(next),
+                texture: Some(next_texture - 1),
+                ..Default::default()
+            }
+        } else {
+            next += 1;
+            msl::BindTarget {
+                buffer: Some(next - 1),
                 mutable,
                 ..Default::default()
-            },
-        );
-        next += 1;
+            }
+        };
+        slots.resources.insert(binding, target);
     }
     slots.sizes_buffer = Some(next);
     let options = msl::Options {
@@ -149,14 +156,16 @@ fn hlsl_for(
 }
 
 fn glsl_for(shader: &Shader<'_>, entry_point: &str, version: glsl::Version) -> Result<(), String> {
-    // GL has separate binding points for uniform and storage blocks; wgpu-hal numbers each
-    // kind in order, as here.
-    let (mut uniform, mut storage) = (0u8, 0u8);
+    // GL has separate binding points for uniform blocks, storage blocks and textures;
+    // wgpu-hal numbers each kind in order, as here.
+    let (mut uniform, mut storage, mut textures) = (0u8, 0u8, 0u8);
     let binding_map = resources(&shader.module)
         .into_iter()
         .map(|(binding, space)| {
             let counter = if is_storage(space) {
                 &mut storage
+            } else if space == AddressSpace::Handle {
+                &mut textures
             } else {
                 &mut uniform
             };
@@ -168,6 +177,16 @@ fn glsl_for(shader: &Shader<'_>, entry_point: &str, version: glsl::Version) -> R
         version,
         binding_map,
         ..glsl::Options::default()
+    };
+    // wgpu-hal checks image loads' bounds on desktop GL 4.3+ only (the check needs
+    // textureQueryLevels); elsewhere it leaves them to the driver.
+    let checks_images = matches!(version, glsl::Version::Desktop(v) if v >= 430);
+    let policies = BoundsCheckPolicies {
+        image_load: match checks_images {
+            true => BoundsCheckPolicy::ReadZeroSkipWrite,
+            false => BoundsCheckPolicy::Unchecked,
+        },
+        ..policies()
     };
     let pipeline = glsl::PipelineOptions {
         shader_stage: ShaderStage::Compute,
@@ -181,7 +200,7 @@ fn glsl_for(shader: &Shader<'_>, entry_point: &str, version: glsl::Version) -> R
         &shader.info,
         &options,
         &pipeline,
-        policies(),
+        policies,
     )
     .and_then(|mut w| w.write())
     .map_err(|e| format!("{e:?}"))?;

@@ -169,8 +169,7 @@ struct Flags {
     backward: bool,
 
     /// The GPU models' recurrent kernels: auto (the library's default: kernels that compile
-    /// within seconds), persistent (the fastest, whatever they cost to compile: on lavapipe a
-    /// gated model with H <= 64 trains in one subgroup, 20-45 s to compile cold) or per-step
+    /// within seconds), persistent (the fastest, whatever they cost to compile) or per-step
     /// (one dispatch a timestep).
     #[arg(
         long,

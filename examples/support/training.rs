@@ -57,8 +57,8 @@ impl Rng {
 pub enum RecurrenceArg {
     /// The library's default: kernels that compile within seconds.
     Auto,
-    /// The fastest, whatever they cost to compile (on lavapipe an LSTM or GRU with H <= 64 in
-    /// one subgroup: 20-45 s cold, then Mesa's shader cache has them).
+    /// The fastest, whatever they cost to compile (on lavapipe the same as auto's where the
+    /// model's W_hh fits a texture).
     Persistent,
     /// One dispatch per timestep.
     PerStep,

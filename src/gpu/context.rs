@@ -382,8 +382,15 @@ impl GpuContext {
                 self.describe()
             )));
         }
+        // W_hh reaches the register recurrences through a texture a kernel writes.
+        if self.inner.limits.max_storage_textures_per_shader_stage < 1 {
+            return Err(RnnError::InvalidConfig(format!(
+                "training needs a storage texture per shader stage, and {} allows none",
+                self.describe()
+            )));
+        }
         let scopes = self.error_scopes();
-        let kernels = TrainingKernels::new(&self.inner.device);
+        let kernels = TrainingKernels::new(&self.inner.device, self.counters());
         scopes.finish(self, "compiling the training kernels")?;
         Ok(self.inner.training.get_or_init(|| kernels))
     }

@@ -45,7 +45,8 @@ pub enum Recurrence {
     /// creation and 88 s more at its first T = 1024 forward. Not for an LSTM with
     /// `proj_size` (a typed error). For training
     /// (`GpuTrainer::with_recurrence`) it likewise picks the fastest recurrence whatever it
-    /// costs to compile (a gated cell with H ≤ 64 in one subgroup on lavapipe: 23–45 s cold).
+    /// costs to compile (on lavapipe the same as `Auto`'s wherever the model's W_hh fits a
+    /// texture, see `GpuTrainer::with_recurrence`).
     Persistent,
 }
 

@@ -16,6 +16,12 @@
 //! H = 256 231 → 58, H = 512 992 → 295; GRU H = 128 56 → 11, H = 256 181 → 44 (then the
 //! backward's groups of eight units: LSTM H = 256 ~5–10 % faster again). Cold, the first
 //! training step compiles for longer (LSTM H = 256: 2.3 → 10.8 s, GRU 2.4 → 6.9 s).
+//!
+//! W_hh comes from a texture copy of the parameters (`texture_weights`,
+//! `gpu::training::recurrent_weights`): hundreds of storage loads in the kernels' prologue
+//! were most of what LLVM spent compiling them. So one subgroup holds a gated cell with
+//! H ≤ 64 by default (eight units a lane): an LSTM's first training step compiles in ~5 s
+//! cold (45 s from storage) and its recurrences run ~1.6× faster than in two subgroups.
 
 use std::fmt::Write;
 
@@ -25,10 +31,11 @@ use crate::shaders::{self, Template};
 /// The most hidden units one lane owns.
 const MAX_ROWS: usize = 8;
 
-/// The most weight vec4s one lane holds, in each of the two kernels. llvmpipe's compile time
-/// grows faster than the code: measured (shader cache off, first training step) at 8 rows a
-/// lane, a GRU with H = 64 (384 vec4s) took 23 s and an LSTM (512) 45 s; at 256 and below a
-/// kernel compiles in a few seconds, as the inference kernels found (`gated_persistent.rs`).
+/// The most weight vec4s one lane holds, in each of the two kernels, where they are loaded
+/// from storage. llvmpipe's compile time grows faster than the code: measured (shader cache
+/// off, first training step) at 8 rows a lane, a GRU with H = 64 (384 vec4s) took 23 s and an
+/// LSTM (512) 45 s; at 256 and below a kernel compiles in a few seconds, as the inference
+/// kernels found (`gated_persistent.rs`). (Loaded from a texture, `MAX_TEXTURE_WEIGHTS`.)
 /// So a lane holds four units where eight would exceed this, and a workgroup of several
 /// subgroups shares h (or dG) through workgroup memory: on lavapipe (8 lanes) an Elman RNN
 /// runs here up to H = 256, a GRU or an LSTM up to 64 unsplit and up to 512 split; wider
@@ -43,8 +50,18 @@ const MAX_WEIGHTS: usize = 256;
 /// workgroup memory and barrier each step of several subgroups needs. Measured there (LSTM,
 /// H = 64, N = 1, T = 1024, per dispatch, `GpuTrainer::profile_programs`): forward 3.5 →
 /// 1.8 ms, backward 5.1 → 1.5 ms against two subgroups of four units a lane; but 45 s to
-/// compile cold (the GRU's 384 vec4s: 23 s), against the few seconds `MAX_WEIGHTS` allows.
+/// compile cold from storage (the GRU's 384 vec4s: 23 s), against the few seconds
+/// `MAX_WEIGHTS` allows. From the texture it compiles in seconds and `Auto` takes it too.
 const MAX_PERSISTENT_WEIGHTS: usize = 512;
+
+/// The most weight vec4s a lane of a one-subgroup kernel holds by default where W_hh comes
+/// from its texture (`texture_weights`): the straight-line texel fetches compile in seconds
+/// what hundreds of storage loads took LLVM most of a minute to (LSTM, H = 64, eight units a
+/// lane, shader cache off: forward 22 → 2.2 s, backward 29 → 1.9 s), so the one-subgroup
+/// kernel `MAX_PERSISTENT_WEIGHTS` describes is `Auto`'s too. The forms with several
+/// subgroups or split groups keep `MAX_WEIGHTS`: a bigger budget there would trade lanes for
+/// weights in ways not measured.
+const MAX_TEXTURE_WEIGHTS: usize = 512;
 
 /// What a device allows one workgroup of these kernels: lanes (invocations, along x) and bytes
 /// of workgroup memory.
@@ -125,6 +142,11 @@ pub(crate) struct SubgroupRecurrence {
     /// that share of h (or dG); the parts' sums are added by subgroup broadcasts, in part
     /// order, and part 0 alone stores and publishes (the other parts compute on zeros).
     pub split: usize,
+    /// W_hh comes from the model's texture of it (`gpu::training::recurrent_weights`) instead
+    /// of the parameters' storage buffer: the same values, loaded by straight-line texel
+    /// fetches that llvmpipe compiles many times faster than its lane-by-lane storage loads.
+    /// (The one-dispatch programs, `program_wgsl`, always load from storage.)
+    pub texture_weights: bool,
 }
 
 impl SubgroupRecurrence {
@@ -133,7 +155,9 @@ impl SubgroupRecurrence {
     /// a multiple of four (W_hh is loaded as vec4s: hundreds of scalar loads with their
     /// bounds made an LSTM with H = 64 take llvmpipe over a minute to compile). With
     /// `fastest`, where several subgroups would share the state, one holds it with up to
-    /// [`MAX_PERSISTENT_WEIGHTS`] a lane.
+    /// [`MAX_PERSISTENT_WEIGHTS`] a lane. With `texture` (the model's W_hh is in a texture,
+    /// `texture_weights`) one subgroup holds it with up to [`MAX_TEXTURE_WEIGHTS`] a lane
+    /// whatever was asked.
     ///
     /// A gated cell too wide for that splits each group of four units over 2, 4, … lanes
     /// (`split`), the fewest that keep [`MAX_WEIGHTS`] a lane within the `limits` of a
@@ -146,6 +170,7 @@ impl SubgroupRecurrence {
         subgroup: Option<usize>,
         limits: WorkgroupLimits,
         fastest: bool,
+        texture: bool,
     ) -> Option<Self> {
         let lanes = subgroup?;
         let hidden = config.hidden_size;
@@ -167,6 +192,7 @@ impl SubgroupRecurrence {
             head_outputs: 0,
             unmasked_weights: false,
             split: 1,
+            texture_weights: texture,
         };
         let several = SubgroupRecurrence {
             subgroups: hidden.div_ceil(4 * lanes),
@@ -184,10 +210,15 @@ impl SubgroupRecurrence {
             .map(|k| 1usize << k)
             .take_while(|&split| gated && split <= lanes && lanes % split == 0)
             .map(|split| several.split_over(hidden, split));
+        let one_cap = if texture {
+            MAX_TEXTURE_WEIGHTS
+        } else {
+            MAX_WEIGHTS
+        };
         let chosen = [one, several]
             .into_iter()
             .chain(splits)
-            .find(|spec| fits(spec, MAX_WEIGHTS))?;
+            .find(|spec| fits(spec, if *spec == one { one_cap } else { MAX_WEIGHTS }))?;
         // Only where it replaces several subgroups, as measured: elsewhere (a state that
         // needs the generic kernels, or wide subgroups with four units a lane) a bigger
         // budget would buy another trade, not measured.
@@ -299,6 +330,12 @@ impl SubgroupRecurrence {
         }
     }
 
+    /// Whether a small program may run this recurrence as one dispatch (`program_wgsl`, which
+    /// loads W_hh from storage): its weights within what such loads compile in seconds.
+    pub fn fits_one_dispatch(&self) -> bool {
+        self.subgroups == 1 && self.lane_weights() <= MAX_WEIGHTS
+    }
+
     /// Whether `self`, with a projection `width` wide in its steps, is worth it for `config`
     /// over batches of `batch` (see `with_input`).
     fn pays(&self, config: &RnnConfig, width: usize, batch: usize) -> bool {
@@ -325,8 +362,14 @@ impl SubgroupRecurrence {
     /// `backward_sequence` among its operations.
     pub fn program_wgsl(&self, run: &str) -> String {
         debug_assert_eq!(self.subgroups, 1, "a program runs as one subgroup");
+        // A program's kernel also runs what changes the parameters (none of the texture's
+        // refreshes between), and its recurrence is small: W_hh from storage.
+        let storage = SubgroupRecurrence {
+            texture_weights: false,
+            ..*self
+        };
         Template::new(shaders::TRAIN_PROGRAM)
-            .set("RECURRENCE", self.module(shaders::train_unit_private()))
+            .set("RECURRENCE", storage.module(shaders::train_unit_private()))
             .set("GEMM_PARAMS", shaders::TRAIN_GEMM_PARAMS)
             .set("LOSS_COMMON", shaders::LOSS_COMMON)
             .set("RUN", run)
@@ -347,8 +390,12 @@ impl SubgroupRecurrence {
             gates: g_count,
             shared,
             half,
+            texture,
             ..
         } = generator;
+        // The subgroup lane: for the broadcasts of workgroup-memory slices, and for the
+        // texture's weights (see `Generator::recurrent_weight`).
+        let sub = shared || texture;
         Template::new(shaders::TRAIN_SUBGROUP)
             .set("TRAIN_UNIT", declarations)
             .set("LANES", (self.lanes * self.subgroups).to_string())
@@ -365,14 +412,18 @@ impl SubgroupRecurrence {
             )
             .set(
                 "SUB_BUILTIN",
-                if shared {
+                if sub {
                     ", @builtin(subgroup_invocation_id) sub: u32"
                 } else {
                     ""
                 },
             )
-            .set("SUB_ARG", if shared { ", sub" } else { "" })
-            .set("SUB_PARAM", if shared { ", sub: u32" } else { "" })
+            .set("SUB_ARG", if sub { ", sub" } else { "" })
+            .set("SUB_PARAM", if sub { ", sub: u32" } else { "" })
+            .set(
+                "WEIGHT_TEXTURE",
+                if texture { WEIGHT_TEXTURE_BINDING } else { "" },
+            )
             .set("FORWARD_UNIT_LETS", generator.unit_lets())
             .set("BACKWARD_UNIT_LETS", backward_generator.unit_lets())
             .set("ROWS", rows.to_string())
@@ -413,7 +464,21 @@ struct Generator {
     /// `SubgroupRecurrence::split`, and the vec4s of K a lane holds (`kq / split`).
     split: usize,
     kw: usize,
+    /// `SubgroupRecurrence::texture_weights`.
+    texture: bool,
 }
+
+/// W_hh's texture and how a lane fetches a texel of it (`WEIGHT_TEXTURE` of the template).
+const WEIGHT_TEXTURE_BINDING: &str =
+    "// W_hh of every layer and direction as texels (src/gpu/training/recurrent_weights.rs): layer
+// u.unit0 + d holds this layer's W_hh of direction d, texel (x, row) its row's columns
+// 4x .. 4x + 3.
+@group(0) @binding(9) var recurrent_weights: texture_2d_array<f32>;
+
+fn recurrent_texel(x: u32, row: u32, d: u32) -> vec4<f32> {
+    return textureLoad(recurrent_weights, vec2<u32>(x, row), u.unit0 + d, 0);
+}
+";
 
 const XYZW: [&str; 4] = ["x", "y", "z", "w"];
 
@@ -450,6 +515,28 @@ impl Generator {
             unmasked_weights: spec.unmasked_weights,
             split: spec.split,
             kw: kq / spec.split,
+            texture: spec.texture_weights,
+        }
+    }
+
+    /// A lane's weight vec4: `select(0, W_hh's vec4 (x, row), keep)` (`keep`: "" where every
+    /// load counts), from the parameters' vec4s at `at` or from the texture. A texel goes
+    /// through `subgroupShuffle` from the lane itself, the identity: opaque to LLVM, which
+    /// otherwise fetches some weights again in every step instead of keeping them (a
+    /// texel's fetch is an invariant load it may repeat; measured, LSTM H = 64 in one
+    /// subgroup: forward 3.1 ms at T = 1024 against 1.9 with the shuffle or from storage).
+    fn recurrent_weight(&self, at: &str, x: &str, row: &str, keep: &str) -> String {
+        let load = match self.texture {
+            true => format!("recurrent_texel({x}, {row}, d)"),
+            false => format!("params4[{at}]"),
+        };
+        let masked = match keep {
+            "" => load,
+            _ => format!("select(vec4<f32>(0.0), {load}, {keep})"),
+        };
+        match self.texture {
+            true => format!("subgroupShuffle({masked}, sub)"),
+            false => masked,
         }
     }
 
@@ -619,8 +706,14 @@ impl Generator {
                     let at = self.k_at(k);
                     let _ = writeln!(
                         forward_load,
-                        "    w[{}] = select(vec4<f32>(0.0), params4[row{g}_{i} + {at}], real{i} && {at} < quads);",
+                        "    w[{}] = {};",
                         (g * rows + i) * kw + k,
+                        self.recurrent_weight(
+                            &format!("row{g}_{i} + {at}"),
+                            &at,
+                            &format!("{g}u * u.hidden + row0 + {i}u"),
+                            &format!("real{i} && {at} < quads"),
+                        ),
                     );
                 }
                 let _ = writeln!(
@@ -866,19 +959,21 @@ impl Generator {
                     "    let row{g}_{r} = weights + ({g}u * u.hidden + {r_at}) * quads + row0 / 4u;"
                 );
                 for q in 0..quads {
-                    let (w, load) = (
-                        (g * pad + r) * quads + q,
-                        format!("params4[row{g}_{r} + {q}u]"),
-                    );
-                    let _ = if self.unmasked_weights {
-                        writeln!(backward_load, "    w[{w}] = {load};")
-                    } else {
-                        writeln!(
-                            backward_load,
-                            "    w[{w}] = select(vec4<f32>(0.0), {load}, {r_at} < u.hidden && row0 + {}u < u.hidden);",
-                            4 * q
-                        )
+                    let keep = match self.unmasked_weights {
+                        true => String::new(),
+                        false => format!("{r_at} < u.hidden && row0 + {}u < u.hidden", 4 * q),
                     };
+                    let _ = writeln!(
+                        backward_load,
+                        "    w[{}] = {};",
+                        (g * pad + r) * quads + q,
+                        self.recurrent_weight(
+                            &format!("row{g}_{r} + {q}u"),
+                            &format!("row0 / 4u + {q}u"),
+                            &format!("{g}u * u.hidden + {r_at}"),
+                            &keep,
+                        ),
+                    );
                 }
             }
         }
@@ -1087,8 +1182,14 @@ mod tests {
             ..RnnConfig::new(mode, 3, hidden)
         };
         let layout = |mode, hidden, fastest| {
-            SubgroupRecurrence::for_config(&config(mode, hidden, 0), Some(8), LIMITS, fastest)
-                .map(|s| (s.subgroups, s.rows))
+            SubgroupRecurrence::for_config(
+                &config(mode, hidden, 0),
+                Some(8),
+                LIMITS,
+                fastest,
+                false,
+            )
+            .map(|s| (s.subgroups, s.rows))
         };
         let spec = |mode, hidden| layout(mode, hidden, false);
         let rnn = RnnMode::Rnn(Nonlinearity::Tanh);
@@ -1106,14 +1207,13 @@ mod tests {
         // 1024) and workgroup memory (at most 1024 vec4s).
         let split = |mode, hidden, lanes| {
             let limits = WorkgroupLimits { lanes, ..LIMITS };
-            SubgroupRecurrence::for_config(&config(mode, hidden, 0), Some(8), limits, false).map(
-                |s| {
+            SubgroupRecurrence::for_config(&config(mode, hidden, 0), Some(8), limits, false, false)
+                .map(|s| {
                     assert!(s.lanes * s.subgroups <= lanes);
                     assert!(16 * s.shared_vec4s() <= LIMITS.shared_bytes);
                     assert!(s.vec4s() * 4 >= hidden && s.vec4s() % s.split == 0);
                     (s.subgroups, s.split, s.lane_weights())
-                },
-            )
+                })
         };
         assert_eq!(split(RnnMode::Lstm, 64, 1024), Some((2, 1, 256)));
         assert_eq!(split(RnnMode::Lstm, 68, 1024), Some((5, 2, 160)));
@@ -1126,9 +1226,14 @@ mod tests {
         // The backward's groups: eight units over twice the lanes where that fits (the same
         // lanes, weights and K's vec4s in whole parts), else the forward's.
         let backward = |mode, hidden| {
-            let s =
-                SubgroupRecurrence::for_config(&config(mode, hidden, 0), Some(8), LIMITS, false)
-                    .unwrap();
+            let s = SubgroupRecurrence::for_config(
+                &config(mode, hidden, 0),
+                Some(8),
+                LIMITS,
+                false,
+                false,
+            )
+            .unwrap();
             let b = s.backward_form();
             assert_eq!(b.lanes * b.subgroups, s.lanes * s.subgroups);
             assert_eq!((b.lane_weights(), b.vec4s()), (s.lane_weights(), s.vec4s()));
@@ -1150,9 +1255,12 @@ mod tests {
         assert_eq!(spec(rnn, 17), None);
         let projected = config(RnnMode::Lstm, 16, 8);
         for fastest in [false, true] {
-            assert!(SubgroupRecurrence::for_config(&projected, Some(8), LIMITS, fastest).is_none());
             assert!(
-                SubgroupRecurrence::for_config(&config(rnn, 16, 0), None, LIMITS, fastest)
+                SubgroupRecurrence::for_config(&projected, Some(8), LIMITS, fastest, false)
+                    .is_none()
+            );
+            assert!(
+                SubgroupRecurrence::for_config(&config(rnn, 16, 0), None, LIMITS, fastest, false)
                     .is_none()
             );
         }
@@ -1166,8 +1274,14 @@ mod tests {
         // Whether the backward loads W_hh unmasked: a gated cell whose H fills the units
         // exactly (never an Elman RNN: its kernels would differ by nothing).
         let unmasked = |mode, hidden, fastest| {
-            SubgroupRecurrence::for_config(&config(mode, hidden, 0), Some(8), LIMITS, fastest)
-                .map(|s| s.unmasked_weights)
+            SubgroupRecurrence::for_config(
+                &config(mode, hidden, 0),
+                Some(8),
+                LIMITS,
+                fastest,
+                false,
+            )
+            .map(|s| s.unmasked_weights)
         };
         assert_eq!(unmasked(RnnMode::Lstm, 64, false), Some(true));
         assert_eq!(unmasked(RnnMode::Lstm, 64, true), Some(true));
@@ -1178,8 +1292,14 @@ mod tests {
         // Wide subgroups (32 lanes): an LSTM with H = 64 splits its 16 groups over two lanes each,
         // in one subgroup, either way.
         let wide = |fastest| {
-            SubgroupRecurrence::for_config(&config(RnnMode::Lstm, 64, 0), Some(32), LIMITS, fastest)
-                .map(|s| (s.subgroups, s.split, s.lane_weights()))
+            SubgroupRecurrence::for_config(
+                &config(RnnMode::Lstm, 64, 0),
+                Some(32),
+                LIMITS,
+                fastest,
+                false,
+            )
+            .map(|s| (s.subgroups, s.split, s.lane_weights()))
         };
         assert_eq!(
             (wide(false), wide(true)),
@@ -1193,7 +1313,7 @@ mod tests {
                 ] {
                     let config = config(mode, hidden, 0);
                     if let Some(s) =
-                        SubgroupRecurrence::for_config(&config, Some(8), LIMITS, fastest)
+                        SubgroupRecurrence::for_config(&config, Some(8), LIMITS, fastest, false)
                     {
                         assert!(s.vec4s() * 4 >= hidden && s.lane_weights() <= cap);
                         assert!(s.subgroups == 1 || s.lane_weights() <= super::MAX_WEIGHTS);
@@ -1222,7 +1342,9 @@ mod tests {
                 (8, 4, 4, 4),
                 (8, 8, 4, 8),
             ] {
-                for unmasked_weights in [false, true] {
+                for (unmasked_weights, texture_weights) in
+                    [(false, false), (true, false), (false, true), (true, true)]
+                {
                     let spec = SubgroupRecurrence {
                         cell,
                         lanes,
@@ -1232,6 +1354,7 @@ mod tests {
                         head_outputs: 0,
                         unmasked_weights,
                         split,
+                        texture_weights,
                     };
                     assert_valid(&format!("{spec:?}"), &spec.wgsl());
                 }
@@ -1252,6 +1375,7 @@ mod tests {
                     head_outputs,
                     unmasked_weights: false,
                     split: 1,
+                    texture_weights: input_quads % 2 == 1,
                 };
                 assert_valid(&format!("{spec:?}"), &spec.wgsl());
                 assert_valid(&format!("{spec:?} program"), &spec.program_wgsl(""));
@@ -1270,7 +1394,7 @@ mod tests {
                 num_layers: layers,
                 ..RnnConfig::new(mode, inputs, hidden)
             };
-            SubgroupRecurrence::for_config(&config, Some(8), LIMITS, false)
+            SubgroupRecurrence::for_config(&config, Some(8), LIMITS, false, false)
                 .map(|s| s.with_input(&config, batch).input_quads)
         };
         // The character model: 28 features, H = 64, eight sequences.
@@ -1288,7 +1412,8 @@ mod tests {
         // Nor where the kernel's own weights already fill the registers (one subgroup of the
         // fastest kind holding a GRU with H = 64).
         let config = RnnConfig::new(RnnMode::Gru, 8, 64);
-        let fastest = SubgroupRecurrence::for_config(&config, Some(8), LIMITS, true).unwrap();
+        let fastest =
+            SubgroupRecurrence::for_config(&config, Some(8), LIMITS, true, false).unwrap();
         assert_eq!(fastest.with_input(&config, 8).input_quads, 0);
     }
 }

@@ -14,6 +14,7 @@ mod projection;
 pub(crate) mod sequence_tiles;
 mod step;
 pub(crate) mod training;
+pub(crate) mod weight_texture;
 
 use std::num::NonZeroU64;
 use std::sync::atomic::Ordering;

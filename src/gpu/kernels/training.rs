@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::gpu::counters::Counters;
 use crate::gpu::kernels::sequence_tiles::{self, SequenceTile};
+use crate::gpu::kernels::weight_texture::WeightTextureKernel;
 use crate::gpu::train_subgroup::SubgroupRecurrence;
 use crate::shaders::{self, Template};
 
@@ -583,6 +584,8 @@ pub(crate) struct TrainingKernels {
     programs: Mutex<HashMap<(SubgroupRecurrence, String), wgpu::ComputePipeline>>,
     /// The register-resident recurrences, compiled on first use.
     subgroup: Mutex<HashMap<SubgroupRecurrence, Arc<SubgroupPipelines>>>,
+    /// Copies W_hh into the texture the register recurrences load it from.
+    pub weight_texture: WeightTextureKernel,
 }
 
 /// What a training bind group binds (see [`TrainingKernels::bind_group`]).
@@ -595,6 +598,8 @@ pub(crate) struct TrainingBuffers<'a> {
     pub params: &'a wgpu::Buffer,
     pub grads: &'a wgpu::Buffer,
     pub work: &'a wgpu::Buffer,
+    /// W_hh of every layer and direction as texels (`gpu::training::recurrent_weights`).
+    pub recurrent_weights: &'a wgpu::TextureView,
 }
 
 /// The two entry points of one `SubgroupRecurrence`.
@@ -606,7 +611,7 @@ pub(crate) struct SubgroupPipelines {
 impl TrainingKernels {
     /// The layout and the step kernels' module of `device` (the pipelines come later:
     /// [`prepare`](Self::prepare)).
-    pub fn new(device: &wgpu::Device) -> Self {
+    pub fn new(device: &wgpu::Device, counters: &Counters) -> Self {
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("training"),
             entries: &[
@@ -620,6 +625,17 @@ impl TrainingKernels {
                 storage_entry_unsized(7, false),
                 // The uniforms of every operation, read by the one-dispatch programs.
                 storage_entry_unsized(8, true),
+                // W_hh as texels, read by the register recurrences.
+                wgpu::BindGroupLayoutEntry {
+                    binding: 9,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Texture {
+                        sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                        view_dimension: wgpu::TextureViewDimension::D2Array,
+                        multisampled: false,
+                    },
+                    count: None,
+                },
             ],
         });
         let step_module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -631,6 +647,7 @@ impl TrainingKernels {
             pipelines: Mutex::new(HashMap::new()),
             programs: Mutex::new(HashMap::new()),
             subgroup: Mutex::new(HashMap::new()),
+            weight_texture: WeightTextureKernel::new(device, counters),
             layout,
         }
     }
@@ -682,6 +699,7 @@ impl TrainingKernels {
             params,
             grads,
             work,
+            recurrent_weights,
         } = *buffers;
         let resources = [
             window(ops, OP_UNIFORM_BYTES),
@@ -696,6 +714,7 @@ impl TrainingKernels {
         ];
         let entries: Vec<wgpu::BindGroupEntry> = resources
             .into_iter()
+            .chain([wgpu::BindingResource::TextureView(recurrent_weights)])
             .enumerate()
             .map(|(binding, resource)| wgpu::BindGroupEntry {
                 binding: binding as u32,

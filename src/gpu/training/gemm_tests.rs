@@ -82,6 +82,25 @@ fn bind(ctx: &crate::GpuContext, params: &[f32], grads: &[f32], work: &[f32]) ->
         usage: wgpu::BufferUsages::UNIFORM,
     });
     let (params, grads, work) = (buffer(params), buffer(grads), buffer(work));
+    // The GEMMs read no weight texels: any texture of the format fills the binding.
+    let texture = device.create_texture(&wgpu::TextureDescriptor {
+        label: None,
+        size: wgpu::Extent3d {
+            width: 1,
+            height: 1,
+            depth_or_array_layers: 1,
+        },
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format: crate::gpu::kernels::weight_texture::FORMAT,
+        usage: wgpu::TextureUsages::TEXTURE_BINDING,
+        view_formats: &[],
+    });
+    let texels = texture.create_view(&wgpu::TextureViewDescriptor {
+        dimension: Some(wgpu::TextureViewDimension::D2Array),
+        ..Default::default()
+    });
     let bind_group = ctx.training_kernels().unwrap().bind_group(
         device,
         &TrainingBuffers {
@@ -90,6 +109,7 @@ fn bind(ctx: &crate::GpuContext, params: &[f32], grads: &[f32], work: &[f32]) ->
             params: &params,
             grads: &grads,
             work: &work,
+            recurrent_weights: &texels,
         },
     );
     Bound {

@@ -8,6 +8,7 @@ mod one_dispatch;
 mod profile;
 mod program;
 mod record;
+mod recurrent_weights;
 mod sequence;
 mod uploads;
 mod workspace;
@@ -17,6 +18,7 @@ pub use profile::OpTiming;
 pub(crate) use uploads::Uploads;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::cell::CellConfig;
 use crate::config::RnnConfig;
@@ -37,6 +39,7 @@ use crate::train::{
 };
 use crate::weights::{DirectionWeights, RnnWeights};
 use program::{HeadSpec, TrainRecurrence};
+use recurrent_weights::RecurrentWeights;
 use sequence::{SequencePlan, SequenceShape};
 use workspace::TrainWorkspace;
 
@@ -68,6 +71,8 @@ pub struct GpuTrainer {
     head: Option<HeadSpec>,
     params: wgpu::Buffer,
     grads: wgpu::Buffer,
+    /// W_hh as a texture, for the register recurrences.
+    recurrent_weights: Arc<RecurrentWeights>,
     /// Reads parameters or gradients back.
     param_staging: wgpu::Buffer,
     workspaces: HashMap<(usize, usize), TrainWorkspace>,
@@ -182,6 +187,7 @@ impl GpuTrainer {
         scopes.finish(ctx, "uploading the parameters")?;
         // Compiled now, so that the first forward is not where compilation errors surface.
         ctx.training_kernels()?;
+        let recurrent_weights = RecurrentWeights::new(ctx, &config, &layout, &params)?;
         Ok(GpuTrainer {
             ctx: ctx.clone(),
             config,
@@ -190,6 +196,7 @@ impl GpuTrainer {
             head,
             params,
             grads,
+            recurrent_weights,
             param_staging,
             workspaces: HashMap::new(),
             sequences: HashMap::new(),
@@ -211,11 +218,12 @@ impl GpuTrainer {
     /// steps per dispatch, W_hh in registers where it fits) or one dispatch per step
     /// (`PerStep`). `Auto` also runs a small model's whole forward or backward as one
     /// dispatch (the same results as `Persistent`'s), and keeps to kernels that compile within
-    /// seconds; `Persistent` takes the fastest whatever they cost to compile: on lavapipe a GRU
-    /// or LSTM with H ≤ 64 in one subgroup (eight units a lane, no workgroup memory), the
-    /// recurrences ~2–3× faster than `Auto`'s two subgroups, bit for bit the same gradients,
-    /// after 23 s (GRU) or 45 s (LSTM) of compiling cold. They compute the same gradients, up
-    /// to float rounding (`PerStep` sums in another order).
+    /// seconds; `Persistent` takes the fastest whatever they cost to compile. On lavapipe both
+    /// run a GRU or LSTM with H ≤ 64 in one subgroup (eight units a lane, no workgroup
+    /// memory, W_hh loaded from a texture: ~5 s to compile cold); where the device's texture
+    /// limits do not hold the model's W_hh, `Auto` runs two subgroups of four units a lane and
+    /// `Persistent` the one subgroup loading W_hh from storage (23–45 s cold). They compute the
+    /// same gradients, up to float rounding (`PerStep` sums in another order).
     pub fn with_recurrence(mut self, recurrence: Recurrence) -> Self {
         self.recurrence = recurrence;
         self.workspaces.clear();
@@ -307,9 +315,17 @@ impl GpuTrainer {
                 self.head,
                 &self.params,
                 &self.grads,
+                &self.recurrent_weights,
                 seq_len,
                 batch,
-                TrainRecurrence::choose(&self.ctx, &self.config, self.head, self.recurrence, batch),
+                TrainRecurrence::choose(
+                    &self.ctx,
+                    &self.config,
+                    self.head,
+                    self.recurrence,
+                    batch,
+                    self.recurrent_weights.holds_weights(),
+                ),
                 self.recurrence == Recurrence::Auto,
             )?;
             self.workspaces.insert((seq_len, batch), ws);

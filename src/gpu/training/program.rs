@@ -64,13 +64,15 @@ impl TrainRecurrence {
     /// What runs `config`'s recurrence (with `head`) over batches of `batch` on `ctx` when
     /// the caller asked for `recurrence`: the register-resident kernel wherever it fits
     /// (projecting the input, and the head's gradient, itself where that pays), unless one
-    /// dispatch per step was asked for.
+    /// dispatch per step was asked for. `texture`: the model's W_hh is in a texture that the
+    /// kernel may load it from (`recurrent_weights`).
     pub fn choose(
         ctx: &GpuContext,
         config: &RnnConfig,
         head: Option<HeadSpec>,
         recurrence: Recurrence,
         batch: usize,
+        texture: bool,
     ) -> Self {
         if recurrence == Recurrence::PerStep {
             return TrainRecurrence::PerStep;
@@ -82,6 +84,7 @@ impl TrainRecurrence {
             ctx.persistent_subgroup(),
             ctx.workgroup_limits(),
             fastest,
+            texture,
         ) {
             Some(spec) => TrainRecurrence::Subgroup(
                 spec.with_input(config, batch)
@@ -763,7 +766,9 @@ pub(crate) fn programs(
     // caller left the kernels to us).
     let mut one_dispatch_runs: Vec<String> = Vec::new();
     let mut iteration = None;
-    if let (TrainRecurrence::Subgroup(spec), true) = (recurrence, whole_programs) {
+    if let (TrainRecurrence::Subgroup(spec), true) = (recurrence, whole_programs)
+        && spec.fits_one_dispatch()
+    {
         let uniforms = Uniforms {
             bytes: &builder.ops,
             step_align,

@@ -13,9 +13,11 @@ use crate::gpu::kernels::training::{
 };
 use crate::train::ParamLayout;
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use crate::gpu::train_subgroup::SubgroupRecurrence;
+
+use super::recurrent_weights::RecurrentWeights;
 
 use super::program::{
     BackwardPrograms, HeadSpec, IterationRuns, Op, ProgramBuilder, Programs, TrainRecurrence,
@@ -126,6 +128,8 @@ pub(crate) struct TrainWorkspace {
     pub state_backward: Vec<Op>,
     /// The register recurrence the programs run, where they run one.
     spec: Option<SubgroupRecurrence>,
+    /// The model's W_hh as a texture, which that recurrence may load from.
+    recurrent_weights: Arc<RecurrentWeights>,
     /// Its pipelines, for the programs' `Op::Subgroup` dispatches; and the kernels of their
     /// `Op::Program`s (small programs as one dispatch, `one_dispatch_runs` written out). Each
     /// is compiled the first time a recorded program needs it: a tutorial's `train_step`s
@@ -194,6 +198,7 @@ impl TrainWorkspace {
         head: Option<HeadSpec>,
         params_buffer: &wgpu::Buffer,
         grads_buffer: &wgpu::Buffer,
+        recurrent_weights: &Arc<RecurrentWeights>,
         seq_len: usize,
         batch: usize,
         recurrence: TrainRecurrence,
@@ -279,6 +284,7 @@ impl TrainWorkspace {
                 params: params_buffer,
                 grads: grads_buffer,
                 work: &work,
+                recurrent_weights: recurrent_weights.view(),
             },
         );
         scopes.finish(ctx, "making the training workspace")?;
@@ -308,6 +314,7 @@ impl TrainWorkspace {
             forward,
             backward,
             spec,
+            recurrent_weights: Arc::clone(recurrent_weights),
             subgroup: OnceLock::new(),
             one_dispatch: one_dispatch_runs.iter().map(|_| OnceLock::new()).collect(),
             one_dispatch_runs,
@@ -368,6 +375,13 @@ impl TrainWorkspace {
     ) -> Result<()> {
         let kernels = ctx.training_kernels()?;
         self.compile_for(ctx, program)?;
+        // The register recurrences load W_hh from its texture: a copy of the parameters as
+        // they are now.
+        if self.spec.is_some_and(|spec| spec.texture_weights)
+            && program.iter().any(|op| matches!(op, Op::Subgroup { .. }))
+        {
+            self.recurrent_weights.record_refresh(ctx, encoder)?;
+        }
         record_ops(
             kernels,
             self.subgroup.get().map(|pipelines| pipelines.as_ref()),
