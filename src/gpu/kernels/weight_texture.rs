@@ -5,7 +5,7 @@
 use crate::gpu::counters::Counters;
 use crate::shaders;
 
-use super::{compute_pipeline, storage_entry};
+use super::{compute_pipeline, storage_entry, storage_entry_unsized};
 
 /// Invocations of a workgroup (one per texel), as the shader declares.
 const WORKGROUP: u32 = 64;
@@ -23,7 +23,8 @@ impl WeightTextureKernel {
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("weight texture"),
             entries: &[
-                storage_entry(0, true),
+                // The parameters as vec4s.
+                storage_entry_unsized(0, true),
                 storage_entry(1, true),
                 wgpu::BindGroupLayoutEntry {
                     binding: 2,

@@ -49,7 +49,7 @@ impl RecurrentWeights {
     ) -> Result<Arc<Self>> {
         let limits = ctx.limits();
         let hidden = config.hidden_size;
-        let (width, rows) = (hidden.div_ceil(4), config.gate_size());
+        let (width, rows) = (hidden / 4, config.gate_size());
         let layers = layout.units.len();
         let fits = hidden % 4 == 0
             && config.proj_size == 0
