@@ -811,15 +811,9 @@ fn long_sequence_matches_cpu(ctx: &GpuContext, mode: RnnMode, hidden: usize) {
 for_each_mode!(long_sequences, long_sequences_match_cpu);
 
 /// A hidden size the generic persistent kernels run with vec4s (a multiple of four) on every
-/// adapter: too wide for the register recurrence where the adapter has one (a gated cell's
-/// groups split over lanes up to H = 512 on lavapipe).
-fn tiled_hidden(mode: RnnMode) -> usize {
-    if matches!(mode, RnnMode::Rnn(_)) {
-        260
-    } else {
-        516
-    }
-}
+/// adapter: too wide for the register recurrence where the adapter has one (every cell up to
+/// H = 512 on lavapipe).
+const TILED_HIDDEN: usize = 516;
 
 /// A case of `config` over `seq_len` steps, a sequence per entry of `lengths`, with a random
 /// d output and, `with_state`, a given initial state and random d h_n (d c_n).
@@ -859,7 +853,7 @@ fn sequence_tiles_match_cpu(mode: RnnMode) {
     let Some(ctx) = gpu("sequence_tiles_match_cpu") else {
         return;
     };
-    let hidden = tiled_hidden(mode);
+    let hidden = TILED_HIDDEN;
     let config = RnnConfig {
         bidirectional: true,
         ..RnnConfig::new(mode, 3, hidden)
@@ -883,7 +877,7 @@ fn sequence_tiles_cross_dispatches(mode: RnnMode) {
     let Some(ctx) = gpu("sequence_tiles_cross_dispatches") else {
         return;
     };
-    let hidden = tiled_hidden(mode);
+    let hidden = TILED_HIDDEN;
     let config = RnnConfig::new(mode, 2, hidden);
     let seq_len = 420;
     for batch in [16, 2] {

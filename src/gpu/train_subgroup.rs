@@ -19,9 +19,12 @@
 //!
 //! W_hh comes from a texture copy of the parameters (`texture_weights`,
 //! `gpu::training::recurrent_weights`): hundreds of storage loads in the kernels' prologue
-//! were most of what LLVM spent compiling them. So one subgroup holds a gated cell with
-//! H ≤ 64 by default (eight units a lane): an LSTM's first training step compiles in ~5 s
-//! cold (45 s from storage) and its recurrences run ~1.6× faster than in two subgroups.
+//! were most of what LLVM spent compiling them. So a lane may hold twice the weights
+//! (`MAX_TEXTURE_WEIGHTS`): one subgroup holds a gated cell with H ≤ 64 by default (eight
+//! units a lane; an LSTM's first training step ~5 s cold, 45 s from storage, its recurrences
+//! ~1.6× faster than in two subgroups), wide gated states split over half as many lanes
+//! (LSTM H = 256 first step 10.8 → ~5 s cold, and faster), and an Elman RNN up to H = 512
+//! runs here instead of in the generic kernels (H = 512, N = 1, T = 256: ~8× faster).
 
 use std::fmt::Write;
 
@@ -39,7 +42,8 @@ const MAX_ROWS: usize = 8;
 /// So a lane holds four units where eight would exceed this, and a workgroup of several
 /// subgroups shares h (or dG) through workgroup memory: on lavapipe (8 lanes) an Elman RNN
 /// runs here up to H = 256, a GRU or an LSTM up to 64 unsplit and up to 512 split; wider
-/// states take the generic kernels. (Halving it to 128 for a faster compile, LSTM H = 256
+/// states take the generic kernels. (From the texture, with `MAX_TEXTURE_WEIGHTS`: every
+/// cell up to H = 512, wide gated states split over half as many lanes.) (Halving it to 128 for a faster compile, LSTM H = 256
 /// split over eight lanes: the first step 10.8 → 4.3 s cold, but the forward ran 1.4 s
 /// instead of 80 ms at T = 1024, not examined further.)
 const MAX_WEIGHTS: usize = 256;
@@ -54,13 +58,16 @@ const MAX_WEIGHTS: usize = 256;
 /// `MAX_WEIGHTS` allows. From the texture it compiles in seconds and `Auto` takes it too.
 const MAX_PERSISTENT_WEIGHTS: usize = 512;
 
-/// The most weight vec4s a lane of a one-subgroup kernel holds by default where W_hh comes
-/// from its texture (`texture_weights`): the straight-line texel fetches compile in seconds
-/// what hundreds of storage loads took LLVM most of a minute to (LSTM, H = 64, eight units a
-/// lane, shader cache off: forward 22 → 2.2 s, backward 29 → 1.9 s), so the one-subgroup
-/// kernel `MAX_PERSISTENT_WEIGHTS` describes is `Auto`'s too. The forms with several
-/// subgroups or split groups keep `MAX_WEIGHTS`: a bigger budget there would trade lanes for
-/// weights in ways not measured.
+/// The most weight vec4s a lane holds where W_hh comes from its texture (`texture_weights`):
+/// the straight-line texel fetches compile in seconds what hundreds of storage loads took
+/// LLVM most of a minute to (LSTM, H = 64, eight units a lane, shader cache off: forward
+/// 22 → 2.2 s, backward 29 → 1.9 s), so the one-subgroup kernel `MAX_PERSISTENT_WEIGHTS`
+/// describes is `Auto`'s too, and wide states split their groups over half as many lanes.
+/// Measured on lavapipe against `MAX_WEIGHTS` (both from the texture; N = 1, per dispatch,
+/// forward / backward, and the first training step cold): LSTM H = 128 (T = 256) 3.2 / 5.2 →
+/// 2.1 / 2.3 ms, 3.2 → 4.5 s; H = 256 13.6 / 22.0 → 12.5 / 19.1 ms, 3.2 → 5.2 s; H = 512
+/// (T = 128) 47 / 81 → 45 / 56 ms, 3.3 → 5.1 s; GRU H = 128 2.7 / 3.9 → 1.6 / 1.9 ms,
+/// 2.8 → 3.5 s; H = 256 11.8 / 18.1 → 10.8 / 15.3 ms, 2.9 → 4.1 s.
 const MAX_TEXTURE_WEIGHTS: usize = 512;
 
 /// What a device allows one workgroup of these kernels: lanes (invocations, along x) and bytes
@@ -156,8 +163,8 @@ impl SubgroupRecurrence {
     /// bounds made an LSTM with H = 64 take llvmpipe over a minute to compile). With
     /// `fastest`, where several subgroups would share the state, one holds it with up to
     /// [`MAX_PERSISTENT_WEIGHTS`] a lane. With `texture` (the model's W_hh is in a texture,
-    /// `texture_weights`) one subgroup holds it with up to [`MAX_TEXTURE_WEIGHTS`] a lane
-    /// whatever was asked.
+    /// `texture_weights`) every form may hold up to [`MAX_TEXTURE_WEIGHTS`] a lane, whatever
+    /// was asked.
     ///
     /// A gated cell too wide for that splits each group of four units over 2, 4, … lanes
     /// (`split`), the fewest that keep [`MAX_WEIGHTS`] a lane within the `limits` of a
@@ -210,7 +217,7 @@ impl SubgroupRecurrence {
             .map(|k| 1usize << k)
             .take_while(|&split| gated && split <= lanes && lanes % split == 0)
             .map(|split| several.split_over(hidden, split));
-        let one_cap = if texture {
+        let cap = if texture {
             MAX_TEXTURE_WEIGHTS
         } else {
             MAX_WEIGHTS
@@ -218,7 +225,7 @@ impl SubgroupRecurrence {
         let chosen = [one, several]
             .into_iter()
             .chain(splits)
-            .find(|spec| fits(spec, if *spec == one { one_cap } else { MAX_WEIGHTS }))?;
+            .find(|spec| fits(spec, cap))?;
         // Only where it replaces several subgroups, as measured: elsewhere (a state that
         // needs the generic kernels, or wide subgroups with four units a lane) a bigger
         // budget would buy another trade, not measured.
@@ -1305,8 +1312,40 @@ mod tests {
             (wide(false), wide(true)),
             (Some((1, 2, 128)), Some((1, 2, 128)))
         );
+        // W_hh from its texture: every form up to 512 weight vec4s a lane, whatever was asked.
+        let textured = |mode, hidden, fastest| {
+            SubgroupRecurrence::for_config(&config(mode, hidden, 0), Some(8), LIMITS, fastest, true)
+                .map(|s| {
+                    assert!(s.texture_weights);
+                    (s.subgroups, s.split, s.lane_weights())
+                })
+        };
+        for fastest in [false, true] {
+            assert_eq!(textured(RnnMode::Lstm, 64, fastest), Some((1, 1, 512)));
+            assert_eq!(textured(RnnMode::Gru, 44, fastest), Some((1, 1, 384)));
+            assert_eq!(textured(RnnMode::Lstm, 128, fastest), Some((4, 1, 512)));
+            assert_eq!(textured(RnnMode::Lstm, 256, fastest), Some((16, 2, 512)));
+            assert_eq!(textured(RnnMode::Gru, 256, fastest), Some((16, 2, 384)));
+            assert_eq!(textured(RnnMode::Lstm, 512, fastest), Some((64, 4, 512)));
+            assert_eq!(textured(rnn, 512, fastest), Some((16, 1, 512)));
+            assert_eq!(textured(rnn, 516, fastest), None);
+            assert_eq!(textured(RnnMode::Lstm, 516, fastest), None);
+        }
         for hidden in (4..=520).step_by(4) {
             for mode in [rnn, RnnMode::Lstm, RnnMode::Gru] {
+                if let Some(s) = SubgroupRecurrence::for_config(
+                    &config(mode, hidden, 0),
+                    Some(8),
+                    LIMITS,
+                    false,
+                    true,
+                ) {
+                    assert!(s.vec4s() * 4 >= hidden);
+                    assert!(s.lane_weights() <= super::MAX_TEXTURE_WEIGHTS);
+                    assert!(s.lanes * s.subgroups <= 1024);
+                } else {
+                    assert!(hidden > 512, "{mode:?} H = {hidden}");
+                }
                 for (fastest, cap) in [
                     (false, super::MAX_WEIGHTS),
                     (true, super::MAX_PERSISTENT_WEIGHTS),

@@ -53,8 +53,8 @@ use workspace::TrainWorkspace;
 /// gradient as GEMMs over every frame at once, each element summed in a fixed order
 /// (bit-identical run to run). The recurrence is persistent (many steps per dispatch, one
 /// workgroup per sequence and direction): where the adapter has fixed-size subgroups and the
-/// state fits (H a multiple of 4; on lavapipe an Elman RNN up to 256, a GRU or LSTM up to 64)
-/// with W_hh in registers, else reading W_hh from storage;
+/// state fits (H a multiple of 4; on lavapipe every cell up to H = 512) with W_hh in
+/// registers (loaded from a texture copy of the parameters), else reading W_hh from storage;
 /// [`with_recurrence(Recurrence::PerStep)`](GpuTrainer::with_recurrence) runs one dispatch per
 /// step instead. A small model's whole forward, or backward, runs as one dispatch where the
 /// recurrence fits one subgroup (`Recurrence::Auto`; on a software adapter a dispatch costs
