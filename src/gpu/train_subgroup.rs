@@ -1188,7 +1188,8 @@ mod tests {
             proj_size: proj,
             ..RnnConfig::new(mode, 3, hidden)
         };
-        let layout = |mode, hidden, fastest| {
+        // What `Auto` (or, `fastest`, `Persistent`) chooses with W_hh from storage.
+        let chosen = |mode, hidden, fastest| {
             SubgroupRecurrence::for_config(
                 &config(mode, hidden, 0),
                 Some(8),
@@ -1196,8 +1197,9 @@ mod tests {
                 fastest,
                 false,
             )
-            .map(|s| (s.subgroups, s.rows))
         };
+        let layout =
+            |mode, hidden, fastest| chosen(mode, hidden, fastest).map(|s| (s.subgroups, s.rows));
         let spec = |mode, hidden| layout(mode, hidden, false);
         let rnn = RnnMode::Rnn(Nonlinearity::Tanh);
         // One subgroup while eight units a lane cover H within the weights' cap.
@@ -1280,16 +1282,8 @@ mod tests {
         assert_eq!(layout(rnn, 256, true), Some((8, 4)));
         // Whether the backward loads W_hh unmasked: a gated cell whose H fills the units
         // exactly (never an Elman RNN: its kernels would differ by nothing).
-        let unmasked = |mode, hidden, fastest| {
-            SubgroupRecurrence::for_config(
-                &config(mode, hidden, 0),
-                Some(8),
-                LIMITS,
-                fastest,
-                false,
-            )
-            .map(|s| s.unmasked_weights)
-        };
+        let unmasked =
+            |mode, hidden, fastest| chosen(mode, hidden, fastest).map(|s| s.unmasked_weights);
         assert_eq!(unmasked(RnnMode::Lstm, 64, false), Some(true));
         assert_eq!(unmasked(RnnMode::Lstm, 64, true), Some(true));
         assert_eq!(unmasked(RnnMode::Gru, 44, false), Some(false));
