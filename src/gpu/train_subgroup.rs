@@ -43,9 +43,9 @@ const MAX_ROWS: usize = 8;
 /// subgroups shares h (or dG) through workgroup memory: on lavapipe (8 lanes) an Elman RNN
 /// runs here up to H = 256, a GRU or an LSTM up to 64 unsplit and up to 512 split; wider
 /// states take the generic kernels. (From the texture, with `MAX_TEXTURE_WEIGHTS`: every
-/// cell up to H = 512, wide gated states split over half as many lanes.) (Halving it to 128 for a faster compile, LSTM H = 256
-/// split over eight lanes: the first step 10.8 → 4.3 s cold, but the forward ran 1.4 s
-/// instead of 80 ms at T = 1024, not examined further.)
+/// cell up to H = 512, wide gated states split over half as many lanes.) (Halving it to 128
+/// for a faster compile, LSTM H = 256 split over eight lanes: the first step 10.8 → 4.3 s
+/// cold, but the forward ran 1.4 s instead of 80 ms at T = 1024, not examined further.)
 const MAX_WEIGHTS: usize = 256;
 
 /// The most weight vec4s a lane of a one-subgroup kernel holds where the caller asked for the
@@ -167,7 +167,7 @@ impl SubgroupRecurrence {
     /// was asked.
     ///
     /// A gated cell too wide for that splits each group of four units over 2, 4, … lanes
-    /// (`split`), the fewest that keep [`MAX_WEIGHTS`] a lane within the `limits` of a
+    /// (`split`), the fewest that keep the cap a lane within the `limits` of a
     /// workgroup (its lanes and workgroup memory): on lavapipe (8 lanes, 1024 a
     /// workgroup) an LSTM or a GRU up to H = 512. Summing each unit's parts apart changes
     /// the rounding against the generic kernels (which those states ran before) by an ulp or
@@ -369,8 +369,9 @@ impl SubgroupRecurrence {
     /// `backward_sequence` among its operations.
     pub fn program_wgsl(&self, run: &str) -> String {
         debug_assert_eq!(self.subgroups, 1, "a program runs as one subgroup");
-        // A program's kernel also runs what changes the parameters (none of the texture's
-        // refreshes between), and its recurrence is small: W_hh from storage.
+        // A program loads W_hh from storage: no refresh of the texture precedes it
+        // (`TrainWorkspace::record` refreshes it for `Op::Subgroup`s), and its recurrence is
+        // small enough (`fits_one_dispatch`) to compile fast that way.
         let storage = SubgroupRecurrence {
             texture_weights: false,
             ..*self

@@ -17,12 +17,11 @@ use std::sync::{Arc, OnceLock};
 
 use crate::gpu::train_subgroup::SubgroupRecurrence;
 
-use super::recurrent_weights::RecurrentWeights;
-
 use super::program::{
     BackwardPrograms, HeadSpec, IterationRuns, Op, ProgramBuilder, Programs, TrainRecurrence,
     programs,
 };
+use super::recurrent_weights::RecurrentWeights;
 
 /// Where everything lies in `work`, in f32 elements.
 #[derive(Clone, Debug, Default)]
