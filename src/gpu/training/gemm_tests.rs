@@ -82,25 +82,8 @@ fn bind(ctx: &crate::GpuContext, params: &[f32], grads: &[f32], work: &[f32]) ->
         usage: wgpu::BufferUsages::UNIFORM,
     });
     let (params, grads, work) = (buffer(params), buffer(grads), buffer(work));
-    // The GEMMs read no weight texels: any texture of the format fills the binding.
-    let texture = device.create_texture(&wgpu::TextureDescriptor {
-        label: None,
-        size: wgpu::Extent3d {
-            width: 1,
-            height: 1,
-            depth_or_array_layers: 1,
-        },
-        mip_level_count: 1,
-        sample_count: 1,
-        dimension: wgpu::TextureDimension::D2,
-        format: crate::gpu::kernels::weight_texture::FORMAT,
-        usage: wgpu::TextureUsages::TEXTURE_BINDING,
-        view_formats: &[],
-    });
-    let texels = texture.create_view(&wgpu::TextureViewDescriptor {
-        dimension: Some(wgpu::TextureViewDimension::D2Array),
-        ..Default::default()
-    });
+    // The GEMMs read no weight texels.
+    let texels = crate::gpu::training::recurrent_weights::placeholder_view(device);
     let bind_group = ctx.training_kernels().unwrap().bind_group(
         device,
         &TrainingBuffers {

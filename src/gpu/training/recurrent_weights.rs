@@ -18,6 +18,41 @@ use crate::gpu::context::GpuContext;
 use crate::gpu::kernels::weight_texture::FORMAT;
 use crate::train::ParamLayout;
 
+/// A view of every layer of `texture`, as the kernels bind it.
+fn array_view(texture: &wgpu::Texture) -> wgpu::TextureView {
+    texture.create_view(&wgpu::TextureViewDescriptor {
+        dimension: Some(wgpu::TextureViewDimension::D2Array),
+        ..Default::default()
+    })
+}
+
+/// A texture of `FORMAT` texels, (width, height, layers), for W_hh.
+fn texture_array(device: &wgpu::Device, (width, height, layers): (u32, u32, u32)) -> wgpu::Texture {
+    device.create_texture(&wgpu::TextureDescriptor {
+        label: Some("recurrent weights"),
+        size: wgpu::Extent3d {
+            width,
+            height,
+            depth_or_array_layers: layers,
+        },
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format: FORMAT,
+        usage: wgpu::TextureUsages::TEXTURE_BINDING
+            | wgpu::TextureUsages::STORAGE_BINDING
+            | wgpu::TextureUsages::COPY_SRC,
+        view_formats: &[],
+    })
+}
+
+/// A view of a 1×1 texture for bind groups whose kernels read no weight texels (the GEMMs'
+/// tests).
+#[cfg(test)]
+pub(crate) fn placeholder_view(device: &wgpu::Device) -> wgpu::TextureView {
+    array_view(&texture_array(device, (1, 1, 1)))
+}
+
 /// The texture of one trainer's W_hh, and what refreshes it.
 pub(crate) struct RecurrentWeights {
     /// Read back by the tests (the view keeps it alive otherwise).
@@ -62,27 +97,8 @@ impl RecurrentWeights {
         };
         let device = ctx.device();
         let scopes = ctx.error_scopes();
-        let texture = device.create_texture(&wgpu::TextureDescriptor {
-            label: Some("recurrent weights"),
-            size: wgpu::Extent3d {
-                width: size.0,
-                height: size.1,
-                depth_or_array_layers: size.2,
-            },
-            mip_level_count: 1,
-            sample_count: 1,
-            dimension: wgpu::TextureDimension::D2,
-            format: FORMAT,
-            usage: wgpu::TextureUsages::TEXTURE_BINDING
-                | wgpu::TextureUsages::STORAGE_BINDING
-                | wgpu::TextureUsages::COPY_SRC,
-            view_formats: &[],
-        });
-        let array = wgpu::TextureViewDescriptor {
-            dimension: Some(wgpu::TextureViewDimension::D2Array),
-            ..Default::default()
-        };
-        let view = texture.create_view(&array);
+        let texture = texture_array(device, size);
+        let view = array_view(&texture);
         let refresh = match fits {
             true => {
                 let mut table = vec![hidden as u32, width as u32, rows as u32];
@@ -93,7 +109,7 @@ impl RecurrentWeights {
                     usage: wgpu::BufferUsages::STORAGE,
                 });
                 let kernels = ctx.training_kernels()?;
-                let storage = texture.create_view(&array);
+                let storage = array_view(&texture);
                 Some(Refresh {
                     bind_group: kernels
                         .weight_texture
