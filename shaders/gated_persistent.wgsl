@@ -37,6 +37,8 @@
 // The state is read from half 0 and left there; after both halves come the lengths.
 @group(0) @binding(4) var<storage, read_write> state: array<f32>;
 @group(0) @binding(5) var<storage, read_write> output: array<{{IO_ELEMENT}}>;
+// W_hh again as texels, (D·G·HIDDEN_PAD) rows of VEC4S, where the kernel loads it so.
+{{TEXTURE_BINDING}}
 {{PROJECTION_BINDINGS}}
 const HIDDEN: u32 = {{HIDDEN}}u;
 const HIDDEN_PAD: u32 = {{HIDDEN_PAD}}u;

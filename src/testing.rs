@@ -183,7 +183,13 @@ fn beyond_downlevel_sources() -> Vec<(String, String)> {
             }
         }
     }
-    for (cell, hidden) in [(Cell::Lstm, 64), (Cell::Gru, 17), (Cell::Gru, 84)] {
+    let gated = [
+        (Cell::Lstm, 64),
+        (Cell::Gru, 17),
+        (Cell::Gru, 84),
+        (Cell::Lstm, 256),
+    ];
+    for ((cell, hidden), texture) in gated.into_iter().flat_map(|c| [(c, false), (c, true)]) {
         let arch = Architecture {
             cell,
             input_size: hidden,
@@ -193,7 +199,7 @@ fn beyond_downlevel_sources() -> Vec<(String, String)> {
             directions: 1,
         };
         let (Some(spec), Some(projection)) = (
-            GatedPersistentSpec::for_arch(&arch, Some(8), 256),
+            GatedPersistentSpec::for_arch(&arch, Some(8), 256, texture),
             SubgroupProjection::for_subgroup(8, hidden % 4 == 0, hidden % 4 == 0),
         ) else {
             continue;
@@ -307,7 +313,11 @@ fn all_sources() -> Vec<(String, String)> {
                     num_layers: 1,
                     directions: 1,
                 };
-                if let Some(spec) = GatedPersistentSpec::for_arch(&arch, subgroup, 256) {
+                for texture in [false, true] {
+                    let Some(spec) = GatedPersistentSpec::for_arch(&arch, subgroup, 256, texture)
+                    else {
+                        continue;
+                    };
                     let name = format!("gated_persistent {spec:?}");
                     if !sources.iter().any(|(n, _)| *n == name) {
                         sources.push((name, spec.wgsl()));

@@ -62,7 +62,8 @@ fn long_gated_sequences_match_cpu() {
 
 /// The rule that picks the kernel: the persistent one up to H = 256 for an Elman RNN, 64 for
 /// an LSTM and 84 for a GRU (on CPU adapters with 8-lane subgroups and 1024 lanes a
-/// workgroup, lavapipe's, 512 for both: their lanes split wide rows), the per-step ones for
+/// workgroup, lavapipe's, 512 for an LSTM and 672 for a GRU: their lanes split wide rows, and
+/// load W_hh from a texture, 512 weight vec4s a lane at most), the per-step ones for
 /// wider or projected models; asking a projected LSTM for the persistent kernel is a typed
 /// error, any other model gets it. And the state rules of the CPU path: only an LSTM takes
 /// c0, and it needs it.
@@ -89,7 +90,7 @@ fn recurrence_follows_the_documented_rule() {
     // The widest gated states on the persistent kernel, where this test knows them (other
     // CPU adapters: at least the sizes above).
     let widest = match support::cpu_subgroup_lanes(&ctx) {
-        Some((8, lanes)) if lanes >= 1024 => Some((512, 512)),
+        Some((8, lanes)) if lanes >= 1024 => Some((512, 672)),
         Some(_) => None,
         None => Some((64, 84)),
     };
@@ -377,9 +378,10 @@ fn projecting_ahead_matches_cpu() {
     // first only where a layer writes its output where it reads its input), lengths, h0 or
     // not; and shapes that must not project ahead (two workgroups, a small projection: an
     // Elman H = 64 fuses its input instead, an LSTM's I·4H = 16380 falls just short of 128²),
-    // checked against the CPU alike. Gated cells wider than H = 64 (LSTM) and 84 (GRU) split
-    // their rows over more lanes and project ahead only from I·G·H ≥ 2·256² (an LSTM
-    // H = 256 does, a GRU H = 128 does not).
+    // checked against the CPU alike. Gated cells whose lanes split their rows (with W_hh from
+    // a texture, as on lavapipe: an LSTM wider than H = 128, a GRU wider than 168) project
+    // ahead only from I·G·H ≥ 2·256² (an LSTM H = 256 does, a GRU H = 176 does not; a GRU
+    // H = 128, unsplit, does).
     let mut cases = vec![
         plan(TANH, (128, 128, 1000, 1, 2), false, false, 2),
         // I > H: projecting a chunk on one core would outlast the recurrence.
@@ -397,7 +399,8 @@ fn projecting_ahead_matches_cpu() {
         plan(RnnMode::Gru, (77, 77, 257, 1, 1), false, false, 1),
         plan(RnnMode::Gru, (76, 76, 129, 1, 2), false, false, 2),
         plan(RnnMode::Lstm, (256, 256, 300, 1, 1), false, false, 1),
-        plan(RnnMode::Gru, (128, 128, 300, 1, 1), true, false, 0),
+        plan(RnnMode::Gru, (176, 176, 300, 1, 1), true, false, 0),
+        plan(RnnMode::Gru, (128, 128, 300, 1, 1), true, false, 1),
     ];
     cases[9].lengths = Some(vec![211]);
     check_layer_plans(&ctx, "projecting ahead", &cases, 40, |gpu, t, n| {

@@ -152,20 +152,28 @@ impl Engine {
             _ => None,
         }
         .map(|h| PersistentSpec::for_hidden(h, ctx.persistent_subgroup()).with_weights(precision));
-        let gated = match options.recurrence {
-            Recurrence::PerStep => None,
-            Recurrence::Auto => {
-                GatedPersistentSpec::for_arch(&arch, ctx.persistent_subgroup(), ctx.max_lanes())
-                    .filter(GatedPersistentSpec::fits)
-                    .map(|spec| spec.with_weights(precision))
-            }
-            Recurrence::Persistent => {
-                let spec = GatedPersistentSpec::for_arch(
+        // The gated kernel loads W_hh from a texture where the device's limits hold it.
+        let gated_spec = || {
+            let layout = |texture| {
+                GatedPersistentSpec::for_arch(
                     &arch,
                     ctx.persistent_subgroup(),
                     ctx.max_lanes(),
+                    texture,
                 )
-                .map(|spec| spec.with_weights(precision));
+            };
+            let spec = layout(true)?;
+            let (width, rows) = spec.texture_size(arch.directions);
+            match width.max(rows) <= limits.max_texture_dimension_2d {
+                true => Some(spec.with_weights(precision)),
+                false => layout(false).map(|spec| spec.with_weights(precision)),
+            }
+        };
+        let gated = match options.recurrence {
+            Recurrence::PerStep => None,
+            Recurrence::Auto => gated_spec().filter(GatedPersistentSpec::fits),
+            Recurrence::Persistent => {
+                let spec = gated_spec();
                 if spec.is_none() && arch.cell == Cell::Lstm {
                     return Err(RnnError::InvalidConfig(
                         "an LSTM with proj_size runs the per-step kernels only \

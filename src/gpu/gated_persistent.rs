@@ -14,6 +14,7 @@ use std::fmt::Write;
 
 use crate::gpu::ahead;
 use crate::gpu::architecture::{Architecture, Cell};
+use crate::gpu::kernels::RECURRENT_TEXTURE_BINDING;
 use crate::gpu::persistent_io;
 use crate::gpu::projection::SubgroupProjection;
 use crate::shaders::{self, Template, WeightPrecision};
@@ -33,6 +34,13 @@ use crate::shaders::{self, Template, WeightPrecision};
 ///
 /// [`Recurrence::Auto`]: crate::Recurrence::Auto
 pub(crate) const MAX_AUTO_WEIGHTS: usize = 256;
+
+/// The same where W_hh is loaded from a texture ([`GatedPersistentSpec::texture`]): a
+/// texel fetch is straight-line code where a storage load is a loop over the lanes, and
+/// those loops were what took LLVM the time (the training kernels measured 22 s → 2 s for
+/// 512 weight vec4s a lane; `gpu::training::recurrent_weights`). Measured for this kernel in
+/// benches/README.md.
+pub(crate) const MAX_TEXTURE_WEIGHTS: usize = 512;
 
 /// One specialisation of the persistent gated kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -60,6 +68,12 @@ pub(crate) struct GatedPersistentSpec {
     pub weights: WeightPrecision,
     /// Projects ahead with this form of the subgroup projection (see `gpu::ahead`).
     pub projects_ahead: Option<SubgroupProjection>,
+    /// Loads W_hh from the model's texture of it (`ModelBuffers`, rows of
+    /// [`texture_size`](Self::texture_size)) rather than from `recurrent`: what lets a lane
+    /// hold [`MAX_TEXTURE_WEIGHTS`] rather than [`MAX_AUTO_WEIGHTS`]. Subgroup forms only
+    /// (each texel goes through an identity `subgroupShuffle`, without which LLVM fetched
+    /// the weights again in every step).
+    pub texture: bool,
 }
 
 impl GatedPersistentSpec {
@@ -67,13 +81,15 @@ impl GatedPersistentSpec {
     /// through workgroup memory, or with `subgroupBroadcast` when one subgroup covers H.
     /// `subgroup` is the adapter's fixed subgroup size when subgroup operations may be used
     /// (see `GpuContext::persistent_subgroup`); with it, wide rows split over as many lanes
-    /// as keep a lane's weights within [`MAX_AUTO_WEIGHTS`], up to `max_lanes` lanes a
-    /// workgroup (`GpuContext::max_lanes`). `None` for an Elman RNN or a projected LSTM
-    /// (which run other kernels).
+    /// as keep a lane's weights within what [`fits`](Self::fits), up to `max_lanes` lanes a
+    /// workgroup (`GpuContext::max_lanes`), and with `texture` W_hh comes from a texture
+    /// (and one subgroup may hold eight units a lane). `None` for an Elman RNN or a
+    /// projected LSTM (which run other kernels).
     pub fn for_arch(
         arch: &Architecture,
         subgroup: Option<usize>,
         max_lanes: usize,
+        texture: bool,
     ) -> Option<Self> {
         let lstm = match arch.cell {
             Cell::Lstm if !arch.projected() => true,
@@ -81,18 +97,26 @@ impl GatedPersistentSpec {
             _ => return None,
         };
         let hidden = arch.hidden_size;
+        let texture = texture && subgroup.is_some();
+        let one_subgroup = |size, units| GatedPersistentSpec {
+            lstm,
+            hidden,
+            units,
+            lanes: size,
+            broadcast: true,
+            slices: None,
+            split: 1,
+            weights: WeightPrecision::F32,
+            projects_ahead: None,
+            texture,
+        };
         Some(match subgroup {
-            Some(size) if hidden <= 4 * size => GatedPersistentSpec {
-                lstm,
-                hidden,
-                units: 4,
-                lanes: size,
-                broadcast: true,
-                slices: None,
-                split: 1,
-                weights: WeightPrecision::F32,
-                projects_ahead: None,
-            },
+            Some(size) if hidden <= 4 * size => one_subgroup(size, 4),
+            // Eight units a lane keep h in registers, shared without barriers, where one
+            // subgroup of them covers H.
+            Some(size) if hidden <= 8 * size && one_subgroup(size, 8).fits() => {
+                one_subgroup(size, 8)
+            }
             Some(size) => {
                 // Split rows over the fewest lanes (a power of two, at most the subgroup) that
                 // keep a lane's weights within what `fits`, or as many as `max_lanes` allow.
@@ -107,6 +131,7 @@ impl GatedPersistentSpec {
                     split,
                     weights: WeightPrecision::F32,
                     projects_ahead: None,
+                    texture,
                 };
                 let mut spec = split_over(1);
                 while !spec.fits() && spec.split < size && 2 * spec.lanes <= max_lanes {
@@ -124,6 +149,7 @@ impl GatedPersistentSpec {
                 split: 1,
                 weights: WeightPrecision::F32,
                 projects_ahead: None,
+                texture: false,
             },
         })
     }
@@ -177,9 +203,22 @@ impl GatedPersistentSpec {
     }
 
     /// Whether [`Recurrence::Auto`](crate::Recurrence::Auto) runs this kernel: a lane's
-    /// weights, before padding the lanes to whole subgroups, within [`MAX_AUTO_WEIGHTS`].
+    /// weights, before padding the lanes to whole subgroups, within [`MAX_AUTO_WEIGHTS`]
+    /// ([`MAX_TEXTURE_WEIGHTS`] from a texture).
     pub fn fits(&self) -> bool {
-        self.gates() * self.units * self.hidden.div_ceil(4).div_ceil(self.split) <= MAX_AUTO_WEIGHTS
+        let most = match self.texture {
+            true => MAX_TEXTURE_WEIGHTS,
+            false => MAX_AUTO_WEIGHTS,
+        };
+        self.gates() * self.units * self.hidden.div_ceil(4).div_ceil(self.split) <= most
+    }
+
+    /// The texture of W_hh a [`texture`](Self::texture) kernel reads, in texels: H_pad / 4
+    /// wide, a row per padded row of every direction and gate ((D, G, H_pad) rows, as
+    /// [`pad_weights`](Self::pad_weights) lays them out before b_hn).
+    pub fn texture_size(&self, directions: usize) -> (u32, u32) {
+        let pad = self.hidden_pad();
+        ((pad / 4) as u32, (directions * self.gates() * pad) as u32)
     }
 
     /// The recurrent weights as the kernel reads them: W_hh of every direction, (D·G·H, H),
@@ -234,9 +273,18 @@ impl GatedPersistentSpec {
         for g in 0..gates {
             for r in 0..units {
                 for k in 0..part_vec4s {
+                    let row = format!("(d * GATES + {g}u) * HIDDEN_PAD + row0 + {r}u");
+                    let load = match self.texture {
+                        true => format!(
+                            "subgroupShuffle(textureLoad(recurrent_texels, vec2<u32>({part_offset}{k}u, {row}), 0), sub)"
+                        ),
+                        false => {
+                            format!("vec4<f32>(recurrent[({row}) * VEC4S + {part_offset}{k}u])")
+                        }
+                    };
                     let _ = writeln!(
                         load_weights,
-                        "    w[{}] = vec4<f32>(recurrent[((d * GATES + {g}u) * HIDDEN_PAD + row0 + {r}u) * VEC4S + {part_offset}{k}u]);",
+                        "    w[{}] = {load};",
                         (g * units + r) * part_vec4s + k
                     );
                 }
@@ -433,10 +481,22 @@ impl GatedPersistentSpec {
             .set("SAVE_STATE", &save_state)
             .set("BARRIER", barrier)
             .set("IO_ELEMENT", io_element)
+            .set(
+                "TEXTURE_BINDING",
+                match self.texture {
+                    true => format!(
+                        "@group(0) @binding({RECURRENT_TEXTURE_BINDING}) var recurrent_texels: texture_2d<f32>;"
+                    ),
+                    false => String::new(),
+                },
+            )
             .set("IO_FUNCTIONS", &io_functions)
             .set(
                 "SUBGROUP_LANE",
-                ahead::builtins(self.slices.is_some(), self.projects_ahead.is_some()),
+                ahead::builtins(
+                    self.slices.is_some() || self.texture,
+                    self.projects_ahead.is_some(),
+                ),
             )
             .finish()
     }
@@ -464,7 +524,8 @@ mod tests {
             for cell in [Cell::Lstm, Cell::Gru] {
                 for subgroup in [None, Some(8)] {
                     let spec =
-                        GatedPersistentSpec::for_arch(&arch(cell, hidden), subgroup, 256).unwrap();
+                        GatedPersistentSpec::for_arch(&arch(cell, hidden), subgroup, 256, false)
+                            .unwrap();
                     crate::shaders::assert_valid(&format!("{spec:?}"), &spec.wgsl());
                 }
             }
@@ -487,7 +548,8 @@ mod tests {
             (Cell::Lstm, 512, 256, (2, 256, 1024)),
         ] {
             let spec =
-                GatedPersistentSpec::for_arch(&arch(cell, hidden), Some(8), max_lanes).unwrap();
+                GatedPersistentSpec::for_arch(&arch(cell, hidden), Some(8), max_lanes, false)
+                    .unwrap();
             assert_eq!(
                 (spec.split, spec.lanes, spec.lane_weights()),
                 want,
@@ -500,8 +562,47 @@ mod tests {
     }
 
     #[test]
+    fn texture_weights_let_lanes_hold_twice_as_many() {
+        // (cell, H) → (units, split, lanes, weight vec4s a lane) on 8-lane subgroups, 1024
+        // lanes a workgroup at most, W_hh from a texture.
+        for (cell, hidden, want) in [
+            (Cell::Lstm, 32, (4, 1, 8, 128)),
+            // One subgroup of eight units a lane: h in registers, no barrier.
+            (Cell::Lstm, 64, (8, 1, 8, 512)),
+            (Cell::Gru, 60, (8, 1, 8, 384)),
+            (Cell::Lstm, 128, (4, 1, 32, 512)),
+            (Cell::Gru, 168, (4, 1, 48, 576)),
+            (Cell::Lstm, 256, (4, 2, 128, 512)),
+            (Cell::Gru, 256, (4, 2, 128, 384)),
+            (Cell::Lstm, 512, (4, 4, 512, 512)),
+            (Cell::Gru, 672, (4, 4, 672, 504)),
+        ] {
+            let spec =
+                GatedPersistentSpec::for_arch(&arch(cell, hidden), Some(8), 1024, true).unwrap();
+            assert!(spec.texture && spec.fits(), "{cell:?} H = {hidden}");
+            assert_eq!(
+                (spec.units, spec.split, spec.lanes, spec.lane_weights()),
+                want,
+                "{cell:?} H = {hidden}"
+            );
+            let (width, rows) = spec.texture_size(2);
+            assert_eq!(width as usize, spec.hidden_pad() / 4);
+            assert_eq!(rows as usize, 2 * cell.gates() * spec.hidden_pad());
+        }
+        // Past what four parts of 512 vec4s hold within 1024 lanes.
+        for (cell, hidden) in [(Cell::Lstm, 516), (Cell::Gru, 676)] {
+            let spec =
+                GatedPersistentSpec::for_arch(&arch(cell, hidden), Some(8), 1024, true).unwrap();
+            assert!(!spec.fits(), "{cell:?} H = {hidden}");
+        }
+        // Without subgroups, no texture.
+        let plain = GatedPersistentSpec::for_arch(&arch(Cell::Lstm, 64), None, 1024, true);
+        assert!(!plain.unwrap().texture);
+    }
+
+    #[test]
     fn padded_weights_keep_rows_and_bias() {
-        let spec = GatedPersistentSpec::for_arch(&arch(Cell::Gru, 3), None, 256).unwrap();
+        let spec = GatedPersistentSpec::for_arch(&arch(Cell::Gru, 3), None, 256, false).unwrap();
         let pad = spec.hidden_pad();
         assert_eq!(pad, 4);
         // One direction: 3 gates × 3 rows of 3, and b_hn of 3.
@@ -521,7 +622,8 @@ mod tests {
             GatedPersistentSpec::for_arch(
                 &arch(Cell::Rnn(crate::Nonlinearity::Tanh), 8),
                 None,
-                256
+                256,
+                false
             )
             .is_none()
         );
@@ -529,6 +631,6 @@ mod tests {
             state_size: 4,
             ..arch(Cell::Lstm, 8)
         };
-        assert!(GatedPersistentSpec::for_arch(&projected, Some(8), 256).is_none());
+        assert!(GatedPersistentSpec::for_arch(&projected, Some(8), 256, true).is_none());
     }
 }

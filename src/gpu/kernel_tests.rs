@@ -129,6 +129,7 @@ fn step_zero_group(
             p: &storage(ctx, p),
             state,
             output,
+            recurrent_texture: None,
         },
     )
 }

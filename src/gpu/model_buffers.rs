@@ -4,6 +4,7 @@
 
 use crate::gpu::architecture::{Architecture, Cell, UnitWeights};
 use crate::gpu::context::GpuContext;
+use crate::gpu::kernels::recurrent_texture_descriptor;
 use crate::gpu::persistent_specs::PersistentSpecs;
 use crate::gpu::plan::{WAVEFRONT_MIN_BATCH, wavefront_pays};
 use crate::head::Linear;
@@ -23,6 +24,9 @@ pub(crate) struct LayerBuffers {
     /// Where b_hn and W_hr start in `recurrent`, in elements.
     pub step_bias_offset: usize,
     pub hr_offset: usize,
+    /// W_hh again as texels, where the persistent kernel loads them so
+    /// (`GatedPersistentSpec::texture`).
+    pub recurrent_texture: Option<wgpu::TextureView>,
 }
 
 /// A Linear head on the GPU.
@@ -74,8 +78,18 @@ impl ModelBuffers {
                 let mut recurrent = stack(&|u| u.weight_hh.clone());
                 let step_bias = stack(&|u| u.step_bias.clone().unwrap_or_default());
                 let step_bias_offset;
+                let mut recurrent_texture = None;
                 if let Some(PersistentSpecs::Gated(spec)) = &persistent {
                     (recurrent, step_bias_offset) = spec.pad_weights(&recurrent, &step_bias, d);
+                    if spec.texture {
+                        // The padded W_hh, (D·G·H_pad) rows of H_pad / 4 texels, as stored.
+                        let texels: Vec<f32> = recurrent[..step_bias_offset]
+                            .iter()
+                            .map(|&w| precision.round(w))
+                            .collect();
+                        let (width, rows) = spec.texture_size(d);
+                        recurrent_texture = Some(upload_texture(ctx, width, rows, &texels));
+                    }
                 } else {
                     if let Some(PersistentSpecs::Elman(spec)) = &persistent {
                         recurrent = spec.pad_weights(&recurrent, d);
@@ -91,6 +105,7 @@ impl ModelBuffers {
                     recurrent: weights("recurrent weights", &recurrent),
                     step_bias_offset,
                     hr_offset,
+                    recurrent_texture,
                 }
             })
             .collect();
@@ -127,6 +142,29 @@ impl ModelBuffers {
             out_features: head.out_features,
         }
     }
+}
+
+/// A texture of `width` × `rows` texels filled with `texels` (row-major, four f32 a texel),
+/// and its view.
+fn upload_texture(ctx: &GpuContext, width: u32, rows: u32, texels: &[f32]) -> wgpu::TextureView {
+    let texture = ctx
+        .device()
+        .create_texture(&recurrent_texture_descriptor(width, rows));
+    ctx.queue().write_texture(
+        texture.as_image_copy(),
+        bytemuck::cast_slice(texels),
+        wgpu::TexelCopyBufferLayout {
+            offset: 0,
+            bytes_per_row: Some(16 * width),
+            rows_per_image: None,
+        },
+        wgpu::Extent3d {
+            width,
+            height: rows,
+            depth_or_array_layers: 1,
+        },
+    );
+    texture.create_view(&Default::default())
 }
 
 /// The weights of a stacked unidirectional RNN as `wavefront_block.wgsl` reads them: W_hh of

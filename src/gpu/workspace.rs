@@ -470,6 +470,7 @@ impl Workspace {
                 p: &projections,
                 state: &state,
                 output: &output,
+                recurrent_texture: weights.recurrent_texture.as_ref(),
             };
             step_groups.push(
                 kernels
@@ -528,6 +529,7 @@ impl Workspace {
                     p: &projections,
                     state: &state,
                     output: &output,
+                    recurrent_texture: None,
                 },
             )
         });

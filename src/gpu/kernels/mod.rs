@@ -26,7 +26,9 @@ use crate::shaders::WeightPrecision;
 
 pub(crate) use gated_step::GatedStepKernel;
 pub(crate) use projection::{PROJECTION_TILE, ProjectionBindings, ProjectionKernel};
-pub(crate) use step::{RecurrentStepKernel, StepBindings};
+pub(crate) use step::{
+    RECURRENT_TEXTURE_BINDING, RecurrentStepKernel, StepBindings, recurrent_texture_descriptor,
+};
 
 /// Every pipeline the crate uses, compiled once per context.
 pub(crate) struct Kernels {
@@ -174,6 +176,23 @@ pub(super) fn storage_entry_unsized(binding: u32, read_only: bool) -> wgpu::Bind
     }
 }
 
+/// A texture of unfilterable floats the kernel reads with `textureLoad`.
+pub(super) fn texture_entry(
+    binding: u32,
+    view_dimension: wgpu::TextureViewDimension,
+) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Texture {
+            sample_type: wgpu::TextureSampleType::Float { filterable: false },
+            view_dimension,
+            multisampled: false,
+        },
+        count: None,
+    }
+}
+
 pub(super) fn storage_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
     wgpu::BindGroupLayoutEntry {
         binding,
@@ -242,11 +261,22 @@ pub(super) fn bind_group(
             resource: resource.clone(),
         })
         .collect();
+    bind_group_entries(device, counters, label, layout, &entries)
+}
+
+/// A bind group of `entries`, whose bindings need not follow one another.
+pub(super) fn bind_group_entries(
+    device: &wgpu::Device,
+    counters: &Counters,
+    label: &str,
+    layout: &wgpu::BindGroupLayout,
+    entries: &[wgpu::BindGroupEntry<'_>],
+) -> wgpu::BindGroup {
     counters.bind_groups.fetch_add(1, Ordering::Relaxed);
     device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: Some(label),
         layout,
-        entries: &entries,
+        entries,
     })
 }
 

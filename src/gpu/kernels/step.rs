@@ -5,9 +5,10 @@ use crate::gpu::counters::Counters;
 use crate::shaders::{self, WeightPrecision};
 
 use super::projection::ProjectionBindings;
+use super::weight_texture::FORMAT;
 use super::{
-    ProjectionParams, StepGrid, StepIndex, StepLayerParams, bind_group, compute_pipeline, size_of,
-    storage_entry, storage_entry_unsized, uniform_entry,
+    ProjectionParams, StepGrid, StepIndex, StepLayerParams, bind_group_entries, compute_pipeline,
+    size_of, storage_entry, storage_entry_unsized, texture_entry, uniform_entry,
 };
 
 /// `recurrent_step.wgsl`: one fused timestep of one layer, both directions, one invocation
@@ -22,6 +23,9 @@ pub(crate) struct RecurrentStepKernel {
     /// and bias (6..9); only on devices that allow
     /// its [`OWN_INPUT_STORAGE_BUFFERS`] storage buffers (wgpu's downlevel limits allow 4).
     own_input_layout: Option<wgpu::BindGroupLayout>,
+    /// A 1×1 texture bound as W_hh's texels (binding 10) where a layer has none: only
+    /// persistent kernels reading W_hh from a texture declare that binding.
+    placeholder_texture: wgpu::TextureView,
     pipeline: wgpu::ComputePipeline,
     block: wgpu::ComputePipeline,
     /// The block kernel as one subgroup sharing h by broadcast, on adapters with a fixed
@@ -38,6 +42,9 @@ pub(crate) const STEP_WORKGROUP: u32 = 64;
 /// fusing their input): W_hh, P, the state, the output, X, W_ih and the bias.
 pub(crate) const OWN_INPUT_STORAGE_BUFFERS: u32 = 7;
 
+/// The binding of W_hh's texels in both layouts (after the projection's 6..9).
+pub(crate) const RECURRENT_TEXTURE_BINDING: u32 = 10;
+
 /// Invocations of the block kernel along units and along sequences (8 × 8 a workgroup).
 const BLOCK_WORKGROUP: u32 = 8;
 
@@ -52,13 +59,17 @@ pub(crate) struct StepBindings<'a> {
     /// Both state halves, then the lengths.
     pub state: &'a wgpu::Buffer,
     pub output: &'a wgpu::Buffer,
+    /// W_hh as texels, where the layer's persistent kernel reads them so
+    /// (`GatedPersistentSpec::texture`).
+    pub recurrent_texture: Option<&'a wgpu::TextureView>,
 }
 
 impl<'a> StepBindings<'a> {
-    /// The resources of bindings 0..6, in order (the step uniform through its dynamic
-    /// offset, one `StepIndex` wide).
-    fn resources(&self) -> [wgpu::BindingResource<'a>; 6] {
-        [
+    /// The entries of bindings 0..6 and of W_hh's texels (`placeholder` where the layer
+    /// has none), in order (the step uniform through its dynamic offset, one `StepIndex`
+    /// wide).
+    fn entries(&self, placeholder: &'a wgpu::TextureView) -> Vec<wgpu::BindGroupEntry<'a>> {
+        let resources = [
             self.layer.as_entire_binding(),
             wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                 buffer: self.steps,
@@ -69,7 +80,14 @@ impl<'a> StepBindings<'a> {
             self.p.as_entire_binding(),
             self.state.as_entire_binding(),
             self.output.as_entire_binding(),
-        ]
+        ];
+        let texture =
+            wgpu::BindingResource::TextureView(self.recurrent_texture.unwrap_or(placeholder));
+        (0..)
+            .zip(resources)
+            .chain([(RECURRENT_TEXTURE_BINDING, texture)])
+            .map(|(binding, resource)| wgpu::BindGroupEntry { binding, resource })
+            .collect()
     }
 }
 
@@ -93,6 +111,7 @@ impl RecurrentStepKernel {
                 storage_entry_unsized(3, p_read_only),
                 storage_entry_unsized(4, false),
                 storage_entry_unsized(5, false),
+                texture_entry(RECURRENT_TEXTURE_BINDING, wgpu::TextureViewDimension::D2),
             ]
         };
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
@@ -147,9 +166,13 @@ impl RecurrentStepKernel {
                 compute_pipeline(device, counters, &label, &source, &layout)
             })
         });
+        let placeholder_texture = device
+            .create_texture(&recurrent_texture_descriptor(1, 1))
+            .create_view(&Default::default());
         RecurrentStepKernel {
             layout,
             own_input_layout,
+            placeholder_texture,
             pipeline,
             block,
             block_subgroup,
@@ -193,19 +216,24 @@ impl RecurrentStepKernel {
         projection: ProjectionBindings<'_>,
     ) -> wgpu::BindGroup {
         debug_assert_eq!(step.p, projection.p);
-        let mut resources = step.resources().to_vec();
-        resources.extend([
+        let mut entries = step.entries(&self.placeholder_texture);
+        let projection = [
             projection.params.as_entire_binding(),
             projection.x.as_entire_binding(),
             projection.weight.as_entire_binding(),
             projection.bias.as_entire_binding(),
-        ]);
-        bind_group(
+        ];
+        entries.extend(
+            (6..)
+                .zip(projection)
+                .map(|(binding, resource)| wgpu::BindGroupEntry { binding, resource }),
+        );
+        bind_group_entries(
             device,
             counters,
             "persistent kernel reading its input",
             self.own_input_layout.as_ref().unwrap_or(&self.layout),
-            &resources,
+            &entries,
         )
     }
 
@@ -259,12 +287,12 @@ impl RecurrentStepKernel {
         counters: &Counters,
         b: StepBindings<'_>,
     ) -> wgpu::BindGroup {
-        bind_group(
+        bind_group_entries(
             device,
             counters,
             "recurrent_step",
             &self.layout,
-            &b.resources(),
+            &b.entries(&self.placeholder_texture),
         )
     }
 
@@ -356,5 +384,26 @@ impl SubgroupBlocks {
             .find(|(sequences, _)| *sequences == wanted)
             .unwrap_or(&self.forms[0]);
         (pipeline, *sequences as u32)
+    }
+}
+
+/// The texture of W_hh's texels: `width` × `rows` of [`FORMAT`], filled once by the model.
+pub(crate) fn recurrent_texture_descriptor(
+    width: u32,
+    rows: u32,
+) -> wgpu::TextureDescriptor<'static> {
+    wgpu::TextureDescriptor {
+        label: Some("recurrent weights (texels)"),
+        size: wgpu::Extent3d {
+            width,
+            height: rows,
+            depth_or_array_layers: 1,
+        },
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format: FORMAT,
+        usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+        view_formats: &[],
     }
 }

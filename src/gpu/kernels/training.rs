@@ -16,7 +16,8 @@ use crate::gpu::train_subgroup::SubgroupRecurrence;
 use crate::shaders::{self, Template};
 
 use super::{
-    StepIndex, entry_pipeline, size_of, storage_entry, storage_entry_unsized, uniform_entry,
+    StepIndex, entry_pipeline, size_of, storage_entry, storage_entry_unsized, texture_entry,
+    uniform_entry,
 };
 
 /// Bytes of every operation's uniform binding (a `TrainUnit` or a `GemmBatch`); entries lie
@@ -626,16 +627,7 @@ impl TrainingKernels {
                 // The uniforms of every operation, read by the one-dispatch programs.
                 storage_entry_unsized(8, true),
                 // W_hh as texels, read by the register recurrences.
-                wgpu::BindGroupLayoutEntry {
-                    binding: 9,
-                    visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: wgpu::BindingType::Texture {
-                        sample_type: wgpu::TextureSampleType::Float { filterable: false },
-                        view_dimension: wgpu::TextureViewDimension::D2Array,
-                        multisampled: false,
-                    },
-                    count: None,
-                },
+                texture_entry(9, wgpu::TextureViewDimension::D2Array),
             ],
         });
         let step_module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
