@@ -42,6 +42,17 @@ pub(crate) const MAX_AUTO_WEIGHTS: usize = 256;
 /// benches/README.md.
 pub(crate) const MAX_TEXTURE_WEIGHTS: usize = 512;
 
+/// What a lane holds from a texture in a forward of one sequence, where wide rows split over
+/// fewer lanes than [`MAX_TEXTURE_WEIGHTS`] allows: fewer subgroups take turns at each step's
+/// barrier, and compiling 1024 vec4s a lane takes 2.6–3.8 s cold rather than 1.5–2.3 (model
+/// creation and first forward, T = 1024, H = 256 and 512). Measured on lavapipe, T = 1024,
+/// median of 5, two runs, 512 → 1024: `nn.GRU` H = 256 N = 1 31.4 → 27.0 ms, H = 512 N = 1
+/// 189 → 161 ms; `nn.LSTM` H = 512 N = 1 253 → 214 ms, H = 256 N = 1 35.0 → 35.3 ms (its
+/// projection, ahead on the other core, is the longer); but N = 16, H = 256: LSTM 408 → 434
+/// ms, GRU 315 → 344 ms: a batch keeps [`MAX_TEXTURE_WEIGHTS`]
+/// ([`GatedPersistentSpec::batch_split`]).
+pub(crate) const MAX_ONE_SEQUENCE_WEIGHTS: usize = 1024;
+
 /// One specialisation of the persistent gated kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct GatedPersistentSpec {
@@ -64,6 +75,10 @@ pub(crate) struct GatedPersistentSpec {
     /// through `subgroupBroadcast`. Splitting keeps a lane's weights, and so llvmpipe's
     /// compile time, within [`MAX_AUTO_WEIGHTS`] for larger H, with more lanes.
     pub split: usize,
+    /// The split of a forward of several sequences ([`for_batch`](Self::for_batch)): where
+    /// W_hh comes from a texture, `split` is chosen for one sequence (within
+    /// [`MAX_ONE_SEQUENCE_WEIGHTS`]) and this within [`MAX_TEXTURE_WEIGHTS`]; else the same.
+    pub batch_split: usize,
     /// How W_hh and b_hn are stored (converted to f32 as they are loaded).
     pub weights: WeightPrecision,
     /// Projects ahead with this form of the subgroup projection (see `gpu::ahead`).
@@ -106,6 +121,7 @@ impl GatedPersistentSpec {
             broadcast: true,
             slices: None,
             split: 1,
+            batch_split: 1,
             weights: WeightPrecision::F32,
             projects_ahead: None,
             texture,
@@ -129,15 +145,32 @@ impl GatedPersistentSpec {
                     broadcast: false,
                     slices: Some(size),
                     split,
+                    batch_split: split,
                     weights: WeightPrecision::F32,
                     projects_ahead: None,
                     texture,
                 };
-                let mut spec = split_over(1);
-                while !spec.fits() && spec.split < size && 2 * spec.lanes <= max_lanes {
-                    spec = split_over(2 * spec.split);
+                let within = |most| {
+                    let mut spec = split_over(1);
+                    while spec.unpadded_weights() > most
+                        && spec.split < size
+                        && 2 * spec.lanes <= max_lanes
+                    {
+                        spec = split_over(2 * spec.split);
+                    }
+                    spec
+                };
+                let batched = within(match texture {
+                    true => MAX_TEXTURE_WEIGHTS,
+                    false => MAX_AUTO_WEIGHTS,
+                });
+                match texture {
+                    true => GatedPersistentSpec {
+                        batch_split: batched.split,
+                        ..within(MAX_ONE_SEQUENCE_WEIGHTS)
+                    },
+                    false => batched,
                 }
-                spec
             }
             None => GatedPersistentSpec {
                 lstm,
@@ -147,11 +180,26 @@ impl GatedPersistentSpec {
                 broadcast: false,
                 slices: None,
                 split: 1,
+                batch_split: 1,
                 weights: WeightPrecision::F32,
                 projects_ahead: None,
                 texture: false,
             },
         })
+    }
+
+    /// The kernel of a forward of `batch` sequences (one a workgroup): splitting rows over
+    /// [`batch_split`](Self::batch_split) lanes where there are several. The same hidden
+    /// padding, so the same padded weights and texture.
+    pub fn for_batch(self, batch: usize) -> Self {
+        match batch > 1 {
+            true => GatedPersistentSpec {
+                lanes: self.lanes / self.split * self.batch_split,
+                split: self.batch_split,
+                ..self
+            },
+            false => self,
+        }
     }
 
     /// The same kernel reading weights stored as `weights`.
@@ -203,14 +251,19 @@ impl GatedPersistentSpec {
     }
 
     /// Whether [`Recurrence::Auto`](crate::Recurrence::Auto) runs this kernel: a lane's
-    /// weights, before padding the lanes to whole subgroups, within [`MAX_AUTO_WEIGHTS`]
-    /// ([`MAX_TEXTURE_WEIGHTS`] from a texture).
+    /// weights in a batch's form, before padding the lanes to whole subgroups, within
+    /// [`MAX_AUTO_WEIGHTS`] ([`MAX_TEXTURE_WEIGHTS`] from a texture).
     pub fn fits(&self) -> bool {
         let most = match self.texture {
             true => MAX_TEXTURE_WEIGHTS,
             false => MAX_AUTO_WEIGHTS,
         };
-        self.gates() * self.units * self.hidden.div_ceil(4).div_ceil(self.split) <= most
+        self.for_batch(2).unpadded_weights() <= most
+    }
+
+    /// A lane's weight vec4s before padding the lanes to whole subgroups.
+    fn unpadded_weights(&self) -> usize {
+        self.gates() * self.units * self.hidden.div_ceil(4).div_ceil(self.split)
     }
 
     /// The texture of W_hh a [`texture`](Self::texture) kernel reads, in texels: H_pad / 4
@@ -562,29 +615,39 @@ mod tests {
     }
 
     #[test]
-    fn texture_weights_let_lanes_hold_twice_as_many() {
-        // (cell, H) → (units, split, lanes, weight vec4s a lane) on 8-lane subgroups, 1024
-        // lanes a workgroup at most, W_hh from a texture.
-        for (cell, hidden, want) in [
-            (Cell::Lstm, 32, (4, 1, 8, 128)),
+    fn texture_weights_let_lanes_hold_more() {
+        // (cell, H) → (units, split, lanes, weight vec4s a lane) for one sequence, and
+        // (split, lanes, weight vec4s a lane) for a batch, on 8-lane subgroups, 1024 lanes a
+        // workgroup at most, W_hh from a texture.
+        for (cell, hidden, one, batch) in [
+            (Cell::Lstm, 32, (4, 1, 8, 128), (1, 8, 128)),
             // One subgroup of eight units a lane: h in registers, no barrier.
-            (Cell::Lstm, 64, (8, 1, 8, 512)),
-            (Cell::Gru, 60, (8, 1, 8, 384)),
-            (Cell::Lstm, 128, (4, 1, 32, 512)),
-            (Cell::Gru, 168, (4, 1, 48, 576)),
-            (Cell::Lstm, 256, (4, 2, 128, 512)),
-            (Cell::Gru, 256, (4, 2, 128, 384)),
-            (Cell::Lstm, 512, (4, 4, 512, 512)),
-            (Cell::Gru, 672, (4, 4, 672, 504)),
+            (Cell::Lstm, 64, (8, 1, 8, 512), (1, 8, 512)),
+            (Cell::Gru, 60, (8, 1, 8, 384), (1, 8, 384)),
+            (Cell::Lstm, 128, (4, 1, 32, 512), (1, 32, 512)),
+            (Cell::Gru, 168, (4, 1, 48, 576), (1, 48, 576)),
+            (Cell::Lstm, 256, (4, 1, 64, 1024), (2, 128, 512)),
+            (Cell::Gru, 256, (4, 1, 64, 768), (2, 128, 384)),
+            (Cell::Lstm, 512, (4, 2, 256, 1024), (4, 512, 512)),
+            (Cell::Gru, 672, (4, 2, 336, 1008), (4, 672, 504)),
         ] {
             let spec =
                 GatedPersistentSpec::for_arch(&arch(cell, hidden), Some(8), 1024, true).unwrap();
             assert!(spec.texture && spec.fits(), "{cell:?} H = {hidden}");
             assert_eq!(
                 (spec.units, spec.split, spec.lanes, spec.lane_weights()),
-                want,
+                one,
                 "{cell:?} H = {hidden}"
             );
+            let batched = spec.for_batch(16);
+            assert_eq!(
+                (batched.split, batched.lanes, batched.lane_weights()),
+                batch,
+                "{cell:?} H = {hidden}, a batch"
+            );
+            // Both read the same padded weights.
+            assert_eq!(batched.hidden_pad(), spec.hidden_pad());
+            assert_eq!(spec.for_batch(1), spec);
             let (width, rows) = spec.texture_size(2);
             assert_eq!(width as usize, spec.hidden_pad() / 4);
             assert_eq!(rows as usize, 2 * cell.gates() * spec.hidden_pad());

@@ -18,13 +18,14 @@ pub(crate) enum PersistentSpecs {
 
 impl PersistentSpecs {
     /// The kernel for a forward of `batch` sequences: the Elman kernel tiles sequences into
-    /// its workgroups where it is one subgroup; the gated kernel runs one a workgroup.
+    /// its workgroups where it is one subgroup; the gated kernel runs one a workgroup, and may
+    /// split wide rows over more lanes for a batch than for one sequence.
     pub fn for_batch(self, batch: usize) -> Self {
         match self {
             PersistentSpecs::Elman(spec) => {
                 PersistentSpecs::Elman(spec.with_batch_tile(spec.batch_tile_for(batch)))
             }
-            gated => gated,
+            PersistentSpecs::Gated(spec) => PersistentSpecs::Gated(spec.for_batch(batch)),
         }
     }
 
