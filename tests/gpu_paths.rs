@@ -377,7 +377,7 @@ fn projecting_ahead_matches_cpu() {
     // vec4 loads of X and P), ragged last chunks, stacked layers in both layouts (above the
     // first only where a layer writes its output where it reads its input), lengths, h0 or
     // not; and shapes that must not project ahead (two workgroups, a small projection: an
-    // Elman H = 64 fuses its input instead, an LSTM's I·4H = 16380 falls just short of 128²),
+    // Elman H = 64 fuses its input instead; gated cells need I·G·H ≥ 2·128²),
     // checked against the CPU alike. Gated cells whose lanes split their rows project ahead
     // only from I·G·H ≥ 2·256²; on lavapipe, where W_hh comes from a texture, one sequence
     // splits rows only past that (an LSTM wider than H = 256, a GRU wider than 340), so the
@@ -393,11 +393,12 @@ fn projecting_ahead_matches_cpu() {
         plan(RELU, (300, 100, 2000, 2, 3), true, false, 0),
         plan(TANH, (120, 140, 700, 1, 3), true, false, 3),
         plan(TANH, (64, 64, 1000, 1, 1), false, false, 0),
-        plan(RnnMode::Lstm, (64, 64, 700, 1, 2), false, false, 2),
-        plan(RnnMode::Gru, (84, 84, 300, 1, 1), false, false, 1),
+        // Gated kernels from I·G·H ≥ 2·128²: an LSTM H = 64 (128²) does not.
+        plan(RnnMode::Lstm, (64, 64, 700, 1, 2), false, false, 0),
+        plan(RnnMode::Gru, (84, 84, 300, 1, 1), false, false, 0),
         plan(RnnMode::Lstm, (63, 65, 257, 1, 1), false, false, 0),
-        plan(RnnMode::Gru, (77, 77, 257, 1, 1), false, false, 1),
-        plan(RnnMode::Gru, (76, 76, 129, 1, 2), false, false, 2),
+        plan(RnnMode::Gru, (131, 131, 257, 1, 1), false, false, 1),
+        plan(RnnMode::Gru, (132, 132, 129, 1, 2), false, false, 2),
         plan(RnnMode::Lstm, (256, 256, 300, 1, 1), false, false, 1),
         plan(RnnMode::Gru, (176, 176, 300, 1, 1), true, false, 1),
         plan(RnnMode::Gru, (128, 128, 300, 1, 1), true, false, 1),

@@ -26,6 +26,14 @@ const MIN_CHUNK: usize = 64;
 /// they hide.
 const MIN_PRODUCT: usize = 128 * 128;
 
+/// The same for a gated kernel: measured on lavapipe, N = 1, T = 1024, I = H, median of 9,
+/// three alternations, plain / ahead: `nn.LSTM` H = 64 (I · 4H = 16,384) 2.58–2.65 /
+/// 2.82–2.99 ms (its recurrence, one subgroup, is short); H = 84 and 128, and `nn.GRU`
+/// H = 84 and 128, within 3 % either way; `nn.LSTM` H = 176 21.9–22.4 / 18.3–18.9 ms,
+/// H = 256 41.4–41.8 / 35.4–35.9, `nn.GRU` H = 176 18.2–18.3 / 14.3–14.8, H = 256
+/// 33.1–33.3 / 27.2–27.6 (those with W_hh from a texture, `GatedPersistentSpec::texture`).
+const MIN_GATED_PRODUCT: usize = 2 * 128 * 128;
+
 /// The same for a gated kernel whose lanes split rows (`GatedPersistentSpec::split`, wide
 /// states): measured on lavapipe, N = 1, T = 1024, I = H, median of 15, three or four
 /// alternations, plain → ahead: `nn.LSTM` H = 256 (I · 4H = 262,144) 75–83 → 56–75 ms,
@@ -48,6 +56,8 @@ pub(crate) struct KernelShape {
     pub batch_tile: usize,
     /// Hidden units: P and the output are vec4s where they are a multiple of four.
     pub hidden: usize,
+    /// Whether this is the gated kernel ([`MIN_GATED_PRODUCT`]).
+    pub gated: bool,
     /// Whether lanes split the rows of W_hh (the gated kernel for wide states).
     pub split_rows: bool,
 }
@@ -87,10 +97,10 @@ pub(crate) fn plan(
         projection.depth as usize,
     );
     let one_workgroup = batch.div_ceil(kernel.batch_tile) == 1;
-    let min_product = if kernel.split_rows {
-        MIN_SPLIT_PRODUCT
-    } else {
-        MIN_PRODUCT
+    let min_product = match (kernel.gated, kernel.split_rows) {
+        (_, true) => MIN_SPLIT_PRODUCT,
+        (true, false) => MIN_GATED_PRODUCT,
+        (false, false) => MIN_PRODUCT,
     };
     let worth_it = cols * depth >= min_product && depth <= kernel.hidden;
     if directions != 1 || !one_workgroup || !worth_it {
@@ -242,6 +252,36 @@ mod tests {
     use crate::gpu::kernels::ProjectionParams;
 
     #[test]
+    fn gated_and_split_kernels_need_larger_projections() {
+        // (gated, split rows, I, columns of P) → projects ahead; one sequence, T = 1024.
+        for (gated, split_rows, input, cols, want) in [
+            (false, false, 128, 128, true),
+            (false, false, 64, 64, false),
+            // An LSTM with H = 64: I · 4H = 128², short of the gated kernels' 2·128².
+            (true, false, 64, 256, false),
+            (true, false, 128, 512, true),
+            // Split rows: from 2·256².
+            (true, true, 128, 512, false),
+            (true, true, 256, 1024, true),
+        ] {
+            let kernel = KernelShape {
+                lanes: 64,
+                subgroup: Some(8),
+                batch_tile: 1,
+                hidden: 256,
+                gated,
+                split_rows,
+            };
+            let projection = ProjectionParams::contiguous(1024, cols, input);
+            assert_eq!(
+                plan(kernel, &projection, 1, 1024).is_some(),
+                want,
+                "gated {gated}, split {split_rows}, I = {input}, {cols} columns"
+            );
+        }
+    }
+
+    #[test]
     fn plans_stay_within_llvmpipes_loop_limit() {
         let mut ahead = 0;
         // (lanes, H, columns of P): Elman kernels, an LSTM (4H) and a GRU (3H).
@@ -257,6 +297,7 @@ mod tests {
                             subgroup: Some(8),
                             batch_tile: if lanes == 8 { 4 } else { 1 },
                             hidden,
+                            gated: false,
                             split_rows: false,
                         };
                         let projection = ProjectionParams {

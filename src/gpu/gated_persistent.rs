@@ -218,6 +218,7 @@ impl GatedPersistentSpec {
             },
             batch_tile: 1,
             hidden: self.hidden,
+            gated: true,
             split_rows: self.split > 1,
         }
     }

@@ -121,6 +121,7 @@ impl PersistentSpec {
             subgroup: self.subgroup(),
             batch_tile: self.batch_tile,
             hidden: self.hidden,
+            gated: false,
             split_rows: false,
         }
     }
