@@ -139,7 +139,9 @@ fn random_configurations_match_cpu_per_step() {
 /// The persistent kernels are generated per hidden size and their first dispatch compiles
 /// them (seconds on llvmpipe for wide states), so their random problems draw from a set of
 /// sizes, odd ones included, up to 257: for an LSTM and a GRU beyond H = 64 and 84 their
-/// lanes split the rows of W_hh (100: two lanes a row group, 257: eight on lavapipe).
+/// lanes split the rows of W_hh where it is read from storage (100: two lanes a row group,
+/// 257: eight), and on lavapipe, which reads it from a texture, an LSTM with H = 257 splits
+/// over two lanes for one sequence and four for a batch, a GRU over one and two.
 #[test]
 fn random_configurations_match_cpu_persistent() {
     let Some(ctx) = testing::gpu("random_configurations_match_cpu_persistent") else {
@@ -175,6 +177,9 @@ fn edge_cases(mode: RnnMode) {
         (1, 257, 4, 3),
         (64, 64, 16, 4),
         (257, 257, 3, 2),
+        // One sequence of a wide state: on lavapipe the gated kernel then splits rows over
+        // fewer lanes than for a batch (an LSTM two, a GRU none).
+        (5, 260, 30, 1),
     ]
     .into_iter()
     .enumerate()
