@@ -39,6 +39,8 @@
 // as u32 bit patterns (packed there to stay within four storage buffers).
 @group(0) @binding(4) var<storage, read_write> state: array<f32>;
 @group(0) @binding(5) var<storage, read_write> output: array<{{IO_ELEMENT}}>;
+// W_hh again as texels, (D·HIDDEN_PAD) rows of VEC4S, where the kernel loads it so.
+{{TEXTURE_BINDING}}
 {{PROJECTION_BINDINGS}}
 const HIDDEN: u32 = {{HIDDEN}}u;
 const HIDDEN_PAD: u32 = {{HIDDEN_PAD}}u;

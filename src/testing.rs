@@ -216,6 +216,7 @@ fn beyond_downlevel_sources() -> Vec<(String, String)> {
             };
             let spec = base
                 .with_batch_tile(base.batch_tile_for(4))
+                .with_texture(vec4_k)
                 .projecting_ahead(projection);
             sources.push((format!("persistent_recurrence {spec:?}"), spec.wgsl()));
         }
@@ -290,9 +291,11 @@ fn all_sources() -> Vec<(String, String)> {
     for hidden in [1, 3, 17, 64, 100, 256] {
         for subgroup in [None, Some(8), Some(32)] {
             let base = PersistentSpec::for_hidden(hidden, subgroup);
-            // One sequence per workgroup, and the batch tile a batched forward uses.
-            for tile in [1, base.batch_tile_for(16)] {
-                let spec = base.with_batch_tile(tile);
+            // One sequence per workgroup, and the batch tile a batched forward uses; W_hh
+            // from storage and, with subgroups, from a texture.
+            let tiles = [1, base.batch_tile_for(16)];
+            for (tile, texture) in tiles.into_iter().flat_map(|t| [(t, false), (t, true)]) {
+                let spec = base.with_batch_tile(tile).with_texture(texture);
                 let name = format!("persistent_recurrence {spec:?}");
                 // Wide states make the same kernel whatever the subgroup size.
                 if !sources.iter().any(|(n, _)| *n == name) {

@@ -516,14 +516,13 @@ fn streams_and_lengths_project_ahead_alike(mode: RnnMode) {
         return;
     };
     // Shapes whose persistent layers project their inputs ahead on CPU adapters (one
-    // workgroup, I·G·H ≥ 128², I ≤ H): a stream in chunks long enough to project ahead too,
-    // and a sequence shorter than the input, against the CPU. The gated cells run their
-    // persistent kernel only up to H = 64 (LSTM) and 84 (GRU): narrower shapes for them.
+    // workgroup, I·G·H ≥ 128², 2·128² for the gated cells, I ≤ H): a stream in chunks long
+    // enough to project ahead too, and a sequence shorter than the input, against the CPU.
     // (stream model: I, H, layers; lengths model: I, H)
     let ((i, h, layers), (li, lh)) = match mode {
         RnnMode::Rnn(_) => ((128, 128, 2), (128, 130)),
-        RnnMode::Lstm => ((64, 64, 2), (64, 64)),
-        RnnMode::Gru => ((76, 76, 2), (77, 77)),
+        RnnMode::Lstm => ((96, 96, 2), (96, 97)),
+        RnnMode::Gru => ((108, 108, 2), (109, 109)),
     };
     let config = RnnConfig {
         num_layers: layers,

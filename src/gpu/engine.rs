@@ -151,7 +151,12 @@ impl Engine {
             (Cell::Rnn(_), Recurrence::Auto) => (h <= PERSISTENT_MAX_HIDDEN).then_some(h),
             _ => None,
         }
-        .map(|h| PersistentSpec::for_hidden(h, ctx.persistent_subgroup()).with_weights(precision));
+        .map(|h| {
+            let spec = PersistentSpec::for_hidden(h, ctx.persistent_subgroup());
+            let (width, rows) = spec.texture_size(arch.directions);
+            spec.with_texture(width.max(rows) <= limits.max_texture_dimension_2d)
+                .with_weights(precision)
+        });
         // The gated kernel loads W_hh from a texture where the device's limits hold it.
         let gated_spec = || {
             let layout = |texture| {

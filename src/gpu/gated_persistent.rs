@@ -9,6 +9,12 @@
 //! and the default rule keeps its weights within [`MAX_AUTO_WEIGHTS`]. Where four units' whole
 //! rows would exceed that, several neighbouring lanes of a subgroup share them, each holding a
 //! part of K (`GatedPersistentSpec::split`), and add their partial sums by broadcast.
+//!
+//! On adapters with a fixed subgroup size the lanes load W_hh from a texture the model fills
+//! once (`GatedPersistentSpec::texture`): texel fetches compile several times faster than
+//! storage loads on llvmpipe, so a lane may hold [`MAX_TEXTURE_WEIGHTS`] (a batch) or
+//! [`MAX_ONE_SEQUENCE_WEIGHTS`] (one sequence), and one subgroup of eight units a lane covers
+//! H ≤ 64.
 
 use std::fmt::Write;
 

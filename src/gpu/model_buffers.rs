@@ -93,6 +93,12 @@ impl ModelBuffers {
                 } else {
                     if let Some(PersistentSpecs::Elman(spec)) = &persistent {
                         recurrent = spec.pad_weights(&recurrent, d);
+                        if spec.texture {
+                            let texels: Vec<f32> =
+                                recurrent.iter().map(|&w| precision.round(w)).collect();
+                            let (width, rows) = spec.texture_size(d);
+                            recurrent_texture = Some(upload_texture(ctx, width, rows, &texels));
+                        }
                     }
                     step_bias_offset = recurrent.len();
                     recurrent.extend(step_bias);

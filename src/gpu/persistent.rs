@@ -9,6 +9,7 @@
 use std::fmt::Write;
 
 use crate::gpu::ahead;
+use crate::gpu::kernels::RECURRENT_TEXTURE_BINDING;
 use crate::gpu::persistent_io;
 use crate::gpu::projection::SubgroupProjection;
 use crate::shaders::{self, Template, WeightPrecision};
@@ -54,6 +55,10 @@ pub(crate) struct PersistentSpec {
     /// Computes its own input projection, x_t·W_ihᵀ + b, in each step, for inputs of this
     /// many features, instead of reading P (see [`PersistentSpecs::fusing_input`]).
     pub fused_input: Option<usize>,
+    /// Loads W_hh from the model's texture of it (rows of [`texture_size`](Self::texture_size))
+    /// rather than from `w_hh`, as the gated kernel does (`GatedPersistentSpec::texture`:
+    /// the same compile-time reason); subgroup forms only.
+    pub texture: bool,
 }
 
 impl PersistentSpec {
@@ -78,6 +83,7 @@ impl PersistentSpec {
                 weights: WeightPrecision::F32,
                 projects_ahead: None,
                 fused_input: None,
+                texture: false,
             },
             // Whole subgroups (the last one padded; a partial subgroup costs as much on
             // llvmpipe), loading h in slices.
@@ -90,6 +96,7 @@ impl PersistentSpec {
                 weights: WeightPrecision::F32,
                 projects_ahead: None,
                 fused_input: None,
+                texture: false,
             },
             None => PersistentSpec {
                 hidden,
@@ -100,8 +107,26 @@ impl PersistentSpec {
                 weights: WeightPrecision::F32,
                 projects_ahead: None,
                 fused_input: None,
+                texture: false,
             },
         }
+    }
+
+    /// The same kernel loading W_hh from a texture where `texture` and it shares h through
+    /// subgroups.
+    pub fn with_texture(self, texture: bool) -> Self {
+        PersistentSpec {
+            texture: texture && self.subgroup().is_some(),
+            ..self
+        }
+    }
+
+    /// The texture of W_hh a [`texture`](Self::texture) kernel reads, in texels: H_pad / 4
+    /// wide, a row per padded row of every direction (as [`pad_weights`](Self::pad_weights)
+    /// lays them out).
+    pub fn texture_size(&self, directions: usize) -> (u32, u32) {
+        let pad = self.hidden_pad();
+        ((pad / 4) as u32, (directions * pad) as u32)
     }
 
     /// The workgroup is exactly one subgroup.
@@ -230,7 +255,17 @@ impl PersistentSpec {
         }
         let mut load_weights = String::new();
         for i in 0..rows * vec4s {
-            let _ = writeln!(load_weights, "    w[{i}] = vec4<f32>(w_hh[w_base + {i}u]);");
+            let load = match self.texture {
+                // Row r of the lane's, vec4 k: through an identity shuffle, without which
+                // LLVM fetched the texels again in every step.
+                true => format!(
+                    "subgroupShuffle(textureLoad(recurrent_texels, vec2<u32>({}u, d * HIDDEN_PAD + row0 + {}u), 0), sub)",
+                    i % vec4s,
+                    i / vec4s
+                ),
+                false => format!("vec4<f32>(w_hh[w_base + {i}u])"),
+            };
+            let _ = writeln!(load_weights, "    w[{i}] = {load};");
         }
         // The fused input projection: this lane's rows of W_ih, zero for padding rows, and
         // of the bias, loaded once like W_hh; each step then adds x_t·W_ihᵀ to the sums.
@@ -419,7 +454,10 @@ impl PersistentSpec {
             Sharing::Broadcast => "",
             Sharing::WorkgroupMemory | Sharing::SubgroupSlices(_) => "workgroupBarrier()",
         };
-        let sub_builtin = ahead::builtins(slices.is_some(), self.projects_ahead.is_some());
+        let sub_builtin = ahead::builtins(
+            slices.is_some() || self.texture,
+            self.projects_ahead.is_some(),
+        );
         let (io_element, io_functions) = persistent_io::io_functions(self.hidden);
         let ahead = match self.fused_input {
             Some(input) => ahead::WgslParts::fused_input(input),
@@ -453,6 +491,15 @@ impl PersistentSpec {
             .set("SAVE_STATE", &save_state)
             .set("BARRIER", barrier)
             .set("SUBGROUP_LANE", sub_builtin)
+            .set(
+                "TEXTURE_BINDING",
+                match self.texture {
+                    true => format!(
+                        "@group(0) @binding({RECURRENT_TEXTURE_BINDING}) var recurrent_texels: texture_2d<f32>;"
+                    ),
+                    false => String::new(),
+                },
+            )
             .finish()
     }
 }
@@ -522,9 +569,13 @@ mod tests {
                         specs.push(specs[0].fusing_input(input));
                     }
                 }
+                // Each with W_hh from storage and (with subgroups) from a texture.
                 for spec in specs {
-                    let spec = spec.with_batch_tile(tile);
-                    assert_valid(&format!("{spec:?}"), &spec.wgsl());
+                    for texture in [false, true] {
+                        let spec = spec.with_batch_tile(tile).with_texture(texture);
+                        assert_eq!(spec.texture, texture && subgroup.is_some());
+                        assert_valid(&format!("{spec:?}"), &spec.wgsl());
+                    }
                 }
             }
         }
