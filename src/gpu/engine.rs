@@ -26,9 +26,10 @@ use crate::precision::WeightPrecision;
 pub enum Recurrence {
     /// The persistent kernel where it fits, the per-step kernels elsewhere. For an Elman
     /// RNN it fits up to H = 256; for an LSTM up to H = 64 and a GRU up to H = 84 (without
-    /// `proj_size`), and on CPU adapters (fixed subgroup size) up to H = 512 where a
-    /// workgroup may have 1024 lanes (lavapipe; H = 256 with 256), where its generated code
-    /// compiles within a few seconds on lavapipe. Measured on lavapipe at T = 1024, the
+    /// `proj_size`), and on adapters with a fixed subgroup size, where it loads W_hh from a
+    /// texture, up to an LSTM with H = 512 and a GRU with H = 672 where a workgroup may have
+    /// 1024 lanes (lavapipe; fewer with fewer lanes), where its generated code compiles
+    /// within a few seconds on lavapipe. Measured on lavapipe at T = 1024, the
     /// persistent kernels are 3–100× faster (one dispatch runs the whole sequence instead of
     /// one per step); on many-core GPUs a wide H spreads better over the per-step kernels'
     /// many workgroups.
@@ -40,8 +41,8 @@ pub enum Recurrence {
     /// One dispatch runs up to 8192 timesteps; one workgroup per (sequence, direction) keeps
     /// its rows of W_hh in registers. Any hidden size works; where `Auto` would not take it,
     /// it compiles slowly: on lavapipe with Mesa's shader cache off, a kernel holding 1024
-    /// weight vec4s a lane (an LSTM with H = 512 where a workgroup has at most 256 lanes, or
-    /// H = 256 before wide states split their rows over more lanes) took 51 s at model
+    /// weight vec4s a lane from storage (an LSTM with H = 256 before W_hh came from a
+    /// texture and wide states split their rows over more lanes) took 51 s at model
     /// creation and 88 s more at its first T = 1024 forward. Not for an LSTM with
     /// `proj_size` (a typed error). For training
     /// (`GpuTrainer::with_recurrence`) it likewise picks the fastest recurrence whatever it
