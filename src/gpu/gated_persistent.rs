@@ -20,7 +20,6 @@ use std::fmt::Write;
 
 use crate::gpu::ahead;
 use crate::gpu::architecture::{Architecture, Cell};
-use crate::gpu::kernels::RECURRENT_TEXTURE_BINDING;
 use crate::gpu::persistent_io;
 use crate::gpu::projection::SubgroupProjection;
 use crate::shaders::{self, Template, WeightPrecision};
@@ -335,9 +334,7 @@ impl GatedPersistentSpec {
                 for k in 0..part_vec4s {
                     let row = format!("(d * GATES + {g}u) * HIDDEN_PAD + row0 + {r}u");
                     let load = match self.texture {
-                        true => format!(
-                            "subgroupShuffle(textureLoad(recurrent_texels, vec2<u32>({part_offset}{k}u, {row}), 0), sub)"
-                        ),
+                        true => persistent_io::texel_load(&format!("{part_offset}{k}u"), &row),
                         false => {
                             format!("vec4<f32>(recurrent[({row}) * VEC4S + {part_offset}{k}u])")
                         }
@@ -543,12 +540,7 @@ impl GatedPersistentSpec {
             .set("IO_ELEMENT", io_element)
             .set(
                 "TEXTURE_BINDING",
-                match self.texture {
-                    true => format!(
-                        "@group(0) @binding({RECURRENT_TEXTURE_BINDING}) var recurrent_texels: texture_2d<f32>;"
-                    ),
-                    false => String::new(),
-                },
+                persistent_io::texture_binding(self.texture),
             )
             .set("IO_FUNCTIONS", &io_functions)
             .set(

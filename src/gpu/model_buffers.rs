@@ -68,6 +68,12 @@ impl ModelBuffers {
         // Weights in the model's precision; biases the projection adds stay f32.
         let weights = |label: &str, data: &[f32]| upload(label, &precision.encode(data));
         let f32s = |label: &str, data: &[f32]| upload(label, bytemuck::cast_slice(data));
+        // W_hh's texels hold what the storage buffer holds: the weights in the model's
+        // precision, as f32.
+        let texels = |width, rows, data: &[f32]| {
+            let rounded: Vec<f32> = data.iter().map(|&w| precision.round(w)).collect();
+            upload_texture(ctx, width, rows, &rounded)
+        };
         let (d, h) = (arch.directions, arch.hidden_size);
         let layers = units
             .chunks(d)
@@ -82,22 +88,18 @@ impl ModelBuffers {
                 if let Some(PersistentSpecs::Gated(spec)) = &persistent {
                     (recurrent, step_bias_offset) = spec.pad_weights(&recurrent, &step_bias, d);
                     if spec.texture {
-                        // The padded W_hh, (D·G·H_pad) rows of H_pad / 4 texels, as stored.
-                        let texels: Vec<f32> = recurrent[..step_bias_offset]
-                            .iter()
-                            .map(|&w| precision.round(w))
-                            .collect();
+                        // The padded W_hh, (D·G·H_pad) rows of H_pad / 4 texels.
                         let (width, rows) = spec.texture_size(d);
-                        recurrent_texture = Some(upload_texture(ctx, width, rows, &texels));
+                        recurrent_texture =
+                            Some(texels(width, rows, &recurrent[..step_bias_offset]));
                     }
                 } else {
                     if let Some(PersistentSpecs::Elman(spec)) = &persistent {
                         recurrent = spec.pad_weights(&recurrent, d);
                         if spec.texture {
-                            let texels: Vec<f32> =
-                                recurrent.iter().map(|&w| precision.round(w)).collect();
+                            // The padded W_hh, (D·H_pad) rows of H_pad / 4 texels.
                             let (width, rows) = spec.texture_size(d);
-                            recurrent_texture = Some(upload_texture(ctx, width, rows, &texels));
+                            recurrent_texture = Some(texels(width, rows, &recurrent));
                         }
                     }
                     step_bias_offset = recurrent.len();

@@ -9,7 +9,6 @@
 use std::fmt::Write;
 
 use crate::gpu::ahead;
-use crate::gpu::kernels::RECURRENT_TEXTURE_BINDING;
 use crate::gpu::persistent_io;
 use crate::gpu::projection::SubgroupProjection;
 use crate::shaders::{self, Template, WeightPrecision};
@@ -256,12 +255,10 @@ impl PersistentSpec {
         let mut load_weights = String::new();
         for i in 0..rows * vec4s {
             let load = match self.texture {
-                // Row r of the lane's, vec4 k: through an identity shuffle, without which
-                // LLVM fetched the texels again in every step.
-                true => format!(
-                    "subgroupShuffle(textureLoad(recurrent_texels, vec2<u32>({}u, d * HIDDEN_PAD + row0 + {}u), 0), sub)",
-                    i % vec4s,
-                    i / vec4s
+                // Vec4 k of the lane's row r.
+                true => persistent_io::texel_load(
+                    &format!("{}u", i % vec4s),
+                    &format!("d * HIDDEN_PAD + row0 + {}u", i / vec4s),
                 ),
                 false => format!("vec4<f32>(w_hh[w_base + {i}u])"),
             };
@@ -493,12 +490,7 @@ impl PersistentSpec {
             .set("SUBGROUP_LANE", sub_builtin)
             .set(
                 "TEXTURE_BINDING",
-                match self.texture {
-                    true => format!(
-                        "@group(0) @binding({RECURRENT_TEXTURE_BINDING}) var recurrent_texels: texture_2d<f32>;"
-                    ),
-                    false => String::new(),
-                },
+                persistent_io::texture_binding(self.texture),
             )
             .finish()
     }

@@ -1,6 +1,8 @@
 //! What both persistent kernels (Elman and gated) share: how many steps one dispatch runs,
 //! and the WGSL functions they read P and write the output and the state with.
 
+use crate::gpu::kernels::RECURRENT_TEXTURE_BINDING;
+
 /// Timesteps one persistent dispatch runs at most. llvmpipe silently stops any invocation
 /// after 65,535 loop iterations in total; the generated kernel has one loop iteration per step
 /// (everything else is written out), so this leaves a wide margin.
@@ -17,6 +19,24 @@ pub(crate) fn io_functions(hidden: usize) -> (&'static str, String) {
         ("f32", IO_SCALAR)
     };
     (element, format!("{io}\n{STORE_STATE}"))
+}
+
+/// The declaration of W_hh's texels (`recurrent_texels`) where a persistent kernel loads W_hh
+/// from the model's texture of it, else nothing.
+pub(crate) fn texture_binding(texture: bool) -> String {
+    match texture {
+        true => format!(
+            "@group(0) @binding({RECURRENT_TEXTURE_BINDING}) var recurrent_texels: texture_2d<f32>;"
+        ),
+        false => String::new(),
+    }
+}
+
+/// The WGSL loading W_hh's texel `x` of texture row `row` into a lane's private values: through
+/// an identity `subgroupShuffle` (`sub` is the lane's index in its subgroup), without which
+/// LLVM fetched the texels again in every step of the loop that uses them.
+pub(crate) fn texel_load(x: &str, row: &str) -> String {
+    format!("subgroupShuffle(textureLoad(recurrent_texels, vec2<u32>({x}, {row}), 0), sub)")
 }
 
 /// Stores units row..row+3 of the state (those that exist) at `base`.
