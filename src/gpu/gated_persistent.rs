@@ -101,9 +101,10 @@ impl GatedPersistentSpec {
     /// through workgroup memory, or with `subgroupBroadcast` when one subgroup covers H.
     /// `subgroup` is the adapter's fixed subgroup size when subgroup operations may be used
     /// (see `GpuContext::persistent_subgroup`); with it, wide rows split over as many lanes
-    /// as keep a lane's weights within what [`fits`](Self::fits), up to `max_lanes` lanes a
-    /// workgroup (`GpuContext::max_lanes`), and with `texture` W_hh comes from a texture
-    /// (and one subgroup may hold eight units a lane). `None` for an Elman RNN or a
+    /// as keep a lane's weights within its cap (as [`fits`](Self::fits) checks), up to
+    /// `max_lanes` lanes a workgroup (`GpuContext::max_lanes`), and with `texture` W_hh comes
+    /// from a texture: one subgroup may hold eight units a lane, and one sequence splits
+    /// within a larger cap than a batch. `None` for an Elman RNN or a
     /// projected LSTM (which run other kernels).
     pub fn for_arch(
         arch: &Architecture,
@@ -140,7 +141,8 @@ impl GatedPersistentSpec {
             }
             Some(size) => {
                 // Split rows over the fewest lanes (a power of two, at most the subgroup) that
-                // keep a lane's weights within what `fits`, or as many as `max_lanes` allow.
+                // keep a lane's weights within a cap, or as many as `max_lanes` allow: for a
+                // batch, and (from a texture) for one sequence.
                 let groups = hidden.div_ceil(4).next_multiple_of(size);
                 let split_over = |split| GatedPersistentSpec {
                     lstm,
