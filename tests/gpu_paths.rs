@@ -62,8 +62,9 @@ fn long_gated_sequences_match_cpu() {
 
 /// The rule that picks the kernel: the persistent one up to H = 256 for an Elman RNN, 64 for
 /// an LSTM and 84 for a GRU (on CPU adapters with 8-lane subgroups and 1024 lanes a
-/// workgroup, lavapipe's, 512 for an LSTM and 672 for a GRU: their lanes split wide rows, and
-/// load W_hh from a texture, 512 weight vec4s a lane at most), the per-step ones for
+/// workgroup, lavapipe's, which load W_hh from a texture, 512 for an Elman RNN and an LSTM
+/// and 672 for a GRU: the gated kernels' lanes split wide rows, 512 weight vec4s a lane at
+/// most), the per-step ones for
 /// wider or projected models; asking a projected LSTM for the persistent kernel is a typed
 /// error, any other model gets it. And the state rules of the CPU path: only an LSTM takes
 /// c0, and it needs it.
@@ -82,20 +83,21 @@ fn recurrence_follows_the_documented_rule() {
     };
     let mut cases = vec![
         (RnnConfig::new(TANH, 2, 256), Recurrence::Persistent),
-        (RnnConfig::new(RELU, 2, 257), Recurrence::PerStep),
         (RnnConfig::lstm(2, 64), Recurrence::Persistent),
         (RnnConfig::gru(2, 84), Recurrence::Persistent),
         (projected.clone(), Recurrence::PerStep),
     ];
-    // The widest gated states on the persistent kernel, where this test knows them (other
-    // CPU adapters: at least the sizes above).
+    // The widest states on the persistent kernels, where this test knows them (other CPU
+    // adapters: at least the sizes above).
     let widest = match support::cpu_subgroup_lanes(&ctx) {
-        Some((8, lanes)) if lanes >= 1024 => Some((512, 672)),
+        Some((8, lanes)) if lanes >= 1024 => Some((512, 512, 672)),
         Some(_) => None,
-        None => Some((64, 84)),
+        None => Some((256, 64, 84)),
     };
-    if let Some((lstm, gru)) = widest {
+    if let Some((elman, lstm, gru)) = widest {
         cases.extend([
+            (RnnConfig::new(TANH, 2, elman), Recurrence::Persistent),
+            (RnnConfig::new(RELU, 2, elman + 1), Recurrence::PerStep),
             (RnnConfig::lstm(2, lstm), Recurrence::Persistent),
             (RnnConfig::lstm(2, lstm + 1), Recurrence::PerStep),
             (RnnConfig::gru(2, gru), Recurrence::Persistent),

@@ -65,10 +65,10 @@ Every model has one layer, one direction, input size = hidden size H, input (T, 
 zero initial state. Times are medians of several forwards after a warm-up; a forward
 includes the upload, the GPU work and the readback.
 What is timed: GpuRnn and CpuRnn of the cell. rnn: the persistent recurrence kernel, one
-dispatch for the whole sequence, for H <= 256; one dispatch per step above. lstm, gru: one
-projection GEMM, then the persistent gated kernel (on lavapipe up to LSTM H <= 512 and GRU
-H <= 672; on adapters without a fixed subgroup size LSTM H <= 64 and GRU H <= 84), one fused
-gate kernel per timestep above.
+dispatch for the whole sequence, for H <= 256 (512 on lavapipe); one dispatch per step
+above. lstm, gru: one projection GEMM, then the persistent gated kernel (on lavapipe up to
+LSTM H <= 512 and GRU H <= 672; on adapters without a fixed subgroup size LSTM H <= 64 and
+GRU H <= 84), one fused gate kernel per timestep above.
 --quick with lstm or gru leaves out 1024x64 (64 times the work per step of 256x16) unless
 --configs names it.
 --backward times GpuTrainer and CpuTrainer instead: forward_train, then backward with the

@@ -12,7 +12,7 @@ use crate::gpu::architecture::{Architecture, Cell, UnitWeights};
 use crate::gpu::context::GpuContext;
 use crate::gpu::gated_persistent::GatedPersistentSpec;
 use crate::gpu::model_buffers::ModelBuffers;
-use crate::gpu::persistent::{PERSISTENT_MAX_HIDDEN, PersistentSpec};
+use crate::gpu::persistent::PersistentSpec;
 use crate::gpu::persistent_specs::PersistentSpecs;
 use crate::gpu::plan::{ModelKernels, Plan};
 use crate::gpu::scheduler::InitialState;
@@ -25,7 +25,8 @@ use crate::precision::WeightPrecision;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Recurrence {
     /// The persistent kernel where it fits, the per-step kernels elsewhere. For an Elman
-    /// RNN it fits up to H = 256; for an LSTM up to H = 64 and a GRU up to H = 84 (without
+    /// RNN it fits up to H = 256 (512 where it loads W_hh from a texture: adapters with a
+    /// fixed subgroup size, such as lavapipe); for an LSTM up to H = 64 and a GRU up to H = 84 (without
     /// `proj_size`), and on adapters with a fixed subgroup size, where it loads W_hh from a
     /// texture, up to an LSTM with H = 512 and a GRU with H = 672 where a workgroup may have
     /// 1024 lanes (lavapipe; fewer with fewer lanes), where its generated code compiles
@@ -147,17 +148,22 @@ impl Engine {
                 "the model is too large for this adapter: use a smaller hidden or input size",
             ));
         }
-        let elman = match (arch.cell, options.recurrence) {
-            (Cell::Rnn(_), Recurrence::Persistent) => Some(h),
-            (Cell::Rnn(_), Recurrence::Auto) => (h <= PERSISTENT_MAX_HIDDEN).then_some(h),
+        // The Elman kernel loads W_hh from a texture where the device's limits hold it.
+        let elman = match arch.cell {
+            Cell::Rnn(_) => {
+                let spec = PersistentSpec::for_hidden(h, ctx.persistent_subgroup());
+                let (width, rows) = spec.texture_size(arch.directions);
+                let spec = spec
+                    .with_texture(width.max(rows) <= limits.max_texture_dimension_2d)
+                    .with_weights(precision);
+                match options.recurrence {
+                    Recurrence::Persistent => Some(spec),
+                    Recurrence::Auto => spec.fits().then_some(spec),
+                    Recurrence::PerStep => None,
+                }
+            }
             _ => None,
-        }
-        .map(|h| {
-            let spec = PersistentSpec::for_hidden(h, ctx.persistent_subgroup());
-            let (width, rows) = spec.texture_size(arch.directions);
-            spec.with_texture(width.max(rows) <= limits.max_texture_dimension_2d)
-                .with_weights(precision)
-        });
+        };
         // The gated kernel loads W_hh from a texture where the device's limits hold it.
         let gated_spec = || {
             let layout = |texture| {

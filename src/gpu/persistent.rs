@@ -20,6 +20,13 @@ const BATCH_TILE: usize = 4;
 /// [`Recurrence::Auto`](crate::Recurrence::Auto)).
 pub(crate) const PERSISTENT_MAX_HIDDEN: usize = 256;
 
+/// The same where it loads W_hh from a texture ([`PersistentSpec::texture`]), which compiles
+/// several times faster. Measured on lavapipe, T = 1024, median of 3, two runs, per-step
+/// kernels → persistent: H = 384 N = 1 135–145 → 19.2 ms, H = 512 N = 1 190 → 33 ms, H = 512
+/// N = 16 693–700 → 422–432 ms; model creation and first forward, cold: H = 384 0.78 →
+/// 1.69 s, H = 512 0.83 → 2.01 s.
+pub(crate) const PERSISTENT_MAX_TEXTURE_HIDDEN: usize = 512;
+
 /// How the lanes of a workgroup see each other's rows of h_{t-1}.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Sharing {
@@ -126,6 +133,16 @@ impl PersistentSpec {
     pub fn texture_size(&self, directions: usize) -> (u32, u32) {
         let pad = self.hidden_pad();
         ((pad / 4) as u32, (directions * pad) as u32)
+    }
+
+    /// Whether [`Recurrence::Auto`](crate::Recurrence::Auto) runs this kernel: up to
+    /// [`PERSISTENT_MAX_HIDDEN`] units ([`PERSISTENT_MAX_TEXTURE_HIDDEN`] from a texture).
+    pub fn fits(&self) -> bool {
+        self.hidden
+            <= match self.texture {
+                true => PERSISTENT_MAX_TEXTURE_HIDDEN,
+                false => PERSISTENT_MAX_HIDDEN,
+            }
     }
 
     /// The workgroup is exactly one subgroup.
