@@ -230,6 +230,13 @@ impl GpuContext {
         &self.inner.limits
     }
 
+    /// Whether the device's limits allow a 2D texture of (width, rows, layers).
+    pub(crate) fn holds_texture(&self, (width, rows, layers): (u32, u32, u32)) -> bool {
+        let limits = &self.inner.limits;
+        width.max(rows) <= limits.max_texture_dimension_2d
+            && layers <= limits.max_texture_array_layers
+    }
+
     /// The device.
     pub fn device(&self) -> &wgpu::Device {
         &self.inner.device

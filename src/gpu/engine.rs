@@ -154,7 +154,7 @@ impl Engine {
                 let spec = PersistentSpec::for_hidden(h, ctx.persistent_subgroup());
                 let (width, rows) = spec.texture_size(arch.directions);
                 let spec = spec
-                    .with_texture(width.max(rows) <= limits.max_texture_dimension_2d)
+                    .with_texture(ctx.holds_texture((width, rows, 1)))
                     .with_weights(precision);
                 match options.recurrence {
                     Recurrence::Persistent => Some(spec),
@@ -176,7 +176,7 @@ impl Engine {
             };
             let spec = layout(true)?;
             let (width, rows) = spec.texture_size(arch.directions);
-            match width.max(rows) <= limits.max_texture_dimension_2d {
+            match ctx.holds_texture((width, rows, 1)) {
                 true => Some(spec.with_weights(precision)),
                 false => layout(false).map(|spec| spec.with_weights(precision)),
             }

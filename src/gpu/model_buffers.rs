@@ -4,7 +4,7 @@
 
 use crate::gpu::architecture::{Architecture, Cell, UnitWeights};
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernels::recurrent_texture_descriptor;
+use crate::gpu::kernels::weight_texture::texture_descriptor;
 use crate::gpu::persistent_specs::PersistentSpecs;
 use crate::gpu::plan::{WAVEFRONT_MIN_BATCH, wavefront_pays};
 use crate::head::Linear;
@@ -155,9 +155,10 @@ impl ModelBuffers {
 /// A texture of `width` × `rows` texels filled with `texels` (row-major, four f32 a texel),
 /// and its view.
 fn upload_texture(ctx: &GpuContext, width: u32, rows: u32, texels: &[f32]) -> wgpu::TextureView {
-    let texture = ctx
-        .device()
-        .create_texture(&recurrent_texture_descriptor(width, rows));
+    let texture = ctx.device().create_texture(&texture_descriptor(
+        (width, rows, 1),
+        wgpu::TextureUsages::COPY_DST,
+    ));
     ctx.queue().write_texture(
         texture.as_image_copy(),
         bytemuck::cast_slice(texels),

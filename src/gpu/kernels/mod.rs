@@ -26,9 +26,7 @@ use crate::shaders::WeightPrecision;
 
 pub(crate) use gated_step::GatedStepKernel;
 pub(crate) use projection::{PROJECTION_TILE, ProjectionBindings, ProjectionKernel};
-pub(crate) use step::{
-    RECURRENT_TEXTURE_BINDING, RecurrentStepKernel, StepBindings, recurrent_texture_descriptor,
-};
+pub(crate) use step::{RECURRENT_TEXTURE_BINDING, RecurrentStepKernel, StepBindings};
 
 /// Every pipeline the crate uses, compiled once per context.
 pub(crate) struct Kernels {

@@ -5,7 +5,7 @@ use crate::gpu::counters::Counters;
 use crate::shaders::{self, WeightPrecision};
 
 use super::projection::ProjectionBindings;
-use super::weight_texture::FORMAT;
+use super::weight_texture::texture_descriptor;
 use super::{
     ProjectionParams, StepGrid, StepIndex, StepLayerParams, bind_group_entries, compute_pipeline,
     size_of, storage_entry, storage_entry_unsized, texture_entry, uniform_entry,
@@ -167,7 +167,7 @@ impl RecurrentStepKernel {
             })
         });
         let placeholder_texture = device
-            .create_texture(&recurrent_texture_descriptor(1, 1))
+            .create_texture(&texture_descriptor((1, 1, 1), wgpu::TextureUsages::empty()))
             .create_view(&Default::default());
         RecurrentStepKernel {
             layout,
@@ -384,26 +384,5 @@ impl SubgroupBlocks {
             .find(|(sequences, _)| *sequences == wanted)
             .unwrap_or(&self.forms[0]);
         (pipeline, *sequences as u32)
-    }
-}
-
-/// The texture of W_hh's texels: `width` × `rows` of [`FORMAT`], filled once by the model.
-pub(crate) fn recurrent_texture_descriptor(
-    width: u32,
-    rows: u32,
-) -> wgpu::TextureDescriptor<'static> {
-    wgpu::TextureDescriptor {
-        label: Some("recurrent weights (texels)"),
-        size: wgpu::Extent3d {
-            width,
-            height: rows,
-            depth_or_array_layers: 1,
-        },
-        mip_level_count: 1,
-        sample_count: 1,
-        dimension: wgpu::TextureDimension::D2,
-        format: FORMAT,
-        usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
-        view_formats: &[],
     }
 }

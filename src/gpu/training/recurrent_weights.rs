@@ -15,7 +15,7 @@ use std::sync::Arc;
 use crate::config::RnnConfig;
 use crate::error::Result;
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernels::weight_texture::FORMAT;
+use crate::gpu::kernels::weight_texture::texture_descriptor;
 use crate::train::ParamLayout;
 
 /// A view of every layer of `texture`, as the kernels bind it.
@@ -26,24 +26,13 @@ fn array_view(texture: &wgpu::Texture) -> wgpu::TextureView {
     })
 }
 
-/// A texture of `FORMAT` texels, (width, height, layers), for W_hh.
-fn texture_array(device: &wgpu::Device, (width, height, layers): (u32, u32, u32)) -> wgpu::Texture {
-    device.create_texture(&wgpu::TextureDescriptor {
-        label: Some("recurrent weights"),
-        size: wgpu::Extent3d {
-            width,
-            height,
-            depth_or_array_layers: layers,
-        },
-        mip_level_count: 1,
-        sample_count: 1,
-        dimension: wgpu::TextureDimension::D2,
-        format: FORMAT,
-        usage: wgpu::TextureUsages::TEXTURE_BINDING
-            | wgpu::TextureUsages::STORAGE_BINDING
-            | wgpu::TextureUsages::COPY_SRC,
-        view_formats: &[],
-    })
+/// A texture of W_hh's texels, (width, height, layers), that the copy kernel writes (and the
+/// tests read back).
+fn texture_array(device: &wgpu::Device, size: (u32, u32, u32)) -> wgpu::Texture {
+    device.create_texture(&texture_descriptor(
+        size,
+        wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_SRC,
+    ))
 }
 
 /// A view of a 1×1 texture for bind groups whose kernels read no weight texels (the GEMMs'
@@ -82,15 +71,12 @@ impl RecurrentWeights {
         layout: &ParamLayout,
         params: &wgpu::Buffer,
     ) -> Result<Arc<Self>> {
-        let limits = ctx.limits();
         let hidden = config.hidden_size;
         let (width, rows) = (hidden / 4, config.gate_size());
         let layers = layout.units.len();
         let fits = hidden % 4 == 0
             && config.proj_size == 0
-            && width <= limits.max_texture_dimension_2d as usize
-            && rows <= limits.max_texture_dimension_2d as usize
-            && layers <= limits.max_texture_array_layers as usize;
+            && ctx.holds_texture((width as u32, rows as u32, layers as u32));
         let size = match fits {
             true => (width as u32, rows as u32, layers as u32),
             false => (1, 1, 1),
