@@ -33,6 +33,11 @@ pub(crate) const GATED_STEP: &str = include_str!("../shaders/gated_step.wgsl");
 /// in per (cell, sizes, lanes) by `gpu::gated_persistent`.
 pub(crate) const GATED_PERSISTENT: &str = include_str!("../shaders/gated_persistent.wgsl");
 
+/// `shaders/projection_stationary.wgsl`: the weight-stationary input projection, a template
+/// (`gpu::kernels::stationary`).
+pub(crate) const PROJECTION_STATIONARY: &str =
+    include_str!("../shaders/projection_stationary.wgsl");
+
 /// `shaders/projection_subgroup.wgsl`: the template of the subgroup projection, filled in per
 /// subgroup size by `gpu::projection`.
 pub(crate) const PROJECTION_SUBGROUP: &str = include_str!("../shaders/projection_subgroup.wgsl");

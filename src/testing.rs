@@ -64,53 +64,106 @@ pub fn shader_sources_f16() -> Vec<(String, String)> {
         .collect()
 }
 
-/// Times the input projection kernel alone on a (rows × depth) · (cols × depth)ᵀ problem:
-/// `repeats` dispatches recorded in one pass, one submission, after one warm-up submission.
-/// Returns the wall-clock time per dispatch (submit and wait included, spread over the
-/// repeats). Used by the scaling report's `--gemm` measurement.
+/// Which form of the input projection [`time_input_projection`] times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProjectionForm {
+    /// The tile kernel (`input_projection.wgsl`, or its subgroup form where the adapter has
+    /// one): every layer's projection where the stationary form does not apply.
+    Tile,
+    /// The weight-stationary kernel (`projection_stationary.wgsl`): on adapters with a fixed
+    /// subgroup size, for K and columns multiples of four and K ≤ 512.
+    Stationary,
+}
+
+/// Times the input projection kernel alone on a (rows × depth) · (cols × depth)ᵀ problem, in
+/// `form`: `repeats` dispatches recorded in one pass, one submission, after one warm-up
+/// submission. Returns the wall-clock time per dispatch (submit and wait included, spread over
+/// the repeats). Used by the scaling report's `--gemm` measurement.
 pub fn time_input_projection(
     ctx: &GpuContext,
-    rows: usize,
-    depth: usize,
-    cols: usize,
+    (rows, depth, cols): (usize, usize, usize),
+    form: ProjectionForm,
     repeats: u32,
 ) -> crate::Result<std::time::Duration> {
-    use crate::gpu::kernels::{ProjectionBindings, ProjectionParams};
+    use crate::gpu::kernels::{ProjectionBindings, ProjectionParams, StationaryBindings};
 
     let _gl = ctx.gl_guard();
     let device = ctx.device();
+    let data = |len: usize| -> Vec<f32> { (0..len).map(|i| ((i % 97) as f32 - 48.0) / 97.0).collect() };
     let storage = |label: &str, len: usize| {
-        let data: Vec<f32> = (0..len).map(|i| ((i % 97) as f32 - 48.0) / 97.0).collect();
         ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(label),
-            contents: bytemuck::cast_slice(&data),
+            contents: bytemuck::cast_slice(&data(len)),
             usage: wgpu::BufferUsages::STORAGE,
         })
     };
     let params = ProjectionParams::contiguous(rows, cols, depth);
-    let kernel = &ctx.inner().kernels.projection;
-    let group = kernel.bind_group(
-        ctx.device(),
-        ctx.counters(),
-        ProjectionBindings {
-            params: &ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("projection params"),
-                contents: bytemuck::bytes_of(&params),
-                usage: wgpu::BufferUsages::UNIFORM,
-            }),
-            x: &storage("x", rows * depth),
-            weight: &storage("w", cols * depth),
-            bias: &storage("bias", cols),
-            p: &storage("p", rows * cols),
-        },
+    let uniform = ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some("projection params"),
+        contents: bytemuck::bytes_of(&params),
+        usage: wgpu::BufferUsages::UNIFORM,
+    });
+    let (x, bias, p) = (
+        storage("x", rows * depth),
+        storage("bias", cols),
+        storage("p", rows * cols),
     );
+    let kernels = &ctx.inner().kernels;
+    let encode: Box<dyn Fn(&mut wgpu::ComputePass<'_>)> = match form {
+        ProjectionForm::Tile => {
+            let group = kernels.projection.bind_group(
+                ctx.device(),
+                ctx.counters(),
+                ProjectionBindings {
+                    params: &uniform,
+                    x: &x,
+                    weight: &storage("w", cols * depth),
+                    bias: &bias,
+                    p: &p,
+                },
+            );
+            Box::new(move |pass| kernels.projection.encode(pass, &group, &params))
+        }
+        ProjectionForm::Stationary => {
+            let kernel = kernels
+                .stationary
+                .as_ref()
+                .filter(|_| ctx.projects_stationary(depth, cols))
+                .ok_or_else(|| {
+                    crate::RnnError::InvalidConfig(format!(
+                        "the stationary projection does not run {depth} × {cols} on this adapter"
+                    ))
+                })?;
+            let texture = crate::gpu::model_buffers::upload_texture(
+                ctx,
+                depth as u32 / 4,
+                cols as u32,
+                &data(cols * depth),
+            );
+            let scopes = ctx.error_scopes();
+            let pipeline = kernel.pipeline(device, ctx.counters(), depth as u32)?;
+            scopes.finish(ctx, "compiling the stationary projection")?;
+            let group = kernel.bind_group(
+                device,
+                ctx.counters(),
+                StationaryBindings {
+                    params: &uniform,
+                    x: &x,
+                    bias: &bias,
+                    p: &p,
+                    weight: &texture,
+                },
+            );
+            Box::new(move |pass| kernel.encode(pass, &pipeline, &group, &params, params.rows))
+        }
+    };
     let submit = |count: u32| -> crate::Result<std::time::Duration> {
         let start = std::time::Instant::now();
         let mut encoder = device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
             for _ in 0..count {
-                kernel.encode(&mut pass, &group, &params);
+                encode(&mut pass);
             }
         }
         ctx.queue().submit([encoder.finish()]);

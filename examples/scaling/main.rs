@@ -13,7 +13,7 @@
 //! speed and start-up are separate costs), and a least-squares line per configuration and
 //! path, time = overhead + T · (time per step). Files in `--out`
 //! (default `target/scaling/`): `scaling.csv`, `fit.csv`, `scaling.svg`. `--help` lists every
-//! flag; `--gemm` measures only the input-projection GEMM.
+//! flag; `--gemm` measures only the input-projection GEMM, in each form the adapter has.
 //!
 //! `--backward` times training steps instead: `GpuTrainer` (and `CpuTrainer`) forward_train
 //! and backward_params of loss = output.sum() (the parameters' gradients only, as PyTorch's
@@ -37,12 +37,13 @@ use std::path::Path as FilePath;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use wgpu_rnn::testing::ProjectionForm;
 use wgpu_rnn::{CpuTrainer, GpuContext, GpuTrainer, Tensor};
 
 use baselines::{BaselineTimes, Baselines};
 use measure::{Path, Predictor, Sampling, Timing, Workload};
 use model::{CpuModel, GpuModel};
-use options::{Command, Options};
+use options::{Command, Gemm, Options};
 use progress::Progress;
 use shape::{Cell, Shape};
 use table::{FitRow, Row};
@@ -71,7 +72,7 @@ fn main() -> ExitCode {
     // `--help` and bad flags: clap prints the help or the error and exits (0 or 2).
     let command = options::parse(std::env::args_os()).unwrap_or_else(|error| error.exit());
     let result = match command {
-        Command::Gemm => run_gemm(),
+        Command::Gemm(gemm) => run_gemm(&gemm),
         Command::Report(options) => run_report(&options),
     };
     match result {
@@ -101,37 +102,51 @@ fn open_gpu() -> Result<GpuContext, Error> {
 // ---------------------------------------------------------------------------------------------
 // --gemm
 
-/// The projection GEMM of the README's question: T·N = 4096 rows, I = H = 256.
-const GEMM_ROWS: usize = 4096;
-const GEMM_DEPTH: usize = 256;
-const GEMM_COLS: usize = 256;
 /// Each timed submission runs at least this long, so that submit and wait are a small share.
 const GEMM_SUBMISSION: Duration = Duration::from_millis(200);
 const GEMM_ROUNDS: usize = 5;
 
-fn run_gemm() -> Result<(), Error> {
+fn run_gemm(gemm: &Gemm) -> Result<(), Error> {
     let ctx = open_gpu()?;
-    let time = |repeats| {
-        wgpu_rnn::testing::time_input_projection(&ctx, GEMM_ROWS, GEMM_DEPTH, GEMM_COLS, repeats)
+    let (rows, depth, cols) = gemm.shape;
+    let time = |form, repeats| {
+        wgpu_rnn::testing::time_input_projection(&ctx, gemm.shape, form, repeats)
     };
-    let once = time(1)?;
-    let repeats = (GEMM_SUBMISSION.as_secs_f64() / once.as_secs_f64()).clamp(1.0, 1000.0) as u32;
-    let mut rounds = (0..GEMM_ROUNDS)
-        .map(|_| time(repeats))
-        .collect::<Result<Vec<_>, _>>()?;
-    rounds.sort_unstable();
-    let per_dispatch = rounds[GEMM_ROUNDS / 2];
-    let flops = 2.0 * (GEMM_ROWS * GEMM_DEPTH * GEMM_COLS) as f64;
-    let gflops = flops / per_dispatch.as_secs_f64() / 1e9;
+    // The tile kernel, and the weight-stationary one where this adapter runs it for the shape.
+    let mut forms = vec![(ProjectionForm::Tile, time(ProjectionForm::Tile, 1)?)];
+    if let Ok(once) = time(ProjectionForm::Stationary, 1) {
+        forms.push((ProjectionForm::Stationary, once));
+    }
+    let longest = forms.iter().map(|&(_, once)| once).max().unwrap_or_default();
+    let repeats = (GEMM_SUBMISSION.as_secs_f64() / longest.as_secs_f64()).clamp(1.0, 1000.0) as u32;
+    // Rounds alternate between the forms, so that both see the same machine.
+    let mut times = vec![Vec::new(); forms.len()];
+    for _ in 0..GEMM_ROUNDS {
+        for (&(form, _), times) in forms.iter().zip(&mut times) {
+            times.push(time(form, repeats)?);
+        }
+    }
     out!(
-        "input projection GEMM P = X·Wᵀ + b: X {GEMM_ROWS}×{GEMM_DEPTH}, W {GEMM_COLS}×{GEMM_DEPTH}; \
+        "input projection GEMM P = X·Wᵀ + b: X {rows}×{depth}, W {cols}×{depth}; \
          {repeats} dispatch(es) per submission, median of {GEMM_ROUNDS} submissions"
     );
-    out!(
-        "{:.3} ms per dispatch, {gflops:.1} GFLOP/s",
-        table::millis(per_dispatch)
-    );
-    out!("gemm_gflops={gflops:.2}");
+    let flops = 2.0 * (rows * depth * cols) as f64;
+    let mut gflops = Vec::new();
+    for (&(form, _), times) in forms.iter().zip(&mut times) {
+        times.sort_unstable();
+        let time = times[GEMM_ROUNDS / 2];
+        gflops.push(flops / time.as_secs_f64() / 1e9);
+        out!(
+            "{form:?}: {:.3} ms per dispatch, {:.1} GFLOP/s",
+            table::millis(time),
+            gflops[gflops.len() - 1]
+        );
+    }
+    if let [tile, stationary] = gflops[..] {
+        out!("stationary / tile: {:.2}×", stationary / tile);
+    }
+    // What a layer's projection of this shape runs: the last form timed.
+    out!("gemm_gflops={:.2}", gflops[gflops.len() - 1]);
     Ok(())
 }
 

@@ -17,9 +17,19 @@ use crate::shape::{Cell, Shape};
 /// What the user asked for (`--help` and bad flags never get here: clap answers them).
 #[derive(Debug)]
 pub enum Command {
-    Gemm,
+    Gemm(Gemm),
     Report(Options),
 }
+
+/// `--gemm`'s settings.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Gemm {
+    /// (rows, K, columns) of the product.
+    pub shape: (usize, usize, usize),
+}
+
+/// `--gemm`'s default problem: T·N = 4096 rows, I = H = 256.
+const GEMM_SHAPE: (usize, usize, usize) = (4096, 256, 256);
 
 /// The report's settings.
 #[derive(Debug)]
@@ -185,10 +195,15 @@ struct Flags {
     #[arg(long = "out", value_name = "DIR", default_value = "target/scaling")]
     out_dir: PathBuf,
 
-    /// Measure only the input-projection GEMM (rows = T·N = 4096, I = H = 256) and print
-    /// gemm_gflops=<x> as the last line.
+    /// Measure only the input-projection GEMM (rows = T·N = 4096, I = H = 256), in each form
+    /// the adapter has (the tile kernel; the weight-stationary one where it applies), and
+    /// print gemm_gflops=<x> of the form a layer of that shape runs as the last line.
     #[arg(long)]
     gemm: bool,
+
+    /// With --gemm: the product's rows, K and columns, e.g. 16384x64x256.
+    #[arg(long, value_name = "ROWSxKxCOLS", value_parser = parse_gemm_shape, requires = "gemm")]
+    gemm_shape: Option<(usize, usize, usize)>,
 }
 
 /// A `--cpu-budget` or `--gpu-budget`: `None` for `none`. A newtype, since clap reads a bare
@@ -209,7 +224,9 @@ where
 impl Flags {
     fn into_command(self) -> Command {
         if self.gemm {
-            return Command::Gemm;
+            return Command::Gemm(Gemm {
+                shape: self.gemm_shape.unwrap_or(GEMM_SHAPE),
+            });
         }
         let cell = self.cell;
         let (lengths, (cpu_budget, gpu_budget)) = if self.quick {
@@ -289,6 +306,17 @@ fn parse_config(item: &str) -> Result<(usize, usize), String> {
     Ok((positive(hidden)?, positive(batch)?))
 }
 
+fn parse_gemm_shape(item: &str) -> Result<(usize, usize, usize), String> {
+    let sizes = item
+        .split(['x', 'X'])
+        .map(positive)
+        .collect::<Result<Vec<_>, _>>()?;
+    match sizes[..] {
+        [rows, depth, cols] => Ok((rows, depth, cols)),
+        _ => Err(format!("`{item}` is not ROWSxKxCOLS, e.g. 16384x64x256")),
+    }
+}
+
 /// Seconds, or `none` for no limit.
 fn parse_budget(text: &str) -> Result<Budget, String> {
     if text.trim() == "none" {
@@ -323,7 +351,7 @@ mod tests {
     fn report(args: &[&str]) -> Options {
         match parse_args(args) {
             Ok(Command::Report(options)) => options,
-            Ok(Command::Gemm) => panic!("{args:?}: --gemm"),
+            Ok(Command::Gemm(_)) => panic!("{args:?}: --gemm"),
             Err(error) => panic!("{args:?}: {error}"),
         }
     }
@@ -417,8 +445,21 @@ mod tests {
         assert!(error.contains("nor `none`"), "{error}");
         assert!(matches!(
             parse_args(&["--cell", "rnn", "--gemm"]),
-            Ok(Command::Gemm)
+            Ok(Command::Gemm(Gemm { shape: GEMM_SHAPE }))
         ));
+        assert!(matches!(
+            parse_args(&["--gemm", "--gemm-shape", "16384x64x192"]),
+            Ok(Command::Gemm(Gemm {
+                shape: (16384, 64, 192)
+            }))
+        ));
+        for args in [
+            &["--gemm-shape", "64x64x64"][..],
+            &["--gemm", "--gemm-shape", "64x64"],
+            &["--gemm", "--gemm-shape", "0x64x64"],
+        ] {
+            assert!(parse_args(args).is_err(), "{args:?}");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use wgpu::util::DeviceExt;
 
 use crate::error::{Result, RnnError};
 use crate::gpu::counters::{Counters, ResourceCounts};
-use crate::gpu::kernels::Kernels;
+use crate::gpu::kernels::{Kernels, stationary};
 use crate::gpu::kernels::loss::LossKernels;
 use crate::gpu::kernels::optim::OptimKernels;
 use crate::gpu::kernels::training::TrainingKernels;
@@ -235,6 +235,17 @@ impl GpuContext {
         let limits = &self.inner.limits;
         width.max(rows) <= limits.max_texture_dimension_2d
             && layers <= limits.max_texture_array_layers
+    }
+
+    /// Whether a layer's projection of K = `depth` into `cols` columns runs the
+    /// weight-stationary kernel (`kernels::stationary`), from a texture of W_ih the model
+    /// fills when it is made: on adapters with a fixed subgroup size, for the sizes it fits
+    /// and textures hold.
+    pub(crate) fn projects_stationary(&self, depth: usize, cols: usize) -> bool {
+        let (depth, cols) = (depth as u32, cols as u32);
+        self.persistent_subgroup().is_some()
+            && stationary::fits(depth, cols)
+            && self.holds_texture((stationary::texture_size(depth, cols).0, cols, 1))
     }
 
     /// The device.

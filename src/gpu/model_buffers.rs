@@ -27,6 +27,9 @@ pub(crate) struct LayerBuffers {
     /// W_hh again as texels, where the persistent kernel loads them so
     /// (`GatedPersistentSpec::texture`).
     pub recurrent_texture: Option<wgpu::TextureView>,
+    /// W_ih again as texels, (D·G·H) rows of I_k / 4, where the layer's projection runs the
+    /// weight-stationary kernel (`GpuContext::projects_stationary`).
+    pub w_ih_texture: Option<wgpu::TextureView>,
 }
 
 /// A Linear head on the GPU.
@@ -68,16 +71,18 @@ impl ModelBuffers {
         // Weights in the model's precision; biases the projection adds stay f32.
         let weights = |label: &str, data: &[f32]| upload(label, &precision.encode(data));
         let f32s = |label: &str, data: &[f32]| upload(label, bytemuck::cast_slice(data));
-        // W_hh's texels hold what the storage buffer holds: the weights in the model's
-        // precision, as f32.
+        // The texels of W_hh and W_ih hold what the storage buffers hold: the weights in the
+        // model's precision, as f32.
         let texels = |width, rows, data: &[f32]| {
             let rounded: Vec<f32> = data.iter().map(|&w| precision.round(w)).collect();
             upload_texture(ctx, width, rows, &rounded)
         };
         let (d, h) = (arch.directions, arch.hidden_size);
+        let cols = arch.projection_cols();
         let layers = units
             .chunks(d)
-            .map(|layer| {
+            .enumerate()
+            .map(|(k, layer)| {
                 let stack = |part: &dyn Fn(&UnitWeights) -> Vec<f32>| -> Vec<f32> {
                     layer.iter().flat_map(part).collect()
                 };
@@ -107,13 +112,19 @@ impl ModelBuffers {
                 }
                 let hr_offset = recurrent.len();
                 recurrent.extend(stack(&|u| u.weight_hr.clone().unwrap_or_default()));
+                let w_ih = stack(&|u| u.weight_ih.clone());
+                let depth = arch.layer_input_size(k);
+                let w_ih_texture = ctx
+                    .projects_stationary(depth, cols)
+                    .then(|| texels(depth as u32 / 4, cols as u32, &w_ih));
                 LayerBuffers {
-                    w_ih: weights("weight_ih", &stack(&|u| u.weight_ih.clone())),
+                    w_ih: weights("weight_ih", &w_ih),
                     bias: f32s("projection bias", &stack(&|u| u.projection_bias.clone())),
                     recurrent: weights("recurrent weights", &recurrent),
                     step_bias_offset,
                     hr_offset,
                     recurrent_texture,
+                    w_ih_texture,
                 }
             })
             .collect();
@@ -154,7 +165,12 @@ impl ModelBuffers {
 
 /// A texture of `width` × `rows` texels filled with `texels` (row-major, four f32 a texel),
 /// and its view.
-fn upload_texture(ctx: &GpuContext, width: u32, rows: u32, texels: &[f32]) -> wgpu::TextureView {
+pub(crate) fn upload_texture(
+    ctx: &GpuContext,
+    width: u32,
+    rows: u32,
+    texels: &[f32],
+) -> wgpu::TextureView {
     let texture = ctx.device().create_texture(&texture_descriptor(
         (width, rows, 1),
         wgpu::TextureUsages::COPY_DST,

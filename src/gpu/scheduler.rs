@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Result, RnnError};
 use crate::gpu::architecture::Architecture;
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernels::StepGrid;
+use crate::gpu::kernels::{Kernels, StepGrid};
 use crate::gpu::plan::LayerKernel;
 use crate::gpu::workspace::{OwnInput, TIMESTAMP_BYTES, UploadMap, Workspace, lengths_offset};
 
@@ -22,6 +22,30 @@ use crate::gpu::workspace::{OwnInput, TIMESTAMP_BYTES, UploadMap, Workspace, len
 const AHEAD_WORKERS: u32 = 1;
 
 /// The kernel and bind group of a layer that reads its input itself.
+/// Records `layer`'s input projection (of its first `rows` rows, or all): the
+/// weight-stationary kernel where the workspace has it for the layer (`shared` holds that
+/// kernel), else the tile kernel of the layer's `kernels`.
+fn encode_projection(
+    kernels: &Kernels,
+    shared: &Kernels,
+    pass: &mut wgpu::ComputePass<'_>,
+    ws: &Workspace,
+    layer: usize,
+    rows: Option<u32>,
+) {
+    let params = &ws.projections[layer];
+    let rows = rows.unwrap_or(params.rows);
+    match (&ws.stationary[layer], &shared.stationary) {
+        (Some(own), Some(stationary)) => {
+            stationary.encode(pass, &own.pipeline, &own.group, params, rows);
+        }
+        _ => {
+            let group = &ws.projection_groups[layer];
+            kernels.projection.encode_rows(pass, group, params, rows);
+        }
+    }
+}
+
 fn own_input(ws: &Workspace, layer: usize) -> Result<&OwnInput> {
     ws.own_input[layer]
         .as_ref()
@@ -132,12 +156,11 @@ pub(crate) fn run<T>(
         let steps_per_dispatch = ws.plan.persistent.map_or(1, |p| p.steps_per_dispatch);
         for (layer, kernel) in ws.plan.layers.iter().enumerate() {
             let (group, params) = (&ws.step_groups[layer], &ws.projections[layer]);
-            let projection = &ws.projection_groups[layer];
             match *kernel {
                 LayerKernel::Wave => {
                     // Layer 0's projection, then every layer advancing together.
                     if let Some(waves) = ws.wave_group.as_ref().filter(|_| layer == 0) {
-                        kernels.projection.encode(&mut pass, projection, params);
+                        encode_projection(kernels, head_kernels, &mut pass, ws, layer, None);
                         let count = ws.plan.state_steps(ws.seq_len) as u32;
                         let layers = arch.num_layers as u32;
                         kernels.step.encode_waves(
@@ -168,9 +191,14 @@ pub(crate) fn run<T>(
                     // a chunk ahead.
                     let own = own_input(ws, layer)?;
                     let first_rows = chunk as u32 * params.batch;
-                    kernels
-                        .projection
-                        .encode_rows(&mut pass, projection, params, first_rows);
+                    encode_projection(
+                        kernels,
+                        head_kernels,
+                        &mut pass,
+                        ws,
+                        layer,
+                        Some(first_rows),
+                    );
                     kernels.step.encode_projecting_ahead(
                         &mut pass,
                         &own.pipeline,
@@ -183,7 +211,7 @@ pub(crate) fn run<T>(
                     );
                 }
                 LayerKernel::Persistent => {
-                    kernels.projection.encode(&mut pass, projection, params);
+                    encode_projection(kernels, head_kernels, &mut pass, ws, layer, None);
                     let pipeline = ws.persistent.as_ref().ok_or_else(|| {
                         RnnError::Gpu("the persistent kernel was not compiled".into())
                     })?;
@@ -198,7 +226,7 @@ pub(crate) fn run<T>(
                     );
                 }
                 LayerKernel::ElmanSteps { blocks } => {
-                    kernels.projection.encode(&mut pass, projection, params);
+                    encode_projection(kernels, head_kernels, &mut pass, ws, layer, None);
                     kernels.step.encode_steps(
                         &mut pass,
                         group,
@@ -209,7 +237,7 @@ pub(crate) fn run<T>(
                     );
                 }
                 LayerKernel::GatedSteps { blocks, projected } => {
-                    kernels.projection.encode(&mut pass, projection, params);
+                    encode_projection(kernels, head_kernels, &mut pass, ws, layer, None);
                     kernels.gated.encode_steps(
                         &mut pass,
                         group,

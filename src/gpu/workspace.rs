@@ -9,8 +9,8 @@ use crate::error::{Limit, Result, RnnError};
 use crate::gpu::architecture::{Architecture, Cell};
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernels::{
-    PROJECTION_TILE, ProjectionBindings, ProjectionKernel, ProjectionParams, StepBindings,
-    StepIndex, StepLayerParams,
+    PROJECTION_TILE, ProjectionBindings, ProjectionKernel, ProjectionParams, StationaryBindings,
+    StepBindings, StepIndex, StepLayerParams,
 };
 use crate::gpu::model_buffers::ModelBuffers;
 use crate::gpu::plan::{LayerFrames, LayerKernel, Plan};
@@ -46,6 +46,9 @@ pub(crate) struct Workspace {
     /// layout itself (see [`Workspace::readback`]).
     pub readback: Option<wgpu::Buffer>,
     pub projection_groups: Vec<wgpu::BindGroup>,
+    /// Per layer, the weight-stationary projection where the layer runs it (its model holds
+    /// W_ih as texels); the tile kernel's `projection_groups` elsewhere.
+    pub stationary: Vec<Option<OwnInput>>,
     /// Each layer's projection parameters (they pick the projection's form).
     pub projections: Vec<ProjectionParams>,
     pub step_groups: Vec<wgpu::BindGroup>,
@@ -85,6 +88,7 @@ pub(crate) enum UploadMap {
 
 /// The kernel of a layer that reads its input itself, projecting ahead or fusing it (see
 /// [`LayerKernel`]), and its bind group: the step's buffers and the projection's inputs.
+/// A kernel of a layer's own and its bind group.
 pub(crate) struct OwnInput {
     pub pipeline: Arc<wgpu::ComputePipeline>,
     pub group: wgpu::BindGroup,
@@ -405,6 +409,7 @@ impl Workspace {
             ..*shape
         };
         let mut projection_groups = Vec::with_capacity(l);
+        let mut stationary = Vec::with_capacity(l);
         let mut projection_params = Vec::with_capacity(l);
         let mut step_groups = Vec::with_capacity(l);
         let mut own_input = Vec::with_capacity(l);
@@ -463,6 +468,29 @@ impl Workspace {
                 ctx.counters(),
                 projection_bindings,
             ));
+            let stationary_kernel = kernels.stationary.as_ref();
+            stationary.push(match (stationary_kernel, &weights.w_ih_texture) {
+                (Some(kernel), Some(texture))
+                    if projection.vec4_aligned() && projection.p_vec4_aligned() =>
+                {
+                    let scopes = ctx.error_scopes();
+                    let pipeline = kernel.pipeline(device, ctx.counters(), projection.depth)?;
+                    scopes.finish(ctx, "compiling the stationary projection")?;
+                    let group = kernel.bind_group(
+                        device,
+                        ctx.counters(),
+                        StationaryBindings {
+                            params: &projection_uniform,
+                            x: projection_bindings.x,
+                            bias: &weights.bias,
+                            p: &projections,
+                            weight: texture,
+                        },
+                    );
+                    Some(OwnInput { pipeline, group })
+                }
+                _ => None,
+            });
             let step_bindings = StepBindings {
                 layer: &step_params,
                 steps: &steps,
@@ -576,6 +604,7 @@ impl Workspace {
             lengths_full: true,
             readback,
             projection_groups,
+            stationary,
             projections: projection_params,
             step_groups,
             plan,

@@ -12,6 +12,7 @@ pub(crate) mod loss;
 pub(crate) mod optim;
 mod projection;
 pub(crate) mod sequence_tiles;
+pub(crate) mod stationary;
 mod step;
 pub(crate) mod training;
 pub(crate) mod weight_texture;
@@ -26,11 +27,14 @@ use crate::shaders::WeightPrecision;
 
 pub(crate) use gated_step::GatedStepKernel;
 pub(crate) use projection::{PROJECTION_TILE, ProjectionBindings, ProjectionKernel};
+pub(crate) use stationary::{StationaryBindings, StationaryProjectionKernel};
 pub(crate) use step::{RECURRENT_TEXTURE_BINDING, RecurrentStepKernel, StepBindings};
 
 /// Every pipeline the crate uses, compiled once per context.
 pub(crate) struct Kernels {
     pub projection: ProjectionKernel,
+    /// The weight-stationary projection, on adapters with a fixed subgroup size.
+    pub stationary: Option<StationaryProjectionKernel>,
     pub step: RecurrentStepKernel,
     pub gated: GatedStepKernel,
 }
@@ -48,6 +52,7 @@ impl Kernels {
         let step = RecurrentStepKernel::new(device, counters, weights, subgroup);
         Kernels {
             projection: ProjectionKernel::new(device, counters, subgroup, weights),
+            stationary: StationaryProjectionKernel::new(device, subgroup),
             gated: GatedStepKernel::new(device, counters, &step.layout, weights, subgroup),
             step,
         }

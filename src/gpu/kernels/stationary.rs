@@ -1,0 +1,199 @@
+//! The weight-stationary input projection (`shaders/projection_stationary.wgsl`): on adapters
+//! with a fixed subgroup size, each layer's projection with K and its columns multiples of
+//! four and K ≤ [`MAX_DEPTH`] runs this form instead of the tile kernel (`projection.rs`),
+//! reading W_ih from a texture the model fills once (`ModelBuffers`). One pipeline per K,
+//! compiled when a workspace first needs it.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Result, RnnError};
+use crate::gpu::counters::Counters;
+use crate::shaders::{self, Template};
+
+use super::{
+    ProjectionParams, bind_group, compute_pipeline, size_of, storage_entry,
+    storage_entry_unsized, texture_entry, uniform_entry,
+};
+
+/// Rows of X one workgroup walks with its weights: measured on lavapipe at 4096×256·256×256,
+/// 256 and 512 alike, 128 a little slower (benches/README.md).
+const BLOCK_ROWS: u32 = 256;
+
+/// The deepest K the kernel is generated for: every loop over K is written out, and a lane
+/// holds 4·K/4 weight vec4s, so the compile grows with K (0.2 s at K = 256 on lavapipe,
+/// benches/README.md); deeper layers keep the tile kernel.
+pub(crate) const MAX_DEPTH: u32 = 512;
+
+/// The buffers and texture one dispatch binds.
+#[derive(Clone, Copy)]
+pub(crate) struct StationaryBindings<'a> {
+    pub params: &'a wgpu::Buffer,
+    pub x: &'a wgpu::Buffer,
+    pub bias: &'a wgpu::Buffer,
+    pub p: &'a wgpu::Buffer,
+    /// W as texels, [`texture_size`] of the projection.
+    pub weight: &'a wgpu::TextureView,
+}
+
+pub(crate) struct StationaryProjectionKernel {
+    layout: wgpu::BindGroupLayout,
+    /// The adapter's subgroup size: the lanes of a workgroup.
+    lanes: usize,
+    /// Pipelines by K, compiled on first use.
+    pipelines: Mutex<HashMap<u32, Arc<wgpu::ComputePipeline>>>,
+}
+
+/// The texture W is read from: (K / 4 texels, one row per column of P).
+pub(crate) fn texture_size(depth: u32, cols: u32) -> (u32, u32) {
+    (depth / 4, cols)
+}
+
+/// Whether a projection of `depth` × `cols` may take this form (on an adapter that has it,
+/// and whose textures hold [`texture_size`]): X, W and P read as vec4s, K within
+/// [`MAX_DEPTH`]. The strides of every layout the plan makes are then multiples of four too.
+pub(crate) fn fits(depth: u32, cols: u32) -> bool {
+    depth % 4 == 0 && cols % 4 == 0 && depth > 0 && depth <= MAX_DEPTH
+}
+
+impl StationaryProjectionKernel {
+    /// The kernel for adapters whose workgroup can be one subgroup of `subgroup` lanes.
+    pub(super) fn new(device: &wgpu::Device, subgroup: Option<usize>) -> Option<Self> {
+        let lanes = subgroup?;
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("projection_stationary"),
+            entries: &[
+                uniform_entry(0, size_of::<ProjectionParams>(), false),
+                storage_entry_unsized(1, true),
+                storage_entry(2, true),
+                storage_entry_unsized(3, false),
+                texture_entry(4, wgpu::TextureViewDimension::D2),
+            ],
+        });
+        Some(StationaryProjectionKernel {
+            layout,
+            lanes,
+            pipelines: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The pipeline for K = `depth` (within [`fits`]), compiled on first use. The caller
+    /// holds an error scope.
+    pub fn pipeline(
+        &self,
+        device: &wgpu::Device,
+        counters: &Counters,
+        depth: u32,
+    ) -> Result<Arc<wgpu::ComputePipeline>> {
+        let mut cache = self
+            .pipelines
+            .lock()
+            .map_err(|_| RnnError::Gpu("a previous compilation panicked".into()))?;
+        let pipeline = cache.entry(depth).or_insert_with(|| {
+            let source = wgsl(self.lanes, depth as usize);
+            Arc::new(compute_pipeline(
+                device,
+                counters,
+                "projection_stationary",
+                &source,
+                &self.layout,
+            ))
+        });
+        Ok(Arc::clone(pipeline))
+    }
+
+    pub fn bind_group(
+        &self,
+        device: &wgpu::Device,
+        counters: &Counters,
+        b: StationaryBindings<'_>,
+    ) -> wgpu::BindGroup {
+        bind_group(
+            device,
+            counters,
+            "projection_stationary",
+            &self.layout,
+            &[
+                b.params.as_entire_binding(),
+                b.x.as_entire_binding(),
+                b.bias.as_entire_binding(),
+                b.p.as_entire_binding(),
+                wgpu::BindingResource::TextureView(b.weight),
+            ],
+        )
+    }
+
+    /// Records the projection of the first `rows` rows of `params` (the workgroups of the
+    /// last block also project the rows after them, up to the block's end or the last row:
+    /// the same values a later projection of them writes).
+    pub fn encode(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        pipeline: &wgpu::ComputePipeline,
+        group: &wgpu::BindGroup,
+        params: &ProjectionParams,
+        rows: u32,
+    ) {
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, group, &[]);
+        pass.dispatch_workgroups(
+            params.cols.div_ceil(4 * self.lanes as u32),
+            rows.min(params.rows).div_ceil(BLOCK_ROWS),
+            1,
+        );
+    }
+}
+
+/// The kernel for subgroups of `lanes` and K = `depth`, its loops over K written out.
+pub(crate) fn wgsl(lanes: usize, depth: usize) -> String {
+    let vec4s = depth / 4;
+    let mut load_weights = String::new();
+    for u in 0..4 {
+        for k in 0..vec4s {
+            let _ = writeln!(
+                load_weights,
+                "    wr[{}] = subgroupShuffle(textureLoad(w, vec2<u32>({k}u, w{u}), 0), lane);",
+                u * vec4s + k
+            );
+        }
+    }
+    // Lane l loads X's vec4s l, l + lanes, ...; the last load is guarded where K/4 is not a
+    // multiple of the lanes.
+    let loads = vec4s.div_ceil(lanes);
+    let mut load_x = String::new();
+    for i in 0..loads {
+        let k = i * lanes;
+        let load = if k + lanes <= vec4s {
+            format!("x[row + {k}u + lane]")
+        } else {
+            format!("x_at(row, {k}u + lane)")
+        };
+        let _ = writeln!(load_x, "        let x{i} = {load};");
+    }
+    let mut products = String::new();
+    for k in 0..vec4s {
+        let _ = writeln!(
+            products,
+            "        let s{k} = subgroupBroadcast(x{}, {}u);",
+            k / lanes,
+            k % lanes
+        );
+        for u in 0..4 {
+            let _ = writeln!(
+                products,
+                "        a{u} = a{u} + wr[{}] * s{k};",
+                u * vec4s + k
+            );
+        }
+    }
+    Template::new(shaders::PROJECTION_STATIONARY)
+        .set("LANES", lanes.to_string())
+        .set("BLOCK_ROWS", BLOCK_ROWS.to_string())
+        .set("VEC4S", vec4s.to_string())
+        .set("WEIGHTS", (4 * vec4s).to_string())
+        .set("LOAD_WEIGHTS", load_weights)
+        .set("LOAD_X", load_x)
+        .set("PRODUCTS", products)
+        .finish()
+}
