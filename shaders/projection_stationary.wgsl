@@ -1,10 +1,10 @@
 // The input projection P = X·Wᵀ + bias (see input_projection.wgsl for the layout), weight-
 // stationary, for adapters whose workgroup can be exactly one subgroup of {{LANES}} lanes and
-// for one depth K (a multiple of four): each workgroup owns {{LANES}} × 4 columns of P, four a
-// lane. A lane fetches its four rows of W (all of K) once, from a texture, into private values
-// addressed by constant indices, then walks a block of BLOCK_ROWS rows of X: per row the lanes
-// load X's vec4s between them (one each per load), share them with subgroupBroadcast, and each
-// lane multiplies them into its four columns, every product written out.
+// for one depth K (a multiple of four): each workgroup owns {{LANES}} × UNITS columns of P,
+// UNITS a lane (a multiple of four). A lane fetches its rows of W (all of K) once, from a
+// texture, into private values addressed by constant indices, then walks a block of BLOCK_ROWS
+// rows of X: per row the lanes load X's vec4s between them (one each per load), share them with
+// subgroupBroadcast, and each lane multiplies them into its columns, every product written out.
 //
 // Why on llvmpipe (measured in benches/README.md): a storage load runs lane by lane there, and
 // the tile kernel (projection_tile.wgsl) loads W again for every tile of rows; here W is loaded
@@ -33,16 +33,10 @@ struct Params {
 @group(0) @binding(4) var w: texture_2d<f32>;
 
 const BLOCK_ROWS: u32 = {{BLOCK_ROWS}}u;
-// K / 4: X's vec4s per row.
-const VEC4S: u32 = {{VEC4S}}u;
+const UNITS: u32 = {{UNITS}}u;
 
 fn bias_at(c: u32) -> f32 {
     return select(0.0, bias[min(c, params.cols - 1u)], c < params.cols);
-}
-
-// X's vec4 `k` of the row starting at vec4 `row`, zero past K.
-fn x_at(row: u32, k: u32) -> vec4<f32> {
-    return select(vec4<f32>(0.0), x[row + min(k, VEC4S - 1u)], k < VEC4S);
 }
 
 @compute @workgroup_size({{LANES}}, 1, 1)
@@ -50,18 +44,13 @@ fn main(
     @builtin(workgroup_id) group: vec3<u32>,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
-    // The first of this lane's four columns; lanes past the last column load the last
-    // column's weights (in bounds) and store nothing.
-    let c0 = (group.x * {{LANES}}u + lane) * 4u;
-    let w0 = min(c0, params.cols - 1u);
-    let w1 = min(c0 + 1u, params.cols - 1u);
-    let w2 = min(c0 + 2u, params.cols - 1u);
-    let w3 = min(c0 + 3u, params.cols - 1u);
-    // The lane's four rows of W: wr[u·VEC4S + k] is vec4 k of column c0 + u. Each texel goes
+    // The first of this lane's columns; lanes past the last column load the last column's
+    // weights (in bounds) and store nothing.
+    let c0 = (group.x * {{LANES}}u + lane) * UNITS;
+    // The lane's rows of W: wr[u·K/4 + k] is vec4 k of column c0 + u. Each texel goes
     // through an identity subgroupShuffle, without which LLVM fetched them again in every row.
     var wr: array<vec4<f32>, {{WEIGHTS}}>;
 {{LOAD_WEIGHTS}}
-    let b = vec4<f32>(bias_at(c0), bias_at(c0 + 1u), bias_at(c0 + 2u), bias_at(c0 + 3u));
     let first = group.y * BLOCK_ROWS;
     let end = min(first + BLOCK_ROWS, params.rows);
     for (var r = first; r < end; r++) {
@@ -70,15 +59,10 @@ fn main(
         let row = (t * params.x_stride_t + n * params.x_stride_n) / 4u;
 {{LOAD_X}}
         // Four partial sums per column (one per component of the vec4s), added at the end.
-        var a0 = vec4<f32>(0.0);
-        var a1 = vec4<f32>(0.0);
-        var a2 = vec4<f32>(0.0);
-        var a3 = vec4<f32>(0.0);
+{{ACCUMULATORS}}
 {{PRODUCTS}}
-        if c0 < params.cols {
-            let one = vec4<f32>(1.0);
-            let sums = vec4<f32>(dot(a0, one), dot(a1, one), dot(a2, one), dot(a3, one));
-            p[(t * params.p_stride_t + n * params.p_stride_n + c0) / 4u] = sums + b;
-        }
+        let at = (t * params.p_stride_t + n * params.p_stride_n + c0) / 4u;
+        let one = vec4<f32>(1.0);
+{{STORES}}
     }
 }

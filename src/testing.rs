@@ -89,7 +89,8 @@ pub fn time_input_projection(
 
     let _gl = ctx.gl_guard();
     let device = ctx.device();
-    let data = |len: usize| -> Vec<f32> { (0..len).map(|i| ((i % 97) as f32 - 48.0) / 97.0).collect() };
+    let data =
+        |len: usize| -> Vec<f32> { (0..len).map(|i| ((i % 97) as f32 - 48.0) / 97.0).collect() };
     let storage = |label: &str, len: usize| {
         ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(label),
@@ -338,6 +339,17 @@ fn all_sources() -> Vec<(String, String)> {
             {
                 sources.push((format!("projection_subgroup {spec:?}"), spec.wgsl()));
             }
+        }
+    }
+    // The weight-stationary projection: eight and four columns a lane, K a multiple of the
+    // lanes' vec4s or not, the deepest K.
+    for size in [8, 16, 32] {
+        for depth in [4, 20, 64, 100, 256, 300, 512] {
+            let source = crate::gpu::kernels::stationary::wgsl(size, depth);
+            sources.push((
+                format!("projection_stationary subgroup {size}, K = {depth}"),
+                source,
+            ));
         }
     }
     // The persistent kernel for representative hidden sizes, with and without subgroups.

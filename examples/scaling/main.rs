@@ -109,15 +109,18 @@ const GEMM_ROUNDS: usize = 5;
 fn run_gemm(gemm: &Gemm) -> Result<(), Error> {
     let ctx = open_gpu()?;
     let (rows, depth, cols) = gemm.shape;
-    let time = |form, repeats| {
-        wgpu_rnn::testing::time_input_projection(&ctx, gemm.shape, form, repeats)
-    };
+    let time =
+        |form, repeats| wgpu_rnn::testing::time_input_projection(&ctx, gemm.shape, form, repeats);
     // The tile kernel, and the weight-stationary one where this adapter runs it for the shape.
     let mut forms = vec![(ProjectionForm::Tile, time(ProjectionForm::Tile, 1)?)];
     if let Ok(once) = time(ProjectionForm::Stationary, 1) {
         forms.push((ProjectionForm::Stationary, once));
     }
-    let longest = forms.iter().map(|&(_, once)| once).max().unwrap_or_default();
+    let longest = forms
+        .iter()
+        .map(|&(_, once)| once)
+        .max()
+        .unwrap_or_default();
     let repeats = (GEMM_SUBMISSION.as_secs_f64() / longest.as_secs_f64()).clamp(1.0, 1000.0) as u32;
     // Rounds alternate between the forms, so that both see the same machine.
     let mut times = vec![Vec::new(); forms.len()];

@@ -10,10 +10,10 @@ use wgpu::util::DeviceExt;
 
 use crate::error::{Result, RnnError};
 use crate::gpu::counters::{Counters, ResourceCounts};
-use crate::gpu::kernels::{Kernels, stationary};
 use crate::gpu::kernels::loss::LossKernels;
 use crate::gpu::kernels::optim::OptimKernels;
 use crate::gpu::kernels::training::TrainingKernels;
+use crate::gpu::kernels::{Kernels, stationary};
 use crate::gpu::persistent_specs::PersistentSpecs;
 use crate::shaders::WeightPrecision;
 

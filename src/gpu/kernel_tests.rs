@@ -7,8 +7,8 @@ use crate::config::Nonlinearity;
 use crate::cpu::steps as cpu;
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernels::{
-    GatedStepKernel, ProjectionBindings, ProjectionParams, StepBindings, StepGrid, StepIndex,
-    StepLayerParams,
+    GatedStepKernel, ProjectionBindings, ProjectionParams, StationaryBindings, StepBindings,
+    StepGrid, StepIndex, StepLayerParams,
 };
 use crate::testing;
 use crate::weights::SplitMix64;
@@ -102,6 +102,103 @@ fn input_projection_matches_cpu_twin() {
                     );
                 }
             }
+        }
+    }
+}
+
+/// The weight-stationary projection against the CPU twin: rows of every awkward count, columns
+/// (multiples of four) that fill a workgroup or not, K whose vec4s fill the lanes' loads or
+/// not, with eight (K ≤ 128) and four columns a lane; then strided X and P (batch-first X,
+/// sequence-major P, three sequences) and a projection of the first rows only.
+#[test]
+fn stationary_projection_matches_cpu_twin() {
+    let Some(ctx) = testing::gpu("stationary_projection_matches_cpu_twin") else {
+        return;
+    };
+    let Some(kernel) = ctx.inner().kernels.stationary.as_ref() else {
+        // Adapters without a fixed subgroup size have no such form.
+        return;
+    };
+    let mut rng = SplitMix64(12);
+    let project = |params: &ProjectionParams, x: &[f32], w: &[f32], bias: &[f32], rows| {
+        let (depth, cols) = (params.depth, params.cols);
+        let texture = crate::gpu::model_buffers::upload_texture(&ctx, depth / 4, cols, w);
+        let pipeline = kernel
+            .pipeline(ctx.device(), ctx.counters(), depth)
+            .unwrap();
+        let p_len = (params.rows * cols) as usize;
+        let p = storage(&ctx, &vec![f32::NAN; p_len]);
+        let group = kernel.bind_group(
+            ctx.device(),
+            ctx.counters(),
+            StationaryBindings {
+                params: &uniform(&ctx, params),
+                x: &storage(&ctx, x),
+                bias: &storage(&ctx, bias),
+                p: &p,
+                weight: &texture,
+            },
+        );
+        run(&ctx, |pass| {
+            kernel.encode(pass, &pipeline, &group, params, rows)
+        });
+        read(&ctx, &p)
+    };
+    for rows in ODD_AND_FRIENDLY {
+        for cols in [4, 12, 68, 256, 260] {
+            for depth in [4, 20, 64, 100, 132, 256, 512] {
+                let x = rng.uniform(-1.0, 1.0, rows * depth);
+                let w = rng.uniform(-1.0, 1.0, cols * depth);
+                let bias = rng.uniform(-1.0, 1.0, cols);
+                let want = cpu::input_projection(&x, &w, &bias, depth);
+                let params = ProjectionParams::contiguous(rows, cols, depth);
+                let got = project(&params, &x, &w, &bias, params.rows);
+                // f32 sums of K products round more the longer they are (the twin sums in
+                // f64): the tolerance grows with K beyond the tile kernel's K ≤ 64.
+                let tolerance = 1e-5 * (depth as f64 / 64.0).max(1.0);
+                let c = crate::compare::compare(&got, &want, tolerance);
+                assert!(
+                    c.passed(),
+                    "stationary projection {rows}x{cols}x{depth}: {c}"
+                );
+            }
+        }
+    }
+    // Three sequences of 17 steps: X batch-first (n, t, k), P sequence-major (n, t, c).
+    let (steps, batch, depth, cols) = (17, 3, 36, 44);
+    let x = rng.uniform(-1.0, 1.0, steps * batch * depth);
+    let w = rng.uniform(-1.0, 1.0, cols * depth);
+    let bias = rng.uniform(-1.0, 1.0, cols);
+    let params = ProjectionParams {
+        rows: (steps * batch) as u32,
+        cols: cols as u32,
+        depth: depth as u32,
+        batch: batch as u32,
+        x_stride_t: depth as u32,
+        x_stride_n: (steps * depth) as u32,
+        p_stride_t: cols as u32,
+        p_stride_n: (steps * cols) as u32,
+    };
+    // Rows (t, n) in order, their P rows at their strides.
+    let mut want = vec![0.0; steps * batch * cols];
+    for t in 0..steps {
+        for n in 0..batch {
+            let row = &x[(n * steps + t) * depth..][..depth];
+            let p = cpu::input_projection(row, &w, &bias, depth);
+            want[(n * steps + t) * cols..][..cols].copy_from_slice(&p);
+        }
+    }
+    assert_close(
+        "strided stationary projection",
+        &project(&params, &x, &w, &bias, params.rows),
+        &want,
+    );
+    // The first 5 steps only (15 rows): those are right; no row is written past the block.
+    let got = project(&params, &x, &w, &bias, 15);
+    for t in 0..5 {
+        for n in 0..batch {
+            let at = (n * steps + t) * cols;
+            assert_close("first rows", &got[at..at + cols], &want[at..at + cols]);
         }
     }
 }
