@@ -11,6 +11,8 @@ use super::{
 
 /// `input_projection.wgsl`: P = X·Wᵀ + bias over all rows of a layer; on adapters with a
 /// fixed subgroup size, its subgroup form (`projection_subgroup.wgsl`) with the same bindings.
+/// There a layer whose projection fits the weight-stationary kernel runs that instead
+/// (`stationary.rs`); this one serves the rest, and a model's Linear head.
 pub(crate) struct ProjectionKernel {
     layout: wgpu::BindGroupLayout,
     pipeline: wgpu::ComputePipeline,
