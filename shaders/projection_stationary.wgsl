@@ -13,18 +13,8 @@
 //
 // A template: src/gpu/kernels/stationary.rs fills in the holes (names in double braces).
 
-struct Params {
-    rows: u32,
-    cols: u32,
-    depth: u32,
-    batch: u32,
-    x_stride_t: u32,
-    x_stride_n: u32,
-    p_stride_t: u32,
-    p_stride_n: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: Params;
+{{PROJECTION_PARAMS}}
+@group(0) @binding(0) var<uniform> params: ProjectionParams;
 // X and P as vec4s: K, the columns and every stride are multiples of four.
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;

@@ -141,9 +141,7 @@ pub fn time_input_projection(
                 cols as u32,
                 &data(cols * depth),
             );
-            let scopes = ctx.error_scopes();
-            let pipeline = kernel.pipeline(device, ctx.counters(), depth as u32)?;
-            scopes.finish(ctx, "compiling the stationary projection")?;
+            let pipeline = ctx.stationary_pipeline(depth as u32)?;
             let group = kernel.bind_group(
                 device,
                 ctx.counters(),

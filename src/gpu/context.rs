@@ -248,6 +248,18 @@ impl GpuContext {
             && self.holds_texture((stationary::texture_size(depth, cols).0, cols, 1))
     }
 
+    /// The weight-stationary projection's pipeline for K = `depth` (where
+    /// [`projects_stationary`](Self::projects_stationary)), compiled on first use and cached.
+    pub(crate) fn stationary_pipeline(&self, depth: u32) -> Result<Arc<wgpu::ComputePipeline>> {
+        let kernel = self.inner.kernels.stationary.as_ref().ok_or_else(|| {
+            RnnError::Gpu("this adapter has no weight-stationary projection".into())
+        })?;
+        let scopes = self.error_scopes();
+        let pipeline = kernel.pipeline(&self.inner.device, &self.inner.counters, depth)?;
+        scopes.finish(self, "compiling the stationary projection")?;
+        Ok(pipeline)
+    }
+
     /// The device.
     pub fn device(&self) -> &wgpu::Device {
         &self.inner.device

@@ -123,9 +123,7 @@ fn stationary_projection_matches_cpu_twin() {
     let project = |params: &ProjectionParams, x: &[f32], w: &[f32], bias: &[f32], rows| {
         let (depth, cols) = (params.depth, params.cols);
         let texture = crate::gpu::model_buffers::upload_texture(&ctx, depth / 4, cols, w);
-        let pipeline = kernel
-            .pipeline(ctx.device(), ctx.counters(), depth)
-            .unwrap();
+        let pipeline = ctx.stationary_pipeline(depth).unwrap();
         let p_len = (params.rows * cols) as usize;
         let p = storage(&ctx, &vec![f32::NAN; p_len]);
         let group = kernel.bind_group(

@@ -50,6 +50,20 @@ const STORE_ROW_VEC4: &str = "fn store_row(r: u32, c0: u32, values: vec4<f32>) {
     p[(base + c0) / 4u] = values;
 }";
 
+/// `ProjectionParams` (`kernels::ProjectionParams`) as WGSL, for the kernels generated here and
+/// the weight-stationary one.
+pub(crate) const PROJECTION_PARAMS: &str = "struct ProjectionParams {
+    rows: u32,
+    cols: u32,
+    depth: u32,
+    batch: u32,
+    x_stride_t: u32,
+    x_stride_n: u32,
+    p_stride_t: u32,
+    p_stride_n: u32,
+}
+";
+
 /// `ProjectionParams` and the projection's inputs `params`, `x`, `w` and `bias`, as bindings
 /// `first..first + 4` of group 0 (the includer declares `p`, if it writes P); `x_access` is
 /// X's (`read`, or `read_write` where the includer also writes that buffer); X and W are
@@ -61,17 +75,7 @@ pub(crate) fn projection_bindings(first: u32, x_access: &str, vec4_k: bool) -> S
         ("f32", "weight_t")
     };
     format!(
-        "struct ProjectionParams {{
-    rows: u32,
-    cols: u32,
-    depth: u32,
-    batch: u32,
-    x_stride_t: u32,
-    x_stride_n: u32,
-    p_stride_t: u32,
-    p_stride_n: u32,
-}}
-
+        "{PROJECTION_PARAMS}
 @group(0) @binding({}) var<uniform> params: ProjectionParams;
 // X and W: f32s, or vec4s along K where K and X's row strides allow.
 @group(0) @binding({}) var<storage, {x_access}> x: array<{x}>;

@@ -473,9 +473,7 @@ impl Workspace {
                 (Some(kernel), Some(texture))
                     if projection.vec4_aligned() && projection.p_vec4_aligned() =>
                 {
-                    let scopes = ctx.error_scopes();
-                    let pipeline = kernel.pipeline(device, ctx.counters(), projection.depth)?;
-                    scopes.finish(ctx, "compiling the stationary projection")?;
+                    let pipeline = ctx.stationary_pipeline(projection.depth)?;
                     let group = kernel.bind_group(
                         device,
                         ctx.counters(),

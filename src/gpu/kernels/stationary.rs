@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{Result, RnnError};
 use crate::gpu::counters::Counters;
+use crate::gpu::projection::PROJECTION_PARAMS;
 use crate::shaders::{self, Template};
 
 use super::{
@@ -79,7 +80,7 @@ impl StationaryProjectionKernel {
     }
 
     /// The pipeline for K = `depth` (within [`fits`]), compiled on first use. The caller
-    /// holds an error scope.
+    /// holds an error scope (`GpuContext::stationary_pipeline`).
     pub fn pipeline(
         &self,
         device: &wgpu::Device,
@@ -227,6 +228,7 @@ pub(crate) fn wgsl(lanes: usize, depth: usize) -> String {
         );
     }
     Template::new(shaders::PROJECTION_STATIONARY)
+        .set("PROJECTION_PARAMS", PROJECTION_PARAMS)
         .set("LANES", lanes.to_string())
         .set("BLOCK_ROWS", BLOCK_ROWS.to_string())
         .set("UNITS", units.to_string())
