@@ -113,8 +113,10 @@ fn run_gemm(gemm: &Gemm) -> Result<(), Error> {
         |form, repeats| wgpu_rnn::testing::time_input_projection(&ctx, gemm.shape, form, repeats);
     // The tile kernel, and the weight-stationary one where this adapter runs it for the shape.
     let mut forms = vec![(ProjectionForm::Tile, time(ProjectionForm::Tile, 1)?)];
-    if let Ok(once) = time(ProjectionForm::Stationary, 1) {
-        forms.push((ProjectionForm::Stationary, once));
+    match time(ProjectionForm::Stationary, 1) {
+        Ok(once) => forms.push((ProjectionForm::Stationary, once)),
+        Err(wgpu_rnn::RnnError::InvalidConfig(why)) => out!("{why}: the tile kernel only"),
+        Err(error) => return Err(error.into()),
     }
     let longest = forms
         .iter()

@@ -21,13 +21,12 @@ use crate::gpu::workspace::{OwnInput, TIMESTAMP_BYTES, UploadMap, Workspace, len
 /// chunk: one, on a core the recurrence leaves idle (see `gpu::ahead`).
 const AHEAD_WORKERS: u32 = 1;
 
-/// The kernel and bind group of a layer that reads its input itself.
 /// Records `layer`'s input projection (of its first `rows` rows, or all): the
-/// weight-stationary kernel where the workspace has it for the layer (`shared` holds that
+/// weight-stationary kernel where the workspace has it for the layer (`f32_kernels` holds that
 /// kernel), else the tile kernel of the layer's `kernels`.
 fn encode_projection(
     kernels: &Kernels,
-    shared: &Kernels,
+    f32_kernels: &Kernels,
     pass: &mut wgpu::ComputePass<'_>,
     ws: &Workspace,
     layer: usize,
@@ -35,9 +34,9 @@ fn encode_projection(
 ) {
     let params = &ws.projections[layer];
     let rows = rows.unwrap_or(params.rows);
-    match (&ws.stationary[layer], &shared.stationary) {
-        (Some(own), Some(stationary)) => {
-            stationary.encode(pass, &own.pipeline, &own.group, params, rows);
+    match (&ws.stationary[layer], &f32_kernels.stationary) {
+        (Some(stationary), Some(kernel)) => {
+            kernel.encode(pass, &stationary.pipeline, &stationary.group, params, rows);
         }
         _ => {
             let group = &ws.projection_groups[layer];
@@ -46,6 +45,7 @@ fn encode_projection(
     }
 }
 
+/// The kernel and bind group of a layer that reads its input itself.
 fn own_input(ws: &Workspace, layer: usize) -> Result<&OwnInput> {
     ws.own_input[layer]
         .as_ref()
@@ -100,9 +100,10 @@ pub(crate) fn run<T>(
     read_output: impl FnOnce(&[f32]) -> T,
 ) -> Result<RunResult<T>> {
     let (device, queue) = (ctx.device(), ctx.queue());
-    // The layers' kernels read the model's weights in its precision; a head's are f32.
+    // The layers' kernels read the model's weights in its precision; a head's are f32, and so
+    // are the texels the stationary projection reads (the model's weights, rounded).
     let kernels = ctx.kernels(ws.weights)?;
-    let head_kernels = &ctx.inner().kernels;
+    let f32_kernels = &ctx.inner().kernels;
     let scopes = ctx.error_scopes();
 
     write_upload(ctx, ws, run.write_input)?;
@@ -160,7 +161,7 @@ pub(crate) fn run<T>(
                 LayerKernel::Wave => {
                     // Layer 0's projection, then every layer advancing together.
                     if let Some(waves) = ws.wave_group.as_ref().filter(|_| layer == 0) {
-                        encode_projection(kernels, head_kernels, &mut pass, ws, layer, None);
+                        encode_projection(kernels, f32_kernels, &mut pass, ws, layer, None);
                         let count = ws.plan.state_steps(ws.seq_len) as u32;
                         let layers = arch.num_layers as u32;
                         kernels.step.encode_waves(
@@ -191,14 +192,7 @@ pub(crate) fn run<T>(
                     // a chunk ahead.
                     let own = own_input(ws, layer)?;
                     let first_rows = chunk as u32 * params.batch;
-                    encode_projection(
-                        kernels,
-                        head_kernels,
-                        &mut pass,
-                        ws,
-                        layer,
-                        Some(first_rows),
-                    );
+                    encode_projection(kernels, f32_kernels, &mut pass, ws, layer, Some(first_rows));
                     kernels.step.encode_projecting_ahead(
                         &mut pass,
                         &own.pipeline,
@@ -211,7 +205,7 @@ pub(crate) fn run<T>(
                     );
                 }
                 LayerKernel::Persistent => {
-                    encode_projection(kernels, head_kernels, &mut pass, ws, layer, None);
+                    encode_projection(kernels, f32_kernels, &mut pass, ws, layer, None);
                     let pipeline = ws.persistent.as_ref().ok_or_else(|| {
                         RnnError::Gpu("the persistent kernel was not compiled".into())
                     })?;
@@ -226,7 +220,7 @@ pub(crate) fn run<T>(
                     );
                 }
                 LayerKernel::ElmanSteps { blocks } => {
-                    encode_projection(kernels, head_kernels, &mut pass, ws, layer, None);
+                    encode_projection(kernels, f32_kernels, &mut pass, ws, layer, None);
                     kernels.step.encode_steps(
                         &mut pass,
                         group,
@@ -237,7 +231,7 @@ pub(crate) fn run<T>(
                     );
                 }
                 LayerKernel::GatedSteps { blocks, projected } => {
-                    encode_projection(kernels, head_kernels, &mut pass, ws, layer, None);
+                    encode_projection(kernels, f32_kernels, &mut pass, ws, layer, None);
                     kernels.gated.encode_steps(
                         &mut pass,
                         group,
@@ -251,7 +245,7 @@ pub(crate) fn run<T>(
             }
         }
         if let Some(head) = &ws.head {
-            head_kernels
+            f32_kernels
                 .projection
                 .encode(&mut pass, &head.group, &head.params);
         }

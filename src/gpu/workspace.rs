@@ -48,7 +48,7 @@ pub(crate) struct Workspace {
     pub projection_groups: Vec<wgpu::BindGroup>,
     /// Per layer, the weight-stationary projection where the layer runs it (its model holds
     /// W_ih as texels); the tile kernel's `projection_groups` elsewhere.
-    pub stationary: Vec<Option<OwnInput>>,
+    pub stationary: Vec<Option<StationaryPass>>,
     /// Each layer's projection parameters (they pick the projection's form).
     pub projections: Vec<ProjectionParams>,
     pub step_groups: Vec<wgpu::BindGroup>,
@@ -88,8 +88,14 @@ pub(crate) enum UploadMap {
 
 /// The kernel of a layer that reads its input itself, projecting ahead or fusing it (see
 /// [`LayerKernel`]), and its bind group: the step's buffers and the projection's inputs.
-/// A kernel of a layer's own and its bind group.
 pub(crate) struct OwnInput {
+    pub pipeline: Arc<wgpu::ComputePipeline>,
+    pub group: wgpu::BindGroup,
+}
+
+/// A layer's weight-stationary projection: the pipeline for its K and the bind group over its
+/// buffers and W_ih's texels.
+pub(crate) struct StationaryPass {
     pub pipeline: Arc<wgpu::ComputePipeline>,
     pub group: wgpu::BindGroup,
 }
@@ -485,7 +491,7 @@ impl Workspace {
                             weight: texture,
                         },
                     );
-                    Some(OwnInput { pipeline, group })
+                    Some(StationaryPass { pipeline, group })
                 }
                 _ => None,
             });

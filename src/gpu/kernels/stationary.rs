@@ -125,9 +125,10 @@ impl StationaryProjectionKernel {
         )
     }
 
-    /// Records the projection of the first `rows` rows of `params` (the workgroups of the
-    /// last block also project the rows after them, up to the block's end or the last row:
-    /// the same values a later projection of them writes).
+    /// Records the projection of the first `rows` rows of `params`. The workgroups of the
+    /// last block also project the rows after them, up to the block's end (at most 255 rows
+    /// more): projecting ahead, the kernel that projects those rows later overwrites them
+    /// before any step reads them.
     pub fn encode(
         &self,
         pass: &mut wgpu::ComputePass<'_>,
