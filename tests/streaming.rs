@@ -620,11 +620,14 @@ fn timed_out_push(ctx: &GpuContext, mode: RnnMode) {
     let config = stacked(mode, false);
     let weights = RnnWeights::init(&config, 5).unwrap();
     // Per step: one dispatch per step and layer, which no adapter finishes the instant they
-    // are submitted (as in hostile_limits' timeout).
+    // are submitted (as in hostile_limits' timeout). 3000 steps, 6000 dispatches: with 300, a
+    // `.ci/run` once saw the push finish before its zero-timeout wait (the test thread
+    // descheduled while two cores ran the whole suite); now that would take a stall of a
+    // tenth of a second or more on lavapipe.
     let options = GpuOptions::recurrence(Recurrence::PerStep);
     let rnn = GpuRnn::with_options(ctx, config.clone(), &weights, options).unwrap();
     let cpu = CpuRnn::new(config, &weights).unwrap();
-    let (first, long, delay) = (4, 300, 2);
+    let (first, long, delay) = (4, 3000, 2);
     let input = Tensor::new(values(7, (first + long) * 5), &[first + long, 1, 5]).unwrap();
     let mut stream = rnn.stream(StreamOptions { batch: 1, delay }).unwrap();
     let mut parts = vec![stream.push(&frames(&input, false, 0, first)).unwrap()];
