@@ -135,12 +135,10 @@ pub fn time_input_projection(
                         "the stationary projection does not run {depth} × {cols} on this adapter"
                     ))
                 })?;
-            let texture = crate::gpu::model_buffers::upload_texture(
-                ctx,
-                depth as u32 / 4,
-                cols as u32,
-                &data(cols * depth),
-            );
+            let (width, rows) =
+                crate::gpu::kernels::stationary::texture_size(depth as u32, cols as u32);
+            let texture =
+                crate::gpu::model_buffers::upload_texture(ctx, width, rows, &data(cols * depth));
             let pipeline = ctx.stationary_pipeline(depth as u32)?;
             let group = kernel.bind_group(
                 device,

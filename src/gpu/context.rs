@@ -243,9 +243,10 @@ impl GpuContext {
     /// and textures hold.
     pub(crate) fn projects_stationary(&self, depth: usize, cols: usize) -> bool {
         let (depth, cols) = (depth as u32, cols as u32);
+        let (width, rows) = stationary::texture_size(depth, cols);
         self.persistent_subgroup().is_some()
             && stationary::fits(depth, cols)
-            && self.holds_texture((stationary::texture_size(depth, cols).0, cols, 1))
+            && self.holds_texture((width, rows, 1))
     }
 
     /// The weight-stationary projection's pipeline for K = `depth` (where

@@ -122,7 +122,8 @@ fn stationary_projection_matches_cpu_twin() {
     let mut rng = SplitMix64(12);
     let project = |params: &ProjectionParams, x: &[f32], w: &[f32], bias: &[f32], rows| {
         let (depth, cols) = (params.depth, params.cols);
-        let texture = crate::gpu::model_buffers::upload_texture(&ctx, depth / 4, cols, w);
+        let (width, height) = crate::gpu::kernels::stationary::texture_size(depth, cols);
+        let texture = crate::gpu::model_buffers::upload_texture(&ctx, width, height, w);
         let pipeline = ctx.stationary_pipeline(depth).unwrap();
         let p_len = (params.rows * cols) as usize;
         let p = storage(&ctx, &vec![f32::NAN; p_len]);

@@ -4,6 +4,7 @@
 
 use crate::gpu::architecture::{Architecture, Cell, UnitWeights};
 use crate::gpu::context::GpuContext;
+use crate::gpu::kernels::stationary::texture_size;
 use crate::gpu::kernels::weight_texture::texture_descriptor;
 use crate::gpu::persistent_specs::PersistentSpecs;
 use crate::gpu::plan::{WAVEFRONT_MIN_BATCH, wavefront_pays};
@@ -114,9 +115,10 @@ impl ModelBuffers {
                 recurrent.extend(stack(&|u| u.weight_hr.clone().unwrap_or_default()));
                 let w_ih = stack(&|u| u.weight_ih.clone());
                 let depth = arch.layer_input_size(k);
-                let w_ih_texture = ctx
-                    .projects_stationary(depth, cols)
-                    .then(|| texels(depth as u32 / 4, cols as u32, &w_ih));
+                let w_ih_texture = ctx.projects_stationary(depth, cols).then(|| {
+                    let (width, rows) = texture_size(depth as u32, cols as u32);
+                    texels(width, rows, &w_ih)
+                });
                 LayerBuffers {
                     w_ih: weights("weight_ih", &w_ih),
                     bias: f32s("projection bias", &stack(&|u| u.projection_bias.clone())),

@@ -13,15 +13,15 @@ const WORKGROUP: u32 = 64;
 /// The texture's format: a texel is four consecutive f32 of a row of W_hh.
 pub(crate) const FORMAT: wgpu::TextureFormat = wgpu::TextureFormat::Rgba32Float;
 
-/// A texture of W_hh's texels in [`FORMAT`], (width, rows, layers), used as `usage` says
-/// (sampled by every kernel that reads it; written by this kernel for training, or filled
-/// once by a model for inference).
+/// A texture of weights' texels in [`FORMAT`] (W_hh, or W_ih for the stationary
+/// projection), (width, rows, layers), used as `usage` says (sampled by every kernel that
+/// reads it; written by this kernel for training, or filled once by a model for inference).
 pub(crate) fn texture_descriptor(
     (width, rows, layers): (u32, u32, u32),
     usage: wgpu::TextureUsages,
 ) -> wgpu::TextureDescriptor<'static> {
     wgpu::TextureDescriptor {
-        label: Some("recurrent weights (texels)"),
+        label: Some("weights (texels)"),
         size: wgpu::Extent3d {
             width,
             height: rows,
