@@ -23,36 +23,14 @@
 @group(0) @binding(4) var w: texture_2d<f32>;
 
 const BLOCK_ROWS: u32 = {{BLOCK_ROWS}}u;
-const UNITS: u32 = {{UNITS}}u;
 
-fn bias_at(c: u32) -> f32 {
-    return select(0.0, bias[min(c, params.cols - 1u)], c < params.cols);
-}
-
+{{PROJECT_STATIONARY}}
 @compute @workgroup_size({{LANES}}, 1, 1)
 fn main(
     @builtin(workgroup_id) group: vec3<u32>,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
-    // The first of this lane's columns; lanes past the last column load the last column's
-    // weights (in bounds) and store nothing.
-    let c0 = (group.x * {{LANES}}u + lane) * UNITS;
-    // The lane's rows of W: wr[u·K/4 + k] is vec4 k of column c0 + u. Each texel goes
-    // through an identity subgroupShuffle, without which LLVM fetched them again in every row.
-    var wr: array<vec4<f32>, {{WEIGHTS}}>;
-{{LOAD_WEIGHTS}}
     let first = group.y * BLOCK_ROWS;
-    let end = min(first + BLOCK_ROWS, params.rows);
-    for (var r = first; r < end; r++) {
-        let t = r / params.batch;
-        let n = r % params.batch;
-        let row = (t * params.x_stride_t + n * params.x_stride_n) / 4u;
-{{LOAD_X}}
-        // Four partial sums per column (one per component of the vec4s), added at the end.
-{{ACCUMULATORS}}
-{{PRODUCTS}}
-        let at = (t * params.p_stride_t + n * params.p_stride_n + c0) / 4u;
-        let one = vec4<f32>(1.0);
-{{STORES}}
-    }
+    let c0 = (group.x * {{LANES}}u + lane) * {{UNITS}}u;
+    project_stationary(c0, first, min(first + BLOCK_ROWS, params.rows), lane);
 }

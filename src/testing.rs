@@ -178,6 +178,7 @@ pub fn time_input_projection(
 /// allows them (see `gpu::kernels::OWN_INPUT_STORAGE_BUFFERS`); and the training kernels
 /// (7 storage buffers: a device with fewer refuses to train, with a typed error).
 fn beyond_downlevel_sources() -> Vec<(String, String)> {
+    use crate::gpu::ahead::AheadProjection;
     use crate::gpu::architecture::{Architecture, Cell};
     use crate::gpu::gated_persistent::GatedPersistentSpec;
     use crate::gpu::persistent::PersistentSpec;
@@ -254,8 +255,19 @@ fn beyond_downlevel_sources() -> Vec<(String, String)> {
         ) else {
             continue;
         };
-        let spec = spec.projecting_ahead(projection);
-        sources.push((format!("gated_persistent {spec:?}"), spec.wgsl()));
+        // Projecting ahead with tiles and, where X and P are vec4s, weight-stationary.
+        let stationary = AheadProjection::Stationary {
+            lanes: 8,
+            depth: hidden,
+        };
+        let forms = [
+            Some(AheadProjection::Tile(projection)),
+            (hidden % 4 == 0).then_some(stationary),
+        ];
+        for form in forms.into_iter().flatten() {
+            let spec = spec.projecting_ahead(form);
+            sources.push((format!("gated_persistent {spec:?}"), spec.wgsl()));
+        }
     }
     for hidden in [17, 64, 256] {
         for vec4_k in [false, true] {
@@ -267,7 +279,13 @@ fn beyond_downlevel_sources() -> Vec<(String, String)> {
             let spec = base
                 .with_batch_tile(base.batch_tile_for(4))
                 .with_texture(vec4_k)
-                .projecting_ahead(projection);
+                .projecting_ahead(match vec4_k && hidden % 4 == 0 {
+                    true => AheadProjection::Stationary {
+                        lanes: 8,
+                        depth: hidden,
+                    },
+                    false => AheadProjection::Tile(projection),
+                });
             sources.push((format!("persistent_recurrence {spec:?}"), spec.wgsl()));
         }
     }

@@ -379,11 +379,13 @@ fn projecting_ahead_matches_cpu() {
     // vec4 loads of X and P), ragged last chunks, stacked layers in both layouts (above the
     // first only where a layer writes its output where it reads its input), lengths, h0 or
     // not; and shapes that must not project ahead (two workgroups, a small projection: an
-    // Elman H = 64 fuses its input instead; gated cells need I·G·H ≥ 2·128²),
-    // checked against the CPU alike. Gated cells whose lanes split their rows project ahead
-    // only from I·G·H ≥ 2·256²; on lavapipe, where W_hh comes from a texture, one sequence
-    // splits rows only past that (an LSTM wider than H = 256, a GRU wider than 340), so the
-    // gated cases here all project ahead.
+    // Elman H = 64 fuses its input instead), checked against the CPU alike. Gated cells
+    // project ahead from I·G·H ≥ 6,144 where X and P are vec4s (the weight-stationary form,
+    // W_ih from texels: blocks of 64 columns at K ≤ 128, 32 above, ragged last blocks, K/4
+    // not a multiple of the lanes, several subgroups taking blocks in turn), else from
+    // 2·128² (the tile form); gated cells whose lanes split their rows only from 2·256²; on
+    // lavapipe, where W_hh comes from a texture, one sequence splits rows only past that (an
+    // LSTM wider than H = 256, a GRU wider than 340).
     let mut cases = vec![
         plan(TANH, (128, 128, 1000, 1, 2), false, false, 2),
         // I > H: projecting a chunk on one core would outlast the recurrence.
@@ -395,17 +397,26 @@ fn projecting_ahead_matches_cpu() {
         plan(RELU, (300, 100, 2000, 2, 3), true, false, 0),
         plan(TANH, (120, 140, 700, 1, 3), true, false, 3),
         plan(TANH, (64, 64, 1000, 1, 1), false, false, 0),
-        // Gated kernels from I·G·H ≥ 2·128²: an LSTM H = 64 (128²) does not.
-        plan(RnnMode::Lstm, (64, 64, 700, 1, 2), false, false, 0),
-        plan(RnnMode::Gru, (84, 84, 300, 1, 1), false, false, 0),
+        // Stationary: an LSTM H = 64 (I·4H = 128²), two layers.
+        plan(RnnMode::Lstm, (64, 64, 700, 1, 2), false, false, 2),
+        plan(RnnMode::Gru, (84, 84, 300, 1, 1), false, false, 1),
+        // I = 63: the tile form, whose threshold 63·260 misses.
         plan(RnnMode::Lstm, (63, 65, 257, 1, 1), false, false, 0),
         plan(RnnMode::Gru, (131, 131, 257, 1, 1), false, false, 1),
         plan(RnnMode::Gru, (132, 132, 129, 1, 2), false, false, 2),
         plan(RnnMode::Lstm, (256, 256, 300, 1, 1), false, false, 1),
         plan(RnnMode::Gru, (176, 176, 300, 1, 1), true, false, 1),
         plan(RnnMode::Gru, (128, 128, 300, 1, 1), true, false, 1),
+        // Stationary, awkward: 156 columns (two blocks of 64 and 28), K/4 = 13; 300 columns
+        // over four subgroups, K = 32 < H; two layers of 176 columns.
+        plan(RnnMode::Gru, (52, 52, 257, 1, 1), false, false, 1),
+        plan(RnnMode::Gru, (32, 100, 200, 1, 1), true, false, 1),
+        plan(RnnMode::Lstm, (44, 44, 129, 1, 2), false, false, 2),
+        // A GRU H = 32 (I·3H = 3,072) stays below the stationary form's threshold.
+        plan(RnnMode::Gru, (32, 32, 300, 1, 1), false, false, 0),
     ];
     cases[9].lengths = Some(vec![211]);
+    cases[18].lengths = Some(vec![97]);
     check_layer_plans(&ctx, "projecting ahead", &cases, 40, |gpu, t, n| {
         gpu.layers_projecting_ahead(t, n).unwrap()
     });

@@ -1,15 +1,16 @@
 //! Projecting ahead: a persistent kernel (Elman or gated) whose recurrence is one workgroup
 //! runs a layer's timesteps in chunks, and each of its dispatches adds one workgroup that
-//! computes the input projection of the next chunk, with the subgroup projection's tile
-//! (`shaders/projection_tile.wgsl`), on a core the recurrence leaves idle. The first chunk is
-//! projected by the ordinary projection dispatch, with a grid of its rows only.
+//! computes the input projection of the next chunk, on a core the recurrence leaves idle:
+//! with the weight-stationary projection (`kernels::stationary`) where the model holds W_ih's
+//! texels, else with the subgroup projection's tile (`shaders/projection_tile.wgsl`). The
+//! first chunk is projected by the ordinary projection dispatch, with a grid of its rows only.
 //!
 //! This module owns when that pays ([`plan`]) and the WGSL a kernel adds for it
 //! ([`WgslParts`]); the kernels' generators fill their templates' placeholders with it. The
 //! same placeholders take the parts of a kernel that fuses its input instead
 //! ([`WgslParts::fused_input`]): it binds the projection's inputs the same way.
 
-use crate::gpu::kernels::ProjectionParams;
+use crate::gpu::kernels::{INPUT_TEXTURE_BINDING, ProjectionParams, stationary};
 use crate::gpu::persistent_io::STEPS_PER_DISPATCH;
 use crate::gpu::projection::{SubgroupProjection, projection_bindings};
 use crate::shaders::Template;
@@ -33,6 +34,16 @@ const MIN_PRODUCT: usize = 128 * 128;
 /// H = 256 41.4–41.8 / 35.4–35.9, `nn.GRU` H = 176 18.2–18.3 / 14.3–14.8, H = 256
 /// 33.1–33.3 / 27.2–27.6 (those with W_hh from a texture, `GatedPersistentSpec::texture`).
 const MIN_GATED_PRODUCT: usize = 2 * 128 * 128;
+
+/// The same for a gated kernel projecting ahead in the weight-stationary form
+/// ([`AheadProjection::Stationary`]), which on one core takes about what the recurrence of
+/// a chunk takes where the tile form took 1.5–1.6× longer. Measured on lavapipe (2-core
+/// Xeon), N = 1, T = 1024, I = H, median forward, two alternations, plain → ahead: `nn.LSTM`
+/// H = 64 (I · 4H = 16,384) 3.20 / 3.27 → 2.55 / 2.61 ms, H = 48 (9,216) 2.79 / 2.98 → 2.49
+/// / 2.54, H = 32 (4,096) 1.30 / 1.24 → 1.29 / 1.24; `nn.GRU` H = 64 2.44 / 2.55 → 2.20 /
+/// 2.18, H = 48 (6,912) 2.39 / 2.26 → 1.99 / 1.90, but H = 32 (3,072) 1.08 / 1.08 → 1.27 /
+/// 1.21.
+const MIN_STATIONARY_GATED_PRODUCT: usize = 6144;
 
 /// The same for a gated kernel whose lanes split rows (`GatedPersistentSpec::split`, wide
 /// states): measured on lavapipe, N = 1, T = 1024, I = H, median of 15, three or four
@@ -69,6 +80,44 @@ impl KernelShape {
     }
 }
 
+/// How a persistent kernel's extra workgroup projects the next chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum AheadProjection {
+    /// The subgroup projection's tiles (`shaders/projection_tile.wgsl`), W_ih from storage.
+    Tile(SubgroupProjection),
+    /// The weight-stationary projection (`kernels::stationary`) for K = `depth`, W_ih from the
+    /// model's texels of it, on subgroups of `lanes`: each subgroup of the projecting
+    /// workgroup takes blocks of columns in turn, loading their weights once per chunk.
+    Stationary { lanes: usize, depth: usize },
+}
+
+impl AheadProjection {
+    /// The subgroup size the form is written for (the kernel's).
+    pub fn lanes(&self) -> usize {
+        match self {
+            AheadProjection::Tile(form) => form.lanes,
+            AheadProjection::Stationary { lanes, .. } => *lanes,
+        }
+    }
+
+    /// Loop iterations the projecting workgroup's lanes run for a chunk of `rows` rows of
+    /// P with `cols` columns and K = `depth`, one projecting workgroup.
+    fn iterations(&self, kernel: &KernelShape, rows: usize, cols: usize, depth: usize) -> usize {
+        match self {
+            AheadProjection::Tile(form) => {
+                let (_, tile_rows) = form.tile();
+                rows.div_ceil(tile_rows as usize)
+                    * cols.div_ceil(kernel.columns())
+                    * (depth.div_ceil(form.width()) + 1)
+            }
+            AheadProjection::Stationary { lanes, depth } => {
+                let blocks = cols.div_ceil(stationary::block_columns(*lanes, *depth));
+                blocks.div_ceil(kernel.lanes / lanes) * (rows + 1)
+            }
+        }
+    }
+}
+
 /// The projection form and the timesteps per dispatch of a layer that projects ahead, where
 /// that pays: the layer is unidirectional (`directions`) and its recurrence is one workgroup
 /// (the other cores of a CPU adapter would idle), its projection is large enough
@@ -80,6 +129,10 @@ impl KernelShape {
 /// through subgroups of the size the subgroup projection tiles, and the sequence spans at
 /// least two chunks.
 ///
+/// The form: weight-stationary ([`AheadProjection::Stationary`]) where the layer's model
+/// holds W_ih's texels (`stationary`, as `GpuContext::projects_stationary` decides), X and P
+/// are vec4s and the workgroup is whole subgroups; else the tile.
+///
 /// A chunk is a quarter of the sequence (at least [`MIN_CHUNK`] steps; T/2 and T/8 measured
 /// no better): the first chunk's projection runs before the recurrence starts, on every core,
 /// and each later one during the chunk before it, by one workgroup beside the recurrence's.
@@ -90,17 +143,28 @@ pub(crate) fn plan(
     projection: &ProjectionParams,
     directions: usize,
     seq_len: usize,
-) -> Option<(SubgroupProjection, usize)> {
+    stationary: bool,
+) -> Option<(AheadProjection, usize)> {
     let (batch, cols, depth) = (
         projection.batch as usize,
         projection.cols as usize,
         projection.depth as usize,
     );
     let one_workgroup = batch.div_ceil(kernel.batch_tile) == 1;
-    let min_product = match (kernel.gated, kernel.split_rows) {
-        (_, true) => MIN_SPLIT_PRODUCT,
-        (true, false) => MIN_GATED_PRODUCT,
-        (false, false) => MIN_PRODUCT,
+    let size = kernel.subgroup?;
+    // The stationary form where the layer's model holds W_ih's texels, X and P are vec4s and
+    // the workgroup is whole subgroups.
+    let stationary = (stationary
+        && projection.vec4_aligned()
+        && projection.p_vec4_aligned()
+        && kernel.hidden % 4 == 0
+        && kernel.lanes % size == 0)
+        .then_some(AheadProjection::Stationary { lanes: size, depth });
+    let min_product = match (kernel.gated, kernel.split_rows, stationary.is_some()) {
+        (_, true, _) => MIN_SPLIT_PRODUCT,
+        (true, false, true) => MIN_STATIONARY_GATED_PRODUCT,
+        (true, false, false) => MIN_GATED_PRODUCT,
+        (false, false, _) => MIN_PRODUCT,
     };
     let worth_it = cols * depth >= min_product && depth <= kernel.hidden;
     if directions != 1 || !one_workgroup || !worth_it {
@@ -108,22 +172,24 @@ pub(crate) fn plan(
     }
     // P is stored in the kernel's element type: vec4s where H is a multiple of four (then
     // the columns and strides of P are too).
-    let form = SubgroupProjection::for_subgroup(
-        kernel.subgroup?,
-        projection.vec4_aligned(),
-        kernel.hidden % 4 == 0,
-    )?;
-    // The projecting workgroup runs whole tiles (TILE_ROWS rows × the columns a workgroup
-    // covers), each a loop over K plus one iteration of the loop over tiles: as many whole
-    // row tiles as stay within the loop limit bound the chunk.
-    let (_, tile_rows) = form.tile();
-    let per_row_tile = cols.div_ceil(kernel.columns()) * (depth.div_ceil(form.width()) + 1);
-    let row_tiles = MAX_ITERATIONS / per_row_tile;
-    let chunk = seq_len
+    let form = match stationary {
+        Some(form) => form,
+        None => AheadProjection::Tile(SubgroupProjection::for_subgroup(
+            size,
+            projection.vec4_aligned(),
+            kernel.hidden % 4 == 0,
+        )?),
+    };
+    // As many rows as stay within the loop limit bound the chunk.
+    let mut chunk = seq_len
         .div_ceil(4)
         .max(MIN_CHUNK)
-        .min(STEPS_PER_DISPATCH as usize)
-        .min(row_tiles * tile_rows as usize / batch);
+        .min(STEPS_PER_DISPATCH as usize);
+    while chunk >= MIN_CHUNK
+        && form.iterations(&kernel, chunk * batch, cols, depth) > MAX_ITERATIONS
+    {
+        chunk -= 1;
+    }
     (chunk >= MIN_CHUNK && seq_len > chunk).then_some((form, chunk))
 }
 
@@ -154,21 +220,22 @@ impl WgslParts {
     /// read-only); `recurrence_groups` is the WGSL expression of the recurrence's workgroup
     /// count along x.
     pub fn new(
-        projection: Option<&SubgroupProjection>,
+        projection: Option<&AheadProjection>,
         kernel: KernelShape,
         recurrence_groups: &str,
     ) -> Self {
-        let Some(projection) = projection else {
-            return WgslParts {
+        let lanes = kernel.lanes;
+        match projection {
+            None => WgslParts {
                 p_access: "read",
                 bindings: String::new(),
                 library: String::new(),
                 role: String::new(),
-            };
-        };
-        let (columns, lanes) = (kernel.columns(), kernel.lanes);
-        let role = format!(
-            "    // Workgroups after the recurrence's project the timesteps of the next dispatch,
+            },
+            Some(AheadProjection::Tile(projection)) => {
+                let columns = kernel.columns();
+                let role = format!(
+                    "    // Workgroups after the recurrence's project the timesteps of the next dispatch,
     // sharing its tiles between them.
     let recurrence_groups = {recurrence_groups};
     if group.x >= recurrence_groups {{
@@ -183,13 +250,44 @@ impl WgslParts {
         }}
         return;
     }}"
-        );
-        WgslParts {
-            p_access: "read_write",
-            // Above the first layer X is the output buffer the kernel writes.
-            bindings: projection.bindings(6, "read_write"),
-            library: projection.tile_library(),
-            role,
+                );
+                WgslParts {
+                    p_access: "read_write",
+                    // Above the first layer X is the output buffer the kernel writes.
+                    bindings: projection.bindings(6, "read_write"),
+                    library: projection.tile_library(),
+                    role,
+                }
+            }
+            Some(&AheadProjection::Stationary { lanes: size, depth }) => {
+                let block = stationary::block_columns(size, depth);
+                let units = block / size;
+                let subgroups = lanes / size;
+                let role = format!(
+                    "    // Workgroups after the recurrence's project the timesteps of the next dispatch:
+    // each subgroup takes every so many blocks of {block} columns.
+    let recurrence_groups = {recurrence_groups};
+    if group.x >= recurrence_groups {{
+        let subgroups = (groups.x - recurrence_groups) * {subgroups}u;
+        let next_row = min((step.index + layer.steps_per_dispatch) * layer.batch, params.rows);
+        let end_row = min(next_row + layer.steps_per_dispatch * layer.batch, params.rows);
+        let blocks = (params.cols + {block}u - 1u) / {block}u;
+        for (var b = (group.x - recurrence_groups) * {subgroups}u + lane / {size}u; b < blocks; b += subgroups) {{
+            project_stationary((b * {size}u + sub) * {units}u, next_row, end_row, sub);
+        }}
+        return;
+    }}"
+                );
+                WgslParts {
+                    p_access: "read_write",
+                    bindings: format!(
+                        "{}@group(0) @binding({INPUT_TEXTURE_BINDING}) var w_ih_texels: texture_2d<f32>;\n",
+                        projection_bindings(6, "read_write", true)
+                    ),
+                    library: stationary::library(size, depth, "w_ih_texels"),
+                    role,
+                }
+            }
         }
     }
 
@@ -248,21 +346,30 @@ fn bias_at(d: u32, row: u32) -> vec4<f32> {{
 
 #[cfg(test)]
 mod tests {
-    use super::{KernelShape, MAX_ITERATIONS, plan};
+    use super::{AheadProjection, KernelShape, MAX_ITERATIONS, plan};
     use crate::gpu::kernels::ProjectionParams;
 
     #[test]
     fn gated_and_split_kernels_need_larger_projections() {
-        // (gated, split rows, I, columns of P) → projects ahead; one sequence, T = 1024.
-        for (gated, split_rows, input, cols, want) in [
-            (false, false, 128, 128, true),
-            (false, false, 64, 64, false),
-            // An LSTM with H = 64: I · 4H = 128², short of the gated kernels' 2·128².
-            (true, false, 64, 256, false),
-            (true, false, 128, 512, true),
-            // Split rows: from 2·256².
-            (true, true, 128, 512, false),
-            (true, true, 256, 1024, true),
+        // (gated, split rows, I, columns of P, W_ih's texels) → projects ahead; one sequence,
+        // T = 1024.
+        for (gated, split_rows, input, cols, texels, want) in [
+            (false, false, 128, 128, false, true),
+            (false, false, 64, 64, false, false),
+            // Elman kernels keep their threshold in either form.
+            (false, false, 64, 64, true, false),
+            // An LSTM with H = 64: I · 4H = 128², short of the tile form's 2·128² but past the
+            // stationary form's 6,144.
+            (true, false, 64, 256, false, false),
+            (true, false, 64, 256, true, true),
+            (true, false, 128, 512, false, true),
+            // A GRU with H = 32 (3,072) does not, H = 48 (6,912) does.
+            (true, false, 32, 96, true, false),
+            (true, false, 48, 144, true, true),
+            // Split rows: from 2·256², in either form.
+            (true, true, 128, 512, false, false),
+            (true, true, 128, 512, true, false),
+            (true, true, 256, 1024, false, true),
         ] {
             let kernel = KernelShape {
                 lanes: 64,
@@ -273,64 +380,125 @@ mod tests {
                 split_rows,
             };
             let projection = ProjectionParams::contiguous(1024, cols, input);
+            let planned = plan(kernel, &projection, 1, 1024, texels);
             assert_eq!(
-                plan(kernel, &projection, 1, 1024).is_some(),
+                planned.is_some(),
                 want,
-                "gated {gated}, split {split_rows}, I = {input}, {cols} columns"
+                "gated {gated}, split {split_rows}, I = {input}, {cols} columns, texels {texels}"
             );
+            if let Some((form, _)) = planned {
+                assert_eq!(
+                    matches!(form, AheadProjection::Stationary { .. }),
+                    texels,
+                    "{form:?}"
+                );
+            }
         }
     }
 
     #[test]
+    fn stationary_form_needs_vec4s_and_whole_subgroups() {
+        let kernel = KernelShape {
+            lanes: 64,
+            subgroup: Some(8),
+            batch_tile: 1,
+            hidden: 256,
+            gated: true,
+            split_rows: false,
+        };
+        let stationary = |kernel: KernelShape, input: usize, cols: usize| {
+            let projection = ProjectionParams::contiguous(1024, cols, input);
+            let (form, _) = plan(kernel, &projection, 1, 1024, true).expect("projects ahead");
+            matches!(form, AheadProjection::Stationary { lanes: 8, depth } if depth == input)
+        };
+        assert!(stationary(kernel, 128, 512));
+        // K not a multiple of four: X is not read as vec4s.
+        assert!(!stationary(kernel, 130, 520));
+        // H not a multiple of four: P is not stored as vec4s.
+        let odd = KernelShape {
+            hidden: 131,
+            ..kernel
+        };
+        assert!(!stationary(odd, 128, 524));
+        // Lanes that are not whole subgroups.
+        let ragged = KernelShape {
+            lanes: 60,
+            ..kernel
+        };
+        assert!(!stationary(ragged, 128, 512));
+    }
+
+    #[test]
     fn plans_stay_within_llvmpipes_loop_limit() {
-        let mut ahead = 0;
+        let mut ahead = [0, 0];
         // (lanes, H, columns of P): Elman kernels, an LSTM (4H) and a GRU (3H).
         for (lanes, hidden, cols) in [(8, 64, 64), (25, 100, 100), (32, 128, 128)]
             .into_iter()
             .chain([(64, 256, 256), (16, 64, 256), (24, 84, 252), (40, 160, 160)])
+            .chain([(8, 64, 256), (64, 256, 1024), (128, 512, 2048)])
         {
             for input in [1, 3, 64, 100, 127, 128, 200, 255, 256, 257, 3277] {
                 for batch in [1, 4] {
                     for seq_len in [65, 1000, 2048, 100_000] {
-                        let kernel = KernelShape {
-                            lanes,
-                            subgroup: Some(8),
-                            batch_tile: if lanes == 8 { 4 } else { 1 },
-                            hidden,
-                            gated: false,
-                            split_rows: false,
-                        };
-                        let projection = ProjectionParams {
-                            rows: (seq_len * batch) as u32,
-                            cols: cols as u32,
-                            depth: input as u32,
-                            batch: batch as u32,
-                            x_stride_t: (batch * input) as u32,
-                            x_stride_n: input as u32,
-                            p_stride_t: (batch * cols) as u32,
-                            p_stride_n: cols as u32,
-                        };
-                        let Some((form, chunk)) = plan(kernel, &projection, 1, seq_len) else {
-                            continue;
-                        };
-                        ahead += 1;
-                        // What the projecting workgroup runs for a whole chunk: every tile's
-                        // loop over K, plus the loop over tiles.
-                        let (_, tile_rows) = form.tile();
-                        let tiles = (chunk * batch).div_ceil(tile_rows as usize)
-                            * cols.div_ceil(kernel.columns());
-                        let iterations = tiles * (input.div_ceil(form.width()) + 1);
-                        assert!(
-                            iterations <= MAX_ITERATIONS && chunk < seq_len,
-                            "{kernel:?} I={input} cols={cols} N={batch} T={seq_len}: chunk \
-                             {chunk}, {iterations} iterations"
-                        );
-                        assert_eq!(form.vec4_p, hidden % 4 == 0);
-                        assert!(input <= hidden && input * cols >= 128 * 128);
+                        for texels in [false, true] {
+                            let kernel = KernelShape {
+                                lanes,
+                                subgroup: Some(8),
+                                batch_tile: if lanes == 8 { 4 } else { 1 },
+                                hidden,
+                                gated: cols > hidden,
+                                split_rows: false,
+                            };
+                            let projection = ProjectionParams {
+                                rows: (seq_len * batch) as u32,
+                                cols: cols as u32,
+                                depth: input as u32,
+                                batch: batch as u32,
+                                x_stride_t: (batch * input) as u32,
+                                x_stride_n: input as u32,
+                                p_stride_t: (batch * cols) as u32,
+                                p_stride_n: cols as u32,
+                            };
+                            let Some((form, chunk)) = plan(kernel, &projection, 1, seq_len, texels)
+                            else {
+                                continue;
+                            };
+                            let stationary = matches!(form, AheadProjection::Stationary { .. });
+                            ahead[stationary as usize] += 1;
+                            // What the projecting workgroup's lanes run for a whole chunk.
+                            let iterations = match form {
+                                AheadProjection::Tile(form) => {
+                                    let (_, tile_rows) = form.tile();
+                                    let tiles = (chunk * batch).div_ceil(tile_rows as usize)
+                                        * cols.div_ceil(kernel.columns());
+                                    assert_eq!(form.vec4_p, hidden % 4 == 0);
+                                    tiles * (input.div_ceil(form.width()) + 1)
+                                }
+                                AheadProjection::Stationary { lanes: size, depth } => {
+                                    assert_eq!((size, depth), (8, input));
+                                    assert!(input % 4 == 0 && hidden % 4 == 0 && texels);
+                                    // Each subgroup's blocks of columns, each a loop over the
+                                    // chunk's rows.
+                                    let block =
+                                        crate::gpu::kernels::stationary::block_columns(size, depth);
+                                    let blocks = cols.div_ceil(block).div_ceil(lanes / size);
+                                    blocks * (chunk * batch + 1)
+                                }
+                            };
+                            assert!(
+                                iterations <= MAX_ITERATIONS && chunk < seq_len,
+                                "{kernel:?} I={input} cols={cols} N={batch} T={seq_len}: chunk \
+                                 {chunk}, {iterations} iterations"
+                            );
+                            assert!(input <= hidden && input * cols >= 6144);
+                        }
                     }
                 }
             }
         }
-        assert!(ahead > 30, "only {ahead} shapes project ahead");
+        assert!(
+            ahead[0] > 30 && ahead[1] > 10,
+            "shapes projecting ahead: {ahead:?}"
+        );
     }
 }

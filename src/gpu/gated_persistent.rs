@@ -19,9 +19,9 @@
 use std::fmt::Write;
 
 use crate::gpu::ahead;
+use crate::gpu::ahead::AheadProjection;
 use crate::gpu::architecture::{Architecture, Cell};
 use crate::gpu::persistent_io;
-use crate::gpu::projection::SubgroupProjection;
 use crate::shaders::{self, Template, WeightPrecision};
 
 /// A lane's weight vec4s (rows × vec4s per row) up to which [`Recurrence::Auto`] runs this
@@ -87,7 +87,7 @@ pub(crate) struct GatedPersistentSpec {
     /// How W_hh and b_hn are stored (converted to f32 as they are loaded).
     pub weights: WeightPrecision,
     /// Projects ahead with this form of the subgroup projection (see `gpu::ahead`).
-    pub projects_ahead: Option<SubgroupProjection>,
+    pub projects_ahead: Option<AheadProjection>,
     /// Loads W_hh from the model's texture of it (`ModelBuffers`, rows of
     /// [`texture_size`](Self::texture_size)) rather than from `recurrent`: what lets a lane
     /// hold [`MAX_TEXTURE_WEIGHTS`] rather than [`MAX_AUTO_WEIGHTS`]. Subgroup forms only
@@ -232,8 +232,8 @@ impl GatedPersistentSpec {
 
     /// The same kernel, also projecting ahead with `projection` (whose subgroup size must be
     /// the kernel's).
-    pub fn projecting_ahead(self, projection: SubgroupProjection) -> Self {
-        debug_assert_eq!(self.ahead_shape().subgroup, Some(projection.lanes));
+    pub fn projecting_ahead(self, projection: AheadProjection) -> Self {
+        debug_assert_eq!(self.ahead_shape().subgroup, Some(projection.lanes()));
         GatedPersistentSpec {
             projects_ahead: Some(projection),
             ..self

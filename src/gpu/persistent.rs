@@ -9,8 +9,8 @@
 use std::fmt::Write;
 
 use crate::gpu::ahead;
+use crate::gpu::ahead::AheadProjection;
 use crate::gpu::persistent_io;
-use crate::gpu::projection::SubgroupProjection;
 use crate::shaders::{self, Template, WeightPrecision};
 
 /// Sequences per workgroup for batched forwards of one-subgroup kernels.
@@ -57,7 +57,7 @@ pub(crate) struct PersistentSpec {
     /// How W_hh is stored (it is converted to f32 as it is loaded into registers).
     pub weights: WeightPrecision,
     /// Projects ahead with this form of the subgroup projection (see `gpu::ahead`).
-    pub projects_ahead: Option<SubgroupProjection>,
+    pub projects_ahead: Option<AheadProjection>,
     /// Computes its own input projection, x_t·W_ihᵀ + b, in each step, for inputs of this
     /// many features, instead of reading P (see [`PersistentSpecs::fusing_input`]).
     pub fused_input: Option<usize>,
@@ -178,8 +178,8 @@ impl PersistentSpec {
 
     /// The same kernel, also projecting ahead with `projection` (whose subgroup size must be
     /// the kernel's).
-    pub fn projecting_ahead(self, projection: SubgroupProjection) -> Self {
-        debug_assert_eq!(self.subgroup(), Some(projection.lanes));
+    pub fn projecting_ahead(self, projection: AheadProjection) -> Self {
+        debug_assert_eq!(self.subgroup(), Some(projection.lanes()));
         PersistentSpec {
             projects_ahead: Some(projection),
             ..self
@@ -516,6 +516,7 @@ impl PersistentSpec {
 #[cfg(test)]
 mod tests {
     use super::{PersistentSpec, Sharing};
+    use crate::gpu::ahead::AheadProjection;
     use crate::gpu::projection::SubgroupProjection;
     use crate::shaders::assert_valid;
 
@@ -569,7 +570,13 @@ mod tests {
                         let projection =
                             SubgroupProjection::for_subgroup(size, vec4_k, hidden % 4 == 0)
                                 .expect("8 lanes tile the projection");
-                        specs.push(specs[0].projecting_ahead(projection));
+                        specs.push(specs[0].projecting_ahead(AheadProjection::Tile(projection)));
+                        if vec4_k && hidden % 4 == 0 {
+                            specs.push(specs[0].projecting_ahead(AheadProjection::Stationary {
+                                lanes: size,
+                                depth: hidden,
+                            }));
+                        }
                     }
                 }
                 // Computing the input projection in each step, where one subgroup holds h.

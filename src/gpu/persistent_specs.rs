@@ -38,18 +38,19 @@ impl PersistentSpecs {
     }
 
     /// The kernel and the timesteps per dispatch of a layer that projects ahead, where that
-    /// pays (see [`ahead::plan`]).
+    /// pays (see [`ahead::plan`]; `stationary`: the layer's model holds W_ih's texels).
     pub fn projecting_ahead(
         self,
         projection: &ProjectionParams,
         directions: usize,
         seq_len: usize,
+        stationary: bool,
     ) -> Option<(Self, usize)> {
         let shape = match self {
             PersistentSpecs::Elman(spec) => spec.ahead_shape(),
             PersistentSpecs::Gated(spec) => spec.ahead_shape(),
         };
-        let (form, chunk) = ahead::plan(shape, projection, directions, seq_len)?;
+        let (form, chunk) = ahead::plan(shape, projection, directions, seq_len, stationary)?;
         let spec = match self {
             PersistentSpecs::Elman(spec) => PersistentSpecs::Elman(spec.projecting_ahead(form)),
             PersistentSpecs::Gated(spec) => PersistentSpecs::Gated(spec.projecting_ahead(form)),

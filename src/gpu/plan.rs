@@ -112,7 +112,10 @@ impl Plan {
                 let fused = own
                     .filter(|_| frames.first || arch.directions == 1)
                     .and_then(|spec| spec.fusing_input(&frames.projection));
-                let ahead = || own?.projecting_ahead(&frames.projection, arch.directions, t);
+                let projection = &frames.projection;
+                let stationary =
+                    ctx.projects_stationary(projection.depth as usize, projection.cols as usize);
+                let ahead = || own?.projecting_ahead(projection, arch.directions, t, stationary);
                 match (fused, persistent) {
                     (Some(spec), _) => LayerKernel::FusedInput(spec),
                     (None, Some(_)) => match ahead() {

@@ -518,6 +518,7 @@ impl Workspace {
                             ctx.counters(),
                             step_bindings,
                             projection_bindings,
+                            weights.w_ih_texture.as_ref(),
                         ),
                     })
                 }

@@ -28,7 +28,9 @@ use crate::shaders::WeightPrecision;
 pub(crate) use gated_step::GatedStepKernel;
 pub(crate) use projection::{PROJECTION_TILE, ProjectionBindings, ProjectionKernel};
 pub(crate) use stationary::{StationaryBindings, StationaryProjectionKernel};
-pub(crate) use step::{RECURRENT_TEXTURE_BINDING, RecurrentStepKernel, StepBindings};
+pub(crate) use step::{
+    INPUT_TEXTURE_BINDING, RECURRENT_TEXTURE_BINDING, RecurrentStepKernel, StepBindings,
+};
 
 /// Every pipeline the crate uses, compiled once per context.
 pub(crate) struct Kernels {

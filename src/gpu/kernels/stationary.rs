@@ -158,6 +158,26 @@ pub(crate) fn units(depth: usize) -> usize {
 
 /// The kernel for subgroups of `lanes` and K = `depth`, its loops over K written out.
 pub(crate) fn wgsl(lanes: usize, depth: usize) -> String {
+    Template::new(shaders::PROJECTION_STATIONARY)
+        .set("PROJECTION_PARAMS", PROJECTION_PARAMS)
+        .set("LANES", lanes.to_string())
+        .set("BLOCK_ROWS", BLOCK_ROWS.to_string())
+        .set("UNITS", units(depth).to_string())
+        .set("PROJECT_STATIONARY", library(lanes, depth, "w"))
+        .finish()
+}
+
+/// Columns of P one subgroup of `lanes` covers at K = `depth`.
+pub(crate) fn block_columns(lanes: usize, depth: usize) -> usize {
+    lanes * units(depth)
+}
+
+/// The WGSL of `project_stationary(c0, first, end, lane)`: the columns of P from `c0` (this
+/// lane's first; `lane` its index in its subgroup) for rows `first..end`, with W from the
+/// texture named `texels` ((columns) rows of K/4 texels) and `params`, `x` (vec4s), `bias` and
+/// `p` (vec4s) bound as in `projection_stationary.wgsl`. Shared with the persistent kernels
+/// that project ahead in this form (`gpu::ahead`).
+pub(crate) fn library(lanes: usize, depth: usize, texels: &str) -> String {
     let vec4s = depth / 4;
     let units = units(depth);
     let mut load_weights = String::new();
@@ -169,13 +189,13 @@ pub(crate) fn wgsl(lanes: usize, depth: usize) -> String {
         for k in 0..vec4s {
             let _ = writeln!(
                 load_weights,
-                "    wr[{}] = subgroupShuffle(textureLoad(w, vec2<u32>({k}u, w{u}), 0), lane);",
+                "    wr[{}] = subgroupShuffle(textureLoad({texels}, vec2<u32>({k}u, w{u}), 0), lane);",
                 u * vec4s + k
             );
         }
     }
     for q in 0..units / 4 {
-        let c = |u: usize| format!("bias_at(c0 + {}u)", 4 * q + u);
+        let c = |u: usize| format!("stationary_bias(c0 + {}u)", 4 * q + u);
         let _ = writeln!(
             load_weights,
             "    let b{q} = vec4<f32>({}, {}, {}, {});",
@@ -228,16 +248,26 @@ pub(crate) fn wgsl(lanes: usize, depth: usize) -> String {
             sum(3)
         );
     }
-    Template::new(shaders::PROJECTION_STATIONARY)
-        .set("PROJECTION_PARAMS", PROJECTION_PARAMS)
-        .set("LANES", lanes.to_string())
-        .set("BLOCK_ROWS", BLOCK_ROWS.to_string())
-        .set("UNITS", units.to_string())
-        .set("WEIGHTS", (units * vec4s).to_string())
-        .set("LOAD_WEIGHTS", load_weights)
-        .set("LOAD_X", load_x)
-        .set("ACCUMULATORS", accumulators)
-        .set("PRODUCTS", products)
-        .set("STORES", stores)
-        .finish()
+    format!(
+        "fn stationary_bias(c: u32) -> f32 {{
+    return select(0.0, bias[min(c, params.cols - 1u)], c < params.cols);
+}}
+
+// Lanes past the last column load the last column's weights (in bounds) and store nothing.
+fn project_stationary(c0: u32, first: u32, end: u32, lane: u32) {{
+    // The lane's rows of W: wr[u·K/4 + k] is vec4 k of column c0 + u. Each texel goes
+    // through an identity subgroupShuffle, without which LLVM fetched them again in every row.
+    var wr: array<vec4<f32>, {weights}>;
+{load_weights}    for (var r = first; r < end; r++) {{
+        let t = r / params.batch;
+        let n = r % params.batch;
+        let row = (t * params.x_stride_t + n * params.x_stride_n) / 4u;
+{load_x}        // Four partial sums per column (one per component of the vec4s), added at the end.
+{accumulators}{products}        let at = (t * params.p_stride_t + n * params.p_stride_n + c0) / 4u;
+        let one = vec4<f32>(1.0);
+{stores}    }}
+}}
+",
+        weights = units * vec4s
+    )
 }

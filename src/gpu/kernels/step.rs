@@ -45,6 +45,10 @@ pub(crate) const OWN_INPUT_STORAGE_BUFFERS: u32 = 7;
 /// The binding of W_hh's texels in both layouts (after the projection's 6..9).
 pub(crate) const RECURRENT_TEXTURE_BINDING: u32 = 10;
 
+/// The binding of W_ih's texels in the layout of kernels reading their input, for those that
+/// project ahead in the weight-stationary form (`gpu::ahead::AheadProjection::Stationary`).
+pub(crate) const INPUT_TEXTURE_BINDING: u32 = 11;
+
 /// Invocations of the block kernel along units and along sequences (8 × 8 a workgroup).
 const BLOCK_WORKGROUP: u32 = 8;
 
@@ -131,6 +135,7 @@ impl RecurrentStepKernel {
                 storage_entry_unsized(7, false),
                 storage_entry_unsized(8, true),
                 storage_entry(9, true),
+                texture_entry(INPUT_TEXTURE_BINDING, wgpu::TextureViewDimension::D2),
             ]);
             device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
                 label: Some("persistent kernel reading its input"),
@@ -207,13 +212,15 @@ impl RecurrentStepKernel {
     }
 
     /// The bind group of a persistent kernel projecting ahead or fusing its input: the
-    /// step's buffers, then the projection's (whose P must be the step's).
+    /// step's buffers, then the projection's (whose P must be the step's), and W_ih's texels
+    /// where the layer's model has them.
     pub fn own_input_bind_group(
         &self,
         device: &wgpu::Device,
         counters: &Counters,
         step: StepBindings<'_>,
         projection: ProjectionBindings<'_>,
+        input_texels: Option<&wgpu::TextureView>,
     ) -> wgpu::BindGroup {
         debug_assert_eq!(step.p, projection.p);
         let mut entries = step.entries(&self.placeholder_texture);
@@ -223,9 +230,12 @@ impl RecurrentStepKernel {
             projection.weight.as_entire_binding(),
             projection.bias.as_entire_binding(),
         ];
+        let texels =
+            wgpu::BindingResource::TextureView(input_texels.unwrap_or(&self.placeholder_texture));
         entries.extend(
             (6..)
                 .zip(projection)
+                .chain([(INPUT_TEXTURE_BINDING, texels)])
                 .map(|(binding, resource)| wgpu::BindGroupEntry { binding, resource }),
         );
         bind_group_entries(
