@@ -126,9 +126,8 @@ pub fn time_input_projection(
             Box::new(move |pass| kernels.projection.encode(pass, &group, &params))
         }
         ProjectionForm::Stationary => {
-            let kernel = kernels
-                .stationary
-                .as_ref()
+            let kernel = ctx
+                .stationary_kernel()
                 .filter(|_| ctx.projects_stationary(depth, cols))
                 .ok_or_else(|| {
                     crate::RnnError::InvalidConfig(format!(

@@ -13,7 +13,7 @@ use crate::gpu::counters::{Counters, ResourceCounts};
 use crate::gpu::kernels::loss::LossKernels;
 use crate::gpu::kernels::optim::OptimKernels;
 use crate::gpu::kernels::training::TrainingKernels;
-use crate::gpu::kernels::{Kernels, stationary};
+use crate::gpu::kernels::{Kernels, StationaryProjectionKernel, stationary};
 use crate::gpu::persistent_specs::PersistentSpecs;
 use crate::shaders::WeightPrecision;
 
@@ -32,6 +32,8 @@ pub(crate) struct ContextInner {
     /// See [`GpuContext::unified_memory`].
     unified_memory: bool,
     pub kernels: Kernels,
+    /// The weight-stationary projection, on adapters with a fixed subgroup size.
+    pub stationary: Option<StationaryProjectionKernel>,
     /// The kernels reading f16 weights, compiled for the first model that asks for them.
     kernels_f16: std::sync::OnceLock<Kernels>,
     /// The training kernels, compiled for the first trainer.
@@ -166,6 +168,7 @@ impl GpuContext {
             cpu_subgroup_size(&device),
             WeightPrecision::F32,
         );
+        let stationary = StationaryProjectionKernel::new(&device, cpu_subgroup_size(&device));
         if let Some(error) = scopes.pop() {
             return Err(RnnError::Gpu(format!("compiling the kernels: {error}")));
         }
@@ -182,6 +185,7 @@ impl GpuContext {
                 device,
                 queue,
                 kernels,
+                stationary,
                 kernels_f16: std::sync::OnceLock::new(),
                 training: std::sync::OnceLock::new(),
                 optim: std::sync::OnceLock::new(),
@@ -249,10 +253,17 @@ impl GpuContext {
             && self.holds_texture((width, rows, 1))
     }
 
+    /// The weight-stationary projection (its layout and pipelines by K), on adapters with a
+    /// fixed subgroup size. One for every precision: it reads W_ih's texels, which are f32
+    /// whatever the model's weights.
+    pub(crate) fn stationary_kernel(&self) -> Option<&StationaryProjectionKernel> {
+        self.inner.stationary.as_ref()
+    }
+
     /// The weight-stationary projection's pipeline for K = `depth` (where
     /// [`projects_stationary`](Self::projects_stationary)), compiled on first use and cached.
     pub(crate) fn stationary_pipeline(&self, depth: u32) -> Result<Arc<wgpu::ComputePipeline>> {
-        let kernel = self.inner.kernels.stationary.as_ref().ok_or_else(|| {
+        let kernel = self.stationary_kernel().ok_or_else(|| {
             RnnError::Gpu("this adapter has no weight-stationary projection".into())
         })?;
         let scopes = self.error_scopes();

@@ -115,7 +115,7 @@ fn stationary_projection_matches_cpu_twin() {
     let Some(ctx) = testing::gpu("stationary_projection_matches_cpu_twin") else {
         return;
     };
-    let Some(kernel) = ctx.inner().kernels.stationary.as_ref() else {
+    let Some(kernel) = ctx.stationary_kernel() else {
         // Adapters without a fixed subgroup size have no such form.
         return;
     };

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Result, RnnError};
 use crate::gpu::architecture::Architecture;
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernels::{Kernels, StepGrid};
+use crate::gpu::kernels::{Kernels, StationaryProjectionKernel, StepGrid};
 use crate::gpu::plan::LayerKernel;
 use crate::gpu::workspace::{OwnInput, TIMESTAMP_BYTES, UploadMap, Workspace, lengths_offset};
 
@@ -22,11 +22,11 @@ use crate::gpu::workspace::{OwnInput, TIMESTAMP_BYTES, UploadMap, Workspace, len
 const AHEAD_WORKERS: u32 = 1;
 
 /// Records `layer`'s input projection (of its first `rows` rows, or all): the
-/// weight-stationary kernel where the workspace has it for the layer (`f32_kernels` holds that
-/// kernel), else the tile kernel of the layer's `kernels`.
+/// weight-stationary kernel (the context's `stationary`) where the workspace has it for the
+/// layer, else the tile kernel of the layer's `kernels`.
 fn encode_projection(
     kernels: &Kernels,
-    f32_kernels: &Kernels,
+    stationary: Option<&StationaryProjectionKernel>,
     pass: &mut wgpu::ComputePass<'_>,
     ws: &Workspace,
     layer: usize,
@@ -34,7 +34,7 @@ fn encode_projection(
 ) {
     let params = &ws.projections[layer];
     let rows = rows.unwrap_or(params.rows);
-    match (&ws.stationary[layer], &f32_kernels.stationary) {
+    match (&ws.stationary[layer], stationary) {
         (Some(stationary), Some(kernel)) => {
             kernel.encode(pass, &stationary.pipeline, &stationary.group, params, rows);
         }
@@ -100,10 +100,10 @@ pub(crate) fn run<T>(
     read_output: impl FnOnce(&[f32]) -> T,
 ) -> Result<RunResult<T>> {
     let (device, queue) = (ctx.device(), ctx.queue());
-    // The layers' kernels read the model's weights in its precision; a head's are f32, and so
-    // are the texels the stationary projection reads (the model's weights, rounded).
+    // The layers' kernels read the model's weights in its precision; a head's are f32.
     let kernels = ctx.kernels(ws.weights)?;
     let f32_kernels = &ctx.inner().kernels;
+    let stationary = ctx.stationary_kernel();
     let scopes = ctx.error_scopes();
 
     write_upload(ctx, ws, run.write_input)?;
@@ -161,7 +161,7 @@ pub(crate) fn run<T>(
                 LayerKernel::Wave => {
                     // Layer 0's projection, then every layer advancing together.
                     if let Some(waves) = ws.wave_group.as_ref().filter(|_| layer == 0) {
-                        encode_projection(kernels, f32_kernels, &mut pass, ws, layer, None);
+                        encode_projection(kernels, stationary, &mut pass, ws, layer, None);
                         let count = ws.plan.state_steps(ws.seq_len) as u32;
                         let layers = arch.num_layers as u32;
                         kernels.step.encode_waves(
@@ -192,7 +192,7 @@ pub(crate) fn run<T>(
                     // a chunk ahead.
                     let own = own_input(ws, layer)?;
                     let first_rows = chunk as u32 * params.batch;
-                    encode_projection(kernels, f32_kernels, &mut pass, ws, layer, Some(first_rows));
+                    encode_projection(kernels, stationary, &mut pass, ws, layer, Some(first_rows));
                     kernels.step.encode_projecting_ahead(
                         &mut pass,
                         &own.pipeline,
@@ -205,7 +205,7 @@ pub(crate) fn run<T>(
                     );
                 }
                 LayerKernel::Persistent => {
-                    encode_projection(kernels, f32_kernels, &mut pass, ws, layer, None);
+                    encode_projection(kernels, stationary, &mut pass, ws, layer, None);
                     let pipeline = ws.persistent.as_ref().ok_or_else(|| {
                         RnnError::Gpu("the persistent kernel was not compiled".into())
                     })?;
@@ -220,7 +220,7 @@ pub(crate) fn run<T>(
                     );
                 }
                 LayerKernel::ElmanSteps { blocks } => {
-                    encode_projection(kernels, f32_kernels, &mut pass, ws, layer, None);
+                    encode_projection(kernels, stationary, &mut pass, ws, layer, None);
                     kernels.step.encode_steps(
                         &mut pass,
                         group,
@@ -231,7 +231,7 @@ pub(crate) fn run<T>(
                     );
                 }
                 LayerKernel::GatedSteps { blocks, projected } => {
-                    encode_projection(kernels, f32_kernels, &mut pass, ws, layer, None);
+                    encode_projection(kernels, stationary, &mut pass, ws, layer, None);
                     kernels.gated.encode_steps(
                         &mut pass,
                         group,

@@ -474,7 +474,7 @@ impl Workspace {
                 ctx.counters(),
                 projection_bindings,
             ));
-            let stationary_kernel = kernels.stationary.as_ref();
+            let stationary_kernel = ctx.stationary_kernel();
             stationary.push(match (stationary_kernel, &weights.w_ih_texture) {
                 (Some(kernel), Some(texture))
                     if projection.vec4_aligned() && projection.p_vec4_aligned() =>

@@ -35,8 +35,6 @@ pub(crate) use step::{
 /// Every pipeline the crate uses, compiled once per context.
 pub(crate) struct Kernels {
     pub projection: ProjectionKernel,
-    /// The weight-stationary projection, on adapters with a fixed subgroup size.
-    pub stationary: Option<StationaryProjectionKernel>,
     pub step: RecurrentStepKernel,
     pub gated: GatedStepKernel,
 }
@@ -54,7 +52,6 @@ impl Kernels {
         let step = RecurrentStepKernel::new(device, counters, weights, subgroup);
         Kernels {
             projection: ProjectionKernel::new(device, counters, subgroup, weights),
-            stationary: StationaryProjectionKernel::new(device, subgroup),
             gated: GatedStepKernel::new(device, counters, &step.layout, weights, subgroup),
             step,
         }

@@ -60,7 +60,7 @@ pub(crate) fn fits(depth: u32, cols: u32) -> bool {
 
 impl StationaryProjectionKernel {
     /// The kernel for adapters whose workgroup can be one subgroup of `subgroup` lanes.
-    pub(super) fn new(device: &wgpu::Device, subgroup: Option<usize>) -> Option<Self> {
+    pub(crate) fn new(device: &wgpu::Device, subgroup: Option<usize>) -> Option<Self> {
         let lanes = subgroup?;
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("projection_stationary"),
