@@ -1,7 +1,7 @@
 // The input projection P = X·Wᵀ + bias (see input_projection.wgsl for the layout), weight-
 // stationary, for adapters whose workgroup can be exactly one subgroup of {{LANES}} lanes and
-// for one depth K (a multiple of four): each workgroup owns {{LANES}} × UNITS columns of P,
-// UNITS a lane (a multiple of four). A lane fetches its rows of W (all of K) once, from a
+// for one depth K (a multiple of four): each workgroup owns {{LANES}} × {{UNITS}} columns of P,
+// {{UNITS}} a lane. A lane fetches its rows of W (all of K) once, from a
 // texture, into private values addressed by constant indices, then walks a block of BLOCK_ROWS
 // rows of X: per row the lanes load X's vec4s between them (one each per load), share them with
 // subgroupBroadcast, and each lane multiplies them into its columns, every product written out.
@@ -11,7 +11,9 @@
 // once per block. Texel fetches rather than storage loads keep the compile short (written-out
 // storage loads of W took 4.3 s to compile at K = 256, texel fetches 0.2 s).
 //
-// A template: src/gpu/kernels/stationary.rs fills in the holes (names in double braces).
+// A template: src/gpu/kernels/stationary.rs fills in the holes (names in double braces); the
+// work is its generated `project_stationary`, which the persistent kernels that project ahead
+// in this form call too (src/gpu/ahead.rs).
 
 {{PROJECTION_PARAMS}}
 @group(0) @binding(0) var<uniform> params: ProjectionParams;

@@ -86,7 +86,7 @@ pub(crate) struct GatedPersistentSpec {
     pub batch_split: usize,
     /// How W_hh and b_hn are stored (converted to f32 as they are loaded).
     pub weights: WeightPrecision,
-    /// Projects ahead with this form of the subgroup projection (see `gpu::ahead`).
+    /// Projects ahead in this form, tiles or weight-stationary (see `gpu::ahead`).
     pub projects_ahead: Option<AheadProjection>,
     /// Loads W_hh from the model's texture of it (`ModelBuffers`, rows of
     /// [`texture_size`](Self::texture_size)) rather than from `recurrent`: what lets a lane

@@ -56,7 +56,7 @@ pub(crate) struct PersistentSpec {
     pub batch_tile: usize,
     /// How W_hh is stored (it is converted to f32 as it is loaded into registers).
     pub weights: WeightPrecision,
-    /// Projects ahead with this form of the subgroup projection (see `gpu::ahead`).
+    /// Projects ahead in this form, tiles or weight-stationary (see `gpu::ahead`).
     pub projects_ahead: Option<AheadProjection>,
     /// Computes its own input projection, x_t·W_ihᵀ + b, in each step, for inputs of this
     /// many features, instead of reading P (see [`PersistentSpecs::fusing_input`]).
