@@ -29,6 +29,16 @@ impl PersistentSpecs {
         }
     }
 
+    /// Whether the kernel projects ahead in the weight-stationary form (reading W_ih's
+    /// texels).
+    pub fn projects_stationary(&self) -> bool {
+        let form = match self {
+            PersistentSpecs::Elman(spec) => spec.projects_ahead,
+            PersistentSpecs::Gated(spec) => spec.projects_ahead,
+        };
+        matches!(form, Some(ahead::AheadProjection::Stationary { .. }))
+    }
+
     /// Sequences per workgroup.
     pub fn batch_tile(&self) -> usize {
         match self {

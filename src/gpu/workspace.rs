@@ -511,6 +511,14 @@ impl Workspace {
             );
             own_input.push(match plan.layers[k] {
                 LayerKernel::FusedInput(spec) | LayerKernel::ProjectingAhead { spec, .. } => {
+                    // The plan and the model decide W_ih's texels by the same rule
+                    // (`GpuContext::projects_stationary`); a placeholder in their place
+                    // would give wrong numbers, so a mismatch is an error.
+                    if spec.projects_stationary() && weights.w_ih_texture.is_none() {
+                        return Err(RnnError::Gpu(format!(
+                            "layer {k} projects ahead from W_ih's texels, which its model lacks"
+                        )));
+                    }
                     Some(OwnInput {
                         pipeline: ctx.persistent_pipeline(&spec)?,
                         group: kernels.step.own_input_bind_group(
