@@ -130,7 +130,7 @@ impl AheadProjection {
 /// least two chunks.
 ///
 /// The form: weight-stationary ([`AheadProjection::Stationary`]) where the layer's model
-/// holds W_ih's texels (`stationary`, as `GpuContext::projects_stationary` decides), X and P
+/// holds W_ih's texels (`texels`, as `GpuContext::projects_stationary` decides), X and P
 /// are vec4s and the workgroup is whole subgroups; else the tile.
 ///
 /// A chunk is a quarter of the sequence (at least [`MIN_CHUNK`] steps; T/2 and T/8 measured
@@ -143,7 +143,7 @@ pub(crate) fn plan(
     projection: &ProjectionParams,
     directions: usize,
     seq_len: usize,
-    stationary: bool,
+    texels: bool,
 ) -> Option<(AheadProjection, usize)> {
     let (batch, cols, depth) = (
         projection.batch as usize,
@@ -154,7 +154,7 @@ pub(crate) fn plan(
     let size = kernel.subgroup?;
     // The stationary form where the layer's model holds W_ih's texels, X and P are vec4s and
     // the workgroup is whole subgroups.
-    let stationary = (stationary
+    let stationary = (texels
         && projection.vec4_aligned()
         && projection.p_vec4_aligned()
         && kernel.hidden % 4 == 0
@@ -261,7 +261,7 @@ impl WgslParts {
             }
             Some(&AheadProjection::Stationary { lanes: size, depth }) => {
                 let block = stationary::block_columns(size, depth);
-                let units = block / size;
+                let units = stationary::units(depth);
                 let subgroups = lanes / size;
                 let role = format!(
                     "    // Workgroups after the recurrence's project the timesteps of the next dispatch:

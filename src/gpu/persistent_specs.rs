@@ -31,7 +31,7 @@ impl PersistentSpecs {
 
     /// Whether the kernel projects ahead in the weight-stationary form (reading W_ih's
     /// texels).
-    pub fn projects_stationary(&self) -> bool {
+    pub fn projects_ahead_stationary(&self) -> bool {
         let form = match self {
             PersistentSpecs::Elman(spec) => spec.projects_ahead,
             PersistentSpecs::Gated(spec) => spec.projects_ahead,
@@ -48,19 +48,19 @@ impl PersistentSpecs {
     }
 
     /// The kernel and the timesteps per dispatch of a layer that projects ahead, where that
-    /// pays (see [`ahead::plan`]; `stationary`: the layer's model holds W_ih's texels).
+    /// pays (see [`ahead::plan`]; `texels`: the layer's model holds W_ih's texels).
     pub fn projecting_ahead(
         self,
         projection: &ProjectionParams,
         directions: usize,
         seq_len: usize,
-        stationary: bool,
+        texels: bool,
     ) -> Option<(Self, usize)> {
         let shape = match self {
             PersistentSpecs::Elman(spec) => spec.ahead_shape(),
             PersistentSpecs::Gated(spec) => spec.ahead_shape(),
         };
-        let (form, chunk) = ahead::plan(shape, projection, directions, seq_len, stationary)?;
+        let (form, chunk) = ahead::plan(shape, projection, directions, seq_len, texels)?;
         let spec = match self {
             PersistentSpecs::Elman(spec) => PersistentSpecs::Elman(spec.projecting_ahead(form)),
             PersistentSpecs::Gated(spec) => PersistentSpecs::Gated(spec.projecting_ahead(form)),

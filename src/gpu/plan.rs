@@ -113,9 +113,9 @@ impl Plan {
                     .filter(|_| frames.first || arch.directions == 1)
                     .and_then(|spec| spec.fusing_input(&frames.projection));
                 let projection = &frames.projection;
-                let stationary =
+                let texels =
                     ctx.projects_stationary(projection.depth as usize, projection.cols as usize);
-                let ahead = || own?.projecting_ahead(projection, arch.directions, t, stationary);
+                let ahead = || own?.projecting_ahead(projection, arch.directions, t, texels);
                 match (fused, persistent) {
                     (Some(spec), _) => LayerKernel::FusedInput(spec),
                     (None, Some(_)) => match ahead() {

@@ -514,7 +514,7 @@ impl Workspace {
                     // The plan and the model decide W_ih's texels by the same rule
                     // (`GpuContext::projects_stationary`); a placeholder in their place
                     // would give wrong numbers, so a mismatch is an error.
-                    if spec.projects_stationary() && weights.w_ih_texture.is_none() {
+                    if spec.projects_ahead_stationary() && weights.w_ih_texture.is_none() {
                         return Err(RnnError::Gpu(format!(
                             "layer {k} projects ahead from W_ih's texels, which its model lacks"
                         )));
