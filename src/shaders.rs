@@ -33,6 +33,10 @@ pub(crate) const GATED_STEP: &str = include_str!("../shaders/gated_step.wgsl");
 /// in per (cell, sizes, lanes) by `gpu::gated_persistent`.
 pub(crate) const GATED_PERSISTENT: &str = include_str!("../shaders/gated_persistent.wgsl");
 
+/// `shaders/peak_multiply_add.wgsl`: register-resident multiply-add chains, the adapter's
+/// ceiling (`gpu::kernels::peak`).
+pub(crate) const PEAK_MULTIPLY_ADD: &str = include_str!("../shaders/peak_multiply_add.wgsl");
+
 /// `shaders/projection_stationary.wgsl`: the weight-stationary input projection, a template
 /// (`gpu::kernels::stationary`).
 pub(crate) const PROJECTION_STATIONARY: &str =

@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 
 use crate::GpuContext;
-use crate::shaders::{GATED_STEP, INPUT_PROJECTION, RECURRENT_STEP, fixed};
+use crate::shaders::{GATED_STEP, INPUT_PROJECTION, PEAK_MULTIPLY_ADD, RECURRENT_STEP, fixed};
 
 /// The process-wide test context, or `None` when there is no adapter and `RNN_REQUIRE_GPU`
 /// is not set. With `RNN_REQUIRE_GPU=1` a missing adapter panics: in CI a GPU test that cannot
@@ -172,6 +172,92 @@ pub fn time_input_projection(
     Ok(submit(repeats.max(1))? / repeats.max(1))
 }
 
+/// One measurement of the adapter's multiply-add ceiling ([`time_peak_multiply_adds`]).
+#[derive(Clone, Debug)]
+pub struct PeakRun {
+    /// Wall-clock time per dispatch (submit and wait included, spread over the repeats).
+    pub per_dispatch: std::time::Duration,
+    /// Scalar multiply-adds one dispatch runs.
+    pub multiply_adds: u64,
+    /// Each invocation's sum of its chains, four floats each, read back after the timing.
+    pub sums: Vec<f32>,
+}
+
+impl PeakRun {
+    /// Multiply-adds per second.
+    pub fn rate(&self) -> f64 {
+        self.multiply_adds as f64 / self.per_dispatch.as_secs_f64()
+    }
+}
+
+/// The multiplier and addend of the peak kernel's chains: they converge to 1.
+pub const PEAK_CHAIN: (f32, f32) = (0.9, 0.1);
+
+/// Times `peak_multiply_add.wgsl`: `workgroups` of 64 invocations, each running eight vec4
+/// chains of eight fused multiply-adds an iteration in registers; `repeats` dispatches recorded in
+/// one pass, one submission, after one warm-up submission. `iterations` stays within
+/// llvmpipe's loop limit (60,000), else an [`InvalidConfig`](crate::RnnError::InvalidConfig).
+/// The scaling report's `--peak`.
+pub fn time_peak_multiply_adds(
+    ctx: &GpuContext,
+    workgroups: u32,
+    iterations: u32,
+    repeats: u32,
+) -> crate::Result<PeakRun> {
+    use crate::gpu::kernels::peak::{PEAK_LANES, PEAK_MULTIPLY_ADDS, PeakKernel, PeakParams};
+
+    if workgroups == 0 || iterations == 0 || iterations > crate::gpu::ahead::MAX_ITERATIONS as u32 {
+        return Err(crate::RnnError::InvalidConfig(format!(
+            "the peak kernel runs 1 to 60,000 iterations on at least one workgroup, \
+             not {iterations} on {workgroups}"
+        )));
+    }
+    let _gl = ctx.gl_guard();
+    let device = ctx.device();
+    let kernel = PeakKernel::new(device, ctx.counters());
+    let (multiplier, addend) = PEAK_CHAIN;
+    let params = ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some("peak params"),
+        contents: bytemuck::bytes_of(&PeakParams {
+            iterations,
+            multiplier,
+            addend,
+            _pad: 0,
+        }),
+        usage: wgpu::BufferUsages::UNIFORM,
+    });
+    let invocations = u64::from(workgroups) * u64::from(PEAK_LANES);
+    let sums = ctx.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("peak sums"),
+        size: invocations * 16,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    let group = kernel.bind_group(device, ctx.counters(), &params, &sums);
+    let submit = |count: u32| -> crate::Result<std::time::Duration> {
+        let start = std::time::Instant::now();
+        let mut encoder = device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            for _ in 0..count {
+                kernel.encode(&mut pass, &group, workgroups);
+            }
+        }
+        ctx.queue().submit([encoder.finish()]);
+        device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| ctx.classify("timing the peak kernel", e))?;
+        Ok(start.elapsed())
+    };
+    submit(1)?;
+    let per_dispatch = submit(repeats.max(1))? / repeats.max(1);
+    Ok(PeakRun {
+        per_dispatch,
+        multiply_adds: invocations * u64::from(iterations) * PEAK_MULTIPLY_ADDS,
+        sums: crate::gpu::scheduler::read_buffer(ctx, &sums, invocations as usize * 4)?,
+    })
+}
+
 /// The persistent kernels projecting ahead, for representative sizes: they need 7 storage
 /// buffers per stage, beyond wgpu's downlevel limits, and are compiled only where the device
 /// allows them (see `gpu::kernels::OWN_INPUT_STORAGE_BUFFERS`); and the training kernels
@@ -298,6 +384,7 @@ fn all_sources() -> Vec<(String, String)> {
     use crate::gpu::persistent::PersistentSpec;
     let mut sources = vec![
         ("input_projection".into(), fixed(INPUT_PROJECTION)),
+        ("peak_multiply_add".into(), fixed(PEAK_MULTIPLY_ADD)),
         ("recurrent_step".into(), fixed(RECURRENT_STEP)),
         (
             "wavefront_block".into(),

@@ -13,7 +13,8 @@
 //! speed and start-up are separate costs), and a least-squares line per configuration and
 //! path, time = overhead + T · (time per step). Files in `--out`
 //! (default `target/scaling/`): `scaling.csv`, `fit.csv`, `scaling.svg`. `--help` lists every
-//! flag; `--gemm` measures only the input-projection GEMM, in each form the adapter has.
+//! flag; `--gemm` measures only the input-projection GEMM, in each form the adapter has;
+//! `--peak` only the adapter's multiply-add ceiling (what every GFLOP/s is read against).
 //!
 //! `--backward` times training steps instead: `GpuTrainer` (and `CpuTrainer`) forward_train
 //! and backward_params of loss = output.sum() (the parameters' gradients only, as PyTorch's
@@ -73,6 +74,7 @@ fn main() -> ExitCode {
     let command = options::parse(std::env::args_os()).unwrap_or_else(|error| error.exit());
     let result = match command {
         Command::Gemm(gemm) => run_gemm(&gemm),
+        Command::Peak => run_peak(),
         Command::Report(options) => run_report(&options),
     };
     match result {
@@ -152,6 +154,46 @@ fn run_gemm(gemm: &Gemm) -> Result<(), Error> {
     }
     // What a layer's projection of this shape runs: the last form timed.
     out!("gemm_gflops={:.2}", gflops[gflops.len() - 1]);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// --peak
+
+/// The peak kernel's dispatch: enough invocations to fill a large GPU, each running this
+/// many iterations (within llvmpipe's loop limit).
+const PEAK_WORKGROUPS: u32 = 1024;
+const PEAK_ITERATIONS: u32 = 1024;
+
+fn run_peak() -> Result<(), Error> {
+    let ctx = open_gpu()?;
+    let time = |repeats| {
+        wgpu_rnn::testing::time_peak_multiply_adds(&ctx, PEAK_WORKGROUPS, PEAK_ITERATIONS, repeats)
+    };
+    let once = time(1)?.per_dispatch;
+    let repeats = (GEMM_SUBMISSION.as_secs_f64() / once.as_secs_f64()).clamp(1.0, 1000.0) as u32;
+    let mut runs = (0..GEMM_ROUNDS)
+        .map(|_| time(repeats))
+        .collect::<Result<Vec<_>, _>>()?;
+    runs.sort_by_key(|run| run.per_dispatch);
+    let run = &runs[GEMM_ROUNDS / 2];
+    // The chains converge to 1: a sum far from eight a component means the kernel did not run.
+    if let Some(bad) = run.sums.iter().find(|sum| (*sum - 8.0).abs() > 1e-3) {
+        return Err(format!("the peak kernel's chains ended at {bad}, not 8").into());
+    }
+    let rate = run.rate();
+    out!(
+        "multiply-add ceiling: {PEAK_WORKGROUPS} workgroups × 64 invocations × 8 vec4 chains of 8 × \
+         {PEAK_ITERATIONS} fused multiply-adds, in registers; {repeats} dispatch(es) per \
+         submission, median of {GEMM_ROUNDS} submissions"
+    );
+    out!(
+        "{:.3} ms per dispatch: {:.1} G multiply-adds/s, {:.1} GFLOP/s",
+        table::millis(run.per_dispatch),
+        rate / 1e9,
+        2.0 * rate / 1e9
+    );
+    out!("peak_gflops={:.2}", 2.0 * rate / 1e9);
     Ok(())
 }
 

@@ -18,6 +18,8 @@ use crate::shape::{Cell, Shape};
 #[derive(Debug)]
 pub enum Command {
     Gemm(Gemm),
+    /// `--peak`: the adapter's multiply-add ceiling.
+    Peak,
     Report(Options),
 }
 
@@ -198,8 +200,14 @@ struct Flags {
     /// Measure only the input-projection GEMM (rows = T·N = 4096, I = H = 256), in each form
     /// the adapter has (the tile kernel; the weight-stationary one where it applies), and
     /// print gemm_gflops=<x> of the form a layer of that shape runs as the last line.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "peak")]
     gemm: bool,
+
+    /// Measure only the adapter's multiply-add ceiling: register-resident chains of fused
+    /// multiply-adds with no memory traffic, the bound every kernel's GFLOP/s is read against;
+    /// prints peak_gflops=<x> as the last line.
+    #[arg(long)]
+    peak: bool,
 
     /// With --gemm: the product's rows, K and columns, e.g. 16384x64x256.
     #[arg(long, value_name = "ROWSxKxCOLS", value_parser = parse_gemm_shape, requires = "gemm")]
@@ -223,6 +231,9 @@ where
 
 impl Flags {
     fn into_command(self) -> Command {
+        if self.peak {
+            return Command::Peak;
+        }
         if self.gemm {
             return Command::Gemm(Gemm {
                 shape: self.gemm_shape.unwrap_or(GEMM_SHAPE),
@@ -352,6 +363,7 @@ mod tests {
         match parse_args(args) {
             Ok(Command::Report(options)) => options,
             Ok(Command::Gemm(_)) => panic!("{args:?}: --gemm"),
+            Ok(Command::Peak) => panic!("{args:?}: --peak"),
             Err(error) => panic!("{args:?}: {error}"),
         }
     }
@@ -453,7 +465,12 @@ mod tests {
                 shape: (16384, 64, 192)
             }))
         ));
+        assert!(matches!(
+            parse_args(&["--cell", "lstm", "--peak"]),
+            Ok(Command::Peak)
+        ));
         for args in [
+            &["--gemm", "--peak"][..],
             &["--gemm-shape", "64x64x64"][..],
             &["--gemm", "--gemm-shape", "64x64"],
             &["--gemm", "--gemm-shape", "0x64x64"],

@@ -147,6 +147,26 @@ fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
 
+/// CPU twin of `peak_multiply_add.wgsl`: the sum of invocation `id`'s eight vec4 chains
+/// a ← a·m + c after `iterations` iterations of eight rounds, each started as the shader starts it. In f64: the
+/// chains contract towards c / (1 − m), so the shader's f32 rounding stays within about
+/// ε / (1 − m) of it.
+#[cfg(test)]
+pub(crate) fn multiply_add_chains(id: u32, iterations: u32, m: f32, c: f32) -> [f32; 4] {
+    let mut sum = [0.0f64; 4];
+    for chain in 0..8 {
+        let base = f64::from((id * 8 + chain) % 97) / 97.0;
+        for (component, total) in sum.iter_mut().enumerate() {
+            let mut a = base + 0.25 * component as f64;
+            for _ in 0..8 * iterations {
+                a = a * f64::from(m) + f64::from(c);
+            }
+            *total += a;
+        }
+    }
+    sum.map(|v| v as f32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -676,3 +676,38 @@ fn clip_and_update_in_one_is_clip_then_update() {
         }
     }
 }
+
+#[test]
+fn peak_multiply_add_matches_cpu() {
+    let Some(ctx) = testing::gpu("peak_multiply_add_matches_cpu") else {
+        return;
+    };
+    let (m, c) = testing::PEAK_CHAIN;
+    for workgroups in [1u32, 3] {
+        for iterations in [1u32, 3, 17, 257, 4096] {
+            let run = testing::time_peak_multiply_adds(&ctx, workgroups, iterations, 2).unwrap();
+            assert_eq!(run.sums.len(), workgroups as usize * 64 * 4);
+            assert_eq!(
+                run.multiply_adds,
+                u64::from(workgroups) * 64 * u64::from(iterations) * 256
+            );
+            for (id, got) in run.sums.chunks(4).enumerate() {
+                let want = cpu::multiply_add_chains(id as u32, iterations, m, c);
+                for (g, w) in got.iter().zip(want) {
+                    assert!(
+                        (g - w).abs() <= 1e-5 * w.abs().max(1.0),
+                        "{workgroups} workgroups, {iterations} iterations, invocation {id}: \
+                         {got:?} vs {want:?}"
+                    );
+                }
+            }
+        }
+    }
+    // Past llvmpipe's loop limit, and nothing at all: refused.
+    for (workgroups, iterations) in [(1, 60_001), (0, 1), (1, 0)] {
+        assert!(matches!(
+            testing::time_peak_multiply_adds(&ctx, workgroups, iterations, 1),
+            Err(crate::RnnError::InvalidConfig(_))
+        ));
+    }
+}

@@ -10,6 +10,7 @@
 mod gated_step;
 pub(crate) mod loss;
 pub(crate) mod optim;
+pub(crate) mod peak;
 mod projection;
 pub(crate) mod sequence_tiles;
 pub(crate) mod stationary;
