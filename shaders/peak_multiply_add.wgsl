@@ -1,8 +1,11 @@
 // The adapter's multiply-add ceiling: each invocation runs eight independent chains
-// a ← fma(a, m, c) of vec4s for eight rounds an iteration, all in registers, with no memory traffic,
-// and stores their sum (so none of it is dead code). What the ALUs sustain is the bound every
-// other kernel's multiply-add rate is read against (the scaling report's `--peak`). The chains
-// are independent so that their latency hides behind each other; m < 1 keeps them bounded.
+// a ← fma(a, m, c) of vec4s, all in registers, with no memory traffic, and stores their sum
+// (so none of it is dead code). What the ALUs sustain is the bound every other kernel's
+// multiply-add rate is read against (the scaling report's `--peak`). The chains are
+// independent so that their latency hides behind each other; m < 1 keeps them bounded.
+//
+// A template: src/gpu/kernels/peak.rs writes the rounds out in the loop (a loop of them
+// would count towards llvmpipe's loop limit, and might keep the chains out of registers).
 
 struct PeakParams {
     iterations: u32,
@@ -33,73 +36,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
     var a7 = start(id.x, 7u);
     let m = vec4<f32>(params.multiplier);
     let c = vec4<f32>(params.addend);
-    // Eight rounds an iteration: llvmpipe's loop bookkeeping is then a small share (four
-    // rounds measured 7 % slower on lavapipe).
     for (var i = 0u; i < params.iterations; i++) {
-        a0 = fma(a0, m, c);
-        a1 = fma(a1, m, c);
-        a2 = fma(a2, m, c);
-        a3 = fma(a3, m, c);
-        a4 = fma(a4, m, c);
-        a5 = fma(a5, m, c);
-        a6 = fma(a6, m, c);
-        a7 = fma(a7, m, c);
-        a0 = fma(a0, m, c);
-        a1 = fma(a1, m, c);
-        a2 = fma(a2, m, c);
-        a3 = fma(a3, m, c);
-        a4 = fma(a4, m, c);
-        a5 = fma(a5, m, c);
-        a6 = fma(a6, m, c);
-        a7 = fma(a7, m, c);
-        a0 = fma(a0, m, c);
-        a1 = fma(a1, m, c);
-        a2 = fma(a2, m, c);
-        a3 = fma(a3, m, c);
-        a4 = fma(a4, m, c);
-        a5 = fma(a5, m, c);
-        a6 = fma(a6, m, c);
-        a7 = fma(a7, m, c);
-        a0 = fma(a0, m, c);
-        a1 = fma(a1, m, c);
-        a2 = fma(a2, m, c);
-        a3 = fma(a3, m, c);
-        a4 = fma(a4, m, c);
-        a5 = fma(a5, m, c);
-        a6 = fma(a6, m, c);
-        a7 = fma(a7, m, c);
-        a0 = fma(a0, m, c);
-        a1 = fma(a1, m, c);
-        a2 = fma(a2, m, c);
-        a3 = fma(a3, m, c);
-        a4 = fma(a4, m, c);
-        a5 = fma(a5, m, c);
-        a6 = fma(a6, m, c);
-        a7 = fma(a7, m, c);
-        a0 = fma(a0, m, c);
-        a1 = fma(a1, m, c);
-        a2 = fma(a2, m, c);
-        a3 = fma(a3, m, c);
-        a4 = fma(a4, m, c);
-        a5 = fma(a5, m, c);
-        a6 = fma(a6, m, c);
-        a7 = fma(a7, m, c);
-        a0 = fma(a0, m, c);
-        a1 = fma(a1, m, c);
-        a2 = fma(a2, m, c);
-        a3 = fma(a3, m, c);
-        a4 = fma(a4, m, c);
-        a5 = fma(a5, m, c);
-        a6 = fma(a6, m, c);
-        a7 = fma(a7, m, c);
-        a0 = fma(a0, m, c);
-        a1 = fma(a1, m, c);
-        a2 = fma(a2, m, c);
-        a3 = fma(a3, m, c);
-        a4 = fma(a4, m, c);
-        a5 = fma(a5, m, c);
-        a6 = fma(a6, m, c);
-        a7 = fma(a7, m, c);
-    }
+{{ROUNDS}}    }
     sums[id.x] = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7));
 }

@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 
 use crate::GpuContext;
-use crate::shaders::{GATED_STEP, INPUT_PROJECTION, PEAK_MULTIPLY_ADD, RECURRENT_STEP, fixed};
+use crate::shaders::{GATED_STEP, INPUT_PROJECTION, RECURRENT_STEP, fixed};
 
 /// The process-wide test context, or `None` when there is no adapter and `RNN_REQUIRE_GPU`
 /// is not set. With `RNN_REQUIRE_GPU=1` a missing adapter panics: in CI a GPU test that cannot
@@ -153,9 +153,20 @@ pub fn time_input_projection(
             Box::new(move |pass| kernel.encode(pass, &pipeline, &group, &params, params.rows))
         }
     };
+    time_dispatches(ctx, "timing the projection", &encode, repeats)
+}
+
+/// Wall-clock time per dispatch of `repeats` dispatches that `encode` records in one pass, one
+/// submission (submit and wait included), after one warm-up submission of one.
+fn time_dispatches(
+    ctx: &GpuContext,
+    what: &str,
+    encode: &dyn Fn(&mut wgpu::ComputePass<'_>),
+    repeats: u32,
+) -> crate::Result<std::time::Duration> {
     let submit = |count: u32| -> crate::Result<std::time::Duration> {
         let start = std::time::Instant::now();
-        let mut encoder = device.create_command_encoder(&Default::default());
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
             for _ in 0..count {
@@ -163,9 +174,9 @@ pub fn time_input_projection(
             }
         }
         ctx.queue().submit([encoder.finish()]);
-        device
+        ctx.device()
             .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| ctx.classify("timing the projection", e))?;
+            .map_err(|e| ctx.classify(what, e))?;
         Ok(start.elapsed())
     };
     submit(1)?;
@@ -194,8 +205,8 @@ impl PeakRun {
 pub const PEAK_CHAIN: (f32, f32) = (0.9, 0.1);
 
 /// Times `peak_multiply_add.wgsl`: `workgroups` of 64 invocations, each running eight vec4
-/// chains of eight fused multiply-adds an iteration in registers; `repeats` dispatches recorded in
-/// one pass, one submission, after one warm-up submission. `iterations` stays within
+/// chains of eight fused multiply-adds an iteration in registers; `repeats` dispatches
+/// recorded in one pass, one submission, after one warm-up submission. `iterations` stays within
 /// llvmpipe's loop limit (60,000), else an [`InvalidConfig`](crate::RnnError::InvalidConfig).
 /// The scaling report's `--peak`.
 pub fn time_peak_multiply_adds(
@@ -234,23 +245,12 @@ pub fn time_peak_multiply_adds(
         mapped_at_creation: false,
     });
     let group = kernel.bind_group(device, ctx.counters(), &params, &sums);
-    let submit = |count: u32| -> crate::Result<std::time::Duration> {
-        let start = std::time::Instant::now();
-        let mut encoder = device.create_command_encoder(&Default::default());
-        {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
-            for _ in 0..count {
-                kernel.encode(&mut pass, &group, workgroups);
-            }
-        }
-        ctx.queue().submit([encoder.finish()]);
-        device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| ctx.classify("timing the peak kernel", e))?;
-        Ok(start.elapsed())
-    };
-    submit(1)?;
-    let per_dispatch = submit(repeats.max(1))? / repeats.max(1);
+    let per_dispatch = time_dispatches(
+        ctx,
+        "timing the peak kernel",
+        &|pass| kernel.encode(pass, &group, workgroups),
+        repeats,
+    )?;
     Ok(PeakRun {
         per_dispatch,
         multiply_adds: invocations * u64::from(iterations) * PEAK_MULTIPLY_ADDS,
@@ -384,7 +384,10 @@ fn all_sources() -> Vec<(String, String)> {
     use crate::gpu::persistent::PersistentSpec;
     let mut sources = vec![
         ("input_projection".into(), fixed(INPUT_PROJECTION)),
-        ("peak_multiply_add".into(), fixed(PEAK_MULTIPLY_ADD)),
+        (
+            "peak_multiply_add".into(),
+            crate::gpu::kernels::peak::wgsl(),
+        ),
         ("recurrent_step".into(), fixed(RECURRENT_STEP)),
         (
             "wavefront_block".into(),
