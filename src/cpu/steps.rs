@@ -148,9 +148,9 @@ fn sigmoid(x: f64) -> f64 {
 }
 
 /// CPU twin of `peak_multiply_add.wgsl`: the sum of invocation `id`'s eight vec4 chains
-/// a ← a·m + c after `iterations` iterations of eight rounds, each started as the shader starts it. In f64: the
-/// chains contract towards c / (1 − m), so the shader's f32 rounding stays within about
-/// ε / (1 − m) of it.
+/// a ← a·m + c after `iterations` iterations of eight rounds, each chain started as the shader
+/// starts it. In f64: the chains contract towards c / (1 − m), so the shader's f32 rounding
+/// stays within about ε / (1 − m) of it.
 #[cfg(test)]
 pub(crate) fn multiply_add_chains(id: u32, iterations: u32, m: f32, c: f32) -> [f32; 4] {
     let mut sum = [0.0f64; 4];
