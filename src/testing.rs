@@ -206,9 +206,9 @@ pub const PEAK_CHAIN: (f32, f32) = (0.9, 0.1);
 
 /// Times `peak_multiply_add.wgsl`: `workgroups` of 64 invocations, each running eight vec4
 /// chains of eight fused multiply-adds an iteration in registers; `repeats` dispatches
-/// recorded in one pass, one submission, after one warm-up submission. `iterations` stays within
-/// llvmpipe's loop limit (60,000), else an [`InvalidConfig`](crate::RnnError::InvalidConfig).
-/// The scaling report's `--peak`.
+/// recorded in one pass, one submission, after one warm-up submission. `iterations` stays
+/// within llvmpipe's loop limit (`MAX_ITERATIONS`, 60,000), else an
+/// [`InvalidConfig`](crate::RnnError::InvalidConfig). The scaling report's `--peak`.
 pub fn time_peak_multiply_adds(
     ctx: &GpuContext,
     workgroups: u32,
@@ -217,9 +217,10 @@ pub fn time_peak_multiply_adds(
 ) -> crate::Result<PeakRun> {
     use crate::gpu::kernels::peak::{PEAK_LANES, PEAK_MULTIPLY_ADDS, PeakKernel, PeakParams};
 
-    if workgroups == 0 || iterations == 0 || iterations > crate::gpu::ahead::MAX_ITERATIONS as u32 {
+    let most = crate::gpu::ahead::MAX_ITERATIONS as u32;
+    if workgroups == 0 || iterations == 0 || iterations > most {
         return Err(crate::RnnError::InvalidConfig(format!(
-            "the peak kernel runs 1 to 60,000 iterations on at least one workgroup, \
+            "the peak kernel runs 1 to {most} iterations on at least one workgroup, \
              not {iterations} on {workgroups}"
         )));
     }

@@ -104,9 +104,15 @@ fn open_gpu() -> Result<GpuContext, Error> {
 // ---------------------------------------------------------------------------------------------
 // --gemm
 
-/// Each timed submission runs at least this long, so that submit and wait are a small share.
-const GEMM_SUBMISSION: Duration = Duration::from_millis(200);
-const GEMM_ROUNDS: usize = 5;
+/// Each timed submission of `--gemm` and `--peak` runs at least this long, so that submit and
+/// wait are a small share; the median of this many is reported.
+const KERNEL_SUBMISSION: Duration = Duration::from_millis(200);
+const KERNEL_ROUNDS: usize = 5;
+
+/// Dispatches per timed submission for a kernel one dispatch of which took `once`.
+fn repeats_for(once: Duration) -> u32 {
+    (KERNEL_SUBMISSION.as_secs_f64() / once.as_secs_f64()).clamp(1.0, 1000.0) as u32
+}
 
 fn run_gemm(gemm: &Gemm) -> Result<(), Error> {
     let ctx = open_gpu()?;
@@ -125,23 +131,23 @@ fn run_gemm(gemm: &Gemm) -> Result<(), Error> {
         .map(|&(_, once)| once)
         .max()
         .unwrap_or_default();
-    let repeats = (GEMM_SUBMISSION.as_secs_f64() / longest.as_secs_f64()).clamp(1.0, 1000.0) as u32;
+    let repeats = repeats_for(longest);
     // Rounds alternate between the forms, so that both see the same machine.
     let mut times = vec![Vec::new(); forms.len()];
-    for _ in 0..GEMM_ROUNDS {
+    for _ in 0..KERNEL_ROUNDS {
         for (&(form, _), times) in forms.iter().zip(&mut times) {
             times.push(time(form, repeats)?);
         }
     }
     out!(
         "input projection GEMM P = X·Wᵀ + b: X {rows}×{depth}, W {cols}×{depth}; \
-         {repeats} dispatch(es) per submission, median of {GEMM_ROUNDS} submissions"
+         {repeats} dispatch(es) per submission, median of {KERNEL_ROUNDS} submissions"
     );
     let flops = 2.0 * (rows * depth * cols) as f64;
     let mut gflops = Vec::new();
     for (&(form, _), times) in forms.iter().zip(&mut times) {
         times.sort_unstable();
-        let time = times[GEMM_ROUNDS / 2];
+        let time = times[KERNEL_ROUNDS / 2];
         gflops.push(flops / time.as_secs_f64() / 1e9);
         out!(
             "{form:?}: {:.3} ms per dispatch, {:.1} GFLOP/s",
@@ -171,12 +177,12 @@ fn run_peak() -> Result<(), Error> {
         wgpu_rnn::testing::time_peak_multiply_adds(&ctx, PEAK_WORKGROUPS, PEAK_ITERATIONS, repeats)
     };
     let once = time(1)?.per_dispatch;
-    let repeats = (GEMM_SUBMISSION.as_secs_f64() / once.as_secs_f64()).clamp(1.0, 1000.0) as u32;
-    let mut runs = (0..GEMM_ROUNDS)
+    let repeats = repeats_for(once);
+    let mut runs = (0..KERNEL_ROUNDS)
         .map(|_| time(repeats))
         .collect::<Result<Vec<_>, _>>()?;
     runs.sort_by_key(|run| run.per_dispatch);
-    let run = &runs[GEMM_ROUNDS / 2];
+    let run = &runs[KERNEL_ROUNDS / 2];
     // The chains converge to 1: a sum far from eight a component means the kernel did not run.
     if let Some(bad) = run.sums.iter().find(|sum| (*sum - 8.0).abs() > 1e-3) {
         return Err(format!("the peak kernel's chains ended at {bad}, not 8").into());
@@ -185,7 +191,7 @@ fn run_peak() -> Result<(), Error> {
     out!(
         "multiply-add ceiling: {PEAK_WORKGROUPS} workgroups × 64 invocations × 8 vec4 chains of 8 × \
          {PEAK_ITERATIONS} fused multiply-adds, in registers; {repeats} dispatch(es) per \
-         submission, median of {GEMM_ROUNDS} submissions"
+         submission, median of {KERNEL_ROUNDS} submissions"
     );
     out!(
         "{:.3} ms per dispatch: {:.1} G multiply-adds/s, {:.1} GFLOP/s",
